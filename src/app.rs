@@ -1,0 +1,111 @@
+//! The binary's edge: turns parsed arguments into engine options, runs the
+//! command, prints what the user sees, and says which exit code fits.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::backup::{self, BackupOptions, BackupReport};
+use crate::cli::{BackupArgs, Cli, Command, S3Args};
+use crate::progress::{BarProgress, NoProgress, Progress};
+use crate::state::StateDb;
+use crate::store::S3Settings;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Ok = 0,
+    /// The run could not be done.
+    Error = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// Some files failed; the rest were done.
+    Partial = 3,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let state_path = match cli.state.clone() {
+        Some(path) => path,
+        None => StateDb::default_path()
+            .context("cannot find a state directory: pass --state FILE")?,
+    };
+    match cli.command {
+        Command::Backup(args) => runtime.block_on(backup(args, state_path, cli.quiet)),
+    }
+}
+
+impl From<S3Args> for S3Settings {
+    fn from(a: S3Args) -> Self {
+        S3Settings {
+            profile: a.profile,
+            region: a.region,
+            endpoint_url: a.endpoint_url,
+            path_style: a.path_style,
+        }
+    }
+}
+
+async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -> anyhow::Result<Exit> {
+    let opts = BackupOptions {
+        source: args.source,
+        target: args.target,
+        state_path,
+        delete: args.delete,
+        dry_run: args.dry_run,
+        jobs: usize::from(args.jobs),
+        multipart_threshold: args.multipart_threshold,
+        part_size: args.part_size,
+        s3: args.s3.into(),
+    };
+    let progress: Arc<dyn Progress> = if !quiet && !args.json && std::io::stderr().is_terminal() {
+        Arc::new(BarProgress::new())
+    } else {
+        Arc::new(NoProgress)
+    };
+    let report = backup::run(&opts, progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&opts, &report, quiet);
+    }
+    for f in &report.failures {
+        eprintln!("error: {}: {}", f.path, f.error);
+    }
+    if report.failed > 0 {
+        eprintln!("error: {} file(s) were not backed up; run the backup again to retry them", report.failed);
+        return Ok(Exit::Partial);
+    }
+    Ok(Exit::Ok)
+}
+
+fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
+    if r.dry_run {
+        for line in &r.planned {
+            println!("{line}");
+        }
+    }
+    if quiet {
+        return;
+    }
+    let verb = if r.dry_run { "dry run: would back up" } else { "backed up" };
+    println!("{verb} {} -> {}", opts.source.display(), opts.target);
+    println!(
+        "  scanned {} files: uploaded {}, copied {}, touched {}, unchanged {}, deleted {}, failed {}, skipped {}",
+        r.scanned, r.uploaded, r.copied, r.touched, r.unchanged, r.deleted, r.failed, r.skipped
+    );
+    println!(
+        "  sent {} in {:.2} s",
+        indicatif::HumanBytes(r.bytes_sent),
+        r.elapsed_ms as f64 / 1000.0
+    );
+    if let Some(key) = &r.snapshot {
+        println!("  snapshot {key}");
+    }
+}

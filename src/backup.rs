@@ -1,0 +1,718 @@
+//! A backup run, end to end: check the target, scan, plan, hash, transfer,
+//! record, write the manifest.
+//!
+//! Work is planned first and executed second, so `--dry-run` is "print the
+//! plan". Transfers run with bounded concurrency: at most `jobs` files in
+//! flight and at most `jobs` requests (parts included) at once, through one
+//! semaphore whose permits are held only for a single request, so a large
+//! multipart upload can never starve or deadlock the rest. A failure on one
+//! file is retried if transient, then recorded and reported; it never stops
+//! the others and never reaches the state file. State rows are written only
+//! after their upload succeeded, in batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::hash;
+use crate::manifest;
+use crate::plan::{self, Action};
+use crate::progress::Progress;
+use crate::scan::{self, EntryKind, ScanEntry};
+use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
+use crate::store::{
+    self, CompletedPart, FileRange, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_OBJECT, MIN_PART_SIZE, ObjectMeta,
+    ObjectStore, Prepared, PutOutcome, S3Settings, StoreError, join_key,
+};
+use crate::target::Target;
+
+/// Everything a backup run needs to know, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Directory to back up.
+    pub source: PathBuf,
+    /// Where to.
+    pub target: Target,
+    /// State database file.
+    pub state_path: PathBuf,
+    /// Remove remote files whose local file is gone.
+    pub delete: bool,
+    /// Plan and print, change nothing.
+    pub dry_run: bool,
+    /// Files and requests in flight at once.
+    pub jobs: usize,
+    /// Files larger than this use multipart upload.
+    pub multipart_threshold: u64,
+    /// Multipart part size (raised if a file would need more than 10,000 parts).
+    pub part_size: u64,
+    /// How to reach S3.
+    pub s3: S3Settings,
+}
+
+/// A file that was not backed up, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// Relative path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What a run did, for the summary and `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Files found locally.
+    pub scanned: u64,
+    /// Files uploaded.
+    pub uploaded: u64,
+    /// Files copied server-side from content already in the bucket.
+    pub copied: u64,
+    /// Files whose mtime or mode changed but bytes did not (metadata refresh only).
+    pub touched: u64,
+    /// Files with nothing to do.
+    pub unchanged: u64,
+    /// Remote files deleted (`--delete`).
+    pub deleted: u64,
+    /// Files that failed.
+    pub failed: u64,
+    /// Symlinks and special files not backed up.
+    pub skipped: u64,
+    /// Bytes sent as upload bodies.
+    pub bytes_sent: u64,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Key of the manifest written, if any.
+    pub snapshot: Option<String>,
+    /// The failed files.
+    pub failures: Vec<Failure>,
+    /// The planned actions, one line each (dry run only).
+    #[serde(skip)]
+    pub planned: Vec<String>,
+    /// Whether the bucket or store directory was created.
+    #[serde(skip)]
+    pub created_target: bool,
+}
+
+/// Why a backup could not run at all (per-file problems are [`Failure`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The source directory is missing or unreadable.
+    #[error(transparent)]
+    Source(#[from] scan::ScanError),
+    /// The state file could not be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The target could not be reached or used.
+    #[error("target {target}: {source}")]
+    Store {
+        /// The target.
+        target: String,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// Writing the manifest failed; the files themselves are backed up.
+    #[error("writing the snapshot manifest: {0}")]
+    Manifest(String),
+}
+
+/// How many state rows to commit per transaction.
+const STATE_BATCH: usize = 512;
+/// Attempts per file operation for transient errors (on top of the SDK's own retries).
+const ATTEMPTS: u32 = 3;
+
+/// Shared by every transfer task.
+struct Engine {
+    store: Arc<dyn ObjectStore>,
+    source: PathBuf,
+    prefix: String,
+    requests: Semaphore,
+    jobs: usize,
+    multipart_threshold: u64,
+    part_size: u64,
+    progress: Arc<dyn Progress>,
+}
+
+/// Runs one backup.
+pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let source = absolute_source(&opts.source)?;
+    let target_text = opts.target.canonical();
+    let store_err = |source| BackupError::Store {
+        target: target_text.clone(),
+        source,
+    };
+
+    let mut db = if opts.dry_run && !opts.state_path.exists() {
+        StateDb::in_memory()?
+    } else {
+        StateDb::open(&opts.state_path)?
+    };
+    let source_text = source.to_string_lossy().to_string();
+    let set_id = if opts.dry_run {
+        db.find_set(&source_text, &target_text)?.unwrap_or(-1)
+    } else {
+        db.ensure_set(&source_text, &target_text)?
+    };
+    let _lock = if opts.dry_run { None } else { Some(db.lock_set(set_id)?) };
+
+    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let prepared = store.prepare(!opts.dry_run).await.map_err(store_err)?;
+
+    let scan_root = source.clone();
+    let tick = progress.clone();
+    let scan = tokio::task::spawn_blocking(move || scan::scan(&scan_root, |n| tick.scanned(n)))
+        .await
+        .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))??;
+    for s in &scan.skipped {
+        tracing::warn!(path = %s.path, "{}", s.reason);
+    }
+    let mut failures: Vec<Failure> = scan
+        .errors
+        .iter()
+        .map(|p| Failure {
+            path: p.path.clone(),
+            error: p.reason.clone(),
+        })
+        .collect();
+    let scanned = scan.entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
+
+    let state = db.load_files(set_id)?;
+    let mut triage = plan::triage(scan.entries, &state);
+    triage.protect(&scan.errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
+    let hashes = hash_all(&source, &triage.to_hash, &progress, &mut failures).await;
+    let plan = plan::decide(triage, &hashes, &state, opts.delete);
+    drop(hashes);
+
+    let mut report = BackupReport {
+        scanned,
+        uploaded: 0,
+        copied: 0,
+        touched: 0,
+        unchanged: plan.unchanged,
+        deleted: 0,
+        failed: 0,
+        skipped: scan.skipped.len() as u64,
+        bytes_sent: 0,
+        elapsed_ms: 0,
+        dry_run: opts.dry_run,
+        snapshot: None,
+        failures: Vec::new(),
+        planned: Vec::new(),
+        created_target: prepared == Prepared::Created,
+    };
+
+    if opts.dry_run {
+        if prepared == Prepared::Missing {
+            report.planned.push(format!("create {}", store.describe()));
+        }
+        for action in plan.transfers.iter().chain(&plan.deletes) {
+            report.planned.push(action.describe());
+            match action {
+                Action::Upload { entry, .. } => {
+                    report.uploaded += 1;
+                    report.bytes_sent += entry.size;
+                }
+                Action::Copy { .. } => report.copied += 1,
+                Action::Touch { .. } => report.touched += 1,
+                Action::Delete(row) if row.kind == EntryKind::File => report.deleted += 1,
+                Action::Delete(_) => {}
+            }
+        }
+        report.failed = failures.len() as u64;
+        report.failures = failures;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        progress.finish();
+        return Ok(report);
+    }
+
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let run_row = db.begin_run(set_id, &run_id, "backup")?;
+    let changes_planned = !plan.transfers.is_empty() || !plan.deletes.is_empty() || !plan.dirs.is_empty();
+    if changes_planned {
+        db.set_manifest_pending(set_id, true)?;
+    }
+
+    let engine = Arc::new(Engine {
+        store: store.clone(),
+        source: source.clone(),
+        prefix: opts.target.prefix().to_string(),
+        requests: Semaphore::new(opts.jobs.max(1)),
+        jobs: opts.jobs.max(1),
+        multipart_threshold: opts.multipart_threshold.clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT),
+        part_size: opts.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
+        progress: progress.clone(),
+    });
+
+    let dir_rows: Vec<FileChange> = plan.dirs.iter().map(|d| FileChange::Upsert(dir_row(d))).collect();
+    db.apply(set_id, &dir_rows)?;
+
+    let transfer_bytes = plan
+        .transfers
+        .iter()
+        .map(|a| match a {
+            Action::Upload { entry, .. } => entry.size,
+            _ => 0,
+        })
+        .sum();
+    progress.transferring(plan.transfers.len() as u64, transfer_bytes);
+    let mut results = futures::stream::iter(plan.transfers.into_iter().chain(plan.deletes))
+        .map(|action| {
+            let engine = engine.clone();
+            async move {
+                let outcome = engine.execute(&action).await;
+                (action, outcome)
+            }
+        })
+        .buffer_unordered(engine.jobs);
+    let mut batch = Vec::with_capacity(STATE_BATCH);
+    let mut last_flush = Instant::now();
+    while let Some((action, outcome)) = results.next().await {
+        match outcome {
+            Ok(done) => {
+                report.bytes_sent += done.bytes_sent;
+                match &action {
+                    Action::Upload { .. } => report.uploaded += 1,
+                    Action::Copy { .. } => report.copied += 1,
+                    Action::Touch { .. } => report.touched += 1,
+                    Action::Delete(row) if row.kind == EntryKind::File => report.deleted += 1,
+                    Action::Delete(_) => {}
+                }
+                batch.push(done.change);
+            }
+            Err(e) => failures.push(Failure {
+                path: action.path().to_string(),
+                error: e.to_string(),
+            }),
+        }
+        if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
+            tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+            batch.clear();
+            last_flush = Instant::now();
+        }
+    }
+    drop(results);
+    db.apply(set_id, &batch)?;
+    progress.finish();
+
+    report.failed = failures.len() as u64;
+    report.failures = failures;
+    let manifest_result = if db.manifest_pending(set_id)? {
+        write_manifest(&db, set_id, &*store, &source_text, &opts.target, &run_id).await
+    } else {
+        Ok(None)
+    };
+    let counts = report.counts();
+    match manifest_result {
+        Ok(key) => {
+            if key.is_some() {
+                db.set_manifest_pending(set_id, false)?;
+            }
+            report.snapshot = key;
+            let status = if report.failed > 0 { RunStatus::Partial } else { RunStatus::Ok };
+            db.finish_run(run_row, status, &counts, report.snapshot.as_deref(), None)?;
+        }
+        Err(e) => {
+            db.finish_run(run_row, RunStatus::Failed, &counts, None, Some(&e.to_string()))?;
+            return Err(e);
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+impl BackupReport {
+    fn counts(&self) -> RunCounts {
+        RunCounts {
+            scanned: self.scanned,
+            uploaded: self.uploaded,
+            copied: self.copied,
+            touched: self.touched,
+            unchanged: self.unchanged,
+            deleted: self.deleted,
+            failed: self.failed,
+            bytes_sent: self.bytes_sent,
+        }
+    }
+}
+
+/// The source as an absolute path, so a set is the same set from any working directory.
+fn absolute_source(source: &Path) -> Result<PathBuf, scan::ScanError> {
+    match std::fs::metadata(source) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => return Err(scan::ScanError::NotADirectory(source.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(scan::ScanError::Missing(source.to_path_buf()));
+        }
+        Err(e) => return Err(scan::ScanError::Unreadable(source.to_path_buf(), e)),
+    }
+    source
+        .canonicalize()
+        .map_err(|e| scan::ScanError::Unreadable(source.to_path_buf(), e))
+}
+
+/// Hashes files on blocking threads, one per core; unreadable files become failures.
+async fn hash_all(
+    source: &Path,
+    entries: &[ScanEntry],
+    progress: &Arc<dyn Progress>,
+    failures: &mut Vec<Failure>,
+) -> HashMap<String, String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    progress.hashing(entries.len() as u64, entries.iter().map(|e| e.size).sum());
+    let mut hashed = futures::stream::iter(entries.iter().cloned())
+        .map(|entry| {
+            let path = source.join(&entry.path);
+            async move {
+                let result = tokio::task::spawn_blocking({
+                    let entry = entry.clone();
+                    move || hash::hash_file(&path, &entry)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                (entry, result)
+            }
+        })
+        .buffer_unordered(threads);
+    let mut hashes = HashMap::with_capacity(entries.len());
+    while let Some((entry, result)) = hashed.next().await {
+        progress.advance(entry.size);
+        match result {
+            Ok(h) => {
+                hashes.insert(entry.path, h);
+            }
+            Err(e) => failures.push(Failure {
+                path: entry.path,
+                error: format!("reading: {e}"),
+            }),
+        }
+    }
+    hashes
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn dir_row(entry: &ScanEntry) -> FileRow {
+    FileRow {
+        path: entry.path.clone(),
+        kind: EntryKind::Dir,
+        size: 0,
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+        blake3: String::new(),
+        etag: String::new(),
+        version_id: None,
+        uploaded_at: now_secs(),
+    }
+}
+
+fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
+    FileRow {
+        path: entry.path.clone(),
+        kind: EntryKind::File,
+        size: entry.size,
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+        blake3: blake3.to_string(),
+        etag: put.etag,
+        version_id: put.version_id,
+        uploaded_at: now_secs(),
+    }
+}
+
+/// A finished action: the state change to record and the bytes it sent.
+struct Done {
+    change: FileChange,
+    bytes_sent: u64,
+}
+
+/// Retries `op` on transient errors with exponential backoff.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::info!(attempt, "{what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Engine {
+    fn key(&self, path: &str) -> String {
+        join_key(&self.prefix, path)
+    }
+
+    async fn execute(&self, action: &Action) -> Result<Done, StoreError> {
+        match action {
+            Action::Upload { entry, blake3 } => self.upload(entry, blake3).await,
+            Action::Copy { from, entry, blake3 } => {
+                let meta = meta(entry, blake3);
+                let copied = if entry.size > MAX_SINGLE_OBJECT {
+                    None
+                } else {
+                    let (src, dst) = (self.key(from), self.key(&entry.path));
+                    match retry(&dst, || self.request(self.store.copy(&src, &dst, &meta))).await {
+                        Ok(put) => Some(put),
+                        // The source vanished behind our back: send the bytes instead.
+                        Err(StoreError::NotFound(e)) => {
+                            tracing::info!("{e}; uploading instead");
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                match copied {
+                    Some(put) => {
+                        hash::ensure_unchanged(&self.source.join(&entry.path), entry)
+                            .map_err(|e| StoreError::Fatal(e.to_string()))?;
+                        Ok(Done {
+                            change: FileChange::Upsert(file_row(entry, blake3, put)),
+                            bytes_sent: 0,
+                        })
+                    }
+                    None => self.upload(entry, blake3).await,
+                }
+            }
+            Action::Touch { entry, old } => {
+                let put = if entry.size > MAX_SINGLE_OBJECT {
+                    // CopyObject cannot refresh metadata on objects this large; the state still tracks the mtime.
+                    PutOutcome {
+                        etag: old.etag.clone(),
+                        version_id: old.version_id.clone(),
+                    }
+                } else {
+                    let key = self.key(&entry.path);
+                    let meta = meta(entry, &old.blake3);
+                    retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await?
+                };
+                Ok(Done {
+                    change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
+                    bytes_sent: 0,
+                })
+            }
+            Action::Delete(row) => {
+                if row.kind == EntryKind::File {
+                    let key = self.key(&row.path);
+                    retry(&key, || self.request(self.store.delete(&key))).await?;
+                }
+                Ok(Done {
+                    change: FileChange::Remove(row.path.clone()),
+                    bytes_sent: 0,
+                })
+            }
+        }
+    }
+
+    /// Runs one request under a concurrency permit.
+    async fn request<T>(&self, fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let _permit = self
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Fatal("transfer queue closed".into()))?;
+        fut.await
+    }
+
+    async fn upload(&self, entry: &ScanEntry, blake3: &str) -> Result<Done, StoreError> {
+        let path = self.source.join(&entry.path);
+        let key = self.key(&entry.path);
+        let meta = meta(entry, blake3);
+        let put = if entry.size <= self.multipart_threshold {
+            let range = FileRange {
+                path: &path,
+                offset: 0,
+                len: entry.size,
+            };
+            let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
+            self.progress.advance(entry.size);
+            put
+        } else {
+            self.multipart(&key, &path, entry.size, &meta).await?
+        };
+        // Bytes read while the file changed may mix two versions: don't record them.
+        hash::ensure_unchanged(&path, entry).map_err(|e| StoreError::Fatal(e.to_string()))?;
+        Ok(Done {
+            change: FileChange::Upsert(file_row(entry, blake3, put)),
+            bytes_sent: entry.size,
+        })
+    }
+
+    async fn multipart(&self, key: &str, path: &Path, size: u64, meta: &ObjectMeta) -> Result<PutOutcome, StoreError> {
+        let part_size = part_size_for(size, self.part_size);
+        let count = size.div_ceil(part_size);
+        let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
+        let parts = futures::stream::iter(0..count)
+            .map(|i| {
+                let upload_id = &upload_id;
+                async move {
+                    let offset = i * part_size;
+                    let range = FileRange {
+                        path,
+                        offset,
+                        len: part_size.min(size - offset),
+                    };
+                    let number = i as i32 + 1;
+                    let etag = retry(key, || {
+                        self.request(self.store.upload_part(key, upload_id, number, range))
+                    })
+                    .await?;
+                    self.progress.advance(range.len);
+                    Ok::<_, StoreError>(CompletedPart { number, etag })
+                }
+            })
+            .buffer_unordered(self.jobs)
+            .collect::<Vec<_>>()
+            .await;
+        let mut done = Vec::with_capacity(parts.len());
+        for part in parts {
+            match part {
+                Ok(p) => done.push(p),
+                Err(e) => {
+                    if let Err(abort) = self.request(self.store.abort_multipart(key, &upload_id)).await {
+                        tracing::warn!("{abort}");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        done.sort_by_key(|p| p.number);
+        let result = retry(key, || self.request(self.store.complete_multipart(key, &upload_id, &done))).await;
+        if result.is_err() {
+            let _ = self.request(self.store.abort_multipart(key, &upload_id)).await;
+        }
+        result
+    }
+}
+
+/// The part size to use: the configured one, raised (to a whole MiB) if the
+/// file would otherwise need more than S3's 10,000 parts.
+pub fn part_size_for(size: u64, configured: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    configured.max(needed).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+}
+
+fn meta(entry: &ScanEntry, blake3: &str) -> ObjectMeta {
+    ObjectMeta {
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+        blake3: blake3.to_string(),
+    }
+}
+
+/// Streams the set's state into a compressed temp file, then uploads it.
+async fn write_manifest(
+    db: &StateDb,
+    set_id: i64,
+    store: &dyn ObjectStore,
+    source: &str,
+    target: &Target,
+    run_id: &str,
+) -> Result<Option<String>, BackupError> {
+    let fail = |e: &dyn std::fmt::Display| BackupError::Manifest(e.to_string());
+    let created = chrono::Utc::now();
+    let (files, bytes) = db.totals(set_id)?;
+    let mut dirs = 0;
+    db.for_each_file(set_id, |r| {
+        dirs += u64::from(r.kind == EntryKind::Dir);
+        Ok(())
+    })?;
+    let header = manifest::Header {
+        format: manifest::FORMAT,
+        tool: format!("s3backup {}", env!("CARGO_PKG_VERSION")),
+        source: source.to_string(),
+        target: target.canonical(),
+        host: gethostname::gethostname().to_string_lossy().to_string(),
+        created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        run_id: run_id.to_string(),
+        files,
+        dirs,
+        bytes,
+    };
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| fail(&e))?;
+    let mut hasher = blake3::Hasher::new();
+    {
+        let file = tmp.as_file().try_clone().map_err(|e| fail(&e))?;
+        let mut writer = manifest::Writer::new(HashingWriter { inner: file, hasher: &mut hasher }, &header)
+            .map_err(|e| fail(&e))?;
+        db.for_each_file(set_id, |row| {
+            writer
+                .push(&manifest::Entry::from(&row))
+                .map_err(|source| crate::state::StateError::Io {
+                    path: tmp.path().to_path_buf(),
+                    source,
+                })
+        })?;
+        writer.finish().map_err(|e| fail(&e))?;
+    }
+    let len = tmp.as_file().metadata().map_err(|e| fail(&e))?.len();
+    let key = join_key(
+        target.prefix(),
+        &format!("{}/{}", manifest::DIR, manifest::file_name(created, run_id)),
+    );
+    let meta = ObjectMeta {
+        mtime_ns: created.timestamp_nanos_opt().unwrap_or_default(),
+        mode: 0o644,
+        blake3: hasher.finalize().to_hex().to_string(),
+    };
+    let range = FileRange {
+        path: tmp.path(),
+        offset: 0,
+        len,
+    };
+    retry(&key, || store.put_file(&key, range, &meta))
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(Some(key))
+}
+
+/// Hashes what passes through, so the manifest's blake3 costs no second read.
+struct HashingWriter<'a, W> {
+    inner: W,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_respects_s3_limits() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(part_size_for(100 * MIB, 8 * MIB), 8 * MIB);
+        assert_eq!(part_size_for(100 * MIB, MIB), 5 * MIB);
+        let huge = 200 * 1024 * MIB * 1024; // 200 TiB-ish is over S3's limit, but the math must still cap
+        assert!(part_size_for(huge, 8 * MIB) <= MAX_PART_SIZE);
+        let big = 100 * 1024 * MIB; // 100 GiB needs > 10 MiB parts
+        let p = part_size_for(big, 8 * MIB);
+        assert!(big.div_ceil(p) <= MAX_PARTS && p % MIB == 0);
+    }
+}

@@ -1,0 +1,141 @@
+//! Command-line types (clap derive) and nothing else: no logic lives here.
+//! `app.rs` turns them into the options the engines take.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::target::Target;
+
+const EXAMPLES: &str = "\
+Examples:
+  s3backup backup ~/Documents mybucket::documents
+  s3backup backup ~/Documents s3://mybucket/documents --delete
+  s3backup backup ./photos /mnt/usb/backup          # a local directory store
+  s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
+
+Exit codes: 0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done).";
+
+/// Incremental backups of a directory to Amazon S3, any S3-compatible store, or a local directory.
+#[derive(Debug, Parser)]
+#[command(name = "s3backup", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors; no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// State database file [default: $XDG_STATE_HOME/s3backup/state.db].
+    #[arg(long, global = true, value_name = "FILE", env = "S3BACKUP_STATE")]
+    pub state: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up SOURCE to TARGET, sending only what changed since the last run.
+    #[command(after_help = EXAMPLES)]
+    Backup(BackupArgs),
+}
+
+/// `s3backup backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory to back up.
+    pub source: PathBuf,
+    /// Where to: bucket::prefix, s3://bucket/prefix, or a local directory (file:///path, /path, ./path, ~/path).
+    pub target: Target,
+    /// Delete remote files whose local file was deleted (default: keep them).
+    #[arg(long)]
+    pub delete: bool,
+    /// Print what would be done; change nothing locally or remotely.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Files and requests in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Files larger than this are sent in parts (e.g. 64MiB; at least 5MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub multipart_threshold: u64,
+    /// Size of each part of a multipart upload (5MiB to 5GiB; raised automatically past 10,000 parts).
+    #[arg(long, default_value = "16MiB", value_parser = parse_part_size, value_name = "SIZE")]
+    pub part_size: u64,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Connection settings for S3 targets; the rest comes from the standard AWS
+/// environment variables and `~/.aws` files.
+#[derive(Debug, Args, Clone, Default)]
+pub struct S3Args {
+    /// Named profile from ~/.aws/config and ~/.aws/credentials.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Region (default: from the profile or AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server, e.g. http://localhost:9000 (also AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
+    #[arg(long)]
+    pub path_style: bool,
+}
+
+/// Parses sizes like `5MiB`, `8M`, `1G`, `1048576` (K, M, G, T are powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (examples: 5MiB, 64M, 1G, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("'{text}' has an unknown unit (use K, M, G or T, e.g. 64MiB)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+fn parse_part_size(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_PART_SIZE).contains(&n) {
+        return Err(format!("part size '{text}' is outside S3's limits of 5MiB to 5GiB"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("5MiB"), Ok(5 << 20));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_part_size("1MiB").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,19 @@
+//! s3backup: incremental backups of a local directory to Amazon S3, any
+//! S3-compatible store, or a local directory, decided locally from a SQLite
+//! state file and described in the bucket by per-run manifests.
+//!
+//! The binary (`main.rs`) is a thin shell over [`app::run`]; the engines
+//! ([`backup`]) see plain option structs and a storage trait ([`store`]).
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod backup;
+pub mod cli;
+pub mod hash;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod scan;
+pub mod state;
+pub mod store;
+pub mod target;

@@ -1,0 +1,343 @@
+//! Deciding what a backup must do, from the scan and the state alone.
+//!
+//! Pure functions, in two steps because hashing sits between them:
+//! [`triage`] sorts scanned entries by size and mtime (no reads) into
+//! unchanged ones and ones to hash; once those are hashed, [`decide`] picks
+//! for each: same content as its row → *touch* (metadata only), content the
+//! bucket already holds under another unchanged or vanished path → server-side
+//! *copy*, else *upload*. Paths in state but gone locally are *deleted* only
+//! when asked. Copy sources are never paths rewritten in the same run, so a
+//! copy can't pick up content that is being replaced under it; deletions run
+//! after everything else, so a rename's source outlives its copy.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::scan::{EntryKind, ScanEntry};
+use crate::state::FileRow;
+
+/// Result of comparing the scan with the state, before any reading.
+#[derive(Debug, Default)]
+pub struct Triage {
+    /// Files whose size, mtime and mode match their row.
+    pub unchanged: u64,
+    /// Files whose size and mtime match but whose mode changed: refresh metadata only.
+    pub mode_only: Vec<(ScanEntry, FileRow)>,
+    /// Files that are new or whose size or mtime changed: hash them.
+    pub to_hash: Vec<ScanEntry>,
+    /// Directories that are new or changed (state only; no remote object).
+    pub dirs: Vec<ScanEntry>,
+    /// Rows whose path no longer exists locally.
+    pub vanished: Vec<FileRow>,
+}
+
+impl Triage {
+    /// Keeps rows at or under `paths` (entries the scan could not read) out
+    /// of `vanished`, so an unreadable directory is never mistaken for a
+    /// deleted one and wiped remotely by `--delete`.
+    pub fn protect(&mut self, paths: &[String]) {
+        self.vanished.retain(|row| {
+            !paths.iter().any(|p| {
+                p.is_empty()
+                    || row.path == *p
+                    || row.path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            })
+        });
+    }
+}
+
+/// One remote operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send the file's bytes.
+    Upload {
+        /// The local file.
+        entry: ScanEntry,
+        /// Its blake3.
+        blake3: String,
+    },
+    /// Copy an object already in the bucket to this path.
+    Copy {
+        /// Relative path of the existing object.
+        from: String,
+        /// The local file it matches.
+        entry: ScanEntry,
+        /// The shared blake3.
+        blake3: String,
+    },
+    /// Content unchanged; refresh the object's metadata (mtime, mode).
+    Touch {
+        /// The local file.
+        entry: ScanEntry,
+        /// Its row before this run.
+        old: FileRow,
+    },
+    /// Remove the remote object (or, for a directory, just its row).
+    Delete(FileRow),
+}
+
+impl Action {
+    /// The relative path this action writes or removes.
+    pub fn path(&self) -> &str {
+        match self {
+            Action::Upload { entry, .. } | Action::Copy { entry, .. } | Action::Touch { entry, .. } => {
+                &entry.path
+            }
+            Action::Delete(row) => &row.path,
+        }
+    }
+
+    /// One line for `--dry-run` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Upload { entry, .. } => format!("upload {}", entry.path),
+            Action::Copy { from, entry, .. } => format!("copy {from} -> {}", entry.path),
+            Action::Touch { entry, .. } => format!("touch {}", entry.path),
+            Action::Delete(row) => format!("delete {}", row.path),
+        }
+    }
+}
+
+/// Everything a backup will do.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Uploads, copies and touches, in path order.
+    pub transfers: Vec<Action>,
+    /// Deletions, run after all transfers.
+    pub deletes: Vec<Action>,
+    /// Directories whose rows change.
+    pub dirs: Vec<ScanEntry>,
+    /// Files with nothing to do.
+    pub unchanged: u64,
+}
+
+/// Sorts the scan against the state without reading any file.
+pub fn triage(entries: Vec<ScanEntry>, state: &HashMap<String, FileRow>) -> Triage {
+    let mut triage = Triage::default();
+    let mut seen = HashSet::with_capacity(entries.len());
+    for entry in entries {
+        seen.insert(entry.path.clone());
+        let row = state.get(&entry.path).filter(|r| r.kind == entry.kind);
+        match (entry.kind, row) {
+            (EntryKind::Dir, Some(r)) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
+            (EntryKind::Dir, _) => triage.dirs.push(entry),
+            (EntryKind::File, Some(r)) if r.size == entry.size && r.mtime_ns == entry.mtime_ns => {
+                if r.mode == entry.mode {
+                    triage.unchanged += 1;
+                } else {
+                    triage.mode_only.push((entry, r.clone()));
+                }
+            }
+            (EntryKind::File, _) => triage.to_hash.push(entry),
+        }
+    }
+    let mut vanished: Vec<FileRow> = state
+        .values()
+        .filter(|r| !seen.contains(&r.path))
+        .cloned()
+        .collect();
+    vanished.sort_by(|a, b| a.path.cmp(&b.path));
+    triage.vanished = vanished;
+    triage
+}
+
+/// Chooses an action for every hashed file. `hashes` maps path → blake3;
+/// a file missing from it could not be read and is left out (the caller
+/// reports it).
+pub fn decide(
+    triage: Triage,
+    hashes: &HashMap<String, String>,
+    state: &HashMap<String, FileRow>,
+    delete: bool,
+) -> Plan {
+    let rewritten: HashSet<&str> = triage.to_hash.iter().map(|e| e.path.as_str()).collect();
+    // Content the bucket holds under a path this run does not overwrite.
+    let mut by_hash: HashMap<&str, &FileRow> = HashMap::new();
+    for row in state.values() {
+        if row.kind == EntryKind::File && !rewritten.contains(row.path.as_str()) {
+            let best = by_hash.entry(row.blake3.as_str()).or_insert(row);
+            if row.path < best.path {
+                *best = row;
+            }
+        }
+    }
+
+    let mut plan = Plan {
+        unchanged: triage.unchanged,
+        dirs: triage.dirs,
+        ..Plan::default()
+    };
+    for (entry, old) in triage.mode_only {
+        plan.transfers.push(Action::Touch { entry, old });
+    }
+    for entry in triage.to_hash {
+        let Some(blake3) = hashes.get(&entry.path) else {
+            continue;
+        };
+        let old = state.get(&entry.path).filter(|r| r.kind == EntryKind::File);
+        if let Some(old) = old.filter(|r| &r.blake3 == blake3 && r.size == entry.size) {
+            plan.transfers.push(Action::Touch {
+                entry,
+                old: old.clone(),
+            });
+        } else if let Some(src) = by_hash.get(blake3.as_str()).filter(|r| r.size == entry.size) {
+            plan.transfers.push(Action::Copy {
+                from: src.path.clone(),
+                entry,
+                blake3: blake3.clone(),
+            });
+        } else {
+            plan.transfers.push(Action::Upload {
+                entry,
+                blake3: blake3.clone(),
+            });
+        }
+    }
+    plan.transfers.sort_by(|a, b| a.path().cmp(b.path()));
+    if delete {
+        plan.deletes = triage.vanished.into_iter().map(Action::Delete).collect();
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, size: u64, mtime_ns: i64) -> ScanEntry {
+        ScanEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mtime_ns,
+            mode: 0o644,
+        }
+    }
+
+    fn row(path: &str, size: u64, mtime_ns: i64, hash: &str) -> FileRow {
+        FileRow {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mtime_ns,
+            mode: 0o644,
+            blake3: hash.into(),
+            etag: format!("etag-{path}"),
+            version_id: None,
+            uploaded_at: 0,
+        }
+    }
+
+    fn state(rows: &[FileRow]) -> HashMap<String, FileRow> {
+        rows.iter().map(|r| (r.path.clone(), r.clone())).collect()
+    }
+
+    fn hashes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(p, h)| (p.to_string(), h.to_string())).collect()
+    }
+
+    fn describe(plan: &Plan) -> Vec<String> {
+        plan.transfers
+            .iter()
+            .chain(&plan.deletes)
+            .map(Action::describe)
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_tree_needs_no_hashing_and_no_actions() {
+        let st = state(&[row("a", 1, 10, "h1"), row("b/c", 2, 20, "h2")]);
+        let t = triage(vec![file("a", 1, 10), file("b/c", 2, 20)], &st);
+        assert_eq!((t.unchanged, t.to_hash.len(), t.vanished.len()), (2, 0, 0));
+        let plan = decide(t, &HashMap::new(), &st, true);
+        assert!(describe(&plan).is_empty());
+    }
+
+    #[test]
+    fn new_and_modified_files_are_uploaded() {
+        let st = state(&[row("a", 1, 10, "h1")]);
+        let t = triage(vec![file("a", 2, 11), file("new", 3, 5)], &st);
+        assert_eq!(t.to_hash.len(), 2);
+        let plan = decide(t, &hashes(&[("a", "h9"), ("new", "h3")]), &st, false);
+        assert_eq!(describe(&plan), ["upload a", "upload new"]);
+    }
+
+    #[test]
+    fn touched_file_with_same_bytes_is_not_uploaded() {
+        let st = state(&[row("a", 1, 10, "h1")]);
+        let t = triage(vec![file("a", 1, 99)], &st);
+        let plan = decide(t, &hashes(&[("a", "h1")]), &st, false);
+        assert_eq!(describe(&plan), ["touch a"]);
+    }
+
+    #[test]
+    fn mode_change_alone_is_a_touch_without_hashing() {
+        let st = state(&[row("a", 1, 10, "h1")]);
+        let mut entry = file("a", 1, 10);
+        entry.mode = 0o600;
+        let t = triage(vec![entry], &st);
+        assert!(t.to_hash.is_empty());
+        assert_eq!(describe(&decide(t, &HashMap::new(), &st, false)), ["touch a"]);
+    }
+
+    #[test]
+    fn rename_is_a_copy_and_the_old_path_is_deleted_only_on_request() {
+        let st = state(&[row("old", 5, 10, "h5")]);
+        let t = triage(vec![file("new", 5, 10)], &st);
+        assert_eq!(t.vanished.len(), 1);
+        let plan = decide(t, &hashes(&[("new", "h5")]), &st, false);
+        assert_eq!(describe(&plan), ["copy old -> new"]);
+
+        let t = triage(vec![file("new", 5, 10)], &st);
+        let plan = decide(t, &hashes(&[("new", "h5")]), &st, true);
+        assert_eq!(describe(&plan), ["copy old -> new", "delete old"]);
+    }
+
+    #[test]
+    fn duplicate_of_unchanged_file_is_copied() {
+        let st = state(&[row("a", 5, 10, "h5")]);
+        let t = triage(vec![file("a", 5, 10), file("dup", 5, 77)], &st);
+        let plan = decide(t, &hashes(&[("dup", "h5")]), &st, false);
+        assert_eq!(describe(&plan), ["copy a -> dup"]);
+    }
+
+    #[test]
+    fn never_copies_from_a_path_rewritten_in_the_same_run() {
+        // a's old content moved to b while a got new content: copying from
+        // a's key could race with a's upload, so b is uploaded.
+        let st = state(&[row("a", 5, 10, "old")]);
+        let t = triage(vec![file("a", 6, 11), file("b", 5, 10)], &st);
+        let plan = decide(t, &hashes(&[("a", "new"), ("b", "old")]), &st, false);
+        assert_eq!(describe(&plan), ["upload a", "upload b"]);
+    }
+
+    #[test]
+    fn unreadable_directories_are_not_deleted() {
+        let st = state(&[row("locked/a", 1, 1, "h"), row("lockedness", 1, 1, "h2"), row("gone", 1, 1, "h3")]);
+        let mut t = triage(vec![], &st);
+        t.protect(&["locked".to_string()]);
+        let plan = decide(t, &HashMap::new(), &st, true);
+        assert_eq!(describe(&plan), ["delete gone", "delete lockedness"]);
+    }
+
+    #[test]
+    fn unreadable_files_are_left_out() {
+        let st = state(&[]);
+        let t = triage(vec![file("gone", 1, 1)], &st);
+        let plan = decide(t, &HashMap::new(), &st, false);
+        assert!(describe(&plan).is_empty());
+    }
+
+    #[test]
+    fn directories_are_tracked_without_remote_actions() {
+        let dir = ScanEntry {
+            path: "d".into(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 1,
+            mode: 0o755,
+        };
+        let t = triage(vec![dir.clone()], &HashMap::new());
+        assert_eq!(t.dirs, [dir]);
+        assert!(t.to_hash.is_empty());
+    }
+}

@@ -1,0 +1,383 @@
+//! The local state file: what was uploaded, so a repeated backup decides
+//! what changed without asking the bucket.
+//!
+//! One SQLite database per user (`$XDG_STATE_HOME/s3backup/state.db`, or
+//! `--state FILE`) holds every backup set. Following cargo's SQLite layer:
+//! the schema is an ordered list of `.sql` migrations embedded in the binary
+//! and tracked by `PRAGMA user_version`, applied in one exclusive
+//! transaction on open and never edited once shipped. A file written by a
+//! newer s3backup (a higher `user_version`) is refused rather than guessed at.
+//!
+//! Concurrency: WAL mode lets readers (`state` commands) run beside a backup;
+//! a backup takes an exclusive lock file per set (`runs.rs`), so two runs
+//! of one set never interleave. A `files` row claims that the object exists
+//! remotely with that content: callers write it only after the upload or
+//! copy succeeded, in batched transactions.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::scan::EntryKind;
+
+mod runs;
+
+pub use runs::{RunCounts, RunLock, RunStatus};
+
+/// Schema migrations, in order. Append only.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+
+/// What can go wrong with the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite refused: corrupt file, not a database, disk full, ….
+    #[error("state file '{path}': {source} (if it is damaged, move it aside; the next backup re-hashes and rebuilds it)")]
+    Sqlite {
+        /// The state file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Written by a newer s3backup.
+    #[error("state file '{path}' has schema version {found}, newer than this s3backup understands ({known}): upgrade s3backup or use another --state file")]
+    TooNew {
+        /// The state file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// The directory or lock file could not be made.
+    #[error("state file '{path}': {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another run of the same backup set holds the lock.
+    #[error("another s3backup run is already backing up this set (lock '{0}'); wait for it to finish")]
+    Busy(PathBuf),
+}
+
+/// Result alias for state operations.
+pub type StateResult<T> = Result<T, StateError>;
+
+/// What the state knows about one remote file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Local mtime when backed up, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// blake3 hex of the content ("" for directories).
+    pub blake3: String,
+    /// The object's ETag ("" for directories).
+    pub etag: String,
+    /// The object's version on a versioned bucket.
+    pub version_id: Option<String>,
+    /// When it was uploaded, unix seconds.
+    pub uploaded_at: i64,
+}
+
+/// One change to the `files` table.
+#[derive(Debug, Clone)]
+pub enum FileChange {
+    /// Insert or replace a row.
+    Upsert(FileRow),
+    /// Remove the row for this path.
+    Remove(String),
+}
+
+/// An open state database.
+pub struct StateDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl StateDb {
+    /// The default location: under the XDG state directory.
+    pub fn default_path() -> Option<PathBuf> {
+        dirs::state_dir()
+            .or_else(dirs::data_local_dir)
+            .map(|d| d.join("s3backup").join("state.db"))
+    }
+
+    /// Opens (creating if needed) the state file and brings its schema up to date.
+    pub fn open(path: &Path) -> StateResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::init(conn, path)
+    }
+
+    /// A throwaway in-memory state, for dry runs without a state file.
+    pub fn in_memory() -> StateResult<Self> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        Self::init(conn, &path)
+    }
+
+    fn init(mut conn: Connection, path: &Path) -> StateResult<Self> {
+        let err = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this state lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The ID of the set for (source, target), if it was ever backed up.
+    pub fn find_set(&self, source: &str, target: &str) -> StateResult<Option<i64>> {
+        self.conn
+            .prepare_cached("SELECT id FROM backup_sets WHERE source = ?1 AND target = ?2")
+            .and_then(|mut st| st.query_row(params![source, target], |r| r.get(0)).optional())
+            .map_err(self.err())
+    }
+
+    /// The ID of the set for (source, target), creating it if new.
+    pub fn ensure_set(&self, source: &str, target: &str) -> StateResult<i64> {
+        if let Some(id) = self.find_set(source, target)? {
+            return Ok(id);
+        }
+        self.conn
+            .execute(
+                "INSERT INTO backup_sets (source, target, created_at) VALUES (?1, ?2, ?3)",
+                params![source, target, chrono::Utc::now().timestamp()],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Every row of a set, keyed by path.
+    pub fn load_files(&self, set_id: i64) -> StateResult<HashMap<String, FileRow>> {
+        let mut map = HashMap::new();
+        self.for_each_file(set_id, |row| {
+            map.insert(row.path.clone(), row);
+            Ok(())
+        })?;
+        Ok(map)
+    }
+
+    /// Streams a set's rows in path (byte) order, never holding them all.
+    pub fn for_each_file(
+        &self,
+        set_id: i64,
+        mut f: impl FnMut(FileRow) -> StateResult<()>,
+    ) -> StateResult<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                 FROM files WHERE set_id = ?1 ORDER BY path",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        for row in rows {
+            f(row.map_err(self.err())?)?;
+        }
+        Ok(())
+    }
+
+    /// Number of files (not directories) and their total size in a set.
+    pub fn totals(&self, set_id: i64) -> StateResult<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE set_id = ?1 AND kind = 'f'",
+                [set_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(self.err())
+    }
+
+    /// Applies a batch of changes in one transaction.
+    pub fn apply(&mut self, set_id: i64, changes: &[FileChange]) -> StateResult<()> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO files
+                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(err)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
+            for change in changes {
+                match change {
+                    FileChange::Upsert(r) => upsert.execute(params![
+                        set_id,
+                        r.path,
+                        kind_code(r.kind),
+                        r.size as i64,
+                        r.mtime_ns,
+                        r.mode,
+                        r.blake3,
+                        r.etag,
+                        r.version_id,
+                        r.uploaded_at
+                    ]),
+                    FileChange::Remove(p) => remove.execute(params![set_id, p]),
+                }
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn kind_code(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File => "f",
+        EntryKind::Dir => "d",
+    }
+}
+
+fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let kind: String = r.get(1)?;
+    Ok(FileRow {
+        path: r.get(0)?,
+        kind: if kind == "d" { EntryKind::Dir } else { EntryKind::File },
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        mode: r.get(4)?,
+        blake3: r.get(5)?,
+        etag: r.get(6)?,
+        version_id: r.get(7)?,
+        uploaded_at: r.get(8)?,
+    })
+}
+
+/// Brings the schema to the newest version in one exclusive transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
+    let err = |source| StateError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let known = MIGRATIONS.len() as i64;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > known {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, hash: &str) -> FileRow {
+        FileRow {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: 3,
+            mtime_ns: 42,
+            mode: 0o644,
+            blake3: hash.into(),
+            etag: "e".into(),
+            version_id: None,
+            uploaded_at: 1,
+        }
+    }
+
+    #[test]
+    fn stores_and_streams_rows_in_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("sub/state.db")).unwrap();
+        let set = db.ensure_set("/src", "s3://b/p").unwrap();
+        assert_eq!(db.ensure_set("/src", "s3://b/p").unwrap(), set);
+        let changes: Vec<_> = ["a/b", "a.txt", "Z"]
+            .iter()
+            .map(|p| FileChange::Upsert(row(p, "h")))
+            .collect();
+        db.apply(set, &changes).unwrap();
+        db.apply(set, &[FileChange::Remove("Z".into())]).unwrap();
+        let mut seen = vec![];
+        db.for_each_file(set, |r| {
+            seen.push(r.path);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["a.txt", "a/b"]);
+        assert_eq!(db.totals(set).unwrap(), (2, 6));
+        assert_eq!(db.load_files(set).unwrap()["a/b"], row("a/b", "h"));
+    }
+
+    #[test]
+    fn reopening_keeps_schema_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(StateDb::open(&path).unwrap());
+        drop(StateDb::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = StateDb::open(&path).err().unwrap();
+        assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let err = StateDb::open(&path).err().unwrap();
+        assert!(err.to_string().contains("state.db"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Run history and the one-run-per-set lock.
+//!
+//! The lock is an OS file lock (released by the kernel when a process dies,
+//! so a crashed run never blocks the next one), not a row in the database.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use rusqlite::params;
+
+use super::{StateDb, StateError, StateResult};
+
+/// The counters a run ends with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunCounts {
+    /// Files found locally.
+    pub scanned: u64,
+    /// Files uploaded.
+    pub uploaded: u64,
+    /// Files copied server-side.
+    pub copied: u64,
+    /// Files whose mtime changed but content did not.
+    pub touched: u64,
+    /// Files with nothing to do.
+    pub unchanged: u64,
+    /// Remote files deleted.
+    pub deleted: u64,
+    /// Files that failed.
+    pub failed: u64,
+    /// Bytes sent as upload bodies.
+    pub bytes_sent: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Everything done.
+    Ok,
+    /// Done, but some files failed.
+    Partial,
+    /// Stopped by an error.
+    Failed,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Held while a run of one set is under way; dropping it releases the lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl StateDb {
+    /// Takes the exclusive lock for a set, failing at once if another run holds it.
+    pub fn lock_set(&self, set_id: i64) -> StateResult<RunLock> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".set-{set_id}.lock"));
+        let path = PathBuf::from(name);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy(path)),
+            Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Whether remote changes exist that no uploaded manifest describes
+    /// (a run crashed or failed between its uploads and its manifest).
+    pub fn manifest_pending(&self, set_id: i64) -> StateResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT manifest_pending FROM backup_sets WHERE id = ?1",
+                [set_id],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Marks that remote changes are about to happen (true) or that a
+    /// manifest now describes them (false).
+    pub fn set_manifest_pending(&self, set_id: i64, pending: bool) -> StateResult<()> {
+        self.conn
+            .execute(
+                "UPDATE backup_sets SET manifest_pending = ?2 WHERE id = ?1",
+                params![set_id, pending],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records the start of a run, returning its row ID.
+    pub fn begin_run(&self, set_id: i64, run_id: &str, kind: &str) -> StateResult<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (set_id, run_id, kind, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![set_id, run_id, kind, chrono::Utc::now().timestamp_millis()],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records how a run ended.
+    pub fn finish_run(
+        &self,
+        run: i64,
+        status: RunStatus,
+        counts: &RunCounts,
+        manifest_key: Option<&str>,
+        error: Option<&str>,
+    ) -> StateResult<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, scanned = ?4, uploaded = ?5, copied = ?6,
+                 touched = ?7, unchanged = ?8, deleted = ?9, failed = ?10, bytes_sent = ?11,
+                 manifest_key = ?12, error = ?13 WHERE id = ?1",
+                params![
+                    run,
+                    chrono::Utc::now().timestamp_millis(),
+                    status.as_str(),
+                    counts.scanned as i64,
+                    counts.uploaded as i64,
+                    counts.copied as i64,
+                    counts.touched as i64,
+                    counts.unchanged as i64,
+                    counts.deleted as i64,
+                    counts.failed as i64,
+                    counts.bytes_sent as i64,
+                    manifest_key,
+                    error
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_on_a_set_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let set = db.ensure_set("/a", "s3://b").unwrap();
+        let other = db.ensure_set("/b", "s3://b").unwrap();
+        let lock = db.lock_set(set).unwrap();
+        assert!(matches!(db.lock_set(set), Err(StateError::Busy(_))));
+        let _other_lock = db.lock_set(other).unwrap();
+        drop(lock);
+        db.lock_set(set).unwrap();
+    }
+
+    #[test]
+    fn records_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let set = db.ensure_set("/a", "s3://b").unwrap();
+        let run = db.begin_run(set, "r1", "backup").unwrap();
+        let counts = RunCounts {
+            uploaded: 2,
+            ..Default::default()
+        };
+        db.finish_run(run, RunStatus::Ok, &counts, Some("k"), None).unwrap();
+        let (status, uploaded): (String, i64) = db
+            .conn
+            .query_row("SELECT status, uploaded FROM runs WHERE id = ?1", [run], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((status.as_str(), uploaded), ("ok", 2));
+    }
+}

@@ -1,0 +1,199 @@
+//! Storage behind one small trait, so the backup and restore engines never
+//! know whether they talk to S3 or to a directory on a disk.
+//!
+//! The trait speaks in the tool's own types and one [`StoreError`]; SDK
+//! errors are converted in `s3.rs` and nowhere else. Keys are full keys
+//! (the target prefix already joined): a store knows its bucket or root
+//! directory, not the backup layout.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::target::Target;
+
+pub mod local;
+pub mod s3;
+
+pub use local::LocalStore;
+pub use s3::{S3Settings, S3Store};
+
+/// Largest single PutObject / CopyObject S3 accepts.
+pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+/// Smallest part S3 accepts (except the last one).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest part S3 accepts.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Most parts one multipart upload may have.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// What went wrong talking to a store, sorted by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket or object does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The credentials were refused or may not do this.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// Worth retrying: throttling, a server error, a dropped connection.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying will not help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Per-object metadata that rides on every object, so any tool (rclone
+/// reads `mtime`) or a restore without a manifest can use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// blake3 of the content, lowercase hex.
+    pub blake3: String,
+}
+
+impl ObjectMeta {
+    /// The `mtime` metadata value: seconds with a fraction, as rclone writes it.
+    pub fn mtime_text(&self) -> String {
+        let secs = self.mtime_ns.div_euclid(1_000_000_000);
+        let nanos = self.mtime_ns.rem_euclid(1_000_000_000);
+        format!("{secs}.{nanos:09}")
+    }
+
+    /// Parses an `mtime` metadata value back into nanoseconds.
+    pub fn parse_mtime(text: &str) -> Option<i64> {
+        let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+        let secs: i64 = secs.parse().ok()?;
+        let frac = frac.get(..frac.len().min(9))?;
+        let mut nanos: i64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+        for _ in frac.len()..9 {
+            nanos *= 10;
+        }
+        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+    }
+
+    /// The `mode` metadata value (octal).
+    pub fn mode_text(&self) -> String {
+        format!("{:o}", self.mode)
+    }
+}
+
+/// What a store says about an object it holds after a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The store's entity tag (S3 ETag without quotes).
+    pub etag: String,
+    /// Version ID on a versioned bucket.
+    pub version_id: Option<String>,
+}
+
+/// One finished part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub number: i32,
+    /// The part's entity tag.
+    pub etag: String,
+}
+
+/// A byte range of a local file, the body of one upload request.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRange<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+/// How the bucket (or store directory) was found before a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// It existed and is usable.
+    Existing,
+    /// It did not exist and was created.
+    Created,
+    /// It does not exist and `create` was false (dry run).
+    Missing,
+}
+
+/// The operations the engines need from a storage backend.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Checks the bucket exists and is usable; creates it when missing and `create` is set.
+    async fn prepare(&self, create: bool) -> StoreResult<Prepared>;
+    /// Uploads a whole file (or a range of it) as one object.
+    async fn put_file(&self, key: &str, body: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
+    /// Starts a multipart upload, returning its upload ID.
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String>;
+    /// Uploads one part, returning its entity tag.
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: FileRange<'_>) -> StoreResult<String>;
+    /// Assembles the parts into the object.
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> StoreResult<PutOutcome>;
+    /// Abandons a multipart upload and frees its parts.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
+    /// Copies an object inside the store, replacing its metadata.
+    async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
+    /// Removes an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// A short human description ("s3://bucket", "/mnt/backup") for messages.
+    fn describe(&self) -> String;
+}
+
+/// Opens the store a target names.
+pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
+    Ok(match target {
+        Target::S3 { bucket, .. } => Arc::new(S3Store::connect(bucket, settings).await?),
+        Target::Local { root } => Arc::new(LocalStore::new(root.clone())),
+    })
+}
+
+/// Joins a target prefix and a relative path into a key.
+pub fn join_key(prefix: &str, path: &str) -> String {
+    if prefix.is_empty() {
+        path.to_string()
+    } else {
+        format!("{prefix}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtime_text_round_trips() {
+        for ns in [0, 1, 1_700_000_000_123_456_789, -1_500_000_000] {
+            let meta = ObjectMeta {
+                mtime_ns: ns,
+                ..Default::default()
+            };
+            assert_eq!(ObjectMeta::parse_mtime(&meta.mtime_text()), Some(ns), "{ns}");
+        }
+        assert_eq!(ObjectMeta::parse_mtime("1700000000.5"), Some(1_700_000_000_500_000_000));
+        assert_eq!(ObjectMeta::parse_mtime("1700000000"), Some(1_700_000_000_000_000_000));
+        assert_eq!(ObjectMeta::parse_mtime("abc"), None);
+    }
+
+    #[test]
+    fn joins_keys() {
+        assert_eq!(join_key("", "a/b"), "a/b");
+        assert_eq!(join_key("p/q", "a"), "p/q/a");
+    }
+}

@@ -1,0 +1,390 @@
+//! The S3 store: aws-sdk-s3 behind [`ObjectStore`].
+//!
+//! Everything SDK-specific lives here: building the client (credential
+//! chain, profile, region, endpoint, path-style, retries, timeouts) and
+//! turning SDK errors into [`StoreError`]. Current SDK releases add CRC
+//! checksum headers and trailers to every upload by default, which several
+//! S3-compatible servers reject; the client asks for checksums only where
+//! the S3 API requires them, which every server supports.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CreateBucketConfiguration, MetadataDirective,
+};
+use aws_credential_types::provider::ProvideCredentials;
+
+use super::{
+    CompletedPart, FileRange, ObjectMeta, ObjectStore, Prepared, PutOutcome, StoreError, StoreResult,
+};
+
+/// Region used when neither the flags, the environment nor the config files name one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// How to reach S3: what the user gave on the command line; the rest comes
+/// from the standard AWS environment and config files.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// Named profile from `~/.aws/config` / `~/.aws/credentials`.
+    pub profile: Option<String>,
+    /// Region override.
+    pub region: Option<String>,
+    /// Endpoint override for S3-compatible servers (also `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Force path-style addressing (`endpoint/bucket/key`).
+    pub path_style: bool,
+}
+
+/// An S3 bucket reached through aws-sdk-s3.
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    region: String,
+}
+
+impl S3Store {
+    /// Builds the client from the standard credential chain and `settings`,
+    /// and checks that credentials can be found at all.
+    pub async fn connect(bucket: &str, settings: &S3Settings) -> StoreResult<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let endpoint = sdk.endpoint_url().map(str::to_string);
+        let path_style = settings.path_style || endpoint.as_deref().is_some_and(is_local_endpoint);
+
+        let provider = sdk.credentials_provider().ok_or_else(|| {
+            StoreError::Fatal("no AWS credentials provider is configured".into())
+        })?;
+        provider.provide_credentials().await.map_err(|e| {
+            StoreError::Fatal(format!(
+                "no usable AWS credentials ({}): run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile",
+                DisplayErrorContext(&e)
+            ))
+        })?;
+
+        let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .region(Region::new(region.clone()))
+            .force_path_style(path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .build();
+        tracing::debug!(bucket, region, ?endpoint, path_style, "S3 client ready");
+        Ok(Self {
+            client: Client::from_conf(config),
+            bucket: bucket.to_string(),
+            region,
+        })
+    }
+
+    async fn create_bucket(&self) -> StoreResult<()> {
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that refuses an explicit location constraint.
+        if self.region != DEFAULT_REGION {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyExists") => Err(StoreError::AccessDenied(format!(
+                "bucket '{}' already exists and belongs to someone else: choose another name",
+                self.bucket
+            ))),
+            Err(e) => Err(convert(e, &format!("creating bucket '{}'", self.bucket))),
+        }
+    }
+}
+
+/// Endpoints on this machine or given as an IP address cannot use
+/// virtual-hosted (bucket-in-hostname) addressing.
+fn is_local_endpoint(url: &str) -> bool {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host_only = if host.starts_with('[') {
+        host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host)
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    host_only == "localhost" || host_only.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn metadata(meta: &ObjectMeta) -> std::collections::HashMap<String, String> {
+    [
+        ("mtime".to_string(), meta.mtime_text()),
+        ("mode".to_string(), meta.mode_text()),
+        ("blake3".to_string(), meta.blake3.clone()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn clean_etag(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
+    ByteStream::read_from()
+        .path(range.path)
+        .offset(range.offset)
+        .length(Length::Exact(range.len))
+        .build()
+        .await
+        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))
+}
+
+/// Turns an SDK error into a [`StoreError`], keeping the server's code and message.
+fn convert<E, R>(err: SdkError<E, R>, what: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status_code();
+            let code = service.err().code().unwrap_or("");
+            let message = service.err().message().unwrap_or("");
+            let detail = match (code.is_empty(), message.is_empty()) {
+                (true, _) => format!("HTTP {status}"),
+                (false, true) => format!("{code} (HTTP {status})"),
+                (false, false) => format!("{code}: {message} (HTTP {status})"),
+            };
+            let text = format!("{what}: {detail}");
+            match status {
+                404 => StoreError::NotFound(text),
+                401 | 403 => StoreError::AccessDenied(text),
+                408 | 429 | 500..=599 => StoreError::Transient(text),
+                _ if code == "SlowDown" || code == "RequestTimeout" => StoreError::Transient(text),
+                _ => StoreError::Fatal(text),
+            }
+        }
+        SdkError::ConstructionFailure(_) => {
+            StoreError::Fatal(format!("{what}: {}", DisplayErrorContext(&err)))
+        }
+        _ => StoreError::Transient(format!("{what}: {}", DisplayErrorContext(&err))),
+    }
+}
+
+/// The HTTP status of a raw response, whatever the SDK's response type.
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(Prepared::Existing),
+            Err(e) => match convert(e, &format!("checking bucket '{}'", self.bucket)) {
+                StoreError::NotFound(_) if create => {
+                    self.create_bucket().await?;
+                    Ok(Prepared::Created)
+                }
+                StoreError::NotFound(_) => Ok(Prepared::Missing),
+                StoreError::AccessDenied(_) => Err(StoreError::AccessDenied(format!(
+                    "bucket '{}' exists but these credentials may not use it (it may belong to another account; check --profile or AWS_ACCESS_KEY_ID)",
+                    self.bucket
+                ))),
+                StoreError::Fatal(text) if text.contains("HTTP 301") => Err(StoreError::Fatal(format!(
+                    "bucket '{}' is in another region than '{}': pass --region",
+                    self.bucket, self.region
+                ))),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(range.len as i64)
+            .set_metadata(Some(metadata(meta)))
+            .body(body(range).await?)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("uploading '{key}'")))?;
+        Ok(PutOutcome {
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+        })
+    }
+
+    async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata(meta)))
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("starting multipart upload of '{key}'")))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Fatal(format!("server gave no upload ID for '{key}'")))
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, range: FileRange<'_>) -> StoreResult<String> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(range.len as i64)
+            .body(body(range).await?)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("uploading part {number} of '{key}'")))?;
+        Ok(clean_etag(out.e_tag()))
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> StoreResult<PutOutcome> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("completing multipart upload of '{key}'")))?;
+        Ok(PutOutcome {
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("aborting multipart upload of '{key}'")))?;
+        Ok(())
+    }
+
+    async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+        let source = format!("{}/{}", self.bucket, encode_copy_source(src_key));
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst_key)
+            .copy_source(source)
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(metadata(meta)))
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("copying '{src_key}' to '{dst_key}'")))?;
+        Ok(PutOutcome {
+            etag: clean_etag(out.copy_object_result().and_then(|r| r.e_tag())),
+            version_id: out.version_id().map(str::to_string),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("deleting '{key}'")))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+}
+
+/// Percent-encodes a key for the `x-amz-copy-source` header, keeping `/`.
+fn encode_copy_source(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_endpoints_use_path_style() {
+        assert!(is_local_endpoint("http://127.0.0.1:9000"));
+        assert!(is_local_endpoint("http://localhost:9000/"));
+        assert!(is_local_endpoint("http://[::1]:9000"));
+        assert!(is_local_endpoint("https://10.0.0.5"));
+        assert!(!is_local_endpoint("https://s3.example.com"));
+    }
+
+    #[test]
+    fn copy_source_is_encoded() {
+        assert_eq!(encode_copy_source("a b/ü+x.txt"), "a%20b/%C3%BC%2Bx.txt");
+    }
+}

@@ -1,0 +1,452 @@
+//! Running the real `s3backup` binary from tests.
+//!
+//! [`TestEnv`] (after fd's) owns a temporary directory holding the source
+//! tree (`src/`), a state file, a private `HOME` and a working directory;
+//! it builds the tree, runs the binary with an environment cleared of every
+//! `AWS_*` variable (so a developer's profile, region or CA bundle never
+//! leaks in), and parses the `--json` summary. Helpers to read manifests and
+//! object metadata sit here too, shared by the S3 and local-store tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use filetime::FileTime;
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::server::S3Server;
+
+/// How long one run of the binary may take before the test gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Default mtime of files written by [`TestEnv::write`]: a fixed instant with
+/// nanoseconds, so tests can check that sub-second precision survives.
+pub const T0: (i64, u32) = (1_700_000_000, 123_456_789);
+
+/// The `s3backup` binary with a clean environment: no `AWS_*` variable
+/// from outside, the test server's keys, config/credentials files that do
+/// not exist, no instance metadata, no colour, and `HOME` /
+/// `XDG_STATE_HOME` inside `home`.
+pub fn s3backup(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3backup"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(&name);
+        }
+    }
+    for name in ["AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+        cmd.env_remove(name);
+    }
+    cmd.env_remove("RUST_LOG")
+        .env("AWS_ACCESS_KEY_ID", S3Server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3Server::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", home.join("no-such-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-such-aws-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NO_COLOR", "1")
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics, showing the output, unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{}", self.show());
+        self
+    }
+
+    /// The `--json` summary: stdout must be exactly one JSON object.
+    #[track_caller]
+    pub fn summary(&self) -> Summary {
+        let mut values = serde_json::Deserializer::from_str(&self.stdout).into_iter::<serde_json::Value>();
+        let first = values
+            .next()
+            .unwrap_or_else(|| panic!("no JSON on stdout\n{}", self.show()))
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.show()));
+        assert!(values.next().is_none(), "more than one JSON value on stdout\n{}", self.show());
+        serde_json::from_value(first).unwrap_or_else(|e| panic!("summary lacks fields: {e}\n{}", self.show()))
+    }
+
+    /// The summary object at the end of stdout, after any plan lines
+    /// (for `--dry-run --json`), and the lines before it.
+    #[track_caller]
+    pub fn trailing_summary(&self) -> (Vec<String>, Summary) {
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        let start = lines
+            .iter()
+            .rposition(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON object on stdout\n{}", self.show()));
+        let json = lines[start..].join("\n");
+        let summary = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad summary: {e}\n{}", self.show()));
+        (lines[..start].iter().map(|s| s.to_string()).collect(), summary)
+    }
+
+    /// The one stderr line starting with "error: ".
+    #[track_caller]
+    pub fn error_line(&self) -> String {
+        let errors: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "expected one 'error: ' line on stderr\n{}", self.show());
+        errors[0].to_owned()
+    }
+
+    /// Dry-run plan lines (`upload P`, `copy A -> B`, `touch P`, `delete P`), sorted.
+    pub fn plan_lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .stdout
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| ["upload ", "copy ", "touch ", "delete "].iter().any(|p| l.starts_with(p)))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn show(&self) -> String {
+        format!(
+            "exit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a command to completion with a time limit, capturing its output.
+pub fn run(mut cmd: Command) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn s3backup");
+    let pid = child.id();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        let status = child.wait();
+        let _ = tx.send((s, status));
+    });
+    let (stdout, status) = match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(r) => r,
+        Err(_) => {
+            // Stop the child we started, by its pid, and fail the test.
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!(
+                "s3backup did not finish within {RUN_TIMEOUT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+    };
+    let stderr = err_reader.join().unwrap();
+    Run {
+        code: status.expect("wait for s3backup").code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The `--json` summary of a backup run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Summary {
+    pub scanned: u64,
+    pub uploaded: u64,
+    pub copied: u64,
+    pub touched: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub bytes_sent: u64,
+    #[allow(dead_code)]
+    pub elapsed_ms: u64,
+    pub dry_run: bool,
+    pub snapshot: Option<String>,
+    pub failures: Vec<Failure>,
+}
+
+/// One file that could not be backed up.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+/// The per-file counters of a summary, to compare all at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub scanned: u64,
+    pub uploaded: u64,
+    pub copied: u64,
+    pub touched: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl Summary {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            scanned: self.scanned,
+            uploaded: self.uploaded,
+            copied: self.copied,
+            touched: self.touched,
+            unchanged: self.unchanged,
+            deleted: self.deleted,
+            failed: self.failed,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// A temporary world for one test: source tree, state file, home, cwd.
+pub struct TestEnv {
+    dir: TempDir,
+    /// The directory that is backed up.
+    pub src: PathBuf,
+    /// The `--state` file.
+    pub state: PathBuf,
+    /// `HOME` of the binary.
+    pub home: PathBuf,
+    /// `--endpoint-url` passed to backups, when talking to a test server.
+    pub endpoint: Option<String>,
+}
+
+impl TestEnv {
+    /// An environment with an empty source tree and no S3 endpoint.
+    pub fn new() -> TestEnv {
+        let dir = tempfile::Builder::new().prefix("s3backup-it-").tempdir().unwrap();
+        let src = dir.path().join("src");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        TestEnv {
+            state: dir.path().join("state.db"),
+            src,
+            home,
+            endpoint: None,
+            dir,
+        }
+    }
+
+    /// An environment whose backups go to `server`.
+    pub fn with_server(server: &S3Server) -> TestEnv {
+        TestEnv {
+            endpoint: Some(server.endpoint()),
+            ..TestEnv::new()
+        }
+    }
+
+    /// The temporary directory holding everything (also the binary's cwd).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Path of `rel` inside the source tree.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.src.join(rel)
+    }
+
+    /// Writes a source file (creating directories), with mtime [`T0`] and mode 644.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> &Self {
+        self.write_at(rel, content, T0)
+    }
+
+    /// Writes a source file with the given mtime (seconds, nanoseconds) and mode 644.
+    pub fn write_at(&self, rel: &str, content: impl AsRef<[u8]>, mtime: (i64, u32)) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        self.set_mode(rel, 0o644);
+        self.set_mtime(rel, mtime);
+        self
+    }
+
+    pub fn set_mtime(&self, rel: &str, (secs, nanos): (i64, u32)) -> &Self {
+        filetime::set_symlink_file_times(&self.path(rel), FileTime::from_unix_time(secs, nanos), FileTime::from_unix_time(secs, nanos))
+            .unwrap();
+        self
+    }
+
+    pub fn set_mode(&self, rel: &str, mode: u32) -> &Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+        self
+    }
+
+    pub fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.path(rel)).unwrap();
+        self
+    }
+
+    /// Renames within the source tree (the mtime travels with the file).
+    pub fn rename(&self, from: &str, to: &str) -> &Self {
+        let to = self.path(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::rename(self.path(from), to).unwrap();
+        self
+    }
+
+    pub fn symlink(&self, points_to: &str, rel: &str) -> &Self {
+        std::os::unix::fs::symlink(points_to, self.path(rel)).unwrap();
+        self
+    }
+
+    /// The binary with this environment's clean env, cwd = [`Self::root`].
+    pub fn cmd(&self) -> Command {
+        let mut cmd = s3backup(&self.home);
+        cmd.current_dir(self.root());
+        cmd
+    }
+
+    /// `s3backup backup SRC TARGET --state STATE [--endpoint-url E] EXTRA...`
+    pub fn backup_cmd(&self, target: &str, extra: &[&str]) -> Command {
+        let mut cmd = self.cmd();
+        cmd.arg("backup").arg(&self.src).arg(target).arg("--state").arg(&self.state);
+        if let Some(e) = &self.endpoint {
+            cmd.arg("--endpoint-url").arg(e);
+        }
+        cmd.args(extra);
+        cmd
+    }
+
+    /// Runs a backup and returns what happened, whatever the exit code.
+    pub fn backup(&self, target: &str, extra: &[&str]) -> Run {
+        run(self.backup_cmd(target, extra))
+    }
+
+    /// Runs a backup with `--json`, requires exit 0, returns the summary.
+    #[track_caller]
+    pub fn backup_ok(&self, target: &str, extra: &[&str]) -> Summary {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let r = self.backup(target, &args);
+        r.expect_code(0);
+        r.summary()
+    }
+}
+
+/// The blake3 of `data`, hex.
+pub fn blake3_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+/// Parses an rclone-style mtime ("1700000000.123456789", "1700000000.5",
+/// "1700000000") into (seconds, nanoseconds).
+#[track_caller]
+pub fn parse_mtime(s: &str) -> (i64, u32) {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs = secs.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
+    assert!(frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()), "bad mtime {s:?}");
+    let nanos = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().unwrap() };
+    (secs, nanos)
+}
+
+/// Checks the user metadata of a backed-up object: mtime, blake3, mode.
+#[track_caller]
+pub fn assert_object_metadata(md: &HashMap<String, String>, content: &[u8], mtime: (i64, u32), mode: u32) {
+    let m = md.get("mtime").unwrap_or_else(|| panic!("no mtime in {md:?}"));
+    assert_eq!(parse_mtime(m), mtime, "mtime metadata {m:?}");
+    assert_eq!(md.get("blake3"), Some(&blake3_hex(content)), "blake3 metadata in {md:?}");
+    assert_eq!(md.get("mode"), Some(&format!("{mode:o}")), "mode metadata in {md:?}");
+}
+
+/// Whether `name` looks like `<YYYYMMDDTHHMMSSZ>-<runid>.jsonl.zst`.
+pub fn is_manifest_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".jsonl.zst") else { return false };
+    let b = stem.as_bytes();
+    b.len() > 17
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && !stem[17..].contains('/')
+}
+
+/// A decoded manifest: the header line and the file lines.
+#[derive(Debug)]
+pub struct Manifest {
+    pub header: serde_json::Value,
+    pub files: Vec<serde_json::Value>,
+}
+
+impl Manifest {
+    #[track_caller]
+    pub fn decode(compressed: &[u8]) -> Manifest {
+        let raw = zstd::decode_all(compressed).expect("manifest is zstd");
+        let text = String::from_utf8(raw).expect("manifest is UTF-8");
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header: serde_json::Value = serde_json::from_str(lines.next().expect("manifest has a header")).unwrap();
+        assert_eq!(header["format"], 1, "manifest header {header}");
+        let files = lines.map(|l| serde_json::from_str(l).expect("manifest line is JSON")).collect();
+        Manifest { header, files }
+    }
+
+    /// The `path` of every file line, in manifest order.
+    pub fn paths(&self) -> Vec<String> {
+        self.files.iter().map(|f| f["path"].as_str().expect("path").to_owned()).collect()
+    }
+
+    /// File lines by path.
+    pub fn by_path(&self) -> BTreeMap<String, serde_json::Value> {
+        self.files.iter().map(|f| (f["path"].as_str().unwrap().to_owned(), f.clone())).collect()
+    }
+
+    /// Checks one file's line: size, mtime_ns, blake3, mode, etag present.
+    #[track_caller]
+    pub fn assert_file(&self, path: &str, content: &[u8], mtime: (i64, u32), mode: u32) {
+        let all = self.by_path();
+        let f = all.get(path).unwrap_or_else(|| panic!("{path} not in manifest {:?}", self.paths()));
+        assert_eq!(f["size"], content.len() as u64, "size of {path}: {f}");
+        let ns = i128::from(mtime.0) * 1_000_000_000 + i128::from(mtime.1);
+        assert_eq!(f["mtime_ns"].as_i64().map(i128::from), Some(ns), "mtime_ns of {path}: {f}");
+        assert_eq!(f["blake3"], blake3_hex(content), "blake3 of {path}: {f}");
+        let m = match &f["mode"] {
+            serde_json::Value::Number(n) => n.as_u64().unwrap() as u32 & 0o7777,
+            serde_json::Value::String(s) => u32::from_str_radix(s, 8).unwrap(),
+            other => panic!("mode of {path} is {other}"),
+        };
+        assert_eq!(m, mode, "mode of {path}: {f}");
+        assert!(f["etag"].as_str().is_some_and(|e| !e.is_empty()), "etag of {path}: {f}");
+    }
+}
+
+/// Deterministic, non-repeating bytes (so multipart parts all differ).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub const MIB: usize = 1024 * 1024;

@@ -1,0 +1,556 @@
+//! An S3 server started inside the test process, for tests that run the real
+//! binary (or an SDK client) against the real S3 protocol.
+//!
+//! [`S3Server::start`] serves `s3s-fs` (objects are plain files under a
+//! temporary root) on `127.0.0.1:<random port>` from a background thread
+//! with its own tokio runtime, so plain synchronous `#[test]` functions can
+//! use it; it stops when dropped.
+//!
+//! Besides storing objects it lets a test see and steer what happens:
+//! - every HTTP request is logged at the HTTP layer, before authentication,
+//!   so requests that fail auth are counted too ([`S3Server::requests`],
+//!   [`S3Server::count`]). The whole request body is read before s3s sees
+//!   the request, so an error reply never races a half-sent upload;
+//! - [`S3Server::deny_bucket`] answers every request on a bucket with
+//!   403 AccessDenied;
+//! - [`S3Server::fail_key`] makes writes of matching keys fail with
+//!   503 SlowDown (transient: the AWS SDK retries it) or 403 AccessDenied.
+//!
+//! The policy hooks live in an `s3s::access::S3Access` implementation, which
+//! s3s calls after the signature check and route resolution; that is also
+//! where the operation name of a logged request is filled in.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{Body, HttpError, HttpResponse, S3Result, s3_error};
+use tempfile::TempDir;
+
+/// One HTTP request the server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// HTTP method, e.g. "PUT".
+    pub method: String,
+    /// URL path, percent-decoded, e.g. "/bucket/dir/a b.txt".
+    pub path: String,
+    /// Raw query string without the '?', e.g. "list-type=2&prefix=p%2F".
+    pub query: String,
+    /// Operation name, e.g. "PutObject". Taken from s3s's routing when the
+    /// request got that far; for requests rejected earlier (bad signature)
+    /// it is guessed from the method, path, query and headers.
+    pub op: String,
+    /// Whether `op` comes from s3s (true) or is a guess (false).
+    pub op_resolved: bool,
+    /// Bucket named in the path, if any.
+    pub bucket: Option<String>,
+    /// Object key named in the path, if any.
+    pub key: Option<String>,
+    /// HTTP status of the reply (0 if the connection failed before one).
+    pub status: u16,
+}
+
+#[derive(Debug)]
+struct FailRule {
+    key_contains: String,
+    remaining: Option<usize>,
+    transient: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<(u64, Request)>>,
+    next_id: AtomicU64,
+    denied: Mutex<HashSet<String>>,
+    rules: Mutex<Vec<FailRule>>,
+}
+
+impl Shared {
+    fn update(&self, id: u64, f: impl FnOnce(&mut Request)) {
+        let mut log = self.log.lock().unwrap();
+        // Recent requests are at the end; a cleared log simply has no entry.
+        if let Some((_, r)) = log.iter_mut().rev().find(|(i, _)| *i == id) {
+            f(r);
+        }
+    }
+}
+
+/// Marks a request (in its http extensions) with its log entry.
+#[derive(Clone, Copy)]
+struct LogId(u64);
+
+/// Operations that `fail_key` rules apply to.
+const WRITE_OPS: &[&str] = &["PutObject", "UploadPart", "CreateMultipartUpload", "CopyObject"];
+
+struct Policy {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Policy {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let op = cx.s3_op().name().to_owned();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        if let Some(LogId(id)) = cx.extensions_mut().get::<LogId>().copied() {
+            self.shared.update(id, |r| {
+                r.op = op.clone();
+                r.op_resolved = true;
+                r.bucket = bucket.clone();
+                r.key = key.clone();
+            });
+        }
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        }
+        if let Some(b) = &bucket
+            && self.shared.denied.lock().unwrap().contains(b)
+        {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        if let Some(k) = &key
+            && WRITE_OPS.contains(&op.as_str())
+        {
+            let mut rules = self.shared.rules.lock().unwrap();
+            if let Some(i) = rules.iter().position(|r| k.contains(&r.key_contains)) {
+                let transient = rules[i].transient;
+                if let Some(n) = &mut rules[i].remaining {
+                    *n -= 1;
+                    if *n == 0 {
+                        rules.remove(i);
+                    }
+                }
+                return Err(if transient {
+                    s3_error!(SlowDown, "Please reduce your request rate (test rule)")
+                } else {
+                    s3_error!(AccessDenied, "Access Denied (test rule)")
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The hyper service: log, buffer the body, hand over to s3s, log the status.
+#[derive(Clone)]
+struct Logged {
+    inner: S3Service,
+    shared: Arc<Shared>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
+    type Response = HttpResponse;
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let id = this.shared.next_id.fetch_add(1, Ordering::SeqCst);
+            let path = percent_decode(req.uri().path());
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let (bucket, key) = split_path(&path);
+            let entry = Request {
+                method: req.method().as_str().to_owned(),
+                op: guess_op(req.method().as_str(), &bucket, &key, &query, req.headers()),
+                op_resolved: false,
+                path,
+                query,
+                bucket,
+                key,
+                status: 0,
+            };
+            this.shared.log.lock().unwrap().push((id, entry));
+
+            let (mut parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| HttpError::new(Box::new(e)))?
+                .to_bytes();
+            parts.extensions.insert(LogId(id));
+            let req = hyper::Request::from_parts(parts, Body::from(bytes));
+            let resp = this.inner.call(req).await?;
+            let status = resp.status().as_u16();
+            this.shared.update(id, |r| r.status = status);
+            Ok(resp)
+        })
+    }
+}
+
+/// An S3 server on 127.0.0.1 backed by a temporary directory; stops on drop.
+pub struct S3Server {
+    addr: SocketAddr,
+    root: TempDir,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// Access key id the server accepts.
+    pub const ACCESS_KEY: &'static str = "AKIAS3BACKUPTEST";
+    /// Secret key the server accepts.
+    pub const SECRET_KEY: &'static str = "s3backup-test-secret-key";
+
+    /// Starts a server on a free port of 127.0.0.1.
+    pub fn start() -> S3Server {
+        let root = tempfile::Builder::new()
+            .prefix("s3server-")
+            .tempdir()
+            .expect("create server root");
+        let shared = Arc::new(Shared::default());
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let service = {
+            let mut b = S3ServiceBuilder::new(fs);
+            b.set_auth(SimpleAuth::from_single(Self::ACCESS_KEY, Self::SECRET_KEY));
+            b.set_access(Policy {
+                shared: shared.clone(),
+            });
+            b.build()
+        };
+        let service = Logged {
+            inner: service,
+            shared: shared.clone(),
+        };
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+
+        let thread = std::thread::Builder::new()
+            .name(format!("s3server-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    let http = ConnBuilder::new(TokioExecutor::new());
+                    loop {
+                        let socket = tokio::select! {
+                            res = listener.accept() => match res {
+                                Ok((socket, _)) => socket,
+                                Err(_) => continue,
+                            },
+                            _ = &mut rx => break,
+                        };
+                        let conn = http
+                            .serve_connection(TokioIo::new(socket), service.clone())
+                            .into_owned();
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                });
+                // Dropping the runtime cancels the connection tasks.
+                rt.shutdown_background();
+            })
+            .expect("spawn server thread");
+
+        S3Server {
+            addr,
+            root,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Forgets the requests logged so far.
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().unwrap().clear();
+    }
+
+    /// Number of logged requests whose operation is `op` (e.g. "PutObject").
+    pub fn count(&self, op: &str) -> usize {
+        self.requests().iter().filter(|r| r.op == op).count()
+    }
+
+    /// Logged requests of operation `op` on keys equal to `key`.
+    pub fn count_key(&self, op: &str, key: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.op == op && r.key.as_deref() == Some(key))
+            .count()
+    }
+
+    /// Operation names of all logged requests, in order (handy in messages).
+    pub fn ops(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| match &r.key {
+                Some(k) => format!("{} {}", r.op, k),
+                None => r.op.clone(),
+            })
+            .collect()
+    }
+
+    /// From now on every request on `bucket` gets 403 AccessDenied.
+    pub fn deny_bucket(&self, bucket: &str) {
+        self.shared.denied.lock().unwrap().insert(bucket.to_owned());
+    }
+
+    /// Writes (PutObject, UploadPart, CreateMultipartUpload, CopyObject) of
+    /// keys containing `key_contains` fail: `transient` gives 503 SlowDown,
+    /// otherwise 403 AccessDenied. `times`: None = always, Some(n) = the
+    /// first n matching requests.
+    pub fn fail_key(&self, key_contains: &str, times: Option<usize>, transient: bool) {
+        assert_ne!(times, Some(0), "fail_key with times = Some(0) fails nothing");
+        self.shared.rules.lock().unwrap().push(FailRule {
+            key_contains: key_contains.to_owned(),
+            remaining: times,
+            transient,
+        });
+    }
+
+    /// Removes every `fail_key` rule (bucket denials stay).
+    pub fn clear_rules(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// Lifts a `deny_bucket`.
+    pub fn allow_bucket(&self, bucket: &str) {
+        self.shared.denied.lock().unwrap().remove(bucket);
+    }
+
+    /// Creates a bucket directly in the store (no request is logged).
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir(self.root.path().join(name)).expect("create bucket dir");
+    }
+
+    /// Whether the bucket exists in the store.
+    pub fn bucket_exists(&self, name: &str) -> bool {
+        self.root.path().join(name).is_dir()
+    }
+
+    /// Where s3s-fs keeps the bytes of an object.
+    pub fn object_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+
+    /// An object's bytes, or None if it does not exist.
+    pub fn object_bytes(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let p = self.object_path(bucket, key);
+        p.is_file().then(|| std::fs::read(p).unwrap())
+    }
+
+    /// An object's user metadata (the `x-amz-meta-*` pairs, names without
+    /// the prefix), or None if the object does not exist. Read from the
+    /// sidecar file s3s-fs keeps, so no request is logged.
+    pub fn object_metadata(&self, bucket: &str, key: &str) -> Option<HashMap<String, String>> {
+        if !self.object_path(bucket, key).is_file() {
+            return None;
+        }
+        let name = format!(
+            ".bucket-{}.object-{}.metadata.json",
+            base64_url_nopad(bucket.as_bytes()),
+            base64_url_nopad(key.as_bytes())
+        );
+        let Ok(text) = std::fs::read(self.root.path().join(name)) else {
+            return Some(HashMap::new());
+        };
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("metadata sidecar is JSON");
+        // Current format: {"user_metadata": {...}, ...}; old format: {...}.
+        let map = match v.get("user_metadata") {
+            Some(m) => m.clone(),
+            None if v.get("content_type").is_some() => serde_json::Value::Null,
+            None => v,
+        };
+        let mut out = HashMap::new();
+        if let serde_json::Value::Object(m) = map {
+            for (k, v) in m {
+                out.insert(k, v.as_str().unwrap_or_default().to_owned());
+            }
+        }
+        Some(out)
+    }
+
+    /// All object keys in a bucket, sorted (empty if there is no bucket).
+    pub fn list_keys(&self, bucket: &str) -> Vec<String> {
+        let dir = self.root.path().join(bucket);
+        let mut keys = Vec::new();
+        if dir.is_dir() {
+            walk(&dir, &dir, &mut keys);
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The temporary directory holding all buckets.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn walk(base: &Path, dir: &Path, keys: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let ft = entry.file_type().unwrap();
+        let p = entry.path();
+        if ft.is_dir() {
+            walk(base, &p, keys);
+        } else if ft.is_file() {
+            let rel = p.strip_prefix(base).unwrap();
+            let key: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            keys.push(key.join("/"));
+        }
+    }
+}
+
+/// "/bucket/a/b" -> (Some("bucket"), Some("a/b")).
+fn split_path(path: &str) -> (Option<String>, Option<String>) {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    if p.is_empty() {
+        return (None, None);
+    }
+    match p.split_once('/') {
+        Some((b, k)) if !k.is_empty() => (Some(b.to_owned()), Some(k.to_owned())),
+        Some((b, _)) => (Some(b.to_owned()), None),
+        None => (Some(p.to_owned()), None),
+    }
+}
+
+fn has_param(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|kv| kv.split_once('=').map_or(kv, |(k, _)| k) == name)
+}
+
+/// The operation a request is for, judged from its HTTP shape only; used
+/// for requests s3s rejects before routing them (e.g. a bad signature).
+fn guess_op(
+    method: &str,
+    bucket: &Option<String>,
+    key: &Option<String>,
+    query: &str,
+    headers: &hyper::HeaderMap,
+) -> String {
+    let q = |n| has_param(query, n);
+    let op = match (method, bucket.is_some(), key.is_some()) {
+        ("GET", false, _) => "ListBuckets",
+        ("PUT", true, false) => "CreateBucket",
+        ("HEAD", true, false) => "HeadBucket",
+        ("DELETE", true, false) => "DeleteBucket",
+        ("GET", true, false) if q("location") => "GetBucketLocation",
+        ("GET", true, false) if q("list-type") => "ListObjectsV2",
+        ("GET", true, false) => "ListObjects",
+        ("POST", true, false) if q("delete") => "DeleteObjects",
+        ("PUT", true, true) if q("partNumber") && headers.contains_key("x-amz-copy-source") => {
+            "UploadPartCopy"
+        }
+        ("PUT", true, true) if q("partNumber") => "UploadPart",
+        ("PUT", true, true) if headers.contains_key("x-amz-copy-source") => "CopyObject",
+        ("PUT", true, true) => "PutObject",
+        ("HEAD", true, true) => "HeadObject",
+        ("GET", true, true) if q("uploadId") => "ListParts",
+        ("GET", true, true) => "GetObject",
+        ("POST", true, true) if q("uploads") => "CreateMultipartUpload",
+        ("POST", true, true) if q("uploadId") => "CompleteMultipartUpload",
+        ("DELETE", true, true) if q("uploadId") => "AbortMultipartUpload",
+        ("DELETE", true, true) => "DeleteObject",
+        _ => "Unknown",
+    };
+    op.to_owned()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+fn base64_url_nopad(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(base64_url_nopad(b"bucket"), "YnVja2V0");
+        assert_eq!(base64_url_nopad(b"a/b?"), "YS9iPw");
+        assert_eq!(base64_url_nopad(b"ab"), "YWI");
+        assert_eq!(percent_decode("/b/a%20b%2Fc%zz%2"), "/b/a b/c%zz%2");
+        assert_eq!(split_path("/b/x/y"), (Some("b".into()), Some("x/y".into())));
+        assert_eq!(split_path("/b/"), (Some("b".into()), None));
+        assert_eq!(split_path("/"), (None, None));
+    }
+}
