@@ -33,8 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         .context("starting the async runtime")?;
     let state_path = match cli.state.clone() {
         Some(path) => path,
-        None => StateDb::default_path()
-            .context("cannot find a state directory: pass --state FILE")?,
+        None => StateDb::default_path().context("cannot find a state directory: pass --state FILE")?,
     };
     match cli.command {
         Command::Backup(args) => runtime.block_on(backup(args, state_path, cli.quiet)),
@@ -79,7 +78,10 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
         eprintln!("error: {}: {}", f.path, f.error);
     }
     if report.failed > 0 {
-        eprintln!("error: {} file(s) were not backed up; run the backup again to retry them", report.failed);
+        eprintln!(
+            "error: {} file(s) were not backed up; run the backup again to retry them",
+            report.failed
+        );
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
@@ -94,7 +96,11 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
     if quiet {
         return;
     }
-    let verb = if r.dry_run { "dry run: would back up" } else { "backed up" };
+    let verb = if r.dry_run {
+        "dry run: would back up"
+    } else {
+        "backed up"
+    };
     println!("{verb} {} -> {}", opts.source.display(), opts.target);
     println!(
         "  scanned {} files: uploaded {}, copied {}, touched {}, unchanged {}, deleted {}, failed {}, skipped {}",

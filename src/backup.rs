@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::hash;
 use crate::manifest;
@@ -25,11 +24,9 @@ use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::scan::{self, EntryKind, ScanEntry};
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
-use crate::store::{
-    self, CompletedPart, FileRange, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_OBJECT, MIN_PART_SIZE, ObjectMeta,
-    ObjectStore, Prepared, PutOutcome, S3Settings, StoreError, join_key,
-};
+use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
+use crate::transfer::{Engine, now_secs, retry};
 
 /// Everything a backup run needs to know, validated by the caller.
 #[derive(Debug, Clone)]
@@ -124,20 +121,6 @@ pub enum BackupError {
 
 /// How many state rows to commit per transaction.
 const STATE_BATCH: usize = 512;
-/// Attempts per file operation for transient errors (on top of the SDK's own retries).
-const ATTEMPTS: u32 = 3;
-
-/// Shared by every transfer task.
-struct Engine {
-    store: Arc<dyn ObjectStore>,
-    source: PathBuf,
-    prefix: String,
-    requests: Semaphore,
-    jobs: usize,
-    multipart_threshold: u64,
-    part_size: u64,
-    progress: Arc<dyn Progress>,
-}
 
 /// Runs one backup.
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
@@ -160,7 +143,11 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     } else {
         db.ensure_set(&source_text, &target_text)?
     };
-    let _lock = if opts.dry_run { None } else { Some(db.lock_set(set_id)?) };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(db.lock_set(set_id)?)
+    };
 
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     let prepared = store.prepare(!opts.dry_run).await.map_err(store_err)?;
@@ -239,16 +226,15 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         db.set_manifest_pending(set_id, true)?;
     }
 
-    let engine = Arc::new(Engine {
-        store: store.clone(),
-        source: source.clone(),
-        prefix: opts.target.prefix().to_string(),
-        requests: Semaphore::new(opts.jobs.max(1)),
-        jobs: opts.jobs.max(1),
-        multipart_threshold: opts.multipart_threshold.clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT),
-        part_size: opts.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
-        progress: progress.clone(),
-    });
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        source.clone(),
+        opts.target.prefix().to_string(),
+        opts.jobs,
+        opts.multipart_threshold,
+        opts.part_size,
+        progress.clone(),
+    ));
 
     let dir_rows: Vec<FileChange> = plan.dirs.iter().map(|d| FileChange::Upsert(dir_row(d))).collect();
     db.apply(set_id, &dir_rows)?;
@@ -270,7 +256,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 (action, outcome)
             }
         })
-        .buffer_unordered(engine.jobs);
+        .buffer_unordered(engine.jobs());
     let mut batch = Vec::with_capacity(STATE_BATCH);
     let mut last_flush = Instant::now();
     while let Some((action, outcome)) = results.next().await {
@@ -315,7 +301,11 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 db.set_manifest_pending(set_id, false)?;
             }
             report.snapshot = key;
-            let status = if report.failed > 0 { RunStatus::Partial } else { RunStatus::Ok };
+            let status = if report.failed > 0 {
+                RunStatus::Partial
+            } else {
+                RunStatus::Ok
+            };
             db.finish_run(run_row, status, &counts, report.snapshot.as_deref(), None)?;
         }
         Err(e) => {
@@ -396,10 +386,6 @@ async fn hash_all(
     hashes
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 fn dir_row(entry: &ScanEntry) -> FileRow {
     FileRow {
         path: entry.path.clone(),
@@ -411,208 +397,6 @@ fn dir_row(entry: &ScanEntry) -> FileRow {
         etag: String::new(),
         version_id: None,
         uploaded_at: now_secs(),
-    }
-}
-
-fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
-    FileRow {
-        path: entry.path.clone(),
-        kind: EntryKind::File,
-        size: entry.size,
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-        blake3: blake3.to_string(),
-        etag: put.etag,
-        version_id: put.version_id,
-        uploaded_at: now_secs(),
-    }
-}
-
-/// A finished action: the state change to record and the bytes it sent.
-struct Done {
-    change: FileChange,
-    bytes_sent: u64,
-}
-
-/// Retries `op` on transient errors with exponential backoff.
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                tracing::info!(attempt, "{what}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-impl Engine {
-    fn key(&self, path: &str) -> String {
-        join_key(&self.prefix, path)
-    }
-
-    async fn execute(&self, action: &Action) -> Result<Done, StoreError> {
-        match action {
-            Action::Upload { entry, blake3 } => self.upload(entry, blake3).await,
-            Action::Copy { from, entry, blake3 } => {
-                let meta = meta(entry, blake3);
-                let copied = if entry.size > MAX_SINGLE_OBJECT {
-                    None
-                } else {
-                    let (src, dst) = (self.key(from), self.key(&entry.path));
-                    match retry(&dst, || self.request(self.store.copy(&src, &dst, &meta))).await {
-                        Ok(put) => Some(put),
-                        // The source vanished behind our back: send the bytes instead.
-                        Err(StoreError::NotFound(e)) => {
-                            tracing::info!("{e}; uploading instead");
-                            None
-                        }
-                        Err(e) => return Err(e),
-                    }
-                };
-                match copied {
-                    Some(put) => {
-                        hash::ensure_unchanged(&self.source.join(&entry.path), entry)
-                            .map_err(|e| StoreError::Fatal(e.to_string()))?;
-                        Ok(Done {
-                            change: FileChange::Upsert(file_row(entry, blake3, put)),
-                            bytes_sent: 0,
-                        })
-                    }
-                    None => self.upload(entry, blake3).await,
-                }
-            }
-            Action::Touch { entry, old } => {
-                let put = if entry.size > MAX_SINGLE_OBJECT {
-                    // CopyObject cannot refresh metadata on objects this large; the state still tracks the mtime.
-                    PutOutcome {
-                        etag: old.etag.clone(),
-                        version_id: old.version_id.clone(),
-                    }
-                } else {
-                    let key = self.key(&entry.path);
-                    let meta = meta(entry, &old.blake3);
-                    retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await?
-                };
-                Ok(Done {
-                    change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
-                    bytes_sent: 0,
-                })
-            }
-            Action::Delete(row) => {
-                if row.kind == EntryKind::File {
-                    let key = self.key(&row.path);
-                    retry(&key, || self.request(self.store.delete(&key))).await?;
-                }
-                Ok(Done {
-                    change: FileChange::Remove(row.path.clone()),
-                    bytes_sent: 0,
-                })
-            }
-        }
-    }
-
-    /// Runs one request under a concurrency permit.
-    async fn request<T>(&self, fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        let _permit = self
-            .requests
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Fatal("transfer queue closed".into()))?;
-        fut.await
-    }
-
-    async fn upload(&self, entry: &ScanEntry, blake3: &str) -> Result<Done, StoreError> {
-        let path = self.source.join(&entry.path);
-        let key = self.key(&entry.path);
-        let meta = meta(entry, blake3);
-        let put = if entry.size <= self.multipart_threshold {
-            let range = FileRange {
-                path: &path,
-                offset: 0,
-                len: entry.size,
-            };
-            let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
-            self.progress.advance(entry.size);
-            put
-        } else {
-            self.multipart(&key, &path, entry.size, &meta).await?
-        };
-        // Bytes read while the file changed may mix two versions: don't record them.
-        hash::ensure_unchanged(&path, entry).map_err(|e| StoreError::Fatal(e.to_string()))?;
-        Ok(Done {
-            change: FileChange::Upsert(file_row(entry, blake3, put)),
-            bytes_sent: entry.size,
-        })
-    }
-
-    async fn multipart(&self, key: &str, path: &Path, size: u64, meta: &ObjectMeta) -> Result<PutOutcome, StoreError> {
-        let part_size = part_size_for(size, self.part_size);
-        let count = size.div_ceil(part_size);
-        let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
-        let parts = futures::stream::iter(0..count)
-            .map(|i| {
-                let upload_id = &upload_id;
-                async move {
-                    let offset = i * part_size;
-                    let range = FileRange {
-                        path,
-                        offset,
-                        len: part_size.min(size - offset),
-                    };
-                    let number = i as i32 + 1;
-                    let etag = retry(key, || {
-                        self.request(self.store.upload_part(key, upload_id, number, range))
-                    })
-                    .await?;
-                    self.progress.advance(range.len);
-                    Ok::<_, StoreError>(CompletedPart { number, etag })
-                }
-            })
-            .buffer_unordered(self.jobs)
-            .collect::<Vec<_>>()
-            .await;
-        let mut done = Vec::with_capacity(parts.len());
-        for part in parts {
-            match part {
-                Ok(p) => done.push(p),
-                Err(e) => {
-                    if let Err(abort) = self.request(self.store.abort_multipart(key, &upload_id)).await {
-                        tracing::warn!("{abort}");
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        done.sort_by_key(|p| p.number);
-        let result = retry(key, || self.request(self.store.complete_multipart(key, &upload_id, &done))).await;
-        if result.is_err() {
-            let _ = self.request(self.store.abort_multipart(key, &upload_id)).await;
-        }
-        result
-    }
-}
-
-/// The part size to use: the configured one, raised (to a whole MiB) if the
-/// file would otherwise need more than S3's 10,000 parts.
-pub fn part_size_for(size: u64, configured: u64) -> u64 {
-    const MIB: u64 = 1024 * 1024;
-    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
-    configured.max(needed).clamp(MIN_PART_SIZE, MAX_PART_SIZE)
-}
-
-fn meta(entry: &ScanEntry, blake3: &str) -> ObjectMeta {
-    ObjectMeta {
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-        blake3: blake3.to_string(),
     }
 }
 
@@ -649,8 +433,14 @@ async fn write_manifest(
     let mut hasher = blake3::Hasher::new();
     {
         let file = tmp.as_file().try_clone().map_err(|e| fail(&e))?;
-        let mut writer = manifest::Writer::new(HashingWriter { inner: file, hasher: &mut hasher }, &header)
-            .map_err(|e| fail(&e))?;
+        let mut writer = manifest::Writer::new(
+            HashingWriter {
+                inner: file,
+                hasher: &mut hasher,
+            },
+            &header,
+        )
+        .map_err(|e| fail(&e))?;
         db.for_each_file(set_id, |row| {
             writer
                 .push(&manifest::Entry::from(&row))
@@ -697,22 +487,5 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_size_respects_s3_limits() {
-        const MIB: u64 = 1024 * 1024;
-        assert_eq!(part_size_for(100 * MIB, 8 * MIB), 8 * MIB);
-        assert_eq!(part_size_for(100 * MIB, MIB), 5 * MIB);
-        let huge = 200 * 1024 * MIB * 1024; // 200 TiB-ish is over S3's limit, but the math must still cap
-        assert!(part_size_for(huge, 8 * MIB) <= MAX_PART_SIZE);
-        let big = 100 * 1024 * MIB; // 100 GiB needs > 10 MiB parts
-        let p = part_size_for(big, 8 * MIB);
-        assert!(big.div_ceil(p) <= MAX_PARTS && p % MIB == 0);
     }
 }

@@ -104,7 +104,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("'{text}' has an unknown unit (use K, M, G or T, e.g. 64MiB)")),
+        _ => {
+            return Err(format!(
+                "'{text}' has an unknown unit (use K, M, G or T, e.g. 64MiB)"
+            ));
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("'{text}' is too large"))
@@ -113,7 +117,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 fn parse_part_size(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_PART_SIZE).contains(&n) {
-        return Err(format!("part size '{text}' is outside S3's limits of 5MiB to 5GiB"));
+        return Err(format!(
+            "part size '{text}' is outside S3's limits of 5MiB to 5GiB"
+        ));
     }
     Ok(n)
 }

@@ -23,7 +23,9 @@ pub fn hash_file(path: &Path, seen: &ScanEntry) -> io::Result<String> {
 pub fn ensure_unchanged(path: &Path, seen: &ScanEntry) -> io::Result<()> {
     let md = std::fs::metadata(path)?;
     if md.len() != seen.size || scan::mtime_ns(&md) != seen.mtime_ns {
-        return Err(io::Error::other("file changed while being backed up; it will be retried next run"));
+        return Err(io::Error::other(
+            "file changed while being backed up; it will be retried next run",
+        ));
     }
     Ok(())
 }
@@ -45,7 +47,10 @@ mod tests {
             mtime_ns: scan::mtime_ns(&md),
             mode: 0o644,
         };
-        assert_eq!(hash_file(&path, &seen).unwrap(), blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(
+            hash_file(&path, &seen).unwrap(),
+            blake3::hash(b"hello").to_hex().to_string()
+        );
         seen.size = 4;
         assert!(hash_file(&path, &seen).is_err());
     }

@@ -17,3 +17,4 @@ pub mod scan;
 pub mod state;
 pub mod store;
 pub mod target;
+pub mod transfer;

@@ -39,7 +39,10 @@ impl Triage {
             !paths.iter().any(|p| {
                 p.is_empty()
                     || row.path == *p
-                    || row.path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                    || row
+                        .path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
             })
         });
     }
@@ -232,7 +235,10 @@ mod tests {
     }
 
     fn hashes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(p, h)| (p.to_string(), h.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(p, h)| (p.to_string(), h.to_string()))
+            .collect()
     }
 
     fn describe(plan: &Plan) -> Vec<String> {
@@ -312,7 +318,11 @@ mod tests {
 
     #[test]
     fn unreadable_directories_are_not_deleted() {
-        let st = state(&[row("locked/a", 1, 1, "h"), row("lockedness", 1, 1, "h2"), row("gone", 1, 1, "h3")]);
+        let st = state(&[
+            row("locked/a", 1, 1, "h"),
+            row("lockedness", 1, 1, "h2"),
+            row("gone", 1, 1, "h3"),
+        ]);
         let mut t = triage(vec![], &st);
         t.protect(&["locked".to_string()]);
         let plan = decide(t, &HashMap::new(), &st, true);

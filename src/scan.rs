@@ -99,13 +99,8 @@ pub fn scan(root: &Path, mut tick: impl FnMut(usize)) -> Result<Scan, ScanError>
         let entry = match item {
             Ok(entry) => entry,
             Err(err) => {
-                let path = err
-                    .path()
-                    .map(|p| relative_lossy(root, p))
-                    .unwrap_or_default();
-                let reason = err
-                    .io_error()
-                    .map_or_else(|| err.to_string(), |e| e.to_string());
+                let path = err.path().map(|p| relative_lossy(root, p)).unwrap_or_default();
+                let reason = err.io_error().map_or_else(|| err.to_string(), |e| e.to_string());
                 scan.errors.push(ScanProblem { path, reason });
                 continue;
             }
@@ -123,7 +118,11 @@ pub fn scan(root: &Path, mut tick: impl FnMut(usize)) -> Result<Scan, ScanError>
         } else if file_type.is_dir() {
             EntryKind::Dir
         } else {
-            let what = if file_type.is_symlink() { "symlink" } else { "special file" };
+            let what = if file_type.is_symlink() {
+                "symlink"
+            } else {
+                "special file"
+            };
             scan.skipped.push(ScanProblem {
                 path,
                 reason: format!("{what} not backed up"),
@@ -201,7 +200,10 @@ mod tests {
         let scan = scan(root, |_| {}).unwrap();
         let mut paths: Vec<_> = scan.entries.iter().map(|e| e.path.as_str()).collect();
         paths.sort();
-        assert_eq!(paths, ["a", "a/.s3backup", "a/b", "a/b/c.txt", "empty", "top.txt"]);
+        assert_eq!(
+            paths,
+            ["a", "a/.s3backup", "a/b", "a/b/c.txt", "empty", "top.txt"]
+        );
         let c = scan.entries.iter().find(|e| e.path == "a/b/c.txt").unwrap();
         assert_eq!((c.kind, c.size), (EntryKind::File, 5));
         #[cfg(unix)]

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The text shown whenever a target cannot be parsed.
-pub const VALID_FORMS: &str = "valid forms: bucket::prefix, s3://bucket/prefix, file:///path, /path, ./path, ../path, ~/path";
+pub const VALID_FORMS: &str =
+    "valid forms: bucket::prefix, s3://bucket/prefix, file:///path, /path, ./path, ../path, ~/path";
 
 /// A parsed backup destination: an S3 bucket and key prefix, or a local directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +190,10 @@ mod tests {
     fn parses_seed_form() {
         assert_eq!("mybucket::docs/x".parse(), Ok(s3t("mybucket", "docs/x")));
         assert_eq!("mybucket::".parse(), Ok(s3t("mybucket", "")));
-        assert_eq!("1230128380123::linkedin/".parse(), Ok(s3t("1230128380123", "linkedin")));
+        assert_eq!(
+            "1230128380123::linkedin/".parse(),
+            Ok(s3t("1230128380123", "linkedin"))
+        );
     }
 
     #[test]
@@ -212,8 +216,17 @@ mod tests {
     #[test]
     fn refuses_malformed() {
         for t in [
-            "", "just-a-name", "s3://", "bucket:prefix", "ftp://x/y", "Bad_Bucket::x", "ab::x",
-            "b..b::x", "bucket::a/../b", "bucket::a//b", "file://",
+            "",
+            "just-a-name",
+            "s3://",
+            "bucket:prefix",
+            "ftp://x/y",
+            "Bad_Bucket::x",
+            "ab::x",
+            "b..b::x",
+            "bucket::a/../b",
+            "bucket::a//b",
+            "file://",
         ] {
             let err = t.parse::<Target>().expect_err(t);
             assert!(err.to_string().contains("bucket::prefix"), "{err}");

@@ -32,7 +32,9 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")]
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused: corrupt file, not a database, disk full, ….
-    #[error("state file '{path}': {source} (if it is damaged, move it aside; the next backup re-hashes and rebuilds it)")]
+    #[error(
+        "state file '{path}': {source} (if it is damaged, move it aside; the next backup re-hashes and rebuilds it)"
+    )]
     Sqlite {
         /// The state file.
         path: PathBuf,
@@ -40,7 +42,9 @@ pub enum StateError {
         source: rusqlite::Error,
     },
     /// Written by a newer s3backup.
-    #[error("state file '{path}' has schema version {found}, newer than this s3backup understands ({known}): upgrade s3backup or use another --state file")]
+    #[error(
+        "state file '{path}' has schema version {found}, newer than this s3backup understands ({known}): upgrade s3backup or use another --state file"
+    )]
     TooNew {
         /// The state file.
         path: PathBuf,
@@ -141,9 +145,11 @@ impl StateDb {
             path: path.to_path_buf(),
             source,
         };
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(err)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         migrate(&mut conn, path)?;
         Ok(Self {
@@ -280,7 +286,11 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let kind: String = r.get(1)?;
     Ok(FileRow {
         path: r.get(0)?,
-        kind: if kind == "d" { EntryKind::Dir } else { EntryKind::File },
+        kind: if kind == "d" {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
         size: r.get::<_, i64>(2)? as u64,
         mtime_ns: r.get(3)?,
         mode: r.get(4)?,

@@ -177,7 +177,8 @@ mod tests {
             uploaded: 2,
             ..Default::default()
         };
-        db.finish_run(run, RunStatus::Ok, &counts, Some("k"), None).unwrap();
+        db.finish_run(run, RunStatus::Ok, &counts, Some("k"), None)
+            .unwrap();
         let (status, uploaded): (String, i64) = db
             .conn
             .query_row("SELECT status, uploaded FROM runs WHERE id = ?1", [run], |r| {

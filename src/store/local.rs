@@ -152,17 +152,32 @@ impl ObjectStore for LocalStore {
                 Ok(Prepared::Created)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Missing),
-            Err(e) => Err(io_error(e, &format!("checking store directory '{}'", root.display()))),
+            Err(e) => Err(io_error(
+                e,
+                &format!("checking store directory '{}'", root.display()),
+            )),
         })
         .await
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let (this, key, meta, path) = (self.clone(), key.to_string(), meta.clone(), range.path.to_path_buf());
+        let (this, key, meta, path) = (
+            self.clone(),
+            key.to_string(),
+            meta.clone(),
+            range.path.to_path_buf(),
+        );
         let (offset, len) = (range.offset, range.len);
         blocking(move || {
             this.write_atomically(&key, &meta, |out| {
-                copy_range(out, FileRange { path: &path, offset, len })
+                copy_range(
+                    out,
+                    FileRange {
+                        path: &path,
+                        offset,
+                        len,
+                    },
+                )
             })
         })
         .await
@@ -182,7 +197,13 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, range: FileRange<'_>) -> StoreResult<String> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        range: FileRange<'_>,
+    ) -> StoreResult<String> {
         self.object_path(key)?;
         let dir = self.upload_dir(upload_id)?;
         let (path, offset, len) = (range.path.to_path_buf(), range.offset, range.len);
@@ -190,14 +211,27 @@ impl ObjectStore for LocalStore {
             let part = dir.join(format!("part-{number:05}"));
             let what = |e| io_error(e, &format!("writing part '{}'", part.display()));
             let mut out = File::create(&part).map_err(what)?;
-            copy_range(&mut out, FileRange { path: &path, offset, len }).map_err(what)?;
+            copy_range(
+                &mut out,
+                FileRange {
+                    path: &path,
+                    offset,
+                    len,
+                },
+            )
+            .map_err(what)?;
             out.flush().map_err(what)?;
             Ok(format!("{number}-{len:x}"))
         })
         .await
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> StoreResult<PutOutcome> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<PutOutcome> {
         let dir = self.upload_dir(upload_id)?;
         let (this, key) = (self.clone(), key.to_string());
         let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
@@ -284,6 +318,9 @@ mod tests {
         for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", ""] {
             assert!(store.object_path(key).is_err(), "{key}");
         }
-        assert_eq!(store.object_path("a/b").ok(), Some(PathBuf::from("/tmp/store/a/b")));
+        assert_eq!(
+            store.object_path("a/b").ok(),
+            Some(PathBuf::from("/tmp/store/a/b"))
+        );
     }
 }

@@ -143,9 +143,20 @@ pub trait ObjectStore: Send + Sync {
     /// Starts a multipart upload, returning its upload ID.
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String>;
     /// Uploads one part, returning its entity tag.
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: FileRange<'_>) -> StoreResult<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: FileRange<'_>,
+    ) -> StoreResult<String>;
     /// Assembles the parts into the object.
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> StoreResult<PutOutcome>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<PutOutcome>;
     /// Abandons a multipart upload and frees its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
     /// Copies an object inside the store, replacing its metadata.
@@ -186,8 +197,14 @@ mod tests {
             };
             assert_eq!(ObjectMeta::parse_mtime(&meta.mtime_text()), Some(ns), "{ns}");
         }
-        assert_eq!(ObjectMeta::parse_mtime("1700000000.5"), Some(1_700_000_000_500_000_000));
-        assert_eq!(ObjectMeta::parse_mtime("1700000000"), Some(1_700_000_000_000_000_000));
+        assert_eq!(
+            ObjectMeta::parse_mtime("1700000000.5"),
+            Some(1_700_000_000_500_000_000)
+        );
+        assert_eq!(
+            ObjectMeta::parse_mtime("1700000000"),
+            Some(1_700_000_000_000_000_000)
+        );
         assert_eq!(ObjectMeta::parse_mtime("abc"), None);
     }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -20,7 +21,6 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CreateBucketConfiguration, MetadataDirective,
 };
-use aws_credential_types::provider::ProvideCredentials;
 
 use super::{
     CompletedPart, FileRange, ObjectMeta, ObjectStore, Prepared, PutOutcome, StoreError, StoreResult,
@@ -72,9 +72,9 @@ impl S3Store {
         let endpoint = sdk.endpoint_url().map(str::to_string);
         let path_style = settings.path_style || endpoint.as_deref().is_some_and(is_local_endpoint);
 
-        let provider = sdk.credentials_provider().ok_or_else(|| {
-            StoreError::Fatal("no AWS credentials provider is configured".into())
-        })?;
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(|| StoreError::Fatal("no AWS credentials provider is configured".into()))?;
         provider.provide_credentials().await.map_err(|e| {
             StoreError::Fatal(format!(
                 "no usable AWS credentials ({}): run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile",
@@ -136,7 +136,10 @@ fn is_local_endpoint(url: &str) -> bool {
         .unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     let host_only = if host.starts_with('[') {
-        host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host)
+        host.split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or(host)
     } else {
         host.split(':').next().unwrap_or(host)
     };
@@ -267,7 +270,13 @@ impl ObjectStore for S3Store {
             .ok_or_else(|| StoreError::Fatal(format!("server gave no upload ID for '{key}'")))
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, range: FileRange<'_>) -> StoreResult<String> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        range: FileRange<'_>,
+    ) -> StoreResult<String> {
         let out = self
             .client
             .upload_part()
@@ -283,7 +292,12 @@ impl ObjectStore for S3Store {
         Ok(clean_etag(out.e_tag()))
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> StoreResult<PutOutcome> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<PutOutcome> {
         let parts = parts
             .iter()
             .map(|p| {
@@ -361,9 +375,7 @@ fn encode_copy_source(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -1,6 +1,12 @@
 //! The one integration-test binary of s3backup (one binary keeps link time
-//! down). `server` is an in-process S3 server; `common` runs the real
-//! `s3backup` binary with a clean environment; the other modules are tests.
+//! down). `server` is an in-process S3 server and `common` runs the real
+//! `s3backup` binary with a clean environment; the other modules are tests:
+//! `server_selftest` checks the server itself, `backup` and `backup_local`
+//! check `s3backup backup` against S3 and against a local directory store.
 
+mod common;
 mod server;
+
+mod backup;
+mod backup_local;
 mod server_selftest;

@@ -411,11 +411,6 @@ impl S3Server {
         keys.sort();
         keys
     }
-
-    /// The temporary directory holding all buckets.
-    pub fn root(&self) -> &Path {
-        self.root.path()
-    }
 }
 
 impl Drop for S3Server {
@@ -530,7 +525,10 @@ fn base64_url_nopad(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
         let chars = chunk.len() + 1;
         for i in 0..chars {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);

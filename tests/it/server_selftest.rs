@@ -41,7 +41,9 @@ fn client(server: &S3Server) -> Client {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn put(c: &Client, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
@@ -77,7 +79,13 @@ async fn bucket_put_head_list_delete() {
         .unwrap();
     put(&c, "bkt", "top", b"").await.unwrap();
 
-    let head = c.head_object().bucket("bkt").key("dir/a b.txt").send().await.unwrap();
+    let head = c
+        .head_object()
+        .bucket("bkt")
+        .key("dir/a b.txt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.content_length(), Some(5));
     let md = head.metadata().unwrap();
     assert_eq!(md.get("mtime").map(String::as_str), Some("1700000000.5"));
@@ -93,14 +101,31 @@ async fn bucket_put_head_list_delete() {
     assert_eq!(server.list_keys("bkt"), ["dir/a b.txt", "top"]);
     assert!(server.list_keys("no-such-bucket").is_empty());
 
-    let got = c.get_object().bucket("bkt").key("dir/a b.txt").send().await.unwrap();
+    let got = c
+        .get_object()
+        .bucket("bkt")
+        .key("dir/a b.txt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), b"hello");
 
-    let list = c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap();
+    let list = c
+        .list_objects_v2()
+        .bucket("bkt")
+        .prefix("dir/")
+        .send()
+        .await
+        .unwrap();
     let keys: Vec<_> = list.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["dir/a b.txt"]);
 
-    c.delete_object().bucket("bkt").key("dir/a b.txt").send().await.unwrap();
+    c.delete_object()
+        .bucket("bkt")
+        .key("dir/a b.txt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(server.list_keys("bkt"), ["top"]);
     assert_eq!(server.object_metadata("bkt", "dir/a b.txt"), None);
 
@@ -168,7 +193,12 @@ async fn multipart_upload_keeps_bytes_and_metadata() {
             .send()
             .await
             .unwrap();
-        done.push(CompletedPart::builder().part_number(n).e_tag(r.e_tag().unwrap()).build());
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().unwrap())
+                .build(),
+        );
     }
     let fin = c
         .complete_multipart_upload()
@@ -179,7 +209,11 @@ async fn multipart_upload_keeps_bytes_and_metadata() {
         .send()
         .await
         .unwrap();
-    assert!(fin.e_tag().unwrap().ends_with("-2\""), "multipart etag: {:?}", fin.e_tag());
+    assert!(
+        fin.e_tag().unwrap().ends_with("-2\""),
+        "multipart etag: {:?}",
+        fin.e_tag()
+    );
 
     let mut expected = part1.clone();
     expected.extend_from_slice(&part2);
@@ -240,7 +274,13 @@ async fn copy_object_with_replace_directive_replaces_metadata() {
     assert_eq!(md.get("blake3"), None, "REPLACE drops metadata not sent");
 
     // Default directive (COPY) keeps the source's metadata.
-    c.copy_object().bucket("bkt").key("c").copy_source("bkt/a").send().await.unwrap();
+    c.copy_object()
+        .bucket("bkt")
+        .key("c")
+        .copy_source("bkt/a")
+        .send()
+        .await
+        .unwrap();
     let md = server.object_metadata("bkt", "c").unwrap();
     assert_eq!(md.get("mtime").map(String::as_str), Some("2.0"));
 
@@ -316,19 +356,41 @@ async fn permanent_failures_are_not_retried_and_rules_can_be_cleared() {
     let c = client(&server);
     server.fail_key("bad", None, false);
 
-    assert_eq!(put(&c, "bkt", "a/bad.txt", b"1").await, Err("AccessDenied".to_owned()));
-    assert_eq!(put(&c, "bkt", "a/bad.txt", b"1").await, Err("AccessDenied".to_owned()));
+    assert_eq!(
+        put(&c, "bkt", "a/bad.txt", b"1").await,
+        Err("AccessDenied".to_owned())
+    );
+    assert_eq!(
+        put(&c, "bkt", "a/bad.txt", b"1").await,
+        Err("AccessDenied".to_owned())
+    );
     put(&c, "bkt", "a/good.txt", b"2").await.unwrap();
     assert_eq!(server.count_key("PutObject", "a/bad.txt"), 2);
     assert_eq!(server.list_keys("bkt"), ["a/good.txt"]);
 
     // Copies and multipart uploads to matching keys fail too.
-    let e = c.copy_object().bucket("bkt").key("bad2").copy_source("bkt/a/good.txt").send().await;
+    let e = c
+        .copy_object()
+        .bucket("bkt")
+        .key("bad2")
+        .copy_source("bkt/a/good.txt")
+        .send()
+        .await;
     assert_eq!(e.unwrap_err().code(), Some("AccessDenied"));
-    let e = c.create_multipart_upload().bucket("bkt").key("x/bad").send().await;
+    let e = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("x/bad")
+        .send()
+        .await;
     assert_eq!(e.unwrap_err().code(), Some("AccessDenied"));
     // Reads of matching keys are not affected.
-    c.head_object().bucket("bkt").key("a/good.txt").send().await.unwrap();
+    c.head_object()
+        .bucket("bkt")
+        .key("a/good.txt")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(server.count("CopyObject"), 1);
 
     server.clear_rules();
@@ -348,7 +410,13 @@ async fn failing_upload_part_with_large_body_reports_the_error() {
     let server = S3Server::start();
     server.create_bucket("bkt");
     let c = client(&server);
-    let up = c.create_multipart_upload().bucket("bkt").key("big").send().await.unwrap();
+    let up = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("big")
+        .send()
+        .await
+        .unwrap();
     server.fail_key("big", Some(1), true);
     let r = c
         .upload_part()

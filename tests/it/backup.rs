@@ -1,0 +1,727 @@
+//! `s3backup backup` against the in-process S3 server: what lands in the
+//! bucket (keys, bytes, metadata, manifest), which requests the server sees,
+//! the `--json` summary and the exit codes.
+
+use std::collections::HashMap;
+
+use crate::common::*;
+use crate::server::S3Server;
+
+const BUCKET: &str = "bkt";
+const TARGET: &str = "bkt::pre";
+
+/// Requests that change something on the server.
+const WRITE_OPS: &[&str] = &[
+    "PutObject",
+    "CopyObject",
+    "DeleteObject",
+    "DeleteObjects",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "CreateBucket",
+];
+
+/// A server with bucket `bkt` and an environment pointed at it.
+fn setup() -> (S3Server, TestEnv) {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    (server, env)
+}
+
+/// One source file as the tests expect to find it in the bucket.
+struct Expect {
+    rel: &'static str,
+    content: Vec<u8>,
+    mtime: (i64, u32),
+    mode: u32,
+}
+
+/// a.txt (600), dir/b.txt (older mtime), dir/sub/c.bin (755), empty.txt.
+fn standard_tree(env: &TestEnv) -> Vec<Expect> {
+    let files = vec![
+        Expect { rel: "a.txt", content: b"hello\n".to_vec(), mtime: T0, mode: 0o600 },
+        Expect { rel: "dir/b.txt", content: b"bee\n".to_vec(), mtime: (1_600_000_000, 5), mode: 0o644 },
+        Expect { rel: "dir/sub/c.bin", content: noise(3000, 1), mtime: (1_650_000_000, 999_999_999), mode: 0o755 },
+        Expect { rel: "empty.txt", content: Vec::new(), mtime: T0, mode: 0o644 },
+    ];
+    for f in &files {
+        env.write_at(f.rel, &f.content, f.mtime);
+        env.set_mode(f.rel, f.mode);
+    }
+    files
+}
+
+fn total_bytes(files: &[Expect]) -> u64 {
+    files.iter().map(|f| f.content.len() as u64).sum()
+}
+
+/// Keys under `prefix` that are backed-up files (not manifests), without the prefix.
+fn file_keys(server: &S3Server, bucket: &str, prefix: &str) -> Vec<String> {
+    let p = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    server
+        .list_keys(bucket)
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(&p).map(str::to_owned))
+        .filter(|k| !k.starts_with(".s3backup/"))
+        .collect()
+}
+
+/// Manifest keys under `prefix`, sorted.
+fn manifest_keys(server: &S3Server, bucket: &str, prefix: &str) -> Vec<String> {
+    let dir = if prefix.is_empty() {
+        ".s3backup/manifests/".to_owned()
+    } else {
+        format!("{prefix}/.s3backup/manifests/")
+    };
+    server
+        .list_keys(bucket)
+        .into_iter()
+        .filter(|k| k.starts_with(&dir))
+        .collect()
+}
+
+#[track_caller]
+fn manifest(server: &S3Server, key: &str) -> Manifest {
+    let bytes = server
+        .object_bytes(BUCKET, key)
+        .unwrap_or_else(|| panic!("manifest {key} missing; keys: {:?}", server.list_keys(BUCKET)));
+    Manifest::decode(&bytes)
+}
+
+#[track_caller]
+fn metadata(server: &S3Server, key: &str) -> HashMap<String, String> {
+    server
+        .object_metadata(BUCKET, key)
+        .unwrap_or_else(|| panic!("object {key} missing; keys: {:?}", server.list_keys(BUCKET)))
+}
+
+#[track_caller]
+fn assert_no_writes(server: &S3Server) {
+    let writes: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| WRITE_OPS.contains(&r.op.as_str()))
+        .collect();
+    assert!(writes.is_empty(), "unexpected write requests: {writes:#?}");
+}
+
+#[test]
+fn first_backup_uploads_every_file_with_metadata_and_a_manifest() {
+    let (server, env) = setup();
+    let files = standard_tree(&env);
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+    assert_eq!(s.bytes_sent, total_bytes(&files));
+    assert!(!s.dry_run);
+    assert!(s.failures.is_empty());
+
+    // Every file at PREFIX/<relative path>, byte for byte, with its metadata.
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    for f in &files {
+        let key = format!("pre/{}", f.rel);
+        assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), f.content, "bytes of {key}");
+        assert_object_metadata(&metadata(&server, &key), &f.content, f.mtime, f.mode);
+        assert_eq!(server.count_key("PutObject", &key), 1, "{:#?}", server.ops());
+    }
+    assert_eq!(server.count("CopyObject"), 0);
+    assert_eq!(server.count("DeleteObject"), 0);
+    assert_eq!(server.count("CreateBucket"), 0, "the bucket exists");
+    assert!(server.count("HeadBucket") >= 1, "the bucket is checked first: {:?}", server.ops());
+
+    // One manifest, named as documented and reported as the snapshot.
+    let manifests = manifest_keys(&server, BUCKET, "pre");
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let name = manifests[0].strip_prefix("pre/.s3backup/manifests/").unwrap();
+    assert!(is_manifest_name(name), "manifest name {name:?}");
+    assert_eq!(s.snapshot.as_deref(), Some(manifests[0].as_str()));
+    let m = manifest(&server, &manifests[0]);
+    assert!(m.header.get("path").is_none(), "the first line is the header: {}", m.header);
+    assert_eq!(m.paths(), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"], "sorted by path");
+    for f in &files {
+        m.assert_file(f.rel, &f.content, f.mtime, f.mode);
+    }
+}
+
+#[test]
+fn unchanged_rerun_sends_only_a_head_bucket() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    let keys_before = server.list_keys(BUCKET);
+    server.clear_requests();
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, unchanged: 4, ..Counts::default() });
+    assert_eq!(s.bytes_sent, 0);
+    assert_eq!(s.snapshot, None, "nothing changed, so no manifest is written");
+    assert_eq!(server.ops(), ["HeadBucket"], "no request per file");
+    assert_eq!(server.list_keys(BUCKET), keys_before);
+}
+
+#[test]
+fn changed_content_is_uploaded_again() {
+    let (server, env) = setup();
+    let files = standard_tree(&env);
+    let first = env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    // Same size, different bytes, new mtime.
+    let new_mtime = (1_700_000_100, 42);
+    env.write_at("a.txt", "HELLO\n", new_mtime);
+    env.set_mode("a.txt", 0o600);
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(s.bytes_sent, 6);
+
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"HELLO\n");
+    assert_object_metadata(&metadata(&server, "pre/a.txt"), b"HELLO\n", new_mtime, 0o600);
+    assert_eq!(server.count_key("PutObject", "pre/a.txt"), 1);
+    for f in files.iter().filter(|f| f.rel != "a.txt") {
+        let key = format!("pre/{}", f.rel);
+        assert_eq!(server.count_key("PutObject", &key), 0, "{key} is unchanged");
+    }
+
+    // A second manifest describes the new state; the first one stays.
+    let snap = s.snapshot.expect("a run that uploaded writes a manifest");
+    assert_ne!(Some(&snap), first.snapshot.as_ref());
+    assert_eq!(manifest_keys(&server, BUCKET, "pre").len(), 2);
+    let m = manifest(&server, &snap);
+    assert_eq!(m.paths(), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    m.assert_file("a.txt", b"HELLO\n", new_mtime, 0o600);
+    m.assert_file("dir/b.txt", b"bee\n", (1_600_000_000, 5), 0o644);
+}
+
+#[test]
+fn mtime_only_change_is_touched_by_a_copy_onto_itself() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    let new_mtime = (1_700_000_500, 700);
+    env.set_mtime("dir/b.txt", new_mtime);
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, touched: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(s.bytes_sent, 0, "bytes are not sent again");
+
+    assert_eq!(server.count("PutObject") - manifest_puts(&server), 0, "{:?}", server.ops());
+    assert_eq!(server.count("CreateMultipartUpload"), 0);
+    assert_eq!(server.count_key("CopyObject", "pre/dir/b.txt"), 1, "{:?}", server.ops());
+    assert_eq!(server.count("CopyObject"), 1);
+    assert_eq!(server.object_bytes(BUCKET, "pre/dir/b.txt").unwrap(), b"bee\n");
+    assert_object_metadata(&metadata(&server, "pre/dir/b.txt"), b"bee\n", new_mtime, 0o644);
+
+    let snap = s.snapshot.expect("the tree changed, so a manifest is written");
+    manifest(&server, &snap).assert_file("dir/b.txt", b"bee\n", new_mtime, 0o644);
+}
+
+/// PutObject requests that wrote manifests.
+fn manifest_puts(server: &S3Server) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.op == "PutObject" && r.key.as_deref().is_some_and(|k| k.contains(".s3backup/manifests/")))
+        .count()
+}
+
+#[test]
+fn renamed_file_is_copied_server_side_and_the_old_key_stays() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    env.rename("dir/sub/c.bin", "moved/c-renamed.bin");
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, copied: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(s.bytes_sent, 0);
+
+    let new_key = "pre/moved/c-renamed.bin";
+    assert_eq!(server.count_key("CopyObject", new_key), 1, "{:?}", server.ops());
+    assert_eq!(server.count_key("PutObject", new_key), 0);
+    assert_eq!(server.count("CreateMultipartUpload"), 0);
+    assert_eq!(server.count("DeleteObject"), 0);
+    let content = noise(3000, 1);
+    assert_eq!(server.object_bytes(BUCKET, new_key).unwrap(), content);
+    assert_object_metadata(&metadata(&server, new_key), &content, (1_650_000_000, 999_999_999), 0o755);
+    // Without --delete the old object is left alone.
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt", "moved/c-renamed.bin"]
+    );
+
+    let m = manifest(&server, &s.snapshot.expect("manifest"));
+    assert!(m.paths().contains(&"moved/c-renamed.bin".to_owned()), "{:?}", m.paths());
+    assert!(!m.paths().contains(&"dir/sub/c.bin".to_owned()), "manifest lists the local tree: {:?}", m.paths());
+}
+
+#[test]
+fn renamed_file_with_delete_removes_the_old_key() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    env.rename("dir/b.txt", "dir/b2.txt");
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!(s.counts(), Counts { scanned: 4, copied: 1, deleted: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(server.count_key("CopyObject", "pre/dir/b2.txt"), 1);
+    assert_eq!(server.count_key("PutObject", "pre/dir/b2.txt"), 0);
+    assert_eq!(server.count_key("DeleteObject", "pre/dir/b.txt"), 1, "{:?}", server.ops());
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b2.txt", "dir/sub/c.bin", "empty.txt"]);
+    assert_object_metadata(&metadata(&server, "pre/dir/b2.txt"), b"bee\n", (1_600_000_000, 5), 0o644);
+}
+
+#[test]
+fn duplicate_content_under_a_new_name_is_copied() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    let dup_mtime = (1_700_000_900, 1);
+    env.write_at("copies/a-again.txt", "hello\n", dup_mtime);
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 5, copied: 1, unchanged: 4, ..Counts::default() });
+    assert_eq!(s.bytes_sent, 0);
+    assert_eq!(server.count_key("CopyObject", "pre/copies/a-again.txt"), 1, "{:?}", server.ops());
+    assert_eq!(server.count_key("PutObject", "pre/copies/a-again.txt"), 0);
+    assert_eq!(server.object_bytes(BUCKET, "pre/copies/a-again.txt").unwrap(), b"hello\n");
+    // The copy carries its own mtime and mode, not those of the original.
+    assert_object_metadata(&metadata(&server, "pre/copies/a-again.txt"), b"hello\n", dup_mtime, 0o644);
+    assert_object_metadata(&metadata(&server, "pre/a.txt"), b"hello\n", T0, 0o600);
+}
+
+#[test]
+fn deleted_file_stays_in_the_bucket_unless_delete_is_given() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+
+    env.remove("a.txt");
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, ..Counts::default() });
+    assert_eq!(server.count("DeleteObject") + server.count("DeleteObjects"), 0);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"hello\n");
+
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, deleted: 1, ..Counts::default() });
+    assert_eq!(server.count_key("DeleteObject", "pre/a.txt"), 1, "{:?}", server.ops());
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    // Manifests are never deleted; the new one no longer lists the file.
+    let manifests = manifest_keys(&server, BUCKET, "pre");
+    assert!(manifests.len() >= 2, "{manifests:?}");
+    let m = manifest(&server, &s.snapshot.expect("a deletion changes the bucket"));
+    assert_eq!(m.paths(), ["dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+
+    // Deleting again is a no-op.
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, ..Counts::default() });
+    assert_eq!(server.ops(), ["HeadBucket"]);
+}
+
+#[test]
+fn large_file_is_sent_as_a_multipart_upload() {
+    let (server, env) = setup();
+    let big = noise(12 * MIB, 7);
+    env.write("big.bin", &big);
+    env.write("small.txt", "small");
+
+    let s = env.backup_ok(TARGET, &["--multipart-threshold", "5MiB", "--part-size", "5MiB"]);
+    assert_eq!(s.counts(), Counts { scanned: 2, uploaded: 2, ..Counts::default() });
+    assert_eq!(s.bytes_sent, (12 * MIB + 5) as u64);
+
+    assert_eq!(server.count_key("CreateMultipartUpload", "pre/big.bin"), 1, "{:?}", server.ops());
+    assert_eq!(server.count_key("UploadPart", "pre/big.bin"), 3, "12 MiB in 5 MiB parts");
+    assert_eq!(server.count_key("CompleteMultipartUpload", "pre/big.bin"), 1);
+    assert_eq!(server.count_key("PutObject", "pre/big.bin"), 0);
+    assert_eq!(server.count_key("PutObject", "pre/small.txt"), 1, "small files use PutObject");
+    assert_eq!(server.count("AbortMultipartUpload"), 0);
+
+    assert!(server.object_bytes(BUCKET, "pre/big.bin").unwrap() == big, "multipart bytes differ");
+    assert_object_metadata(&metadata(&server, "pre/big.bin"), &big, T0, 0o644);
+    let m = manifest(&server, &s.snapshot.expect("manifest"));
+    m.assert_file("big.bin", &big, T0, 0o644);
+    let etag = m.by_path()["big.bin"]["etag"].as_str().unwrap().to_owned();
+    assert!(etag.trim_matches('"').ends_with("-3"), "multipart etag {etag}");
+}
+
+#[test]
+fn missing_bucket_is_created() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+
+    let s = env.backup_ok("new-bucket::p", &[]);
+    assert_eq!(s.counts(), Counts { scanned: 1, uploaded: 1, ..Counts::default() });
+    assert_eq!(server.count("CreateBucket"), 1, "{:?}", server.ops());
+    assert!(server.bucket_exists("new-bucket"));
+    assert_eq!(server.object_bytes("new-bucket", "p/a.txt").unwrap(), b"a");
+}
+
+#[test]
+fn denied_bucket_stops_before_uploading_anything() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    server.deny_bucket(BUCKET);
+
+    let r = env.backup(TARGET, &["--json"]);
+    r.expect_code(1);
+    let err = r.error_line();
+    assert!(err.contains(BUCKET), "error names the bucket: {err}");
+    assert_no_writes(&server);
+    assert!(server.list_keys(BUCKET).is_empty());
+
+    // Nothing was recorded as uploaded: once allowed, everything goes up.
+    server.allow_bucket(BUCKET);
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 4);
+}
+
+#[test]
+fn wrong_secret_key_fails_and_uploads_nothing() {
+    let (server, env) = setup();
+    standard_tree(&env);
+
+    let mut cmd = env.backup_cmd(TARGET, &["--json"]);
+    cmd.env("AWS_SECRET_ACCESS_KEY", "definitely-wrong");
+    let r = run(cmd);
+    r.expect_code(1);
+    r.error_line();
+    let reqs = server.requests();
+    assert!(!reqs.is_empty(), "the server was asked");
+    assert!(reqs.iter().all(|q| q.status == 403), "every request was refused: {reqs:#?}");
+    assert!(server.list_keys(BUCKET).is_empty());
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 4, "nothing was recorded by the failed run");
+}
+
+#[test]
+fn missing_source_is_an_error_naming_it() {
+    let (server, env) = setup();
+    let missing = env.root().join("no-such-dir");
+    let mut cmd = env.cmd();
+    cmd.arg("backup")
+        .arg(&missing)
+        .arg(TARGET)
+        .args(["--state".as_ref(), env.state.as_os_str()])
+        .args(["--endpoint-url", &server.endpoint()]);
+    let r = run(cmd);
+    r.expect_code(1);
+    let err = r.error_line();
+    assert!(err.contains(&*missing.to_string_lossy()), "error names the path: {err}");
+    assert_no_writes(&server);
+}
+
+#[test]
+fn malformed_targets_are_usage_errors_listing_the_valid_forms() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    for target in ["just-a-name", "s3://", "bucket:prefix", "ftp://x"] {
+        let r = env.backup(target, &[]);
+        r.expect_code(2);
+        let err = r.error_line();
+        assert!(err.contains(target), "error names the target {target:?}: {err}");
+        assert!(r.stderr.contains("bucket::prefix"), "valid forms listed for {target:?}\n{}", r.show());
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.ops());
+}
+
+#[test]
+fn unknown_flag_and_missing_target_are_usage_errors() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.backup(TARGET, &["--no-such-flag"]).expect_code(2);
+    let mut cmd = env.cmd();
+    cmd.arg("backup").arg(&env.src);
+    run(cmd).expect_code(2);
+    env.backup(TARGET, &["--part-size", "lots"]).expect_code(2);
+    assert!(server.requests().is_empty(), "{:?}", server.ops());
+}
+
+#[test]
+fn part_size_below_five_mib_is_a_usage_error() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let r = env.backup(TARGET, &["--part-size", "1MiB"]);
+    r.expect_code(2);
+    assert!(r.error_line().to_lowercase().contains("part"), "{}", r.show());
+    assert!(server.requests().is_empty(), "{:?}", server.ops());
+}
+
+#[test]
+fn a_file_failing_permanently_exits_3_and_is_retried_next_run() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.write("bad.txt", "bad");
+    env.write("dir/c.txt", "c");
+    server.fail_key("bad.txt", None, false);
+
+    let r = env.backup(TARGET, &["--json"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 2, failed: 1, ..Counts::default() });
+    assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
+    let f = &s.failures[0];
+    assert!(f.path == "bad.txt" || f.path.ends_with("/bad.txt"), "failure path {f:?}");
+    let e = f.error.to_lowercase();
+    assert!(e.contains("denied") || e.contains("403") || e.contains("forbidden"), "failure error {f:?}");
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/c.txt"]);
+    // The manifest only claims what is really in the bucket.
+    let m = manifest(&server, &s.snapshot.expect("files were uploaded, so a manifest is written"));
+    assert_eq!(m.paths(), ["a.txt", "dir/c.txt"]);
+
+    server.clear_rules();
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 1, unchanged: 2, ..Counts::default() });
+    assert_eq!(server.count_key("PutObject", "pre/bad.txt"), 1);
+    assert_eq!(server.count_key("PutObject", "pre/a.txt"), 0);
+    assert_eq!(server.object_bytes(BUCKET, "pre/bad.txt").unwrap(), b"bad");
+    let m = manifest(&server, &s.snapshot.expect("manifest"));
+    assert_eq!(m.paths(), ["a.txt", "bad.txt", "dir/c.txt"]);
+}
+
+#[test]
+fn transient_failures_are_retried_and_the_run_succeeds() {
+    let (server, env) = setup();
+    env.write("flaky.txt", "flaky");
+    env.write("other.txt", "other");
+    server.fail_key("flaky", Some(2), true);
+
+    let s = env.backup_ok(TARGET, &["--jobs", "2"]);
+    assert_eq!(s.counts(), Counts { scanned: 2, uploaded: 2, ..Counts::default() });
+    assert!(s.failures.is_empty());
+    assert_eq!(server.count_key("PutObject", "pre/flaky.txt"), 3, "two 503s, then success");
+    assert_eq!(server.object_bytes(BUCKET, "pre/flaky.txt").unwrap(), b"flaky");
+}
+
+#[test]
+fn top_level_dot_s3backup_is_never_uploaded() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.write(".s3backup/state.db", "not for the bucket");
+    env.write(".s3backup/manifests/19990101T000000Z-fake.jsonl.zst", "fake");
+    env.write("dir/.s3backup/kept.txt", "only the top level is reserved");
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 2);
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/.s3backup/kept.txt"]);
+    let manifests = manifest_keys(&server, BUCKET, "pre");
+    assert_eq!(manifests, [s.snapshot.clone().unwrap()], "only the real manifest");
+    assert_eq!(manifest(&server, &manifests[0]).paths(), ["a.txt", "dir/.s3backup/kept.txt"]);
+    assert_eq!(server.count_key("PutObject", "pre/.s3backup/state.db"), 0);
+}
+
+#[test]
+fn symlinks_are_skipped() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.symlink("a.txt", "link-to-a");
+    env.symlink("nowhere", "dangling");
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.skipped, s.failed), (1, 2, 0), "{s:?}");
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt"]);
+}
+
+#[test]
+fn dry_run_of_a_first_backup_plans_uploads_and_writes_nothing() {
+    let (server, env) = setup();
+    standard_tree(&env);
+
+    let r = env.backup(TARGET, &["--dry-run"]);
+    r.expect_code(0);
+    assert_eq!(
+        r.plan_lines(),
+        ["upload a.txt", "upload dir/b.txt", "upload dir/sub/c.bin", "upload empty.txt"],
+        "{}",
+        r.show()
+    );
+    let r = env.backup(TARGET, &["--dry-run", "--json"]);
+    r.expect_code(0);
+    let (_, s) = r.trailing_summary();
+    assert!(s.dry_run);
+    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+    assert_eq!(s.snapshot, None);
+    assert_no_writes(&server);
+    assert!(server.list_keys(BUCKET).is_empty());
+
+    // The dry runs recorded nothing: the real run uploads everything.
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+}
+
+#[test]
+fn dry_run_plans_every_kind_of_action_and_changes_nothing() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    env.backup_ok(TARGET, &[]);
+
+    env.write_at("a.txt", "changed", (1_700_000_001, 0)); // upload
+    env.set_mode("a.txt", 0o600);
+    env.set_mtime("dir/b.txt", (1_700_000_002, 0)); // touch
+    env.rename("dir/sub/c.bin", "moved/c.bin"); // copy (+ delete of the old path)
+    env.remove("empty.txt"); // delete
+    env.write("new.txt", "new file"); // upload
+    let keys_before = server.list_keys(BUCKET);
+    server.clear_requests();
+
+    let r = env.backup(TARGET, &["--dry-run", "--delete"]);
+    r.expect_code(0);
+    let planned = [
+        "copy dir/sub/c.bin -> moved/c.bin",
+        "delete dir/sub/c.bin",
+        "delete empty.txt",
+        "touch dir/b.txt",
+        "upload a.txt",
+        "upload new.txt",
+    ];
+    assert_eq!(r.plan_lines(), planned, "{}", r.show());
+    let r = env.backup(TARGET, &["--dry-run", "--delete", "--json"]);
+    r.expect_code(0);
+    let (_, dry) = r.trailing_summary();
+    assert!(dry.dry_run);
+    let expected = Counts { scanned: 4, uploaded: 2, copied: 1, touched: 1, deleted: 2, ..Counts::default() };
+    assert_eq!(dry.counts(), expected);
+    assert_no_writes(&server);
+    assert_eq!(server.list_keys(BUCKET), keys_before);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"hello\n");
+
+    // The real run does exactly what was planned.
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert!(!s.dry_run);
+    assert_eq!(s.counts(), expected);
+    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b.txt", "moved/c.bin", "new.txt"]);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"changed");
+    assert_object_metadata(&metadata(&server, "pre/dir/b.txt"), b"bee\n", (1_700_000_002, 0), 0o644);
+}
+
+#[test]
+fn dry_run_against_a_missing_bucket_creates_nothing() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+
+    let r = env.backup("later::p", &["--dry-run"]);
+    r.expect_code(0);
+    assert_eq!(r.plan_lines(), ["upload a.txt"], "{}", r.show());
+    assert_no_writes(&server);
+    assert!(!server.bucket_exists("later"));
+}
+
+#[test]
+fn every_target_form_puts_keys_under_the_right_prefix() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    env.write("d/b.txt", "b");
+    for (bucket, target, prefix) in [
+        ("b1", "s3://b1/deep/er", "deep/er"),
+        ("b2", "b2::", ""),
+        ("b3", "s3://b3", ""),
+        ("b4", "b4::one/two", "one/two"),
+    ] {
+        server.create_bucket(bucket);
+        let s = env.backup_ok(target, &[]);
+        assert_eq!(s.uploaded, 2, "{target}");
+        assert_eq!(file_keys(&server, bucket, prefix), ["a.txt", "d/b.txt"], "{target}");
+        let all = server.list_keys(bucket);
+        assert_eq!(all.len(), 3, "two files and a manifest for {target}: {all:?}");
+        let m = manifest_keys(&server, bucket, prefix);
+        assert_eq!(m.len(), 1, "{target}: {all:?}");
+        assert_eq!(s.snapshot.as_deref(), Some(m[0].as_str()), "{target}");
+    }
+    assert_eq!(server.object_bytes("b2", "a.txt").unwrap(), b"a");
+    assert_eq!(server.object_bytes("b1", "deep/er/d/b.txt").unwrap(), b"b");
+}
+
+#[test]
+fn endpoint_can_come_from_aws_endpoint_url() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::new(); // no --endpoint-url
+    env.write("a.txt", "a");
+    let mut cmd = env.backup_cmd(TARGET, &["--json"]);
+    cmd.env("AWS_ENDPOINT_URL", server.endpoint());
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
+}
+
+#[test]
+fn credentials_can_come_from_a_named_profile() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let creds = env.home.join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = env.backup_cmd(TARGET, &["--json", "--profile", "backup", "--region", "us-east-1"]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
+}
+
+#[test]
+fn state_defaults_to_the_xdg_state_directory() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let backup = || {
+        let mut cmd = env.cmd();
+        cmd.arg("backup")
+            .arg(&env.src)
+            .arg(TARGET)
+            .args(["--endpoint-url", &server.endpoint(), "--json"]);
+        let r = run(cmd);
+        r.expect_code(0);
+        r.summary()
+    };
+    assert_eq!(backup().uploaded, 1);
+    let db = env.home.join(".local/state/s3backup/state.db");
+    assert!(db.is_file(), "state database at {}", db.display());
+    assert!(!env.state.exists());
+    let s = backup();
+    assert_eq!((s.uploaded, s.unchanged), (0, 1), "the default state was reused");
+}
+
+#[test]
+fn each_target_is_its_own_backup_set() {
+    let (server, env) = setup();
+    standard_tree(&env);
+    assert_eq!(env.backup_ok("bkt::one", &["--jobs", "1"]).uploaded, 4);
+    assert_eq!(env.backup_ok("bkt::two", &[]).uploaded, 4);
+    assert_eq!(file_keys(&server, BUCKET, "two"), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    let s = env.backup_ok("s3://bkt/one", &[]);
+    assert_eq!((s.uploaded, s.unchanged), (0, 4), "s3://bkt/one is the same set as bkt::one");
+}
+
+#[test]
+fn human_summary_goes_to_stdout() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let r = env.backup(TARGET, &[]);
+    r.expect_code(0);
+    assert!(r.stdout.to_lowercase().contains("uploaded"), "{}", r.show());
+    assert!(serde_json::from_str::<serde_json::Value>(&r.stdout).is_err(), "not JSON without --json");
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
+}
