@@ -40,6 +40,60 @@ pub enum Command {
     /// Back up SOURCE to TARGET, sending only what changed since the last run.
     #[command(after_help = EXAMPLES)]
     Backup(BackupArgs),
+    /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
+    #[command(after_help = RESTORE_EXAMPLES)]
+    Restore(RestoreArgs),
+    /// List the snapshots (backup runs) stored under TARGET.
+    Snapshots(SnapshotsArgs),
+}
+
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  s3backup restore mybucket::documents ~/Restored
+  s3backup restore s3://mybucket/documents ~/Restored --snapshot 20261126T142230Z
+  s3backup restore s3://mybucket/documents ~/Restored docs/report.pdf photos/
+  s3backup restore s3://other-tools-bucket/data ./data --from-listing";
+
+/// `s3backup restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where the backup is: bucket::prefix, s3://bucket/prefix, or a local directory store.
+    pub target: Target,
+    /// Directory to restore into (created if missing).
+    pub dest: PathBuf,
+    /// Only these files or directories (paths relative to the backup root).
+    pub paths: Vec<String>,
+    /// Snapshot to restore: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
+    #[arg(long, value_name = "ID", conflicts_with = "from_listing")]
+    pub snapshot: Option<String>,
+    /// Restore whatever the bucket holds under the prefix now, ignoring manifests.
+    #[arg(long)]
+    pub from_listing: bool,
+    /// Keep local files that differ from the backup (they are reported) instead of replacing them.
+    #[arg(long)]
+    pub no_clobber: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Files and requests in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// Print a JSON array on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// `s3backup backup`.

@@ -3,17 +3,21 @@
 //! state file and described in the bucket by per-run manifests.
 //!
 //! The binary (`main.rs`) is a thin shell over [`app::run`]; the engines
-//! ([`backup`]) see plain option structs and a storage trait ([`store`]).
+//! ([`backup`], [`restore`]) see plain option structs and a storage trait ([`store`]).
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod backup;
 pub mod cli;
+pub mod download;
 pub mod hash;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
+pub mod restore;
+pub mod safe_path;
 pub mod scan;
+pub mod snapshots;
 pub mod state;
 pub mod store;
 pub mod target;

@@ -13,9 +13,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::{
-    CompletedPart, FileRange, ObjectMeta, ObjectStore, Prepared, PutOutcome, StoreError, StoreResult,
+    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared, PutOutcome,
+    RemoteObject, StoreError, StoreResult,
 };
 
 /// A bucket-shaped directory tree.
@@ -303,9 +306,135 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, StoreResult<ObjectInfo>> {
+        // Walk only the directory the prefix names, on a blocking thread,
+        // handing objects over a bounded channel: never the whole listing in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let base = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            if !base.is_dir() {
+                return;
+            }
+            for item in walkdir::WalkDir::new(&base).sort_by_file_name() {
+                let result = match item {
+                    Ok(e) if !e.file_type().is_file() => continue,
+                    Ok(e) => {
+                        let Some(key) = relative_key(&root, e.path()) else { continue };
+                        if !key.starts_with(&prefix) || key.starts_with(".s3backup/tmp/") {
+                            continue;
+                        }
+                        e.metadata()
+                            .map_err(|err| StoreError::Fatal(format!("listing '{key}': {err}")))
+                            .and_then(|md| {
+                                let put = etag_of(e.path()).map_err(|err| io_error(err, &key))?;
+                                Ok(ObjectInfo {
+                                    key,
+                                    size: md.len(),
+                                    etag: put.etag,
+                                    last_modified_ns: Some(crate::scan::mtime_ns(&md)),
+                                    storage_class: None,
+                                })
+                            })
+                    }
+                    Err(err) => Err(StoreError::Fatal(format!("listing '{}': {err}", base.display()))),
+                };
+                if tx.blocking_send(result).is_err() {
+                    return;
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<RemoteObject> {
+        let path = self.object_path(key)?;
+        let md = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| io_error(e, &format!("checking '{}'", path.display())))?;
+        remote_of(key, &path, &md)
+    }
+
+    async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)> {
+        if req.version_id.is_some() {
+            return Err(StoreError::Fatal(format!(
+                "'{key}': a local directory store keeps no object versions"
+            )));
+        }
+        let path = self.object_path(key)?;
+        let what = |e| io_error(e, &format!("reading '{}'", path.display()));
+        let mut file = tokio::fs::File::open(&path).await.map_err(what)?;
+        let md = file.metadata().await.map_err(what)?;
+        let remote = remote_of(key, &path, &md)?;
+        if let Some(expected) = req.if_match.filter(|e| *e != remote.etag) {
+            return Err(StoreError::Changed(format!(
+                "'{key}' has ETag {}, expected {expected}",
+                remote.etag
+            )));
+        }
+        let (start, len) = req.range.unwrap_or((0, md.len()));
+        {
+            use tokio::io::AsyncSeekExt;
+            file.seek(SeekFrom::Start(start)).await.map_err(what)?;
+        }
+        let name = path.display().to_string();
+        let chunks = futures::stream::unfold((file, len), move |(mut file, left)| {
+            let name = name.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                if left == 0 {
+                    return None;
+                }
+                let mut buf = vec![0u8; left.min(256 * 1024) as usize];
+                match file.read(&mut buf).await {
+                    Ok(0) => Some((
+                        Err(StoreError::Fatal(format!("'{name}' shrank while being read"))),
+                        (file, 0),
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), (file, left - n as u64)))
+                    }
+                    Err(e) => Some((Err(io_error(e, &name)), (file, 0))),
+                }
+            }
+        })
+        .boxed();
+        Ok((remote, chunks))
+    }
+
     fn describe(&self) -> String {
         self.root.display().to_string()
     }
+}
+
+fn remote_of(key: &str, path: &Path, md: &fs::Metadata) -> StoreResult<RemoteObject> {
+    if !md.is_file() {
+        return Err(StoreError::NotFound(format!("'{key}' is not a file")));
+    }
+    let etag = etag_of(path)
+        .map_err(|e| io_error(e, &format!("reading '{}'", path.display())))?
+        .etag;
+    let mtime = crate::scan::mtime_ns(md);
+    Ok(RemoteObject {
+        size: md.len(),
+        etag,
+        version_id: None,
+        last_modified_ns: Some(mtime),
+        mtime_ns: Some(mtime),
+        mode: Some(crate::scan::mode(md)),
+        blake3: None,
+    })
+}
+
+fn relative_key(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
 }
 
 #[cfg(test)]

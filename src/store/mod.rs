@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Worth retrying: throttling, a server error, a dropped connection.
     #[error("{0}")]
     Transient(String),
+    /// A conditional read found the object changed (its ETag no longer matches).
+    #[error("changed: {0}")]
+    Changed(String),
     /// Retrying will not help.
     #[error("{0}")]
     Fatal(String),
@@ -122,6 +125,65 @@ pub struct FileRange<'a> {
     pub len: u64,
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Entity tag.
+    pub etag: String,
+    /// Last-Modified, ns since the epoch.
+    pub last_modified_ns: Option<i64>,
+    /// Storage class, when the store reports one (e.g. "GLACIER").
+    pub storage_class: Option<String>,
+}
+
+/// What a store says about an object it returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteObject {
+    /// Size of the whole object.
+    pub size: u64,
+    /// Entity tag.
+    pub etag: String,
+    /// Version ID on a versioned bucket.
+    pub version_id: Option<String>,
+    /// Last-Modified, ns since the epoch.
+    pub last_modified_ns: Option<i64>,
+    /// The `mtime` metadata, if set.
+    pub mtime_ns: Option<i64>,
+    /// The `mode` metadata, if set.
+    pub mode: Option<u32>,
+    /// The `blake3` metadata, if set.
+    pub blake3: Option<String>,
+}
+
+impl RemoteObject {
+    /// Reads the tool's metadata keys from an object's user metadata.
+    pub fn apply_metadata<'a>(&mut self, mut get: impl FnMut(&str) -> Option<&'a str>) {
+        self.mtime_ns = get("mtime").and_then(ObjectMeta::parse_mtime);
+        self.mode = get("mode").and_then(|m| u32::from_str_radix(m, 8).ok());
+        self.blake3 = get("blake3")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+    }
+}
+
+/// Which object (version) to read, and how much of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetRequest<'a> {
+    /// A specific version (versioned buckets).
+    pub version_id: Option<&'a str>,
+    /// Fail with [`StoreError::Changed`] unless the object still has this ETag.
+    pub if_match: Option<&'a str>,
+    /// First byte and length; `None` for the whole object.
+    pub range: Option<(u64, u64)>,
+}
+
+/// An object's body, as a stream of chunks.
+pub type ByteChunks = futures::stream::BoxStream<'static, StoreResult<bytes::Bytes>>;
+
 /// How the bucket (or store directory) was found before a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
@@ -163,6 +225,16 @@ pub trait ObjectStore: Send + Sync {
     async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Lists every object under `prefix` (a key prefix, not a directory), in key order, page by page.
+    fn list<'a>(&'a self, prefix: &'a str) -> futures::stream::BoxStream<'a, StoreResult<ObjectInfo>>;
+    /// Reads an object (or a range of it): its description and its bytes.
+    async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)>;
+    /// Describes an object without reading it (size, ETag, metadata).
+    async fn head(&self, key: &str) -> StoreResult<RemoteObject>;
+    /// Checks that the bucket exists without creating it (restores, listings).
+    async fn exists(&self) -> StoreResult<bool> {
+        Ok(self.prepare(false).await? != Prepared::Missing)
+    }
     /// A short human description ("s3://bucket", "/mnt/backup") for messages.
     fn describe(&self) -> String;
 }

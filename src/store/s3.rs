@@ -22,8 +22,12 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CreateBucketConfiguration, MetadataDirective,
 };
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
 use super::{
-    CompletedPart, FileRange, ObjectMeta, ObjectStore, Prepared, PutOutcome, StoreError, StoreResult,
+    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared, PutOutcome,
+    RemoteObject, StoreError, StoreResult,
 };
 
 /// Region used when neither the flags, the environment nor the config files name one.
@@ -189,6 +193,10 @@ where
             let text = format!("{what}: {detail}");
             match status {
                 404 => StoreError::NotFound(text),
+                412 => StoreError::Changed(text),
+                _ if code == "InvalidObjectState" => StoreError::Fatal(format!(
+                    "{text}: the object is in an archive storage class; request a restore of it in S3 first"
+                )),
                 401 | 403 => StoreError::AccessDenied(text),
                 408 | 429 | 500..=599 => StoreError::Transient(text),
                 _ if code == "SlowDown" || code == "RequestTimeout" => StoreError::Transient(text),
@@ -365,9 +373,117 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, StoreResult<ObjectInfo>> {
+        let pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let what = format!("listing s3://{}/{prefix}", self.bucket);
+        futures::stream::unfold(pages, |mut pages| async move {
+            let page = pages.next().await?;
+            Some((page, pages))
+        })
+        .flat_map(move |page| {
+            let items: Vec<StoreResult<ObjectInfo>> = match page {
+                Ok(out) => out
+                    .contents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|o| {
+                        Some(Ok(ObjectInfo {
+                            key: o.key?,
+                            size: o.size.unwrap_or(0).max(0) as u64,
+                            etag: clean_etag(o.e_tag.as_deref()),
+                            last_modified_ns: o.last_modified.as_ref().map(datetime_ns),
+                            storage_class: o.storage_class.map(|c| c.as_str().to_string()),
+                        }))
+                    })
+                    .collect(),
+                Err(e) => vec![Err(convert(e, &what))],
+            };
+            futures::stream::iter(items)
+        })
+        .boxed()
+    }
+
+    async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)> {
+        let mut get = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(req.version_id.map(str::to_string))
+            .set_if_match(req.if_match.map(|e| format!("\"{e}\"")));
+        if let Some((start, len)) = req.range.filter(|(_, len)| *len > 0) {
+            get = get.range(format!("bytes={start}-{}", start + len - 1));
+        }
+        let out = get
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("downloading '{key}'")))?;
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|total| total.parse().ok())
+            .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
+        let mut remote = RemoteObject {
+            size,
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+            last_modified_ns: out.last_modified().map(datetime_ns),
+            ..RemoteObject::default()
+        };
+        if let Some(meta) = out.metadata() {
+            remote.apply_metadata(|k| meta.get(k).map(String::as_str));
+        }
+        let what = format!("downloading '{key}'");
+        let chunks = futures::stream::unfold(Some(out.body), move |body| {
+            let what = what.clone();
+            async move {
+                let mut body = body?;
+                match body.try_next().await {
+                    Ok(Some(bytes)) => Some((Ok(bytes), Some(body))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(StoreError::Transient(format!("{what}: {e}"))), None)),
+                }
+            }
+        })
+        .boxed();
+        Ok((remote, chunks))
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<RemoteObject> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("checking '{key}'")))?;
+        let mut remote = RemoteObject {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+            last_modified_ns: out.last_modified().map(datetime_ns),
+            ..RemoteObject::default()
+        };
+        if let Some(meta) = out.metadata() {
+            remote.apply_metadata(|k| meta.get(k).map(String::as_str));
+        }
+        Ok(remote)
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
     }
+}
+
+fn datetime_ns(t: &aws_smithy_types::DateTime) -> i64 {
+    t.as_nanos().clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 /// Percent-encodes a key for the `x-amz-copy-source` header, keeping `/`.

@@ -1,0 +1,275 @@
+//! Fetching one object into place, correctly: into a temporary file beside
+//! the final name, checked against its blake3, given its mode and mtime,
+//! then renamed, so a reader never sees a half-written file under the real
+//! name and a failed check leaves the old file untouched.
+//!
+//! Small objects come in one GET and are hashed as they stream in; large
+//! ones come as parallel byte ranges written at their offsets, then hashed.
+//! Every range after the first is pinned to the first response's ETag (or
+//! to the requested version), so an object replaced mid-download fails
+//! instead of mixing two versions.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use crate::restore::Item;
+use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
+
+/// Objects larger than this are fetched as parallel ranges.
+pub const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Size of each range.
+pub const RANGE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Downloads objects with at most `jobs` requests in flight.
+pub struct Fetcher {
+    store: Arc<dyn ObjectStore>,
+    requests: Semaphore,
+    jobs: usize,
+}
+
+/// One object to fetch and where it goes.
+pub struct Fetch<'a> {
+    /// The object's key.
+    pub key: &'a str,
+    /// What the manifest or listing says about it.
+    pub item: &'a Item,
+    /// The (existing, checked) directory it goes in.
+    pub parent: &'a Path,
+    /// Its final path.
+    pub final_path: &'a Path,
+}
+
+/// How a local file compares with the remote one.
+#[derive(Debug)]
+pub enum Local {
+    /// Nothing there.
+    Missing,
+    /// Same content; only metadata may need setting.
+    Same {
+        /// mtime to set.
+        mtime_ns: Option<i64>,
+        /// mode to set.
+        mode: Option<u32>,
+    },
+    /// Something else is there.
+    Differs,
+}
+
+impl Fetcher {
+    /// A fetcher sharing one request limit across all downloads.
+    pub fn new(store: Arc<dyn ObjectStore>, jobs: usize) -> Self {
+        let jobs = jobs.max(1);
+        Self {
+            store,
+            requests: Semaphore::new(jobs),
+            jobs,
+        }
+    }
+
+    async fn get(&self, key: &str, req: GetRequest<'_>) -> Result<(RemoteObject, ByteChunks), StoreError> {
+        let _permit = self
+            .requests
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Fatal("download queue closed".into()))?;
+        self.store.get(key, req).await
+    }
+
+    /// Fetches one object into place; returns the bytes received.
+    pub async fn fetch(&self, f: Fetch<'_>) -> Result<u64, String> {
+        let item = f.item;
+        let unrecoverable = |e: StoreError| match e {
+            StoreError::Changed(_) if item.from_manifest => {
+                "changed in the bucket since this snapshot and no version of it is recorded: unrecoverable"
+                    .to_string()
+            }
+            StoreError::NotFound(_) if item.from_manifest => {
+                "missing from the bucket: unrecoverable".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".s3backup-restore-")
+            .tempfile_in(f.parent)
+            .map_err(|e| format!("creating a temporary file in '{}': {e}", f.parent.display()))?;
+        let pin_version = item.version_id.as_deref();
+        let first_len = if item.size > RANGE_THRESHOLD { RANGE_SIZE } else { item.size };
+        let req = GetRequest {
+            version_id: pin_version,
+            if_match: if pin_version.is_none() { item.etag.as_deref() } else { None },
+            range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
+        };
+        let (remote, chunks) = self.get(f.key, req).await.map_err(unrecoverable)?;
+        let mut hasher = blake3::Hasher::new();
+        let file = tmp.as_file_mut();
+        let mut received = write_chunks(file, 0, chunks, Some(&mut hasher)).await?;
+        if remote.size > received {
+            // Large object: the rest in parallel ranges, pinned to what we started with.
+            let etag = remote.etag.clone();
+            let rest = fetch_ranges(self, f.key, &remote, &etag, received, file).await?;
+            received += rest;
+            let path = tmp.path().to_path_buf();
+            hasher = tokio::task::spawn_blocking(move || {
+                let mut h = blake3::Hasher::new();
+                h.update_reader(File::open(path)?)?;
+                Ok::<_, std::io::Error>(h)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("re-reading the download: {e}"))?;
+        }
+        if received != remote.size || (item.from_manifest && received != item.size) {
+            return Err(format!(
+                "size mismatch: got {received} bytes, expected {}",
+                if item.from_manifest { item.size } else { remote.size }
+            ));
+        }
+        let actual = hasher.finalize().to_hex().to_string();
+        if let Some(expected) = item.blake3.as_ref().or(remote.blake3.as_ref()) {
+            if *expected != actual {
+                return Err(format!(
+                    "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
+                    if item.from_manifest && item.version_id.is_none() { "; unrecoverable" } else { "" }
+                ));
+            }
+        }
+        let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
+        let mode = item.mode.or(remote.mode).or(Some(0o644));
+        tokio::task::block_in_place(|| {
+            tmp.as_file().sync_data()?;
+            set_times_and_mode(tmp.path(), mtime, mode)?;
+            tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
+        })
+        .map_err(|e| format!("writing '{}': {e}", f.final_path.display()))?;
+        Ok(received)
+    }
+}
+
+async fn fetch_ranges(
+    fetcher: &Fetcher,
+    key: &str,
+    remote: &RemoteObject,
+    etag: &str,
+    start: u64,
+    file: &File,
+) -> Result<u64, String> {
+    let ranges: Vec<(u64, u64)> = (start..remote.size)
+        .step_by(RANGE_SIZE as usize)
+        .map(|offset| (offset, RANGE_SIZE.min(remote.size - offset)))
+        .collect();
+    let version = remote.version_id.as_deref();
+    let written: Vec<u64> = futures::stream::iter(ranges)
+        .map(|range| async move {
+            let req = GetRequest {
+                version_id: version,
+                if_match: if version.is_none() { Some(etag) } else { None },
+                range: Some(range),
+            };
+            let (_, chunks) = fetcher.get(key, req).await.map_err(|e| e.to_string())?;
+            let n = write_chunks(file, range.0, chunks, None).await?;
+            if n != range.1 {
+                return Err(format!("range at {} returned {n} of {} bytes", range.0, range.1));
+            }
+            Ok(n)
+        })
+        .buffer_unordered(fetcher.jobs)
+        .try_collect()
+        .await?;
+    Ok(written.iter().sum())
+}
+
+/// Writes a body at `offset`, optionally hashing it; returns the bytes written.
+async fn write_chunks(
+    file: &File,
+    mut offset: u64,
+    mut chunks: ByteChunks,
+    mut hasher: Option<&mut blake3::Hasher>,
+) -> Result<u64, String> {
+    let start = offset;
+    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+        tokio::task::block_in_place(|| {
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&chunk);
+            }
+            write_all_at(file, &chunk, offset)
+        })
+        .map_err(|e| format!("writing: {e}"))?;
+        offset += chunk.len() as u64;
+    }
+    Ok(offset - start)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(buf)
+}
+
+/// Compares a local file with the remote one without downloading it.
+pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &Item) -> Result<Local, String> {
+    let md = match std::fs::symlink_metadata(local) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Missing),
+        Err(e) => return Err(format!("checking '{}': {e}", local.display())),
+    };
+    if md.is_dir() {
+        return Err(format!("'{}' is a directory; not replacing it with a file", local.display()));
+    }
+    if !md.is_file() || md.len() != item.size {
+        return Ok(Local::Differs);
+    }
+    // What we know of the remote file: from the manifest, else from its metadata.
+    let (blake3, mtime, mode) = if item.from_manifest {
+        (item.blake3.clone(), item.mtime_ns, item.mode)
+    } else {
+        let head = fetcher
+            .store
+            .head(key)
+            .await
+            .map_err(|e| e.to_string())?;
+        (head.blake3, head.mtime_ns.or(head.last_modified_ns), head.mode)
+    };
+    let same = match blake3 {
+        Some(expected) => {
+            let path = local.to_path_buf();
+            let actual = tokio::task::spawn_blocking(move || {
+                let mut h = blake3::Hasher::new();
+                h.update_reader(File::open(path)?).map(|h| h.finalize().to_hex().to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading '{}': {e}", local.display()))?;
+            actual == expected
+        }
+        // No hash to compare: size and mtime, as rsync does.
+        None => mtime == Some(crate::scan::mtime_ns(&md)),
+    };
+    Ok(if same { Local::Same { mtime_ns: mtime, mode } } else { Local::Differs })
+}
+
+/// Sets a file's or directory's permission bits and mtime, where known.
+pub fn set_times_and_mode(path: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    if let Some(ns) = mtime_ns {
+        let t = filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+        filetime::set_file_mtime(path, t)?;
+    }
+    Ok(())
+}

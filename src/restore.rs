@@ -1,0 +1,396 @@
+//! Bringing a backed-up tree back, from a snapshot manifest or from a live
+//! listing of the bucket (for trees s3backup never wrote, or when no
+//! manifest exists).
+//!
+//! Entries stream in (manifest lines or listing pages, never all at once)
+//! and are handled `jobs` at a time. For each: the remote name is checked
+//! ([`crate::safe_path`]); a local file that already has the same content is
+//! left alone; otherwise the object is fetched ([`crate::download`]) into a
+//! temporary file beside its final name, its blake3 checked when known, its
+//! mode and mtime set, and renamed into place. Directories get their modes
+//! and mtimes last, deepest first, since writing files changes them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::backup::Failure;
+use crate::download::{self, Fetch};
+use crate::safe_path;
+use crate::scan::EntryKind;
+use crate::snapshots::{self, SnapshotError};
+use crate::store::{self, ObjectStore, S3Settings, StoreError, join_key};
+use crate::target::Target;
+
+/// Everything a restore needs to know.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Where the backup is.
+    pub target: Target,
+    /// Directory to restore into (created if missing).
+    pub dest: PathBuf,
+    /// Snapshot ID (`latest` when `None`).
+    pub snapshot: Option<String>,
+    /// Restore from a listing of the bucket instead of a manifest.
+    pub from_listing: bool,
+    /// Only these files or subtrees (relative paths); all when empty.
+    pub paths: Vec<String>,
+    /// Keep local files that differ instead of replacing them.
+    pub no_clobber: bool,
+    /// Files and requests in flight at once.
+    pub jobs: usize,
+    /// How to reach S3.
+    pub s3: S3Settings,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    /// Where the entries came from: a snapshot ID, or "listing".
+    pub source: String,
+    /// Files selected for restore.
+    pub files: u64,
+    /// Files downloaded.
+    pub downloaded: u64,
+    /// Files already present with the same content.
+    pub unchanged: u64,
+    /// Files that differ but were kept (`--no-clobber`).
+    pub kept: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Files that failed.
+    pub failed: u64,
+    /// Bytes downloaded.
+    pub bytes_received: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Files kept by `--no-clobber`.
+    pub kept_paths: Vec<String>,
+    /// The failed files.
+    pub failures: Vec<Failure>,
+}
+
+/// Why a restore could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The bucket or store directory does not exist.
+    #[error("{0} does not exist")]
+    NoSuchTarget(String),
+    /// Nothing is stored under the prefix.
+    #[error("nothing to restore: no objects under {0}")]
+    Empty(String),
+    /// The paths asked for are in neither the snapshot nor the listing.
+    #[error("none of the requested paths ({0}) exist in the backup")]
+    NoMatch(String),
+    /// The store failed.
+    #[error("{target}: {source}")]
+    Store {
+        /// The target text.
+        target: String,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// The snapshot could not be found or read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The destination is unusable.
+    #[error("destination '{0}': {1}")]
+    Dest(PathBuf, std::io::Error),
+}
+
+/// One thing to restore, from a manifest line or a listed object.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Path relative to DEST (unchecked until handled).
+    pub path: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size, when known.
+    pub size: u64,
+    /// mtime to set, when known before fetching.
+    pub mtime_ns: Option<i64>,
+    /// Mode to set, when known before fetching.
+    pub mode: Option<u32>,
+    /// Expected blake3, when known before fetching.
+    pub blake3: Option<String>,
+    /// ETag the object had when the snapshot was taken.
+    pub etag: Option<String>,
+    /// Version to fetch.
+    pub version_id: Option<String>,
+    /// Last-Modified from a listing (the mtime fallback).
+    pub last_modified_ns: Option<i64>,
+    /// Whether this came from a manifest (so a changed object is unrecoverable).
+    pub from_manifest: bool,
+}
+
+/// Runs one restore.
+pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let target_text = opts.target.to_string();
+    let store_err = |source| RestoreError::Store {
+        target: target_text.clone(),
+        source,
+    };
+    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    if !store.exists().await.map_err(store_err)? {
+        return Err(RestoreError::NoSuchTarget(match &opts.target {
+            Target::S3 { bucket, .. } => format!("bucket '{bucket}'"),
+            Target::Local { root } => format!("store directory '{}'", root.display()),
+        }));
+    }
+    let selectors: Vec<String> = opts.paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
+    for s in &selectors {
+        safe_path::validate(s).map_err(|e| RestoreError::NoMatch(e.to_string()))?;
+    }
+
+    let prefix = opts.target.prefix().to_string();
+    let (tx, rx) = mpsc::channel::<Result<Item, String>>(1024);
+    let mut report = RestoreReport::default();
+    if opts.from_listing {
+        report.source = "listing".into();
+        spawn_listing(store.clone(), prefix.clone(), tx);
+    } else {
+        let all = snapshots::list(&*store, &prefix).await.map_err(store_err)?;
+        if all.is_empty() && opts.snapshot.is_none() {
+            eprintln!("notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket");
+            report.source = "listing".into();
+            spawn_listing(store.clone(), prefix.clone(), tx);
+        } else {
+            let id = opts.snapshot.as_deref().unwrap_or("latest");
+            let snapshot = snapshots::resolve(&all, id, &target_text)?;
+            report.source = snapshot.id.clone();
+            let reader = snapshots::open_manifest(&*store, snapshot).await?;
+            spawn_manifest(reader, tx);
+        }
+    }
+
+    let created_dest = !opts.dest.exists();
+    std::fs::create_dir_all(&opts.dest).map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
+    let dest = opts
+        .dest
+        .canonicalize()
+        .map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
+
+    let fetcher = Arc::new(download::Fetcher::new(store.clone(), opts.jobs));
+    let mut matched = vec![false; selectors.len()];
+    let mut dirs: Vec<Item> = Vec::new();
+    let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed();
+    let mut total_seen = 0u64;
+    let mut results = items
+        .filter_map(|item| {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return futures::future::ready(Some(Err(Failure { path: String::new(), error: e }))),
+            };
+            total_seen += 1;
+            let hit = selectors.is_empty()
+                || selectors.iter().enumerate().any(|(i, s)| {
+                    let yes = item.path == *s || item.path.starts_with(&format!("{s}/"));
+                    if yes {
+                        matched[i] = true;
+                    }
+                    yes
+                });
+            futures::future::ready(hit.then_some(Ok(item)))
+        })
+        .map(|item| {
+            let (fetcher, dest, prefix) = (fetcher.clone(), dest.clone(), prefix.clone());
+            let no_clobber = opts.no_clobber;
+            async move {
+                match item {
+                    Err(f) => Outcome::Failed(f),
+                    Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
+                    Ok(item) => restore_file(&fetcher, &dest, &prefix, item, no_clobber).await,
+                }
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .boxed();
+    while let Some(outcome) = results.next().await {
+        match outcome {
+            Outcome::Dir(item) => dirs.push(item),
+            Outcome::Downloaded(bytes) => {
+                report.files += 1;
+                report.downloaded += 1;
+                report.bytes_received += bytes;
+            }
+            Outcome::Unchanged => {
+                report.files += 1;
+                report.unchanged += 1;
+            }
+            Outcome::Kept(path) => {
+                report.files += 1;
+                report.kept += 1;
+                report.kept_paths.push(path);
+            }
+            Outcome::Failed(f) => {
+                report.files += u64::from(!f.path.is_empty());
+                report.failures.push(f);
+            }
+        }
+    }
+    drop(results);
+
+    let nothing = if total_seen == 0 && report.failures.is_empty() {
+        Some(RestoreError::Empty(target_text))
+    } else if !selectors.is_empty() && !matched.iter().any(|m| *m) {
+        Some(RestoreError::NoMatch(selectors.join(", ")))
+    } else {
+        None
+    };
+    if let Some(err) = nothing {
+        if created_dest {
+            // Leave no trace of a restore that restored nothing.
+            let _ = std::fs::remove_dir(&dest);
+        }
+        return Err(err);
+    }
+    for (s, m) in selectors.iter().zip(&matched) {
+        if !m {
+            report.failures.push(Failure {
+                path: s.clone(),
+                error: "not found in the backup".into(),
+            });
+        }
+    }
+    report.dirs = restore_dirs(&dest, dirs, &mut report.failures);
+    report.failed = report.failures.len() as u64;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+enum Outcome {
+    Dir(Item),
+    Downloaded(u64),
+    Unchanged,
+    Kept(String),
+    Failed(Failure),
+}
+
+/// Feeds manifest entries into the channel from a blocking thread.
+fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Sender<Result<Item, String>>) {
+    tokio::task::spawn_blocking(move || {
+        for entry in reader {
+            let item = entry.map_err(|e| format!("manifest line unreadable: {e}")).and_then(|e| {
+                let kind = match e.kind.as_str() {
+                    "file" => EntryKind::File,
+                    "dir" => EntryKind::Dir,
+                    other => return Err(format!("{}: unknown entry type '{other}'", e.path)),
+                };
+                Ok(Item {
+                    kind,
+                    size: e.size,
+                    mtime_ns: Some(e.mtime_ns),
+                    mode: u32::from_str_radix(&e.mode, 8).ok(),
+                    blake3: (!e.blake3.is_empty()).then_some(e.blake3),
+                    etag: (!e.etag.is_empty()).then_some(e.etag),
+                    version_id: e.version_id,
+                    last_modified_ns: None,
+                    from_manifest: true,
+                    path: e.path,
+                })
+            });
+            if tx.blocking_send(item).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Feeds listed objects into the channel, skipping folder placeholders and the tool's own area.
+fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<Result<Item, String>>) {
+    tokio::spawn(async move {
+        let list_prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let mut objects = store.list(&list_prefix);
+        while let Some(object) = objects.next().await {
+            let item = match object {
+                Err(e) => Err(format!("listing failed: {e}")),
+                Ok(o) => {
+                    let path = o.key[list_prefix.len()..].to_string();
+                    if path.is_empty() || path.ends_with('/') || path == ".s3backup" || path.starts_with(".s3backup/") {
+                        continue;
+                    }
+                    Ok(Item {
+                        path,
+                        kind: EntryKind::File,
+                        size: o.size,
+                        mtime_ns: None,
+                        mode: None,
+                        blake3: None,
+                        etag: None,
+                        version_id: None,
+                        last_modified_ns: o.last_modified_ns,
+                        from_manifest: false,
+                    })
+                }
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+}
+
+async fn restore_file(fetcher: &download::Fetcher, dest: &Path, prefix: &str, item: Item, no_clobber: bool) -> Outcome {
+    let fail = |path: &str, error: String| {
+        Outcome::Failed(Failure {
+            path: path.to_string(),
+            error,
+        })
+    };
+    if let Err(e) = safe_path::validate(&item.path) {
+        return fail(&item.path, e);
+    }
+    let key = join_key(prefix, &item.path);
+    let local = dest.join(&item.path);
+    match download::compare_local(fetcher, &key, &local, &item).await {
+        Ok(download::Local::Same { mtime_ns, mode }) => {
+            return match download::set_times_and_mode(&local, mtime_ns, mode) {
+                Ok(()) => Outcome::Unchanged,
+                Err(e) => fail(&item.path, e.to_string()),
+            };
+        }
+        Ok(download::Local::Differs) if no_clobber => return Outcome::Kept(item.path),
+        Ok(download::Local::Differs | download::Local::Missing) => {}
+        Err(e) => return fail(&item.path, e),
+    }
+    let parent = match tokio::task::block_in_place(|| safe_path::make_dirs(dest, &item.path, false)) {
+        Ok(p) => p,
+        Err(e) => return fail(&item.path, e.to_string()),
+    };
+    let fetch = Fetch {
+        key: &key,
+        item: &item,
+        parent: &parent,
+        final_path: &local,
+    };
+    match fetcher.fetch(fetch).await {
+        Ok(bytes) => Outcome::Downloaded(bytes),
+        Err(e) => fail(&item.path, e),
+    }
+}
+
+/// Creates directories from the manifest and sets their modes and mtimes, deepest first.
+fn restore_dirs(dest: &Path, mut dirs: Vec<Item>, failures: &mut Vec<Failure>) -> u64 {
+    dirs.sort_by(|a, b| b.path.cmp(&a.path));
+    let mut done = 0;
+    for d in dirs {
+        let result = safe_path::validate(&d.path)
+            .map_err(std::io::Error::other)
+            .and_then(|()| safe_path::make_dirs(dest, &d.path, true))
+            .and_then(|path| download::set_times_and_mode(&path, d.mtime_ns, d.mode));
+        match result {
+            Ok(()) => done += 1,
+            Err(e) => failures.push(Failure {
+                path: d.path,
+                error: e.to_string(),
+            }),
+        }
+    }
+    done
+}
