@@ -8,8 +8,8 @@ use anyhow::Context;
 
 use crate::backup::{self, BackupOptions, BackupReport};
 use crate::cli::{BackupArgs, Cli, Command, RestoreArgs, S3Args, SnapshotsArgs};
-use crate::restore::{self, RestoreOptions};
 use crate::progress::{BarProgress, NoProgress, Progress};
+use crate::restore::{self, RestoreOptions};
 use crate::state::StateDb;
 use crate::store::S3Settings;
 
@@ -134,7 +134,12 @@ async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else if !quiet {
-        println!("restored {} from {} -> {}", opts.target, r.source, opts.dest.display());
+        println!(
+            "restored {} from {} -> {}",
+            opts.target,
+            r.source,
+            opts.dest.display()
+        );
         println!(
             "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories",
             r.files, r.downloaded, r.unchanged, r.kept, r.failed, r.dirs
@@ -189,7 +194,10 @@ async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
         println!("no snapshots under {target}");
         return Ok(Exit::Ok);
     }
-    println!("{:<50} {:<21} {:>9} {:>11}  source", "ID", "created", "files", "size");
+    println!(
+        "{:<50} {:<21} {:>9} {:>11}  source",
+        "ID", "created", "files", "size"
+    );
     for r in &rows {
         println!(
             "{:<50} {:<21} {:>9} {:>11}  {}:{}",

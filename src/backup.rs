@@ -26,7 +26,7 @@ use crate::scan::{self, EntryKind, ScanEntry};
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
-use crate::transfer::{Engine, now_secs, retry};
+use crate::transfer::{Did, Engine, now_secs, retry};
 
 /// Everything a backup run needs to know, validated by the caller.
 #[derive(Debug, Clone)]
@@ -248,43 +248,24 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         })
         .sum();
     progress.transferring(plan.transfers.len() as u64, transfer_bytes);
-    let mut results = futures::stream::iter(plan.transfers.into_iter().chain(plan.deletes))
-        .map(|action| {
-            let engine = engine.clone();
-            async move {
-                let outcome = engine.execute(&action).await;
-                (action, outcome)
-            }
-        })
-        .buffer_unordered(engine.jobs());
-    let mut batch = Vec::with_capacity(STATE_BATCH);
-    let mut last_flush = Instant::now();
-    while let Some((action, outcome)) = results.next().await {
-        match outcome {
-            Ok(done) => {
-                report.bytes_sent += done.bytes_sent;
-                match &action {
-                    Action::Upload { .. } => report.uploaded += 1,
-                    Action::Copy { .. } => report.copied += 1,
-                    Action::Touch { .. } => report.touched += 1,
-                    Action::Delete(row) if row.kind == EntryKind::File => report.deleted += 1,
-                    Action::Delete(_) => {}
-                }
-                batch.push(done.change);
-            }
-            Err(e) => failures.push(Failure {
-                path: action.path().to_string(),
-                error: e.to_string(),
-            }),
-        }
-        if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
-            tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
-            batch.clear();
-            last_flush = Instant::now();
-        }
-    }
-    drop(results);
-    db.apply(set_id, &batch)?;
+    // Deletions wait for every transfer: a rename's copy reads the object
+    // its delete removes. A path whose copy failed is not deleted either,
+    // so its content stays in the bucket until the next run uploads it.
+    let failed_sources = execute(
+        &engine,
+        plan.transfers,
+        &mut db,
+        set_id,
+        &mut report,
+        &mut failures,
+    )
+    .await?;
+    let deletes: Vec<Action> = plan
+        .deletes
+        .into_iter()
+        .filter(|a| !failed_sources.iter().any(|p| p == a.path()))
+        .collect();
+    execute(&engine, deletes, &mut db, set_id, &mut report, &mut failures).await?;
     progress.finish();
 
     report.failed = failures.len() as u64;
@@ -315,6 +296,62 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Runs actions `jobs` at a time, counting results and committing state
+/// rows in batches. Returns the sources of copies that failed.
+async fn execute(
+    engine: &Arc<Engine>,
+    actions: Vec<Action>,
+    db: &mut StateDb,
+    set_id: i64,
+    report: &mut BackupReport,
+    failures: &mut Vec<Failure>,
+) -> Result<Vec<String>, BackupError> {
+    let mut failed_sources = Vec::new();
+    let mut results = futures::stream::iter(actions)
+        .map(|action| {
+            let engine = engine.clone();
+            async move {
+                let outcome = engine.execute(&action).await;
+                (action, outcome)
+            }
+        })
+        .buffer_unordered(engine.jobs());
+    let mut batch = Vec::with_capacity(STATE_BATCH);
+    let mut last_flush = Instant::now();
+    while let Some((action, outcome)) = results.next().await {
+        match outcome {
+            Ok(done) => {
+                report.bytes_sent += done.bytes_sent;
+                match done.did {
+                    Did::Uploaded => report.uploaded += 1,
+                    Did::Copied => report.copied += 1,
+                    Did::Touched => report.touched += 1,
+                    Did::Deleted => report.deleted += 1,
+                    Did::Forgotten => {}
+                }
+                batch.push(done.change);
+            }
+            Err(e) => {
+                if let Action::Copy { from, .. } = &action {
+                    failed_sources.push(from.clone());
+                }
+                failures.push(Failure {
+                    path: action.path().to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+        if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
+            tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+            batch.clear();
+            last_flush = Instant::now();
+        }
+    }
+    drop(results);
+    db.apply(set_id, &batch)?;
+    Ok(failed_sources)
 }
 
 impl BackupReport {

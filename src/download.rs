@@ -97,10 +97,18 @@ impl Fetcher {
             .tempfile_in(f.parent)
             .map_err(|e| format!("creating a temporary file in '{}': {e}", f.parent.display()))?;
         let pin_version = item.version_id.as_deref();
-        let first_len = if item.size > RANGE_THRESHOLD { RANGE_SIZE } else { item.size };
+        let first_len = if item.size > RANGE_THRESHOLD {
+            RANGE_SIZE
+        } else {
+            item.size
+        };
         let req = GetRequest {
             version_id: pin_version,
-            if_match: if pin_version.is_none() { item.etag.as_deref() } else { None },
+            if_match: if pin_version.is_none() {
+                item.etag.as_deref()
+            } else {
+                None
+            },
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
         let (remote, chunks) = self.get(f.key, req).await.map_err(unrecoverable)?;
@@ -125,7 +133,11 @@ impl Fetcher {
         if received != remote.size || (item.from_manifest && received != item.size) {
             return Err(format!(
                 "size mismatch: got {received} bytes, expected {}",
-                if item.from_manifest { item.size } else { remote.size }
+                if item.from_manifest {
+                    item.size
+                } else {
+                    remote.size
+                }
             ));
         }
         let actual = hasher.finalize().to_hex().to_string();
@@ -133,7 +145,11 @@ impl Fetcher {
             if *expected != actual {
                 return Err(format!(
                     "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
-                    if item.from_manifest && item.version_id.is_none() { "; unrecoverable" } else { "" }
+                    if item.from_manifest && item.version_id.is_none() {
+                        "; unrecoverable"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -224,7 +240,10 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
         Err(e) => return Err(format!("checking '{}': {e}", local.display())),
     };
     if md.is_dir() {
-        return Err(format!("'{}' is a directory; not replacing it with a file", local.display()));
+        return Err(format!(
+            "'{}' is a directory; not replacing it with a file",
+            local.display()
+        ));
     }
     if !md.is_file() || md.len() != item.size {
         return Ok(Local::Differs);
@@ -233,11 +252,7 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
     let (blake3, mtime, mode) = if item.from_manifest {
         (item.blake3.clone(), item.mtime_ns, item.mode)
     } else {
-        let head = fetcher
-            .store
-            .head(key)
-            .await
-            .map_err(|e| e.to_string())?;
+        let head = fetcher.store.head(key).await.map_err(|e| e.to_string())?;
         (head.blake3, head.mtime_ns.or(head.last_modified_ns), head.mode)
     };
     let same = match blake3 {
@@ -245,7 +260,8 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
             let path = local.to_path_buf();
             let actual = tokio::task::spawn_blocking(move || {
                 let mut h = blake3::Hasher::new();
-                h.update_reader(File::open(path)?).map(|h| h.finalize().to_hex().to_string())
+                h.update_reader(File::open(path)?)
+                    .map(|h| h.finalize().to_hex().to_string())
             })
             .await
             .map_err(|e| e.to_string())?
@@ -255,7 +271,14 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
         // No hash to compare: size and mtime, as rsync does.
         None => mtime == Some(crate::scan::mtime_ns(&md)),
     };
-    Ok(if same { Local::Same { mtime_ns: mtime, mode } } else { Local::Differs })
+    Ok(if same {
+        Local::Same {
+            mtime_ns: mtime,
+            mode,
+        }
+    } else {
+        Local::Differs
+    })
 }
 
 /// Sets a file's or directory's permission bits and mtime, where known.
@@ -268,7 +291,10 @@ pub fn set_times_and_mode(path: &Path, mtime_ns: Option<i64>, mode: Option<u32>)
     #[cfg(not(unix))]
     let _ = mode;
     if let Some(ns) = mtime_ns {
-        let t = filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+        let t = filetime::FileTime::from_unix_time(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        );
         filetime::set_file_mtime(path, t)?;
     }
     Ok(())

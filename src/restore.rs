@@ -142,7 +142,11 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             Target::Local { root } => format!("store directory '{}'", root.display()),
         }));
     }
-    let selectors: Vec<String> = opts.paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
+    let selectors: Vec<String> = opts
+        .paths
+        .iter()
+        .map(|p| p.trim_matches('/').to_string())
+        .collect();
     for s in &selectors {
         safe_path::validate(s).map_err(|e| RestoreError::NoMatch(e.to_string()))?;
     }
@@ -156,7 +160,9 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     } else {
         let all = snapshots::list(&*store, &prefix).await.map_err(store_err)?;
         if all.is_empty() && opts.snapshot.is_none() {
-            eprintln!("notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket");
+            eprintln!(
+                "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
+            );
             report.source = "listing".into();
             spawn_listing(store.clone(), prefix.clone(), tx);
         } else {
@@ -184,7 +190,12 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .filter_map(|item| {
             let item = match item {
                 Ok(item) => item,
-                Err(e) => return futures::future::ready(Some(Err(Failure { path: String::new(), error: e }))),
+                Err(e) => {
+                    return futures::future::ready(Some(Err(Failure {
+                        path: String::new(),
+                        error: e,
+                    })));
+                }
             };
             total_seen += 1;
             let hit = selectors.is_empty()
@@ -275,25 +286,27 @@ enum Outcome {
 fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Sender<Result<Item, String>>) {
     tokio::task::spawn_blocking(move || {
         for entry in reader {
-            let item = entry.map_err(|e| format!("manifest line unreadable: {e}")).and_then(|e| {
-                let kind = match e.kind.as_str() {
-                    "file" => EntryKind::File,
-                    "dir" => EntryKind::Dir,
-                    other => return Err(format!("{}: unknown entry type '{other}'", e.path)),
-                };
-                Ok(Item {
-                    kind,
-                    size: e.size,
-                    mtime_ns: Some(e.mtime_ns),
-                    mode: u32::from_str_radix(&e.mode, 8).ok(),
-                    blake3: (!e.blake3.is_empty()).then_some(e.blake3),
-                    etag: (!e.etag.is_empty()).then_some(e.etag),
-                    version_id: e.version_id,
-                    last_modified_ns: None,
-                    from_manifest: true,
-                    path: e.path,
-                })
-            });
+            let item = entry
+                .map_err(|e| format!("manifest line unreadable: {e}"))
+                .and_then(|e| {
+                    let kind = match e.kind.as_str() {
+                        "file" => EntryKind::File,
+                        "dir" => EntryKind::Dir,
+                        other => return Err(format!("{}: unknown entry type '{other}'", e.path)),
+                    };
+                    Ok(Item {
+                        kind,
+                        size: e.size,
+                        mtime_ns: Some(e.mtime_ns),
+                        mode: u32::from_str_radix(&e.mode, 8).ok(),
+                        blake3: (!e.blake3.is_empty()).then_some(e.blake3),
+                        etag: (!e.etag.is_empty()).then_some(e.etag),
+                        version_id: e.version_id,
+                        last_modified_ns: None,
+                        from_manifest: true,
+                        path: e.path,
+                    })
+                });
             if tx.blocking_send(item).is_err() {
                 return;
             }
@@ -304,14 +317,22 @@ fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Send
 /// Feeds listed objects into the channel, skipping folder placeholders and the tool's own area.
 fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<Result<Item, String>>) {
     tokio::spawn(async move {
-        let list_prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let list_prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
         let mut objects = store.list(&list_prefix);
         while let Some(object) = objects.next().await {
             let item = match object {
                 Err(e) => Err(format!("listing failed: {e}")),
                 Ok(o) => {
                     let path = o.key[list_prefix.len()..].to_string();
-                    if path.is_empty() || path.ends_with('/') || path == ".s3backup" || path.starts_with(".s3backup/") {
+                    if path.is_empty()
+                        || path.ends_with('/')
+                        || path == ".s3backup"
+                        || path.starts_with(".s3backup/")
+                    {
                         continue;
                     }
                     Ok(Item {
@@ -336,7 +357,13 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<R
     });
 }
 
-async fn restore_file(fetcher: &download::Fetcher, dest: &Path, prefix: &str, item: Item, no_clobber: bool) -> Outcome {
+async fn restore_file(
+    fetcher: &download::Fetcher,
+    dest: &Path,
+    prefix: &str,
+    item: Item,
+    no_clobber: bool,
+) -> Outcome {
     let fail = |path: &str, error: String| {
         Outcome::Failed(Failure {
             path: path.to_string(),

@@ -74,7 +74,18 @@ mod tests {
 
     #[test]
     fn refuses_hostile_names() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "./a", "a\\..\\b", "a\0b", "a/."] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/",
+            "./a",
+            "a\\..\\b",
+            "a\0b",
+            "a/.",
+        ] {
             assert!(validate(bad).is_err(), "{bad:?}");
         }
         for good in ["a", "a/b.txt", "..a", "a..b/c", ".hidden/x"] {

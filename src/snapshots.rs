@@ -127,8 +127,20 @@ pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result
     }
 }
 
-async fn fetch_bytes(store: &dyn ObjectStore, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, StoreError> {
-    let (_, chunks) = store.get(key, GetRequest { range, ..Default::default() }).await?;
+async fn fetch_bytes(
+    store: &dyn ObjectStore,
+    key: &str,
+    range: Option<(u64, u64)>,
+) -> Result<Vec<u8>, StoreError> {
+    let (_, chunks) = store
+        .get(
+            key,
+            GetRequest {
+                range,
+                ..Default::default()
+            },
+        )
+        .await?;
     let parts: Vec<bytes::Bytes> = chunks.try_collect().await?;
     Ok(parts.concat())
 }
@@ -168,12 +180,19 @@ mod tests {
 
     #[test]
     fn resolves_latest_full_run_and_prefix_ids() {
-        let s = snaps(&["20260101T000000Z-aaa1", "20260102T000000Z-bbb2", "20260102T000001Z-ccc3"]);
+        let s = snaps(&[
+            "20260101T000000Z-aaa1",
+            "20260102T000000Z-bbb2",
+            "20260102T000001Z-ccc3",
+        ]);
         assert_eq!(resolve(&s, "latest", "t").unwrap().id, "20260102T000001Z-ccc3");
         assert_eq!(resolve(&s, "20260101T000000Z-aaa1", "t").unwrap().id, s[0].id);
         assert_eq!(resolve(&s, "bbb2", "t").unwrap().id, s[1].id);
         assert_eq!(resolve(&s, "20260101", "t").unwrap().id, s[0].id);
-        assert!(matches!(resolve(&s, "20260102", "t"), Err(SnapshotError::Ambiguous { count: 2, .. })));
+        assert!(matches!(
+            resolve(&s, "20260102", "t"),
+            Err(SnapshotError::Ambiguous { count: 2, .. })
+        ));
         let err = resolve(&s, "nope", "s3://b/p").unwrap_err().to_string();
         assert!(err.contains("s3backup snapshots s3://b/p"), "{err}");
         assert!(resolve(&[], "latest", "t").is_err());

@@ -58,8 +58,25 @@ fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
     }
 }
 
-/// A finished action: the state change to record and the bytes it sent.
+/// What an action turned out to do (a copy whose source vanished becomes an upload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Did {
+    /// Bytes sent.
+    Uploaded,
+    /// Copied server-side.
+    Copied,
+    /// Metadata refreshed.
+    Touched,
+    /// Remote object deleted.
+    Deleted,
+    /// A directory's row dropped (no remote object).
+    Forgotten,
+}
+
+/// A finished action: what it did, the state change to record and the bytes it sent.
 pub struct Done {
+    /// What happened.
+    pub did: Did,
     /// The state row to write or remove.
     pub change: FileChange,
     /// Upload body bytes sent.
@@ -143,6 +160,7 @@ impl Engine {
                         hash::ensure_unchanged(&self.source.join(&entry.path), entry)
                             .map_err(|e| StoreError::Fatal(e.to_string()))?;
                         Ok(Done {
+                            did: Did::Copied,
                             change: FileChange::Upsert(file_row(entry, blake3, put)),
                             bytes_sent: 0,
                         })
@@ -163,6 +181,7 @@ impl Engine {
                     retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await?
                 };
                 Ok(Done {
+                    did: Did::Touched,
                     change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
                     bytes_sent: 0,
                 })
@@ -173,6 +192,11 @@ impl Engine {
                     retry(&key, || self.request(self.store.delete(&key))).await?;
                 }
                 Ok(Done {
+                    did: if row.kind == EntryKind::File {
+                        Did::Deleted
+                    } else {
+                        Did::Forgotten
+                    },
                     change: FileChange::Remove(row.path.clone()),
                     bytes_sent: 0,
                 })
@@ -209,6 +233,7 @@ impl Engine {
         // Bytes read while the file changed may mix two versions: don't record them.
         hash::ensure_unchanged(&path, entry).map_err(|e| StoreError::Fatal(e.to_string()))?;
         Ok(Done {
+            did: Did::Uploaded,
             change: FileChange::Upsert(file_row(entry, blake3, put)),
             bytes_sent: entry.size,
         })

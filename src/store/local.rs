@@ -17,8 +17,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::{
-    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared, PutOutcome,
-    RemoteObject, StoreError, StoreResult,
+    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
+    PutOutcome, RemoteObject, StoreError, StoreResult,
 };
 
 /// A bucket-shaped directory tree.
@@ -273,6 +273,19 @@ impl ObjectStore for LocalStore {
 
     async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let src = self.object_path(src_key)?;
+        if src_key == dst_key {
+            // A metadata refresh: the file system can do it in place, without rewriting the bytes.
+            let meta = meta.clone();
+            return blocking(move || {
+                let what = |e| io_error(e, &format!("updating '{}'", src.display()));
+                if !src.is_file() {
+                    return Err(StoreError::NotFound(format!("'{}' is missing", src.display())));
+                }
+                apply_meta(&src, &meta).map_err(what)?;
+                etag_of(&src).map_err(what)
+            })
+            .await;
+        }
         let (this, dst_key, meta) = (self.clone(), dst_key.to_string(), meta.clone());
         blocking(move || {
             this.write_atomically(&dst_key, &meta, |out| {
@@ -324,7 +337,9 @@ impl ObjectStore for LocalStore {
                 let result = match item {
                     Ok(e) if !e.file_type().is_file() => continue,
                     Ok(e) => {
-                        let Some(key) = relative_key(&root, e.path()) else { continue };
+                        let Some(key) = relative_key(&root, e.path()) else {
+                            continue;
+                        };
                         if !key.starts_with(&prefix) || key.starts_with(".s3backup/tmp/") {
                             continue;
                         }

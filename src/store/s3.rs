@@ -26,8 +26,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::{
-    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared, PutOutcome,
-    RemoteObject, StoreError, StoreResult,
+    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
+    PutOutcome, RemoteObject, StoreError, StoreResult,
 };
 
 /// Region used when neither the flags, the environment nor the config files name one.

@@ -41,10 +41,30 @@ struct Expect {
 /// a.txt (600), dir/b.txt (older mtime), dir/sub/c.bin (755), empty.txt.
 fn standard_tree(env: &TestEnv) -> Vec<Expect> {
     let files = vec![
-        Expect { rel: "a.txt", content: b"hello\n".to_vec(), mtime: T0, mode: 0o600 },
-        Expect { rel: "dir/b.txt", content: b"bee\n".to_vec(), mtime: (1_600_000_000, 5), mode: 0o644 },
-        Expect { rel: "dir/sub/c.bin", content: noise(3000, 1), mtime: (1_650_000_000, 999_999_999), mode: 0o755 },
-        Expect { rel: "empty.txt", content: Vec::new(), mtime: T0, mode: 0o644 },
+        Expect {
+            rel: "a.txt",
+            content: b"hello\n".to_vec(),
+            mtime: T0,
+            mode: 0o600,
+        },
+        Expect {
+            rel: "dir/b.txt",
+            content: b"bee\n".to_vec(),
+            mtime: (1_600_000_000, 5),
+            mode: 0o644,
+        },
+        Expect {
+            rel: "dir/sub/c.bin",
+            content: noise(3000, 1),
+            mtime: (1_650_000_000, 999_999_999),
+            mode: 0o755,
+        },
+        Expect {
+            rel: "empty.txt",
+            content: Vec::new(),
+            mtime: T0,
+            mode: 0o644,
+        },
     ];
     for f in &files {
         env.write_at(f.rel, &f.content, f.mtime);
@@ -59,7 +79,11 @@ fn total_bytes(files: &[Expect]) -> u64 {
 
 /// Keys under `prefix` that are backed-up files (not manifests), without the prefix.
 fn file_keys(server: &S3Server, bucket: &str, prefix: &str) -> Vec<String> {
-    let p = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let p = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
     server
         .list_keys(bucket)
         .into_iter()
@@ -113,23 +137,41 @@ fn first_backup_uploads_every_file_with_metadata_and_a_manifest() {
     let files = standard_tree(&env);
 
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, total_bytes(&files));
     assert!(!s.dry_run);
     assert!(s.failures.is_empty());
 
     // Every file at PREFIX/<relative path>, byte for byte, with its metadata.
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]
+    );
     for f in &files {
         let key = format!("pre/{}", f.rel);
-        assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), f.content, "bytes of {key}");
+        assert_eq!(
+            server.object_bytes(BUCKET, &key).unwrap(),
+            f.content,
+            "bytes of {key}"
+        );
         assert_object_metadata(&metadata(&server, &key), &f.content, f.mtime, f.mode);
         assert_eq!(server.count_key("PutObject", &key), 1, "{:#?}", server.ops());
     }
     assert_eq!(server.count("CopyObject"), 0);
     assert_eq!(server.count("DeleteObject"), 0);
     assert_eq!(server.count("CreateBucket"), 0, "the bucket exists");
-    assert!(server.count("HeadBucket") >= 1, "the bucket is checked first: {:?}", server.ops());
+    assert!(
+        server.count("HeadBucket") >= 1,
+        "the bucket is checked first: {:?}",
+        server.ops()
+    );
 
     // One manifest, named as documented and reported as the snapshot.
     let manifests = manifest_keys(&server, BUCKET, "pre");
@@ -138,8 +180,16 @@ fn first_backup_uploads_every_file_with_metadata_and_a_manifest() {
     assert!(is_manifest_name(name), "manifest name {name:?}");
     assert_eq!(s.snapshot.as_deref(), Some(manifests[0].as_str()));
     let m = manifest(&server, &manifests[0]);
-    assert!(m.header.get("path").is_none(), "the first line is the header: {}", m.header);
-    assert_eq!(m.paths(), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"], "sorted by path");
+    assert!(
+        m.header.get("path").is_none(),
+        "the first line is the header: {}",
+        m.header
+    );
+    assert_eq!(
+        m.paths(),
+        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"],
+        "sorted by path"
+    );
     for f in &files {
         m.assert_file(f.rel, &f.content, f.mtime, f.mode);
     }
@@ -154,7 +204,14 @@ fn unchanged_rerun_sends_only_a_head_bucket() {
     server.clear_requests();
 
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, unchanged: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            unchanged: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
     assert_eq!(s.snapshot, None, "nothing changed, so no manifest is written");
     assert_eq!(server.ops(), ["HeadBucket"], "no request per file");
@@ -173,7 +230,15 @@ fn changed_content_is_uploaded_again() {
     env.write_at("a.txt", "HELLO\n", new_mtime);
     env.set_mode("a.txt", 0o600);
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 6);
 
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"HELLO\n");
@@ -204,12 +269,30 @@ fn mtime_only_change_is_touched_by_a_copy_onto_itself() {
     let new_mtime = (1_700_000_500, 700);
     env.set_mtime("dir/b.txt", new_mtime);
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, touched: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            touched: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0, "bytes are not sent again");
 
-    assert_eq!(server.count("PutObject") - manifest_puts(&server), 0, "{:?}", server.ops());
+    assert_eq!(
+        server.count("PutObject") - manifest_puts(&server),
+        0,
+        "{:?}",
+        server.ops()
+    );
     assert_eq!(server.count("CreateMultipartUpload"), 0);
-    assert_eq!(server.count_key("CopyObject", "pre/dir/b.txt"), 1, "{:?}", server.ops());
+    assert_eq!(
+        server.count_key("CopyObject", "pre/dir/b.txt"),
+        1,
+        "{:?}",
+        server.ops()
+    );
     assert_eq!(server.count("CopyObject"), 1);
     assert_eq!(server.object_bytes(BUCKET, "pre/dir/b.txt").unwrap(), b"bee\n");
     assert_object_metadata(&metadata(&server, "pre/dir/b.txt"), b"bee\n", new_mtime, 0o644);
@@ -223,7 +306,12 @@ fn manifest_puts(server: &S3Server) -> usize {
     server
         .requests()
         .iter()
-        .filter(|r| r.op == "PutObject" && r.key.as_deref().is_some_and(|k| k.contains(".s3backup/manifests/")))
+        .filter(|r| {
+            r.op == "PutObject"
+                && r.key
+                    .as_deref()
+                    .is_some_and(|k| k.contains(".s3backup/manifests/"))
+        })
         .count()
 }
 
@@ -236,7 +324,15 @@ fn renamed_file_is_copied_server_side_and_the_old_key_stays() {
 
     env.rename("dir/sub/c.bin", "moved/c-renamed.bin");
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, copied: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            copied: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
 
     let new_key = "pre/moved/c-renamed.bin";
@@ -246,16 +342,43 @@ fn renamed_file_is_copied_server_side_and_the_old_key_stays() {
     assert_eq!(server.count("DeleteObject"), 0);
     let content = noise(3000, 1);
     assert_eq!(server.object_bytes(BUCKET, new_key).unwrap(), content);
-    assert_object_metadata(&metadata(&server, new_key), &content, (1_650_000_000, 999_999_999), 0o755);
+    assert_object_metadata(
+        &metadata(&server, new_key),
+        &content,
+        (1_650_000_000, 999_999_999),
+        0o755,
+    );
     // Without --delete the old object is left alone.
     assert_eq!(
         file_keys(&server, BUCKET, "pre"),
-        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt", "moved/c-renamed.bin"]
+        [
+            "a.txt",
+            "dir/b.txt",
+            "dir/sub/c.bin",
+            "empty.txt",
+            "moved/c-renamed.bin"
+        ]
     );
 
+    // The manifest describes the bucket after the run (docs/manifest.md),
+    // so the old key, still there, is listed too.
     let m = manifest(&server, &s.snapshot.expect("manifest"));
-    assert!(m.paths().contains(&"moved/c-renamed.bin".to_owned()), "{:?}", m.paths());
-    assert!(!m.paths().contains(&"dir/sub/c.bin".to_owned()), "manifest lists the local tree: {:?}", m.paths());
+    assert_eq!(
+        m.paths(),
+        [
+            "a.txt",
+            "dir/b.txt",
+            "dir/sub/c.bin",
+            "empty.txt",
+            "moved/c-renamed.bin"
+        ]
+    );
+    m.assert_file(
+        "moved/c-renamed.bin",
+        &content,
+        (1_650_000_000, 999_999_999),
+        0o755,
+    );
 }
 
 #[test]
@@ -267,12 +390,91 @@ fn renamed_file_with_delete_removes_the_old_key() {
 
     env.rename("dir/b.txt", "dir/b2.txt");
     let s = env.backup_ok(TARGET, &["--delete"]);
-    assert_eq!(s.counts(), Counts { scanned: 4, copied: 1, deleted: 1, unchanged: 3, ..Counts::default() });
-    assert_eq!(server.count_key("CopyObject", "pre/dir/b2.txt"), 1);
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            copied: 1,
+            deleted: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(
+        server.count_key("CopyObject", "pre/dir/b2.txt"),
+        1,
+        "{:#?}",
+        server.requests()
+    );
     assert_eq!(server.count_key("PutObject", "pre/dir/b2.txt"), 0);
-    assert_eq!(server.count_key("DeleteObject", "pre/dir/b.txt"), 1, "{:?}", server.ops());
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b2.txt", "dir/sub/c.bin", "empty.txt"]);
-    assert_object_metadata(&metadata(&server, "pre/dir/b2.txt"), b"bee\n", (1_600_000_000, 5), 0o644);
+    assert_eq!(
+        server.count_key("DeleteObject", "pre/dir/b.txt"),
+        1,
+        "{:?}",
+        server.ops()
+    );
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["a.txt", "dir/b2.txt", "dir/sub/c.bin", "empty.txt"]
+    );
+    assert_object_metadata(
+        &metadata(&server, "pre/dir/b2.txt"),
+        b"bee\n",
+        (1_600_000_000, 5),
+        0o644,
+    );
+}
+
+#[test]
+fn many_renames_with_delete_copy_before_deleting() {
+    // A rename with --delete is "copy old -> new, then delete old"; the
+    // delete must never overtake the copy that reads the old object. The
+    // names are reversed (the first source is copied last) and everything
+    // runs at once, so a delete that does not wait for its copy shows up.
+    let (server, env) = setup();
+    let n = 16;
+    let content = |i: usize| noise(200_000 + i, i as u64);
+    for i in 0..n {
+        env.write(&format!("old/f{i:02}.bin"), content(i));
+    }
+    env.backup_ok(TARGET, &[]);
+    for i in 0..n {
+        env.rename(&format!("old/f{i:02}.bin"), &format!("new/g{:02}.bin", n - 1 - i));
+    }
+    server.clear_requests();
+
+    let s = env.backup_ok(TARGET, &["--delete", "--jobs", "32"]);
+    let all = n as u64;
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: all,
+            copied: all,
+            deleted: all,
+            ..Counts::default()
+        }
+    );
+    let expected: Vec<String> = (0..n).map(|j| format!("new/g{j:02}.bin")).collect();
+    assert_eq!(file_keys(&server, BUCKET, "pre"), expected);
+    for j in 0..n {
+        let key = format!("pre/new/g{j:02}.bin");
+        assert!(
+            server.object_bytes(BUCKET, &key).unwrap() == content(n - 1 - j),
+            "bytes of {key}"
+        );
+        assert_eq!(
+            server.count_key("CopyObject", &key),
+            1,
+            "{key}: {:?}",
+            server.ops()
+        );
+    }
+    assert_eq!(
+        server.count("PutObject") - manifest_puts(&server),
+        0,
+        "{:?}",
+        server.ops()
+    );
 }
 
 #[test]
@@ -285,13 +487,34 @@ fn duplicate_content_under_a_new_name_is_copied() {
     let dup_mtime = (1_700_000_900, 1);
     env.write_at("copies/a-again.txt", "hello\n", dup_mtime);
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 5, copied: 1, unchanged: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 5,
+            copied: 1,
+            unchanged: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
-    assert_eq!(server.count_key("CopyObject", "pre/copies/a-again.txt"), 1, "{:?}", server.ops());
+    assert_eq!(
+        server.count_key("CopyObject", "pre/copies/a-again.txt"),
+        1,
+        "{:?}",
+        server.ops()
+    );
     assert_eq!(server.count_key("PutObject", "pre/copies/a-again.txt"), 0);
-    assert_eq!(server.object_bytes(BUCKET, "pre/copies/a-again.txt").unwrap(), b"hello\n");
+    assert_eq!(
+        server.object_bytes(BUCKET, "pre/copies/a-again.txt").unwrap(),
+        b"hello\n"
+    );
     // The copy carries its own mtime and mode, not those of the original.
-    assert_object_metadata(&metadata(&server, "pre/copies/a-again.txt"), b"hello\n", dup_mtime, 0o644);
+    assert_object_metadata(
+        &metadata(&server, "pre/copies/a-again.txt"),
+        b"hello\n",
+        dup_mtime,
+        0o644,
+    );
     assert_object_metadata(&metadata(&server, "pre/a.txt"), b"hello\n", T0, 0o600);
 }
 
@@ -304,15 +527,38 @@ fn deleted_file_stays_in_the_bucket_unless_delete_is_given() {
 
     env.remove("a.txt");
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(server.count("DeleteObject") + server.count("DeleteObjects"), 0);
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"hello\n");
 
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
-    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, deleted: 1, ..Counts::default() });
-    assert_eq!(server.count_key("DeleteObject", "pre/a.txt"), 1, "{:?}", server.ops());
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            unchanged: 3,
+            deleted: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(
+        server.count_key("DeleteObject", "pre/a.txt"),
+        1,
+        "{:?}",
+        server.ops()
+    );
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["dir/b.txt", "dir/sub/c.bin", "empty.txt"]
+    );
     // Manifests are never deleted; the new one no longer lists the file.
     let manifests = manifest_keys(&server, BUCKET, "pre");
     assert!(manifests.len() >= 2, "{manifests:?}");
@@ -322,7 +568,14 @@ fn deleted_file_stays_in_the_bucket_unless_delete_is_given() {
     // Deleting again is a no-op.
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
-    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(server.ops(), ["HeadBucket"]);
 }
 
@@ -334,17 +587,40 @@ fn large_file_is_sent_as_a_multipart_upload() {
     env.write("small.txt", "small");
 
     let s = env.backup_ok(TARGET, &["--multipart-threshold", "5MiB", "--part-size", "5MiB"]);
-    assert_eq!(s.counts(), Counts { scanned: 2, uploaded: 2, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 2,
+            uploaded: 2,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, (12 * MIB + 5) as u64);
 
-    assert_eq!(server.count_key("CreateMultipartUpload", "pre/big.bin"), 1, "{:?}", server.ops());
-    assert_eq!(server.count_key("UploadPart", "pre/big.bin"), 3, "12 MiB in 5 MiB parts");
+    assert_eq!(
+        server.count_key("CreateMultipartUpload", "pre/big.bin"),
+        1,
+        "{:?}",
+        server.ops()
+    );
+    assert_eq!(
+        server.count_key("UploadPart", "pre/big.bin"),
+        3,
+        "12 MiB in 5 MiB parts"
+    );
     assert_eq!(server.count_key("CompleteMultipartUpload", "pre/big.bin"), 1);
     assert_eq!(server.count_key("PutObject", "pre/big.bin"), 0);
-    assert_eq!(server.count_key("PutObject", "pre/small.txt"), 1, "small files use PutObject");
+    assert_eq!(
+        server.count_key("PutObject", "pre/small.txt"),
+        1,
+        "small files use PutObject"
+    );
     assert_eq!(server.count("AbortMultipartUpload"), 0);
 
-    assert!(server.object_bytes(BUCKET, "pre/big.bin").unwrap() == big, "multipart bytes differ");
+    assert!(
+        server.object_bytes(BUCKET, "pre/big.bin").unwrap() == big,
+        "multipart bytes differ"
+    );
     assert_object_metadata(&metadata(&server, "pre/big.bin"), &big, T0, 0o644);
     let m = manifest(&server, &s.snapshot.expect("manifest"));
     m.assert_file("big.bin", &big, T0, 0o644);
@@ -359,7 +635,14 @@ fn missing_bucket_is_created() {
     env.write("a.txt", "a");
 
     let s = env.backup_ok("new-bucket::p", &[]);
-    assert_eq!(s.counts(), Counts { scanned: 1, uploaded: 1, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 1,
+            uploaded: 1,
+            ..Counts::default()
+        }
+    );
     assert_eq!(server.count("CreateBucket"), 1, "{:?}", server.ops());
     assert!(server.bucket_exists("new-bucket"));
     assert_eq!(server.object_bytes("new-bucket", "p/a.txt").unwrap(), b"a");
@@ -396,7 +679,10 @@ fn wrong_secret_key_fails_and_uploads_nothing() {
     r.error_line();
     let reqs = server.requests();
     assert!(!reqs.is_empty(), "the server was asked");
-    assert!(reqs.iter().all(|q| q.status == 403), "every request was refused: {reqs:#?}");
+    assert!(
+        reqs.iter().all(|q| q.status == 403),
+        "every request was refused: {reqs:#?}"
+    );
     assert!(server.list_keys(BUCKET).is_empty());
 
     let s = env.backup_ok(TARGET, &[]);
@@ -416,7 +702,10 @@ fn missing_source_is_an_error_naming_it() {
     let r = run(cmd);
     r.expect_code(1);
     let err = r.error_line();
-    assert!(err.contains(&*missing.to_string_lossy()), "error names the path: {err}");
+    assert!(
+        err.contains(&*missing.to_string_lossy()),
+        "error names the path: {err}"
+    );
     assert_no_writes(&server);
 }
 
@@ -429,7 +718,11 @@ fn malformed_targets_are_usage_errors_listing_the_valid_forms() {
         r.expect_code(2);
         let err = r.error_line();
         assert!(err.contains(target), "error names the target {target:?}: {err}");
-        assert!(r.stderr.contains("bucket::prefix"), "valid forms listed for {target:?}\n{}", r.show());
+        assert!(
+            r.stderr.contains("bucket::prefix"),
+            "valid forms listed for {target:?}\n{}",
+            r.show()
+        );
     }
     assert!(server.requests().is_empty(), "{:?}", server.ops());
 }
@@ -467,21 +760,46 @@ fn a_file_failing_permanently_exits_3_and_is_retried_next_run() {
     let r = env.backup(TARGET, &["--json"]);
     r.expect_code(3);
     let s = r.summary();
-    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 2, failed: 1, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            uploaded: 2,
+            failed: 1,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
     let f = &s.failures[0];
-    assert!(f.path == "bad.txt" || f.path.ends_with("/bad.txt"), "failure path {f:?}");
+    assert!(
+        f.path == "bad.txt" || f.path.ends_with("/bad.txt"),
+        "failure path {f:?}"
+    );
     let e = f.error.to_lowercase();
-    assert!(e.contains("denied") || e.contains("403") || e.contains("forbidden"), "failure error {f:?}");
+    assert!(
+        e.contains("denied") || e.contains("403") || e.contains("forbidden"),
+        "failure error {f:?}"
+    );
     assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/c.txt"]);
     // The manifest only claims what is really in the bucket.
-    let m = manifest(&server, &s.snapshot.expect("files were uploaded, so a manifest is written"));
+    let m = manifest(
+        &server,
+        &s.snapshot.expect("files were uploaded, so a manifest is written"),
+    );
     assert_eq!(m.paths(), ["a.txt", "dir/c.txt"]);
 
     server.clear_rules();
     server.clear_requests();
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 1, unchanged: 2, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            uploaded: 1,
+            unchanged: 2,
+            ..Counts::default()
+        }
+    );
     assert_eq!(server.count_key("PutObject", "pre/bad.txt"), 1);
     assert_eq!(server.count_key("PutObject", "pre/a.txt"), 0);
     assert_eq!(server.object_bytes(BUCKET, "pre/bad.txt").unwrap(), b"bad");
@@ -497,9 +815,20 @@ fn transient_failures_are_retried_and_the_run_succeeds() {
     server.fail_key("flaky", Some(2), true);
 
     let s = env.backup_ok(TARGET, &["--jobs", "2"]);
-    assert_eq!(s.counts(), Counts { scanned: 2, uploaded: 2, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 2,
+            uploaded: 2,
+            ..Counts::default()
+        }
+    );
     assert!(s.failures.is_empty());
-    assert_eq!(server.count_key("PutObject", "pre/flaky.txt"), 3, "two 503s, then success");
+    assert_eq!(
+        server.count_key("PutObject", "pre/flaky.txt"),
+        3,
+        "two 503s, then success"
+    );
     assert_eq!(server.object_bytes(BUCKET, "pre/flaky.txt").unwrap(), b"flaky");
 }
 
@@ -513,10 +842,16 @@ fn top_level_dot_s3backup_is_never_uploaded() {
 
     let s = env.backup_ok(TARGET, &[]);
     assert_eq!(s.uploaded, 2);
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/.s3backup/kept.txt"]);
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["a.txt", "dir/.s3backup/kept.txt"]
+    );
     let manifests = manifest_keys(&server, BUCKET, "pre");
     assert_eq!(manifests, [s.snapshot.clone().unwrap()], "only the real manifest");
-    assert_eq!(manifest(&server, &manifests[0]).paths(), ["a.txt", "dir/.s3backup/kept.txt"]);
+    assert_eq!(
+        manifest(&server, &manifests[0]).paths(),
+        ["a.txt", "dir/.s3backup/kept.txt"]
+    );
     assert_eq!(server.count_key("PutObject", "pre/.s3backup/state.db"), 0);
 }
 
@@ -541,7 +876,12 @@ fn dry_run_of_a_first_backup_plans_uploads_and_writes_nothing() {
     r.expect_code(0);
     assert_eq!(
         r.plan_lines(),
-        ["upload a.txt", "upload dir/b.txt", "upload dir/sub/c.bin", "upload empty.txt"],
+        [
+            "upload a.txt",
+            "upload dir/b.txt",
+            "upload dir/sub/c.bin",
+            "upload empty.txt"
+        ],
         "{}",
         r.show()
     );
@@ -549,14 +889,28 @@ fn dry_run_of_a_first_backup_plans_uploads_and_writes_nothing() {
     r.expect_code(0);
     let (_, s) = r.trailing_summary();
     assert!(s.dry_run);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.snapshot, None);
     assert_no_writes(&server);
     assert!(server.list_keys(BUCKET).is_empty());
 
     // The dry runs recorded nothing: the real run uploads everything.
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 4,
+            ..Counts::default()
+        }
+    );
 }
 
 #[test]
@@ -589,7 +943,14 @@ fn dry_run_plans_every_kind_of_action_and_changes_nothing() {
     r.expect_code(0);
     let (_, dry) = r.trailing_summary();
     assert!(dry.dry_run);
-    let expected = Counts { scanned: 4, uploaded: 2, copied: 1, touched: 1, deleted: 2, ..Counts::default() };
+    let expected = Counts {
+        scanned: 4,
+        uploaded: 2,
+        copied: 1,
+        touched: 1,
+        deleted: 2,
+        ..Counts::default()
+    };
     assert_eq!(dry.counts(), expected);
     assert_no_writes(&server);
     assert_eq!(server.list_keys(BUCKET), keys_before);
@@ -599,9 +960,17 @@ fn dry_run_plans_every_kind_of_action_and_changes_nothing() {
     let s = env.backup_ok(TARGET, &["--delete"]);
     assert!(!s.dry_run);
     assert_eq!(s.counts(), expected);
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt", "dir/b.txt", "moved/c.bin", "new.txt"]);
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["a.txt", "dir/b.txt", "moved/c.bin", "new.txt"]
+    );
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"changed");
-    assert_object_metadata(&metadata(&server, "pre/dir/b.txt"), b"bee\n", (1_700_000_002, 0), 0o644);
+    assert_object_metadata(
+        &metadata(&server, "pre/dir/b.txt"),
+        b"bee\n",
+        (1_700_000_002, 0),
+        0o644,
+    );
 }
 
 #[test]
@@ -624,23 +993,27 @@ fn every_target_form_puts_keys_under_the_right_prefix() {
     env.write("a.txt", "a");
     env.write("d/b.txt", "b");
     for (bucket, target, prefix) in [
-        ("b1", "s3://b1/deep/er", "deep/er"),
-        ("b2", "b2::", ""),
-        ("b3", "s3://b3", ""),
-        ("b4", "b4::one/two", "one/two"),
+        ("bkt1", "s3://bkt1/deep/er", "deep/er"),
+        ("bkt2", "bkt2::", ""),
+        ("bkt3", "s3://bkt3", ""),
+        ("bkt4", "bkt4::one/two", "one/two"),
     ] {
         server.create_bucket(bucket);
         let s = env.backup_ok(target, &[]);
         assert_eq!(s.uploaded, 2, "{target}");
-        assert_eq!(file_keys(&server, bucket, prefix), ["a.txt", "d/b.txt"], "{target}");
+        assert_eq!(
+            file_keys(&server, bucket, prefix),
+            ["a.txt", "d/b.txt"],
+            "{target}"
+        );
         let all = server.list_keys(bucket);
         assert_eq!(all.len(), 3, "two files and a manifest for {target}: {all:?}");
         let m = manifest_keys(&server, bucket, prefix);
         assert_eq!(m.len(), 1, "{target}: {all:?}");
         assert_eq!(s.snapshot.as_deref(), Some(m[0].as_str()), "{target}");
     }
-    assert_eq!(server.object_bytes("b2", "a.txt").unwrap(), b"a");
-    assert_eq!(server.object_bytes("b1", "deep/er/d/b.txt").unwrap(), b"b");
+    assert_eq!(server.object_bytes("bkt2", "a.txt").unwrap(), b"a");
+    assert_eq!(server.object_bytes("bkt1", "deep/er/d/b.txt").unwrap(), b"b");
 }
 
 #[test]
@@ -672,7 +1045,10 @@ fn credentials_can_come_from_a_named_profile() {
     )
     .unwrap();
 
-    let mut cmd = env.backup_cmd(TARGET, &["--json", "--profile", "backup", "--region", "us-east-1"]);
+    let mut cmd = env.backup_cmd(
+        TARGET,
+        &["--json", "--profile", "backup", "--region", "us-east-1"],
+    );
     cmd.env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
@@ -710,9 +1086,16 @@ fn each_target_is_its_own_backup_set() {
     standard_tree(&env);
     assert_eq!(env.backup_ok("bkt::one", &["--jobs", "1"]).uploaded, 4);
     assert_eq!(env.backup_ok("bkt::two", &[]).uploaded, 4);
-    assert_eq!(file_keys(&server, BUCKET, "two"), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]);
+    assert_eq!(
+        file_keys(&server, BUCKET, "two"),
+        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"]
+    );
     let s = env.backup_ok("s3://bkt/one", &[]);
-    assert_eq!((s.uploaded, s.unchanged), (0, 4), "s3://bkt/one is the same set as bkt::one");
+    assert_eq!(
+        (s.uploaded, s.unchanged),
+        (0, 4),
+        "s3://bkt/one is the same set as bkt::one"
+    );
 }
 
 #[test]
@@ -722,6 +1105,9 @@ fn human_summary_goes_to_stdout() {
     let r = env.backup(TARGET, &[]);
     r.expect_code(0);
     assert!(r.stdout.to_lowercase().contains("uploaded"), "{}", r.show());
-    assert!(serde_json::from_str::<serde_json::Value>(&r.stdout).is_err(), "not JSON without --json");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&r.stdout).is_err(),
+        "not JSON without --json"
+    );
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
 }

@@ -20,10 +20,30 @@ struct Expect {
 
 fn standard_tree(env: &TestEnv) -> Vec<Expect> {
     let files = vec![
-        Expect { rel: "a.txt", content: b"hello\n".to_vec(), mtime: T0, mode: 0o600 },
-        Expect { rel: "dir/b.txt", content: b"bee\n".to_vec(), mtime: (1_600_000_000, 5), mode: 0o644 },
-        Expect { rel: "dir/sub/c.bin", content: noise(3000, 1), mtime: (1_650_000_000, 999_999_999), mode: 0o755 },
-        Expect { rel: "empty.txt", content: Vec::new(), mtime: T0, mode: 0o644 },
+        Expect {
+            rel: "a.txt",
+            content: b"hello\n".to_vec(),
+            mtime: T0,
+            mode: 0o600,
+        },
+        Expect {
+            rel: "dir/b.txt",
+            content: b"bee\n".to_vec(),
+            mtime: (1_600_000_000, 5),
+            mode: 0o644,
+        },
+        Expect {
+            rel: "dir/sub/c.bin",
+            content: noise(3000, 1),
+            mtime: (1_650_000_000, 999_999_999),
+            mode: 0o755,
+        },
+        Expect {
+            rel: "empty.txt",
+            content: Vec::new(),
+            mtime: T0,
+            mode: 0o644,
+        },
     ];
     for f in &files {
         env.write_at(f.rel, &f.content, f.mtime);
@@ -71,7 +91,9 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
 fn manifests(store: &Path) -> Vec<String> {
     let dir = store.join(".s3backup/manifests");
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_str().unwrap().to_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_str().unwrap().to_owned())
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.retain(|n| !n.starts_with('.')); // temp files, if any
@@ -100,7 +122,12 @@ fn mtime_of(path: &Path) -> (i64, u32) {
 fn assert_stored(store: &Path, rel: &str, content: &[u8], mtime: (i64, u32)) {
     let p = store.join(rel);
     let got = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    assert!(got == content, "bytes of {rel} differ ({} vs {} bytes)", got.len(), content.len());
+    assert!(
+        got == content,
+        "bytes of {rel} differ ({} vs {} bytes)",
+        got.len(),
+        content.len()
+    );
     assert_eq!(mtime_of(&p), mtime, "mtime of stored {rel}");
 }
 
@@ -111,13 +138,26 @@ fn first_backup_copies_every_file_with_its_mtime_and_writes_a_manifest() {
     let store = store_of(&env);
 
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 4, ..Counts::default() });
-    assert_eq!(s.bytes_sent, files.iter().map(|f| f.content.len() as u64).sum::<u64>());
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 4,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(
+        s.bytes_sent,
+        files.iter().map(|f| f.content.len() as u64).sum::<u64>()
+    );
     assert!(s.failures.is_empty());
 
     assert_eq!(store_files(&store), STANDARD);
     for f in &files {
         assert_stored(&store, f.rel, &f.content, f.mtime);
+        // The stored file's own permission bits carry the mode.
+        let mode = std::fs::metadata(store.join(f.rel)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, f.mode, "mode of stored {}: {mode:o}", f.rel);
     }
     let names = manifests(&store);
     assert_eq!(names.len(), 1, "{names:?}");
@@ -142,10 +182,18 @@ fn every_local_target_form_lands_in_the_named_directory() {
 
     let cases: Vec<(String, PathBuf, &str)> = vec![
         (file_url, env.root().join("by-url"), "root"),
-        (target(&env.root().join("by-abs")), env.root().join("by-abs"), "root"),
+        (
+            target(&env.root().join("by-abs")),
+            env.root().join("by-abs"),
+            "root",
+        ),
         ("./by-rel".into(), env.root().join("by-rel"), "root"),
         ("../by-parent".into(), env.root().join("by-parent"), "work"),
-        ("~/backups/by-home".into(), env.home.join("backups/by-home"), "root"),
+        (
+            "~/backups/by-home".into(),
+            env.home.join("backups/by-home"),
+            "root",
+        ),
     ];
     for (text, store, cwd) in cases {
         let mut cmd = env.backup_cmd(&text, &["--json"]);
@@ -156,7 +204,12 @@ fn every_local_target_form_lands_in_the_named_directory() {
         r.expect_code(0);
         let s = r.summary();
         assert_eq!(s.uploaded, 2, "{text}");
-        assert_eq!(store_files(&store), ["a.txt", "d/b.txt"], "{text} -> {}", store.display());
+        assert_eq!(
+            store_files(&store),
+            ["a.txt", "d/b.txt"],
+            "{text} -> {}",
+            store.display()
+        );
         assert_stored(&store, "d/b.txt", b"b", T0);
         assert_eq!(manifests(&store).len(), 1, "{text}");
     }
@@ -171,11 +224,26 @@ fn unchanged_rerun_does_nothing() {
     let inode = std::fs::metadata(store.join("a.txt")).unwrap().ino();
 
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, unchanged: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            unchanged: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
     assert_eq!(s.snapshot, None);
-    assert_eq!(manifests(&store).len(), 1, "no manifest for a run that changed nothing");
-    assert_eq!(std::fs::metadata(store.join("a.txt")).unwrap().ino(), inode, "a.txt was not rewritten");
+    assert_eq!(
+        manifests(&store).len(),
+        1,
+        "no manifest for a run that changed nothing"
+    );
+    assert_eq!(
+        std::fs::metadata(store.join("a.txt")).unwrap().ino(),
+        inode,
+        "a.txt was not rewritten"
+    );
 }
 
 #[test]
@@ -188,7 +256,15 @@ fn changed_content_is_copied_again() {
     let new_mtime = (1_700_000_100, 42);
     env.write_at("dir/b.txt", "BEE\n", new_mtime);
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, uploaded: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            uploaded: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 4);
     assert_stored(&store, "dir/b.txt", b"BEE\n", new_mtime);
     assert_eq!(manifests(&store).len(), 2);
@@ -206,10 +282,22 @@ fn mtime_only_change_updates_the_stored_mtime_without_copying() {
     let new_mtime = (1_700_000_500, 700);
     env.set_mtime("a.txt", new_mtime);
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, touched: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            touched: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
     assert_stored(&store, "a.txt", b"hello\n", new_mtime);
-    assert_eq!(std::fs::metadata(store.join("a.txt")).unwrap().ino(), inode, "a.txt was not rewritten");
+    assert_eq!(
+        std::fs::metadata(store.join("a.txt")).unwrap().ino(),
+        inode,
+        "a.txt was not rewritten"
+    );
     snapshot_manifest(&store, &s.snapshot).assert_file("a.txt", b"hello\n", new_mtime, 0o600);
 }
 
@@ -222,18 +310,73 @@ fn renamed_file_is_copied_inside_the_store_and_the_old_one_stays() {
 
     env.rename("dir/sub/c.bin", "moved/c.bin");
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 4, copied: 1, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 4,
+            copied: 1,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
-    assert_stored(&store, "moved/c.bin", &noise(3000, 1), (1_650_000_000, 999_999_999));
-    assert_eq!(store_files(&store), ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt", "moved/c.bin"]);
+    assert_stored(
+        &store,
+        "moved/c.bin",
+        &noise(3000, 1),
+        (1_650_000_000, 999_999_999),
+    );
+    assert_eq!(
+        store_files(&store),
+        ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt", "moved/c.bin"]
+    );
 
     // With --delete the old copy goes.
     env.rename("moved/c.bin", "moved/c2.bin");
     let s = env.backup_ok(&target(&store), &["--delete"]);
     assert_eq!(s.copied, 1);
     assert_eq!(s.deleted, 2, "moved/c.bin and the earlier dir/sub/c.bin");
-    assert_eq!(store_files(&store), ["a.txt", "dir/b.txt", "empty.txt", "moved/c2.bin"]);
-    assert_eq!(snapshot_manifest(&store, &s.snapshot).paths(), ["a.txt", "dir/b.txt", "empty.txt", "moved/c2.bin"]);
+    assert_eq!(
+        store_files(&store),
+        ["a.txt", "dir/b.txt", "empty.txt", "moved/c2.bin"]
+    );
+    assert_eq!(
+        snapshot_manifest(&store, &s.snapshot).paths(),
+        ["a.txt", "dir/b.txt", "empty.txt", "moved/c2.bin"]
+    );
+}
+
+#[test]
+fn many_renames_with_delete_copy_before_deleting() {
+    // See the S3 test of the same name: a delete must wait for the copy
+    // that reads the old file.
+    let env = TestEnv::new();
+    let store = store_of(&env);
+    let n = 16;
+    let content = |i: usize| noise(200_000 + i, i as u64);
+    for i in 0..n {
+        env.write(&format!("old/f{i:02}.bin"), content(i));
+    }
+    env.backup_ok(&target(&store), &[]);
+    for i in 0..n {
+        env.rename(&format!("old/f{i:02}.bin"), &format!("new/g{:02}.bin", n - 1 - i));
+    }
+    let s = env.backup_ok(&target(&store), &["--delete", "--jobs", "32"]);
+    let all = n as u64;
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: all,
+            copied: all,
+            deleted: all,
+            ..Counts::default()
+        }
+    );
+    let expected: Vec<String> = (0..n).map(|j| format!("new/g{j:02}.bin")).collect();
+    assert_eq!(store_files(&store), expected);
+    for j in 0..n {
+        assert_stored(&store, &format!("new/g{j:02}.bin"), &content(n - 1 - j), T0);
+    }
 }
 
 #[test]
@@ -246,7 +389,15 @@ fn duplicate_content_under_a_new_name_is_copied() {
     let dup_mtime = (1_700_000_900, 1);
     env.write_at("copies/b-again.txt", "bee\n", dup_mtime);
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 5, copied: 1, unchanged: 4, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 5,
+            copied: 1,
+            unchanged: 4,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, 0);
     assert_stored(&store, "copies/b-again.txt", b"bee\n", dup_mtime);
     assert_stored(&store, "dir/b.txt", b"bee\n", (1_600_000_000, 5));
@@ -261,11 +412,26 @@ fn deleted_file_stays_in_the_store_unless_delete_is_given() {
 
     env.remove("empty.txt");
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            unchanged: 3,
+            ..Counts::default()
+        }
+    );
     assert!(store.join("empty.txt").is_file());
 
     let s = env.backup_ok(&target(&store), &["--delete"]);
-    assert_eq!(s.counts(), Counts { scanned: 3, unchanged: 3, deleted: 1, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            unchanged: 3,
+            deleted: 1,
+            ..Counts::default()
+        }
+    );
     assert_eq!(store_files(&store), ["a.txt", "dir/b.txt", "dir/sub/c.bin"]);
     assert!(manifests(&store).len() >= 2, "manifests are never deleted");
 }
@@ -276,8 +442,18 @@ fn large_file_with_multipart_settings_arrives_intact() {
     let big = noise(12 * MIB, 9);
     env.write("big.bin", &big);
     let store = store_of(&env);
-    let s = env.backup_ok(&target(&store), &["--multipart-threshold", "5242880", "--part-size", "8M"]);
-    assert_eq!(s.counts(), Counts { scanned: 1, uploaded: 1, ..Counts::default() });
+    let s = env.backup_ok(
+        &target(&store),
+        &["--multipart-threshold", "5242880", "--part-size", "8M"],
+    );
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 1,
+            uploaded: 1,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.bytes_sent, (12 * MIB) as u64);
     assert_stored(&store, "big.bin", &big, T0);
 }
@@ -301,7 +477,10 @@ fn store_that_is_a_file_is_an_error_naming_it() {
     let r = env.backup(&target(&store), &["--json"]);
     r.expect_code(1);
     let err = r.error_line();
-    assert!(err.contains(&*store.to_string_lossy()), "error names the store: {err}");
+    assert!(
+        err.contains(&*store.to_string_lossy()),
+        "error names the store: {err}"
+    );
     assert_eq!(std::fs::read(&store).unwrap(), b"I am not a directory");
 }
 
@@ -311,11 +490,18 @@ fn missing_source_is_an_error_naming_it() {
     let store = store_of(&env);
     let missing = env.root().join("no-such-dir");
     let mut cmd = env.cmd();
-    cmd.arg("backup").arg(&missing).arg(target(&store)).arg("--state").arg(&env.state);
+    cmd.arg("backup")
+        .arg(&missing)
+        .arg(target(&store))
+        .arg("--state")
+        .arg(&env.state);
     let r = run(cmd);
     r.expect_code(1);
     let err = r.error_line();
-    assert!(err.contains(&*missing.to_string_lossy()), "error names the path: {err}");
+    assert!(
+        err.contains(&*missing.to_string_lossy()),
+        "error names the path: {err}"
+    );
     assert!(store_files(&store).is_empty());
 }
 
@@ -332,18 +518,40 @@ fn a_file_that_cannot_be_written_exits_3_and_is_retried_next_run() {
     let r = env.backup(&target(&store), &["--json"]);
     r.expect_code(3);
     let s = r.summary();
-    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 2, failed: 1, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            uploaded: 2,
+            failed: 1,
+            ..Counts::default()
+        }
+    );
     assert_eq!(s.failures.len(), 1, "{:?}", s.failures);
     let f = &s.failures[0];
-    assert!(f.path == "bad.txt" || f.path.ends_with("/bad.txt"), "failure path {f:?}");
+    assert!(
+        f.path == "bad.txt" || f.path.ends_with("/bad.txt"),
+        "failure path {f:?}"
+    );
     assert!(!f.error.is_empty());
     assert_stored(&store, "a.txt", b"a", T0);
     assert_stored(&store, "dir/c.txt", b"c", T0);
-    assert_eq!(snapshot_manifest(&store, &s.snapshot).paths(), ["a.txt", "dir/c.txt"]);
+    assert_eq!(
+        snapshot_manifest(&store, &s.snapshot).paths(),
+        ["a.txt", "dir/c.txt"]
+    );
 
     std::fs::remove_dir_all(store.join("bad.txt")).unwrap();
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 1, unchanged: 2, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            uploaded: 1,
+            unchanged: 2,
+            ..Counts::default()
+        }
+    );
     assert_stored(&store, "bad.txt", b"bad", T0);
 }
 
@@ -383,7 +591,12 @@ fn dry_run_writes_nothing_to_the_store() {
 
     let r = env.backup(&target(&store), &["--dry-run"]);
     r.expect_code(0);
-    assert_eq!(r.plan_lines(), STANDARD.map(|p| format!("upload {p}")), "{}", r.show());
+    assert_eq!(
+        r.plan_lines(),
+        STANDARD.map(|p| format!("upload {p}")),
+        "{}",
+        r.show()
+    );
     assert!(!store.exists(), "a dry run creates no store");
 
     env.backup_ok(&target(&store), &[]);
@@ -395,7 +608,17 @@ fn dry_run_writes_nothing_to_the_store() {
     r.expect_code(0);
     let (_, s) = r.trailing_summary();
     assert!(s.dry_run);
-    assert_eq!(s.counts(), Counts { scanned: 3, uploaded: 1, copied: 1, touched: 1, deleted: 2, ..Counts::default() });
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 3,
+            uploaded: 1,
+            copied: 1,
+            touched: 1,
+            deleted: 2,
+            ..Counts::default()
+        }
+    );
     let r = env.backup(&target(&store), &["--dry-run", "--delete"]);
     assert_eq!(
         r.plan_lines(),

@@ -27,25 +27,39 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// nanoseconds, so tests can check that sub-second precision survives.
 pub const T0: (i64, u32) = (1_700_000_000, 123_456_789);
 
-/// The `s3backup` binary with a clean environment: no `AWS_*` variable
-/// from outside, the test server's keys, config/credentials files that do
-/// not exist, no instance metadata, no colour, and `HOME` /
-/// `XDG_STATE_HOME` inside `home`.
+/// The `s3backup` binary with a clean environment: no `AWS_*` or
+/// `S3BACKUP_*` variable from outside, the test server's keys,
+/// config/credentials files that do not exist, no instance metadata, no
+/// colour, and `HOME` / `XDG_STATE_HOME` inside `home`.
+///
+/// `S3BACKUP_IT_BIN`, if set, names another binary to test (e.g. an
+/// installed one) instead of the one cargo built.
 pub fn s3backup(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3backup"));
+    let bin = std::env::var_os("S3BACKUP_IT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_s3backup").into());
+    let mut cmd = Command::new(bin);
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("AWS_") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("AWS_") || name_text.starts_with("S3BACKUP_") {
             cmd.env_remove(&name);
         }
     }
-    for name in ["AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"] {
+    for name in [
+        "AWS_CA_BUNDLE",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+    ] {
         cmd.env_remove(name);
     }
     cmd.env_remove("RUST_LOG")
         .env("AWS_ACCESS_KEY_ID", S3Server::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", S3Server::SECRET_KEY)
         .env("AWS_CONFIG_FILE", home.join("no-such-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-such-aws-credentials"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-such-aws-credentials"),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("NO_COLOR", "1")
         .env("HOME", home)
@@ -79,7 +93,11 @@ impl Run {
             .next()
             .unwrap_or_else(|| panic!("no JSON on stdout\n{}", self.show()))
             .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.show()));
-        assert!(values.next().is_none(), "more than one JSON value on stdout\n{}", self.show());
+        assert!(
+            values.next().is_none(),
+            "more than one JSON value on stdout\n{}",
+            self.show()
+        );
         serde_json::from_value(first).unwrap_or_else(|e| panic!("summary lacks fields: {e}\n{}", self.show()))
     }
 
@@ -93,7 +111,8 @@ impl Run {
             .rposition(|l| l.starts_with('{'))
             .unwrap_or_else(|| panic!("no JSON object on stdout\n{}", self.show()));
         let json = lines[start..].join("\n");
-        let summary = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad summary: {e}\n{}", self.show()));
+        let summary =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad summary: {e}\n{}", self.show()));
         (lines[..start].iter().map(|s| s.to_string()).collect(), summary)
     }
 
@@ -101,7 +120,12 @@ impl Run {
     #[track_caller]
     pub fn error_line(&self) -> String {
         let errors: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(errors.len(), 1, "expected one 'error: ' line on stderr\n{}", self.show());
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected one 'error: ' line on stderr\n{}",
+            self.show()
+        );
         errors[0].to_owned()
     }
 
@@ -111,7 +135,11 @@ impl Run {
             .stdout
             .lines()
             .map(str::trim_end)
-            .filter(|l| ["upload ", "copy ", "touch ", "delete "].iter().any(|p| l.starts_with(p)))
+            .filter(|l| {
+                ["upload ", "copy ", "touch ", "delete "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
             .map(str::to_owned)
             .collect();
         v.sort();
@@ -286,8 +314,12 @@ impl TestEnv {
     }
 
     pub fn set_mtime(&self, rel: &str, (secs, nanos): (i64, u32)) -> &Self {
-        filetime::set_symlink_file_times(&self.path(rel), FileTime::from_unix_time(secs, nanos), FileTime::from_unix_time(secs, nanos))
-            .unwrap();
+        filetime::set_symlink_file_times(
+            self.path(rel),
+            FileTime::from_unix_time(secs, nanos),
+            FileTime::from_unix_time(secs, nanos),
+        )
+        .unwrap();
         self
     }
 
@@ -325,7 +357,11 @@ impl TestEnv {
     /// `s3backup backup SRC TARGET --state STATE [--endpoint-url E] EXTRA...`
     pub fn backup_cmd(&self, target: &str, extra: &[&str]) -> Command {
         let mut cmd = self.cmd();
-        cmd.arg("backup").arg(&self.src).arg(target).arg("--state").arg(&self.state);
+        cmd.arg("backup")
+            .arg(&self.src)
+            .arg(target)
+            .arg("--state")
+            .arg(&self.state);
         if let Some(e) = &self.endpoint {
             cmd.arg("--endpoint-url").arg(e);
         }
@@ -360,8 +396,15 @@ pub fn blake3_hex(data: &[u8]) -> String {
 pub fn parse_mtime(s: &str) -> (i64, u32) {
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs = secs.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
-    assert!(frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()), "bad mtime {s:?}");
-    let nanos = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().unwrap() };
+    assert!(
+        frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()),
+        "bad mtime {s:?}"
+    );
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().unwrap()
+    };
     (secs, nanos)
 }
 
@@ -370,13 +413,23 @@ pub fn parse_mtime(s: &str) -> (i64, u32) {
 pub fn assert_object_metadata(md: &HashMap<String, String>, content: &[u8], mtime: (i64, u32), mode: u32) {
     let m = md.get("mtime").unwrap_or_else(|| panic!("no mtime in {md:?}"));
     assert_eq!(parse_mtime(m), mtime, "mtime metadata {m:?}");
-    assert_eq!(md.get("blake3"), Some(&blake3_hex(content)), "blake3 metadata in {md:?}");
-    assert_eq!(md.get("mode"), Some(&format!("{mode:o}")), "mode metadata in {md:?}");
+    assert_eq!(
+        md.get("blake3"),
+        Some(&blake3_hex(content)),
+        "blake3 metadata in {md:?}"
+    );
+    assert_eq!(
+        md.get("mode"),
+        Some(&format!("{mode:o}")),
+        "mode metadata in {md:?}"
+    );
 }
 
 /// Whether `name` looks like `<YYYYMMDDTHHMMSSZ>-<runid>.jsonl.zst`.
 pub fn is_manifest_name(name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(".jsonl.zst") else { return false };
+    let Some(stem) = name.strip_suffix(".jsonl.zst") else {
+        return false;
+    };
     let b = stem.as_bytes();
     b.len() > 17
         && b[..8].iter().all(u8::is_ascii_digit)
@@ -400,30 +453,59 @@ impl Manifest {
         let raw = zstd::decode_all(compressed).expect("manifest is zstd");
         let text = String::from_utf8(raw).expect("manifest is UTF-8");
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header: serde_json::Value = serde_json::from_str(lines.next().expect("manifest has a header")).unwrap();
+        let header: serde_json::Value =
+            serde_json::from_str(lines.next().expect("manifest has a header")).unwrap();
         assert_eq!(header["format"], 1, "manifest header {header}");
-        let files = lines.map(|l| serde_json::from_str(l).expect("manifest line is JSON")).collect();
+        let entries: Vec<serde_json::Value> = lines
+            .map(|l| serde_json::from_str(l).expect("manifest line is JSON"))
+            .collect();
+        let paths: Vec<&str> = entries
+            .iter()
+            .map(|e| e["path"].as_str().expect("path"))
+            .collect();
+        assert!(
+            paths.windows(2).all(|w| w[0] < w[1]),
+            "manifest lines sorted by path: {paths:?}"
+        );
+        // The binary also records directories (`"type":"dir"`); the file
+        // lines are what the contract describes.
+        let files: Vec<serde_json::Value> = entries.into_iter().filter(|e| e["type"] != "dir").collect();
+        if let Some(n) = header.get("files") {
+            assert_eq!(n, files.len(), "header's file count: {header}");
+        }
         Manifest { header, files }
     }
 
-    /// The `path` of every file line, in manifest order.
+    /// The `path` of every file line (directories left out), in manifest order.
     pub fn paths(&self) -> Vec<String> {
-        self.files.iter().map(|f| f["path"].as_str().expect("path").to_owned()).collect()
+        self.files
+            .iter()
+            .map(|f| f["path"].as_str().expect("path").to_owned())
+            .collect()
     }
 
     /// File lines by path.
     pub fn by_path(&self) -> BTreeMap<String, serde_json::Value> {
-        self.files.iter().map(|f| (f["path"].as_str().unwrap().to_owned(), f.clone())).collect()
+        self.files
+            .iter()
+            .map(|f| (f["path"].as_str().unwrap().to_owned(), f.clone()))
+            .collect()
     }
 
     /// Checks one file's line: size, mtime_ns, blake3, mode, etag present.
     #[track_caller]
     pub fn assert_file(&self, path: &str, content: &[u8], mtime: (i64, u32), mode: u32) {
         let all = self.by_path();
-        let f = all.get(path).unwrap_or_else(|| panic!("{path} not in manifest {:?}", self.paths()));
+        let f = all
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} not in manifest {:?}", self.paths()));
         assert_eq!(f["size"], content.len() as u64, "size of {path}: {f}");
         let ns = i128::from(mtime.0) * 1_000_000_000 + i128::from(mtime.1);
-        assert_eq!(f["mtime_ns"].as_i64().map(i128::from), Some(ns), "mtime_ns of {path}: {f}");
+        assert_eq!(
+            f["mtime_ns"].as_i64().map(i128::from),
+            Some(ns),
+            "mtime_ns of {path}: {f}"
+        );
         assert_eq!(f["blake3"], blake3_hex(content), "blake3 of {path}: {f}");
         let m = match &f["mode"] {
             serde_json::Value::Number(n) => n.as_u64().unwrap() as u32 & 0o7777,
@@ -431,7 +513,10 @@ impl Manifest {
             other => panic!("mode of {path} is {other}"),
         };
         assert_eq!(m, mode, "mode of {path}: {f}");
-        assert!(f["etag"].as_str().is_some_and(|e| !e.is_empty()), "etag of {path}: {f}");
+        assert!(
+            f["etag"].as_str().is_some_and(|e| !e.is_empty()),
+            "etag of {path}: {f}"
+        );
     }
 }
 
