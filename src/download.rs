@@ -141,17 +141,17 @@ impl Fetcher {
             ));
         }
         let actual = hasher.finalize().to_hex().to_string();
-        if let Some(expected) = item.blake3.as_ref().or(remote.blake3.as_ref()) {
-            if *expected != actual {
-                return Err(format!(
-                    "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
-                    if item.from_manifest && item.version_id.is_none() {
-                        "; unrecoverable"
-                    } else {
-                        ""
-                    }
-                ));
-            }
+        if let Some(expected) = item.blake3.as_ref().or(remote.blake3.as_ref())
+            && *expected != actual
+        {
+            return Err(format!(
+                "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
+                if item.from_manifest && item.version_id.is_none() {
+                    "; unrecoverable"
+                } else {
+                    ""
+                }
+            ));
         }
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
         let mode = item.mode.or(remote.mode).or(Some(0o644));
