@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::backup::{self, BackupOptions, BackupReport};
-use crate::cli::{BackupArgs, Cli, Command, RestoreArgs, S3Args, SnapshotsArgs};
+use crate::cli::{BackupArgs, Cli, Command, RestoreArgs, S3Args};
+use crate::inspect;
 use crate::progress::{BarProgress, NoProgress, Progress};
 use crate::restore::{self, RestoreOptions};
 use crate::state::StateDb;
@@ -39,7 +40,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Backup(args) => runtime.block_on(backup(args, state_path, cli.quiet)),
         Command::Restore(args) => runtime.block_on(restore(args, cli.quiet)),
-        Command::Snapshots(args) => runtime.block_on(snapshots(args)),
+        Command::Snapshots(args) => runtime.block_on(inspect::snapshots(args)),
+        Command::Verify(args) => runtime.block_on(inspect::verify(args)),
+        Command::State(action) => runtime.block_on(inspect::state(action, &state_path)),
     }
 }
 
@@ -159,55 +162,6 @@ async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
     if r.failed > 0 {
         eprintln!("error: {} file(s) were not restored", r.failed);
         return Ok(Exit::Partial);
-    }
-    Ok(Exit::Ok)
-}
-
-async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
-    let target = args.target.to_string();
-    let store = crate::store::open(&args.target, &args.s3.into())
-        .await
-        .with_context(|| target.clone())?;
-    if !store.exists().await.with_context(|| target.clone())? {
-        anyhow::bail!("{target} does not exist");
-    }
-    let list = crate::snapshots::list(&*store, args.target.prefix())
-        .await
-        .with_context(|| target.clone())?;
-    let mut rows = Vec::with_capacity(list.len());
-    for snap in &list {
-        let header = crate::snapshots::read_header(&*store, snap).await?;
-        rows.push(serde_json::json!({
-            "id": snap.id,
-            "created": header.created,
-            "files": header.files,
-            "bytes": header.bytes,
-            "host": header.host,
-            "source": header.source,
-        }));
-    }
-    if args.json {
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(Exit::Ok);
-    }
-    if rows.is_empty() {
-        println!("no snapshots under {target}");
-        return Ok(Exit::Ok);
-    }
-    println!(
-        "{:<50} {:<21} {:>9} {:>11}  source",
-        "ID", "created", "files", "size"
-    );
-    for r in &rows {
-        println!(
-            "{:<50} {:<21} {:>9} {:>11}  {}:{}",
-            r["id"].as_str().unwrap_or_default(),
-            r["created"].as_str().unwrap_or_default(),
-            r["files"].as_u64().unwrap_or(0),
-            indicatif::HumanBytes(r["bytes"].as_u64().unwrap_or(0)).to_string(),
-            r["host"].as_str().unwrap_or_default(),
-            r["source"].as_str().unwrap_or_default(),
-        );
     }
     Ok(Exit::Ok)
 }

@@ -22,6 +22,7 @@ use crate::hash;
 use crate::manifest;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
+use crate::rebuild;
 use crate::scan::{self, EntryKind, ScanEntry};
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
@@ -138,11 +139,16 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         StateDb::open(&opts.state_path)?
     };
     let source_text = source.to_string_lossy().to_string();
-    let set_id = if opts.dry_run {
+    let mut set_id = if opts.dry_run {
         db.find_set(&source_text, &target_text)?.unwrap_or(-1)
     } else {
         db.ensure_set(&source_text, &target_text)?
     };
+    if opts.dry_run && (set_id == -1 || db.load_files(set_id)?.is_empty()) {
+        // A dry run may still rebuild state from a manifest, but only in memory.
+        db = StateDb::in_memory()?;
+        set_id = db.ensure_set(&source_text, &target_text)?;
+    }
     let _lock = if opts.dry_run {
         None
     } else {
@@ -170,7 +176,20 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         .collect();
     let scanned = scan.entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
 
-    let state = db.load_files(set_id)?;
+    let mut state = db.load_files(set_id)?;
+    if state.is_empty() && prepared == Prepared::Existing {
+        let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
+            .await
+            .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;
+        if let Some(r) = rebuilt {
+            tracing::warn!(
+                "no state for this backup set: rebuilt it from snapshot {} ({} files); files whose size and mtime differ are hashed, not re-uploaded",
+                r.snapshot,
+                r.files
+            );
+            state = db.load_files(set_id)?;
+        }
+    }
     let mut triage = plan::triage(scan.entries, &state);
     triage.protect(&scan.errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
     let hashes = hash_all(&source, &triage.to_hash, &progress, &mut failures).await;

@@ -43,8 +43,13 @@ pub enum Command {
     /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
-    /// List the snapshots (backup runs) stored under TARGET.
+    /// List the snapshots (backup runs) stored under TARGET, or forget old ones.
     Snapshots(SnapshotsArgs),
+    /// Check that the bucket holds every file of a snapshot (--deep: and its content).
+    Verify(VerifyArgs),
+    /// Inspect or rebuild the local state file.
+    #[command(subcommand)]
+    State(StateAction),
 }
 
 const RESTORE_EXAMPLES: &str = "\
@@ -83,17 +88,141 @@ pub struct RestoreArgs {
     pub s3: S3Args,
 }
 
-/// `s3backup snapshots`.
+/// `s3backup snapshots`: list them, or `snapshots forget` old ones.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SnapshotsArgs {
+    /// Remove old snapshots.
+    #[command(subcommand)]
+    pub action: Option<SnapshotsAction>,
     /// Where the backup is.
-    pub target: Target,
+    #[arg(required = true)]
+    pub target: Option<Target>,
     /// Print a JSON array on stdout.
     #[arg(long)]
     pub json: bool,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// What to do with snapshots besides listing them.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsAction {
+    /// Delete old snapshot manifests (never the newest; the files they name stay).
+    #[command(
+        after_help = "Examples:\n  s3backup snapshots forget s3://b/docs --keep-last 30\n  s3backup snapshots forget s3://b/docs --keep-within 90d --dry-run"
+    )]
+    Forget(ForgetArgs),
+}
+
+/// `s3backup snapshots forget`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args(["keep_last", "keep_within"])))]
+pub struct ForgetArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep snapshots younger than this (e.g. 30d, 12h, 1y).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Print what would be removed; remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// Snapshot to check (default: latest).
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Also download every file and check its blake3.
+    #[arg(long)]
+    pub deep: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Requests in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup state`: look inside the state file.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Each backup set: source, target, files, bytes, last run and its outcome.
+    Sets {
+        /// JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files recorded as backed up, optionally of one set and matching a glob (e.g. 'docs/*.pdf').
+    Files {
+        /// Only this set (an ID from 'state sets').
+        #[arg(long, value_name = "ID")]
+        set: Option<i64>,
+        /// Glob on the relative path ('*' also matches '/').
+        pattern: Option<String>,
+        /// JSON lines on stdout, one object per file.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything recorded about one path.
+    Show {
+        /// Relative path, as backed up.
+        path: String,
+        /// Only this set.
+        #[arg(long, value_name = "ID")]
+        set: Option<i64>,
+        /// JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run history, newest first.
+    Runs {
+        /// Only this set.
+        #[arg(long, value_name = "ID")]
+        set: Option<i64>,
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Totals over the whole state file.
+    Stats {
+        /// JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recreate a set's state from the latest snapshot manifest (new machine, lost or damaged state).
+    Rebuild {
+        /// The source directory of the set.
+        source: PathBuf,
+        /// Where the backup is.
+        target: Target,
+        /// JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// S3 connection settings.
+        #[command(flatten)]
+        s3: S3Args,
+    },
 }
 
 /// `s3backup backup`.

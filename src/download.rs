@@ -252,7 +252,7 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
     let (blake3, mtime, mode) = if item.from_manifest {
         (item.blake3.clone(), item.mtime_ns, item.mode)
     } else {
-        let head = fetcher.store.head(key).await.map_err(|e| e.to_string())?;
+        let head = fetcher.store.head(key, None).await.map_err(|e| e.to_string())?;
         (head.blake3, head.mtime_ns.or(head.last_modified_ns), head.mode)
     };
     let same = match blake3 {

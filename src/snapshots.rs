@@ -106,6 +106,42 @@ pub fn resolve<'a>(snapshots: &'a [Snapshot], id: &str, target: &str) -> Result<
     }
 }
 
+/// When a snapshot was taken, from the UTC time that starts its ID.
+pub fn created(snapshot: &Snapshot) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = snapshot.id.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Which snapshots `forget` removes: all but the newest `keep_last`, those
+/// younger than `keep_within`, and always the newest one.
+pub fn to_forget(
+    snapshots: &[Snapshot],
+    keep_last: Option<usize>,
+    keep_within: Option<std::time::Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<&Snapshot> {
+    let n = snapshots.len();
+    let keep_last = keep_last.unwrap_or(0).max(1);
+    snapshots
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let recent_enough = *i + keep_last >= n;
+            let young = keep_within.is_some_and(|within| {
+                created(s).is_some_and(|t| {
+                    now.signed_duration_since(t)
+                        .to_std()
+                        .is_ok_and(|age| age <= within)
+                })
+            });
+            !(recent_enough || young)
+        })
+        .map(|(_, s)| s)
+        .collect()
+}
+
 /// Reads just a manifest's header line, fetching only its first bytes when possible.
 pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Header, SnapshotError> {
     const HEAD_BYTES: u64 = 64 * 1024;
@@ -196,5 +232,33 @@ mod tests {
         let err = resolve(&s, "nope", "s3://b/p").unwrap_err().to_string();
         assert!(err.contains("s3backup snapshots s3://b/p"), "{err}");
         assert!(resolve(&[], "latest", "t").is_err());
+    }
+
+    #[test]
+    fn forget_keeps_the_newest_and_what_was_asked() {
+        use chrono::TimeZone;
+        let s = snaps(&[
+            "20260101T000000Z-a",
+            "20260201T000000Z-b",
+            "20260301T000000Z-c",
+            "20260310T000000Z-d",
+        ]);
+        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 11, 0, 0, 0).unwrap();
+        let ids = |v: Vec<&Snapshot>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(to_forget(&s, Some(2), None, now)),
+            ["20260101T000000Z-a", "20260201T000000Z-b"]
+        );
+        // keep_last 0 still keeps the newest
+        assert_eq!(to_forget(&s, Some(0), None, now).len(), 3);
+        let within = std::time::Duration::from_secs(15 * 86400);
+        assert_eq!(
+            ids(to_forget(&s, Some(1), Some(within), now)),
+            ["20260101T000000Z-a", "20260201T000000Z-b"]
+        );
+        assert_eq!(
+            created(&s[0]),
+            Some(chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
+        );
     }
 }

@@ -21,7 +21,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::scan::EntryKind;
 
+mod inspect;
 mod runs;
+
+pub use inspect::{RunRow, SetSummary, Stats};
 
 pub use runs::{RunCounts, RunLock, RunStatus};
 

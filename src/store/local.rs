@@ -333,7 +333,10 @@ impl ObjectStore for LocalStore {
             if !base.is_dir() {
                 return;
             }
-            for item in walkdir::WalkDir::new(&base).sort_by_file_name() {
+            // Siblings sort as "name/" for directories, so the depth-first walk
+            // yields keys in byte order, as S3 lists them.
+            let walker = walkdir::WalkDir::new(&base).sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+            for item in walker {
                 let result = match item {
                     Ok(e) if !e.file_type().is_file() => continue,
                     Ok(e) => {
@@ -366,7 +369,12 @@ impl ObjectStore for LocalStore {
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
     }
 
-    async fn head(&self, key: &str) -> StoreResult<RemoteObject> {
+    async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
+        if version_id.is_some() {
+            return Err(StoreError::Fatal(format!(
+                "'{key}': a local directory store keeps no object versions"
+            )));
+        }
         let path = self.object_path(key)?;
         let md = tokio::fs::metadata(&path)
             .await
@@ -444,6 +452,14 @@ fn remote_of(key: &str, path: &Path, md: &fs::Metadata) -> StoreResult<RemoteObj
         mode: Some(crate::scan::mode(md)),
         blake3: None,
     })
+}
+
+fn sort_key(entry: &walkdir::DirEntry) -> Vec<u8> {
+    let mut key = entry.file_name().as_encoded_bytes().to_vec();
+    if entry.file_type().is_dir() {
+        key.push(b'/');
+    }
+    key
 }
 
 fn relative_key(root: &Path, path: &Path) -> Option<String> {

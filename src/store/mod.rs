@@ -230,7 +230,7 @@ pub trait ObjectStore: Send + Sync {
     /// Reads an object (or a range of it): its description and its bytes.
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)>;
     /// Describes an object without reading it (size, ETag, metadata).
-    async fn head(&self, key: &str) -> StoreResult<RemoteObject>;
+    async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject>;
     /// Checks that the bucket exists without creating it (restores, listings).
     async fn exists(&self) -> StoreResult<bool> {
         Ok(self.prepare(false).await? != Prepared::Missing)

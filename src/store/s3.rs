@@ -455,12 +455,13 @@ impl ObjectStore for S3Store {
         Ok((remote, chunks))
     }
 
-    async fn head(&self, key: &str) -> StoreResult<RemoteObject> {
+    async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
         let out = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version_id.map(str::to_string))
             .send()
             .await
             .map_err(|e| convert(e, &format!("checking '{key}'")))?;

@@ -1,0 +1,388 @@
+//! The inspection commands at the binary's edge: `snapshots`, `verify` and
+//! `state`. Each prints a table for people or, with `--json`, the shape
+//! documented in `docs/json.md`.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::app::Exit;
+use crate::cli::{ForgetArgs, SnapshotsAction, SnapshotsArgs, StateAction, VerifyArgs};
+use crate::rebuild;
+use crate::snapshots;
+use crate::state::StateDb;
+use crate::store;
+use crate::target::Target;
+use crate::verify::{self, VerifyOptions};
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+fn human_time_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+async fn open_existing_store(
+    target: &Target,
+    s3: crate::cli::S3Args,
+) -> anyhow::Result<std::sync::Arc<dyn store::ObjectStore>> {
+    let text = target.to_string();
+    let store = store::open(target, &s3.into())
+        .await
+        .with_context(|| text.clone())?;
+    if !store.exists().await.with_context(|| text.clone())? {
+        bail!("{text} does not exist");
+    }
+    Ok(store)
+}
+
+/// One snapshot as `snapshots --json` prints it.
+#[derive(Serialize)]
+struct SnapshotRow {
+    id: String,
+    created: String,
+    files: u64,
+    bytes: u64,
+    host: String,
+    source: String,
+}
+
+/// `s3backup snapshots [forget]`.
+pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
+    if let Some(SnapshotsAction::Forget(forget_args)) = args.action {
+        return forget(forget_args).await;
+    }
+    let Some(target) = args.target else {
+        bail!("snapshots: a TARGET is required");
+    };
+    let store = open_existing_store(&target, args.s3).await?;
+    let list = snapshots::list(&*store, target.prefix())
+        .await
+        .with_context(|| target.to_string())?;
+    let mut rows = Vec::with_capacity(list.len());
+    for snap in &list {
+        let header = snapshots::read_header(&*store, snap).await?;
+        rows.push(SnapshotRow {
+            id: snap.id.clone(),
+            created: header.created,
+            files: header.files,
+            bytes: header.bytes,
+            host: header.host,
+            source: header.source,
+        });
+    }
+    if args.json {
+        print_json(&rows)?;
+    } else if rows.is_empty() {
+        println!("no snapshots under {target}");
+    } else {
+        println!(
+            "{:<50} {:<21} {:>9} {:>11}  source",
+            "ID", "created", "files", "size"
+        );
+        for r in &rows {
+            println!(
+                "{:<50} {:<21} {:>9} {:>11}  {}:{}",
+                r.id,
+                r.created,
+                r.files,
+                bytes(r.bytes),
+                r.host,
+                r.source
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
+    let store = open_existing_store(&args.target, args.s3).await?;
+    let list = snapshots::list(&*store, args.target.prefix())
+        .await
+        .with_context(|| args.target.to_string())?;
+    let doomed = snapshots::to_forget(&list, args.keep_last, args.keep_within, chrono::Utc::now());
+    let mut removed = Vec::new();
+    for snap in &doomed {
+        if !args.dry_run {
+            store
+                .delete(&snap.key)
+                .await
+                .with_context(|| format!("removing snapshot {}", snap.id))?;
+        }
+        removed.push(snap.id.clone());
+    }
+    if args.json {
+        print_json(&serde_json::json!({
+            "dry_run": args.dry_run,
+            "removed": removed,
+            "kept": list.len() - removed.len(),
+        }))?;
+    } else {
+        let verb = if args.dry_run { "would remove" } else { "removed" };
+        for id in &removed {
+            println!("{verb} {id}");
+        }
+        println!(
+            "{verb} {} snapshot(s), kept {}",
+            removed.len(),
+            list.len() - removed.len()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// `s3backup verify`.
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
+    let opts = VerifyOptions {
+        target: args.target,
+        snapshot: args.snapshot,
+        deep: args.deep,
+        jobs: usize::from(args.jobs),
+        s3: args.s3.into(),
+    };
+    let r = verify::run(&opts).await?;
+    if args.json {
+        print_json(&r)?;
+    } else {
+        for p in &r.problems {
+            println!("{:<8} {}: {}", p.kind, p.path, p.detail);
+        }
+        let how = if r.deep {
+            "present and content checked"
+        } else {
+            "present with size and ETag"
+        };
+        println!(
+            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched",
+            r.snapshot, r.files, r.ok, r.missing, r.mismatched
+        );
+    }
+    if r.missing + r.mismatched > 0 {
+        eprintln!(
+            "error: {} file(s) of snapshot {} are not intact in {}",
+            r.missing + r.mismatched,
+            r.snapshot,
+            opts.target
+        );
+        return Ok(Exit::Error);
+    }
+    Ok(Exit::Ok)
+}
+
+/// `s3backup state …`.
+pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Result<Exit> {
+    let open = || -> anyhow::Result<StateDb> {
+        if !path.exists() {
+            bail!(
+                "no state file at '{}': nothing has been backed up with it yet (pass --state FILE to use another)",
+                path.display()
+            );
+        }
+        Ok(StateDb::open(path)?)
+    };
+    match action {
+        StateAction::Rebuild {
+            source,
+            target,
+            json,
+            s3,
+        } => return state_rebuild(source, target, json, s3, path).await,
+        StateAction::Sets { json } => {
+            let db = open()?;
+            let sets = db.sets()?;
+            if json {
+                return print_json(&sets).map(|()| Exit::Ok);
+            }
+            println!(
+                "{:>4}  {:>9} {:>11}  {:<20} {:<8}  source -> target",
+                "ID", "files", "size", "last run", "status"
+            );
+            for s in sets {
+                println!(
+                    "{:>4}  {:>9} {:>11}  {:<20} {:<8}  {} -> {}",
+                    s.id,
+                    s.files,
+                    bytes(s.bytes),
+                    s.last_run.unwrap_or_else(|| "never".into()),
+                    s.last_status.unwrap_or_default(),
+                    s.source,
+                    s.target
+                );
+            }
+        }
+        StateAction::Files { set, pattern, json } => {
+            let db = open()?;
+            if !json {
+                println!(
+                    "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  path",
+                    "set", "size", "mtime", "blake3", "etag", "uploaded"
+                );
+            }
+            db.files_matching(set, pattern.as_deref(), |set_id, f| {
+                if json {
+                    let line = serde_json::json!({
+                        "set": set_id, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
+                        "mode": format!("{:o}", f.mode), "blake3": f.blake3, "etag": f.etag,
+                        "version_id": f.version_id, "uploaded_at": f.uploaded_at,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  {}",
+                        set_id,
+                        f.size,
+                        human_time_ns(f.mtime_ns),
+                        f.blake3.get(..12).unwrap_or(&f.blake3),
+                        f.etag,
+                        human_time_ns(f.uploaded_at.saturating_mul(1_000_000_000)),
+                        f.path
+                    );
+                }
+                Ok(())
+            })?;
+        }
+        StateAction::Show {
+            path: wanted,
+            set,
+            json,
+        } => {
+            let db = open()?;
+            let sets: Vec<i64> = match set {
+                Some(id) => vec![id],
+                None => db.sets()?.into_iter().map(|s| s.id).collect(),
+            };
+            let mut found = Vec::new();
+            for id in sets {
+                if let Some(f) = db.file(id, wanted.trim_matches('/'))? {
+                    found.push(serde_json::json!({
+                        "set": id, "path": f.path, "type": if f.kind == crate::scan::EntryKind::Dir { "dir" } else { "file" },
+                        "size": f.size, "mtime_ns": f.mtime_ns, "mode": format!("{:o}", f.mode),
+                        "blake3": f.blake3, "etag": f.etag, "version_id": f.version_id, "uploaded_at": f.uploaded_at,
+                    }));
+                }
+            }
+            if found.is_empty() {
+                bail!("'{wanted}' is not in the state file");
+            }
+            if json {
+                print_json(&found)?;
+            } else {
+                for f in &found {
+                    if let Some(obj) = f.as_object() {
+                        for (k, v) in obj {
+                            println!(
+                                "{k:>12}: {}",
+                                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                            );
+                        }
+                        println!();
+                    }
+                }
+            }
+        }
+        StateAction::Runs { set, limit, json } => {
+            let db = open()?;
+            let runs = db.runs(set, limit)?;
+            if json {
+                return print_json(&runs).map(|()| Exit::Ok);
+            }
+            println!(
+                "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  manifest",
+                "set",
+                "started",
+                "took",
+                "status",
+                "scanned",
+                "uploaded",
+                "copied",
+                "touched",
+                "unchanged",
+                "deleted",
+                "failed",
+                "sent"
+            );
+            for r in runs {
+                println!(
+                    "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  {}",
+                    r.set_id,
+                    r.started,
+                    r.duration_ms
+                        .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                    r.status,
+                    r.scanned,
+                    r.uploaded,
+                    r.copied,
+                    r.touched,
+                    r.unchanged,
+                    r.deleted,
+                    r.failed,
+                    bytes(r.bytes_sent),
+                    r.manifest.or(r.error).unwrap_or_default()
+                );
+            }
+        }
+        StateAction::Stats { json } => {
+            let db = open()?;
+            let s = db.stats()?;
+            if json {
+                return print_json(&s).map(|()| Exit::Ok);
+            }
+            println!(
+                "state file  {} ({}, schema {})",
+                s.path,
+                bytes(s.db_bytes),
+                s.schema_version
+            );
+            println!("sets        {}", s.sets);
+            println!("files       {} ({})", s.files, bytes(s.bytes));
+            println!("directories {}", s.dirs);
+            println!("runs        {}", s.runs);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn state_rebuild(
+    source: std::path::PathBuf,
+    target: Target,
+    json: bool,
+    s3: crate::cli::S3Args,
+    path: &std::path::Path,
+) -> anyhow::Result<Exit> {
+    let source = source
+        .canonicalize()
+        .with_context(|| format!("source directory '{}'", source.display()))?;
+    let store = open_existing_store(&target, s3).await?;
+    let mut db = StateDb::open(path)?;
+    let set_id = db.ensure_set(&source.to_string_lossy(), &target.canonical())?;
+    let _lock = db.lock_set(set_id)?;
+    let report = rebuild::from_latest_manifest(&*store, target.prefix(), &mut db, set_id, &source)
+        .await
+        .with_context(|| format!("rebuilding state for {} -> {target}", source.display()))?;
+    let Some(r) = report else {
+        bail!(
+            "no snapshots under {target}: nothing to rebuild from (a backup will upload and record everything)"
+        );
+    };
+    if json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "rebuilt set {set_id} from snapshot {}: {} files, {} directories",
+            r.snapshot, r.files, r.dirs
+        );
+        println!(
+            "  {} match local files by size and mtime; {} differ and will be hashed by the next backup; {} are missing locally",
+            r.matching, r.to_hash, r.missing_locally
+        );
+        if r.refused > 0 {
+            println!("  {} unsafe or unknown manifest lines were skipped", r.refused);
+        }
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,310 @@
+//! Checking that the bucket really holds a snapshot.
+//!
+//! The manifest (sorted by path) and a listing of the prefix (sorted by key,
+//! which is the same order) are walked side by side, so every file is
+//! checked for presence, size and ETag with one listing and no request per
+//! file. On a versioned bucket, a file whose current object differs from
+//! the snapshot is checked by asking for the recorded version. `--deep`
+//! downloads every file and checks its blake3.
+
+use std::time::Instant;
+
+use futures::stream::{BoxStream, Peekable};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::manifest::{Entry, Reader};
+use crate::snapshots::{self, SnapshotError};
+use crate::store::{
+    self, GetRequest, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key,
+};
+use crate::target::Target;
+
+/// What to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Where the backup is.
+    pub target: Target,
+    /// Snapshot ID (`latest` when `None`).
+    pub snapshot: Option<String>,
+    /// Download every file and check its blake3.
+    pub deep: bool,
+    /// Requests in flight at once (deep mode).
+    pub jobs: usize,
+    /// How to reach S3.
+    pub s3: S3Settings,
+}
+
+/// One file that is not as the snapshot says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Relative path.
+    pub path: String,
+    /// "missing" or "mismatch".
+    pub kind: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+/// What verify found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// The snapshot checked.
+    pub snapshot: String,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Files found as recorded.
+    pub ok: u64,
+    /// Files absent from the bucket.
+    pub missing: u64,
+    /// Files present but different.
+    pub mismatched: u64,
+    /// Bytes downloaded and hashed (`--deep`).
+    pub bytes_checked: u64,
+    /// Whether contents were checked.
+    pub deep: bool,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+/// Why verify could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The store failed.
+    #[error("{target}: {source}")]
+    Store {
+        /// The target text.
+        target: String,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// The bucket or store directory does not exist.
+    #[error("{0} does not exist")]
+    NoSuchTarget(String),
+    /// There is nothing to verify.
+    #[error("no snapshots under {0}: nothing to verify")]
+    NoSnapshots(String),
+    /// The snapshot could not be found or read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+enum Check {
+    Ok,
+    Problem(Problem),
+    /// Present as recorded; `--deep` still has to read it.
+    Read(Entry, String),
+    /// Current object differs; the recorded version must be checked.
+    Version(Entry, String, String),
+}
+
+type Listing<'a> = Peekable<BoxStream<'a, StoreResult<ObjectInfo>>>;
+
+/// Runs one verification.
+pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let target_text = opts.target.to_string();
+    let store_err = |source| VerifyError::Store {
+        target: target_text.clone(),
+        source,
+    };
+    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    if !store.exists().await.map_err(store_err)? {
+        return Err(VerifyError::NoSuchTarget(target_text));
+    }
+    let prefix = opts.target.prefix();
+    let all = snapshots::list(&*store, prefix).await.map_err(store_err)?;
+    if all.is_empty() {
+        return Err(VerifyError::NoSnapshots(target_text));
+    }
+    let snapshot = snapshots::resolve(&all, opts.snapshot.as_deref().unwrap_or("latest"), &target_text)?;
+    let reader = snapshots::open_manifest(&*store, snapshot).await?;
+    let mut report = VerifyReport {
+        snapshot: snapshot.id.clone(),
+        deep: opts.deep,
+        ..VerifyReport::default()
+    };
+
+    let list_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let listing: Listing<'_> = store.list(&list_prefix).peekable();
+    let prefix = prefix.to_string();
+    let checks = futures::stream::try_unfold((reader, listing), move |(mut reader, mut listing)| {
+        let prefix = prefix.clone();
+        async move {
+            let Some(entry) = next_file(&mut reader)? else {
+                return Ok(None);
+            };
+            let key = join_key(&prefix, &entry.path);
+            let check = compare(entry, key, &mut listing).await?;
+            Ok(Some((check, (reader, listing))))
+        }
+    });
+    let store = &*store;
+    let deep = opts.deep;
+    let mut results = checks
+        .map_ok(|check| async move {
+            Ok::<_, StoreError>(match check {
+                Check::Read(entry, key) if deep => read_and_hash(store, &entry, &key, None).await,
+                Check::Read(..) => (Check::Ok, 0),
+                Check::Version(entry, key, version) => {
+                    if deep {
+                        read_and_hash(store, &entry, &key, Some(&version)).await
+                    } else {
+                        (check_version(store, &entry, &key, &version).await, 0)
+                    }
+                }
+                other => (other, 0),
+            })
+        })
+        .try_buffer_unordered(opts.jobs.max(1))
+        .boxed();
+    while let Some(result) = results.next().await {
+        let (check, bytes) = result.map_err(store_err)?;
+        report.files += 1;
+        report.bytes_checked += bytes;
+        match check {
+            Check::Problem(p) => {
+                if p.kind == "missing" {
+                    report.missing += 1;
+                } else {
+                    report.mismatched += 1;
+                }
+                report.problems.push(p);
+            }
+            _ => report.ok += 1,
+        }
+    }
+    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The next file entry of the manifest (directories have no object).
+fn next_file(reader: &mut Reader<std::fs::File>) -> StoreResult<Option<Entry>> {
+    for entry in reader.by_ref() {
+        let entry = entry.map_err(|e| StoreError::Fatal(format!("manifest line unreadable: {e}")))?;
+        if entry.kind == "file" {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
+}
+
+/// Advances the listing to `key` and compares what is there with the entry.
+async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreResult<Check> {
+    loop {
+        let ahead = match std::pin::Pin::new(&mut *listing).peek().await {
+            Some(Ok(o)) => o.key < key,
+            Some(Err(_)) => {
+                return match listing.next().await {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(StoreError::Fatal("listing failed".into())),
+                };
+            }
+            None => false,
+        };
+        if !ahead {
+            break;
+        }
+        listing.next().await;
+    }
+    let found = match std::pin::Pin::new(&mut *listing).peek().await {
+        Some(Ok(o)) if o.key == key => listing.next().await.and_then(Result::ok),
+        _ => None,
+    };
+    let problem = |kind, detail: String| {
+        Check::Problem(Problem {
+            path: entry.path.clone(),
+            kind,
+            detail,
+        })
+    };
+    Ok(match found {
+        None => match entry.version_id.clone() {
+            Some(v) => Check::Version(entry, key, v),
+            None => problem("missing", format!("no object '{key}'")),
+        },
+        Some(o) if o.size == entry.size && (entry.etag.is_empty() || o.etag == entry.etag) => {
+            Check::Read(entry, key)
+        }
+        Some(o) => match entry.version_id.clone() {
+            Some(v) => Check::Version(entry, key, v),
+            None => problem(
+                "mismatch",
+                format!(
+                    "object has size {} and ETag {}, snapshot recorded {} and {}",
+                    o.size, o.etag, entry.size, entry.etag
+                ),
+            ),
+        },
+    })
+}
+
+async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, version: &str) -> Check {
+    let problem = |kind, detail: String| {
+        Check::Problem(Problem {
+            path: entry.path.clone(),
+            kind,
+            detail,
+        })
+    };
+    match store.head(key, Some(version)).await {
+        Ok(h) if h.size == entry.size && (entry.etag.is_empty() || h.etag == entry.etag) => Check::Ok,
+        Ok(h) => problem(
+            "mismatch",
+            format!("version {version} has size {} and ETag {}", h.size, h.etag),
+        ),
+        Err(e) => problem("missing", format!("version {version}: {e}")),
+    }
+}
+
+async fn read_and_hash(
+    store: &dyn ObjectStore,
+    entry: &Entry,
+    key: &str,
+    version: Option<&str>,
+) -> (Check, u64) {
+    let problem = |kind, detail: String| {
+        Check::Problem(Problem {
+            path: entry.path.clone(),
+            kind,
+            detail,
+        })
+    };
+    let req = GetRequest {
+        version_id: version,
+        ..GetRequest::default()
+    };
+    let (_, mut chunks) = match store.get(key, req).await {
+        Ok(got) => got,
+        Err(StoreError::NotFound(e)) => return (problem("missing", e), 0),
+        Err(e) => return (problem("mismatch", format!("cannot read: {e}")), 0),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0u64;
+    loop {
+        match chunks.try_next().await {
+            Ok(Some(chunk)) => {
+                bytes += chunk.len() as u64;
+                tokio::task::block_in_place(|| hasher.update(&chunk));
+            }
+            Ok(None) => break,
+            Err(e) => return (problem("mismatch", format!("cannot read: {e}")), bytes),
+        }
+    }
+    let actual = hasher.finalize().to_hex().to_string();
+    if bytes != entry.size || (!entry.blake3.is_empty() && actual != entry.blake3) {
+        let detail = format!(
+            "content has {bytes} bytes and blake3 {actual}, snapshot recorded {} and {}",
+            entry.size, entry.blake3
+        );
+        return (problem("mismatch", detail), bytes);
+    }
+    (Check::Ok, bytes)
+}
