@@ -502,7 +502,7 @@ async fn write_manifest(
                 .push(&manifest::Entry::from(&row))
                 .map_err(|source| crate::state::StateError::Io {
                     path: tmp.path().to_path_buf(),
-                    source,
+                    cause: source,
                 })
         })?;
         writer.finish().map_err(|e| fail(&e))?;

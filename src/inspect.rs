@@ -217,6 +217,11 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
         }
         StateAction::Files { set, pattern, json } => {
             let db = open()?;
+            if let Some(id) = set
+                && !db.sets()?.iter().any(|s| s.id == id)
+            {
+                bail!("no backup set {id} in the state file (see 's3backup state sets')");
+            }
             if !json {
                 println!(
                     "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  path",
@@ -358,6 +363,15 @@ async fn state_rebuild(
         .canonicalize()
         .with_context(|| format!("source directory '{}'", source.display()))?;
     let store = open_existing_store(&target, s3).await?;
+    if snapshots::list(&*store, target.prefix())
+        .await
+        .with_context(|| target.to_string())?
+        .is_empty()
+    {
+        bail!(
+            "no snapshots under {target}: nothing to rebuild from (a backup will upload and record everything)"
+        );
+    }
     let mut db = StateDb::open(path)?;
     let set_id = db.ensure_set(&source.to_string_lossy(), &target.canonical())?;
     let _lock = db.lock_set(set_id)?;

@@ -230,9 +230,7 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
             Some(v) => Check::Version(entry, key, v),
             None => problem("missing", format!("no object '{key}'")),
         },
-        Some(o) if o.size == entry.size && (entry.etag.is_empty() || o.etag == entry.etag) => {
-            Check::Read(entry, key)
-        }
+        Some(o) if o.size == entry.size && etags_agree(&o.etag, &entry.etag) => Check::Read(entry, key),
         Some(o) => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
             None => problem(
@@ -246,6 +244,11 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
     })
 }
 
+/// Some S3-compatible servers list no ETags: an unknown one on either side proves nothing.
+fn etags_agree(listed: &str, recorded: &str) -> bool {
+    listed.is_empty() || recorded.is_empty() || listed == recorded
+}
+
 async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, version: &str) -> Check {
     let problem = |kind, detail: String| {
         Check::Problem(Problem {
@@ -255,7 +258,7 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
         })
     };
     match store.head(key, Some(version)).await {
-        Ok(h) if h.size == entry.size && (entry.etag.is_empty() || h.etag == entry.etag) => Check::Ok,
+        Ok(h) if h.size == entry.size && etags_agree(&h.etag, &entry.etag) => Check::Ok,
         Ok(h) => problem(
             "mismatch",
             format!("version {version} has size {} and ETag {}", h.size, h.etag),

@@ -36,13 +36,13 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")]
 pub enum StateError {
     /// SQLite refused: corrupt file, not a database, disk full, ….
     #[error(
-        "state file '{path}': {source} (if it is damaged, move it aside; the next backup re-hashes and rebuilds it)"
+        "state file '{path}': {cause} (if it is damaged, move it aside: the next backup rebuilds it from the latest snapshot; or run 's3backup state rebuild SOURCE TARGET')"
     )]
     Sqlite {
         /// The state file.
         path: PathBuf,
         /// SQLite's error.
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// Written by a newer s3backup.
     #[error(
@@ -57,12 +57,12 @@ pub enum StateError {
         known: i64,
     },
     /// The directory or lock file could not be made.
-    #[error("state file '{path}': {source}")]
+    #[error("state file '{path}': {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Another run of the same backup set holds the lock.
     #[error("another s3backup run is already backing up this set (lock '{0}'); wait for it to finish")]
@@ -123,12 +123,12 @@ impl StateDb {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
                 path: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::init(conn, path)
     }
@@ -138,7 +138,7 @@ impl StateDb {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         Self::init(conn, &path)
     }
@@ -146,7 +146,7 @@ impl StateDb {
     fn init(mut conn: Connection, path: &Path) -> StateResult<Self> {
         let err = |source| StateError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
@@ -169,7 +169,7 @@ impl StateDb {
     fn err(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
         |source| StateError::Sqlite {
             path: self.path.clone(),
-            source,
+            cause: source,
         }
     }
 
@@ -241,7 +241,7 @@ impl StateDb {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
             path: path.clone(),
-            source,
+            cause: source,
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
@@ -308,7 +308,7 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
 fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
     let err = |source| StateError::Sqlite {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let known = MIGRATIONS.len() as i64;
     let tx = conn

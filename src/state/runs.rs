@@ -71,12 +71,12 @@ impl StateDb {
             .open(&path)
             .map_err(|source| StateError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy(path)),
-            Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io { path, source }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io { path, cause: source }),
         }
     }
 
