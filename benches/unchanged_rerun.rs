@@ -28,13 +28,19 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     let src = work.path().join("src");
     make_tree(&src, files);
-    println!("tree: {files} files of 1 KiB in {} directories", files.div_ceil(100));
+    println!(
+        "tree: {files} files of 1 KiB in {} directories",
+        files.div_ceil(100)
+    );
 
     let server = server::S3Server::start();
     let s3_target = "s3://bench-bucket/tree";
     let s3_args = ["--endpoint-url", &server.endpoint()];
     let first = backup(work.path(), "s3.db", &src, s3_target, &s3_args);
-    println!("S3 (in-process s3s-fs): first backup {:.2} s", first.as_secs_f64());
+    println!(
+        "S3 (in-process s3s-fs): first backup {:.2} s",
+        first.as_secs_f64()
+    );
     server.clear_requests();
     let times: Vec<Duration> = (0..runs)
         .map(|_| backup(work.path(), "s3.db", &src, s3_target, &s3_args))

@@ -102,9 +102,11 @@ impl Fetcher {
         } else {
             item.size
         };
+        // The blake3 decides whether the bytes are the snapshot's; an ETag also
+        // changes on metadata-only updates, so it is a condition only when no hash is known.
         let req = GetRequest {
             version_id: pin_version,
-            if_match: if pin_version.is_none() {
+            if_match: if pin_version.is_none() && item.blake3.is_none() {
                 item.etag.as_deref()
             } else {
                 None
@@ -112,6 +114,12 @@ impl Fetcher {
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
         let (remote, chunks) = self.get(f.key, req).await.map_err(unrecoverable)?;
+        if item.from_manifest && pin_version.is_none() && remote.size != item.size {
+            return Err(unrecoverable(StoreError::Changed(format!(
+                "object has {} bytes, the snapshot recorded {}",
+                remote.size, item.size
+            ))));
+        }
         let mut hasher = blake3::Hasher::new();
         let file = tmp.as_file_mut();
         let mut received = write_chunks(file, 0, chunks, Some(&mut hasher)).await?;

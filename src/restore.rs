@@ -198,14 +198,18 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                 }
             };
             total_seen += 1;
-            let hit = selectors.is_empty()
-                || selectors.iter().enumerate().any(|(i, s)| {
-                    let yes = item.path == *s || item.path.starts_with(&format!("{s}/"));
-                    if yes {
-                        matched[i] = true;
-                    }
-                    yes
-                });
+            let mut hit = selectors.is_empty();
+            for (i, s) in selectors.iter().enumerate() {
+                if item.path == *s
+                    || item
+                        .path
+                        .strip_prefix(s.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                {
+                    matched[i] = true;
+                    hit = true;
+                }
+            }
             futures::future::ready(hit.then_some(Ok(item)))
         })
         .map(|item| {

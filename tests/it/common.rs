@@ -5,7 +5,11 @@
 //! it builds the tree, runs the binary with an environment cleared of every
 //! `AWS_*` variable (so a developer's profile, region or CA bundle never
 //! leaks in), and parses the `--json` summary. Helpers to read manifests and
-//! object metadata sit here too, shared by the S3 and local-store tests.
+//! object metadata sit here too, shared by the S3 and local-store tests,
+//! and, for the restore tests, helpers to run `restore` / `snapshots`, to
+//! read a restored tree back ([`tree`]), to write a manifest by hand
+//! ([`encode_manifest`]) and to talk to a server with a plain aws-sdk-s3
+//! client ([`sdk_client`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -288,6 +292,15 @@ impl TestEnv {
         }
     }
 
+    /// An environment whose backups and restores go to another S3
+    /// endpoint (e.g. moto's server).
+    pub fn with_endpoint(endpoint: &str) -> TestEnv {
+        TestEnv {
+            endpoint: Some(endpoint.to_owned()),
+            ..TestEnv::new()
+        }
+    }
+
     /// The temporary directory holding everything (also the binary's cwd).
     pub fn root(&self) -> &Path {
         self.dir.path()
@@ -535,3 +548,360 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub const MIB: usize = 1024 * 1024;
+
+/// The `--json` summary of a restore run.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestoreSummary {
+    pub source: String,
+    pub files: u64,
+    pub downloaded: u64,
+    pub unchanged: u64,
+    pub kept: u64,
+    pub dirs: u64,
+    pub failed: u64,
+    pub bytes_received: u64,
+    #[allow(dead_code)]
+    pub elapsed_ms: u64,
+    pub kept_paths: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+impl RestoreSummary {
+    /// The failure reported for `path`, if any.
+    pub fn failure(&self, path: &str) -> Option<&Failure> {
+        self.failures.iter().find(|f| f.path == path)
+    }
+
+    /// Failed paths, sorted.
+    pub fn failed_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.failures.iter().map(|f| f.path.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
+impl Run {
+    /// The `--json` summary of a restore: stdout must be exactly one JSON object.
+    #[track_caller]
+    pub fn restore_summary(&self) -> RestoreSummary {
+        let v: serde_json::Value = serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value: {e}\n{}", self.show()));
+        serde_json::from_value(v)
+            .unwrap_or_else(|e| panic!("restore summary lacks fields: {e}\n{}", self.show()))
+    }
+}
+
+impl TestEnv {
+    /// `s3backup restore TARGET DEST [--endpoint-url E] EXTRA...` (no `--state`:
+    /// a restore must not need one).
+    pub fn restore_cmd(&self, target: &str, dest: &Path, extra: &[&str]) -> Command {
+        let mut cmd = self.cmd();
+        cmd.arg("restore").arg(target).arg(dest);
+        if let Some(e) = &self.endpoint {
+            cmd.arg("--endpoint-url").arg(e);
+        }
+        cmd.args(extra);
+        cmd
+    }
+
+    /// Runs a restore and returns what happened, whatever the exit code.
+    pub fn restore(&self, target: &str, dest: &Path, extra: &[&str]) -> Run {
+        run(self.restore_cmd(target, dest, extra))
+    }
+
+    /// Runs a restore with `--json`, requires exit 0, returns the summary.
+    #[track_caller]
+    pub fn restore_ok(&self, target: &str, dest: &Path, extra: &[&str]) -> RestoreSummary {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let r = self.restore(target, dest, &args);
+        r.expect_code(0);
+        r.restore_summary()
+    }
+
+    /// Runs `s3backup snapshots TARGET [--endpoint-url E] EXTRA...`.
+    pub fn snapshots(&self, target: &str, extra: &[&str]) -> Run {
+        let mut cmd = self.cmd();
+        cmd.arg("snapshots").arg(target);
+        if let Some(e) = &self.endpoint {
+            cmd.arg("--endpoint-url").arg(e);
+        }
+        cmd.args(extra);
+        run(cmd)
+    }
+
+    /// `snapshots --json`, required to succeed, parsed.
+    #[track_caller]
+    pub fn snapshot_list(&self, target: &str) -> Vec<SnapshotRow> {
+        let r = self.snapshots(target, &["--json"]);
+        r.expect_code(0);
+        serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("snapshots --json is not an array of snapshots: {e}\n{}", r.show()))
+    }
+}
+
+/// One element of `snapshots --json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub created: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub host: String,
+    pub source: String,
+}
+
+/// What one path of a directory tree is, as a user would check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File(Vec<u8>),
+    Dir,
+    Symlink(PathBuf),
+}
+
+/// One entry of [`tree`]: kind (with bytes), mtime and permission bits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Kind,
+    pub mtime: (i64, u32),
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::File(b) if b.len() > 64 => {
+                write!(f, "file({} bytes, blake3 {})", b.len(), &blake3_hex(b)[..12])?
+            }
+            Kind::File(b) => write!(f, "file({:?})", String::from_utf8_lossy(b))?,
+            Kind::Dir => write!(f, "dir")?,
+            Kind::Symlink(t) => write!(f, "symlink -> {}", t.display())?,
+        }
+        write!(
+            f,
+            " mtime {}.{:09} mode {:o}",
+            self.mtime.0, self.mtime.1, self.mode
+        )
+    }
+}
+
+/// Everything under `root` (not `root` itself), by '/'-separated relative
+/// path; symlinks are not followed.
+pub fn tree(root: &Path) -> BTreeMap<String, Node> {
+    fn go(base: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let kind = if md.file_type().is_symlink() {
+                Kind::Symlink(std::fs::read_link(&p).unwrap())
+            } else if md.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::File(std::fs::read(&p).unwrap())
+            };
+            let t = FileTime::from_last_modification_time(&md);
+            use std::os::unix::fs::PermissionsExt;
+            let is_dir = kind == Kind::Dir;
+            out.insert(
+                rel,
+                Node {
+                    kind,
+                    mtime: (t.unix_seconds(), t.nanoseconds()),
+                    mode: md.permissions().mode() & 0o7777,
+                },
+            );
+            if is_dir {
+                go(base, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, root, &mut out);
+    out
+}
+
+/// Every path under `root` (files, directories, symlinks), sorted.
+pub fn paths_under(root: &Path) -> Vec<String> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    tree(root).into_keys().collect()
+}
+
+/// Paths under `root` whose file name starts with the restore's temporary prefix.
+pub fn temp_files(root: &Path) -> Vec<String> {
+    paths_under(root)
+        .into_iter()
+        .filter(|p| p.rsplit('/').next().unwrap().starts_with(".s3backup-restore-"))
+        .collect()
+}
+
+/// A manifest as the documented format describes it: `header`, then
+/// `entries`, one JSON line each, zstd-compressed.
+pub fn encode_manifest(header: &serde_json::Value, entries: &[serde_json::Value]) -> Vec<u8> {
+    let mut text = String::new();
+    for line in std::iter::once(header).chain(entries) {
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    zstd::encode_all(text.as_bytes(), 3).unwrap()
+}
+
+/// A valid manifest header for a hand-written manifest.
+pub fn manifest_header(files: u64, bytes: u64) -> serde_json::Value {
+    serde_json::json!({
+        "format": 1,
+        "tool": "handmade",
+        "source": "/nowhere",
+        "target": "s3://somewhere",
+        "host": "elsewhere",
+        "created": "2020-01-01T00:00:00Z",
+        "run_id": "0000000000000000000000000000beef",
+        "files": files,
+        "dirs": 0,
+        "bytes": bytes,
+    })
+}
+
+/// A plain aws-sdk-s3 client for `endpoint` (path-style, the test keys,
+/// checksums only where required), for putting objects the way other tools do.
+pub fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    };
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY,
+            None,
+            None,
+            "test",
+        ))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Runs a future to completion on a fresh single-threaded runtime (for SDK
+/// calls from synchronous tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// PutObject of `body` at `key` with a plain client (no s3backup metadata).
+#[track_caller]
+pub fn sdk_put(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+    let r = block_on(
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()))
+            .send(),
+    );
+    if let Err(e) = r {
+        panic!(
+            "PutObject {bucket}/{key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        );
+    }
+}
+
+/// Files with different modes and mtimes, an empty file, nested and empty
+/// directories with their own modes and mtimes (set last, deepest first).
+/// Returns the number of files.
+pub fn rich_tree(env: &TestEnv) -> usize {
+    // (path, content, mtime, mode)
+    type Spec = (&'static str, Vec<u8>, (i64, u32), u32);
+    let files: &[Spec] = &[
+        ("a.txt", b"hello\n".to_vec(), T0, 0o600),
+        ("dir/b.txt", b"bee\n".to_vec(), (1_600_000_000, 5), 0o644),
+        (
+            "dir/sub/c.bin",
+            noise(3000, 1),
+            (1_650_000_000, 999_999_999),
+            0o755,
+        ),
+        ("empty.txt", Vec::new(), T0, 0o644),
+        ("ro.txt", b"read only\n".to_vec(), (1_400_000_000, 1), 0o444),
+        (
+            "nested/l1/l2/l3/leaf.txt",
+            b"leaf".to_vec(),
+            (1_690_000_000, 123),
+            0o640,
+        ),
+        (
+            "with space/\u{fc}ml\u{e4}ut+%.txt",
+            b"odd name".to_vec(),
+            (1_680_000_000, 7),
+            0o644,
+        ),
+    ];
+    for (rel, content, mtime, mode) in files {
+        env.write_at(rel, content, *mtime);
+        env.set_mode(rel, *mode);
+    }
+    for d in ["emptydir", "nested/l1/empty2"] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+    }
+    // Deepest first, so setting a child does not disturb its parent's mtime.
+    let dirs: &[(&str, (i64, u32), u32)] = &[
+        ("nested/l1/l2/l3", (1_500_000_003, 3), 0o755),
+        ("nested/l1/l2", (1_500_000_002, 2), 0o755),
+        ("nested/l1/empty2", (1_500_000_005, 5), 0o700),
+        ("nested/l1", (1_500_000_001, 1), 0o750),
+        ("nested", (1_500_000_000, 0), 0o755),
+        ("dir/sub", (1_550_000_000, 550), 0o750),
+        ("dir", (1_560_000_000, 560), 0o755),
+        ("emptydir", (1_570_000_000, 570), 0o700),
+        ("with space", (1_580_000_000, 580), 0o755),
+    ];
+    for (rel, mtime, mode) in dirs {
+        env.set_mode(rel, *mode);
+        env.set_mtime(rel, *mtime);
+    }
+    files.len()
+}
+
+/// The snapshot ID of a manifest key (its file name without the suffix).
+pub fn snapshot_id(manifest_key: &str) -> String {
+    let name = manifest_key.rsplit('/').next().unwrap();
+    name.strip_suffix(".jsonl.zst").unwrap().to_owned()
+}
+
+/// Files (not directories) of a tree.
+pub fn files_of(root: &Path) -> Vec<(String, Node)> {
+    tree(root)
+        .into_iter()
+        .filter(|(_, n)| matches!(n.kind, Kind::File(_)))
+        .collect()
+}
+
+/// A path's mtime (not following symlinks).
+pub fn mtime_of(p: &Path) -> (i64, u32) {
+    let t = FileTime::from_last_modification_time(&std::fs::symlink_metadata(p).unwrap());
+    (t.unix_seconds(), t.nanoseconds())
+}
+
+/// A sandbox directory holding DEST two levels down, so a `..` escape has
+/// somewhere to land that the test can see; and an unrelated outside dir.
+pub fn sandbox(env: &TestEnv) -> (PathBuf, PathBuf, PathBuf) {
+    let sandbox = env.root().join("sandbox");
+    let dest = sandbox.join("a/b/dest");
+    let outside = env.root().join("outside");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    (sandbox, dest, outside)
+}

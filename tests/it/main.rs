@@ -2,11 +2,18 @@
 //! down). `server` is an in-process S3 server and `common` runs the real
 //! `s3backup` binary with a clean environment; the other modules are tests:
 //! `server_selftest` checks the server itself, `backup` and `backup_local`
-//! check `s3backup backup` against S3 and against a local directory store.
+//! check `s3backup backup` against S3 and against a local directory store,
+//! `restore` and `restore_local` check `s3backup restore` and `snapshots`
+//! the same two ways, and `versioned` checks restores of older snapshots on
+//! a versioned bucket (moto's S3 server; skipped when it is not installed).
 
 mod common;
 mod server;
 
 mod backup;
 mod backup_local;
+mod inspect;
+mod restore;
+mod restore_local;
 mod server_selftest;
+mod versioned;

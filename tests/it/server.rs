@@ -14,7 +14,10 @@
 //! - [`S3Server::deny_bucket`] answers every request on a bucket with
 //!   403 AccessDenied;
 //! - [`S3Server::fail_key`] makes writes of matching keys fail with
-//!   503 SlowDown (transient: the AWS SDK retries it) or 403 AccessDenied.
+//!   503 SlowDown (transient: the AWS SDK retries it) or 403 AccessDenied;
+//! - [`S3Server::add_listed_key`] makes ListObjectsV2 show keys that a
+//!   file-system-backed store cannot hold (`../x`, `a//b`, `folder/`), as
+//!   S3 itself would list them, so restores can be fed hostile names.
 //!
 //! The policy hooks live in an `s3s::access::S3Access` implementation, which
 //! s3s calls after the signature check and route resolution; that is also
@@ -61,6 +64,8 @@ pub struct Request {
     pub key: Option<String>,
     /// HTTP status of the reply (0 if the connection failed before one).
     pub status: u16,
+    /// The `Range` header, if the request had one (e.g. "bytes=0-99").
+    pub range: Option<String>,
 }
 
 #[derive(Debug)]
@@ -76,6 +81,8 @@ struct Shared {
     next_id: AtomicU64,
     denied: Mutex<HashSet<String>>,
     rules: Mutex<Vec<FailRule>>,
+    /// Extra (key, size) entries that listings of a bucket show.
+    listed: Mutex<HashMap<String, Vec<(String, u64)>>>,
 }
 
 impl Shared {
@@ -175,7 +182,13 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                 bucket,
                 key,
                 status: 0,
+                range: req
+                    .headers()
+                    .get(hyper::header::RANGE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             };
+            let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
+            let list_query = entry.query.clone();
             this.shared.log.lock().unwrap().push((id, entry));
 
             let (mut parts, body) = req.into_parts();
@@ -186,9 +199,17 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                 .to_bytes();
             parts.extensions.insert(LogId(id));
             let req = hyper::Request::from_parts(parts, Body::from(bytes));
-            let resp = this.inner.call(req).await?;
+            let mut resp = this.inner.call(req).await?;
             let status = resp.status().as_u16();
             this.shared.update(id, |r| r.status = status);
+            if status == 200
+                && let Some(bucket) = list_bucket
+            {
+                let extra = this.shared.listed.lock().unwrap().get(&bucket).cloned();
+                if let Some(extra) = extra {
+                    resp = add_listed(resp, &list_query, &extra).await?;
+                }
+            }
             Ok(resp)
         })
     }
@@ -344,6 +365,21 @@ impl S3Server {
         self.shared.rules.lock().unwrap().clear();
     }
 
+    /// From now on, ListObjectsV2 on `bucket` also shows `key` (with
+    /// `size`, an ETag and a Last-Modified of 2020-01-01) when it matches
+    /// the request's prefix. Nothing is stored: the key may be one no file
+    /// system can hold (`../x`, `/abs`, `a//b`, `folder/`). Only for
+    /// listings that fit one page (the entries are added to every page).
+    pub fn add_listed_key(&self, bucket: &str, key: &str, size: u64) {
+        self.shared
+            .listed
+            .lock()
+            .unwrap()
+            .entry(bucket.to_owned())
+            .or_default()
+            .push((key.to_owned(), size));
+    }
+
     /// Lifts a `deny_bucket`.
     pub fn allow_bucket(&self, bucket: &str) {
         self.shared.denied.lock().unwrap().remove(bucket);
@@ -422,6 +458,58 @@ impl Drop for S3Server {
             let _ = t.join();
         }
     }
+}
+
+/// Adds `extra` entries matching the query's prefix to a ListObjectsV2 reply.
+async fn add_listed(
+    resp: HttpResponse,
+    query: &str,
+    extra: &[(String, u64)],
+) -> Result<HttpResponse, HttpError> {
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(&v.replace('+', " ")))
+        })
+    };
+    let prefix = param("prefix").unwrap_or_default();
+    let url_encoded = param("encoding-type").as_deref() == Some("url");
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(HttpError::new)?.to_bytes();
+    let mut xml = String::from_utf8_lossy(&bytes).into_owned();
+    let mut contents = String::new();
+    for (key, size) in extra.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+        let key = if url_encoded {
+            percent_encode(key)
+        } else {
+            xml_escape(key)
+        };
+        contents.push_str(&format!(
+            "<Contents><Key>{key}</Key><LastModified>2020-01-01T00:00:00.000Z</LastModified>\
+             <ETag>&quot;00000000000000000000000000000000&quot;</ETag><Size>{size}</Size>\
+             <StorageClass>STANDARD</StorageClass></Contents>"
+        ));
+    }
+    if let Some(end) = xml.rfind("</ListBucketResult>") {
+        xml.insert_str(end, &contents);
+    }
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Ok(hyper::Response::from_parts(parts, Body::from(xml)))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn walk(base: &Path, dir: &Path, keys: &mut Vec<String>) {
