@@ -83,10 +83,10 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
     for f in &report.failures {
         eprintln!("error: {}: {}", f.path, f.error);
     }
-    if report.failed > 0 {
+    if report.counts.failed > 0 {
         eprintln!(
             "error: {} file(s) were not backed up; run the backup again to retry them",
-            report.failed
+            report.counts.failed
         );
         return Ok(Exit::Partial);
     }
@@ -110,11 +110,18 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
     println!("{verb} {} -> {}", opts.source.display(), opts.target);
     println!(
         "  scanned {} files: uploaded {}, copied {}, touched {}, unchanged {}, deleted {}, failed {}, skipped {}",
-        r.scanned, r.uploaded, r.copied, r.touched, r.unchanged, r.deleted, r.failed, r.skipped
+        r.counts.scanned,
+        r.counts.uploaded,
+        r.counts.copied,
+        r.counts.touched,
+        r.counts.unchanged,
+        r.counts.deleted,
+        r.counts.failed,
+        r.skipped
     );
     println!(
         "  sent {} in {:.2} s",
-        indicatif::HumanBytes(r.bytes_sent),
+        indicatif::HumanBytes(r.counts.bytes_sent),
         r.elapsed_ms as f64 / 1000.0
     );
     if let Some(key) = &r.snapshot {

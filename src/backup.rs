@@ -64,24 +64,11 @@ pub struct Failure {
 /// What a run did, for the summary and `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupReport {
-    /// Files found locally.
-    pub scanned: u64,
-    /// Files uploaded.
-    pub uploaded: u64,
-    /// Files copied server-side from content already in the bucket.
-    pub copied: u64,
-    /// Files whose mtime or mode changed but bytes did not (metadata refresh only).
-    pub touched: u64,
-    /// Files with nothing to do.
-    pub unchanged: u64,
-    /// Remote files deleted (`--delete`).
-    pub deleted: u64,
-    /// Files that failed.
-    pub failed: u64,
+    /// What was done, file by file.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Symlinks and special files not backed up.
     pub skipped: u64,
-    /// Bytes sent as upload bodies.
-    pub bytes_sent: u64,
     /// Wall time of the run.
     pub elapsed_ms: u64,
     /// Whether this was a dry run.
@@ -197,15 +184,12 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     drop(hashes);
 
     let mut report = BackupReport {
-        scanned,
-        uploaded: 0,
-        copied: 0,
-        touched: 0,
-        unchanged: plan.unchanged,
-        deleted: 0,
-        failed: 0,
+        counts: RunCounts {
+            scanned,
+            unchanged: plan.unchanged,
+            ..RunCounts::default()
+        },
         skipped: scan.skipped.len() as u64,
-        bytes_sent: 0,
         elapsed_ms: 0,
         dry_run: opts.dry_run,
         snapshot: None,
@@ -222,16 +206,16 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             report.planned.push(action.describe());
             match action {
                 Action::Upload { entry, .. } => {
-                    report.uploaded += 1;
-                    report.bytes_sent += entry.size;
+                    report.counts.uploaded += 1;
+                    report.counts.bytes_sent += entry.size;
                 }
-                Action::Copy { .. } => report.copied += 1,
-                Action::Touch { .. } => report.touched += 1,
-                Action::Delete(row) if row.kind == EntryKind::File => report.deleted += 1,
+                Action::Copy { .. } => report.counts.copied += 1,
+                Action::Touch { .. } => report.counts.touched += 1,
+                Action::Delete(row) if row.kind == EntryKind::File => report.counts.deleted += 1,
                 Action::Delete(_) => {}
             }
         }
-        report.failed = failures.len() as u64;
+        report.counts.failed = failures.len() as u64;
         report.failures = failures;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         progress.finish();
@@ -287,21 +271,21 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     execute(&engine, deletes, &mut db, set_id, &mut report, &mut failures).await?;
     progress.finish();
 
-    report.failed = failures.len() as u64;
+    report.counts.failed = failures.len() as u64;
     report.failures = failures;
     let manifest_result = if db.manifest_pending(set_id)? {
         write_manifest(&db, set_id, &*store, &source_text, &opts.target, &run_id).await
     } else {
         Ok(None)
     };
-    let counts = report.counts();
+    let counts = report.counts;
     match manifest_result {
         Ok(key) => {
             if key.is_some() {
                 db.set_manifest_pending(set_id, false)?;
             }
             report.snapshot = key;
-            let status = if report.failed > 0 {
+            let status = if report.counts.failed > 0 {
                 RunStatus::Partial
             } else {
                 RunStatus::Ok
@@ -342,12 +326,12 @@ async fn execute(
     while let Some((action, outcome)) = results.next().await {
         match outcome {
             Ok(done) => {
-                report.bytes_sent += done.bytes_sent;
+                report.counts.bytes_sent += done.bytes_sent;
                 match done.did {
-                    Did::Uploaded => report.uploaded += 1,
-                    Did::Copied => report.copied += 1,
-                    Did::Touched => report.touched += 1,
-                    Did::Deleted => report.deleted += 1,
+                    Did::Uploaded => report.counts.uploaded += 1,
+                    Did::Copied => report.counts.copied += 1,
+                    Did::Touched => report.counts.touched += 1,
+                    Did::Deleted => report.counts.deleted += 1,
                     Did::Forgotten => {}
                 }
                 batch.push(done.change);
@@ -371,21 +355,6 @@ async fn execute(
     drop(results);
     db.apply(set_id, &batch)?;
     Ok(failed_sources)
-}
-
-impl BackupReport {
-    fn counts(&self) -> RunCounts {
-        RunCounts {
-            scanned: self.scanned,
-            uploaded: self.uploaded,
-            copied: self.copied,
-            touched: self.touched,
-            unchanged: self.unchanged,
-            deleted: self.deleted,
-            failed: self.failed,
-            bytes_sent: self.bytes_sent,
-        }
-    }
 }
 
 /// The source as an absolute path, so a set is the same set from any working directory.

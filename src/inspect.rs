@@ -319,14 +319,14 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
                     r.duration_ms
                         .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
                     r.status,
-                    r.scanned,
-                    r.uploaded,
-                    r.copied,
-                    r.touched,
-                    r.unchanged,
-                    r.deleted,
-                    r.failed,
-                    bytes(r.bytes_sent),
+                    r.counts.scanned,
+                    r.counts.uploaded,
+                    r.counts.copied,
+                    r.counts.touched,
+                    r.counts.unchanged,
+                    r.counts.deleted,
+                    r.counts.failed,
+                    bytes(r.counts.bytes_sent),
                     r.manifest.or(r.error).unwrap_or_default()
                 );
             }

@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{FileRow, StateDb, StateResult, row_to_file};
+use super::{FileRow, RunCounts, StateDb, StateResult, row_to_file};
 
 /// One backup set with its totals and last run.
 #[derive(Debug, Clone, Serialize)]
@@ -40,22 +40,9 @@ pub struct RunRow {
     pub duration_ms: Option<i64>,
     /// ok, partial, failed, or running.
     pub status: String,
-    /// Files scanned.
-    pub scanned: u64,
-    /// Files uploaded.
-    pub uploaded: u64,
-    /// Files copied server-side.
-    pub copied: u64,
-    /// Files whose metadata was refreshed.
-    pub touched: u64,
-    /// Files unchanged.
-    pub unchanged: u64,
-    /// Remote files deleted.
-    pub deleted: u64,
-    /// Files failed.
-    pub failed: u64,
-    /// Bytes sent.
-    pub bytes_sent: u64,
+    /// What the run did.
+    #[serde(flatten)]
+    pub counts: RunCounts,
     /// Manifest written, if any.
     pub manifest: Option<String>,
     /// Error that stopped the run, if any.
@@ -182,14 +169,16 @@ impl StateDb {
                     started: rfc3339_ms(started),
                     duration_ms: finished.map(|f| f - started),
                     status: r.get(5)?,
-                    scanned: n(6)?,
-                    uploaded: n(7)?,
-                    copied: n(8)?,
-                    touched: n(9)?,
-                    unchanged: n(10)?,
-                    deleted: n(11)?,
-                    failed: n(12)?,
-                    bytes_sent: n(13)?,
+                    counts: RunCounts {
+                        scanned: n(6)?,
+                        uploaded: n(7)?,
+                        copied: n(8)?,
+                        touched: n(9)?,
+                        unchanged: n(10)?,
+                        deleted: n(11)?,
+                        failed: n(12)?,
+                        bytes_sent: n(13)?,
+                    },
                     manifest: r.get(14)?,
                     error: r.get(15)?,
                 })
