@@ -66,6 +66,10 @@ pub struct Request {
     pub status: u16,
     /// The `Range` header, if the request had one (e.g. "bytes=0-99").
     pub range: Option<String>,
+    /// Names of checksum headers and encodings some S3-compatible servers
+    /// reject (`x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`,
+    /// `x-amz-trailer`, `Content-Encoding: aws-chunked`).
+    pub checksum_headers: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -186,6 +190,18 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                     .headers()
                     .get(hyper::header::RANGE)
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                checksum_headers: req
+                    .headers()
+                    .iter()
+                    .filter(|(name, value)| {
+                        let n = name.as_str();
+                        n.starts_with("x-amz-checksum-")
+                            || n == "x-amz-sdk-checksum-algorithm"
+                            || n == "x-amz-trailer"
+                            || (n == "content-encoding" && value.as_bytes().starts_with(b"aws-chunked"))
+                    })
+                    .map(|(name, _)| name.as_str().to_owned())
+                    .collect(),
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
             let list_query = entry.query.clone();
