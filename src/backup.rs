@@ -239,8 +239,18 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         progress.clone(),
     ));
 
-    let dir_rows: Vec<FileChange> = plan.dirs.iter().map(|d| FileChange::Upsert(dir_row(d))).collect();
-    db.apply(set_id, &dir_rows)?;
+    let quiet_rows: Vec<FileChange> = plan
+        .dirs
+        .iter()
+        .map(|d| FileChange::Upsert(dir_row(d)))
+        .chain(plan.refresh.iter().map(|r| {
+            FileChange::Upsert(FileRow {
+                uploaded_at: now_secs(),
+                ..r.clone()
+            })
+        }))
+        .collect();
+    db.apply(set_id, &quiet_rows)?;
 
     let transfer_bytes = plan
         .transfers

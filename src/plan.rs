@@ -1,5 +1,11 @@
 //! Deciding what a backup must do, from the scan and the state alone.
 //!
+//! "Same size and mtime" is trusted only for rows recorded well after the
+//! file's mtime: a file written again within the file system's timestamp
+//! granularity of its last backup keeps its mtime, so, as git does with
+//! "racily clean" index entries, such rows are hashed again on the next
+//! run; if the bytes are unchanged only the row is refreshed.
+//!
 //! Pure functions, in two steps because hashing sits between them:
 //! [`triage`] sorts scanned entries by size and mtime (no reads) into
 //! unchanged ones and ones to hash; once those are hashed, [`decide`] picks
@@ -109,8 +115,25 @@ pub struct Plan {
     pub deletes: Vec<Action>,
     /// Directories whose rows change.
     pub dirs: Vec<ScanEntry>,
+    /// Files re-hashed because their rows were racy, found unchanged: only
+    /// the row is rewritten (so it stops being racy), nothing is sent.
+    pub refresh: Vec<FileRow>,
     /// Files with nothing to do.
     pub unchanged: u64,
+}
+
+/// How close (ns) to the moment a row was recorded a file's mtime may be
+/// before its size and mtime can no longer vouch for its content.
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Whether a row was recorded so soon after its file's mtime that a later
+/// write could have kept the same mtime.
+pub fn is_racy(row: &FileRow) -> bool {
+    row.mtime_ns
+        >= row
+            .uploaded_at
+            .saturating_mul(1_000_000_000)
+            .saturating_sub(RACY_WINDOW_NS)
 }
 
 /// Sorts the scan against the state without reading any file.
@@ -123,7 +146,9 @@ pub fn triage(entries: Vec<ScanEntry>, state: &HashMap<String, FileRow>) -> Tria
         match (entry.kind, row) {
             (EntryKind::Dir, Some(r)) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
             (EntryKind::Dir, _) => triage.dirs.push(entry),
-            (EntryKind::File, Some(r)) if r.size == entry.size && r.mtime_ns == entry.mtime_ns => {
+            (EntryKind::File, Some(r))
+                if r.size == entry.size && r.mtime_ns == entry.mtime_ns && !is_racy(r) =>
+            {
                 if r.mode == entry.mode {
                     triage.unchanged += 1;
                 } else {
@@ -177,7 +202,15 @@ pub fn decide(
             continue;
         };
         let old = state.get(&entry.path).filter(|r| r.kind == EntryKind::File);
-        if let Some(old) = old.filter(|r| &r.blake3 == blake3 && r.size == entry.size) {
+        if let Some(old) = old.filter(|r| {
+            &r.blake3 == blake3
+                && r.size == entry.size
+                && r.mtime_ns == entry.mtime_ns
+                && r.mode == entry.mode
+        }) {
+            plan.unchanged += 1;
+            plan.refresh.push(old.clone());
+        } else if let Some(old) = old.filter(|r| &r.blake3 == blake3 && r.size == entry.size) {
             plan.transfers.push(Action::Touch {
                 entry,
                 old: old.clone(),
@@ -226,7 +259,7 @@ mod tests {
             blake3: hash.into(),
             etag: format!("etag-{path}"),
             version_id: None,
-            uploaded_at: 0,
+            uploaded_at: 2_000_000_000,
         }
     }
 
@@ -265,6 +298,30 @@ mod tests {
         assert_eq!(t.to_hash.len(), 2);
         let plan = decide(t, &hashes(&[("a", "h9"), ("new", "h3")]), &st, false);
         assert_eq!(describe(&plan), ["upload a", "upload new"]);
+    }
+
+    #[test]
+    fn racily_clean_rows_are_hashed_again_and_only_refreshed() {
+        // Recorded in the same second the file was last written: a write in
+        // that second could have kept size and mtime.
+        let mut racy = row("a", 1, 1_700_000_000_500_000_000, "h1");
+        racy.uploaded_at = 1_700_000_001;
+        let st = state(&[racy.clone()]);
+        let t = triage(vec![file("a", 1, racy.mtime_ns)], &st);
+        assert_eq!((t.unchanged, t.to_hash.len()), (0, 1));
+        let plan = decide(t, &hashes(&[("a", "h1")]), &st, false);
+        assert!(describe(&plan).is_empty());
+        assert_eq!((plan.unchanged, plan.refresh.len()), (1, 1));
+        // Different bytes under the same size and mtime are caught.
+        let t = triage(vec![file("a", 1, racy.mtime_ns)], &st);
+        assert_eq!(
+            describe(&decide(t, &hashes(&[("a", "h2")]), &st, false)),
+            ["upload a"]
+        );
+        // Recorded long after the mtime: trusted.
+        racy.uploaded_at = 1_700_000_100;
+        let st = state(&[racy.clone()]);
+        assert_eq!(triage(vec![file("a", 1, racy.mtime_ns)], &st).unchanged, 1);
     }
 
     #[test]

@@ -637,3 +637,47 @@ fn dry_run_writes_nothing_to_the_store() {
     assert_stored(&store, "dir/b.txt", b"bee\n", (1_600_000_000, 5));
     assert_eq!(manifests(&store).len(), 1);
 }
+
+#[test]
+fn same_size_rewrite_that_keeps_the_mtime_is_not_missed() {
+    // A file rewritten within the file system's timestamp granularity of
+    // its backup keeps its mtime. The row recorded in that window must not
+    // vouch for the file on the next run ("racily clean", as git calls it).
+    let env = TestEnv::new();
+    let store = store_of(&env);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mtime = (now.as_secs() as i64, now.subsec_nanos());
+    env.write_at("racy.txt", "first", mtime);
+    env.write("calm.txt", "calm");
+    env.backup_ok(&target(&store), &[]);
+
+    env.write_at("racy.txt", "again", mtime);
+    let s = env.backup_ok(&target(&store), &[]);
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 2,
+            uploaded: 1,
+            unchanged: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(std::fs::read(store.join("racy.txt")).unwrap(), b"again");
+
+    // Once recorded long enough after its mtime, the row is trusted again:
+    // re-hashed once more, found unchanged, nothing sent.
+    env.set_mtime("racy.txt", T0);
+    let s = env.backup_ok(&target(&store), &[]);
+    assert_eq!(s.counts().touched, 1, "the old mtime goes to the store");
+    let s = env.backup_ok(&target(&store), &[]);
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 2,
+            unchanged: 2,
+            ..Counts::default()
+        }
+    );
+}
