@@ -145,26 +145,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     let prepared = store.prepare(!opts.dry_run).await.map_err(store_err)?;
 
-    let scan_root = source.clone();
-    let tick = progress.clone();
-    let scan = tokio::task::spawn_blocking(move || scan::scan(&scan_root, |n| tick.scanned(n)))
-        .await
-        .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))??;
-    for s in &scan.skipped {
-        tracing::warn!(path = %s.path, "{}", s.reason);
-    }
-    let mut failures: Vec<Failure> = scan
-        .errors
-        .iter()
-        .map(|p| Failure {
-            path: p.path.clone(),
-            error: p.reason.clone(),
-        })
-        .collect();
-    let scanned = scan.entries.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
-
-    let mut state = db.load_files(set_id)?;
-    if state.is_empty() && prepared == Prepared::Existing {
+    if !db.has_rows(set_id)? && prepared == Prepared::Existing {
         let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
             .await
             .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;
@@ -174,13 +155,53 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 r.snapshot,
                 r.files
             );
-            state = db.load_files(set_id)?;
         }
     }
-    let mut triage = plan::triage(scan.entries, &state);
-    triage.protect(&scan.errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
+
+    // Walk the tree and merge it with the state rows in one streaming pass
+    // on a blocking thread, which holds the state connection meanwhile.
+    let scan_root = source.clone();
+    let tick = progress.clone();
+    let (returned_db, scanned) = tokio::task::spawn_blocking(move || {
+        let result = scan_and_triage(&db, set_id, &scan_root, |n| tick.scanned(n));
+        (db, result)
+    })
+    .await
+    .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))?;
+    db = returned_db;
+    let ScanOutcome {
+        mut triage,
+        scanned,
+        skipped,
+        errors,
+    } = scanned?;
+    for s in &skipped {
+        tracing::warn!(path = %s.path, "{}", s.reason);
+    }
+    let mut failures: Vec<Failure> = errors
+        .iter()
+        .map(|p| Failure {
+            path: p.path.clone(),
+            error: p.reason.clone(),
+        })
+        .collect();
+    triage.protect(&errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
     let hashes = hash_all(&source, &triage.to_hash, &progress, &mut failures).await;
-    let plan = plan::decide(triage, &hashes, &state, opts.delete);
+    let has_rows = db.has_rows(set_id)?;
+    let plan = plan::decide(
+        triage,
+        &hashes,
+        |blake3, size| {
+            if !has_rows {
+                return Vec::new();
+            }
+            db.paths_with_content(set_id, blake3, size).unwrap_or_else(|e| {
+                tracing::warn!("looking up content for a server-side copy: {e}");
+                Vec::new()
+            })
+        },
+        opts.delete,
+    );
     drop(hashes);
 
     let mut report = BackupReport {
@@ -189,7 +210,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             unchanged: plan.unchanged,
             ..RunCounts::default()
         },
-        skipped: scan.skipped.len() as u64,
+        skipped: skipped.len() as u64,
         elapsed_ms: 0,
         dry_run: opts.dry_run,
         snapshot: None,
@@ -382,16 +403,57 @@ fn absolute_source(source: &Path) -> Result<PathBuf, scan::ScanError> {
         .map_err(|e| scan::ScanError::Unreadable(source.to_path_buf(), e))
 }
 
+/// What one streaming pass over the tree and the state found.
+struct ScanOutcome {
+    triage: plan::Triage,
+    scanned: u64,
+    skipped: Vec<scan::ScanProblem>,
+    errors: Vec<scan::ScanProblem>,
+}
+
+/// Walks the source and merges it with the set's rows without holding either whole.
+fn scan_and_triage(
+    db: &StateDb,
+    set_id: i64,
+    root: &Path,
+    tick: impl FnMut(usize),
+) -> Result<ScanOutcome, BackupError> {
+    let walk = scan::walk(root, tick)?;
+    let dir_rows = db.dir_rows(set_id)?;
+    let (mut scanned, mut skipped, mut errors) = (0u64, Vec::new(), Vec::new());
+    let entries = walk.filter_map(|item| match item {
+        scan::Walked::Entry(e) => {
+            scanned += u64::from(e.kind == EntryKind::File);
+            Some(e)
+        }
+        scan::Walked::Skipped(p) => {
+            skipped.push(p);
+            None
+        }
+        scan::Walked::Error(p) => {
+            errors.push(p);
+            None
+        }
+    });
+    let triage = db.with_file_rows(set_id, |rows| plan::triage(entries, rows, dir_rows))?;
+    Ok(ScanOutcome {
+        triage,
+        scanned,
+        skipped,
+        errors,
+    })
+}
+
 /// Hashes files on blocking threads, one per core; unreadable files become failures.
 async fn hash_all(
     source: &Path,
-    entries: &[ScanEntry],
+    entries: &[(ScanEntry, Option<FileRow>)],
     progress: &Arc<dyn Progress>,
     failures: &mut Vec<Failure>,
 ) -> HashMap<String, String> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    progress.hashing(entries.len() as u64, entries.iter().map(|e| e.size).sum());
-    let mut hashed = futures::stream::iter(entries.iter().cloned())
+    progress.hashing(entries.len() as u64, entries.iter().map(|(e, _)| e.size).sum());
+    let mut hashed = futures::stream::iter(entries.iter().map(|(e, _)| e.clone()))
         .map(|entry| {
             let path = source.join(&entry.path);
             async move {

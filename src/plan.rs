@@ -28,8 +28,8 @@ pub struct Triage {
     pub unchanged: u64,
     /// Files whose size and mtime match but whose mode changed: refresh metadata only.
     pub mode_only: Vec<(ScanEntry, FileRow)>,
-    /// Files that are new or whose size or mtime changed: hash them.
-    pub to_hash: Vec<ScanEntry>,
+    /// Files that are new or whose size or mtime changed (with their row, if any): hash them.
+    pub to_hash: Vec<(ScanEntry, Option<FileRow>)>,
     /// Directories that are new or changed (state only; no remote object).
     pub dirs: Vec<ScanEntry>,
     /// Rows whose path no longer exists locally.
@@ -136,88 +136,88 @@ pub fn is_racy(row: &FileRow) -> bool {
             .saturating_sub(RACY_WINDOW_NS)
 }
 
-/// Sorts the scan against the state without reading any file.
-pub fn triage(entries: Vec<ScanEntry>, state: &HashMap<String, FileRow>) -> Triage {
+/// Sorts the scan against the state without reading any file, in one
+/// merged pass: `entries` yields files in byte order of their paths
+/// (directories may come anywhere), `file_rows` yields the set's file rows
+/// in the same order, and `dir_rows` holds its directory rows (few). Only
+/// what needs work is kept, so an unchanged tree costs no memory per file.
+pub fn triage(
+    entries: impl IntoIterator<Item = ScanEntry>,
+    file_rows: impl IntoIterator<Item = FileRow>,
+    mut dir_rows: HashMap<String, FileRow>,
+) -> Triage {
     let mut triage = Triage::default();
-    let mut seen = HashSet::with_capacity(entries.len());
+    let mut rows = file_rows.into_iter().peekable();
     for entry in entries {
-        seen.insert(entry.path.clone());
-        let row = state.get(&entry.path).filter(|r| r.kind == entry.kind);
-        match (entry.kind, row) {
-            (EntryKind::Dir, Some(r)) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
-            (EntryKind::Dir, _) => triage.dirs.push(entry),
-            (EntryKind::File, Some(r))
-                if r.size == entry.size && r.mtime_ns == entry.mtime_ns && !is_racy(r) =>
-            {
+        if entry.kind == EntryKind::Dir {
+            match dir_rows.remove(&entry.path) {
+                Some(r) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
+                _ => triage.dirs.push(entry),
+            }
+            continue;
+        }
+        while let Some(r) = rows.next_if(|r| r.path < entry.path) {
+            triage.vanished.push(r);
+        }
+        match rows.next_if(|r| r.path == entry.path) {
+            Some(r) if r.size == entry.size && r.mtime_ns == entry.mtime_ns && !is_racy(&r) => {
                 if r.mode == entry.mode {
                     triage.unchanged += 1;
                 } else {
-                    triage.mode_only.push((entry, r.clone()));
+                    triage.mode_only.push((entry, r));
                 }
             }
-            (EntryKind::File, _) => triage.to_hash.push(entry),
+            old => triage.to_hash.push((entry, old)),
         }
     }
-    let mut vanished: Vec<FileRow> = state
-        .values()
-        .filter(|r| !seen.contains(&r.path))
-        .cloned()
-        .collect();
-    vanished.sort_by(|a, b| a.path.cmp(&b.path));
-    triage.vanished = vanished;
+    triage.vanished.extend(rows);
+    triage.vanished.extend(dir_rows.into_values());
+    triage.vanished.sort_by(|a, b| a.path.cmp(&b.path));
     triage
 }
 
 /// Chooses an action for every hashed file. `hashes` maps path → blake3;
 /// a file missing from it could not be read and is left out (the caller
-/// reports it).
+/// reports it). `holders(blake3, size)` names the paths whose rows claim
+/// that content, in path order; paths rewritten by this run are skipped.
 pub fn decide(
     triage: Triage,
     hashes: &HashMap<String, String>,
-    state: &HashMap<String, FileRow>,
+    mut holders: impl FnMut(&str, u64) -> Vec<String>,
     delete: bool,
 ) -> Plan {
-    let rewritten: HashSet<&str> = triage.to_hash.iter().map(|e| e.path.as_str()).collect();
-    // Content the bucket holds under a path this run does not overwrite.
-    let mut by_hash: HashMap<&str, &FileRow> = HashMap::new();
-    for row in state.values() {
-        if row.kind == EntryKind::File && !rewritten.contains(row.path.as_str()) {
-            let best = by_hash.entry(row.blake3.as_str()).or_insert(row);
-            if row.path < best.path {
-                *best = row;
-            }
-        }
-    }
-
+    let rewritten: HashSet<&str> = triage.to_hash.iter().map(|(e, _)| e.path.as_str()).collect();
     let mut plan = Plan {
         unchanged: triage.unchanged,
-        dirs: triage.dirs,
         ..Plan::default()
     };
     for (entry, old) in triage.mode_only {
         plan.transfers.push(Action::Touch { entry, old });
     }
-    for entry in triage.to_hash {
+    for (entry, old) in &triage.to_hash {
         let Some(blake3) = hashes.get(&entry.path) else {
             continue;
         };
-        let old = state.get(&entry.path).filter(|r| r.kind == EntryKind::File);
-        if let Some(old) = old.filter(|r| {
-            &r.blake3 == blake3
-                && r.size == entry.size
-                && r.mtime_ns == entry.mtime_ns
-                && r.mode == entry.mode
-        }) {
-            plan.unchanged += 1;
-            plan.refresh.push(old.clone());
-        } else if let Some(old) = old.filter(|r| &r.blake3 == blake3 && r.size == entry.size) {
-            plan.transfers.push(Action::Touch {
-                entry,
-                old: old.clone(),
-            });
-        } else if let Some(src) = by_hash.get(blake3.as_str()).filter(|r| r.size == entry.size) {
+        let entry = entry.clone();
+        let same_bytes = old
+            .as_ref()
+            .filter(|r| &r.blake3 == blake3 && r.size == entry.size);
+        if let Some(old) = same_bytes {
+            if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
+                plan.unchanged += 1;
+                plan.refresh.push(old.clone());
+            } else {
+                plan.transfers.push(Action::Touch {
+                    entry,
+                    old: old.clone(),
+                });
+            }
+        } else if let Some(from) = holders(blake3, entry.size)
+            .into_iter()
+            .find(|p| !rewritten.contains(p.as_str()))
+        {
             plan.transfers.push(Action::Copy {
-                from: src.path.clone(),
+                from,
                 entry,
                 blake3: blake3.clone(),
             });
@@ -228,6 +228,7 @@ pub fn decide(
             });
         }
     }
+    plan.dirs = triage.dirs;
     plan.transfers.sort_by(|a, b| a.path().cmp(b.path()));
     if delete {
         plan.deletes = triage.vanished.into_iter().map(Action::Delete).collect();
@@ -263,8 +264,31 @@ mod tests {
         }
     }
 
-    fn state(rows: &[FileRow]) -> HashMap<String, FileRow> {
-        rows.iter().map(|r| (r.path.clone(), r.clone())).collect()
+    fn state(rows: &[FileRow]) -> Vec<FileRow> {
+        let mut rows = rows.to_vec();
+        rows.sort_by(|a, b| a.path.cmp(&b.path));
+        rows
+    }
+
+    /// Merges like a backup does: files sorted, rows sorted, no dir rows.
+    fn triage(entries: Vec<ScanEntry>, rows: &[FileRow]) -> Triage {
+        let mut entries = entries;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        super::triage(entries, rows.to_vec(), HashMap::new())
+    }
+
+    /// Content lookup over the rows, as the state database answers it.
+    fn holders(rows: &[FileRow]) -> impl FnMut(&str, u64) -> Vec<String> + '_ {
+        |hash, size| {
+            rows.iter()
+                .filter(|r| r.blake3 == hash && r.size == size)
+                .map(|r| r.path.clone())
+                .collect()
+        }
+    }
+
+    fn decide(t: Triage, hashes: &HashMap<String, String>, rows: &[FileRow], delete: bool) -> Plan {
+        super::decide(t, hashes, holders(rows), delete)
     }
 
     fn hashes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -403,7 +427,7 @@ mod tests {
             mtime_ns: 1,
             mode: 0o755,
         };
-        let t = triage(vec![dir.clone()], &HashMap::new());
+        let t = super::triage(vec![dir.clone()], vec![], HashMap::new());
         assert_eq!(t.dirs, [dir]);
         assert!(t.to_hash.is_empty());
     }

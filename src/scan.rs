@@ -71,8 +71,24 @@ pub enum ScanError {
     Unreadable(PathBuf, std::io::Error),
 }
 
-/// Walks `root`, calling `tick` every 1000 entries for progress.
-pub fn scan(root: &Path, mut tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+/// One thing a walk found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walked {
+    /// A file or directory to back up.
+    Entry(ScanEntry),
+    /// A symlink or special file, left out on purpose.
+    Skipped(ScanProblem),
+    /// Something that could not be read.
+    Error(ScanProblem),
+}
+
+/// Walks `root` lazily, calling `tick` every 1000 entries for progress.
+///
+/// Files come in byte order of their relative paths (siblings are sorted
+/// as `name/` for directories, which makes the depth-first order the byte
+/// order), so the walk can be merged with state rows read `ORDER BY path`
+/// without holding either in memory.
+pub fn walk(root: &Path, mut tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
     match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => return Err(ScanError::NotADirectory(root.to_path_buf())),
@@ -84,66 +100,86 @@ pub fn scan(root: &Path, mut tick: impl FnMut(usize)) -> Result<Scan, ScanError>
     if let Err(e) = std::fs::read_dir(root) {
         return Err(ScanError::Unreadable(root.to_path_buf(), e));
     }
-
-    let mut scan = Scan::default();
-    let walker = WalkDir::new(root)
+    let root = root.to_path_buf();
+    let walker = WalkDir::new(&root)
         .min_depth(1)
         .follow_links(false)
-        .sort_by_file_name()
+        .sort_by(|a, b| tree_order_key(a).cmp(&tree_order_key(b)))
         .into_iter()
         .filter_entry(|e| !(e.depth() == 1 && e.file_name() == RESERVED));
-    for (n, item) in walker.enumerate() {
+    Ok(walker.enumerate().map(move |(n, item)| {
         if n % 1000 == 999 {
             tick(n + 1);
         }
-        let entry = match item {
-            Ok(entry) => entry,
-            Err(err) => {
-                let path = err.path().map(|p| relative_lossy(root, p)).unwrap_or_default();
-                let reason = err.io_error().map_or_else(|| err.to_string(), |e| e.to_string());
-                scan.errors.push(ScanProblem { path, reason });
-                continue;
-            }
-        };
-        let Some(path) = relative_utf8(root, entry.path()) else {
-            scan.errors.push(ScanProblem {
-                path: relative_lossy(root, entry.path()),
-                reason: "name is not valid UTF-8 and cannot be stored as a key".into(),
-            });
-            continue;
-        };
-        let file_type = entry.file_type();
-        let kind = if file_type.is_file() {
-            EntryKind::File
-        } else if file_type.is_dir() {
-            EntryKind::Dir
-        } else {
-            let what = if file_type.is_symlink() {
-                "symlink"
-            } else {
-                "special file"
-            };
-            scan.skipped.push(ScanProblem {
-                path,
-                reason: format!("{what} not backed up"),
-            });
-            continue;
-        };
-        match entry.metadata() {
-            Ok(md) => scan.entries.push(ScanEntry {
-                path,
-                kind,
-                size: if kind == EntryKind::File { md.len() } else { 0 },
-                mtime_ns: mtime_ns(&md),
-                mode: mode(&md),
-            }),
-            Err(e) => scan.errors.push(ScanProblem {
-                path,
-                reason: e.to_string(),
-            }),
+        classify(&root, item)
+    }))
+}
+
+/// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
+pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+    let mut scan = Scan::default();
+    for item in walk(root, tick)? {
+        match item {
+            Walked::Entry(e) => scan.entries.push(e),
+            Walked::Skipped(p) => scan.skipped.push(p),
+            Walked::Error(p) => scan.errors.push(p),
         }
     }
     Ok(scan)
+}
+
+fn tree_order_key(entry: &walkdir::DirEntry) -> Vec<u8> {
+    let mut key = entry.file_name().as_encoded_bytes().to_vec();
+    if entry.file_type().is_dir() {
+        key.push(b'/');
+    }
+    key
+}
+
+fn classify(root: &Path, item: walkdir::Result<walkdir::DirEntry>) -> Walked {
+    let entry = match item {
+        Ok(entry) => entry,
+        Err(err) => {
+            let path = err.path().map(|p| relative_lossy(root, p)).unwrap_or_default();
+            let reason = err.io_error().map_or_else(|| err.to_string(), |e| e.to_string());
+            return Walked::Error(ScanProblem { path, reason });
+        }
+    };
+    let Some(path) = relative_utf8(root, entry.path()) else {
+        return Walked::Error(ScanProblem {
+            path: relative_lossy(root, entry.path()),
+            reason: "name is not valid UTF-8 and cannot be stored as a key".into(),
+        });
+    };
+    let file_type = entry.file_type();
+    let kind = if file_type.is_file() {
+        EntryKind::File
+    } else if file_type.is_dir() {
+        EntryKind::Dir
+    } else {
+        let what = if file_type.is_symlink() {
+            "symlink"
+        } else {
+            "special file"
+        };
+        return Walked::Skipped(ScanProblem {
+            path,
+            reason: format!("{what} not backed up"),
+        });
+    };
+    match entry.metadata() {
+        Ok(md) => Walked::Entry(ScanEntry {
+            path,
+            kind,
+            size: if kind == EntryKind::File { md.len() } else { 0 },
+            mtime_ns: mtime_ns(&md),
+            mode: mode(&md),
+        }),
+        Err(e) => Walked::Error(ScanProblem {
+            path,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// Modification time of a stat result, in nanoseconds since the epoch.

@@ -225,6 +225,79 @@ impl StateDb {
         Ok(())
     }
 
+    /// Hands `f` the set's file rows (not directories) in path (byte) order,
+    /// streamed from the database, never all in memory.
+    pub fn with_file_rows<T>(
+        &self,
+        set_id: i64,
+        f: impl FnOnce(&mut dyn Iterator<Item = FileRow>) -> T,
+    ) -> StateResult<T> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                 FROM files WHERE set_id = ?1 AND kind = 'f' ORDER BY path",
+            )
+            .map_err(self.err())?;
+        let mut rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        let mut failure = None;
+        let out = {
+            let mut iter = std::iter::from_fn(|| match rows.next()? {
+                Ok(row) => Some(row),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            });
+            f(&mut iter)
+        };
+        match failure {
+            Some(e) => Err(self.err()(e)),
+            None => Ok(out),
+        }
+    }
+
+    /// The set's directory rows, keyed by path.
+    pub fn dir_rows(&self, set_id: i64) -> StateResult<HashMap<String, FileRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                 FROM files WHERE set_id = ?1 AND kind = 'd'",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        rows.map(|r| r.map(|row| (row.path.clone(), row)))
+            .collect::<Result<_, _>>()
+            .map_err(self.err())
+    }
+
+    /// Whether the set has any rows at all.
+    pub fn has_rows(&self, set_id: i64) -> StateResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE set_id = ?1)",
+                [set_id],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Paths whose rows claim this content, in path order (for server-side copies).
+    pub fn paths_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path FROM files WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
+                 ORDER BY path LIMIT 16",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![set_id, blake3, size as i64], |r| r.get(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Number of files (not directories) and their total size in a set.
     pub fn totals(&self, set_id: i64) -> StateResult<(u64, u64)> {
         self.conn
