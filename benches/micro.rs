@@ -36,14 +36,14 @@ fn row(i: usize) -> FileRow {
         blake3: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
         etag: format!("{i:032x}"),
         version_id: None,
-        uploaded_at: 1_700_000_000,
+        uploaded_at: 1_800_000_000,
     }
 }
 
 const ROWS: usize = 100_000;
 
-static STATE: LazyLock<HashMap<String, FileRow>> =
-    LazyLock::new(|| (0..ROWS).map(|i| (entry(i).path, row(i))).collect());
+/// The set's rows in path order, as the state database streams them.
+static STATE: LazyLock<Vec<FileRow>> = LazyLock::new(|| (0..ROWS).map(row).collect());
 
 /// blake3 of a file (streamed from disk, page cache warm) by size.
 #[divan::bench(args = [4 * 1024, 256 * 1024, 16 * 1024 * 1024])]
@@ -80,14 +80,14 @@ fn scan_10k(bencher: divan::Bencher) {
         .bench(|| scan::scan(dir.path(), |_| {}).expect("scan"));
 }
 
-/// Planning 100,000 scanned files against 100,000 state rows: all unchanged, then 1 % modified.
+/// Merging 100,000 scanned files with 100,000 state rows and planning: all unchanged, then 1 % modified.
 #[divan::bench(args = [0, 1000], sample_count = 20)]
 fn plan_100k(bencher: divan::Bencher, modified: usize) {
     let state = &*STATE;
     bencher
         .counter(ItemsCount::new(ROWS))
         .with_inputs(|| {
-            (0..ROWS)
+            let entries: Vec<ScanEntry> = (0..ROWS)
                 .map(|i| {
                     let mut e = entry(i);
                     if i < modified {
@@ -95,16 +95,17 @@ fn plan_100k(bencher: divan::Bencher, modified: usize) {
                     }
                     e
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            (entries, state.clone())
         })
-        .bench_values(|entries| {
-            let triage = plan::triage(entries, state);
+        .bench_values(|(entries, rows)| {
+            let triage = plan::triage(entries, rows, HashMap::new());
             let hashes: HashMap<String, String> = triage
                 .to_hash
                 .iter()
-                .map(|e| (e.path.clone(), "new".to_string()))
+                .map(|(e, _)| (e.path.clone(), "new".to_string()))
                 .collect();
-            plan::decide(triage, &hashes, state, false)
+            plan::decide(triage, &hashes, |_, _| Vec::new(), false)
         });
 }
 

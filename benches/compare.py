@@ -1,0 +1,1336 @@
+#!/usr/bin/env python3
+"""Side-by-side speed and memory of s3backup, `aws s3 sync`, rclone and s3sync.
+
+Every tool talks to the same S3 server (s3s-fs on 127.0.0.1) with the same
+concurrency (16 where the tool has a setting), on the same seeded data sets.
+Each command is timed from process start to exit; peak RSS and CPU time come
+from os.wait4() on the child. Every run is checked against the data set (the
+objects the server stored, or the restored tree), so a fast but wrong run is
+flagged instead of counted as a win.
+
+Scenarios (full sizes; --quick shrinks them):
+  a  first backup of 50,000 small files (1-16 KiB, nested directories)
+  b  re-run with nothing changed (plus `find SRC -printf '%s %T@\\n'` as the floor)
+  c  re-run after 1% of the files were modified and 0.1% renamed
+  d  restore of (a) into an empty directory
+  e  one 1 GiB file up, then down
+  f  s3backup alone on 100,000- and 1,000,000-file trees of small/empty files
+     (local directory store): first run and no-change run
+
+Usage:
+  python3 benches/compare.py --quick                # smoke run, a few minutes
+  python3 benches/compare.py --reps 3 --scenarios a,b,c,d,e
+  python3 benches/compare.py --help
+
+Everything it needs is installed on first use under ~/.cache/s3backup-bench:
+the AWS CLI (pip, in a virtualenv), s3sync and s3s-fs (cargo install), rclone
+(apt-get). s3backup is built with `cargo build --release`.
+
+Results: a Markdown section written to BENCHMARKS.md at the repository root
+(text above the line `<!-- results -->` is kept); a --quick run writes to
+WORKDIR/BENCHMARKS-quick.md instead unless --output is given. Raw numbers go
+to WORKDIR/results-*.json, each command's output to WORKDIR/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "s3backup-bench"
+TOOLS_ROOT = CACHE / "tools"
+TOOLS_BIN = TOOLS_ROOT / "bin"
+VENV = CACHE / "venv"
+MARKER = "<!-- results -->"
+
+ACCESS_KEY = "benchaccesskey"
+SECRET_KEY = "benchsecretkey0123456789"
+REGION = "us-east-1"
+PREFIX = "data"
+SEED = 20261126
+
+S3S_FS_VERSION = "0.14.1"
+TOOL_ORDER = ["s3backup", "aws", "rclone", "s3sync"]
+TOOL_LABEL = {
+    "s3backup": "s3backup",
+    "aws": "aws s3 sync",
+    "rclone": "rclone copy",
+    "s3sync": "s3sync",
+    "find": "find (floor)",
+}
+
+
+def log(msg: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Running commands: wall time, peak RSS, CPU, timeout
+# --------------------------------------------------------------------------
+
+_live_children: set[int] = set()
+
+
+@dataclass
+class Run:
+    scenario: str
+    tool: str
+    rep: int
+    wall: float = 0.0
+    maxrss_kib: int = 0
+    cpu: float = 0.0
+    rc: int = 0
+    timed_out: bool = False
+    ok: bool = True  # exit code 0 and the correctness check passed
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cmd: str = ""
+    log: str = ""
+
+
+RUSAGE_SRC = Path(__file__).resolve().parent / "compare" / "rusage.rs"
+RUSAGE_BIN = TOOLS_BIN / "bench-rusage"
+
+
+def ensure_rusage_helper() -> Path:
+    """Build benches/compare/rusage.rs (std only) with rustc when missing or changed."""
+    digest = hashlib.sha256(RUSAGE_SRC.read_bytes()).hexdigest()
+    stamp = RUSAGE_BIN.with_suffix(".sha256")
+    if RUSAGE_BIN.exists() and stamp.exists() and stamp.read_text() == digest:
+        return RUSAGE_BIN
+    TOOLS_BIN.mkdir(parents=True, exist_ok=True)
+    sh(["rustc", "-O", "--edition", "2021", str(RUSAGE_SRC), "-o", str(RUSAGE_BIN)])
+    stamp.write_text(digest)
+    return RUSAGE_BIN
+
+
+def run_measured(cmd: list[str], env: dict, timeout: float, log_path: Path,
+                 cwd: Path | None = None, quiet: bool = False) -> tuple[float, int, float, int, bool]:
+    """Run cmd; return (wall seconds, peak RSS KiB, user+sys s, exit code, timed out).
+
+    The command is started by the bench-rusage helper, which waits for it
+    with wait4 and reports ru_maxrss: started straight from this (larger)
+    Python process, its peak RSS would never read below ours.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    report = log_path.with_suffix(".rusage")
+    if report.exists():
+        report.unlink()
+    with open(log_path, "wb") as out:
+        out.write(("$ " + shlex.join(cmd) + "\n").encode())
+        out.flush()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([str(RUSAGE_BIN), str(report), *cmd], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL if quiet else out,
+                                stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
+        _live_children.add(proc.pid)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            while True:
+                try:
+                    _, status, _ru = os.wait4(proc.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        rc = os.waitstatus_to_exitcode(status)
+        proc.returncode = rc  # already reaped; keep Popen from waiting again
+        _live_children.discard(proc.pid)
+        try:  # anything the tool left running in its session
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    rss, cpu = 0, 0.0
+    try:
+        f = report.read_text().split()
+        rss, cpu, wall = int(f[0]), float(f[1]) + float(f[2]), float(f[3])
+    except (OSError, ValueError, IndexError):
+        pass  # killed by the timeout, or the helper failed: keep the outer wall time
+    return wall, rss, cpu, rc, timed_out.is_set()
+
+
+def sh(cmd: list[str], env: dict | None = None, check: bool = True, cwd=None,
+       log_path: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a setup command (not measured)."""
+    if log_path is not None:
+        with open(log_path, "ab") as out:
+            out.write(("$ " + shlex.join(cmd) + "\n").encode())
+            out.flush()
+            p = subprocess.run(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                               timeout=timeout)
+    else:
+        p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True,
+                           timeout=timeout)
+    if check and p.returncode != 0:
+        detail = ""
+        if log_path is not None:
+            detail = tail(log_path)
+        else:
+            detail = (p.stdout or "") + (p.stderr or "")
+        raise SystemExit(f"command failed ({p.returncode}): {shlex.join(cmd)}\n{detail}")
+    return p
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def first_line(cmd: list[str], env: dict | None = None) -> str:
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    out = (p.stdout.strip() or p.stderr.strip()).splitlines()
+    return out[0].strip() if out else "unknown"
+
+
+# --------------------------------------------------------------------------
+# Installing the tools
+# --------------------------------------------------------------------------
+
+def running_cargo_install(crate: str) -> list[int]:
+    """PIDs of `cargo install ... <crate>...` processes already running."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        if len(argv) < 3 or not Path(argv[0]).name.startswith("cargo"):
+            continue
+        if "install" in argv and any(a == crate or a.startswith(crate + "@") for a in argv):
+            pids.append(int(d.name))
+    return pids
+
+
+def ensure_cargo_tool(binary: str, crate: str, spec: list[str]) -> Path:
+    path = TOOLS_BIN / binary
+    waited = 0.0
+    while not path.exists():
+        pids = running_cargo_install(crate)
+        if not pids:
+            break
+        if waited % 60 == 0:
+            log(f"waiting for the running `cargo install {crate}` (pid {pids[0]}) to finish "
+                f"(log: {CACHE}/install-{crate}.log)")
+        time.sleep(5)
+        waited += 5
+    if path.exists():
+        return path
+    logf = CACHE / f"install-{crate}.log"
+    log(f"installing {crate} with cargo (log: {logf}); this takes several minutes")
+    sh(["cargo", "install", "--locked", *spec, "--root", str(TOOLS_ROOT)], log_path=logf)
+    if not path.exists():
+        raise SystemExit(f"cargo install {crate} did not produce {path}")
+    return path
+
+
+def ensure_aws() -> Path:
+    aws = VENV / "bin" / "aws"
+    if aws.exists():
+        return aws
+    logf = CACHE / "install-awscli.log"
+    log(f"installing the AWS CLI into {VENV} (log: {logf})")
+    if not (VENV / "bin" / "pip").exists():
+        sh([sys.executable, "-m", "venv", str(VENV)], log_path=logf)
+    sh([str(VENV / "bin" / "pip"), "install", "-q", "awscli"], log_path=logf)
+    if not aws.exists():
+        raise SystemExit(f"pip install awscli did not produce {aws}")
+    return aws
+
+
+def ensure_rclone() -> Path:
+    found = shutil.which("rclone")
+    if found:
+        return Path(found)
+    logf = CACHE / "install-rclone.log"
+    log(f"installing rclone with apt-get (log: {logf})")
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    p = sh(prefix + ["apt-get", "install", "-y", "rclone"], env=env, check=False, log_path=logf)
+    if p.returncode != 0:
+        sh(prefix + ["apt-get", "update"], env=env, log_path=logf)
+        sh(prefix + ["apt-get", "install", "-y", "rclone"], env=env, log_path=logf)
+    found = shutil.which("rclone")
+    if not found:
+        raise SystemExit("apt-get install rclone did not put rclone on PATH")
+    return Path(found)
+
+
+def build_s3backup() -> Path:
+    logf = CACHE / "build-s3backup.log"
+    log(f"cargo build --release in {REPO} (log: {logf})")
+    if logf.exists():
+        logf.unlink()
+    sh(["cargo", "build", "--release"], cwd=REPO, log_path=logf)
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    target_dir = Path(json.loads(meta.stdout)["target_directory"])
+    binary = target_dir / "release" / "s3backup"
+    if not binary.exists():
+        raise SystemExit(f"no binary at {binary}")
+    return binary
+
+
+# --------------------------------------------------------------------------
+# The S3 server
+# --------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, binary: Path, root: Path, logs: Path):
+        self.binary = binary
+        self.root = root
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = clean_env()
+        env["RUST_LOG"] = "error"
+        self.log_path = logs / "s3s-fs.log"
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(binary), "--host", "127.0.0.1", "--port", str(self.port),
+             "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, str(root)],
+            stdin=subprocess.DEVNULL, stdout=self.log_file, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True)
+        atexit.register(self.stop)
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"s3s-fs exited at start:\n{tail(self.log_path)}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise SystemExit("s3s-fs did not start listening within 30 s")
+                time.sleep(0.1)
+        log(f"s3s-fs listening on {self.url}, data in {root}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+    def create_bucket(self, bucket: str) -> None:
+        # s3s-fs's CreateBucket is exactly a mkdir; doing it here keeps bucket
+        # creation out of every tool's time (aws s3 sync cannot create one).
+        self.delete_bucket(bucket)
+        (self.root / bucket).mkdir()
+
+    def delete_bucket(self, bucket: str) -> None:
+        path = self.root / bucket
+        if path.exists():
+            shutil.rmtree(path)
+        enc = base64.urlsafe_b64encode(bucket.encode()).decode().rstrip("=")
+        start = f".bucket-{enc}.object-"
+        with os.scandir(self.root) as it:
+            for entry in it:
+                if entry.name.startswith(start):
+                    try:
+                        os.unlink(entry.path)
+                    except FileNotFoundError:
+                        pass
+
+    def object_dir(self, bucket: str) -> Path:
+        return self.root / bucket / PREFIX
+
+
+# --------------------------------------------------------------------------
+# Data sets (seeded, deterministic)
+# --------------------------------------------------------------------------
+
+def write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def gen_small_tree(root: Path, n: int, seed: int) -> None:
+    """n files of 1-16 KiB with unique content in a nested tree (~100 files a directory)."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    rng = random.Random(seed)
+    ndirs = max(4, n // 100)
+    dirs: list[tuple[str, int]] = [("", 0)]
+    for i in range(ndirs):
+        parent, depth = rng.choice(dirs) if len(dirs) > 1 and rng.random() < 0.8 else ("", 0)
+        if depth >= 5:
+            parent, depth = "", 0
+        rel = f"{parent}/dir{i:04d}" if parent else f"dir{i:04d}"
+        os.mkdir(root / rel)
+        dirs.append((rel, depth + 1))
+    leaf_dirs = [d for d, _ in dirs]
+    for i in range(n):
+        d = rng.choice(leaf_dirs)
+        name = f"file{i:06d}.{rng.choice(['txt', 'dat', 'json', 'md', 'bin'])}"
+        size = rng.randint(1024, 16384)
+        head = f"s3backup-bench small {seed} {i}\n".encode()
+        write_file(str(root / d / name), head + rng.randbytes(size - len(head)))
+
+
+def gen_flat_tree(root: Path, n: int, seed: int) -> None:
+    """Scenario f: n small or empty files, 1,000 a directory, two levels deep."""
+    if root.exists():
+        shutil.rmtree(root)
+    log(f"generating the {n:,}-file tree for (f) in {root}")
+    rng = random.Random(seed)
+    made = set()
+    for i in range(n):
+        d = f"{i // 100_000:02d}/{(i // 1000) % 100:02d}"
+        if d not in made:
+            os.makedirs(root / d, exist_ok=True)
+            made.add(d)
+        if rng.random() < 0.3:
+            data = b""
+        else:
+            head = f"{seed} {i}\n".encode()
+            data = head + rng.randbytes(rng.randint(0, 480))
+        write_file(str(root / d / f"f{i:07d}"), data)
+
+
+def flat_tree(base: Path, n: int, seed: int) -> Path:
+    """The (f) tree of n files, generated once and reused (it is never modified)."""
+    root = base / f"f-{n}"
+    stamp = base / f"f-{n}.complete"
+    want = json.dumps({"n": n, "seed": seed, "v": 1})
+    if root.exists() and stamp.exists() and stamp.read_text() == want:
+        return root
+    if stamp.exists():
+        stamp.unlink()
+    gen_flat_tree(root, n, seed)
+    stamp.write_text(want)
+    return root
+
+
+def big_file(base: Path, size: int, seed: int) -> tuple[Path, str]:
+    """A directory holding one file of `size` bytes; returns (dir, md5)."""
+    d = base / f"big-{size}"
+    f = d / "big.bin"
+    stamp = base / f"big-{size}.complete"
+    if f.exists() and stamp.exists():
+        info = json.loads(stamp.read_text())
+        if info.get("seed") == seed and f.stat().st_size == size:
+            return d, info["md5"]
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    log(f"generating the {size >> 20} MiB file for (e)")
+    rng = random.Random(seed)
+    md5 = hashlib.md5()
+    chunk = 1 << 20
+    with open(f, "wb") as out:
+        left = size
+        while left:
+            data = rng.randbytes(min(chunk, left))
+            out.write(data)
+            md5.update(data)
+            left -= len(data)
+    stamp.write_text(json.dumps({"seed": seed, "md5": md5.hexdigest()}))
+    return d, md5.hexdigest()
+
+
+def walk(root: Path, skip_top: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
+    """relative path -> (size, mtime_ns) of every regular file under root."""
+    out: dict[str, tuple[int, int]] = {}
+    if not root.exists():
+        return out
+    stack = [("", str(root))]
+    while stack:
+        rel, path = stack.pop()
+        with os.scandir(path) as it:
+            for e in it:
+                r = f"{rel}/{e.name}" if rel else e.name
+                if not rel and e.name in skip_top:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((r, e.path))
+                elif e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    out[r] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def modify_tree(root: Path, rep: int, modify_frac: float, rename_frac: float) -> dict:
+    """Scenario c: rewrite modify_frac of the files, rename rename_frac of the others."""
+    files = sorted(walk(root))
+    rng = random.Random(SEED * 31 + rep)
+    n_mod = max(1, round(len(files) * modify_frac))
+    n_ren = max(1, round(len(files) * rename_frac))
+    picked = rng.sample(files, n_mod + n_ren)
+    modified, renamed = picked[:n_mod], []
+    for i, rel in enumerate(modified):
+        size = rng.randint(1024, 16384)
+        head = f"s3backup-bench modified rep {rep} {i}\n".encode()
+        write_file(str(root / rel), head + rng.randbytes(size - len(head)))
+    for rel in picked[n_mod:]:
+        p = root / rel
+        new = p.with_name(f"{p.stem}.r{rep}{p.suffix}")
+        os.rename(p, new)
+        renamed.append((rel, str(new.relative_to(root))))
+    return {"modified": modified, "renamed": renamed}
+
+
+# --------------------------------------------------------------------------
+# The tools
+# --------------------------------------------------------------------------
+
+def clean_env() -> dict:
+    """The caller's environment without anything that would steer a tool."""
+    drop = ("AWS_", "RCLONE_", "S3BACKUP_", "RUST_LOG")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+class Tools:
+    def __init__(self, args, work: Path, url: str, bins: dict[str, Path]):
+        self.bins = bins
+        self.url = url
+        self.jobs = args.concurrency
+        self.work = work
+        # Fresh state files every run: a state file that remembers uploads to
+        # a bucket since emptied would make s3backup skip (or fail) them.
+        self.state_dir = work / "run" / "state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+        base = clean_env()
+        creds = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                 "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+        awsdir = work / "aws"
+        awsdir.mkdir(exist_ok=True)
+        (awsdir / "credentials").write_text("")
+        (awsdir / "config").write_text("")
+        self.env_aws = dict(base, **creds,
+                            AWS_CONFIG_FILE=str(awsdir / "config"),
+                            AWS_SHARED_CREDENTIALS_FILE=str(awsdir / "credentials"))
+        # s3backup and s3sync use the same isolated files (no profile of the user's).
+        self.env_s3backup = dict(self.env_aws)
+        self.env_s3sync = dict(self.env_aws)
+        if "aws" in bins:
+            sh([str(bins["aws"]), "configure", "set", "default.s3.max_concurrent_requests",
+                str(self.jobs)], env=self.env_aws)
+            sh([str(bins["aws"]), "configure", "set", "default.region", REGION], env=self.env_aws)
+        # rclone: remote from environment variables; AWS_CA_BUNDLE (set in some
+        # environments) makes it fail, and it has no use for it on plain http.
+        rconf = work / "rclone.conf"
+        rconf.write_text("")
+        self.env_rclone = dict(base, RCLONE_CONFIG=str(rconf),
+                               RCLONE_CONFIG_BENCH_TYPE="s3",
+                               RCLONE_CONFIG_BENCH_PROVIDER="Other",
+                               RCLONE_CONFIG_BENCH_ENV_AUTH="false",
+                               RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY,
+                               RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
+                               RCLONE_CONFIG_BENCH_REGION=REGION,
+                               RCLONE_CONFIG_BENCH_ENDPOINT=url,
+                               RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
+        self.env_rclone.pop("AWS_CA_BUNDLE", None)
+
+    def settings(self) -> list[tuple[str, str]]:
+        j = self.jobs
+        return [
+            ("s3backup", f"`--jobs {j}` (files and requests in flight, parts included); "
+                         "multipart over 64 MiB, 16 MiB parts (defaults)"),
+            ("aws s3 sync", f"`s3.max_concurrent_requests = {j}` (aws configure set, isolated "
+                            "AWS_CONFIG_FILE); multipart threshold/chunk 8 MiB (defaults); "
+                            "`--only-show-errors`"),
+            ("rclone copy", f"`--transfers {j} --checkers {j} --s3-upload-concurrency {j} "
+                            f"--multi-thread-streams {j}`; S3 remote from RCLONE_CONFIG_BENCH_* "
+                            "(provider Other, path style); chunk 5 MiB (default); modtime "
+                            "compared via object metadata (default)"),
+            ("s3sync", f"`--worker-size {j} --max-parallel-uploads {j}`; multipart "
+                       "threshold/chunk 8 MiB (defaults); `--show-no-progress`"),
+        ]
+
+    def state(self, name: str) -> str:
+        return str(self.state_dir / f"{name}.db")
+
+    def upload(self, tool: str, src: Path, bucket: str, state: str) -> tuple[list[str], dict]:
+        j = str(self.jobs)
+        s3url = f"s3://{bucket}/{PREFIX}"
+        if tool == "s3backup":
+            return ([str(self.bins["s3backup"]), "backup", str(src), s3url,
+                     "--endpoint-url", self.url, "--jobs", j, "--state", state],
+                    self.env_s3backup)
+        if tool == "aws":
+            return ([str(self.bins["aws"]), "s3", "sync", str(src), s3url,
+                     "--endpoint-url", self.url, "--only-show-errors"], self.env_aws)
+        if tool == "rclone":
+            return ([str(self.bins["rclone"]), "copy", str(src), f"bench:{bucket}/{PREFIX}/",
+                     *self.rclone_flags()], self.env_rclone)
+        if tool == "s3sync":
+            return ([str(self.bins["s3sync"]), *self.s3sync_flags("target"),
+                     str(src) + "/", s3url + "/"], self.env_s3sync)
+        raise ValueError(tool)
+
+    def download(self, tool: str, bucket: str, dest: Path, state: str) -> tuple[list[str], dict]:
+        j = str(self.jobs)
+        s3url = f"s3://{bucket}/{PREFIX}"
+        if tool == "s3backup":
+            return ([str(self.bins["s3backup"]), "restore", s3url, str(dest),
+                     "--endpoint-url", self.url, "--jobs", j, "--state", state],
+                    self.env_s3backup)
+        if tool == "aws":
+            return ([str(self.bins["aws"]), "s3", "sync", s3url, str(dest),
+                     "--endpoint-url", self.url, "--only-show-errors"], self.env_aws)
+        if tool == "rclone":
+            return ([str(self.bins["rclone"]), "copy", f"bench:{bucket}/{PREFIX}/", str(dest),
+                     *self.rclone_flags()], self.env_rclone)
+        if tool == "s3sync":
+            return ([str(self.bins["s3sync"]), *self.s3sync_flags("source"),
+                     s3url + "/", str(dest) + "/"], self.env_s3sync)
+        raise ValueError(tool)
+
+    def rclone_flags(self) -> list[str]:
+        j = str(self.jobs)
+        return ["--transfers", j, "--checkers", j, "--s3-upload-concurrency", j,
+                "--multi-thread-streams", j]
+
+    def s3sync_flags(self, side: str) -> list[str]:
+        j = str(self.jobs)
+        return [f"--{side}-access-key", ACCESS_KEY, f"--{side}-secret-access-key", SECRET_KEY,
+                f"--{side}-region", REGION, f"--{side}-endpoint-url", self.url,
+                f"--{side}-force-path-style", "--worker-size", j, "--max-parallel-uploads", j,
+                "--show-no-progress"]
+
+    def versions(self) -> dict[str, str]:
+        v = {}
+        if "s3backup" in self.bins:
+            v["s3backup"] = first_line([str(self.bins["s3backup"]), "--version"])
+            try:
+                rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                     capture_output=True, text=True).stdout.strip()
+                dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
+                                       capture_output=True, text=True).stdout.strip()
+                v["s3backup"] += f" (git {rev}{', uncommitted changes' if dirty else ''})"
+            except OSError:
+                pass
+        if "aws" in self.bins:
+            v["aws s3 sync"] = first_line([str(self.bins["aws"]), "--version"], self.env_aws)
+        if "rclone" in self.bins:
+            v["rclone copy"] = first_line([str(self.bins["rclone"]), "version"], self.env_rclone)
+        if "s3sync" in self.bins:
+            v["s3sync"] = first_line([str(self.bins["s3sync"]), "--version"], self.env_s3sync)
+        v["s3s-fs (server)"] = first_line([str(self.bins["s3s-fs"]), "--version"])
+        v["find"] = first_line(["find", "--version"])
+        v["python"] = platform.python_version()
+        return v
+
+
+# --------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(args.workdir).expanduser().resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.data = self.work / "data"
+        self.data.mkdir(exist_ok=True)
+        self.scratch = self.work / "run"
+        if self.scratch.exists():
+            shutil.rmtree(self.scratch)
+        self.scratch.mkdir()
+        self.logs = self.work / "logs"
+        if self.logs.exists():
+            shutil.rmtree(self.logs)
+        self.logs.mkdir()
+        self.runs: list[Run] = []
+        self.load_before = os.getloadavg()
+        self.started = dt.datetime.now(dt.timezone.utc)
+
+    # ---- setup ----
+
+    def setup(self) -> None:
+        a = self.args
+        CACHE.mkdir(parents=True, exist_ok=True)
+        bins: dict[str, Path] = {"bench-rusage": ensure_rusage_helper()}
+        need_server = any(s in a.scenarios for s in "abcde")
+        peers = [t for t in a.tools if t != "s3backup"] if need_server else []
+        if "s3backup" in a.tools or "f" in a.scenarios:
+            bins["s3backup"] = Path(a.s3backup_bin) if a.s3backup_bin else build_s3backup()
+        if "rclone" in peers:
+            bins["rclone"] = ensure_rclone()
+        if "aws" in peers:
+            bins["aws"] = ensure_aws()
+        # The two cargo installs are slow: the server first (needed by all).
+        bins["s3s-fs"] = ensure_cargo_tool("s3s-fs", "s3s-fs",
+                                           [f"s3s-fs@{S3S_FS_VERSION}", "--features", "binary"])
+        if "s3sync" in peers:
+            bins["s3sync"] = ensure_cargo_tool("s3sync", "s3sync", ["s3sync"])
+        self.bins = bins
+        self.server = Server(bins["s3s-fs"], self.work / "s3root", self.logs) if need_server else None
+        url = self.server.url if self.server else "http://127.0.0.1:9"
+        self.tools = Tools(a, self.work, url, bins)
+        self.versions = self.tools.versions()
+
+    # ---- one measured command ----
+
+    def measure(self, scenario: str, tool: str, rep: int, cmd: list[str], env: dict,
+                check=None, label: str | None = None) -> Run:
+        name = label or tool
+        logp = self.logs / f"{scenario}-{name}-r{rep}.log"
+        # find's output (the floor) goes to /dev/null; stderr still to the log.
+        wall, rss, cpu, rc, to = run_measured(cmd, env, self.args.timeout, logp,
+                                              quiet=(tool == "find"))
+        r = Run(scenario=scenario, tool=tool, rep=rep, wall=wall, maxrss_kib=rss, cpu=cpu,
+                rc=rc, timed_out=to, cmd=shlex.join(cmd), log=str(logp))
+        if to:
+            r.ok = False
+            r.problems.append(f"timed out after {self.args.timeout:.0f} s")
+        elif rc != 0:
+            r.ok = False
+            r.problems.append(f"exit code {rc}")
+        if check is not None and not to:
+            try:
+                problems, notes = check()
+            except Exception as e:  # a check that crashes is a failed check
+                problems, notes = [f"check crashed: {e!r}"], []
+            if problems:
+                r.ok = False
+                r.problems.extend(problems)
+            r.notes.extend(notes)
+        if self.server is not None and not self.server.alive():
+            raise SystemExit(f"the S3 server died during {scenario}/{name}:\n"
+                             f"{tail(self.server.log_path)}")
+        status = "ok" if r.ok else "FAILED: " + "; ".join(r.problems)
+        extra = (" [" + "; ".join(r.notes) + "]") if r.notes else ""
+        log(f"  {scenario} {name:<12} r{rep}: {wall:8.2f} s  {rss / 1024:7.1f} MiB  "
+            f"cpu {cpu:7.2f} s  {status}{extra}")
+        if not r.ok:
+            print(tail(logp), file=sys.stderr)
+        self.runs.append(r)
+        self.save_raw()
+        return r
+
+    def save_raw(self) -> None:
+        raw = {"started": self.started.isoformat(), "args": vars(self.args),
+               "runs": [asdict(r) for r in self.runs]}
+        (self.work / f"results-{self.started:%Y%m%dT%H%M%S}.json").write_text(
+            json.dumps(raw, indent=1))
+
+    # ---- checks ----
+
+    @staticmethod
+    def compare_maps(want: dict, got: dict, what: str, allow_extra: set | None = None) -> list[str]:
+        problems = []
+        missing = [k for k in want if k not in got]
+        wrong = [k for k in want if k in got and got[k][0] != want[k][0]]
+        extra = [k for k in got if k not in want and not (allow_extra and k in allow_extra)]
+        if missing:
+            problems.append(f"{len(missing)} of {len(want)} files missing from {what} "
+                            f"(e.g. {missing[0]})")
+        if wrong:
+            problems.append(f"{len(wrong)} files with the wrong size in {what} (e.g. {wrong[0]})")
+        if extra:
+            problems.append(f"{len(extra)} unexpected files in {what} (e.g. {extra[0]})")
+        return problems
+
+    @staticmethod
+    def compare_content(src: Path, other: Path, rels, what: str) -> list[str]:
+        bad = [r for r in rels if md5_file(src / r) != md5_file(other / r)]
+        if bad:
+            return [f"{len(bad)} of {len(rels)} compared files differ in content in {what} "
+                    f"(e.g. {bad[0]})"]
+        return []
+
+    def bucket_map(self, tool: str, bucket: str) -> dict:
+        return walk(self.server.object_dir(bucket), skip_top=(".s3backup",))
+
+    # ---- scenarios a-d: the small-file tree ----
+
+    def order(self, rep: int, tools: list[str]) -> list[str]:
+        k = (rep - 1) % len(tools)
+        return tools[k:] + tools[:k]
+
+    def small_scenarios(self, rep: int, src: Path) -> None:
+        a = self.args
+        sc = a.scenarios
+        tools = a.tools
+        buckets = {t: f"{t}-small-r{rep}" for t in tools}
+        states = {t: self.tools.state(f"small-{t}-r{rep}") for t in tools}
+        src_map = walk(src)
+        rng = random.Random(SEED + rep)
+
+        # (a) first backup into a fresh bucket. b, c and d need it, so it runs
+        # (untimed if a was not selected) whenever any of them is selected.
+        log(f"rep {rep}: (a) first backup of {len(src_map):,} files" +
+            ("" if "a" in sc else " (setup for b/c/d, not reported)"))
+        sample = rng.sample(sorted(src_map), min(200, len(src_map)))
+        for t in self.order(rep, tools):
+            self.server.create_bucket(buckets[t])
+            cmd, env = self.tools.upload(t, src, buckets[t], states[t])
+
+            def check_a(t=t):
+                got = self.bucket_map(t, buckets[t])
+                probs = self.compare_maps(src_map, got, "the bucket")
+                if not probs:
+                    probs = self.compare_content(src, self.server.object_dir(buckets[t]),
+                                                 sample, "the bucket")
+                return probs, []
+            self.measure("a" if "a" in sc else "a-setup", t, rep, cmd, env, check_a)
+
+        # (b) nothing changed; the floor is one find over the same tree.
+        if "b" in sc:
+            log(f"rep {rep}: (b) re-run, nothing changed")
+            before = {t: self.bucket_map(t, buckets[t]) for t in tools}
+            for t in self.order(rep, tools + ["find"]):
+                if t == "find":
+                    self.measure("b", "find", rep,
+                                 ["find", str(src), "-printf", "%s %T@\\n"], clean_env())
+                    continue
+                cmd, env = self.tools.upload(t, src, buckets[t], states[t])
+
+                def check_b(t=t):
+                    got = self.bucket_map(t, buckets[t])
+                    probs = self.compare_maps(src_map, got, "the bucket")
+                    resent = sum(1 for k, v in got.items() if before[t].get(k) != v)
+                    notes = [f"re-sent {resent} unchanged files"] if resent else []
+                    return probs, notes
+                self.measure("b", t, rep, cmd, env, check_b)
+
+        # (d) restore (a) into an empty directory.
+        if "d" in sc:
+            log(f"rep {rep}: (d) restore into an empty directory")
+            for t in self.order(rep, tools):
+                dest = self.scratch / f"restore-{t}-r{rep}"
+                if dest.exists():
+                    shutil.rmtree(dest)
+                dest.mkdir()
+                cmd, env = self.tools.download(t, buckets[t], dest,
+                                               self.tools.state(f"restore-{t}-r{rep}"))
+
+                def check_d(dest=dest):
+                    got = walk(dest)
+                    probs = self.compare_maps(src_map, got, "the restored tree")
+                    if not probs:
+                        probs = self.compare_content(src, dest, sorted(src_map), "the restored tree")
+                    off = sum(1 for k, v in src_map.items()
+                              if k in got and abs(got[k][1] - v[1]) > 2_000_000_000)
+                    notes = [f"mtime not kept on {off} files"] if off else []
+                    return probs, notes
+                self.measure("d", t, rep, cmd, env, check_d)
+                if not a.keep:
+                    shutil.rmtree(dest, ignore_errors=True)
+
+        # (c) 1% modified, 0.1% renamed; each tool re-syncs its own bucket.
+        if "c" in sc:
+            change = modify_tree(src, rep, 0.01, 0.001)
+            log(f"rep {rep}: (c) re-run after {len(change['modified'])} modified and "
+                f"{len(change['renamed'])} renamed files")
+            new_map = walk(src)
+            old_names = {old for old, _ in change["renamed"]}
+            changed = change["modified"] + [new for _, new in change["renamed"]]
+            for t in self.order(rep, tools):
+                cmd, env = self.tools.upload(t, src, buckets[t], states[t])
+
+                def check_c(t=t):
+                    got = self.bucket_map(t, buckets[t])
+                    # Deletions are not mirrored by any tool as run here, so the
+                    # renamed files' old names stay in the bucket.
+                    probs = self.compare_maps(new_map, got, "the bucket", allow_extra=old_names)
+                    if not probs:
+                        probs = self.compare_content(src, self.server.object_dir(buckets[t]),
+                                                     changed, "the bucket")
+                    return probs, []
+                self.measure("c", t, rep, cmd, env, check_c)
+            src_map = new_map
+
+        if not a.keep:
+            for t in tools:
+                self.server.delete_bucket(buckets[t])
+
+    # ---- scenario e: one large file ----
+
+    def large_scenario(self, rep: int, big_dir: Path, md5: str) -> None:
+        a = self.args
+        tools = a.tools
+        size = (big_dir / "big.bin").stat().st_size
+        buckets = {t: f"{t}-large-r{rep}" for t in tools}
+        log(f"rep {rep}: (e) one {size >> 20} MiB file up")
+        for t in self.order(rep, tools):
+            self.server.create_bucket(buckets[t])
+            cmd, env = self.tools.upload(t, big_dir, buckets[t],
+                                         self.tools.state(f"large-{t}-r{rep}"))
+
+            def check_up(t=t):
+                got = self.bucket_map(t, buckets[t])
+                probs = self.compare_maps({"big.bin": (size, 0)}, got, "the bucket")
+                if not probs and md5_file(self.server.object_dir(buckets[t]) / "big.bin") != md5:
+                    probs = ["the stored object's content differs from the file"]
+                return probs, []
+            self.measure("e-up", t, rep, cmd, env, check_up)
+        log(f"rep {rep}: (e) the same file down")
+        for t in self.order(rep, tools):
+            dest = self.scratch / f"large-{t}-r{rep}"
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir()
+            cmd, env = self.tools.download(t, buckets[t], dest,
+                                           self.tools.state(f"large-restore-{t}-r{rep}"))
+
+            def check_down(dest=dest):
+                got = walk(dest)
+                probs = self.compare_maps({"big.bin": (size, 0)}, got, "the restored directory")
+                if not probs and md5_file(dest / "big.bin") != md5:
+                    probs = ["the restored file's content differs"]
+                return probs, []
+            self.measure("e-down", t, rep, cmd, env, check_down)
+            shutil.rmtree(dest, ignore_errors=True)
+        if not a.keep:
+            for t in tools:
+                self.server.delete_bucket(buckets[t])
+
+    # ---- scenario f: s3backup alone, large file counts, local store ----
+
+    def many_scenario(self, rep: int, trees: dict[int, Path]) -> None:
+        for n, tree in trees.items():
+            log(f"rep {rep}: (f) s3backup on {n:,} files, local directory store")
+            store = self.scratch / f"store-{n}"
+            if store.exists():
+                shutil.rmtree(store)
+            state = self.tools.state(f"many-{n}-r{rep}")
+            for p in Path(state).parent.glob(Path(state).name + "*"):
+                p.unlink()
+            want = walk(tree)
+            cmd = [str(self.bins["s3backup"]), "backup", str(tree), str(store),
+                   "--jobs", str(self.args.concurrency), "--state", state]
+            env = self.tools.env_s3backup
+
+            def check(store=store, want=want):
+                return self.compare_maps(want, walk(store, skip_top=(".s3backup",)),
+                                         "the store"), []
+            self.measure(f"f-{n}-first", "s3backup", rep, cmd, env, check)
+            before = walk(store, skip_top=(".s3backup",))
+
+            def check2(store=store, want=want, before=before):
+                got = walk(store, skip_top=(".s3backup",))
+                probs = self.compare_maps(want, got, "the store")
+                resent = sum(1 for k, v in got.items() if before.get(k) != v)
+                return probs, ([f"re-wrote {resent} files"] if resent else [])
+            self.measure(f"f-{n}-nochange", "s3backup", rep, cmd, env, check2)
+            self.measure(f"f-{n}-find", "find", rep,
+                         ["find", str(tree), "-printf", "%s %T@\\n"], clean_env())
+            shutil.rmtree(store, ignore_errors=True)
+
+    # ---- main loop ----
+
+    def run(self) -> None:
+        a = self.args
+        sc = a.scenarios
+        small_src = big = None
+        trees: dict[int, Path] = {}
+        if any(s in sc for s in "abcd"):
+            small_src = self.data / "small"
+            log(f"generating {a.small_files:,} small files in {small_src}")
+            gen_small_tree(small_src, a.small_files, SEED)
+        if "e" in sc:
+            big = big_file(self.data, a.large_bytes, SEED + 1)
+        if "f" in sc:
+            for n in a.many_files:
+                trees[n] = flat_tree(self.data, n, SEED + 2)
+        # Warm the page cache the same way for everybody.
+        for p in [small_src, big[0] if big else None, *trees.values()]:
+            if p is not None:
+                subprocess.run(["find", str(p), "-printf", ""], check=False)
+
+        for rep in range(1, a.reps + 1):
+            log(f"=== repetition {rep} of {a.reps}")
+            if small_src is not None:
+                self.small_scenarios(rep, small_src)
+            if big is not None:
+                self.large_scenario(rep, *big)
+            if trees:
+                self.many_scenario(rep, trees)
+        self.load_after = os.getloadavg()
+        self.finished = dt.datetime.now(dt.timezone.utc)
+
+    # ---- report ----
+
+    def groups(self, scenario: str) -> dict[str, list[Run]]:
+        out: dict[str, list[Run]] = {}
+        for r in self.runs:
+            if r.scenario == scenario:
+                out.setdefault(r.tool, []).append(r)
+        return out
+
+    @staticmethod
+    def med(runs: list[Run]) -> float | None:
+        good = [r.wall for r in runs if r.ok]
+        return statistics.median(good) if good else None
+
+    def table(self, scenario: str, extra_bytes: int | None = None) -> list[str]:
+        g = self.groups(scenario)
+        if not g:
+            return []
+        base = self.med(g.get("s3backup", []))
+        head = ["tool", "median s", "min–max s", "× s3backup", "peak RSS MiB (max)",
+                "CPU s (median)"]
+        if extra_bytes:
+            head.append("MiB/s")
+        head.append("check")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for tool in TOOL_ORDER + ["find"]:
+            runs = g.get(tool)
+            if not runs:
+                continue
+            m = self.med(runs)
+            good = [r.wall for r in runs if r.ok]
+            rng_s = f"{min(good):.2f}–{max(good):.2f}" if good else "–"
+            ratio = f"{m / base:.2f}×" if (m is not None and base) else "–"
+            rss = max(r.maxrss_kib for r in runs) / 1024
+            cpu = statistics.median(r.cpu for r in runs)
+            row = [TOOL_LABEL[tool], f"{m:.3f}" if m is not None else "failed", rng_s, ratio,
+                   f"{rss:.1f}", f"{cpu:.2f}"]
+            if extra_bytes:
+                row.append(f"{extra_bytes / 1048576 / m:.0f}" if m else "–")
+            bad = [r for r in runs if not r.ok]
+            notes = sorted({n for r in runs for n in r.notes})
+            check = (f"ok ({len(runs)}/{len(runs)})" if not bad else
+                     f"**FAILED {len(bad)}/{len(runs)}**: " + "; ".join(sorted({p for r in bad for p in r.problems})))
+            if notes:
+                check += "; " + "; ".join(notes)
+            row.append(check)
+            lines.append("| " + " | ".join(row) + " |")
+        return lines
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        """(target, measured, verdict) for the issue's goals."""
+        out = []
+
+        def m(scenario, tool):
+            return self.med(self.groups(scenario).get(tool, []))
+
+        def verdict(name, s3b, ref, limit, ref_desc):
+            if s3b is None:
+                out.append((name, "s3backup failed or not run", "n/a"))
+            elif ref is None:
+                out.append((name, f"s3backup {s3b:.3f} s; {ref_desc}: not available", "n/a"))
+            else:
+                ok = s3b <= limit
+                out.append((name, f"s3backup {s3b:.3f} s vs {ref_desc} {ref:.3f} s "
+                                  f"(limit {limit:.3f} s)", "met" if ok else "**MISSED**"))
+
+        def check(name, scen, peer, factor, label):
+            s3b, ref = m(scen, "s3backup"), m(scen, peer)
+            verdict(name, s3b, ref, ref * factor if ref is not None else 0, label)
+
+        check("(b) ≤ 1/20 of aws s3 sync", "b", "aws", 1 / 20, "aws")
+        check("(b) ≤ 1/10 of rclone", "b", "rclone", 1 / 10, "rclone")
+        check("(b) within 2× of find", "b", "find", 2, "find")
+        check("(a) ≤ ½ of aws s3 sync", "a", "aws", 1 / 2, "aws")
+        check("(a) no slower than rclone", "a", "rclone", 1, "rclone")
+        check("(a) no slower than s3sync", "a", "s3sync", 1, "s3sync")
+        check("(c) ≤ 1/10 of aws s3 sync", "c", "aws", 1 / 10, "aws")
+        check("(d) no slower than rclone copy", "d", "rclone", 1, "rclone")
+        for scen, what in (("e-up", "up"), ("e-down", "down")):
+            peers = [(m(scen, p), p) for p in ("aws", "rclone", "s3sync")]
+            peers = [x for x in peers if x[0] is not None]
+            s3b = m(scen, "s3backup")
+            if peers:
+                best, who = min(peers)
+                verdict(f"(e) {what}: within 10% of the fastest peer", s3b, best, best * 1.1,
+                        f"fastest peer ({TOOL_LABEL[who]})")
+            elif s3b is not None or self.groups(scen):
+                verdict(f"(e) {what}: within 10% of the fastest peer", s3b, None, 0, "peers")
+        return out
+
+    def machine(self) -> list[str]:
+        def cmd(c):
+            try:
+                return subprocess.run(c, capture_output=True, text=True).stdout.strip()
+            except OSError:
+                return "?"
+        cpu = "?"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        mem = [l for l in cmd(["free", "-h"]).splitlines() if l.startswith("Mem:")]
+        fs = cmd(["df", "-hT", str(self.work)]).splitlines()
+        return [
+            f"- CPU: `nproc` = {cmd(['nproc'])}, {cpu}",
+            f"- Memory (`free -h`): `{' '.join(mem[0].split()) if mem else '?'}` "
+            "(columns: total used free shared buff/cache available)",
+            f"- OS: `{cmd(['uname', '-srmo'])}`, {platform.freedesktop_os_release().get('PRETTY_NAME', '?') if hasattr(platform, 'freedesktop_os_release') else '?'}",
+            f"- Work directory filesystem: `{' '.join(fs[-1].split()) if len(fs) > 1 else '?'}`",
+            f"- Load average (1/5/15 min) at start {self.load_before[0]:.2f}/{self.load_before[1]:.2f}/"
+            f"{self.load_before[2]:.2f}, at end {self.load_after[0]:.2f}/{self.load_after[1]:.2f}/"
+            f"{self.load_after[2]:.2f} (the machine is shared; CPU seconds are less noisy than wall time)",
+        ]
+
+    def report(self) -> str:
+        a = self.args
+        cmdline = "python3 benches/compare.py " + shlex.join(sys.argv[1:])
+        L = [MARKER, "", "## Side by side: s3backup, aws s3 sync, rclone, s3sync", ""]
+        if a.quick:
+            L += ["**Quick smoke run (reduced sizes) — not representative.**", ""]
+        took = (self.finished - self.started).total_seconds()
+        L += [f"Run {self.started:%Y-%m-%d %H:%M} UTC, {took / 60:.0f} min, with:", "",
+              "```sh", cmdline.strip(), "```", "", "Machine:", ""] + self.machine()
+        L += ["", "Versions:", ""]
+        L += [f"- {k}: `{v}`" for k, v in self.versions.items()]
+        L += ["", "Settings (equal concurrency where the tool has a setting):", ""]
+        L += [f"- {k}: {v}" for k, v in self.tools.settings()]
+        L += ["", "Method:", "",
+              f"- One S3 server for all tools: s3s-fs {S3S_FS_VERSION} on 127.0.0.1 (plain http, "
+              "path style, on the same 2 cores as the tools). It stores each object as a file; "
+              "its ListObjects walks the whole bucket directory for every page, so listing-heavy "
+              "tools pay for that here more than on a real store.",
+              f"- {a.reps} repetition{'s' if a.reps != 1 else ''}; within each, the tools run one "
+              "after another in an order rotated by one every repetition. Times are wall-clock "
+              "from process start to exit (medians of the runs that passed their check; "
+              "\"× s3backup\" is the tool's median divided by s3backup's, so above 1 means "
+              "s3backup was faster). Peak RSS is `ru_maxrss` from `wait4` on the tool's process "
+              "(largest over the repetitions), taken by a small launcher "
+              "(`benches/compare/rusage.rs`) because a process forked from the Python harness "
+              "would report at least the harness's own RSS; CPU is user+system seconds.",
+              "- Every tool gets a fresh, empty bucket per repetition for (a) and (e) (created "
+              "beforehand, outside the timing); (b) and (c) re-run against that tool's own "
+              "bucket; (d) restores from it. No tool is asked to mirror deletions "
+              "(s3backup's default, `aws s3 sync` without `--delete`, `rclone copy`, s3sync "
+              "without `--delete`). Each s3backup run has its own state file (`--state`).",
+              "- Checks: after (a)/(b)/(c) the objects the server stored are compared with the "
+              "source tree (every path and size; content of 200 sampled files in (a), of every "
+              "modified or renamed file in (c)); (d) and (e) compare every restored file's "
+              "content. A run that fails its check or exits non-zero is flagged and left out "
+              "of the medians.",
+              "- rclone is given the prefix with a trailing slash (`bench:BUCKET/data/`): without "
+              "it rclone first HEADs the key `data` to see whether the root is a file, s3s-fs "
+              "answers 500 for a key that is a directory on its disk, and rclone retries for "
+              "about 100 s.",
+              "- Page cache warm (data sets generated first, then read once with find). "
+              f"Data sets are seeded ({SEED}) and regenerated at the start of a run.",
+              ""]
+
+        n_small = a.small_files
+        titles = [
+            ("a", f"(a) First backup of {n_small:,} small files (1–16 KiB, nested directories)", None),
+            ("b", "(b) Re-run, nothing changed (find = `find SRC -printf '%s %T@\\n'`, the floor)", None),
+            ("c", "(c) Re-run after 1% of the files were modified and 0.1% renamed", None),
+            ("d", "(d) Restore of (a) into an empty directory", None),
+            ("e-up", f"(e) One {a.large_bytes >> 20} MiB file up", a.large_bytes),
+            ("e-down", f"(e) The same file down", a.large_bytes),
+        ]
+        for scen, title, nbytes in titles:
+            t = self.table(scen, nbytes)
+            if t:
+                L += [f"### {title}", ""] + t + [""]
+        if "f" in a.scenarios:
+            L += ["### (f) s3backup alone on many small/empty files (local directory store)", "",
+                  "30% empty files, the rest 10–500 bytes, 1,000 per directory. First run into an "
+                  "empty store with a new state file, then a run with nothing changed.", "",
+                  "| files | run | median s | min–max s | peak RSS MiB (max) | CPU s (median) | check |",
+                  "|---|---|---|---|---|---|---|"]
+            for n in a.many_files:
+                for kind, label in (("first", "first backup"), ("nochange", "no-change re-run"),
+                                    ("find", "find (floor)")):
+                    g = self.groups(f"f-{n}-{kind}")
+                    runs = next(iter(g.values()), [])
+                    if not runs:
+                        continue
+                    m = self.med(runs)
+                    good = [r.wall for r in runs if r.ok]
+                    bad = [r for r in runs if not r.ok]
+                    notes = sorted({x for r in runs for x in r.notes})
+                    chk = (f"ok ({len(runs)}/{len(runs)})" if not bad else
+                           f"**FAILED {len(bad)}/{len(runs)}**: " +
+                           "; ".join(sorted({p for r in bad for p in r.problems})))
+                    if notes:
+                        chk += "; " + "; ".join(notes)
+                    L.append(f"| {n:,} | {label} | {m:.3f} | "
+                             f"{min(good):.2f}–{max(good):.2f} | "
+                             f"{max(r.maxrss_kib for r in runs) / 1024:.1f} | "
+                             f"{statistics.median(r.cpu for r in runs):.2f} | {chk} |"
+                             if m is not None else
+                             f"| {n:,} | {label} | failed | – | – | – | {chk} |")
+            L.append("")
+        tg = self.targets()
+        if tg:
+            L += ["### Targets (from the issue)", "", "| target | measured (medians) | verdict |",
+                  "|---|---|---|"]
+            L += [f"| {n} | {m} | {v} |" for n, m, v in tg]
+            L.append("")
+        failed = [r for r in self.runs if not r.ok]
+        if failed:
+            L += ["### Failed runs", ""]
+            for r in failed:
+                L.append(f"- {r.scenario} {TOOL_LABEL.get(r.tool, r.tool)} rep {r.rep}: "
+                         f"{'; '.join(r.problems)} (`{r.cmd}`)")
+            L.append("")
+        L += ["Commands of the last repetition:", "", "```sh"]
+        shown = set()
+        for r in self.runs:
+            key = (r.scenario, r.tool)
+            if r.rep == a.reps and key not in shown and not r.scenario.startswith("a-setup"):
+                shown.add(key)
+                L.append(f"# {r.scenario}, {TOOL_LABEL.get(r.tool, r.tool)}")
+                L.append(r.cmd.replace(ACCESS_KEY, "$KEY").replace(SECRET_KEY, "$SECRET"))
+        L += ["```", ""]
+        return "\n".join(L)
+
+
+def write_report(path: Path, section: str) -> None:
+    if path.exists():
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.strip() == MARKER:
+                head = "".join(lines[:i])
+                break
+        else:
+            head = text if text.endswith("\n") or not text else text + "\n"
+            head += "\n"
+    else:
+        head = ("# Benchmarks: s3backup side by side with aws s3 sync, rclone and s3sync\n\n"
+                "Produced by `benches/compare.py` (see its docstring). Everything below the "
+                "marker line is rewritten by each run; text above it is kept.\n\n")
+    path.write_text(head + section)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2,000 small files, an 80 MiB large file, (f) at 2k and 20k, 1 rep "
+                        "unless --reps is given")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
+    p.add_argument("--scenarios", default="a,b,c,d,e,f",
+                   help="comma-separated subset of a,b,c,d,e,f (default all)")
+    p.add_argument("--tools", default=",".join(TOOL_ORDER),
+                   help="comma-separated subset of s3backup,aws,rclone,s3sync")
+    p.add_argument("--concurrency", type=int, default=16, help="requests/files in flight (16)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds before a command is killed (default 3600; 600 with --quick)")
+    p.add_argument("--workdir", default=str(CACHE / "work"),
+                   help="data sets, server root, state files, logs (default %(default)s)")
+    p.add_argument("--output", default=None,
+                   help="Markdown file for the results (default BENCHMARKS.md at the repo root; "
+                        "WORKDIR/BENCHMARKS-quick.md with --quick)")
+    p.add_argument("--s3backup-bin", default=None, help="use this binary instead of building")
+    p.add_argument("--small-files", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--large-mib", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--many-files", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--keep", action="store_true", help="keep buckets and restored trees")
+    a = p.parse_args(argv)
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    bad = [s for s in a.scenarios if s not in "abcdef" or len(s) != 1]
+    if bad:
+        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d,e,f")
+    a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    if any(t not in TOOL_ORDER for t in a.tools):
+        p.error(f"--tools: choose from {','.join(TOOL_ORDER)}")
+    a.tools = [t for t in TOOL_ORDER if t in a.tools]
+    if a.reps is None:
+        a.reps = 1 if a.quick else 3
+    if a.timeout is None:
+        a.timeout = 600.0 if a.quick else 3600.0
+    a.small_files = a.small_files or (2000 if a.quick else 50_000)
+    a.large_bytes = (a.large_mib or (80 if a.quick else 1024)) << 20
+    if a.many_files:
+        a.many_files = [int(x) for x in a.many_files.split(",")]
+    else:
+        a.many_files = [2000, 20_000] if a.quick else [100_000, 1_000_000]
+    if a.output is None:
+        a.output = str(Path(a.workdir).expanduser() / "BENCHMARKS-quick.md") if a.quick \
+            else str(REPO / "BENCHMARKS.md")
+    return a
+
+
+def main() -> None:
+    args = parse_args()
+
+    def on_signal(signum, _frame):
+        for pid in list(_live_children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise SystemExit(f"stopped by signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    bench = Bench(args)
+    bench.setup()
+    bench.run()
+    section = bench.report()
+    out = Path(args.output).expanduser()
+    write_report(out, section)
+    print(section)
+    log(f"results written to {out}")
+    failed = [r for r in bench.runs if not r.ok]
+    if failed:
+        log(f"{len(failed)} run(s) failed their check or exited non-zero; see the table")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
