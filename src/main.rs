@@ -15,8 +15,9 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
+    let others = if cli.quiet { "error" } else { "warn" };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("s3backup={level},warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("s3backup={level},{others}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
