@@ -1,22 +1,28 @@
-//! A backup run, end to end: check the target, scan, plan, hash, transfer,
-//! record, write the manifest.
+//! A backup run, end to end: check the target, walk, decide, hash,
+//! transfer, record, write the manifest.
 //!
-//! Work is planned first and executed second, so `--dry-run` is "print the
-//! plan". Transfers run with bounded concurrency: at most `jobs` files in
-//! flight and at most `jobs` requests (parts included) at once, through one
-//! semaphore whose permits are held only for a single request, so a large
-//! multipart upload can never starve or deadlock the rest. A failure on one
-//! file is retried if transient, then recorded and reported; it never stops
-//! the others and never reaches the state file. State rows are written only
-//! after their upload succeeded, in batches.
+//! The walk runs on a blocking thread, merged in path order with a
+//! read-only snapshot of the state (its own connection), and hands the
+//! files that need hashing over a bounded channel in chunks; they are
+//! hashed, decided (`plan::decide_file`) and sent while the walk goes on,
+//! so memory stays bounded however large the tree or the first backup.
+//! Metadata-only updates and deletions follow once the walk is done;
+//! deletions run last, after every copy that may read them. `--dry-run`
+//! runs the same decisions and lists them instead of executing them.
+//!
+//! Transfers run with bounded concurrency: at most `jobs` files in flight
+//! and at most `jobs` requests (parts included) at once (see `transfer`).
+//! A failure on one file is retried if transient, then recorded and
+//! reported; it never stops the others and never reaches the state file.
+//! State rows are written only after their upload succeeded, in batches.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::hash;
 use crate::manifest;
@@ -110,6 +116,10 @@ pub enum BackupError {
 /// How many state rows to commit per transaction.
 const STATE_BATCH: usize = 512;
 
+/// Files handed from the walk to hashing and transfers at a time: the
+/// bound on how much of a large first backup is in memory at once.
+const CHUNK: usize = 2048;
+
 /// Runs one backup.
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
@@ -120,22 +130,27 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         source,
     };
 
-    let mut db = if opts.dry_run && !opts.state_path.exists() {
-        StateDb::in_memory()?
-    } else {
-        StateDb::open(&opts.state_path)?
-    };
+    // A dry run never writes the state file: it reads it, or works on a
+    // scratch copy of what it needs (a set rebuilt from a manifest).
+    let scratch =
+        tempfile::tempdir().map_err(|e| BackupError::Manifest(format!("scratch directory: {e}")))?;
+    let scratch_path = scratch.path().join("state.db");
     let source_text = source.to_string_lossy().to_string();
-    let mut set_id = if opts.dry_run {
-        db.find_set(&source_text, &target_text)?.unwrap_or(-1)
-    } else {
-        db.ensure_set(&source_text, &target_text)?
-    };
-    if opts.dry_run && (set_id == -1 || db.load_files(set_id)?.is_empty()) {
-        // A dry run may still rebuild state from a manifest, but only in memory.
-        db = StateDb::in_memory()?;
-        set_id = db.ensure_set(&source_text, &target_text)?;
+    let mut state_path = opts.state_path.clone();
+    if opts.dry_run {
+        let known = state_path.exists() && {
+            let db = StateDb::open(&state_path)?;
+            db.find_set(&source_text, &target_text)?
+                .map(|id| db.has_rows(id))
+                .transpose()?
+                .unwrap_or(false)
+        };
+        if !known {
+            state_path = scratch_path;
+        }
     }
+    let mut db = StateDb::open(&state_path)?;
+    let set_id = db.ensure_set(&source_text, &target_text)?;
     let _lock = if opts.dry_run {
         None
     } else {
@@ -157,60 +172,11 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             );
         }
     }
-
-    // Walk the tree and merge it with the state rows in one streaming pass
-    // on a blocking thread, which holds the state connection meanwhile.
-    let scan_root = source.clone();
-    let tick = progress.clone();
-    let (returned_db, scanned) = tokio::task::spawn_blocking(move || {
-        let result = scan_and_triage(&db, set_id, &scan_root, |n| tick.scanned(n));
-        (db, result)
-    })
-    .await
-    .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))?;
-    db = returned_db;
-    let ScanOutcome {
-        mut triage,
-        scanned,
-        skipped,
-        errors,
-    } = scanned?;
-    for s in &skipped {
-        tracing::warn!(path = %s.path, "{}", s.reason);
-    }
-    let mut failures: Vec<Failure> = errors
-        .iter()
-        .map(|p| Failure {
-            path: p.path.clone(),
-            error: p.reason.clone(),
-        })
-        .collect();
-    triage.protect(&errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
-    let hashes = hash_all(&source, &triage.to_hash, &progress, &mut failures).await;
     let has_rows = db.has_rows(set_id)?;
-    let plan = plan::decide(
-        triage,
-        &hashes,
-        |blake3, size| {
-            if !has_rows {
-                return Vec::new();
-            }
-            db.paths_with_content(set_id, blake3, size).unwrap_or_else(|e| {
-                tracing::warn!("looking up content for a server-side copy: {e}");
-                Vec::new()
-            })
-        },
-        opts.delete,
-    );
-    drop(hashes);
 
     let mut report = BackupReport {
-        counts: RunCounts {
-            scanned,
-            unchanged: plan.unchanged,
-            ..RunCounts::default()
-        },
-        skipped: skipped.len() as u64,
+        counts: RunCounts::default(),
+        skipped: 0,
         elapsed_ms: 0,
         dry_run: opts.dry_run,
         snapshot: None,
@@ -218,38 +184,16 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         planned: Vec::new(),
         created_target: prepared == Prepared::Created,
     };
-
-    if opts.dry_run {
-        if prepared == Prepared::Missing {
-            report.planned.push(format!("create {}", store.describe()));
-        }
-        for action in plan.transfers.iter().chain(&plan.deletes) {
-            report.planned.push(action.describe());
-            match action {
-                Action::Upload { entry, .. } => {
-                    report.counts.uploaded += 1;
-                    report.counts.bytes_sent += entry.size;
-                }
-                Action::Copy { .. } => report.counts.copied += 1,
-                Action::Touch { .. } => report.counts.touched += 1,
-                Action::Delete(row) if row.kind == EntryKind::File => report.counts.deleted += 1,
-                Action::Delete(_) => {}
-            }
-        }
-        report.counts.failed = failures.len() as u64;
-        report.failures = failures;
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        progress.finish();
-        return Ok(report);
+    if opts.dry_run && prepared == Prepared::Missing {
+        report.planned.push(format!("create {}", store.describe()));
     }
-
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let run_row = db.begin_run(set_id, &run_id, "backup")?;
-    let changes_planned = !plan.transfers.is_empty() || !plan.deletes.is_empty() || !plan.dirs.is_empty();
-    if changes_planned {
-        db.set_manifest_pending(set_id, true)?;
-    }
-
+    let run_row = if opts.dry_run {
+        None
+    } else {
+        Some(db.begin_run(set_id, &run_id, "backup")?)
+    };
+    let db = Mutex::new(db);
     let engine = Arc::new(Engine::new(
         store.clone(),
         source.clone(),
@@ -259,51 +203,130 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         opts.part_size,
         progress.clone(),
     ));
+    let mut run = RunState {
+        engine: &engine,
+        db: &db,
+        set_id,
+        dry_run: opts.dry_run,
+        report: &mut report,
+        failures: Vec::new(),
+        failed_sources: Vec::new(),
+        pending_marked: false,
+    };
 
-    let quiet_rows: Vec<FileChange> = plan
-        .dirs
-        .iter()
-        .map(|d| FileChange::Upsert(dir_row(d)))
-        .chain(plan.refresh.iter().map(|r| {
-            FileChange::Upsert(FileRow {
-                uploaded_at: now_secs(),
-                ..r.clone()
-            })
-        }))
-        .collect();
-    db.apply(set_id, &quiet_rows)?;
-
-    let transfer_bytes = plan
-        .transfers
-        .iter()
-        .map(|a| match a {
-            Action::Upload { entry, .. } => entry.size,
-            _ => 0,
+    // The walk (merged with a read-only snapshot of the state) runs on a
+    // blocking thread and hands changed files over in chunks: they are
+    // hashed, decided and sent while the walk goes on.
+    let (tx, mut rx) = mpsc::channel(CHUNK);
+    let walker = {
+        let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || {
+            let reader = StateDb::open(&state_path)?;
+            scan_and_triage(
+                &reader,
+                set_id,
+                &root,
+                |n| tick.scanned(n),
+                |entry, old| {
+                    // The receiver only goes away when the run is failing anyway.
+                    let _ = tx.blocking_send((entry, old));
+                },
+            )
         })
-        .sum();
-    progress.transferring(plan.transfers.len() as u64, transfer_bytes);
+    };
+    progress.transferring(0, 0);
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        if rx.recv_many(&mut chunk, CHUNK).await == 0 {
+            break;
+        }
+        let mut actions = Vec::new();
+        for (entry, old, hashed) in hash_chunk(&source, chunk, &progress).await {
+            let blake3 = match hashed {
+                Ok(h) => h,
+                Err(e) => {
+                    run.failures.push(Failure {
+                        path: entry.path,
+                        error: format!("reading: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let source_for_copy = |hash: &str, size| {
+                has_rows
+                    .then(|| copy_source(&db, set_id, &source, hash, size))
+                    .flatten()
+            };
+            match plan::decide_file(entry, old, blake3, source_for_copy) {
+                plan::Decision::Refresh(row) => {
+                    run.report.counts.unchanged += 1;
+                    run.refresh(row)?;
+                }
+                plan::Decision::Act(action) => actions.push(action),
+            }
+        }
+        run.execute(actions).await?;
+    }
+    let outcome = walker
+        .await
+        .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))??;
+    let ScanOutcome {
+        mut triage,
+        scanned,
+        skipped,
+        errors,
+    } = outcome;
+    for s in &skipped {
+        tracing::warn!(path = %s.path, "{}", s.reason);
+    }
+    run.failures.extend(errors.iter().map(|p| Failure {
+        path: p.path.clone(),
+        error: p.reason.clone(),
+    }));
+    triage.protect(&errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
+    run.report.counts.scanned = scanned;
+    run.report.counts.unchanged += triage.unchanged;
+    run.report.skipped = skipped.len() as u64;
+
+    if !opts.dry_run && !triage.dirs.is_empty() {
+        run.mark_pending()?;
+        let rows: Vec<FileChange> = triage
+            .dirs
+            .iter()
+            .map(|d| FileChange::Upsert(dir_row(d)))
+            .collect();
+        lock(&db).apply(set_id, &rows)?;
+    }
+    let touches = triage
+        .mode_only
+        .into_iter()
+        .map(|(entry, old)| Action::Touch { entry, old })
+        .collect();
+    run.execute(touches).await?;
     // Deletions wait for every transfer: a rename's copy reads the object
     // its delete removes. A path whose copy failed is not deleted either,
     // so its content stays in the bucket until the next run uploads it.
-    let failed_sources = execute(
-        &engine,
-        plan.transfers,
-        &mut db,
-        set_id,
-        &mut report,
-        &mut failures,
-    )
-    .await?;
-    let deletes: Vec<Action> = plan
-        .deletes
-        .into_iter()
-        .filter(|a| !failed_sources.iter().any(|p| p == a.path()))
-        .collect();
-    execute(&engine, deletes, &mut db, set_id, &mut report, &mut failures).await?;
+    if opts.delete {
+        let deletes = triage
+            .vanished
+            .into_iter()
+            .filter(|r| !run.failed_sources.contains(&r.path))
+            .map(Action::Delete)
+            .collect();
+        run.execute(deletes).await?;
+    }
     progress.finish();
-
+    let mut failures = std::mem::take(&mut run.failures);
+    drop(run);
+    failures.sort_by(|a, b| a.path.cmp(&b.path));
     report.counts.failed = failures.len() as u64;
     report.failures = failures;
+
+    let Some(run_row) = run_row else {
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    };
+    let db = db.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     let manifest_result = if db.manifest_pending(set_id)? {
         write_manifest(&db, set_id, &*store, &source_text, &opts.target, &run_id).await
     } else {
@@ -332,12 +355,110 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     Ok(report)
 }
 
+/// The state connection, even if a task panicked while holding it (its
+/// writes are transactions, so the database itself is consistent).
+fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
+    db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A path the bucket holds this content under and that this run will not
+/// overwrite: gone locally (kept until deletions, which run last) or still
+/// exactly as its row describes.
+fn copy_source(db: &Mutex<StateDb>, set_id: i64, root: &Path, blake3: &str, size: u64) -> Option<String> {
+    let rows = lock(db)
+        .rows_with_content(set_id, blake3, size)
+        .unwrap_or_else(|e| {
+            tracing::warn!("looking up content for a server-side copy: {e}");
+            Vec::new()
+        });
+    rows.into_iter()
+        .find(|r| match std::fs::symlink_metadata(root.join(&r.path)) {
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            Ok(md) => {
+                md.is_file() && md.len() == r.size && scan::mtime_ns(&md) == r.mtime_ns && !plan::is_racy(r)
+            }
+        })
+        .map(|r| r.path)
+}
+
+/// What the execution side of a run carries between chunks.
+struct RunState<'a> {
+    engine: &'a Arc<Engine>,
+    db: &'a Mutex<StateDb>,
+    set_id: i64,
+    dry_run: bool,
+    report: &'a mut BackupReport,
+    failures: Vec<Failure>,
+    failed_sources: Vec<String>,
+    pending_marked: bool,
+}
+
+impl RunState<'_> {
+    /// Records, before the first remote change, that a manifest is owed.
+    fn mark_pending(&mut self) -> Result<(), BackupError> {
+        if !self.pending_marked && !self.dry_run {
+            lock(self.db).set_manifest_pending(self.set_id, true)?;
+            self.pending_marked = true;
+        }
+        Ok(())
+    }
+
+    /// Rewrites a racy row that proved unchanged, so it stops being racy.
+    fn refresh(&mut self, row: FileRow) -> Result<(), BackupError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let row = FileRow {
+            uploaded_at: now_secs(),
+            ..row
+        };
+        lock(self.db).apply(self.set_id, &[FileChange::Upsert(row)])?;
+        Ok(())
+    }
+
+    /// Carries out actions (or, in a dry run, lists them).
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        if self.dry_run {
+            for action in &actions {
+                self.report.planned.push(action.describe());
+                let c = &mut self.report.counts;
+                match action {
+                    Action::Upload { entry, .. } => {
+                        c.uploaded += 1;
+                        c.bytes_sent += entry.size;
+                    }
+                    Action::Copy { .. } => c.copied += 1,
+                    Action::Touch { .. } => c.touched += 1,
+                    Action::Delete(row) if row.kind == EntryKind::File => c.deleted += 1,
+                    Action::Delete(_) => {}
+                }
+            }
+            return Ok(());
+        }
+        self.mark_pending()?;
+        let failed = execute(
+            self.engine,
+            actions,
+            self.db,
+            self.set_id,
+            self.report,
+            &mut self.failures,
+        )
+        .await?;
+        self.failed_sources.extend(failed);
+        Ok(())
+    }
+}
+
 /// Runs actions `jobs` at a time, counting results and committing state
 /// rows in batches. Returns the sources of copies that failed.
 async fn execute(
     engine: &Arc<Engine>,
     actions: Vec<Action>,
-    db: &mut StateDb,
+    db: &Mutex<StateDb>,
     set_id: i64,
     report: &mut BackupReport,
     failures: &mut Vec<Failure>,
@@ -378,13 +499,13 @@ async fn execute(
             }
         }
         if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
-            tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+            tokio::task::block_in_place(|| lock(db).apply(set_id, &batch))?;
             batch.clear();
             last_flush = Instant::now();
         }
     }
     drop(results);
-    db.apply(set_id, &batch)?;
+    lock(db).apply(set_id, &batch)?;
     Ok(failed_sources)
 }
 
@@ -411,12 +532,14 @@ struct ScanOutcome {
     errors: Vec<scan::ScanProblem>,
 }
 
-/// Walks the source and merges it with the set's rows without holding either whole.
+/// Walks the source and merges it with the set's rows without holding
+/// either whole; files to hash go to `changed` as they are found.
 fn scan_and_triage(
     db: &StateDb,
     set_id: i64,
     root: &Path,
     tick: impl FnMut(usize),
+    changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Result<ScanOutcome, BackupError> {
     let walk = scan::walk(root, tick)?;
     let dir_rows = db.dir_rows(set_id)?;
@@ -435,7 +558,7 @@ fn scan_and_triage(
             None
         }
     });
-    let triage = db.with_file_rows(set_id, |rows| plan::triage(entries, rows, dir_rows))?;
+    let triage = db.with_file_rows(set_id, |rows| plan::triage_with(entries, rows, dir_rows, changed))?;
     Ok(ScanOutcome {
         triage,
         scanned,
@@ -444,43 +567,29 @@ fn scan_and_triage(
     })
 }
 
-/// Hashes files on blocking threads, one per core; unreadable files become failures.
-async fn hash_all(
+/// Hashes a chunk of files on blocking threads, one per core.
+async fn hash_chunk(
     source: &Path,
-    entries: &[(ScanEntry, Option<FileRow>)],
+    chunk: Vec<(ScanEntry, Option<FileRow>)>,
     progress: &Arc<dyn Progress>,
-    failures: &mut Vec<Failure>,
-) -> HashMap<String, String> {
+) -> Vec<(ScanEntry, Option<FileRow>, std::io::Result<String>)> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    progress.hashing(entries.len() as u64, entries.iter().map(|(e, _)| e.size).sum());
-    let mut hashed = futures::stream::iter(entries.iter().map(|(e, _)| e.clone()))
-        .map(|entry| {
+    futures::stream::iter(chunk)
+        .map(|(entry, old)| {
             let path = source.join(&entry.path);
+            let progress = progress.clone();
             async move {
-                let result = tokio::task::spawn_blocking({
-                    let entry = entry.clone();
-                    move || hash::hash_file(&path, &entry)
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                (entry, result)
+                let seen = entry.clone();
+                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                progress.advance(entry.size);
+                (entry, old, result)
             }
         })
-        .buffer_unordered(threads);
-    let mut hashes = HashMap::with_capacity(entries.len());
-    while let Some((entry, result)) = hashed.next().await {
-        progress.advance(entry.size);
-        match result {
-            Ok(h) => {
-                hashes.insert(entry.path, h);
-            }
-            Err(e) => failures.push(Failure {
-                path: entry.path,
-                error: format!("reading: {e}"),
-            }),
-        }
-    }
-    hashes
+        .buffered(threads)
+        .collect()
+        .await
 }
 
 fn dir_row(entry: &ScanEntry) -> FileRow {

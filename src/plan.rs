@@ -139,12 +139,14 @@ pub fn is_racy(row: &FileRow) -> bool {
 /// Sorts the scan against the state without reading any file, in one
 /// merged pass: `entries` yields files in byte order of their paths
 /// (directories may come anywhere), `file_rows` yields the set's file rows
-/// in the same order, and `dir_rows` holds its directory rows (few). Only
-/// what needs work is kept, so an unchanged tree costs no memory per file.
-pub fn triage(
+/// in the same order, and `dir_rows` holds its directory rows (few). Files
+/// that need hashing go to `changed` as they are found, so a caller can
+/// stream them on; everything else that needs work is returned.
+pub fn triage_with(
     entries: impl IntoIterator<Item = ScanEntry>,
     file_rows: impl IntoIterator<Item = FileRow>,
     mut dir_rows: HashMap<String, FileRow>,
+    mut changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Triage {
     let mut triage = Triage::default();
     let mut rows = file_rows.into_iter().peekable();
@@ -167,7 +169,7 @@ pub fn triage(
                     triage.mode_only.push((entry, r));
                 }
             }
-            old => triage.to_hash.push((entry, old)),
+            old => changed(entry, old),
         }
     }
     triage.vanished.extend(rows);
@@ -176,59 +178,83 @@ pub fn triage(
     triage
 }
 
-/// Chooses an action for every hashed file. `hashes` maps path → blake3;
-/// a file missing from it could not be read and is left out (the caller
-/// reports it). `holders(blake3, size)` names the paths whose rows claim
-/// that content, in path order; paths rewritten by this run are skipped.
+/// [`triage_with`], collecting the files to hash into `to_hash`.
+pub fn triage(
+    entries: impl IntoIterator<Item = ScanEntry>,
+    file_rows: impl IntoIterator<Item = FileRow>,
+    dir_rows: HashMap<String, FileRow>,
+) -> Triage {
+    let mut to_hash = Vec::new();
+    let mut triage = triage_with(entries, file_rows, dir_rows, |e, old| to_hash.push((e, old)));
+    triage.to_hash = to_hash;
+    triage
+}
+
+/// What to do with one hashed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Same bytes, mtime and mode as its row, which was only racy: rewrite the row, send nothing.
+    Refresh(FileRow),
+    /// A remote operation.
+    Act(Action),
+}
+
+/// Decides for one hashed file: its own row has the bytes → touch (or just
+/// refresh), `copy_source(blake3, size)` names a path the bucket holds them
+/// under → copy, else upload.
+pub fn decide_file(
+    entry: ScanEntry,
+    old: Option<FileRow>,
+    blake3: String,
+    copy_source: impl FnOnce(&str, u64) -> Option<String>,
+) -> Decision {
+    match old {
+        Some(old) if old.blake3 == blake3 && old.size == entry.size => {
+            if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
+                Decision::Refresh(old)
+            } else {
+                Decision::Act(Action::Touch { entry, old })
+            }
+        }
+        _ => match copy_source(&blake3, entry.size) {
+            Some(from) => Decision::Act(Action::Copy { from, entry, blake3 }),
+            None => Decision::Act(Action::Upload { entry, blake3 }),
+        },
+    }
+}
+
+/// Chooses an action for every hashed file at once. `hashes` maps path →
+/// blake3; a file missing from it could not be read and is left out (the
+/// caller reports it). `holders(blake3, size)` names the paths whose rows
+/// claim that content; paths rewritten by this run are never copy sources.
 pub fn decide(
     triage: Triage,
     hashes: &HashMap<String, String>,
     mut holders: impl FnMut(&str, u64) -> Vec<String>,
     delete: bool,
 ) -> Plan {
-    let rewritten: HashSet<&str> = triage.to_hash.iter().map(|(e, _)| e.path.as_str()).collect();
+    let rewritten: HashSet<String> = triage.to_hash.iter().map(|(e, _)| e.path.clone()).collect();
     let mut plan = Plan {
         unchanged: triage.unchanged,
+        dirs: triage.dirs,
         ..Plan::default()
     };
     for (entry, old) in triage.mode_only {
         plan.transfers.push(Action::Touch { entry, old });
     }
-    for (entry, old) in &triage.to_hash {
+    for (entry, old) in triage.to_hash {
         let Some(blake3) = hashes.get(&entry.path) else {
             continue;
         };
-        let entry = entry.clone();
-        let same_bytes = old
-            .as_ref()
-            .filter(|r| &r.blake3 == blake3 && r.size == entry.size);
-        if let Some(old) = same_bytes {
-            if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
+        let source = |hash: &str, size| holders(hash, size).into_iter().find(|p| !rewritten.contains(p));
+        match decide_file(entry, old, blake3.clone(), source) {
+            Decision::Refresh(row) => {
                 plan.unchanged += 1;
-                plan.refresh.push(old.clone());
-            } else {
-                plan.transfers.push(Action::Touch {
-                    entry,
-                    old: old.clone(),
-                });
+                plan.refresh.push(row);
             }
-        } else if let Some(from) = holders(blake3, entry.size)
-            .into_iter()
-            .find(|p| !rewritten.contains(p.as_str()))
-        {
-            plan.transfers.push(Action::Copy {
-                from,
-                entry,
-                blake3: blake3.clone(),
-            });
-        } else {
-            plan.transfers.push(Action::Upload {
-                entry,
-                blake3: blake3.clone(),
-            });
+            Decision::Act(action) => plan.transfers.push(action),
         }
     }
-    plan.dirs = triage.dirs;
     plan.transfers.sort_by(|a, b| a.path().cmp(b.path()));
     if delete {
         plan.deletes = triage.vanished.into_iter().map(Action::Delete).collect();

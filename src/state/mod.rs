@@ -283,17 +283,34 @@ impl StateDb {
             .map_err(self.err())
     }
 
-    /// Paths whose rows claim this content, in path order (for server-side copies).
-    pub fn paths_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<String>> {
+    /// Rows that claim this content, in path order (for server-side copies).
+    pub fn rows_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<FileRow>> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path FROM files WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                 FROM files WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
                  ORDER BY path LIMIT 16",
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![set_id, blake3, size as i64], |r| r.get(0))
+            .query_map(params![set_id, blake3, size as i64], row_to_file)
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Up to `limit` file rows after `after` in path order: a page of the
+    /// set, for readers that must not hold the connection between pages.
+    pub fn file_rows_after(&self, set_id: i64, after: &str, limit: usize) -> StateResult<Vec<FileRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                 FROM files WHERE set_id = ?1 AND kind = 'f' AND path > ?2 ORDER BY path LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![set_id, after, limit as i64], row_to_file)
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
