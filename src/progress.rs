@@ -12,7 +12,7 @@ pub trait Progress: Send + Sync {
     fn scanned(&self, _total: usize) {}
     /// Hashing starts for `files` files of `bytes` bytes.
     fn hashing(&self, _files: u64, _bytes: u64) {}
-    /// Transfers start: `actions` operations moving `bytes` bytes.
+    /// Transfers start: `actions` operations moving `bytes` bytes (0 when not known yet).
     fn transferring(&self, _actions: u64, _bytes: u64) {}
     /// `bytes` more were hashed or sent.
     fn advance(&self, _bytes: u64) {}
@@ -70,7 +70,16 @@ impl Progress for BarProgress {
     }
 
     fn transferring(&self, actions: u64, bytes: u64) {
-        self.bytes_phase("sending", actions, bytes);
+        if bytes > 0 {
+            self.bytes_phase("sending", actions, bytes);
+            return;
+        }
+        // Totals unknown while the walk is still finding work: count bytes as they go.
+        self.bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        self.bar.set_message("backing up");
     }
 
     fn advance(&self, bytes: u64) {
