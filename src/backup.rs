@@ -241,7 +241,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             break;
         }
         let mut actions = Vec::new();
-        for (entry, old, hashed) in hash_chunk(&source, chunk, &progress).await {
+        for (entry, old, hashed) in hash_chunk(&source, chunk).await {
             let blake3 = match hashed {
                 Ok(h) => h,
                 Err(e) => {
@@ -571,19 +571,16 @@ fn scan_and_triage(
 async fn hash_chunk(
     source: &Path,
     chunk: Vec<(ScanEntry, Option<FileRow>)>,
-    progress: &Arc<dyn Progress>,
 ) -> Vec<(ScanEntry, Option<FileRow>, std::io::Result<String>)> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     futures::stream::iter(chunk)
         .map(|(entry, old)| {
             let path = source.join(&entry.path);
-            let progress = progress.clone();
             async move {
                 let seen = entry.clone();
                 let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                progress.advance(entry.size);
                 (entry, old, result)
             }
         })

@@ -10,11 +10,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub trait Progress: Send + Sync {
     /// Another batch of entries was scanned; `total` so far.
     fn scanned(&self, _total: usize) {}
-    /// Hashing starts for `files` files of `bytes` bytes.
-    fn hashing(&self, _files: u64, _bytes: u64) {}
     /// Transfers start: `actions` operations moving `bytes` bytes (0 when not known yet).
     fn transferring(&self, _actions: u64, _bytes: u64) {}
-    /// `bytes` more were hashed or sent.
+    /// `bytes` more were sent.
     fn advance(&self, _bytes: u64) {}
     /// Everything is done; clear the display.
     fn finish(&self) {}
@@ -63,10 +61,6 @@ impl Default for BarProgress {
 impl Progress for BarProgress {
     fn scanned(&self, total: usize) {
         self.bar.set_message(format!("scanning: {total} entries"));
-    }
-
-    fn hashing(&self, files: u64, bytes: u64) {
-        self.bytes_phase("hashing", files, bytes);
     }
 
     fn transferring(&self, actions: u64, bytes: u64) {
