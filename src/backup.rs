@@ -221,7 +221,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
         tokio::task::spawn_blocking(move || {
-            let reader = StateDb::open(&state_path)?;
+            let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
                 &reader,
                 set_id,

@@ -133,14 +133,24 @@ impl StateDb {
         Self::init(conn, path)
     }
 
-    /// A throwaway in-memory state, for dry runs without a state file.
-    pub fn in_memory() -> StateResult<Self> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
-            path: path.clone(),
+    /// A second, read-only connection to a state file another connection
+    /// has opened (and migrated): a reader whose statements see a stable
+    /// snapshot while the writer goes on (WAL mode).
+    pub fn open_reader(path: &Path) -> StateResult<Self> {
+        let err = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
             cause: source,
-        })?;
-        Self::init(conn, &path)
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     fn init(mut conn: Connection, path: &Path) -> StateResult<Self> {
