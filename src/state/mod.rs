@@ -119,10 +119,21 @@ impl StateDb {
     }
 
     /// Opens (creating if needed) the state file and brings its schema up to date.
+    ///
+    /// A new state file (and a directory made for it) is readable by the
+    /// user alone: it lists every file name that was backed up.
     pub fn open(path: &Path) -> StateResult<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
-                path: dir.to_path_buf(),
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            private_dir_builder()
+                .create(dir)
+                .map_err(|source| StateError::Io {
+                    path: dir.to_path_buf(),
+                    cause: source,
+                })?;
+        }
+        if !path.exists() {
+            create_private_file(path).map_err(|source| StateError::Io {
+                path: path.to_path_buf(),
                 cause: source,
             })?;
         }
@@ -146,7 +157,8 @@ impl StateDb {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
@@ -375,6 +387,25 @@ impl StateDb {
             }
         }
         tx.commit().map_err(err)
+    }
+}
+
+fn private_dir_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
     }
 }
 

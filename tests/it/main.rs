@@ -5,7 +5,9 @@
 //! check `s3backup backup` against S3 and against a local directory store,
 //! `restore` and `restore_local` check `s3backup restore` and `snapshots`
 //! the same two ways, and `versioned` checks restores of older snapshots on
-//! a versioned bucket (moto's S3 server; skipped when it is not installed).
+//! a versioned bucket (moto's S3 server; skipped when it is not installed),
+//! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
+//! and `security` checks file permissions, secrets in output and locking.
 
 mod common;
 mod server;
@@ -15,5 +17,6 @@ mod backup_local;
 mod inspect;
 mod restore;
 mod restore_local;
+mod security;
 mod server_selftest;
 mod versioned;
