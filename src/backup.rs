@@ -119,6 +119,8 @@ const STATE_BATCH: usize = 512;
 /// Files handed from the walk to hashing and transfers at a time: the
 /// bound on how much of a large first backup is in memory at once.
 const CHUNK: usize = 2048;
+/// The longest object key S3 accepts, in bytes of UTF-8.
+const MAX_KEY_BYTES: usize = 1024;
 
 /// Runs one backup.
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
@@ -239,6 +241,19 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         let mut chunk = Vec::with_capacity(CHUNK);
         if rx.recv_many(&mut chunk, CHUNK).await == 0 {
             break;
+        }
+        if let Target::S3 { prefix, .. } = &opts.target {
+            chunk.retain(|(entry, _)| {
+                let len = join_key(prefix, &entry.path).len();
+                if len <= MAX_KEY_BYTES {
+                    return true;
+                }
+                run.failures.push(Failure {
+                    path: entry.path.clone(),
+                    error: format!("its key would be {len} bytes, over S3's limit of {MAX_KEY_BYTES}"),
+                });
+                false
+            });
         }
         let mut actions = Vec::new();
         for (entry, old, hashed) in hash_chunk(&source, chunk).await {

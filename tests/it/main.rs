@@ -7,13 +7,15 @@
 //! the same two ways, and `versioned` checks restores of older snapshots on
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
-//! and `security` checks file permissions, secrets in output and locking.
+//! `security` checks file permissions, secrets in output and locking, and
+//! `edge` checks file-system edge cases.
 
 mod common;
 mod server;
 
 mod backup;
 mod backup_local;
+mod edge;
 mod inspect;
 mod restore;
 mod restore_local;
