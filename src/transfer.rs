@@ -25,7 +25,7 @@ use crate::store::{
 };
 
 /// Attempts per file operation for transient errors (on top of the SDK's own retries).
-const ATTEMPTS: u32 = 3;
+const ATTEMPTS: u32 = 2;
 
 /// Shared by every transfer task of a run.
 pub struct Engine {
