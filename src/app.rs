@@ -53,6 +53,8 @@ impl From<S3Args> for S3Settings {
             region: a.region,
             endpoint_url: a.endpoint_url,
             path_style: a.path_style,
+            connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
+            read_timeout: std::time::Duration::from_secs(a.read_timeout),
         }
     }
 }

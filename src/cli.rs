@@ -271,6 +271,12 @@ pub struct S3Args {
     /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
     #[arg(long)]
     pub path_style: bool,
+    /// Seconds to wait for a connection to the endpoint.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds without data from the server before a request is abandoned and retried.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub read_timeout: u64,
 }
 
 /// Parses sizes like `5MiB`, `8M`, `1G`, `1048576` (K, M, G, T are powers of 1024).

@@ -93,8 +93,11 @@ where
     loop {
         match op().await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                tracing::info!(attempt, "{what}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                // Exponential backoff with full jitter, so many files failing
+                // together (throttling) do not retry in lockstep.
+                let delay = fastrand::u64(100..=(500u64 << attempt));
+                tracing::info!(attempt, delay_ms = delay, "{what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
                 attempt += 1;
             }
             other => return other,

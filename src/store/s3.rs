@@ -45,6 +45,10 @@ pub struct S3Settings {
     pub endpoint_url: Option<String>,
     /// Force path-style addressing (`endpoint/bucket/key`).
     pub path_style: bool,
+    /// Connect timeout (zero: the default of 10 s).
+    pub connect_timeout: Duration,
+    /// Read timeout (zero: the default of 120 s).
+    pub read_timeout: Duration,
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -94,8 +98,8 @@ impl S3Store {
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .connect_timeout(or_default(settings.connect_timeout, 10))
+                    .read_timeout(or_default(settings.read_timeout, 120))
                     .build(),
             )
             .build();
@@ -127,6 +131,10 @@ impl S3Store {
             Err(e) => Err(convert(e, &format!("creating bucket '{}'", self.bucket))),
         }
     }
+}
+
+fn or_default(d: Duration, secs: u64) -> Duration {
+    if d.is_zero() { Duration::from_secs(secs) } else { d }
 }
 
 /// Endpoints on this machine or given as an IP address cannot use

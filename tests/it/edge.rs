@@ -49,3 +49,53 @@ fn a_path_whose_key_is_too_long_for_s3_fails_alone() {
         "short.txt and the manifest only"
     );
 }
+
+#[test]
+fn a_server_that_never_answers_times_out_with_a_clear_error() {
+    // Accepts connections and never replies: only the read timeout ends the wait.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for conn in listener.incoming().take(16) {
+            match conn {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+        }
+        conns
+    });
+    let env = TestEnv::with_endpoint(&endpoint);
+    env.write("a.txt", "a");
+    let run = env.backup(TARGET, &["--read-timeout", "1", "--connect-timeout", "1"]);
+    run.expect_code(1);
+    let line = run.error_line();
+    assert!(line.contains("bkt"), "{line}");
+    assert!(
+        line.to_lowercase().contains("timeout") || line.contains("timed out"),
+        "{}",
+        run.show()
+    );
+    drop(held);
+}
+
+#[test]
+fn an_unreachable_endpoint_is_a_clear_error() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = TestEnv::with_endpoint(&format!("http://127.0.0.1:{port}"));
+    env.write("a.txt", "a");
+    let run = env.backup(TARGET, &[]);
+    run.expect_code(1);
+    let line = run.error_line();
+    assert!(line.contains("bkt"), "{line}");
+    assert!(
+        line.contains("connect") || line.contains("Connection refused") || line.contains("dispatch"),
+        "{}",
+        run.show()
+    );
+}
