@@ -101,12 +101,12 @@ pub enum BackupError {
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// The target could not be reached or used.
-    #[error("target {target}: {source}")]
+    #[error("target {target}: {cause}")]
     Store {
         /// The target.
         target: String,
         /// What the store said.
-        source: StoreError,
+        cause: StoreError,
     },
     /// Writing the manifest failed; the files themselves are backed up.
     #[error("writing the snapshot manifest: {0}")]
@@ -129,7 +129,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let target_text = opts.target.canonical();
     let store_err = |source| BackupError::Store {
         target: target_text.clone(),
-        source,
+        cause: source,
     };
 
     // A dry run never writes the state file: it reads it, or works on a

@@ -15,7 +15,12 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let others = if cli.quiet { "error" } else { "warn" };
+    // Other crates (the AWS SDK) speak up only when asked: the tool reports their errors itself.
+    let others = match (cli.quiet, cli.verbose) {
+        (true, _) | (false, 0) => "error",
+        (false, 1) => "warn",
+        (false, _) => "info",
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("s3backup={level},{others}")));
     tracing_subscriber::fmt()

@@ -87,12 +87,12 @@ pub enum RestoreError {
     #[error("none of the requested paths ({0}) exist in the backup")]
     NoMatch(String),
     /// The store failed.
-    #[error("{target}: {source}")]
+    #[error("{target}: {cause}")]
     Store {
         /// The target text.
         target: String,
         /// What the store said.
-        source: StoreError,
+        cause: StoreError,
     },
     /// The snapshot could not be found or read.
     #[error(transparent)]
@@ -133,7 +133,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let target_text = opts.target.to_string();
     let store_err = |source| RestoreError::Store {
         target: target_text.clone(),
-        source,
+        cause: source,
     };
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {

@@ -73,12 +73,12 @@ pub struct VerifyReport {
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The store failed.
-    #[error("{target}: {source}")]
+    #[error("{target}: {cause}")]
     Store {
         /// The target text.
         target: String,
         /// What the store said.
-        source: StoreError,
+        cause: StoreError,
     },
     /// The bucket or store directory does not exist.
     #[error("{0} does not exist")]
@@ -108,7 +108,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let target_text = opts.target.to_string();
     let store_err = |source| VerifyError::Store {
         target: target_text.clone(),
-        source,
+        cause: source,
     };
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {

@@ -84,10 +84,11 @@ impl S3Store {
             .credentials_provider()
             .ok_or_else(|| StoreError::Fatal("no AWS credentials provider is configured".into()))?;
         provider.provide_credentials().await.map_err(|e| {
-            StoreError::Fatal(format!(
-                "no usable AWS credentials ({}): run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile",
-                DisplayErrorContext(&e)
-            ))
+            tracing::debug!("credential chain: {}", DisplayErrorContext(&e));
+            StoreError::Fatal(
+                "no usable AWS credentials: run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile (-vv shows what was tried)"
+                    .into(),
+            )
         })?;
 
         let config = aws_sdk_s3::config::Builder::from(&sdk)
@@ -186,7 +187,7 @@ async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
 fn convert<E, R>(err: SdkError<E, R>, what: &str) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     match &err {
         SdkError::ServiceError(service) => {
@@ -211,11 +212,27 @@ where
                 _ => StoreError::Fatal(text),
             }
         }
-        SdkError::ConstructionFailure(_) => {
-            StoreError::Fatal(format!("{what}: {}", DisplayErrorContext(&err)))
-        }
-        _ => StoreError::Transient(format!("{what}: {}", DisplayErrorContext(&err))),
+        SdkError::ConstructionFailure(_) => StoreError::Fatal(format!("{what}: {}", error_chain(&err))),
+        SdkError::DispatchFailure(_) => StoreError::Transient(format!(
+            "{what}: cannot reach the endpoint: {}",
+            error_chain(&err)
+        )),
+        _ => StoreError::Transient(format!("{what}: {}", error_chain(&err))),
     }
+}
+
+/// An error and its causes on one line, each said once.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTP status of a raw response, whatever the SDK's response type.
