@@ -99,3 +99,22 @@ fn an_unreachable_endpoint_is_a_clear_error() {
         run.show()
     );
 }
+
+#[test]
+fn no_credentials_is_a_one_line_error_that_says_what_to_do() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    let mut cmd = env.backup_cmd(TARGET, &[]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let run = run(cmd);
+    run.expect_code(1);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.show());
+    let line = run.error_line();
+    assert!(
+        line.contains("no usable AWS credentials") && line.contains("aws configure"),
+        "{line}"
+    );
+    assert!(server.requests().is_empty(), "nothing sent without credentials");
+}
