@@ -217,16 +217,6 @@ impl StateDb {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Every row of a set, keyed by path.
-    pub fn load_files(&self, set_id: i64) -> StateResult<HashMap<String, FileRow>> {
-        let mut map = HashMap::new();
-        self.for_each_file(set_id, |row| {
-            map.insert(row.path.clone(), row);
-            Ok(())
-        })?;
-        Ok(map)
-    }
-
     /// Streams a set's rows in path (byte) order, never holding them all.
     pub fn for_each_file(
         &self,
@@ -500,7 +490,11 @@ mod tests {
         .unwrap();
         assert_eq!(seen, ["a.txt", "a/b"]);
         assert_eq!(db.totals(set).unwrap(), (2, 6));
-        assert_eq!(db.load_files(set).unwrap()["a/b"], row("a/b", "h"));
+        assert_eq!(db.file(set, "a/b").unwrap(), Some(row("a/b", "h")));
+        let streamed = db
+            .with_file_rows(set, |rows| rows.map(|r| r.path).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(streamed, ["a.txt", "a/b"]);
     }
 
     #[test]
