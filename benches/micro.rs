@@ -22,6 +22,7 @@ fn entry(i: usize) -> ScanEntry {
         size: (i % 16_384) as u64,
         mtime_ns: 1_700_000_000_000_000_000 + i as i64,
         mode: 0o644,
+        seen_ns: 1_800_000_000_000_000_000,
     }
 }
 
@@ -37,6 +38,7 @@ fn row(i: usize) -> FileRow {
         etag: format!("{i:032x}"),
         version_id: None,
         uploaded_at: 1_800_000_000,
+        checked_ns: 1_800_000_000_000_000_000,
     }
 }
 
@@ -58,6 +60,7 @@ fn hash_file(bencher: divan::Bencher, size: usize) {
         size: size as u64,
         mtime_ns: scan::mtime_ns(&md),
         mode: 0o644,
+        seen_ns: scan::now_ns(),
     };
     bencher
         .counter(BytesCount::new(size))

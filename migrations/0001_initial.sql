@@ -24,6 +24,9 @@ CREATE TABLE files (
     etag        TEXT NOT NULL,               -- '' for directories
     version_id  TEXT,
     uploaded_at INTEGER NOT NULL,            -- unix seconds
+    -- when the local file was last seen with this content (ns): a row whose
+    -- mtime is within 2 s of it is "racily clean" and is hashed again
+    checked_ns  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (set_id, path)
 ) WITHOUT ROWID;
 

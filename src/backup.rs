@@ -418,15 +418,11 @@ impl RunState<'_> {
         Ok(())
     }
 
-    /// Rewrites a racy row that proved unchanged, so it stops being racy.
+    /// Writes back a racy row that proved unchanged, with its new check time.
     fn refresh(&mut self, row: FileRow) -> Result<(), BackupError> {
         if self.dry_run {
             return Ok(());
         }
-        let row = FileRow {
-            uploaded_at: now_secs(),
-            ..row
-        };
         lock(self.db).apply(self.set_id, &[FileChange::Upsert(row)])?;
         Ok(())
     }
@@ -615,6 +611,7 @@ fn dir_row(entry: &ScanEntry) -> FileRow {
         etag: String::new(),
         version_id: None,
         uploaded_at: now_secs(),
+        checked_ns: entry.seen_ns,
     }
 }
 

@@ -46,6 +46,7 @@ mod tests {
             size: 5,
             mtime_ns: scan::mtime_ns(&md),
             mode: 0o644,
+            seen_ns: 0,
         };
         assert_eq!(
             hash_file(&path, &seen).unwrap(),

@@ -1,10 +1,12 @@
 //! Deciding what a backup must do, from the scan and the state alone.
 //!
-//! "Same size and mtime" is trusted only for rows recorded well after the
-//! file's mtime: a file written again within the file system's timestamp
-//! granularity of its last backup keeps its mtime, so, as git does with
-//! "racily clean" index entries, such rows are hashed again on the next
-//! run; if the bytes are unchanged only the row is refreshed.
+//! "Same size and mtime" is trusted only for rows whose file was last seen
+//! (stat-ed, then read) well after its mtime: a file written again within
+//! the file system's timestamp granularity of that moment keeps its mtime,
+//! so, as git does with "racily clean" index entries, such rows are hashed
+//! again on the next run; if the bytes are unchanged only the row's check
+//! time moves on. The check time is the scan's stat, not the upload's end,
+//! so a long upload does not hide a write made just after the read.
 //!
 //! Pure functions, in two steps because hashing sits between them:
 //! [`triage`] sorts scanned entries by size and mtime (no reads) into
@@ -122,18 +124,15 @@ pub struct Plan {
     pub unchanged: u64,
 }
 
-/// How close (ns) to the moment a row was recorded a file's mtime may be
-/// before its size and mtime can no longer vouch for its content.
+/// How close (ns) to the moment a file was last seen its mtime may be
+/// before size and mtime can no longer vouch for its content (2 s covers
+/// the coarsest common timestamps, FAT's).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
-/// Whether a row was recorded so soon after its file's mtime that a later
+/// Whether the file was last seen so soon after its mtime that a later
 /// write could have kept the same mtime.
 pub fn is_racy(row: &FileRow) -> bool {
-    row.mtime_ns
-        >= row
-            .uploaded_at
-            .saturating_mul(1_000_000_000)
-            .saturating_sub(RACY_WINDOW_NS)
+    row.mtime_ns > row.checked_ns.saturating_sub(RACY_WINDOW_NS)
 }
 
 /// Sorts the scan against the state without reading any file, in one
@@ -193,7 +192,8 @@ pub fn triage(
 /// What to do with one hashed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Same bytes, mtime and mode as its row, which was only racy: rewrite the row, send nothing.
+    /// Same bytes, mtime and mode as its row, which was only racy: write
+    /// the row back with the new check time (so it stops being racy), send nothing.
     Refresh(FileRow),
     /// A remote operation.
     Act(Action),
@@ -211,7 +211,10 @@ pub fn decide_file(
     match old {
         Some(old) if old.blake3 == blake3 && old.size == entry.size => {
             if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
-                Decision::Refresh(old)
+                Decision::Refresh(FileRow {
+                    checked_ns: entry.seen_ns,
+                    ..old
+                })
             } else {
                 Decision::Act(Action::Touch { entry, old })
             }
@@ -273,6 +276,7 @@ mod tests {
             size,
             mtime_ns,
             mode: 0o644,
+            seen_ns: 2_000_000_000_000_000_000,
         }
     }
 
@@ -287,6 +291,7 @@ mod tests {
             etag: format!("etag-{path}"),
             version_id: None,
             uploaded_at: 2_000_000_000,
+            checked_ns: 2_000_000_000_000_000_000,
         }
     }
 
@@ -355,7 +360,7 @@ mod tests {
         // Recorded in the same second the file was last written: a write in
         // that second could have kept size and mtime.
         let mut racy = row("a", 1, 1_700_000_000_500_000_000, "h1");
-        racy.uploaded_at = 1_700_000_001;
+        racy.checked_ns = 1_700_000_001_000_000_000;
         let st = state(&[racy.clone()]);
         let t = triage(vec![file("a", 1, racy.mtime_ns)], &st);
         assert_eq!((t.unchanged, t.to_hash.len()), (0, 1));
@@ -369,7 +374,7 @@ mod tests {
             ["upload a"]
         );
         // Recorded long after the mtime: trusted.
-        racy.uploaded_at = 1_700_000_100;
+        racy.checked_ns = 1_700_000_100_000_000_000;
         let st = state(&[racy.clone()]);
         assert_eq!(triage(vec![file("a", 1, racy.mtime_ns)], &st).unchanged, 1);
     }
@@ -452,6 +457,7 @@ mod tests {
             size: 0,
             mtime_ns: 1,
             mode: 0o755,
+            seen_ns: 0,
         };
         let t = super::triage(vec![dir.clone()], vec![], HashMap::new());
         assert_eq!(t.dirs, [dir]);

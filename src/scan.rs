@@ -35,6 +35,8 @@ pub struct ScanEntry {
     pub mtime_ns: i64,
     /// Unix permission bits.
     pub mode: u32,
+    /// When it was stat-ed, ns since the epoch (the content was read no earlier).
+    pub seen_ns: i64,
 }
 
 /// Something under the source that was not scanned, and why.
@@ -174,12 +176,20 @@ fn classify(root: &Path, item: walkdir::Result<walkdir::DirEntry>) -> Walked {
             size: if kind == EntryKind::File { md.len() } else { 0 },
             mtime_ns: mtime_ns(&md),
             mode: mode(&md),
+            seen_ns: now_ns(),
         }),
         Err(e) => Walked::Error(ScanProblem {
             path,
             reason: e.to_string(),
         }),
     }
+}
+
+/// The current time, ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Modification time of a stat result, in nanoseconds since the epoch.

@@ -55,6 +55,7 @@ fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
         etag: put.etag,
         version_id: put.version_id,
         uploaded_at: now_secs(),
+        checked_ns: entry.seen_ns,
     }
 }
 

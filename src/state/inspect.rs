@@ -116,7 +116,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, set_id
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, set_id
                  FROM files
                  WHERE kind = 'f' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
                  ORDER BY set_id, path",
@@ -124,7 +124,7 @@ impl StateDb {
             .map_err(self.err())?;
         let rows = st
             .query_map(params![set_id, glob], |r| {
-                Ok((r.get::<_, i64>(9)?, row_to_file(r)?))
+                Ok((r.get::<_, i64>(10)?, row_to_file(r)?))
             })
             .map_err(self.err())?;
         for row in rows {
@@ -138,7 +138,7 @@ impl StateDb {
     pub fn file(&self, set_id: i64, path: &str) -> StateResult<Option<FileRow>> {
         self.conn
             .query_row(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 AND path = ?2",
                 params![set_id, path],
                 row_to_file,

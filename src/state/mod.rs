@@ -93,6 +93,8 @@ pub struct FileRow {
     pub version_id: Option<String>,
     /// When it was uploaded, unix seconds.
     pub uploaded_at: i64,
+    /// When the local file was last seen with this content, ns since the epoch.
+    pub checked_ns: i64,
 }
 
 /// One change to the `files` table.
@@ -226,7 +228,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 ORDER BY path",
             )
             .map_err(self.err())?;
@@ -247,7 +249,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 AND kind = 'f' ORDER BY path",
             )
             .map_err(self.err())?;
@@ -274,7 +276,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 AND kind = 'd'",
             )
             .map_err(self.err())?;
@@ -300,7 +302,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
                  ORDER BY path LIMIT 16",
             )
@@ -317,7 +319,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
                  FROM files WHERE set_id = ?1 AND kind = 'f' AND path > ?2 ORDER BY path LIMIT ?3",
             )
             .map_err(self.err())?;
@@ -350,8 +352,8 @@ impl StateDb {
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO files
-                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(err)?;
             let mut remove = tx
@@ -369,7 +371,8 @@ impl StateDb {
                         r.blake3,
                         r.etag,
                         r.version_id,
-                        r.uploaded_at
+                        r.uploaded_at,
+                        r.checked_ns
                     ]),
                     FileChange::Remove(p) => remove.execute(params![set_id, p]),
                 }
@@ -422,6 +425,7 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         etag: r.get(6)?,
         version_id: r.get(7)?,
         uploaded_at: r.get(8)?,
+        checked_ns: r.get(9)?,
     })
 }
 
@@ -467,6 +471,7 @@ mod tests {
             etag: "e".into(),
             version_id: None,
             uploaded_at: 1,
+            checked_ns: 2,
         }
     }
 
