@@ -160,7 +160,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     } else {
         let all = snapshots::list(&*store, &prefix).await.map_err(store_err)?;
         if all.is_empty() && opts.snapshot.is_none() {
-            eprintln!(
+            tracing::warn!(
                 "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
             );
             report.source = "listing".into();
