@@ -163,8 +163,10 @@ impl Fetcher {
         }
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
         let mode = item.mode.or(remote.mode).or(Some(0o644));
+        // No fsync per file (as cp, tar and rclone): a crash leaves at worst a
+        // temporary file, never a partial one under the final name, and a
+        // re-run fetches whatever is missing or differs.
         tokio::task::block_in_place(|| {
-            tmp.as_file().sync_data()?;
             set_times_and_mode(tmp.path(), mtime, mode)?;
             tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
         })

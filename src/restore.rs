@@ -182,6 +182,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         .map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
 
     let fetcher = Arc::new(download::Fetcher::new(store.clone(), opts.jobs));
+    let made_dirs = Arc::new(MadeDirs::default());
     let mut matched = vec![false; selectors.len()];
     let mut dirs: Vec<Item> = Vec::new();
     let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed();
@@ -213,13 +214,14 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             futures::future::ready(hit.then_some(Ok(item)))
         })
         .map(|item| {
-            let (fetcher, dest, prefix) = (fetcher.clone(), dest.clone(), prefix.clone());
+            let (fetcher, made_dirs, dest, prefix) =
+                (fetcher.clone(), made_dirs.clone(), dest.clone(), prefix.clone());
             let no_clobber = opts.no_clobber;
             async move {
                 match item {
                     Err(f) => Outcome::Failed(f),
                     Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
-                    Ok(item) => restore_file(&fetcher, &dest, &prefix, item, no_clobber).await,
+                    Ok(item) => restore_file(&fetcher, &made_dirs, &dest, &prefix, item, no_clobber).await,
                 }
             }
         })
@@ -361,8 +363,29 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<R
     });
 }
 
+/// Parent directories already checked and made in this run, so a tree of
+/// many small files walks each directory's components once, not per file.
+#[derive(Default)]
+struct MadeDirs(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl MadeDirs {
+    fn make_parent(&self, dest: &Path, rel: &str) -> std::io::Result<PathBuf> {
+        let parent = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let known = self.0.lock().map(|set| set.contains(parent)).unwrap_or(false);
+        if known {
+            return Ok(dest.join(parent));
+        }
+        let made = safe_path::make_dirs(dest, rel, false)?;
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(parent.to_string());
+        }
+        Ok(made)
+    }
+}
+
 async fn restore_file(
     fetcher: &download::Fetcher,
+    made_dirs: &MadeDirs,
     dest: &Path,
     prefix: &str,
     item: Item,
@@ -390,7 +413,7 @@ async fn restore_file(
         Ok(download::Local::Differs | download::Local::Missing) => {}
         Err(e) => return fail(&item.path, e),
     }
-    let parent = match tokio::task::block_in_place(|| safe_path::make_dirs(dest, &item.path, false)) {
+    let parent = match tokio::task::block_in_place(|| made_dirs.make_parent(dest, &item.path)) {
         Ok(p) => p,
         Err(e) => return fail(&item.path, e.to_string()),
     };
