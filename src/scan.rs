@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use walkdir::WalkDir;
-
 /// The name reserved at the top of a source and of a store.
 pub const RESERVED: &str = ".s3backup";
 
@@ -89,8 +87,10 @@ pub enum Walked {
 /// Files come in byte order of their relative paths (siblings are sorted
 /// as `name/` for directories, which makes the depth-first order the byte
 /// order), so the walk can be merged with state rows read `ORDER BY path`
-/// without holding either in memory.
-pub fn walk(root: &Path, mut tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
+/// without holding either in memory. Each directory is read once and its
+/// entries are stat-ed relative to it (`fstatat` on the open directory, as
+/// `find` does), not by full path.
+pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
     match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => {}
         Ok(_) => return Err(ScanError::NotADirectory(root.to_path_buf())),
@@ -99,22 +99,153 @@ pub fn walk(root: &Path, mut tick: impl FnMut(usize)) -> Result<impl Iterator<It
         }
         Err(e) => return Err(ScanError::Unreadable(root.to_path_buf(), e)),
     }
-    if let Err(e) = std::fs::read_dir(root) {
-        return Err(ScanError::Unreadable(root.to_path_buf(), e));
-    }
-    let root = root.to_path_buf();
-    let walker = WalkDir::new(&root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by(|a, b| tree_order_key(a).cmp(&tree_order_key(b)))
-        .into_iter()
-        .filter_entry(|e| !(e.depth() == 1 && e.file_name() == RESERVED));
-    Ok(walker.enumerate().map(move |(n, item)| {
-        if n % 1000 == 999 {
-            tick(n + 1);
+    let children = read_children(root, true).map_err(|e| ScanError::Unreadable(root.to_path_buf(), e))?;
+    Ok(Walker {
+        root: root.to_path_buf(),
+        stack: vec![Frame {
+            rel: String::new(),
+            children: children.into_iter(),
+        }],
+        pending: None,
+        seen: 0,
+        tick,
+    })
+}
+
+/// One directory being walked: its relative path and its sorted entries.
+struct Frame {
+    rel: String,
+    children: std::vec::IntoIter<Child>,
+}
+
+/// An entry of a directory, stat-ed while the directory was open.
+struct Child {
+    name: std::ffi::OsString,
+    sort_key: Vec<u8>,
+    is_dir: bool,
+    stat: std::io::Result<(std::fs::FileType, std::fs::Metadata)>,
+}
+
+/// Reads a directory's entries and stats each relative to it, sorted in tree order.
+fn read_children(dir: &Path, top: bool) -> std::io::Result<Vec<Child>> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if top && name == RESERVED {
+            continue;
         }
-        classify(&root, item)
-    }))
+        // `DirEntry::metadata` stats relative to the open directory and does not follow symlinks.
+        let stat = entry
+            .file_type()
+            .and_then(|ft| entry.metadata().map(|md| (ft, md)));
+        let is_dir = stat.as_ref().is_ok_and(|(ft, _)| ft.is_dir());
+        let mut sort_key = name.as_encoded_bytes().to_vec();
+        if is_dir {
+            sort_key.push(b'/');
+        }
+        children.push(Child {
+            name,
+            sort_key,
+            is_dir,
+            stat,
+        });
+    }
+    children.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
+    Ok(children)
+}
+
+struct Walker<F> {
+    root: PathBuf,
+    stack: Vec<Frame>,
+    pending: Option<Walked>,
+    seen: usize,
+    tick: F,
+}
+
+impl<F: FnMut(usize)> Iterator for Walker<F> {
+    type Item = Walked;
+
+    fn next(&mut self) -> Option<Walked> {
+        if let Some(p) = self.pending.take() {
+            return Some(p);
+        }
+        loop {
+            let frame = self.stack.last_mut()?;
+            let Some(child) = frame.children.next() else {
+                self.stack.pop();
+                continue;
+            };
+            self.seen += 1;
+            if self.seen.is_multiple_of(1000) {
+                (self.tick)(self.seen);
+            }
+            let parent = &frame.rel;
+            let Some(name) = child.name.to_str() else {
+                let lossy = child.name.to_string_lossy();
+                let path = if parent.is_empty() {
+                    lossy.to_string()
+                } else {
+                    format!("{parent}/{lossy}")
+                };
+                return Some(Walked::Error(ScanProblem {
+                    path,
+                    reason: "name is not valid UTF-8 and cannot be stored as a key".into(),
+                }));
+            };
+            let rel = if parent.is_empty() {
+                name.to_string()
+            } else {
+                format!("{parent}/{name}")
+            };
+            let (file_type, md) = match child.stat {
+                Ok(stat) => stat,
+                Err(e) => {
+                    return Some(Walked::Error(ScanProblem {
+                        path: rel,
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+            let kind = if file_type.is_file() {
+                EntryKind::File
+            } else if child.is_dir {
+                EntryKind::Dir
+            } else {
+                let what = if file_type.is_symlink() {
+                    "symlink"
+                } else {
+                    "special file"
+                };
+                return Some(Walked::Skipped(ScanProblem {
+                    path: rel,
+                    reason: format!("{what} not backed up"),
+                }));
+            };
+            if kind == EntryKind::Dir {
+                match read_children(&self.root.join(&rel), false) {
+                    Ok(children) => self.stack.push(Frame {
+                        rel: rel.clone(),
+                        children: children.into_iter(),
+                    }),
+                    Err(e) => {
+                        self.pending = Some(Walked::Error(ScanProblem {
+                            path: rel.clone(),
+                            reason: e.to_string(),
+                        }))
+                    }
+                }
+            }
+            return Some(Walked::Entry(ScanEntry {
+                path: rel,
+                kind,
+                size: if kind == EntryKind::File { md.len() } else { 0 },
+                mtime_ns: mtime_ns(&md),
+                mode: mode(&md),
+                seen_ns: now_ns(),
+            }));
+        }
+    }
 }
 
 /// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
@@ -128,61 +259,6 @@ pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
         }
     }
     Ok(scan)
-}
-
-fn tree_order_key(entry: &walkdir::DirEntry) -> Vec<u8> {
-    let mut key = entry.file_name().as_encoded_bytes().to_vec();
-    if entry.file_type().is_dir() {
-        key.push(b'/');
-    }
-    key
-}
-
-fn classify(root: &Path, item: walkdir::Result<walkdir::DirEntry>) -> Walked {
-    let entry = match item {
-        Ok(entry) => entry,
-        Err(err) => {
-            let path = err.path().map(|p| relative_lossy(root, p)).unwrap_or_default();
-            let reason = err.io_error().map_or_else(|| err.to_string(), |e| e.to_string());
-            return Walked::Error(ScanProblem { path, reason });
-        }
-    };
-    let Some(path) = relative_utf8(root, entry.path()) else {
-        return Walked::Error(ScanProblem {
-            path: relative_lossy(root, entry.path()),
-            reason: "name is not valid UTF-8 and cannot be stored as a key".into(),
-        });
-    };
-    let file_type = entry.file_type();
-    let kind = if file_type.is_file() {
-        EntryKind::File
-    } else if file_type.is_dir() {
-        EntryKind::Dir
-    } else {
-        let what = if file_type.is_symlink() {
-            "symlink"
-        } else {
-            "special file"
-        };
-        return Walked::Skipped(ScanProblem {
-            path,
-            reason: format!("{what} not backed up"),
-        });
-    };
-    match entry.metadata() {
-        Ok(md) => Walked::Entry(ScanEntry {
-            path,
-            kind,
-            size: if kind == EntryKind::File { md.len() } else { 0 },
-            mtime_ns: mtime_ns(&md),
-            mode: mode(&md),
-            seen_ns: now_ns(),
-        }),
-        Err(e) => Walked::Error(ScanProblem {
-            path,
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// The current time, ns since the epoch.
@@ -211,19 +287,6 @@ pub fn mode(md: &std::fs::Metadata) -> u32 {
     {
         if md.permissions().readonly() { 0o444 } else { 0o644 }
     }
-}
-
-fn relative_utf8(root: &Path, path: &Path) -> Option<String> {
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    Some(parts?.join("/"))
-}
-
-fn relative_lossy(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
 }
 
 #[cfg(test)]
