@@ -703,7 +703,9 @@ class Tools:
                                      capture_output=True, text=True).stdout.strip()
                 dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
                                        capture_output=True, text=True).stdout.strip()
-                v["s3backup"] += f" (git {rev}{', uncommitted changes' if dirty else ''})"
+                digest = hashlib.sha256(self.bins["s3backup"].read_bytes()).hexdigest()[:12]
+                v["s3backup"] += (f" (git {rev}{', uncommitted changes' if dirty else ''}; "
+                                  f"binary sha256 {digest}…)")
             except OSError:
                 pass
         if "aws" in self.bins:
