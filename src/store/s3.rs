@@ -454,16 +454,13 @@ impl ObjectStore for S3Store {
             .and_then(|r| r.rsplit('/').next())
             .and_then(|total| total.parse().ok())
             .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
-        let mut remote = RemoteObject {
+        let remote = remote_object(
             size,
-            etag: clean_etag(out.e_tag()),
-            version_id: out.version_id().map(str::to_string),
-            last_modified_ns: out.last_modified().map(datetime_ns),
-            ..RemoteObject::default()
-        };
-        if let Some(meta) = out.metadata() {
-            remote.apply_metadata(|k| meta.get(k).map(String::as_str));
-        }
+            out.e_tag(),
+            out.version_id(),
+            out.last_modified(),
+            out.metadata(),
+        );
         let what = format!("downloading '{key}'");
         let chunks = futures::stream::unfold(Some(out.body), move |body| {
             let what = what.clone();
@@ -490,22 +487,39 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| convert(e, &format!("checking '{key}'")))?;
-        let mut remote = RemoteObject {
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            etag: clean_etag(out.e_tag()),
-            version_id: out.version_id().map(str::to_string),
-            last_modified_ns: out.last_modified().map(datetime_ns),
-            ..RemoteObject::default()
-        };
-        if let Some(meta) = out.metadata() {
-            remote.apply_metadata(|k| meta.get(k).map(String::as_str));
-        }
-        Ok(remote)
+        Ok(remote_object(
+            out.content_length().unwrap_or(0).max(0) as u64,
+            out.e_tag(),
+            out.version_id(),
+            out.last_modified(),
+            out.metadata(),
+        ))
     }
 
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
     }
+}
+
+/// What GetObject and HeadObject say about an object, in the store's terms.
+fn remote_object(
+    size: u64,
+    etag: Option<&str>,
+    version_id: Option<&str>,
+    last_modified: Option<&aws_smithy_types::DateTime>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) -> RemoteObject {
+    let mut remote = RemoteObject {
+        size,
+        etag: clean_etag(etag),
+        version_id: version_id.map(str::to_string),
+        last_modified_ns: last_modified.map(datetime_ns),
+        ..RemoteObject::default()
+    };
+    if let Some(meta) = metadata {
+        remote.apply_metadata(|k| meta.get(k).map(String::as_str));
+    }
+    remote
 }
 
 fn datetime_ns(t: &aws_smithy_types::DateTime) -> i64 {
