@@ -182,7 +182,16 @@ impl Engine {
                 } else {
                     let key = self.key(&entry.path);
                     let meta = meta(entry, &old.blake3);
-                    retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await?
+                    match retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await {
+                        Ok(put) => put,
+                        // The object went missing behind the state's back (a bucket
+                        // emptied or recreated): send the bytes again.
+                        Err(StoreError::NotFound(e)) => {
+                            tracing::warn!("{e}; uploading it again");
+                            return self.upload(entry, &old.blake3).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 };
                 Ok(Done {
                     did: Did::Touched,

@@ -1121,3 +1121,27 @@ fn human_summary_goes_to_stdout() {
     );
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
 }
+
+#[test]
+fn an_object_gone_from_the_bucket_is_sent_again_when_its_file_is_touched() {
+    // The state says the object exists; someone emptied the bucket since.
+    let (server, env) = setup();
+    env.write("a.txt", "alpha");
+    env.backup_ok(TARGET, &[]);
+    std::fs::remove_file(server.object_path(BUCKET, "pre/a.txt")).unwrap();
+    env.set_mtime("a.txt", (T0.0 + 60, 0));
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(
+        s.counts(),
+        Counts {
+            scanned: 1,
+            uploaded: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"alpha");
+    // And the run after that has nothing to do.
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.counts().unchanged, 1);
+}
