@@ -714,7 +714,8 @@ class Tools:
             v["rclone copy"] = first_line([str(self.bins["rclone"]), "version"], self.env_rclone)
         if "s3sync" in self.bins:
             v["s3sync"] = first_line([str(self.bins["s3sync"]), "--version"], self.env_s3sync)
-        v["s3s-fs (server)"] = first_line([str(self.bins["s3s-fs"]), "--version"])
+        if "s3s-fs" in self.bins:
+            v["s3s-fs (server)"] = first_line([str(self.bins["s3s-fs"]), "--version"])
         v["find"] = first_line(["find", "--version"])
         v["python"] = platform.python_version()
         return v
@@ -763,8 +764,9 @@ class Bench:
         if "aws" in peers:
             bins["aws"] = ensure_aws()
         # The two cargo installs are slow: the server first (needed by all).
-        bins["s3s-fs"] = ensure_cargo_tool("s3s-fs", "s3s-fs",
-                                           [f"s3s-fs@{S3S_FS_VERSION}", "--features", "binary"])
+        if need_server:
+            bins["s3s-fs"] = ensure_cargo_tool(
+                "s3s-fs", "s3s-fs", [f"s3s-fs@{S3S_FS_VERSION}", "--features", "binary"])
         if "s3sync" in peers:
             bins["s3sync"] = ensure_cargo_tool("s3sync", "s3sync", ["s3sync"])
         self.bins = bins
@@ -1187,42 +1189,54 @@ class Bench:
               "```sh", cmdline.strip(), "```", "", "Machine:", ""] + self.machine()
         L += ["", "Versions:", ""]
         L += [f"- {k}: `{v}`" for k, v in self.versions.items()]
+        peers_run = self.server is not None
+        shown_tools = {TOOL_LABEL[t] for t in (a.tools if peers_run else ["s3backup"])}
         L += ["", "Settings (equal concurrency where the tool has a setting):", ""]
-        L += [f"- {k}: {v}" for k, v in self.tools.settings()]
-        L += ["", "Method:", "",
-              f"- One S3 server for all tools: s3s-fs {S3S_FS_VERSION} on 127.0.0.1 (plain http, "
-              "path style, on the same 2 cores as the tools). It stores each object as a file; "
-              "its ListObjects walks the whole bucket directory for every page, so listing-heavy "
-              "tools pay for that here more than on a real store.",
-              f"- {a.reps} repetition{'s' if a.reps != 1 else ''}; within each, the tools run one "
-              "after another in an order rotated by one every repetition. Times are wall-clock "
-              "from process start to exit (medians of the runs that passed their check; "
-              "\"× s3backup\" is the tool's median divided by s3backup's, so above 1 means "
-              "s3backup was faster). Peak RSS is `ru_maxrss` from `wait4` on the tool's process "
-              "(largest over the repetitions), taken by a small launcher "
-              "(`benches/compare/rusage.rs`) because a process forked from the Python harness "
-              "would report at least the harness's own RSS; CPU is user+system seconds.",
-              "- Every tool gets a fresh, empty bucket per repetition for (a) and (e) (created "
-              "beforehand, outside the timing); (b) and (c) re-run against that tool's own "
-              "bucket; (d) restores from it. No tool is asked to mirror deletions "
-              "(s3backup's default, `aws s3 sync` without `--delete`, `rclone copy`, s3sync "
-              "without `--delete`). Each s3backup run has its own state file (`--state`).",
-              "- Checks: after (a)/(b)/(c) the objects the server stored are compared with the "
-              "source tree (every path and size; content of 200 sampled files in (a), of every "
-              "modified or renamed file in (c)); (d) and (e) compare every restored file's "
-              "content. A run that fails its check or exits non-zero is flagged and left out "
-              "of the medians.",
-              "- Delayed ACKs on 127.0.0.1: s3s-fs does not set TCP_NODELAY and writes a "
-              "response's headers and body separately, so without this every GET and listing "
-              "page waits up to 40 ms for the client's delayed ACK, whatever the tool (200 "
-              "sequential 8 KB GETs: 4.3 s, with quickack 0.26 s). Route setting: "
-              f"{self.quickack}.",
-              "- rclone is given the prefix with a trailing slash (`bench:BUCKET/data/`): without "
-              "it rclone first HEADs the key `data` to see whether the root is a file, s3s-fs "
-              "answers 500 for a key that is a directory on its disk, and rclone retries for "
-              "about 100 s.",
-              "- Page cache warm (data sets generated first, then read once with find). "
-              f"Data sets are seeded ({SEED}) and regenerated at the start of a run.",
+        L += [f"- {k}: {v}" for k, v in self.tools.settings() if k in shown_tools]
+        timing = ("Times are wall-clock from process start to exit (medians of the runs that "
+                  "passed their check). Peak RSS is `ru_maxrss` from `wait4` on the tool's "
+                  "process (largest over the repetitions), taken by a small launcher "
+                  "(`benches/compare/rusage.rs`) because a process forked from the Python "
+                  "harness would report at least the harness's own RSS; CPU is user+system "
+                  "seconds.")
+        L += ["", "Method:", ""]
+        if peers_run:
+            L += [f"- One S3 server for all tools: s3s-fs {S3S_FS_VERSION} on 127.0.0.1 (plain "
+                  "http, path style, on the same 2 cores as the tools). It stores each object "
+                  "as a file; its ListObjects walks the whole bucket directory for every page, "
+                  "so listing-heavy tools pay for that here more than on a real store.",
+                  f"- {a.reps} repetition{'s' if a.reps != 1 else ''}; within each, the tools "
+                  "run one after another in an order rotated by one every repetition. " + timing +
+                  " \"× s3backup\" is the tool's median divided by s3backup's: above 1 means "
+                  "s3backup was faster.",
+                  "- Every tool gets a fresh, empty bucket per repetition for (a) and (e) "
+                  "(created beforehand, outside the timing); (b) and (c) re-run against that "
+                  "tool's own bucket; (d) restores from it. No tool is asked to mirror deletions "
+                  "(s3backup's default, `aws s3 sync` without `--delete`, `rclone copy`, s3sync "
+                  "without `--delete`). Each s3backup run has its own state file (`--state`).",
+                  "- Checks: after (a)/(b)/(c) the objects the server stored are compared with "
+                  "the source tree (every path and size; content of 200 sampled files in (a), of "
+                  "every modified or renamed file in (c)); (d) and (e) compare every restored "
+                  "file's content. A run that fails its check or exits non-zero is flagged and "
+                  "left out of the medians.",
+                  "- Delayed ACKs on 127.0.0.1: s3s-fs does not set TCP_NODELAY and writes a "
+                  "response's headers and body separately, so without this every GET and "
+                  "listing page waits up to 40 ms for the client's delayed ACK, whatever the "
+                  "tool (200 sequential 8 KB GETs: 4.3 s, with quickack 0.26 s). Route setting: "
+                  f"{self.quickack}.",
+                  "- rclone is given the prefix with a trailing slash (`bench:BUCKET/data/`): "
+                  "without it rclone first HEADs the key `data` to see whether the root is a "
+                  "file, s3s-fs answers 500 for a key that is a directory on its disk, and "
+                  "rclone retries for about 100 s."]
+        else:
+            L += [f"- {a.reps} repetition{'s' if a.reps != 1 else ''}. " + timing]
+        if "f" in a.scenarios:
+            L += ["- (f): every repetition starts from an empty local directory store and a new "
+                  "state file; the store is checked against the tree (every path and size) "
+                  "after both runs."]
+        L += ["- Page cache warm (data sets generated first, then read once with find). "
+              f"Data sets are seeded ({SEED}); the small-file tree is regenerated at the start "
+              "of a run, the (e) file and (f) trees are reused when already generated.",
               ""]
 
         n_small = a.small_files
