@@ -298,12 +298,15 @@ impl StateDb {
     }
 
     /// Rows that claim this content, in path order (for server-side copies).
+    /// Pinned to the hash index: without statistics SQLite would rather walk
+    /// the whole set in path order than sort a handful of matches.
     pub fn rows_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<FileRow>> {
         let mut st = self
             .conn
             .prepare_cached(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
-                 FROM files WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
+                 FROM files INDEXED BY files_by_hash
+                 WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
                  ORDER BY path LIMIT 16",
             )
             .map_err(self.err())?;
