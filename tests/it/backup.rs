@@ -30,49 +30,6 @@ fn setup() -> (S3Server, TestEnv) {
     (server, env)
 }
 
-/// One source file as the tests expect to find it in the bucket.
-struct Expect {
-    rel: &'static str,
-    content: Vec<u8>,
-    mtime: (i64, u32),
-    mode: u32,
-}
-
-/// a.txt (600), dir/b.txt (older mtime), dir/sub/c.bin (755), empty.txt.
-fn standard_tree(env: &TestEnv) -> Vec<Expect> {
-    let files = vec![
-        Expect {
-            rel: "a.txt",
-            content: b"hello\n".to_vec(),
-            mtime: T0,
-            mode: 0o600,
-        },
-        Expect {
-            rel: "dir/b.txt",
-            content: b"bee\n".to_vec(),
-            mtime: (1_600_000_000, 5),
-            mode: 0o644,
-        },
-        Expect {
-            rel: "dir/sub/c.bin",
-            content: noise(3000, 1),
-            mtime: (1_650_000_000, 999_999_999),
-            mode: 0o755,
-        },
-        Expect {
-            rel: "empty.txt",
-            content: Vec::new(),
-            mtime: T0,
-            mode: 0o644,
-        },
-    ];
-    for f in &files {
-        env.write_at(f.rel, &f.content, f.mtime);
-        env.set_mode(f.rel, f.mode);
-    }
-    files
-}
-
 fn total_bytes(files: &[Expect]) -> u64 {
     files.iter().map(|f| f.content.len() as u64).sum()
 }

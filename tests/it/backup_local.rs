@@ -10,48 +10,6 @@ use filetime::FileTime;
 
 use crate::common::*;
 
-/// One source file as the tests expect to find it in the store.
-struct Expect {
-    rel: &'static str,
-    content: Vec<u8>,
-    mtime: (i64, u32),
-    mode: u32,
-}
-
-fn standard_tree(env: &TestEnv) -> Vec<Expect> {
-    let files = vec![
-        Expect {
-            rel: "a.txt",
-            content: b"hello\n".to_vec(),
-            mtime: T0,
-            mode: 0o600,
-        },
-        Expect {
-            rel: "dir/b.txt",
-            content: b"bee\n".to_vec(),
-            mtime: (1_600_000_000, 5),
-            mode: 0o644,
-        },
-        Expect {
-            rel: "dir/sub/c.bin",
-            content: noise(3000, 1),
-            mtime: (1_650_000_000, 999_999_999),
-            mode: 0o755,
-        },
-        Expect {
-            rel: "empty.txt",
-            content: Vec::new(),
-            mtime: T0,
-            mode: 0o644,
-        },
-    ];
-    for f in &files {
-        env.write_at(f.rel, &f.content, f.mtime);
-        env.set_mode(f.rel, f.mode);
-    }
-    files
-}
-
 const STANDARD: [&str; 4] = ["a.txt", "dir/b.txt", "dir/sub/c.bin", "empty.txt"];
 
 fn store_of(env: &TestEnv) -> PathBuf {

@@ -905,3 +905,46 @@ pub fn sandbox(env: &TestEnv) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(&outside).unwrap();
     (sandbox, dest, outside)
 }
+
+/// One source file as the backup tests expect to find it in the bucket or store.
+pub struct Expect {
+    pub rel: &'static str,
+    pub content: Vec<u8>,
+    pub mtime: (i64, u32),
+    pub mode: u32,
+}
+
+/// a.txt (600), dir/b.txt (older mtime), dir/sub/c.bin (755), empty.txt.
+pub fn standard_tree(env: &TestEnv) -> Vec<Expect> {
+    let files = vec![
+        Expect {
+            rel: "a.txt",
+            content: b"hello\n".to_vec(),
+            mtime: T0,
+            mode: 0o600,
+        },
+        Expect {
+            rel: "dir/b.txt",
+            content: b"bee\n".to_vec(),
+            mtime: (1_600_000_000, 5),
+            mode: 0o644,
+        },
+        Expect {
+            rel: "dir/sub/c.bin",
+            content: noise(3000, 1),
+            mtime: (1_650_000_000, 999_999_999),
+            mode: 0o755,
+        },
+        Expect {
+            rel: "empty.txt",
+            content: Vec::new(),
+            mtime: T0,
+            mode: 0o644,
+        },
+    ];
+    for f in &files {
+        env.write_at(f.rel, &f.content, f.mtime);
+        env.set_mode(f.rel, f.mode);
+    }
+    files
+}
