@@ -125,14 +125,30 @@ pub struct Plan {
 }
 
 /// How close (ns) to the moment a file was last seen its mtime may be
-/// before size and mtime can no longer vouch for its content (2 s covers
-/// the coarsest common timestamps, FAT's).
+/// before size and mtime can no longer vouch for its content, on a file
+/// system with whole-second timestamps (2 s covers the coarsest common
+/// ones, FAT's).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
+/// The same for a file system with sub-second timestamps: the kernel stamps
+/// files from a clock that ticks at least every 10 ms and may lag the clock
+/// the check time comes from by one tick, so 100 ms leaves a wide margin.
+pub const RACY_WINDOW_FINE_NS: i64 = 100_000_000;
+
 /// Whether the file was last seen so soon after its mtime that a later
-/// write could have kept the same mtime.
+/// write could have kept the same mtime (git's "racily clean" rule).
+///
+/// An mtime with a fractional second shows the file system keeps fine
+/// timestamps; a whole-second one may come from a coarse file system, so
+/// it gets the wide window (as do files restored with whole-second times,
+/// which costs nothing: they are rarely this recent).
 pub fn is_racy(row: &FileRow) -> bool {
-    row.mtime_ns > row.checked_ns.saturating_sub(RACY_WINDOW_NS)
+    let window = if row.mtime_ns % 1_000_000_000 == 0 {
+        RACY_WINDOW_NS
+    } else {
+        RACY_WINDOW_FINE_NS
+    };
+    row.mtime_ns > row.checked_ns.saturating_sub(window)
 }
 
 /// Sorts the scan against the state without reading any file, in one
@@ -357,10 +373,10 @@ mod tests {
 
     #[test]
     fn racily_clean_rows_are_hashed_again_and_only_refreshed() {
-        // Recorded in the same second the file was last written: a write in
-        // that second could have kept size and mtime.
-        let mut racy = row("a", 1, 1_700_000_000_500_000_000, "h1");
-        racy.checked_ns = 1_700_000_001_000_000_000;
+        // Whole-second mtime (a coarse file system), recorded within 2 s of
+        // it: a write in that second could have kept size and mtime.
+        let mut racy = row("a", 1, 1_700_000_000_000_000_000, "h1");
+        racy.checked_ns = 1_700_000_001_500_000_000;
         let st = state(&[racy.clone()]);
         let t = triage(vec![file("a", 1, racy.mtime_ns)], &st);
         assert_eq!((t.unchanged, t.to_hash.len()), (0, 1));
@@ -377,6 +393,14 @@ mod tests {
         racy.checked_ns = 1_700_000_100_000_000_000;
         let st = state(&[racy.clone()]);
         assert_eq!(triage(vec![file("a", 1, racy.mtime_ns)], &st).unchanged, 1);
+        // Sub-second mtime (a fine file system): racy within 100 ms only.
+        let mut fine = row("a", 1, 1_700_000_000_500_000_000, "h1");
+        fine.checked_ns = fine.mtime_ns + 50_000_000;
+        let st = state(&[fine.clone()]);
+        assert_eq!(triage(vec![file("a", 1, fine.mtime_ns)], &st).to_hash.len(), 1);
+        fine.checked_ns = fine.mtime_ns + 300_000_000;
+        let st = state(&[fine.clone()]);
+        assert_eq!(triage(vec![file("a", 1, fine.mtime_ns)], &st).unchanged, 1);
     }
 
     #[test]
