@@ -13,6 +13,7 @@ pub mod download;
 pub mod hash;
 pub mod inspect;
 pub mod manifest;
+pub mod names;
 pub mod plan;
 pub mod progress;
 pub mod rebuild;
