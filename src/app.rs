@@ -66,6 +66,7 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
         state_path,
         delete: args.delete,
         dry_run: args.dry_run,
+        follow_symlinks: args.follow_symlinks,
         jobs: usize::from(args.jobs),
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,

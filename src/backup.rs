@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::hash;
 use crate::manifest;
+use crate::names;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::rebuild;
@@ -48,6 +49,8 @@ pub struct BackupOptions {
     pub delete: bool,
     /// Plan and print, change nothing.
     pub dry_run: bool,
+    /// Back up symlinks' targets instead of the links.
+    pub follow_symlinks: bool,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// Files larger than this use multipart upload.
@@ -222,12 +225,14 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let (tx, mut rx) = mpsc::channel(CHUNK);
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
+        let follow = opts.follow_symlinks;
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
                 &reader,
                 set_id,
                 &root,
+                follow,
                 |n| tick.scanned(n),
                 |entry, old| {
                     // The receiver only goes away when the run is failing anyway.
@@ -387,7 +392,7 @@ fn copy_source(db: &Mutex<StateDb>, set_id: i64, root: &Path, blake3: &str, size
             Vec::new()
         });
     rows.into_iter()
-        .find(|r| match std::fs::symlink_metadata(root.join(&r.path)) {
+        .find(|r| match std::fs::symlink_metadata(names::local(root, &r.path)) {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
             Ok(md) => {
                 md.is_file() && md.len() == r.size && scan::mtime_ns(&md) == r.mtime_ns && !plan::is_racy(r)
@@ -443,7 +448,7 @@ impl RunState<'_> {
                     }
                     Action::Copy { .. } => c.copied += 1,
                     Action::Touch { .. } => c.touched += 1,
-                    Action::Delete(row) if row.kind == EntryKind::File => c.deleted += 1,
+                    Action::Delete(row) if row.kind.has_content() => c.deleted += 1,
                     Action::Delete(_) => {}
                 }
             }
@@ -549,15 +554,16 @@ fn scan_and_triage(
     db: &StateDb,
     set_id: i64,
     root: &Path,
+    follow_symlinks: bool,
     tick: impl FnMut(usize),
     changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Result<ScanOutcome, BackupError> {
-    let walk = scan::walk(root, tick)?;
+    let walk = scan::walk_with(root, follow_symlinks, tick)?;
     let dir_rows = db.dir_rows(set_id)?;
     let (mut scanned, mut skipped, mut errors) = (0u64, Vec::new(), Vec::new());
     let entries = walk.filter_map(|item| match item {
         scan::Walked::Entry(e) => {
-            scanned += u64::from(e.kind == EntryKind::File);
+            scanned += u64::from(e.kind.has_content());
             Some(e)
         }
         scan::Walked::Skipped(p) => {
@@ -586,7 +592,7 @@ async fn hash_chunk(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     futures::stream::iter(chunk)
         .map(|(entry, old)| {
-            let path = source.join(&entry.path);
+            let path = names::local(source, &entry.path);
             async move {
                 let seen = entry.clone();
                 let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen))
@@ -675,6 +681,7 @@ async fn write_manifest(
         mtime_ns: created.timestamp_nanos_opt().unwrap_or_default(),
         mode: 0o644,
         blake3: hasher.finalize().to_hex().to_string(),
+        symlink: false,
     };
     let range = FileRange {
         path: tmp.path(),

@@ -238,6 +238,9 @@ pub struct BackupArgs {
     /// Print what would be done; change nothing locally or remotely.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Back up what symlinks point to instead of the links (loops are reported and skipped).
+    #[arg(short = 'L', long)]
+    pub follow_symlinks: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -43,6 +43,24 @@ pub struct Fetch<'a> {
     pub final_path: &'a Path,
 }
 
+/// What a fetch brought.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A file, now in place; the bytes received.
+    File(u64),
+    /// A symlink's target (checked like any content), for the caller to
+    /// place once every file is written, so no write can pass through it.
+    Link {
+        /// The raw target.
+        target: Vec<u8>,
+        /// mtime to give the link.
+        mtime_ns: Option<i64>,
+    },
+}
+
+/// The longest symlink target accepted from a store (Linux's PATH_MAX).
+const MAX_LINK_TARGET: u64 = 4096;
+
 /// How a local file compares with the remote one.
 #[derive(Debug)]
 pub enum Local {
@@ -79,8 +97,8 @@ impl Fetcher {
         self.store.get(key, req).await
     }
 
-    /// Fetches one object into place; returns the bytes received.
-    pub async fn fetch(&self, f: Fetch<'_>) -> Result<u64, String> {
+    /// Fetches one object into place (or, for a symlink, its target).
+    pub async fn fetch(&self, f: Fetch<'_>) -> Result<Fetched, String> {
         let item = f.item;
         let unrecoverable = |e: StoreError| match e {
             StoreError::Changed(_) if item.from_manifest => {
@@ -162,6 +180,16 @@ impl Fetcher {
             ));
         }
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
+        if remote.symlink || item.kind == crate::scan::EntryKind::Symlink {
+            if received > MAX_LINK_TARGET {
+                return Err(format!("symlink target of {received} bytes is too long"));
+            }
+            let target = std::fs::read(tmp.path()).map_err(|e| format!("reading the download: {e}"))?;
+            return Ok(Fetched::Link {
+                target,
+                mtime_ns: mtime,
+            });
+        }
         let mode = item.mode.or(remote.mode).or(Some(0o644));
         // No fsync per file (as cp, tar and rclone): a crash leaves at worst a
         // temporary file, never a partial one under the final name, and a
@@ -171,7 +199,7 @@ impl Fetcher {
             tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
         })
         .map_err(|e| format!("writing '{}': {e}", f.final_path.display()))?;
-        Ok(received)
+        Ok(Fetched::File(received))
     }
 }
 
@@ -255,6 +283,21 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
             local.display()
         ));
     }
+    if item.kind == crate::scan::EntryKind::Symlink {
+        let same = md.file_type().is_symlink()
+            && item.blake3.as_ref().is_some_and(|expected| {
+                crate::hash::link_target(local)
+                    .is_ok_and(|t| blake3::hash(&t).to_hex().as_str() == expected.as_str())
+            });
+        return Ok(if same {
+            Local::Same {
+                mtime_ns: item.mtime_ns,
+                mode: None,
+            }
+        } else {
+            Local::Differs
+        });
+    }
     if !md.is_file() || md.len() != item.size {
         return Ok(Local::Differs);
     }
@@ -289,6 +332,53 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
     } else {
         Local::Differs
     })
+}
+
+/// Sets a symlink's own mtime (never its target's).
+pub fn set_link_time(path: &Path, mtime_ns: Option<i64>) -> std::io::Result<()> {
+    if let Some(ns) = mtime_ns {
+        let t = filetime::FileTime::from_unix_time(
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_symlink_file_times(path, t, t)?;
+    }
+    Ok(())
+}
+
+/// Puts a symlink at `final_path` (in the checked directory `parent`):
+/// made under a temporary name and renamed over whatever file or link is
+/// there; a directory in the way is refused, never replaced.
+pub fn place_link(
+    parent: &Path,
+    final_path: &Path,
+    target: &[u8],
+    mtime_ns: Option<i64>,
+) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(final_path).is_ok_and(|md| md.is_dir()) {
+        return Err(std::io::Error::other(format!(
+            "'{}' is a directory; not replacing it with a symlink",
+            final_path.display()
+        )));
+    }
+    let tmp = parent.join(format!(
+        ".s3backup-restore-link-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(crate::names::os_string(target.to_vec()), &tmp)?;
+    #[cfg(not(unix))]
+    {
+        let _ = target;
+        return Err(std::io::Error::other(
+            "symlinks are not supported on this platform",
+        ));
+    }
+    let placed = set_link_time(&tmp, mtime_ns).and_then(|()| std::fs::rename(&tmp, final_path));
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed
 }
 
 /// Sets a file's or directory's permission bits and mtime, where known.

@@ -265,7 +265,7 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
             for id in sets {
                 if let Some(f) = db.file(id, wanted.trim_matches('/'))? {
                     found.push(serde_json::json!({
-                        "set": id, "path": f.path, "type": if f.kind == crate::scan::EntryKind::Dir { "dir" } else { "file" },
+                        "set": id, "path": f.path, "type": f.kind.name(),
                         "size": f.size, "mtime_ns": f.mtime_ns, "mode": format!("{:o}", f.mode),
                         "blake3": f.blake3, "etag": f.etag, "version_id": f.version_id, "uploaded_at": f.uploaded_at,
                     }));

@@ -12,7 +12,6 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scan::EntryKind;
 use crate::state::FileRow;
 
 /// Version of the manifest format written by this build.
@@ -52,7 +51,7 @@ pub struct Header {
 pub struct Entry {
     /// Relative path, `/`-separated.
     pub path: String,
-    /// "file" or "dir".
+    /// "file", "dir" or "symlink" (whose content is the link target).
     #[serde(rename = "type")]
     pub kind: String,
     /// Size in bytes.
@@ -76,11 +75,7 @@ impl From<&FileRow> for Entry {
     fn from(row: &FileRow) -> Self {
         Entry {
             path: row.path.clone(),
-            kind: match row.kind {
-                EntryKind::File => "file",
-                EntryKind::Dir => "dir",
-            }
-            .to_string(),
+            kind: row.kind.name().to_string(),
             size: row.size,
             mtime_ns: row.mtime_ns,
             mode: format!("{:o}", row.mode),

@@ -84,20 +84,25 @@ pub fn is_canonical(text: &str) -> bool {
 /// The byte of an escape's two upper-case hex digits, if they make one of 0x80–0xFF.
 fn escaped_byte(s: &str) -> Option<u8> {
     let hex = s.get(..2)?;
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return None;
     }
     u8::from_str_radix(hex, 16).ok().filter(|b| *b >= 0x80)
 }
 
+/// Raw bytes as an OS string (lossy where the platform's strings are not bytes).
 #[cfg(unix)]
-fn os_string(bytes: Vec<u8>) -> OsString {
+pub fn os_string(bytes: Vec<u8>) -> OsString {
     use std::os::unix::ffi::OsStringExt;
     OsString::from_vec(bytes)
 }
 
+/// Raw bytes as an OS string (lossy where the platform's strings are not bytes).
 #[cfg(not(unix))]
-fn os_string(bytes: Vec<u8>) -> OsString {
+pub fn os_string(bytes: Vec<u8>) -> OsString {
     OsString::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 

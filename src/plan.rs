@@ -177,8 +177,13 @@ pub fn triage_with(
             triage.vanished.push(r);
         }
         match rows.next_if(|r| r.path == entry.path) {
-            Some(r) if r.size == entry.size && r.mtime_ns == entry.mtime_ns && !is_racy(&r) => {
-                if r.mode == entry.mode {
+            Some(r)
+                if r.kind == entry.kind
+                    && r.size == entry.size
+                    && r.mtime_ns == entry.mtime_ns
+                    && !is_racy(&r) =>
+            {
+                if r.mode == entry.mode || entry.kind == EntryKind::Symlink {
                     triage.unchanged += 1;
                 } else {
                     triage.mode_only.push((entry, r));
@@ -225,16 +230,20 @@ pub fn decide_file(
     copy_source: impl FnOnce(&str, u64) -> Option<String>,
 ) -> Decision {
     match old {
-        Some(old) if old.blake3 == blake3 && old.size == entry.size => {
+        Some(old) if old.kind == entry.kind && old.blake3 == blake3 && old.size == entry.size => {
             if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
                 Decision::Refresh(FileRow {
                     checked_ns: entry.seen_ns,
                     ..old
                 })
+            } else if entry.kind == EntryKind::Symlink {
+                // A link is a few bytes: sent again rather than touched in place.
+                Decision::Act(Action::Upload { entry, blake3 })
             } else {
                 Decision::Act(Action::Touch { entry, old })
             }
         }
+        _ if entry.kind == EntryKind::Symlink => Decision::Act(Action::Upload { entry, blake3 }),
         _ => match copy_source(&blake3, entry.size) {
             Some(from) => Decision::Act(Action::Copy { from, entry, blake3 }),
             None => Decision::Act(Action::Upload { entry, blake3 }),

@@ -88,9 +88,9 @@ pub async fn from_latest_manifest(
             };
             match row.kind {
                 EntryKind::Dir => report.dirs += 1,
-                EntryKind::File => {
+                EntryKind::File | EntryKind::Symlink => {
                     report.files += 1;
-                    match std::fs::metadata(source.join(&row.path)) {
+                    match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
                         Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
                             report.matching += 1
                         }
@@ -113,11 +113,7 @@ pub async fn from_latest_manifest(
 
 fn row_from_entry(e: Entry) -> Option<FileRow> {
     safe_path::validate(&e.path).ok()?;
-    let kind = match e.kind.as_str() {
-        "file" => EntryKind::File,
-        "dir" => EntryKind::Dir,
-        _ => return None,
-    };
+    let kind = EntryKind::from_name(&e.kind)?;
     Some(FileRow {
         kind,
         size: e.size,

@@ -185,6 +185,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let made_dirs = Arc::new(MadeDirs::default());
     let mut matched = vec![false; selectors.len()];
     let mut dirs: Vec<Item> = Vec::new();
+    let mut links: Vec<LinkToPlace> = Vec::new();
     let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed();
     let mut total_seen = 0u64;
     let mut results = items
@@ -230,6 +231,11 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     while let Some(outcome) = results.next().await {
         match outcome {
             Outcome::Dir(item) => dirs.push(item),
+            Outcome::Link(link) => {
+                report.files += 1;
+                report.bytes_received += link.target.len() as u64;
+                links.push(link);
+            }
             Outcome::Downloaded(bytes) => {
                 report.files += 1;
                 report.downloaded += 1;
@@ -274,6 +280,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
             });
         }
     }
+    report.downloaded += place_links(&dest, links, &mut report.failures);
     report.dirs = restore_dirs(&dest, dirs, &mut report.failures);
     report.failed = report.failures.len() as u64;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -282,6 +289,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
 
 enum Outcome {
     Dir(Item),
+    Link(LinkToPlace),
     Downloaded(u64),
     Unchanged,
     Kept(String),
@@ -295,10 +303,8 @@ fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Send
             let item = entry
                 .map_err(|e| format!("manifest line unreadable: {e}"))
                 .and_then(|e| {
-                    let kind = match e.kind.as_str() {
-                        "file" => EntryKind::File,
-                        "dir" => EntryKind::Dir,
-                        other => return Err(format!("{}: unknown entry type '{other}'", e.path)),
+                    let Some(kind) = EntryKind::from_name(&e.kind) else {
+                        return Err(format!("{}: unknown entry type '{}'", e.path, e.kind));
                     };
                     Ok(Item {
                         kind,
@@ -363,6 +369,38 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<R
     });
 }
 
+/// A symlink fetched and checked, placed after every file is written.
+struct LinkToPlace {
+    path: String,
+    parent: PathBuf,
+    target: Vec<u8>,
+    mtime_ns: Option<i64>,
+}
+
+/// Places the fetched symlinks, one by one, once all files are written:
+/// a link made earlier could otherwise stand where a later (hostile)
+/// entry expects a directory. Returns how many were placed.
+fn place_links(dest: &Path, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>) -> u64 {
+    let mut placed = 0;
+    for link in links {
+        let local = crate::names::local(dest, &link.path);
+        let result = safe_path::make_dirs(dest, &link.path, false).and_then(|parent| {
+            if parent != link.parent {
+                return Err(std::io::Error::other("its directory changed during the restore"));
+            }
+            download::place_link(&parent, &local, &link.target, link.mtime_ns)
+        });
+        match result {
+            Ok(()) => placed += 1,
+            Err(e) => failures.push(Failure {
+                path: link.path,
+                error: e.to_string(),
+            }),
+        }
+    }
+    placed
+}
+
 /// Parent directories already checked and made in this run, so a tree of
 /// many small files walks each directory's components once, not per file.
 #[derive(Default)]
@@ -373,7 +411,7 @@ impl MadeDirs {
         let parent = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
         let known = self.0.lock().map(|set| set.contains(parent)).unwrap_or(false);
         if known {
-            return Ok(dest.join(parent));
+            return Ok(crate::names::local(dest, parent));
         }
         let made = safe_path::make_dirs(dest, rel, false)?;
         if let Ok(mut set) = self.0.lock() {
@@ -401,8 +439,14 @@ async fn restore_file(
         return fail(&item.path, e);
     }
     let key = join_key(prefix, &item.path);
-    let local = dest.join(&item.path);
+    let local = crate::names::local(dest, &item.path);
     match download::compare_local(fetcher, &key, &local, &item).await {
+        Ok(download::Local::Same { mtime_ns, .. }) if item.kind == EntryKind::Symlink => {
+            return match download::set_link_time(&local, mtime_ns) {
+                Ok(()) => Outcome::Unchanged,
+                Err(e) => fail(&item.path, e.to_string()),
+            };
+        }
         Ok(download::Local::Same { mtime_ns, mode }) => {
             return match download::set_times_and_mode(&local, mtime_ns, mode) {
                 Ok(()) => Outcome::Unchanged,
@@ -424,7 +468,13 @@ async fn restore_file(
         final_path: &local,
     };
     match fetcher.fetch(fetch).await {
-        Ok(bytes) => Outcome::Downloaded(bytes),
+        Ok(download::Fetched::File(bytes)) => Outcome::Downloaded(bytes),
+        Ok(download::Fetched::Link { target, mtime_ns }) => Outcome::Link(LinkToPlace {
+            path: item.path,
+            parent,
+            target,
+            mtime_ns,
+        }),
         Err(e) => fail(&item.path, e),
     }
 }

@@ -44,7 +44,7 @@ pub fn make_dirs(dest: &Path, rel: &str, include_last: bool) -> io::Result<PathB
     }
     let mut dir = dest.to_path_buf();
     for part in parts {
-        dir.push(part);
+        dir.push(crate::names::decode(part));
         match std::fs::symlink_metadata(&dir) {
             Ok(md) if md.is_dir() => continue,
             Ok(_) => {

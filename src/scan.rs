@@ -1,12 +1,17 @@
 //! Walking the source tree: one `stat` per entry and nothing else, so an
 //! unchanged tree of 100k files costs a directory walk and no reads.
 //!
-//! Symlinks are not followed (a backup of `/home` must not wander into `/`)
-//! and, like special files, are reported as skipped. Names that are not
-//! UTF-8 cannot become S3 keys; they are reported as errors, not dropped
-//! silently. The top-level `.s3backup` entry is reserved for the tool.
+//! Symlinks are kept as links, not followed (a backup of `/home` must not
+//! wander into `/`): the link itself is backed up and restored. With
+//! `--follow-symlinks` they are followed instead, and a link back to a
+//! directory being walked is reported as a loop. Special files (FIFOs,
+//! sockets, devices) are reported as skipped. Names are carried in
+//! their text form ([`crate::names`]), so names that are not UTF-8 are
+//! backed up too. The top-level `.s3backup` entry is reserved for the tool.
 
 use std::path::{Path, PathBuf};
+
+use crate::names;
 
 /// The name reserved at the top of a source and of a store.
 pub const RESERVED: &str = ".s3backup";
@@ -18,6 +23,34 @@ pub enum EntryKind {
     File,
     /// A directory: recorded so empty directories and their modes come back.
     Dir,
+    /// A symbolic link, kept as a link: its target is its content.
+    Symlink,
+}
+
+impl EntryKind {
+    /// The name used in manifests and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+        }
+    }
+
+    /// The kind a manifest or JSON name stands for.
+    pub fn from_name(name: &str) -> Option<EntryKind> {
+        match name {
+            "file" => Some(EntryKind::File),
+            "dir" => Some(EntryKind::Dir),
+            "symlink" => Some(EntryKind::Symlink),
+            _ => None,
+        }
+    }
+
+    /// Whether it has bytes of its own (an object in the bucket).
+    pub fn has_content(self) -> bool {
+        self != EntryKind::Dir
+    }
 }
 
 /// One file or directory found under the source, with what `stat` said.
@@ -27,7 +60,7 @@ pub struct ScanEntry {
     pub path: String,
     /// File or directory.
     pub kind: EntryKind,
-    /// Size in bytes (0 for directories).
+    /// Size in bytes (0 for directories; a symlink's is its target's length).
     pub size: u64,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
@@ -82,7 +115,12 @@ pub enum Walked {
     Error(ScanProblem),
 }
 
-/// Walks `root` lazily, calling `tick` every 1000 entries for progress.
+/// Walks `root` lazily (symlinks kept as links), calling `tick` every 1000 entries for progress.
+pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
+    walk_with(root, false, tick)
+}
+
+/// [`walk`], following symlinks when `follow` (loops are reported, not walked).
 ///
 /// Files come in byte order of their relative paths (siblings are sorted
 /// as `name/` for directories, which makes the depth-first order the byte
@@ -90,20 +128,27 @@ pub enum Walked {
 /// without holding either in memory. Each directory is read once and its
 /// entries are stat-ed relative to it (`fstatat` on the open directory, as
 /// `find` does), not by full path.
-pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
-    match std::fs::metadata(root) {
-        Ok(md) if md.is_dir() => {}
+pub fn walk_with(
+    root: &Path,
+    follow: bool,
+    tick: impl FnMut(usize),
+) -> Result<impl Iterator<Item = Walked>, ScanError> {
+    let root_id = match std::fs::metadata(root) {
+        Ok(md) if md.is_dir() => dir_id(&md),
         Ok(_) => return Err(ScanError::NotADirectory(root.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ScanError::Missing(root.to_path_buf()));
         }
         Err(e) => return Err(ScanError::Unreadable(root.to_path_buf(), e)),
-    }
-    let children = read_children(root, true).map_err(|e| ScanError::Unreadable(root.to_path_buf(), e))?;
+    };
+    let children =
+        read_children(root, true, follow).map_err(|e| ScanError::Unreadable(root.to_path_buf(), e))?;
     Ok(Walker {
         root: root.to_path_buf(),
+        follow,
         stack: vec![Frame {
             rel: String::new(),
+            id: root_id,
             children: children.into_iter(),
         }],
         pending: None,
@@ -115,19 +160,37 @@ pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item =
 /// One directory being walked: its relative path and its sorted entries.
 struct Frame {
     rel: String,
+    /// Device and inode, to notice a followed link back into the walk.
+    id: (u64, u64),
     children: std::vec::IntoIter<Child>,
 }
 
 /// An entry of a directory, stat-ed while the directory was open.
 struct Child {
-    name: std::ffi::OsString,
+    /// The name's text form ([`names::encode`]), which is what sorts.
+    text: String,
     sort_key: Vec<u8>,
     is_dir: bool,
     stat: std::io::Result<(std::fs::FileType, std::fs::Metadata)>,
 }
 
-/// Reads a directory's entries and stats each relative to it, sorted in tree order.
-fn read_children(dir: &Path, top: bool) -> std::io::Result<Vec<Child>> {
+/// Device and inode of a directory (zeros where the platform has none).
+fn dir_id(md: &std::fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (md.dev(), md.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        (0, 0)
+    }
+}
+
+/// Reads a directory's entries and stats each relative to it, sorted in
+/// tree order; with `follow`, a symlink is stat-ed through to its target.
+fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Child>> {
     let mut children = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -136,16 +199,22 @@ fn read_children(dir: &Path, top: bool) -> std::io::Result<Vec<Child>> {
             continue;
         }
         // `DirEntry::metadata` stats relative to the open directory and does not follow symlinks.
-        let stat = entry
+        let mut stat = entry
             .file_type()
             .and_then(|ft| entry.metadata().map(|md| (ft, md)));
+        if follow && stat.as_ref().is_ok_and(|(ft, _)| ft.is_symlink()) {
+            stat = std::fs::metadata(entry.path())
+                .map(|md| (md.file_type(), md))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("following symlink: {e}")));
+        }
         let is_dir = stat.as_ref().is_ok_and(|(ft, _)| ft.is_dir());
-        let mut sort_key = name.as_encoded_bytes().to_vec();
+        let text = names::encode(&name).into_owned();
+        let mut sort_key = text.as_bytes().to_vec();
         if is_dir {
             sort_key.push(b'/');
         }
         children.push(Child {
-            name,
+            text,
             sort_key,
             is_dir,
             stat,
@@ -157,6 +226,7 @@ fn read_children(dir: &Path, top: bool) -> std::io::Result<Vec<Child>> {
 
 struct Walker<F> {
     root: PathBuf,
+    follow: bool,
     stack: Vec<Frame>,
     pending: Option<Walked>,
     seen: usize,
@@ -181,20 +251,9 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 (self.tick)(self.seen);
             }
             let parent = &frame.rel;
-            let Some(name) = child.name.to_str() else {
-                let lossy = child.name.to_string_lossy();
-                let path = if parent.is_empty() {
-                    lossy.to_string()
-                } else {
-                    format!("{parent}/{lossy}")
-                };
-                return Some(Walked::Error(ScanProblem {
-                    path,
-                    reason: "name is not valid UTF-8 and cannot be stored as a key".into(),
-                }));
-            };
+            let name = &child.text;
             let rel = if parent.is_empty() {
-                name.to_string()
+                name.clone()
             } else {
                 format!("{parent}/{name}")
             };
@@ -211,21 +270,26 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 EntryKind::File
             } else if child.is_dir {
                 EntryKind::Dir
+            } else if file_type.is_symlink() {
+                EntryKind::Symlink
             } else {
-                let what = if file_type.is_symlink() {
-                    "symlink"
-                } else {
-                    "special file"
-                };
                 return Some(Walked::Skipped(ScanProblem {
                     path: rel,
-                    reason: format!("{what} not backed up"),
+                    reason: "special file (FIFO, socket or device) not backed up".into(),
                 }));
             };
             if kind == EntryKind::Dir {
-                match read_children(&self.root.join(&rel), false) {
+                let id = dir_id(&md);
+                if self.follow && self.stack.iter().any(|f| f.id == id) {
+                    return Some(Walked::Error(ScanProblem {
+                        path: rel,
+                        reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
+                    }));
+                }
+                match read_children(&names::local(&self.root, &rel), false, self.follow) {
                     Ok(children) => self.stack.push(Frame {
                         rel: rel.clone(),
+                        id,
                         children: children.into_iter(),
                     }),
                     Err(e) => {
@@ -239,7 +303,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
             return Some(Walked::Entry(ScanEntry {
                 path: rel,
                 kind,
-                size: if kind == EntryKind::File { md.len() } else { 0 },
+                size: if kind.has_content() { md.len() } else { 0 },
                 mtime_ns: mtime_ns(&md),
                 mode: mode(&md),
                 seen_ns: now_ns(),
@@ -250,8 +314,13 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
 
 /// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
 pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+    scan_with(root, false, tick)
+}
+
+/// [`scan`], following symlinks when `follow`.
+pub fn scan_with(root: &Path, follow: bool, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     let mut scan = Scan::default();
-    for item in walk(root, tick)? {
+    for item in walk_with(root, follow, tick)? {
         match item {
             Walked::Entry(e) => scan.entries.push(e),
             Walked::Skipped(p) => scan.skipped.push(p),
@@ -294,7 +363,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_files_and_dirs_skips_reserved_and_symlinks() {
+    fn finds_files_dirs_and_links_skips_reserved() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("a/b")).unwrap();
@@ -311,12 +380,63 @@ mod tests {
         paths.sort();
         assert_eq!(
             paths,
-            ["a", "a/.s3backup", "a/b", "a/b/c.txt", "empty", "top.txt"]
+            ["a", "a/.s3backup", "a/b", "a/b/c.txt", "empty", "link", "top.txt"]
         );
         let c = scan.entries.iter().find(|e| e.path == "a/b/c.txt").unwrap();
         assert_eq!((c.kind, c.size), (EntryKind::File, 5));
-        #[cfg(unix)]
-        assert_eq!(scan.skipped.len(), 1);
+        let link = scan.entries.iter().find(|e| e.path == "link").unwrap();
+        assert_eq!((link.kind, link.size), (EntryKind::Symlink, 4));
+        assert!(scan.skipped.is_empty() && scan.errors.is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn following_links_walks_targets_and_reports_loops_and_dangling_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("..", root.join("d/up")).unwrap();
+        std::os::unix::fs::symlink("d", root.join("to_d")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+
+        let scan = scan_with(root, true, |_| {}).unwrap();
+        let kinds: Vec<_> = scan.entries.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("d", EntryKind::Dir),
+                ("d/f.txt", EntryKind::File),
+                ("to_d", EntryKind::Dir),
+                ("to_d/f.txt", EntryKind::File),
+            ]
+        );
+        let mut errors: Vec<_> = scan.errors.iter().map(|p| p.path.as_str()).collect();
+        errors.sort();
+        assert_eq!(errors, ["d/up", "dangling", "to_d/up"]);
+        assert!(scan.errors.iter().any(|p| p.reason.contains("symlink loop")));
+
+        // Not following: three links, kept as links, nothing else.
+        let scan = scan_with(root, false, |_| {}).unwrap();
+        let links = scan
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .count();
+        assert_eq!((links, scan.errors.len()), (3, 0));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_names_are_walked_in_text_order() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "x").unwrap();
+        std::fs::write(root.join("caf\u{e9}"), "y").unwrap();
+        let scan = scan(root, |_| {}).unwrap();
+        let paths: Vec<_> = scan.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["caf\u{e9}", "caf\u{201b}E9"]);
         assert!(scan.errors.is_empty());
     }
 

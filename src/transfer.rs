@@ -15,6 +15,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::hash;
+use crate::names;
 use crate::plan::Action;
 use crate::progress::Progress;
 use crate::scan::{EntryKind, ScanEntry};
@@ -47,7 +48,7 @@ pub fn now_secs() -> i64 {
 fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
     FileRow {
         path: entry.path.clone(),
-        kind: EntryKind::File,
+        kind: entry.kind,
         size: entry.size,
         mtime_ns: entry.mtime_ns,
         mode: entry.mode,
@@ -161,7 +162,7 @@ impl Engine {
                 };
                 match copied {
                     Some(put) => {
-                        hash::ensure_unchanged(&self.source.join(&entry.path), entry)
+                        hash::ensure_unchanged(&names::local(&self.source, &entry.path), entry)
                             .map_err(|e| StoreError::Fatal(e.to_string()))?;
                         Ok(Done {
                             did: Did::Copied,
@@ -200,12 +201,12 @@ impl Engine {
                 })
             }
             Action::Delete(row) => {
-                if row.kind == EntryKind::File {
+                if row.kind.has_content() {
                     let key = self.key(&row.path);
                     retry(&key, || self.request(self.store.delete(&key))).await?;
                 }
                 Ok(Done {
-                    did: if row.kind == EntryKind::File {
+                    did: if row.kind.has_content() {
                         Did::Deleted
                     } else {
                         Did::Forgotten
@@ -228,10 +229,21 @@ impl Engine {
     }
 
     async fn upload(&self, entry: &ScanEntry, blake3: &str) -> Result<Done, StoreError> {
-        let path = self.source.join(&entry.path);
+        let path = names::local(&self.source, &entry.path);
         let key = self.key(&entry.path);
         let meta = meta(entry, blake3);
-        let put = if entry.size <= self.multipart_threshold {
+        let put = if entry.kind == EntryKind::Symlink {
+            let target = hash::link_target(&path).map_err(|e| StoreError::Fatal(e.to_string()))?;
+            if blake3::hash(&target).to_hex().as_str() != blake3 {
+                return Err(StoreError::Fatal(
+                    "symlink changed while being backed up; it will be retried next run".into(),
+                ));
+            }
+            retry(&key, || {
+                self.request(self.store.put_symlink(&key, &target, &meta))
+            })
+            .await?
+        } else if entry.size <= self.multipart_threshold {
             let range = FileRange {
                 path: &path,
                 offset: 0,
@@ -321,6 +333,7 @@ fn meta(entry: &ScanEntry, blake3: &str) -> ObjectMeta {
         mtime_ns: entry.mtime_ns,
         mode: entry.mode,
         blake3: blake3.to_string(),
+        symlink: entry.kind == EntryKind::Symlink,
     }
 }
 

@@ -189,7 +189,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
 fn next_file(reader: &mut Reader<std::fs::File>) -> StoreResult<Option<Entry>> {
     for entry in reader.by_ref() {
         let entry = entry.map_err(|e| StoreError::Fatal(format!("manifest line unreadable: {e}")))?;
-        if entry.kind == "file" {
+        if entry.kind != "dir" {
             return Ok(Some(entry));
         }
     }

@@ -83,8 +83,8 @@ impl StateDb {
             .conn
             .prepare(
                 "SELECT s.id, s.source, s.target,
-                    (SELECT COUNT(*) FROM files f WHERE f.set_id = s.id AND f.kind = 'f'),
-                    (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.set_id = s.id AND f.kind = 'f'),
+                    (SELECT COUNT(*) FROM files f WHERE f.set_id = s.id AND f.kind <> 'd'),
+                    (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.set_id = s.id AND f.kind <> 'd'),
                     (SELECT started_at FROM runs r WHERE r.set_id = s.id ORDER BY r.id DESC LIMIT 1),
                     (SELECT status FROM runs r WHERE r.set_id = s.id ORDER BY r.id DESC LIMIT 1)
                  FROM backup_sets s ORDER BY s.id",
@@ -118,7 +118,7 @@ impl StateDb {
             .prepare(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, set_id
                  FROM files
-                 WHERE kind = 'f' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
+                 WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
                  ORDER BY set_id, path",
             )
             .map_err(self.err())?;
@@ -203,9 +203,9 @@ impl StateDb {
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
                 .map_err(self.err())?,
             sets: count("SELECT COUNT(*) FROM backup_sets")?,
-            files: count("SELECT COUNT(*) FROM files WHERE kind = 'f'")?,
+            files: count("SELECT COUNT(*) FROM files WHERE kind <> 'd'")?,
             dirs: count("SELECT COUNT(*) FROM files WHERE kind = 'd'")?,
-            bytes: count("SELECT COALESCE(SUM(size), 0) FROM files WHERE kind = 'f'")?,
+            bytes: count("SELECT COALESCE(SUM(size), 0) FROM files WHERE kind <> 'd'")?,
             runs: count("SELECT COUNT(*) FROM runs")?,
         })
     }

@@ -29,7 +29,10 @@ pub use inspect::{RunRow, SetSummary, Stats};
 pub use runs::{RunCounts, RunLock, RunStatus};
 
 /// Schema migrations, in order. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_symlinks_and_upload_journal.sql"),
+];
 
 /// What can go wrong with the state file.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +253,7 @@ impl StateDb {
             .conn
             .prepare_cached(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
-                 FROM files WHERE set_id = ?1 AND kind = 'f' ORDER BY path",
+                 FROM files WHERE set_id = ?1 AND kind <> 'd' ORDER BY path",
             )
             .map_err(self.err())?;
         let mut rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
@@ -323,7 +326,7 @@ impl StateDb {
             .conn
             .prepare_cached(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
-                 FROM files WHERE set_id = ?1 AND kind = 'f' AND path > ?2 ORDER BY path LIMIT ?3",
+                 FROM files WHERE set_id = ?1 AND kind <> 'd' AND path > ?2 ORDER BY path LIMIT ?3",
             )
             .map_err(self.err())?;
         let rows = st
@@ -336,7 +339,7 @@ impl StateDb {
     pub fn totals(&self, set_id: i64) -> StateResult<(u64, u64)> {
         self.conn
             .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE set_id = ?1 AND kind = 'f'",
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE set_id = ?1 AND kind <> 'd'",
                 [set_id],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
@@ -409,6 +412,7 @@ fn kind_code(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::File => "f",
         EntryKind::Dir => "d",
+        EntryKind::Symlink => "l",
     }
 }
 
@@ -416,10 +420,10 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let kind: String = r.get(1)?;
     Ok(FileRow {
         path: r.get(0)?,
-        kind: if kind == "d" {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
+        kind: match kind.as_str() {
+            "d" => EntryKind::Dir,
+            "l" => EntryKind::Symlink,
+            _ => EntryKind::File,
         },
         size: r.get::<_, i64>(2)? as u64,
         mtime_ns: r.get(3)?,
@@ -476,6 +480,39 @@ mod tests {
             uploaded_at: 1,
             checked_ns: 2,
         }
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded_with_its_rows_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO backup_sets (id, source, target, created_at) VALUES (1, '/src', 's3://b/p', 0);
+                 INSERT INTO files VALUES (1, 'a.txt', 'f', 3, 42, 420, 'h', 'e', NULL, 1, 2);
+                 INSERT INTO files VALUES (1, 'd', 'd', 0, 42, 493, '', '', NULL, 1, 2);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut db = StateDb::open(&path).unwrap();
+        let rows = db.file_rows_after(1, "", 100).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].path.as_str(), rows[0].blake3.as_str()), ("a.txt", "h"));
+        assert_eq!(db.dir_rows(1).unwrap().len(), 1);
+        let link = FileRow {
+            kind: EntryKind::Symlink,
+            ..row("link", "t")
+        };
+        db.apply(1, &[FileChange::Upsert(link.clone())]).unwrap();
+        assert_eq!(db.file_rows_after(1, "", 100).unwrap()[1], link);
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! a temporary file under `ROOT/.s3backup/tmp/` and is renamed into place,
 //! so a crash never leaves a half-written file under a final name. The ETag
 //! is derived from size and mtime, as web servers derive theirs from a stat.
+//! A symlink is stored as the symlink itself and read back without being
+//! followed: its body is its target.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -90,8 +92,22 @@ fn apply_meta(path: &Path, meta: &ObjectMeta) -> io::Result<()> {
     filetime::set_file_mtime(path, mtime)
 }
 
+fn file_time(ns: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &std::ffi::OsStr, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &std::ffi::OsStr, _link: &Path) -> io::Result<()> {
+    Err(io::Error::other("symlinks are not supported on this platform"))
+}
+
 fn etag_of(path: &Path) -> io::Result<PutOutcome> {
-    let md = fs::metadata(path)?;
+    let md = fs::symlink_metadata(path)?;
     let mtime = filetime::FileTime::from_last_modification_time(&md);
     let mtime_ns = mtime.unix_seconds() as i128 * 1_000_000_000 + mtime.nanoseconds() as i128;
     Ok(PutOutcome {
@@ -186,6 +202,30 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+        let dest = self.object_path(key)?;
+        let tmp_dir = self.tmp_dir();
+        let (target, mtime_ns) = (crate::names::os_string(target.to_vec()), meta.mtime_ns);
+        blocking(move || {
+            let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", dest.display()));
+            fs::create_dir_all(&tmp_dir).map_err(what)?;
+            let tmp = tmp_dir.join(format!("link-{}", uuid::Uuid::new_v4().simple()));
+            make_symlink(&target, &tmp).map_err(what)?;
+            let placed = filetime::set_symlink_file_times(&tmp, file_time(mtime_ns), file_time(mtime_ns))
+                .and_then(|()| match dest.parent() {
+                    Some(parent) => fs::create_dir_all(parent),
+                    None => Ok(()),
+                })
+                .and_then(|()| fs::rename(&tmp, &dest));
+            if let Err(e) = placed {
+                let _ = fs::remove_file(&tmp);
+                return Err(what(e));
+            }
+            etag_of(&dest).map_err(what)
+        })
+        .await
+    }
+
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
         self.object_path(key)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
@@ -246,6 +286,7 @@ impl ObjectStore for LocalStore {
                 mtime_ns: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0),
                 mode: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0o644),
                 blake3: fields.next().unwrap_or_default().to_string(),
+                symlink: false,
             };
             let outcome = this.write_atomically(&key, &meta, |out| {
                 for n in &numbers {
@@ -338,7 +379,7 @@ impl ObjectStore for LocalStore {
             let walker = walkdir::WalkDir::new(&base).sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
             for item in walker {
                 let result = match item {
-                    Ok(e) if !e.file_type().is_file() => continue,
+                    Ok(e) if !e.file_type().is_file() && !e.file_type().is_symlink() => continue,
                     Ok(e) => {
                         let Some(key) = relative_key(&root, e.path()) else {
                             continue;
@@ -376,7 +417,7 @@ impl ObjectStore for LocalStore {
             )));
         }
         let path = self.object_path(key)?;
-        let md = tokio::fs::metadata(&path)
+        let md = tokio::fs::symlink_metadata(&path)
             .await
             .map_err(|e| io_error(e, &format!("checking '{}'", path.display())))?;
         remote_of(key, &path, &md)
@@ -390,6 +431,14 @@ impl ObjectStore for LocalStore {
         }
         let path = self.object_path(key)?;
         let what = |e| io_error(e, &format!("reading '{}'", path.display()));
+        let lmd = tokio::fs::symlink_metadata(&path).await.map_err(what)?;
+        if lmd.file_type().is_symlink() {
+            // Never followed: the body is the target itself.
+            let remote = remote_of(key, &path, &lmd)?;
+            let target = tokio::fs::read_link(&path).await.map_err(what)?;
+            let body = bytes::Bytes::from(target.into_os_string().into_encoded_bytes());
+            return Ok((remote, futures::stream::once(async move { Ok(body) }).boxed()));
+        }
         let mut file = tokio::fs::File::open(&path).await.map_err(what)?;
         let md = file.metadata().await.map_err(what)?;
         let remote = remote_of(key, &path, &md)?;
@@ -436,7 +485,8 @@ impl ObjectStore for LocalStore {
 }
 
 fn remote_of(key: &str, path: &Path, md: &fs::Metadata) -> StoreResult<RemoteObject> {
-    if !md.is_file() {
+    let symlink = md.file_type().is_symlink();
+    if !md.is_file() && !symlink {
         return Err(StoreError::NotFound(format!("'{key}' is not a file")));
     }
     let etag = etag_of(path)
@@ -449,8 +499,9 @@ fn remote_of(key: &str, path: &Path, md: &fs::Metadata) -> StoreResult<RemoteObj
         version_id: None,
         last_modified_ns: Some(mtime),
         mtime_ns: Some(mtime),
-        mode: Some(crate::scan::mode(md)),
+        mode: (!symlink).then(|| crate::scan::mode(md)),
         blake3: None,
+        symlink,
     })
 }
 

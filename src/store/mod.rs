@@ -68,6 +68,8 @@ pub struct ObjectMeta {
     pub mode: u32,
     /// blake3 of the content, lowercase hex.
     pub blake3: String,
+    /// A symlink: the content is its target (metadata `type: symlink`).
+    pub symlink: bool,
 }
 
 impl ObjectMeta {
@@ -157,6 +159,8 @@ pub struct RemoteObject {
     pub mode: Option<u32>,
     /// The `blake3` metadata, if set.
     pub blake3: Option<String>,
+    /// A symlink (metadata `type: symlink`): the body is its target.
+    pub symlink: bool,
 }
 
 impl RemoteObject {
@@ -167,6 +171,7 @@ impl RemoteObject {
         self.blake3 = get("blake3")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_ascii_lowercase);
+        self.symlink = get("type") == Some("symlink");
     }
 }
 
@@ -202,6 +207,8 @@ pub trait ObjectStore: Send + Sync {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared>;
     /// Uploads a whole file (or a range of it) as one object.
     async fn put_file(&self, key: &str, body: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
+    /// Stores a symlink whose target is `target` (raw bytes) under `key`.
+    async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome>;
     /// Starts a multipart upload, returning its upload ID.
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String>;
     /// Uploads one part, returning its entity tag.

@@ -160,13 +160,17 @@ fn is_local_endpoint(url: &str) -> bool {
 }
 
 fn metadata(meta: &ObjectMeta) -> std::collections::HashMap<String, String> {
-    [
+    let mut map: std::collections::HashMap<String, String> = [
         ("mtime".to_string(), meta.mtime_text()),
         ("mode".to_string(), meta.mode_text()),
         ("blake3".to_string(), meta.blake3.clone()),
     ]
     .into_iter()
-    .collect()
+    .collect();
+    if meta.symlink {
+        map.insert("type".to_string(), "symlink".to_string());
+    }
+    map
 }
 
 fn clean_etag(etag: Option<&str>) -> String {
@@ -282,6 +286,24 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| convert(e, &format!("uploading '{key}'")))?;
+        Ok(PutOutcome {
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+        })
+    }
+
+    async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(target.len() as i64)
+            .set_metadata(Some(metadata(meta)))
+            .body(aws_sdk_s3::primitives::ByteStream::from(target.to_vec()))
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("uploading symlink '{key}'")))?;
         Ok(PutOutcome {
             etag: clean_etag(out.e_tag()),
             version_id: out.version_id().map(str::to_string),

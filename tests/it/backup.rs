@@ -823,15 +823,88 @@ fn top_level_dot_s3backup_is_never_uploaded() {
 }
 
 #[test]
-fn symlinks_are_skipped() {
+fn symlinks_are_kept_as_links_and_come_back_as_links() {
     let (server, env) = setup();
     env.write("a.txt", "a");
+    env.write("dir/b.txt", "b");
     env.symlink("a.txt", "link-to-a");
     env.symlink("nowhere", "dangling");
+    env.symlink("/etc", "abs");
+    env.symlink("../a.txt", "dir/up");
 
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.uploaded, s.skipped, s.failed), (1, 2, 0), "{s:?}");
-    assert_eq!(file_keys(&server, BUCKET, "pre"), ["a.txt"]);
+    assert_eq!((s.uploaded, s.skipped, s.failed), (6, 0, 0), "{s:?}");
+    // The object's body is the link's target; metadata says it is a link.
+    assert_eq!(server.object_bytes(BUCKET, "pre/link-to-a").unwrap(), b"a.txt");
+    assert_eq!(server.object_bytes(BUCKET, "pre/abs").unwrap(), b"/etc");
+    let md = server.object_metadata(BUCKET, "pre/dangling").unwrap();
+    assert_eq!(md.get("type").map(String::as_str), Some("symlink"), "{md:?}");
+    assert_eq!(md.get("blake3"), Some(&blake3_hex(b"nowhere")));
+    assert!(
+        server
+            .object_metadata(BUCKET, "pre/a.txt")
+            .unwrap()
+            .get("type")
+            .is_none()
+    );
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.counts().unchanged), (0, 6), "{s:?}");
+
+    // A link pointed elsewhere is sent again; nothing else is.
+    env.remove("link-to-a");
+    env.symlink("dir/b.txt", "link-to-a");
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 1, "{s:?}");
+    assert_eq!(
+        server.object_bytes(BUCKET, "pre/link-to-a").unwrap(),
+        b"dir/b.txt"
+    );
+
+    // Both ways of restoring bring the links back as links, with their
+    // mtimes (a listing knows nothing of directories' own mtimes).
+    let no_dirs = |t: std::collections::BTreeMap<String, Node>| -> Vec<(String, Node)> {
+        t.into_iter()
+            .filter(|(_, n)| !matches!(n.kind, Kind::Dir))
+            .collect()
+    };
+    let dest = tempfile::tempdir().unwrap();
+    env.restore_ok(TARGET, dest.path(), &[]);
+    assert_eq!(tree(dest.path()), tree(&env.src));
+    let again = env.restore_ok(TARGET, dest.path(), &[]);
+    assert_eq!(
+        again.downloaded, 0,
+        "a second restore finds everything in place: {again:?}"
+    );
+    assert_eq!(tree(dest.path()), tree(&env.src));
+    let dest = tempfile::tempdir().unwrap();
+    env.restore_ok(TARGET, dest.path(), &["--from-listing"]);
+    assert_eq!(no_dirs(tree(dest.path())), no_dirs(tree(&env.src)));
+}
+
+#[test]
+fn follow_symlinks_backs_up_targets_and_reports_loops() {
+    let (server, env) = setup();
+    env.write("real/f.txt", "f");
+    env.symlink("real", "via-link");
+    env.symlink("..", "real/loop");
+    env.symlink("nowhere", "dangling");
+
+    let r = env.backup(TARGET, &["--follow-symlinks", "--json"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(
+        file_keys(&server, BUCKET, "pre"),
+        ["real/f.txt", "via-link/f.txt"]
+    );
+    assert_eq!(server.object_bytes(BUCKET, "pre/via-link/f.txt").unwrap(), b"f");
+    let mut failed: Vec<_> = s.failures.iter().map(|f| f.path.as_str()).collect();
+    failed.sort();
+    assert_eq!(failed, ["dangling", "real/loop", "via-link/loop"], "{s:?}");
+    assert!(
+        s.failures.iter().any(|f| f.error.contains("symlink loop")),
+        "{s:?}"
+    );
 }
 
 #[test]

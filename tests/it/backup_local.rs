@@ -530,15 +530,31 @@ fn top_level_dot_s3backup_is_never_copied() {
 }
 
 #[test]
-fn symlinks_are_skipped() {
+fn symlinks_are_stored_and_restored_as_links() {
     let env = TestEnv::new();
     env.write("a.txt", "a");
     env.symlink("a.txt", "link-to-a");
+    env.symlink("/etc/passwd", "abs");
     let store = store_of(&env);
     let s = env.backup_ok(&target(&store), &[]);
-    assert_eq!((s.uploaded, s.skipped, s.failed), (1, 1, 0), "{s:?}");
-    assert_eq!(store_files(&store), ["a.txt"]);
-    assert!(std::fs::symlink_metadata(store.join("link-to-a")).is_err());
+    assert_eq!((s.uploaded, s.skipped, s.failed), (3, 0, 0), "{s:?}");
+    // In the store a link is a link (never followed): plain to read.
+    assert_eq!(
+        std::fs::read_link(store.join("link-to-a")).unwrap(),
+        std::path::Path::new("a.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(store.join("abs")).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
+    let s = env.backup_ok(&target(&store), &[]);
+    assert_eq!(s.uploaded, 0, "{s:?}");
+
+    for extra in [&[][..], &["--from-listing"][..]] {
+        let dest = tempfile::tempdir().unwrap();
+        env.restore_ok(&target(&store), dest.path(), extra);
+        assert_eq!(tree(dest.path()), tree(&env.src), "restore {extra:?}");
+    }
 }
 
 #[test]

@@ -118,3 +118,61 @@ fn no_credentials_is_a_one_line_error_that_says_what_to_do() {
     );
     assert!(server.requests().is_empty(), "nothing sent without credentials");
 }
+
+#[test]
+fn non_utf8_names_and_normalisation_twins_round_trip_losslessly() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(env.src.join(latin1), "latin-1 name").unwrap();
+    std::fs::create_dir_all(env.src.join(std::ffi::OsStr::from_bytes(b"d\xff"))).unwrap();
+    std::fs::write(
+        env.src.join(std::ffi::OsStr::from_bytes(b"d\xff/inner")),
+        "under a non-UTF-8 dir",
+    )
+    .unwrap();
+    // The same name as one code point (NFC) and as e + combining accent (NFD).
+    env.write("caf\u{e9}", "nfc");
+    env.write("cafe\u{301}", "nfd");
+    // A name that already holds the escape character.
+    env.write("quote\u{201b}E9", "literal quote");
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.failed), (5, 0), "{s:?}");
+    let keys = server.list_keys(BUCKET);
+    for key in [
+        "pre/caf\u{201b}E9.txt",
+        "pre/d\u{201b}FF/inner",
+        "pre/caf\u{e9}",
+        "pre/cafe\u{301}",
+        "pre/quote\u{201b}\u{201b}E9",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+    }
+    assert_eq!(env.backup_ok(TARGET, &[]).uploaded, 0);
+
+    for extra in [&[][..], &["--from-listing"][..]] {
+        let dest = tempfile::tempdir().unwrap();
+        env.restore_ok(TARGET, dest.path(), extra);
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(dest.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        names.sort();
+        let mut want: Vec<Vec<u8>> = std::fs::read_dir(&env.src)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "restore {extra:?}");
+        assert_eq!(std::fs::read(dest.path().join(latin1)).unwrap(), b"latin-1 name");
+        assert_eq!(
+            std::fs::read(dest.path().join(std::ffi::OsStr::from_bytes(b"d\xff/inner"))).unwrap(),
+            b"under a non-UTF-8 dir"
+        );
+        assert_eq!(std::fs::read(dest.path().join("cafe\u{301}")).unwrap(), b"nfd");
+        assert_eq!(std::fs::read(dest.path().join("caf\u{e9}")).unwrap(), b"nfc");
+    }
+}
