@@ -34,7 +34,7 @@ use crate::scan::{self, EntryKind, ScanEntry};
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
-use crate::transfer::{Did, Engine, now_secs, retry};
+use crate::transfer::{Did, Engine, Journal, now_secs, retry};
 
 /// Everything a backup run needs to know, validated by the caller.
 #[derive(Debug, Clone)]
@@ -199,7 +199,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         Some(db.begin_run(set_id, &run_id, "backup")?)
     };
     let db = Mutex::new(db);
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         store.clone(),
         source.clone(),
         opts.target.prefix().to_string(),
@@ -207,7 +207,14 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         opts.multipart_threshold,
         opts.part_size,
         progress.clone(),
-    ));
+    );
+    if !opts.dry_run {
+        // Its own connection: parts finish on many tasks at once.
+        let journal = Journal::new(StateDb::open(&state_path)?, set_id);
+        journal.abort_abandoned(&*store, &source).await;
+        engine = engine.with_journal(journal);
+    }
+    let engine = Arc::new(engine);
     let mut run = RunState {
         engine: &engine,
         db: &db,

@@ -18,8 +18,8 @@ use crate::hash;
 use crate::names;
 use crate::plan::Action;
 use crate::progress::Progress;
-use crate::scan::{EntryKind, ScanEntry};
-use crate::state::{FileChange, FileRow};
+use crate::scan::{self, EntryKind, ScanEntry};
+use crate::state::{FileChange, FileRow, JournaledUpload, StateDb, StateResult};
 use crate::store::{
     CompletedPart, FileRange, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_OBJECT, MIN_PART_SIZE, ObjectMeta,
     ObjectStore, PutOutcome, StoreError, join_key,
@@ -27,6 +27,60 @@ use crate::store::{
 
 /// Attempts per file operation for transient errors (on top of the SDK's own retries).
 const ATTEMPTS: u32 = 2;
+
+/// The multipart-upload journal of one backup set, on its own connection
+/// to the state file (parts finish on many tasks at once).
+pub struct Journal {
+    db: std::sync::Mutex<StateDb>,
+    set_id: i64,
+}
+
+impl Journal {
+    /// A journal writing to `db` for set `set_id`.
+    pub fn new(db: StateDb, set_id: i64) -> Self {
+        Self {
+            db: std::sync::Mutex::new(db),
+            set_id,
+        }
+    }
+
+    /// Runs `f` on the database. A journal that cannot be written only
+    /// costs a resume, so failures are logged, not raised.
+    fn with<T>(&self, what: &str, f: impl FnOnce(&StateDb, i64) -> StateResult<T>) -> Option<T> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        match tokio::task::block_in_place(|| f(&db, self.set_id)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!("upload journal, {what}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Aborts the journaled uploads that can never be resumed: their file
+    /// is gone or has changed since they began. Returns how many.
+    pub async fn abort_abandoned(&self, store: &dyn ObjectStore, source: &Path) -> usize {
+        let uploads = self
+            .with("listing", |db, set| db.journaled_uploads(set))
+            .unwrap_or_default();
+        let mut aborted = 0;
+        for u in uploads {
+            let current = std::fs::metadata(names::local(source, &u.path)).ok();
+            if current.is_some_and(|md| md.len() == u.size && scan::mtime_ns(&md) == u.mtime_ns) {
+                continue;
+            }
+            match retry(&u.key, || store.abort_multipart(&u.key, &u.upload_id)).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {
+                    tracing::info!(key = %u.key, "aborted an unfinished upload whose file changed or is gone");
+                    self.with("forgetting", |db, set| db.forget_upload(set, &u.key));
+                    aborted += 1;
+                }
+                Err(e) => tracing::warn!("aborting the unfinished upload of '{}': {e}", u.key),
+            }
+        }
+        aborted
+    }
+}
 
 /// Shared by every transfer task of a run.
 pub struct Engine {
@@ -38,6 +92,7 @@ pub struct Engine {
     multipart_threshold: u64,
     part_size: u64,
     progress: Arc<dyn Progress>,
+    journal: Option<Journal>,
 }
 
 /// Seconds since the epoch, for `uploaded_at`.
@@ -128,7 +183,19 @@ impl Engine {
             multipart_threshold: multipart_threshold.clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT),
             part_size: part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
             progress,
+            journal: None,
         }
+    }
+
+    /// Journals multipart uploads so an interrupted one resumes next run.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The journal, if there is one.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     /// How many actions the caller should run at once.
@@ -253,7 +320,7 @@ impl Engine {
             self.progress.advance(entry.size);
             put
         } else {
-            self.multipart(&key, &path, entry.size, &meta).await?
+            self.multipart(&key, &path, entry, &meta).await?
         };
         // Bytes read while the file changed may mix two versions: don't record them.
         hash::ensure_unchanged(&path, entry).map_err(|e| StoreError::Fatal(e.to_string()))?;
@@ -264,59 +331,147 @@ impl Engine {
         })
     }
 
+    /// Sends a large file in parts. With a journal, the upload ID and each
+    /// acknowledged part are recorded as they happen; a journaled upload of
+    /// the same bytes (size, mtime and blake3 as when it began) is resumed
+    /// from its finished parts. A failure that a later run may get past
+    /// keeps the upload for it to resume; one that will not (the file
+    /// changed) aborts it.
     async fn multipart(
         &self,
         key: &str,
         path: &Path,
-        size: u64,
+        entry: &ScanEntry,
         meta: &ObjectMeta,
     ) -> Result<PutOutcome, StoreError> {
+        let size = entry.size;
         let part_size = part_size_for(size, self.part_size);
-        let count = size.div_ceil(part_size);
-        let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
-        let parts = futures::stream::iter(0..count)
-            .map(|i| {
-                let upload_id = &upload_id;
-                async move {
-                    let offset = i * part_size;
-                    let range = FileRange {
-                        path,
-                        offset,
-                        len: part_size.min(size - offset),
-                    };
-                    let number = i as i32 + 1;
-                    let etag = retry(key, || {
-                        self.request(self.store.upload_part(key, upload_id, number, range))
-                    })
-                    .await?;
-                    self.progress.advance(range.len);
-                    Ok::<_, StoreError>(CompletedPart { number, etag })
+        let resumable = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.with("reading", |db, set| db.journaled_upload(set, key)))
+            .flatten()
+            .filter(|(u, _)| {
+                u.path == entry.path
+                    && u.size == size
+                    && u.mtime_ns == entry.mtime_ns
+                    && u.blake3 == meta.blake3
+                    && u.part_size == part_size
+            });
+        if let Some((upload, parts)) = resumable {
+            tracing::info!(key, parts = parts.len(), "resuming an interrupted upload");
+            let done = parts
+                .into_iter()
+                .map(|(number, etag)| CompletedPart { number, etag })
+                .collect();
+            match self
+                .send_parts(key, path, size, part_size, &upload.upload_id, done)
+                .await
+            {
+                // The store no longer knows the upload (aborted or expired): start over.
+                Err(StoreError::NotFound(e)) => {
+                    tracing::info!(key, "{e}; starting the upload again");
+                    self.forget(key);
                 }
+                other => return other,
+            }
+        }
+        let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
+        if let Some(j) = &self.journal {
+            let begun = JournaledUpload {
+                key: key.to_string(),
+                upload_id: upload_id.clone(),
+                path: entry.path.clone(),
+                size,
+                mtime_ns: entry.mtime_ns,
+                blake3: meta.blake3.clone(),
+                part_size,
+            };
+            j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
+        }
+        self.send_parts(key, path, size, part_size, &upload_id, Vec::new())
+            .await
+    }
+
+    /// Uploads the parts not in `done`, then completes the upload.
+    async fn send_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        part_size: u64,
+        upload_id: &str,
+        mut done: Vec<CompletedPart>,
+    ) -> Result<PutOutcome, StoreError> {
+        let count = size.div_ceil(part_size);
+        let have: std::collections::HashSet<i32> = done.iter().map(|p| p.number).collect();
+        let already: u64 = done
+            .iter()
+            .map(|p| part_size.min(size - (p.number as u64 - 1) * part_size))
+            .sum();
+        self.progress.advance(already);
+        let parts = futures::stream::iter((0..count).filter(|i| !have.contains(&(*i as i32 + 1))))
+            .map(|i| async move {
+                let offset = i * part_size;
+                let range = FileRange {
+                    path,
+                    offset,
+                    len: part_size.min(size - offset),
+                };
+                let number = i as i32 + 1;
+                let etag = retry(key, || {
+                    self.request(self.store.upload_part(key, upload_id, number, range))
+                })
+                .await?;
+                if let Some(j) = &self.journal {
+                    j.with("recording a part", |db, set| {
+                        db.record_part(set, key, number, &etag)
+                    });
+                }
+                self.progress.advance(range.len);
+                Ok::<_, StoreError>(CompletedPart { number, etag })
             })
             .buffer_unordered(self.jobs)
             .collect::<Vec<_>>()
             .await;
-        let mut done = Vec::with_capacity(parts.len());
         for part in parts {
             match part {
                 Ok(p) => done.push(p),
-                Err(e) => {
-                    if let Err(abort) = self.request(self.store.abort_multipart(key, &upload_id)).await {
-                        tracing::warn!("{abort}");
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(self.failed_upload(key, upload_id, e).await),
             }
         }
         done.sort_by_key(|p| p.number);
-        let result = retry(key, || {
-            self.request(self.store.complete_multipart(key, &upload_id, &done))
+        match retry(key, || {
+            self.request(self.store.complete_multipart(key, upload_id, &done))
         })
-        .await;
-        if result.is_err() {
-            let _ = self.request(self.store.abort_multipart(key, &upload_id)).await;
+        .await
+        {
+            Ok(put) => {
+                self.forget(key);
+                Ok(put)
+            }
+            Err(e) => Err(self.failed_upload(key, upload_id, e).await),
         }
-        result
+    }
+
+    /// After a part or the completion failed: with a journal, an upload
+    /// another run can finish (a network failure) is kept for it;
+    /// otherwise, or when it cannot be finished, it is aborted.
+    async fn failed_upload(&self, key: &str, upload_id: &str, e: StoreError) -> StoreError {
+        let keep = self.journal.is_some() && matches!(e, StoreError::Transient(_));
+        if !keep && !matches!(e, StoreError::NotFound(_)) {
+            if let Err(abort) = self.request(self.store.abort_multipart(key, upload_id)).await {
+                tracing::warn!("{abort}");
+            }
+            self.forget(key);
+        }
+        e
+    }
+
+    fn forget(&self, key: &str) {
+        if let Some(j) = &self.journal {
+            j.with("forgetting an upload", |db, set| db.forget_upload(set, key));
+        }
     }
 }
 

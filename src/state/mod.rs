@@ -23,10 +23,12 @@ use crate::scan::EntryKind;
 
 mod inspect;
 mod runs;
+mod uploads;
 
 pub use inspect::{RunRow, SetSummary, Stats};
 
 pub use runs::{RunCounts, RunLock, RunStatus};
+pub use uploads::JournaledUpload;
 
 /// Schema migrations, in order. Append only.
 const MIGRATIONS: &[&str] = &[
