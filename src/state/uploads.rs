@@ -8,6 +8,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{StateDb, StateResult};
 
+/// A journaled upload with its acknowledged parts (number, ETag).
+pub type UploadWithParts = (JournaledUpload, Vec<(i32, String)>);
+
 /// A journaled multipart upload and the local file it was begun for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournaledUpload {
@@ -64,11 +67,7 @@ impl StateDb {
     }
 
     /// The journaled upload for `key` and its acknowledged parts (by number).
-    pub fn journaled_upload(
-        &self,
-        set_id: i64,
-        key: &str,
-    ) -> StateResult<Option<(JournaledUpload, Vec<(i32, String)>)>> {
+    pub fn journaled_upload(&self, set_id: i64, key: &str) -> StateResult<Option<UploadWithParts>> {
         let upload = self
             .conn
             .query_row(
@@ -170,7 +169,7 @@ mod tests {
         let (got, parts) = db.journaled_upload(set, "p/big").unwrap().unwrap();
         assert_eq!(got, u);
         assert_eq!(parts, [(1, "e1".to_string()), (2, "e2".to_string())]);
-        assert_eq!(db.journaled_uploads(set).unwrap(), [u.clone()]);
+        assert_eq!(db.journaled_uploads(set).unwrap(), std::slice::from_ref(&u));
 
         // A new upload for the key replaces the old one and its parts.
         db.begin_upload(
