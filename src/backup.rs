@@ -354,7 +354,12 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         return Ok(report);
     };
     let db = db.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let manifest_result = if db.manifest_pending(set_id)? {
+    // A run that sent nothing and failed files leaves the snapshot to the
+    // next run: a "latest" that only adds directories would restore as if
+    // the failed files never existed.
+    let c = report.counts;
+    let sent_nothing = c.uploaded + c.copied + c.touched + c.deleted == 0;
+    let manifest_result = if db.manifest_pending(set_id)? && !(sent_nothing && c.failed > 0) {
         write_manifest(&db, set_id, &*store, &source_text, &opts.target, &run_id).await
     } else {
         Ok(None)

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::restore::Item;
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
+use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 
 /// Objects larger than this are fetched as parallel ranges.
 pub const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
@@ -110,7 +111,7 @@ impl Fetcher {
             }
             other => other.to_string(),
         };
-        let mut tmp = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix(".s3backup-restore-")
             .tempfile_in(f.parent)
             .map_err(|e| format!("creating a temporary file in '{}': {e}", f.parent.display()))?;
@@ -131,16 +132,25 @@ impl Fetcher {
             },
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
-        let (remote, chunks) = self.get(f.key, req).await.map_err(unrecoverable)?;
-        if item.from_manifest && pin_version.is_none() && remote.size != item.size {
-            return Err(unrecoverable(StoreError::Changed(format!(
-                "object has {} bytes, the snapshot recorded {}",
-                remote.size, item.size
-            ))));
-        }
-        let mut hasher = blake3::Hasher::new();
-        let file = tmp.as_file_mut();
-        let mut received = write_chunks(file, 0, chunks, Some(&mut hasher)).await?;
+        let file = tmp.as_file();
+        // A body cut short is fetched again from the start: the SDK retries
+        // a request only until its headers arrive.
+        let (remote, mut hasher, mut received) = retry_n(DOWNLOAD_ATTEMPTS, f.key, || async move {
+            file.set_len(0)
+                .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
+            let (remote, chunks) = self.get(f.key, req).await?;
+            if item.from_manifest && pin_version.is_none() && remote.size != item.size {
+                return Err(StoreError::Changed(format!(
+                    "object has {} bytes, the snapshot recorded {}",
+                    remote.size, item.size
+                )));
+            }
+            let mut hasher = blake3::Hasher::new();
+            let received = write_chunks(file, 0, chunks, Some(&mut hasher)).await?;
+            Ok((remote, hasher, received))
+        })
+        .await
+        .map_err(unrecoverable)?;
         if remote.size > received {
             // Large object: the rest in parallel ranges, pinned to what we started with.
             let etag = remote.etag.clone();
@@ -223,8 +233,12 @@ async fn fetch_ranges(
                 if_match: if version.is_none() { Some(etag) } else { None },
                 range: Some(range),
             };
-            let (_, chunks) = fetcher.get(key, req).await.map_err(|e| e.to_string())?;
-            let n = write_chunks(file, range.0, chunks, None).await?;
+            let n = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
+                let (_, chunks) = fetcher.get(key, req).await?;
+                write_chunks(file, range.0, chunks, None).await
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             if n != range.1 {
                 return Err(format!("range at {} returned {n} of {} bytes", range.0, range.1));
             }
@@ -242,16 +256,16 @@ async fn write_chunks(
     mut offset: u64,
     mut chunks: ByteChunks,
     mut hasher: Option<&mut blake3::Hasher>,
-) -> Result<u64, String> {
+) -> Result<u64, StoreError> {
     let start = offset;
-    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = chunks.try_next().await? {
         tokio::task::block_in_place(|| {
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&chunk);
             }
             write_all_at(file, &chunk, offset)
         })
-        .map_err(|e| format!("writing: {e}"))?;
+        .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
         offset += chunk.len() as u64;
     }
     Ok(offset - start)

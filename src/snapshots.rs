@@ -192,10 +192,22 @@ pub async fn open_manifest(
         reason,
     };
     let mut file = tempfile::tempfile().map_err(|e| corrupt(e.to_string()))?;
-    let (_, mut chunks) = store.get(&snapshot.key, GetRequest::default()).await?;
-    while let Some(chunk) = chunks.try_next().await? {
-        file.write_all(&chunk).map_err(|e| corrupt(e.to_string()))?;
-    }
+    // A body cut short is fetched again from the start (the SDK retries a
+    // request only until its headers arrive).
+    let local = |e: std::io::Error| crate::store::StoreError::Fatal(format!("temporary file: {e}"));
+    crate::transfer::retry_n(crate::transfer::DOWNLOAD_ATTEMPTS, &snapshot.key, || {
+        let mut out = &file;
+        async move {
+            out.set_len(0).map_err(local)?;
+            out.rewind().map_err(local)?;
+            let (_, mut chunks) = store.get(&snapshot.key, GetRequest::default()).await?;
+            while let Some(chunk) = chunks.try_next().await? {
+                out.write_all(&chunk).map_err(local)?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
     file.rewind().map_err(|e| corrupt(e.to_string()))?;
     manifest::Reader::new(file).map_err(|e| corrupt(e.to_string()))
 }

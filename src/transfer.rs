@@ -140,8 +140,21 @@ pub struct Done {
     pub bytes_sent: u64,
 }
 
+/// Attempts for a download: the SDK retries a request only until its
+/// headers arrive, so a body cut short is retried here alone.
+pub const DOWNLOAD_ATTEMPTS: u32 = 4;
+
 /// Retries `op` on transient errors with exponential backoff.
-pub async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    retry_n(ATTEMPTS, what, op).await
+}
+
+/// [`retry`] with a given number of attempts.
+pub async fn retry_n<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -149,7 +162,7 @@ where
     let mut attempt = 1;
     loop {
         match op().await {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+            Err(e) if e.is_transient() && attempt < attempts => {
                 // Exponential backoff with full jitter, so many files failing
                 // together (throttling) do not retry in lockstep.
                 let delay = fastrand::u64(100..=(500u64 << attempt));
@@ -365,7 +378,7 @@ impl Engine {
                 .map(|(number, etag)| CompletedPart { number, etag })
                 .collect();
             match self
-                .send_parts(key, path, size, part_size, &upload.upload_id, done)
+                .send_parts(key, path, size, part_size, &upload.upload_id, done, &meta.blake3)
                 .await
             {
                 // The store no longer knows the upload (aborted or expired): start over.
@@ -389,11 +402,12 @@ impl Engine {
             };
             j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
         }
-        self.send_parts(key, path, size, part_size, &upload_id, Vec::new())
+        self.send_parts(key, path, size, part_size, &upload_id, Vec::new(), &meta.blake3)
             .await
     }
 
     /// Uploads the parts not in `done`, then completes the upload.
+    #[allow(clippy::too_many_arguments)]
     async fn send_parts(
         &self,
         key: &str,
@@ -402,6 +416,7 @@ impl Engine {
         part_size: u64,
         upload_id: &str,
         mut done: Vec<CompletedPart>,
+        blake3: &str,
     ) -> Result<PutOutcome, StoreError> {
         let count = size.div_ceil(part_size);
         let have: std::collections::HashSet<i32> = done.iter().map(|p| p.number).collect();
@@ -450,6 +465,17 @@ impl Engine {
                 self.forget(key);
                 Ok(put)
             }
+            // A retried completion whose first answer was lost finds the
+            // upload gone: the object may be complete already.
+            Err(e @ (StoreError::NotFound(_) | StoreError::AccessDenied(_))) => {
+                match self.completed_already(key, size, count, blake3).await {
+                    Some(put) => {
+                        self.forget(key);
+                        Ok(put)
+                    }
+                    None => Err(self.failed_upload(key, upload_id, e).await),
+                }
+            }
             Err(e) => Err(self.failed_upload(key, upload_id, e).await),
         }
     }
@@ -466,6 +492,22 @@ impl Engine {
             self.forget(key);
         }
         e
+    }
+
+    /// Whether `key` already holds the finished upload: its size, its
+    /// `blake3` metadata and a multipart ETag of `parts` parts.
+    async fn completed_already(&self, key: &str, size: u64, parts: u64, blake3: &str) -> Option<PutOutcome> {
+        let head = self.request(self.store.head(key, None)).await.ok()?;
+        let is_ours = head.size == size
+            && head.blake3.as_deref() == Some(blake3)
+            && head.etag.trim_matches('"').ends_with(&format!("-{parts}"));
+        is_ours.then(|| {
+            tracing::info!(key, "the upload had completed; its answer was lost");
+            PutOutcome {
+                etag: head.etag,
+                version_id: head.version_id,
+            }
+        })
     }
 
     fn forget(&self, key: &str) {

@@ -176,3 +176,106 @@ fn non_utf8_names_and_normalisation_twins_round_trip_losslessly() {
         assert_eq!(std::fs::read(dest.path().join("caf\u{e9}")).unwrap(), b"nfc");
     }
 }
+
+/// Runs a restore into `dest` on a file system that fills up after 1 MiB:
+/// a fresh 1 MiB tmpfs in a private mount namespace when the machine
+/// allows one, else a 1 MiB file-size limit on the process (the write
+/// fails the same way, with a different error). Returns the exit code,
+/// stdout, stderr and the names left in `dest` (seen before the tmpfs goes).
+fn restore_onto_a_full_disk(
+    env: &TestEnv,
+    store: &str,
+    dest: &std::path::Path,
+) -> (i32, String, String, Vec<String>) {
+    let inner = env.restore_cmd(store, dest, &["--json", "--jobs", "1"]);
+    let script = r#"d="$1"; shift
+mount -t tmpfs -o size=1m tmpfs "$d" || exit 97
+"$@"; rc=$?
+echo "S3BACKUP_RC=$rc"
+ls -A "$d""#;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-rm", "sh", "-c", script, "sh"])
+        .arg(dest)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(env.root());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Ok(out) = cmd.output()
+        && out.status.code() != Some(97)
+        && let Some((json, rest)) = String::from_utf8_lossy(&out.stdout).split_once("S3BACKUP_RC=")
+    {
+        let mut lines = rest.lines();
+        let code: i32 = lines.next().unwrap().trim().parse().unwrap();
+        let left = lines.map(str::to_owned).collect();
+        return (
+            code,
+            json.to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            left,
+        );
+    }
+    eprintln!("no private tmpfs here; limiting the file size instead");
+    let mut cmd = env.restore_cmd(store, dest, &["--json", "--jobs", "1"]);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        left,
+    )
+}
+
+#[test]
+fn a_full_disk_during_restore_is_a_clear_error_and_leaves_no_partial_file() {
+    let env = TestEnv::new();
+    env.write("a.txt", "small enough");
+    env.write("big.bin", noise(3 << 20, 11));
+    let store = env.root().join("store");
+    let store = store.to_str().unwrap();
+    env.backup_ok(store, &[]);
+
+    let dest = env.root().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let (code, stdout, stderr, left) = restore_onto_a_full_disk(&env, store, &dest);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let failures = summary["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{summary}");
+    assert_eq!(failures[0]["path"], "big.bin");
+    let error = failures[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("No space left on device") || error.contains("File too large"),
+        "{error}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error: big.bin: ") && l.contains(error)),
+        "one line names the file and the cause: {stderr}"
+    );
+    // The file that fit is there; nothing else, no partial file under any name.
+    assert_eq!(left, ["a.txt"], "{stderr}");
+}
