@@ -7,14 +7,16 @@
 //! the same two ways, and `versioned` checks restores of older snapshots on
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
-//! `security` checks file permissions, secrets in output and locking, and
-//! `edge` checks file-system edge cases.
+//! `security` checks file permissions, secrets in output and locking,
+//! `edge` checks file-system edge cases, and `bad_input` checks that wrong
+//! invocations and environments fail with one clear error line.
 
 mod common;
 mod server;
 
 mod backup;
 mod backup_local;
+mod bad_input;
 mod edge;
 mod inspect;
 mod restore;
