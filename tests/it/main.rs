@@ -10,14 +10,19 @@
 //! `security` checks file permissions, secrets in output and locking,
 //! `edge` checks file-system edge cases, and `bad_input` checks that wrong
 //! invocations and environments fail with one clear error line.
+//! `faults` runs backups and restores through `proxy`, a fault-injecting
+//! HTTP proxy in front of the server, and checks retries, clean failures
+//! and timeouts.
 
 mod common;
+mod proxy;
 mod server;
 
 mod backup;
 mod backup_local;
 mod bad_input;
 mod edge;
+mod faults;
 mod inspect;
 mod restore;
 mod restore_local;
