@@ -133,6 +133,7 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
 }
 
 async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
+    check_dest(&args.dest)?;
     let opts = RestoreOptions {
         target: args.target,
         dest: args.dest,
@@ -174,4 +175,43 @@ async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
+}
+
+/// Refuses, with one line and before anything is fetched, a DEST that
+/// cannot be a directory (it is a file, or lies under one) or an existing
+/// DEST directory this process cannot create files in (permissions, a
+/// read-only mount); otherwise every file would fail on its own, each with
+/// the same error. The write probe is a temporary file, removed at once.
+fn check_dest(dest: &std::path::Path) -> anyhow::Result<()> {
+    let shown = dest.display();
+    if !dest.is_dir() {
+        if dest.exists() {
+            anyhow::bail!("DEST '{shown}' exists but is not a directory");
+        }
+        // The nearest existing ancestor must be a directory to create DEST in.
+        if let Some(file) = dest
+            .ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .filter(|a| !a.is_dir())
+        {
+            anyhow::bail!(
+                "DEST '{shown}' cannot be created: '{}' is not a directory",
+                file.display()
+            );
+        }
+        return Ok(());
+    }
+    match tempfile::Builder::new()
+        .prefix(".s3backup-restore-")
+        .tempfile_in(dest)
+    {
+        Ok(_probe) => Ok(()),
+        Err(e) => {
+            // tempfile's text ends with the probe's random name: leave that out.
+            let text = e.to_string();
+            let cause = text.split(" at path ").next().unwrap_or(&text);
+            anyhow::bail!("cannot write to DEST '{shown}': {cause}")
+        }
+    }
 }

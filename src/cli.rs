@@ -81,7 +81,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub json: bool,
     /// Files and requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// S3 connection settings.
     #[command(flatten)]
@@ -154,7 +154,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// S3 connection settings.
     #[command(flatten)]
@@ -245,7 +245,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub json: bool,
     /// Files and requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// Files larger than this are sent in parts (e.g. 64MiB; at least 5MiB).
     #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
@@ -266,10 +266,10 @@ pub struct S3Args {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
     /// Region (default: from the profile or AWS_REGION, else us-east-1).
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, value_name = "REGION", value_parser = parse_region)]
     pub region: Option<String>,
     /// Endpoint of an S3-compatible server, e.g. http://localhost:9000 (also AWS_ENDPOINT_URL).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
     pub endpoint_url: Option<String>,
     /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
     #[arg(long)]
@@ -306,6 +306,62 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// Checks an `--endpoint-url` before any request: an http(s) URL with a
+/// host and, if given, a numeric port. The SDK would otherwise report a
+/// malformed one only as a failed connection.
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "e.g. http://localhost:9000 or https://s3.example.com";
+    let lower = text.to_ascii_lowercase();
+    let scheme_len = if lower.starts_with("http://") {
+        7
+    } else if lower.starts_with("https://") {
+        8
+    } else {
+        return Err(format!("'{text}' is not an http:// or https:// URL ({EXAMPLE})"));
+    };
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "'{text}' contains a space or control character ({EXAMPLE})"
+        ));
+    }
+    let authority = text[scheme_len..].split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) => (addr, rest.strip_prefix(':')),
+            None => ("", None),
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("'{text}' has no host name ({EXAMPLE})"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("'{text}' has an invalid port '{port}' ({EXAMPLE})"));
+    }
+    Ok(text.to_string())
+}
+
+/// Checks a `--region` name: letters, digits, '-', '_' and '.', as region
+/// names of S3 and S3-compatible servers are.
+pub fn parse_region(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "'{text}' is not a region name (letters, digits and '-', e.g. us-east-1, eu-west-3)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn parse_part_size(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_PART_SIZE).contains(&n) {
@@ -329,6 +385,36 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5XB").is_err());
         assert!(parse_part_size("1MiB").is_err());
+    }
+
+    #[test]
+    fn checks_endpoints_and_regions() {
+        for ok in [
+            "http://localhost:9000",
+            "https://s3.example.com",
+            "http://127.0.0.1:9000/",
+            "http://[::1]:9000",
+            "HTTPS://host",
+        ] {
+            assert_eq!(parse_endpoint(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "not a url",
+            "127.0.0.1:9000",
+            "ftp://host",
+            "http://",
+            "http://:9000",
+            "http://host:port",
+            "http://host:99999",
+            "http://ho st",
+        ] {
+            assert!(parse_endpoint(bad).unwrap_err().contains(bad), "{bad}");
+        }
+        assert!(parse_region("us-east-1").is_ok());
+        assert!(parse_region("garage").is_ok());
+        for bad in ["", "eu west 1", "us-east-1\n"] {
+            assert!(parse_region(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -85,10 +85,13 @@ impl S3Store {
             .ok_or_else(|| StoreError::Fatal("no AWS credentials provider is configured".into()))?;
         provider.provide_credentials().await.map_err(|e| {
             tracing::debug!("credential chain: {}", DisplayErrorContext(&e));
-            StoreError::Fatal(
-                "no usable AWS credentials: run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile (-vv shows what was tried)"
+            StoreError::Fatal(match &settings.profile {
+                Some(profile) => format!(
+                    "no usable AWS credentials for profile '{profile}': it is not in ~/.aws/config or ~/.aws/credentials (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE) or has no keys (-vv shows what was tried)"
+                ),
+                None => "no usable AWS credentials: run 'aws configure', set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pass --profile (-vv shows what was tried)"
                     .into(),
-            )
+            })
         })?;
 
         let config = aws_sdk_s3::config::Builder::from(&sdk)
@@ -255,22 +258,37 @@ impl ObjectStore for S3Store {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(Prepared::Existing),
-            Err(e) => match convert(e, &format!("checking bucket '{}'", self.bucket)) {
-                StoreError::NotFound(_) if create => {
-                    self.create_bucket().await?;
-                    Ok(Prepared::Created)
+            Err(e) => {
+                // S3 names the bucket's region in its redirect; say it.
+                let home = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string);
+                match convert(e, &format!("checking bucket '{}'", self.bucket)) {
+                    StoreError::NotFound(_) if create => {
+                        self.create_bucket().await?;
+                        Ok(Prepared::Created)
+                    }
+                    StoreError::NotFound(_) => Ok(Prepared::Missing),
+                    StoreError::AccessDenied(_) => Err(StoreError::AccessDenied(format!(
+                        "bucket '{}' exists but these credentials may not use it (it may belong to another account; check --profile or AWS_ACCESS_KEY_ID)",
+                        self.bucket
+                    ))),
+                    StoreError::Fatal(text) if text.contains("HTTP 301") => {
+                        Err(StoreError::Fatal(match home {
+                            Some(home) => format!(
+                                "bucket '{}' is in region '{home}', not '{}': pass --region {home}",
+                                self.bucket, self.region
+                            ),
+                            None => format!(
+                                "bucket '{}' is in another region than '{}': pass --region",
+                                self.bucket, self.region
+                            ),
+                        }))
+                    }
+                    other => Err(other),
                 }
-                StoreError::NotFound(_) => Ok(Prepared::Missing),
-                StoreError::AccessDenied(_) => Err(StoreError::AccessDenied(format!(
-                    "bucket '{}' exists but these credentials may not use it (it may belong to another account; check --profile or AWS_ACCESS_KEY_ID)",
-                    self.bucket
-                ))),
-                StoreError::Fatal(text) if text.contains("HTTP 301") => Err(StoreError::Fatal(format!(
-                    "bucket '{}' is in another region than '{}': pass --region",
-                    self.bucket, self.region
-                ))),
-                other => Err(other),
-            },
+            }
         }
     }
 

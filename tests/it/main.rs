@@ -7,15 +7,22 @@
 //! the same two ways, and `versioned` checks restores of older snapshots on
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
-//! `security` checks file permissions, secrets in output and locking, and
-//! `edge` checks file-system edge cases.
+//! `security` checks file permissions, secrets in output and locking,
+//! `edge` checks file-system edge cases, and `bad_input` checks that wrong
+//! invocations and environments fail with one clear error line.
+//! `faults` runs backups and restores through `proxy`, a fault-injecting
+//! HTTP proxy in front of the server, and checks retries, clean failures
+//! and timeouts.
 
 mod common;
+mod proxy;
 mod server;
 
 mod backup;
 mod backup_local;
+mod bad_input;
 mod edge;
+mod faults;
 mod inspect;
 mod restore;
 mod restore_local;

@@ -1,0 +1,783 @@
+//! Bad input: wrong invocations and hostile environments, one test each.
+//!
+//! Every case runs the real binary and asserts what a user sees when they
+//! get something wrong: a non-zero exit with the documented code (2 for a
+//! command line clap rejects, 1 for a run that cannot be done), nothing on
+//! stdout, and one error line on stderr that names the thing that is wrong
+//! (the path, the flag, the bucket, the profile, the snapshot…). Clap's
+//! usage errors may add usage and hint lines after the first; for those
+//! only the first line must name the problem. A few cases also check that
+//! nothing was written where it matters (no state, nothing in DEST, no
+//! request that changes the bucket). The table in `docs/RELIABILITY.md`
+//! (`## Bad input`) lists these tests with the error lines they assert.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::common::*;
+use crate::server::S3Server;
+
+const BUCKET: &str = "bkt";
+const TARGET: &str = "s3://bkt/docs";
+
+/// Checks a failed run and returns its error line: exit `code`, an empty
+/// stdout, and an error line containing every one of `needles`. Exit 1
+/// (the product's own errors) must print exactly one line on stderr; exit 2
+/// (clap) must print one `error: ` line, first, and may add usage lines.
+#[track_caller]
+fn bad(r: &Run, code: i32, needles: &[&str]) -> String {
+    r.expect_code(code);
+    assert!(r.stdout.is_empty(), "stdout must be empty\n{}", r.show());
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    let first = lines.first().copied().unwrap_or_default();
+    assert!(
+        first.starts_with("error: "),
+        "stderr must start with 'error: '\n{}",
+        r.show()
+    );
+    if code == 2 {
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("error: ")).count(),
+            1,
+            "one error line\n{}",
+            r.show()
+        );
+    } else {
+        assert_eq!(lines.len(), 1, "stderr must be exactly one line\n{}", r.show());
+    }
+    for needle in needles {
+        assert!(
+            first.contains(needle),
+            "the error line must name {needle:?}: {first}\n{}",
+            r.show()
+        );
+    }
+    // Shown with --nocapture; docs/RELIABILITY.md quotes these lines.
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    println!("error line of {test}: {first}");
+    first.to_owned()
+}
+
+/// Runs the binary of `env` (clean environment, cwd = its root) with `args`.
+fn go<I, S>(env: &TestEnv, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = env.cmd();
+    cmd.args(args);
+    run(cmd)
+}
+
+/// A path as the `&str` the argument lists take (test paths are UTF-8).
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test path")
+}
+
+/// A server with bucket [`BUCKET`] and an environment with one source file.
+fn s3_env() -> (S3Server, TestEnv) {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    (server, env)
+}
+
+/// A server holding one backup of `a.txt` under [`TARGET`].
+fn s3_backed_up() -> (S3Server, TestEnv) {
+    let (server, env) = s3_env();
+    env.backup_ok(TARGET, &[]);
+    server.clear_requests();
+    (server, env)
+}
+
+/// An environment with one source file and a local store path (not created).
+fn local_env() -> (TestEnv, PathBuf) {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store");
+    (env, store)
+}
+
+/// A local store holding one backup of `a.txt`; returns its manifest path.
+fn local_backed_up() -> (TestEnv, PathBuf, PathBuf) {
+    let (env, store) = local_env();
+    let summary = env.backup_ok(s(&store), &[]);
+    let manifest = store.join(summary.snapshot.expect("a snapshot was written"));
+    assert!(manifest.is_file(), "{}", manifest.display());
+    (env, store, manifest)
+}
+
+/// Requests that would change a bucket (anything but reads).
+fn writes(server: &S3Server) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+        .map(|r| format!("{} {}", r.op, r.path))
+        .collect()
+}
+
+/// Backup sets and files recorded in a state file (0, 0 if there is none).
+fn state_rows(state: &Path) -> (i64, i64) {
+    if !state.exists() {
+        return (0, 0);
+    }
+    let db = rusqlite::Connection::open(state).unwrap();
+    let count = |table: &str| {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap_or(0)
+    };
+    (count("backup_sets"), count("files"))
+}
+
+// ---------------------------------------------------------------- targets
+
+#[test]
+fn target_that_is_no_known_form() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src), "just-a-name"]);
+    bad(&r, 2, &["'just-a-name'", "bucket::prefix", "s3://bucket/prefix"]);
+}
+
+#[test]
+fn target_with_a_single_colon() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src), "bucket:prefix"]);
+    bad(&r, 2, &["'bucket:prefix'", "bucket::prefix"]);
+}
+
+#[test]
+fn target_with_an_unsupported_scheme() {
+    let (env, _) = local_env();
+    let r = go(&env, ["restore", "ftp://host/x", "dest"]);
+    bad(&r, 2, &["'ftp://host/x'", "unsupported scheme"]);
+}
+
+#[test]
+fn target_s3_url_without_a_bucket() {
+    let (env, _) = local_env();
+    let r = go(&env, ["snapshots", "s3://"]);
+    bad(&r, 2, &["'s3://'", "no bucket name"]);
+}
+
+#[test]
+fn target_with_an_invalid_bucket_name() {
+    let (env, _) = local_env();
+    let r = go(&env, ["verify", "Bad_Bucket::x"]);
+    bad(&r, 2, &["'Bad_Bucket'", "not a valid bucket name"]);
+}
+
+#[test]
+fn target_prefix_with_a_dotdot_segment() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src), "bkt::a/../b"]);
+    bad(&r, 2, &["'bkt::a/../b'", "'..'"]);
+}
+
+#[test]
+fn target_file_url_without_a_path() {
+    let (env, _) = local_env();
+    let r = go(&env, ["restore", "file://", "dest"]);
+    bad(&r, 2, &["'file://'", "no directory after file://"]);
+}
+
+#[test]
+fn target_that_is_empty() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src), ""]);
+    bad(&r, 2, &["invalid target ''", "empty"]);
+}
+
+// ---------------------------------------------------------------- flags
+
+#[test]
+fn jobs_zero() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--jobs", "0"]);
+    bad(&r, 2, &["'0'", "--jobs"]);
+    assert!(!store.exists() && !env.state.exists(), "nothing written");
+}
+
+#[test]
+fn jobs_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--jobs", "-1"]);
+    bad(&r, 2, &["'-1'", "--jobs"]);
+}
+
+#[test]
+fn jobs_not_a_number() {
+    let (env, store) = local_env();
+    let r = go(&env, ["restore", s(&store), "dest", "-j", "many"]);
+    bad(&r, 2, &["'many'", "--jobs"]);
+}
+
+#[test]
+fn part_size_not_a_size() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--part-size", "lots"]);
+    bad(&r, 2, &["'lots'", "--part-size"]);
+}
+
+#[test]
+fn keep_within_not_a_duration() {
+    let (env, store) = local_env();
+    let r = go(
+        &env,
+        ["snapshots", "forget", s(&store), "--keep-within", "3 fortnights"],
+    );
+    bad(&r, 2, &["'3 fortnights'", "--keep-within"]);
+}
+
+#[test]
+fn forget_without_a_keep_rule() {
+    let (env, store) = local_env();
+    let r = go(&env, ["snapshots", "forget", s(&store)]);
+    bad(&r, 2, &["not provided", "--keep-last", "--keep-within"]);
+}
+
+#[test]
+fn snapshot_together_with_from_listing() {
+    let (env, store) = local_env();
+    let r = go(
+        &env,
+        [
+            "restore",
+            s(&store),
+            "dest",
+            "--snapshot",
+            "latest",
+            "--from-listing",
+        ],
+    );
+    bad(&r, 2, &["--snapshot", "--from-listing"]);
+    assert!(!env.root().join("dest").exists(), "DEST created");
+}
+
+#[test]
+fn quiet_together_with_verbose() {
+    let (env, store) = local_env();
+    let r = go(&env, ["-q", "-v", "backup", s(&env.src), s(&store)]);
+    bad(&r, 2, &["--quiet", "--verbose"]);
+}
+
+#[test]
+fn unknown_subcommand() {
+    let (env, _) = local_env();
+    let r = go(&env, ["frobnicate"]);
+    bad(&r, 2, &["'frobnicate'"]);
+}
+
+#[test]
+fn unknown_flag() {
+    let (env, store) = local_env();
+    let r = go(&env, ["verify", s(&store), "--deeper"]);
+    bad(&r, 2, &["'--deeper'"]);
+}
+
+#[test]
+fn missing_target_argument() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src)]);
+    bad(&r, 2, &["not provided", "<TARGET>"]);
+    assert!(!env.state.exists(), "state file created");
+}
+
+#[test]
+fn missing_dest_argument() {
+    let (env, store) = local_env();
+    let r = go(&env, ["restore", s(&store)]);
+    bad(&r, 2, &["not provided", "<DEST>"]);
+}
+
+#[test]
+fn state_set_not_a_number() {
+    let (env, _) = local_env();
+    let r = go(&env, ["state", "files", "--set", "first"]);
+    bad(&r, 2, &["'first'", "--set"]);
+}
+
+#[test]
+fn endpoint_url_that_is_not_a_url() {
+    let (env, _) = local_env();
+    let r = go(
+        &env,
+        ["backup", s(&env.src), TARGET, "--endpoint-url", "not a url"],
+    );
+    bad(&r, 2, &["'not a url'", "--endpoint-url"]);
+    assert!(!env.state.exists(), "state file created");
+}
+
+#[test]
+fn endpoint_url_without_a_scheme() {
+    let (env, _) = local_env();
+    let r = go(&env, ["snapshots", TARGET, "--endpoint-url", "127.0.0.1:9000"]);
+    bad(&r, 2, &["'127.0.0.1:9000'", "--endpoint-url", "http://"]);
+}
+
+#[test]
+fn region_that_is_not_a_region_name() {
+    let (env, _) = local_env();
+    let r = go(&env, ["verify", TARGET, "--region", "eu west 1"]);
+    bad(&r, 2, &["'eu west 1'", "--region"]);
+}
+
+// ---------------------------------------------------------------- local paths
+
+#[test]
+fn source_that_does_not_exist() {
+    let (env, store) = local_env();
+    let missing = env.root().join("no-such-dir");
+    let r = go(&env, ["backup", s(&missing), s(&store), "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&missing), "does not exist"]);
+    assert!(!store.exists(), "store created");
+    assert_eq!(state_rows(&env.state), (0, 0), "state recorded");
+}
+
+#[test]
+fn source_that_is_a_file() {
+    let (env, store) = local_env();
+    let file = env.path("a.txt");
+    let r = go(&env, ["backup", s(&file), s(&store), "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&file), "not a directory"]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn local_store_that_is_a_file() {
+    let (env, store) = local_env();
+    std::fs::write(&store, "a file").unwrap();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&store), "not a directory"]);
+    assert_eq!(std::fs::read(&store).unwrap(), b"a file");
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+#[test]
+fn local_store_under_a_file() {
+    let (env, _) = local_env();
+    let file = env.root().join("plain-file");
+    std::fs::write(&file, "a file").unwrap();
+    let store = file.join("store");
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&store), "Not a directory"]);
+}
+
+#[test]
+fn restore_dest_that_is_a_file() {
+    let (env, store, _) = local_backed_up();
+    let dest = env.root().join("dest");
+    std::fs::write(&dest, "a file").unwrap();
+    let r = go(&env, ["restore", s(&store), s(&dest)]);
+    bad(&r, 1, &[s(&dest), "not a directory"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"a file");
+}
+
+#[test]
+fn restore_dest_under_a_file() {
+    let (env, store, _) = local_backed_up();
+    let file = env.root().join("plain-file");
+    std::fs::write(&file, "a file").unwrap();
+    let dest = file.join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest)]);
+    bad(
+        &r,
+        1,
+        &[
+            s(&dest),
+            "cannot be created",
+            &format!("'{}' is not a directory", s(&file)),
+        ],
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"a file");
+}
+
+/// A DEST directory the user may not write to. Permission bits do not
+/// stop root, so as root the binary runs as `nobody` (uid 65534).
+#[test]
+fn restore_dest_that_is_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (env, store, _) = local_backed_up();
+    let dest = env.root().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut cmd = env.restore_cmd(s(&store), &dest, &[]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Let `nobody` reach the store and DEST (the test root is 0700).
+        std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        cmd.uid(65534).gid(65534);
+    }
+    let r = run(cmd);
+    let e = bad(&r, 1, &["cannot write to DEST", s(&dest), "Permission denied"]);
+    assert!(
+        !e.contains(".s3backup-restore-"),
+        "the probe's name is left out: {e}"
+    );
+    assert_eq!(paths_under(&dest), Vec::<String>::new(), "DEST was written");
+}
+
+// ---------------------------------------------------------------- state file
+
+#[test]
+fn state_file_with_garbage_bytes() {
+    let (env, store) = local_env();
+    std::fs::write(&env.state, noise(8192, 7)).unwrap();
+    let r = env.backup(s(&store), &[]);
+    bad(&r, 1, &[s(&env.state), "state rebuild"]);
+    assert!(!store.exists(), "store created");
+    let r = go(&env, ["state", "sets", "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&env.state)]);
+}
+
+#[test]
+fn state_file_from_a_newer_schema() {
+    let (env, store) = local_env();
+    {
+        let db = rusqlite::Connection::open(&env.state).unwrap();
+        db.pragma_update(None, "user_version", 9999).unwrap();
+    }
+    let r = env.backup(s(&store), &[]);
+    bad(&r, 1, &[s(&env.state), "9999", "newer"]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn state_file_under_a_file() {
+    let (env, store) = local_env();
+    let file = env.root().join("plain-file");
+    std::fs::write(&file, "a file").unwrap();
+    let state = file.join("state.db");
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--state", s(&state)]);
+    bad(&r, 1, &[s(&state)]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn state_command_without_a_state_file() {
+    let (env, _) = local_env();
+    let r = go(&env, ["state", "runs", "--state", s(&env.state)]);
+    bad(&r, 1, &[s(&env.state), "no state file"]);
+    assert!(!env.state.exists(), "state file created");
+}
+
+#[test]
+fn state_files_of_an_unknown_set() {
+    let (env, _store, _) = local_backed_up();
+    let r = go(&env, ["state", "files", "--set", "999", "--state", s(&env.state)]);
+    bad(&r, 1, &["999", "state sets"]);
+}
+
+#[test]
+fn state_show_of_an_unknown_path() {
+    let (env, _store, _) = local_backed_up();
+    let r = go(&env, ["state", "show", "no/such.txt", "--state", s(&env.state)]);
+    bad(&r, 1, &["'no/such.txt'"]);
+}
+
+#[test]
+fn state_rebuild_of_a_missing_source() {
+    let (env, store, _) = local_backed_up();
+    let missing = env.root().join("gone");
+    let r = go(
+        &env,
+        [
+            "state",
+            "rebuild",
+            s(&missing),
+            s(&store),
+            "--state",
+            s(&env.state),
+        ],
+    );
+    bad(&r, 1, &[s(&missing)]);
+}
+
+// ---------------------------------------------------------------- manifests
+
+#[test]
+fn manifest_with_garbage_bytes() {
+    let (env, store, manifest) = local_backed_up();
+    std::fs::write(&manifest, noise(4096, 3)).unwrap();
+    let id = snapshot_id(s(&manifest));
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest)]);
+    bad(&r, 1, &[&id]);
+    assert!(!dest.exists(), "DEST created");
+    let r = go(&env, ["verify", s(&store)]);
+    bad(&r, 1, &[&id]);
+    let r = go(&env, ["snapshots", s(&store)]);
+    bad(&r, 1, &[&id]);
+}
+
+#[test]
+fn manifest_of_a_newer_format() {
+    let (env, store, manifest) = local_backed_up();
+    let mut header = manifest_header(0, 0);
+    header["format"] = serde_json::json!(99);
+    std::fs::write(&manifest, encode_manifest(&header, &[])).unwrap();
+    let id = snapshot_id(s(&manifest));
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest)]);
+    bad(&r, 1, &[&id, "99"]);
+    assert!(!dest.exists(), "DEST created");
+}
+
+#[test]
+fn manifest_object_with_garbage_bytes_on_s3() {
+    let (server, env) = s3_backed_up();
+    let key = server
+        .list_keys(BUCKET)
+        .into_iter()
+        .find(|k| k.contains(".s3backup/manifests/"))
+        .expect("a manifest");
+    let client = sdk_client(&server.endpoint());
+    sdk_put(&client, BUCKET, &key, &noise(4096, 5));
+    server.clear_requests();
+    let id = snapshot_id(&key);
+    let dest = env.root().join("dest");
+    let r = env.restore(TARGET, &dest, &[]);
+    bad(&r, 1, &[&id]);
+    assert!(!dest.exists(), "DEST created");
+    assert_eq!(writes(&server), Vec::<String>::new());
+}
+
+// ---------------------------------------------------------------- snapshots
+
+#[test]
+fn unknown_snapshot_id_on_restore() {
+    let (env, store, _) = local_backed_up();
+    let dest = env.root().join("dest");
+    let r = go(
+        &env,
+        ["restore", s(&store), s(&dest), "--snapshot", "19990101T000000Z"],
+    );
+    bad(&r, 1, &["'19990101T000000Z'"]);
+    assert!(!dest.exists(), "DEST created");
+}
+
+#[test]
+fn unknown_snapshot_id_on_verify() {
+    let (_server, env) = s3_backed_up();
+    let r = env_run(&env, &["verify", TARGET, "--snapshot", "nosuchid"]);
+    bad(&r, 1, &["'nosuchid'"]);
+}
+
+#[test]
+fn snapshots_of_a_missing_local_store() {
+    let (env, store) = local_env();
+    let r = go(&env, ["snapshots", s(&store)]);
+    bad(&r, 1, &[s(&store), "does not exist"]);
+    assert!(!store.exists(), "store created");
+}
+
+// ---------------------------------------------------------------- S3
+
+/// Runs `args` with `--endpoint-url` of the environment's server appended.
+fn env_run(env: &TestEnv, args: &[&str]) -> Run {
+    let mut cmd = env.cmd();
+    cmd.args(args);
+    if let Some(e) = &env.endpoint {
+        cmd.arg("--endpoint-url").arg(e);
+    }
+    run(cmd)
+}
+
+#[test]
+fn no_credentials() {
+    let (server, env) = s3_env();
+    let mut cmd = env.backup_cmd(TARGET, &[]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let r = run(cmd);
+    bad(&r, 1, &["no usable AWS credentials", "AWS_ACCESS_KEY_ID"]);
+    assert_eq!(server.requests(), Vec::new(), "the server was asked");
+}
+
+#[test]
+fn unknown_profile() {
+    let (server, env) = s3_env();
+    let mut cmd = env.backup_cmd(TARGET, &["--profile", "nosuchprofile"]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let r = run(cmd);
+    bad(&r, 1, &["'nosuchprofile'"]);
+    assert_eq!(server.requests(), Vec::new(), "the server was asked");
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+#[test]
+fn wrong_secret_key() {
+    let (server, env) = s3_env();
+    let mut cmd = env.backup_cmd(TARGET, &[]);
+    cmd.env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let r = run(cmd);
+    bad(&r, 1, &["'bkt'", "credentials"]);
+    assert!(server.list_keys(BUCKET).is_empty(), "something was stored");
+}
+
+#[test]
+fn denied_bucket() {
+    let (server, env) = s3_env();
+    server.deny_bucket(BUCKET);
+    let r = env.backup(TARGET, &[]);
+    bad(&r, 1, &["'bkt'", "may not use it"]);
+    assert_eq!(writes(&server), Vec::<String>::new());
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+#[test]
+fn missing_bucket_on_restore() {
+    let (server, env) = s3_env();
+    let dest = env.root().join("dest");
+    let r = env.restore("s3://nosuchbucket/docs", &dest, &[]);
+    bad(&r, 1, &["'nosuchbucket'"]);
+    assert!(!dest.exists(), "DEST created");
+    assert!(!server.bucket_exists("nosuchbucket"), "bucket created");
+}
+
+#[test]
+fn missing_bucket_on_verify() {
+    let (server, env) = s3_env();
+    let r = env_run(&env, &["verify", "s3://nosuchbucket/docs"]);
+    bad(&r, 1, &["nosuchbucket"]);
+    assert!(!server.bucket_exists("nosuchbucket"), "bucket created");
+}
+
+#[test]
+fn empty_prefix_on_restore() {
+    let (_server, env) = s3_backed_up();
+    let dest = env.root().join("dest");
+    let r = env.restore("s3://bkt/elsewhere", &dest, &["--from-listing"]);
+    bad(&r, 1, &["bkt", "elsewhere", "nothing to restore"]);
+    assert!(!dest.exists(), "DEST created");
+}
+
+/// Without `--from-listing`, restore first warns that it falls back to a
+/// listing and then fails because the listing is empty: two lines, the
+/// first promising a restore that does not happen.
+#[test]
+#[ignore = "needs fix: restore.rs warns 'restoring from a listing' before finding the prefix empty"]
+fn empty_prefix_on_restore_without_from_listing() {
+    let (_server, env) = s3_backed_up();
+    let dest = env.root().join("dest");
+    let r = env.restore("s3://bkt/elsewhere", &dest, &[]);
+    bad(&r, 1, &["bkt", "elsewhere", "nothing to restore"]);
+    assert!(!dest.exists(), "DEST created");
+}
+
+#[test]
+fn unreachable_endpoint() {
+    let (env, _) = local_env();
+    // A port nothing listens on: bind one, note it, close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let r = go(
+        &env,
+        [
+            "backup",
+            s(&env.src),
+            TARGET,
+            "--state",
+            s(&env.state),
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    bad(
+        &r,
+        1,
+        &["'bkt'", "cannot reach the endpoint", "Connection refused"],
+    );
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+#[test]
+#[ignore = "needs fix: S3Store does not keep the endpoint URL, so the message cannot name it"]
+fn unreachable_endpoint_is_named() {
+    let (env, _) = local_env();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let r = go(&env, ["snapshots", TARGET, "--endpoint-url", &endpoint]);
+    bad(&r, 1, &[&endpoint]);
+}
+
+/// An HTTP server that answers every request the way S3 answers one for a
+/// bucket in another region: 301 with `x-amz-bucket-region`. Returns its
+/// endpoint and a guard that stops it.
+fn other_region_server(region: &'static str) -> (String, impl Drop) {
+    struct Stop(Arc<AtomicBool>, String, Option<std::thread::JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            // Wake the accept loop so it sees the flag.
+            let _ = std::net::TcpStream::connect(&self.1);
+            if let Some(t) = self.2.take() {
+                let _ = t.join();
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut conn) = conn else { continue };
+            // Read the request head (the SDK sends no body on HeadBucket).
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (format!("http://{addr}"), Stop(stop, addr, Some(thread)))
+}
+
+#[test]
+fn bucket_in_another_region() {
+    let (env, _) = local_env();
+    let (endpoint, _server) = other_region_server("eu-west-3");
+    let r = go(
+        &env,
+        [
+            "backup",
+            s(&env.src),
+            TARGET,
+            "--state",
+            s(&env.state),
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    bad(&r, 1, &["'bkt'", "region", "--region eu-west-3"]);
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
