@@ -154,15 +154,15 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let prefix = opts.target.prefix().to_string();
     let (tx, rx) = mpsc::channel::<Result<Item, String>>(1024);
     let mut report = RestoreReport::default();
+    let mut listing_notice = false;
     if opts.from_listing {
         report.source = "listing".into();
         spawn_listing(store.clone(), prefix.clone(), tx);
     } else {
         let all = snapshots::list(&*store, &prefix).await.map_err(store_err)?;
         if all.is_empty() && opts.snapshot.is_none() {
-            tracing::warn!(
-                "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
-            );
+            // Said once the listing finds something (an empty prefix is an error instead).
+            listing_notice = true;
             report.source = "listing".into();
             spawn_listing(store.clone(), prefix.clone(), tx);
         } else {
@@ -200,6 +200,11 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                 }
             };
             total_seen += 1;
+            if total_seen == 1 && listing_notice {
+                tracing::warn!(
+                    "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
+                );
+            }
             let mut hit = selectors.is_empty();
             for (i, s) in selectors.iter().enumerate() {
                 if item.path == *s

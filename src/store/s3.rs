@@ -56,6 +56,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     region: String,
+    /// The endpoint as configured, to name in connection errors.
+    endpoint: Option<String>,
 }
 
 impl S3Store {
@@ -112,6 +114,7 @@ impl S3Store {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
             region,
+            endpoint,
         })
     }
 
@@ -285,6 +288,17 @@ impl ObjectStore for S3Store {
                                 self.bucket, self.region
                             ),
                         }))
+                    }
+                    StoreError::Transient(text) if text.contains("cannot reach the endpoint") => {
+                        let named = match &self.endpoint {
+                            Some(url) => format!("cannot reach the endpoint {url}"),
+                            None => format!("cannot reach S3 in region '{}'", self.region),
+                        };
+                        Err(StoreError::Transient(text.replacen(
+                            "cannot reach the endpoint",
+                            &named,
+                            1,
+                        )))
                     }
                     other => Err(other),
                 }

@@ -663,7 +663,6 @@ fn empty_prefix_on_restore() {
 /// listing and then fails because the listing is empty: two lines, the
 /// first promising a restore that does not happen.
 #[test]
-#[ignore = "needs fix: restore.rs warns 'restoring from a listing' before finding the prefix empty"]
 fn empty_prefix_on_restore_without_from_listing() {
     let (_server, env) = s3_backed_up();
     let dest = env.root().join("dest");
@@ -703,7 +702,6 @@ fn unreachable_endpoint() {
 }
 
 #[test]
-#[ignore = "needs fix: S3Store does not keep the endpoint URL, so the message cannot name it"]
 fn unreachable_endpoint_is_named() {
     let (env, _) = local_env();
     let port = TcpListener::bind("127.0.0.1:0")

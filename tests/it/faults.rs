@@ -267,7 +267,6 @@ fn restore_at_ten_percent_errors_resets_and_slow_responses_restores_an_identical
 }
 
 #[test]
-#[ignore = "needs fix: a download whose body is cut short is not retried (download.rs Fetcher::fetch)"]
 fn restore_at_ten_percent_faults_of_every_kind_restores_an_identical_tree() {
     restore_at_ten_percent(0x5EED_0012, &Fault::ALL);
 }
@@ -410,7 +409,6 @@ fn read_timeout_decides_between_giving_up_on_and_waiting_for_a_slow_server() {
 }
 
 #[test]
-#[ignore = "needs fix: a download whose body is cut short is not retried (download.rs Fetcher::fetch)"]
 fn restore_retries_truncated_downloads() {
     let fx = Fx::new(0x5EED_0008);
     let files = fx.small_files(40);
@@ -433,7 +431,6 @@ fn restore_retries_truncated_downloads() {
 }
 
 #[test]
-#[ignore = "needs fix: a manifest download whose body is cut short is not retried (snapshots.rs open_manifest)"]
 fn restore_retries_a_truncated_manifest_download() {
     let fx = Fx::new(0x5EED_0009);
     let files = fx.small_files(5);
@@ -452,7 +449,6 @@ fn restore_retries_a_truncated_manifest_download() {
 }
 
 #[test]
-#[ignore = "needs fix: a retried CompleteMultipartUpload that already succeeded fails the file (transfer.rs Engine::multipart)"]
 fn multipart_upload_survives_a_lost_complete_response() {
     let fx = Fx::new(0x5EED_000A);
     let big = noise(11 * MIB, 9);
@@ -475,7 +471,6 @@ fn multipart_upload_survives_a_lost_complete_response() {
 }
 
 #[test]
-#[ignore = "needs fix: a run whose every upload failed still writes a snapshot (backup.rs run)"]
 fn a_backup_whose_every_upload_failed_writes_no_snapshot() {
     let fx = Fx::new(0x5EED_000B);
     fx.small_files(4);
