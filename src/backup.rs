@@ -492,6 +492,12 @@ async fn execute(
     failures: &mut Vec<Failure>,
 ) -> Result<Vec<String>, BackupError> {
     let mut failed_sources = Vec::new();
+    // Rows of objects about to be replaced or deleted leave the state first
+    // (see `StateDb::take_rows`); a failure puts its row back below.
+    let paths: Vec<&str> = actions.iter().map(Action::path).collect();
+    let taken = tokio::task::block_in_place(|| lock(db).take_rows(set_id, &paths))?;
+    let mut taken: std::collections::HashMap<String, FileRow> =
+        taken.into_iter().map(|r| (r.path.clone(), r)).collect();
     let mut results = futures::stream::iter(actions)
         .map(|action| {
             let engine = engine.clone();
@@ -519,6 +525,10 @@ async fn execute(
             Err(e) => {
                 if let Action::Copy { from, .. } = &action {
                     failed_sources.push(from.clone());
+                }
+                // The request failed, so the object is presumably as it was.
+                if let Some(old) = taken.remove(action.path()) {
+                    batch.push(FileChange::Upsert(old));
                 }
                 failures.push(Failure {
                     path: action.path().to_string(),

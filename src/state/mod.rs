@@ -348,6 +348,41 @@ impl StateDb {
             .map_err(self.err())
     }
 
+    /// Removes the rows of `paths` in one transaction and returns them.
+    ///
+    /// A backup calls this before it replaces or deletes those objects: a
+    /// run killed halfway then leaves no row claiming content the bucket
+    /// may no longer hold (which a later run could pick as a copy source),
+    /// only rows it can trust and paths it will look at afresh.
+    pub fn take_rows(&mut self, set_id: i64, paths: &[&str]) -> StateResult<Vec<FileRow>> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut taken = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                     FROM files WHERE set_id = ?1 AND path = ?2",
+                )
+                .map_err(err)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
+            for p in paths {
+                if let Some(row) = select.query_row(params![set_id, p], row_to_file).optional().map_err(err)? {
+                    remove.execute(params![set_id, p]).map_err(err)?;
+                    taken.push(row);
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(taken)
+    }
+
     /// Applies a batch of changes in one transaction.
     pub fn apply(&mut self, set_id: i64, changes: &[FileChange]) -> StateResult<()> {
         let path = self.path.clone();
