@@ -8,8 +8,10 @@
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
 //! `security` checks file permissions, secrets in output and locking,
-//! `edge` checks file-system edge cases, and `bad_input` checks that wrong
-//! invocations and environments fail with one clear error line.
+//! `edge` checks file-system edge cases, `bad_input` checks that wrong
+//! invocations and environments fail with one clear error line, and `crash`
+//! kills backups with SIGKILL at random points and checks that a re-run
+//! leaves the bucket, the state file and a restore intact.
 //! `faults` runs backups and restores through `proxy`, a fault-injecting
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts.
@@ -21,6 +23,7 @@ mod server;
 mod backup;
 mod backup_local;
 mod bad_input;
+mod crash;
 mod edge;
 mod faults;
 mod inspect;

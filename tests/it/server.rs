@@ -17,7 +17,15 @@
 //!   503 SlowDown (transient: the AWS SDK retries it) or 403 AccessDenied;
 //! - [`S3Server::add_listed_key`] makes ListObjectsV2 show keys that a
 //!   file-system-backed store cannot hold (`../x`, `a//b`, `folder/`), as
-//!   S3 itself would list them, so restores can be fed hostile names.
+//!   S3 itself would list them, so restores can be fed hostile names;
+//! - [`S3Server::wait_for_requests`] / [`S3Server::wait_for_replies`] /
+//!   [`S3Server::wait_for_matching`] block until the log holds n requests
+//!   (or n answered ones, or n matching ones), woken by the server itself,
+//!   so a test can act at an exact point of a client's run (the crash tests
+//!   kill the binary there) without sleeping;
+//! - [`S3Server::hold_replies`] carries out requests on matching keys but
+//!   holds their replies back until [`S3Server::release_replies`], so a test
+//!   can kill a client after the server acted and before it heard so.
 //!
 //! The policy hooks live in an `s3s::access::S3Access` implementation, which
 //! s3s calls after the signature check and route resolution; that is also
@@ -29,8 +37,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -82,9 +91,15 @@ struct FailRule {
 #[derive(Default)]
 struct Shared {
     log: Mutex<Vec<(u64, Request)>>,
+    /// Notified whenever `log` changes (a request arrives or gets its status).
+    log_changed: Condvar,
     next_id: AtomicU64,
     denied: Mutex<HashSet<String>>,
     rules: Mutex<Vec<FailRule>>,
+    /// Key substrings whose replies are held back (`hold_replies`).
+    held: Mutex<Vec<String>>,
+    /// Wakes held replies when `held` shrinks.
+    released: tokio::sync::Notify,
     /// Extra (key, size) entries that listings of a bucket show.
     listed: Mutex<HashMap<String, Vec<(String, u64)>>>,
 }
@@ -96,6 +111,17 @@ impl Shared {
         if let Some((_, r)) = log.iter_mut().rev().find(|(i, _)| *i == id) {
             f(r);
         }
+        self.log_changed.notify_all();
+    }
+
+    /// Blocks until `done(log)` holds or `timeout` passes; returns whether it holds.
+    fn wait_log(&self, timeout: Duration, done: impl Fn(&[(u64, Request)]) -> bool) -> bool {
+        let log = self.log.lock().unwrap();
+        let (log, _) = self
+            .log_changed
+            .wait_timeout_while(log, timeout, |log| !done(log))
+            .unwrap();
+        done(&log)
     }
 }
 
@@ -205,7 +231,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
             let list_query = entry.query.clone();
+            let reply_key = entry.key.clone();
             this.shared.log.lock().unwrap().push((id, entry));
+            this.shared.log_changed.notify_all();
 
             let (mut parts, body) = req.into_parts();
             let bytes = body
@@ -218,6 +246,21 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
             let mut resp = this.inner.call(req).await?;
             let status = resp.status().as_u16();
             this.shared.update(id, |r| r.status = status);
+            loop {
+                // Created before the check, so a release in between is not missed.
+                let released = this.shared.released.notified();
+                let held = this
+                    .shared
+                    .held
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|h| reply_key.as_deref().is_some_and(|k| k.contains(h.as_str())));
+                if !held {
+                    break;
+                }
+                released.await;
+            }
             if status == 200
                 && let Some(bucket) = list_bucket
             {
@@ -332,6 +375,44 @@ impl S3Server {
     /// Forgets the requests logged so far.
     pub fn clear_requests(&self) {
         self.shared.log.lock().unwrap().clear();
+    }
+
+    /// Waits (woken by the server, no polling) until at least `n` requests
+    /// have arrived since the start or the last [`Self::clear_requests`], or
+    /// `timeout` passes; returns whether they have. A request counts as soon
+    /// as its headers are in, before it is carried out.
+    pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_log(timeout, |log| log.len() >= n)
+    }
+
+    /// Like [`Self::wait_for_requests`], but counts only requests the server
+    /// has carried out and answered (their status is set; the client may not
+    /// have read the reply yet).
+    pub fn wait_for_replies(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_log(timeout, |log| {
+            log.iter().filter(|(_, r)| r.status != 0).count() >= n
+        })
+    }
+
+    /// Like [`Self::wait_for_requests`], but counts only logged requests
+    /// for which `matches` holds (e.g. a PutObject of one key that has been
+    /// answered). Runs `matches` under the log's lock: keep it cheap.
+    pub fn wait_for_matching(&self, n: usize, timeout: Duration, matches: impl Fn(&Request) -> bool) -> bool {
+        self.shared
+            .wait_log(timeout, |log| log.iter().filter(|(_, r)| matches(r)).count() >= n)
+    }
+
+    /// From now on, requests on keys containing `key_contains` are carried
+    /// out (their status is logged) but their replies are held back until
+    /// [`Self::release_replies`]: the client cannot know they succeeded.
+    pub fn hold_replies(&self, key_contains: &str) {
+        self.shared.held.lock().unwrap().push(key_contains.to_owned());
+    }
+
+    /// Lifts every `hold_replies` and sends the replies held so far.
+    pub fn release_replies(&self) {
+        self.shared.held.lock().unwrap().clear();
+        self.shared.released.notify_waiters();
     }
 
     /// Number of logged requests whose operation is `op` (e.g. "PutObject").
