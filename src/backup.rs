@@ -165,7 +165,11 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     let prepared = store.prepare(!opts.dry_run).await.map_err(store_err)?;
 
-    if !db.has_rows(set_id)? && prepared == Prepared::Existing {
+    // Only a set this state file has never backed up is rebuilt from a
+    // snapshot: a known set with no rows may have had them taken by a run
+    // that died mid-way (see `StateDb::take_rows`), and the snapshot is
+    // then older than the bucket.
+    if !db.has_rows(set_id)? && !db.has_runs(set_id)? && prepared == Prepared::Existing {
         let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
             .await
             .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;

@@ -381,8 +381,9 @@ impl Engine {
                 .send_parts(key, path, size, part_size, &upload.upload_id, done, &meta.blake3)
                 .await
             {
-                // The store no longer knows the upload (aborted or expired): start over.
-                Err(StoreError::NotFound(e)) => {
+                // The store no longer knows the upload (aborted, expired, or
+                // its completion was cut off half-way): start over.
+                Err(StoreError::NotFound(e) | StoreError::AccessDenied(e)) => {
                     tracing::info!(key, "{e}; starting the upload again");
                     self.forget(key);
                 }
