@@ -378,7 +378,7 @@ impl Engine {
                 .map(|(number, etag)| CompletedPart { number, etag })
                 .collect();
             match self
-                .send_parts(key, path, size, part_size, &upload.upload_id, done, &meta.blake3)
+                .send_parts(key, path, size, part_size, &upload.upload_id, done)
                 .await
             {
                 // The store no longer knows the upload (aborted, expired, or
@@ -390,21 +390,34 @@ impl Engine {
                 other => return other,
             }
         }
-        let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
-        if let Some(j) = &self.journal {
-            let begun = JournaledUpload {
-                key: key.to_string(),
-                upload_id: upload_id.clone(),
-                path: entry.path.clone(),
-                size,
-                mtime_ns: entry.mtime_ns,
-                blake3: meta.blake3.clone(),
-                part_size,
-            };
-            j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
+        // A completion cut off half-way leaves the store without the upload
+        // and maybe without the object: sent once more from the start.
+        let mut attempts_left = 2;
+        loop {
+            attempts_left -= 1;
+            let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
+            if let Some(j) = &self.journal {
+                let begun = JournaledUpload {
+                    key: key.to_string(),
+                    upload_id: upload_id.clone(),
+                    path: entry.path.clone(),
+                    size,
+                    mtime_ns: entry.mtime_ns,
+                    blake3: meta.blake3.clone(),
+                    part_size,
+                };
+                j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
+            }
+            match self
+                .send_parts(key, path, size, part_size, &upload_id, Vec::new())
+                .await
+            {
+                Err(StoreError::NotFound(e)) if attempts_left > 0 => {
+                    tracing::info!(key, "{e}; starting the upload again");
+                }
+                other => return other,
+            }
         }
-        self.send_parts(key, path, size, part_size, &upload_id, Vec::new(), &meta.blake3)
-            .await
     }
 
     /// Uploads the parts not in `done`, then completes the upload.
@@ -417,7 +430,6 @@ impl Engine {
         part_size: u64,
         upload_id: &str,
         mut done: Vec<CompletedPart>,
-        blake3: &str,
     ) -> Result<PutOutcome, StoreError> {
         let count = size.div_ceil(part_size);
         let have: std::collections::HashSet<i32> = done.iter().map(|p| p.number).collect();
@@ -467,15 +479,11 @@ impl Engine {
                 Ok(put)
             }
             // A retried completion whose first answer was lost finds the
-            // upload gone: the object may be complete already.
+            // upload gone. Whatever the key holds now cannot be told from
+            // an older object with certainty: the caller sends the file again.
             Err(e @ (StoreError::NotFound(_) | StoreError::AccessDenied(_))) => {
-                match self.completed_already(key, size, count, blake3).await {
-                    Some(put) => {
-                        self.forget(key);
-                        Ok(put)
-                    }
-                    None => Err(self.failed_upload(key, upload_id, e).await),
-                }
+                self.forget(key);
+                Err(StoreError::NotFound(format!("{e} (the upload is gone)")))
             }
             Err(e) => Err(self.failed_upload(key, upload_id, e).await),
         }
@@ -493,22 +501,6 @@ impl Engine {
             self.forget(key);
         }
         e
-    }
-
-    /// Whether `key` already holds the finished upload: its size, its
-    /// `blake3` metadata and a multipart ETag of `parts` parts.
-    async fn completed_already(&self, key: &str, size: u64, parts: u64, blake3: &str) -> Option<PutOutcome> {
-        let head = self.request(self.store.head(key, None)).await.ok()?;
-        let is_ours = head.size == size
-            && head.blake3.as_deref() == Some(blake3)
-            && head.etag.trim_matches('"').ends_with(&format!("-{parts}"));
-        is_ours.then(|| {
-            tracing::info!(key, "the upload had completed; its answer was lost");
-            PutOutcome {
-                etag: head.etag,
-                version_id: head.version_id,
-            }
-        })
     }
 
     fn forget(&self, key: &str) {

@@ -384,7 +384,11 @@ impl StateDb {
                 .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
                 .map_err(err)?;
             for p in paths {
-                if let Some(row) = select.query_row(params![set_id, p], row_to_file).optional().map_err(err)? {
+                if let Some(row) = select
+                    .query_row(params![set_id, p], row_to_file)
+                    .optional()
+                    .map_err(err)?
+                {
                     remove.execute(params![set_id, p]).map_err(err)?;
                     taken.push(row);
                 }
