@@ -8,7 +8,8 @@
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
 //! `security` checks file permissions, secrets in output and locking,
-//! `edge` checks file-system edge cases, `bad_input` checks that wrong
+//! `edge` and `edge_fs` check file-system edge cases (the latter files that
+//! change, vanish or cannot be read mid-run, and resumed uploads), `bad_input` checks that wrong
 //! invocations and environments fail with one clear error line, and `crash`
 //! kills backups with SIGKILL at random points and checks that a re-run
 //! leaves the bucket, the state file and a restore intact.
@@ -25,6 +26,7 @@ mod backup_local;
 mod bad_input;
 mod crash;
 mod edge;
+mod edge_fs;
 mod faults;
 mod inspect;
 mod restore;
