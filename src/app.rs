@@ -46,6 +46,15 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// The filters of a command line (reading any `--exclude-from` files).
+fn filters(args: &crate::cli::FilterArgs) -> anyhow::Result<crate::filter::Filters> {
+    Ok(crate::filter::Filters::new(
+        &args.exclude,
+        &args.include,
+        &args.exclude_from,
+    )?)
+}
+
 impl From<S3Args> for S3Settings {
     fn from(a: S3Args) -> Self {
         S3Settings {
@@ -66,7 +75,11 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
         state_path,
         delete: args.delete,
         dry_run: args.dry_run,
-        follow_symlinks: args.follow_symlinks,
+        walk: crate::scan::WalkOptions {
+            follow_symlinks: args.follow_symlinks,
+            filters: filters(&args.filters)?,
+            ignore_files: true,
+        },
         jobs: usize::from(args.jobs),
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,
@@ -142,6 +155,7 @@ async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         paths: args.paths,
         no_clobber: args.no_clobber,
         jobs: usize::from(args.jobs),
+        filters: filters(&args.filters)?,
         s3: args.s3.into(),
     };
     let r = restore::run(&opts).await?;

@@ -49,8 +49,8 @@ pub struct BackupOptions {
     pub delete: bool,
     /// Plan and print, change nothing.
     pub dry_run: bool,
-    /// Back up symlinks' targets instead of the links.
-    pub follow_symlinks: bool,
+    /// What to follow and what to leave out.
+    pub walk: scan::WalkOptions,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// Files larger than this use multipart upload.
@@ -76,8 +76,10 @@ pub struct BackupReport {
     /// What was done, file by file.
     #[serde(flatten)]
     pub counts: RunCounts,
-    /// Symlinks and special files not backed up.
+    /// Special files not backed up.
     pub skipped: u64,
+    /// Files and directories left out by filters (a directory counts once).
+    pub excluded: u64,
     /// Wall time of the run.
     pub elapsed_ms: u64,
     /// Whether this was a dry run.
@@ -186,6 +188,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let mut report = BackupReport {
         counts: RunCounts::default(),
         skipped: 0,
+        excluded: 0,
         elapsed_ms: 0,
         dry_run: opts.dry_run,
         snapshot: None,
@@ -236,14 +239,14 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let (tx, mut rx) = mpsc::channel(CHUNK);
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
-        let follow = opts.follow_symlinks;
+        let walk_options = opts.walk.clone();
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
                 &reader,
                 set_id,
                 &root,
-                follow,
+                &walk_options,
                 |n| tick.scanned(n),
                 |entry, old| {
                     // The receiver only goes away when the run is failing anyway.
@@ -306,6 +309,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         scanned,
         skipped,
         errors,
+        excluded,
     } = outcome;
     for s in &skipped {
         tracing::warn!(path = %s.path, "{}", s.reason);
@@ -315,6 +319,10 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         error: p.reason.clone(),
     }));
     triage.protect(&errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
+    // What a filter leaves out is not deleted by `--delete` either (as in
+    // rclone and the AWS CLI): it stays in the bucket as it was.
+    triage.protect(&excluded);
+    run.report.excluded = excluded.len() as u64;
     run.report.counts.scanned = scanned;
     run.report.counts.unchanged += triage.unchanged;
     run.report.skipped = skipped.len() as u64;
@@ -571,6 +579,8 @@ struct ScanOutcome {
     triage: plan::Triage,
     scanned: u64,
     skipped: Vec<scan::ScanProblem>,
+    /// Paths left out by filters (a directory stands for its subtree).
+    excluded: Vec<String>,
     errors: Vec<scan::ScanProblem>,
 }
 
@@ -580,14 +590,18 @@ fn scan_and_triage(
     db: &StateDb,
     set_id: i64,
     root: &Path,
-    follow_symlinks: bool,
+    walk_options: &scan::WalkOptions,
     tick: impl FnMut(usize),
     changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Result<ScanOutcome, BackupError> {
-    let walk = scan::walk_with(root, follow_symlinks, tick)?;
+    let walk = scan::walk_with(root, walk_options, tick)?;
     let dir_rows = db.dir_rows(set_id)?;
-    let (mut scanned, mut skipped, mut errors) = (0u64, Vec::new(), Vec::new());
+    let (mut scanned, mut skipped, mut errors, mut excluded) = (0u64, Vec::new(), Vec::new(), Vec::new());
     let entries = walk.filter_map(|item| match item {
+        scan::Walked::Excluded { path, .. } => {
+            excluded.push(path);
+            None
+        }
         scan::Walked::Entry(e) => {
             scanned += u64::from(e.kind.has_content());
             Some(e)
@@ -607,6 +621,7 @@ fn scan_and_triage(
         scanned,
         skipped,
         errors,
+        excluded,
     })
 }
 

@@ -83,9 +83,40 @@ pub struct RestoreArgs {
     /// Files and requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
+    /// Which paths to bring back.
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// `--exclude`, `--include` and `--exclude-from`: which paths a backup
+/// takes or a restore brings back (gitignore syntax; `--include` wins over
+/// `--exclude`, both over `.s3backupignore` files).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Leave out paths matching GLOB (gitignore syntax, matched against the path relative to the source: `*.tmp`, `/build`, `cache/`, `**/*.log`). Repeatable.
+    #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
+    pub exclude: Vec<String>,
+    /// Take paths matching GLOB even if an --exclude or an ignore file leaves them out (`--exclude '*' --include '*.txt'`). Repeatable.
+    #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
+    pub include: Vec<String>,
+    /// Read --exclude patterns from FILE, one per line ('#' comments). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+}
+
+/// Checks that a filter pattern is valid gitignore syntax.
+pub fn parse_pattern(text: &str) -> Result<String, String> {
+    crate::filter::Filters::new(&[text.to_string()], &[], &[])
+        .map(|_| text.to_string())
+        .map_err(|e| match e {
+            crate::filter::FilterError::Pattern { cause, .. } => {
+                format!("'{text}' is not a valid pattern: {cause}")
+            }
+            other => other.to_string(),
+        })
 }
 
 /// `s3backup snapshots`: list them, or `snapshots forget` old ones.
@@ -241,6 +272,9 @@ pub struct BackupArgs {
     /// Back up what symlinks point to instead of the links (loops are reported and skipped).
     #[arg(short = 'L', long)]
     pub follow_symlinks: bool,
+    /// Which paths to take.
+    #[command(flatten)]
+    pub filters: FilterArgs,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

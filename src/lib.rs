@@ -10,6 +10,7 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod download;
+pub mod filter;
 pub mod hash;
 pub mod inspect;
 pub mod manifest;

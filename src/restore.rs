@@ -43,6 +43,8 @@ pub struct RestoreOptions {
     pub no_clobber: bool,
     /// Files and requests in flight at once.
     pub jobs: usize,
+    /// `--exclude`/`--include`: which paths to bring back.
+    pub filters: crate::filter::Filters,
     /// How to reach S3.
     pub s3: S3Settings,
 }
@@ -62,6 +64,8 @@ pub struct RestoreReport {
     pub kept: u64,
     /// Directories created or updated.
     pub dirs: u64,
+    /// Entries left out by `--exclude`/`--include`.
+    pub excluded: u64,
     /// Files that failed.
     pub failed: u64,
     /// Bytes downloaded.
@@ -188,6 +192,8 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let mut links: Vec<LinkToPlace> = Vec::new();
     let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed();
     let mut total_seen = 0u64;
+    let mut report_excluded = 0u64;
+    let filters = &opts.filters;
     let mut results = items
         .filter_map(|item| {
             let item = match item {
@@ -204,6 +210,10 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                 tracing::warn!(
                     "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
                 );
+            }
+            if !filters.selects(&item.path, item.kind == EntryKind::Dir) {
+                report_excluded += 1;
+                return futures::future::ready(None);
             }
             let mut hit = selectors.is_empty();
             for (i, s) in selectors.iter().enumerate() {
@@ -262,6 +272,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
         }
     }
     drop(results);
+    report.excluded = report_excluded;
 
     let nothing = if total_seen == 0 && report.failures.is_empty() {
         Some(RestoreError::Empty(target_text))

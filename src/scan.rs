@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use ignore::gitignore::Gitignore;
+
+use crate::filter::{self, Filters, Verdict};
 use crate::names;
 
 /// The name reserved at the top of a source and of a store.
@@ -88,6 +91,8 @@ pub struct Scan {
     pub skipped: Vec<ScanProblem>,
     /// Entries that could not be read.
     pub errors: Vec<ScanProblem>,
+    /// Paths left out by filters.
+    pub excluded: Vec<String>,
 }
 
 /// Why a scan could not start at all.
@@ -113,14 +118,48 @@ pub enum Walked {
     Skipped(ScanProblem),
     /// Something that could not be read.
     Error(ScanProblem),
+    /// Left out by a filter (a directory: with everything under it).
+    Excluded {
+        /// Relative path.
+        path: String,
+        /// Whether it is a directory.
+        is_dir: bool,
+    },
+}
+
+/// How to walk: what to follow and what to leave out.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Follow symlinks instead of keeping them as links.
+    pub follow_symlinks: bool,
+    /// The command line's `--exclude`/`--include` filters.
+    pub filters: Filters,
+    /// Obey `.s3backupignore` files.
+    pub ignore_files: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self {
+            follow_symlinks: false,
+            filters: Filters::default(),
+            ignore_files: true,
+        }
+    }
 }
 
 /// Walks `root` lazily (symlinks kept as links), calling `tick` every 1000 entries for progress.
-pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item = Walked>, ScanError> {
-    walk_with(root, false, tick)
+pub fn walk<F: FnMut(usize)>(
+    root: &Path,
+    tick: F,
+) -> Result<impl Iterator<Item = Walked> + use<F>, ScanError> {
+    walk_with(root, &WalkOptions::default(), tick)
 }
 
-/// [`walk`], following symlinks when `follow` (loops are reported, not walked).
+/// [`walk`] with options: following symlinks (loops are reported, not
+/// walked) and leaving out what the filters exclude (see [`crate::filter`];
+/// an excluded directory is not even read, unless an `--include` might
+/// take something under it).
 ///
 /// Files come in byte order of their relative paths (siblings are sorted
 /// as `name/` for directories, which makes the depth-first order the byte
@@ -128,11 +167,12 @@ pub fn walk(root: &Path, tick: impl FnMut(usize)) -> Result<impl Iterator<Item =
 /// without holding either in memory. Each directory is read once and its
 /// entries are stat-ed relative to it (`fstatat` on the open directory, as
 /// `find` does), not by full path.
-pub fn walk_with(
+pub fn walk_with<F: FnMut(usize)>(
     root: &Path,
-    follow: bool,
-    tick: impl FnMut(usize),
-) -> Result<impl Iterator<Item = Walked>, ScanError> {
+    opts: &WalkOptions,
+    tick: F,
+) -> Result<impl Iterator<Item = Walked> + use<F>, ScanError> {
+    let follow = opts.follow_symlinks;
     let root_id = match std::fs::metadata(root) {
         Ok(md) if md.is_dir() => dir_id(&md),
         Ok(_) => return Err(ScanError::NotADirectory(root.to_path_buf())),
@@ -143,12 +183,20 @@ pub fn walk_with(
     };
     let children =
         read_children(root, true, follow).map_err(|e| ScanError::Unreadable(root.to_path_buf(), e))?;
+    let ignore = opts
+        .ignore_files
+        .then(|| ignore_file_of(root, "", &children))
+        .flatten();
     Ok(Walker {
         root: root.to_path_buf(),
         follow,
+        filters: opts.filters.clone(),
+        ignore_files: opts.ignore_files,
+        ignore_frames: usize::from(ignore.is_some()),
         stack: vec![Frame {
             rel: String::new(),
             id: root_id,
+            ignore,
             children: children.into_iter(),
         }],
         pending: None,
@@ -162,6 +210,8 @@ struct Frame {
     rel: String,
     /// Device and inode, to notice a followed link back into the walk.
     id: (u64, u64),
+    /// The directory's `.s3backupignore`, if it has one.
+    ignore: Option<Gitignore>,
     children: std::vec::IntoIter<Child>,
 }
 
@@ -227,6 +277,10 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
 struct Walker<F> {
     root: PathBuf,
     follow: bool,
+    filters: Filters,
+    ignore_files: bool,
+    /// How many frames on the stack have an ignore file.
+    ignore_frames: usize,
     stack: Vec<Frame>,
     pending: Option<Walked>,
     seen: usize,
@@ -243,7 +297,9 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
         loop {
             let frame = self.stack.last_mut()?;
             let Some(child) = frame.children.next() else {
-                self.stack.pop();
+                if self.stack.pop().is_some_and(|f| f.ignore.is_some()) {
+                    self.ignore_frames -= 1;
+                }
                 continue;
             };
             self.seen += 1;
@@ -256,6 +312,16 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 name.clone()
             } else {
                 format!("{parent}/{name}")
+            };
+            let through = match self.excluded(&rel, child.is_dir) {
+                Exclusion::No => false,
+                Exclusion::WalkThrough => true,
+                Exclusion::Yes => {
+                    return Some(Walked::Excluded {
+                        path: rel,
+                        is_dir: child.is_dir,
+                    });
+                }
             };
             let (file_type, md) = match child.stat {
                 Ok(stat) => stat,
@@ -286,18 +352,34 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                         reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
                     }));
                 }
-                match read_children(&names::local(&self.root, &rel), false, self.follow) {
-                    Ok(children) => self.stack.push(Frame {
-                        rel: rel.clone(),
-                        id,
-                        children: children.into_iter(),
-                    }),
+                let dir = names::local(&self.root, &rel);
+                match read_children(&dir, false, self.follow) {
+                    Ok(children) => {
+                        let ignore = self
+                            .ignore_files
+                            .then(|| ignore_file_of(&dir, &rel, &children))
+                            .flatten();
+                        self.ignore_frames += usize::from(ignore.is_some());
+                        self.stack.push(Frame {
+                            rel: rel.clone(),
+                            id,
+                            ignore,
+                            children: children.into_iter(),
+                        })
+                    }
                     Err(e) => {
                         self.pending = Some(Walked::Error(ScanProblem {
                             path: rel.clone(),
                             reason: e.to_string(),
                         }))
                     }
+                }
+                if through {
+                    // Left out itself; what is under it is decided one by one.
+                    if let Some(p) = self.pending.take() {
+                        return Some(p);
+                    }
+                    continue;
                 }
             }
             return Some(Walked::Entry(ScanEntry {
@@ -312,19 +394,58 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
     }
 }
 
+/// Whether a walked path is left out.
+enum Exclusion {
+    /// Taken.
+    No,
+    /// Left out, with everything under it.
+    Yes,
+    /// A directory left out whose contents an `--include` may take.
+    WalkThrough,
+}
+
+impl<F> Walker<F> {
+    fn excluded(&self, rel: &str, is_dir: bool) -> Exclusion {
+        let out = match self.filters.verdict(rel, is_dir) {
+            Verdict::Included => false,
+            Verdict::Excluded => true,
+            Verdict::NoRule if self.ignore_frames == 0 => false,
+            Verdict::NoRule => {
+                let files: Vec<&Gitignore> = self.stack.iter().filter_map(|f| f.ignore.as_ref()).collect();
+                filter::ignored_by(&files, rel, is_dir) == Some(true)
+            }
+        };
+        match (out, is_dir && self.filters.has_includes()) {
+            (false, _) => Exclusion::No,
+            (true, false) => Exclusion::Yes,
+            (true, true) => Exclusion::WalkThrough,
+        }
+    }
+}
+
+/// The `.s3backupignore` among a directory's children, loaded.
+fn ignore_file_of(dir: &Path, rel: &str, children: &[Child]) -> Option<Gitignore> {
+    children
+        .iter()
+        .any(|c| c.text == filter::IGNORE_FILE && !c.is_dir)
+        .then(|| filter::ignore_file(dir, rel))
+        .flatten()
+}
+
 /// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
 pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
-    scan_with(root, false, tick)
+    scan_with(root, &WalkOptions::default(), tick)
 }
 
 /// [`scan`], following symlinks when `follow`.
-pub fn scan_with(root: &Path, follow: bool, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+pub fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     let mut scan = Scan::default();
-    for item in walk_with(root, follow, tick)? {
+    for item in walk_with(root, opts, tick)? {
         match item {
             Walked::Entry(e) => scan.entries.push(e),
             Walked::Skipped(p) => scan.skipped.push(p),
             Walked::Error(p) => scan.errors.push(p),
+            Walked::Excluded { path, .. } => scan.excluded.push(path),
         }
     }
     Ok(scan)
@@ -400,7 +521,15 @@ mod tests {
         std::os::unix::fs::symlink("d", root.join("to_d")).unwrap();
         std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
 
-        let scan = scan_with(root, true, |_| {}).unwrap();
+        let scan = scan_with(
+            root,
+            &WalkOptions {
+                follow_symlinks: true,
+                ..WalkOptions::default()
+            },
+            |_| {},
+        )
+        .unwrap();
         let kinds: Vec<_> = scan.entries.iter().map(|e| (e.path.as_str(), e.kind)).collect();
         assert_eq!(
             kinds,
@@ -417,7 +546,7 @@ mod tests {
         assert!(scan.errors.iter().any(|p| p.reason.contains("symlink loop")));
 
         // Not following: three links, kept as links, nothing else.
-        let scan = scan_with(root, false, |_| {}).unwrap();
+        let scan = scan_with(root, &WalkOptions::default(), |_| {}).unwrap();
         let links = scan
             .entries
             .iter()
