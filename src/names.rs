@@ -84,7 +84,10 @@ pub fn is_canonical(text: &str) -> bool {
 /// The byte of an escape's two upper-case hex digits, if they make one of 0x80–0xFF.
 fn escaped_byte(s: &str) -> Option<u8> {
     let hex = s.get(..2)?;
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return None;
     }
     u8::from_str_radix(hex, 16).ok().filter(|b| *b >= 0x80)

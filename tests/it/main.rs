@@ -15,6 +15,8 @@
 //! `faults` runs backups and restores through `proxy`, a fault-injecting
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts.
+//! `props` holds property tests (proptest) of the path/key mapping,
+//! `safe_path` and the target parser.
 
 mod common;
 mod proxy;
@@ -27,6 +29,7 @@ mod crash;
 mod edge;
 mod faults;
 mod inspect;
+mod props;
 mod restore;
 mod restore_local;
 mod security;
