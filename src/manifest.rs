@@ -118,9 +118,16 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// The longest manifest line a reader accepts. Entries take a few hundred
+/// bytes; without a limit a few kilobytes of hostile zstd could make one
+/// line, and so one allocation, as large as memory (found by fuzzing).
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Reads a manifest back line by line.
 pub struct Reader<R: Read> {
-    lines: io::Lines<BufReader<zstd::Decoder<'static, BufReader<R>>>>,
+    input: BufReader<zstd::Decoder<'static, BufReader<R>>>,
+    /// Set after an error the rest cannot be read past (I/O, an overlong line).
+    done: bool,
     /// The header line.
     pub header: Header,
 }
@@ -128,9 +135,8 @@ pub struct Reader<R: Read> {
 impl<R: Read> Reader<R> {
     /// Opens a manifest and parses its header; refuses formats newer than this build.
     pub fn new(input: R) -> io::Result<Self> {
-        let mut lines = BufReader::new(zstd::Decoder::new(input)?).lines();
-        let first = lines
-            .next()
+        let mut input = BufReader::new(zstd::Decoder::new(input)?);
+        let first = read_line(&mut input)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "manifest is empty"))??;
         let header: Header = serde_json::from_str(&first)?;
         if header.format > FORMAT {
@@ -142,21 +148,55 @@ impl<R: Read> Reader<R> {
                 ),
             ));
         }
-        Ok(Self { lines, header })
+        Ok(Self {
+            input,
+            done: false,
+            header,
+        })
     }
+}
+
+/// The next line without its `\n` or `\r\n`, like [`BufRead::lines`] but
+/// refusing lines over [`MAX_LINE`] bytes; `None` at the end.
+fn read_line(input: &mut impl BufRead) -> Option<io::Result<String>> {
+    let mut buf = Vec::new();
+    match input.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) => return Some(Err(e)),
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() > MAX_LINE {
+        return Some(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("manifest line longer than {MAX_LINE} bytes"),
+        )));
+    }
+    Some(String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
 }
 
 impl<R: Read> Iterator for Reader<R> {
     type Item = io::Result<Entry>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match self.lines.next()? {
+        while !self.done {
+            match read_line(&mut self.input)? {
                 Ok(line) if line.trim().is_empty() => continue,
                 Ok(line) => return Some(serde_json::from_str(&line).map_err(io::Error::from)),
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    // A line that is not UTF-8 is one bad entry; anything else ends the read.
+                    self.done = e
+                        .get_ref()
+                        .is_none_or(|inner| !inner.is::<std::string::FromUtf8Error>());
+                    return Some(Err(e));
+                }
             }
         }
+        None
     }
 }
 
@@ -210,6 +250,19 @@ mod tests {
         h.format = FORMAT + 1;
         let bytes = Writer::new(Vec::new(), &h).unwrap().finish().unwrap();
         assert!(Reader::new(&bytes[..]).is_err());
+    }
+
+    #[test]
+    fn an_overlong_line_is_an_error_that_ends_the_read() {
+        let mut raw = serde_json::to_vec(&header()).unwrap();
+        raw.extend_from_slice(b"\n\n{\"path\":\"");
+        raw.resize(raw.len() + MAX_LINE, b'a');
+        raw.extend_from_slice(b"\"}\n{}\n");
+        let bytes = zstd::encode_all(&raw[..], 1).unwrap();
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let err = r.next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+        assert!(r.next().is_none());
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
+//! `props` holds property tests (proptest) of the path/key mapping,
+//! `safe_path` and the target parser.
 
 mod common;
 mod proxy;
@@ -31,6 +33,7 @@ mod edge_fs;
 mod faults;
 mod filters;
 mod inspect;
+mod props;
 mod restore;
 mod restore_local;
 mod security;
