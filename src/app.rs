@@ -64,11 +64,24 @@ impl From<S3Args> for S3Settings {
             path_style: a.path_style,
             connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
             read_timeout: std::time::Duration::from_secs(a.read_timeout),
+            write: Default::default(),
         }
     }
 }
 
 async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -> anyhow::Result<Exit> {
+    if args.write.sse_kms_key_id.is_some()
+        && !args
+            .write
+            .sse
+            .as_deref()
+            .is_some_and(|s| s.starts_with("aws:kms"))
+    {
+        anyhow::bail!("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)");
+    }
+    if args.max_bandwidth == Some(0) {
+        anyhow::bail!("--max-bandwidth must be more than 0 bytes per second");
+    }
     let opts = BackupOptions {
         source: args.source,
         target: args.target,
@@ -81,9 +94,18 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
             ignore_files: true,
         },
         jobs: usize::from(args.jobs),
+        max_bandwidth: args.max_bandwidth,
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,
-        s3: args.s3.into(),
+        s3: S3Settings {
+            write: crate::store::WriteOptions {
+                storage_class: args.write.storage_class.clone(),
+                sse: args.write.sse.clone(),
+                sse_kms_key_id: args.write.sse_kms_key_id.clone(),
+                acl: args.write.acl.clone(),
+            },
+            ..args.s3.into()
+        },
     };
     let progress: Arc<dyn Progress> = if !quiet && !args.json && std::io::stderr().is_terminal() {
         Arc::new(BarProgress::new())

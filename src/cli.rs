@@ -107,6 +107,30 @@ pub struct FilterArgs {
     pub exclude_from: Vec<PathBuf>,
 }
 
+/// Storage class, encryption and ACL of the objects a backup writes (S3
+/// targets; the bucket's defaults apply to whatever is not given).
+#[derive(Debug, Args, Clone, Default)]
+pub struct S3WriteArgs {
+    /// Storage class of file objects (manifests stay STANDARD so restores never wait on them).
+    #[arg(long, value_name = "CLASS", value_parser = [
+        "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
+        "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY", "EXPRESS_ONEZONE",
+    ])]
+    pub storage_class: Option<String>,
+    /// Server-side encryption of new objects.
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"])]
+    pub sse: Option<String>,
+    /// KMS key (ID, ARN or alias) for --sse aws:kms (default: the account's S3 key).
+    #[arg(long, value_name = "KEY", requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
+    /// Canned ACL of new objects (default: none sent, so the bucket's owner settings apply).
+    #[arg(long, value_name = "ACL", value_parser = [
+        "private", "public-read", "public-read-write", "authenticated-read",
+        "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
+    ])]
+    pub acl: Option<String>,
+}
+
 /// Checks that a filter pattern is valid gitignore syntax.
 pub fn parse_pattern(text: &str) -> Result<String, String> {
     crate::filter::Filters::new(&[text.to_string()], &[], &[])
@@ -275,6 +299,12 @@ pub struct BackupArgs {
     /// Which paths to take.
     #[command(flatten)]
     pub filters: FilterArgs,
+    /// How new objects are stored.
+    #[command(flatten)]
+    pub write: S3WriteArgs,
+    /// Limit uploads to RATE bytes per second on average (e.g. 2MiB, 500K).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_bandwidth: Option<u64>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

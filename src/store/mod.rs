@@ -17,7 +17,7 @@ pub mod local;
 pub mod s3;
 
 pub use local::LocalStore;
-pub use s3::{S3Settings, S3Store};
+pub use s3::{S3Settings, S3Store, WriteOptions};
 
 /// Largest single PutObject / CopyObject S3 accepts.
 pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;

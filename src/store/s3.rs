@@ -49,6 +49,45 @@ pub struct S3Settings {
     pub connect_timeout: Duration,
     /// Read timeout (zero: the default of 120 s).
     pub read_timeout: Duration,
+    /// How new objects are stored (backups only).
+    pub write: WriteOptions,
+}
+
+/// Per-object settings of every object a backup writes: storage class,
+/// server-side encryption and canned ACL (none of them sent unless asked,
+/// so the bucket's defaults apply).
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `x-amz-storage-class` for file objects (manifests stay STANDARD, so a
+    /// restore never has to wait for one to come out of an archive).
+    pub storage_class: Option<String>,
+    /// `x-amz-server-side-encryption`: `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    /// The KMS key for `aws:kms`.
+    pub sse_kms_key_id: Option<String>,
+    /// `x-amz-acl` (a canned ACL such as `bucket-owner-full-control`).
+    pub acl: Option<String>,
+}
+
+/// Applies [`WriteOptions`] to any of the SDK's write requests.
+macro_rules! with_write_options {
+    ($req:expr, $w:expr, $key:expr) => {{
+        let w: &WriteOptions = $w;
+        let is_tool_object = $key.starts_with(".s3backup/") || $key.contains("/.s3backup/");
+        $req.set_storage_class(
+            w.storage_class
+                .as_deref()
+                .filter(|_| !is_tool_object)
+                .map(aws_sdk_s3::types::StorageClass::from),
+        )
+        .set_server_side_encryption(
+            w.sse
+                .as_deref()
+                .map(aws_sdk_s3::types::ServerSideEncryption::from),
+        )
+        .set_ssekms_key_id(w.sse_kms_key_id.clone())
+        .set_acl(w.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
+    }};
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -58,6 +97,8 @@ pub struct S3Store {
     region: String,
     /// The endpoint as configured, to name in connection errors.
     endpoint: Option<String>,
+    /// Storage class, encryption and ACL of new objects.
+    write: WriteOptions,
 }
 
 impl S3Store {
@@ -115,6 +156,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             region,
             endpoint,
+            write: settings.write.clone(),
         })
     }
 
@@ -307,11 +349,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let req = self.client.put_object().bucket(&self.bucket).key(key);
+        let out = with_write_options!(req, &self.write, key)
             .content_length(range.len as i64)
             .set_metadata(Some(metadata(meta)))
             .body(body(range).await?)
@@ -325,11 +364,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let req = self.client.put_object().bucket(&self.bucket).key(key);
+        let out = with_write_options!(req, &self.write, key)
             .content_length(target.len() as i64)
             .set_metadata(Some(metadata(meta)))
             .body(aws_sdk_s3::primitives::ByteStream::from(target.to_vec()))
@@ -343,11 +379,12 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
-        let out = self
+        let req = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
+            .key(key);
+        let out = with_write_options!(req, &self.write, key)
             .set_metadata(Some(metadata(meta)))
             .send()
             .await
@@ -424,11 +461,10 @@ impl ObjectStore for S3Store {
 
     async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let source = format!("{}/{}", self.bucket, encode_copy_source(src_key));
-        let out = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(dst_key)
+        // A copy (also a metadata refresh in place) would otherwise fall back
+        // to the bucket's defaults: the write options go with it.
+        let req = self.client.copy_object().bucket(&self.bucket).key(dst_key);
+        let out = with_write_options!(req, &self.write, dst_key)
             .copy_source(source)
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))

@@ -1174,3 +1174,86 @@ fn an_object_gone_from_the_bucket_is_sent_again_when_its_file_is_touched() {
     let s = env.backup_ok(TARGET, &[]);
     assert_eq!(s.counts().unchanged, 1);
 }
+
+#[test]
+fn storage_class_encryption_and_acl_go_with_every_file_write_but_manifests_stay_standard() {
+    let (server, env) = setup();
+    env.write("small.txt", "small");
+    env.write("big.bin", noise(11 * MIB, 3));
+    let opts = [
+        // The test server accepts only STANDARD; what matters is that it is sent.
+        "--storage-class",
+        "STANDARD",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        "alias/backups",
+        "--acl",
+        "bucket-owner-full-control",
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ];
+    env.backup_ok(TARGET, &opts);
+    // A touch is a copy onto itself: without the options it would fall back to STANDARD.
+    env.set_mtime("small.txt", (1_700_000_500, 0));
+    let s = env.backup_ok(TARGET, &opts);
+    assert_eq!(s.touched, 1, "{s:?}");
+
+    let want = |class: bool| {
+        let mut h = vec![
+            ("x-amz-acl".to_string(), "bucket-owner-full-control".to_string()),
+            ("x-amz-server-side-encryption".to_string(), "aws:kms".to_string()),
+            (
+                "x-amz-server-side-encryption-aws-kms-key-id".to_string(),
+                "alias/backups".to_string(),
+            ),
+        ];
+        if class {
+            h.push(("x-amz-storage-class".to_string(), "STANDARD".to_string()));
+        }
+        h.sort();
+        h
+    };
+    let mut writes = 0;
+    for r in server.requests() {
+        if !["PutObject", "CreateMultipartUpload", "CopyObject"].contains(&r.op.as_str()) {
+            continue;
+        }
+        writes += 1;
+        let key = r.key.clone().unwrap_or_default();
+        let mut got = r.write_headers.clone();
+        got.sort();
+        assert_eq!(got, want(!key.contains("/.s3backup/")), "{} {key}", r.op);
+    }
+    assert_eq!(writes, 5, "2 files, 1 touch, 2 manifests: {:?}", server.ops());
+
+    // --sse-kms-key-id without --sse aws:kms is refused before anything is sent.
+    let r = env.backup(TARGET, &["--sse", "AES256", "--sse-kms-key-id", "k"]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("--sse-kms-key-id needs --sse aws:kms"),
+        "{}",
+        r.show()
+    );
+}
+
+#[test]
+fn max_bandwidth_holds_uploads_to_the_rate() {
+    let (server, env) = setup();
+    for i in 0..5 {
+        env.write(&format!("f{i}"), noise(200 * 1024, i));
+    }
+    let started = std::time::Instant::now();
+    let s = env.backup_ok(TARGET, &["--max-bandwidth", "1MiB"]);
+    let took = started.elapsed();
+    assert_eq!(s.uploaded, 5);
+    // 1000 KiB at 1 MiB/s: the first request goes at once, the other four
+    // wait their turn, so no run can finish sooner than this.
+    assert!(took >= std::time::Duration::from_millis(750), "took {took:?}");
+    assert_eq!(server.count("PutObject"), 6, "5 files and the manifest");
+    let r = env.backup(TARGET, &["--max-bandwidth", "0"]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("--max-bandwidth"), "{}", r.show());
+}

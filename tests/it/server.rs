@@ -79,6 +79,8 @@ pub struct Request {
     /// reject (`x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`,
     /// `x-amz-trailer`, `Content-Encoding: aws-chunked`).
     pub checksum_headers: Vec<String>,
+    /// Storage class, server-side encryption and ACL headers, as sent.
+    pub write_headers: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,22 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                             || (n == "content-encoding" && value.as_bytes().starts_with(b"aws-chunked"))
                     })
                     .map(|(name, _)| name.as_str().to_owned())
+                    .collect(),
+                write_headers: req
+                    .headers()
+                    .iter()
+                    .filter(|(name, _)| {
+                        let n = name.as_str();
+                        n == "x-amz-storage-class"
+                            || n == "x-amz-acl"
+                            || n.starts_with("x-amz-server-side-encryption")
+                    })
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().to_owned(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
