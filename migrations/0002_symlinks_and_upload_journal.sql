@@ -49,3 +49,9 @@ CREATE TABLE upload_parts (
     PRIMARY KEY (set_id, key, number),
     FOREIGN KEY (set_id, key) REFERENCES uploads (set_id, key) ON DELETE CASCADE
 ) WITHOUT ROWID;
+
+-- Named sets: `backup SOURCE TARGET --set NAME` remembers the set's options
+-- (JSON) under NAME so a cron line can be `s3backup backup --set NAME`.
+ALTER TABLE backup_sets ADD COLUMN name TEXT;
+ALTER TABLE backup_sets ADD COLUMN options TEXT;
+CREATE UNIQUE INDEX backup_sets_by_name ON backup_sets (name) WHERE name IS NOT NULL;

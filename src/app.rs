@@ -43,6 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshots(args) => runtime.block_on(inspect::snapshots(args)),
         Command::Verify(args) => runtime.block_on(inspect::verify(args)),
         Command::State(action) => runtime.block_on(inspect::state(action, &state_path)),
+        Command::Sets { json } => runtime.block_on(inspect::state(
+            crate::cli::StateAction::Sets { json },
+            &state_path,
+        )),
     }
 }
 
@@ -70,6 +74,8 @@ impl From<S3Args> for S3Settings {
 }
 
 async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -> anyhow::Result<Exit> {
+    let args = crate::sets::resolve(args, &state_path)?;
+    let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
     if args.write.sse_kms_key_id.is_some()
         && !args
             .write
@@ -82,10 +88,13 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
     if args.max_bandwidth == Some(0) {
         anyhow::bail!("--max-bandwidth must be more than 0 bytes per second");
     }
+    let (Some(source), Some(target)) = (args.source, args.target) else {
+        anyhow::bail!("give SOURCE and TARGET, or --set NAME of a saved set");
+    };
     let opts = BackupOptions {
-        source: args.source,
-        target: args.target,
-        state_path,
+        source,
+        target,
+        state_path: state_path.clone(),
         delete: args.delete,
         dry_run: args.dry_run,
         walk: crate::scan::WalkOptions {
@@ -113,6 +122,9 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
         Arc::new(NoProgress)
     };
     let report = backup::run(&opts, progress).await?;
+    if let Some(saving) = saving {
+        crate::sets::save(&saving, &state_path)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

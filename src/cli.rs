@@ -50,6 +50,12 @@ pub enum Command {
     /// Inspect or rebuild the local state file.
     #[command(subcommand)]
     State(StateAction),
+    /// The backup sets in the state file, named ones with their names (same as 'state sets').
+    Sets {
+        /// JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const RESTORE_EXAMPLES: &str = "\
@@ -281,12 +287,17 @@ pub enum StateAction {
 }
 
 /// `s3backup backup`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct BackupArgs {
-    /// Directory to back up.
-    pub source: PathBuf,
+    /// Directory to back up (may be left out with --set NAME of a saved set).
+    #[arg(required_unless_present = "set")]
+    pub source: Option<PathBuf>,
     /// Where to: bucket::prefix, s3://bucket/prefix, or a local directory (file:///path, /path, ./path, ~/path).
-    pub target: Target,
+    #[arg(required_unless_present = "set")]
+    pub target: Option<Target>,
+    /// Name this set and remember its options (with SOURCE and TARGET), or run the set saved under NAME (without them).
+    #[arg(long, value_name = "NAME")]
+    pub set: Option<String>,
     /// Delete remote files whose local file was deleted (default: keep them).
     #[arg(long)]
     pub delete: bool,

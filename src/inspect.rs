@@ -199,13 +199,14 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
                 return print_json(&sets).map(|()| Exit::Ok);
             }
             println!(
-                "{:>4}  {:>9} {:>11}  {:<20} {:<8}  source -> target",
-                "ID", "files", "size", "last run", "status"
+                "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  source -> target",
+                "ID", "name", "files", "size", "last run", "status"
             );
             for s in sets {
                 println!(
-                    "{:>4}  {:>9} {:>11}  {:<20} {:<8}  {} -> {}",
+                    "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  {} -> {}",
                     s.id,
+                    s.name.as_deref().unwrap_or("-"),
                     s.files,
                     bytes(s.bytes),
                     s.last_run.unwrap_or_else(|| "never".into()),

@@ -21,6 +21,7 @@ pub mod rebuild;
 pub mod restore;
 pub mod safe_path;
 pub mod scan;
+pub mod sets;
 pub mod snapshots;
 pub mod state;
 pub mod store;

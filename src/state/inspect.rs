@@ -4,13 +4,15 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{FileRow, RunCounts, StateDb, StateResult, row_to_file};
+use super::{FileRow, RunCounts, StateDb, StateError, StateResult, row_to_file};
 
 /// One backup set with its totals and last run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetSummary {
     /// Set ID (for `--set`).
     pub id: i64,
+    /// Its name, if it was given one (`backup --set NAME`).
+    pub name: Option<String>,
     /// Source directory.
     pub source: String,
     /// Target.
@@ -82,7 +84,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT s.id, s.source, s.target,
+                "SELECT s.id, s.source, s.target, s.name,
                     (SELECT COUNT(*) FROM files f WHERE f.set_id = s.id AND f.kind <> 'd'),
                     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.set_id = s.id AND f.kind <> 'd'),
                     (SELECT started_at FROM runs r WHERE r.set_id = s.id ORDER BY r.id DESC LIMIT 1),
@@ -96,14 +98,55 @@ impl StateDb {
                     id: r.get(0)?,
                     source: r.get(1)?,
                     target: r.get(2)?,
-                    files: r.get::<_, i64>(3)? as u64,
-                    bytes: r.get::<_, i64>(4)? as u64,
-                    last_run: r.get::<_, Option<i64>>(5)?.map(rfc3339_ms),
-                    last_status: r.get(6)?,
+                    name: r.get(3)?,
+                    files: r.get::<_, i64>(4)? as u64,
+                    bytes: r.get::<_, i64>(5)? as u64,
+                    last_run: r.get::<_, Option<i64>>(6)?.map(rfc3339_ms),
+                    last_status: r.get(7)?,
                 })
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Gives set `set_id` the name `name` and remembers its options (JSON).
+    /// A name another set has is refused: sets are renamed deliberately.
+    pub fn name_set(&self, set_id: i64, name: &str, options: &str) -> StateResult<()> {
+        let owner: Option<(i64, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, source, target FROM backup_sets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        if let Some((id, source, target)) = owner
+            && id != set_id
+        {
+            return Err(StateError::NameTaken {
+                name: name.to_string(),
+                set_source: source,
+                target,
+            });
+        }
+        self.conn
+            .execute(
+                "UPDATE backup_sets SET name = ?2, options = ?3 WHERE id = ?1",
+                rusqlite::params![set_id, name, options],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The saved options (JSON) of the set named `name`.
+    pub fn named_set(&self, name: &str) -> StateResult<Option<String>> {
+        self.conn
+            .query_row("SELECT options FROM backup_sets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())
     }
 
     /// Streams file rows (not directories) of one set or all, whose path matches a glob.

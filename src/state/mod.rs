@@ -69,6 +69,18 @@ pub enum StateError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// A set name already used by another set.
+    #[error(
+        "the name '{name}' is already used by the set backing up {set_source} to {target}; pick another name"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// That set's source.
+        set_source: String,
+        /// That set's target.
+        target: String,
+    },
     /// Another run of the same backup set holds the lock.
     #[error("another s3backup run is already backing up this set (lock '{0}'); wait for it to finish")]
     Busy(PathBuf),

@@ -17,7 +17,7 @@
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
-//! `props` holds property tests (proptest) of the path/key mapping,
+//! `sets` checks named backup sets. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
 
 mod common;
@@ -38,4 +38,5 @@ mod restore;
 mod restore_local;
 mod security;
 mod server_selftest;
+mod sets;
 mod versioned;
