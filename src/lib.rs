@@ -10,6 +10,8 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod download;
+/// Completion scripts and man pages generated from [`cli`].
+pub mod generate;
 pub mod hash;
 pub mod inspect;
 pub mod manifest;

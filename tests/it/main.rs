@@ -15,7 +15,8 @@
 //! leaves the bucket, the state file and a restore intact.
 //! `faults` runs backups and restores through `proxy`, a fault-injecting
 //! HTTP proxy in front of the server, and checks retries, clean failures
-//! and timeouts.
+//! and timeouts. `help` checks shell completions, the man page, the
+//! examples in every `--help` and that piped output has no colours.
 
 mod common;
 mod proxy;
@@ -28,6 +29,7 @@ mod crash;
 mod edge;
 mod edge_fs;
 mod faults;
+mod help;
 mod inspect;
 mod restore;
 mod restore_local;
