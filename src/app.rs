@@ -1,13 +1,14 @@
 //! The binary's edge: turns parsed arguments into engine options, runs the
 //! command, prints what the user sees, and says which exit code fits.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::backup::{self, BackupOptions, BackupReport};
-use crate::cli::{BackupArgs, Cli, Command, RestoreArgs, S3Args};
+use crate::cli::{BackupArgs, Cli, Command, ManArgs, RestoreArgs, S3Args};
+use crate::generate;
 use crate::inspect;
 use crate::progress::{BarProgress, NoProgress, Progress};
 use crate::restore::{self, RestoreOptions};
@@ -27,26 +28,74 @@ pub enum Exit {
     Partial = 3,
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line. `completions` and `man` only print what
+/// the clap definitions say, so they run before (and without) the state
+/// file and the async runtime.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let state_path = match cli.state.clone() {
-        Some(path) => path,
-        None => StateDb::default_path().context("cannot find a state directory: pass --state FILE")?,
+    let Cli {
+        quiet,
+        state,
+        command,
+        ..
+    } = cli;
+    // Everything else needs the runtime, and a state file path (found
+    // first, as before, so that a missing state directory is reported
+    // the same way by every command).
+    let setup = || -> anyhow::Result<(tokio::runtime::Runtime, std::path::PathBuf)> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let state_path = match state {
+            Some(path) => path,
+            None => StateDb::default_path().context("cannot find a state directory: pass --state FILE")?,
+        };
+        Ok((runtime, state_path))
     };
-    match cli.command {
-        Command::Backup(args) => runtime.block_on(backup(args, state_path, cli.quiet)),
-        Command::Restore(args) => runtime.block_on(restore(args, cli.quiet)),
-        Command::Snapshots(args) => runtime.block_on(inspect::snapshots(args)),
-        Command::Verify(args) => runtime.block_on(inspect::verify(args)),
-        Command::State(action) => runtime.block_on(inspect::state(action, &state_path)),
-        Command::Sets { json } => runtime.block_on(inspect::state(
-            crate::cli::StateAction::Sets { json },
-            &state_path,
-        )),
+    match command {
+        Command::Completions(args) => write_stdout(&generate::completions(args.shell)),
+        Command::Man(args) => man(args, quiet),
+        Command::Backup(args) => {
+            let (runtime, state_path) = setup()?;
+            runtime.block_on(backup(args, state_path, quiet))
+        }
+        Command::Restore(args) => setup()?.0.block_on(restore(args, quiet)),
+        Command::Snapshots(args) => setup()?.0.block_on(inspect::snapshots(args)),
+        Command::Verify(args) => setup()?.0.block_on(inspect::verify(args)),
+        Command::State(action) => {
+            let (runtime, state_path) = setup()?;
+            runtime.block_on(inspect::state(action, &state_path))
+        }
+        Command::Sets { json } => {
+            let (runtime, state_path) = setup()?;
+            runtime.block_on(inspect::state(
+                crate::cli::StateAction::Sets { json },
+                &state_path,
+            ))
+        }
+    }
+}
+
+/// `s3backup man`: the top-level page on stdout, or every page into a directory.
+fn man(args: ManArgs, quiet: bool) -> anyhow::Result<Exit> {
+    let Some(dir) = args.all else {
+        return write_stdout(&generate::man_page()?);
+    };
+    let written = generate::man_pages_to(&dir)?;
+    if !quiet {
+        println!("wrote {} man pages to {}", written.len(), dir.display());
+    }
+    Ok(Exit::Ok)
+}
+
+/// Writes generated text to stdout. A reader that stops early
+/// (`s3backup completions bash | head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<Exit> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(Exit::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
+        Err(e) => Err(e).context("writing to stdout"),
     }
 }
 

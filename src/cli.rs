@@ -3,22 +3,46 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueHint};
 
 use crate::target::Target;
 
-const EXAMPLES: &str = "\
+/// Shown under the top-level `--help` (and as sections of the man page):
+/// what a first-time user types, how to get more or less output, and what
+/// the exit codes mean. The codes are those of [`crate::app::Exit`].
+const TOP_HELP: &str = "\
+Examples:
+  s3backup backup ~/Documents s3://my-bucket/documents
+  s3backup restore s3://my-bucket/documents ~/Restored
+  s3backup snapshots s3://my-bucket/documents
+  s3backup completions bash > ~/.local/share/bash-completion/completions/s3backup
+
+Output:
+  -v logs what is being done (info), -vv adds debug detail; -q prints only errors, no summary.
+  RUST_LOG (e.g. RUST_LOG=s3backup=debug,aws=info) replaces the log filter of -v/-vv/-q.
+  Colours and progress bars appear only on a terminal; colours never with NO_COLOR set.
+
+Exit codes:
+  0  ok: everything was done
+  1  error: nothing, or not everything, could be done (bucket, credentials, source, state file;
+     verify found missing or damaged files)
+  2  usage error: the command line is wrong
+  3  partial: some files failed, the others were done; run the same command again to retry them";
+
+/// Shown under `s3backup backup --help`.
+const BACKUP_EXAMPLES: &str = "\
 Examples:
   s3backup backup ~/Documents mybucket::documents
   s3backup backup ~/Documents s3://mybucket/documents --delete
   s3backup backup ./photos /mnt/usb/backup          # a local directory store
   s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
 
-Exit codes: 0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done).";
+Exit codes:
+  0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them)";
 
 /// Incremental backups of a directory to Amazon S3, any S3-compatible store, or a local directory.
 #[derive(Debug, Parser)]
-#[command(name = "s3backup", version, after_help = EXAMPLES)]
+#[command(name = "s3backup", version, after_help = TOP_HELP)]
 pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -27,7 +51,7 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// State database file [default: $XDG_STATE_HOME/s3backup/state.db].
-    #[arg(long, global = true, value_name = "FILE", env = "S3BACKUP_STATE")]
+    #[arg(long, global = true, value_name = "FILE", env = "S3BACKUP_STATE", value_hint = ValueHint::FilePath)]
     pub state: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
@@ -38,26 +62,95 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Back up SOURCE to TARGET, sending only what changed since the last run.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = BACKUP_EXAMPLES)]
     Backup(BackupArgs),
     /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
     /// List the snapshots (backup runs) stored under TARGET, or forget old ones.
+    #[command(after_help = SNAPSHOTS_EXAMPLES)]
     Snapshots(SnapshotsArgs),
     /// Check that the bucket holds every file of a snapshot (--deep: and its content).
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
     /// Inspect or rebuild the local state file.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = STATE_EXAMPLES)]
     State(StateAction),
     /// The backup sets in the state file, named ones with their names (same as 'state sets').
+    #[command(after_help = SETS_EXAMPLES)]
     Sets {
         /// JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script on stdout.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one page per subcommand into a directory.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man(ManArgs),
 }
 
+/// Shown under `s3backup sets --help`.
+const SETS_EXAMPLES: &str = "\
+Examples:
+  s3backup backup ~/Documents s3://mybucket/documents --set docs --exclude '*.tmp'
+  s3backup backup --set docs
+  s3backup sets
+  s3backup sets --json";
+
+/// Shown under `s3backup snapshots --help`.
+const SNAPSHOTS_EXAMPLES: &str = "\
+Examples:
+  s3backup snapshots s3://mybucket/documents
+  s3backup snapshots mybucket::documents --json
+  s3backup snapshots forget s3://mybucket/documents --keep-last 30 --dry-run";
+
+/// Shown under `s3backup verify --help`.
+const VERIFY_EXAMPLES: &str = "\
+Examples:
+  s3backup verify s3://mybucket/documents
+  s3backup verify s3://mybucket/documents --deep
+  s3backup verify s3://mybucket/documents --snapshot 20261126T142230Z --json";
+
+/// Shown under `s3backup state --help`.
+const STATE_EXAMPLES: &str = "\
+Examples:
+  s3backup state sets
+  s3backup state files --set 1 'docs/*.pdf'
+  s3backup state runs --limit 5
+  s3backup state rebuild ~/Documents s3://mybucket/documents";
+
+/// Shown under `s3backup completions --help`: where each shell looks for them.
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  s3backup completions bash > ~/.local/share/bash-completion/completions/s3backup
+  s3backup completions zsh > ~/.zfunc/_s3backup     # with fpath+=(~/.zfunc) before compinit
+  s3backup completions fish > ~/.config/fish/completions/s3backup.fish";
+
+/// Shown under `s3backup man --help`.
+const MAN_EXAMPLES: &str = "\
+Examples:
+  s3backup man > s3backup.1 && man ./s3backup.1
+  s3backup man --all ~/.local/share/man/man1      # s3backup.1, s3backup-backup.1, ...";
+
+/// `s3backup completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `s3backup man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write s3backup.1 and one page per subcommand (s3backup-backup.1, ...) into DIR instead.
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub all: Option<PathBuf>,
+}
+
+/// Shown under `s3backup restore --help`.
 const RESTORE_EXAMPLES: &str = "\
 Examples:
   s3backup restore mybucket::documents ~/Restored
@@ -71,6 +164,7 @@ pub struct RestoreArgs {
     /// Where the backup is: bucket::prefix, s3://bucket/prefix, or a local directory store.
     pub target: Target,
     /// Directory to restore into (created if missing).
+    #[arg(value_hint = ValueHint::DirPath)]
     pub dest: PathBuf,
     /// Only these files or directories (paths relative to the backup root).
     pub paths: Vec<String>,
@@ -171,9 +265,11 @@ pub struct SnapshotsArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotsAction {
     /// Delete old snapshot manifests (never the newest; the files they name stay).
-    #[command(
-        after_help = "Examples:\n  s3backup snapshots forget s3://b/docs --keep-last 30\n  s3backup snapshots forget s3://b/docs --keep-within 90d --dry-run"
-    )]
+    #[command(after_help = "\
+Examples:
+  s3backup snapshots forget s3://mybucket/documents --keep-last 30
+  s3backup snapshots forget s3://mybucket/documents --keep-within 90d --dry-run
+  s3backup snapshots forget mybucket::documents --keep-last 10 --keep-within 1y --json")]
     Forget(ForgetArgs),
 }
 
@@ -226,12 +322,22 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum StateAction {
     /// Each backup set: source, target, files, bytes, last run and its outcome.
+    #[command(after_help = "\
+Examples:
+  s3backup state sets
+  s3backup state sets --json
+  s3backup --state /mnt/usb/state.db state sets")]
     Sets {
         /// JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Files recorded as backed up, optionally of one set and matching a glob (e.g. 'docs/*.pdf').
+    #[command(after_help = "\
+Examples:
+  s3backup state files
+  s3backup state files --set 1 'docs/*.pdf'
+  s3backup state files --set 2 --json")]
     Files {
         /// Only this set (an ID from 'state sets').
         #[arg(long, value_name = "ID")]
@@ -243,6 +349,10 @@ pub enum StateAction {
         json: bool,
     },
     /// Everything recorded about one path.
+    #[command(after_help = "\
+Examples:
+  s3backup state show docs/report.pdf
+  s3backup state show docs/report.pdf --set 1 --json")]
     Show {
         /// Relative path, as backed up.
         path: String,
@@ -254,6 +364,11 @@ pub enum StateAction {
         json: bool,
     },
     /// Run history, newest first.
+    #[command(after_help = "\
+Examples:
+  s3backup state runs
+  s3backup state runs --set 1 --limit 5
+  s3backup state runs --json")]
     Runs {
         /// Only this set.
         #[arg(long, value_name = "ID")]
@@ -266,14 +381,23 @@ pub enum StateAction {
         json: bool,
     },
     /// Totals over the whole state file.
+    #[command(after_help = "\
+Examples:
+  s3backup state stats
+  s3backup state stats --json")]
     Stats {
         /// JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Recreate a set's state from the latest snapshot manifest (new machine, lost or damaged state).
+    #[command(after_help = "\
+Examples:
+  s3backup state rebuild ~/Documents s3://mybucket/documents
+  s3backup state rebuild ~/Documents mybucket::documents --profile work --json")]
     Rebuild {
         /// The source directory of the set.
+        #[arg(value_hint = ValueHint::DirPath)]
         source: PathBuf,
         /// Where the backup is.
         target: Target,
@@ -290,7 +414,7 @@ pub enum StateAction {
 #[derive(Debug, Args, Clone)]
 pub struct BackupArgs {
     /// Directory to back up (may be left out with --set NAME of a saved set).
-    #[arg(required_unless_present = "set")]
+    #[arg(required_unless_present = "set", value_hint = ValueHint::DirPath)]
     pub source: Option<PathBuf>,
     /// Where to: bucket::prefix, s3://bucket/prefix, or a local directory (file:///path, /path, ./path, ~/path).
     #[arg(required_unless_present = "set")]

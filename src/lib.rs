@@ -11,6 +11,8 @@ pub mod backup;
 pub mod cli;
 pub mod download;
 pub mod filter;
+/// Completion scripts and man pages generated from [`cli`].
+pub mod generate;
 pub mod hash;
 pub mod inspect;
 pub mod manifest;

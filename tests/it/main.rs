@@ -19,6 +19,8 @@
 //! and `.s3backupignore` on backup and restore.
 //! `sets` checks named backup sets. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
+//! `help` checks shell completions, the man page, the examples in every
+//! `--help` and that piped output has no colours.
 
 mod common;
 mod proxy;
@@ -32,6 +34,7 @@ mod edge;
 mod edge_fs;
 mod faults;
 mod filters;
+mod help;
 mod inspect;
 mod props;
 mod restore;
