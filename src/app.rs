@@ -10,7 +10,7 @@ use crate::backup::{self, BackupOptions, BackupReport};
 use crate::cli::{BackupArgs, Cli, Command, ManArgs, RestoreArgs, S3Args};
 use crate::generate;
 use crate::inspect;
-use crate::progress::{BarProgress, NoProgress, Progress};
+use crate::progress::{BarProgress, JsonProgress, LineProgress, NoProgress, Progress};
 use crate::restore::{self, RestoreOptions};
 use crate::state::StateDb;
 use crate::store::S3Settings;
@@ -34,10 +34,11 @@ pub enum Exit {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let Cli {
         quiet,
+        verbose,
         state,
         command,
-        ..
     } = cli;
+    let shell_state = state.clone();
     // Everything else needs the runtime, and a state file path (found
     // first, as before, so that a missing state directory is reported
     // the same way by every command).
@@ -57,15 +58,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Man(args) => man(args, quiet),
         Command::Backup(args) => {
             let (runtime, state_path) = setup()?;
-            runtime.block_on(backup(args, state_path, quiet))
+            runtime.block_on(backup(args, state_path, quiet, verbose))
         }
-        Command::Restore(args) => setup()?.0.block_on(restore(args, quiet)),
+        Command::Restore(args) => setup()?.0.block_on(restore(args, quiet, verbose)),
         Command::Snapshots(args) => setup()?.0.block_on(inspect::snapshots(args)),
         Command::Verify(args) => setup()?.0.block_on(inspect::verify(args)),
         Command::State(action) => {
             let (runtime, state_path) = setup()?;
             runtime.block_on(inspect::state(action, &state_path))
         }
+        Command::Shell => crate::shell::run(crate::shell::ShellContext {
+            state: shell_state,
+            quiet,
+            verbose,
+        }),
         Command::Sets { json } => {
             let (runtime, state_path) = setup()?;
             runtime.block_on(inspect::state(
@@ -122,7 +128,28 @@ impl From<S3Args> for S3Settings {
     }
 }
 
-async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -> anyhow::Result<Exit> {
+/// How a run shows progress: JSON events when asked, bars on a terminal,
+/// a periodic line with `-v` elsewhere, else nothing.
+fn progress_for(json_progress: bool, json: bool, quiet: bool, verbose: u8) -> Arc<dyn Progress> {
+    if json_progress {
+        Arc::new(JsonProgress::new(std::time::Duration::from_secs(1)))
+    } else if quiet || json {
+        Arc::new(NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        Arc::new(BarProgress::new())
+    } else if verbose > 0 {
+        Arc::new(LineProgress::new(std::time::Duration::from_secs(5)))
+    } else {
+        Arc::new(NoProgress)
+    }
+}
+
+async fn backup(
+    args: BackupArgs,
+    state_path: std::path::PathBuf,
+    quiet: bool,
+    verbose: u8,
+) -> anyhow::Result<Exit> {
     let args = crate::sets::resolve(args, &state_path)?;
     let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
     if args.write.sse_kms_key_id.is_some()
@@ -165,16 +192,13 @@ async fn backup(args: BackupArgs, state_path: std::path::PathBuf, quiet: bool) -
             ..args.s3.into()
         },
     };
-    let progress: Arc<dyn Progress> = if !quiet && !args.json && std::io::stderr().is_terminal() {
-        Arc::new(BarProgress::new())
-    } else {
-        Arc::new(NoProgress)
-    };
+    let json = args.json || args.json_progress;
+    let progress = progress_for(args.json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
     if let Some(saving) = saving {
         crate::sets::save(&saving, &state_path)?;
     }
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&opts, &report, quiet);
@@ -228,7 +252,7 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
     }
 }
 
-async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
+async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<Exit> {
     check_dest(&args.dest)?;
     let opts = RestoreOptions {
         target: args.target,
@@ -241,8 +265,10 @@ async fn restore(args: RestoreArgs, quiet: bool) -> anyhow::Result<Exit> {
         filters: filters(&args.filters)?,
         s3: args.s3.into(),
     };
-    let r = restore::run(&opts).await?;
-    if args.json {
+    let json = args.json || args.json_progress;
+    let progress = progress_for(args.json_progress, json, quiet, verbose);
+    let r = restore::run_with_progress(&opts, progress).await?;
+    if json {
         println!("{}", serde_json::to_string(&r)?);
     } else if !quiet {
         println!(

@@ -223,7 +223,13 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     if !opts.dry_run {
         // Its own connection: parts finish on many tasks at once.
         let journal = Journal::new(StateDb::open(&state_path)?, set_id);
-        journal.abort_abandoned(&*store, &source).await;
+        let prefix = opts.target.prefix();
+        let upload_prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        journal.abort_abandoned(&*store, &source, &upload_prefix).await;
         engine = engine.with_journal(journal);
     }
     let engine = Arc::new(engine);
@@ -260,7 +266,6 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             )
         })
     };
-    progress.transferring(0, 0);
     loop {
         let mut chunk = Vec::with_capacity(CHUNK);
         if rx.recv_many(&mut chunk, CHUNK).await == 0 {
@@ -280,7 +285,10 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             });
         }
         let mut actions = Vec::new();
-        for (entry, old, hashed) in hash_chunk(&source, chunk).await {
+        let (hashed_files, hashed_bytes) = (chunk.len() as u64, chunk.iter().map(|(e, _)| e.size).sum());
+        let hashed_chunk = hash_chunk(&source, chunk).await;
+        progress.hashed(hashed_files, hashed_bytes);
+        for (entry, old, hashed) in hashed_chunk {
             let blake3 = match hashed {
                 Ok(h) => h,
                 Err(e) => {
@@ -509,6 +517,15 @@ async fn execute(
     failures: &mut Vec<Failure>,
 ) -> Result<Vec<String>, BackupError> {
     let mut failed_sources = Vec::new();
+    let progress = engine.progress().clone();
+    let bytes: u64 = actions
+        .iter()
+        .map(|a| match a {
+            Action::Upload { entry, .. } => entry.size,
+            _ => 0,
+        })
+        .sum();
+    progress.queued(actions.len() as u64, bytes);
     // Rows of objects about to be replaced or deleted leave the state first
     // (see `StateDb::take_rows`); a failure puts its row back below.
     let paths: Vec<&str> = actions.iter().map(Action::path).collect();
@@ -529,6 +546,7 @@ async fn execute(
     while let Some((action, outcome)) = results.next().await {
         match outcome {
             Ok(done) => {
+                progress.done(action.path(), done.did.label());
                 report.counts.bytes_sent += done.bytes_sent;
                 match done.did {
                     Did::Uploaded => report.counts.uploaded += 1,
@@ -540,6 +558,7 @@ async fn execute(
                 batch.push(done.change);
             }
             Err(e) => {
+                progress.done(action.path(), "failed");
                 if let Action::Copy { from, .. } = &action {
                     failed_sources.push(from.clone());
                 }

@@ -76,6 +76,9 @@ pub enum Command {
     /// Inspect or rebuild the local state file.
     #[command(subcommand, after_help = STATE_EXAMPLES)]
     State(StateAction),
+    /// Type commands at a prompt (backup, restore, snapshots, …; 'help', 'exit'), or pipe them in.
+    #[command(after_help = SHELL_EXAMPLES)]
+    Shell,
     /// The backup sets in the state file, named ones with their names (same as 'state sets').
     #[command(after_help = SETS_EXAMPLES)]
     Sets {
@@ -90,6 +93,16 @@ pub enum Command {
     #[command(after_help = MAN_EXAMPLES)]
     Man(ManArgs),
 }
+
+/// Shown under `s3backup shell --help`.
+const SHELL_EXAMPLES: &str = "\
+Examples:
+  s3backup shell
+    s3backup> backup ~/Documents mybucket::documents
+    s3backup> snapshots mybucket::documents
+    s3backup> restore mybucket::documents ~/Restored
+    s3backup> exit
+  printf 'backup ~/Documents mybucket::documents\\nexit\\n' | s3backup shell";
 
 /// Shown under `s3backup sets --help`.
 const SETS_EXAMPLES: &str = "\
@@ -180,6 +193,9 @@ pub struct RestoreArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also print progress events on stdout while running, one JSON object per line (implies --json).
+    #[arg(long)]
+    pub json_progress: bool,
     /// Files and requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
@@ -443,6 +459,9 @@ pub struct BackupArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also print progress events on stdout while running, one JSON object per line (implies --json).
+    #[arg(long)]
+    pub json_progress: bool,
     /// Files and requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,

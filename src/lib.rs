@@ -24,6 +24,7 @@ pub mod restore;
 pub mod safe_path;
 pub mod scan;
 pub mod sets;
+pub mod shell;
 pub mod snapshots;
 pub mod state;
 pub mod store;

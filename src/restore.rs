@@ -133,6 +133,14 @@ pub struct Item {
 
 /// Runs one restore.
 pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    run_with_progress(opts, Arc::new(crate::progress::NoProgress)).await
+}
+
+/// [`run`], reporting entries seen, files queued and done, and bytes received.
+pub async fn run_with_progress(
+    opts: &RestoreOptions,
+    progress: Arc<dyn crate::progress::Progress>,
+) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let target_text = opts.target.to_string();
     let store_err = |source| RestoreError::Store {
@@ -206,6 +214,9 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                 }
             };
             total_seen += 1;
+            if total_seen.is_multiple_of(1000) {
+                progress.scanned(total_seen as usize);
+            }
             if total_seen == 1 && listing_notice {
                 tracing::warn!(
                     "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
@@ -227,17 +238,35 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
                     hit = true;
                 }
             }
+            if hit && item.kind != EntryKind::Dir {
+                progress.queued(1, item.size);
+            }
             futures::future::ready(hit.then_some(Ok(item)))
         })
         .map(|item| {
             let (fetcher, made_dirs, dest, prefix) =
                 (fetcher.clone(), made_dirs.clone(), dest.clone(), prefix.clone());
             let no_clobber = opts.no_clobber;
+            let progress = progress.clone();
             async move {
                 match item {
                     Err(f) => Outcome::Failed(f),
                     Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
-                    Ok(item) => restore_file(&fetcher, &made_dirs, &dest, &prefix, item, no_clobber).await,
+                    Ok(item) => {
+                        let path = item.path.clone();
+                        let outcome =
+                            restore_file(&fetcher, &made_dirs, &dest, &prefix, item, no_clobber).await;
+                        let (what, bytes) = match &outcome {
+                            Outcome::Downloaded(b) => ("downloaded", *b),
+                            Outcome::Link(l) => ("downloaded", l.target.len() as u64),
+                            Outcome::Unchanged => ("unchanged", 0),
+                            Outcome::Kept(_) => ("kept", 0),
+                            Outcome::Failed(_) | Outcome::Dir(_) => ("failed", 0),
+                        };
+                        progress.advance(bytes);
+                        progress.done(&path, what);
+                        outcome
+                    }
                 }
             }
         })
@@ -300,6 +329,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     report.dirs = restore_dirs(&dest, dirs, &mut report.failures);
     report.failed = report.failures.len() as u64;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    progress.finish();
     Ok(report)
 }
 

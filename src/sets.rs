@@ -142,6 +142,7 @@ impl SavedBackup {
             },
             max_bandwidth: now.max_bandwidth.or(self.max_bandwidth),
             json: now.json,
+            json_progress: now.json_progress,
             jobs: if now.jobs != defaults.jobs {
                 now.jobs
             } else {

@@ -57,13 +57,17 @@ impl Journal {
         }
     }
 
-    /// Aborts the journaled uploads that can never be resumed: their file
-    /// is gone or has changed since they began. Returns how many.
-    pub async fn abort_abandoned(&self, store: &dyn ObjectStore, source: &Path) -> usize {
+    /// Aborts the uploads that can never be resumed: journaled ones whose
+    /// file is gone or has changed since they began, and ones under
+    /// `prefix` that no journal knows and that were begun over a day ago
+    /// (a run killed between the store starting an upload and the journal
+    /// recording it; younger ones may belong to a run going on elsewhere).
+    /// Returns how many.
+    pub async fn abort_abandoned(&self, store: &dyn ObjectStore, source: &Path, prefix: &str) -> usize {
         let uploads = self
             .with("listing", |db, set| db.journaled_uploads(set))
             .unwrap_or_default();
-        let mut aborted = 0;
+        let mut aborted = self.abort_unjournaled(store, prefix, &uploads).await;
         for u in uploads {
             let current = std::fs::metadata(names::local(source, &u.path)).ok();
             if current.is_some_and(|md| md.len() == u.size && scan::mtime_ns(&md) == u.mtime_ns) {
@@ -76,6 +80,38 @@ impl Journal {
                     aborted += 1;
                 }
                 Err(e) => tracing::warn!("aborting the unfinished upload of '{}': {e}", u.key),
+            }
+        }
+        aborted
+    }
+
+    async fn abort_unjournaled(
+        &self,
+        store: &dyn ObjectStore,
+        prefix: &str,
+        known: &[JournaledUpload],
+    ) -> usize {
+        const DAY: i64 = 24 * 3600;
+        let listed = match store.pending_uploads(prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::info!("not looking for forgotten uploads: {e}");
+                return 0;
+            }
+        };
+        let now = chrono::Utc::now().timestamp();
+        let mut aborted = 0;
+        for p in listed {
+            let old = p.initiated_secs.is_some_and(|t| now - t > DAY);
+            if !old || known.iter().any(|u| u.upload_id == p.upload_id) {
+                continue;
+            }
+            match retry(&p.key, || store.abort_multipart(&p.key, &p.upload_id)).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {
+                    tracing::info!(key = %p.key, "aborted an unfinished upload begun over a day ago that no run will finish");
+                    aborted += 1;
+                }
+                Err(e) => tracing::warn!("aborting the unfinished upload of '{}': {e}", p.key),
             }
         }
         aborted
@@ -159,6 +195,19 @@ pub enum Did {
     Deleted,
     /// A directory's row dropped (no remote object).
     Forgotten,
+}
+
+impl Did {
+    /// The word for it in progress events.
+    pub fn label(self) -> &'static str {
+        match self {
+            Did::Uploaded => "uploaded",
+            Did::Copied => "copied",
+            Did::Touched => "touched",
+            Did::Deleted => "deleted",
+            Did::Forgotten => "forgotten",
+        }
+    }
 }
 
 /// A finished action: what it did, the state change to record and the bytes it sent.
@@ -249,6 +298,11 @@ impl Engine {
     pub fn with_journal(mut self, journal: Journal) -> Self {
         self.journal = Some(journal);
         self
+    }
+
+    /// Where progress goes.
+    pub fn progress(&self) -> &Arc<dyn Progress> {
+        &self.progress
     }
 
     /// The journal, if there is one.

@@ -301,6 +301,30 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
+        let tmp = self.tmp_dir();
+        blocking(move || {
+            let entries = match fs::read_dir(&tmp) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error(e, &format!("listing '{}'", tmp.display()))),
+            };
+            Ok(entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.strip_prefix("upload-")?.to_string();
+                    let md = e.metadata().ok()?;
+                    Some(super::PendingUpload {
+                        key: String::new(),
+                        upload_id: name,
+                        initiated_secs: Some(crate::scan::mtime_ns(&md).div_euclid(1_000_000_000)),
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
         let dir = self.upload_dir(upload_id)?;
         blocking(move || match fs::remove_dir_all(&dir) {

@@ -200,6 +200,17 @@ pub enum Prepared {
     Missing,
 }
 
+/// A multipart upload the store holds open (begun, neither completed nor aborted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Its key ("" where the store does not record one).
+    pub key: String,
+    /// Its upload ID.
+    pub upload_id: String,
+    /// When it was begun, seconds since the epoch, if known.
+    pub initiated_secs: Option<i64>,
+}
+
 /// The operations the engines need from a storage backend.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
@@ -228,6 +239,11 @@ pub trait ObjectStore: Send + Sync {
     ) -> StoreResult<PutOutcome>;
     /// Abandons a multipart upload and frees its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
+    /// The multipart uploads open under `prefix` (none where the store
+    /// cannot list them).
+    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        Ok(Vec::new())
+    }
     /// Copies an object inside the store, replacing its metadata.
     async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
     /// Removes an object; removing a missing object is not an error.

@@ -378,6 +378,38 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| convert(e, "listing unfinished uploads"))?;
+            out.extend(page.uploads().iter().filter_map(|u| {
+                Some(super::PendingUpload {
+                    key: u.key()?.to_string(),
+                    upload_id: u.upload_id()?.to_string(),
+                    initiated_secs: u.initiated().map(|t| t.secs()),
+                })
+            }));
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
         let req = self
             .client

@@ -272,3 +272,34 @@ fn an_interrupted_upload_whose_file_changed_is_aborted_not_resumed() {
     env.backup_ok(TARGET, &[]);
     assert_eq!(server.count("AbortMultipartUpload"), 1, "{:?}", server.ops());
 }
+
+#[test]
+fn an_upload_no_journal_knows_is_aborted_once_a_day_old() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap().to_owned();
+    env.backup_ok(&target, &[]);
+    // Left by a run killed between the store starting the uploads and the
+    // journal recording them: one two days ago, one just now.
+    let tmp = store.join(".s3backup/tmp");
+    for (id, age) in [("0ld0ne", 2 * 24 * 3600), ("fresh1", 0)] {
+        let dir = tmp.join(format!("upload-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part-00001"), noise(1024, 1)).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(now - age, 0)).unwrap();
+    }
+    env.backup_ok(&target, &[]);
+    assert!(
+        !tmp.join("upload-0ld0ne").exists(),
+        "the day-old upload is aborted"
+    );
+    assert!(
+        tmp.join("upload-fresh1").exists(),
+        "a recent one may belong to a run going on"
+    );
+}

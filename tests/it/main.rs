@@ -17,7 +17,8 @@
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
-//! `sets` checks named backup sets. `props` holds property tests (proptest) of the path/key mapping,
+//! `sets` checks named backup sets, `progress_out` the progress output,
+//! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
@@ -36,10 +37,12 @@ mod faults;
 mod filters;
 mod help;
 mod inspect;
+mod progress_out;
 mod props;
 mod restore;
 mod restore_local;
 mod security;
 mod server_selftest;
 mod sets;
+mod shell;
 mod versioned;

@@ -1,0 +1,182 @@
+//! `s3backup shell`: the seed program's way of working, kept: commands
+//! typed at a prompt (`backup DIR bucket::prefix`, `restore bucket::prefix
+//! DIR`, `snapshots TARGET`, …, `help`, `exit`), each parsed exactly like
+//! the same words on the command line and run by [`crate::app::run`].
+//!
+//! On a terminal the prompt has line editing and a history file (beside the
+//! state file); piped input is read line by line with no prompt, so a
+//! script of commands can be fed to it. A failing command prints its error
+//! and the shell goes on; the shell's exit code is the last command's.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::app::{self, Exit};
+use crate::cli::Cli;
+
+/// The prompt.
+const PROMPT: &str = "s3backup> ";
+
+/// What `help` prints.
+const HELP: &str = "\
+Commands (the same words and options as on the command line):
+  backup SOURCE TARGET [OPTIONS]     back up a directory (or: backup --set NAME)
+  restore TARGET DEST [OPTIONS]      restore a backup into DEST
+  snapshots TARGET                   list the snapshots of a backup
+  verify TARGET [--deep]             check the bucket holds a snapshot
+  sets                               the backup sets in the state file
+  state sets|files|runs|stats|show   inspect the state file
+  help [COMMAND]                     this list, or a command's options
+  exit                               leave (also quit, or end of input)
+TARGET is bucket::prefix, s3://bucket/prefix or a local directory.";
+
+/// The global flags the shell was started with, given to every command.
+#[derive(Debug, Clone, Default)]
+pub struct ShellContext {
+    /// `--state FILE`.
+    pub state: Option<PathBuf>,
+    /// `-q`.
+    pub quiet: bool,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+impl ShellContext {
+    fn global_args(&self) -> Vec<String> {
+        let mut args = vec!["s3backup".to_string()];
+        if let Some(state) = &self.state {
+            args.push("--state".into());
+            args.push(state.to_string_lossy().into_owned());
+        }
+        if self.quiet {
+            args.push("-q".into());
+        }
+        if self.verbose > 0 {
+            args.push(format!("-{}", "v".repeat(usize::from(self.verbose))));
+        }
+        args
+    }
+}
+
+/// What one line asked for.
+enum Line {
+    /// Nothing to do (blank, a comment, or an error already printed).
+    Nothing(Exit),
+    /// Leave the shell.
+    Exit,
+    /// Run this command line.
+    Run(Box<Cli>),
+}
+
+/// Parses one line of input.
+fn parse(ctx: &ShellContext, text: &str) -> Line {
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('#') {
+        return Line::Nothing(Exit::Ok);
+    }
+    let words = match shell_words::split(text) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot split the line into words: {e}");
+            return Line::Nothing(Exit::Usage);
+        }
+    };
+    match words.first().map(String::as_str) {
+        Some("exit" | "quit") => return Line::Exit,
+        Some("help" | "?") if words.len() == 1 => {
+            println!("{HELP}");
+            return Line::Nothing(Exit::Ok);
+        }
+        Some("shell") => {
+            eprintln!("error: already in the shell");
+            return Line::Nothing(Exit::Usage);
+        }
+        _ => {}
+    }
+    let mut args = ctx.global_args();
+    if words[0] == "help" {
+        // `help backup` → `backup --help`.
+        args.extend(words[1..].iter().cloned());
+        args.push("--help".into());
+    } else {
+        args.extend(words);
+    }
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Line::Run(Box::new(cli)),
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            Line::Nothing(if code == 0 { Exit::Ok } else { Exit::Usage })
+        }
+    }
+}
+
+/// Runs one parsed line; errors are printed, the shell goes on.
+fn run_line(ctx: &ShellContext, text: &str) -> Option<Exit> {
+    match parse(ctx, text) {
+        Line::Exit => None,
+        Line::Nothing(code) => Some(code),
+        Line::Run(cli) => Some(match app::run(*cli) {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                Exit::Error
+            }
+        }),
+    }
+}
+
+/// The shell's history file: beside the state file.
+fn history_path(ctx: &ShellContext) -> Option<PathBuf> {
+    let state = ctx.state.clone().or_else(crate::state::StateDb::default_path)?;
+    Some(state.parent()?.join("shell-history"))
+}
+
+/// Runs the shell until `exit` or the end of input.
+pub fn run(ctx: ShellContext) -> anyhow::Result<Exit> {
+    let mut last = Exit::Ok;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        for line in std::io::stdin().lock().lines() {
+            let line = line?;
+            match run_line(&ctx, &line) {
+                Some(code) => last = code,
+                None => break,
+            }
+        }
+        return Ok(last);
+    }
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let history = history_path(&ctx);
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "s3backup {} shell: 'help' lists the commands, 'exit' leaves.",
+        env!("CARGO_PKG_VERSION")
+    );
+    loop {
+        match editor.readline(PROMPT) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                match run_line(&ctx, &line) {
+                    Some(code) => last = code,
+                    None => break,
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(h) = &history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = editor.save_history(h);
+    }
+    Ok(last)
+}
