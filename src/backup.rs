@@ -229,7 +229,13 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         } else {
             format!("{prefix}/")
         };
-        journal.abort_abandoned(&*store, &source, &upload_prefix).await;
+        let interrupted = match run_row {
+            Some(row) => lock(&db).interrupted_run_start(set_id, row)?,
+            None => None,
+        };
+        journal
+            .abort_abandoned(&*store, &source, &upload_prefix, interrupted)
+            .await;
         engine = engine.with_journal(journal);
     }
     let engine = Arc::new(engine);

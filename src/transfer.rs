@@ -58,16 +58,28 @@ impl Journal {
     }
 
     /// Aborts the uploads that can never be resumed: journaled ones whose
-    /// file is gone or has changed since they began, and ones under
-    /// `prefix` that no journal knows and that were begun over a day ago
-    /// (a run killed between the store starting an upload and the journal
-    /// recording it; younger ones may belong to a run going on elsewhere).
-    /// Returns how many.
-    pub async fn abort_abandoned(&self, store: &dyn ObjectStore, source: &Path, prefix: &str) -> usize {
+    /// file is gone or has changed since they began, and, after a run that
+    /// was killed (`interrupted_since`: when it started, ms), the ones under
+    /// `prefix` that no journal knows and that were begun while it ran (it
+    /// died between the store starting them and the journal recording
+    /// them). Listing uploads costs a request, so only then. Returns how many.
+    pub async fn abort_abandoned(
+        &self,
+        store: &dyn ObjectStore,
+        source: &Path,
+        prefix: &str,
+        interrupted_since: Option<i64>,
+    ) -> usize {
         let uploads = self
             .with("listing", |db, set| db.journaled_uploads(set))
             .unwrap_or_default();
-        let mut aborted = self.abort_unjournaled(store, prefix, &uploads).await;
+        let mut aborted = match interrupted_since {
+            Some(ms) => {
+                self.abort_unjournaled(store, prefix, &uploads, ms.div_euclid(1000))
+                    .await
+            }
+            None => 0,
+        };
         for u in uploads {
             let current = std::fs::metadata(names::local(source, &u.path)).ok();
             if current.is_some_and(|md| md.len() == u.size && scan::mtime_ns(&md) == u.mtime_ns) {
@@ -90,8 +102,8 @@ impl Journal {
         store: &dyn ObjectStore,
         prefix: &str,
         known: &[JournaledUpload],
+        since_secs: i64,
     ) -> usize {
-        const DAY: i64 = 24 * 3600;
         let listed = match store.pending_uploads(prefix).await {
             Ok(l) => l,
             Err(e) => {
@@ -99,16 +111,16 @@ impl Journal {
                 return 0;
             }
         };
-        let now = chrono::Utc::now().timestamp();
         let mut aborted = 0;
         for p in listed {
-            let old = p.initiated_secs.is_some_and(|t| now - t > DAY);
-            if !old || known.iter().any(|u| u.upload_id == p.upload_id) {
+            // A second of slack: the store's clock and ours may differ a little.
+            let in_window = p.initiated_secs.is_some_and(|t| t >= since_secs - 1);
+            if !in_window || known.iter().any(|u| u.upload_id == p.upload_id) {
                 continue;
             }
             match retry(&p.key, || store.abort_multipart(&p.key, &p.upload_id)).await {
                 Ok(()) | Err(StoreError::NotFound(_)) => {
-                    tracing::info!(key = %p.key, "aborted an unfinished upload begun over a day ago that no run will finish");
+                    tracing::info!(key = %p.key, "aborted an unfinished upload a killed run left behind");
                     aborted += 1;
                 }
                 Err(e) => tracing::warn!("aborting the unfinished upload of '{}': {e}", p.key),

@@ -115,6 +115,26 @@ impl StateDb {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// When the set's previous backup (before run row `current`) started,
+    /// if it never ended: it was killed, and may have left an upload begun
+    /// that its journal never recorded.
+    pub fn interrupted_run_start(&self, set_id: i64, current: i64) -> StateResult<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        let last: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT started_at, status FROM runs WHERE set_id = ?1 AND kind = 'backup' AND id < ?2
+                 ORDER BY id DESC LIMIT 1",
+                params![set_id, current],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(last
+            .filter(|(_, status)| status == "running")
+            .map(|(started, _)| started))
+    }
+
     /// Records how a run ended.
     pub fn finish_run(
         &self,

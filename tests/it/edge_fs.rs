@@ -274,32 +274,38 @@ fn an_interrupted_upload_whose_file_changed_is_aborted_not_resumed() {
 }
 
 #[test]
-fn an_upload_no_journal_knows_is_aborted_once_a_day_old() {
+fn after_a_killed_run_the_uploads_it_began_but_never_journaled_are_aborted() {
     let env = TestEnv::new();
     env.write("a.txt", "a");
     let store = env.root().join("store");
     let target = store.to_str().unwrap().to_owned();
     env.backup_ok(&target, &[]);
-    // Left by a run killed between the store starting the uploads and the
-    // journal recording them: one two days ago, one just now.
+    // Make that run look killed (no end recorded), and leave two uploads
+    // no journal knows: one begun while it ran, one from an hour before.
+    let started_ms: i64 = {
+        let db = rusqlite::Connection::open(&env.state).unwrap();
+        db.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL WHERE id = (SELECT MAX(id) FROM runs)",
+            [],
+        )
+        .unwrap();
+        db.query_row("SELECT MAX(started_at) FROM runs", [], |r| r.get(0))
+            .unwrap()
+    };
     let tmp = store.join(".s3backup/tmp");
-    for (id, age) in [("0ld0ne", 2 * 24 * 3600), ("fresh1", 0)] {
+    for (id, secs) in [
+        ("during", started_ms / 1000 + 1),
+        ("before", started_ms / 1000 - 3600),
+    ] {
         let dir = tmp.join(format!("upload-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("part-00001"), noise(1024, 1)).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(now - age, 0)).unwrap();
+        filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(secs, 0)).unwrap();
     }
     env.backup_ok(&target, &[]);
     assert!(
-        !tmp.join("upload-0ld0ne").exists(),
-        "the day-old upload is aborted"
+        !tmp.join("upload-during").exists(),
+        "begun by the killed run: aborted"
     );
-    assert!(
-        tmp.join("upload-fresh1").exists(),
-        "a recent one may belong to a run going on"
-    );
+    assert!(tmp.join("upload-before").exists(), "not the killed run's: kept");
 }
