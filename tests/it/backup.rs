@@ -1257,3 +1257,24 @@ fn max_bandwidth_holds_uploads_to_the_rate() {
     r.expect_code(1);
     assert!(r.stderr.contains("--max-bandwidth"), "{}", r.show());
 }
+
+#[test]
+fn restoring_an_object_in_an_archive_class_says_to_restore_it_in_s3_first() {
+    let (server, env) = setup();
+    env.write("a.txt", "a").write("cold.bin", "frozen");
+    env.backup_ok(TARGET, &["--storage-class", "STANDARD"]);
+    server.archive_key("pre/cold.bin");
+    let dest = env.root().join("dest");
+    let r = env.restore(TARGET, &dest, &[]);
+    r.expect_code(3);
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"a");
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: cold.bin: "))
+        .unwrap_or_else(|| panic!("no line for cold.bin\n{}", r.show()));
+    assert!(
+        line.contains("archive storage class") && line.contains("request a restore"),
+        "{line}"
+    );
+}

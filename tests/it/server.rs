@@ -97,6 +97,8 @@ struct Shared {
     log_changed: Condvar,
     next_id: AtomicU64,
     denied: Mutex<HashSet<String>>,
+    /// Keys whose GETs answer as S3 does for an object in an archive class.
+    archived: Mutex<HashSet<String>>,
     rules: Mutex<Vec<FailRule>>,
     /// Key substrings whose replies are held back (`hold_replies`).
     held: Mutex<Vec<String>>,
@@ -162,6 +164,15 @@ impl S3Access for Policy {
             && self.shared.denied.lock().unwrap().contains(b)
         {
             return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        if op == "GetObject"
+            && let Some(k) = &key
+            && self.shared.archived.lock().unwrap().contains(k)
+        {
+            return Err(s3_error!(
+                InvalidObjectState,
+                "The operation is not valid for the object's storage class"
+            ));
         }
         if let Some(k) = &key
             && WRITE_OPS.contains(&op.as_str())
@@ -460,6 +471,12 @@ impl S3Server {
     /// From now on every request on `bucket` gets 403 AccessDenied.
     pub fn deny_bucket(&self, bucket: &str) {
         self.shared.denied.lock().unwrap().insert(bucket.to_owned());
+    }
+
+    /// GETs of `key` fail with 403 InvalidObjectState, as S3 answers for an
+    /// object in GLACIER or DEEP_ARCHIVE that has not been restored.
+    pub fn archive_key(&self, key: &str) {
+        self.shared.archived.lock().unwrap().insert(key.to_owned());
     }
 
     /// Writes (PutObject, UploadPart, CreateMultipartUpload, CopyObject) of
