@@ -34,7 +34,7 @@ impl Progress for NoProgress {}
 
 /// Totals every reporter keeps, lock-free.
 #[derive(Default)]
-struct Totals {
+pub struct Totals {
     scanned: AtomicU64,
     hashed: AtomicU64,
     hashed_bytes: AtomicU64,
@@ -138,133 +138,38 @@ impl Progress for BarProgress {
     }
 }
 
-/// One line on stderr at most every `every`, and one at the end, for logs
-/// of runs that have no terminal (`-v` from cron): what was scanned, done
-/// and moved, and the speed.
-pub struct LineProgress {
+/// How a [`Periodic`] reporter writes what it has counted.
+pub trait Writer: Send + Sync {
+    /// The totals so far (at most every period, and once at the end).
+    fn totals(&self, totals: &Totals, started: Instant);
+    /// One file finished.
+    fn file(&self, _path: &str, _what: &str) {}
+}
+
+/// Counts every event and hands the totals to its [`Writer`] at most once
+/// per period and once at the end: the reporter for output that is not a
+/// terminal.
+pub struct Periodic<W> {
     totals: Totals,
     started: Instant,
     every: Duration,
     last: Mutex<Instant>,
+    writer: W,
 }
 
-impl LineProgress {
-    /// A reporter printing at most every `every`.
-    pub fn new(every: Duration) -> Self {
+impl<W: Writer> Periodic<W> {
+    fn with_writer(every: Duration, writer: W) -> Self {
         let now = Instant::now();
         Self {
             totals: Totals::default(),
             started: now,
             every,
             last: Mutex::new(now),
+            writer,
         }
     }
 
-    fn line(&self) -> String {
-        let t = &self.totals;
-        format!(
-            "progress: scanned {}, hashed {}, files {}/{}, {} of {} ({}/s), {:.0?}",
-            t.scanned.load(Ordering::Relaxed),
-            t.hashed.load(Ordering::Relaxed),
-            t.files_done.load(Ordering::Relaxed),
-            t.files.load(Ordering::Relaxed),
-            indicatif::HumanBytes(t.bytes_done.load(Ordering::Relaxed)),
-            indicatif::HumanBytes(t.bytes.load(Ordering::Relaxed)),
-            indicatif::HumanBytes(t.rate(self.started)),
-            self.started.elapsed()
-        )
-    }
-
-    fn maybe_print(&self) {
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        if last.elapsed() >= self.every {
-            *last = Instant::now();
-            eprintln!("{}", self.line());
-        }
-    }
-}
-
-impl Progress for LineProgress {
-    fn scanned(&self, total: usize) {
-        self.totals.scanned.store(total as u64, Ordering::Relaxed);
-        self.maybe_print();
-    }
-
-    fn hashed(&self, files: u64, bytes: u64) {
-        self.totals.add_hashed(files, bytes);
-        self.maybe_print();
-    }
-
-    fn queued(&self, files: u64, bytes: u64) {
-        self.totals.files.fetch_add(files, Ordering::Relaxed);
-        self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.maybe_print();
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.totals.bytes_done.fetch_add(bytes, Ordering::Relaxed);
-        self.maybe_print();
-    }
-
-    fn done(&self, _path: &str, _what: &str) {
-        self.totals.files_done.fetch_add(1, Ordering::Relaxed);
-        self.maybe_print();
-    }
-
-    /// The totals once more, so even a short run leaves one line in the log.
-    fn finish(&self) {
-        eprintln!("{}", self.line());
-    }
-}
-
-/// `--json-progress`: one JSON object per line on stdout while running
-/// (documented in `docs/json.md`): a `file` event per file finished, and
-/// `progress` events with the totals at most every `every` and once at the
-/// end. The run's summary object follows as the last line.
-pub struct JsonProgress {
-    totals: Totals,
-    started: Instant,
-    every: Duration,
-    last: Mutex<Instant>,
-}
-
-impl JsonProgress {
-    /// A reporter writing totals at most every `every`.
-    pub fn new(every: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            totals: Totals::default(),
-            started: now,
-            every,
-            last: Mutex::new(now),
-        }
-    }
-
-    fn emit(&self, value: &serde_json::Value) {
-        // A reader that went away is not worth failing the backup for.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}").and_then(|()| out.flush());
-    }
-
-    fn totals_event(&self) -> serde_json::Value {
-        let t = &self.totals;
-        serde_json::json!({
-            "event": "progress",
-            "scanned": t.scanned.load(Ordering::Relaxed),
-            "hashed": t.hashed.load(Ordering::Relaxed),
-            "hashed_bytes": t.hashed_bytes.load(Ordering::Relaxed),
-            "files": t.files.load(Ordering::Relaxed),
-            "files_done": t.files_done.load(Ordering::Relaxed),
-            "bytes": t.bytes.load(Ordering::Relaxed),
-            "bytes_done": t.bytes_done.load(Ordering::Relaxed),
-            "bytes_per_sec": t.rate(self.started),
-            "elapsed_ms": self.started.elapsed().as_millis() as u64,
-        })
-    }
-
-    fn maybe_totals(&self) {
+    fn tick(&self) {
         let due = match self.last.lock() {
             Ok(mut last) if last.elapsed() >= self.every => {
                 *last = Instant::now();
@@ -273,40 +178,116 @@ impl JsonProgress {
             _ => false,
         };
         if due {
-            self.emit(&self.totals_event());
+            self.writer.totals(&self.totals, self.started);
         }
     }
 }
 
-impl Progress for JsonProgress {
+impl<W: Writer> Progress for Periodic<W> {
     fn scanned(&self, total: usize) {
         self.totals.scanned.store(total as u64, Ordering::Relaxed);
-        self.maybe_totals();
+        self.tick();
     }
 
     fn hashed(&self, files: u64, bytes: u64) {
         self.totals.add_hashed(files, bytes);
-        self.maybe_totals();
+        self.tick();
     }
 
     fn queued(&self, files: u64, bytes: u64) {
         self.totals.files.fetch_add(files, Ordering::Relaxed);
         self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.maybe_totals();
+        self.tick();
     }
 
     fn advance(&self, bytes: u64) {
         self.totals.bytes_done.fetch_add(bytes, Ordering::Relaxed);
-        self.maybe_totals();
+        self.tick();
     }
 
     fn done(&self, path: &str, what: &str) {
         self.totals.files_done.fetch_add(1, Ordering::Relaxed);
-        self.emit(&serde_json::json!({"event": "file", "path": path, "action": what}));
-        self.maybe_totals();
+        self.writer.file(path, what);
+        self.tick();
     }
 
     fn finish(&self) {
-        self.emit(&self.totals_event());
+        self.writer.totals(&self.totals, self.started);
+    }
+}
+
+/// Writes the totals as one line on stderr, for logs of runs that have no
+/// terminal (`-v` from cron): what was scanned, hashed, done and moved, and
+/// the speed.
+pub struct LineWriter;
+
+impl Writer for LineWriter {
+    fn totals(&self, t: &Totals, started: Instant) {
+        eprintln!(
+            "progress: scanned {}, hashed {}, files {}/{}, {} of {} ({}/s), {:.0?}",
+            t.scanned.load(Ordering::Relaxed),
+            t.hashed.load(Ordering::Relaxed),
+            t.files_done.load(Ordering::Relaxed),
+            t.files.load(Ordering::Relaxed),
+            indicatif::HumanBytes(t.bytes_done.load(Ordering::Relaxed)),
+            indicatif::HumanBytes(t.bytes.load(Ordering::Relaxed)),
+            indicatif::HumanBytes(t.rate(started)),
+            started.elapsed()
+        );
+    }
+}
+
+/// A line on stderr at most every period and one at the end.
+pub type LineProgress = Periodic<LineWriter>;
+
+impl Periodic<LineWriter> {
+    /// A reporter printing at most every `every`.
+    pub fn new(every: Duration) -> Self {
+        Self::with_writer(every, LineWriter)
+    }
+}
+
+/// `--json-progress`: one JSON object per line on stdout while running
+/// (documented in `docs/json.md`): a `file` event per file finished, and
+/// `progress` events with the totals. The run's summary follows as the
+/// last line.
+pub struct JsonWriter;
+
+impl JsonWriter {
+    fn emit(value: &serde_json::Value) {
+        // A reader that went away is not worth failing the run for.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}").and_then(|()| out.flush());
+    }
+}
+
+impl Writer for JsonWriter {
+    fn totals(&self, t: &Totals, started: Instant) {
+        Self::emit(&serde_json::json!({
+            "event": "progress",
+            "scanned": t.scanned.load(Ordering::Relaxed),
+            "hashed": t.hashed.load(Ordering::Relaxed),
+            "hashed_bytes": t.hashed_bytes.load(Ordering::Relaxed),
+            "files": t.files.load(Ordering::Relaxed),
+            "files_done": t.files_done.load(Ordering::Relaxed),
+            "bytes": t.bytes.load(Ordering::Relaxed),
+            "bytes_done": t.bytes_done.load(Ordering::Relaxed),
+            "bytes_per_sec": t.rate(started),
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }));
+    }
+
+    fn file(&self, path: &str, what: &str) {
+        Self::emit(&serde_json::json!({"event": "file", "path": path, "action": what}));
+    }
+}
+
+/// JSON events on stdout, totals at most every period and once at the end.
+pub type JsonProgress = Periodic<JsonWriter>;
+
+impl Periodic<JsonWriter> {
+    /// A reporter writing totals at most every `every`.
+    pub fn new(every: Duration) -> Self {
+        Self::with_writer(every, JsonWriter)
     }
 }
