@@ -160,6 +160,29 @@ impl S3Store {
         })
     }
 
+    /// One PutObject of `len` bytes with the write options and `meta`.
+    async fn put(
+        &self,
+        key: &str,
+        len: u64,
+        body: aws_sdk_s3::primitives::ByteStream,
+        meta: &ObjectMeta,
+        what: &str,
+    ) -> StoreResult<PutOutcome> {
+        let req = self.client.put_object().bucket(&self.bucket).key(key);
+        let out = with_write_options!(req, &self.write, key)
+            .content_length(len as i64)
+            .set_metadata(Some(metadata(meta)))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("{what} '{key}'")))?;
+        Ok(PutOutcome {
+            etag: clean_etag(out.e_tag()),
+            version_id: out.version_id().map(str::to_string),
+        })
+    }
+
     async fn create_bucket(&self) -> StoreResult<()> {
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the one region that refuses an explicit location constraint.
@@ -349,33 +372,14 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let req = self.client.put_object().bucket(&self.bucket).key(key);
-        let out = with_write_options!(req, &self.write, key)
-            .content_length(range.len as i64)
-            .set_metadata(Some(metadata(meta)))
-            .body(body(range).await?)
-            .send()
+        self.put(key, range.len, body(range).await?, meta, "uploading")
             .await
-            .map_err(|e| convert(e, &format!("uploading '{key}'")))?;
-        Ok(PutOutcome {
-            etag: clean_etag(out.e_tag()),
-            version_id: out.version_id().map(str::to_string),
-        })
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let req = self.client.put_object().bucket(&self.bucket).key(key);
-        let out = with_write_options!(req, &self.write, key)
-            .content_length(target.len() as i64)
-            .set_metadata(Some(metadata(meta)))
-            .body(aws_sdk_s3::primitives::ByteStream::from(target.to_vec()))
-            .send()
+        let body = aws_sdk_s3::primitives::ByteStream::from(target.to_vec());
+        self.put(key, target.len() as u64, body, meta, "uploading symlink")
             .await
-            .map_err(|e| convert(e, &format!("uploading symlink '{key}'")))?;
-        Ok(PutOutcome {
-            etag: clean_etag(out.e_tag()),
-            version_id: out.version_id().map(str::to_string),
-        })
     }
 
     async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
