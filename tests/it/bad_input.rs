@@ -402,19 +402,16 @@ fn restore_dest_under_a_file() {
 #[test]
 fn restore_dest_that_is_read_only() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let (env, store, _) = local_backed_up();
     let dest = env.root().join("dest");
     std::fs::create_dir(&dest).unwrap();
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let mut cmd = env.restore_cmd(s(&store), &dest, &[]);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // Let `nobody` reach the store and DEST (the test root is 0700).
-        std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        cmd.uid(65534).gid(65534);
-    }
-    let r = run(cmd);
+    // Let `nobody` reach the store and DEST (the test root is 0700).
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = run(as_nobody_if_root(
+        env.restore_cmd(s(&store), &dest, &[]),
+        env.root(),
+    ));
     let e = bad(&r, 1, &["cannot write to DEST", s(&dest), "Permission denied"]);
     assert!(
         !e.contains(".s3backup-restore-"),

@@ -158,6 +158,40 @@ impl Run {
     }
 }
 
+/// `cmd` rebuilt to run as `nobody` (uid/gid 65534) when the tests run as
+/// root, where permission bits stop no one; unchanged otherwise.
+///
+/// The binary is copied under `reachable` first, because cargo's build
+/// output may sit in a directory `nobody` cannot enter (a target directory
+/// under root's home). `reachable` and its parents must let `nobody` in.
+pub fn as_nobody_if_root(cmd: Command, reachable: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return cmd;
+    }
+    let bin_dir = reachable.join(".nobody-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.join("s3backup");
+    std::fs::copy(cmd.get_program(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut as_nobody = Command::new(bin);
+    as_nobody.args(cmd.get_args());
+    for (name, value) in cmd.get_envs() {
+        match value {
+            Some(v) => as_nobody.env(name, v),
+            None => as_nobody.env_remove(name),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        as_nobody.current_dir(dir);
+    }
+    as_nobody.uid(65534).gid(65534);
+    as_nobody
+}
+
 /// Runs a command to completion with a time limit, capturing its output.
 pub fn run(mut cmd: Command) -> Run {
     let mut child = cmd

@@ -136,7 +136,6 @@ fn give_to_nobody(root: &std::path::Path) {
 #[test]
 fn unreadable_files_and_directories_are_reported_the_rest_go_up_and_delete_spares_them() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let env = TestEnv::new();
     let store = env.root().join("store");
     let store = store.to_str().unwrap().to_owned();
@@ -151,13 +150,14 @@ fn unreadable_files_and_directories_are_reported_the_rest_go_up_and_delete_spare
         |p: &str, m: u32| std::fs::set_permissions(env.path(p), std::fs::Permissions::from_mode(m)).unwrap();
     mode("secret.txt", 0o000);
     mode("locked", 0o000);
-    let mut cmd = env.backup_cmd(&store, &["--json", "--delete"]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         give_to_nobody(env.root());
-        cmd.uid(65534).gid(65534);
     }
-    let r = run(cmd);
+    let r = run(as_nobody_if_root(
+        env.backup_cmd(&store, &["--json", "--delete"]),
+        env.root(),
+    ));
     mode("locked", 0o755);
     mode("secret.txt", 0o644);
     r.expect_code(3);
