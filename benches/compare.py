@@ -84,6 +84,50 @@ def log(msg: str) -> None:
     print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
 
 
+class Trash:
+    """Trees the run no longer needs, deleted only once every measurement is done.
+
+    On a journal-less ext4 (this machine's root file system), creating a file
+    within 60 s of a mass deletion (360 s while the inode table is not yet
+    written back) makes the kernel skip the recently freed inodes one by one
+    (`recently_deleted` in `find_inode_bit`): a restore or an upload that
+    follows another tool's cleanup paid for it, up to twice its own time.
+    Moving a tree aside is one rename; the deletions all come after the last
+    measurement.
+    """
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        atexit.register(self.empty)
+
+    def discard(self, path: Path) -> None:
+        if not path.exists() and not path.is_symlink():
+            return
+        if self.dir is None:
+            log("(trash) call Trash.place() before discarding; deleting now")
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        target = self.dir / f"{time.time_ns()}-{path.name}"
+        try:
+            os.rename(path, target)
+        except OSError:
+            # Another file system: no way around deleting it here.
+            shutil.rmtree(path, ignore_errors=True)
+
+    def place(self, work: Path) -> None:
+        """Puts the trash under `work` (same file system as everything the run discards)."""
+        self.dir = work / "trash"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def empty(self) -> None:
+        if self.dir is not None and self.dir.exists():
+            log(f"deleting the trees set aside during the run ({self.dir})")
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+TRASH = Trash()
+
+
 # --------------------------------------------------------------------------
 # Running commands: wall time, peak RSS, CPU, timeout
 # --------------------------------------------------------------------------
@@ -358,8 +402,7 @@ class Server:
     def __init__(self, binary: Path, root: Path, logs: Path):
         self.binary = binary
         self.root = root
-        if root.exists():
-            shutil.rmtree(root)
+        TRASH.discard(root)
         root.mkdir(parents=True)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -409,8 +452,7 @@ class Server:
 
     def delete_bucket(self, bucket: str) -> None:
         path = self.root / bucket
-        if path.exists():
-            shutil.rmtree(path)
+        TRASH.discard(path)
         enc = base64.urlsafe_b64encode(bucket.encode()).decode().rstrip("=")
         start = f".bucket-{enc}.object-"
         with os.scandir(self.root) as it:
@@ -733,8 +775,8 @@ class Bench:
         self.data = self.work / "data"
         self.data.mkdir(exist_ok=True)
         self.scratch = self.work / "run"
-        if self.scratch.exists():
-            shutil.rmtree(self.scratch)
+        TRASH.place(self.work)
+        TRASH.discard(self.scratch)
         self.scratch.mkdir()
         self.logs = self.work / "logs"
         if self.logs.exists():
@@ -906,8 +948,7 @@ class Bench:
             log(f"rep {rep}: (d) restore into an empty directory")
             for t in self.order(rep, tools):
                 dest = self.scratch / f"restore-{t}-r{rep}"
-                if dest.exists():
-                    shutil.rmtree(dest)
+                TRASH.discard(dest)
                 dest.mkdir()
                 cmd, env = self.tools.download(t, buckets[t], dest,
                                                self.tools.state(f"restore-{t}-r{rep}"))
@@ -923,7 +964,7 @@ class Bench:
                     return probs, notes
                 self.measure("d", t, rep, cmd, env, check_d)
                 if not a.keep:
-                    shutil.rmtree(dest, ignore_errors=True)
+                    TRASH.discard(dest)
 
         # (c) 1% modified, 0.1% renamed; each tool re-syncs its own bucket.
         if "c" in sc:
@@ -975,8 +1016,7 @@ class Bench:
         log(f"rep {rep}: (e) the same file down")
         for t in self.order(rep, tools):
             dest = self.scratch / f"large-{t}-r{rep}"
-            if dest.exists():
-                shutil.rmtree(dest)
+            TRASH.discard(dest)
             dest.mkdir()
             cmd, env = self.tools.download(t, buckets[t], dest,
                                            self.tools.state(f"large-restore-{t}-r{rep}"))
@@ -988,7 +1028,7 @@ class Bench:
                     probs = ["the restored file's content differs"]
                 return probs, []
             self.measure("e-down", t, rep, cmd, env, check_down)
-            shutil.rmtree(dest, ignore_errors=True)
+            TRASH.discard(dest)
         if not a.keep:
             for t in tools:
                 self.server.delete_bucket(buckets[t])
@@ -999,8 +1039,7 @@ class Bench:
         for n, tree in trees.items():
             log(f"rep {rep}: (f) s3backup on {n:,} files, local directory store")
             store = self.scratch / f"store-{n}"
-            if store.exists():
-                shutil.rmtree(store)
+            TRASH.discard(store)
             state = self.tools.state(f"many-{n}-r{rep}")
             for p in Path(state).parent.glob(Path(state).name + "*"):
                 p.unlink()
@@ -1023,7 +1062,7 @@ class Bench:
             self.measure(f"f-{n}-nochange", "s3backup", rep, cmd, env, check2)
             self.measure(f"f-{n}-find", "find", rep,
                          ["find", str(tree), "-printf", "%s %T@\\n"], clean_env())
-            shutil.rmtree(store, ignore_errors=True)
+            TRASH.discard(store)
 
     # ---- main loop ----
 

@@ -133,12 +133,19 @@ impl Fetcher {
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
         let file = tmp.as_file();
+        // Only a retry empties the file: on ext4, truncating a file to zero
+        // makes its close start writeback (the replace-via-truncate guard),
+        // which for a tree of small files costs more than the downloads.
+        let written = &std::sync::atomic::AtomicBool::new(false);
         // A body cut short is fetched again from the start: the SDK retries
         // a request only until its headers arrive.
         let (remote, mut hasher, mut received) = retry_n(DOWNLOAD_ATTEMPTS, f.key, || async move {
-            file.set_len(0)
-                .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
+            if written.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                file.set_len(0)
+                    .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
+            }
             let (remote, chunks) = self.get(f.key, req).await?;
+            written.store(true, std::sync::atomic::Ordering::Relaxed);
             if item.from_manifest && pin_version.is_none() && remote.size != item.size {
                 return Err(StoreError::Changed(format!(
                     "object has {} bytes, the snapshot recorded {}",
@@ -205,7 +212,7 @@ impl Fetcher {
         // temporary file, never a partial one under the final name, and a
         // re-run fetches whatever is missing or differs.
         tokio::task::block_in_place(|| {
-            set_times_and_mode(tmp.path(), mtime, mode)?;
+            set_file_times_and_mode(tmp.as_file(), mtime, mode)?;
             tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
         })
         .map_err(|e| format!("writing '{}': {e}", f.final_path.display()))?;
@@ -393,6 +400,32 @@ pub fn place_link(
         let _ = std::fs::remove_file(&tmp);
     }
     placed
+}
+
+/// [`set_times_and_mode`] through an open handle: no path lookups, and no
+/// second open just to set the time.
+fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    if let Some(ns) = mtime_ns {
+        file.set_times(std::fs::FileTimes::new().set_modified(system_time(ns)))?;
+    }
+    Ok(())
+}
+
+/// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
+fn system_time(ns: i64) -> std::time::SystemTime {
+    let since = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + since
+    } else {
+        std::time::UNIX_EPOCH - since
+    }
 }
 
 /// Sets a file's or directory's permission bits and mtime, where known.
