@@ -1263,6 +1263,12 @@ class Bench:
                   "listing page waits up to 40 ms for the client's delayed ACK, whatever the "
                   "tool (200 sequential 8 KB GETs: 4.3 s, with quickack 0.26 s). Route setting: "
                   f"{self.quickack}.",
+                  "- Nothing is deleted until every measurement is done: buckets, restored "
+                  "trees and stores are moved aside and deleted at the end. On this machine's "
+                  "journal-less ext4, creating files within 60 s (360 s while unwritten) of a "
+                  "mass deletion makes the kernel step over every recently freed inode "
+                  "(`recently_deleted`), which charged a tool for the previous tool's cleanup "
+                  "(up to twice its own restore time).",
                   "- rclone is given the prefix with a trailing slash (`bench:BUCKET/data/`): "
                   "without it rclone first HEADs the key `data` to see whether the root is a "
                   "file, s3s-fs answers 500 for a key that is a directory on its disk, and "

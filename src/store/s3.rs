@@ -107,7 +107,13 @@ impl S3Store {
     pub async fn connect(bucket: &str, settings: &S3Settings) -> StoreResult<Self> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &settings.profile {
-            loader = loader.profile_name(profile);
+            // A profile named on the command line wins over keys in the
+            // environment, as with the AWS CLI: otherwise `--profile prod`
+            // would quietly write with whatever AWS_ACCESS_KEY_ID is set.
+            let from_profile = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build();
+            loader = loader.profile_name(profile).credentials_provider(from_profile);
         }
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));

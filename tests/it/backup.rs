@@ -1097,6 +1097,42 @@ fn credentials_can_come_from_a_named_profile() {
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
 }
 
+/// `--profile` wins over keys in the environment, as with the AWS CLI: the
+/// environment's keys here are ones the server refuses.
+#[test]
+fn a_named_profile_wins_over_keys_in_the_environment() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let creds = env.home.join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let mut cmd = env.backup_cmd(TARGET, &["--json", "--profile", "backup"]);
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEPROFILES")
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-profiles-secret")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1);
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
+
+    // Without --profile the environment's keys are used, and refused.
+    let mut cmd = env.backup_cmd(TARGET, &["--json"]);
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEPROFILES")
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-profiles-secret")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    env.write("b.txt", "b");
+    let r = run(cmd);
+    assert_ne!(r.code, Some(0), "{}", r.show());
+    assert!(server.object_bytes(BUCKET, "pre/b.txt").is_none());
+}
+
 #[test]
 fn state_defaults_to_the_xdg_state_directory() {
     let (server, env) = setup();

@@ -609,6 +609,17 @@ fn unknown_profile() {
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
 }
 
+/// Keys in the environment do not stand in for a profile named on the
+/// command line (the AWS CLI refuses it too).
+#[test]
+fn unknown_profile_with_keys_in_the_environment() {
+    let (server, env) = s3_env();
+    let r = env.backup(TARGET, &["--profile", "nosuchprofile"]);
+    bad(&r, 1, &["'nosuchprofile'"]);
+    assert_eq!(server.requests(), Vec::new(), "the server was asked");
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
 #[test]
 fn wrong_secret_key() {
     let (server, env) = s3_env();

@@ -138,9 +138,11 @@ fn non_utf8_names_and_normalisation_twins_round_trip_losslessly() {
     env.write("cafe\u{301}", "nfd");
     // A name that already holds the escape character.
     env.write("quote\u{201b}E9", "literal quote");
+    // A backslash is a plain name byte on Unix, not a separator.
+    env.write("back\\..\\slash", "one file");
 
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.uploaded, s.failed), (5, 0), "{s:?}");
+    assert_eq!((s.uploaded, s.failed), (6, 0), "{s:?}");
     let keys = server.list_keys(BUCKET);
     for key in [
         "pre/caf\u{201b}E9.txt",
@@ -174,6 +176,10 @@ fn non_utf8_names_and_normalisation_twins_round_trip_losslessly() {
         );
         assert_eq!(std::fs::read(dest.path().join("cafe\u{301}")).unwrap(), b"nfd");
         assert_eq!(std::fs::read(dest.path().join("caf\u{e9}")).unwrap(), b"nfc");
+        assert_eq!(
+            std::fs::read(dest.path().join("back\\..\\slash")).unwrap(),
+            b"one file"
+        );
     }
 }
 
