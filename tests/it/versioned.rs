@@ -393,12 +393,13 @@ fn hostile_keys_stored_verbatim_write_nothing_outside_dest() {
         "a/../../x".to_owned(),
         abs.clone(),
         "a//b".to_owned(),
-        "back\\slash".to_owned(),
         "./dot".to_owned(),
     ];
     for p in &hostile {
         sdk_put(&c, "hbkt", &format!("pre/{p}"), b"EVIL");
     }
+    // A backslash is a plain name byte on Unix: one file inside DEST.
+    sdk_put(&c, "hbkt", "pre/back\\..\\..\\slash", b"one file");
     sdk_put(&c, "hbkt", "pre/ok.txt", b"fine");
     sdk_put(&c, "hbkt", "pre/folder/", b"");
     sdk_put(&c, "hbkt", "pre/.s3backup/locks/x", b"tool area");
@@ -421,7 +422,16 @@ fn hostile_keys_stored_verbatim_write_nothing_outside_dest() {
     let mut want = hostile.to_vec();
     want.sort();
     assert_eq!(s.failed_paths(), want, "{}", r.show());
-    assert_eq!(s.downloaded, 1);
-    assert_eq!(paths_under(&sandbox), ["a", "a/b", "a/b/dest", "a/b/dest/ok.txt"]);
+    assert_eq!(s.downloaded, 2);
+    assert_eq!(
+        paths_under(&sandbox),
+        [
+            "a",
+            "a/b",
+            "a/b/dest",
+            "a/b/dest/back\\..\\..\\slash",
+            "a/b/dest/ok.txt"
+        ]
+    );
     assert_eq!(paths_under(&outside), Vec::<String>::new());
 }
