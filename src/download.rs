@@ -24,6 +24,11 @@ use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 pub const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Size of each range.
 pub const RANGE_SIZE: u64 = 16 * 1024 * 1024;
+/// Objects up to this size are written, hashed and put in place on the
+/// async thread itself: that work takes microseconds, and handing it to
+/// another thread (`block_in_place`) costs a thread wake-up each time,
+/// which for a tree of small files was most of the restore's system time.
+const INLINE_MAX: u64 = 256 * 1024;
 
 /// Downloads objects with at most `jobs` requests in flight.
 pub struct Fetcher {
@@ -153,7 +158,8 @@ impl Fetcher {
                 )));
             }
             let mut hasher = blake3::Hasher::new();
-            let received = write_chunks(file, 0, chunks, Some(&mut hasher)).await?;
+            let inline = item.size <= INLINE_MAX;
+            let received = write_chunks(file, 0, chunks, Some(&mut hasher), inline).await?;
             Ok((remote, hasher, received))
         })
         .await
@@ -211,10 +217,15 @@ impl Fetcher {
         // No fsync per file (as cp, tar and rclone): a crash leaves at worst a
         // temporary file, never a partial one under the final name, and a
         // re-run fetches whatever is missing or differs.
-        tokio::task::block_in_place(|| {
+        let place = || {
             set_file_times_and_mode(tmp.as_file(), mtime, mode)?;
             tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
-        })
+        };
+        if received <= INLINE_MAX {
+            place()
+        } else {
+            tokio::task::block_in_place(place)
+        }
         .map_err(|e| format!("writing '{}': {e}", f.final_path.display()))?;
         Ok(Fetched::File(received))
     }
@@ -242,7 +253,7 @@ async fn fetch_ranges(
             };
             let n = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
                 let (_, chunks) = fetcher.get(key, req).await?;
-                write_chunks(file, range.0, chunks, None).await
+                write_chunks(file, range.0, chunks, None, false).await
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -257,21 +268,28 @@ async fn fetch_ranges(
     Ok(written.iter().sum())
 }
 
-/// Writes a body at `offset`, optionally hashing it; returns the bytes written.
+/// Writes a body at `offset`, optionally hashing it; returns the bytes
+/// written. `inline` (small objects only) keeps the work on this thread.
 async fn write_chunks(
     file: &File,
     mut offset: u64,
     mut chunks: ByteChunks,
     mut hasher: Option<&mut blake3::Hasher>,
+    inline: bool,
 ) -> Result<u64, StoreError> {
     let start = offset;
     while let Some(chunk) = chunks.try_next().await? {
-        tokio::task::block_in_place(|| {
+        let mut write = || {
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&chunk);
             }
             write_all_at(file, &chunk, offset)
-        })
+        };
+        if inline {
+            write()
+        } else {
+            tokio::task::block_in_place(write)
+        }
         .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
         offset += chunk.len() as u64;
     }

@@ -164,7 +164,7 @@ pub async fn run_with_progress(
     }
 
     let prefix = opts.target.prefix().to_string();
-    let (tx, rx) = mpsc::channel::<Result<Item, String>>(1024);
+    let (tx, rx) = mpsc::channel::<Batch>(16);
     let mut report = RestoreReport::default();
     let mut listing_notice = false;
     if opts.from_listing {
@@ -198,7 +198,9 @@ pub async fn run_with_progress(
     let mut matched = vec![false; selectors.len()];
     let mut dirs: Vec<Item> = Vec::new();
     let mut links: Vec<LinkToPlace> = Vec::new();
-    let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }).boxed();
+    let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+        .flat_map(futures::stream::iter)
+        .boxed();
     let mut total_seen = 0u64;
     let mut report_excluded = 0u64;
     let filters = &opts.filters;
@@ -342,9 +344,17 @@ enum Outcome {
     Failed(Failure),
 }
 
+/// Entries (or the reasons they could not be read) passed from the reader
+/// in batches: one per entry would wake the reading thread once per file.
+type Batch = Vec<Result<Item, String>>;
+
+/// Entries per batch from the manifest reader.
+const MANIFEST_BATCH: usize = 256;
+
 /// Feeds manifest entries into the channel from a blocking thread.
-fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Sender<Result<Item, String>>) {
+fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Sender<Batch>) {
     tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(MANIFEST_BATCH);
         for entry in reader {
             let item = entry
                 .map_err(|e| format!("manifest line unreadable: {e}"))
@@ -365,15 +375,22 @@ fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Send
                         path: e.path,
                     })
                 });
-            if tx.blocking_send(item).is_err() {
-                return;
+            batch.push(item);
+            if batch.len() == MANIFEST_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(MANIFEST_BATCH));
+                if tx.blocking_send(full).is_err() {
+                    return;
+                }
             }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
         }
     });
 }
 
 /// Feeds listed objects into the channel, skipping folder placeholders and the tool's own area.
-fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<Result<Item, String>>) {
+fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<Batch>) {
     tokio::spawn(async move {
         let list_prefix = if prefix.is_empty() {
             String::new()
@@ -408,7 +425,7 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<R
                 }
             };
             let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
+            if tx.send(vec![item]).await.is_err() || stop {
                 return;
             }
         }
@@ -503,7 +520,9 @@ async fn restore_file(
         Ok(download::Local::Differs | download::Local::Missing) => {}
         Err(e) => return fail(&item.path, e),
     }
-    let parent = match tokio::task::block_in_place(|| made_dirs.make_parent(dest, &item.path)) {
+    // Usually a set lookup; the first file of a directory makes it (a few
+    // system calls, too brief to hand to another thread).
+    let parent = match made_dirs.make_parent(dest, &item.path) {
         Ok(p) => p,
         Err(e) => return fail(&item.path, e.to_string()),
     };
