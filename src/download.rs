@@ -138,6 +138,7 @@ impl Fetcher {
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
         let file = tmp.as_file();
+        let inline = item.size <= INLINE_MAX;
         // Only a retry empties the file: on ext4, truncating a file to zero
         // makes its close start writeback (the replace-via-truncate guard),
         // which for a tree of small files costs more than the downloads.
@@ -158,7 +159,6 @@ impl Fetcher {
                 )));
             }
             let mut hasher = blake3::Hasher::new();
-            let inline = item.size <= INLINE_MAX;
             let received = write_chunks(file, 0, chunks, Some(&mut hasher), inline).await?;
             Ok((remote, hasher, received))
         })
@@ -221,7 +221,7 @@ impl Fetcher {
             set_file_times_and_mode(tmp.as_file(), mtime, mode)?;
             tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
         };
-        if received <= INLINE_MAX {
+        if inline {
             place()
         } else {
             tokio::task::block_in_place(place)

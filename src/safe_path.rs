@@ -4,9 +4,10 @@
 //! else may have written) is checked before anything is written for it:
 //! absolute paths, `..` and `.` segments, empty segments and NUL are refused,
 //! and so are backslashes where they separate paths (Windows); on Unix a
-//! backslash is a plain name byte, and a file named with one is restored. Directories are created one component at a time, and an
-//! existing component that is a symlink (or a file) is refused instead of
-//! followed, so a link planted inside DEST cannot redirect a write outside.
+//! backslash is a plain name byte, and a file named with one is restored.
+//! Directories are created one component at a time, and an existing
+//! component that is a symlink (or a file) is refused instead of followed,
+//! so a link planted inside DEST cannot redirect a write outside.
 //! Final files are renamed into place, which replaces a symlink at the final
 //! name instead of writing through it.
 

@@ -1069,10 +1069,9 @@ fn endpoint_can_come_from_aws_endpoint_url() {
     assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
 }
 
-#[test]
-fn credentials_can_come_from_a_named_profile() {
-    let (server, env) = setup();
-    env.write("a.txt", "a");
+/// A credentials file in `env`'s home with the test server's keys under
+/// the profile `backup`; returns its path.
+fn backup_profile_credentials(env: &TestEnv) -> std::path::PathBuf {
     let creds = env.home.join("credentials");
     std::fs::write(
         &creds,
@@ -1083,6 +1082,14 @@ fn credentials_can_come_from_a_named_profile() {
         ),
     )
     .unwrap();
+    creds
+}
+
+#[test]
+fn credentials_can_come_from_a_named_profile() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    let creds = backup_profile_credentials(&env);
 
     let mut cmd = env.backup_cmd(
         TARGET,
@@ -1103,20 +1110,13 @@ fn credentials_can_come_from_a_named_profile() {
 fn a_named_profile_wins_over_keys_in_the_environment() {
     let (server, env) = setup();
     env.write("a.txt", "a");
-    let creds = env.home.join("credentials");
-    std::fs::write(
-        &creds,
-        format!(
-            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            S3Server::ACCESS_KEY,
-            S3Server::SECRET_KEY
-        ),
-    )
-    .unwrap();
+    let creds = backup_profile_credentials(&env);
+    let wrong_keys = [
+        ("AWS_ACCESS_KEY_ID", "AKIDNOTTHEPROFILES"),
+        ("AWS_SECRET_ACCESS_KEY", "not-the-profiles-secret"),
+    ];
     let mut cmd = env.backup_cmd(TARGET, &["--json", "--profile", "backup"]);
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEPROFILES")
-        .env("AWS_SECRET_ACCESS_KEY", "not-the-profiles-secret")
-        .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    cmd.envs(wrong_keys).env("AWS_SHARED_CREDENTIALS_FILE", &creds);
     let r = run(cmd);
     r.expect_code(0);
     assert_eq!(r.summary().uploaded, 1);
@@ -1124,9 +1124,7 @@ fn a_named_profile_wins_over_keys_in_the_environment() {
 
     // Without --profile the environment's keys are used, and refused.
     let mut cmd = env.backup_cmd(TARGET, &["--json"]);
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDNOTTHEPROFILES")
-        .env("AWS_SECRET_ACCESS_KEY", "not-the-profiles-secret")
-        .env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    cmd.envs(wrong_keys).env("AWS_SHARED_CREDENTIALS_FILE", &creds);
     env.write("b.txt", "b");
     let r = run(cmd);
     assert_ne!(r.code, Some(0), "{}", r.show());
