@@ -178,6 +178,7 @@ async fn backup(
             filters: filters(&args.filters)?,
             ignore_files: true,
         },
+        rehash: args.rehash,
         jobs: usize::from(args.jobs),
         max_bandwidth: args.max_bandwidth,
         multipart_threshold: args.multipart_threshold,

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use md5::Digest;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -51,6 +52,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// What to follow and what to leave out.
     pub walk: scan::WalkOptions,
+    /// Hash every file, trusting no stat (`--rehash`).
+    pub rehash: bool,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// Upload bandwidth limit, bytes per second.
@@ -257,6 +260,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
         let walk_options = opts.walk.clone();
+        let rehash = opts.rehash;
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
@@ -264,6 +268,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 set_id,
                 &root,
                 &walk_options,
+                rehash,
                 |n| tick.scanned(n),
                 |entry, old| {
                     // The receiver only goes away when the run is failing anyway.
@@ -292,10 +297,10 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         }
         let mut actions = Vec::new();
         let (hashed_files, hashed_bytes) = (chunk.len() as u64, chunk.iter().map(|(e, _)| e.size).sum());
-        let hashed_chunk = hash_chunk(&source, chunk).await;
+        let hashed_chunk = hash_chunk(&source, chunk, &engine).await;
         progress.hashed(hashed_files, hashed_bytes);
         for (entry, old, hashed) in hashed_chunk {
-            let blake3 = match hashed {
+            let hashed = match hashed {
                 Ok(h) => h,
                 Err(e) => {
                     run.failures.push(Failure {
@@ -310,7 +315,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                     .then(|| copy_source(&db, set_id, &source, hash, size))
                     .flatten()
             };
-            match plan::decide_file(entry, old, blake3, source_for_copy) {
+            match plan::decide_file(entry, old, hashed, source_for_copy) {
                 plan::Decision::Refresh(row) => {
                     run.report.counts.unchanged += 1;
                     run.refresh(row)?;
@@ -372,6 +377,9 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             .map(Action::Delete)
             .collect();
         run.execute(deletes).await?;
+    }
+    if !opts.dry_run {
+        engine.abort_lost_uploads().await;
     }
     progress.finish();
     let mut failures = std::mem::take(&mut run.failures);
@@ -438,7 +446,11 @@ fn copy_source(db: &Mutex<StateDb>, set_id: i64, root: &Path, blake3: &str, size
         .find(|r| match std::fs::symlink_metadata(names::local(root, &r.path)) {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
             Ok(md) => {
-                md.is_file() && md.len() == r.size && scan::mtime_ns(&md) == r.mtime_ns && !plan::is_racy(r)
+                md.is_file()
+                    && md.len() == r.size
+                    && scan::mtime_ns(&md) == r.mtime_ns
+                    && r.stamp == Some(scan::Stamp::of(&md))
+                    && !plan::mtime_is_racy(r)
             }
         })
         .map(|r| r.path)
@@ -568,8 +580,15 @@ async fn execute(
                 if let Action::Copy { from, .. } = &action {
                     failed_sources.push(from.clone());
                 }
-                // The request failed, so the object is presumably as it was.
-                if let Some(old) = taken.remove(action.path()) {
+                // A failed upload, copy or touch may still have replaced the
+                // object (a PUT whose answer was lost, a body the store kept
+                // before refusing it, a file that changed after its upload):
+                // its old row is dropped, so nothing claims or copies from
+                // content the object may no longer hold, and the next run
+                // hashes the file afresh. A failed delete leaves the object
+                // as it was, or gone: its row comes back so `--delete` tries
+                // again, and a copy from a gone object falls back to an upload.
+                if let (Action::Delete(_), Some(old)) = (&action, taken.remove(action.path())) {
                     batch.push(FileChange::Upsert(old));
                 }
                 failures.push(Failure {
@@ -621,6 +640,7 @@ fn scan_and_triage(
     set_id: i64,
     root: &Path,
     walk_options: &scan::WalkOptions,
+    rehash: bool,
     tick: impl FnMut(usize),
     changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Result<ScanOutcome, BackupError> {
@@ -645,7 +665,9 @@ fn scan_and_triage(
             None
         }
     });
-    let triage = db.with_file_rows(set_id, |rows| plan::triage_with(entries, rows, dir_rows, changed))?;
+    let triage = db.with_file_rows(set_id, |rows| {
+        plan::triage_with(entries, rows, dir_rows, rehash, changed)
+    })?;
     Ok(ScanOutcome {
         triage,
         scanned,
@@ -655,18 +677,21 @@ fn scan_and_triage(
     })
 }
 
-/// Hashes a chunk of files on blocking threads, one per core.
+/// Hashes a chunk of files on blocking threads, one per core, with the
+/// MD5 of each request body the engine will send them in.
 async fn hash_chunk(
     source: &Path,
     chunk: Vec<(ScanEntry, Option<FileRow>)>,
-) -> Vec<(ScanEntry, Option<FileRow>, std::io::Result<String>)> {
+    engine: &Engine,
+) -> Vec<(ScanEntry, Option<FileRow>, std::io::Result<hash::Hashed>)> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     futures::stream::iter(chunk)
         .map(|(entry, old)| {
             let path = names::local(source, &entry.path);
+            let part_size = engine.part_size_of(entry.size);
             async move {
                 let seen = entry.clone();
-                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen))
+                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 (entry, old, result)
@@ -689,6 +714,7 @@ fn dir_row(entry: &ScanEntry) -> FileRow {
         version_id: None,
         uploaded_at: now_secs(),
         checked_ns: entry.seen_ns,
+        stamp: Some(entry.stamp),
     }
 }
 
@@ -723,12 +749,14 @@ async fn write_manifest(
     };
     let tmp = tempfile::NamedTempFile::new().map_err(|e| fail(&e))?;
     let mut hasher = blake3::Hasher::new();
+    let mut md5 = md5::Md5::new();
     {
         let file = tmp.as_file().try_clone().map_err(|e| fail(&e))?;
         let mut writer = manifest::Writer::new(
             HashingWriter {
                 inner: file,
                 hasher: &mut hasher,
+                md5: &mut md5,
             },
             &header,
         )
@@ -758,6 +786,7 @@ async fn write_manifest(
         path: tmp.path(),
         offset: 0,
         len,
+        md5: Some(md5.finalize().into()),
     };
     retry(&key, || store.put_file(&key, range, &meta))
         .await
@@ -765,16 +794,18 @@ async fn write_manifest(
     Ok(Some(key))
 }
 
-/// Hashes what passes through, so the manifest's blake3 costs no second read.
+/// Hashes what passes through, so the manifest's blake3 and MD5 cost no second read.
 struct HashingWriter<'a, W> {
     inner: W,
     hasher: &'a mut blake3::Hasher,
+    md5: &'a mut md5::Md5,
 }
 
 impl<W: std::io::Write> std::io::Write for HashingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.md5.update(&buf[..n]);
         Ok(n)
     }
 

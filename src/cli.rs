@@ -447,6 +447,9 @@ pub struct BackupArgs {
     /// Back up what symlinks point to instead of the links (loops are reported and skipped).
     #[arg(short = 'L', long)]
     pub follow_symlinks: bool,
+    /// Hash every file, even those whose size, mtime, change time and inode are as recorded (for file systems whose change times can't be trusted); only changed content is sent.
+    #[arg(long)]
+    pub rehash: bool,
     /// Which paths to take.
     #[command(flatten)]
     pub filters: FilterArgs,

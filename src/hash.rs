@@ -1,28 +1,131 @@
-//! Content hashing: blake3 over a streamed file, run on blocking threads.
+//! Content hashing: blake3 over a streamed file, run on blocking threads,
+//! and in the same read the MD5 of every request body the file will be
+//! sent in (the whole file, or each multipart part).
+//!
+//! The MD5s go out as `Content-MD5` with the upload, so the store refuses
+//! (`BadDigest`) any body that differs from the bytes hashed here: a file
+//! rewritten between this read and the upload's read, even with its size
+//! and mtime put back, fails that request instead of being stored under a
+//! blake3 it does not have, and a byte flipped in transit is caught too
+//! (every S3-compatible server checks `Content-MD5`; see the S3 API's
+//! PutObject and UploadPart).
 //!
 //! A file that changes while it is read would give a hash of bytes that
 //! never existed together; the stat is compared before and after, and such
 //! a file is reported rather than recorded.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
-use crate::scan::{self, EntryKind, ScanEntry};
+use md5::Digest;
+
+use crate::scan::{self, EntryKind, ScanEntry, Stamp};
+
+/// An MD5 digest (16 bytes), as `Content-MD5` carries it (base64) and as a
+/// single-part ETag shows it (hex).
+pub type Md5 = [u8; 16];
+
+/// The MD5 of each request body a file is sent in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyDigests {
+    /// `None`: one request for the whole file; `Some(n)`: parts of `n`
+    /// bytes (the last one shorter), part `i` (1-based) starting at
+    /// `(i - 1) * n`.
+    pub part_size: Option<u64>,
+    /// One digest per body, in order (one for an empty file). Empty when
+    /// not computed: the upload then hashes the file again itself.
+    pub md5: Vec<Md5>,
+}
+
+impl BodyDigests {
+    /// The digest of part `number` (1-based; 1 for a single request), if known.
+    pub fn part(&self, number: i32) -> Option<Md5> {
+        usize::try_from(number - 1)
+            .ok()
+            .and_then(|i| self.md5.get(i))
+            .copied()
+    }
+}
+
+/// What one read of a file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashed {
+    /// blake3 of the whole content, lowercase hex.
+    pub blake3: String,
+    /// MD5 of each request body (empty for a symlink: its target is
+    /// hashed again, from the same bytes, when it is sent).
+    pub bodies: BodyDigests,
+}
+
+/// Bytes read at a time.
+const READ_BUF: usize = 256 * 1024;
 
 /// Hashes `path` and checks it still matches what the scan saw. A
-/// symlink's content is its target, read without following it.
-pub fn hash_file(path: &Path, seen: &ScanEntry) -> io::Result<String> {
+/// symlink's content is its target, read without following it. `part_size`
+/// says how the file will be sent (see [`BodyDigests::part_size`]).
+pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::Result<Hashed> {
     if seen.kind == EntryKind::Symlink {
         let target = link_target(path)?;
         ensure_unchanged(path, seen)?;
-        return Ok(blake3::hash(&target).to_hex().to_string());
+        return Ok(Hashed {
+            blake3: blake3::hash(&target).to_hex().to_string(),
+            bodies: BodyDigests::default(),
+        });
     }
     let file = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(&file)?;
+    let hashed = hash_reader(file, part_size.filter(|&n| n > 0))?;
     ensure_unchanged(path, seen)?;
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(hashed)
+}
+
+/// blake3 of everything `reader` yields and the MD5 of each `part_size`
+/// slice of it (one MD5 of the whole when `None`).
+pub fn hash_reader(mut reader: impl Read, part_size: Option<u64>) -> io::Result<Hashed> {
+    let mut hasher = blake3::Hasher::new();
+    let mut md5 = md5::Md5::new();
+    let mut digests = Vec::new();
+    let mut left_in_part = part_size.unwrap_or(u64::MAX);
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut data = &buf[..n];
+        hasher.update(data);
+        while !data.is_empty() {
+            let take = data
+                .len()
+                .min(usize::try_from(left_in_part).unwrap_or(usize::MAX));
+            md5.update(&data[..take]);
+            data = &data[take..];
+            left_in_part -= take as u64;
+            if left_in_part == 0 {
+                digests.push(md5.finalize_reset().into());
+                left_in_part = part_size.unwrap_or(u64::MAX);
+            }
+        }
+    }
+    // The last (or only) body, unless the content ended exactly on a part
+    // boundary; an empty file is one empty body.
+    if digests.is_empty() || left_in_part != part_size.unwrap_or(u64::MAX) {
+        digests.push(md5.finalize().into());
+    }
+    Ok(Hashed {
+        blake3: hasher.finalize().to_hex().to_string(),
+        bodies: BodyDigests {
+            part_size,
+            md5: digests,
+        },
+    })
+}
+
+/// The MD5 of `data`.
+pub fn md5_of(data: &[u8]) -> Md5 {
+    md5::Md5::digest(data).into()
 }
 
 /// The raw bytes a symlink points to.
@@ -30,14 +133,15 @@ pub fn link_target(path: &Path) -> io::Result<Vec<u8>> {
     Ok(std::fs::read_link(path)?.into_os_string().into_encoded_bytes())
 }
 
-/// Fails if the file's size or mtime differ from the scan's.
+/// Fails if the file's size, mtime, change time, inode or device differ
+/// from the scan's: then the bytes read or sent may not be the ones seen.
 pub fn ensure_unchanged(path: &Path, seen: &ScanEntry) -> io::Result<()> {
     let md = if seen.kind == EntryKind::Symlink {
         std::fs::symlink_metadata(path)?
     } else {
         std::fs::metadata(path)?
     };
-    if md.len() != seen.size || scan::mtime_ns(&md) != seen.mtime_ns {
+    if md.len() != seen.size || scan::mtime_ns(&md) != seen.mtime_ns || Stamp::of(&md) != seen.stamp {
         return Err(io::Error::other(
             "file changed while being backed up; it will be retried next run",
         ));
@@ -62,12 +166,41 @@ mod tests {
             mtime_ns: scan::mtime_ns(&md),
             mode: 0o644,
             seen_ns: 0,
+            stamp: Stamp::of(&md),
         };
-        assert_eq!(
-            hash_file(&path, &seen).unwrap(),
-            blake3::hash(b"hello").to_hex().to_string()
+        let hashed = hash_file(&path, &seen, None).unwrap();
+        assert_eq!(hashed.blake3, blake3::hash(b"hello").to_hex().to_string());
+        assert_eq!(hashed.bodies.md5, [md5_of(b"hello")]);
+        seen.stamp.inode += 1;
+        assert!(
+            hash_file(&path, &seen, None).is_err(),
+            "another inode is another file"
         );
+        seen.stamp.inode -= 1;
         seen.size = 4;
-        assert!(hash_file(&path, &seen).is_err());
+        assert!(hash_file(&path, &seen, None).is_err());
+    }
+
+    #[test]
+    fn one_md5_per_part_whatever_the_read_boundaries() {
+        let data: Vec<u8> = (0..(3 * READ_BUF + 17)).map(|i| (i * 7 % 251) as u8).collect();
+        for part in [
+            1000u64,
+            READ_BUF as u64,
+            READ_BUF as u64 + 1,
+            data.len() as u64,
+            1 << 40,
+        ] {
+            let hashed = hash_reader(&data[..], Some(part)).unwrap();
+            let expected: Vec<Md5> = data
+                .chunks(part.min(data.len() as u64) as usize)
+                .map(md5_of)
+                .collect();
+            assert_eq!(hashed.bodies.md5, expected, "part size {part}");
+            assert_eq!(hashed.blake3, blake3::hash(&data).to_hex().to_string());
+        }
+        assert_eq!(hash_reader(&data[..], None).unwrap().bodies.md5, [md5_of(&data)]);
+        assert_eq!(hash_reader(&b""[..], None).unwrap().bodies.md5, [md5_of(b"")]);
+        assert_eq!(hash_reader(&b""[..], Some(5)).unwrap().bodies.md5, [md5_of(b"")]);
     }
 }

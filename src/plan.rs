@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::hash::{BodyDigests, Hashed};
 use crate::scan::{EntryKind, ScanEntry};
 use crate::state::FileRow;
 
@@ -65,6 +66,9 @@ pub enum Action {
         entry: ScanEntry,
         /// Its blake3.
         blake3: String,
+        /// The MD5 of each request body, from the same read as the blake3
+        /// (empty: hashed again when sent).
+        bodies: BodyDigests,
     },
     /// Copy an object already in the bucket to this path.
     Copy {
@@ -74,6 +78,8 @@ pub enum Action {
         entry: ScanEntry,
         /// The shared blake3.
         blake3: String,
+        /// As for an upload: used if the copy source turns out to be gone.
+        bodies: BodyDigests,
     },
     /// Content unchanged; refresh the object's metadata (mtime, mode).
     Touch {
@@ -142,13 +148,43 @@ pub const RACY_WINDOW_FINE_NS: i64 = 100_000_000;
 /// timestamps; a whole-second one may come from a coarse file system, so
 /// it gets the wide window (as do files restored with whole-second times,
 /// which costs nothing: they are rarely this recent).
+///
+/// The change time counts as well as the mtime: it is set by every write
+/// and can't be set back, so a row is trusted only once both are well
+/// before the moment the file was seen.
 pub fn is_racy(row: &FileRow) -> bool {
-    let window = if row.mtime_ns % 1_000_000_000 == 0 {
+    let last_change = row.stamp.map_or(row.mtime_ns, |s| s.ctime_ns.max(row.mtime_ns));
+    last_change > row.checked_ns.saturating_sub(racy_window(row))
+}
+
+/// [`is_racy`] by the mtime alone: whether a write after the file was seen
+/// could have kept its mtime. A backup picks copy sources with this: a row
+/// racy only by its change time (mtime put back within a clock tick of
+/// the backup) is hashed again by the run, but its object still holds the
+/// row's content, which is all a copy needs.
+pub fn mtime_is_racy(row: &FileRow) -> bool {
+    row.mtime_ns > row.checked_ns.saturating_sub(racy_window(row))
+}
+
+/// The racy window for a row: wide for whole-second mtimes, narrow otherwise.
+fn racy_window(row: &FileRow) -> i64 {
+    if row.mtime_ns % 1_000_000_000 == 0 {
         RACY_WINDOW_NS
     } else {
         RACY_WINDOW_FINE_NS
-    };
-    row.mtime_ns > row.checked_ns.saturating_sub(window)
+    }
+}
+
+/// Whether a file's stat vouches for its row's content without a read:
+/// same kind, size, mtime, change time, inode and device, and the row not
+/// racily clean. A row whose stamp is unknown (rebuilt from a manifest)
+/// never vouches, so such files are hashed once.
+pub fn stat_matches(entry: &ScanEntry, row: &FileRow) -> bool {
+    row.kind == entry.kind
+        && row.size == entry.size
+        && row.mtime_ns == entry.mtime_ns
+        && row.stamp == Some(entry.stamp)
+        && !is_racy(row)
 }
 
 /// Sorts the scan against the state without reading any file, in one
@@ -156,11 +192,14 @@ pub fn is_racy(row: &FileRow) -> bool {
 /// (directories may come anywhere), `file_rows` yields the set's file rows
 /// in the same order, and `dir_rows` holds its directory rows (few). Files
 /// that need hashing go to `changed` as they are found, so a caller can
-/// stream them on; everything else that needs work is returned.
+/// stream them on; everything else that needs work is returned. With
+/// `rehash`, no stat is trusted: every file is hashed (`backup --rehash`,
+/// for file systems whose change times can't be trusted).
 pub fn triage_with(
     entries: impl IntoIterator<Item = ScanEntry>,
     file_rows: impl IntoIterator<Item = FileRow>,
     mut dir_rows: HashMap<String, FileRow>,
+    rehash: bool,
     mut changed: impl FnMut(ScanEntry, Option<FileRow>),
 ) -> Triage {
     let mut triage = Triage::default();
@@ -177,12 +216,7 @@ pub fn triage_with(
             triage.vanished.push(r);
         }
         match rows.next_if(|r| r.path == entry.path) {
-            Some(r)
-                if r.kind == entry.kind
-                    && r.size == entry.size
-                    && r.mtime_ns == entry.mtime_ns
-                    && !is_racy(&r) =>
-            {
+            Some(r) if !rehash && stat_matches(&entry, &r) => {
                 if r.mode == entry.mode || entry.kind == EntryKind::Symlink {
                     triage.unchanged += 1;
                 } else {
@@ -205,7 +239,9 @@ pub fn triage(
     dir_rows: HashMap<String, FileRow>,
 ) -> Triage {
     let mut to_hash = Vec::new();
-    let mut triage = triage_with(entries, file_rows, dir_rows, |e, old| to_hash.push((e, old)));
+    let mut triage = triage_with(entries, file_rows, dir_rows, false, |e, old| {
+        to_hash.push((e, old))
+    });
     triage.to_hash = to_hash;
     triage
 }
@@ -221,32 +257,52 @@ pub enum Decision {
 }
 
 /// Decides for one hashed file: its own row has the bytes → touch (or just
-/// refresh), `copy_source(blake3, size)` names a path the bucket holds them
-/// under → copy, else upload.
+/// refresh the row: the bytes, mtime and mode are as recorded, only the
+/// stat's other fields or the check time moved), `copy_source(blake3,
+/// size)` names a path the bucket holds them under → copy, else upload.
 pub fn decide_file(
     entry: ScanEntry,
     old: Option<FileRow>,
-    blake3: String,
+    hashed: Hashed,
     copy_source: impl FnOnce(&str, u64) -> Option<String>,
 ) -> Decision {
+    let Hashed { blake3, bodies } = hashed;
     match old {
         Some(old) if old.kind == entry.kind && old.blake3 == blake3 && old.size == entry.size => {
             if old.mtime_ns == entry.mtime_ns && old.mode == entry.mode {
                 Decision::Refresh(FileRow {
                     checked_ns: entry.seen_ns,
+                    stamp: Some(entry.stamp),
                     ..old
                 })
             } else if entry.kind == EntryKind::Symlink {
                 // A link is a few bytes: sent again rather than touched in place.
-                Decision::Act(Action::Upload { entry, blake3 })
+                Decision::Act(Action::Upload {
+                    entry,
+                    blake3,
+                    bodies,
+                })
             } else {
                 Decision::Act(Action::Touch { entry, old })
             }
         }
-        _ if entry.kind == EntryKind::Symlink => Decision::Act(Action::Upload { entry, blake3 }),
+        _ if entry.kind == EntryKind::Symlink => Decision::Act(Action::Upload {
+            entry,
+            blake3,
+            bodies,
+        }),
         _ => match copy_source(&blake3, entry.size) {
-            Some(from) => Decision::Act(Action::Copy { from, entry, blake3 }),
-            None => Decision::Act(Action::Upload { entry, blake3 }),
+            Some(from) => Decision::Act(Action::Copy {
+                from,
+                entry,
+                blake3,
+                bodies,
+            }),
+            None => Decision::Act(Action::Upload {
+                entry,
+                blake3,
+                bodies,
+            }),
         },
     }
 }
@@ -275,7 +331,11 @@ pub fn decide(
             continue;
         };
         let source = |hash: &str, size| holders(hash, size).into_iter().find(|p| !rewritten.contains(p));
-        match decide_file(entry, old, blake3.clone(), source) {
+        let hashed = Hashed {
+            blake3: blake3.clone(),
+            bodies: BodyDigests::default(),
+        };
+        match decide_file(entry, old, hashed, source) {
             Decision::Refresh(row) => {
                 plan.unchanged += 1;
                 plan.refresh.push(row);
@@ -293,6 +353,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::Stamp;
 
     fn file(path: &str, size: u64, mtime_ns: i64) -> ScanEntry {
         ScanEntry {
@@ -302,6 +363,16 @@ mod tests {
             mtime_ns,
             mode: 0o644,
             seen_ns: 2_000_000_000_000_000_000,
+            stamp: stamp(mtime_ns),
+        }
+    }
+
+    /// The stamp of a file last changed at `ctime_ns`, on inode 7 of device 1.
+    fn stamp(ctime_ns: i64) -> Stamp {
+        Stamp {
+            ctime_ns,
+            inode: 7,
+            device: 1,
         }
     }
 
@@ -317,6 +388,7 @@ mod tests {
             version_id: None,
             uploaded_at: 2_000_000_000,
             checked_ns: 2_000_000_000_000_000_000,
+            stamp: Some(stamp(mtime_ns)),
         }
     }
 
@@ -413,6 +485,68 @@ mod tests {
     }
 
     #[test]
+    fn a_new_change_time_inode_or_device_is_hashed_and_the_hash_decides() {
+        let st = state(&[row("a", 1, 10, "h1")]);
+        let mut changes = Vec::new();
+        for change in [
+            |s: &mut Stamp| s.ctime_ns += 1,
+            |s: &mut Stamp| s.inode += 1,
+            |s: &mut Stamp| s.device += 1,
+        ] {
+            let mut entry = file("a", 1, 10);
+            change(&mut entry.stamp);
+            changes.push(entry);
+        }
+        for entry in changes {
+            // Same size and mtime (put back by `touch -r`, `tar -x`, …).
+            let t = triage(vec![entry.clone()], &st);
+            assert_eq!((t.unchanged, t.to_hash.len()), (0, 1), "{:?}", entry.stamp);
+            // New bytes are sent; the same bytes only refresh the row.
+            let plan = decide(t, &hashes(&[("a", "h2")]), &st, false);
+            assert_eq!(describe(&plan), ["upload a"]);
+            let plan = decide(
+                triage(vec![entry.clone()], &st),
+                &hashes(&[("a", "h1")]),
+                &st,
+                false,
+            );
+            assert!(describe(&plan).is_empty());
+            assert_eq!(
+                plan.refresh[0].stamp,
+                Some(entry.stamp),
+                "the row takes the new stamp"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_without_a_stamp_and_rehash_runs_trust_no_stat() {
+        let mut unknown = row("a", 1, 10, "h1");
+        unknown.stamp = None;
+        let t = triage(vec![file("a", 1, 10)], &state(&[unknown]));
+        assert_eq!((t.unchanged, t.to_hash.len()), (0, 1));
+
+        let st = state(&[row("a", 1, 10, "h1")]);
+        let mut hashed = 0;
+        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_, _| {
+            hashed += 1
+        });
+        assert_eq!((t.unchanged, hashed), (0, 1));
+    }
+
+    #[test]
+    fn a_recent_change_time_makes_a_row_racy() {
+        // mtime put back long before, but the change happened just before
+        // the file was seen: a second write could keep both.
+        let mut r = row("a", 1, 1_600_000_000_500_000_000, "h1");
+        r.checked_ns = 1_700_000_000_000_000_000;
+        r.stamp = Some(stamp(r.checked_ns - 10_000_000));
+        assert!(is_racy(&r));
+        r.stamp = Some(stamp(r.checked_ns - 1_000_000_000));
+        assert!(!is_racy(&r));
+    }
+
+    #[test]
     fn touched_file_with_same_bytes_is_not_uploaded() {
         let st = state(&[row("a", 1, 10, "h1")]);
         let t = triage(vec![file("a", 1, 99)], &st);
@@ -491,6 +625,7 @@ mod tests {
             mtime_ns: 1,
             mode: 0o755,
             seen_ns: 0,
+            stamp: Stamp::default(),
         };
         let t = super::triage(vec![dir.clone()], vec![], HashMap::new());
         assert_eq!(t.dirs, [dir]);

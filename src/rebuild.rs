@@ -125,6 +125,8 @@ fn row_from_entry(e: Entry) -> Option<FileRow> {
         uploaded_at: now_secs(),
         // The manifest vouches for the content: trusted by size and mtime like any row.
         checked_ns: crate::scan::now_ns(),
+        // A manifest knows no change times: each file is hashed once.
+        stamp: None,
         path: e.path,
     })
 }

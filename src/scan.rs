@@ -71,6 +71,50 @@ pub struct ScanEntry {
     pub mode: u32,
     /// When it was stat-ed, ns since the epoch (the content was read no earlier).
     pub seen_ns: i64,
+    /// Change time, inode and device, from the same stat.
+    pub stamp: Stamp,
+}
+
+/// What a stat says about a file besides its size and mtime, so that a
+/// file rewritten at the same size with its mtime put back (`tar -x`,
+/// `cp -p`, `rsync -t`, `touch -r`) is still noticed: writing a file or
+/// setting its mtime always sets its change time, which no user call can
+/// set back (restic detects changes the same way). A new inode or device
+/// means another file (replaced by rename, or another file system).
+///
+/// On platforms whose standard library does not expose them (Windows), all
+/// three are 0, and size and mtime decide as before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Status change time (`st_ctime`), ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Device the file is on.
+    pub device: u64,
+}
+
+impl Stamp {
+    /// The stamp of a stat result.
+    pub fn of(md: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Stamp {
+                ctime_ns: md
+                    .ctime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(md.ctime_nsec()),
+                inode: md.ino(),
+                device: md.dev(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = md;
+            Stamp::default()
+        }
+    }
 }
 
 /// Something under the source that was not scanned, and why.
@@ -389,6 +433,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 mtime_ns: mtime_ns(&md),
                 mode: mode(&md),
                 seen_ns: now_ns(),
+                stamp: Stamp::of(&md),
             }));
         }
     }

@@ -129,6 +129,8 @@ impl SavedBackup {
             delete: now.delete || self.delete,
             dry_run: now.dry_run,
             follow_symlinks: now.follow_symlinks || self.follow_symlinks,
+            // A one-off check, never saved with the set.
+            rehash: now.rehash,
             filters: FilterArgs {
                 exclude: or_saved(now.filters.exclude, self.exclude),
                 include: or_saved(now.filters.include, self.include),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::hash;
+use crate::hash::{self, BodyDigests};
 use crate::names;
 use crate::plan::Action;
 use crate::progress::Progress;
@@ -172,6 +172,9 @@ pub struct Engine {
     progress: Arc<dyn Progress>,
     journal: Option<Journal>,
     bandwidth: Option<Bandwidth>,
+    /// Keys whose CreateMultipartUpload failed in a way the store may have
+    /// acted on: [`Engine::abort_lost_uploads`] looks for what it began.
+    maybe_lost_uploads: std::sync::Mutex<Vec<String>>,
 }
 
 /// Seconds since the epoch, for `uploaded_at`.
@@ -181,6 +184,7 @@ pub fn now_secs() -> i64 {
 
 fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
     FileRow {
+        stamp: Some(entry.stamp),
         path: entry.path.clone(),
         kind: entry.kind,
         size: entry.size,
@@ -290,6 +294,7 @@ impl Engine {
             progress,
             journal: None,
             bandwidth: None,
+            maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -310,6 +315,48 @@ impl Engine {
     pub fn with_journal(mut self, journal: Journal) -> Self {
         self.journal = Some(journal);
         self
+    }
+
+    /// After every transfer of a run is done: for each key whose
+    /// CreateMultipartUpload may have been acted on with its answer lost,
+    /// aborts the uploads the store holds open for that key that no journal
+    /// knows (the run holds its set's lock, so none of them can still be in
+    /// use). Every upload a run begins is thus completed, journaled for
+    /// resume, or aborted. Costs a listing per such key, and nothing on a
+    /// run without such failures. Returns how many were aborted.
+    pub async fn abort_lost_uploads(&self) -> usize {
+        let keys = std::mem::take(&mut *self.maybe_lost_uploads.lock().unwrap_or_else(|p| p.into_inner()));
+        let Some(journal) = self.journal.as_ref().filter(|_| !keys.is_empty()) else {
+            return 0;
+        };
+        let known = journal
+            .with("listing", |db, set| db.journaled_uploads(set))
+            .unwrap_or_default();
+        let mut aborted = 0;
+        for key in keys {
+            let open = match self.store.pending_uploads(&key).await {
+                Ok(open) => open,
+                Err(e) => {
+                    tracing::warn!(
+                        "looking for an upload of '{key}' whose beginning was never answered: {e}"
+                    );
+                    continue;
+                }
+            };
+            for p in open {
+                if p.key != key || known.iter().any(|u| u.upload_id == p.upload_id) {
+                    continue;
+                }
+                match retry(&key, || self.store.abort_multipart(&key, &p.upload_id)).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {
+                        tracing::info!(key, "aborted an upload whose beginning was never answered");
+                        aborted += 1;
+                    }
+                    Err(e) => tracing::warn!("aborting the unfinished upload of '{key}': {e}"),
+                }
+            }
+        }
+        aborted
     }
 
     /// Where progress goes.
@@ -334,8 +381,17 @@ impl Engine {
     /// Carries out one action.
     pub async fn execute(&self, action: &Action) -> Result<Done, StoreError> {
         match action {
-            Action::Upload { entry, blake3 } => self.upload(entry, blake3).await,
-            Action::Copy { from, entry, blake3 } => {
+            Action::Upload {
+                entry,
+                blake3,
+                bodies,
+            } => self.upload(entry, blake3, bodies).await,
+            Action::Copy {
+                from,
+                entry,
+                blake3,
+                bodies,
+            } => {
                 let meta = meta(entry, blake3);
                 let copied = if entry.size > MAX_SINGLE_OBJECT {
                     None
@@ -361,7 +417,7 @@ impl Engine {
                             bytes_sent: 0,
                         })
                     }
-                    None => self.upload(entry, blake3).await,
+                    None => self.upload(entry, blake3, bodies).await,
                 }
             }
             Action::Touch { entry, old } => {
@@ -380,7 +436,7 @@ impl Engine {
                         // emptied or recreated): send the bytes again.
                         Err(StoreError::NotFound(e)) => {
                             tracing::warn!("{e}; uploading it again");
-                            return self.upload(entry, &old.blake3).await;
+                            return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
                         }
                         Err(e) => return Err(e),
                     }
@@ -419,10 +475,48 @@ impl Engine {
         fut.await
     }
 
-    async fn upload(&self, entry: &ScanEntry, blake3: &str) -> Result<Done, StoreError> {
+    /// How a file of `size` bytes is sent: `None` in one request, else in
+    /// parts of the returned size (see [`BodyDigests::part_size`]).
+    pub fn part_size_of(&self, size: u64) -> Option<u64> {
+        (size > self.multipart_threshold).then(|| part_size_for(size, self.part_size))
+    }
+
+    /// Sends a file whose content hashed to `blake3`, each request body
+    /// with the MD5 `bodies` has for it. Without them (a touch or a copy
+    /// that fell back to sending the bytes), the file is read once more to
+    /// get them, and must still hash to `blake3`. Returns what was done and
+    /// the bytes really sent (parts a resumed upload had sent before are
+    /// not counted again).
+    async fn upload(
+        &self,
+        entry: &ScanEntry,
+        blake3: &str,
+        bodies: &BodyDigests,
+    ) -> Result<Done, StoreError> {
         let path = names::local(&self.source, &entry.path);
         let key = self.key(&entry.path);
         let meta = meta(entry, blake3);
+        let part_size = self.part_size_of(entry.size);
+        let rehashed;
+        let bodies = if entry.kind == EntryKind::Symlink
+            || (!bodies.md5.is_empty() && bodies.part_size == part_size)
+        {
+            bodies
+        } else {
+            let (path, seen) = (path.clone(), entry.clone());
+            let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size))
+                .await
+                .map_err(|e| StoreError::Fatal(format!("hashing task failed: {e}")))?
+                .map_err(|e| StoreError::Fatal(format!("reading: {e}")))?;
+            if hashed.blake3 != blake3 {
+                return Err(StoreError::Fatal(
+                    "file changed while being backed up; it will be retried next run".into(),
+                ));
+            }
+            rehashed = hashed.bodies;
+            &rehashed
+        };
+        let mut bytes_sent = entry.size;
         let put = if entry.kind == EntryKind::Symlink {
             let target = hash::link_target(&path).map_err(|e| StoreError::Fatal(e.to_string()))?;
             if blake3::hash(&target).to_hex().as_str() != blake3 {
@@ -442,6 +536,7 @@ impl Engine {
                 path: &path,
                 offset: 0,
                 len: entry.size,
+                md5: bodies.part(1),
             };
             let put = retry(&key, || {
                 self.request(async {
@@ -453,61 +548,86 @@ impl Engine {
             self.progress.advance(entry.size);
             put
         } else {
-            self.multipart(&key, &path, entry, &meta).await?
+            let (put, sent) = self.multipart(&key, &path, entry, &meta, bodies).await?;
+            bytes_sent = sent;
+            put
         };
         // Bytes read while the file changed may mix two versions: don't record them.
         hash::ensure_unchanged(&path, entry).map_err(|e| StoreError::Fatal(e.to_string()))?;
         Ok(Done {
             did: Did::Uploaded,
             change: FileChange::Upsert(file_row(entry, blake3, put)),
-            bytes_sent: entry.size,
+            bytes_sent,
         })
     }
 
-    /// Sends a large file in parts. With a journal, the upload ID and each
-    /// acknowledged part are recorded as they happen; a journaled upload of
-    /// the same bytes (size, mtime and blake3 as when it began) is resumed
-    /// from its finished parts. A failure that a later run may get past
-    /// keeps the upload for it to resume; one that will not (the file
-    /// changed) aborts it.
+    /// Sends a large file in parts, each with the MD5 `bodies` has for it.
+    /// With a journal, the upload ID and each acknowledged part are
+    /// recorded as they happen; a journaled upload of the same bytes (size,
+    /// mtime, blake3 and part size as when it began) is resumed from its
+    /// finished parts, and one that can't be (the file or `--part-size`
+    /// changed) is aborted before a new one begins, so no upload is left
+    /// behind unrecorded. A failure that a later run may get past keeps the
+    /// upload for it to resume; one that will not aborts it. Returns the
+    /// object and the bytes sent by this run.
     async fn multipart(
         &self,
         key: &str,
         path: &Path,
         entry: &ScanEntry,
         meta: &ObjectMeta,
-    ) -> Result<PutOutcome, StoreError> {
+        bodies: &BodyDigests,
+    ) -> Result<(PutOutcome, u64), StoreError> {
         let size = entry.size;
-        let part_size = part_size_for(size, self.part_size);
-        let resumable = self
+        let part_size = bodies
+            .part_size
+            .unwrap_or_else(|| part_size_for(size, self.part_size));
+        let body = Body {
+            key,
+            path,
+            size,
+            part_size,
+            bodies,
+        };
+        let journaled = self
             .journal
             .as_ref()
             .and_then(|j| j.with("reading", |db, set| db.journaled_upload(set, key)))
-            .flatten()
-            .filter(|(u, _)| {
-                u.path == entry.path
-                    && u.size == size
-                    && u.mtime_ns == entry.mtime_ns
-                    && u.blake3 == meta.blake3
-                    && u.part_size == part_size
-            });
-        if let Some((upload, parts)) = resumable {
-            tracing::info!(key, parts = parts.len(), "resuming an interrupted upload");
-            let done = parts
-                .into_iter()
-                .map(|(number, etag)| CompletedPart { number, etag })
-                .collect();
-            match self
-                .send_parts(key, path, size, part_size, &upload.upload_id, done)
-                .await
-            {
-                // The store no longer knows the upload (aborted, expired, or
-                // its completion was cut off half-way): start over.
-                Err(StoreError::NotFound(e) | StoreError::AccessDenied(e)) => {
-                    tracing::info!(key, "{e}; starting the upload again");
-                    self.forget(key);
+            .flatten();
+        if let Some((upload, parts)) = journaled {
+            let resumable = upload.path == entry.path
+                && upload.size == size
+                && upload.mtime_ns == entry.mtime_ns
+                && upload.blake3 == meta.blake3
+                && upload.part_size == part_size;
+            if resumable {
+                tracing::info!(key, parts = parts.len(), "resuming an interrupted upload");
+                let done = parts
+                    .into_iter()
+                    .map(|(number, etag)| CompletedPart { number, etag })
+                    .collect();
+                match self.send_parts(&body, &upload.upload_id, done).await {
+                    // The store no longer knows the upload (aborted, expired, or
+                    // its completion was cut off half-way): start over.
+                    Err(StoreError::NotFound(e) | StoreError::AccessDenied(e)) => {
+                        tracing::info!(key, "{e}; starting the upload again");
+                        self.forget(key);
+                    }
+                    other => return other,
                 }
-                other => return other,
+            } else {
+                match retry(key, || {
+                    self.request(self.store.abort_multipart(key, &upload.upload_id))
+                })
+                .await
+                {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {
+                        tracing::info!(key, "aborted an unfinished upload that can't be resumed");
+                        self.forget(key);
+                    }
+                    // Kept in the journal: the sweep of a later run aborts it.
+                    Err(e) => return Err(e),
+                }
             }
         }
         // A completion cut off half-way leaves the store without the upload
@@ -515,7 +635,18 @@ impl Engine {
         let mut attempts_left = 2;
         loop {
             attempts_left -= 1;
-            let upload_id = retry(key, || self.request(self.store.create_multipart(key, meta))).await?;
+            let upload_id = retry(key, || async {
+                let begun = self.request(self.store.create_multipart(key, meta)).await;
+                if begun.as_ref().is_err_and(StoreError::is_transient) {
+                    // The store may have begun it and the answer been lost.
+                    let mut keys = self.maybe_lost_uploads.lock().unwrap_or_else(|p| p.into_inner());
+                    if !keys.iter().any(|k| k == key) {
+                        keys.push(key.to_string());
+                    }
+                }
+                begun
+            })
+            .await?;
             if let Some(j) = &self.journal {
                 let begun = JournaledUpload {
                     key: key.to_string(),
@@ -528,10 +659,7 @@ impl Engine {
                 };
                 j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
             }
-            match self
-                .send_parts(key, path, size, part_size, &upload_id, Vec::new())
-                .await
-            {
+            match self.send_parts(&body, &upload_id, Vec::new()).await {
                 Err(StoreError::NotFound(e)) if attempts_left > 0 => {
                     tracing::info!(key, "{e}; starting the upload again");
                 }
@@ -540,17 +668,21 @@ impl Engine {
         }
     }
 
-    /// Uploads the parts not in `done`, then completes the upload.
-    #[allow(clippy::too_many_arguments)]
+    /// Uploads the parts not in `done`, then completes the upload. Returns
+    /// the object and the bytes this call sent.
     async fn send_parts(
         &self,
-        key: &str,
-        path: &Path,
-        size: u64,
-        part_size: u64,
+        body: &Body<'_>,
         upload_id: &str,
         mut done: Vec<CompletedPart>,
-    ) -> Result<PutOutcome, StoreError> {
+    ) -> Result<(PutOutcome, u64), StoreError> {
+        let Body {
+            key,
+            path,
+            size,
+            part_size,
+            bodies,
+        } = *body;
         let count = size.div_ceil(part_size);
         let have: std::collections::HashSet<i32> = done.iter().map(|p| p.number).collect();
         let already: u64 = done
@@ -561,12 +693,13 @@ impl Engine {
         let parts = futures::stream::iter((0..count).filter(|i| !have.contains(&(*i as i32 + 1))))
             .map(|i| async move {
                 let offset = i * part_size;
+                let number = i as i32 + 1;
                 let range = FileRange {
                     path,
                     offset,
                     len: part_size.min(size - offset),
+                    md5: bodies.part(number),
                 };
-                let number = i as i32 + 1;
                 let etag = retry(key, || {
                     self.request(async {
                         self.pace(range.len).await;
@@ -599,7 +732,7 @@ impl Engine {
         {
             Ok(put) => {
                 self.forget(key);
-                Ok(put)
+                Ok((put, size - already))
             }
             // A retried completion whose first answer was lost finds the
             // upload gone. Whatever the key holds now cannot be told from
@@ -631,6 +764,19 @@ impl Engine {
             j.with("forgetting an upload", |db, set| db.forget_upload(set, key));
         }
     }
+}
+
+/// One file sent in parts: where its bytes are and how they are cut.
+#[derive(Clone, Copy)]
+struct Body<'a> {
+    key: &'a str,
+    path: &'a Path,
+    /// File size, bytes.
+    size: u64,
+    /// Part size, bytes.
+    part_size: u64,
+    /// The MD5 of each part, when known.
+    bodies: &'a BodyDigests,
 }
 
 /// The part size to use: the configured one, raised (to a whole MiB) if the

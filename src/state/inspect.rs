@@ -159,7 +159,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, set_id
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, set_id
                  FROM files
                  WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
                  ORDER BY set_id, path",
@@ -167,7 +167,7 @@ impl StateDb {
             .map_err(self.err())?;
         let rows = st
             .query_map(params![set_id, glob], |r| {
-                Ok((r.get::<_, i64>(10)?, row_to_file(r)?))
+                Ok((r.get::<_, i64>(13)?, row_to_file(r)?))
             })
             .map_err(self.err())?;
         for row in rows {
@@ -181,7 +181,8 @@ impl StateDb {
     pub fn file(&self, set_id: i64, path: &str) -> StateResult<Option<FileRow>> {
         self.conn
             .query_row(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns,
+                        ctime_ns, inode, device
                  FROM files WHERE set_id = ?1 AND path = ?2",
                 params![set_id, path],
                 row_to_file,

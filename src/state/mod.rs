@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::scan::EntryKind;
+use crate::scan::{EntryKind, Stamp};
 
 mod inspect;
 mod runs;
@@ -34,6 +34,7 @@ pub use uploads::JournaledUpload;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_symlinks_and_upload_journal.sql"),
+    include_str!("../../migrations/0003_change_time_and_inode.sql"),
 ];
 
 /// What can go wrong with the state file.
@@ -112,6 +113,10 @@ pub struct FileRow {
     pub uploaded_at: i64,
     /// When the local file was last seen with this content, ns since the epoch.
     pub checked_ns: i64,
+    /// Change time, inode and device when it was last seen; `None` when not
+    /// known (a row rebuilt from a manifest, or older than schema version
+    /// 3), which makes the next backup hash the file.
+    pub stamp: Option<Stamp>,
 }
 
 /// One change to the `files` table.
@@ -245,7 +250,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                  FROM files WHERE set_id = ?1 ORDER BY path",
             )
             .map_err(self.err())?;
@@ -266,7 +271,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                  FROM files WHERE set_id = ?1 AND kind <> 'd' ORDER BY path",
             )
             .map_err(self.err())?;
@@ -293,7 +298,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                  FROM files WHERE set_id = ?1 AND kind = 'd'",
             )
             .map_err(self.err())?;
@@ -332,7 +337,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                  FROM files INDEXED BY files_by_hash
                  WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
                  ORDER BY path LIMIT 16",
@@ -350,7 +355,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                  FROM files WHERE set_id = ?1 AND kind <> 'd' AND path > ?2 ORDER BY path LIMIT ?3",
             )
             .map_err(self.err())?;
@@ -388,7 +393,7 @@ impl StateDb {
         {
             let mut select = tx
                 .prepare_cached(
-                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns
+                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
                      FROM files WHERE set_id = ?1 AND path = ?2",
                 )
                 .map_err(err)?;
@@ -422,8 +427,9 @@ impl StateDb {
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO files
-                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns,
+                      ctime_ns, inode, device)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(err)?;
             let mut remove = tx
@@ -442,7 +448,11 @@ impl StateDb {
                         r.etag,
                         r.version_id,
                         r.uploaded_at,
-                        r.checked_ns
+                        r.checked_ns,
+                        r.stamp.map(|s| s.ctime_ns),
+                        // Stored as SQLite's signed 64 bits, bit for bit.
+                        r.stamp.map(|s| s.inode as i64),
+                        r.stamp.map(|s| s.device as i64)
                     ]),
                     FileChange::Remove(p) => remove.execute(params![set_id, p]),
                 }
@@ -497,6 +507,18 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         version_id: r.get(7)?,
         uploaded_at: r.get(8)?,
         checked_ns: r.get(9)?,
+        stamp: match (
+            r.get::<_, Option<i64>>(10)?,
+            r.get::<_, Option<i64>>(11)?,
+            r.get::<_, Option<i64>>(12)?,
+        ) {
+            (Some(ctime_ns), Some(inode), Some(device)) => Some(Stamp {
+                ctime_ns,
+                inode: inode as u64,
+                device: device as u64,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -543,6 +565,11 @@ mod tests {
             version_id: None,
             uploaded_at: 1,
             checked_ns: 2,
+            stamp: Some(Stamp {
+                ctime_ns: 40,
+                inode: u64::MAX - 1,
+                device: 1 << 63,
+            }),
         }
     }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use md5::Digest;
 
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
@@ -116,21 +117,57 @@ fn etag_of(path: &Path) -> io::Result<PutOutcome> {
     })
 }
 
+/// Copies a range of a file into `out`; with `range.md5`, fails with a
+/// [`DigestMismatch`] when the bytes copied are not the bytes hashed (as S3
+/// refuses a body whose `Content-MD5` differs).
 fn copy_range(out: &mut File, range: FileRange<'_>) -> io::Result<()> {
     let mut file = File::open(range.path)?;
     file.seek(SeekFrom::Start(range.offset))?;
-    let copied = io::copy(&mut file.take(range.len), out)?;
+    let mut reader = Md5Reader {
+        inner: file.take(range.len),
+        md5: range.md5.map(|_| md5::Md5::new()),
+    };
+    let copied = io::copy(&mut reader, out)?;
     if copied != range.len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("{} shrank while being read", range.path.display()),
         ));
     }
+    if let (Some(expected), Some(md5)) = (range.md5, reader.md5)
+        && <[u8; 16]>::from(md5.finalize()) != expected
+    {
+        return Err(io::Error::other(DigestMismatch));
+    }
     Ok(())
+}
+
+/// The bytes copied into the store are not the bytes hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("the MD5 of the bytes read differs from the one hashed")]
+struct DigestMismatch;
+
+/// A reader that hashes what passes through (when asked to).
+struct Md5Reader<R> {
+    inner: R,
+    md5: Option<md5::Md5>,
+}
+
+impl<R: Read> Read for Md5Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(md5) = &mut self.md5 {
+            md5.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 fn io_error(e: io::Error, what: &str) -> StoreError {
     let text = format!("{what}: {e}");
+    if e.get_ref().is_some_and(|inner| inner.is::<DigestMismatch>()) {
+        return StoreError::BadDigest(what.to_string());
+    }
     match e.kind() {
         io::ErrorKind::NotFound => StoreError::NotFound(text),
         io::ErrorKind::PermissionDenied => StoreError::AccessDenied(text),
@@ -186,7 +223,7 @@ impl ObjectStore for LocalStore {
             meta.clone(),
             range.path.to_path_buf(),
         );
-        let (offset, len) = (range.offset, range.len);
+        let (offset, len, md5) = (range.offset, range.len, range.md5);
         blocking(move || {
             this.write_atomically(&key, &meta, |out| {
                 copy_range(
@@ -195,6 +232,7 @@ impl ObjectStore for LocalStore {
                         path: &path,
                         offset,
                         len,
+                        md5,
                     },
                 )
             })
@@ -249,7 +287,7 @@ impl ObjectStore for LocalStore {
     ) -> StoreResult<String> {
         self.object_path(key)?;
         let dir = self.upload_dir(upload_id)?;
-        let (path, offset, len) = (range.path.to_path_buf(), range.offset, range.len);
+        let (path, offset, len, md5) = (range.path.to_path_buf(), range.offset, range.len, range.md5);
         blocking(move || {
             let part = dir.join(format!("part-{number:05}"));
             let what = |e| io_error(e, &format!("writing part '{}'", part.display()));
@@ -260,6 +298,7 @@ impl ObjectStore for LocalStore {
                     path: &path,
                     offset,
                     len,
+                    md5,
                 },
             )
             .map_err(what)?;
@@ -556,6 +595,43 @@ mod tests {
         assert_eq!(
             store.object_path("a/b").ok(),
             Some(PathBuf::from("/tmp/store/a/b"))
+        );
+    }
+
+    /// As S3 refuses a body whose `Content-MD5` differs, so does the local
+    /// store, whole objects and parts alike, and nothing reaches the key.
+    #[tokio::test]
+    async fn refuses_bytes_that_are_not_the_bytes_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("store"));
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"bytes as they are now").unwrap();
+        let range = |md5| FileRange {
+            path: &file,
+            offset: 0,
+            len: 21,
+            md5: Some(md5),
+        };
+        let hashed_before = crate::hash::md5_of(b"bytes as they were th");
+        let meta = ObjectMeta::default();
+        let err = store
+            .put_file("k", range(hashed_before), &meta)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadDigest(_)), "{err}");
+        assert!(!dir.path().join("store/k").exists());
+        let id = store.create_multipart("k", &meta).await.unwrap();
+        let err = store
+            .upload_part("k", &id, 1, range(hashed_before))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadDigest(_)), "{err}");
+
+        let now = crate::hash::md5_of(b"bytes as they are now");
+        store.put_file("k", range(now), &meta).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("store/k")).unwrap(),
+            b"bytes as they are now"
         );
     }
 }

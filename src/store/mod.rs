@@ -43,6 +43,14 @@ pub enum StoreError {
     /// A conditional read found the object changed (its ETag no longer matches).
     #[error("changed: {0}")]
     Changed(String),
+    /// The bytes the store received are not the bytes hashed: the file
+    /// changed after it was read (even with its size and mtime put back),
+    /// or the body was damaged on the way. Retried once the file is read
+    /// again; nothing is recorded for it.
+    #[error(
+        "{0}: the bytes sent differ from the bytes hashed (the file changed after it was read, or the body was damaged on the way)"
+    )]
+    BadDigest(String),
     /// Retrying will not help.
     #[error("{0}")]
     Fatal(String),
@@ -51,7 +59,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether a retry may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
+        matches!(self, StoreError::Transient(_) | StoreError::BadDigest(_))
     }
 }
 
@@ -125,6 +133,10 @@ pub struct FileRange<'a> {
     pub offset: u64,
     /// Number of bytes.
     pub len: u64,
+    /// The MD5 these bytes had when they were hashed: the store refuses a
+    /// body that differs ([`StoreError::BadDigest`]), so what it keeps is
+    /// what was hashed. S3 gets it as `Content-MD5`.
+    pub md5: Option<crate::hash::Md5>,
 }
 
 /// An object as a listing shows it.

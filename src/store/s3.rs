@@ -25,6 +25,8 @@ use aws_sdk_s3::types::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::hash::Md5;
+
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
     PutOutcome, RemoteObject, StoreError, StoreResult,
@@ -166,27 +168,55 @@ impl S3Store {
         })
     }
 
-    /// One PutObject of `len` bytes with the write options and `meta`.
+    /// One PutObject of `len` bytes with the write options and `meta`;
+    /// with `md5`, sent as `Content-MD5` and checked against the ETag.
     async fn put(
         &self,
         key: &str,
         len: u64,
         body: aws_sdk_s3::primitives::ByteStream,
+        md5: Option<Md5>,
         meta: &ObjectMeta,
         what: &str,
     ) -> StoreResult<PutOutcome> {
+        let what = format!("{what} '{key}'");
         let req = self.client.put_object().bucket(&self.bucket).key(key);
         let out = with_write_options!(req, &self.write, key)
             .content_length(len as i64)
+            .set_content_md5(md5.map(aws_smithy_types::base64::encode))
             .set_metadata(Some(metadata(meta)))
             .body(body)
             .send()
             .await
-            .map_err(|e| convert(e, &format!("{what} '{key}'")))?;
+            .map_err(|e| convert(e, &what))?;
+        let etag = clean_etag(out.e_tag());
+        self.check_etag(&etag, md5, &what)?;
         Ok(PutOutcome {
-            etag: clean_etag(out.e_tag()),
+            etag,
             version_id: out.version_id().map(str::to_string),
         })
+    }
+
+    /// Compares the ETag of a single-part object or of a part with the MD5
+    /// of the body sent, where the ETag is an MD5: S3 documents it as one
+    /// for objects stored in plain or with SSE-S3, not with SSE-KMS or
+    /// SSE-C, and an S3-compatible server that ignores `Content-MD5` is
+    /// still caught this way. Anything else is not compared.
+    fn check_etag(&self, etag: &str, md5: Option<Md5>, what: &str) -> StoreResult<()> {
+        let Some(md5) = md5 else { return Ok(()) };
+        let kms = self
+            .write
+            .sse
+            .as_deref()
+            .is_some_and(|s| s.starts_with("aws:kms"));
+        let is_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
+        if kms || !is_md5 || etag.eq_ignore_ascii_case(&hex::encode(md5)) {
+            return Ok(());
+        }
+        Err(StoreError::BadDigest(format!(
+            "{what}: the store's ETag {etag} is not the MD5 of the body ({})",
+            hex::encode(md5)
+        )))
     }
 
     async fn create_bucket(&self) -> StoreResult<()> {
@@ -283,6 +313,8 @@ where
             let text = format!("{what}: {detail}");
             match status {
                 404 => StoreError::NotFound(text),
+                // The body's MD5 is not the `Content-MD5` sent (S3's error codes).
+                _ if code == "BadDigest" => StoreError::BadDigest(text),
                 412 => StoreError::Changed(text),
                 _ if code == "InvalidObjectState" => StoreError::Fatal(format!(
                     "{text}: the object is in an archive storage class; request a restore of it in S3 first"
@@ -378,14 +410,22 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        self.put(key, range.len, body(range).await?, meta, "uploading")
+        self.put(key, range.len, body(range).await?, range.md5, meta, "uploading")
             .await
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let body = aws_sdk_s3::primitives::ByteStream::from(target.to_vec());
-        self.put(key, target.len() as u64, body, meta, "uploading symlink")
-            .await
+        let md5 = crate::hash::md5_of(target);
+        self.put(
+            key,
+            target.len() as u64,
+            body,
+            Some(md5),
+            meta,
+            "uploading symlink",
+        )
+        .await
     }
 
     async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
@@ -426,8 +466,13 @@ impl ObjectStore for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key);
+        // Not retried inside the SDK: a retry after a lost answer begins a
+        // second upload and the first is never heard of. The caller retries
+        // and knows to look for such uploads once its transfers are done.
         let out = with_write_options!(req, &self.write, key)
             .set_metadata(Some(metadata(meta)))
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await
             .map_err(|e| convert(e, &format!("starting multipart upload of '{key}'")))?;
@@ -443,6 +488,7 @@ impl ObjectStore for S3Store {
         number: i32,
         range: FileRange<'_>,
     ) -> StoreResult<String> {
+        let what = format!("uploading part {number} of '{key}'");
         let out = self
             .client
             .upload_part()
@@ -451,11 +497,14 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(range.len as i64)
+            .set_content_md5(range.md5.map(aws_smithy_types::base64::encode))
             .body(body(range).await?)
             .send()
             .await
-            .map_err(|e| convert(e, &format!("uploading part {number} of '{key}'")))?;
-        Ok(clean_etag(out.e_tag()))
+            .map_err(|e| convert(e, &what))?;
+        let etag = clean_etag(out.e_tag());
+        self.check_etag(&etag, range.md5, &what)?;
+        Ok(etag)
     }
 
     async fn complete_multipart(

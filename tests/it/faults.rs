@@ -134,6 +134,7 @@ fn assert_each_kind_seen(stats: Stats, kinds: &[Fault], log: &[String]) {
             Fault::Reset => stats.resets,
             Fault::Truncate => stats.truncated + stats.lost_responses,
             Fault::Slow => stats.slow,
+            Fault::Corrupt => stats.corrupted,
         };
         assert!(n > 0, "no {kind:?} fault was injected: {stats:?}\n{log:#?}");
     }

@@ -17,6 +17,9 @@
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
+//! `integrity` checks that what a backup records is what the store holds
+//! (same-size rewrites with mtimes put back, bytes changed between hash and
+//! upload, bodies damaged on the way, stale rows after failed uploads).
 //! `sets` checks named backup sets, `progress_out` the progress output,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
@@ -37,6 +40,7 @@ mod faults;
 mod filters;
 mod help;
 mod inspect;
+mod integrity;
 mod progress_out;
 mod props;
 mod restore;

@@ -67,6 +67,10 @@ pub enum Fault {
     Truncate,
     /// The response comes after a delay, otherwise unchanged.
     Slow,
+    /// The request reaches the server with one byte of its body flipped (a
+    /// bit error on the way, which TCP's checksum can miss); a request
+    /// without a body goes through unchanged. Not in [`Fault::ALL`].
+    Corrupt,
 }
 
 impl Fault {
@@ -106,6 +110,8 @@ pub struct Stats {
     pub lost_responses: u64,
     /// Responses delayed.
     pub slow: u64,
+    /// Request bodies forwarded with a byte flipped.
+    pub corrupted: u64,
 }
 
 impl Stats {
@@ -135,6 +141,7 @@ struct Shared {
     truncated: AtomicU64,
     lost_responses: AtomicU64,
     slow: AtomicU64,
+    corrupted: AtomicU64,
     /// "KIND METHOD /path?query" of every fault injected, for messages.
     log: Mutex<Vec<String>>,
 }
@@ -173,8 +180,12 @@ impl FaultProxy {
     /// Starts a proxy to `server` on a free port of 127.0.0.1, injecting
     /// nothing until [`Self::set_faults`]; `seed` fixes its decisions.
     pub fn start(server: &S3Server, seed: u64) -> FaultProxy {
-        let upstream: SocketAddr = server
-            .endpoint()
+        FaultProxy::start_to(&server.endpoint(), seed)
+    }
+
+    /// [`Self::start`] in front of any S3 server at `endpoint` (`http://IP:PORT`), e.g. moto.
+    pub fn start_to(endpoint: &str, seed: u64) -> FaultProxy {
+        let upstream: SocketAddr = endpoint
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())
             .expect("server endpoint is http://IP:PORT");
@@ -194,6 +205,7 @@ impl FaultProxy {
             truncated: AtomicU64::new(0),
             lost_responses: AtomicU64::new(0),
             slow: AtomicU64::new(0),
+            corrupted: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -284,6 +296,7 @@ impl FaultProxy {
             truncated: get(&s.truncated),
             lost_responses: get(&s.lost_responses),
             slow: get(&s.slow),
+            corrupted: get(&s.corrupted),
         }
     }
 
@@ -298,6 +311,7 @@ impl FaultProxy {
             &s.truncated,
             &s.lost_responses,
             &s.slow,
+            &s.corrupted,
         ] {
             c.store(0, Ordering::SeqCst);
         }
@@ -355,6 +369,14 @@ async fn handle(
             abortive_close(fd);
             Err("injected connection reset".into())
         }
+        Some(Fault::Corrupt) if !body.is_empty() => {
+            shared.note(&shared.corrupted, "corrupt", &parts);
+            let mut bytes = body.to_vec();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x20;
+            forward(&shared, parts, Bytes::from(bytes)).await
+        }
+        Some(Fault::Corrupt) => forward(&shared, parts, body).await,
         Some(Fault::Slow) => {
             shared.note(&shared.slow, "slow", &parts);
             tokio::time::sleep(slow_delay).await;

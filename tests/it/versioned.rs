@@ -29,7 +29,7 @@ use crate::common::*;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `moto_server`, killed (by its pid) and reaped on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     addr: SocketAddr,
 }
@@ -63,7 +63,7 @@ fn find_moto() -> Option<PathBuf> {
 impl Moto {
     /// Starts moto, or returns None (after saying so) when it is not
     /// installed; panics instead when `CI=true`.
-    fn start(test: &str) -> Option<Moto> {
+    pub(crate) fn start(test: &str) -> Option<Moto> {
         let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
         let from_env = std::env::var_os("S3BACKUP_MOTO_SERVER").is_some_and(|p| !p.is_empty());
         let Some(exe) = find_moto() else {
@@ -201,7 +201,7 @@ impl Moto {
         })
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -211,7 +211,7 @@ impl Moto {
     }
 
     /// Creates `bucket`, with versioning when `versioned`.
-    fn bucket(&self, bucket: &str, versioned: bool) -> aws_sdk_s3::Client {
+    pub(crate) fn bucket(&self, bucket: &str, versioned: bool) -> aws_sdk_s3::Client {
         let c = sdk_client(&self.endpoint());
         block_on(c.create_bucket().bucket(bucket).send()).expect("CreateBucket");
         if versioned {
