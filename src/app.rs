@@ -197,7 +197,7 @@ async fn backup(
     let progress = progress_for(args.json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
     if let Some(saving) = saving {
-        crate::sets::save(&saving, &state_path)?;
+        crate::sets::save(&saving, &state_path, report.set_id)?;
     }
     if json {
         println!("{}", serde_json::to_string(&report)?);

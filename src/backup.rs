@@ -99,6 +99,9 @@ pub struct BackupReport {
     /// Whether the bucket or store directory was created.
     #[serde(skip)]
     pub created_target: bool,
+    /// The set's id in the state file (of the scratch copy in a dry run).
+    #[serde(skip)]
+    pub set_id: i64,
 }
 
 /// Why a backup could not run at all (per-file problems are [`Failure`]s).
@@ -142,6 +145,9 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         cause: source,
     };
 
+    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let set_target = store::set_target(&opts.target, &*store);
+
     // A dry run never writes the state file: it reads it, or works on a
     // scratch copy of what it needs (a set rebuilt from a manifest).
     let scratch =
@@ -152,37 +158,59 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     if opts.dry_run {
         let known = state_path.exists() && {
             let db = StateDb::open(&state_path)?;
-            db.find_set(&source_text, &target_text)?
+            db.find_set(&source_text, &set_target)?
                 .map(|id| db.has_rows(id))
                 .transpose()?
                 .unwrap_or(false)
         };
         if !known {
-            state_path = scratch_path;
+            state_path = scratch_path.clone();
         }
     }
     let mut db = StateDb::open(&state_path)?;
-    let set_id = db.ensure_set(&source_text, &target_text)?;
+    let mut set_id = db.ensure_set(&source_text, &set_target)?;
     let _lock = if opts.dry_run {
         None
     } else {
         Some(db.lock_set(set_id)?)
     };
 
-    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
-    let prepared = store.prepare(!opts.dry_run).await.map_err(store_err)?;
+    let latest = if db.has_rows(set_id)? {
+        db.latest_manifest(set_id)?
+    } else {
+        None
+    };
+    let (prepared, stale) = check_target(&*store, latest, !opts.dry_run)
+        .await
+        .map_err(store_err)?;
+    if let Some(missing) = &stale {
+        tracing::warn!(
+            "{} does not hold this set's latest snapshot {missing} (another store or account, or it was emptied): the state is rebuilt from what it holds",
+            opts.target
+        );
+        if opts.dry_run {
+            // The real state stays as it is; the plan is made on a scratch one.
+            state_path = scratch_path;
+            db = StateDb::open(&state_path)?;
+            set_id = db.ensure_set(&source_text, &set_target)?;
+        } else {
+            db.clear_rows(set_id)?;
+        }
+    }
 
     // Only a set this state file has never backed up is rebuilt from a
     // snapshot: a known set with no rows may have had them taken by a run
     // that died mid-way (see `StateDb::take_rows`), and the snapshot is
-    // then older than the bucket.
-    if !db.has_rows(set_id)? && !db.has_runs(set_id)? && prepared == Prepared::Existing {
+    // then older than the bucket. A set whose latest snapshot the target
+    // lacks is rebuilt from what the target holds.
+    let unknown = !db.has_rows(set_id)? && !db.has_runs(set_id)?;
+    if (unknown || stale.is_some()) && prepared == Prepared::Existing {
         let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
             .await
             .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;
         if let Some(r) = rebuilt {
             tracing::warn!(
-                "no state for this backup set: rebuilt it from snapshot {} ({} files); files whose size and mtime differ are hashed, not re-uploaded",
+                "no state for this backup set: rebuilt it from snapshot {} ({} files); files are hashed, not re-uploaded",
                 r.snapshot,
                 r.files
             );
@@ -200,6 +228,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         failures: Vec::new(),
         planned: Vec::new(),
         created_target: prepared == Prepared::Created,
+        set_id,
     };
     if opts.dry_run && prepared == Prepared::Missing {
         report.planned.push(format!("create {}", store.describe()));
@@ -424,6 +453,31 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Checks the target before a run, in one request when nothing is wrong.
+///
+/// A set that has written a snapshot (`latest`, its manifest key) asks
+/// for that manifest (HeadObject): found, the bucket exists and holds what
+/// the state describes, so the state's "unchanged" can be trusted. Missing
+/// (a migration to another endpoint, another account, an emptied or
+/// recreated bucket), the bucket is checked (and created if `create`) the
+/// usual way and the missing key is returned: the caller rebuilds the
+/// state from what the target holds. Any other answer falls back to the
+/// usual check, whose errors name the problem.
+async fn check_target(
+    store: &dyn ObjectStore,
+    latest: Option<String>,
+    create: bool,
+) -> Result<(Prepared, Option<String>), StoreError> {
+    let Some(key) = latest else {
+        return Ok((store.prepare(create).await?, None));
+    };
+    match store.head(&key, None).await {
+        Ok(_) => Ok((Prepared::Existing, None)),
+        Err(StoreError::NotFound(_)) => Ok((store.prepare(create).await?, Some(key))),
+        Err(_) => Ok((store.prepare(create).await?, None)),
+    }
 }
 
 /// The state connection, even if a task panicked while holding it (its

@@ -374,7 +374,10 @@ async fn state_rebuild(
         );
     }
     let mut db = StateDb::open(path)?;
-    let set_id = db.ensure_set(&source.to_string_lossy(), &target.canonical())?;
+    let set_id = db.ensure_set(
+        &source.to_string_lossy(),
+        &crate::store::set_target(&target, &*store),
+    )?;
     let _lock = db.lock_set(set_id)?;
     let report = rebuild::from_latest_manifest(&*store, target.prefix(), &mut db, set_id, &source)
         .await

@@ -213,18 +213,14 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<BackupArgs, SetErr
     }
 }
 
-/// Saves the options of a `backup SOURCE TARGET --set NAME` run under NAME.
-pub fn save(args: &BackupArgs, state_path: &Path) -> Result<(), SetError> {
+/// Saves the options of a `backup SOURCE TARGET --set NAME` run under NAME,
+/// for the set `set_id` that run backed up.
+pub fn save(args: &BackupArgs, state_path: &Path, set_id: i64) -> Result<(), SetError> {
     let (Some(name), Some(source), Some(target)) = (&args.set, &args.source, &args.target) else {
         return Ok(());
     };
     let saved = SavedBackup::from_args(args, source, target);
     let db = StateDb::open(state_path)?;
-    let source_text = std::fs::canonicalize(source)
-        .unwrap_or_else(|_| saved.source.clone())
-        .to_string_lossy()
-        .to_string();
-    let set_id = db.ensure_set(&source_text, &target.canonical())?;
     let json = serde_json::to_string(&saved).map_err(|e| SetError::Corrupt(name.clone(), e.to_string()))?;
     db.name_set(set_id, name, &json)?;
     Ok(())

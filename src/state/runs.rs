@@ -135,6 +135,21 @@ impl StateDb {
             .map(|(started, _)| started))
     }
 
+    /// The key of the newest snapshot manifest a backup of the set wrote,
+    /// if any: what the target must still hold for the state to describe it.
+    pub fn latest_manifest(&self, set_id: i64) -> StateResult<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT manifest_key FROM runs WHERE set_id = ?1 AND kind = 'backup' AND manifest_key IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                [set_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     /// Records how a run ended.
     pub fn finish_run(
         &self,

@@ -272,6 +272,25 @@ pub trait ObjectStore: Send + Sync {
     }
     /// A short human description ("s3://bucket", "/mnt/backup") for messages.
     fn describe(&self) -> String;
+    /// What besides the target names where the data goes: for S3, the
+    /// endpoint and the profile when they are not the defaults ("endpoint
+    /// http://nas:9000, profile offsite"). The same `bucket::prefix` on
+    /// another endpoint or account is another backup set.
+    fn location(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The text that identifies a backup set's target in the state file: the
+/// canonical target, plus the store's [`ObjectStore::location`] when it has
+/// one, so that a migration to another endpoint or an off-site copy under
+/// another profile is a set of its own, never taken for the one already
+/// backed up.
+pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
+    match store.location() {
+        Some(location) => format!("{} ({location})", target.canonical()),
+        None => target.canonical(),
+    }
 }
 
 /// Opens the store a target names.

@@ -99,6 +99,8 @@ pub struct S3Store {
     region: String,
     /// The endpoint as configured, to name in connection errors.
     endpoint: Option<String>,
+    /// The profile named by `--profile` or `AWS_PROFILE`, if any.
+    profile: Option<String>,
     /// Storage class, encryption and ACL of new objects.
     write: WriteOptions,
 }
@@ -164,6 +166,10 @@ impl S3Store {
             bucket: bucket.to_string(),
             region,
             endpoint,
+            profile: settings
+                .profile
+                .clone()
+                .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())),
             write: settings.write.clone(),
         })
     }
@@ -679,6 +685,19 @@ impl ObjectStore for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
+    }
+
+    fn location(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            self.endpoint
+                .as_ref()
+                .map(|e| format!("endpoint {}", e.trim_end_matches('/'))),
+            self.profile.as_ref().map(|p| format!("profile {p}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 }
 

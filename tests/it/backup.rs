@@ -171,7 +171,7 @@ fn unchanged_rerun_sends_only_a_head_bucket() {
     );
     assert_eq!(s.bytes_sent, 0);
     assert_eq!(s.snapshot, None, "nothing changed, so no manifest is written");
-    assert_eq!(server.ops(), ["HeadBucket"], "no request per file");
+    assert_one_manifest_check(&server);
     assert_eq!(server.list_keys(BUCKET), keys_before);
 }
 
@@ -533,7 +533,18 @@ fn deleted_file_stays_in_the_bucket_unless_delete_is_given() {
             ..Counts::default()
         }
     );
-    assert_eq!(server.ops(), ["HeadBucket"]);
+    assert_one_manifest_check(&server);
+}
+
+/// An unchanged run's one request: HeadObject of the set's latest manifest
+/// (the bucket is there and still holds what the state describes).
+#[track_caller]
+fn assert_one_manifest_check(server: &S3Server) {
+    let ops = server.ops();
+    assert!(
+        ops.len() == 1 && ops[0].starts_with("HeadObject pre/.s3backup/manifests/"),
+        "one request, no request per file: {ops:?}"
+    );
 }
 
 #[test]
@@ -1083,6 +1094,85 @@ fn backup_profile_credentials(env: &TestEnv) -> std::path::PathBuf {
     )
     .unwrap();
     creds
+}
+
+/// The same `bucket::prefix` on another endpoint (a migration, an
+/// off-site copy on a second provider) or under another profile is a set
+/// of its own: the second store receives everything, and the first set
+/// stays incremental.
+#[test]
+fn the_same_bucket_prefix_on_another_endpoint_or_profile_is_another_set() {
+    let (first, env) = setup();
+    env.write("a.txt", "a");
+    env.write("d/b.txt", "bee");
+    assert_eq!(env.backup_ok(TARGET, &[]).uploaded, 2);
+
+    let second = S3Server::start();
+    second.create_bucket(BUCKET);
+    let r = run({
+        let mut c = env.cmd();
+        c.arg("backup")
+            .arg(&env.src)
+            .arg(TARGET)
+            .arg("--state")
+            .arg(&env.state);
+        c.args(["--json", "--endpoint-url", &second.endpoint()]);
+        c
+    });
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 2, "{}", r.show());
+    assert_eq!(second.object_bytes(BUCKET, "pre/d/b.txt").unwrap(), b"bee");
+
+    // Back on the first endpoint: still incremental, nothing sent.
+    first.clear_requests();
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.unchanged), (0, 2), "{s:?}");
+    assert_one_manifest_check(&first);
+
+    // Another profile on the same endpoint is another account: another set.
+    let creds = backup_profile_credentials(&env);
+    let mut cmd = env.backup_cmd(TARGET, &["--json", "--profile", "backup"]);
+    cmd.env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(
+        r.summary().uploaded,
+        0,
+        "rebuilt from the bucket's snapshot, nothing re-sent: {}",
+        r.show()
+    );
+    let sets = run({
+        let mut c = env.cmd();
+        c.args(["state", "sets", "--json", "--state"]).arg(&env.state);
+        c
+    });
+    sets.expect_code(0);
+    assert_eq!(sets.stdout.matches("\"id\"").count(), 3, "{}", sets.show());
+}
+
+/// A target that no longer holds the set's latest snapshot (emptied,
+/// recreated, or another account's bucket of the same name) is not
+/// trusted: the state is rebuilt from what it holds, so every file goes up.
+#[test]
+fn a_target_without_the_sets_latest_snapshot_gets_everything_again() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.write("d/b.txt", "bee");
+    env.backup_ok(TARGET, &[]);
+    // The bucket is emptied behind the tool's back.
+    for key in server.list_keys(BUCKET) {
+        std::fs::remove_file(server.object_path(BUCKET, &key)).unwrap();
+    }
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.unchanged), (2, 0), "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"a");
+    // A dry run on an emptied target plans every upload and changes nothing.
+    for key in server.list_keys(BUCKET) {
+        std::fs::remove_file(server.object_path(BUCKET, &key)).unwrap();
+    }
+    let s = env.backup_ok(TARGET, &["--dry-run"]);
+    assert_eq!(s.uploaded, 2, "{s:?}");
+    assert!(server.list_keys(BUCKET).is_empty());
 }
 
 #[test]

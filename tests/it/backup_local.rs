@@ -657,3 +657,20 @@ fn same_size_rewrite_that_keeps_the_mtime_is_not_missed() {
         }
     );
 }
+
+/// A store directory that no longer holds the set's latest snapshot (wiped,
+/// or another disk mounted in its place) is not trusted: everything goes
+/// to it again.
+#[test]
+fn a_store_without_the_sets_latest_snapshot_gets_everything_again() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    env.write("d/b.txt", "bee");
+    let store = store_of(&env);
+    env.backup_ok(&target(&store), &[]);
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    let s = env.backup_ok(&target(&store), &[]);
+    assert_eq!((s.uploaded, s.unchanged), (2, 0), "{s:?}");
+    assert_eq!(std::fs::read(store.join("d/b.txt")).unwrap(), b"bee");
+}

@@ -66,9 +66,11 @@ impl Fx {
     }
 
     /// The target as the state file records it.
+    /// How the state file names the set's target: for S3 with the
+    /// endpoint, which is part of the set's identity.
     fn canonical(&self) -> String {
         match &self.store {
-            Store::S3(_) => "s3://bkt/pre".to_owned(),
+            Store::S3(s) => format!("s3://bkt/pre (endpoint {})", s.endpoint()),
             Store::Local(root) => format!("file://{}", root.display()),
         }
     }

@@ -57,7 +57,10 @@ fn a_named_set_runs_by_name_with_its_saved_options_from_anywhere() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v[0]["name"], "docs");
-    assert_eq!(v[0]["target"], "s3://bkt/pre");
+    assert_eq!(
+        v[0]["target"],
+        format!("s3://bkt/pre (endpoint {})", server.endpoint())
+    );
     let mut cmd = env.cmd();
     cmd.args(["sets", "--state"]).arg(&env.state);
     let r = run(cmd);
