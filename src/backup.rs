@@ -29,7 +29,8 @@ use crate::manifest;
 use crate::names;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
-use crate::rebuild;
+use crate::rebuild::{self, RebuildError};
+use crate::snapshots::SnapshotError;
 use crate::scan::{self, EntryKind, ScanEntry};
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
@@ -174,9 +175,15 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     // that died mid-way (see `StateDb::take_rows`), and the snapshot is
     // then older than the bucket.
     if !db.has_rows(set_id)? && !db.has_runs(set_id)? && prepared == Prepared::Existing {
-        let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
-            .await
-            .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;
+        let rebuilt = match rebuild::from_latest_manifest(&*store, &opts.target, &mut db, set_id, &source).await {
+            // Nothing to rebuild from: with no rows every file is sent, which is right.
+            Err(RebuildError::Snapshot(e @ SnapshotError::NoneReadable { .. })) => {
+                tracing::warn!("no state for this backup set, and {e}: uploading every file");
+                None
+            }
+            other => other
+                .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?,
+        };
         if let Some(r) = rebuilt {
             tracing::warn!(
                 "no state for this backup set: rebuilt it from snapshot {} ({} files); files whose size and mtime differ are hashed, not re-uploaded",

@@ -7,17 +7,29 @@
 //! match a row are trusted, others are hashed, and only real differences
 //! are sent. A backup that finds a set with no rows does this by itself, so
 //! losing the state file costs a walk and some hashing, not a re-upload.
+//!
+//! Damage: the rows come from the newest *readable* snapshot
+//! ([`snapshots::choose`]). When newer manifests are damaged, the bucket
+//! may hold content newer than that snapshot, so its rows are checked
+//! against one listing of the prefix and kept only where the object still
+//! has the recorded size and ETag (a row must never claim content the
+//! store does not hold); the rest are left to the next backup. A manifest
+//! that breaks off after its header keeps the rows read before the break:
+//! each is a true claim, and the files after it are simply uploaded again.
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::manifest::Entry;
+use crate::manifest::{Entry, ReadError};
 use crate::safe_path;
 use crate::scan::EntryKind;
-use crate::snapshots::{self, SnapshotError};
+use crate::snapshots::{self, Damage, SnapshotError};
 use crate::state::{FileChange, FileRow, StateDb, StateError};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectStore, StoreError, join_key};
+use crate::target::Target;
 use crate::transfer::now_secs;
 
 /// What a rebuild found.
@@ -35,8 +47,16 @@ pub struct RebuildReport {
     pub to_hash: u64,
     /// Files in the manifest that are missing locally.
     pub missing_locally: u64,
-    /// Manifest lines refused (unsafe or unknown paths).
+    /// Manifest lines refused (unsafe or unknown paths, unreadable lines).
     pub refused: u64,
+    /// Damaged snapshots newer than the one used, newest first.
+    pub passed_over: Vec<Damage>,
+    /// Files left without a row because the object changed after the
+    /// snapshot used (only checked when newer snapshots are damaged).
+    pub stale: u64,
+    /// Set when the manifest broke off after its header: where and why
+    /// (the rows read before that point are kept).
+    pub stopped: Option<String>,
 }
 
 /// Why a rebuild failed.
@@ -56,36 +76,66 @@ impl From<StoreError> for RebuildError {
     }
 }
 
-/// Replaces the set's rows with the newest manifest under `prefix`;
-/// `Ok(None)` when there is no manifest.
+/// Replaces the set's rows with the newest readable manifest under the
+/// target's prefix; `Ok(None)` when there is no manifest. Every manifest
+/// being damaged is [`SnapshotError::NoneReadable`].
 pub async fn from_latest_manifest(
     store: &dyn ObjectStore,
-    prefix: &str,
+    target: &Target,
     db: &mut StateDb,
     set_id: i64,
     source: &Path,
 ) -> Result<Option<RebuildReport>, RebuildError> {
+    let prefix = target.prefix();
     let all = snapshots::list(store, prefix).await?;
-    let Some(latest) = all.last() else {
+    if all.is_empty() {
         return Ok(None);
+    }
+    let chosen = snapshots::choose(store, &all, "latest", &target.to_string()).await?;
+    let latest = chosen.snapshot;
+    let objects = if chosen.passed_over.is_empty() {
+        None
+    } else {
+        Some(objects_under(store, prefix).await?)
     };
     let reader = snapshots::open_manifest(store, latest).await?;
     let mut report = RebuildReport {
         snapshot: latest.id.clone(),
+        passed_over: chosen.passed_over,
         ..RebuildReport::default()
     };
     tokio::task::block_in_place(|| -> Result<(), RebuildError> {
         db.clear_files(set_id)?;
         let mut batch = Vec::with_capacity(1024);
         for entry in reader {
-            let entry = entry.map_err(|e| SnapshotError::Corrupt {
-                key: latest.key.clone(),
-                reason: e.to_string(),
-            })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(ReadError::Line { .. }) => {
+                    report.refused += 1;
+                    continue;
+                }
+                Err(cause @ ReadError::Stopped { .. }) => {
+                    report.stopped = Some(
+                        SnapshotError::Stopped {
+                            id: latest.id.clone(),
+                            cause,
+                        }
+                        .to_string(),
+                    );
+                    break;
+                }
+            };
             let Some(row) = row_from_entry(entry) else {
                 report.refused += 1;
                 continue;
             };
+            if row.kind != EntryKind::Dir
+                && let Some(objects) = &objects
+                && objects.get(&join_key(prefix, &row.path)) != Some(&(row.size, row.etag.clone()))
+            {
+                report.stale += 1;
+                continue;
+            }
             match row.kind {
                 EntryKind::Dir => report.dirs += 1,
                 EntryKind::File | EntryKind::Symlink => {
@@ -108,7 +158,31 @@ pub async fn from_latest_manifest(
         db.apply(set_id, &batch)?;
         Ok(())
     })?;
+    if let Some(stopped) = &report.stopped {
+        tracing::warn!(
+            "{stopped}: state rebuilt from the {} entries before it; the next backup uploads the rest again",
+            report.files + report.dirs
+        );
+    }
     Ok(Some(report))
+}
+
+/// Size and ETag of every object under `prefix` (the tool's own area left
+/// out), from one listing. An object with no listed ETag is left out: it
+/// cannot be shown to hold what a snapshot recorded.
+async fn objects_under(store: &dyn ObjectStore, prefix: &str) -> Result<HashMap<String, (u64, String)>, StoreError> {
+    let list_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let own = format!("{list_prefix}.s3backup/");
+    store
+        .list(&list_prefix)
+        .try_filter(|o| futures::future::ready(!o.key.starts_with(&own) && !o.etag.is_empty()))
+        .map_ok(|o| (o.key, (o.size, o.etag)))
+        .try_collect()
+        .await
 }
 
 fn row_from_entry(e: Entry) -> Option<FileRow> {
