@@ -9,7 +9,7 @@
 //! losing the state file costs a walk and some hashing, not a re-upload.
 //!
 //! Damage: the rows come from the newest *readable* snapshot
-//! ([`snapshots::choose`]). When newer manifests are damaged, the bucket
+//! ([`snapshots::open`]). When newer manifests are damaged, the bucket
 //! may hold content newer than that snapshot, so its rows are checked
 //! against one listing of the prefix and kept only where the object still
 //! has the recorded size and ETag (a row must never claim content the
@@ -91,17 +91,16 @@ pub async fn from_latest_manifest(
     if all.is_empty() {
         return Ok(None);
     }
-    let chosen = snapshots::choose(store, &all, "latest", &target.to_string()).await?;
-    let latest = chosen.snapshot;
-    let objects = if chosen.passed_over.is_empty() {
+    let opened = snapshots::open(store, &all, "latest", &target.to_string()).await?;
+    let (latest, reader) = (opened.snapshot, opened.reader);
+    let objects = if opened.passed_over.is_empty() {
         None
     } else {
         Some(objects_under(store, prefix).await?)
     };
-    let reader = snapshots::open_manifest(store, latest).await?;
     let mut report = RebuildReport {
         snapshot: latest.id.clone(),
-        passed_over: chosen.passed_over,
+        passed_over: opened.passed_over,
         ..RebuildReport::default()
     };
     tokio::task::block_in_place(|| -> Result<(), RebuildError> {

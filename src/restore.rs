@@ -184,10 +184,9 @@ pub async fn run_with_progress(
             spawn_listing(store.clone(), prefix.clone(), tx);
         } else {
             let id = opts.snapshot.as_deref().unwrap_or("latest");
-            let chosen = snapshots::choose(&*store, &all, id, &target_text).await?;
-            report.source = chosen.snapshot.id.clone();
-            let reader = snapshots::open_manifest(&*store, chosen.snapshot).await?;
-            manifest_reader = Some(spawn_manifest(reader, chosen.snapshot.id.clone(), tx));
+            let opened = snapshots::open(&*store, &all, id, &target_text).await?;
+            report.source = opened.snapshot.id.clone();
+            manifest_reader = Some(spawn_manifest(opened.reader, opened.snapshot.id.clone(), tx));
         }
     }
 

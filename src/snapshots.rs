@@ -8,7 +8,7 @@
 //! object named like a newer one, so no command trusts a name alone: a
 //! snapshot is *readable* when its header (line 1) decodes ([`check`];
 //! one ranged GET, not the whole manifest), and *damaged* otherwise, with
-//! the reason. `latest` is the newest readable snapshot ([`choose`] warns
+//! the reason. `latest` is the newest readable snapshot ([`open`] warns
 //! once, naming the damaged newer ones it passed over); a damaged snapshot
 //! asked for by ID is an error naming it. Retention ([`to_forget`]) counts
 //! readable snapshots only and never removes the newest of them; damaged
@@ -120,14 +120,14 @@ pub struct Damage {
     pub reason: String,
 }
 
-/// The snapshot a command works on, and the damaged newer ones passed over
-/// to find it (empty unless `latest` was asked for and the newest is damaged).
-#[derive(Debug, Clone)]
-pub struct Chosen<'a> {
+/// The snapshot a command works on, opened for reading, and the damaged
+/// newer ones passed over to find it (empty unless `latest` was asked for
+/// and the newest is damaged).
+pub struct Opened<'a> {
     /// The snapshot.
     pub snapshot: &'a Snapshot,
-    /// Its header.
-    pub header: Header,
+    /// Its manifest, header read, entries next.
+    pub reader: manifest::Reader<std::fs::File>,
     /// Damaged snapshots newer than it, newest first.
     pub passed_over: Vec<Damage>,
 }
@@ -137,7 +137,7 @@ pub fn manifest_prefix(prefix: &str) -> String {
     join_key(prefix, &format!("{}/", manifest::DIR))
 }
 
-/// All snapshots under `prefix`, oldest first.
+/// All snapshots under `prefix`, oldest first, readable or not.
 pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
     let dir = manifest_prefix(prefix);
     let mut snapshots: Vec<Snapshot> = store
@@ -160,7 +160,7 @@ pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>
 
 /// Picks a snapshot by ID (a full ID, a run ID or a unique prefix) from
 /// the names alone; `latest` here is the newest name, readable or not
-/// ([`choose`] is what commands use).
+/// ([`open`] is what commands use).
 pub fn resolve<'a>(snapshots: &'a [Snapshot], id: &str, target: &str) -> Result<&'a Snapshot, SnapshotError> {
     let unknown = || SnapshotError::Unknown {
         id: id.to_string(),
@@ -249,37 +249,30 @@ pub async fn check_all(store: &dyn ObjectStore, snapshots: &[Snapshot]) -> Resul
         .await
 }
 
-/// Picks the snapshot `id` names, checking that it is readable. `latest`
-/// is the newest readable one: damaged newer ones are passed over with one
-/// warning naming them (and listed in [`Chosen::passed_over`]). Errors:
+/// Picks the snapshot `id` names and opens its manifest. `latest` is the
+/// newest readable one: damaged newer ones are passed over with one
+/// warning naming them (and listed in [`Opened::passed_over`]). Errors:
 /// [`SnapshotError::Unknown`]/[`SnapshotError::Ambiguous`] for an ID that
 /// names none or several, [`SnapshotError::Damaged`] for a damaged snapshot
 /// named by ID, [`SnapshotError::NoneReadable`] when every one is damaged.
-pub async fn choose<'a>(
+pub async fn open<'a>(
     store: &dyn ObjectStore,
     snapshots: &'a [Snapshot],
     id: &str,
     target: &str,
-) -> Result<Chosen<'a>, SnapshotError> {
+) -> Result<Opened<'a>, SnapshotError> {
     if id != "latest" {
         let snapshot = resolve(snapshots, id, target)?;
-        return match check(store, snapshot).await? {
-            Health::Readable(header) => Ok(Chosen {
-                snapshot,
-                header,
-                passed_over: Vec::new(),
-            }),
-            Health::Damaged(reason) => Err(SnapshotError::Damaged {
-                id: snapshot.id.clone(),
-                key: snapshot.key.clone(),
-                reason,
-            }),
-        };
+        return Ok(Opened {
+            snapshot,
+            reader: open_checked(store, snapshot).await?,
+            passed_over: Vec::new(),
+        });
     }
     let mut passed_over = Vec::new();
     for snapshot in snapshots.iter().rev() {
-        match check(store, snapshot).await? {
-            Health::Readable(header) => {
+        match open_checked(store, snapshot).await {
+            Ok(reader) => {
                 if !passed_over.is_empty() {
                     tracing::warn!(
                         "{}; 'latest' is {}, the newest readable snapshot",
@@ -287,16 +280,14 @@ pub async fn choose<'a>(
                         snapshot.id
                     );
                 }
-                return Ok(Chosen {
+                return Ok(Opened {
                     snapshot,
-                    header,
+                    reader,
                     passed_over,
                 });
             }
-            Health::Damaged(reason) => passed_over.push(Damage {
-                id: snapshot.id.clone(),
-                reason,
-            }),
+            Err(SnapshotError::Damaged { id, reason, .. }) => passed_over.push(Damage { id, reason }),
+            Err(e) => return Err(e),
         }
     }
     let (Some(newest), Some(first)) = (snapshots.last(), passed_over.into_iter().next()) else {
@@ -314,6 +305,26 @@ pub async fn choose<'a>(
     })
 }
 
+/// Opens a snapshot's manifest, a damaged one being [`SnapshotError::Damaged`].
+/// A manifest larger than a header read has its header checked first, so a
+/// huge stray object is not downloaded to be found damaged; a small one is
+/// fetched once.
+async fn open_checked(
+    store: &dyn ObjectStore,
+    snapshot: &Snapshot,
+) -> Result<manifest::Reader<std::fs::File>, SnapshotError> {
+    if snapshot.manifest_size > HEAD_BYTES
+        && let Health::Damaged(reason) = check(store, snapshot).await?
+    {
+        return Err(SnapshotError::Damaged {
+            id: snapshot.id.clone(),
+            key: snapshot.key.clone(),
+            reason,
+        });
+    }
+    open_manifest(store, snapshot).await
+}
+
 /// "damaged snapshot A (why)" or "2 damaged snapshots: A (why), B (why)", for one-line messages.
 pub fn describe_damage(damaged: &[Damage]) -> String {
     let each: Vec<String> = damaged.iter().map(|d| format!("{} ({})", d.id, d.reason)).collect();
@@ -323,12 +334,14 @@ pub fn describe_damage(damaged: &[Damage]) -> String {
     }
 }
 
+/// Bytes of a manifest fetched first to read its header.
+const HEAD_BYTES: u64 = 64 * 1024;
+
 /// Reads just a manifest's header line: its first 64 KiB, then (when the
 /// header runs past them) at most 2 MiB, room for the longest line a
 /// reader accepts ([`manifest::MAX_LINE`]) however it compressed, so a
 /// huge stray object is never fetched whole.
 pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Header, SnapshotError> {
-    const HEAD_BYTES: u64 = 64 * 1024;
     const HEAD_MAX: u64 = 2 * manifest::MAX_LINE as u64;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         key: snapshot.key.clone(),
@@ -348,22 +361,27 @@ pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result
     }
 }
 
+/// The object's bytes (or a range of them), fetched again from the start
+/// when the body is cut short: a cut body must not pass for a damaged manifest.
 async fn fetch_bytes(
     store: &dyn ObjectStore,
     key: &str,
     range: Option<(u64, u64)>,
 ) -> Result<Vec<u8>, StoreError> {
-    let (_, chunks) = store
-        .get(
-            key,
-            GetRequest {
-                range,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let parts: Vec<bytes::Bytes> = chunks.try_collect().await?;
-    Ok(parts.concat())
+    crate::transfer::retry_n(crate::transfer::DOWNLOAD_ATTEMPTS, key, || async move {
+        let (_, chunks) = store
+            .get(
+                key,
+                GetRequest {
+                    range,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let parts: Vec<bytes::Bytes> = chunks.try_collect().await?;
+        Ok(parts.concat())
+    })
+    .await
 }
 
 /// Downloads a whole manifest to a temporary file and opens it for streaming.

@@ -124,13 +124,13 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     if all.is_empty() {
         return Err(VerifyError::NoSnapshots(target_text));
     }
-    let chosen = snapshots::choose(&*store, &all, opts.snapshot.as_deref().unwrap_or("latest"), &target_text).await?;
-    let snapshot = chosen.snapshot;
-    let reader = snapshots::open_manifest(&*store, snapshot).await?;
+    let opened = snapshots::open(&*store, &all, opts.snapshot.as_deref().unwrap_or("latest"), &target_text).await?;
+    let snapshot = opened.snapshot;
+    let reader = opened.reader;
     let mut report = VerifyReport {
         snapshot: snapshot.id.clone(),
         deep: opts.deep,
-        passed_over: chosen.passed_over,
+        passed_over: opened.passed_over,
         ..VerifyReport::default()
     };
 
