@@ -13,14 +13,15 @@
 //! may hold content newer than that snapshot, so its rows are checked
 //! against one listing of the prefix and kept only where the object still
 //! has the recorded size and ETag (a row must never claim content the
-//! store does not hold); the rest are left to the next backup. A manifest
+//! store does not hold); the rest are left to the next backup. Where the
+//! store lists no ETags, a row whose size matches is confirmed by a HEAD. A manifest
 //! that breaks off after its header keeps the rows read before the break:
 //! each is a true claim, and the files after it are simply uploaded again.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::manifest::{Entry, ReadError};
@@ -103,6 +104,10 @@ pub async fn from_latest_manifest(
         passed_over: opened.passed_over,
         ..RebuildReport::default()
     };
+    // Rows whose object is listed with the right size but no ETag: asked
+    // about one by one below (only when newer snapshots are damaged, and
+    // only on stores that list no ETags).
+    let mut to_confirm = Vec::new();
     tokio::task::block_in_place(|| -> Result<(), RebuildError> {
         db.clear_files(set_id)?;
         let mut batch = Vec::with_capacity(1024);
@@ -130,24 +135,20 @@ pub async fn from_latest_manifest(
             };
             if row.kind != EntryKind::Dir
                 && let Some(objects) = &objects
-                && objects.get(&join_key(prefix, &row.path)) != Some(&(row.size, row.etag.clone()))
             {
-                report.stale += 1;
-                continue;
-            }
-            match row.kind {
-                EntryKind::Dir => report.dirs += 1,
-                EntryKind::File | EntryKind::Symlink => {
-                    report.files += 1;
-                    match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
-                        Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
-                            report.matching += 1
-                        }
-                        Ok(_) => report.to_hash += 1,
-                        Err(_) => report.missing_locally += 1,
+                match objects.get(&join_key(prefix, &row.path)) {
+                    Some((size, etag)) if *size == row.size && etag.is_empty() => {
+                        to_confirm.push(row);
+                        continue;
+                    }
+                    Some((size, etag)) if *size == row.size && !row.etag.is_empty() && *etag == row.etag => {}
+                    _ => {
+                        report.stale += 1;
+                        continue;
                     }
                 }
             }
+            tally(&mut report, source, &row);
             batch.push(FileChange::Upsert(row));
             if batch.len() == 1024 {
                 db.apply(set_id, &batch)?;
@@ -157,6 +158,28 @@ pub async fn from_latest_manifest(
         db.apply(set_id, &batch)?;
         Ok(())
     })?;
+    if !to_confirm.is_empty() {
+        let confirmed: Vec<(FileRow, bool)> = futures::stream::iter(to_confirm)
+            .map(|row| async move {
+                let key = join_key(prefix, &row.path);
+                let head = store.head(&key, None).await?;
+                let same = head.size == row.size && !row.etag.is_empty() && head.etag == row.etag;
+                Ok::<_, StoreError>((row, same))
+            })
+            .buffer_unordered(CONFIRMS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut batch = Vec::new();
+        for (row, same) in confirmed {
+            if same {
+                tally(&mut report, source, &row);
+                batch.push(FileChange::Upsert(row));
+            } else {
+                report.stale += 1;
+            }
+        }
+        tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+    }
     if let Some(stopped) = &report.stopped {
         tracing::warn!(
             "{stopped}: state rebuilt from the {} entries before it; the next backup uploads the rest again",
@@ -166,9 +189,29 @@ pub async fn from_latest_manifest(
     Ok(Some(report))
 }
 
+/// HEAD requests in flight when confirming rows (see [`from_latest_manifest`]).
+const CONFIRMS_IN_FLIGHT: usize = 16;
+
+/// Counts a row about to be written: a directory, or a file (or symlink)
+/// that matches, differs from or is missing in the local source.
+fn tally(report: &mut RebuildReport, source: &Path, row: &FileRow) {
+    match row.kind {
+        EntryKind::Dir => report.dirs += 1,
+        EntryKind::File | EntryKind::Symlink => {
+            report.files += 1;
+            match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
+                Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
+                    report.matching += 1
+                }
+                Ok(_) => report.to_hash += 1,
+                Err(_) => report.missing_locally += 1,
+            }
+        }
+    }
+}
+
 /// Size and ETag of every object under `prefix` (the tool's own area left
-/// out), from one listing. An object with no listed ETag is left out: it
-/// cannot be shown to hold what a snapshot recorded.
+/// out), from one listing; the ETag is empty where the store lists none.
 async fn objects_under(store: &dyn ObjectStore, prefix: &str) -> Result<HashMap<String, (u64, String)>, StoreError> {
     let list_prefix = if prefix.is_empty() {
         String::new()
@@ -178,7 +221,7 @@ async fn objects_under(store: &dyn ObjectStore, prefix: &str) -> Result<HashMap<
     let own = format!("{list_prefix}.s3backup/");
     store
         .list(&list_prefix)
-        .try_filter(|o| futures::future::ready(!o.key.starts_with(&own) && !o.etag.is_empty()))
+        .try_filter(|o| futures::future::ready(!o.key.starts_with(&own)))
         .map_ok(|o| (o.key, (o.size, o.etag)))
         .try_collect()
         .await

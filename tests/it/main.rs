@@ -17,6 +17,9 @@
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
+//! `damaged` checks that a damaged manifest (or a stray object named like
+//! one) does not take the other snapshots down, in listings, `forget`,
+//! restores, `verify` and state rebuilds.
 //! `sets` checks named backup sets, `progress_out` the progress output,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
@@ -31,6 +34,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod crash;
+mod damaged;
 mod edge;
 mod edge_fs;
 mod faults;
