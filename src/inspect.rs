@@ -139,10 +139,12 @@ pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
         }
     }
     if !damaged.is_empty() {
-        tracing::warn!(
-            "{} in {target}: restores, verify and rebuilds use the newest readable snapshot",
-            snapshots::describe_damage(&damaged)
-        );
+        let what = if damaged.len() == list.len() {
+            "no snapshot is readable"
+        } else {
+            "restores, verify and rebuilds use the newest readable snapshot"
+        };
+        tracing::warn!("{} in {target}: {what}", snapshots::describe_damage(&damaged));
     }
     Ok(Exit::Ok)
 }

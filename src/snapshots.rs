@@ -65,7 +65,7 @@ pub enum SnapshotError {
         reason: String,
     },
     /// The snapshot asked for by ID has a manifest whose header cannot be read.
-    #[error("snapshot {id} is damaged: its manifest '{key}' is unreadable: {reason}")]
+    #[error("snapshot {id} is damaged: manifest '{key}': {reason}")]
     Damaged {
         /// The snapshot's ID.
         id: String,
@@ -76,7 +76,7 @@ pub enum SnapshotError {
     },
     /// `latest` was asked for and every snapshot is damaged.
     #[error(
-        "no readable snapshot in {target}: all {count} are damaged; the newest, {id}, has an unreadable manifest '{key}': {reason} (see 's3backup snapshots {target}')"
+        "no readable snapshot in {target} ({count} damaged); the newest, {id}, has manifest '{key}': {reason} (see 's3backup snapshots {target}')"
     )]
     NoneReadable {
         /// The target text.
