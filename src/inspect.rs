@@ -515,7 +515,10 @@ async fn state_rebuild(
             r.matching, r.to_hash, r.missing_locally
         );
         if r.refused > 0 {
-            println!("  {} unsafe, unknown or unreadable manifest lines were skipped", r.refused);
+            println!(
+                "  {} unsafe, unknown or unreadable manifest lines were skipped",
+                r.refused
+            );
         }
         if r.stale > 0 {
             println!(

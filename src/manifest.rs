@@ -390,7 +390,10 @@ mod tests {
         let bytes = Writer::new(Vec::new(), &h).unwrap().finish().unwrap();
         assert!(matches!(
             Reader::new(&bytes[..]),
-            Err(HeaderError::TooNew { found: 2, supported: 1 })
+            Err(HeaderError::TooNew {
+                found: 2,
+                supported: 1
+            })
         ));
     }
 
@@ -471,7 +474,10 @@ mod tests {
 
     #[test]
     fn header_damage_is_typed() {
-        assert!(matches!(Reader::new(&b"0123456789abcdefghij"[..]), Err(HeaderError::Unreadable(_))));
+        assert!(matches!(
+            Reader::new(&b"0123456789abcdefghij"[..]),
+            Err(HeaderError::Unreadable(_))
+        ));
         let junk = zstd::encode_all(&b"{\"not\":\"a header\"}\n"[..], 1).unwrap();
         assert!(matches!(Reader::new(&junk[..]), Err(HeaderError::Invalid(_))));
         let empty = zstd::encode_all(&b""[..], 1).unwrap();

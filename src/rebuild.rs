@@ -212,7 +212,10 @@ fn tally(report: &mut RebuildReport, source: &Path, row: &FileRow) {
 
 /// Size and ETag of every object under `prefix` (the tool's own area left
 /// out), from one listing; the ETag is empty where the store lists none.
-async fn objects_under(store: &dyn ObjectStore, prefix: &str) -> Result<HashMap<String, (u64, String)>, StoreError> {
+async fn objects_under(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<HashMap<String, (u64, String)>, StoreError> {
     let list_prefix = if prefix.is_empty() {
         String::new()
     } else {

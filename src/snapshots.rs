@@ -327,7 +327,10 @@ async fn open_checked(
 
 /// "damaged snapshot A (why)" or "2 damaged snapshots: A (why), B (why)", for one-line messages.
 pub fn describe_damage(damaged: &[Damage]) -> String {
-    let each: Vec<String> = damaged.iter().map(|d| format!("{} ({})", d.id, d.reason)).collect();
+    let each: Vec<String> = damaged
+        .iter()
+        .map(|d| format!("{} ({})", d.id, d.reason))
+        .collect();
     match each.as_slice() {
         [one] => format!("damaged snapshot {one}"),
         many => format!("{} damaged snapshots: {}", many.len(), many.join(", ")),

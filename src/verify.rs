@@ -124,7 +124,13 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     if all.is_empty() {
         return Err(VerifyError::NoSnapshots(target_text));
     }
-    let opened = snapshots::open(&*store, &all, opts.snapshot.as_deref().unwrap_or("latest"), &target_text).await?;
+    let opened = snapshots::open(
+        &*store,
+        &all,
+        opts.snapshot.as_deref().unwrap_or("latest"),
+        &target_text,
+    )
+    .await?;
     let snapshot = opened.snapshot;
     let reader = opened.reader;
     let mut report = VerifyReport {

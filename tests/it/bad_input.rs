@@ -512,7 +512,11 @@ fn manifest_with_garbage_bytes() {
     // Listing it is no error: it is listed as damaged, saying why.
     let r = go(&env, ["snapshots", s(&store)]);
     r.expect_code(0);
-    let line = r.stdout.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{}", r.show()));
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{}", r.show()));
     assert!(line.contains("damaged: "), "{}", r.show());
     assert!(r.stderr.contains(&id), "{}", r.show());
 }

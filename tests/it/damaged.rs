@@ -99,7 +99,10 @@ impl Fx {
     /// `s3backup --state STATE WORDS… TARGET [--endpoint-url E] EXTRA…`.
     fn on_target(&self, words: &[&str], extra: &[&str]) -> Run {
         let mut cmd = self.env.cmd();
-        cmd.arg("--state").arg(&self.env.state).args(words).arg(&self.target);
+        cmd.arg("--state")
+            .arg(&self.env.state)
+            .args(words)
+            .arg(&self.target);
         if let Some(e) = &self.env.endpoint {
             cmd.arg("--endpoint-url").arg(e);
         }
@@ -123,7 +126,13 @@ impl Fx {
     }
 
     fn backup(&self) -> String {
-        snapshot_id(&self.env.backup_ok(&self.target, &[]).snapshot.expect("a manifest"))
+        snapshot_id(
+            &self
+                .env
+                .backup_ok(&self.target, &[])
+                .snapshot
+                .expect("a manifest"),
+        )
     }
 
     /// Three snapshots; returns their IDs and the source tree as the second saw it.
@@ -146,7 +155,10 @@ impl Fx {
     fn snapshots_json(&self) -> Vec<Value> {
         let r = self.on_target(&["snapshots"], &["--json"]);
         r.expect_code(0);
-        one_json(&r).as_array().unwrap_or_else(|| panic!("{}", r.show())).clone()
+        one_json(&r)
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", r.show()))
+            .clone()
     }
 }
 
@@ -175,9 +187,17 @@ fn damage_kinds(good: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     too_new["format"] = 99.into();
     vec![
         ("20 random bytes", noise(20, 11), "header unreadable"),
-        ("zstd with no header", zstd_of(b"{\"not\":\"a header\"}\n"), "header is not valid"),
+        (
+            "zstd with no header",
+            zstd_of(b"{\"not\":\"a header\"}\n"),
+            "header is not valid",
+        ),
         ("a newer format", encode_manifest(&too_new, &[]), "newer"),
-        ("cut in half", good[..good.len() / 2].to_vec(), "header unreadable"),
+        (
+            "cut in half",
+            good[..good.len() / 2].to_vec(),
+            "header unreadable",
+        ),
         ("empty", Vec::new(), "header unreadable"),
     ]
 }
@@ -204,14 +224,21 @@ fn damaged_newest_is_listed_and_latest_is_the_newest_readable(fx: &Fx) {
         let r = fx.on_target(&["snapshots"], &[]);
         r.expect_code(0);
         let line = r.stdout.lines().find(|l| l.starts_with(&third)).unwrap();
-        assert!(line.contains(&format!("damaged: {reason}")), "{what}\n{}", r.show());
+        assert!(
+            line.contains(&format!("damaged: {reason}")),
+            "{what}\n{}",
+            r.show()
+        );
 
         // latest = the second snapshot, byte for byte, with a warning naming the third.
         let dest = fx.env.root().join(format!("dest-{}", what.replace(' ', "-")));
         let r = fx.env.restore(&fx.target, &dest, &["--json"]);
         r.expect_code(0);
         assert_eq!(r.restore_summary().source, second, "{what}");
-        assert!(tree(&dest) == at_second, "{what}: restored tree differs from the second snapshot");
+        assert!(
+            tree(&dest) == at_second,
+            "{what}: restored tree differs from the second snapshot"
+        );
         let warning = r.stderr.lines().find(|l| l.contains(&third)).unwrap_or_default();
         assert!(
             warning.contains("damaged") && warning.contains(&second),
@@ -246,7 +273,10 @@ fn a_stray_object_named_like_a_newer_manifest_is_listed_damaged_and_passed_over(
     let r = fx.env.restore(&fx.target, &dest, &["--json"]);
     r.expect_code(0);
     assert_eq!(r.restore_summary().source, third);
-    assert!(tree(&dest) == at_third, "restored tree differs from the real latest");
+    assert!(
+        tree(&dest) == at_third,
+        "restored tree differs from the real latest"
+    );
     assert!(r.stderr.contains(STRAY), "{}", r.show());
 }
 
@@ -258,7 +288,10 @@ fn forget_keeps_the_newest_readable_and_leaves_damaged_ones_alone(fx: &Fx) {
     fx.put_manifest(STRAY, &noise(20, 13));
 
     // Dry run: what would go, nothing goes.
-    let r = fx.on_target(&["snapshots", "forget"], &["--keep-last", "1", "--dry-run", "--json"]);
+    let r = fx.on_target(
+        &["snapshots", "forget"],
+        &["--keep-last", "1", "--dry-run", "--json"],
+    );
     r.expect_code(0);
     let v = one_json(&r);
     assert_eq!(v["removed"], serde_json::json!([first]), "{}", r.show());
@@ -281,7 +314,11 @@ fn forget_keeps_the_newest_readable_and_leaves_damaged_ones_alone(fx: &Fx) {
     assert!(r.stdout.contains(&format!("removed {first}")), "{}", r.show());
     for id in [&third, STRAY] {
         let line = r.stdout.lines().find(|l| l.contains(id)).unwrap_or_default();
-        assert!(line.contains("damaged"), "{id} not said to be damaged\n{}", r.show());
+        assert!(
+            line.contains("damaged"),
+            "{id} not said to be damaged\n{}",
+            r.show()
+        );
     }
     assert!(fx.manifest(&first).is_none(), "{first} kept");
     for id in [&second, &third, &STRAY.to_owned()] {
@@ -295,7 +332,12 @@ fn forget_keeps_the_newest_readable_and_leaves_damaged_ones_alone(fx: &Fx) {
     assert!(fx.manifest(&second).is_some());
     let r = fx.on_target(&["snapshots", "forget"], &[STRAY, "--json"]);
     r.expect_code(0);
-    assert_eq!(one_json(&r)["removed"], serde_json::json!([STRAY]), "{}", r.show());
+    assert_eq!(
+        one_json(&r)["removed"],
+        serde_json::json!([STRAY]),
+        "{}",
+        r.show()
+    );
     assert!(fx.manifest(STRAY).is_none());
     assert!(fx.manifest(&third).is_some());
 }
@@ -331,7 +373,11 @@ fn a_damaged_snapshot_asked_for_by_id_is_an_error_naming_it() {
     let r = fx.env.restore(&fx.target, &dest, &[]);
     r.expect_code(1);
     let e = r.error_line();
-    assert!(e.contains("no readable snapshot") && e.contains(&third), "{}", r.show());
+    assert!(
+        e.contains("no readable snapshot") && e.contains(&third),
+        "{}",
+        r.show()
+    );
     assert!(!dest.exists(), "DEST created");
 }
 
@@ -355,7 +401,11 @@ fn restore_stops_plainly_where_a_manifest_breaks_off(fx: &Fx) {
             r.show()
         );
         let v = one_json(&r);
-        assert!(v["stopped"].as_str().is_some_and(|s| s.contains("line 3")), "{what}\n{}", r.show());
+        assert!(
+            v["stopped"].as_str().is_some_and(|s| s.contains("line 3")),
+            "{what}\n{}",
+            r.show()
+        );
         assert_eq!(v["source"], third.as_str());
         assert_eq!(temp_files(&dest), Vec::<String>::new(), "{what}");
     }
@@ -392,9 +442,17 @@ fn an_overlong_manifest_line_is_one_failure_and_the_rest_is_restored(fx: &Fx) {
     let s = r.restore_summary();
     assert_eq!(s.failed, 1, "{}", r.show());
     let error = &s.failures[0].error;
-    assert!(error.contains("line 3") && error.contains("longer than"), "{}", r.show());
+    assert!(
+        error.contains("line 3") && error.contains("longer than"),
+        "{}",
+        r.show()
+    );
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"aa");
-    assert_eq!(std::fs::read(dest.join("c.txt")).unwrap(), b"cc", "the line after it was not read");
+    assert_eq!(
+        std::fs::read(dest.join("c.txt")).unwrap(),
+        b"cc",
+        "the line after it was not read"
+    );
 }
 
 #[test]
@@ -444,7 +502,11 @@ fn fresh_state_backup_rebuilds_from_the_newest_readable(fx: &Fx) {
     r.expect_code(0);
     assert!(!r.stderr.contains("error"), "{}", r.show());
     let warning = r.stderr.lines().find(|l| l.contains(&second)).unwrap_or_default();
-    assert!(warning.contains("damaged") && warning.contains(&first), "{}", r.show());
+    assert!(
+        warning.contains("damaged") && warning.contains(&first),
+        "{}",
+        r.show()
+    );
     let s = r.summary();
     // b.txt is trusted from the first snapshot; a.txt's row is not (the
     // bucket holds the second run's bytes), so it is sent again.
@@ -475,7 +537,12 @@ fn state_rebuild_with_a_damaged_newest_uses_the_newest_readable_and_drops_stale_
     let v = one_json(&r);
     assert_eq!(v["snapshot"], first.as_str(), "{}", r.show());
     assert_eq!(v["passed_over"][0]["id"], second.as_str(), "{}", r.show());
-    assert_eq!((v["files"].as_u64(), v["stale"].as_u64()), (Some(1), Some(1)), "{}", r.show());
+    assert_eq!(
+        (v["files"].as_u64(), v["stale"].as_u64()),
+        (Some(1), Some(1)),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
@@ -488,6 +555,10 @@ fn fresh_state_backup_with_every_snapshot_damaged_uploads_everything() {
     std::fs::remove_file(&fx.env.state).unwrap();
     let r = fx.env.backup(&fx.target, &["--json"]);
     r.expect_code(0);
-    assert!(r.stderr.contains(&only) && r.stderr.contains("uploading every file"), "{}", r.show());
+    assert!(
+        r.stderr.contains(&only) && r.stderr.contains("uploading every file"),
+        "{}",
+        r.show()
+    );
     assert_eq!(r.summary().uploaded, 2);
 }
