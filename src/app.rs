@@ -292,7 +292,16 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
         eprintln!("kept (differs from the backup): {path}");
     }
     for f in &r.failures {
-        eprintln!("error: {}: {}", f.path, f.error);
+        if f.path.is_empty() {
+            eprintln!("error: {}", f.error);
+        } else {
+            eprintln!("error: {}: {}", f.path, f.error);
+        }
+    }
+    if let Some(stopped) = &r.stopped {
+        // Not "some files failed": how many entries were never read is unknown.
+        eprintln!("error: {stopped}");
+        return Ok(Exit::Error);
     }
     if r.failed > 0 {
         eprintln!("error: {} file(s) were not restored", r.failed);

@@ -30,8 +30,9 @@ use crate::manifest;
 use crate::names;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
-use crate::rebuild;
+use crate::rebuild::{self, RebuildError};
 use crate::scan::{self, EntryKind, ScanEntry};
+use crate::snapshots::SnapshotError;
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
@@ -124,6 +125,10 @@ pub enum BackupError {
     /// Writing the manifest failed; the files themselves are backed up.
     #[error("writing the snapshot manifest: {0}")]
     Manifest(String),
+    /// A set this state file never saw could not be rebuilt from the
+    /// bucket's snapshots (a store or state error: damaged manifests are not).
+    #[error("rebuilding state from the newest readable snapshot: {0}")]
+    Rebuild(#[from] RebuildError),
 }
 
 /// How many state rows to commit per transaction.
@@ -205,9 +210,15 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     // lacks is rebuilt from what the target holds.
     let unknown = !db.has_rows(set_id)? && !db.has_runs(set_id)?;
     if (unknown || stale.is_some()) && prepared == Prepared::Existing {
-        let rebuilt = rebuild::from_latest_manifest(&*store, opts.target.prefix(), &mut db, set_id, &source)
-            .await
-            .map_err(|e| BackupError::Manifest(format!("rebuilding state from the latest snapshot: {e}")))?;
+        let rebuilt =
+            match rebuild::from_latest_manifest(&*store, &opts.target, &mut db, set_id, &source).await {
+                // Nothing to rebuild from: with no rows every file is sent, which is right.
+                Err(RebuildError::Snapshot(e @ SnapshotError::NoneReadable { .. })) => {
+                    tracing::warn!("no state for this backup set, and {e}: uploading every file");
+                    None
+                }
+                other => other?,
+            };
         if let Some(r) = rebuilt {
             tracing::warn!(
                 "no state for this backup set: rebuilt it from snapshot {} ({} files); files are hashed, not re-uploaded",

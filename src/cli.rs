@@ -280,21 +280,28 @@ pub struct SnapshotsArgs {
 /// What to do with snapshots besides listing them.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotsAction {
-    /// Delete old snapshot manifests (never the newest; the files they name stay).
+    /// Delete old snapshot manifests (never the newest readable one; the files they name stay).
     #[command(after_help = "\
+Damaged snapshots (listed as such by 's3backup snapshots') do not count as
+kept and are never removed by --keep-last/--keep-within: name one to remove it.
+
 Examples:
   s3backup snapshots forget s3://mybucket/documents --keep-last 30
   s3backup snapshots forget s3://mybucket/documents --keep-within 90d --dry-run
-  s3backup snapshots forget mybucket::documents --keep-last 10 --keep-within 1y --json")]
+  s3backup snapshots forget mybucket::documents --keep-last 10 --keep-within 1y --json
+  s3backup snapshots forget mybucket::documents 20260301T120000Z")]
     Forget(ForgetArgs),
 }
 
 /// `s3backup snapshots forget`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args(["keep_last", "keep_within"])))]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args(["keep_last", "keep_within", "ids"])))]
 pub struct ForgetArgs {
     /// Where the backup is.
     pub target: Target,
+    /// Snapshots to remove by ID (or unique prefix), damaged or not; never the newest readable one.
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
     /// Keep the newest N snapshots.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<usize>,

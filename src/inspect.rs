@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::app::Exit;
 use crate::cli::{ForgetArgs, SnapshotsAction, SnapshotsArgs, StateAction, VerifyArgs};
 use crate::rebuild;
-use crate::snapshots;
+use crate::snapshots::{self, Damage, Health, Snapshot};
 use crate::state::StateDb;
 use crate::store;
 use crate::target::Target;
@@ -41,15 +41,21 @@ async fn open_existing_store(
     Ok(store)
 }
 
-/// One snapshot as `snapshots --json` prints it.
+/// One snapshot as `snapshots --json` prints it. A damaged one has
+/// `status: "damaged"` and its `damage`; what only its header could say is
+/// `null`, and `created` comes from its ID.
 #[derive(Serialize)]
 struct SnapshotRow {
     id: String,
     created: String,
-    files: u64,
-    bytes: u64,
-    host: String,
-    source: String,
+    files: Option<u64>,
+    bytes: Option<u64>,
+    host: Option<String>,
+    source: Option<String>,
+    /// "ok" or "damaged".
+    status: &'static str,
+    /// Why a damaged snapshot cannot be read.
+    damage: Option<String>,
 }
 
 /// `s3backup snapshots [forget]`.
@@ -64,16 +70,41 @@ pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
     let list = snapshots::list(&*store, target.prefix())
         .await
         .with_context(|| target.to_string())?;
+    let health = snapshots::check_all(&*store, &list)
+        .await
+        .with_context(|| target.to_string())?;
     let mut rows = Vec::with_capacity(list.len());
-    for snap in &list {
-        let header = snapshots::read_header(&*store, snap).await?;
-        rows.push(SnapshotRow {
-            id: snap.id.clone(),
-            created: header.created,
-            files: header.files,
-            bytes: header.bytes,
-            host: header.host,
-            source: header.source,
+    let mut damaged = Vec::new();
+    for (snap, health) in list.iter().zip(health) {
+        rows.push(match health {
+            Health::Readable(header) => SnapshotRow {
+                id: snap.id.clone(),
+                created: header.created,
+                files: Some(header.files),
+                bytes: Some(header.bytes),
+                host: Some(header.host),
+                source: Some(header.source),
+                status: "ok",
+                damage: None,
+            },
+            Health::Damaged(reason) => {
+                damaged.push(Damage {
+                    id: snap.id.clone(),
+                    reason: reason.clone(),
+                });
+                SnapshotRow {
+                    id: snap.id.clone(),
+                    created: snapshots::created(snap)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default(),
+                    files: None,
+                    bytes: None,
+                    host: None,
+                    source: None,
+                    status: "damaged",
+                    damage: Some(reason),
+                }
+            }
         });
     }
     if args.json {
@@ -86,26 +117,77 @@ pub async fn snapshots(args: SnapshotsArgs) -> anyhow::Result<Exit> {
             "ID", "created", "files", "size"
         );
         for r in &rows {
-            println!(
-                "{:<50} {:<21} {:>9} {:>11}  {}:{}",
-                r.id,
-                r.created,
-                r.files,
-                bytes(r.bytes),
-                r.host,
-                r.source
-            );
+            match (&r.damage, r.files, r.bytes) {
+                (None, Some(files), Some(size)) => println!(
+                    "{:<50} {:<21} {:>9} {:>11}  {}:{}",
+                    r.id,
+                    r.created,
+                    files,
+                    bytes(size),
+                    r.host.as_deref().unwrap_or_default(),
+                    r.source.as_deref().unwrap_or_default()
+                ),
+                (damage, ..) => println!(
+                    "{:<50} {:<21} {:>9} {:>11}  damaged: {}",
+                    r.id,
+                    r.created,
+                    "-",
+                    "-",
+                    damage.as_deref().unwrap_or_default()
+                ),
+            }
         }
+    }
+    if !damaged.is_empty() {
+        let what = if damaged.len() == list.len() {
+            "no snapshot is readable"
+        } else {
+            "restores, verify and rebuilds use the newest readable snapshot"
+        };
+        tracing::warn!("{} in {target}: {what}", snapshots::describe_damage(&damaged));
     }
     Ok(Exit::Ok)
 }
 
 async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
-    let store = open_existing_store(&args.target, args.s3).await?;
-    let list = snapshots::list(&*store, args.target.prefix())
+    let target = &args.target;
+    let store = open_existing_store(target, args.s3).await?;
+    let list = snapshots::list(&*store, target.prefix())
         .await
-        .with_context(|| args.target.to_string())?;
-    let doomed = snapshots::to_forget(&list, args.keep_last, args.keep_within, chrono::Utc::now());
+        .with_context(|| target.to_string())?;
+    let health = snapshots::check_all(&*store, &list)
+        .await
+        .with_context(|| target.to_string())?;
+    let mut readable = Vec::new();
+    let mut damaged = Vec::new();
+    for (snap, health) in list.iter().zip(health) {
+        match health {
+            Health::Readable(_) => readable.push(snap),
+            Health::Damaged(reason) => damaged.push((snap, reason)),
+        }
+    }
+    let newest_readable = readable.last().map(|s| s.key.clone());
+    let mut doomed: Vec<&Snapshot> = if args.keep_last.is_some() || args.keep_within.is_some() {
+        snapshots::to_forget(&readable, args.keep_last, args.keep_within, chrono::Utc::now())
+    } else {
+        Vec::new()
+    };
+    for id in &args.ids {
+        if id == "latest" {
+            bail!("snapshots forget never removes 'latest' (the newest readable snapshot)");
+        }
+        let named = snapshots::resolve(&list, id, &target.to_string())?;
+        if newest_readable.as_ref() == Some(&named.key) {
+            bail!(
+                "snapshot {} is the newest readable snapshot ('latest'): snapshots forget never removes it",
+                named.id
+            );
+        }
+        if !doomed.iter().any(|s| s.key == named.key) {
+            doomed.push(named);
+        }
+    }
+    doomed.sort_by(|a, b| a.id.cmp(&b.id));
     let mut removed = Vec::new();
     for snap in &doomed {
         if !args.dry_run {
@@ -116,22 +198,42 @@ async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
         }
         removed.push(snap.id.clone());
     }
+    let left_damaged: Vec<Damage> = damaged
+        .into_iter()
+        .filter(|(s, _)| !doomed.iter().any(|d| d.key == s.key))
+        .map(|(s, reason)| Damage {
+            id: s.id.clone(),
+            reason,
+        })
+        .collect();
+    let kept = readable
+        .iter()
+        .filter(|s| !doomed.iter().any(|d| d.key == s.key))
+        .count();
     if args.json {
         print_json(&serde_json::json!({
             "dry_run": args.dry_run,
             "removed": removed,
-            "kept": list.len() - removed.len(),
+            "kept": kept,
+            "damaged": left_damaged,
         }))?;
     } else {
         let verb = if args.dry_run { "would remove" } else { "removed" };
         for id in &removed {
             println!("{verb} {id}");
         }
-        println!(
-            "{verb} {} snapshot(s), kept {}",
-            removed.len(),
-            list.len() - removed.len()
-        );
+        for d in &left_damaged {
+            println!("left alone {} (damaged: {})", d.id, d.reason);
+        }
+        print!("{verb} {} snapshot(s), kept {}", removed.len(), kept);
+        if left_damaged.is_empty() {
+            println!();
+        } else {
+            println!(
+                "; {} damaged snapshot(s) left alone (name one to remove it: s3backup snapshots forget {target} ID)",
+                left_damaged.len()
+            );
+        }
     }
     Ok(Exit::Ok)
 }
@@ -150,24 +252,41 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
         print_json(&r)?;
     } else {
         for p in &r.problems {
-            println!("{:<8} {}: {}", p.kind, p.path, p.detail);
+            if p.path.is_empty() {
+                println!("{:<8} {}", p.kind, p.detail);
+            } else {
+                println!("{:<8} {}: {}", p.kind, p.path, p.detail);
+            }
         }
         let how = if r.deep {
             "present and content checked"
         } else {
             "present with size and ETag"
         };
+        let unreadable = if r.unreadable > 0 {
+            format!(", {} manifest line(s) unreadable", r.unreadable)
+        } else {
+            String::new()
+        };
         println!(
-            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched",
+            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched{unreadable}",
             r.snapshot, r.files, r.ok, r.missing, r.mismatched
         );
     }
-    if r.missing + r.mismatched > 0 {
+    let bad = r.missing + r.mismatched + r.unreadable;
+    if bad > 0 {
         eprintln!(
-            "error: {} file(s) of snapshot {} are not intact in {}",
-            r.missing + r.mismatched,
-            r.snapshot,
-            opts.target
+            "error: {bad} file(s) of snapshot {} are not intact in {}",
+            r.snapshot, opts.target
+        );
+        return Ok(Exit::Error);
+    }
+    if !r.passed_over.is_empty() {
+        eprintln!(
+            "error: {} in {}: checked {}, the newest readable snapshot, instead",
+            snapshots::describe_damage(&r.passed_over),
+            opts.target,
+            r.snapshot
         );
         return Ok(Exit::Error);
     }
@@ -379,7 +498,7 @@ async fn state_rebuild(
         &crate::store::set_target(&target, &*store),
     )?;
     let _lock = db.lock_set(set_id)?;
-    let report = rebuild::from_latest_manifest(&*store, target.prefix(), &mut db, set_id, &source)
+    let report = rebuild::from_latest_manifest(&*store, &target, &mut db, set_id, &source)
         .await
         .with_context(|| format!("rebuilding state for {} -> {target}", source.display()))?;
     let Some(r) = report else {
@@ -399,7 +518,16 @@ async fn state_rebuild(
             r.matching, r.to_hash, r.missing_locally
         );
         if r.refused > 0 {
-            println!("  {} unsafe or unknown manifest lines were skipped", r.refused);
+            println!(
+                "  {} unsafe, unknown or unreadable manifest lines were skipped",
+                r.refused
+            );
+        }
+        if r.stale > 0 {
+            println!(
+                "  {} files changed in the bucket after that snapshot: the next backup hashes and sends them",
+                r.stale
+            );
         }
     }
     Ok(Exit::Ok)

@@ -123,47 +123,143 @@ impl<W: Write> Writer<W> {
 /// line, and so one allocation, as large as memory (found by fuzzing).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// Why a manifest's header (line 1) cannot be read: the manifest is then
+/// damaged as a whole, and no entry of it can be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// The bytes are not a zstd stream, or it breaks off inside line 1, or
+    /// line 1 is longer than [`MAX_LINE`] or not UTF-8.
+    #[error("header unreadable: {0}")]
+    Unreadable(io::Error),
+    /// The stream holds no line at all.
+    #[error("manifest is empty")]
+    Empty,
+    /// Line 1 is not a header's JSON.
+    #[error("header is not valid: {0}")]
+    Invalid(serde_json::Error),
+    /// Written by a newer s3backup in a format this build cannot read.
+    #[error("manifest format {found} is newer than this s3backup understands ({supported})")]
+    TooNew {
+        /// The header's `format`.
+        found: u32,
+        /// [`FORMAT`].
+        supported: u32,
+    },
+}
+
+/// Why an entry line could not be read. `line` counts the decompressed
+/// lines from 1 (the header), so `zstdcat M | sed -n Np` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This one line is bad (longer than [`MAX_LINE`], not UTF-8, not an
+    /// entry's JSON); it is skipped and the lines after it are read.
+    #[error("manifest line {line}: {reason}")]
+    Line {
+        /// The bad line's number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Nothing after this point can be read: the zstd stream is corrupt or
+    /// cut short, the last line has no `\n`, or there are fewer entries
+    /// than the header counts. The reader yields nothing more.
+    #[error("manifest unreadable after line {line}: {reason}")]
+    Stopped {
+        /// The last line read whole.
+        line: u64,
+        /// Why the read ended there.
+        reason: String,
+    },
+}
+
 /// Reads a manifest back line by line.
+///
+/// A bad entry line is one [`ReadError::Line`] and the read goes on; a
+/// manifest that cannot be read to its end gives one [`ReadError::Stopped`]
+/// last, so a reader never mistakes a cut manifest for a whole one.
 pub struct Reader<R: Read> {
     input: BufReader<zstd::Decoder<'static, BufReader<R>>>,
-    /// Set after an error the rest cannot be read past (I/O, an overlong line).
+    /// Set after the read ended (at the end, or after a `Stopped`).
     done: bool,
+    /// Lines consumed, the header included.
+    line: u64,
+    /// Entry lines seen, bad ones included (blank lines are not entries).
+    entries: u64,
     /// The header line.
     pub header: Header,
 }
 
 impl<R: Read> Reader<R> {
     /// Opens a manifest and parses its header; refuses formats newer than this build.
-    pub fn new(input: R) -> io::Result<Self> {
-        let mut input = BufReader::new(zstd::Decoder::new(input)?);
-        let first = read_line(&mut input)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "manifest is empty"))??;
-        let header: Header = serde_json::from_str(&first)?;
+    pub fn new(input: R) -> Result<Self, HeaderError> {
+        let mut input = BufReader::new(zstd::Decoder::new(input).map_err(HeaderError::Unreadable)?);
+        let first = match read_line(&mut input) {
+            None => return Err(HeaderError::Empty),
+            Some(Err(e)) => return Err(HeaderError::Unreadable(e.into_io())),
+            Some(Ok(Line::Cut)) => {
+                return Err(HeaderError::Unreadable(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the manifest ends inside its header line",
+                )));
+            }
+            Some(Ok(Line::Whole(text))) => text,
+        };
+        let header: Header = serde_json::from_str(&first).map_err(HeaderError::Invalid)?;
         if header.format > FORMAT {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "manifest format {} is newer than this s3backup understands ({FORMAT})",
-                    header.format
-                ),
-            ));
+            return Err(HeaderError::TooNew {
+                found: header.format,
+                supported: FORMAT,
+            });
         }
         Ok(Self {
             input,
             done: false,
+            line: 1,
+            entries: 0,
             header,
         })
+    }
+
+    /// Entries the header says follow it (files, symlinks and directories).
+    fn expected_entries(&self) -> u64 {
+        self.header.files.saturating_add(self.header.dirs)
+    }
+}
+
+/// One line as read: whole (it ended in `\n`), or the stream's last bytes
+/// with no `\n` after them (a writer always ends lines, so the manifest was cut).
+enum Line {
+    Whole(String),
+    Cut,
+}
+
+/// Why [`read_line`] gave no line.
+enum LineError {
+    /// The stream broke (zstd corrupt or cut short).
+    Io(io::Error),
+    /// This line is over [`MAX_LINE`] (and was skipped to its end) or not UTF-8.
+    Bad(String),
+}
+
+impl LineError {
+    fn into_io(self) -> io::Error {
+        match self {
+            LineError::Io(e) => e,
+            LineError::Bad(reason) => io::Error::new(io::ErrorKind::InvalidData, reason),
+        }
     }
 }
 
 /// The next line without its `\n` or `\r\n`, like [`BufRead::lines`] but
-/// refusing lines over [`MAX_LINE`] bytes; `None` at the end.
-fn read_line(input: &mut impl BufRead) -> Option<io::Result<String>> {
+/// refusing lines over [`MAX_LINE`] bytes: such a line is skipped to its
+/// end without holding it, so the lines after it can still be read.
+/// `None` at the end.
+fn read_line(input: &mut impl BufRead) -> Option<Result<Line, LineError>> {
     let mut buf = Vec::new();
     match input.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
         Ok(0) => return None,
         Ok(_) => {}
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Err(LineError::Io(e))),
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -171,28 +267,71 @@ fn read_line(input: &mut impl BufRead) -> Option<io::Result<String>> {
             buf.pop();
         }
     } else if buf.len() > MAX_LINE {
-        return Some(Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("manifest line longer than {MAX_LINE} bytes"),
-        )));
+        drop(buf);
+        return Some(match input.skip_until(b'\n') {
+            Ok(_) => Err(LineError::Bad(format!("longer than {MAX_LINE} bytes; skipped"))),
+            Err(e) => Err(LineError::Io(e)),
+        });
+    } else {
+        return Some(Ok(Line::Cut));
     }
-    Some(String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+    Some(
+        String::from_utf8(buf)
+            .map(Line::Whole)
+            .map_err(|e| LineError::Bad(format!("not UTF-8: {e}"))),
+    )
 }
 
 impl<R: Read> Iterator for Reader<R> {
-    type Item = io::Result<Entry>;
+    type Item = Result<Entry, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            match read_line(&mut self.input)? {
-                Ok(line) if line.trim().is_empty() => continue,
-                Ok(line) => return Some(serde_json::from_str(&line).map_err(io::Error::from)),
-                Err(e) => {
-                    // A line that is not UTF-8 is one bad entry; anything else ends the read.
-                    self.done = e
-                        .get_ref()
-                        .is_none_or(|inner| !inner.is::<std::string::FromUtf8Error>());
-                    return Some(Err(e));
+            let Some(read) = read_line(&mut self.input) else {
+                self.done = true;
+                let expected = self.expected_entries();
+                if self.entries < expected {
+                    return Some(Err(ReadError::Stopped {
+                        line: self.line,
+                        reason: format!(
+                            "it ends after {} entries but its header counts {expected} (cut short)",
+                            self.entries
+                        ),
+                    }));
+                }
+                return None;
+            };
+            match read {
+                Ok(Line::Whole(text)) if text.trim().is_empty() => self.line += 1,
+                Ok(Line::Whole(text)) => {
+                    self.line += 1;
+                    self.entries += 1;
+                    return Some(serde_json::from_str(&text).map_err(|e| ReadError::Line {
+                        line: self.line,
+                        reason: e.to_string(),
+                    }));
+                }
+                Ok(Line::Cut) => {
+                    self.done = true;
+                    return Some(Err(ReadError::Stopped {
+                        line: self.line,
+                        reason: "the last line breaks off (cut short)".into(),
+                    }));
+                }
+                Err(LineError::Bad(reason)) => {
+                    self.line += 1;
+                    self.entries += 1;
+                    return Some(Err(ReadError::Line {
+                        line: self.line,
+                        reason,
+                    }));
+                }
+                Err(LineError::Io(e)) => {
+                    self.done = true;
+                    return Some(Err(ReadError::Stopped {
+                        line: self.line,
+                        reason: e.to_string(),
+                    }));
                 }
             }
         }
@@ -249,20 +388,100 @@ mod tests {
         let mut h = header();
         h.format = FORMAT + 1;
         let bytes = Writer::new(Vec::new(), &h).unwrap().finish().unwrap();
-        assert!(Reader::new(&bytes[..]).is_err());
+        assert!(matches!(
+            Reader::new(&bytes[..]),
+            Err(HeaderError::TooNew {
+                found: 2,
+                supported: 1
+            })
+        ));
+    }
+
+    /// A manifest of `header()` (which counts 2 files) and raw entry text.
+    fn raw_manifest(entries: &[u8]) -> Vec<u8> {
+        let mut raw = serde_json::to_vec(&header()).unwrap();
+        raw.push(b'\n');
+        raw.extend_from_slice(entries);
+        zstd::encode_all(&raw[..], 1).unwrap()
+    }
+
+    const ENTRY: &str = r#"{"path":"b","type":"file","size":1,"mtime_ns":0,"mode":"644"}"#;
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_the_rest_is_read() {
+        let mut raw = b"\n{\"path\":\"".to_vec();
+        raw.resize(raw.len() + MAX_LINE, b'a');
+        raw.extend_from_slice(b"\"}\n");
+        raw.extend_from_slice(ENTRY.as_bytes());
+        raw.push(b'\n');
+        let bytes = raw_manifest(&raw);
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let err = r.next().unwrap().unwrap_err();
+        assert!(matches!(err, ReadError::Line { line: 3, .. }), "{err}");
+        assert!(err.to_string().contains("longer than"), "{err}");
+        assert_eq!(r.next().unwrap().unwrap().path, "b");
+        assert!(r.next().is_none());
     }
 
     #[test]
-    fn an_overlong_line_is_an_error_that_ends_the_read() {
-        let mut raw = serde_json::to_vec(&header()).unwrap();
-        raw.extend_from_slice(b"\n\n{\"path\":\"");
-        raw.resize(raw.len() + MAX_LINE, b'a');
-        raw.extend_from_slice(b"\"}\n{}\n");
-        let bytes = zstd::encode_all(&raw[..], 1).unwrap();
+    fn a_bad_line_is_skipped_and_the_rest_is_read() {
+        let raw = format!("not json\n{ENTRY}\n");
+        let bytes = raw_manifest(raw.as_bytes());
         let mut r = Reader::new(&bytes[..]).unwrap();
-        let err = r.next().unwrap().unwrap_err();
-        assert!(err.to_string().contains("longer than"), "{err}");
+        assert!(matches!(r.next(), Some(Err(ReadError::Line { line: 2, .. }))));
+        assert_eq!(r.next().unwrap().unwrap().path, "b");
         assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn fewer_entries_than_the_header_counts_is_a_stop() {
+        let raw = format!("{ENTRY}\n");
+        let bytes = raw_manifest(raw.as_bytes());
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        assert!(r.next().unwrap().is_ok());
+        let err = r.next().unwrap().unwrap_err();
+        assert!(matches!(err, ReadError::Stopped { line: 2, .. }), "{err}");
+        assert!(err.to_string().contains("header counts 2"), "{err}");
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn a_last_line_without_its_newline_is_a_stop() {
+        let raw = format!("{ENTRY}\n{}", &ENTRY[..20]);
+        let bytes = raw_manifest(raw.as_bytes());
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        assert!(r.next().unwrap().is_ok());
+        assert!(matches!(r.next(), Some(Err(ReadError::Stopped { line: 2, .. }))));
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn a_cut_frame_is_a_stop_never_a_quiet_end() {
+        let entries: String = (0..20_000).map(|i| format!("{{\"path\":\"f{i:05}\",\"type\":\"file\",\"size\":{i},\"mtime_ns\":{i},\"mode\":\"644\",\"blake3\":\"{:x}\"}}\n", i * 7919)).collect();
+        let mut h = header();
+        h.files = 20_000;
+        let mut raw = serde_json::to_vec(&h).unwrap();
+        raw.push(b'\n');
+        raw.extend_from_slice(entries.as_bytes());
+        let mut bytes = zstd::encode_all(&raw[..], 1).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        let r = Reader::new(&bytes[..]).unwrap();
+        let results: Vec<_> = r.collect();
+        let last = results.last().unwrap();
+        assert!(matches!(last, Err(ReadError::Stopped { .. })), "{last:?}");
+        assert!(results[..results.len() - 1].iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn header_damage_is_typed() {
+        assert!(matches!(
+            Reader::new(&b"0123456789abcdefghij"[..]),
+            Err(HeaderError::Unreadable(_))
+        ));
+        let junk = zstd::encode_all(&b"{\"not\":\"a header\"}\n"[..], 1).unwrap();
+        assert!(matches!(Reader::new(&junk[..]), Err(HeaderError::Invalid(_))));
+        let empty = zstd::encode_all(&b""[..], 1).unwrap();
+        assert!(matches!(Reader::new(&empty[..]), Err(HeaderError::Empty)));
     }
 
     #[test]

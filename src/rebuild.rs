@@ -7,17 +7,30 @@
 //! match a row are trusted, others are hashed, and only real differences
 //! are sent. A backup that finds a set with no rows does this by itself, so
 //! losing the state file costs a walk and some hashing, not a re-upload.
+//!
+//! Damage: the rows come from the newest *readable* snapshot
+//! ([`snapshots::open`]). When newer manifests are damaged, the bucket
+//! may hold content newer than that snapshot, so its rows are checked
+//! against one listing of the prefix and kept only where the object still
+//! has the recorded size and ETag (a row must never claim content the
+//! store does not hold); the rest are left to the next backup. Where the
+//! store lists no ETags, a row whose size matches is confirmed by a HEAD. A manifest
+//! that breaks off after its header keeps the rows read before the break:
+//! each is a true claim, and the files after it are simply uploaded again.
 
+use std::collections::HashMap;
 use std::path::Path;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::manifest::Entry;
+use crate::manifest::{Entry, ReadError};
 use crate::safe_path;
 use crate::scan::EntryKind;
-use crate::snapshots::{self, SnapshotError};
+use crate::snapshots::{self, Damage, SnapshotError};
 use crate::state::{FileChange, FileRow, StateDb, StateError};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::{ObjectStore, StoreError, join_key};
+use crate::target::Target;
 use crate::transfer::now_secs;
 
 /// What a rebuild found.
@@ -35,8 +48,16 @@ pub struct RebuildReport {
     pub to_hash: u64,
     /// Files in the manifest that are missing locally.
     pub missing_locally: u64,
-    /// Manifest lines refused (unsafe or unknown paths).
+    /// Manifest lines refused (unsafe or unknown paths, unreadable lines).
     pub refused: u64,
+    /// Damaged snapshots newer than the one used, newest first.
+    pub passed_over: Vec<Damage>,
+    /// Files left without a row because the object changed after the
+    /// snapshot used (only checked when newer snapshots are damaged).
+    pub stale: u64,
+    /// Set when the manifest broke off after its header: where and why
+    /// (the rows read before that point are kept).
+    pub stopped: Option<String>,
 }
 
 /// Why a rebuild failed.
@@ -56,49 +77,78 @@ impl From<StoreError> for RebuildError {
     }
 }
 
-/// Replaces the set's rows with the newest manifest under `prefix`;
-/// `Ok(None)` when there is no manifest.
+/// Replaces the set's rows with the newest readable manifest under the
+/// target's prefix; `Ok(None)` when there is no manifest. Every manifest
+/// being damaged is [`SnapshotError::NoneReadable`].
 pub async fn from_latest_manifest(
     store: &dyn ObjectStore,
-    prefix: &str,
+    target: &Target,
     db: &mut StateDb,
     set_id: i64,
     source: &Path,
 ) -> Result<Option<RebuildReport>, RebuildError> {
+    let prefix = target.prefix();
     let all = snapshots::list(store, prefix).await?;
-    let Some(latest) = all.last() else {
+    if all.is_empty() {
         return Ok(None);
+    }
+    let opened = snapshots::open(store, &all, "latest", &target.to_string()).await?;
+    let (latest, reader) = (opened.snapshot, opened.reader);
+    let objects = if opened.passed_over.is_empty() {
+        None
+    } else {
+        Some(objects_under(store, prefix).await?)
     };
-    let reader = snapshots::open_manifest(store, latest).await?;
     let mut report = RebuildReport {
         snapshot: latest.id.clone(),
+        passed_over: opened.passed_over,
         ..RebuildReport::default()
     };
+    // Rows whose object is listed with the right size but no ETag: asked
+    // about one by one below (only when newer snapshots are damaged, and
+    // only on stores that list no ETags).
+    let mut to_confirm = Vec::new();
     tokio::task::block_in_place(|| -> Result<(), RebuildError> {
         db.clear_files(set_id)?;
         let mut batch = Vec::with_capacity(1024);
         for entry in reader {
-            let entry = entry.map_err(|e| SnapshotError::Corrupt {
-                key: latest.key.clone(),
-                reason: e.to_string(),
-            })?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(ReadError::Line { .. }) => {
+                    report.refused += 1;
+                    continue;
+                }
+                Err(cause @ ReadError::Stopped { .. }) => {
+                    report.stopped = Some(
+                        SnapshotError::Stopped {
+                            id: latest.id.clone(),
+                            cause,
+                        }
+                        .to_string(),
+                    );
+                    break;
+                }
+            };
             let Some(row) = row_from_entry(entry) else {
                 report.refused += 1;
                 continue;
             };
-            match row.kind {
-                EntryKind::Dir => report.dirs += 1,
-                EntryKind::File | EntryKind::Symlink => {
-                    report.files += 1;
-                    match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
-                        Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
-                            report.matching += 1
-                        }
-                        Ok(_) => report.to_hash += 1,
-                        Err(_) => report.missing_locally += 1,
+            if row.kind != EntryKind::Dir
+                && let Some(objects) = &objects
+            {
+                match objects.get(&join_key(prefix, &row.path)) {
+                    Some((size, etag)) if *size == row.size && etag.is_empty() => {
+                        to_confirm.push(row);
+                        continue;
+                    }
+                    Some((size, etag)) if *size == row.size && !row.etag.is_empty() && *etag == row.etag => {}
+                    _ => {
+                        report.stale += 1;
+                        continue;
                     }
                 }
             }
+            tally(&mut report, source, &row);
             batch.push(FileChange::Upsert(row));
             if batch.len() == 1024 {
                 db.apply(set_id, &batch)?;
@@ -108,7 +158,76 @@ pub async fn from_latest_manifest(
         db.apply(set_id, &batch)?;
         Ok(())
     })?;
+    if !to_confirm.is_empty() {
+        let confirmed: Vec<(FileRow, bool)> = futures::stream::iter(to_confirm)
+            .map(|row| async move {
+                let key = join_key(prefix, &row.path);
+                let head = store.head(&key, None).await?;
+                let same = head.size == row.size && !row.etag.is_empty() && head.etag == row.etag;
+                Ok::<_, StoreError>((row, same))
+            })
+            .buffer_unordered(CONFIRMS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut batch = Vec::new();
+        for (row, same) in confirmed {
+            if same {
+                tally(&mut report, source, &row);
+                batch.push(FileChange::Upsert(row));
+            } else {
+                report.stale += 1;
+            }
+        }
+        tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+    }
+    if let Some(stopped) = &report.stopped {
+        tracing::warn!(
+            "{stopped}: state rebuilt from the {} entries before it; the next backup uploads the rest again",
+            report.files + report.dirs
+        );
+    }
     Ok(Some(report))
+}
+
+/// HEAD requests in flight when confirming rows (see [`from_latest_manifest`]).
+const CONFIRMS_IN_FLIGHT: usize = 16;
+
+/// Counts a row about to be written: a directory, or a file (or symlink)
+/// that matches, differs from or is missing in the local source.
+fn tally(report: &mut RebuildReport, source: &Path, row: &FileRow) {
+    match row.kind {
+        EntryKind::Dir => report.dirs += 1,
+        EntryKind::File | EntryKind::Symlink => {
+            report.files += 1;
+            match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
+                Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
+                    report.matching += 1
+                }
+                Ok(_) => report.to_hash += 1,
+                Err(_) => report.missing_locally += 1,
+            }
+        }
+    }
+}
+
+/// Size and ETag of every object under `prefix` (the tool's own area left
+/// out), from one listing; the ETag is empty where the store lists none.
+async fn objects_under(
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<HashMap<String, (u64, String)>, StoreError> {
+    let list_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let own = format!("{list_prefix}.s3backup/");
+    store
+        .list(&list_prefix)
+        .try_filter(|o| futures::future::ready(!o.key.starts_with(&own)))
+        .map_ok(|o| (o.key, (o.size, o.etag)))
+        .try_collect()
+        .await
 }
 
 fn row_from_entry(e: Entry) -> Option<FileRow> {

@@ -76,6 +76,10 @@ pub struct RestoreReport {
     pub kept_paths: Vec<String>,
     /// The failed files.
     pub failures: Vec<Failure>,
+    /// Set when the snapshot's manifest broke off after its header: where
+    /// and why. Entries before that point were restored; those after it
+    /// could not be read, so the restore is incomplete (exit 1).
+    pub stopped: Option<String>,
 }
 
 /// Why a restore could not run at all.
@@ -167,6 +171,7 @@ pub async fn run_with_progress(
     let (tx, rx) = mpsc::channel::<Batch>(16);
     let mut report = RestoreReport::default();
     let mut listing_notice = false;
+    let mut manifest_reader = None;
     if opts.from_listing {
         report.source = "listing".into();
         spawn_listing(store.clone(), prefix.clone(), tx);
@@ -179,10 +184,9 @@ pub async fn run_with_progress(
             spawn_listing(store.clone(), prefix.clone(), tx);
         } else {
             let id = opts.snapshot.as_deref().unwrap_or("latest");
-            let snapshot = snapshots::resolve(&all, id, &target_text)?;
-            report.source = snapshot.id.clone();
-            let reader = snapshots::open_manifest(&*store, snapshot).await?;
-            spawn_manifest(reader, tx);
+            let opened = snapshots::open(&*store, &all, id, &target_text).await?;
+            report.source = opened.snapshot.id.clone();
+            manifest_reader = Some(spawn_manifest(opened.reader, opened.snapshot.id.clone(), tx));
         }
     }
 
@@ -304,6 +308,31 @@ pub async fn run_with_progress(
     }
     drop(results);
     report.excluded = report_excluded;
+    // The reader has ended (the channel closed); it says whether it read to the end.
+    let stopped = match manifest_reader {
+        Some(reader) => reader.await.unwrap_or_else(|e| {
+            Some(crate::manifest::ReadError::Stopped {
+                line: 0,
+                reason: format!("the manifest reader failed: {e}"),
+            })
+        }),
+        None => None,
+    };
+    if let Some(cause) = stopped {
+        let stop = SnapshotError::Stopped {
+            id: report.source.clone(),
+            cause,
+        };
+        if total_seen == 0 && report.failures.is_empty() {
+            if created_dest {
+                let _ = std::fs::remove_dir(&dest);
+            }
+            return Err(stop.into());
+        }
+        report.stopped = Some(format!(
+            "{stop}; the restore stopped there: entries after it were not restored"
+        ));
+    }
 
     let nothing = if total_seen == 0 && report.failures.is_empty() {
         Some(RestoreError::Empty(target_text))
@@ -351,13 +380,28 @@ type Batch = Vec<Result<Item, String>>;
 /// Entries per batch from the manifest reader.
 const MANIFEST_BATCH: usize = 256;
 
-/// Feeds manifest entries into the channel from a blocking thread.
-fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Sender<Batch>) {
+/// Feeds manifest entries into the channel from a blocking thread. A bad
+/// line is one failure and the read goes on; the thread's result is the
+/// [`ReadError::Stopped`](crate::manifest::ReadError::Stopped) that ended
+/// the read early, if one did.
+fn spawn_manifest(
+    reader: crate::manifest::Reader<std::fs::File>,
+    snapshot: String,
+    tx: mpsc::Sender<Batch>,
+) -> tokio::task::JoinHandle<Option<crate::manifest::ReadError>> {
     tokio::task::spawn_blocking(move || {
         let mut batch = Vec::with_capacity(MANIFEST_BATCH);
+        let mut stopped = None;
         for entry in reader {
+            let entry = match entry {
+                Err(e @ crate::manifest::ReadError::Stopped { .. }) => {
+                    stopped = Some(e);
+                    break;
+                }
+                other => other,
+            };
             let item = entry
-                .map_err(|e| format!("manifest line unreadable: {e}"))
+                .map_err(|e| format!("snapshot {snapshot}: {e}; that entry was not restored"))
                 .and_then(|e| {
                     let Some(kind) = EntryKind::from_name(&e.kind) else {
                         return Err(format!("{}: unknown entry type '{}'", e.path, e.kind));
@@ -379,14 +423,15 @@ fn spawn_manifest(reader: crate::manifest::Reader<std::fs::File>, tx: mpsc::Send
             if batch.len() == MANIFEST_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(MANIFEST_BATCH));
                 if tx.blocking_send(full).is_err() {
-                    return;
+                    return None;
                 }
             }
         }
         if !batch.is_empty() {
             let _ = tx.blocking_send(batch);
         }
-    });
+        stopped
+    })
 }
 
 /// Feeds listed objects into the channel, skipping folder placeholders and the tool's own area.

@@ -1,10 +1,22 @@
 //! Finding snapshots: every manifest under `PREFIX/.s3backup/manifests/` is
-//! one, named by its file name without the suffix; `latest` is the newest.
+//! one, named by its file name without the suffix.
 //!
 //! A snapshot ID may be given whole, as the run ID alone, or as any
 //! unambiguous prefix of the name (like a git hash).
+//!
+//! Anyone who can write to the bucket can leave a damaged manifest, or an
+//! object named like a newer one, so no command trusts a name alone: a
+//! snapshot is *readable* when its header (line 1) decodes ([`check`];
+//! one ranged GET, not the whole manifest), and *damaged* otherwise, with
+//! the reason. `latest` is the newest readable snapshot ([`open`] warns
+//! once, naming the damaged newer ones it passed over); a damaged snapshot
+//! asked for by ID is an error naming it. Retention ([`to_forget`]) counts
+//! readable snapshots only and never removes the newest of them; damaged
+//! ones are left alone unless named (as restic's `forget` leaves what its
+//! policy cannot judge). Damage after the header is found by whoever reads
+//! on ([`crate::manifest::ReadError`]).
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::manifest::{self, Header};
@@ -44,7 +56,7 @@ pub enum SnapshotError {
         /// How many matched.
         count: usize,
     },
-    /// The manifest is unreadable.
+    /// The manifest could not be fetched into a temporary file.
     #[error("manifest '{key}' is unreadable: {reason}")]
     Corrupt {
         /// Its key.
@@ -52,6 +64,72 @@ pub enum SnapshotError {
         /// Why.
         reason: String,
     },
+    /// The snapshot asked for by ID has a manifest whose header cannot be read.
+    #[error("snapshot {id} is damaged: manifest '{key}': {reason}")]
+    Damaged {
+        /// The snapshot's ID.
+        id: String,
+        /// Its manifest's key.
+        key: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// `latest` was asked for and every snapshot is damaged.
+    #[error(
+        "no readable snapshot in {target} ({count} damaged); the newest, {id}, has manifest '{key}': {reason} (see 's3backup snapshots {target}')"
+    )]
+    NoneReadable {
+        /// The target text.
+        target: String,
+        /// How many snapshots there are.
+        count: usize,
+        /// The newest one's ID.
+        id: String,
+        /// Its manifest's key.
+        key: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// A manifest broke off after its header: what follows cannot be read.
+    #[error("snapshot {id}: {cause}")]
+    Stopped {
+        /// The snapshot's ID.
+        id: String,
+        /// Where and why the read stopped ([`manifest::ReadError::Stopped`]).
+        cause: manifest::ReadError,
+    },
+}
+
+/// Whether a snapshot's manifest can be read, judged by its header line.
+#[derive(Debug, Clone)]
+pub enum Health {
+    /// The header decodes; entries are read (and checked) by whoever needs them.
+    Readable(Header),
+    /// The header cannot be read: not zstd, not a header, cut inside line 1,
+    /// or a format newer than this build. The text says which.
+    Damaged(String),
+}
+
+/// A damaged snapshot, as listed or passed over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damage {
+    /// The snapshot's ID.
+    pub id: String,
+    /// Why its manifest cannot be read.
+    #[serde(rename = "damage")]
+    pub reason: String,
+}
+
+/// The snapshot a command works on, opened for reading, and the damaged
+/// newer ones passed over to find it (empty unless `latest` was asked for
+/// and the newest is damaged).
+pub struct Opened<'a> {
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// Its manifest, header read, entries next.
+    pub reader: manifest::Reader<std::fs::File>,
+    /// Damaged snapshots newer than it, newest first.
+    pub passed_over: Vec<Damage>,
 }
 
 /// The manifest directory's key prefix for a target prefix.
@@ -59,7 +137,7 @@ pub fn manifest_prefix(prefix: &str) -> String {
     join_key(prefix, &format!("{}/", manifest::DIR))
 }
 
-/// All snapshots under `prefix`, oldest first.
+/// All snapshots under `prefix`, oldest first, readable or not.
 pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
     let dir = manifest_prefix(prefix);
     let mut snapshots: Vec<Snapshot> = store
@@ -80,7 +158,9 @@ pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>
     Ok(snapshots)
 }
 
-/// Picks a snapshot by ID (`latest`, a full ID, a run ID or a unique prefix).
+/// Picks a snapshot by ID (a full ID, a run ID or a unique prefix) from
+/// the names alone; `latest` here is the newest name, readable or not
+/// ([`open`] is what commands use).
 pub fn resolve<'a>(snapshots: &'a [Snapshot], id: &str, target: &str) -> Result<&'a Snapshot, SnapshotError> {
     let unknown = || SnapshotError::Unknown {
         id: id.to_string(),
@@ -114,17 +194,19 @@ pub fn created(snapshot: &Snapshot) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Which snapshots `forget` removes: all but the newest `keep_last`, those
-/// younger than `keep_within`, and always the newest one.
-pub fn to_forget(
-    snapshots: &[Snapshot],
+/// Which snapshots `forget` removes, of `readable` (oldest first; the
+/// caller leaves damaged ones out, so they neither count as kept nor are
+/// removed): all but the newest `keep_last`, those younger than
+/// `keep_within`, and always the newest one.
+pub fn to_forget<'a>(
+    readable: &[&'a Snapshot],
     keep_last: Option<usize>,
     keep_within: Option<std::time::Duration>,
     now: chrono::DateTime<chrono::Utc>,
-) -> Vec<&Snapshot> {
-    let n = snapshots.len();
+) -> Vec<&'a Snapshot> {
+    let n = readable.len();
     let keep_last = keep_last.unwrap_or(0).max(1);
-    snapshots
+    readable
         .iter()
         .enumerate()
         .filter(|(i, s)| {
@@ -138,24 +220,143 @@ pub fn to_forget(
             });
             !(recent_enough || young)
         })
-        .map(|(_, s)| s)
+        .map(|(_, s)| *s)
         .collect()
 }
 
-/// Reads just a manifest's header line, fetching only its first bytes when possible.
+/// Reads a snapshot's header to tell whether it is readable. Only a store
+/// failure is an error: what the bytes hold is the answer.
+pub async fn check(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Health, StoreError> {
+    match read_header(store, snapshot).await {
+        Ok(header) => Ok(Health::Readable(header)),
+        Err(SnapshotError::Store(e)) => Err(e),
+        Err(e) => Ok(Health::Damaged(match e {
+            SnapshotError::Corrupt { reason, .. } => reason,
+            other => other.to_string(),
+        })),
+    }
+}
+
+/// Headers read at once by [`check_all`].
+const CHECKS_IN_FLIGHT: usize = 8;
+
+/// [`check`] for every snapshot, a few at a time, in the order given.
+pub async fn check_all(store: &dyn ObjectStore, snapshots: &[Snapshot]) -> Result<Vec<Health>, StoreError> {
+    futures::stream::iter(snapshots)
+        .map(|s| check(store, s))
+        .buffered(CHECKS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
+/// Picks the snapshot `id` names and opens its manifest. `latest` is the
+/// newest readable one: damaged newer ones are passed over with one
+/// warning naming them (and listed in [`Opened::passed_over`]). Errors:
+/// [`SnapshotError::Unknown`]/[`SnapshotError::Ambiguous`] for an ID that
+/// names none or several, [`SnapshotError::Damaged`] for a damaged snapshot
+/// named by ID, [`SnapshotError::NoneReadable`] when every one is damaged.
+pub async fn open<'a>(
+    store: &dyn ObjectStore,
+    snapshots: &'a [Snapshot],
+    id: &str,
+    target: &str,
+) -> Result<Opened<'a>, SnapshotError> {
+    if id != "latest" {
+        let snapshot = resolve(snapshots, id, target)?;
+        return Ok(Opened {
+            snapshot,
+            reader: open_checked(store, snapshot).await?,
+            passed_over: Vec::new(),
+        });
+    }
+    let mut passed_over = Vec::new();
+    for snapshot in snapshots.iter().rev() {
+        match open_checked(store, snapshot).await {
+            Ok(reader) => {
+                if !passed_over.is_empty() {
+                    tracing::warn!(
+                        "{}; 'latest' is {}, the newest readable snapshot",
+                        describe_damage(&passed_over),
+                        snapshot.id
+                    );
+                }
+                return Ok(Opened {
+                    snapshot,
+                    reader,
+                    passed_over,
+                });
+            }
+            Err(SnapshotError::Damaged { id, reason, .. }) => passed_over.push(Damage { id, reason }),
+            Err(e) => return Err(e),
+        }
+    }
+    let (Some(newest), Some(first)) = (snapshots.last(), passed_over.into_iter().next()) else {
+        return Err(SnapshotError::Unknown {
+            id: id.to_string(),
+            target: target.to_string(),
+        });
+    };
+    Err(SnapshotError::NoneReadable {
+        target: target.to_string(),
+        count: snapshots.len(),
+        id: newest.id.clone(),
+        key: newest.key.clone(),
+        reason: first.reason,
+    })
+}
+
+/// Opens a snapshot's manifest, a damaged one being [`SnapshotError::Damaged`].
+/// A manifest larger than a header read has its header checked first, so a
+/// huge stray object is not downloaded to be found damaged; a small one is
+/// fetched once.
+async fn open_checked(
+    store: &dyn ObjectStore,
+    snapshot: &Snapshot,
+) -> Result<manifest::Reader<std::fs::File>, SnapshotError> {
+    if snapshot.manifest_size > HEAD_BYTES
+        && let Health::Damaged(reason) = check(store, snapshot).await?
+    {
+        return Err(SnapshotError::Damaged {
+            id: snapshot.id.clone(),
+            key: snapshot.key.clone(),
+            reason,
+        });
+    }
+    open_manifest(store, snapshot).await
+}
+
+/// "damaged snapshot A (why)" or "2 damaged snapshots: A (why), B (why)", for one-line messages.
+pub fn describe_damage(damaged: &[Damage]) -> String {
+    let each: Vec<String> = damaged
+        .iter()
+        .map(|d| format!("{} ({})", d.id, d.reason))
+        .collect();
+    match each.as_slice() {
+        [one] => format!("damaged snapshot {one}"),
+        many => format!("{} damaged snapshots: {}", many.len(), many.join(", ")),
+    }
+}
+
+/// Bytes of a manifest fetched first to read its header.
+const HEAD_BYTES: u64 = 64 * 1024;
+
+/// Reads just a manifest's header line: its first 64 KiB, then (when the
+/// header runs past them) at most 2 MiB, room for the longest line a
+/// reader accepts ([`manifest::MAX_LINE`]) however it compressed, so a
+/// huge stray object is never fetched whole.
 pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Header, SnapshotError> {
-    const HEAD_BYTES: u64 = 64 * 1024;
-    let range = (snapshot.manifest_size > HEAD_BYTES).then_some((0, HEAD_BYTES));
+    const HEAD_MAX: u64 = 2 * manifest::MAX_LINE as u64;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         key: snapshot.key.clone(),
         reason,
     };
-    let first = fetch_bytes(store, &snapshot.key, range).await?;
+    let range = |len: u64| (snapshot.manifest_size > len).then_some((0, len));
+    let first = fetch_bytes(store, &snapshot.key, range(HEAD_BYTES)).await?;
     match manifest::Reader::new(&first[..]) {
         Ok(reader) => Ok(reader.header),
-        Err(_) if range.is_some() => {
-            let whole = fetch_bytes(store, &snapshot.key, None).await?;
-            manifest::Reader::new(&whole[..])
+        Err(_) if range(HEAD_BYTES).is_some() => {
+            let more = fetch_bytes(store, &snapshot.key, range(HEAD_MAX)).await?;
+            manifest::Reader::new(&more[..])
                 .map(|r| r.header)
                 .map_err(|e| corrupt(e.to_string()))
         }
@@ -163,22 +364,27 @@ pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result
     }
 }
 
+/// The object's bytes (or a range of them), fetched again from the start
+/// when the body is cut short: a cut body must not pass for a damaged manifest.
 async fn fetch_bytes(
     store: &dyn ObjectStore,
     key: &str,
     range: Option<(u64, u64)>,
 ) -> Result<Vec<u8>, StoreError> {
-    let (_, chunks) = store
-        .get(
-            key,
-            GetRequest {
-                range,
-                ..Default::default()
-            },
-        )
-        .await?;
-    let parts: Vec<bytes::Bytes> = chunks.try_collect().await?;
-    Ok(parts.concat())
+    crate::transfer::retry_n(crate::transfer::DOWNLOAD_ATTEMPTS, key, || async move {
+        let (_, chunks) = store
+            .get(
+                key,
+                GetRequest {
+                    range,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let parts: Vec<bytes::Bytes> = chunks.try_collect().await?;
+        Ok(parts.concat())
+    })
+    .await
 }
 
 /// Downloads a whole manifest to a temporary file and opens it for streaming.
@@ -209,7 +415,11 @@ pub async fn open_manifest(
     })
     .await?;
     file.rewind().map_err(|e| corrupt(e.to_string()))?;
-    manifest::Reader::new(file).map_err(|e| corrupt(e.to_string()))
+    manifest::Reader::new(file).map_err(|e| SnapshotError::Damaged {
+        id: snapshot.id.clone(),
+        key: snapshot.key.clone(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -256,6 +466,7 @@ mod tests {
             "20260310T000000Z-d",
         ]);
         let now = chrono::Utc.with_ymd_and_hms(2026, 3, 11, 0, 0, 0).unwrap();
+        let s: Vec<&Snapshot> = s.iter().collect();
         let ids = |v: Vec<&Snapshot>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
         assert_eq!(
             ids(to_forget(&s, Some(2), None, now)),
@@ -269,7 +480,7 @@ mod tests {
             ["20260101T000000Z-a", "20260201T000000Z-b"]
         );
         assert_eq!(
-            created(&s[0]),
+            created(s[0]),
             Some(chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
         );
     }

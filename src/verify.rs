@@ -13,7 +13,7 @@ use futures::stream::{BoxStream, Peekable};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::manifest::{Entry, Reader};
+use crate::manifest::{Entry, ReadError, Reader};
 use crate::snapshots::{self, SnapshotError};
 use crate::store::{
     self, GetRequest, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key,
@@ -59,6 +59,11 @@ pub struct VerifyReport {
     pub missing: u64,
     /// Files present but different.
     pub mismatched: u64,
+    /// Manifest lines that could not be read (each skipped; its file unchecked).
+    pub unreadable: u64,
+    /// Damaged snapshots newer than the one checked, passed over to find
+    /// `latest` (newest first); verify fails when there are any.
+    pub passed_over: Vec<snapshots::Damage>,
     /// Bytes downloaded and hashed (`--deep`).
     pub bytes_checked: u64,
     /// Whether contents were checked.
@@ -119,11 +124,19 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     if all.is_empty() {
         return Err(VerifyError::NoSnapshots(target_text));
     }
-    let snapshot = snapshots::resolve(&all, opts.snapshot.as_deref().unwrap_or("latest"), &target_text)?;
-    let reader = snapshots::open_manifest(&*store, snapshot).await?;
+    let opened = snapshots::open(
+        &*store,
+        &all,
+        opts.snapshot.as_deref().unwrap_or("latest"),
+        &target_text,
+    )
+    .await?;
+    let snapshot = opened.snapshot;
+    let reader = opened.reader;
     let mut report = VerifyReport {
         snapshot: snapshot.id.clone(),
         deep: opts.deep,
+        passed_over: opened.passed_over,
         ..VerifyReport::default()
     };
 
@@ -134,14 +147,31 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
     let prefix = prefix.to_string();
+    let snapshot_id = snapshot.id.clone();
     let checks = futures::stream::try_unfold((reader, listing), move |(mut reader, mut listing)| {
         let prefix = prefix.clone();
+        let snapshot_id = snapshot_id.clone();
         async move {
-            let Some(entry) = next_file(&mut reader)? else {
-                return Ok(None);
+            let entry = match next_file(&mut reader) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Ok(None),
+                Err(ReadError::Line { line, reason }) => {
+                    let problem = Problem {
+                        path: String::new(),
+                        kind: "unreadable",
+                        detail: format!("snapshot {snapshot_id}: manifest line {line}: {reason}"),
+                    };
+                    return Ok(Some((Check::Problem(problem), (reader, listing))));
+                }
+                Err(cause @ ReadError::Stopped { .. }) => {
+                    return Err(Step::Stopped(SnapshotError::Stopped {
+                        id: snapshot_id,
+                        cause,
+                    }));
+                }
             };
             let key = join_key(&prefix, &entry.path);
-            let check = compare(entry, key, &mut listing).await?;
+            let check = compare(entry, key, &mut listing).await.map_err(Step::Store)?;
             Ok(Some((check, (reader, listing))))
         }
     });
@@ -149,7 +179,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let deep = opts.deep;
     let mut results = checks
         .map_ok(|check| async move {
-            Ok::<_, StoreError>(match check {
+            Ok::<_, Step>(match check {
                 Check::Read(entry, key) if deep => read_and_hash(store, &entry, &key, None).await,
                 Check::Read(..) => (Check::Ok, 0),
                 Check::Version(entry, key, version) => {
@@ -165,19 +195,25 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         .try_buffer_unordered(opts.jobs.max(1))
         .boxed();
     while let Some(result) = results.next().await {
-        let (check, bytes) = result.map_err(store_err)?;
-        report.files += 1;
+        let (check, bytes) = result.map_err(|step| match step {
+            Step::Store(e) => store_err(e),
+            Step::Stopped(e) => VerifyError::Snapshot(e),
+        })?;
         report.bytes_checked += bytes;
         match check {
             Check::Problem(p) => {
-                if p.kind == "missing" {
-                    report.missing += 1;
-                } else {
-                    report.mismatched += 1;
+                match p.kind {
+                    "missing" => report.missing += 1,
+                    "unreadable" => report.unreadable += 1,
+                    _ => report.mismatched += 1,
                 }
+                report.files += u64::from(p.kind != "unreadable");
                 report.problems.push(p);
             }
-            _ => report.ok += 1,
+            _ => {
+                report.files += 1;
+                report.ok += 1
+            }
         }
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -185,10 +221,25 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     Ok(report)
 }
 
-/// The next file entry of the manifest (directories have no object).
-fn next_file(reader: &mut Reader<std::fs::File>) -> StoreResult<Option<Entry>> {
+/// Why the walk over the manifest and the listing ended early.
+enum Step {
+    /// The store failed.
+    Store(StoreError),
+    /// The manifest broke off after its header.
+    Stopped(SnapshotError),
+}
+
+impl From<StoreError> for Step {
+    fn from(e: StoreError) -> Self {
+        Step::Store(e)
+    }
+}
+
+/// The next file entry of the manifest (directories have no object), or
+/// the line that could not be read.
+fn next_file(reader: &mut Reader<std::fs::File>) -> Result<Option<Entry>, ReadError> {
     for entry in reader.by_ref() {
-        let entry = entry.map_err(|e| StoreError::Fatal(format!("manifest line unreadable: {e}")))?;
+        let entry = entry?;
         if entry.kind != "dir" {
             return Ok(Some(entry));
         }

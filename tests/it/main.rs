@@ -20,6 +20,9 @@
 //! `integrity` checks that what a backup records is what the store holds
 //! (same-size rewrites with mtimes put back, bytes changed between hash and
 //! upload, bodies damaged on the way, stale rows after failed uploads).
+//! `damaged` checks that a damaged manifest (or a stray object named like
+//! one) does not take the other snapshots down, in listings, `forget`,
+//! restores, `verify` and state rebuilds.
 //! `sets` checks named backup sets, `progress_out` the progress output,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
@@ -34,6 +37,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod crash;
+mod damaged;
 mod edge;
 mod edge_fs;
 mod faults;
