@@ -149,7 +149,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
     if args.json {
         print_json(&r)?;
     } else {
-        for p in &r.problems {
+        for p in r.problems.iter().chain(&r.unreadable_files) {
             println!("{:<8} {}: {}", p.kind, p.path, p.detail);
         }
         let how = if r.deep {
@@ -158,18 +158,37 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
             "present with size and ETag"
         };
         println!(
-            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched",
-            r.snapshot, r.files, r.ok, r.missing, r.mismatched
+            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable",
+            r.snapshot, r.files, r.ok, r.missing, r.mismatched, r.unreadable
         );
     }
+    verify_exit(&r, &opts.target.to_string())
+}
+
+/// The exit code of a verification, with its error line: damage (missing
+/// or mismatched files) is 1 and takes precedence; files that could only
+/// not be read are 3 (partial: run it again), since nothing shows them damaged.
+fn verify_exit(r: &verify::VerifyReport, target: &str) -> anyhow::Result<Exit> {
     if r.missing + r.mismatched > 0 {
         eprintln!(
-            "error: {} file(s) of snapshot {} are not intact in {}",
+            "error: {} file(s) of snapshot {} are not intact in {target}",
             r.missing + r.mismatched,
             r.snapshot,
-            opts.target
         );
+        if r.unreadable > 0 {
+            eprintln!(
+                "error: {} other file(s) could not be read; run verify again to check them",
+                r.unreadable
+            );
+        }
         return Ok(Exit::Error);
+    }
+    if r.unreadable > 0 {
+        eprintln!(
+            "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
+            r.unreadable, r.snapshot,
+        );
+        return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
 }
