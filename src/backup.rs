@@ -350,6 +350,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             &opts.walk,
             &*store,
             opts.target.prefix(),
+            opts.jobs,
         )
         .await;
     }

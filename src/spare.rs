@@ -33,7 +33,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ignore::Match;
 use ignore::gitignore::Gitignore;
 
@@ -105,24 +105,30 @@ enum Rules {
 /// deletions and `--dry-run` plans obey the same filter as the walk. Reads
 /// the ignore files of gone directories' ancestors from disk and, for
 /// recorded ignore files that are gone, their copies from `store` under
-/// `prefix` (see the module doc). Returns how many rows were spared.
+/// `prefix`, `jobs` at a time (see the module doc). Returns how many rows
+/// were spared.
 pub async fn spare_filtered(
     vanished: &mut Vec<FileRow>,
     root: &Path,
     walk: &WalkOptions,
     store: &dyn ObjectStore,
     prefix: &str,
+    jobs: usize,
 ) -> usize {
     if vanished.is_empty() || (walk.filters.is_empty() && !walk.ignore_files) {
         return 0;
     }
     // Recorded ignore files that are gone locally: their rules, from the store.
-    let mut recorded: HashMap<String, Rules> = HashMap::new();
-    if walk.ignore_files {
-        for row in vanished.iter().filter(|r| is_ignore_file(r)) {
-            if names::local(root, &row.path).is_file() {
-                continue;
-            }
+    let gone: Vec<&FileRow> = if walk.ignore_files {
+        vanished
+            .iter()
+            .filter(|r| is_ignore_file(r) && !names::local(root, &r.path).is_file())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let recorded: HashMap<String, Rules> = futures::stream::iter(gone)
+        .map(|row| async move {
             let dir = parent_of(&row.path).to_string();
             let rules = match read_copy(store, &join_key(prefix, &row.path), row).await {
                 Ok(text) => match filter::ignore_rules(&dir, &text) {
@@ -137,9 +143,11 @@ pub async fn spare_filtered(
                     Rules::Unknown
                 }
             };
-            recorded.insert(dir, rules);
-        }
-    }
+            (dir, rules)
+        })
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
     let rows = std::mem::take(vanished);
     let before = rows.len();
     *vanished = tokio::task::block_in_place(|| keep_deletable(rows, root, walk, recorded));

@@ -684,3 +684,52 @@ fn verify_of_recorded_versions_through_failing_requests_reports_unreadable_not_m
     );
     assert_eq!(listed(&v, "problems"), [], "{v}");
 }
+
+#[test]
+fn delete_spares_all_below_a_gone_ignore_file_whose_copy_cannot_be_read() {
+    let fx = Fx::new(0x5EED_0105);
+    for f in ["proj/x.o", "proj/y.c", "other.txt"] {
+        fx.env.write(f, f);
+    }
+    fx.clean_backup(3);
+    // A rule added after x.o went up; then the whole directory is deleted.
+    fx.env.write("proj/.s3backupignore", "*.o\n");
+    fx.env.backup_ok(TARGET, &TIMEOUTS);
+    std::fs::remove_dir_all(fx.env.path("proj")).unwrap();
+    fx.env.remove("other.txt");
+
+    // Its rules cannot be read back: nothing below proj/ is deleted.
+    fx.proxy
+        .set_filter(|p| p.method == hyper::Method::GET && p.uri.path().ends_with("/.s3backupignore"));
+    fx.proxy.set_faults(1.0, &Fault::FAILING);
+    let r = fx
+        .env
+        .backup(TARGET, &[&["--json", "--delete"][..], &TIMEOUTS[..]].concat());
+    r.expect_code(0);
+    assert!(fx.proxy.stats().failures() > 0, "{:?}", fx.proxy.stats());
+    assert_eq!(r.summary().deleted, 1, "{}", r.show());
+    assert!(
+        r.stderr.contains("proj/.s3backupignore") && r.stderr.contains("spares everything below it"),
+        "{}",
+        r.show()
+    );
+    let keys = |fx: &Fx| -> Vec<String> {
+        fx.server
+            .list_keys(BUCKET)
+            .into_iter()
+            .filter(|k| !k.starts_with("pre/.s3backup/"))
+            .collect()
+    };
+    assert_eq!(
+        keys(&fx),
+        ["pre/proj/.s3backupignore", "pre/proj/x.o", "pre/proj/y.c"]
+    );
+
+    // Once it can be read, what its rules leave out stays, the rest goes.
+    fx.proxy.clear_faults();
+    let s = fx
+        .env
+        .backup_ok(TARGET, &[&["--delete"][..], &TIMEOUTS[..]].concat());
+    assert_eq!(s.deleted, 1, "{s:?}");
+    assert_eq!(keys(&fx), ["pre/proj/.s3backupignore", "pre/proj/x.o"]);
+}
