@@ -33,6 +33,7 @@ use crate::progress::Progress;
 use crate::rebuild::{self, RebuildError};
 use crate::scan::{self, EntryKind, ScanEntry};
 use crate::snapshots::SnapshotError;
+use crate::spare;
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
@@ -384,8 +385,20 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     }));
     triage.protect(&errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
     // What a filter leaves out is not deleted by `--delete` either (as in
-    // rclone and the AWS CLI): it stays in the bucket as it was.
+    // rclone and the AWS CLI): it stays in the bucket as it was, also once
+    // it is gone locally (the walk's filter, applied to the rows).
     triage.protect(&excluded);
+    if opts.delete {
+        spare::spare_filtered(
+            &mut triage.vanished,
+            &source,
+            &opts.walk,
+            &*store,
+            opts.target.prefix(),
+            opts.jobs,
+        )
+        .await;
+    }
     run.report.excluded = excluded.len() as u64;
     run.report.counts.scanned = scanned;
     run.report.counts.unchanged += triage.unchanged;

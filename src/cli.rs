@@ -27,7 +27,8 @@ Exit codes:
   1  error: nothing, or not everything, could be done (bucket, credentials, source, state file;
      verify found missing or damaged files)
   2  usage error: the command line is wrong
-  3  partial: some files failed, the others were done; run the same command again to retry them";
+  3  partial: some files failed, the others were done; run the same command again to retry them
+     (verify: some files could not be read, none was found missing or damaged)";
 
 /// Shown under `s3backup backup --help`.
 const BACKUP_EXAMPLES: &str = "\
@@ -124,7 +125,11 @@ const VERIFY_EXAMPLES: &str = "\
 Examples:
   s3backup verify s3://mybucket/documents
   s3backup verify s3://mybucket/documents --deep
-  s3backup verify s3://mybucket/documents --snapshot 20261126T142230Z --json";
+  s3backup verify s3://mybucket/documents --snapshot 20261126T142230Z --json
+
+Exit codes:
+  0 every file intact, 1 missing or damaged files (or an error), 2 usage error,
+  3 some files could not be read (network, throttling, access) and none was found damaged: run it again";
 
 /// Shown under `s3backup state --help`.
 const STATE_EXAMPLES: &str = "\

@@ -161,6 +161,23 @@ pub fn ignore_file(dir: &Path, rel: &str) -> Option<Gitignore> {
         .ok()
 }
 
+/// The rules of an ignore file of directory `rel` given as `text` (the
+/// store's copy of one that is gone locally, see [`crate::spare`]), or
+/// `None` if it has none. Lines that are not valid patterns are skipped
+/// with a warning, as [`ignore_file`] does.
+pub fn ignore_rules(rel: &str, text: &str) -> Option<Gitignore> {
+    let mut b = GitignoreBuilder::new(rel);
+    for line in text.lines() {
+        if let Err(e) = b.add_line(None, line) {
+            tracing::warn!(dir = rel, "{IGNORE_FILE}: {e}");
+        }
+    }
+    b.build()
+        .map_err(|e| tracing::warn!(dir = rel, "{IGNORE_FILE}: {e}"))
+        .ok()
+        .filter(|g| !g.is_empty())
+}
+
 /// What the ignore files in force (deepest last) say about `rel`:
 /// `Some(true)` ignored, `Some(false)` re-included, `None` no rule.
 pub fn ignored_by(files: &[&Gitignore], rel: &str, is_dir: bool) -> Option<bool> {

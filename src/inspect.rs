@@ -251,7 +251,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
     if args.json {
         print_json(&r)?;
     } else {
-        for p in &r.problems {
+        for p in r.problems.iter().chain(&r.unreadable_files) {
             if p.path.is_empty() {
                 println!("{:<8} {}", p.kind, p.detail);
             } else {
@@ -263,32 +263,52 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Exit> {
         } else {
             "present with size and ETag"
         };
-        let unreadable = if r.unreadable > 0 {
-            format!(", {} manifest line(s) unreadable", r.unreadable)
+        let damaged_lines = if r.damaged_lines > 0 {
+            format!(", {} manifest line(s) unreadable", r.damaged_lines)
         } else {
             String::new()
         };
         println!(
-            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched{unreadable}",
-            r.snapshot, r.files, r.ok, r.missing, r.mismatched
+            "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable{damaged_lines}",
+            r.snapshot, r.files, r.ok, r.missing, r.mismatched, r.unreadable
         );
     }
-    let bad = r.missing + r.mismatched + r.unreadable;
-    if bad > 0 {
+    verify_exit(&r, &opts.target.to_string())
+}
+
+/// The exit code of a verification, with its error line: damage (missing
+/// or mismatched files, unreadable manifest lines, damaged newer snapshots
+/// passed over) is 1 and takes precedence; files that could only not be
+/// read are 3 (partial: run it again), since nothing shows them damaged.
+fn verify_exit(r: &verify::VerifyReport, target: &str) -> anyhow::Result<Exit> {
+    let damaged = r.missing + r.mismatched + r.damaged_lines;
+    if damaged > 0 {
         eprintln!(
-            "error: {bad} file(s) of snapshot {} are not intact in {}",
-            r.snapshot, opts.target
+            "error: {damaged} file(s) of snapshot {} are not intact in {target}",
+            r.snapshot,
         );
+        if r.unreadable > 0 {
+            eprintln!(
+                "error: {} other file(s) could not be read; run verify again to check them",
+                r.unreadable
+            );
+        }
         return Ok(Exit::Error);
     }
     if !r.passed_over.is_empty() {
         eprintln!(
-            "error: {} in {}: checked {}, the newest readable snapshot, instead",
+            "error: {} in {target}: checked {}, the newest readable snapshot, instead",
             snapshots::describe_damage(&r.passed_over),
-            opts.target,
             r.snapshot
         );
         return Ok(Exit::Error);
+    }
+    if r.unreadable > 0 {
+        eprintln!(
+            "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
+            r.unreadable, r.snapshot,
+        );
+        return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
 }

@@ -26,6 +26,7 @@ pub mod scan;
 pub mod sets;
 pub mod shell;
 pub mod snapshots;
+pub mod spare;
 pub mod state;
 pub mod store;
 pub mod target;

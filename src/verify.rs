@@ -6,6 +6,17 @@
 //! file. On a versioned bucket, a file whose current object differs from
 //! the snapshot is checked by asking for the recorded version. `--deep`
 //! downloads every file and checks its blake3.
+//!
+//! A verdict of damage needs proof: a file is *missing* when the store says
+//! it does not exist (404), *mismatched* when what it holds (listed size and
+//! ETag, a version's, or the bytes read whole) differs from the snapshot.
+//! A request that fails is retried as a restore retries it
+//! ([`DOWNLOAD_ATTEMPTS`], a body cut short fetched again from the start);
+//! a file that still cannot be read is *unreadable* (network, throttling,
+//! access or storage-class errors, sorted by [`StoreError`] kind): it is
+//! counted and listed apart from the damaged ones, since nothing is known
+//! about its content. Issue 11, part 5: through injected faults, transport
+//! errors had been reported as mismatches.
 
 use std::time::Instant;
 
@@ -19,6 +30,7 @@ use crate::store::{
     self, GetRequest, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key,
 };
 use crate::target::Target;
+use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -35,12 +47,14 @@ pub struct VerifyOptions {
     pub s3: S3Settings,
 }
 
-/// One file that is not as the snapshot says.
+/// One file that is not as the snapshot says, or could not be checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     /// Relative path.
     pub path: String,
-    /// "missing" or "mismatch".
+    /// "missing", "mismatch" or "damaged-line" (damage, in
+    /// [`VerifyReport::problems`]), or "unreadable" (in
+    /// [`VerifyReport::unreadable_files`]).
     pub kind: &'static str,
     /// Details.
     pub detail: String,
@@ -59,8 +73,12 @@ pub struct VerifyReport {
     pub missing: u64,
     /// Files present but different.
     pub mismatched: u64,
-    /// Manifest lines that could not be read (each skipped; its file unchecked).
+    /// Files that could not be read or checked after retries (network,
+    /// throttling, access): not known to be damaged, not known to be intact.
     pub unreadable: u64,
+    /// Manifest lines that could not be read (each skipped, its file
+    /// unchecked): damage of the snapshot itself, listed in `problems`.
+    pub damaged_lines: u64,
     /// Damaged snapshots newer than the one checked, passed over to find
     /// `latest` (newest first); verify fails when there are any.
     pub passed_over: Vec<snapshots::Damage>,
@@ -70,8 +88,10 @@ pub struct VerifyReport {
     pub deep: bool,
     /// Wall time.
     pub elapsed_ms: u64,
-    /// Every problem found.
+    /// Every missing or mismatched file (damage), sorted by path.
     pub problems: Vec<Problem>,
+    /// Every unreadable file, sorted by path.
+    pub unreadable_files: Vec<Problem>,
 }
 
 /// Why verify could not run.
@@ -95,6 +115,16 @@ pub enum VerifyError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
 }
+
+/// [`Problem::kind`] of a file the store says does not exist.
+const MISSING: &str = "missing";
+/// [`Problem::kind`] of a file whose listed size, ETag or bytes differ.
+const MISMATCH: &str = "mismatch";
+/// [`Problem::kind`] of a file that could not be read after retries.
+const UNREADABLE: &str = "unreadable";
+/// [`Problem::kind`] of a manifest line that could not be read (damage of
+/// the snapshot: its path is empty, its detail names the line).
+const DAMAGED_LINE: &str = "damaged-line";
 
 enum Check {
     Ok,
@@ -158,7 +188,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
                 Err(ReadError::Line { line, reason }) => {
                     let problem = Problem {
                         path: String::new(),
-                        kind: "unreadable",
+                        kind: DAMAGED_LINE,
                         detail: format!("snapshot {snapshot_id}: manifest line {line}: {reason}"),
                     };
                     return Ok(Some((Check::Problem(problem), (reader, listing))));
@@ -203,12 +233,17 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         match check {
             Check::Problem(p) => {
                 match p.kind {
-                    "missing" => report.missing += 1,
-                    "unreadable" => report.unreadable += 1,
+                    MISSING => report.missing += 1,
+                    UNREADABLE => report.unreadable += 1,
+                    DAMAGED_LINE => report.damaged_lines += 1,
                     _ => report.mismatched += 1,
                 }
-                report.files += u64::from(p.kind != "unreadable");
-                report.problems.push(p);
+                report.files += u64::from(p.kind != DAMAGED_LINE);
+                if p.kind == UNREADABLE {
+                    report.unreadable_files.push(p);
+                } else {
+                    report.problems.push(p);
+                }
             }
             _ => {
                 report.files += 1;
@@ -217,6 +252,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         }
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -279,13 +315,13 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
     Ok(match found {
         None => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
-            None => problem("missing", format!("no object '{key}'")),
+            None => problem(MISSING, format!("no object '{key}'")),
         },
         Some(o) if o.size == entry.size && etags_agree(&o.etag, &entry.etag) => Check::Read(entry, key),
         Some(o) => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
             None => problem(
-                "mismatch",
+                MISMATCH,
                 format!(
                     "object has size {} and ETag {}, snapshot recorded {} and {}",
                     o.size, o.etag, entry.size, entry.etag
@@ -300,6 +336,8 @@ fn etags_agree(listed: &str, recorded: &str) -> bool {
     listed.is_empty() || recorded.is_empty() || listed == recorded
 }
 
+/// Asks for the recorded version (retried as a download is): a 404 is
+/// missing, other sizes or ETags a mismatch, any other failure unreadable.
 async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, version: &str) -> Check {
     let problem = |kind, detail: String| {
         Check::Problem(Problem {
@@ -308,16 +346,22 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
             detail,
         })
     };
-    match store.head(key, Some(version)).await {
+    match retry_n(DOWNLOAD_ATTEMPTS, key, || store.head(key, Some(version))).await {
         Ok(h) if h.size == entry.size && etags_agree(&h.etag, &entry.etag) => Check::Ok,
         Ok(h) => problem(
-            "mismatch",
+            MISMATCH,
             format!("version {version} has size {} and ETag {}", h.size, h.etag),
         ),
-        Err(e) => problem("missing", format!("version {version}: {e}")),
+        Err(StoreError::NotFound(e)) => problem(MISSING, format!("version {version}: {e}")),
+        Err(e) => problem(UNREADABLE, format!("version {version}: cannot check: {e}")),
     }
 }
 
+/// Downloads the object (or the recorded version) whole and compares its
+/// length and blake3 with the snapshot. Returns the verdict and the bytes
+/// hashed. A failed request or a body cut short is fetched again from the
+/// start, [`DOWNLOAD_ATTEMPTS`] times in all for transient errors; only a
+/// body read to its end can be a mismatch.
 async fn read_and_hash(
     store: &dyn ObjectStore,
     entry: &Entry,
@@ -335,30 +379,35 @@ async fn read_and_hash(
         version_id: version,
         ..GetRequest::default()
     };
-    let (_, mut chunks) = match store.get(key, req).await {
-        Ok(got) => got,
-        Err(StoreError::NotFound(e)) => return (problem("missing", e), 0),
-        Err(e) => return (problem("mismatch", format!("cannot read: {e}")), 0),
-    };
-    let mut hasher = blake3::Hasher::new();
-    let mut bytes = 0u64;
-    loop {
-        match chunks.try_next().await {
-            Ok(Some(chunk)) => {
-                bytes += chunk.len() as u64;
-                tokio::task::block_in_place(|| hasher.update(&chunk));
-            }
-            Ok(None) => break,
-            Err(e) => return (problem("mismatch", format!("cannot read: {e}")), bytes),
+    let read = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
+        let (remote, mut chunks) = store.get(key, req).await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = chunks.try_next().await? {
+            bytes += chunk.len() as u64;
+            tokio::task::block_in_place(|| hasher.update(&chunk));
         }
-    }
-    let actual = hasher.finalize().to_hex().to_string();
+        if bytes < remote.size {
+            // The store announced more than arrived: the connection, not the object.
+            return Err(StoreError::Transient(format!(
+                "downloading '{key}': the body ended after {bytes} of {} bytes",
+                remote.size
+            )));
+        }
+        Ok((hasher.finalize().to_hex().to_string(), bytes))
+    })
+    .await;
+    let (actual, bytes) = match read {
+        Ok(read) => read,
+        Err(StoreError::NotFound(e)) => return (problem(MISSING, e), 0),
+        Err(e) => return (problem(UNREADABLE, format!("cannot read: {e}")), 0),
+    };
     if bytes != entry.size || (!entry.blake3.is_empty() && actual != entry.blake3) {
         let detail = format!(
             "content has {bytes} bytes and blake3 {actual}, snapshot recorded {} and {}",
             entry.size, entry.blake3
         );
-        return (problem("mismatch", detail), bytes);
+        return (problem(MISMATCH, detail), bytes);
     }
     (Check::Ok, bytes)
 }

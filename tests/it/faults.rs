@@ -4,7 +4,10 @@
 //! completes by retrying and loses nothing; when every request fails it
 //! stops with one clear error line and a non-zero exit, records nothing as
 //! done and leaves no partial file in DEST; and `--read-timeout` decides
-//! whether a slow server is waited for or given up on.
+//! whether a slow server is waited for or given up on. `verify --deep`
+//! retries as a restore does: through faults it finds an intact snapshot
+//! intact and a damaged object mismatched, and a file it cannot read is
+//! reported as unreadable (exit 3), never as damage.
 //!
 //! Everything goes through the real binary and the in-process S3 server;
 //! each proxy is seeded, so the n-th request always gets the same fate.
@@ -111,6 +114,19 @@ impl Fx {
             .into_iter()
             .filter(|k| k.starts_with("pre/.s3backup/manifests/"))
             .collect()
+    }
+
+    /// `verify TARGET --json EXTRA…` through the proxy: the run and its report.
+    fn verify(&self, extra: &[&str]) -> (Run, serde_json::Value) {
+        let mut cmd = self.env.cmd();
+        cmd.args(["verify", TARGET, "--json", "--endpoint-url"])
+            .arg(self.proxy.endpoint())
+            .args(TIMEOUTS)
+            .args(extra);
+        let r = run(cmd);
+        let v = serde_json::from_str(r.stdout.trim())
+            .unwrap_or_else(|e| panic!("verify --json: {e}\n{}", r.show()));
+        (r, v)
     }
 
     /// A backup with no faults, that must upload everything.
@@ -499,4 +515,222 @@ fn backup_retries_a_truncated_listing() {
     assert_eq!(fx.proxy.stats().truncated, 1, "{:?}", fx.proxy.fault_log());
     assert_eq!((s.uploaded, s.failed), (files.len() as u64, 0), "{s:?}");
     fx.assert_bucket_holds(&files);
+}
+
+/// Paths and kinds of a verify report's list `field` (`problems` or `unreadable_files`).
+fn listed(v: &serde_json::Value, field: &str) -> Vec<(String, String)> {
+    v[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+            (s("path"), s("kind"))
+        })
+        .collect()
+}
+
+#[test]
+fn verify_deep_at_twenty_percent_faults_of_every_kind_finds_the_snapshot_intact() {
+    let fx = Fx::new(0x5EED_0101);
+    let files = fx.small_files(200);
+    fx.env.write("big/blob.bin", noise(11 * MIB + 321, 10));
+    fx.clean_backup(files.len() + 1);
+
+    fx.proxy.reset_stats();
+    fx.proxy.set_faults(0.20, &Fault::ALL);
+    let (r, v) = fx.verify(&["--deep"]);
+    let stats = fx.proxy.stats();
+    eprintln!("verify through the proxy: {stats:?}");
+    assert_each_kind_seen(stats, &Fault::ALL, &fx.proxy.fault_log());
+    assert!(stats.truncated > 0, "{stats:?}");
+    r.expect_code(0);
+    let n = files.len() as u64 + 1;
+    assert_eq!(
+        (
+            v["files"].as_u64(),
+            v["ok"].as_u64(),
+            v["missing"].as_u64(),
+            v["mismatched"].as_u64(),
+            v["unreadable"].as_u64()
+        ),
+        (Some(n), Some(n), Some(0), Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(listed(&v, "problems"), [], "{v}");
+    assert_eq!(listed(&v, "unreadable_files"), [], "{v}");
+}
+
+#[test]
+fn verify_deep_through_faults_reports_a_damaged_object_and_only_it_as_mismatched() {
+    let fx = Fx::new(0x5EED_0102);
+    let files = fx.small_files(100);
+    fx.clean_backup(files.len());
+    // Same length, other bytes, straight into the server's file.
+    let damaged = files.keys().nth(42).unwrap().clone();
+    let path = fx.server.object_path(BUCKET, &format!("pre/{damaged}"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    fx.proxy.set_filter(is_file_download);
+    fx.proxy.set_faults(0.25, &Fault::FAILING);
+    let (r, v) = fx.verify(&["--deep"]);
+    let stats = fx.proxy.stats();
+    assert_each_kind_seen(stats, &Fault::FAILING, &fx.proxy.fault_log());
+    r.expect_code(1);
+    assert_eq!(listed(&v, "problems"), [(damaged, "mismatch".to_owned())], "{v}");
+    assert_eq!(
+        (
+            v["ok"].as_u64(),
+            v["mismatched"].as_u64(),
+            v["unreadable"].as_u64()
+        ),
+        (Some(files.len() as u64 - 1), Some(1), Some(0)),
+        "{v}"
+    );
+    assert!(
+        v["problems"][0]["detail"].as_str().unwrap().contains("blake3"),
+        "{v}"
+    );
+}
+
+#[test]
+fn verify_deep_when_every_download_fails_reports_unreadable_files_not_damage() {
+    let fx = Fx::new(0x5EED_0103);
+    let files = fx.small_files(8);
+    fx.clean_backup(files.len());
+
+    // The listing and the manifest arrive; every file's download fails.
+    fx.proxy.set_filter(is_file_download);
+    fx.proxy.set_faults(1.0, &Fault::FAILING);
+    let (r, v) = fx.verify(&["--deep"]);
+    assert!(fx.proxy.stats().truncated > 0, "{:?}", fx.proxy.stats());
+    r.expect_code(3);
+    assert_eq!(
+        (
+            v["ok"].as_u64(),
+            v["missing"].as_u64(),
+            v["mismatched"].as_u64(),
+            v["unreadable"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0), Some(files.len() as u64)),
+        "{v}"
+    );
+    assert_eq!(listed(&v, "problems"), [], "no damage is claimed: {v}");
+    let expected: Vec<(String, String)> = files
+        .keys()
+        .map(|p| (p.clone(), "unreadable".to_owned()))
+        .collect();
+    assert_eq!(listed(&v, "unreadable_files"), expected, "{v}");
+    assert!(
+        r.error_line().contains("8 file(s) of snapshot") && r.error_line().contains("could not be read"),
+        "{}",
+        r.show()
+    );
+
+    // The text report lists them as unreadable and counts them apart.
+    let mut cmd = fx.env.cmd();
+    cmd.args(["verify", TARGET, "--deep", "--endpoint-url"])
+        .arg(fx.proxy.endpoint())
+        .args(TIMEOUTS);
+    let r = run(cmd);
+    r.expect_code(3);
+    let unreadable = r.stdout.lines().filter(|l| l.starts_with("unreadable ")).count();
+    assert_eq!(unreadable, files.len(), "{}", r.show());
+    assert!(
+        r.stdout.contains("0 missing, 0 mismatched, 8 unreadable"),
+        "{}",
+        r.show()
+    );
+
+    // Once the faults pass, the same snapshot verifies clean.
+    fx.proxy.clear_faults();
+    let (r, v) = fx.verify(&["--deep"]);
+    r.expect_code(0);
+    assert_eq!(v["ok"].as_u64(), Some(files.len() as u64), "{v}");
+}
+
+#[test]
+fn verify_of_recorded_versions_through_failing_requests_reports_unreadable_not_missing() {
+    let fx = Fx::new(0x5EED_0104);
+    // A snapshot recording versions that the current objects do not match
+    // (other sizes), so verify asks for each recorded version (HEAD).
+    let c = sdk_client(&fx.server.endpoint());
+    let mut entries = Vec::new();
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        sdk_put(&c, BUCKET, &format!("pre/{name}"), b"the current content");
+        entries.push(serde_json::json!({
+            "path": name, "type": "file", "size": 3, "mtime_ns": 1_600_000_000_000_000_000i64,
+            "mode": "644", "blake3": blake3_hex(b"old"), "etag": "0123", "version_id": "v1",
+        }));
+    }
+    sdk_put(
+        &c,
+        BUCKET,
+        "pre/.s3backup/manifests/20200101T000000Z-0000000000000000000000000000beef.jsonl.zst",
+        &encode_manifest(&manifest_header(3, 9), &entries),
+    );
+
+    fx.proxy
+        .set_filter(|p| p.method == hyper::Method::HEAD && is_file_request(p));
+    fx.proxy.set_faults(1.0, &Fault::FAILING);
+    let (r, v) = fx.verify(&[]);
+    assert!(fx.proxy.stats().failures() >= 3, "{:?}", fx.proxy.stats());
+    r.expect_code(3);
+    assert_eq!(
+        (v["missing"].as_u64(), v["unreadable"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
+    assert_eq!(listed(&v, "problems"), [], "{v}");
+}
+
+#[test]
+fn delete_spares_all_below_a_gone_ignore_file_whose_copy_cannot_be_read() {
+    let fx = Fx::new(0x5EED_0105);
+    for f in ["proj/x.o", "proj/y.c", "other.txt"] {
+        fx.env.write(f, f);
+    }
+    fx.clean_backup(3);
+    // A rule added after x.o went up; then the whole directory is deleted.
+    fx.env.write("proj/.s3backupignore", "*.o\n");
+    fx.env.backup_ok(TARGET, &TIMEOUTS);
+    std::fs::remove_dir_all(fx.env.path("proj")).unwrap();
+    fx.env.remove("other.txt");
+
+    // Its rules cannot be read back: nothing below proj/ is deleted.
+    fx.proxy
+        .set_filter(|p| p.method == hyper::Method::GET && p.uri.path().ends_with("/.s3backupignore"));
+    fx.proxy.set_faults(1.0, &Fault::FAILING);
+    let r = fx
+        .env
+        .backup(TARGET, &[&["--json", "--delete"][..], &TIMEOUTS[..]].concat());
+    r.expect_code(0);
+    assert!(fx.proxy.stats().failures() > 0, "{:?}", fx.proxy.stats());
+    assert_eq!(r.summary().deleted, 1, "{}", r.show());
+    assert!(
+        r.stderr.contains("proj/.s3backupignore") && r.stderr.contains("spares everything below it"),
+        "{}",
+        r.show()
+    );
+    let keys = |fx: &Fx| -> Vec<String> {
+        fx.server
+            .list_keys(BUCKET)
+            .into_iter()
+            .filter(|k| !k.starts_with("pre/.s3backup/"))
+            .collect()
+    };
+    assert_eq!(
+        keys(&fx),
+        ["pre/proj/.s3backupignore", "pre/proj/x.o", "pre/proj/y.c"]
+    );
+
+    // Once it can be read, what its rules leave out stays, the rest goes.
+    fx.proxy.clear_faults();
+    let s = fx
+        .env
+        .backup_ok(TARGET, &[&["--delete"][..], &TIMEOUTS[..]].concat());
+    assert_eq!(s.deleted, 1, "{s:?}");
+    assert_eq!(keys(&fx), ["pre/proj/.s3backupignore", "pre/proj/x.o"]);
 }

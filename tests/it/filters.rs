@@ -1,5 +1,9 @@
 //! `--exclude`, `--include`, `--exclude-from` and `.s3backupignore`: what
 //! a backup takes, what `--delete` spares, and what a restore brings back.
+//!
+//! `--delete` spares what a filter leaves out even once it is gone locally
+//! too (issue 11, part 6): each form is checked on both stores (the test S3
+//! server and a local directory), with `--dry-run` planning the same.
 
 use crate::common::*;
 use crate::server::S3Server;
@@ -22,6 +26,96 @@ fn keys(server: &S3Server) -> Vec<String> {
         .filter_map(|k| k.strip_prefix("pre/").map(str::to_owned))
         .filter(|k| !k.starts_with(".s3backup/"))
         .collect()
+}
+
+/// A store the `--delete` tests run against: the test S3 server or a local directory.
+enum Store {
+    S3(S3Server),
+    Local(std::path::PathBuf),
+}
+
+impl Store {
+    /// Both kinds, each with a test environment whose backups go to it.
+    fn both() -> Vec<(Store, TestEnv)> {
+        let (server, s3_env) = setup();
+        let local_env = TestEnv::new();
+        let dir = local_env.root().join("store");
+        vec![(Store::S3(server), s3_env), (Store::Local(dir), local_env)]
+    }
+
+    fn target(&self) -> String {
+        match self {
+            Store::S3(_) => TARGET.to_owned(),
+            Store::Local(dir) => dir.to_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Stored paths outside the tool's area, sorted.
+    fn paths(&self) -> Vec<String> {
+        match self {
+            Store::S3(server) => keys(server),
+            Store::Local(dir) => files_of(dir)
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| !p.starts_with(".s3backup/"))
+                .collect(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Store::S3(_) => "s3",
+            Store::Local(_) => "local",
+        }
+    }
+}
+
+/// Backs up `files` with no filter, removes `gone` (files, or directories
+/// with everything in them) locally, then runs a `--delete` backup with
+/// `filters`, first as a dry run (its plan must be the run's) and then for
+/// real. Returns the paths deleted, sorted.
+#[track_caller]
+fn delete_run(store: &Store, env: &TestEnv, files: &[&str], gone: &[&str], filters: &[&str]) -> Vec<String> {
+    tree_of(env, files);
+    env.backup_ok(&store.target(), &[]);
+    for g in gone {
+        let p = env.path(g);
+        if p.is_dir() {
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    delete_again(store, env, filters)
+}
+
+/// A `--delete` backup with `filters`: a dry run, then the run; their
+/// deletions must agree. Returns the paths deleted, sorted.
+#[track_caller]
+fn delete_again(store: &Store, env: &TestEnv, filters: &[&str]) -> Vec<String> {
+    let before = store.paths();
+    let args = [&["--delete", "--dry-run"][..], filters].concat();
+    let r = env.backup(&store.target(), &args);
+    r.expect_code(0);
+    let planned: Vec<String> = r
+        .plan_lines()
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("delete ").map(str::to_owned))
+        .collect();
+    assert_eq!(store.paths(), before, "a dry run deletes nothing");
+    let s = env.backup_ok(&store.target(), &[&["--delete"][..], filters].concat());
+    let after = store.paths();
+    let deleted: Vec<String> = before.iter().filter(|p| !after.contains(p)).cloned().collect();
+    assert_eq!(s.deleted, deleted.len() as u64, "{}: {s:?}", store.name());
+    // The plan also lists directory rows, which have no object.
+    let planned_objects: Vec<String> = planned.into_iter().filter(|p| before.contains(p)).collect();
+    assert_eq!(
+        planned_objects,
+        deleted,
+        "{}: the dry run plans what the run does",
+        store.name()
+    );
+    deleted
 }
 
 fn tree_of(env: &TestEnv, files: &[&str]) {
@@ -185,4 +279,167 @@ fn bad_patterns_and_missing_pattern_files_are_one_line_errors() {
     r.expect_code(1);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
     assert!(r.stderr.contains("no-such-list"), "{}", r.show());
+}
+
+#[test]
+fn delete_spares_an_excluded_file_that_is_gone_locally_too() {
+    for (store, env) in Store::both() {
+        let deleted = delete_run(
+            &store,
+            &env,
+            &["a.txt", "b.tmp", "d/c.tmp", "keep.txt"],
+            &["a.txt", "b.tmp", "d/c.tmp"],
+            &["--exclude", "*.tmp"],
+        );
+        assert_eq!(deleted, ["a.txt"], "{}", store.name());
+        assert_eq!(
+            store.paths(),
+            ["b.tmp", "d/c.tmp", "keep.txt"],
+            "{}",
+            store.name()
+        );
+    }
+}
+
+#[test]
+fn delete_spares_an_excluded_directory_that_is_gone_locally_too() {
+    for (store, env) in Store::both() {
+        let deleted = delete_run(
+            &store,
+            &env,
+            &[
+                "logs/x.log",
+                "logs/sub/y.log",
+                "build/out.o",
+                "src/build/z.rs",
+                "gone.txt",
+                "keep.txt",
+            ],
+            &["logs", "build", "src", "gone.txt"],
+            &["--exclude", "logs/", "--exclude", "/build"],
+        );
+        // src/build is not /build: it goes with src.
+        assert_eq!(deleted, ["gone.txt", "src/build/z.rs"], "{}", store.name());
+        assert_eq!(
+            store.paths(),
+            ["build/out.o", "keep.txt", "logs/sub/y.log", "logs/x.log"],
+            "{}",
+            store.name()
+        );
+    }
+}
+
+#[test]
+fn delete_spares_what_exclude_everything_but_include_leaves_out() {
+    for (store, env) in Store::both() {
+        let deleted = delete_run(
+            &store,
+            &env,
+            &["a.txt", "a.bin", "d/b.txt", "d/c.bin", "e/f.bin", "keep.txt"],
+            &["a.txt", "a.bin", "d", "e"],
+            &["--exclude", "*", "--include", "*.txt"],
+        );
+        assert_eq!(deleted, ["a.txt", "d/b.txt"], "{}", store.name());
+        assert_eq!(
+            store.paths(),
+            ["a.bin", "d/c.bin", "e/f.bin", "keep.txt"],
+            "{}",
+            store.name()
+        );
+    }
+}
+
+#[test]
+fn delete_spares_what_an_ignore_file_leaves_out_once_it_is_gone_locally() {
+    for (store, env) in Store::both() {
+        let n = store.name();
+        tree_of(
+            &env,
+            &[
+                "a.log",
+                "a.txt",
+                "sub/b.log",
+                "sub/c.txt",
+                "keep.txt",
+                "proj/x.o",
+                "proj/y.c",
+                "tmp/t.o",
+                "tmp/u.c",
+            ],
+        );
+        env.backup_ok(&store.target(), &[]);
+        // Rules added after these files went up; then the files, and whole
+        // directories, are deleted locally.
+        env.write(".s3backupignore", "*.log\n");
+        env.write("proj/.s3backupignore", "*.o\n");
+        env.write("tmp/.s3backupignore", "*.nothing\n");
+        env.backup_ok(&store.target(), &[]);
+        for f in ["a.log", "a.txt"] {
+            env.remove(f);
+        }
+        for d in ["sub", "proj", "tmp"] {
+            std::fs::remove_dir_all(env.path(d)).unwrap();
+        }
+        let deleted = delete_again(&store, &env, &[]);
+        // The top ignore file still exists and spares every *.log, also in
+        // the gone sub/. proj/'s ignore file is gone with its directory: its
+        // rules are read from the store's copy, so x.o stays, and so does
+        // the ignore file, which is what keeps it spared. tmp/'s spares
+        // nothing, so all of tmp/ goes.
+        assert_eq!(
+            deleted,
+            [
+                "a.txt",
+                "proj/y.c",
+                "sub/c.txt",
+                "tmp/.s3backupignore",
+                "tmp/t.o",
+                "tmp/u.c"
+            ],
+            "{n}"
+        );
+        assert_eq!(
+            store.paths(),
+            [
+                ".s3backupignore",
+                "a.log",
+                "keep.txt",
+                "proj/.s3backupignore",
+                "proj/x.o",
+                "sub/b.log"
+            ],
+            "{n}"
+        );
+        // Durable: the next run spares the same, deletes nothing.
+        assert_eq!(delete_again(&store, &env, &[]), Vec::<String>::new(), "{n}");
+    }
+}
+
+#[test]
+fn dry_run_delete_plans_no_deletion_of_a_filtered_out_path() {
+    for (store, env) in Store::both() {
+        tree_of(&env, &["a.txt", "b.tmp", "logs/x.log", "keep.txt"]);
+        env.backup_ok(&store.target(), &[]);
+        env.remove("a.txt").remove("b.tmp");
+        std::fs::remove_dir_all(env.path("logs")).unwrap();
+        let r = env.backup(
+            &store.target(),
+            &[
+                "--dry-run",
+                "--delete",
+                "--exclude",
+                "*.tmp",
+                "--exclude",
+                "logs/",
+            ],
+        );
+        r.expect_code(0);
+        assert_eq!(r.plan_lines(), ["delete a.txt"], "{}\n{}", store.name(), r.show());
+        assert_eq!(
+            store.paths(),
+            ["a.txt", "b.tmp", "keep.txt", "logs/x.log"],
+            "{}",
+            store.name()
+        );
+    }
 }
