@@ -20,6 +20,8 @@
 //! `sets` checks named backup sets, `progress_out` the progress output,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
+//! `rclone` checks that s3backup and the real rclone binary read each
+//! other's `mtime` metadata (skipped when rclone is not installed).
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
 
@@ -39,6 +41,7 @@ mod help;
 mod inspect;
 mod progress_out;
 mod props;
+mod rclone;
 mod restore;
 mod restore_local;
 mod security;
