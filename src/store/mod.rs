@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::target::Target;
 
 pub mod local;
+pub mod pace;
 pub mod s3;
 
 pub use local::LocalStore;
@@ -295,11 +296,15 @@ pub trait ObjectStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Opens the store a target names.
+/// Opens the store a target names. With `settings.bandwidth`, the store
+/// gets one token bucket that paces every byte it sends or receives for as
+/// long as it lives (one run).
 pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
     Ok(match target {
         Target::S3 { bucket, .. } => Arc::new(S3Store::connect(bucket, settings).await?),
-        Target::Local { root } => Arc::new(LocalStore::new(root.clone())),
+        Target::Local { root } => Arc::new(
+            LocalStore::new(root.clone()).with_bandwidth(settings.bandwidth.map(pace::Bandwidth::new)),
+        ),
     })
 }
 
