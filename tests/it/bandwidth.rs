@@ -126,3 +126,18 @@ fn max_bandwidth_of_zero_is_refused_by_backup_and_restore() {
     r.expect_code(2);
     assert!(r.stderr.contains("'fast' is not a size"), "{}", r.show());
 }
+
+#[test]
+fn a_paced_upload_longer_than_the_read_timeout_is_not_cut_off() {
+    let (server, env) = s3_setup();
+    // The SDK's read timeout runs from the start of a request until the
+    // answer's headers, so it covers sending the body: 3 s of pacing would
+    // overrun a 1 s timeout on every attempt unless it is lengthened.
+    let content = noise(3 * MIB, 4);
+    env.write("one.bin", &content);
+    let (s, took) = timed(|| env.backup_ok(TARGET, &["--max-bandwidth", "1MiB", "--read-timeout", "1"]));
+    assert_eq!((s.uploaded, s.failed), (1, 0), "{s:?}");
+    assert_eq!(server.count("PutObject"), 2, "no attempt was cut off and retried");
+    assert_paced(took, 3 * MIB, MIB, "backup");
+    assert_eq!(server.object_bytes(BUCKET, "pre/one.bin").unwrap(), content);
+}
