@@ -114,6 +114,22 @@ fn filters(args: &crate::cli::FilterArgs) -> anyhow::Result<crate::filter::Filte
     )?)
 }
 
+/// `--max-bandwidth` of a backup or restore, checked: 0 is refused (it
+/// would never finish); the limit is shared by the run's `--jobs` transfers.
+fn bandwidth(
+    max_bandwidth: Option<u64>,
+    jobs: u16,
+) -> anyhow::Result<Option<crate::store::pace::BandwidthLimit>> {
+    match max_bandwidth {
+        Some(0) => anyhow::bail!("--max-bandwidth must be more than 0 bytes per second"),
+        Some(bytes_per_sec) => Ok(Some(crate::store::pace::BandwidthLimit {
+            bytes_per_sec,
+            streams: usize::from(jobs),
+        })),
+        None => Ok(None),
+    }
+}
+
 impl From<S3Args> for S3Settings {
     fn from(a: S3Args) -> Self {
         S3Settings {
@@ -124,6 +140,7 @@ impl From<S3Args> for S3Settings {
             connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
             read_timeout: std::time::Duration::from_secs(a.read_timeout),
             write: Default::default(),
+            bandwidth: None,
         }
     }
 }
@@ -161,9 +178,7 @@ async fn backup(
     {
         anyhow::bail!("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)");
     }
-    if args.max_bandwidth == Some(0) {
-        anyhow::bail!("--max-bandwidth must be more than 0 bytes per second");
-    }
+    let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
     let (Some(source), Some(target)) = (args.source, args.target) else {
         anyhow::bail!("give SOURCE and TARGET, or --set NAME of a saved set");
     };
@@ -180,7 +195,6 @@ async fn backup(
         },
         rehash: args.rehash,
         jobs: usize::from(args.jobs),
-        max_bandwidth: args.max_bandwidth,
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,
         s3: S3Settings {
@@ -190,6 +204,7 @@ async fn backup(
                 sse_kms_key_id: args.write.sse_kms_key_id.clone(),
                 acl: args.write.acl.clone(),
             },
+            bandwidth,
             ..args.s3.into()
         },
     };
@@ -254,6 +269,7 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
 }
 
 async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<Exit> {
+    let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
     check_dest(&args.dest)?;
     let opts = RestoreOptions {
         target: args.target,
@@ -264,7 +280,10 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
         no_clobber: args.no_clobber,
         jobs: usize::from(args.jobs),
         filters: filters(&args.filters)?,
-        s3: args.s3.into(),
+        s3: S3Settings {
+            bandwidth,
+            ..args.s3.into()
+        },
     };
     let json = args.json || args.json_progress;
     let progress = progress_for(args.json_progress, json, quiet, verbose);

@@ -58,13 +58,11 @@ pub struct BackupOptions {
     pub rehash: bool,
     /// Files and requests in flight at once.
     pub jobs: usize,
-    /// Upload bandwidth limit, bytes per second.
-    pub max_bandwidth: Option<u64>,
     /// Files larger than this use multipart upload.
     pub multipart_threshold: u64,
     /// Multipart part size (raised if a file would need more than 10,000 parts).
     pub part_size: u64,
-    /// How to reach S3.
+    /// How to reach S3, and the bandwidth limit (`s3.bandwidth`).
     pub s3: S3Settings,
 }
 
@@ -261,9 +259,6 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         opts.part_size,
         progress.clone(),
     );
-    if let Some(rate) = opts.max_bandwidth {
-        engine = engine.with_bandwidth(rate);
-    }
     if !opts.dry_run {
         // Its own connection: parts finish on many tasks at once.
         let journal = Journal::new(StateDb::open(&state_path)?, set_id);

@@ -204,6 +204,9 @@ pub struct RestoreArgs {
     /// Files and requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
+    /// Limit the bytes received to RATE per second (e.g. 2MiB, 500K), paced as they come, shared by all downloads.
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub max_bandwidth: Option<u64>,
     /// Which paths to bring back.
     #[command(flatten)]
     pub filters: FilterArgs,
@@ -468,7 +471,7 @@ pub struct BackupArgs {
     /// How new objects are stored.
     #[command(flatten)]
     pub write: S3WriteArgs,
-    /// Limit uploads to RATE bytes per second on average (e.g. 2MiB, 500K).
+    /// Limit the bytes sent and received to RATE per second (e.g. 2MiB, 500K), paced as they go, shared by all transfers.
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     pub max_bandwidth: Option<u64>,
     /// Print the summary as one JSON object on stdout.

@@ -130,36 +130,6 @@ impl Journal {
     }
 }
 
-/// A limit on upload bandwidth, shared by all requests of a run: each
-/// request body reserves the time its bytes take at the limit, after the
-/// reservations before it, and waits for its turn (so the rate holds on
-/// average over requests; one request's bytes are not paced within it).
-pub struct Bandwidth {
-    bytes_per_sec: f64,
-    next_free: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl Bandwidth {
-    /// A limit of `bytes_per_sec` (at least 1).
-    pub fn new(bytes_per_sec: u64) -> Self {
-        Self {
-            bytes_per_sec: bytes_per_sec.max(1) as f64,
-            next_free: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    /// Waits until `bytes` more may be sent.
-    pub async fn take(&self, bytes: u64) {
-        let start = {
-            let mut next = self.next_free.lock().await;
-            let start = (*next).max(tokio::time::Instant::now());
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
-            start
-        };
-        tokio::time::sleep_until(start).await;
-    }
-}
-
 /// Shared by every transfer task of a run.
 pub struct Engine {
     store: Arc<dyn ObjectStore>,
@@ -171,7 +141,6 @@ pub struct Engine {
     part_size: u64,
     progress: Arc<dyn Progress>,
     journal: Option<Journal>,
-    bandwidth: Option<Bandwidth>,
     /// Keys whose CreateMultipartUpload failed in a way the store may have
     /// acted on: [`Engine::abort_lost_uploads`] looks for what it began.
     maybe_lost_uploads: std::sync::Mutex<Vec<String>>,
@@ -293,21 +262,7 @@ impl Engine {
             part_size: part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
             progress,
             journal: None,
-            bandwidth: None,
             maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Limits upload bandwidth to `bytes_per_sec`.
-    pub fn with_bandwidth(mut self, bytes_per_sec: u64) -> Self {
-        self.bandwidth = Some(Bandwidth::new(bytes_per_sec));
-        self
-    }
-
-    /// Waits for the bandwidth limit, if any, to allow `bytes` more.
-    async fn pace(&self, bytes: u64) {
-        if let Some(b) = &self.bandwidth {
-            b.take(bytes).await;
         }
     }
 
@@ -525,10 +480,7 @@ impl Engine {
                 ));
             }
             retry(&key, || {
-                self.request(async {
-                    self.pace(target.len() as u64).await;
-                    self.store.put_symlink(&key, &target, &meta).await
-                })
+                self.request(self.store.put_symlink(&key, &target, &meta))
             })
             .await?
         } else if entry.size <= self.multipart_threshold {
@@ -538,13 +490,7 @@ impl Engine {
                 len: entry.size,
                 md5: bodies.part(1),
             };
-            let put = retry(&key, || {
-                self.request(async {
-                    self.pace(range.len).await;
-                    self.store.put_file(&key, range, &meta).await
-                })
-            })
-            .await?;
+            let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
             self.progress.advance(entry.size);
             put
         } else {
@@ -701,10 +647,7 @@ impl Engine {
                     md5: bodies.part(number),
                 };
                 let etag = retry(key, || {
-                    self.request(async {
-                        self.pace(range.len).await;
-                        self.store.upload_part(key, upload_id, number, range).await
-                    })
+                    self.request(self.store.upload_part(key, upload_id, number, range))
                 })
                 .await?;
                 if let Some(j) = &self.journal {

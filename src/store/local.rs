@@ -8,17 +8,22 @@
 //! so a crash never leaves a half-written file under a final name. The ETag
 //! is derived from size and mtime, as web servers derive theirs from a stat.
 //! A symlink is stored as the symlink itself and read back without being
-//! followed: its body is its target.
+//! followed: its body is its target. Under a bandwidth limit the bytes a
+//! write copies in and a read hands out are paced like an S3 body's
+//! (server-side copies and the assembling of parts are not: no bytes move
+//! between the machine and the store then, as with S3).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use md5::Digest;
 
+use super::pace::{self, Bandwidth, PacedReader};
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
     PutOutcome, RemoteObject, StoreError, StoreResult,
@@ -27,12 +32,48 @@ use super::{
 /// A bucket-shaped directory tree.
 pub struct LocalStore {
     root: PathBuf,
+    bandwidth: Option<Arc<Bandwidth>>,
 }
 
 impl LocalStore {
     /// A store rooted at `root` (which need not exist yet; see `prepare`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            bandwidth: None,
+        }
+    }
+
+    /// Paces the bytes copied into and read out of the store (`--max-bandwidth`).
+    pub fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> Self {
+        self.bandwidth = bandwidth.map(Arc::new);
+        self
+    }
+
+    /// Copies `range` into `out`, paced under a bandwidth limit. Runs on a
+    /// blocking thread; `handle` is the runtime the limit waits on.
+    fn copy_in(
+        &self,
+        out: &mut File,
+        range: FileRange<'_>,
+        handle: Option<&tokio::runtime::Handle>,
+    ) -> io::Result<()> {
+        match (&self.bandwidth, handle) {
+            (Some(limit), Some(handle)) => copy_range_with(out, range, |file| {
+                PacedReader::new(file, limit.clone(), handle.clone())
+            }),
+            _ => copy_range(out, range),
+        }
+    }
+
+    /// The runtime a paced copy waits on, when there is a limit; call it on an async thread.
+    fn pace_handle(&self) -> StoreResult<Option<tokio::runtime::Handle>> {
+        match &self.bandwidth {
+            None => Ok(None),
+            Some(_) => tokio::runtime::Handle::try_current()
+                .map(Some)
+                .map_err(|e| StoreError::Fatal(format!("bandwidth limit: {e}"))),
+        }
     }
 
     fn object_path(&self, key: &str) -> StoreResult<PathBuf> {
@@ -121,10 +162,19 @@ fn etag_of(path: &Path) -> io::Result<PutOutcome> {
 /// [`DigestMismatch`] when the bytes copied are not the bytes hashed (as S3
 /// refuses a body whose `Content-MD5` differs).
 fn copy_range(out: &mut File, range: FileRange<'_>) -> io::Result<()> {
+    copy_range_with(out, range, |file| file)
+}
+
+/// Copies `range` into `out` through the reader `wrap` makes of the file.
+fn copy_range_with<R: Read>(
+    out: &mut File,
+    range: FileRange<'_>,
+    wrap: impl FnOnce(io::Take<File>) -> R,
+) -> io::Result<()> {
     let mut file = File::open(range.path)?;
     file.seek(SeekFrom::Start(range.offset))?;
     let mut reader = Md5Reader {
-        inner: file.take(range.len),
+        inner: wrap(file.take(range.len)),
         md5: range.md5.map(|_| md5::Md5::new()),
     };
     let copied = io::copy(&mut reader, out)?;
@@ -185,10 +235,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
         .map_err(|e| StoreError::Fatal(format!("file task failed: {e}")))?
 }
 
-/// Cheap to clone: the store is just its root path.
+/// Cheap to clone: the store is its root path and a shared limit.
 impl Clone for LocalStore {
     fn clone(&self) -> Self {
-        Self::new(self.root.clone())
+        Self {
+            root: self.root.clone(),
+            bandwidth: self.bandwidth.clone(),
+        }
     }
 }
 
@@ -224,9 +277,10 @@ impl ObjectStore for LocalStore {
             range.path.to_path_buf(),
         );
         let (offset, len, md5) = (range.offset, range.len, range.md5);
+        let handle = self.pace_handle()?;
         blocking(move || {
             this.write_atomically(&key, &meta, |out| {
-                copy_range(
+                this.copy_in(
                     out,
                     FileRange {
                         path: &path,
@@ -234,6 +288,7 @@ impl ObjectStore for LocalStore {
                         len,
                         md5,
                     },
+                    handle.as_ref(),
                 )
             })
         })
@@ -243,6 +298,9 @@ impl ObjectStore for LocalStore {
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let dest = self.object_path(key)?;
         let tmp_dir = self.tmp_dir();
+        if let Some(limit) = &self.bandwidth {
+            limit.take(target.len()).await;
+        }
         let (target, mtime_ns) = (crate::names::os_string(target.to_vec()), meta.mtime_ns);
         blocking(move || {
             let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", dest.display()));
@@ -288,11 +346,12 @@ impl ObjectStore for LocalStore {
         self.object_path(key)?;
         let dir = self.upload_dir(upload_id)?;
         let (path, offset, len, md5) = (range.path.to_path_buf(), range.offset, range.len, range.md5);
+        let (this, handle) = (self.clone(), self.pace_handle()?);
         blocking(move || {
             let part = dir.join(format!("part-{number:05}"));
             let what = |e| io_error(e, &format!("writing part '{}'", part.display()));
             let mut out = File::create(&part).map_err(what)?;
-            copy_range(
+            this.copy_in(
                 &mut out,
                 FileRange {
                     path: &path,
@@ -300,6 +359,7 @@ impl ObjectStore for LocalStore {
                     len,
                     md5,
                 },
+                handle.as_ref(),
             )
             .map_err(what)?;
             out.flush().map_err(what)?;
@@ -500,7 +560,8 @@ impl ObjectStore for LocalStore {
             let remote = remote_of(key, &path, &lmd)?;
             let target = tokio::fs::read_link(&path).await.map_err(what)?;
             let body = bytes::Bytes::from(target.into_os_string().into_encoded_bytes());
-            return Ok((remote, futures::stream::once(async move { Ok(body) }).boxed()));
+            let chunks = futures::stream::once(async move { Ok(body) }).boxed();
+            return Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)));
         }
         let mut file = tokio::fs::File::open(&path).await.map_err(what)?;
         let md = file.metadata().await.map_err(what)?;
@@ -539,7 +600,7 @@ impl ObjectStore for LocalStore {
             }
         })
         .boxed();
-        Ok((remote, chunks))
+        Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)))
     }
 
     fn describe(&self) -> String {

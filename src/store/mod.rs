@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::target::Target;
 
 pub mod local;
+pub mod pace;
 pub mod s3;
 
 pub use local::LocalStore;
@@ -81,23 +82,56 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    /// The `mtime` metadata value: seconds with a fraction, as rclone writes it.
+    /// The `mtime` metadata value: one signed decimal number of seconds
+    /// since the epoch, written exactly as rclone writes it (its S3 backend
+    /// calls `swift.TimeToFloatString`, github.com/ncw/swift `meta.go`,
+    /// `nsToFloatString`): a `-` for times before 1970, the whole seconds,
+    /// then `.` and the nanoseconds with trailing zeros dropped, or no
+    /// point at all for whole seconds. −1.5 s is `-1.5`, −1 ns is
+    /// `-0.000000001`, 1 s is `1`.
     pub fn mtime_text(&self) -> String {
-        let secs = self.mtime_ns.div_euclid(1_000_000_000);
-        let nanos = self.mtime_ns.rem_euclid(1_000_000_000);
-        format!("{secs}.{nanos:09}")
+        let sign = if self.mtime_ns < 0 { "-" } else { "" };
+        // unsigned_abs: i64::MIN has no positive i64 counterpart.
+        let abs = self.mtime_ns.unsigned_abs();
+        let (secs, nanos) = (abs / 1_000_000_000, abs % 1_000_000_000);
+        if nanos == 0 {
+            format!("{sign}{secs}")
+        } else {
+            let frac = format!("{nanos:09}");
+            format!("{sign}{secs}.{}", frac.trim_end_matches('0'))
+        }
     }
 
-    /// Parses an `mtime` metadata value back into nanoseconds.
+    /// Parses an `mtime` metadata value into nanoseconds since the epoch,
+    /// accepting exactly what rclone accepts (`swift.FloatStringToTime`,
+    /// `floatStringToNs` in github.com/ncw/swift `meta.go`): the digits
+    /// after the first `.` are cut to 9 or padded with zeros to 9, glued to
+    /// what comes before it, and the result read as one signed integer
+    /// (an optional `+` or `-`, then ASCII digits, within i64). So the sign
+    /// applies to the fraction too (`-1.5` is −1.5 s), `5` is 5 s, `.5` is
+    /// 0.5 s, and digits past the ninth are ignored unread. `None` for
+    /// anything else (empty, exponents, spaces, overflow): as with rclone,
+    /// the object then has no usable `mtime`.
     pub fn parse_mtime(text: &str) -> Option<i64> {
-        let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-        let secs: i64 = secs.parse().ok()?;
-        let frac = frac.get(..frac.len().min(9))?;
-        let mut nanos: i64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
-        for _ in frac.len()..9 {
-            nanos *= 10;
+        const NINE: usize = 9;
+        let bytes = text.as_bytes();
+        let mut digits: Vec<u8> = Vec::with_capacity(bytes.len() + NINE);
+        match bytes.iter().position(|&b| b == b'.') {
+            Some(point) => {
+                let tail = &bytes[point + 1..];
+                digits.extend_from_slice(&bytes[..point]);
+                digits.extend_from_slice(&tail[..tail.len().min(NINE)]);
+                digits.resize(point + NINE, b'0');
+            }
+            None if bytes.is_empty() => return None,
+            None => {
+                digits.extend_from_slice(bytes);
+                digits.resize(bytes.len() + NINE, b'0');
+            }
         }
-        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+        // i64's FromStr takes the same shape as Go's strconv.ParseInt in
+        // base 10: an optional sign, then at least one ASCII digit.
+        std::str::from_utf8(&digits).ok()?.parse().ok()
     }
 
     /// The `mode` metadata value (octal).
@@ -293,11 +327,15 @@ pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
     }
 }
 
-/// Opens the store a target names.
+/// Opens the store a target names. With `settings.bandwidth`, the store
+/// gets one token bucket that paces every byte it sends or receives for as
+/// long as it lives (one run).
 pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
     Ok(match target {
         Target::S3 { bucket, .. } => Arc::new(S3Store::connect(bucket, settings).await?),
-        Target::Local { root } => Arc::new(LocalStore::new(root.clone())),
+        Target::Local { root } => Arc::new(
+            LocalStore::new(root.clone()).with_bandwidth(settings.bandwidth.map(pace::Bandwidth::new)),
+        ),
     })
 }
 
@@ -314,24 +352,97 @@ pub fn join_key(prefix: &str, path: &str) -> String {
 mod tests {
     use super::*;
 
+    fn text(ns: i64) -> String {
+        ObjectMeta {
+            mtime_ns: ns,
+            ..Default::default()
+        }
+        .mtime_text()
+    }
+
+    #[test]
+    fn mtime_text_is_written_as_rclone_writes_it() {
+        let cases = [
+            (0, "0"),
+            (1, "0.000000001"),
+            (-1, "-0.000000001"),
+            (1_000_000_000, "1"),
+            (-1_000_000_000, "-1"),
+            (1_500_000_000, "1.5"),
+            (-1_500_000_000, "-1.5"),
+            (-500_000_000, "-0.5"),
+            (-31_536_000_123_456_789, "-31536000.123456789"),
+            (1_700_000_000_123_456_789, "1700000000.123456789"),
+            (1_700_000_000_120_000_000, "1700000000.12"),
+            (i64::MAX, "9223372036.854775807"),
+            (i64::MIN, "-9223372036.854775808"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(text(ns), want, "{ns}");
+            assert_eq!(ObjectMeta::parse_mtime(want), Some(ns), "{want}");
+        }
+    }
+
+    #[test]
+    fn mtime_is_read_as_rclone_reads_it() {
+        let cases = [
+            // The sign covers the fraction: -1.5 is one and a half seconds before 1970.
+            ("-1.5", Some(-1_500_000_000)),
+            ("-1.500000000", Some(-1_500_000_000)),
+            ("-2.5", Some(-2_500_000_000)),
+            ("-0.000000001", Some(-1)),
+            ("-1", Some(-1_000_000_000)),
+            ("-1.", Some(-1_000_000_000)),
+            ("-.5", Some(-500_000_000)),
+            ("+1.5", Some(1_500_000_000)),
+            (".5", Some(500_000_000)),
+            ("5.", Some(5_000_000_000)),
+            (".", Some(0)),
+            ("0", Some(0)),
+            ("-0", Some(0)),
+            ("1700000000.5", Some(1_700_000_000_500_000_000)),
+            ("1700000000", Some(1_700_000_000_000_000_000)),
+            // More than nine digits: the rest are cut off unread, as rclone does.
+            ("1.1234567891", Some(1_123_456_789)),
+            ("-1.123456789999", Some(-1_123_456_789)),
+            ("1.123456789x", Some(1_123_456_789)),
+            ("1.123456789€", Some(1_123_456_789)),
+            ("9223372036.854775807", Some(i64::MAX)),
+            ("9223372036.854775808", None),
+            ("-9223372036.854775809", None),
+            ("", None),
+            // A lone sign gets nine zeros appended, which Go reads as 0.
+            ("-", Some(0)),
+            ("abc", None),
+            ("1e9", None),
+            ("1.5e3", None),
+            (" 1.5", None),
+            ("1.5 ", None),
+            ("1.-5", None),
+            ("1.2.3", None),
+            ("1_000", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ObjectMeta::parse_mtime(text), want, "{text:?}");
+        }
+    }
+
     #[test]
     fn mtime_text_round_trips() {
-        for ns in [0, 1, 1_700_000_000_123_456_789, -1_500_000_000] {
-            let meta = ObjectMeta {
-                mtime_ns: ns,
-                ..Default::default()
-            };
-            assert_eq!(ObjectMeta::parse_mtime(&meta.mtime_text()), Some(ns), "{ns}");
+        for ns in [
+            0,
+            1,
+            -1,
+            999_999_999,
+            -999_999_999,
+            1_700_000_000_123_456_789,
+            -1_500_000_000,
+            -4_102_444_800_000_000_001,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(ObjectMeta::parse_mtime(&text(ns)), Some(ns), "{ns}");
         }
-        assert_eq!(
-            ObjectMeta::parse_mtime("1700000000.5"),
-            Some(1_700_000_000_500_000_000)
-        );
-        assert_eq!(
-            ObjectMeta::parse_mtime("1700000000"),
-            Some(1_700_000_000_000_000_000)
-        );
-        assert_eq!(ObjectMeta::parse_mtime("abc"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! S3-compatible servers reject; the client asks for checksums only where
 //! the S3 API requires them, which every server supports.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,12 +22,14 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CreateBucketConfiguration, MetadataDirective,
 };
+use aws_smithy_types::body::SdkBody;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::hash::Md5;
 
+use super::pace::{self, Bandwidth, BandwidthLimit};
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
     PutOutcome, RemoteObject, StoreError, StoreResult,
@@ -53,6 +56,9 @@ pub struct S3Settings {
     pub read_timeout: Duration,
     /// How new objects are stored (backups only).
     pub write: WriteOptions,
+    /// `--max-bandwidth`: paces every byte the store sends or receives
+    /// (any store, not only S3; see [`super::pace`]).
+    pub bandwidth: Option<BandwidthLimit>,
 }
 
 /// Per-object settings of every object a backup writes: storage class,
@@ -103,6 +109,10 @@ pub struct S3Store {
     profile: Option<String>,
     /// Storage class, encryption and ACL of new objects.
     write: WriteOptions,
+    /// The run's bandwidth limit, if any.
+    bandwidth: Option<Arc<Bandwidth>>,
+    /// The timeouts the client was built with, for the paced uploads' longer ones.
+    timeouts: (Duration, Duration),
 }
 
 impl S3Store {
@@ -147,6 +157,10 @@ impl S3Store {
             })
         })?;
 
+        let timeouts = (
+            or_default(settings.connect_timeout, 10),
+            or_default(settings.read_timeout, 120),
+        );
         let config = aws_sdk_s3::config::Builder::from(&sdk)
             .region(Region::new(region.clone()))
             .force_path_style(path_style)
@@ -155,8 +169,8 @@ impl S3Store {
             .retry_config(RetryConfig::standard().with_max_attempts(4))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(or_default(settings.connect_timeout, 10))
-                    .read_timeout(or_default(settings.read_timeout, 120))
+                    .connect_timeout(timeouts.0)
+                    .read_timeout(timeouts.1)
                     .build(),
             )
             .build();
@@ -171,7 +185,45 @@ impl S3Store {
                 .clone()
                 .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty())),
             write: settings.write.clone(),
+            bandwidth: settings.bandwidth.map(|l| Arc::new(Bandwidth::new(l))),
+            timeouts,
         })
+    }
+
+    /// An upload body, paced when there is a bandwidth limit. The SDK
+    /// re-sends a body on a retry: a file body can be read again, so the
+    /// paced one is rebuilt around a fresh copy each time.
+    fn paced(&self, body: ByteStream) -> ByteStream {
+        let Some(limit) = self.bandwidth.clone() else {
+            return body;
+        };
+        let inner = body.into_inner();
+        if inner.try_clone().is_none() {
+            return ByteStream::new(SdkBody::from_body_1_x(pace::PacedBody::new(inner, limit)));
+        }
+        ByteStream::new(SdkBody::retryable(move || match inner.try_clone() {
+            Some(copy) => SdkBody::from_body_1_x(pace::PacedBody::new(copy, limit.clone())),
+            // Not reached (checked above); a taken body fails the request rather than send other bytes.
+            None => SdkBody::taken(),
+        }))
+    }
+
+    /// Per-request settings of an upload of `len` bytes: under a bandwidth
+    /// limit the SDK's read timeout, which runs from the start of the
+    /// request until the answer's headers and so covers sending the body,
+    /// is lengthened by the time the bytes may take at the limit
+    /// ([`Bandwidth::upload_allowance`]); otherwise nothing changes.
+    fn upload_config(&self, len: u64) -> aws_sdk_s3::config::Builder {
+        let mut config = aws_sdk_s3::config::Builder::default();
+        if let Some(limit) = &self.bandwidth {
+            config = config.timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.timeouts.0)
+                    .read_timeout(self.timeouts.1 + limit.upload_allowance(len))
+                    .build(),
+            );
+        }
+        config
     }
 
     /// One PutObject of `len` bytes with the write options and `meta`;
@@ -191,7 +243,9 @@ impl S3Store {
             .content_length(len as i64)
             .set_content_md5(md5.map(aws_smithy_types::base64::encode))
             .set_metadata(Some(metadata(meta)))
-            .body(body)
+            .body(self.paced(body))
+            .customize()
+            .config_override(self.upload_config(len))
             .send()
             .await
             .map_err(|e| convert(e, &what))?;
@@ -295,6 +349,7 @@ async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
         .path(range.path)
         .offset(range.offset)
         .length(Length::Exact(range.len))
+        .buffer_size(pace::MAX_CHUNK)
         .build()
         .await
         .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))
@@ -504,7 +559,9 @@ impl ObjectStore for S3Store {
             .part_number(number)
             .content_length(range.len as i64)
             .set_content_md5(range.md5.map(aws_smithy_types::base64::encode))
-            .body(body(range).await?)
+            .body(self.paced(body(range).await?))
+            .customize()
+            .config_override(self.upload_config(range.len))
             .send()
             .await
             .map_err(|e| convert(e, &what))?;
@@ -661,7 +718,7 @@ impl ObjectStore for S3Store {
             }
         })
         .boxed();
-        Ok((remote, chunks))
+        Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)))
     }
 
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {

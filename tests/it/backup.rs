@@ -1373,8 +1373,8 @@ fn max_bandwidth_holds_uploads_to_the_rate() {
     let s = env.backup_ok(TARGET, &["--max-bandwidth", "1MiB"]);
     let took = started.elapsed();
     assert_eq!(s.uploaded, 5);
-    // 1000 KiB at 1 MiB/s: the first request goes at once, the other four
-    // wait their turn, so no run can finish sooner than this.
+    // 1000 KiB at 1 MiB/s, every byte paced as it is sent: no run can
+    // finish sooner than this.
     assert!(took >= std::time::Duration::from_millis(750), "took {took:?}");
     assert_eq!(server.count("PutObject"), 6, "5 files and the manifest");
     let r = env.backup(TARGET, &["--max-bandwidth", "0"]);

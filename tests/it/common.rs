@@ -438,21 +438,28 @@ pub fn blake3_hex(data: &[u8]) -> String {
 }
 
 /// Parses an rclone-style mtime ("1700000000.123456789", "1700000000.5",
-/// "1700000000") into (seconds, nanoseconds).
+/// "1700000000", "-1.5") into (seconds, nanoseconds) as a file time holds
+/// it (seconds rounded down, nanoseconds from 0 to 999,999,999). The sign
+/// covers the fraction, as rclone reads it: "-1.5" is (-2, 500_000_000).
 #[track_caller]
 pub fn parse_mtime(s: &str) -> (i64, u32) {
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs = secs.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
+    let negative = secs.starts_with('-');
+    let secs: i64 = secs.parse().unwrap_or_else(|_| panic!("bad mtime {s:?}"));
     assert!(
         frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()),
         "bad mtime {s:?}"
     );
-    let nanos = if frac.is_empty() {
+    let nanos: i64 = if frac.is_empty() {
         0
     } else {
         format!("{frac:0<9}").parse().unwrap()
     };
-    (secs, nanos)
+    let total = secs * 1_000_000_000 + if negative { -nanos } else { nanos };
+    (
+        total.div_euclid(1_000_000_000),
+        total.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// Checks the user metadata of a backed-up object: mtime, blake3, mode.

@@ -26,6 +26,9 @@
 //! `sets` checks named backup sets, `progress_out` the progress output,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
+//! `bandwidth` times `--max-bandwidth` runs (backup, restore, multipart,
+//! S3 and local store). `rclone` checks that s3backup and the real rclone binary read each
+//! other's `mtime` metadata (skipped when rclone is not installed).
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
 
@@ -36,6 +39,7 @@ mod server;
 mod backup;
 mod backup_local;
 mod bad_input;
+mod bandwidth;
 mod crash;
 mod damaged;
 mod edge;
@@ -47,6 +51,7 @@ mod inspect;
 mod integrity;
 mod progress_out;
 mod props;
+mod rclone;
 mod restore;
 mod restore_local;
 mod security;
