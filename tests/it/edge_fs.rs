@@ -205,7 +205,7 @@ fn sparse_and_zero_byte_files_round_trip() {
 /// Starts a backup of the 3-part `big.bin` one request at a time and kills
 /// it the moment its second part reaches the server: the first part is
 /// then journaled, the second in flight, the third and the completion not sent.
-fn backup_killed_during_second_part(server: &S3Server, env: &TestEnv) {
+pub(crate) fn backup_killed_during_second_part(server: &S3Server, env: &TestEnv) {
     let mut cmd = env.backup_cmd(TARGET, &[&["--jobs", "1"][..], &MULTIPART[..]].concat());
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     server.clear_requests();
@@ -218,7 +218,7 @@ fn backup_killed_during_second_part(server: &S3Server, env: &TestEnv) {
     assert!(reached, "never reached the second part: {:?}", server.ops());
 }
 
-const MULTIPART: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+pub(crate) const MULTIPART: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
 
 #[test]
 fn an_interrupted_multipart_upload_resumes_from_its_finished_parts() {

@@ -11,13 +11,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::edge_fs::{MULTIPART, backup_killed_during_second_part};
 use crate::proxy::{Fault, FaultProxy};
 use crate::server::S3Server;
 
 const BUCKET: &str = "bkt";
 const TARGET: &str = "bkt::pre";
 const WAIT: Duration = Duration::from_secs(60);
-const MULTIPART: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
 
 /// The state's rows: path → blake3, sorted by path.
 fn recorded(env: &TestEnv) -> Vec<(String, String)> {
@@ -353,16 +353,7 @@ fn an_upload_journaled_with_another_part_size_is_aborted_not_left_behind() {
     let env = TestEnv::with_server(&server);
     let big = noise(12 << 20, 33);
     env.write("big.bin", &big);
-    let mut cmd = env.backup_cmd(TARGET, &[&["--jobs", "1"][..], &MULTIPART[..]].concat());
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    server.clear_requests();
-    let mut child = cmd.spawn().unwrap();
-    let reached = server.wait_for_matching(2, WAIT, |r| {
-        r.op == "UploadPart" && r.key.as_deref() == Some("pre/big.bin")
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(reached, "never reached the second part: {:?}", server.ops());
+    backup_killed_during_second_part(&server, &env);
 
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--multipart-threshold", "5MiB", "--part-size", "6MiB"]);
