@@ -508,7 +508,13 @@ fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
 /// A path the bucket holds this content under and that this run will not
 /// overwrite: gone locally (kept until deletions, which run last) or still
 /// exactly as its row describes.
-fn copy_source(db: &Mutex<StateDb>, set_id: i64, root: &Path, blake3: &str, size: u64) -> Option<String> {
+fn copy_source(
+    db: &Mutex<StateDb>,
+    set_id: i64,
+    root: &Path,
+    blake3: &str,
+    size: u64,
+) -> Option<plan::CopySource> {
     let rows = lock(db)
         .rows_with_content(set_id, blake3, size)
         .unwrap_or_else(|e| {
@@ -526,7 +532,10 @@ fn copy_source(db: &Mutex<StateDb>, set_id: i64, root: &Path, blake3: &str, size
                     && !plan::mtime_is_racy(r)
             }
         })
-        .map(|r| r.path)
+        .map(|r| plan::CopySource {
+            path: r.path,
+            etag: r.etag,
+        })
 }
 
 /// What the execution side of a run carries between chunks.

@@ -74,19 +74,27 @@ pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::R
         });
     }
     let file = File::open(path)?;
-    let hashed = hash_reader(file, part_size.filter(|&n| n > 0))?;
+    // A small file's whole content and the end-of-file in two reads, without
+    // zeroing a large buffer for each of thousands of small files.
+    let buf_len = usize::try_from(seen.size.saturating_add(1)).map_or(READ_BUF, |n| n.clamp(4096, READ_BUF));
+    let hashed = hash_reader_with(file, part_size.filter(|&n| n > 0), buf_len)?;
     ensure_unchanged(path, seen)?;
     Ok(hashed)
 }
 
 /// blake3 of everything `reader` yields and the MD5 of each `part_size`
 /// slice of it (one MD5 of the whole when `None`).
-pub fn hash_reader(mut reader: impl Read, part_size: Option<u64>) -> io::Result<Hashed> {
+pub fn hash_reader(reader: impl Read, part_size: Option<u64>) -> io::Result<Hashed> {
+    hash_reader_with(reader, part_size, READ_BUF)
+}
+
+/// [`hash_reader`] reading `buf_len` bytes at a time.
+fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usize) -> io::Result<Hashed> {
     let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
     let mut digests = Vec::new();
     let mut left_in_part = part_size.unwrap_or(u64::MAX);
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; buf_len.max(1)];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,

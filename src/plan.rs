@@ -74,6 +74,9 @@ pub enum Action {
     Copy {
         /// Relative path of the existing object.
         from: String,
+        /// The ETag its row records: the copy is made only if the object
+        /// still has it, so nothing is copied from content not known.
+        from_etag: String,
         /// The local file it matches.
         entry: ScanEntry,
         /// The shared blake3.
@@ -256,15 +259,25 @@ pub enum Decision {
     Act(Action),
 }
 
+/// An object the bucket holds some content under, by its row: where a
+/// server-side copy can take that content from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    /// Relative path of the object.
+    pub path: String,
+    /// The ETag its row records ("" when not known: no condition).
+    pub etag: String,
+}
+
 /// Decides for one hashed file: its own row has the bytes → touch (or just
 /// refresh the row: the bytes, mtime and mode are as recorded, only the
 /// stat's other fields or the check time moved), `copy_source(blake3,
-/// size)` names a path the bucket holds them under → copy, else upload.
+/// size)` names an object the bucket holds them under → copy, else upload.
 pub fn decide_file(
     entry: ScanEntry,
     old: Option<FileRow>,
     hashed: Hashed,
-    copy_source: impl FnOnce(&str, u64) -> Option<String>,
+    copy_source: impl FnOnce(&str, u64) -> Option<CopySource>,
 ) -> Decision {
     let Hashed { blake3, bodies } = hashed;
     match old {
@@ -293,7 +306,8 @@ pub fn decide_file(
         }),
         _ => match copy_source(&blake3, entry.size) {
             Some(from) => Decision::Act(Action::Copy {
-                from,
+                from: from.path,
+                from_etag: from.etag,
                 entry,
                 blake3,
                 bodies,
@@ -330,7 +344,15 @@ pub fn decide(
         let Some(blake3) = hashes.get(&entry.path) else {
             continue;
         };
-        let source = |hash: &str, size| holders(hash, size).into_iter().find(|p| !rewritten.contains(p));
+        let source = |hash: &str, size| {
+            holders(hash, size)
+                .into_iter()
+                .find(|p| !rewritten.contains(p))
+                .map(|path| CopySource {
+                    path,
+                    etag: String::new(),
+                })
+        };
         let hashed = Hashed {
             blake3: blake3.clone(),
             bodies: BodyDigests::default(),

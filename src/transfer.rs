@@ -343,6 +343,7 @@ impl Engine {
             } => self.upload(entry, blake3, bodies).await,
             Action::Copy {
                 from,
+                from_etag,
                 entry,
                 blake3,
                 bodies,
@@ -352,10 +353,15 @@ impl Engine {
                     None
                 } else {
                     let (src, dst) = (self.key(from), self.key(&entry.path));
-                    match retry(&dst, || self.request(self.store.copy(&src, &dst, &meta))).await {
+                    let if_match = Some(from_etag.as_str());
+                    match retry(&dst, || {
+                        self.request(self.store.copy(&src, &dst, &meta, if_match))
+                    })
+                    .await
+                    {
                         Ok(put) => Some(put),
-                        // The source vanished behind our back: send the bytes instead.
-                        Err(StoreError::NotFound(e)) => {
+                        // The source vanished or changed behind our back: send the bytes instead.
+                        Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
                             tracing::info!("{e}; uploading instead");
                             None
                         }
@@ -385,11 +391,17 @@ impl Engine {
                 } else {
                     let key = self.key(&entry.path);
                     let meta = meta(entry, &old.blake3);
-                    match retry(&key, || self.request(self.store.copy(&key, &key, &meta))).await {
+                    let if_match = Some(old.etag.as_str());
+                    match retry(&key, || {
+                        self.request(self.store.copy(&key, &key, &meta, if_match))
+                    })
+                    .await
+                    {
                         Ok(put) => put,
-                        // The object went missing behind the state's back (a bucket
-                        // emptied or recreated): send the bytes again.
-                        Err(StoreError::NotFound(e)) => {
+                        // The object went missing or was replaced behind the state's
+                        // back (a bucket emptied or recreated, another tool): send
+                        // the bytes again.
+                        Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
                             tracing::warn!("{e}; uploading it again");
                             return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
                         }

@@ -435,8 +435,26 @@ impl ObjectStore for LocalStore {
         .await
     }
 
-    async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+    async fn copy(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
         let src = self.object_path(src_key)?;
+        if let Some(expected) = if_match.filter(|e| !e.is_empty()) {
+            let src = src.clone();
+            let now = blocking(move || {
+                etag_of(&src).map_err(|e| io_error(e, &format!("checking '{}'", src.display())))
+            })
+            .await?;
+            if now.etag != expected {
+                return Err(StoreError::Changed(format!(
+                    "'{src_key}' no longer holds the content recorded for it"
+                )));
+            }
+        }
         if src_key == dst_key {
             // A metadata refresh: the file system can do it in place, without rewriting the bytes.
             let meta = meta.clone();

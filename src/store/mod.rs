@@ -290,8 +290,19 @@ pub trait ObjectStore: Send + Sync {
     async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<PendingUpload>> {
         Ok(Vec::new())
     }
-    /// Copies an object inside the store, replacing its metadata.
-    async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome>;
+    /// Copies an object inside the store, replacing its metadata (a copy
+    /// onto itself refreshes metadata in place). With `if_match`, fails with
+    /// [`StoreError::Changed`] unless the source still has that ETag, so a
+    /// copy never takes content other than what the caller knows the source
+    /// holds; the destination may then hold the source's current bytes, and
+    /// the caller must send the right ones.
+    async fn copy(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome>;
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Lists every object under `prefix` (a key prefix, not a directory), in key order, page by page.

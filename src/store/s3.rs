@@ -212,18 +212,17 @@ impl S3Store {
     /// limit the SDK's read timeout, which runs from the start of the
     /// request until the answer's headers and so covers sending the body,
     /// is lengthened by the time the bytes may take at the limit
-    /// ([`Bandwidth::upload_allowance`]); otherwise nothing changes.
-    fn upload_config(&self, len: u64) -> aws_sdk_s3::config::Builder {
-        let mut config = aws_sdk_s3::config::Builder::default();
-        if let Some(limit) = &self.bandwidth {
-            config = config.timeout_config(
+    /// ([`Bandwidth::upload_allowance`]); `None` without a limit (nothing changes).
+    fn upload_config(&self, len: u64) -> Option<aws_sdk_s3::config::Builder> {
+        let limit = self.bandwidth.as_ref()?;
+        Some(
+            aws_sdk_s3::config::Builder::default().timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(self.timeouts.0)
                     .read_timeout(self.timeouts.1 + limit.upload_allowance(len))
                     .build(),
-            );
-        }
-        config
+            ),
+        )
     }
 
     /// One PutObject of `len` bytes with the write options and `meta`;
@@ -239,16 +238,18 @@ impl S3Store {
     ) -> StoreResult<PutOutcome> {
         let what = format!("{what} '{key}'");
         let req = self.client.put_object().bucket(&self.bucket).key(key);
-        let out = with_write_options!(req, &self.write, key)
+        let req = with_write_options!(req, &self.write, key)
             .content_length(len as i64)
             .set_content_md5(md5.map(aws_smithy_types::base64::encode))
             .set_metadata(Some(metadata(meta)))
-            .body(self.paced(body))
-            .customize()
-            .config_override(self.upload_config(len))
-            .send()
-            .await
-            .map_err(|e| convert(e, &what))?;
+            .body(self.paced(body));
+        // A per-request config costs a layer of runtime plugins on every
+        // request: only paced uploads, which need a longer timeout, have one.
+        let out = match self.upload_config(len) {
+            Some(config) => req.customize().config_override(config).send().await,
+            None => req.send().await,
+        }
+        .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.e_tag());
         self.check_etag(&etag, md5, &what)?;
         Ok(PutOutcome {
@@ -550,7 +551,7 @@ impl ObjectStore for S3Store {
         range: FileRange<'_>,
     ) -> StoreResult<String> {
         let what = format!("uploading part {number} of '{key}'");
-        let out = self
+        let req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -559,12 +560,12 @@ impl ObjectStore for S3Store {
             .part_number(number)
             .content_length(range.len as i64)
             .set_content_md5(range.md5.map(aws_smithy_types::base64::encode))
-            .body(self.paced(body(range).await?))
-            .customize()
-            .config_override(self.upload_config(range.len))
-            .send()
-            .await
-            .map_err(|e| convert(e, &what))?;
+            .body(self.paced(body(range).await?));
+        let out = match self.upload_config(range.len) {
+            Some(config) => req.customize().config_override(config).send().await,
+            None => req.send().await,
+        }
+        .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.e_tag());
         self.check_etag(&etag, range.md5, &what)?;
         Ok(etag)
@@ -613,20 +614,42 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn copy(&self, src_key: &str, dst_key: &str, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+    async fn copy(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
         let source = format!("{}/{}", self.bucket, encode_copy_source(src_key));
+        let what = format!("copying '{src_key}' to '{dst_key}'");
         // A copy (also a metadata refresh in place) would otherwise fall back
         // to the bucket's defaults: the write options go with it.
         let req = self.client.copy_object().bucket(&self.bucket).key(dst_key);
         let out = with_write_options!(req, &self.write, dst_key)
             .copy_source(source)
+            // S3 answers 412 (Changed) when the source's ETag differs.
+            .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))
             .send()
             .await
-            .map_err(|e| convert(e, &format!("copying '{src_key}' to '{dst_key}'")))?;
+            .map_err(|e| convert(e, &what))?;
+        let etag = clean_etag(out.copy_object_result().and_then(|r| r.e_tag()));
+        // A server that ignores the condition is caught where both ETags are
+        // MD5s (single-part objects without SSE-KMS): a copy's is its source's.
+        let is_md5 = |e: &str| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(expected) = if_match
+            && is_md5(expected)
+            && is_md5(&etag)
+            && !expected.eq_ignore_ascii_case(&etag)
+        {
+            return Err(StoreError::Changed(format!(
+                "{what}: the source no longer holds the content recorded for it (ETag {etag}, recorded {expected})"
+            )));
+        }
         Ok(PutOutcome {
-            etag: clean_etag(out.copy_object_result().and_then(|r| r.e_tag())),
+            etag,
             version_id: out.version_id().map(str::to_string),
         })
     }

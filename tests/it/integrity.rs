@@ -393,3 +393,58 @@ fn a_lost_create_multipart_answer_leaves_no_upload_behind() {
     env.restore_ok(TARGET, &dest, &[]);
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), big);
 }
+
+/// An object replaced behind the tool's back (another tool, another
+/// machine) is never the source of a server-side copy or a metadata
+/// refresh in place: its row's content is no longer what it holds, so the
+/// copy is made only if the object still has the recorded ETag, and the
+/// bytes are sent instead. S3 and the local store.
+#[test]
+fn an_object_replaced_behind_the_tools_back_is_never_copied_from() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    for local in [false, true] {
+        let env = TestEnv::with_server(&server);
+        let store = env.root().join("store");
+        let prefix = format!("p{}", u8::from(local));
+        let target = if local {
+            store.to_str().unwrap().to_owned()
+        } else {
+            format!("{BUCKET}::{prefix}")
+        };
+        let content = noise(3000, 41);
+        env.write("f2", &content);
+        env.backup_ok(&target, &[]);
+        // Another tool replaces the object.
+        let other = noise(100, 42);
+        if local {
+            std::fs::write(store.join("f2"), &other).unwrap();
+        } else {
+            sdk_put(
+                &sdk_client(&server.endpoint()),
+                BUCKET,
+                &format!("{prefix}/f2"),
+                &other,
+            );
+        }
+
+        // A copy of f2 appears: its bytes are sent, not copied from f2's object.
+        env.write_at("f2copy", &content, (1_700_000_900, 0));
+        // f2's mtime moves: a metadata refresh in place would keep the wrong bytes.
+        env.set_mtime("f2", (1_700_000_950, 0));
+        let s = env.backup_ok(&target, &[]);
+        assert_eq!(
+            (s.copied, s.touched, s.uploaded),
+            (0, 0, 2),
+            "local {local}: {s:?}"
+        );
+        let dest = env.root().join("dest");
+        env.restore_ok(&target, &dest, &[]);
+        assert_eq!(
+            std::fs::read(dest.join("f2copy")).unwrap(),
+            content,
+            "local {local}"
+        );
+        assert_eq!(std::fs::read(dest.join("f2")).unwrap(), content, "local {local}");
+    }
+}
