@@ -198,7 +198,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             db = StateDb::open(&state_path)?;
             set_id = db.ensure_set(&source_text, &set_target)?;
         } else {
-            db.clear_rows(set_id)?;
+            db.clear_files(set_id)?;
         }
     }
 

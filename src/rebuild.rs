@@ -94,6 +94,17 @@ pub async fn from_latest_manifest(
     }
     let opened = snapshots::open(store, &all, "latest", &target.to_string()).await?;
     let (latest, reader) = (opened.snapshot, opened.reader);
+    let ours = source.to_string_lossy();
+    if reader.header.source != ours {
+        // Two sources sharing one prefix overwrite and (with --delete) delete
+        // each other's files: say so where it begins.
+        tracing::warn!(
+            "snapshot {} was written by a backup of '{}' on {}, not of '{ours}': expected if this is that tree moved or on a new machine; if another source backs up to this prefix too, the two mix their files (and --delete removes the other's): give each source its own prefix",
+            latest.id,
+            reader.header.source,
+            reader.header.host
+        );
+    }
     let objects = if opened.passed_over.is_empty() {
         None
     } else {

@@ -352,15 +352,37 @@ pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result
     };
     let range = |len: u64| (snapshot.manifest_size > len).then_some((0, len));
     let first = fetch_bytes(store, &snapshot.key, range(HEAD_BYTES)).await?;
-    match manifest::Reader::new(&first[..]) {
-        Ok(reader) => Ok(reader.header),
+    let header = match manifest::Reader::new(&first[..]) {
+        Ok(reader) => reader.header,
         Err(_) if range(HEAD_BYTES).is_some() => {
             let more = fetch_bytes(store, &snapshot.key, range(HEAD_MAX)).await?;
             manifest::Reader::new(&more[..])
                 .map(|r| r.header)
-                .map_err(|e| corrupt(e.to_string()))
+                .map_err(|e| corrupt(e.to_string()))?
         }
-        Err(e) => Err(corrupt(e.to_string())),
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    check_name(&snapshot.key, &header).map_err(corrupt)?;
+    Ok(header)
+}
+
+/// A manifest's name is made from its header's `created` and `run_id`
+/// ([`manifest::file_name`]), and snapshots are ordered by name: a readable
+/// manifest under another name (a copy, a stray, a machine whose clock
+/// ran ahead renamed by hand) would pass for a newer snapshot than it is,
+/// and `forget --keep-last` would keep it over the real ones. Such a
+/// manifest counts as damaged, with why.
+fn check_name(key: &str, header: &Header) -> Result<(), String> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let expected = chrono::DateTime::parse_from_rfc3339(&header.created)
+        .map(|created| manifest::file_name(created.with_timezone(&chrono::Utc), &header.run_id))
+        .map_err(|e| format!("header's created time '{}' is not valid: {e}", header.created))?;
+    if name == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "its name does not match its header, which says it was written as '{expected}' (a copy or a stray under another name)"
+        ))
     }
 }
 
@@ -415,11 +437,14 @@ pub async fn open_manifest(
     })
     .await?;
     file.rewind().map_err(|e| corrupt(e.to_string()))?;
-    manifest::Reader::new(file).map_err(|e| SnapshotError::Damaged {
+    let damaged = |reason: String| SnapshotError::Damaged {
         id: snapshot.id.clone(),
         key: snapshot.key.clone(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let reader = manifest::Reader::new(file).map_err(|e| damaged(e.to_string()))?;
+    check_name(&snapshot.key, &reader.header).map_err(damaged)?;
+    Ok(reader)
 }
 
 #[cfg(test)]

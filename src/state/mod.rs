@@ -415,15 +415,6 @@ impl StateDb {
         Ok(taken)
     }
 
-    /// Removes every row of a set (files and directories): its rows describe
-    /// a store that is not the one the set's target reaches now.
-    pub fn clear_rows(&mut self, set_id: i64) -> StateResult<()> {
-        self.conn
-            .execute("DELETE FROM files WHERE set_id = ?1", [set_id])
-            .map_err(self.err())?;
-        Ok(())
-    }
-
     /// Applies a batch of changes in one transaction.
     pub fn apply(&mut self, set_id: i64, changes: &[FileChange]) -> StateResult<()> {
         let path = self.path.clone();

@@ -280,6 +280,36 @@ fn a_stray_object_named_like_a_newer_manifest_is_listed_damaged_and_passed_over(
     assert!(r.stderr.contains(STRAY), "{}", r.show());
 }
 
+/// A readable manifest under a later name (a copy, a stray, a clock run
+/// ahead) is not taken for the newest snapshot: its name does not match
+/// its header, so it is listed as damaged, `latest` is the real newest,
+/// and `forget --keep-last 1` keeps the real newest (it used to remove
+/// every real snapshot and keep the copy).
+#[test]
+fn a_readable_manifest_under_a_later_name_is_damaged_not_the_newest() {
+    for fx in [Fx::s3(), Fx::local()] {
+        let ([first, second, third], _) = fx.three_snapshots();
+        let at_third = tree(&fx.env.src);
+        let copy = fx.manifest(&first).expect("first manifest");
+        fx.put_manifest(STRAY, &copy);
+
+        let rows = fx.snapshots_json();
+        assert_eq!(row(&rows, STRAY)["status"], "damaged", "{rows:?}");
+        let r = fx.on_target(&["snapshots", "forget"], &["--keep-last", "1", "--json"]);
+        r.expect_code(0);
+        let v = one_json(&r);
+        assert_eq!(v["removed"], serde_json::json!([first, second]), "{}", r.show());
+        let dest = fx.env.root().join(format!("dest-{}", fx.target.len()));
+        let r = fx.env.restore(&fx.target, &dest, &["--json"]);
+        r.expect_code(0);
+        assert_eq!(r.restore_summary().source, third);
+        assert!(
+            tree(&dest) == at_third,
+            "restored tree differs from the real latest"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- forget
 
 fn forget_keeps_the_newest_readable_and_leaves_damaged_ones_alone(fx: &Fx) {
