@@ -258,6 +258,9 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
         r.counts.failed,
         r.skipped
     );
+    if r.excluded > 0 {
+        println!("  excluded {} by filters", r.excluded);
+    }
     println!(
         "  sent {} in {:.2} s",
         indicatif::HumanBytes(r.counts.bytes_sent),

@@ -171,6 +171,18 @@ fn exclude_and_include_pick_what_a_backup_takes() {
     assert_eq!(v["excluded"], 4, "{v}");
 }
 
+/// The text summary says how much the filters left out, as `--json` does.
+#[test]
+fn the_text_summary_counts_what_filters_left_out() {
+    let (_server, env) = setup();
+    env.write("keep.txt", "k")
+        .write("junk.tmp", "j")
+        .write("cache/x", "x");
+    let r = env.backup("bkt::pre", &["--exclude", "*.tmp", "--exclude", "cache/"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("  excluded 2 by filters"), "{}", r.show());
+}
+
 #[test]
 fn exclude_everything_but_include_keeps_only_the_included() {
     let (server, env) = setup();
