@@ -184,12 +184,12 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     } else {
         None
     };
-    let (prepared, stale) = check_target(&*store, latest, !opts.dry_run)
+    let (prepared, stale) = check_target(&*store, opts.target.prefix(), latest, !opts.dry_run)
         .await
         .map_err(store_err)?;
     if let Some(missing) = &stale {
         tracing::warn!(
-            "{} does not hold this set's latest snapshot {missing} (another store or account, or it was emptied): the state is rebuilt from what it holds",
+            "{}: this set's latest snapshot {missing} is missing or no longer the newest (another store or account, an emptied bucket, or another writer): the state is rebuilt from what the target holds",
             opts.target
         );
         if opts.dry_run {
@@ -476,26 +476,73 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
 
 /// Checks the target before a run, in one request when nothing is wrong.
 ///
-/// A set that has written a snapshot (`latest`, its manifest key) asks
-/// for that manifest (HeadObject): found, the bucket exists and holds what
-/// the state describes, so the state's "unchanged" can be trusted. Missing
-/// (a migration to another endpoint, another account, an emptied or
-/// recreated bucket), the bucket is checked (and created if `create`) the
-/// usual way and the missing key is returned: the caller rebuilds the
-/// state from what the target holds. Any other answer falls back to the
-/// usual check, whose errors name the problem.
+/// A set that has written a snapshot (`latest`, its manifest key) lists
+/// the manifests from that key on (one ListObjectsV2 of two keys): its own
+/// manifest first and nothing after it means the bucket exists, holds what
+/// the state describes and nobody else has written a snapshot since, so
+/// the state's "unchanged" can be trusted. Otherwise the missing or
+/// outdated key is returned and the caller rebuilds the state from what
+/// the target holds:
+/// - the manifest is missing: a migration to another endpoint, another
+///   account, an emptied or recreated bucket (the bucket is then checked,
+///   and created if `create`, the usual way);
+/// - a readable snapshot is newer: another source or machine backs up to
+///   the same prefix (its `--delete` may have removed this set's files).
+///   A newer object that is not a readable manifest (a stray) is passed
+///   over, so junk costs one header read per run, never a rebuild.
+///
+/// Any other answer falls back to the usual check, whose errors name the problem.
 async fn check_target(
     store: &dyn ObjectStore,
+    prefix: &str,
     latest: Option<String>,
     create: bool,
 ) -> Result<(Prepared, Option<String>), StoreError> {
     let Some(key) = latest else {
         return Ok((store.prepare(create).await?, None));
     };
-    match store.head(&key, None).await {
-        Ok(_) => Ok((Prepared::Existing, None)),
-        Err(StoreError::NotFound(_)) => Ok((store.prepare(create).await?, Some(key))),
-        Err(_) => Ok((store.prepare(create).await?, None)),
+    let dir = crate::snapshots::manifest_prefix(prefix);
+    let page = match store.list_after(&dir, &just_before(&key), 2).await {
+        Ok(page) => page,
+        Err(StoreError::NotFound(_)) => return Ok((store.prepare(create).await?, Some(key))),
+        Err(_) => return Ok((store.prepare(create).await?, None)),
+    };
+    if page.first().is_none_or(|o| o.key != key) {
+        return Ok((store.prepare(create).await?, Some(key)));
+    }
+    for newer in &page[1..] {
+        let Some(id) = newer.key[dir.len()..].strip_suffix(manifest::SUFFIX) else {
+            continue;
+        };
+        let snapshot = crate::snapshots::Snapshot {
+            id: id.to_string(),
+            key: newer.key.clone(),
+            manifest_size: newer.size,
+        };
+        if let crate::snapshots::Health::Readable(header) = crate::snapshots::check(store, &snapshot).await? {
+            tracing::warn!(
+                "a newer snapshot {} under this prefix was written by a backup of '{}' on {}: this set's state is rebuilt from what the target holds",
+                snapshot.id,
+                header.source,
+                header.host
+            );
+            return Ok((Prepared::Existing, Some(key)));
+        }
+    }
+    Ok((Prepared::Existing, None))
+}
+
+/// A key that sorts just before `key` and after every other key that
+/// sorts before it (for a listing that starts at `key` itself).
+fn just_before(key: &str) -> String {
+    let mut bytes = key.as_bytes().to_vec();
+    match bytes.pop() {
+        // Keys here end in ASCII (".zst"); anything else starts from the prefix.
+        Some(last) if last.is_ascii() && last > 0 => {
+            bytes.push(last - 1);
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+        _ => String::new(),
     }
 }
 

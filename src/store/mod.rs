@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::target::Target;
 
@@ -307,6 +308,17 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Lists every object under `prefix` (a key prefix, not a directory), in key order, page by page.
     fn list<'a>(&'a self, prefix: &'a str) -> futures::stream::BoxStream<'a, StoreResult<ObjectInfo>>;
+    /// Up to `max` objects under `prefix` whose keys sort after
+    /// `start_after`, in key order: one request on S3 (ListObjectsV2's
+    /// `start-after`), where [`ObjectStore::list`] may need many.
+    async fn list_after(&self, prefix: &str, start_after: &str, max: usize) -> StoreResult<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        self.list(prefix)
+            .try_filter(|o| futures::future::ready(o.key.as_str() > start_after))
+            .take(max)
+            .try_collect()
+            .await
+    }
     /// Reads an object (or a range of it): its description and its bytes.
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)>;
     /// Describes an object without reading it (size, ETag, metadata).

@@ -701,6 +701,34 @@ impl ObjectStore for S3Store {
         .boxed()
     }
 
+    async fn list_after(&self, prefix: &str, start_after: &str, max: usize) -> StoreResult<Vec<ObjectInfo>> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .start_after(start_after)
+            .max_keys(i32::try_from(max).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("listing s3://{}/{prefix}", self.bucket)))?;
+        Ok(out
+            .contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key?,
+                    size: o.size.unwrap_or(0).max(0) as u64,
+                    etag: clean_etag(o.e_tag.as_deref()),
+                    last_modified_ns: o.last_modified.as_ref().map(datetime_ns),
+                    storage_class: o.storage_class.map(|c| c.as_str().to_string()),
+                })
+            })
+            .take(max)
+            .collect())
+    }
+
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)> {
         let mut get = self
             .client

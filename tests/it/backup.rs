@@ -536,15 +536,68 @@ fn deleted_file_stays_in_the_bucket_unless_delete_is_given() {
     assert_one_manifest_check(&server);
 }
 
-/// An unchanged run's one request: HeadObject of the set's latest manifest
-/// (the bucket is there and still holds what the state describes).
+/// An unchanged run's one request: a listing of the manifests from the
+/// set's latest on (the bucket is there, still holds what the state
+/// describes, and nobody has written a newer snapshot).
 #[track_caller]
 fn assert_one_manifest_check(server: &S3Server) {
     let ops = server.ops();
     assert!(
-        ops.len() == 1 && ops[0].starts_with("HeadObject pre/.s3backup/manifests/"),
+        ops.len() == 1 && ops[0].starts_with("ListObjectsV2"),
         "one request, no request per file: {ops:?}"
     );
+}
+
+/// Two machines backing up different sources to one prefix (each with its
+/// own state file): after the other one's `--delete` removed this one's
+/// files, this one's next run sees a newer snapshot it did not write and
+/// rebuilds its state from what the bucket holds, so its files go up
+/// again instead of being called unchanged.
+#[test]
+fn a_newer_snapshot_by_another_writer_is_not_trusted_as_unchanged() {
+    let (server, laptop) = setup();
+    let desktop = TestEnv::with_server(&server);
+    laptop.write("a.txt", "laptop a");
+    desktop.write("b.txt", "desktop b");
+    laptop.backup_ok(TARGET, &[]);
+    let r = desktop.backup(TARGET, &["--json", "--delete"]);
+    r.expect_code(0);
+    assert!(
+        r.stderr.contains("not of"),
+        "the desktop is told whose snapshot it took: {}",
+        r.show()
+    );
+    assert!(server.object_bytes(BUCKET, "pre/a.txt").is_none());
+
+    laptop.write("c.txt", "laptop c");
+    let r = laptop.backup(TARGET, &["--json"]);
+    r.expect_code(0);
+    assert!(r.stderr.contains("newer snapshot"), "{}", r.show());
+    let s = r.summary();
+    assert_eq!((s.uploaded, s.unchanged), (2, 0), "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, "pre/a.txt").unwrap(), b"laptop a");
+    // Its own snapshot is the newest again: the next run trusts it.
+    server.clear_requests();
+    let s = laptop.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.unchanged), (0, 2), "{s:?}");
+    assert_one_manifest_check(&server);
+}
+
+/// A stray newer object under the manifests (not a readable manifest)
+/// does not make every run rebuild its state.
+#[test]
+fn a_stray_newer_object_under_the_manifests_does_not_force_a_rebuild() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &[]);
+    sdk_put(
+        &sdk_client(&server.endpoint()),
+        BUCKET,
+        "pre/.s3backup/manifests/29991231T000000Z-x.jsonl.zst",
+        b"junk",
+    );
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.unchanged), (0, 1), "{s:?}");
 }
 
 #[test]

@@ -428,16 +428,15 @@ fn an_object_replaced_behind_the_tools_back_is_never_copied_from() {
             );
         }
 
-        // A copy of f2 appears: its bytes are sent, not copied from f2's object.
+        // A copy of f2 appears: it never takes the other tool's bytes from f2's object.
         env.write_at("f2copy", &content, (1_700_000_900, 0));
         // f2's mtime moves: a metadata refresh in place would keep the wrong bytes.
         env.set_mtime("f2", (1_700_000_950, 0));
         let s = env.backup_ok(&target, &[]);
-        assert_eq!(
-            (s.copied, s.touched, s.uploaded),
-            (0, 0, 2),
-            "local {local}: {s:?}"
-        );
+        // f2 is sent again; f2copy is sent too, or copied once f2's object
+        // holds the recorded bytes again (the condition then holds).
+        assert_eq!((s.touched, s.copied + s.uploaded), (0, 2), "local {local}: {s:?}");
+        assert!(s.uploaded >= 1, "local {local}: {s:?}");
         let dest = env.root().join("dest");
         env.restore_ok(&target, &dest, &[]);
         assert_eq!(
