@@ -258,6 +258,18 @@ impl S3Store {
         })
     }
 
+    /// Whether `etag` is the MD5 of the object's content: 32 hex digits (a
+    /// multipart ETag has a `-N` suffix) on an object this store writes
+    /// without SSE-KMS, whose ETags are not MD5s (S3's ETag documentation).
+    fn etag_is_content_md5(&self, etag: &str) -> bool {
+        let kms = self
+            .write
+            .sse
+            .as_deref()
+            .is_some_and(|s| s.starts_with("aws:kms"));
+        !kms && etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
     /// Compares the ETag of a single-part object or of a part with the MD5
     /// of the body sent, where the ETag is an MD5: S3 documents it as one
     /// for objects stored in plain or with SSE-S3, not with SSE-KMS or
@@ -265,13 +277,7 @@ impl S3Store {
     /// still caught this way. Anything else is not compared.
     fn check_etag(&self, etag: &str, md5: Option<Md5>, what: &str) -> StoreResult<()> {
         let Some(md5) = md5 else { return Ok(()) };
-        let kms = self
-            .write
-            .sse
-            .as_deref()
-            .is_some_and(|s| s.starts_with("aws:kms"));
-        let is_md5 = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
-        if kms || !is_md5 || etag.eq_ignore_ascii_case(&hex::encode(md5)) {
+        if !self.etag_is_content_md5(etag) || etag.eq_ignore_ascii_case(&hex::encode(md5)) {
             return Ok(());
         }
         Err(StoreError::BadDigest(format!(
@@ -638,10 +644,9 @@ impl ObjectStore for S3Store {
         let etag = clean_etag(out.copy_object_result().and_then(|r| r.e_tag()));
         // A server that ignores the condition is caught where both ETags are
         // MD5s (single-part objects without SSE-KMS): a copy's is its source's.
-        let is_md5 = |e: &str| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit());
         if let Some(expected) = if_match
-            && is_md5(expected)
-            && is_md5(&etag)
+            && self.etag_is_content_md5(expected)
+            && self.etag_is_content_md5(&etag)
             && !expected.eq_ignore_ascii_case(&etag)
         {
             return Err(StoreError::Changed(format!(
