@@ -296,7 +296,12 @@ mod tests {
         ] {
             assert!(own.is_own_file(id, name), "{name}");
         }
-        for name in ["state.db.set-.lock", "state.db.set-x.lock", "state.db.bak", "other.db"] {
+        for name in [
+            "state.db.set-.lock",
+            "state.db.set-x.lock",
+            "state.db.bak",
+            "other.db",
+        ] {
             assert!(!own.is_own_file(id, name), "{name}");
         }
         assert!(!own.is_own_file((id.0, id.1 + 1), "state.db"));

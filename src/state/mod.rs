@@ -766,7 +766,10 @@ mod tests {
                 if cause.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
             "{text}"
         );
-        assert!(text.contains("is full") && text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(
+            text.contains("is full") && text.contains(&dir.path().display().to_string()),
+            "{text}"
+        );
         assert!(!text.contains("move it aside"), "{text}");
     }
 

@@ -63,16 +63,15 @@ fn the_default_state_inside_source_is_left_out_and_said_once() {
             .filter(|l| l.contains("s3backup's own files"))
             .collect();
         assert_eq!(said.len(), 1, "said once, round {round}\n{}", r.show());
-        assert!(
-            said[0].contains(".local/state/s3backup/state.db"),
-            "{}",
-            r.show()
-        );
+        assert!(said[0].contains(".local/state/s3backup/state.db"), "{}", r.show());
         assert!(state_dir.join("state.db").is_file(), "the default state is used");
     }
     for (store, mine) in [
         ("store", ["doc.txt", ".local/state/s3backup/notes.txt", "linked"]),
-        ("followed", ["doc.txt", ".local/state/s3backup/notes.txt", "linked/notes.txt"]),
+        (
+            "followed",
+            ["doc.txt", ".local/state/s3backup/notes.txt", "linked/notes.txt"],
+        ),
     ] {
         let stored = files_under(&env.root().join(store));
         let own: Vec<&String> = stored
@@ -150,7 +149,11 @@ fn source_or_restore_dest_inside_the_local_store_is_refused() {
     cmd.arg("restore").arg(&store).arg(&dest);
     let r = run(cmd);
     r.expect_code(1);
-    assert!(r.error_line().contains("lies inside the local store"), "{}", r.show());
+    assert!(
+        r.error_line().contains("lies inside the local store"),
+        "{}",
+        r.show()
+    );
     assert!(!dest.exists(), "DEST not made");
     assert_eq!(files_under(&store), before, "nothing written");
 }
@@ -207,7 +210,13 @@ fn a_symlinked_state_path_takes_the_same_lock() {
     // The same command line with the symlinked state path.
     let args: Vec<_> = second
         .get_args()
-        .map(|a| if a == env.state.as_os_str() { alias.clone().into_os_string() } else { a.to_owned() })
+        .map(|a| {
+            if a == env.state.as_os_str() {
+                alias.clone().into_os_string()
+            } else {
+                a.to_owned()
+            }
+        })
         .collect();
     second = env.cmd();
     second.args(args);
@@ -216,7 +225,11 @@ fn a_symlinked_state_path_takes_the_same_lock() {
     r.expect_code(1);
     assert!(r.error_line().contains("already backing up"), "{}", r.show());
     first.join().unwrap().expect_code(0);
-    assert_eq!(server.count_key("PutObject", "pre/a.txt"), 1, "only the first run uploaded");
+    assert_eq!(
+        server.count_key("PutObject", "pre/a.txt"),
+        1,
+        "only the first run uploaded"
+    );
 }
 
 /// A state directory this user cannot write in (SQLite must create the
