@@ -335,7 +335,7 @@ mod tests {
         assert!(check_source(&store, &local).is_err());
         assert!(check_source(&store.join("docs"), &local).is_err());
         assert!(check_source(dir.path(), &local).is_ok());
-        assert!(check_source(&store, &"b::p".parse().unwrap()).is_ok());
+        assert!(check_source(&store, &"bkt::p".parse().unwrap()).is_ok());
         // A store not made yet, spelt with `..`.
         let later = Target::Local {
             root: dir.path().join("docs/../new-store"),
