@@ -192,6 +192,8 @@ async fn backup(
             follow_symlinks: args.follow_symlinks,
             filters: filters(&args.filters)?,
             ignore_files: true,
+            // Filled in by the backup, which knows its state file and store.
+            own: Default::default(),
         },
         rehash: args.rehash,
         jobs: usize::from(args.jobs),

@@ -128,6 +128,9 @@ pub enum BackupError {
     /// bucket's snapshots (a store or state error: damaged manifests are not).
     #[error("rebuilding state from the newest readable snapshot: {0}")]
     Rebuild(#[from] RebuildError),
+    /// SOURCE lies inside the local store it would be backed up to.
+    #[error(transparent)]
+    Own(#[from] crate::own::OwnError),
 }
 
 /// How many state rows to commit per transaction.
@@ -143,6 +146,7 @@ const MAX_KEY_BYTES: usize = 1024;
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let source = absolute_source(&opts.source)?;
+    crate::own::check_source(&source, &opts.target)?;
     let target_text = opts.target.canonical();
     let store_err = |source| BackupError::Store {
         target: target_text.clone(),
@@ -295,7 +299,15 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let (tx, mut rx) = mpsc::channel(CHUNK);
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
-        let walk_options = opts.walk.clone();
+        let mut walk_options = opts.walk.clone();
+        // The real state file (also in a dry run) and the one in use.
+        walk_options.own = crate::own::OwnFiles::find(
+            &[&opts.state_path, &state_path],
+            match &opts.target {
+                Target::Local { root } => Some(root.as_path()),
+                Target::S3 { .. } => None,
+            },
+        );
         let rehash = opts.rehash;
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;

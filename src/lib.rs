@@ -18,6 +18,7 @@ pub mod hash;
 pub mod inspect;
 pub mod manifest;
 pub mod names;
+pub mod own;
 pub mod plan;
 pub mod progress;
 pub mod rebuild;

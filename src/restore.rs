@@ -108,6 +108,9 @@ pub enum RestoreError {
     /// The destination is unusable.
     #[error("destination '{0}': {1}")]
     Dest(PathBuf, std::io::Error),
+    /// DEST lies inside the local store restored from.
+    #[error(transparent)]
+    Own(#[from] crate::own::OwnError),
 }
 
 /// One thing to restore, from a manifest line or a listed object.
@@ -151,6 +154,8 @@ pub async fn run_with_progress(
         target: target_text.clone(),
         cause: source,
     };
+    // A local store inside DEST is left out (see `own`); DEST inside it is refused.
+    let store_in_dest = crate::own::check_dest(&opts.dest, &opts.target)?;
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {
         return Err(RestoreError::NoSuchTarget(match &opts.target {
@@ -207,6 +212,7 @@ pub async fn run_with_progress(
         .boxed();
     let mut total_seen = 0u64;
     let mut report_excluded = 0u64;
+    let mut store_met = 0u64;
     let filters = &opts.filters;
     let mut results = items
         .filter_map(|item| {
@@ -227,6 +233,13 @@ pub async fn run_with_progress(
                 tracing::warn!(
                     "notice: no snapshot manifest under {target_text}; restoring from a listing of the bucket"
                 );
+            }
+            if store_in_dest
+                .as_deref()
+                .is_some_and(|store| crate::own::is_under(&item.path, store))
+            {
+                store_met += 1;
+                return futures::future::ready(None);
             }
             if !filters.selects(&item.path, item.kind == EntryKind::Dir) {
                 report_excluded += 1;
@@ -308,6 +321,11 @@ pub async fn run_with_progress(
     }
     drop(results);
     report.excluded = report_excluded;
+    if let (Some(store), 1..) = (&store_in_dest, store_met) {
+        tracing::info!(
+            "not restored: {store_met} entries under '{store}', where the local store being restored from lies"
+        );
+    }
     // The reader has ended (the channel closed); it says whether it read to the end.
     let stopped = match manifest_reader {
         Some(reader) => reader.await.unwrap_or_else(|e| {

@@ -15,6 +15,7 @@ use ignore::gitignore::Gitignore;
 
 use crate::filter::{self, Filters, Verdict};
 use crate::names;
+use crate::own::OwnFiles;
 
 /// The name reserved at the top of a source and of a store.
 pub const RESERVED: &str = ".s3backup";
@@ -180,6 +181,9 @@ pub struct WalkOptions {
     pub filters: Filters,
     /// Obey `.s3backupignore` files.
     pub ignore_files: bool,
+    /// s3backup's own files and the local store, left out silently
+    /// ([`crate::own`]; `-v` says once which were met).
+    pub own: OwnFiles,
 }
 
 impl Default for WalkOptions {
@@ -188,6 +192,7 @@ impl Default for WalkOptions {
             follow_symlinks: false,
             filters: Filters::default(),
             ignore_files: true,
+            own: OwnFiles::default(),
         }
     }
 }
@@ -236,6 +241,8 @@ pub fn walk_with<F: FnMut(usize)>(
         follow,
         filters: opts.filters.clone(),
         ignore_files: opts.ignore_files,
+        own: opts.own.clone(),
+        own_met: Vec::new(),
         ignore_frames: usize::from(ignore.is_some()),
         stack: vec![Frame {
             rel: String::new(),
@@ -323,6 +330,9 @@ struct Walker<F> {
     follow: bool,
     filters: Filters,
     ignore_files: bool,
+    own: OwnFiles,
+    /// The own files and store met so far (relative paths), said at the end.
+    own_met: Vec<String>,
     /// How many frames on the stack have an ignore file.
     ignore_frames: usize,
     stack: Vec<Frame>,
@@ -339,7 +349,15 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
             return Some(p);
         }
         loop {
-            let frame = self.stack.last_mut()?;
+            let Some(frame) = self.stack.last_mut() else {
+                if !self.own_met.is_empty() {
+                    tracing::info!(
+                        "not backed up: s3backup's own files (state, locks, history) or local store inside the source: {}",
+                        std::mem::take(&mut self.own_met).join(", ")
+                    );
+                }
+                return None;
+            };
             let Some(child) = frame.children.next() else {
                 if self.stack.pop().is_some_and(|f| f.ignore.is_some()) {
                     self.ignore_frames -= 1;
@@ -357,6 +375,17 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
             } else {
                 format!("{parent}/{name}")
             };
+            let is_store = || {
+                child.is_dir
+                    && child
+                        .stat
+                        .as_ref()
+                        .is_ok_and(|(_, md)| self.own.is_store(dir_id(md)))
+            };
+            if !self.own.is_empty() && (self.own.is_own_file(frame.id, name) || is_store()) {
+                self.own_met.push(rel);
+                continue;
+            }
             let through = match self.excluded(&rel, child.is_dir) {
                 Exclusion::No => false,
                 Exclusion::WalkThrough => true,

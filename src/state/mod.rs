@@ -41,9 +41,11 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused: corrupt file, not a database, disk full, ….
-    #[error(
-        "state file '{path}': {cause} (if it is damaged, move it aside: the next backup rebuilds it from the latest snapshot; or run 's3backup state rebuild SOURCE TARGET')"
-    )]
+    ///
+    /// Only a damaged file (SQLite's `SQLITE_CORRUPT`, `SQLITE_NOTADB`)
+    /// gets the advice to move it aside; a full disk says so, and other
+    /// causes are shown as they are (see [`sqlite_advice`]).
+    #[error("state file '{}': {cause}{}", path.display(), sqlite_advice(cause, path))]
     Sqlite {
         /// The state file.
         path: PathBuf,
@@ -61,6 +63,24 @@ pub enum StateError {
         found: i64,
         /// The newest this build knows.
         known: i64,
+    },
+    /// The directory the state file lives in cannot hold it: it cannot be
+    /// made, is not a directory, or does not let this user create files
+    /// (SQLite must create the `-wal` and `-shm` files beside the state
+    /// file), with the operating system's own reason. The state file
+    /// itself is not at fault, so nothing is said about moving it aside.
+    #[error(
+        "cannot use the state directory '{}' for '{}': {cause} (make it writable, or pass --state FILE elsewhere)",
+        dir.display(),
+        file.display()
+    )]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The state file meant to be in it.
+        file: PathBuf,
+        /// What the operating system said when a file was created there.
+        cause: std::io::Error,
     },
     /// The directory or lock file could not be made.
     #[error("state file '{path}': {cause}")]
@@ -146,26 +166,57 @@ impl StateDb {
     ///
     /// A new state file (and a directory made for it) is readable by the
     /// user alone: it lists every file name that was backed up.
+    ///
+    /// A directory that cannot hold the state (it cannot be made, is not a
+    /// directory, is read-only for this user, or SQLite cannot create its
+    /// `-wal`/`-shm` files there) is [`StateError::Directory`], naming the
+    /// directory and the operating system's reason.
     pub fn open(path: &Path) -> StateResult<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            private_dir_builder()
-                .create(dir)
-                .map_err(|source| StateError::Io {
-                    path: dir.to_path_buf(),
-                    cause: source,
-                })?;
-        }
-        if !path.exists() {
-            create_private_file(path).map_err(|source| StateError::Io {
-                path: path.to_path_buf(),
-                cause: source,
+        let dir = state_dir(path);
+        let in_dir = |cause| StateError::Directory {
+            dir: dir.clone(),
+            file: path.to_path_buf(),
+            cause,
+        };
+        if !dir.is_dir() {
+            private_dir_builder().create(&dir).map_err(|cause| {
+                // A file where a directory should be: name that file.
+                match dir.ancestors().find(|a| a.exists() && !a.is_dir()) {
+                    Some(file) => StateError::Directory {
+                        dir: file.to_path_buf(),
+                        file: path.to_path_buf(),
+                        cause: std::io::Error::new(cause.kind(), "it is not a directory"),
+                    },
+                    None => in_dir(cause),
+                }
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
-            path: path.to_path_buf(),
-            cause: source,
-        })?;
-        Self::init(conn, path)
+        if !path.exists() {
+            create_private_file(path).map_err(in_dir)?;
+        }
+        let opened = Connection::open(path)
+            .map_err(|source| StateError::Sqlite {
+                path: path.to_path_buf(),
+                cause: source,
+            })
+            .and_then(|conn| Self::init(conn, path));
+        match opened {
+            Err(StateError::Sqlite { cause, .. }) if cannot_open(&cause) => {
+                // SQLite says only "unable to open database file": ask the
+                // operating system why, by creating a file where SQLite had to.
+                match tempfile::Builder::new()
+                    .prefix(".s3backup-probe-")
+                    .tempfile_in(&dir)
+                {
+                    Err(e) => Err(in_dir(std::io::Error::new(e.kind(), strip_probe_name(&e)))),
+                    Ok(_probe) => Err(StateError::Sqlite {
+                        path: path.to_path_buf(),
+                        cause,
+                    }),
+                }
+            }
+            other => other,
+        }
     }
 
     /// A second, read-only connection to a state file another connection
@@ -463,6 +514,53 @@ impl StateDb {
     }
 }
 
+/// The directory a state file lives in (`.` for a bare file name).
+fn state_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether SQLite could not open or write the file for a reason of its
+/// directory or permissions rather than of its content: `SQLITE_CANTOPEN`
+/// (it cannot create the `-wal`/`-shm` files, or the file), `SQLITE_PERM`
+/// and `SQLITE_READONLY` (a file it had to open read-only).
+fn cannot_open(cause: &rusqlite::Error) -> bool {
+    matches!(
+        cause.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+                | rusqlite::ErrorCode::ReadOnly
+        )
+    )
+}
+
+/// tempfile's error text ends with the probe's random name: left out.
+fn strip_probe_name(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    text.split(" at path ").next().unwrap_or(&text).to_string()
+}
+
+/// What a SQLite error on the state file adds to its message: moving the
+/// file aside for a damaged file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`: the
+/// next backup rebuilds it from the latest snapshot), freeing space for a
+/// full disk (`SQLITE_FULL`; a healthy state must not be moved aside for
+/// that), nothing for anything else.
+fn sqlite_advice(cause: &rusqlite::Error, path: &Path) -> String {
+    match cause.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (if it is damaged, move it aside: the next backup rebuilds it from the latest snapshot; or run 's3backup state rebuild SOURCE TARGET')".to_string()
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => format!(
+            " (the disk holding '{}' is full: free some space and run again)",
+            state_dir(path).display()
+        ),
+        _ => String::new(),
+    }
+}
+
 fn private_dir_builder() -> std::fs::DirBuilder {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -646,6 +744,52 @@ mod tests {
         assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
     }
 
+    /// A real `SQLITE_FULL` (the database held to its current size by
+    /// `max_page_count`, as a full disk would) says the disk is full and
+    /// does not advise moving a healthy state aside.
+    #[test]
+    fn a_full_disk_says_so_without_advising_to_move_the_state_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let set = db.ensure_set("/src", "s3://b/p").unwrap();
+        let pages: i64 = db.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        db.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+        let changes: Vec<_> = (0..5000)
+            .map(|i| FileChange::Upsert(row(&format!("dir/file-{i:05}"), "h")))
+            .collect();
+        let err = db.apply(set, &changes).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, StateError::Sqlite { cause, .. }
+                if cause.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)),
+            "{text}"
+        );
+        assert!(
+            text.contains("is full") && text.contains(&dir.path().display().to_string()),
+            "{text}"
+        );
+        assert!(!text.contains("move it aside"), "{text}");
+    }
+
+    /// A state directory that is a regular file: the directory and the
+    /// operating system's reason, no advice about the state file.
+    #[test]
+    fn a_state_directory_that_is_a_file_is_named_with_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, "x").unwrap();
+        for path in [file.join("state.db"), file.join("sub/state.db")] {
+            let err = StateDb::open(&path).err().unwrap();
+            let text = err.to_string();
+            assert!(matches!(err, StateError::Directory { .. }), "{text}");
+            assert!(text.contains("plain-file'"), "{text}");
+            assert!(text.contains("ot a directory"), "{text}");
+            assert!(!text.contains("move it aside"), "{text}");
+        }
+    }
+
     #[test]
     fn garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -653,5 +797,6 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 8192]).unwrap();
         let err = StateDb::open(&path).err().unwrap();
         assert!(err.to_string().contains("state.db"), "{err}");
+        assert!(err.to_string().contains("move it aside"), "{err}");
     }
 }

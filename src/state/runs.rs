@@ -2,6 +2,12 @@
 //!
 //! The lock is an OS file lock (released by the kernel when a process dies,
 //! so a crashed run never blocks the next one), not a row in the database.
+//! Its file sits beside the state file's canonical path (symlinks
+//! resolved), so the same state reached through a symlink, or a directory
+//! symlink, takes the same lock (SQLite too resolves symlinks to find the
+//! `-wal` file). Two hard links to one state file are not told apart:
+//! SQLite does not support that either ("How To Corrupt An SQLite
+//! Database File", section 2.5, "Multiple links to the same file").
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -59,9 +65,14 @@ pub struct RunLock {
 }
 
 impl StateDb {
-    /// Takes the exclusive lock for a set, failing at once if another run holds it.
+    /// Takes the exclusive lock for a set, failing at once if another run
+    /// holds it: `<canonical state path>.set-<id>.lock`.
     pub fn lock_set(&self, set_id: i64) -> StateResult<RunLock> {
-        let mut name = self.path.as_os_str().to_owned();
+        let canonical = std::fs::canonicalize(&self.path).map_err(|source| StateError::Io {
+            path: self.path.clone(),
+            cause: source,
+        })?;
+        let mut name = canonical.into_os_string();
         name.push(format!(".set-{set_id}.lock"));
         let path = PathBuf::from(name);
         let file = File::options()
@@ -200,6 +211,20 @@ mod tests {
         let _other_lock = db.lock_set(other).unwrap();
         drop(lock);
         db.lock_set(set).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_is_the_same_through_a_symlinked_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("state.db");
+        let alias = dir.path().join("alias.db");
+        let db = StateDb::open(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        let via_alias = StateDb::open(&alias).unwrap();
+        let set = db.ensure_set("/a", "s3://b").unwrap();
+        let _lock = db.lock_set(set).unwrap();
+        assert!(matches!(via_alias.lock_set(set), Err(StateError::Busy(_))));
     }
 
     #[test]

@@ -452,7 +452,11 @@ fn state_file_under_a_file() {
     std::fs::write(&file, "a file").unwrap();
     let state = file.join("state.db");
     let r = go(&env, ["backup", s(&env.src), s(&store), "--state", s(&state)]);
-    bad(&r, 1, &[s(&state)]);
+    bad(
+        &r,
+        1,
+        &[&format!("state directory '{}'", s(&file)), "not a directory"],
+    );
     assert!(!store.exists(), "store created");
 }
 

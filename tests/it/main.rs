@@ -29,6 +29,9 @@
 //! `bandwidth` times `--max-bandwidth` runs (backup, restore, multipart,
 //! S3 and local store). `rclone` checks that s3backup and the real rclone binary read each
 //! other's `mtime` metadata (skipped when rclone is not installed).
+//! `ownfiles` checks that s3backup's own files (state, locks, history) and a
+//! local store are never backed up into themselves, that one state file
+//! reached through a symlink takes one lock, and state-directory errors.
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
 
@@ -49,6 +52,7 @@ mod filters;
 mod help;
 mod inspect;
 mod integrity;
+mod ownfiles;
 mod progress_out;
 mod props;
 mod rclone;

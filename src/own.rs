@@ -1,0 +1,356 @@
+//! What s3backup writes itself, kept out of what it backs up and restores
+//! (issue 12, part 4).
+//!
+//! `s3backup backup ~ …` with the default state (`~/.local/state/s3backup/`)
+//! used to upload its own state file while writing it: the `-wal` file
+//! changed under the upload and every run ended with exit 3. And a local
+//! store inside SOURCE (`backup ~/docs ~/docs/backup`) was copied into
+//! itself on every run, one level deeper each time. So a backup leaves out,
+//! wherever they lie under SOURCE:
+//! - the state file, its SQLite companions (`-wal`, `-shm`, `-journal`),
+//!   the per-set lock files (`<state>.set-<id>.lock`) and the shell's
+//!   history (`shell-history`), both beside the state path as typed and
+//!   beside its canonical path (SQLite puts `-wal` beside the file a
+//!   symlink points to; named sets live inside the state file itself);
+//! - the local store's root directory, with everything under it.
+//!
+//! They are recognised by identity, not by path text: a state file is
+//! known by its directory's device and inode plus its name, the store by
+//! its device and inode. So a symlinked home, `--follow-symlinks` into the
+//! state directory or a bind mount all lead to the same verdict, and files
+//! SQLite creates during the walk (a `-wal`) are caught too. `-v` says once
+//! what was left out. They are left out silently like the reserved
+//! top-level `.s3backup`: not filtered, so their rows from an older run are
+//! "gone locally" and `--delete` removes those copies from the store.
+//!
+//! The store is left out rather than refused: backing up a tree into a
+//! folder of itself is a deliberate (if fragile) choice for some, and the
+//! store copied into itself is never what they want. The reverse cases
+//! are refused, with one line, before anything is written:
+//! - SOURCE at or under the local store's root: the store's objects would
+//!   be written into the source tree (a file `x` of SOURCE `store/docs` is
+//!   stored at `store/x`, which may be another source file);
+//! - restore DEST at or under the local store's root: restored files would
+//!   become objects of the store they come from.
+//!
+//! A restore into a DEST that holds the store leaves the store's subtree
+//! out (a snapshot taken before this rule may hold the nested copy, and
+//! writing it back would overwrite the store's objects with older ones).
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::names;
+use crate::target::Target;
+
+/// Device and inode of a file or directory.
+pub type FileId = (u64, u64);
+
+/// Names in one directory that are s3backup's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OwnDir {
+    /// The directory's identity.
+    id: FileId,
+    /// Exact names, in their text form ([`names::encode`]).
+    exact: Vec<String>,
+    /// State file names `N` whose lock files `N.set-<digits>.lock` are own.
+    lock_of: Vec<String>,
+}
+
+/// What a backup must not take from its source: s3backup's own files and
+/// the local store's root (see the module doc). Empty by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnFiles {
+    dirs: Vec<OwnDir>,
+    store: Option<FileId>,
+}
+
+/// The history file the shell keeps beside the state file (`shell.rs`).
+pub const SHELL_HISTORY: &str = "shell-history";
+
+/// SQLite's companion files of a database `N`: `N-wal`, `N-shm` (WAL mode)
+/// and `N-journal` (a rollback journal, before WAL mode is set).
+const SQLITE_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+impl OwnFiles {
+    /// The own files of each state file in `state_paths` (as typed, and
+    /// their canonical paths) and the local store rooted at `store_root`.
+    /// Paths that do not exist (yet) are passed over: what does not exist
+    /// cannot be walked into.
+    pub fn find(state_paths: &[&Path], store_root: Option<&Path>) -> OwnFiles {
+        let mut own = OwnFiles::default();
+        for path in state_paths {
+            own.add_state(path, true);
+            if let Ok(canonical) = std::fs::canonicalize(path) {
+                own.add_state(&canonical, false);
+            }
+        }
+        own.store = store_root.and_then(|root| std::fs::metadata(root).ok().map(|md| file_id(&md)));
+        own
+    }
+
+    fn add_state(&mut self, path: &Path, with_history: bool) {
+        let (Some(name), Some(id)) = (path.file_name(), state_dir_id(path)) else {
+            return;
+        };
+        let name = names::encode(name).into_owned();
+        let index = match self.dirs.iter().position(|d| d.id == id) {
+            Some(i) => i,
+            None => {
+                self.dirs.push(OwnDir {
+                    id,
+                    exact: Vec::new(),
+                    lock_of: Vec::new(),
+                });
+                self.dirs.len() - 1
+            }
+        };
+        let dir = &mut self.dirs[index];
+        let mut exact: Vec<String> = SQLITE_SUFFIXES.iter().map(|s| format!("{name}{s}")).collect();
+        exact.push(name.clone());
+        if with_history {
+            exact.push(SHELL_HISTORY.to_string());
+        }
+        for n in exact {
+            if !dir.exact.contains(&n) {
+                dir.exact.push(n);
+            }
+        }
+        if !dir.lock_of.contains(&name) {
+            dir.lock_of.push(name);
+        }
+    }
+
+    /// Whether nothing is left out.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.store.is_none()
+    }
+
+    /// Whether the entry named `name` (text form) in the directory `parent`
+    /// is one of s3backup's own files.
+    pub fn is_own_file(&self, parent: FileId, name: &str) -> bool {
+        self.dirs.iter().filter(|d| d.id == parent).any(|d| {
+            d.exact.iter().any(|n| n == name)
+                || d.lock_of.iter().any(|state| {
+                    name.strip_prefix(state.as_str())
+                        .and_then(|rest| rest.strip_prefix(".set-"))
+                        .and_then(|rest| rest.strip_suffix(".lock"))
+                        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+    }
+
+    /// Whether a directory with this identity is the local store's root.
+    pub fn is_store(&self, id: FileId) -> bool {
+        self.store == Some(id)
+    }
+}
+
+/// The identity of the directory a state file lives in, if it exists.
+fn state_dir_id(path: &Path) -> Option<FileId> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::metadata(dir).ok().map(|md| file_id(&md))
+}
+
+/// Device and inode from a stat (zeros where the platform has none).
+pub fn file_id(md: &std::fs::Metadata) -> FileId {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (md.dev(), md.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        (0, 0)
+    }
+}
+
+/// Why a source or destination cannot be used with a local store.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnError {
+    /// SOURCE is the local store's root or lies under it.
+    #[error(
+        "SOURCE '{}' lies inside the local store '{}': the store's files would be written into the tree being backed up; choose a store outside SOURCE",
+        source_dir.display(),
+        store.display()
+    )]
+    SourceInStore {
+        /// The source, resolved.
+        source_dir: PathBuf,
+        /// The store's root, resolved.
+        store: PathBuf,
+    },
+    /// DEST is the local store's root or lies under it.
+    #[error(
+        "DEST '{}' lies inside the local store '{}' being restored from: restored files would become objects of the store; choose a DEST outside it",
+        dest.display(),
+        store.display()
+    )]
+    DestInStore {
+        /// The destination, resolved.
+        dest: PathBuf,
+        /// The store's root, resolved.
+        store: PathBuf,
+    },
+}
+
+/// `path` made absolute with symlinks resolved as far as it exists (its
+/// longest existing ancestor canonicalised, the rest appended), so two
+/// spellings of one place compare equal even before it is created.
+pub fn resolve(path: &Path) -> PathBuf {
+    let Ok(abs) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
+    let mut rest = Vec::new();
+    let mut base = abs.as_path();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(base) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                match part {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::Normal(n) => out.push(n),
+                    _ => {}
+                }
+            }
+            return out;
+        }
+        match (base.parent(), base.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                base = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// The local store's resolved root, for a local target.
+fn store_root(target: &Target) -> Option<PathBuf> {
+    match target {
+        Target::Local { root } => Some(resolve(root)),
+        Target::S3 { .. } => None,
+    }
+}
+
+/// Refuses a (canonical) SOURCE at or under the local store's root.
+pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
+    match store_root(target) {
+        Some(store) if resolve(source).starts_with(&store) => Err(OwnError::SourceInStore {
+            source_dir: source.to_path_buf(),
+            store,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a restore DEST at or under the local store's root; otherwise
+/// returns where the store lies under DEST (its relative path in text
+/// form, `/`-separated), if it does: a restore leaves that subtree out.
+pub fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnError> {
+    let Some(store) = store_root(target) else {
+        return Ok(None);
+    };
+    let dest = resolve(dest);
+    if dest.starts_with(&store) {
+        return Err(OwnError::DestInStore { dest, store });
+    }
+    Ok(store.strip_prefix(&dest).ok().map(|rel| {
+        rel.iter()
+            .map(|part| names::encode(part).into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    }))
+}
+
+/// Whether the relative path `path` is `dir` or lies under it.
+pub fn is_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_names_are_the_state_its_companions_locks_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        std::fs::write(&state, "").unwrap();
+        let own = OwnFiles::find(&[&state], None);
+        let id = file_id(&std::fs::metadata(dir.path()).unwrap());
+        for name in [
+            "state.db",
+            "state.db-wal",
+            "state.db-shm",
+            "state.db-journal",
+            "state.db.set-1.lock",
+            "state.db.set-42.lock",
+            "shell-history",
+        ] {
+            assert!(own.is_own_file(id, name), "{name}");
+        }
+        for name in [
+            "state.db.set-.lock",
+            "state.db.set-x.lock",
+            "state.db.bak",
+            "other.db",
+        ] {
+            assert!(!own.is_own_file(id, name), "{name}");
+        }
+        assert!(!own.is_own_file((id.0, id.1 + 1), "state.db"));
+        assert!(!OwnFiles::default().is_own_file(id, "state.db"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_state_file_also_names_the_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        let real = dir.path().join("real/state.db");
+        std::fs::write(&real, "").unwrap();
+        let alias = dir.path().join("alias.db");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        let own = OwnFiles::find(&[&alias], None);
+        let real_dir = file_id(&std::fs::metadata(dir.path().join("real")).unwrap());
+        let alias_dir = file_id(&std::fs::metadata(dir.path()).unwrap());
+        assert!(own.is_own_file(real_dir, "state.db-wal"));
+        assert!(own.is_own_file(real_dir, "state.db.set-3.lock"));
+        assert!(own.is_own_file(alias_dir, "alias.db"));
+        assert!(own.is_own_file(alias_dir, "shell-history"));
+    }
+
+    #[test]
+    fn sources_and_destinations_inside_a_local_store_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("docs")).unwrap();
+        let local = Target::Local { root: store.clone() };
+        assert!(check_source(&store, &local).is_err());
+        assert!(check_source(&store.join("docs"), &local).is_err());
+        assert!(check_source(dir.path(), &local).is_ok());
+        assert!(check_source(&store, &"bkt::p".parse().unwrap()).is_ok());
+        // A store not made yet, spelt with `..`.
+        let later = Target::Local {
+            root: dir.path().join("docs/../new-store"),
+        };
+        assert!(check_dest(&dir.path().join("new-store/x/y"), &later).is_err());
+        assert!(check_dest(&store.join("docs/new"), &local).is_err());
+        assert_eq!(check_dest(dir.path(), &local).unwrap().as_deref(), Some("store"));
+        assert_eq!(check_dest(&dir.path().join("elsewhere"), &local).unwrap(), None);
+    }
+
+    #[test]
+    fn under_means_the_path_or_below() {
+        assert!(is_under("store", "store"));
+        assert!(is_under("store/a", "store"));
+        assert!(!is_under("stored", "store"));
+        assert!(!is_under("a/store", "store"));
+    }
+}
