@@ -31,6 +31,8 @@
 //! other's `mtime` metadata (skipped when rclone is not installed).
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
+//! `typechange` checks backups of paths whose type changed (symlink, file
+//! and directory swapped at one path) on the local store, S3 and moto.
 
 mod common;
 mod proxy;
@@ -58,4 +60,5 @@ mod security;
 mod server_selftest;
 mod sets;
 mod shell;
+mod typechange;
 mod versioned;
