@@ -129,9 +129,12 @@ fn symlink_to_a_directory_that_becomes_a_directory(kind: &str) {
         env.write("a/x", "x in a real directory");
         env.write("a/keep.txt", "shadows the name in elsewhere");
         env.write("a/sub/y", "y");
-        let s = env.backup_ok(&target, &[&["-v"][..], extra].concat());
-        assert_eq!((s.uploaded, s.deleted, s.failed), (3, 1, 0), "{kind} {extra:?}: {s:?}");
+        let r = env.backup(&target, &[&["--json", "-v"][..], extra].concat());
         assert_eq!(tree(&elsewhere), before, "{kind} {extra:?}: written through the old link");
+        r.expect_code(0);
+        assert!(r.stderr.contains("replaced: type changed"), "{}", r.show());
+        let s = r.summary();
+        assert_eq!((s.uploaded, s.deleted, s.failed), (3, 1, 0), "{kind} {extra:?}: {s:?}");
         assert_eq!(store.objects(), expected_objects(&env.src), "{kind} {extra:?}");
         if let Store::Local(root) = &store {
             let md = std::fs::symlink_metadata(root.join("a")).unwrap();
@@ -221,6 +224,23 @@ fn type_changes_both_ways(kind: &str) {
         assert_eq!(store.objects(), expected_objects(&env.src), "{kind} {extra:?}");
 
         second_tree(&env);
+        // A dry run plans the replacements first and changes nothing.
+        let stored = store.objects();
+        let r = env.backup(&target, &[&["--dry-run"][..], extra].concat());
+        r.expect_code(0);
+        let replaced: Vec<String> = r
+            .plan_lines()
+            .into_iter()
+            .filter(|l| l.ends_with(" (replaced: type changed)"))
+            .collect();
+        assert_eq!(
+            replaced,
+            ["d", "d/sub", "d/sub/y", "d/x", "e", "e/z", "f", "g", "l"]
+                .map(|p| format!("delete {p} (replaced: type changed)")),
+            "{kind} {extra:?}\n{}",
+            r.show()
+        );
+        assert_eq!(store.objects(), stored, "{kind} {extra:?}: the dry run changed the store");
         let s = env.backup_ok(&target, extra);
         // Replaced: f, d/x, d/sub/y, e/z, l, g (the directories' rows have no object).
         assert_eq!((s.deleted, s.failed), (6, 0), "{kind} {extra:?}: {s:?}");
