@@ -9,6 +9,9 @@
 //! Metadata-only updates and deletions follow once the walk is done;
 //! deletions run last, after every copy that may read them. `--dry-run`
 //! runs the same decisions and lists them instead of executing them.
+//! Objects whose path changed type (see `plan`) are deleted at the start of
+//! the chunk that brings them, before anything is written; if one cannot
+//! be, every later write that conflicts with its path fails for the run.
 //!
 //! Transfers run with bounded concurrency: at most `jobs` files in flight
 //! and at most `jobs` requests (parts included) at once (see `transfer`).
