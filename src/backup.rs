@@ -417,9 +417,11 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
 
     // A directory at or under a path whose old object could not be
     // replaced gets no row: the row of that object stays.
-    triage
-        .dirs
-        .retain(|d| !run.blocked.iter().any(|p| d.path == *p || plan::is_under(&d.path, p)));
+    triage.dirs.retain(|d| {
+        !run.blocked
+            .iter()
+            .any(|p| d.path == *p || plan::is_under(&d.path, p))
+    });
     if !opts.dry_run && !triage.dirs.is_empty() {
         run.mark_pending()?;
         let rows: Vec<FileChange> = triage

@@ -714,9 +714,7 @@ mod tests {
 
         let st = state(&[row("a", 1, 10, "h1")]);
         let mut hashed = 0;
-        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_| {
-            hashed += 1
-        });
+        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_| hashed += 1);
         assert_eq!((t.unchanged, hashed), (0, 1));
     }
 
@@ -851,9 +849,18 @@ mod tests {
     #[test]
     fn a_file_that_became_a_directory_is_replaced_before_anything_under_it() {
         // Names sorting between "f" and "f/" ("f.txt", "f-1") come in between.
-        let st = [row("f", 1, 10, "h1"), row("f.txt", 2, 20, "h2"), row("f-1", 3, 30, "h3")];
+        let st = [
+            row("f", 1, 10, "h1"),
+            row("f.txt", 2, 20, "h2"),
+            row("f-1", 3, 30, "h3"),
+        ];
         let (seen, t) = merge(
-            vec![file("f.txt", 2, 20), file("f-1", 3, 30), dir("f"), file("f/inner", 4, 40)],
+            vec![
+                file("f.txt", 2, 20),
+                file("f-1", 3, 30),
+                dir("f"),
+                file("f/inner", 4, 40),
+            ],
             &st,
         );
         assert_eq!(seen, ["replace f", "hash f/inner"]);
@@ -891,7 +898,13 @@ mod tests {
         );
         assert_eq!(
             seen,
-            ["replace d", "replace d/sub", "replace d/sub/y", "replace d/x", "hash d"]
+            [
+                "replace d",
+                "replace d/sub",
+                "replace d/sub/y",
+                "replace d/x",
+                "hash d"
+            ]
         );
         assert!(t.vanished.is_empty(), "{:?}", t.vanished);
         assert_eq!(t.unchanged, 3);
@@ -902,10 +915,17 @@ mod tests {
         // Objects an older version left under a file's name (its old
         // directory) go, even though the file itself is unchanged; a file
         // that is simply gone (or renamed beside it) only vanishes.
-        let st = [row("a", 1, 10, "h1"), row("a/old", 2, 20, "h2"), row("gone", 3, 30, "h3")];
+        let st = [
+            row("a", 1, 10, "h1"),
+            row("a/old", 2, 20, "h2"),
+            row("gone", 3, 30, "h3"),
+        ];
         let (seen, t) = merge(vec![file("a", 1, 10), file("gone.txt", 3, 30)], &st);
         assert_eq!(seen, ["replace a/old", "hash gone.txt"]);
-        assert_eq!(t.vanished.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["gone"]);
+        assert_eq!(
+            t.vanished.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["gone"]
+        );
 
         // A directory with its name prefixed is not under it.
         let (seen, t) = merge(vec![dir("ab"), file("ab/c", 1, 10)], &[row("a", 1, 10, "h1")]);

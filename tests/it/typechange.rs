@@ -78,7 +78,9 @@ impl Store {
                     .collect()
             }
         };
-        keys.into_iter().filter(|k| !k.starts_with(".s3backup/")).collect()
+        keys.into_iter()
+            .filter(|k| !k.starts_with(".s3backup/"))
+            .collect()
     }
 }
 
@@ -98,7 +100,11 @@ fn assert_restores_exactly(env: &TestEnv, target: &str, what: &str) {
     let dest = tempfile::tempdir().unwrap();
     let dest = dest.path().join("restored");
     env.restore_ok(target, &dest, &[]);
-    assert_eq!(tree(&dest), tree(&env.src), "{what}: restore differs from the source");
+    assert_eq!(
+        tree(&dest),
+        tree(&env.src),
+        "{what}: restore differs from the source"
+    );
 }
 
 /// Removes a directory of the source tree and all under it.
@@ -130,20 +136,38 @@ fn symlink_to_a_directory_that_becomes_a_directory(kind: &str) {
         env.write("a/keep.txt", "shadows the name in elsewhere");
         env.write("a/sub/y", "y");
         let r = env.backup(&target, &[&["--json", "-v"][..], extra].concat());
-        assert_eq!(tree(&elsewhere), before, "{kind} {extra:?}: written through the old link");
+        assert_eq!(
+            tree(&elsewhere),
+            before,
+            "{kind} {extra:?}: written through the old link"
+        );
         r.expect_code(0);
         assert!(r.stderr.contains("replaced: type changed"), "{}", r.show());
         let s = r.summary();
-        assert_eq!((s.uploaded, s.deleted, s.failed), (3, 1, 0), "{kind} {extra:?}: {s:?}");
+        assert_eq!(
+            (s.uploaded, s.deleted, s.failed),
+            (3, 1, 0),
+            "{kind} {extra:?}: {s:?}"
+        );
         assert_eq!(store.objects(), expected_objects(&env.src), "{kind} {extra:?}");
         if let Store::Local(root) = &store {
             let md = std::fs::symlink_metadata(root.join("a")).unwrap();
-            assert!(md.is_dir(), "{kind} {extra:?}: the store's 'a' is a real directory now");
+            assert!(
+                md.is_dir(),
+                "{kind} {extra:?}: the store's 'a' is a real directory now"
+            );
             assert_eq!(std::fs::read(root.join("a/x")).unwrap(), b"x in a real directory");
         }
         if let Store::S3(server) = &store {
-            assert_eq!(server.object_bytes(BUCKET, "pre/a"), None, "the link object is gone");
-            assert_eq!(server.object_bytes(BUCKET, "pre/a/x").unwrap(), b"x in a real directory");
+            assert_eq!(
+                server.object_bytes(BUCKET, "pre/a"),
+                None,
+                "the link object is gone"
+            );
+            assert_eq!(
+                server.object_bytes(BUCKET, "pre/a/x").unwrap(),
+                b"x in a real directory"
+            );
         }
         assert_restores_exactly(&env, &target, kind);
 
@@ -151,7 +175,11 @@ fn symlink_to_a_directory_that_becomes_a_directory(kind: &str) {
         env.remove("a/keep.txt");
         let s = env.backup_ok(&target, extra);
         assert_eq!(s.deleted, u64::from(!extra.is_empty()), "{kind} {extra:?}: {s:?}");
-        assert_eq!(tree(&elsewhere), before, "{kind} {extra:?}: deleted through the old link");
+        assert_eq!(
+            tree(&elsewhere),
+            before,
+            "{kind} {extra:?}: deleted through the old link"
+        );
         if !extra.is_empty() {
             assert_eq!(store.objects(), expected_objects(&env.src), "{kind} {extra:?}");
             assert_restores_exactly(&env, &target, kind);
@@ -196,7 +224,11 @@ fn second_tree(env: &TestEnv) {
     env.write("l/w", "the symlink l is a directory now");
     env.remove("g");
     std::fs::create_dir(env.path("g")).unwrap();
-    filetime::set_file_mtime(env.path("g"), filetime::FileTime::from_unix_time(1_650_000_000, 0)).unwrap();
+    filetime::set_file_mtime(
+        env.path("g"),
+        filetime::FileTime::from_unix_time(1_650_000_000, 0),
+    )
+    .unwrap();
 }
 
 /// And back: each path takes its first type again.
@@ -240,7 +272,11 @@ fn type_changes_both_ways(kind: &str) {
             "{kind} {extra:?}\n{}",
             r.show()
         );
-        assert_eq!(store.objects(), stored, "{kind} {extra:?}: the dry run changed the store");
+        assert_eq!(
+            store.objects(),
+            stored,
+            "{kind} {extra:?}: the dry run changed the store"
+        );
         let s = env.backup_ok(&target, extra);
         // Replaced: f, d/x, d/sub/y, e/z, l, g (the directories' rows have no object).
         assert_eq!((s.deleted, s.failed), (6, 0), "{kind} {extra:?}: {s:?}");
@@ -256,7 +292,11 @@ fn type_changes_both_ways(kind: &str) {
 
         // Nothing is left to do.
         let s = env.backup_ok(&target, extra);
-        assert_eq!((s.uploaded, s.deleted, s.copied), (0, 0, 0), "{kind} {extra:?}: {s:?}");
+        assert_eq!(
+            (s.uploaded, s.deleted, s.copied),
+            (0, 0, 0),
+            "{kind} {extra:?}: {s:?}"
+        );
     }
 }
 
@@ -315,7 +355,11 @@ fn a_link_that_cannot_be_replaced_blocks_every_write_through_it_on_the_local_sto
         let s = r.summary();
         let failed: Vec<&str> = s.failures.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(failed, ["a", "a/sub/y", "a/x"], "{extra:?}: {s:?}");
-        assert_eq!(paths_under(&elsewhere), Vec::<String>::new(), "{extra:?}: written through");
+        assert_eq!(
+            paths_under(&elsewhere),
+            Vec::<String>::new(),
+            "{extra:?}: written through"
+        );
         assert!(
             std::fs::symlink_metadata(store.join("a")).unwrap().is_symlink(),
             "the link is still there"
@@ -332,7 +376,8 @@ fn a_link_that_cannot_be_replaced_blocks_every_write_through_it_on_the_local_sto
 
 #[test]
 fn a_file_that_cannot_be_replaced_blocks_the_directory_written_over_it_on_moto() {
-    let Some(moto) = Moto::start("a_file_that_cannot_be_replaced_blocks_the_directory_written_over_it_on_moto")
+    let Some(moto) =
+        Moto::start("a_file_that_cannot_be_replaced_blocks_the_directory_written_over_it_on_moto")
     else {
         return;
     };
