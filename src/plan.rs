@@ -287,19 +287,20 @@ pub fn triage_with(
         if was_dir {
             merge.replace_dirs(&entry.path);
         }
+        let path = entry.path.clone();
         let changed = match merge.rows.next_if(|r| r.path == entry.path) {
             Some(r) if !rehash && stat_matches(&entry, &r) => {
                 if r.mode == entry.mode || entry.kind == EntryKind::Symlink {
                     merge.triage.unchanged += 1;
                 } else {
-                    merge.triage.mode_only.push((entry.clone(), r));
+                    merge.triage.mode_only.push((entry, r));
                 }
                 None
             }
-            old => Some(Found::Changed(entry.clone(), old)),
+            old => Some(Found::Changed(entry, old)),
         };
         merge.held.push(Held {
-            path: entry.path,
+            path,
             changed,
             replaced_under: was_dir,
         });
@@ -584,10 +585,18 @@ mod tests {
         rows
     }
 
-    /// Merges like a backup does: files sorted, rows sorted, no dir rows.
+    /// Sorts entries in the walk's order: a directory sorts as `path/`.
+    fn walk_order(entries: &mut [ScanEntry]) {
+        entries.sort_by_key(|e| match e.kind {
+            EntryKind::Dir => format!("{}/", e.path),
+            _ => e.path.clone(),
+        });
+    }
+
+    /// Merges like a backup does: entries in walk order, rows sorted, no dir rows.
     fn triage(entries: Vec<ScanEntry>, rows: &[FileRow]) -> Triage {
         let mut entries = entries;
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        walk_order(&mut entries);
         super::triage(entries, rows.to_vec(), HashMap::new())
     }
 
@@ -828,11 +837,7 @@ mod tests {
     /// directory sorting as `path/`), and lists what it hands on, in order.
     fn merge(entries: Vec<ScanEntry>, rows: &[FileRow]) -> (Vec<String>, Triage) {
         let mut entries = entries;
-        let key = |e: &ScanEntry| match e.kind {
-            EntryKind::Dir => format!("{}/", e.path),
-            _ => e.path.clone(),
-        };
-        entries.sort_by_key(key);
+        walk_order(&mut entries);
         let (dirs, files): (Vec<FileRow>, Vec<FileRow>) =
             state(rows).into_iter().partition(|r| r.kind == EntryKind::Dir);
         let dirs = dirs.into_iter().map(|r| (r.path.clone(), r)).collect();
