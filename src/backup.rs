@@ -9,6 +9,9 @@
 //! Metadata-only updates and deletions follow once the walk is done;
 //! deletions run last, after every copy that may read them. `--dry-run`
 //! runs the same decisions and lists them instead of executing them.
+//! Objects whose path changed type (see `plan`) are deleted at the start of
+//! the chunk that brings them, before anything is written; if one cannot
+//! be, every later write that conflicts with its path fails for the run.
 //!
 //! Transfers run with bounded concurrency: at most `jobs` files in flight
 //! and at most `jobs` requests (parts included) at once (see `transfer`).
@@ -290,12 +293,15 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         report: &mut report,
         failures: Vec::new(),
         failed_sources: Vec::new(),
+        blocked: Vec::new(),
         pending_marked: false,
     };
 
     // The walk (merged with a read-only snapshot of the state) runs on a
     // blocking thread and hands changed files over in chunks: they are
-    // hashed, decided and sent while the walk goes on.
+    // hashed, decided and sent while the walk goes on. Rows whose path
+    // changed type come down the same channel, always before the entries
+    // they conflict with, and each chunk deletes them first.
     let (tx, mut rx) = mpsc::channel(CHUNK);
     let walker = {
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
@@ -318,18 +324,28 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 &walk_options,
                 rehash,
                 |n| tick.scanned(n),
-                |entry, old| {
+                |found| {
                     // The receiver only goes away when the run is failing anyway.
-                    let _ = tx.blocking_send((entry, old));
+                    let _ = tx.blocking_send(found);
                 },
             )
         })
     };
     loop {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        if rx.recv_many(&mut chunk, CHUNK).await == 0 {
+        let mut found = Vec::with_capacity(CHUNK);
+        if rx.recv_many(&mut found, CHUNK).await == 0 {
             break;
         }
+        let mut chunk = Vec::with_capacity(found.len());
+        let mut replaced = Vec::new();
+        for f in found {
+            match f {
+                plan::Found::Changed(entry, old) => chunk.push((entry, old)),
+                plan::Found::Replaced(row) => replaced.push(row),
+            }
+        }
+        run.replace(replaced).await?;
+        chunk.retain(|(entry, _)| run.unblocked(&entry.path));
         if let Target::S3 { prefix, .. } = &opts.target {
             chunk.retain(|(entry, _)| {
                 let len = join_key(prefix, &entry.path).len();
@@ -411,6 +427,13 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     run.report.counts.unchanged += triage.unchanged;
     run.report.skipped = skipped.len() as u64;
 
+    // A directory at or under a path whose old object could not be
+    // replaced gets no row: the row of that object stays.
+    triage.dirs.retain(|d| {
+        !run.blocked
+            .iter()
+            .any(|p| d.path == *p || plan::is_under(&d.path, p))
+    });
     if !opts.dry_run && !triage.dirs.is_empty() {
         run.mark_pending()?;
         let rows: Vec<FileChange> = triage
@@ -423,6 +446,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let touches = triage
         .mode_only
         .into_iter()
+        .filter(|(entry, _)| run.unblocked(&entry.path))
         .map(|(entry, old)| Action::Touch { entry, old })
         .collect();
     run.execute(touches).await?;
@@ -606,6 +630,9 @@ struct RunState<'a> {
     report: &'a mut BackupReport,
     failures: Vec<Failure>,
     failed_sources: Vec<String>,
+    /// Paths whose old object could not be replaced (its delete failed):
+    /// nothing is written at, under or above them in this run.
+    blocked: Vec<String>,
     pending_marked: bool,
 }
 
@@ -617,6 +644,48 @@ impl RunState<'_> {
             self.pending_marked = true;
         }
         Ok(())
+    }
+
+    /// Deletes the objects (and rows) of paths whose type changed, before
+    /// anything is written there: counted as deleted, logged with `-v`. A
+    /// path whose delete fails keeps its row and blocks every write that
+    /// conflicts with it for the rest of the run (reported, exit 3), so
+    /// nothing is written through or beside an old object still there.
+    async fn replace(&mut self, rows: Vec<FileRow>) -> Result<(), BackupError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            tracing::info!(path = %row.path, kind = row.kind.name(), "replaced: type changed");
+        }
+        if self.dry_run {
+            for row in &rows {
+                self.report
+                    .planned
+                    .push(format!("delete {} (replaced: type changed)", row.path));
+                self.report.counts.deleted += u64::from(row.kind.has_content());
+            }
+            return Ok(());
+        }
+        let before = self.failures.len();
+        self.execute(rows.into_iter().map(Action::Delete).collect())
+            .await?;
+        let failed: Vec<String> = self.failures[before..].iter().map(|f| f.path.clone()).collect();
+        self.blocked.extend(failed);
+        Ok(())
+    }
+
+    /// Whether `path` may be written: no failed replacement conflicts with
+    /// it. If one does, the path is reported as failed.
+    fn unblocked(&mut self, path: &str) -> bool {
+        let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) else {
+            return true;
+        };
+        self.failures.push(Failure {
+            path: path.to_string(),
+            error: format!("not backed up: '{p}' changed type and its old object could not be deleted"),
+        });
+        false
     }
 
     /// Writes back a racy row that proved unchanged, with its new check time.
@@ -775,7 +844,8 @@ struct ScanOutcome {
 }
 
 /// Walks the source and merges it with the set's rows without holding
-/// either whole; files to hash go to `changed` as they are found.
+/// either whole; files to hash and rows to replace go to `found` as they
+/// are found.
 fn scan_and_triage(
     db: &StateDb,
     set_id: i64,
@@ -783,7 +853,7 @@ fn scan_and_triage(
     walk_options: &scan::WalkOptions,
     rehash: bool,
     tick: impl FnMut(usize),
-    changed: impl FnMut(ScanEntry, Option<FileRow>),
+    found: impl FnMut(plan::Found),
 ) -> Result<ScanOutcome, BackupError> {
     let walk = scan::walk_with(root, walk_options, tick)?;
     let dir_rows = db.dir_rows(set_id)?;
@@ -807,7 +877,7 @@ fn scan_and_triage(
         }
     });
     let triage = db.with_file_rows(set_id, |rows| {
-        plan::triage_with(entries, rows, dir_rows, rehash, changed)
+        plan::triage_with(entries, rows, dir_rows, rehash, found)
     })?;
     Ok(ScanOutcome {
         triage,

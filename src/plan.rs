@@ -17,6 +17,16 @@
 //! when asked. Copy sources are never paths rewritten in the same run, so a
 //! copy can't pick up content that is being replaced under it; deletions run
 //! after everything else, so a rename's source outlives its copy.
+//!
+//! A path whose type changed (a file or symlink that is now a directory, a
+//! directory that is now a file or symlink) is *replaced*: the merge hands
+//! on the rows of the old objects ([`Found::Replaced`]: the file or link
+//! `a`, or every row under the old `a/`) before any entry that would be
+//! written at or under that path, and the backup deletes them first,
+//! `--delete` or not. A tree cannot hold a file and a directory at one
+//! path: on the local store the new files would be written through a
+//! stored symlink (or fail on the stored file), on S3 the old object would
+//! stay beside the new ones and a restore would conflict (issue 12).
 
 use std::collections::{HashMap, HashSet};
 
@@ -37,6 +47,9 @@ pub struct Triage {
     pub dirs: Vec<ScanEntry>,
     /// Rows whose path no longer exists locally.
     pub vanished: Vec<FileRow>,
+    /// Rows whose path changed type, to delete before anything is written
+    /// there (collected by [`triage`]; [`triage_with`] hands them on as found).
+    pub replaced: Vec<FileRow>,
 }
 
 impl Triage {
@@ -120,6 +133,8 @@ impl Action {
 /// Everything a backup will do.
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// Deletions of objects whose path changed type, run before anything else.
+    pub replaces: Vec<Action>,
     /// Uploads, copies and touches, in path order.
     pub transfers: Vec<Action>,
     /// Deletions, run after all transfers.
@@ -190,62 +205,209 @@ pub fn stat_matches(entry: &ScanEntry, row: &FileRow) -> bool {
         && !is_racy(row)
 }
 
+/// What the merge of the walk with the state hands on as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A file or symlink to hash (new, or its stat no longer vouches for
+    /// its row), with its row if it has one.
+    Changed(ScanEntry, Option<FileRow>),
+    /// A row whose path changed type: its object (none for a directory
+    /// row) must be deleted before anything is written at, under or above
+    /// its path. Always handed on before every [`Found::Changed`] entry it
+    /// conflicts with.
+    Replaced(FileRow),
+}
+
+/// Whether `path` lies strictly under the directory `dir` (`a/x` under `a`).
+pub fn is_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether two paths can't both exist in one tree unless both are
+/// directories: the same path, or one under the other.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    a == b || is_under(a, b) || is_under(b, a)
+}
+
+/// Whether the merge key `key` sorts after `path/` and everything under it.
+fn past(key: &str, path: &str) -> bool {
+    key.as_bytes()
+        .iter()
+        .cmp(path.as_bytes().iter().chain(b"/"))
+        .is_gt()
+        && !is_under(key, path)
+}
+
 /// Sorts the scan against the state without reading any file, in one
-/// merged pass: `entries` yields files in byte order of their paths
-/// (directories may come anywhere), `file_rows` yields the set's file rows
-/// in the same order, and `dir_rows` holds its directory rows (few). Files
-/// that need hashing go to `changed` as they are found, so a caller can
-/// stream them on; everything else that needs work is returned. With
+/// merged pass: `entries` yields entries in the walk's order (the byte
+/// order of their paths, a directory sorting as `path/`, just before what
+/// is under it), `file_rows` yields the set's file and symlink rows in
+/// byte order of their paths, and `dir_rows` holds its directory rows
+/// (few). What needs work while the walk goes on is handed to `found` as
+/// soon as it is known (files to hash, rows to replace), so a caller can
+/// stream it on; everything else that needs work is returned. With
 /// `rehash`, no stat is trusted: every file is hashed (`backup --rehash`,
 /// for file systems whose change times can't be trusted).
+///
+/// Type changes are found in the same pass, with a lookahead no longer
+/// than a path's depth: a file row `a` that has left its path stays
+/// undecided until the walk is past `a/` (an entry under it, the
+/// directory `a` included, makes it [`Found::Replaced`]; else it has
+/// vanished), and a file or symlink entry `a` is held back until the walk
+/// is past `a/`, so that the rows under the old directory `a/` reach
+/// `found` as replaced before the entry does. Both lists only ever hold
+/// prefixes of the current path.
 pub fn triage_with(
     entries: impl IntoIterator<Item = ScanEntry>,
     file_rows: impl IntoIterator<Item = FileRow>,
-    mut dir_rows: HashMap<String, FileRow>,
+    dir_rows: HashMap<String, FileRow>,
     rehash: bool,
-    mut changed: impl FnMut(ScanEntry, Option<FileRow>),
+    found: impl FnMut(Found),
 ) -> Triage {
-    let mut triage = Triage::default();
-    let mut rows = file_rows.into_iter().peekable();
+    let mut merge = Merge {
+        rows: file_rows.into_iter().peekable(),
+        dir_rows,
+        undecided: Vec::new(),
+        held: Vec::new(),
+        triage: Triage::default(),
+        found,
+    };
     for entry in entries {
         if entry.kind == EntryKind::Dir {
-            match dir_rows.remove(&entry.path) {
+            merge.advance(Some(&format!("{}/", entry.path)));
+            match merge.dir_rows.remove(&entry.path) {
                 Some(r) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
-                _ => triage.dirs.push(entry),
+                _ => merge.triage.dirs.push(entry),
             }
             continue;
         }
-        while let Some(r) = rows.next_if(|r| r.path < entry.path) {
-            triage.vanished.push(r);
+        merge.advance(Some(&entry.path));
+        // A directory row here: the directory is now a file or a symlink.
+        let was_dir = merge.dir_rows.contains_key(&entry.path);
+        if was_dir {
+            merge.replace_dirs(&entry.path);
         }
-        match rows.next_if(|r| r.path == entry.path) {
+        let path = entry.path.clone();
+        let changed = match merge.rows.next_if(|r| r.path == entry.path) {
             Some(r) if !rehash && stat_matches(&entry, &r) => {
                 if r.mode == entry.mode || entry.kind == EntryKind::Symlink {
-                    triage.unchanged += 1;
+                    merge.triage.unchanged += 1;
                 } else {
-                    triage.mode_only.push((entry, r));
+                    merge.triage.mode_only.push((entry, r));
                 }
+                None
             }
-            old => changed(entry, old),
-        }
+            old => Some(Found::Changed(entry, old)),
+        };
+        merge.held.push(Held {
+            path,
+            changed,
+            replaced_under: was_dir,
+        });
     }
-    triage.vanished.extend(rows);
+    merge.advance(None);
+    let Merge {
+        mut triage, dir_rows, ..
+    } = merge;
     triage.vanished.extend(dir_rows.into_values());
     triage.vanished.sort_by(|a, b| a.path.cmp(&b.path));
     triage
 }
 
-/// [`triage_with`], collecting the files to hash into `to_hash`.
+/// A file or symlink entry waiting until the walk is past `path/`.
+struct Held {
+    path: String,
+    /// Its [`Found::Changed`], if it has one.
+    changed: Option<Found>,
+    /// Whether rows under `path/` were replaced (then directory rows there go too).
+    replaced_under: bool,
+}
+
+/// The state of [`triage_with`]'s merge.
+struct Merge<R: Iterator<Item = FileRow>, F: FnMut(Found)> {
+    rows: std::iter::Peekable<R>,
+    dir_rows: HashMap<String, FileRow>,
+    /// Rows gone from their path whose path the walk may yet show as a directory.
+    undecided: Vec<FileRow>,
+    /// Files and symlinks whose path may yet hold rows under it (a directory before).
+    held: Vec<Held>,
+    triage: Triage,
+    found: F,
+}
+
+impl<R: Iterator<Item = FileRow>, F: FnMut(Found)> Merge<R, F> {
+    /// Moves the merge up to the walk's next key (`None`: the walk is over).
+    fn advance(&mut self, key: Option<&str>) {
+        // Rows before the key have left their paths: under a held file or
+        // symlink they are replaced, otherwise undecided for now.
+        while let Some(r) = self.rows.next_if(|r| key.is_none_or(|k| r.path.as_str() < k)) {
+            match self.held.iter_mut().find(|h| is_under(&r.path, &h.path)) {
+                Some(h) => {
+                    h.replaced_under = true;
+                    (self.found)(Found::Replaced(r));
+                }
+                None => self.undecided.push(r),
+            }
+        }
+        let (found, vanished) = (&mut self.found, &mut self.triage.vanished);
+        self.undecided.retain(|r| match key {
+            Some(k) if is_under(k, &r.path) => {
+                found(Found::Replaced(r.clone()));
+                false
+            }
+            Some(k) if !past(k, &r.path) => true,
+            _ => {
+                vanished.push(r.clone());
+                false
+            }
+        });
+        let mut i = 0;
+        while i < self.held.len() {
+            if key.is_some_and(|k| !past(k, &self.held[i].path)) {
+                i += 1;
+                continue;
+            }
+            let h = self.held.remove(i);
+            if h.replaced_under {
+                self.replace_dirs(&h.path);
+            }
+            if let Some(c) = h.changed {
+                (self.found)(c);
+            }
+        }
+    }
+
+    /// Replaces the directory rows at and under `path` (now a file or symlink).
+    fn replace_dirs(&mut self, path: &str) {
+        let mut gone: Vec<String> = self
+            .dir_rows
+            .keys()
+            .filter(|p| p.as_str() == path || is_under(p, path))
+            .cloned()
+            .collect();
+        gone.sort();
+        for p in gone {
+            if let Some(row) = self.dir_rows.remove(&p) {
+                (self.found)(Found::Replaced(row));
+            }
+        }
+    }
+}
+
+/// [`triage_with`], collecting the files to hash into `to_hash` and the
+/// rows to replace into `replaced`.
 pub fn triage(
     entries: impl IntoIterator<Item = ScanEntry>,
     file_rows: impl IntoIterator<Item = FileRow>,
     dir_rows: HashMap<String, FileRow>,
 ) -> Triage {
-    let mut to_hash = Vec::new();
-    let mut triage = triage_with(entries, file_rows, dir_rows, false, |e, old| {
-        to_hash.push((e, old))
+    let (mut to_hash, mut replaced) = (Vec::new(), Vec::new());
+    let mut triage = triage_with(entries, file_rows, dir_rows, false, |f| match f {
+        Found::Changed(e, old) => to_hash.push((e, old)),
+        Found::Replaced(row) => replaced.push(row),
     });
     triage.to_hash = to_hash;
+    triage.replaced = replaced;
     triage
 }
 
@@ -321,7 +483,9 @@ pub fn decide_file(
     }
 }
 
-/// Chooses an action for every hashed file at once. `hashes` maps path →
+/// Chooses an action for every hashed file at once (the plan a dry run
+/// of the whole tree would list; a backup makes the same choices chunk by
+/// chunk with [`triage_with`] and [`decide_file`]). `hashes` maps path →
 /// blake3; a file missing from it could not be read and is left out (the
 /// caller reports it). `holders(blake3, size)` names the paths whose rows
 /// claim that content; paths rewritten by this run are never copy sources.
@@ -335,6 +499,7 @@ pub fn decide(
     let mut plan = Plan {
         unchanged: triage.unchanged,
         dirs: triage.dirs,
+        replaces: triage.replaced.into_iter().map(Action::Delete).collect(),
         ..Plan::default()
     };
     for (entry, old) in triage.mode_only {
@@ -420,10 +585,18 @@ mod tests {
         rows
     }
 
-    /// Merges like a backup does: files sorted, rows sorted, no dir rows.
+    /// Sorts entries in the walk's order: a directory sorts as `path/`.
+    fn walk_order(entries: &mut [ScanEntry]) {
+        entries.sort_by_key(|e| match e.kind {
+            EntryKind::Dir => format!("{}/", e.path),
+            _ => e.path.clone(),
+        });
+    }
+
+    /// Merges like a backup does: entries in walk order, rows sorted, no dir rows.
     fn triage(entries: Vec<ScanEntry>, rows: &[FileRow]) -> Triage {
         let mut entries = entries;
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        walk_order(&mut entries);
         super::triage(entries, rows.to_vec(), HashMap::new())
     }
 
@@ -550,9 +723,7 @@ mod tests {
 
         let st = state(&[row("a", 1, 10, "h1")]);
         let mut hashed = 0;
-        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_, _| {
-            hashed += 1
-        });
+        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_| hashed += 1);
         assert_eq!((t.unchanged, hashed), (0, 1));
     }
 
@@ -636,6 +807,151 @@ mod tests {
         let t = triage(vec![file("gone", 1, 1)], &st);
         let plan = decide(t, &HashMap::new(), &st, false);
         assert!(describe(&plan).is_empty());
+    }
+
+    fn dir(path: &str) -> ScanEntry {
+        ScanEntry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 1,
+            mode: 0o755,
+            seen_ns: 0,
+            stamp: Stamp::default(),
+        }
+    }
+
+    fn dir_row(path: &str) -> FileRow {
+        FileRow {
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ns: 1,
+            mode: 0o755,
+            blake3: String::new(),
+            etag: String::new(),
+            ..row(path, 0, 1, "")
+        }
+    }
+
+    /// Runs the merge the backup runs, over entries in walk order (a
+    /// directory sorting as `path/`), and lists what it hands on, in order.
+    fn merge(entries: Vec<ScanEntry>, rows: &[FileRow]) -> (Vec<String>, Triage) {
+        let mut entries = entries;
+        walk_order(&mut entries);
+        let (dirs, files): (Vec<FileRow>, Vec<FileRow>) =
+            state(rows).into_iter().partition(|r| r.kind == EntryKind::Dir);
+        let dirs = dirs.into_iter().map(|r| (r.path.clone(), r)).collect();
+        let mut seen = Vec::new();
+        let t = super::triage_with(entries, files, dirs, false, |f| {
+            seen.push(match f {
+                Found::Changed(e, _) => format!("hash {}", e.path),
+                Found::Replaced(r) => format!("replace {}", r.path),
+            })
+        });
+        (seen, t)
+    }
+
+    #[test]
+    fn a_file_that_became_a_directory_is_replaced_before_anything_under_it() {
+        // Names sorting between "f" and "f/" ("f.txt", "f-1") come in between.
+        let st = [
+            row("f", 1, 10, "h1"),
+            row("f.txt", 2, 20, "h2"),
+            row("f-1", 3, 30, "h3"),
+        ];
+        let (seen, t) = merge(
+            vec![
+                file("f.txt", 2, 20),
+                file("f-1", 3, 30),
+                dir("f"),
+                file("f/inner", 4, 40),
+            ],
+            &st,
+        );
+        assert_eq!(seen, ["replace f", "hash f/inner"]);
+        assert!(t.vanished.is_empty(), "{:?}", t.vanished);
+        assert_eq!(t.dirs, [dir("f")]);
+        assert_eq!(t.unchanged, 2);
+
+        // An empty directory replaces it too; a symlink is replaced the same way.
+        let mut link = row("l", 5, 10, "h5");
+        link.kind = EntryKind::Symlink;
+        let (seen, t) = merge(vec![dir("f"), dir("l")], &[row("f", 1, 10, "h1"), link]);
+        assert_eq!(seen, ["replace f", "replace l"]);
+        assert!(t.vanished.is_empty());
+    }
+
+    #[test]
+    fn a_directory_that_became_a_file_is_replaced_before_the_file_is_handed_on() {
+        let st = [
+            dir_row("d"),
+            dir_row("d/sub"),
+            row("d/sub/y", 1, 10, "h1"),
+            row("d/x", 2, 20, "h2"),
+            row("d-old", 3, 30, "h3"),
+            row("d.txt", 4, 40, "h4"),
+            row("e", 5, 50, "h5"),
+        ];
+        let (seen, t) = merge(
+            vec![
+                file("d", 6, 60),
+                file("d-old", 3, 30),
+                file("d.txt", 4, 40),
+                file("e", 5, 50),
+            ],
+            &st,
+        );
+        assert_eq!(
+            seen,
+            [
+                "replace d",
+                "replace d/sub",
+                "replace d/sub/y",
+                "replace d/x",
+                "hash d"
+            ]
+        );
+        assert!(t.vanished.is_empty(), "{:?}", t.vanished);
+        assert_eq!(t.unchanged, 3);
+    }
+
+    #[test]
+    fn rows_left_under_an_unchanged_file_are_replaced_and_plain_deletions_are_not() {
+        // Objects an older version left under a file's name (its old
+        // directory) go, even though the file itself is unchanged; a file
+        // that is simply gone (or renamed beside it) only vanishes.
+        let st = [
+            row("a", 1, 10, "h1"),
+            row("a/old", 2, 20, "h2"),
+            row("gone", 3, 30, "h3"),
+        ];
+        let (seen, t) = merge(vec![file("a", 1, 10), file("gone.txt", 3, 30)], &st);
+        assert_eq!(seen, ["replace a/old", "hash gone.txt"]);
+        assert_eq!(
+            t.vanished.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["gone"]
+        );
+
+        // A directory with its name prefixed is not under it.
+        let (seen, t) = merge(vec![dir("ab"), file("ab/c", 1, 10)], &[row("a", 1, 10, "h1")]);
+        assert_eq!(seen, ["hash ab/c"]);
+        assert_eq!(t.vanished.len(), 1);
+    }
+
+    #[test]
+    fn the_plan_deletes_replaced_objects_first_whether_or_not_delete_is_asked() {
+        let st = [row("f", 1, 10, "h1")];
+        let t = triage(vec![dir("f"), file("f/inner", 4, 40)], &st);
+        let plan = decide(t, &hashes(&[("f/inner", "h4")]), &st, false);
+        let replaces: Vec<String> = plan.replaces.iter().map(Action::describe).collect();
+        assert_eq!(replaces, ["delete f"]);
+        assert_eq!(describe(&plan), ["upload f/inner"]);
+    }
+
+    #[test]
+    fn overlapping_paths() {
+        assert!(overlaps("a", "a") && overlaps("a/x", "a") && overlaps("a", "a/x"));
+        assert!(!overlaps("ab", "a") && !overlaps("a.txt", "a") && !overlaps("b/a", "a"));
     }
 
     #[test]

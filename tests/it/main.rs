@@ -34,6 +34,8 @@
 //! reached through a symlink takes one lock, and state-directory errors.
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
+//! `typechange` checks backups of paths whose type changed (symlink, file
+//! and directory swapped at one path) on the local store, S3 and moto.
 
 mod common;
 mod proxy;
@@ -62,4 +64,5 @@ mod security;
 mod server_selftest;
 mod sets;
 mod shell;
+mod typechange;
 mod versioned;

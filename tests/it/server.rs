@@ -25,7 +25,11 @@
 //!   kill the binary there) without sleeping;
 //! - [`S3Server::hold_replies`] carries out requests on matching keys but
 //!   holds their replies back until [`S3Server::release_replies`], so a test
-//!   can kill a client after the server acted and before it heard so.
+//!   can kill a client after the server acted and before it heard so;
+//! - a DeleteObject removes the directories s3s-fs made for the key's
+//!   "folders" once they are empty, before it answers: S3 has no folders,
+//!   so once `a/x` is deleted a key `a` can be written, as on S3 (s3s-fs
+//!   alone would keep an empty directory `a` and refuse it).
 //!
 //! The policy hooks live in an `s3s::access::S3Access` implementation, which
 //! s3s calls after the signature check and route resolution; that is also
@@ -106,6 +110,8 @@ struct Shared {
     released: tokio::sync::Notify,
     /// Extra (key, size) entries that listings of a bucket show.
     listed: Mutex<HashMap<String, Vec<(String, u64)>>>,
+    /// The directory s3s-fs keeps its buckets in.
+    root: PathBuf,
 }
 
 impl Shared {
@@ -259,6 +265,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                     .collect(),
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
+            let deleted = (entry.op == "DeleteObject")
+                .then(|| entry.bucket.clone().zip(entry.key.clone()))
+                .flatten();
             let list_query = entry.query.clone();
             let reply_key = entry.key.clone();
             this.shared.log.lock().unwrap().push((id, entry));
@@ -274,6 +283,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
             let req = hyper::Request::from_parts(parts, Body::from(bytes));
             let mut resp = this.inner.call(req).await?;
             let status = resp.status().as_u16();
+            if let Some((bucket, key)) = deleted.filter(|_| status < 300) {
+                prune_empty_folders(&this.shared.root.join(bucket), &key);
+            }
             this.shared.update(id, |r| r.status = status);
             loop {
                 // Created before the check, so a release in between is not missed.
@@ -324,7 +336,10 @@ impl S3Server {
             .prefix("s3server-")
             .tempdir()
             .expect("create server root");
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            root: root.path().to_path_buf(),
+            ..Shared::default()
+        });
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
@@ -589,6 +604,18 @@ impl Drop for S3Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Removes the now empty directories of `key`'s "folders" under
+/// `bucket_dir`, deepest first, stopping at the first that is not empty.
+fn prune_empty_folders(bucket_dir: &Path, key: &str) {
+    let mut dir = Path::new(key).parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        if std::fs::remove_dir(bucket_dir.join(d)).is_err() {
+            break;
+        }
+        dir = d.parent();
     }
 }
 
