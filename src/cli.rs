@@ -525,7 +525,9 @@ pub struct S3Args {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     if t.starts_with('-') && t[1..].starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("'{text}' is negative: give a size such as 64MiB, 500K or 1048576"));
+        return Err(format!(
+            "'{text}' is negative: give a size such as 64MiB, 500K or 1048576"
+        ));
     }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -658,7 +660,9 @@ fn parse_keep_last(text: &str) -> Result<usize, String> {
 /// `1y`); a negative one is named as such.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     if text.trim().starts_with('-') {
-        return Err(format!("'{text}' is negative: give a duration such as 30d, 12h or 1y"));
+        return Err(format!(
+            "'{text}' is negative: give a duration such as 30d, 12h or 1y"
+        ));
     }
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
@@ -694,7 +698,8 @@ pub fn parse_name(text: &str) -> Result<String, String> {
 pub fn parse_snapshot_id(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err(
-            "empty snapshot name: give an ID from 's3backup snapshots', a unique prefix of one, or 'latest'".into(),
+            "empty snapshot name: give an ID from 's3backup snapshots', a unique prefix of one, or 'latest'"
+                .into(),
         );
     }
     Ok(text.to_string())
@@ -721,7 +726,10 @@ pub fn parse_state_glob(text: &str) -> Result<String, String> {
             j += 1;
         }
         j += 1;
-        match chars.get(j..).and_then(|rest| rest.iter().position(|&c| c == ']')) {
+        match chars
+            .get(j..)
+            .and_then(|rest| rest.iter().position(|&c| c == ']'))
+        {
             Some(at) => i = j + at + 1,
             None => {
                 return Err(format!(

@@ -256,13 +256,20 @@ mod tests {
         assert!(err.to_string().contains("--exclude pattern 'a[z-a]'"), "{err}");
         for bad in ["a[", "[!", "x/[abc"] {
             let err = Filters::new(&[], &[bad.into()], &[]).unwrap_err();
-            assert!(err.to_string().contains(&format!("--include pattern '{bad}'")), "{err}");
+            assert!(
+                err.to_string().contains(&format!("--include pattern '{bad}'")),
+                "{err}"
+            );
         }
         std::fs::write(&list, "ok\nb[\n").unwrap();
         let err = Filters::new(&[], &[], std::slice::from_ref(&list)).unwrap_err();
         assert!(err.to_string().contains("--exclude-from pattern 'b['"), "{err}");
         let fl = f(&["\\[x"], &[]);
-        assert_eq!(fl.verdict("[x", false), Verdict::Excluded, "an escaped '[' is a literal");
+        assert_eq!(
+            fl.verdict("[x", false),
+            Verdict::Excluded,
+            "an escaped '[' is a literal"
+        );
     }
 
     #[test]

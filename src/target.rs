@@ -98,7 +98,9 @@ impl FromStr for Target {
             if !rest.starts_with('/') {
                 return Err(TargetError::new(
                     text,
-                    format!("a file:// URL takes an absolute path: file:///path, or a plain '/path' or './{rest}'"),
+                    format!(
+                        "a file:// URL takes an absolute path: file:///path, or a plain '/path' or './{rest}'"
+                    ),
                 ));
             }
             return local(rest);
@@ -123,7 +125,9 @@ impl FromStr for Target {
             if prefix.starts_with(':') {
                 return Err(TargetError::new(
                     text,
-                    format!("prefix '{prefix}' starts with ':' (bucket and prefix are separated by exactly '::')"),
+                    format!(
+                        "prefix '{prefix}' starts with ':' (bucket and prefix are separated by exactly '::')"
+                    ),
                 ));
             }
             // The seed's form tolerates one leading '/': `bucket::/docs`.
@@ -161,7 +165,9 @@ fn s3(text: &str, bucket: &str, prefix: &str) -> Result<Target, TargetError> {
     let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
     if !prefix.is_empty() {
         let segments: Vec<&str> = prefix.split('/').collect();
-        if segments.iter().any(|seg| seg.is_empty() || *seg == ".." || *seg == ".")
+        if segments
+            .iter()
+            .any(|seg| seg.is_empty() || *seg == ".." || *seg == ".")
             || prefix.contains('\\')
             || prefix.contains('\0')
         {
@@ -305,7 +311,14 @@ mod tests {
 
     #[test]
     fn bucket_names_follow_s3_rules() {
-        for ok in ["abc", "my-bucket.2", "1230128380123", &"a".repeat(63), "ap--ol-s3", "b--use1-az4--x-s3"] {
+        for ok in [
+            "abc",
+            "my-bucket.2",
+            "1230128380123",
+            &"a".repeat(63),
+            "ap--ol-s3",
+            "b--use1-az4--x-s3",
+        ] {
             assert!(ok.parse::<Target>().is_err(), "a bare name is no target");
             assert_eq!(format!("{ok}::p").parse(), Ok(s3t(ok, "p")), "{ok}");
         }
@@ -321,7 +334,10 @@ mod tests {
             ("b\u{e9}b", "contains '\u{e9}'"),
         ] {
             let err = format!("s3://{bad}/x").parse::<Target>().unwrap_err().to_string();
-            assert!(err.contains(&format!("'{bad}' is not a valid bucket name")), "{err}");
+            assert!(
+                err.contains(&format!("'{bad}' is not a valid bucket name")),
+                "{err}"
+            );
             assert!(err.contains(rule), "{bad}: {err}");
         }
     }

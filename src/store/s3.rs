@@ -490,7 +490,13 @@ impl S3Store {
     async fn head_bucket_bounded(
         &self,
     ) -> (
-        Result<(), SdkError<aws_sdk_s3::operation::head_bucket::HeadBucketError, aws_sdk_s3::config::http::HttpResponse>>,
+        Result<
+            (),
+            SdkError<
+                aws_sdk_s3::operation::head_bucket::HeadBucketError,
+                aws_sdk_s3::config::http::HttpResponse,
+            >,
+        >,
         String,
     ) {
         let plan = FirstContact::new(self.timeouts);
@@ -540,7 +546,9 @@ impl S3Store {
                 Err(SdkError::ServiceError(e)) => {
                     matches!(e.raw().status().as_u16(), 408 | 429 | 500..=599)
                 }
-                Err(SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)) => true,
+                Err(
+                    SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
+                ) => true,
                 Err(_) => false,
             };
             let pause = FirstContact::pause(attempt + 1);

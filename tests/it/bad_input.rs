@@ -871,7 +871,15 @@ fn exclude_from_file_with_an_unclosed_bracket() {
     std::fs::write(&list, "*.tmp\nb[\n").unwrap();
     let r = go(
         &env,
-        ["backup", s(&env.src), s(&store), "--state", s(&env.state), "--exclude-from", s(&list)],
+        [
+            "backup",
+            s(&env.src),
+            s(&store),
+            "--state",
+            s(&env.state),
+            "--exclude-from",
+            s(&list),
+        ],
     );
     bad(&r, 1, &["--exclude-from pattern 'b['", "unclosed"]);
     assert!(!store.exists(), "store created");
@@ -929,7 +937,10 @@ fn part_size_negative() {
 #[test]
 fn multipart_threshold_zero() {
     let (env, store) = local_env();
-    let r = go(&env, ["backup", s(&env.src), s(&store), "--multipart-threshold", "0"]);
+    let r = go(
+        &env,
+        ["backup", s(&env.src), s(&store), "--multipart-threshold", "0"],
+    );
     bad(&r, 2, &["'0'", "--multipart-threshold", "5MiB to 5GiB"]);
     assert!(!store.exists(), "store created");
 }
@@ -1053,7 +1064,16 @@ fn endpoint_that_never_answers() {
         ],
     );
     let took = started.elapsed();
-    bad(&r, 1, &["checking bucket 'bkt'", &endpoint, "3 attempts in ", "1 s to answer"]);
+    bad(
+        &r,
+        1,
+        &[
+            "checking bucket 'bkt'",
+            &endpoint,
+            "3 attempts in ",
+            "1 s to answer",
+        ],
+    );
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
 }
