@@ -94,23 +94,19 @@ impl FromStr for Target {
             if rest.is_empty() {
                 return Err(TargetError::new(text, "no directory after file://"));
             }
-            // file://HOST/path names a host; file://relative is not a path.
-            if !rest.starts_with('/') {
+            // file://HOST/path names a host, so file://relative is no path;
+            // file://./x (how a relative store displays) is unambiguous.
+            if !(is_explicit_path(rest)) {
                 return Err(TargetError::new(
                     text,
                     format!(
-                        "a file:// URL takes an absolute path: file:///path, or a plain '/path' or './{rest}'"
+                        "a file:// URL takes an absolute path, file:///path (or file://./path), or give a plain './{rest}'"
                     ),
                 ));
             }
             return local(rest);
         }
-        if text.starts_with('/')
-            || text.starts_with("./")
-            || text.starts_with("../")
-            || text == "."
-            || text == ".."
-        {
+        if is_explicit_path(text) {
             return local(text);
         }
         if text == "~" || text.starts_with("~/") {
@@ -141,6 +137,11 @@ impl FromStr for Target {
             "not a bucket::prefix, an s3:// URL or a local path",
         ))
     }
+}
+
+/// Whether `text` is unmistakably a path: absolute, or starting with `.`/`..`.
+fn is_explicit_path(text: &str) -> bool {
+    text.starts_with('/') || text.starts_with("./") || text.starts_with("../") || text == "." || text == ".."
 }
 
 fn local(path: &str) -> Result<Target, TargetError> {
@@ -270,7 +271,14 @@ mod tests {
 
     #[test]
     fn parses_local_forms() {
-        for t in ["/tmp/x", "./x", "../x", "file:///tmp/x"] {
+        for t in [
+            "/tmp/x",
+            "./x",
+            "../x",
+            "file:///tmp/x",
+            "file://./x",
+            "file://../x",
+        ] {
             assert!(matches!(t.parse::<Target>(), Ok(Target::Local { .. })), "{t}");
         }
         let Ok(Target::Local { root }) = "file:///srv/b".parse::<Target>() else {
