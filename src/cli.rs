@@ -187,7 +187,7 @@ pub struct RestoreArgs {
     /// Only these files or directories (paths relative to the backup root).
     pub paths: Vec<String>,
     /// Snapshot to restore: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
-    #[arg(long, value_name = "ID", conflicts_with = "from_listing")]
+    #[arg(long, value_name = "ID", conflicts_with = "from_listing", value_parser = parse_snapshot_id)]
     pub snapshot: Option<String>,
     /// Restore whatever the bucket holds under the prefix now, ignoring manifests.
     #[arg(long)]
@@ -205,7 +205,7 @@ pub struct RestoreArgs {
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// Limit the bytes received to RATE per second (e.g. 2MiB, 500K), paced as they come, shared by all downloads.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_size, allow_hyphen_values = true)]
     pub max_bandwidth: Option<u64>,
     /// Which paths to bring back.
     #[command(flatten)]
@@ -308,13 +308,13 @@ pub struct ForgetArgs {
     /// Where the backup is.
     pub target: Target,
     /// Snapshots to remove by ID (or unique prefix), damaged or not; never the newest readable one.
-    #[arg(value_name = "ID")]
+    #[arg(value_name = "ID", value_parser = parse_snapshot_id)]
     pub ids: Vec<String>,
     /// Keep the newest N snapshots.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_keep_last, allow_negative_numbers = true)]
     pub keep_last: Option<usize>,
     /// Keep snapshots younger than this (e.g. 30d, 12h, 1y).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub keep_within: Option<std::time::Duration>,
     /// Print what would be removed; remove nothing.
     #[arg(short = 'n', long)]
@@ -333,7 +333,7 @@ pub struct VerifyArgs {
     /// Where the backup is.
     pub target: Target,
     /// Snapshot to check (default: latest).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]
     pub snapshot: Option<String>,
     /// Also download every file and check its blake3.
     #[arg(long)]
@@ -371,9 +371,10 @@ Examples:
   s3backup state files --set 2 --json")]
     Files {
         /// Only this set (an ID from 'state sets').
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
         set: Option<i64>,
-        /// Glob on the relative path ('*' also matches '/').
+        /// Glob on the relative path ('*' also matches '/'; '[abc]' a class, '\[' is no escape: use '[[]').
+        #[arg(value_parser = parse_state_glob)]
         pattern: Option<String>,
         /// JSON lines on stdout, one object per file.
         #[arg(long)]
@@ -388,7 +389,7 @@ Examples:
         /// Relative path, as backed up.
         path: String,
         /// Only this set.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
         set: Option<i64>,
         /// JSON array on stdout.
         #[arg(long)]
@@ -402,10 +403,10 @@ Examples:
   s3backup state runs --json")]
     Runs {
         /// Only this set.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
         set: Option<i64>,
-        /// How many runs.
-        #[arg(long, default_value_t = 20)]
+        /// How many runs (1 or more).
+        #[arg(long, default_value_t = 20, value_parser = parse_limit, allow_negative_numbers = true)]
         limit: u32,
         /// JSON array on stdout.
         #[arg(long)]
@@ -451,7 +452,7 @@ pub struct BackupArgs {
     #[arg(required_unless_present = "set")]
     pub target: Option<Target>,
     /// Name this set and remember its options (with SOURCE and TARGET), or run the set saved under NAME (without them).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub set: Option<String>,
     /// Delete remote files whose local file was deleted (default: keep them).
     #[arg(long)]
@@ -472,7 +473,7 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub write: S3WriteArgs,
     /// Limit the bytes sent and received to RATE per second (e.g. 2MiB, 500K), paced as they go, shared by all transfers.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_size, allow_hyphen_values = true)]
     pub max_bandwidth: Option<u64>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
@@ -483,11 +484,11 @@ pub struct BackupArgs {
     /// Files and requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
-    /// Files larger than this are sent in parts (e.g. 64MiB; at least 5MiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    /// Files larger than this are sent in parts (e.g. 64MiB; 5MiB to 5GiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_threshold, value_name = "SIZE", allow_hyphen_values = true)]
     pub multipart_threshold: u64,
     /// Size of each part of a multipart upload (5MiB to 5GiB; raised automatically past 10,000 parts).
-    #[arg(long, default_value = "16MiB", value_parser = parse_part_size, value_name = "SIZE")]
+    #[arg(long, default_value = "16MiB", value_parser = parse_part_size, value_name = "SIZE", allow_hyphen_values = true)]
     pub part_size: u64,
     /// S3 connection settings.
     #[command(flatten)]
@@ -499,7 +500,7 @@ pub struct BackupArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct S3Args {
     /// Named profile from ~/.aws/config and ~/.aws/credentials.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub profile: Option<String>,
     /// Region (default: from the profile or AWS_REGION, else us-east-1).
     #[arg(long, value_name = "REGION", value_parser = parse_region)]
@@ -510,17 +511,24 @@ pub struct S3Args {
     /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
     #[arg(long)]
     pub path_style: bool,
-    /// Seconds to wait for a connection to the endpoint.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// Seconds to wait for a connection to the endpoint (1 to 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub connect_timeout: u64,
-    /// Seconds without data from the server before a request is abandoned and retried.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    /// Seconds from the start of sending a request (an upload's body included) until the server's answer begins; then the attempt is abandoned and retried (1 to 86400). Paced uploads (--max-bandwidth) get the time their bytes need on top; the bucket check, the first request, waits at most 15 s, 30 s in all with its retries.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub read_timeout: u64,
 }
 
-/// Parses sizes like `5MiB`, `8M`, `1G`, `1048576` (K, M, G, T are powers of 1024).
+/// Parses sizes like `5MiB`, `8M`, `1G`, `1048576` (K, M, G, T are powers
+/// of 1024), in bytes. A negative one (`-5`, which clap is told to pass on
+/// rather than take for a flag) is refused as such.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
+    if t.starts_with('-') && t[1..].starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "'{text}' is negative: give a size such as 64MiB, 500K or 1048576"
+        ));
+    }
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits
@@ -598,6 +606,141 @@ pub fn parse_region(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// `--multipart-threshold`: a size within S3's part limits (5MiB to 5GiB),
+/// since no object above 5GiB can be sent whole and parts below 5MiB are
+/// refused. The engine used to raise or lower other values without a word.
+fn parse_threshold(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_SINGLE_OBJECT).contains(&n) {
+        return Err(format!(
+            "multipart threshold '{text}' is outside 5MiB to 5GiB (S3's smallest part and largest single upload)"
+        ));
+    }
+    Ok(n)
+}
+
+/// A whole number, 0 or more, for the options that count or time things.
+/// Negative ones (which clap passes on for these options instead of taking
+/// them for flags) are named as such rather than as "unexpected argument".
+fn parse_whole(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix('-')
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("'{text}' is negative"));
+    }
+    t.parse::<u64>()
+        .map_err(|e| format!("'{text}' is not a whole number ({e})"))
+}
+
+/// The longest `--connect-timeout` and `--read-timeout`: a day. Nothing
+/// useful waits longer, and sums of timeouts then cannot overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// `--connect-timeout` and `--read-timeout`, in seconds: 1 to
+/// [`MAX_TIMEOUT_SECS`]. 0 used to be replaced by the default without a word.
+pub fn parse_timeout(text: &str) -> Result<u64, String> {
+    match parse_whole(text)? {
+        0 => Err("a timeout of 0 seconds would never let a request finish: give 1 or more".into()),
+        n if n > MAX_TIMEOUT_SECS => Err(format!(
+            "'{text}' seconds is more than a day ({MAX_TIMEOUT_SECS})"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `forget --keep-last N`: 0 or more (0 keeps only the newest, which is never removed).
+fn parse_keep_last(text: &str) -> Result<usize, String> {
+    let n = parse_whole(text)?;
+    usize::try_from(n).map_err(|_| format!("'{text}' is too large"))
+}
+
+/// `forget --keep-within`: a duration as humantime reads it (`30d`, `12h`,
+/// `1y`); a negative one is named as such.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim().starts_with('-') {
+        return Err(format!(
+            "'{text}' is negative: give a duration such as 30d, 12h or 1y"
+        ));
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `state … --set ID`: a set ID from 'state sets', which are 1 or more.
+fn parse_set_id(text: &str) -> Result<i64, String> {
+    match parse_whole(text)? {
+        0 => Err("set IDs start at 1 (see 's3backup state sets')".into()),
+        n => i64::try_from(n).map_err(|_| format!("'{text}' is too large")),
+    }
+}
+
+/// `state runs --limit N`: 1 or more (0 would print nothing and say nothing).
+fn parse_limit(text: &str) -> Result<u32, String> {
+    match parse_whole(text)? {
+        0 => Err("a limit of 0 would show no runs: give 1 or more".into()),
+        n => u32::try_from(n).map_err(|_| format!("'{text}' is too large")),
+    }
+}
+
+/// A `--set` or `--profile` name: not empty or blank (an empty profile
+/// name would quietly mean none, an empty set name a set no one can name).
+pub fn parse_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty name".into());
+    }
+    Ok(text.to_string())
+}
+
+/// A snapshot ID as typed: not empty. An empty one is a prefix of every
+/// ID, so it would be reported as "ambiguous" (or, with one snapshot,
+/// quietly pick it).
+pub fn parse_snapshot_id(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "empty snapshot name: give an ID from 's3backup snapshots', a unique prefix of one, or 'latest'"
+                .into(),
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// The PATTERN of `state files`: an SQLite `GLOB` (`*`, `?`, `[...]`,
+/// `[^...]`; see <https://sqlite.org/lang_expr.html#like>). SQLite reads a
+/// `[` without its `]` as a class that never matches, so such a pattern
+/// would list nothing and say nothing; it is refused, as is an empty one.
+pub fn parse_state_glob(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("empty pattern: give a glob such as 'docs/*.pdf'".into());
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '[' {
+            i += 1;
+            continue;
+        }
+        // A ']' right after '[' or '[^' is a member of the class, not its end.
+        let mut j = i + 1;
+        if chars.get(j) == Some(&'^') {
+            j += 1;
+        }
+        j += 1;
+        match chars
+            .get(j..)
+            .and_then(|rest| rest.iter().position(|&c| c == ']'))
+        {
+            Some(at) => i = j + at + 1,
+            None => {
+                return Err(format!(
+                    "'{text}' has a '[' that is never closed (a literal '[' is written '[[]')"
+                ));
+            }
+        }
+    }
+    Ok(text.to_string())
+}
+
 fn parse_part_size(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_PART_SIZE).contains(&n) {
@@ -650,6 +793,32 @@ mod tests {
         assert!(parse_region("garage").is_ok());
         for bad in ["", "eu west 1", "us-east-1\n"] {
             assert!(parse_region(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_names_and_patterns_are_checked() {
+        assert!(parse_size("-5").unwrap_err().contains("negative"));
+        assert!(parse_size("--json").unwrap_err().contains("not a size"));
+        assert!(parse_threshold("0").is_err());
+        assert!(parse_threshold("6GiB").is_err());
+        assert_eq!(parse_threshold("5MiB"), Ok(5 << 20));
+        assert!(parse_timeout("0").unwrap_err().contains("0 seconds"));
+        assert!(parse_timeout("-3").unwrap_err().contains("negative"));
+        assert!(parse_timeout("86401").unwrap_err().contains("more than a day"));
+        assert_eq!(parse_timeout("86400"), Ok(86_400));
+        assert_eq!(parse_keep_last("0"), Ok(0));
+        assert!(parse_keep_last("-1").unwrap_err().contains("negative"));
+        assert!(parse_duration("-1d").unwrap_err().contains("negative"));
+        assert!(parse_set_id("0").is_err() && parse_set_id("-2").is_err());
+        assert!(parse_limit("0").is_err());
+        assert!(parse_snapshot_id("").unwrap_err().contains("empty snapshot name"));
+        assert!(parse_name(" ").is_err());
+        for ok in ["docs/*.pdf", "[]]x", "[^]]", "a[[]b", "[a-z]?"] {
+            assert_eq!(parse_state_glob(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "a[", "[]", "[^]", "x[ab"] {
+            assert!(parse_state_glob(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -120,12 +120,18 @@ impl Filters {
     }
 }
 
-/// One gitignore matcher over all `patterns` (each a line of gitignore syntax).
+/// One gitignore matcher over all `patterns` (each a line of gitignore
+/// syntax). Unlike in ignore files, where git reads an unclosed `[` as a
+/// literal `[` (and [`ignore_file`] does too), a pattern typed as an option
+/// with an unclosed `[` (`--exclude 'a['`) is refused: on a command line it
+/// is far more likely a mistake than a wish to match a `[`, which `\[`
+/// says plainly.
 fn matcher(patterns: &[(&'static str, String)]) -> Result<Option<Gitignore>, FilterError> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut b = GitignoreBuilder::new("");
+    b.allow_unclosed_class(false);
     for (flag, p) in patterns {
         b.add_line(None, p).map_err(|e| FilterError::Pattern {
             flag,
@@ -248,6 +254,22 @@ mod tests {
         assert!(err.to_string().contains("missing"), "{err}");
         let err = Filters::new(&["a[z-a]".into()], &[], &[]).unwrap_err();
         assert!(err.to_string().contains("--exclude pattern 'a[z-a]'"), "{err}");
+        for bad in ["a[", "[!", "x/[abc"] {
+            let err = Filters::new(&[], &[bad.into()], &[]).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("--include pattern '{bad}'")),
+                "{err}"
+            );
+        }
+        std::fs::write(&list, "ok\nb[\n").unwrap();
+        let err = Filters::new(&[], &[], std::slice::from_ref(&list)).unwrap_err();
+        assert!(err.to_string().contains("--exclude-from pattern 'b['"), "{err}");
+        let fl = f(&["\\[x"], &[]);
+        assert_eq!(
+            fl.verdict("[x", false),
+            Verdict::Excluded,
+            "an escaped '[' is a literal"
+        );
     }
 
     #[test]

@@ -94,14 +94,19 @@ impl FromStr for Target {
             if rest.is_empty() {
                 return Err(TargetError::new(text, "no directory after file://"));
             }
+            // file://HOST/path names a host, so file://relative is no path;
+            // file://./x (how a relative store displays) is unambiguous.
+            if !(is_explicit_path(rest)) {
+                return Err(TargetError::new(
+                    text,
+                    format!(
+                        "a file:// URL takes an absolute path, file:///path (or file://./path), or give a plain './{rest}'"
+                    ),
+                ));
+            }
             return local(rest);
         }
-        if text.starts_with('/')
-            || text.starts_with("./")
-            || text.starts_with("../")
-            || text == "."
-            || text == ".."
-        {
+        if is_explicit_path(text) {
             return local(text);
         }
         if text == "~" || text.starts_with("~/") {
@@ -113,7 +118,16 @@ impl FromStr for Target {
             });
         }
         if let Some((bucket, prefix)) = text.split_once("::") {
-            return s3(text, bucket, prefix);
+            if prefix.starts_with(':') {
+                return Err(TargetError::new(
+                    text,
+                    format!(
+                        "prefix '{prefix}' starts with ':' (bucket and prefix are separated by exactly '::')"
+                    ),
+                ));
+            }
+            // The seed's form tolerates one leading '/': `bucket::/docs`.
+            return s3(text, bucket, prefix.strip_prefix('/').unwrap_or(prefix));
         }
         if text.contains("://") {
             return Err(TargetError::new(text, "unsupported scheme"));
@@ -125,24 +139,52 @@ impl FromStr for Target {
     }
 }
 
+/// Whether `text` is unmistakably a path: absolute, or starting with `.`/`..`.
+fn is_explicit_path(text: &str) -> bool {
+    text.starts_with('/') || text.starts_with("./") || text.starts_with("../") || text == "." || text == ".."
+}
+
 fn local(path: &str) -> Result<Target, TargetError> {
     Ok(Target::Local {
         root: PathBuf::from(path),
     })
 }
 
+/// The directory under every target prefix that holds the tool's own
+/// objects (manifests, spare copies): no target may be it or lie under it.
+pub const OWN_AREA: &str = ".s3backup";
+
+/// An S3 target from its bucket and the prefix as typed after the bucket's
+/// separator. One trailing `/` is dropped (the seed's own example is
+/// `restore 1230128380123::linkedin/ …`); an empty segment anywhere else
+/// (`s3://bkt//x`, `bkt::a//b`, `bkt::a//`) is refused rather than
+/// quietly collapsed, as are `.`/`..` segments, backslashes, NUL, and a
+/// segment named [`OWN_AREA`], which would mix a backup with the tool's
+/// own objects of a backup one level up.
 fn s3(text: &str, bucket: &str, prefix: &str) -> Result<Target, TargetError> {
     validate_bucket(text, bucket)?;
-    let prefix = prefix.trim_matches('/');
-    if prefix.split('/').any(|seg| seg == ".." || seg == ".")
-        || prefix.contains("//")
-        || prefix.contains('\\')
-        || prefix.contains('\0')
-    {
-        return Err(TargetError::new(
-            text,
-            format!("prefix '{prefix}' has an empty, '.' or '..' segment, a backslash or NUL"),
-        ));
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    if !prefix.is_empty() {
+        let segments: Vec<&str> = prefix.split('/').collect();
+        if segments
+            .iter()
+            .any(|seg| seg.is_empty() || *seg == ".." || *seg == ".")
+            || prefix.contains('\\')
+            || prefix.contains('\0')
+        {
+            return Err(TargetError::new(
+                text,
+                format!("prefix '{prefix}' has an empty, '.' or '..' segment, a backslash or NUL"),
+            ));
+        }
+        if segments.contains(&OWN_AREA) {
+            return Err(TargetError::new(
+                text,
+                format!(
+                    "prefix '{prefix}' is or lies under '{OWN_AREA}', the area s3backup keeps its manifests in: choose another prefix"
+                ),
+            ));
+        }
     }
     Ok(Target::S3 {
         bucket: bucket.to_string(),
@@ -150,29 +192,54 @@ fn s3(text: &str, bucket: &str, prefix: &str) -> Result<Target, TargetError> {
     })
 }
 
-/// Checks the bucket naming rules S3 enforces, so a typo fails here and not
-/// as an obscure server error.
+/// Checks a bucket name against S3's naming rules for general purpose
+/// buckets, so a typo fails here, naming the rule, and not as a bare
+/// `HTTP 400` (a HEAD answer has no body to explain it). The rules, from
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html>:
+/// 3 to 63 characters; only lowercase letters, digits, `.` and `-`;
+/// beginning and ending with a letter or digit; no two adjacent periods;
+/// not formatted as an IPv4 address.
+///
+/// Uppercase letters and `_` are refused although S3 kept some buckets so
+/// named, created in us-east-1 before March 2018: such names cannot be
+/// created any more, cannot be reached with virtual-hosted addressing (they
+/// are not DNS names), and MinIO, Ceph RGW (by default) and R2 refuse them
+/// too, so a `my_bucket` here is far more likely a typo than one of those.
+/// S3's reserved prefixes and suffixes (`xn--`, `-s3alias`, `--x-s3`, …)
+/// are not checked: names with them are access-point aliases and directory
+/// buckets, which the S3 API takes where a bucket name goes.
 fn validate_bucket(text: &str, bucket: &str) -> Result<(), TargetError> {
     if bucket.is_empty() {
         return Err(TargetError::new(text, "no bucket name"));
     }
-    let ok_chars = bucket
+    let length = bucket.chars().count();
+    let broken = if !(3..=63).contains(&length) {
+        format!("it has {length} characters, not 3 to 63")
+    } else if let Some(c) = bucket
         .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_');
-    let ok_ends = bucket
-        .chars()
-        .next()
-        .zip(bucket.chars().last())
-        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
-    if !(3..=63).contains(&bucket.len()) || !ok_chars || !ok_ends || bucket.contains("..") {
-        return Err(TargetError::new(
-            text,
-            format!(
-                "'{bucket}' is not a valid bucket name (3-63 characters: lowercase letters, digits, '-', '.')"
-            ),
-        ));
-    }
-    Ok(())
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        match c {
+            'A'..='Z' => "it has an uppercase letter".to_string(),
+            _ => format!("it contains {c:?}"),
+        }
+    } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "it does not begin and end with a letter or digit".to_string()
+    } else if bucket.contains("..") {
+        "it has two adjacent periods".to_string()
+    } else if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        "it is formatted as an IP address".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(TargetError::new(
+        text,
+        format!(
+            "'{bucket}' is not a valid bucket name: {broken} (S3 bucket names are 3-63 lowercase letters, digits, '.' and '-', beginning and ending with a letter or digit)"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -204,7 +271,14 @@ mod tests {
 
     #[test]
     fn parses_local_forms() {
-        for t in ["/tmp/x", "./x", "../x", "file:///tmp/x"] {
+        for t in [
+            "/tmp/x",
+            "./x",
+            "../x",
+            "file:///tmp/x",
+            "file://./x",
+            "file://../x",
+        ] {
             assert!(matches!(t.parse::<Target>(), Ok(Target::Local { .. })), "{t}");
         }
         let Ok(Target::Local { root }) = "file:///srv/b".parse::<Target>() else {
@@ -227,10 +301,62 @@ mod tests {
             "bucket::a/../b",
             "bucket::a//b",
             "file://",
+            // Issue 12: empty segments, ':x', relative file URLs, the tool's own area.
+            "s3://bkt//x",
+            "s3://bkt/x//",
+            "bkt::a//",
+            "bkt:::x",
+            "file://relative",
+            "file://host/x",
+            "bkt::.s3backup",
+            "s3://bkt/.s3backup/manifests",
+            "bkt::docs/.s3backup/x",
         ] {
             let err = t.parse::<Target>().expect_err(t);
             assert!(err.to_string().contains("bucket::prefix"), "{err}");
         }
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        for ok in [
+            "abc",
+            "my-bucket.2",
+            "1230128380123",
+            &"a".repeat(63),
+            "ap--ol-s3",
+            "b--use1-az4--x-s3",
+        ] {
+            assert!(ok.parse::<Target>().is_err(), "a bare name is no target");
+            assert_eq!(format!("{ok}::p").parse(), Ok(s3t(ok, "p")), "{ok}");
+        }
+        for (bad, rule) in [
+            ("my_bucket", "contains '_'"),
+            ("MyBucket", "uppercase"),
+            ("ab", "2 characters"),
+            (&"a".repeat(64), "64 characters"),
+            ("-bkt", "begin and end"),
+            ("bkt.", "begin and end"),
+            ("b..b", "adjacent periods"),
+            ("192.168.5.4", "IP address"),
+            ("b\u{e9}b", "contains '\u{e9}'"),
+        ] {
+            let err = format!("s3://{bad}/x").parse::<Target>().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("'{bad}' is not a valid bucket name")),
+                "{err}"
+            );
+            assert!(err.contains(rule), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_trailing_slash_is_dropped_and_one_leading_slash_after_colons() {
+        assert_eq!("s3://bkt/x/".parse(), Ok(s3t("bkt", "x")));
+        assert_eq!("s3://bkt/".parse(), Ok(s3t("bkt", "")));
+        assert_eq!("bkt::/x".parse(), Ok(s3t("bkt", "x")));
+        assert_eq!("bkt::/".parse(), Ok(s3t("bkt", "")));
+        assert_eq!("s3://bkt/a.s3backup/x".parse(), Ok(s3t("bkt", "a.s3backup/x")));
     }
 
     #[test]

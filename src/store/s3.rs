@@ -308,6 +308,52 @@ impl S3Store {
     }
 }
 
+/// How long the first contact with a store (the bucket check of
+/// [`ObjectStore::prepare`]) may take: an endpoint that accepts connections
+/// and never answers would otherwise hold the run for the SDK's retries of
+/// the full `--read-timeout` (minutes) before the first word. Each attempt
+/// waits `--connect-timeout` for the connection and at most
+/// [`FIRST_ANSWER_MAX`] (or `--read-timeout`, if shorter) for the answer,
+/// since a HeadBucket answer is a few headers; there are at most
+/// [`FIRST_CONTACT_ATTEMPTS`], together within [`FIRST_CONTACT_MAX`]
+/// unless one attempt alone is configured to take longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FirstContact {
+    /// Wait for an answer to begin, per attempt.
+    answer: Duration,
+    /// Attempts at most.
+    attempts: u32,
+    /// Deadline for all attempts and the pauses between them.
+    total: Duration,
+}
+
+/// Longest wait for the bucket check's answer to begin, per attempt.
+const FIRST_ANSWER_MAX: Duration = Duration::from_secs(15);
+/// Most attempts at the bucket check.
+const FIRST_CONTACT_ATTEMPTS: u32 = 3;
+/// Bound on the whole bucket check, retries included (with the default timeouts).
+const FIRST_CONTACT_MAX: Duration = Duration::from_secs(30);
+
+impl FirstContact {
+    /// The bounds for the client's `(connect, read)` timeouts.
+    fn new((connect, read): (Duration, Duration)) -> Self {
+        let answer = read.min(FIRST_ANSWER_MAX);
+        let one = connect.saturating_add(answer);
+        Self {
+            answer,
+            attempts: FIRST_CONTACT_ATTEMPTS,
+            total: one
+                .saturating_mul(FIRST_CONTACT_ATTEMPTS)
+                .min(FIRST_CONTACT_MAX.max(one)),
+        }
+    }
+
+    /// The pause before attempt `n` (2, 3, …): 0.2 s, then 0.4 s.
+    fn pause(n: u32) -> Duration {
+        Duration::from_millis(200 << n.saturating_sub(2).min(4))
+    }
+}
+
 fn or_default(d: Duration, secs: u64) -> Duration {
     if d.is_zero() { Duration::from_secs(secs) } else { d }
 }
@@ -427,11 +473,100 @@ impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
+impl S3Store {
+    /// Where requests go, for messages: the endpoint, or S3 in the region.
+    fn where_to(&self) -> String {
+        match &self.endpoint {
+            Some(url) => format!("the endpoint {url}"),
+            None => format!("S3 in region '{}'", self.region),
+        }
+    }
+
+    /// HeadBucket within the [`FirstContact`] bounds: the SDK's own
+    /// retries are off for it, and transient failures (no connection, no
+    /// answer in time, 5xx, throttling) are tried again here, so that the
+    /// error can say what was tried. Returns the last attempt's result, and
+    /// a note on the attempts to add to a transient error.
+    async fn head_bucket_bounded(
+        &self,
+    ) -> (
+        Result<
+            (),
+            SdkError<
+                aws_sdk_s3::operation::head_bucket::HeadBucketError,
+                aws_sdk_s3::config::http::HttpResponse,
+            >,
+        >,
+        String,
+    ) {
+        let plan = FirstContact::new(self.timeouts);
+        let started = tokio::time::Instant::now();
+        let deadline = started + plan.total;
+        let config = aws_sdk_s3::config::Builder::default()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.timeouts.0)
+                    .read_timeout(plan.answer)
+                    .build(),
+            );
+        let mut attempt = 0;
+        let note = |attempt: u32| {
+            format!(
+                " ({attempt} attempt{} in {:.1} s, each allowed {} s to connect and {} s to answer)",
+                if attempt == 1 { "" } else { "s" },
+                started.elapsed().as_secs_f64(),
+                self.timeouts.0.as_secs(),
+                plan.answer.as_secs(),
+            )
+        };
+        loop {
+            attempt += 1;
+            let send = self
+                .client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .customize()
+                .config_override(config.clone())
+                .send();
+            let result = match tokio::time::timeout_at(deadline, send).await {
+                Ok(result) => result.map(|_| ()),
+                Err(_) => {
+                    return (
+                        Err(SdkError::timeout_error(format!(
+                            "no answer from {}",
+                            self.where_to()
+                        ))),
+                        note(attempt),
+                    );
+                }
+            };
+            let retry = match &result {
+                Ok(()) => false,
+                Err(SdkError::ServiceError(e)) => {
+                    matches!(e.raw().status().as_u16(), 408 | 429 | 500..=599)
+                }
+                Err(
+                    SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
+                ) => true,
+                Err(_) => false,
+            };
+            let pause = FirstContact::pause(attempt + 1);
+            if !retry || attempt >= plan.attempts || tokio::time::Instant::now() + pause >= deadline {
+                return (result, note(attempt));
+            }
+            tracing::debug!(attempt, bucket = self.bucket, "bucket check failed; trying again");
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(Prepared::Existing),
+        let (result, tried) = self.head_bucket_bounded().await;
+        match result {
+            Ok(()) => Ok(Prepared::Existing),
             Err(e) => {
                 // S3 names the bucket's region in its redirect; say it.
                 let home = e
@@ -465,11 +600,17 @@ impl ObjectStore for S3Store {
                             Some(url) => format!("cannot reach the endpoint {url}"),
                             None => format!("cannot reach S3 in region '{}'", self.region),
                         };
-                        Err(StoreError::Transient(text.replacen(
-                            "cannot reach the endpoint",
-                            &named,
-                            1,
-                        )))
+                        Err(StoreError::Transient(
+                            text.replacen("cannot reach the endpoint", &named, 1) + &tried,
+                        ))
+                    }
+                    StoreError::Transient(text) => {
+                        let to = self.where_to();
+                        Err(StoreError::Transient(if text.contains(&to) {
+                            text + &tried
+                        } else {
+                            format!("{text}: from {to}{tried}")
+                        }))
                     }
                     other => Err(other),
                 }
@@ -862,6 +1003,25 @@ mod tests {
         assert!(is_local_endpoint("http://[::1]:9000"));
         assert!(is_local_endpoint("https://10.0.0.5"));
         assert!(!is_local_endpoint("https://s3.example.com"));
+    }
+
+    #[test]
+    fn the_first_contact_is_bounded() {
+        let secs = Duration::from_secs;
+        // The defaults (10 s, 120 s): 15 s per answer, 30 s in all.
+        let plan = FirstContact::new((secs(10), secs(120)));
+        assert_eq!(plan.answer, secs(15));
+        assert_eq!(plan.total, secs(30));
+        assert!(plan.total < secs(60));
+        // Short timeouts: three whole attempts.
+        let plan = FirstContact::new((secs(1), secs(1)));
+        assert_eq!((plan.answer, plan.total, plan.attempts), (secs(1), secs(6), 3));
+        // The longest timeouts allowed: one attempt still fits, nothing overflows.
+        let day = secs(crate::cli::MAX_TIMEOUT_SECS);
+        let plan = FirstContact::new((day, day));
+        assert_eq!(plan.total, day + secs(15));
+        assert_eq!(FirstContact::pause(2), Duration::from_millis(200));
+        assert_eq!(FirstContact::pause(3), Duration::from_millis(400));
     }
 
     #[test]

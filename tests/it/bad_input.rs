@@ -799,3 +799,285 @@ fn bucket_in_another_region() {
     bad(&r, 1, &["'bkt'", "region", "--region eu-west-3"]);
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
 }
+
+// ------------------------------------- accepted, mis-coded or unclear (issue 12)
+
+#[test]
+fn bucket_name_with_an_underscore() {
+    let (server, env) = s3_env();
+    let r = go(&env, ["backup", s(&env.src), "s3://my_bucket/x"]);
+    bad(&r, 2, &["'my_bucket'", "not a valid bucket name", "'_'", "3-63"]);
+    assert!(server.requests().is_empty(), "the server was asked");
+}
+
+#[test]
+fn bucket_name_formatted_as_an_ip_address() {
+    let (server, env) = s3_env();
+    let r = go(&env, ["snapshots", "192.168.5.4::x"]);
+    bad(&r, 2, &["'192.168.5.4'", "IP address"]);
+    assert!(server.requests().is_empty(), "the server was asked");
+}
+
+#[test]
+fn target_with_an_empty_prefix_segment() {
+    let (server, env) = s3_env();
+    let r = go(&env, ["backup", s(&env.src), "s3://bkt//x"]);
+    bad(&r, 2, &["'s3://bkt//x'", "empty"]);
+    assert!(server.requests().is_empty(), "the server was asked");
+}
+
+#[test]
+fn target_with_three_colons() {
+    let (server, env) = s3_env();
+    let r = go(&env, ["backup", s(&env.src), "bkt:::x"]);
+    bad(&r, 2, &["'bkt:::x'", "':x'", "'::'"]);
+    assert!(server.requests().is_empty(), "the server was asked");
+}
+
+#[test]
+fn target_file_url_with_a_relative_path() {
+    let (env, _) = local_env();
+    let r = go(&env, ["backup", s(&env.src), "file://relative"]);
+    bad(&r, 2, &["'file://relative'", "absolute path", "file:///path"]);
+    assert!(!env.root().join("relative").exists(), "a store was created");
+}
+
+#[test]
+fn target_prefix_in_the_tools_own_area() {
+    let (server, env) = s3_backed_up();
+    for target in ["bkt::.s3backup/x", "s3://bkt/docs/.s3backup"] {
+        let r = go(&env, ["backup", s(&env.src), target]);
+        bad(&r, 2, &[&format!("'{target}'"), "'.s3backup'"]);
+    }
+    assert!(writes(&server).is_empty(), "{:?}", writes(&server));
+}
+
+#[test]
+fn exclude_with_an_unclosed_bracket() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--exclude", "a["]);
+    bad(&r, 2, &["'a['", "--exclude", "unclosed"]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn include_with_an_unclosed_bracket_on_restore() {
+    let (env, store, _) = local_backed_up();
+    let r = go(&env, ["restore", s(&store), "dest", "--include", "[!"]);
+    bad(&r, 2, &["'[!'", "--include", "unclosed"]);
+    assert!(!env.root().join("dest").exists(), "DEST created");
+}
+
+#[test]
+fn exclude_from_file_with_an_unclosed_bracket() {
+    let (env, store) = local_env();
+    let list = env.root().join("list");
+    std::fs::write(&list, "*.tmp\nb[\n").unwrap();
+    let r = go(
+        &env,
+        [
+            "backup",
+            s(&env.src),
+            s(&store),
+            "--state",
+            s(&env.state),
+            "--exclude-from",
+            s(&list),
+        ],
+    );
+    bad(&r, 1, &["--exclude-from pattern 'b['", "unclosed"]);
+    assert!(!store.exists(), "store created");
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+#[test]
+fn named_set_with_a_saved_unclosed_bracket() {
+    let (env, store) = local_env();
+    let saved = |args: &[&str]| {
+        let mut all = vec!["backup", "--state", s(&env.state), "--set", "docs"];
+        all.extend_from_slice(args);
+        go(&env, all)
+    };
+    saved(&[s(&env.src), s(&store)]).expect_code(0);
+    // A pattern saved by an s3backup that did not check it.
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    db.execute(
+        "UPDATE backup_sets SET options = json_set(options, '$.exclude', json_array('a[')) WHERE name = 'docs'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    env.write("b.txt", "b");
+    let r = saved(&[]);
+    bad(&r, 1, &["--exclude pattern 'a['", "unclosed"]);
+    assert_eq!(state_rows(&env.state).1, 1, "only a.txt recorded");
+}
+
+#[test]
+fn state_files_pattern_with_an_unclosed_bracket() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let r = go(&env, ["state", "files", "--state", s(&env.state), "a["]);
+    bad(&r, 2, &["'a['", "never closed", "'[[]'"]);
+}
+
+#[test]
+fn max_bandwidth_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--max-bandwidth", "-5"]);
+    bad(&r, 2, &["'-5'", "--max-bandwidth", "negative"]);
+    let r = go(&env, ["restore", s(&store), "dest", "--max-bandwidth", "-2MiB"]);
+    bad(&r, 2, &["'-2MiB'", "--max-bandwidth", "negative"]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn part_size_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--part-size", "-5MiB"]);
+    bad(&r, 2, &["'-5MiB'", "--part-size", "negative"]);
+}
+
+#[test]
+fn multipart_threshold_zero() {
+    let (env, store) = local_env();
+    let r = go(
+        &env,
+        ["backup", s(&env.src), s(&store), "--multipart-threshold", "0"],
+    );
+    bad(&r, 2, &["'0'", "--multipart-threshold", "5MiB to 5GiB"]);
+    assert!(!store.exists(), "store created");
+}
+
+#[test]
+fn connect_timeout_zero() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--connect-timeout", "0"]);
+    bad(&r, 2, &["'0'", "--connect-timeout", "0 seconds"]);
+}
+
+#[test]
+fn read_timeout_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["restore", s(&store), "dest", "--read-timeout", "-1"]);
+    bad(&r, 2, &["'-1'", "--read-timeout", "negative"]);
+}
+
+#[test]
+fn keep_last_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["snapshots", "forget", s(&store), "--keep-last", "-1"]);
+    bad(&r, 2, &["'-1'", "--keep-last", "negative"]);
+}
+
+#[test]
+fn keep_within_negative() {
+    let (env, store) = local_env();
+    let r = go(&env, ["snapshots", "forget", s(&store), "--keep-within", "-3d"]);
+    bad(&r, 2, &["'-3d'", "--keep-within", "negative"]);
+}
+
+#[test]
+fn state_runs_limit_zero_and_a_negative_set() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let r = go(&env, ["state", "runs", "--state", s(&env.state), "--limit", "0"]);
+    bad(&r, 2, &["'0'", "--limit"]);
+    let r = go(&env, ["state", "runs", "--state", s(&env.state), "--set", "-1"]);
+    bad(&r, 2, &["'-1'", "--set", "negative"]);
+}
+
+#[test]
+fn empty_snapshot_name() {
+    let (env, store, _) = local_backed_up();
+    env.write("b.txt", "b");
+    env.backup_ok(s(&store), &[]);
+    for args in [
+        vec!["restore", s(&store), "dest", "--snapshot", ""],
+        vec!["verify", s(&store), "--snapshot", ""],
+        vec!["snapshots", "forget", s(&store), ""],
+    ] {
+        let r = go(&env, &args);
+        bad(&r, 2, &["empty snapshot name"]);
+    }
+    assert!(!env.root().join("dest").exists(), "DEST created");
+}
+
+#[test]
+fn empty_set_and_profile_names() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--set", ""]);
+    bad(&r, 2, &["--set", "empty name"]);
+    let r = go(&env, ["snapshots", TARGET, "--profile", ""]);
+    bad(&r, 2, &["--profile", "empty name"]);
+    assert!(!store.exists(), "store created");
+}
+
+/// A TCP listener on 127.0.0.1 that accepts every connection and never
+/// answers (nor closes one). Returns its endpoint and a guard that stops it.
+fn silent_server() -> (String, impl Drop) {
+    struct Stop(Arc<AtomicBool>, String, Option<std::thread::JoinHandle<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            let _ = std::net::TcpStream::connect(&self.1);
+            if let Some(t) = self.2.take() {
+                let _ = t.join();
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            held.extend(conn.ok());
+        }
+    });
+    (format!("http://{addr}"), Stop(stop, addr, Some(thread)))
+}
+
+/// The first contact (the bucket check) with an endpoint that accepts
+/// connections and never answers is bounded and says what was tried: with
+/// `--connect-timeout 1 --read-timeout 1`, three attempts of a second each.
+/// (The default bound, 30 s, is `store::s3::tests::the_first_contact_is_bounded`.)
+#[test]
+fn endpoint_that_never_answers() {
+    let (env, _) = local_env();
+    let (endpoint, _server) = silent_server();
+    let started = std::time::Instant::now();
+    let r = go(
+        &env,
+        [
+            "backup",
+            s(&env.src),
+            TARGET,
+            "--state",
+            s(&env.state),
+            "--endpoint-url",
+            &endpoint,
+            "--connect-timeout",
+            "1",
+            "--read-timeout",
+            "1",
+        ],
+    );
+    let took = started.elapsed();
+    bad(
+        &r,
+        1,
+        &[
+            "checking bucket 'bkt'",
+            &endpoint,
+            "3 attempts in ",
+            "1 s to answer",
+        ],
+    );
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}

@@ -163,13 +163,18 @@ proptest! {
 }
 
 /// A bucket name S3 accepts: 3–63 lowercase letters, digits, `-`, `.`,
-/// starting and ending with a letter or digit, no `..`.
+/// starting and ending with a letter or digit, no `..`, not an IP address.
 fn bucket() -> impl Strategy<Value = String> {
-    "[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]".prop_filter("no ..", |b| !b.contains(".."))
+    "[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]".prop_filter("no .., no IP address", |b| {
+        !b.contains("..") && b.parse::<std::net::Ipv4Addr>().is_err()
+    })
 }
 
 /// One segment of a key prefix or a path: any characters but `/`, `\` and
-/// NUL, not `.` or `..`.
+/// NUL, not `.`, `..` or the tool's own `.s3backup`, and not starting with
+/// `:` (`bucket:::x` is refused as a mistyped `::`).
 fn prefix_segment() -> impl Strategy<Value = String> {
-    "[^/\\\\\0]{1,12}".prop_filter("not . or ..", |s| s != "." && s != "..")
+    "[^/\\\\\0]{1,12}".prop_filter("not . or .., .s3backup or :…", |s| {
+        s != "." && s != ".." && s != ".s3backup" && !s.starts_with(':')
+    })
 }
