@@ -541,6 +541,9 @@ async fn check_target(
     let page = match store.list_after(&dir, &just_before(&key), 2).await {
         Ok(page) => page,
         Err(StoreError::NotFound(_)) => return Ok((store.prepare(create).await?, Some(key))),
+        // Already bounded and tried again: a second bounded wait on the
+        // bucket check would only double the time before the first word.
+        Err(e @ StoreError::Transient(_)) => return Err(e),
         Err(_) => return Ok((store.prepare(create).await?, None)),
     };
     if page.first().is_none_or(|o| o.key != key) {

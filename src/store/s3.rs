@@ -847,17 +847,54 @@ impl ObjectStore for S3Store {
         .boxed()
     }
 
+    /// A repeated backup's first (and often only) request, so it is held
+    /// to the [`FirstContact`] bounds as the bucket check is: the SDK's
+    /// retries, at most that many attempts, each allowed the short answer
+    /// wait, all within the total.
     async fn list_after(&self, prefix: &str, start_after: &str, max: usize) -> StoreResult<Vec<ObjectInfo>> {
-        let out = self
+        let plan = FirstContact::new(self.timeouts);
+        let what = format!("listing s3://{}/{prefix}", self.bucket);
+        let config = aws_sdk_s3::config::Builder::default()
+            .retry_config(RetryConfig::standard().with_max_attempts(plan.attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.timeouts.0)
+                    .read_timeout(plan.answer)
+                    .build(),
+            );
+        let send = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
             .start_after(start_after)
             .max_keys(i32::try_from(max).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| convert(e, &format!("listing s3://{}/{prefix}", self.bucket)))?;
+            .customize()
+            .config_override(config)
+            .send();
+        let out = match tokio::time::timeout(plan.total, send).await {
+            Ok(out) => out.map_err(|e| match e {
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Transient(format!(
+                    "{what}: cannot reach {} ({} attempts, each allowed {} s to connect and {} s to answer): {}",
+                    self.where_to(),
+                    plan.attempts,
+                    self.timeouts.0.as_secs(),
+                    plan.answer.as_secs(),
+                    error_chain(&e),
+                )),
+                e => convert(e, &what),
+            })?,
+            Err(_) => {
+                return Err(StoreError::Transient(format!(
+                    "{what}: no answer from {} within {} s (up to {} attempts, each allowed {} s to connect and {} s to answer)",
+                    self.where_to(),
+                    plan.total.as_secs(),
+                    plan.attempts,
+                    self.timeouts.0.as_secs(),
+                    plan.answer.as_secs(),
+                )));
+            }
+        };
         Ok(out
             .contents
             .unwrap_or_default()

@@ -679,9 +679,9 @@ fn empty_prefix_on_restore() {
     assert!(!dest.exists(), "DEST created");
 }
 
-/// Without `--from-listing`, restore first warns that it falls back to a
-/// listing and then fails because the listing is empty: two lines, the
-/// first promising a restore that does not happen.
+/// Without `--from-listing`, an empty prefix is one line too (it used to
+/// warn first that it fell back to a listing, promising a restore that
+/// did not happen).
 #[test]
 fn empty_prefix_on_restore_without_from_listing() {
     let (_server, env) = s3_backed_up();
@@ -1080,4 +1080,32 @@ fn endpoint_that_never_answers() {
     );
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+}
+
+/// A repeated backup's first request is the listing of the set's
+/// manifests, not the bucket check; it is bounded the same way: an
+/// endpoint that stops answering after a good first run is named within
+/// seconds (with `--connect-timeout 1 --read-timeout 1`), and nothing is
+/// recorded or changed.
+#[test]
+fn endpoint_that_stops_answering_on_a_repeated_backup() {
+    use crate::proxy::{Fault, FaultProxy};
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(&server, 7);
+    let env = TestEnv::with_endpoint(&proxy.endpoint());
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &[]);
+    env.write("b.txt", "b");
+    proxy.set_slow_delay(std::time::Duration::from_secs(3600));
+    proxy.set_faults(1.0, &[Fault::Slow]);
+    let started = std::time::Instant::now();
+    let r = env.backup(TARGET, &["--connect-timeout", "1", "--read-timeout", "1"]);
+    let took = started.elapsed();
+    let line = bad(&r, 1, &["listing s3://bkt/docs/", &proxy.endpoint()]);
+    assert!(
+        line.contains("cannot reach") || line.contains("no answer"),
+        "{line}"
+    );
+    assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
 }
