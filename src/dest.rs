@@ -192,7 +192,9 @@ impl Dest {
                 source,
             })?
         } else {
-            let (dir, created) = self.root.open_dir(Path::new(&crate::names::decode(parent)), create)?;
+            let (dir, created) = self
+                .root
+                .open_dir(Path::new(&crate::names::decode(parent)), create)?;
             if !created.is_empty()
                 && let Ok(mut all) = self.created.lock()
             {
@@ -249,7 +251,10 @@ impl Dest {
                 .map_err(io::Error::other)
                 .and_then(|()| {
                     self.root
-                        .open_dir(Path::new(&crate::names::decode(&path)), Create::Mode(FILLING_MODE))
+                        .open_dir(
+                            Path::new(&crate::names::decode(&path)),
+                            Create::Mode(FILLING_MODE),
+                        )
                         .map_err(io::Error::from)
                 });
             match made {
@@ -374,10 +379,13 @@ impl Drop for TempFile<'_> {
 
 /// A fresh temporary name: the prefix, `kind`, and 128 random bits.
 pub fn temp_name(kind: &str) -> OsString {
-    OsString::from(format!(
-        "{TEMP_PREFIX}{kind}{}",
-        uuid::Uuid::new_v4().simple()
-    ))
+    OsString::from(format!("{TEMP_PREFIX}{kind}{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Whether `name` is one of a restore's temporary names ([`TEMP_PREFIX`]);
+/// a backup leaves such names out of its walk.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
 
 /// Whether the file still has a name (a sweep unlinks it before unlocking).
@@ -403,7 +411,7 @@ fn sweep(dir: &Dir) -> u64 {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+        if !is_temp_name(&name) {
             continue;
         }
         let Ok(kind) = entry.file_type() else {
@@ -510,7 +518,9 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left.len(), 3, "{left:?}");
-        assert!(left.contains(&"keep.txt".to_string()) && left.contains(&".s3backup-restore-dir".to_string()));
+        assert!(
+            left.contains(&"keep.txt".to_string()) && left.contains(&".s3backup-restore-dir".to_string())
+        );
         live.place(OsStr::new("placed")).unwrap();
         assert!(p.join("placed").is_file());
     }
@@ -521,8 +531,12 @@ mod tests {
         std::fs::create_dir(tmp.path().join("d")).unwrap();
         let root = Root::open(tmp.path()).unwrap();
         let (dir, _) = root.open_dir(Path::new("d"), Create::No).unwrap();
-        crate::download::set_file_times_and_mode(&dir_file(&dir).unwrap(), Some(1_000_000_000_000_000_000), Some(0o750))
-            .unwrap();
+        crate::download::set_file_times_and_mode(
+            &dir_file(&dir).unwrap(),
+            Some(1_000_000_000_000_000_000),
+            Some(0o750),
+        )
+        .unwrap();
         let md = std::fs::metadata(tmp.path().join("d")).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o750);
         assert_eq!(crate::scan::mtime_ns(&md), 1_000_000_000_000_000_000);

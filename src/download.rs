@@ -186,7 +186,9 @@ impl Fetcher {
             let etag = remote.etag.clone();
             let rest = fetch_ranges(self, f.key, &remote, &etag, received, file).await?;
             received += rest;
-            let reread = file.try_clone().map_err(|e| format!("re-reading the download: {e}"))?;
+            let reread = file
+                .try_clone()
+                .map_err(|e| format!("re-reading the download: {e}"))?;
             hasher = tokio::task::spawn_blocking(move || {
                 let mut h = blake3::Hasher::new();
                 h.update_reader(ReadAt::new(&reread))?;
@@ -400,7 +402,8 @@ pub async fn compare_local(
     if !md.is_file() || md.len() != item.size {
         return Ok(Local::Differs);
     }
-    let Some((file, md)) = open_regular(dir, name).map_err(|e| format!("reading '{}': {e}", shown.display()))?
+    let Some((file, md)) =
+        open_regular(dir, name).map_err(|e| format!("reading '{}': {e}", shown.display()))?
     else {
         return Ok(Local::Differs);
     };

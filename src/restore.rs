@@ -287,8 +287,7 @@ pub async fn run_with_progress(
                     Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
                     Ok(item) => {
                         let path = item.path.clone();
-                        let outcome =
-                            restore_file(&fetcher, &dest, &prefix, item, no_clobber).await;
+                        let outcome = restore_file(&fetcher, &dest, &prefix, item, no_clobber).await;
                         let (what, bytes) = match &outcome {
                             Outcome::Downloaded(b) => ("downloaded", *b),
                             Outcome::Link(l) => ("downloaded", l.target.len() as u64),

@@ -75,7 +75,11 @@ fn a_link_to_an_outside_directory_is_refused(env: &TestEnv, target: &str) {
         let victim = outside.join("v.sh");
         std::fs::write(&victim, content).unwrap();
         std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
-        filetime::set_file_mtime(&victim, filetime::FileTime::from_unix_time(OUTSIDE_T.0, OUTSIDE_T.1)).unwrap();
+        filetime::set_file_mtime(
+            &victim,
+            filetime::FileTime::from_unix_time(OUTSIDE_T.0, OUTSIDE_T.1),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(&outside, dest.join("d")).unwrap();
 
         let mut args = vec!["--json"];
@@ -87,18 +91,32 @@ fn a_link_to_an_outside_directory_is_refused(env: &TestEnv, target: &str) {
             .failure("d/v.sh")
             .unwrap_or_else(|| panic!("d/v.sh is refused and reported ({extra:?})\n{}", r.show()));
         assert!(
-            failure.error.contains("symbolic link") && failure.error.contains(&*dest.join("d").to_string_lossy()),
+            failure.error.contains("symbolic link")
+                && failure.error.contains(&*dest.join("d").to_string_lossy()),
             "the failure names the link: {failure:?}"
         );
         // The snapshot also records the directory `d`: its mode is not set through the link either.
-        let want: &[&str] = if extra.is_empty() { &["d", "d/v.sh"] } else { &["d/v.sh"] };
+        let want: &[&str] = if extra.is_empty() {
+            &["d", "d/v.sh"]
+        } else {
+            &["d/v.sh"]
+        };
         assert_eq!(s.failed_paths(), want, "{}", r.show());
         assert_eq!(mode_of(&outside), 0o700, "the outside directory's mode changed");
         assert_eq!(mode_of(&victim), 0o755, "mode changed through DEST/d ({extra:?})");
-        assert_eq!(mtime_of(&victim), OUTSIDE_T, "mtime changed through DEST/d ({extra:?})");
+        assert_eq!(
+            mtime_of(&victim),
+            OUTSIDE_T,
+            "mtime changed through DEST/d ({extra:?})"
+        );
         assert_eq!(std::fs::read(&victim).unwrap(), content);
         assert_eq!(paths_under(&outside), ["v.sh"], "nothing written outside");
-        assert!(std::fs::symlink_metadata(dest.join("d")).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(dest.join("d"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(dest.join("ok.txt")).unwrap(), b"ok");
     }
 }
@@ -205,7 +223,8 @@ fn partial_restores_give_created_directories_their_recorded_modes(env: &TestEnv,
     env.write("some/other.bin", "other");
     env.write("else.bin", "else");
     env.set_mode("some/dir", 0o700).set_mode("some", 0o700);
-    env.set_mtime("some/dir", (1_500_000_002, 2)).set_mtime("some", (1_500_000_001, 1));
+    env.set_mtime("some/dir", (1_500_000_002, 2))
+        .set_mtime("some", (1_500_000_001, 1));
     env.backup_ok(target, &[]);
 
     let ways: [&[&str]; 2] = [&["some/dir/file.txt"], &["--exclude", "*", "--include", "*.txt"]];
@@ -252,7 +271,11 @@ fn restore_held_at_x(server: &S3Server, env: &TestEnv, dest: &Path, paths: &[&st
     let reached = server.wait_for_matching(1, WAIT, |r| {
         r.op == "GetObject" && r.key.as_deref() == Some("pre/sub/x.bin")
     });
-    assert!(reached, "never reached the download of sub/x.bin: {:?}", server.ops());
+    assert!(
+        reached,
+        "never reached the download of sub/x.bin: {:?}",
+        server.ops()
+    );
     child
 }
 
@@ -268,7 +291,11 @@ fn a_killed_restore_leaves_owner_only_directories_and_its_temporary_file_goes_ne
 
     let mut first = restore_held_at_x(&server, &env, &dest, &["sub/x.bin"]);
     let temps = temp_files(&dest);
-    assert_eq!(temps.len(), 1, "the held download has its temporary file: {temps:?}");
+    assert_eq!(
+        temps.len(),
+        1,
+        "the held download has its temporary file: {temps:?}"
+    );
     assert_eq!(mode_of(&dest.join("sub")), 0o700, "owner-only while it fills");
 
     // Another restore into the same DEST while the first one writes: it
@@ -276,13 +303,21 @@ fn a_killed_restore_leaves_owner_only_directories_and_its_temporary_file_goes_ne
     let r = env.restore(TARGET, &dest, &["--json", "sub/y.txt", "top.txt"]);
     r.expect_code(0);
     assert_eq!(json(&r)["stale_temp_removed"], 0, "{}", r.show());
-    assert_eq!(temp_files(&dest), temps, "a live restore's temporary file was removed");
+    assert_eq!(
+        temp_files(&dest),
+        temps,
+        "a live restore's temporary file was removed"
+    );
 
     first.kill().unwrap();
     first.wait().unwrap();
     server.release_replies();
     assert_eq!(temp_files(&dest), temps, "the killed restore left it");
-    assert_eq!(mode_of(&dest.join("sub")), 0o700, "a killed restore leaves nothing more open");
+    assert_eq!(
+        mode_of(&dest.join("sub")),
+        0o700,
+        "a killed restore leaves nothing more open"
+    );
 
     let r = env.restore(TARGET, &dest, &["--json"]);
     r.expect_code(0);
@@ -338,4 +373,22 @@ fn only_names_with_the_temporary_prefix_are_removed() {
         ]
         .map(PathBuf::from)
     );
+}
+
+/// What a killed restore left in a tree is not backed up from it.
+#[test]
+fn a_backup_leaves_restore_temporaries_out() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    env.write("d/.s3backup-restore-0123abcd", "half a download");
+    env.write(".s3backup-restore-link-x", "x");
+    env.write("d/.s3backup-restorex", "a user's file");
+    env.backup_ok(TARGET, &[]);
+    let mut keys: Vec<String> = server
+        .list_keys(BUCKET)
+        .into_iter()
+        .filter(|k| !k.contains(".s3backup/"))
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["pre/a.txt", "pre/d/.s3backup-restorex"]);
 }
