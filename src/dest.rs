@@ -213,14 +213,15 @@ impl Dest {
         Ok((dir, name))
     }
 
-    /// Sweeps a directory the first time this restore reaches it.
+    /// Sweeps a directory the first time this restore reaches it. The
+    /// lock is held through the sweep: another task reaching the same
+    /// directory meanwhile waits, so it cannot create a temporary file
+    /// there that the sweep would take (and count) before its writer locks it.
     fn first_visit(&self, rel: &str, dir: &Dir) {
-        let first = self
-            .visited
-            .lock()
-            .map(|mut v| v.insert(rel.to_string()))
-            .unwrap_or(false);
-        if first {
+        let Ok(mut visited) = self.visited.lock() else {
+            return;
+        };
+        if visited.insert(rel.to_string()) {
             let removed = sweep(dir);
             if removed > 0 {
                 tracing::debug!("removed {removed} stale temporary file(s) in '{rel}'");
@@ -288,14 +289,8 @@ impl Dest {
         todo.sort_by(|a, b| b.0.cmp(&a.0));
         let mut done = 0;
         for (path, meta) in todo {
-            let result = self
-                .root
-                .open_dir(Path::new(&crate::names::decode(&path)), Create::No)
-                .map_err(io::Error::from)
-                .and_then(|(dir, _)| {
-                    let mode = meta.mode.map(|m| self.modes.apply(&path, m));
-                    crate::download::set_file_times_and_mode(&dir_file(&dir)?, meta.mtime_ns, mode)
-                });
+            let mode = meta.mode.map(|m| self.modes.apply(&path, m));
+            let result = self.set_dir_meta(Path::new(&crate::names::decode(&path)), meta.mtime_ns, mode);
             match result {
                 Ok(()) => done += 1,
                 Err(e) => failures.push(Failure {
@@ -305,6 +300,30 @@ impl Dest {
             }
         }
         done
+    }
+}
+
+impl Dest {
+    /// Sets a directory's mode and mtime through its own handle, reached
+    /// without following links.
+    #[cfg(unix)]
+    fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> io::Result<()> {
+        let (dir, _) = self.root.open_dir(rel, Create::No)?;
+        crate::download::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
+    }
+
+    /// Sets a directory's mtime relative to DEST's handle (cap-std keeps
+    /// the path inside it); modes are Unix-only.
+    #[cfg(not(unix))]
+    fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, _mode: Option<u32>) -> io::Result<()> {
+        self.root.open_dir(rel, Create::No)?;
+        if let Some(ns) = mtime_ns {
+            let t = cap_std::time::SystemTime::from_std(crate::download::system_time(ns));
+            self.root
+                .dir()
+                .set_times(rel, None, Some(cap_fs_ext::SystemTimeSpec::Absolute(t)))?;
+        }
+        Ok(())
     }
 }
 
@@ -460,15 +479,13 @@ fn remove_if_abandoned(dir: &Dir, name: &OsStr) -> io::Result<bool> {
 
 /// The directory itself opened for reading: a [`Dir`] may be a path-only
 /// handle (`O_PATH` on Linux), which `fchmod` and `futimens` refuse.
+#[cfg(unix)]
 fn dir_file(dir: &Dir) -> io::Result<std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
     let mut opts = cap_std::fs::OpenOptions::new();
     opts.read(true);
     opts.follow(FollowSymlinks::No);
-    #[cfg(unix)]
-    {
-        use cap_std::fs::OpenOptionsExt;
-        opts.custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32);
-    }
+    opts.custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32);
     Ok(dir.open_with(".", &opts)?.into_std())
 }
 

@@ -545,7 +545,7 @@ pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<
 }
 
 /// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
-fn system_time(ns: i64) -> std::time::SystemTime {
+pub(crate) fn system_time(ns: i64) -> std::time::SystemTime {
     let since = std::time::Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 {
         std::time::UNIX_EPOCH + since
