@@ -283,6 +283,7 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
         from_listing: args.from_listing,
         paths: args.paths,
         no_clobber: args.no_clobber,
+        preserve_special_bits: args.preserve_special_bits,
         jobs: usize::from(args.jobs),
         filters: filters(&args.filters)?,
         s3: S3Settings {

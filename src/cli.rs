@@ -195,6 +195,9 @@ pub struct RestoreArgs {
     /// Keep local files that differ from the backup (they are reported) instead of replacing them.
     #[arg(long)]
     pub no_clobber: bool,
+    /// Also restore setuid, setgid and sticky bits recorded in the backup (dropped otherwise, as tar does).
+    #[arg(long)]
+    pub preserve_special_bits: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

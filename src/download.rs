@@ -3,19 +3,29 @@
 //! then renamed, so a reader never sees a half-written file under the real
 //! name and a failed check leaves the old file untouched.
 //!
+//! Every local step (the comparison with what DEST holds, the temporary
+//! file, the rename, the times and modes) works on a directory handle
+//! reached without following links ([`crate::dest`]) and on the entry's
+//! own handle, never on a path that a symlink could redirect.
+//!
 //! Small objects come in one GET and are hashed as they stream in; large
 //! ones come as parallel byte ranges written at their offsets, then hashed.
 //! Every range after the first is pinned to the first response's ETag (or
 //! to the requested version), so an object replaced mid-download fails
 //! instead of mixing two versions.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
+use crate::confine::Dir;
+use crate::dest::{ModePolicy, TempFile};
 use crate::restore::Item;
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
 use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
@@ -43,10 +53,14 @@ pub struct Fetch<'a> {
     pub key: &'a str,
     /// What the manifest or listing says about it.
     pub item: &'a Item,
-    /// The (existing, checked) directory it goes in.
-    pub parent: &'a Path,
-    /// Its final path.
-    pub final_path: &'a Path,
+    /// The directory it goes in, reached without following links.
+    pub dir: &'a Dir,
+    /// Its final name in `dir`.
+    pub name: &'a OsStr,
+    /// Its path under DEST, for messages.
+    pub shown: &'a Path,
+    /// Which mode bits to apply.
+    pub modes: &'a ModePolicy,
 }
 
 /// What a fetch brought.
@@ -76,8 +90,11 @@ pub enum Local {
     Same {
         /// mtime to set.
         mtime_ns: Option<i64>,
-        /// mode to set.
+        /// mode to set (as recorded: special bits not yet filtered).
         mode: Option<u32>,
+        /// The file, opened without following a link, to set them through
+        /// (`None` for a symlink, whose own time is set by name).
+        file: Option<File>,
     },
     /// Something else is there.
     Differs,
@@ -116,10 +133,10 @@ impl Fetcher {
             }
             other => other.to_string(),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".s3backup-restore-")
-            .tempfile_in(f.parent)
-            .map_err(|e| format!("creating a temporary file in '{}': {e}", f.parent.display()))?;
+        let tmp = TempFile::create(f.dir).map_err(|e| {
+            let at = f.shown.parent().unwrap_or(f.shown);
+            format!("creating a temporary file in '{}': {e}", at.display())
+        })?;
         let pin_version = item.version_id.as_deref();
         let first_len = if item.size > RANGE_THRESHOLD {
             RANGE_SIZE
@@ -137,7 +154,7 @@ impl Fetcher {
             },
             range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
         };
-        let file = tmp.as_file();
+        let file = tmp.file();
         let inline = item.size <= INLINE_MAX;
         // Only a retry empties the file: on ext4, truncating a file to zero
         // makes its close start writeback (the replace-via-truncate guard),
@@ -169,10 +186,12 @@ impl Fetcher {
             let etag = remote.etag.clone();
             let rest = fetch_ranges(self, f.key, &remote, &etag, received, file).await?;
             received += rest;
-            let path = tmp.path().to_path_buf();
+            let reread = file
+                .try_clone()
+                .map_err(|e| format!("re-reading the download: {e}"))?;
             hasher = tokio::task::spawn_blocking(move || {
                 let mut h = blake3::Hasher::new();
-                h.update_reader(File::open(path)?)?;
+                h.update_reader(ReadAt::new(&reread))?;
                 Ok::<_, std::io::Error>(h)
             })
             .await
@@ -207,26 +226,30 @@ impl Fetcher {
             if received > MAX_LINK_TARGET {
                 return Err(format!("symlink target of {received} bytes is too long"));
             }
-            let target = std::fs::read(tmp.path()).map_err(|e| format!("reading the download: {e}"))?;
+            let mut target = Vec::with_capacity(received as usize);
+            std::io::copy(&mut ReadAt::new(file), &mut target)
+                .map_err(|e| format!("reading the download: {e}"))?;
             return Ok(Fetched::Link {
                 target,
                 mtime_ns: mtime,
             });
         }
-        let mode = item.mode.or(remote.mode).or(Some(0o644));
+        let mode = item.mode.or(remote.mode).unwrap_or(0o644);
+        let mode = f.modes.apply(&item.path, mode);
         // No fsync per file (as cp, tar and rclone): a crash leaves at worst a
         // temporary file, never a partial one under the final name, and a
-        // re-run fetches whatever is missing or differs.
+        // re-run fetches whatever is missing or differs (and sweeps it, see
+        // `crate::dest`).
         let place = || {
-            set_file_times_and_mode(tmp.as_file(), mtime, mode)?;
-            tmp.persist(f.final_path).map(|_| ()).map_err(|e| e.error)
+            set_file_times_and_mode(tmp.file(), mtime, Some(mode))?;
+            tmp.place(f.name)
         };
         if inline {
             place()
         } else {
             tokio::task::block_in_place(place)
         }
-        .map_err(|e| format!("writing '{}': {e}", f.final_path.display()))?;
+        .map_err(|e| format!("writing '{}': {e}", f.shown.display()))?;
         Ok(Fetched::File(received))
     }
 }
@@ -309,35 +332,82 @@ fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     f.write_all(buf)
 }
 
-/// Compares a local file with the remote one without downloading it.
-pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &Item) -> Result<Local, String> {
-    let md = match std::fs::symlink_metadata(local) {
+/// Reads a file from its start with positioned reads, leaving any shared
+/// offset alone.
+struct ReadAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> ReadAt<'a> {
+    fn new(file: &'a File) -> Self {
+        Self { file, offset: 0 }
+    }
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.offset)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compares what DEST holds at `name` in `dir` (reached without following
+/// links; `shown` is its path, for messages) with the remote entry,
+/// without downloading it. The local file is opened without following a
+/// link, and its hash and metadata come from that handle.
+///
+/// # Errors
+/// A message naming the path: a directory is in the way, or it cannot be read.
+pub async fn compare_local(
+    fetcher: &Fetcher,
+    key: &str,
+    dir: &Dir,
+    name: &OsStr,
+    shown: &Path,
+    item: &Item,
+) -> Result<Local, String> {
+    let md = match dir.symlink_metadata(name) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Missing),
-        Err(e) => return Err(format!("checking '{}': {e}", local.display())),
+        Err(e) => return Err(format!("checking '{}': {e}", shown.display())),
     };
     if md.is_dir() {
         return Err(format!(
             "'{}' is a directory; not replacing it with a file",
-            local.display()
+            shown.display()
         ));
     }
     if item.kind == crate::scan::EntryKind::Symlink {
         let same = md.file_type().is_symlink()
             && item.blake3.as_ref().is_some_and(|expected| {
-                crate::hash::link_target(local)
-                    .is_ok_and(|t| blake3::hash(&t).to_hex().as_str() == expected.as_str())
+                dir.read_link_contents(name).is_ok_and(|t| {
+                    blake3::hash(t.as_os_str().as_encoded_bytes()).to_hex().as_str() == expected.as_str()
+                })
             });
         return Ok(if same {
             Local::Same {
                 mtime_ns: item.mtime_ns,
                 mode: None,
+                file: None,
             }
         } else {
             Local::Differs
         });
     }
     if !md.is_file() || md.len() != item.size {
+        return Ok(Local::Differs);
+    }
+    let Some((file, md)) =
+        open_regular(dir, name).map_err(|e| format!("reading '{}': {e}", shown.display()))?
+    else {
+        return Ok(Local::Differs);
+    };
+    if md.len() != item.size {
         return Ok(Local::Differs);
     }
     // What we know of the remote file: from the manifest, else from its metadata.
@@ -347,82 +417,120 @@ pub async fn compare_local(fetcher: &Fetcher, key: &str, local: &Path, item: &It
         let head = fetcher.store.head(key, None).await.map_err(|e| e.to_string())?;
         (head.blake3, head.mtime_ns.or(head.last_modified_ns), head.mode)
     };
-    let same = match blake3 {
+    let (file, same) = match blake3 {
         Some(expected) => {
-            let path = local.to_path_buf();
-            let actual = tokio::task::spawn_blocking(move || {
+            let (file, actual) = tokio::task::spawn_blocking(move || {
                 let mut h = blake3::Hasher::new();
-                h.update_reader(File::open(path)?)
-                    .map(|h| h.finalize().to_hex().to_string())
+                h.update_reader(ReadAt::new(&file))?;
+                Ok::<_, std::io::Error>((file, h.finalize().to_hex().to_string()))
             })
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading '{}': {e}", local.display()))?;
-            actual == expected
+            .map_err(|e| format!("reading '{}': {e}", shown.display()))?;
+            (file, actual == expected)
         }
         // No hash to compare: size and mtime, as rsync does.
-        None => mtime == Some(crate::scan::mtime_ns(&md)),
+        None => (file, mtime == Some(crate::scan::mtime_ns(&md))),
     };
     Ok(if same {
         Local::Same {
             mtime_ns: mtime,
             mode,
+            file: Some(file),
         }
     } else {
         Local::Differs
     })
 }
 
-/// Sets a symlink's own mtime (never its target's).
-pub fn set_link_time(path: &Path, mtime_ns: Option<i64>) -> std::io::Result<()> {
+/// Opens `name` for reading without following a link (nor blocking on a
+/// FIFO swapped in since it was checked); `None` when it is not a regular file.
+fn open_regular(dir: &Dir, name: &OsStr) -> std::io::Result<Option<(File, std::fs::Metadata)>> {
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(true);
+    opts.follow(FollowSymlinks::No);
+    #[cfg(unix)]
+    {
+        use cap_std::fs::OpenOptionsExt;
+        opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = match dir.open_with(name, &opts) {
+        Ok(f) => f.into_std(),
+        // A link swapped in since the check (ELOOP): not the file compared.
+        Err(_) if dir.symlink_metadata(name).is_ok_and(|md| !md.is_file()) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let md = file.metadata()?;
+    Ok(md.is_file().then_some((file, md)))
+}
+
+/// Sets the own mtime of the symlink `name` in `dir` (never its target's).
+///
+/// # Errors
+/// The system's.
+pub fn set_link_time(dir: &Dir, name: &OsStr, mtime_ns: Option<i64>) -> std::io::Result<()> {
     if let Some(ns) = mtime_ns {
-        let t = filetime::FileTime::from_unix_time(
-            ns.div_euclid(1_000_000_000),
-            ns.rem_euclid(1_000_000_000) as u32,
-        );
-        filetime::set_symlink_file_times(path, t, t)?;
+        let t = cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(ns)));
+        dir.set_symlink_times(name, None, Some(t))?;
     }
     Ok(())
 }
 
-/// Puts a symlink at `final_path` (in the checked directory `parent`):
-/// made under a temporary name and renamed over whatever file or link is
-/// there; a directory in the way is refused, never replaced.
+/// Puts a symlink at `name` in `dir` (reached without following links;
+/// `shown` is its path, for messages): made under a temporary name and
+/// renamed over whatever file or link is there; a directory in the way is
+/// refused, never replaced. When another restore's sweep removes the
+/// temporary link before the rename, another is made.
+///
+/// # Errors
+/// The system's, or a message for a directory in the way.
 pub fn place_link(
-    parent: &Path,
-    final_path: &Path,
+    dir: &Dir,
+    name: &OsStr,
+    shown: &Path,
     target: &[u8],
     mtime_ns: Option<i64>,
 ) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(final_path).is_ok_and(|md| md.is_dir()) {
+    if dir.symlink_metadata(name).is_ok_and(|md| md.is_dir()) {
         return Err(std::io::Error::other(format!(
             "'{}' is a directory; not replacing it with a symlink",
-            final_path.display()
+            shown.display()
         )));
     }
-    let tmp = parent.join(format!(
-        ".s3backup-restore-link-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
     #[cfg(unix)]
-    std::os::unix::fs::symlink(crate::names::os_string(target.to_vec()), &tmp)?;
+    {
+        let mut attempts = 0;
+        loop {
+            let tmp = crate::dest::temp_name("link-");
+            dir.symlink_contents(crate::names::os_string(target.to_vec()), &tmp)?;
+            let placed = set_link_time(dir, &tmp, mtime_ns).and_then(|()| dir.rename(&tmp, dir, name));
+            match placed {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => {
+                    let _ = dir.remove_file(&tmp);
+                    return Err(e);
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
     #[cfg(not(unix))]
     {
-        let _ = target;
-        return Err(std::io::Error::other(
+        let _ = (target, mtime_ns);
+        Err(std::io::Error::other(
             "symlinks are not supported on this platform",
-        ));
+        ))
     }
-    let placed = set_link_time(&tmp, mtime_ns).and_then(|()| std::fs::rename(&tmp, final_path));
-    if placed.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    placed
 }
 
-/// [`set_times_and_mode`] through an open handle: no path lookups, and no
-/// second open just to set the time.
-fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
+/// Sets permission bits (Unix; `mode & 0o7777`, already filtered by a
+/// [`ModePolicy`]) and the mtime (nanoseconds since the epoch) through an
+/// open handle of a file or directory: no path lookup a link could
+/// redirect, and no second open.
+///
+/// # Errors
+/// The system's.
+pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
@@ -437,30 +545,11 @@ fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>
 }
 
 /// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
-fn system_time(ns: i64) -> std::time::SystemTime {
+pub(crate) fn system_time(ns: i64) -> std::time::SystemTime {
     let since = std::time::Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 {
         std::time::UNIX_EPOCH + since
     } else {
         std::time::UNIX_EPOCH - since
     }
-}
-
-/// Sets a file's or directory's permission bits and mtime, where known.
-pub fn set_times_and_mode(path: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    if let Some(ns) = mtime_ns {
-        let t = filetime::FileTime::from_unix_time(
-            ns.div_euclid(1_000_000_000),
-            ns.rem_euclid(1_000_000_000) as u32,
-        );
-        filetime::set_file_mtime(path, t)?;
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod confine;
+pub mod dest;
 pub mod download;
 pub mod filter;
 /// Completion scripts and man pages generated from [`cli`].

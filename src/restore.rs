@@ -9,8 +9,13 @@
 //! temporary file beside its final name, its blake3 checked when known, its
 //! mode and mtime set, and renamed into place. Directories get their modes
 //! and mtimes last, deepest first, since writing files changes them.
+//!
+//! Every step in DEST goes through [`crate::dest::Dest`]: no link inside
+//! DEST is followed, for reading or writing; directories the restore makes
+//! stay owner-only until they get their recorded modes at the end; stale
+//! temporary files of an interrupted restore are removed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::backup::Failure;
+use crate::dest::{Dest, DirMeta, ModePolicy};
 use crate::download::{self, Fetch};
 use crate::safe_path;
 use crate::scan::EntryKind;
@@ -41,6 +47,8 @@ pub struct RestoreOptions {
     pub paths: Vec<String>,
     /// Keep local files that differ instead of replacing them.
     pub no_clobber: bool,
+    /// Restore setuid, setgid and sticky bits from the backup (dropped otherwise).
+    pub preserve_special_bits: bool,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// `--exclude`/`--include`: which paths to bring back.
@@ -80,6 +88,11 @@ pub struct RestoreReport {
     /// and why. Entries before that point were restored; those after it
     /// could not be read, so the restore is incomplete (exit 1).
     pub stopped: Option<String>,
+    /// Temporary files an interrupted restore had left in DEST, removed by this one.
+    pub stale_temp_removed: u64,
+    /// Files and directories whose recorded setuid, setgid or sticky bits
+    /// were not restored (no `--preserve-special-bits`).
+    pub special_bits_dropped: u64,
 }
 
 /// Why a restore could not run at all.
@@ -197,15 +210,21 @@ pub async fn run_with_progress(
 
     let created_dest = !opts.dest.exists();
     std::fs::create_dir_all(&opts.dest).map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
-    let dest = opts
+    let dest_path = opts
         .dest
         .canonicalize()
         .map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
+    let dest = Arc::new(
+        Dest::open(&dest_path, ModePolicy::new(opts.preserve_special_bits))
+            .map_err(|e| RestoreError::Dest(opts.dest.clone(), e.into()))?,
+    );
 
     let fetcher = Arc::new(download::Fetcher::new(store.clone(), opts.jobs));
-    let made_dirs = Arc::new(MadeDirs::default());
     let mut matched = vec![false; selectors.len()];
-    let mut dirs: Vec<Item> = Vec::new();
+    let mut dirs: Vec<(String, DirMeta)> = Vec::new();
+    // Every directory entry, selected or not: a directory a selected file
+    // needs is created, and gets its recorded metadata at the end.
+    let mut recorded: std::collections::HashMap<String, DirMeta> = std::collections::HashMap::new();
     let mut links: Vec<LinkToPlace> = Vec::new();
     let items = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .flat_map(futures::stream::iter)
@@ -226,6 +245,15 @@ pub async fn run_with_progress(
                 }
             };
             total_seen += 1;
+            if item.kind == EntryKind::Dir {
+                recorded.insert(
+                    item.path.clone(),
+                    DirMeta {
+                        mtime_ns: item.mtime_ns,
+                        mode: item.mode,
+                    },
+                );
+            }
             if total_seen.is_multiple_of(1000) {
                 progress.scanned(total_seen as usize);
             }
@@ -263,8 +291,7 @@ pub async fn run_with_progress(
             futures::future::ready(hit.then_some(Ok(item)))
         })
         .map(|item| {
-            let (fetcher, made_dirs, dest, prefix) =
-                (fetcher.clone(), made_dirs.clone(), dest.clone(), prefix.clone());
+            let (fetcher, dest, prefix) = (fetcher.clone(), dest.clone(), prefix.clone());
             let no_clobber = opts.no_clobber;
             let progress = progress.clone();
             async move {
@@ -273,8 +300,7 @@ pub async fn run_with_progress(
                     Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
                     Ok(item) => {
                         let path = item.path.clone();
-                        let outcome =
-                            restore_file(&fetcher, &made_dirs, &dest, &prefix, item, no_clobber).await;
+                        let outcome = restore_file(&fetcher, &dest, &prefix, item, no_clobber).await;
                         let (what, bytes) = match &outcome {
                             Outcome::Downloaded(b) => ("downloaded", *b),
                             Outcome::Link(l) => ("downloaded", l.target.len() as u64),
@@ -293,7 +319,13 @@ pub async fn run_with_progress(
         .boxed();
     while let Some(outcome) = results.next().await {
         match outcome {
-            Outcome::Dir(item) => dirs.push(item),
+            Outcome::Dir(item) => dirs.push((
+                item.path,
+                DirMeta {
+                    mtime_ns: item.mtime_ns,
+                    mode: item.mode,
+                },
+            )),
             Outcome::Link(link) => {
                 report.files += 1;
                 report.bytes_received += link.target.len() as u64;
@@ -343,7 +375,7 @@ pub async fn run_with_progress(
         };
         if total_seen == 0 && report.failures.is_empty() {
             if created_dest {
-                let _ = std::fs::remove_dir(&dest);
+                let _ = std::fs::remove_dir(&dest_path);
             }
             return Err(stop.into());
         }
@@ -362,7 +394,7 @@ pub async fn run_with_progress(
     if let Some(err) = nothing {
         if created_dest {
             // Leave no trace of a restore that restored nothing.
-            let _ = std::fs::remove_dir(&dest);
+            let _ = std::fs::remove_dir(&dest_path);
         }
         return Err(err);
     }
@@ -375,8 +407,25 @@ pub async fn run_with_progress(
         }
     }
     report.downloaded += place_links(&dest, links, &mut report.failures);
-    report.dirs = restore_dirs(&dest, dirs, &mut report.failures);
+    report.dirs = dest.finish_dirs(dirs, &recorded, &mut report.failures);
     report.failed = report.failures.len() as u64;
+    report.stale_temp_removed = dest.stale_removed();
+    if report.stale_temp_removed > 0 {
+        tracing::warn!(
+            "notice: removed {} temporary file(s) an interrupted restore had left in '{}'",
+            report.stale_temp_removed,
+            dest_path.display()
+        );
+    }
+    let (dropped, example) = dest.modes.dropped();
+    report.special_bits_dropped = dropped;
+    if let Some(example) = example {
+        tracing::warn!(
+            "notice: setuid/setgid/sticky bits in the backup were not restored on {dropped} entr{} (e.g. '{example}'); \
+             pass --preserve-special-bits to restore them",
+            if dropped == 1 { "y" } else { "ies" }
+        );
+    }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress.finish();
     Ok(report)
@@ -498,24 +547,24 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<B
 /// A symlink fetched and checked, placed after every file is written.
 struct LinkToPlace {
     path: String,
-    parent: PathBuf,
     target: Vec<u8>,
     mtime_ns: Option<i64>,
 }
 
 /// Places the fetched symlinks, one by one, once all files are written:
 /// a link made earlier could otherwise stand where a later (hostile)
-/// entry expects a directory. Returns how many were placed.
-fn place_links(dest: &Path, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>) -> u64 {
+/// entry expects a directory. Each one's directory is reached again
+/// without following links, so a link placed earlier is refused as a
+/// component. Returns how many were placed.
+fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>) -> u64 {
     let mut placed = 0;
     for link in links {
-        let local = crate::names::local(dest, &link.path);
-        let result = safe_path::make_dirs(dest, &link.path, false).and_then(|parent| {
-            if parent != link.parent {
-                return Err(std::io::Error::other("its directory changed during the restore"));
-            }
-            download::place_link(&parent, &local, &link.target, link.mtime_ns)
-        });
+        let shown = crate::names::local(dest.path(), &link.path);
+        let result = match dest.find_parent(&link.path) {
+            Ok(Some((dir, name))) => download::place_link(&dir, &name, &shown, &link.target, link.mtime_ns),
+            Ok(None) => Err(std::io::Error::other("its directory vanished during the restore")),
+            Err(e) => Err(e.into()),
+        };
         match result {
             Ok(()) => placed += 1,
             Err(e) => failures.push(Failure {
@@ -527,30 +576,9 @@ fn place_links(dest: &Path, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>
     placed
 }
 
-/// Parent directories already checked and made in this run, so a tree of
-/// many small files walks each directory's components once, not per file.
-#[derive(Default)]
-struct MadeDirs(std::sync::Mutex<std::collections::HashSet<String>>);
-
-impl MadeDirs {
-    fn make_parent(&self, dest: &Path, rel: &str) -> std::io::Result<PathBuf> {
-        let parent = rel.rsplit_once('/').map_or("", |(dir, _)| dir);
-        let known = self.0.lock().map(|set| set.contains(parent)).unwrap_or(false);
-        if known {
-            return Ok(crate::names::local(dest, parent));
-        }
-        let made = safe_path::make_dirs(dest, rel, false)?;
-        if let Ok(mut set) = self.0.lock() {
-            set.insert(parent.to_string());
-        }
-        Ok(made)
-    }
-}
-
 async fn restore_file(
     fetcher: &download::Fetcher,
-    made_dirs: &MadeDirs,
-    dest: &Path,
+    dest: &Dest,
     prefix: &str,
     item: Item,
     no_clobber: bool,
@@ -565,64 +593,61 @@ async fn restore_file(
         return fail(&item.path, e);
     }
     let key = join_key(prefix, &item.path);
-    let local = crate::names::local(dest, &item.path);
-    match download::compare_local(fetcher, &key, &local, &item).await {
-        Ok(download::Local::Same { mtime_ns, .. }) if item.kind == EntryKind::Symlink => {
-            return match download::set_link_time(&local, mtime_ns) {
-                Ok(()) => Outcome::Unchanged,
-                Err(e) => fail(&item.path, e.to_string()),
-            };
-        }
-        Ok(download::Local::Same { mtime_ns, mode }) => {
-            return match download::set_times_and_mode(&local, mtime_ns, mode) {
-                Ok(()) => Outcome::Unchanged,
-                Err(e) => fail(&item.path, e.to_string()),
-            };
-        }
-        Ok(download::Local::Differs) if no_clobber => return Outcome::Kept(item.path),
-        Ok(download::Local::Differs | download::Local::Missing) => {}
-        Err(e) => return fail(&item.path, e),
-    }
-    // Usually a set lookup; the first file of a directory makes it (a few
-    // system calls, too brief to hand to another thread).
-    let parent = match made_dirs.make_parent(dest, &item.path) {
-        Ok(p) => p,
+    let shown = crate::names::local(dest.path(), &item.path);
+    // Usually a cache lookup; the first file of a directory walks to it
+    // (a few system calls, too brief to hand to another thread).
+    let found = match dest.find_parent(&item.path) {
+        Ok(found) => found,
         Err(e) => return fail(&item.path, e.to_string()),
+    };
+    if let Some((dir, name)) = &found {
+        match download::compare_local(fetcher, &key, dir, name, &shown, &item).await {
+            Ok(download::Local::Same {
+                mtime_ns, file: None, ..
+            }) => {
+                return match download::set_link_time(dir, name, mtime_ns) {
+                    Ok(()) => Outcome::Unchanged,
+                    Err(e) => fail(&item.path, e.to_string()),
+                };
+            }
+            Ok(download::Local::Same {
+                mtime_ns,
+                mode,
+                file: Some(file),
+            }) => {
+                let mode = mode.map(|m| dest.modes.apply(&item.path, m));
+                return match download::set_file_times_and_mode(&file, mtime_ns, mode) {
+                    Ok(()) => Outcome::Unchanged,
+                    Err(e) => fail(&item.path, e.to_string()),
+                };
+            }
+            Ok(download::Local::Differs) if no_clobber => return Outcome::Kept(item.path),
+            Ok(download::Local::Differs | download::Local::Missing) => {}
+            Err(e) => return fail(&item.path, e),
+        }
+    }
+    let (dir, name) = match found {
+        Some(found) => found,
+        None => match dest.make_parent(&item.path) {
+            Ok(made) => made,
+            Err(e) => return fail(&item.path, e.to_string()),
+        },
     };
     let fetch = Fetch {
         key: &key,
         item: &item,
-        parent: &parent,
-        final_path: &local,
+        dir: &dir,
+        name: &name,
+        shown: &shown,
+        modes: &dest.modes,
     };
     match fetcher.fetch(fetch).await {
         Ok(download::Fetched::File(bytes)) => Outcome::Downloaded(bytes),
         Ok(download::Fetched::Link { target, mtime_ns }) => Outcome::Link(LinkToPlace {
             path: item.path,
-            parent,
             target,
             mtime_ns,
         }),
         Err(e) => fail(&item.path, e),
     }
-}
-
-/// Creates directories from the manifest and sets their modes and mtimes, deepest first.
-fn restore_dirs(dest: &Path, mut dirs: Vec<Item>, failures: &mut Vec<Failure>) -> u64 {
-    dirs.sort_by(|a, b| b.path.cmp(&a.path));
-    let mut done = 0;
-    for d in dirs {
-        let result = safe_path::validate(&d.path)
-            .map_err(std::io::Error::other)
-            .and_then(|()| safe_path::make_dirs(dest, &d.path, true))
-            .and_then(|path| download::set_times_and_mode(&path, d.mtime_ns, d.mode));
-        match result {
-            Ok(()) => done += 1,
-            Err(e) => failures.push(Failure {
-                path: d.path,
-                error: e.to_string(),
-            }),
-        }
-    }
-    done
 }

@@ -296,7 +296,8 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if top && name == RESERVED {
+        // A restore's temporary files (one killed mid-download leaves them) are not the user's data.
+        if (top && name == RESERVED) || crate::dest::is_temp_name(&name) {
             continue;
         }
         // `DirEntry::metadata` stats relative to the open directory and does not follow symlinks.

@@ -8,6 +8,9 @@
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
 //! `security` checks file permissions, secrets in output and locking,
+//! `confine_restore` that a restore changes nothing outside DEST (no link
+//! in DEST followed), modes of created directories, special bits, and the
+//! removal of a killed restore's temporary files,
 //! `edge` and `edge_fs` check file-system edge cases (the latter files that
 //! change, vanish or cannot be read mid-run, and resumed uploads), `bad_input` checks that wrong
 //! invocations and environments fail with one clear error line, and `crash`
@@ -45,6 +48,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod bandwidth;
+mod confine_restore;
 mod crash;
 mod damaged;
 mod edge;

@@ -1,0 +1,573 @@
+//! Everything a restore does inside DEST, and nowhere else.
+//!
+//! A restore reads, creates, renames and `chmod`s entries in a tree it
+//! does not own: a symlink there (planted by someone else, or left by the
+//! user) must never carry a read, a write or a mode change outside DEST,
+//! not even the "already identical" check and the times and modes set on a
+//! file found unchanged. So every operation here starts from a handle of
+//! DEST ([`crate::confine::Root`]) and reaches the directory holding an
+//! entry one component at a time without following links; the entry itself
+//! is then opened, renamed or changed relative to that handle, with
+//! no-follow semantics, and its times and mode are set through the opened
+//! handle (`fchmod`, `futimens`), never by path. A link in a directory
+//! component is refused, never replaced: it may be the user's own (a
+//! `DEST/cache -> /mnt/big` link), and the failure names it (exit 3).
+//!
+//! Directories a restore creates are made owner-only (`0700`) while they
+//! fill and get their recorded mode and mtime at the end ([`Dest::finish_dirs`]),
+//! whatever selected them: a directory entry of the snapshot, or a file
+//! below it (a partial restore or `--include`). A directory with no recorded
+//! entry (a listing restore, a hand-made manifest) gets the default mode
+//! (`0777` less the umask) at the end, as `mkdir` would have made it.
+//!
+//! Temporary files are `.s3backup-restore-<random>` beside their final
+//! name ([`TempFile`]). A killed restore leaves them behind; the next
+//! restore removes those it finds in every directory it visits and says
+//! how many ([`Dest::stale_removed`]). Another restore may be writing into
+//! the same DEST at the same time, so a writer holds an exclusive advisory
+//! lock (`flock`) on its temporary file from creation to rename, and the
+//! sweep removes only files it can lock: the lock of a killed process is
+//! gone with it. (A per-DEST lock would serialise two restores of
+//! different subtrees, and would itself be a file left in DEST.)
+//!
+//! Mode bits from the store are applied through [`ModePolicy`]: setuid,
+//! setgid and sticky bits only with `--preserve-special-bits` (as `tar`
+//! strips them unless asked), and the restore says how many were dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+
+use crate::backup::Failure;
+use crate::confine::{ConfineError, Create, Dir, Root};
+
+/// Prefix of every temporary name a restore makes in DEST (files, and
+/// symlinks before they are renamed into place). Only names with it are
+/// ever removed by the sweep.
+pub const TEMP_PREFIX: &str = ".s3backup-restore-";
+
+/// Mode of a directory while the restore fills it: no more open than
+/// any recorded mode will make it.
+const FILLING_MODE: u32 = 0o700;
+
+/// Directory handles kept for reuse. Entries arrive mostly sorted by path,
+/// so a few hundred cover the working set without holding one descriptor
+/// per directory of a large tree.
+const CACHED_DIRS: usize = 256;
+
+/// How many fresh names a temporary file gets before giving up when
+/// another restore's sweep keeps removing them (it can only win the short
+/// window between creating a file and locking it).
+const TEMP_ATTEMPTS: usize = 4;
+
+/// A directory's recorded metadata from a snapshot's directory entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirMeta {
+    /// mtime, nanoseconds since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// Permission bits (octal value, as recorded).
+    pub mode: Option<u32>,
+}
+
+/// Which mode bits a restore applies, and how many special bits it left out.
+#[derive(Debug, Default)]
+pub struct ModePolicy {
+    preserve_special: bool,
+    dropped: AtomicU64,
+    example: Mutex<Option<String>>,
+}
+
+impl ModePolicy {
+    /// A policy keeping setuid/setgid/sticky bits only when `preserve_special`.
+    pub fn new(preserve_special: bool) -> Self {
+        Self {
+            preserve_special,
+            ..Self::default()
+        }
+    }
+
+    /// The bits to set for `path` (its text form, for the notice): the
+    /// permission bits, plus the special ones (`0o7000`) when preserved.
+    /// Counts each entry whose special bits are dropped.
+    pub fn apply(&self, path: &str, mode: u32) -> u32 {
+        let mode = mode & 0o7777;
+        if self.preserve_special || mode & 0o7000 == 0 {
+            return mode;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut example) = self.example.lock() {
+            example.get_or_insert_with(|| path.to_string());
+        }
+        mode & 0o777
+    }
+
+    /// How many entries had special bits dropped, and the first of them.
+    pub fn dropped(&self) -> (u64, Option<String>) {
+        let example = self.example.lock().ok().and_then(|e| e.clone());
+        (self.dropped.load(Ordering::Relaxed), example)
+    }
+}
+
+/// DEST, opened once; see the module doc.
+#[derive(Debug)]
+pub struct Dest {
+    root: Root,
+    handles: Mutex<HashMap<String, Arc<Dir>>>,
+    visited: Mutex<HashSet<String>>,
+    created: Mutex<Vec<String>>,
+    stale_removed: AtomicU64,
+    /// The mode bits applied to restored entries.
+    pub modes: ModePolicy,
+}
+
+impl Dest {
+    /// Opens DEST (an existing directory; a link there is followed: it is
+    /// what the user named) and sweeps stale temporary files from its top.
+    ///
+    /// # Errors
+    /// [`ConfineError::Io`] when it cannot be opened as a directory.
+    pub fn open(path: &Path, modes: ModePolicy) -> Result<Self, ConfineError> {
+        let dest = Self {
+            root: Root::open(path)?,
+            handles: Mutex::default(),
+            visited: Mutex::default(),
+            created: Mutex::default(),
+            stale_removed: AtomicU64::new(0),
+            modes,
+        };
+        dest.first_visit("", dest.root.dir());
+        Ok(dest)
+    }
+
+    /// DEST's path, for messages.
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Stale temporary files removed so far (see the module doc).
+    pub fn stale_removed(&self) -> u64 {
+        self.stale_removed.load(Ordering::Relaxed)
+    }
+
+    /// The directory that holds `rel` (a checked text path, see
+    /// [`crate::safe_path::validate`]) and its final name, when every
+    /// directory on the way exists as a real directory; `None` when one is
+    /// missing. Nothing is created.
+    ///
+    /// # Errors
+    /// [`ConfineError::Symlink`] / [`ConfineError::NotDir`] when a component
+    /// is a link or a file, [`ConfineError::Io`] otherwise.
+    pub fn find_parent(&self, rel: &str) -> Result<Option<(Arc<Dir>, OsString)>, ConfineError> {
+        match self.parent(rel, Create::No) {
+            Ok(found) => Ok(Some(found)),
+            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// As [`Dest::find_parent`], creating missing directories owner-only;
+    /// they are remembered for [`Dest::finish_dirs`].
+    ///
+    /// # Errors
+    /// As [`Dest::find_parent`].
+    pub fn make_parent(&self, rel: &str) -> Result<(Arc<Dir>, OsString), ConfineError> {
+        self.parent(rel, Create::Mode(FILLING_MODE))
+    }
+
+    fn parent(&self, rel: &str, create: Create) -> Result<(Arc<Dir>, OsString), ConfineError> {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let name = crate::names::decode(name).into_owned();
+        let cached = self.handles.lock().ok().and_then(|h| h.get(parent).cloned());
+        if let Some(dir) = cached {
+            return Ok((dir, name));
+        }
+        let dir = if parent.is_empty() {
+            self.root.dir().try_clone().map_err(|source| ConfineError::Io {
+                at: self.root.path().to_path_buf(),
+                source,
+            })?
+        } else {
+            let (dir, created) = self
+                .root
+                .open_dir(Path::new(&crate::names::decode(parent)), create)?;
+            if !created.is_empty()
+                && let Ok(mut all) = self.created.lock()
+            {
+                all.extend(created.iter().map(|p| text_of(p)));
+            }
+            dir
+        };
+        self.first_visit(parent, &dir);
+        let dir = Arc::new(dir);
+        if let Ok(mut handles) = self.handles.lock() {
+            if handles.len() >= CACHED_DIRS {
+                handles.clear();
+            }
+            handles.insert(parent.to_string(), dir.clone());
+        }
+        Ok((dir, name))
+    }
+
+    /// Sweeps a directory the first time this restore reaches it. The
+    /// lock is held through the sweep: another task reaching the same
+    /// directory meanwhile waits, so it cannot create a temporary file
+    /// there that the sweep would take (and count) before its writer locks it.
+    fn first_visit(&self, rel: &str, dir: &Dir) {
+        let Ok(mut visited) = self.visited.lock() else {
+            return;
+        };
+        if visited.insert(rel.to_string()) {
+            let removed = sweep(dir);
+            if removed > 0 {
+                tracing::debug!("removed {removed} stale temporary file(s) in '{rel}'");
+                self.stale_removed.fetch_add(removed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Gives directories their modes and mtimes, deepest first, once every
+    /// file and link is in place: the `selected` directory entries (created
+    /// owner-only if missing), and every directory this restore created,
+    /// with its metadata from `recorded` (all directory entries of the
+    /// snapshot, selected or not) or, without one, the default mode.
+    /// Returns how many were done; each failure is added to `failures`.
+    pub fn finish_dirs(
+        &self,
+        selected: Vec<(String, DirMeta)>,
+        recorded: &HashMap<String, DirMeta>,
+        failures: &mut Vec<Failure>,
+    ) -> u64 {
+        // Handles of directories about to be changed are not needed again.
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.clear();
+        }
+        let mut todo: HashMap<String, DirMeta> = HashMap::new();
+        for (path, meta) in selected {
+            let made = crate::safe_path::validate(&path)
+                .map_err(io::Error::other)
+                .and_then(|()| {
+                    self.root
+                        .open_dir(
+                            Path::new(&crate::names::decode(&path)),
+                            Create::Mode(FILLING_MODE),
+                        )
+                        .map_err(io::Error::from)
+                });
+            match made {
+                Ok((_, created)) => {
+                    if let Ok(mut all) = self.created.lock() {
+                        all.extend(created.iter().map(|p| text_of(p)));
+                    }
+                    todo.insert(path, meta);
+                }
+                Err(e) => failures.push(Failure {
+                    path,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        let default_mode = default_dir_mode();
+        for path in created {
+            let meta = recorded.get(&path).copied().unwrap_or(DirMeta {
+                mtime_ns: None,
+                mode: default_mode,
+            });
+            // A created directory with a recorded entry lacking a mode still leaves 0700.
+            let meta = DirMeta {
+                mode: meta.mode.or(default_mode),
+                ..meta
+            };
+            todo.entry(path).or_insert(meta);
+        }
+        let mut todo: Vec<(String, DirMeta)> = todo.into_iter().collect();
+        todo.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut done = 0;
+        for (path, meta) in todo {
+            let mode = meta.mode.map(|m| self.modes.apply(&path, m));
+            let result = self.set_dir_meta(Path::new(&crate::names::decode(&path)), meta.mtime_ns, mode);
+            match result {
+                Ok(()) => done += 1,
+                Err(e) => failures.push(Failure {
+                    path,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        done
+    }
+}
+
+impl Dest {
+    /// Sets a directory's mode and mtime through its own handle, reached
+    /// without following links.
+    #[cfg(unix)]
+    fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> io::Result<()> {
+        let (dir, _) = self.root.open_dir(rel, Create::No)?;
+        crate::download::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
+    }
+
+    /// Sets a directory's mtime relative to DEST's handle (cap-std keeps
+    /// the path inside it); modes are Unix-only.
+    #[cfg(not(unix))]
+    fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, _mode: Option<u32>) -> io::Result<()> {
+        self.root.open_dir(rel, Create::No)?;
+        if let Some(ns) = mtime_ns {
+            let t = cap_std::time::SystemTime::from_std(crate::download::system_time(ns));
+            self.root
+                .dir()
+                .set_times(rel, None, Some(cap_fs_ext::SystemTimeSpec::Absolute(t)))?;
+        }
+        Ok(())
+    }
+}
+
+/// A temporary file in a DEST directory, locked (`flock`) while this
+/// process writes it, removed unless [`TempFile::place`]d.
+#[derive(Debug)]
+pub struct TempFile<'a> {
+    dir: &'a Dir,
+    name: OsString,
+    file: std::fs::File,
+    placed: bool,
+}
+
+impl<'a> TempFile<'a> {
+    /// Creates an owner-only temporary file in `dir` and locks it.
+    ///
+    /// # Errors
+    /// The system's, when the file cannot be created or locked.
+    pub fn create(dir: &'a Dir) -> io::Result<Self> {
+        for _ in 0..TEMP_ATTEMPTS {
+            let name = temp_name("");
+            let mut opts = cap_std::fs::OpenOptions::new();
+            opts.read(true).write(true).create_new(true);
+            opts.follow(FollowSymlinks::No);
+            #[cfg(unix)]
+            {
+                use cap_std::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let file = dir.open_with(&name, &opts)?.into_std();
+            let temp = Self {
+                dir,
+                name,
+                file,
+                placed: false,
+            };
+            temp.file.lock()?;
+            if still_linked(&temp.file)? {
+                return Ok(temp);
+            }
+            // Another restore's sweep took it between creation and lock.
+        }
+        Err(io::Error::other(
+            "temporary files in this directory keep being removed by another process",
+        ))
+    }
+
+    /// The open file, for writing and reading back.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Renames the file to `final_name` in the same directory, replacing a
+    /// file or symlink there (never following it).
+    ///
+    /// # Errors
+    /// The system's (e.g. a directory is in the way).
+    pub fn place(mut self, final_name: &OsStr) -> io::Result<()> {
+        self.dir.rename(&self.name, self.dir, final_name)?;
+        self.placed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+}
+
+/// A fresh temporary name: the prefix, `kind`, and 128 random bits.
+pub fn temp_name(kind: &str) -> OsString {
+    OsString::from(format!("{TEMP_PREFIX}{kind}{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Whether `name` is one of a restore's temporary names ([`TEMP_PREFIX`]);
+/// a backup leaves such names out of its walk.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// Whether the file still has a name (a sweep unlinks it before unlocking).
+fn still_linked(file: &std::fs::File) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(file.metadata()?.nlink() > 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(true)
+    }
+}
+
+/// Removes the abandoned temporary files and links in `dir`; returns how
+/// many. A file another process holds locked is being written: it stays.
+fn sweep(dir: &Dir) -> u64 {
+    let Ok(entries) = dir.entries() else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !is_temp_name(&name) {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let gone = if kind.is_symlink() {
+            // A link is made and renamed within microseconds; a placer that
+            // loses it here makes another (see `download::place_link`).
+            dir.remove_file_or_symlink(&name).map(|()| true)
+        } else if kind.is_file() {
+            remove_if_abandoned(dir, &name)
+        } else {
+            continue;
+        };
+        match gone {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => tracing::debug!("not removing '{}': {e}", Path::new(&name).display()),
+        }
+    }
+    removed
+}
+
+/// Removes the temporary file `name` unless its writer still holds its
+/// lock; the lock is held across the removal, so the writer, locking
+/// after it, sees the file unlinked and takes another name.
+fn remove_if_abandoned(dir: &Dir, name: &OsStr) -> io::Result<bool> {
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(true);
+    opts.follow(FollowSymlinks::No);
+    #[cfg(unix)]
+    {
+        use cap_std::fs::OpenOptionsExt;
+        opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    let file = dir.open_with(name, &opts)?.into_std();
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    dir.remove_file(name)?;
+    drop(file);
+    Ok(true)
+}
+
+/// The directory itself opened for reading: a [`Dir`] may be a path-only
+/// handle (`O_PATH` on Linux), which `fchmod` and `futimens` refuse.
+#[cfg(unix)]
+fn dir_file(dir: &Dir) -> io::Result<std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(true);
+    opts.follow(FollowSymlinks::No);
+    opts.custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32);
+    Ok(dir.open_with(".", &opts)?.into_std())
+}
+
+/// A relative path as its '/'-separated text form.
+fn text_of(rel: &Path) -> String {
+    rel.components()
+        .map(|c| crate::names::encode(c.as_os_str()).into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The mode `mkdir` gives a directory: `0777` less the umask. The umask can
+/// only be read by setting it, so it is set back at once; the modes this
+/// process passes when creating (`0600`, `0700`) are unaffected by the
+/// brief change.
+fn default_dir_mode() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use rustix::fs::Mode;
+        let mask = rustix::process::umask(Mode::from_bits_truncate(0o077));
+        rustix::process::umask(mask);
+        Some(0o777 & !mask.bits())
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_sweep_removes_unlocked_temporaries_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        std::fs::write(p.join(".s3backup-restore-stale"), b"x").unwrap();
+        std::fs::write(p.join("keep.txt"), b"x").unwrap();
+        std::fs::create_dir(p.join(".s3backup-restore-dir")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", p.join(".s3backup-restore-link-x")).unwrap();
+        let dir = Dir::open_ambient_dir(p, cap_std::ambient_authority()).unwrap();
+        let live = TempFile::create(&dir).unwrap();
+        assert_eq!(sweep(&dir), 2);
+        let mut left: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(
+            left.contains(&"keep.txt".to_string()) && left.contains(&".s3backup-restore-dir".to_string())
+        );
+        live.place(OsStr::new("placed")).unwrap();
+        assert!(p.join("placed").is_file());
+    }
+
+    #[test]
+    fn directory_handles_take_modes_and_times() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("d")).unwrap();
+        let root = Root::open(tmp.path()).unwrap();
+        let (dir, _) = root.open_dir(Path::new("d"), Create::No).unwrap();
+        crate::download::set_file_times_and_mode(
+            &dir_file(&dir).unwrap(),
+            Some(1_000_000_000_000_000_000),
+            Some(0o750),
+        )
+        .unwrap();
+        let md = std::fs::metadata(tmp.path().join("d")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(crate::scan::mtime_ns(&md), 1_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn special_bits_are_dropped_and_counted_unless_preserved() {
+        let drop = ModePolicy::new(false);
+        assert_eq!(drop.apply("a", 0o4777), 0o777);
+        assert_eq!(drop.apply("b", 0o644), 0o644);
+        assert_eq!(drop.apply("c", 0o1777), 0o777);
+        assert_eq!(drop.dropped(), (2, Some("a".to_string())));
+        let keep = ModePolicy::new(true);
+        assert_eq!(keep.apply("a", 0o104777), 0o4777);
+        assert_eq!(keep.dropped().0, 0);
+    }
+}
