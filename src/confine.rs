@@ -223,15 +223,18 @@ fn plain_components(rel: &Path) -> Result<Vec<&OsStr>, ConfineError> {
 }
 
 fn dir_builder(mode: u32) -> cap_std::fs::DirBuilder {
-    let mut builder = cap_std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
         use cap_std::fs::DirBuilderExt;
+        let mut builder = cap_std::fs::DirBuilder::new();
         builder.mode(mode);
+        builder
     }
     #[cfg(not(unix))]
-    let _ = mode;
-    builder
+    {
+        let _ = mode;
+        cap_std::fs::DirBuilder::new()
+    }
 }
 
 #[cfg(all(test, unix))]
