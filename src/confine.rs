@@ -163,6 +163,74 @@ impl Root {
         self.descend(&names, create)
     }
 
+    /// Reaches the directory that holds `rel`'s final name as
+    /// [`Root::parent`] with [`Create::Mode`] does, except that a component
+    /// that is a symbolic link, a file or another non-directory is removed
+    /// (the link itself, never what it points to) and replaced by a new
+    /// directory. For a tree the caller owns outright (the local store: a
+    /// stale entry left by a source whose link or file became a directory),
+    /// not for one a user shares with s3backup (a restore's DEST).
+    /// Replaced components are listed in [`Parent::created`] with the new ones.
+    ///
+    /// # Errors
+    /// [`ConfineError::NotRelative`] for a path that could leave the root;
+    /// [`ConfineError::Io`] when a component cannot be removed or created,
+    /// or keeps changing under concurrent writers (after a few rounds).
+    pub fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
+        let names = plain_components(rel)?;
+        let Some((last, dirs)) = names.split_last() else {
+            return Err(ConfineError::NotRelative {
+                rel: rel.to_path_buf(),
+            });
+        };
+        let io_at = |at: &Path, source| ConfineError::Io {
+            at: self.path.join(at),
+            source,
+        };
+        let mut dir = self.dir.try_clone().map_err(|e| io_at(Path::new(""), e))?;
+        let mut at = PathBuf::new();
+        let mut created = Vec::new();
+        for name in dirs {
+            at.push(name);
+            let mut rounds = 0;
+            dir = loop {
+                let missing = match dir.open_dir_nofollow(name) {
+                    Ok(next) => break next,
+                    Err(e) if rounds >= REPLACE_ROUNDS => return Err(io_at(&at, e)),
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                };
+                rounds += 1;
+                if !missing {
+                    match dir.symlink_metadata(name) {
+                        Ok(md) if !md.is_dir() => {
+                            tracing::debug!(at = %self.path.join(&at).display(), "replacing a non-directory by a directory");
+                            match dir.remove_file_or_symlink(name) {
+                                Ok(()) => {}
+                                // Another worker replaced it first.
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(io_at(&at, e)),
+                            }
+                        }
+                        // A directory after all (it changed, or it cannot be opened): retry, then report.
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_at(&at, e)),
+                    }
+                }
+                match dir.create_dir_with(name, &dir_builder(mode)) {
+                    Ok(()) => created.push(at.clone()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_at(&at, e)),
+                }
+            };
+        }
+        Ok(Parent {
+            dir,
+            name: last.to_os_string(),
+            created,
+        })
+    }
+
     fn descend(&self, names: &[&OsStr], create: Create) -> Result<(Dir, Vec<PathBuf>), ConfineError> {
         let io_at = |at: &Path, source| ConfineError::Io {
             at: self.path.join(at),
@@ -208,6 +276,10 @@ impl Root {
         }
     }
 }
+
+/// How many times [`Root::parent_replacing`] tries one component that
+/// other writers keep changing before it gives up.
+const REPLACE_ROUNDS: usize = 4;
 
 /// The names of a plain relative path, refusing anything that could leave
 /// the directory it is joined to.
