@@ -6,8 +6,8 @@
 //! and permission bits; the blake3 lives in the manifest. Every write goes to
 //! a temporary file under `ROOT/.s3backup/tmp/` and is renamed into place,
 //! so a crash never leaves a half-written file under a final name; what a
-//! killed run leaves in that area is removed by the next backup
-//! ([`scratch`]). The ETag is derived from size and mtime, as web servers
+//! killed run leaves in that area is removed by the next backup that
+//! writes, before its first write ([`scratch`]). The ETag is derived from size and mtime, as web servers
 //! derive theirs from a stat. A symlink is stored as the symlink itself and
 //! read back without being followed: its body is its target. Under a
 //! bandwidth limit the bytes a write copies in and a read hands out are
@@ -129,18 +129,32 @@ impl LocalStore {
         self.root.join(key).display().to_string()
     }
 
-    /// This run's temporary area, taken (and locked) at the first write.
+    /// This run's temporary area, taken (and locked) at the first write,
+    /// which first removes what interrupted runs left there and logs how
+    /// much (at `-v`). At the first write, not in `prepare`: a backup whose
+    /// state proves the target exists skips `prepare`, and a run that
+    /// writes nothing (a dry run, an unchanged tree) changes nothing in
+    /// the store.
     fn scratch(&self, root: &Root) -> StoreResult<Arc<Scratch>> {
         let mut held = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(scratch) = held.as_ref() {
             return Ok(scratch.clone());
         }
-        let scratch = Arc::new(Scratch::begin(root, DIR_MODE).map_err(|e| {
-            io_error(
-                e,
-                &format!("opening the temporary area '{}'", self.root.join(TMP).display()),
-            )
-        })?);
+        let area = self.root.join(TMP);
+        let scratch = Arc::new(
+            Scratch::begin(root, DIR_MODE)
+                .map_err(|e| io_error(e, &format!("opening the temporary area '{}'", area.display())))?,
+        );
+        match scratch::sweep(root, SystemTime::now() - scratch::LEGACY_AGE) {
+            Ok(s) if s.entries > 0 => tracing::info!(
+                "removed {} temporary file(s), {} bytes, that interrupted runs left in '{}'",
+                s.entries,
+                s.bytes,
+                area.display()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("not removing what interrupted runs left in '{}': {e}", area.display()),
+        }
         *held = Some(scratch.clone());
         Ok(scratch)
     }
@@ -622,53 +636,27 @@ impl Clone for LocalStore {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    /// Checks (or creates) the root; before a backup that writes
-    /// (`create`), also removes what killed runs left in the temporary area
-    /// (see [`scratch`]) and logs how much, at `-v`.
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
         let root = self.root.clone();
         blocking(move || {
-            let prepared = match std::fs::metadata(&root) {
-                Ok(md) if md.is_dir() => Prepared::Existing,
-                Ok(_) => {
-                    return Err(StoreError::Fatal(format!(
-                        "store '{}' exists but is not a directory",
-                        root.display()
-                    )));
-                }
+            match std::fs::metadata(&root) {
+                Ok(md) if md.is_dir() => Ok(Prepared::Existing),
+                Ok(_) => Err(StoreError::Fatal(format!(
+                    "store '{}' exists but is not a directory",
+                    root.display()
+                ))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     std::fs::create_dir_all(&root).map_err(|e| {
                         io_error(e, &format!("creating store directory '{}'", root.display()))
                     })?;
-                    return Ok(Prepared::Created);
+                    Ok(Prepared::Created)
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Prepared::Missing),
-                Err(e) => {
-                    return Err(io_error(
-                        e,
-                        &format!("checking store directory '{}'", root.display()),
-                    ));
-                }
-            };
-            if create {
-                let swept = Root::open(&root)
-                    .map_err(io::Error::from)
-                    .and_then(|r| scratch::sweep(&r, SystemTime::now() - scratch::LEGACY_AGE));
-                match swept {
-                    Ok(s) if s.entries > 0 => tracing::info!(
-                        "removed {} temporary file(s), {} bytes, that interrupted runs left in '{}'",
-                        s.entries,
-                        s.bytes,
-                        root.join(TMP).display()
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        "not removing what interrupted runs left in '{}': {e}",
-                        root.join(TMP).display()
-                    ),
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Missing),
+                Err(e) => Err(io_error(
+                    e,
+                    &format!("checking store directory '{}'", root.display()),
+                )),
             }
-            Ok(prepared)
         })
         .await
     }

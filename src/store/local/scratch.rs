@@ -10,7 +10,8 @@
 //! `run-<id>.lock` for as long as it lives; its temporary entries are named
 //! `run-<id>-<n>` (files, and symlinks, which cannot carry a lock
 //! themselves). The kernel drops the lock when the process dies, however it
-//! dies. [`sweep`], run when a backup prepares the store, removes the
+//! dies. [`sweep`], run by each backup before its first write to the store
+//! (so also by the next run after a kill), removes the
 //! entries of every run whose lock it can take (its process is gone), and
 //! leaves alone those of runs going on now: two backup sets (two source
 //! directories) may share one store, and their per-set locks in the state
