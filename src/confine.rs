@@ -349,6 +349,44 @@ mod tests {
     }
 
     #[test]
+    fn replacing_removes_a_link_or_file_on_the_way_never_what_a_link_points_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root_path = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root_path.join("a")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("kept"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("a/link")).unwrap();
+        std::fs::write(root_path.join("file"), b"stale").unwrap();
+        let root = Root::open(&root_path).unwrap();
+
+        let parent = root.parent_replacing(Path::new("a/link/new/f"), 0o700).unwrap();
+        assert_eq!(
+            parent.created,
+            vec![PathBuf::from("a/link"), PathBuf::from("a/link/new")]
+        );
+        parent.dir.write(&parent.name, b"hi").unwrap();
+        assert!(
+            std::fs::symlink_metadata(root_path.join("a/link"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(std::fs::read(root_path.join("a/link/new/f")).unwrap(), b"hi");
+        let left: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["kept"], "nothing changed where the link pointed");
+
+        let parent = root.parent_replacing(Path::new("file/g"), 0o700).unwrap();
+        assert_eq!(parent.created, vec![PathBuf::from("file")]);
+        // Existing directories are kept as they are, and a final name is never touched.
+        let parent = root.parent_replacing(Path::new("a/link"), 0o700).unwrap();
+        assert!(parent.created.is_empty());
+        assert!(root.parent_replacing(Path::new("../x"), 0o700).is_err());
+    }
+
+    #[test]
     fn a_file_where_a_directory_is_needed_is_named() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f"), b"x").unwrap();

@@ -36,6 +36,7 @@
 //!   a copy from such a key reports the source missing (the engine uploads
 //!   instead); a delete of one deletes nothing (no object of the store is
 //!   there); the listing never descends through a link ([`walk`]).
+//!
 //! The root itself is opened by the path the user gave, following a link
 //! there (their choice, as with any command-line argument).
 
@@ -153,7 +154,10 @@ impl LocalStore {
                 area.display()
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!("not removing what interrupted runs left in '{}': {e}", area.display()),
+            Err(e) => tracing::warn!(
+                "not removing what interrupted runs left in '{}': {e}",
+                area.display()
+            ),
         }
         *held = Some(scratch.clone());
         Ok(scratch)
@@ -228,7 +232,11 @@ impl LocalStore {
         let scratch = self.scratch(&root)?;
         let name = scratch.fresh_name();
         make_symlink(scratch.dir(), target, &name).map_err(what)?;
-        let time = || Some(SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(mtime_ns))));
+        let time = || {
+            Some(SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(
+                system_time(mtime_ns),
+            )))
+        };
         let placed = scratch
             .dir()
             .set_symlink_times(&name, time(), time())
@@ -264,7 +272,12 @@ impl LocalStore {
     /// The open upload `upload_id`'s directory handle.
     fn upload_dir(&self, root: &Root, upload_id: &str) -> StoreResult<Dir> {
         let name = upload_name(upload_id)?;
-        let gone = || StoreError::NotFound(format!("upload '{upload_id}' is not open in {}", self.root.display()));
+        let gone = || {
+            StoreError::NotFound(format!(
+                "upload '{upload_id}' is not open in {}",
+                self.root.display()
+            ))
+        };
         let tmp = self.tmp_dir(root, Create::No)?.ok_or_else(gone)?;
         tmp.open_dir_nofollow(&name).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => gone(),
@@ -322,7 +335,10 @@ impl LocalStore {
             let mut input = open_object(&parent).map_err(what)?;
             let md = Metadata::from_file(&input).map_err(what)?;
             if !md.is_file() {
-                return Err(StoreError::NotFound(format!("'{}' is not a file", self.shown(src_key))));
+                return Err(StoreError::NotFound(format!(
+                    "'{}' is not a file",
+                    self.shown(src_key)
+                )));
             }
             changed(&Stat::of(&md))?;
             if src_key == dst_key {
@@ -335,7 +351,10 @@ impl LocalStore {
                 self.write_atomically(dst_key, meta, |out| io::copy(&mut input, out).map(|_| ()))
             }
         } else {
-            Err(StoreError::NotFound(format!("'{}' is not a file", self.shown(src_key))))
+            Err(StoreError::NotFound(format!(
+                "'{}' is not a file",
+                self.shown(src_key)
+            )))
         }
     }
 
@@ -359,7 +378,11 @@ impl LocalStore {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // A directory is no object: nothing to delete.
-            Err(_) if parent.dir.symlink_metadata(&parent.name).is_ok_and(|md| md.is_dir()) => {}
+            Err(_)
+                if parent
+                    .dir
+                    .symlink_metadata(&parent.name)
+                    .is_ok_and(|md| md.is_dir()) => {}
             Err(e) => return Err(io_error(e, &format!("deleting '{}'", self.shown(key)))),
         }
         // Like a bucket, the store has no empty "folders": prune them up to the root.
@@ -394,7 +417,10 @@ impl LocalStore {
         if lmd.is_symlink() {
             // Never followed: the body is the target itself.
             let target = parent.dir.read_link_contents(&parent.name).map_err(what)?;
-            return Ok((remote_of(key, &lmd)?, Body::Link(target.into_os_string().into_encoded_bytes())));
+            return Ok((
+                remote_of(key, &lmd)?,
+                Body::Link(target.into_os_string().into_encoded_bytes()),
+            ));
         }
         if !lmd.is_file() {
             return Err(StoreError::NotFound(format!("'{key}' is not a file")));
@@ -476,7 +502,9 @@ impl Stat {
         let (mtime_ns, mode) = {
             use cap_std::fs::MetadataExt;
             (
-                md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+                md.mtime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(md.mtime_nsec()),
                 md.mode() & 0o7777,
             )
         };
@@ -638,25 +666,22 @@ impl Clone for LocalStore {
 impl ObjectStore for LocalStore {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
         let root = self.root.clone();
-        blocking(move || {
-            match std::fs::metadata(&root) {
-                Ok(md) if md.is_dir() => Ok(Prepared::Existing),
-                Ok(_) => Err(StoreError::Fatal(format!(
-                    "store '{}' exists but is not a directory",
-                    root.display()
-                ))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    std::fs::create_dir_all(&root).map_err(|e| {
-                        io_error(e, &format!("creating store directory '{}'", root.display()))
-                    })?;
-                    Ok(Prepared::Created)
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Missing),
-                Err(e) => Err(io_error(
-                    e,
-                    &format!("checking store directory '{}'", root.display()),
-                )),
+        blocking(move || match std::fs::metadata(&root) {
+            Ok(md) if md.is_dir() => Ok(Prepared::Existing),
+            Ok(_) => Err(StoreError::Fatal(format!(
+                "store '{}' exists but is not a directory",
+                root.display()
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| io_error(e, &format!("creating store directory '{}'", root.display())))?;
+                Ok(Prepared::Created)
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Prepared::Missing),
+            Err(e) => Err(io_error(
+                e,
+                &format!("checking store directory '{}'", root.display()),
+            )),
         })
         .await
     }
@@ -704,16 +729,30 @@ impl ObjectStore for LocalStore {
         let meta_line = format!("{} {} {}", meta.mtime_ns, meta.mode, meta.blake3);
         let this = self.clone();
         blocking(move || {
-            let what = |e| io_error(e, &format!("starting upload '{upload_id}' in '{}'", this.root.join(TMP).display()));
+            let what = |e| {
+                io_error(
+                    e,
+                    &format!(
+                        "starting upload '{upload_id}' in '{}'",
+                        this.root.join(TMP).display()
+                    ),
+                )
+            };
             let root = this.open_root()?;
             let tmp = this
                 .tmp_dir(&root, Create::Mode(DIR_MODE))?
                 .ok_or_else(|| StoreError::Fatal("the temporary area vanished".into()))?;
             tmp.create_dir(&name).map_err(what)?;
             let dir = tmp.open_dir_nofollow(&name).map_err(what)?;
-            dir.open_with("meta", OpenOptions::new().write(true).create_new(true).follow(FollowSymlinks::No))
-                .and_then(|mut f| f.write_all(meta_line.as_bytes()))
-                .map_err(what)?;
+            dir.open_with(
+                "meta",
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .follow(FollowSymlinks::No),
+            )
+            .and_then(|mut f| f.write_all(meta_line.as_bytes()))
+            .map_err(what)?;
             Ok(upload_id)
         })
         .await
@@ -854,9 +893,10 @@ impl ObjectStore for LocalStore {
             };
             // cap-std's remove_dir_all removes links inside, never what they point to.
             match tmp.remove_dir_all(&name) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    Err(io_error(e, &format!("aborting upload '{}'", this.root.join(TMP).join(&name).display())))
-                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(
+                    e,
+                    &format!("aborting upload '{}'", this.root.join(TMP).join(&name).display()),
+                )),
                 _ => Ok(()),
             }
         })
@@ -999,10 +1039,87 @@ mod tests {
 
     #[test]
     fn refuses_keys_that_escape_the_root() {
-        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", "", "a/./b", "a\0b"] {
+        for key in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a\\b",
+            "",
+            "a/./b",
+            "a\0b",
+        ] {
             assert!(check_key(key).is_err(), "{key}");
         }
         assert_eq!(check_key("a/b").ok(), Some(Path::new("a/b")));
+    }
+
+    /// The listing shows a link as the object it is, never what lies
+    /// beneath it, and passes over the temporary area.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_listing_never_descends_through_a_link() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("deep")).unwrap();
+        std::fs::write(outside.join("deep/secret"), b"s").unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join(".s3backup/tmp")).unwrap();
+        std::fs::write(root.join(".s3backup/tmp/run-x"), b"t").unwrap();
+        std::fs::write(root.join("d/e/f"), b"f").unwrap();
+        std::fs::write(root.join("d-"), b"g").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("top")).unwrap();
+        let store = LocalStore::new(&root);
+        let keys = |prefix: &'static str| {
+            let store = store.clone();
+            async move {
+                let listed: Vec<ObjectInfo> = store.list(prefix).try_collect().await.unwrap();
+                listed.into_iter().map(|o| o.key).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(keys("").await, ["d-", "d/e/f", "d/link", "top"]);
+        assert_eq!(keys("d/").await, ["d/e/f", "d/link"]);
+        assert!(keys("d/link/").await.is_empty());
+        assert!(keys("top/deep").await.is_empty());
+    }
+
+    /// A directory became a file: the write replaces an empty directory at
+    /// the key and refuses, naming it, one that still holds objects.
+    #[tokio::test]
+    async fn a_directory_at_the_key_is_replaced_when_empty_refused_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("store"));
+        store.prepare(true).await.unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"file now").unwrap();
+        let range = FileRange {
+            path: &file,
+            offset: 0,
+            len: 8,
+            md5: None,
+        };
+        let meta = ObjectMeta::default();
+        std::fs::create_dir_all(dir.path().join("store/empty")).unwrap();
+        std::fs::create_dir_all(dir.path().join("store/full/sub")).unwrap();
+        store.put_file("empty", range, &meta).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("store/empty")).unwrap(),
+            b"file now"
+        );
+        let err = store.put_file("full", range, &meta).await.unwrap_err();
+        assert!(err.to_string().contains("holding other objects"), "{err}");
+        assert!(dir.path().join("store/full/sub").is_dir());
+        let tmp = std::fs::read_dir(dir.path().join("store/.s3backup/tmp")).unwrap();
+        let names: Vec<_> = tmp
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.ends_with(".lock")),
+            "the failed write's temp file is gone: {names:?}"
+        );
     }
 
     /// As S3 refuses a body whose `Content-MD5` differs, so does the local

@@ -55,10 +55,18 @@ fn a_stored_link_that_became_a_directory_is_replaced_not_written_through() {
     std::fs::remove_file(env.path("a")).unwrap();
     env.write("a/x.txt", "new x").write("a/new.txt", "new file");
     let r = env.backup(&target, &["--json"]);
-    assert_eq!(tree(&outside), before, "the directory the link pointed to changed\n{}", r.show());
+    assert_eq!(
+        tree(&outside),
+        before,
+        "the directory the link pointed to changed\n{}",
+        r.show()
+    );
     r.expect_code(0);
     let md = std::fs::symlink_metadata(store.join("a")).unwrap();
-    assert!(md.is_dir() && !md.is_symlink(), "the stale link is replaced by a directory");
+    assert!(
+        md.is_dir() && !md.is_symlink(),
+        "the stale link is replaced by a directory"
+    );
     assert_eq!(std::fs::read(store.join("a/x.txt")).unwrap(), b"new x");
     assert_eq!(std::fs::read(store.join("a/new.txt")).unwrap(), b"new file");
 }
@@ -79,7 +87,12 @@ fn a_link_planted_in_the_store_is_never_written_or_deleted_through() {
     env.remove("a/victim.txt");
     env.write_at("a/x.txt", "new x", (1_700_000_100, 0));
     let r = env.backup(&target, &["--json", "--delete"]);
-    assert_eq!(tree(&outside), before, "the directory the link points to changed\n{}", r.show());
+    assert_eq!(
+        tree(&outside),
+        before,
+        "the directory the link points to changed\n{}",
+        r.show()
+    );
     r.expect_code(0);
     assert!(!std::fs::symlink_metadata(store.join("a")).unwrap().is_symlink());
     assert_eq!(std::fs::read(store.join("a/x.txt")).unwrap(), b"new x");
@@ -192,17 +205,32 @@ fn a_killed_backups_temp_file_is_removed_by_the_next_run_but_not_a_running_ones(
     signal(&running, libc::SIGCONT);
     r.expect_code(0);
     let left: Vec<String> = temp_files_of(&store).into_iter().map(|f| f.0).collect();
-    assert!(!left.contains(&stale[0].0), "the killed run's file is still there: {left:?}\n{}", r.show());
-    assert!(left.contains(&theirs[0].0), "the running backup's file was removed\n{}", r.show());
+    assert!(
+        !left.contains(&stale[0].0),
+        "the killed run's file is still there: {left:?}\n{}",
+        r.show()
+    );
+    assert!(
+        left.contains(&theirs[0].0),
+        "the running backup's file was removed\n{}",
+        r.show()
+    );
     assert!(
         r.stderr.contains("removed 1 temporary file(s)"),
         "the removal is logged\n{}",
         r.show()
     );
-    assert_eq!(std::fs::read(store.join("big.bin")).unwrap(), noise(512 * 1024, 1));
+    assert_eq!(
+        std::fs::read(store.join("big.bin")).unwrap(),
+        noise(512 * 1024, 1)
+    );
 
     let status = running.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "the other set's backup finishes: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the other set's backup finishes: {status:?}"
+    );
     assert_eq!(std::fs::read(store.join("other/big.bin")).unwrap(), other_big);
     assert_eq!(temp_files_of(&store), [], "nothing is left behind");
 }

@@ -81,7 +81,13 @@ impl Scratch {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let name = lock_name(&id);
             let lock = tmp
-                .open_with(&name, OpenOptions::new().write(true).create_new(true).follow(FollowSymlinks::No))?
+                .open_with(
+                    &name,
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .follow(FollowSymlinks::No),
+                )?
                 .into_std();
             lock.lock()?;
             if still_linked(&lock)? {
@@ -372,7 +378,14 @@ mod tests {
         std::fs::create_dir(tmp.join("upload-abc")).unwrap();
 
         let swept = sweep(&root, SystemTime::now() - LEGACY_AGE).unwrap();
-        assert_eq!(swept, Swept { entries: 3, bytes: 5 + 4 + 2 }, "(a link's size is its target's length)");
+        assert_eq!(
+            swept,
+            Swept {
+                entries: 3,
+                bytes: 5 + 4 + 2
+            },
+            "(a link's size is its target's length)"
+        );
         let mut left: Vec<String> = std::fs::read_dir(&tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -386,7 +399,10 @@ mod tests {
         ];
         want.sort();
         assert_eq!(left, want);
-        assert!(Path::new("/etc/passwd").exists(), "a link is removed, not followed");
+        assert!(
+            Path::new("/etc/passwd").exists(),
+            "a link is removed, not followed"
+        );
 
         // Once old enough, an earlier version's file goes too.
         let swept = sweep(&root, SystemTime::now() + Duration::from_secs(1)).unwrap();

@@ -130,7 +130,7 @@ fn level(dir: Dir, key: String) -> StoreResult<Level> {
         };
         entries.push((name, is_dir));
     }
-    entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    entries.sort_by_key(sort_key);
     Ok(Level {
         dir,
         key,
