@@ -7,12 +7,13 @@
 //! a temporary file under `ROOT/.s3backup/tmp/` and is renamed into place,
 //! so a crash never leaves a half-written file under a final name; what a
 //! killed run leaves in that area is removed by the next backup that
-//! writes, before its first write ([`scratch`]). The ETag is derived from size and mtime, as web servers
-//! derive theirs from a stat. A symlink is stored as the symlink itself and
-//! read back without being followed: its body is its target. Under a
-//! bandwidth limit the bytes a write copies in and a read hands out are
-//! paced like an S3 body's (server-side copies and the assembling of parts
-//! are not: no bytes move between the machine and the store then, as with S3).
+//! writes, before its first write (module `scratch`). The ETag is derived
+//! from size and mtime, as web servers derive theirs from a stat. A symlink
+//! is stored as the symlink itself and read back without being followed:
+//! its body is its target. Under a bandwidth limit the bytes a write copies
+//! in and a read hands out are paced like an S3 body's (server-side copies
+//! and the assembling of parts are not: no bytes move between the machine
+//! and the store then, as with S3).
 //!
 //! # Confinement
 //! Nothing the store does reaches outside its root or through a symbolic
@@ -35,7 +36,7 @@
 //! - a read (`head`, `get`) of a key beneath a link fails naming the link;
 //!   a copy from such a key reports the source missing (the engine uploads
 //!   instead); a delete of one deletes nothing (no object of the store is
-//!   there); the listing never descends through a link ([`walk`]).
+//!   there); the listing never descends through a link (module `walk`).
 //!
 //! The root itself is opened by the path the user gave, following a link
 //! there (their choice, as with any command-line argument).
