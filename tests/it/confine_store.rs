@@ -160,6 +160,19 @@ fn temp_files_of(store: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// Stops `child` (SIGSTOP) and waits until it has stopped, so its files
+/// no longer change.
+fn stop(child: &Child) {
+    signal(child, libc::SIGSTOP);
+    let mut status = 0;
+    // SAFETY: waits for our own child; WUNTRACED reports its stop.
+    let rc = unsafe { libc::waitpid(child.id() as i32, &mut status, libc::WUNTRACED) };
+    assert!(
+        rc > 0 && libc::WIFSTOPPED(status),
+        "the running backup did not stop: {status:#x}"
+    );
+}
+
 fn signal(child: &Child, sig: i32) {
     // SAFETY: a plain system call on our own child's pid.
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
@@ -186,7 +199,7 @@ fn a_killed_backups_temp_file_is_removed_by_the_next_run_but_not_a_running_ones(
     let other_big = noise(512 * 1024, 2);
     other.write("other/big.bin", &other_big);
     let mut running = start_paced_backup(&other, &target, &watch, &[]);
-    signal(&running, libc::SIGSTOP);
+    stop(&running);
     let theirs = temp_files_of(&store);
     assert_eq!(theirs.len(), 1, "the running backup's temporary file: {theirs:?}");
 
@@ -196,7 +209,11 @@ fn a_killed_backups_temp_file_is_removed_by_the_next_run_but_not_a_running_ones(
     killed.kill().unwrap();
     assert_eq!(killed.wait().unwrap().signal(), Some(libc::SIGKILL));
     let during = temp_files_of(&store);
-    let stale: Vec<_> = during.iter().filter(|f| !theirs.contains(f)).cloned().collect();
+    let stale: Vec<_> = during
+        .iter()
+        .filter(|f| !theirs.iter().any(|t| t.0 == f.0))
+        .cloned()
+        .collect();
     assert_eq!(stale.len(), 1, "the kill left one temporary file: {during:?}");
     assert!(stale[0].1 > 0, "partly written: {stale:?}");
 
