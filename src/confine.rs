@@ -206,8 +206,10 @@ impl Root {
                             tracing::debug!(at = %self.path.join(&at).display(), "replacing a non-directory by a directory");
                             match dir.remove_file_or_symlink(name) {
                                 Ok(()) => {}
-                                // Another worker replaced it first.
+                                // Another worker removed it first.
                                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                // Another worker replaced it by a directory first: open that.
+                                Err(_) if dir.symlink_metadata(name).is_ok_and(|md| md.is_dir()) => continue,
                                 Err(e) => return Err(io_at(&at, e)),
                             }
                         }
@@ -384,6 +386,35 @@ mod tests {
         let parent = root.parent_replacing(Path::new("a/link"), 0o700).unwrap();
         assert!(parent.created.is_empty());
         assert!(root.parent_replacing(Path::new("../x"), 0o700).is_err());
+    }
+
+    /// Concurrent writers beneath one stale link: one replaces it, the
+    /// others find the directory (as the local store's parallel uploads do).
+    #[test]
+    fn concurrent_replacements_of_one_link_all_succeed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        for round in 0..200 {
+            let root_path = tmp.path().join(format!("root{round}"));
+            std::fs::create_dir(&root_path).unwrap();
+            std::os::unix::fs::symlink(&outside, root_path.join("a")).unwrap();
+            let root = Root::open(&root_path).unwrap();
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for n in 0..6 {
+                    let (root, start) = (&root, &start);
+                    s.spawn(move || {
+                        let rel = PathBuf::from(format!("a/f{n}"));
+                        start.wait();
+                        let parent = root.parent_replacing(&rel, 0o700).unwrap();
+                        parent.dir.write(&parent.name, b"x").unwrap();
+                    });
+                }
+            });
+            assert_eq!(std::fs::read_dir(root_path.join("a")).unwrap().count(), 6);
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]
