@@ -163,6 +163,76 @@ impl Root {
         self.descend(&names, create)
     }
 
+    /// Reaches the directory that holds `rel`'s final name as
+    /// [`Root::parent`] with [`Create::Mode`] does, except that a component
+    /// that is a symbolic link, a file or another non-directory is removed
+    /// (the link itself, never what it points to) and replaced by a new
+    /// directory. For a tree the caller owns outright (the local store: a
+    /// stale entry left by a source whose link or file became a directory),
+    /// not for one a user shares with s3backup (a restore's DEST).
+    /// Replaced components are listed in [`Parent::created`] with the new ones.
+    ///
+    /// # Errors
+    /// [`ConfineError::NotRelative`] for a path that could leave the root;
+    /// [`ConfineError::Io`] when a component cannot be removed or created,
+    /// or keeps changing under concurrent writers (after a few rounds).
+    pub fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
+        let names = plain_components(rel)?;
+        let Some((last, dirs)) = names.split_last() else {
+            return Err(ConfineError::NotRelative {
+                rel: rel.to_path_buf(),
+            });
+        };
+        let io_at = |at: &Path, source| ConfineError::Io {
+            at: self.path.join(at),
+            source,
+        };
+        let mut dir = self.dir.try_clone().map_err(|e| io_at(Path::new(""), e))?;
+        let mut at = PathBuf::new();
+        let mut created = Vec::new();
+        for name in dirs {
+            at.push(name);
+            let mut rounds = 0;
+            dir = loop {
+                let missing = match dir.open_dir_nofollow(name) {
+                    Ok(next) => break next,
+                    Err(e) if rounds >= REPLACE_ROUNDS => return Err(io_at(&at, e)),
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                };
+                rounds += 1;
+                if !missing {
+                    match dir.symlink_metadata(name) {
+                        Ok(md) if !md.is_dir() => {
+                            tracing::debug!(at = %self.path.join(&at).display(), "replacing a non-directory by a directory");
+                            match dir.remove_file_or_symlink(name) {
+                                Ok(()) => {}
+                                // Another worker removed it first.
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                // Another worker replaced it by a directory first: open that.
+                                Err(_) if dir.symlink_metadata(name).is_ok_and(|md| md.is_dir()) => continue,
+                                Err(e) => return Err(io_at(&at, e)),
+                            }
+                        }
+                        // A directory after all (it changed, or it cannot be opened): retry, then report.
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_at(&at, e)),
+                    }
+                }
+                match dir.create_dir_with(name, &dir_builder(mode)) {
+                    Ok(()) => created.push(at.clone()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_at(&at, e)),
+                }
+            };
+        }
+        Ok(Parent {
+            dir,
+            name: last.to_os_string(),
+            created,
+        })
+    }
+
     fn descend(&self, names: &[&OsStr], create: Create) -> Result<(Dir, Vec<PathBuf>), ConfineError> {
         let io_at = |at: &Path, source| ConfineError::Io {
             at: self.path.join(at),
@@ -208,6 +278,10 @@ impl Root {
         }
     }
 }
+
+/// How many times [`Root::parent_replacing`] tries one component that
+/// other writers keep changing before it gives up.
+const REPLACE_ROUNDS: usize = 4;
 
 /// The names of a plain relative path, refusing anything that could leave
 /// the directory it is joined to.
@@ -277,6 +351,73 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+    }
+
+    #[test]
+    fn replacing_removes_a_link_or_file_on_the_way_never_what_a_link_points_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root_path = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root_path.join("a")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("kept"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("a/link")).unwrap();
+        std::fs::write(root_path.join("file"), b"stale").unwrap();
+        let root = Root::open(&root_path).unwrap();
+
+        let parent = root.parent_replacing(Path::new("a/link/new/f"), 0o700).unwrap();
+        assert_eq!(
+            parent.created,
+            vec![PathBuf::from("a/link"), PathBuf::from("a/link/new")]
+        );
+        parent.dir.write(&parent.name, b"hi").unwrap();
+        assert!(
+            std::fs::symlink_metadata(root_path.join("a/link"))
+                .unwrap()
+                .is_dir()
+        );
+        assert_eq!(std::fs::read(root_path.join("a/link/new/f")).unwrap(), b"hi");
+        let left: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["kept"], "nothing changed where the link pointed");
+
+        let parent = root.parent_replacing(Path::new("file/g"), 0o700).unwrap();
+        assert_eq!(parent.created, vec![PathBuf::from("file")]);
+        // Existing directories are kept as they are, and a final name is never touched.
+        let parent = root.parent_replacing(Path::new("a/link"), 0o700).unwrap();
+        assert!(parent.created.is_empty());
+        assert!(root.parent_replacing(Path::new("../x"), 0o700).is_err());
+    }
+
+    /// Concurrent writers beneath one stale link: one replaces it, the
+    /// others find the directory (as the local store's parallel uploads do).
+    #[test]
+    fn concurrent_replacements_of_one_link_all_succeed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        for round in 0..200 {
+            let root_path = tmp.path().join(format!("root{round}"));
+            std::fs::create_dir(&root_path).unwrap();
+            std::os::unix::fs::symlink(&outside, root_path.join("a")).unwrap();
+            let root = Root::open(&root_path).unwrap();
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for n in 0..6 {
+                    let (root, start) = (&root, &start);
+                    s.spawn(move || {
+                        let rel = PathBuf::from(format!("a/f{n}"));
+                        start.wait();
+                        let parent = root.parent_replacing(&rel, 0o700).unwrap();
+                        parent.dir.write(&parent.name, b"x").unwrap();
+                    });
+                }
+            });
+            assert_eq!(std::fs::read_dir(root_path.join("a")).unwrap().count(), 6);
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

@@ -5,34 +5,78 @@
 //! Object metadata is kept where a file system keeps it: the file's mtime
 //! and permission bits; the blake3 lives in the manifest. Every write goes to
 //! a temporary file under `ROOT/.s3backup/tmp/` and is renamed into place,
-//! so a crash never leaves a half-written file under a final name. The ETag
-//! is derived from size and mtime, as web servers derive theirs from a stat.
-//! A symlink is stored as the symlink itself and read back without being
-//! followed: its body is its target. Under a bandwidth limit the bytes a
-//! write copies in and a read hands out are paced like an S3 body's
-//! (server-side copies and the assembling of parts are not: no bytes move
-//! between the machine and the store then, as with S3).
+//! so a crash never leaves a half-written file under a final name; what a
+//! killed run leaves in that area is removed by the next backup that
+//! writes, before its first write (module `scratch`). The ETag is derived
+//! from size and mtime, as web servers derive theirs from a stat. A symlink
+//! is stored as the symlink itself and read back without being followed:
+//! its body is its target. Under a bandwidth limit the bytes a write copies
+//! in and a read hands out are paced like an S3 body's (server-side copies
+//! and the assembling of parts are not: no bytes move between the machine
+//! and the store then, as with S3).
+//!
+//! # Confinement
+//! Nothing the store does reaches outside its root or through a symbolic
+//! link inside it (issue 12): a stored symlink `a` must not turn a later
+//! write of `a/x` into a write wherever `a` points, nor a `--delete` into a
+//! delete there. Every operation starts from the root's handle and
+//! descends one component at a time without following links
+//! ([`crate::confine`]); the last step (open with `O_NOFOLLOW`, `renameat`,
+//! `unlinkat`, `fchmod`/`futimens` on the open file, `utimensat` with
+//! `AT_SYMLINK_NOFOLLOW`) is relative to the parent's handle. So:
+//! - a write renames its temporary file into the parent directory, which
+//!   replaces a symlink at the final name rather than writing through it;
+//! - a write whose key has a symlink, a file or another non-directory as a
+//!   parent component removes that entry (the link itself: a stale object
+//!   of the store, left by a source whose link or file became a directory)
+//!   and creates the directory in its place;
+//! - a write whose final name is a directory replaces it when it is empty,
+//!   and fails with a clear message when it still holds objects (the
+//!   engine deletes those first when a directory became a file);
+//! - a read (`head`, `get`) of a key beneath a link fails naming the link;
+//!   a copy from such a key reports the source missing (the engine uploads
+//!   instead); a delete of one deletes nothing (no object of the store is
+//!   there); the listing never descends through a link (module `walk`).
+//!
+//! The root itself is opened by the path the user gave, following a link
+//! there (their choice, as with any command-line argument).
 
-use std::fs::{self, File};
+mod ops;
+mod scratch;
+mod walk;
+
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Metadata, OpenOptions};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use md5::Digest;
 
+use self::ops::Body;
+use self::scratch::{Scratch, TMP};
 use super::pace::{self, Bandwidth, PacedReader};
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
     PutOutcome, RemoteObject, StoreError, StoreResult,
 };
+use crate::confine::{ConfineError, Create, Root};
+
+/// Permission bits of the directories the store creates, before the umask
+/// (as `mkdir -p` creates them).
+const DIR_MODE: u32 = 0o777;
 
 /// A bucket-shaped directory tree.
 pub struct LocalStore {
     root: PathBuf,
     bandwidth: Option<Arc<Bandwidth>>,
+    /// This run's hold on the temporary area, taken at its first write.
+    scratch: Arc<Mutex<Option<Arc<Scratch>>>>,
 }
 
 impl LocalStore {
@@ -41,6 +85,7 @@ impl LocalStore {
         Self {
             root: root.into(),
             bandwidth: None,
+            scratch: Arc::default(),
         }
     }
 
@@ -76,86 +121,154 @@ impl LocalStore {
         }
     }
 
-    fn object_path(&self, key: &str) -> StoreResult<PathBuf> {
-        if key.is_empty()
-            || key.starts_with('/')
-            || key.contains('\\')
-            || key.contains('\0')
-            || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-        {
-            return Err(StoreError::Fatal(format!("refusing unsafe key '{key}'")));
-        }
-        Ok(self.root.join(key))
+    /// The root's handle, opened anew by each operation (the root may be
+    /// created by `prepare` after the store is made).
+    fn open_root(&self) -> StoreResult<Root> {
+        Root::open(&self.root).map_err(|e| confine_error(e, "opening the store"))
     }
 
-    fn tmp_dir(&self) -> PathBuf {
-        self.root.join(".s3backup").join("tmp")
+    /// `ROOT/key`, for messages.
+    fn shown(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
     }
 
-    fn upload_dir(&self, upload_id: &str) -> StoreResult<PathBuf> {
-        if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(StoreError::Fatal(format!("bad upload ID '{upload_id}'")));
+    /// This run's temporary area, taken (and locked) at the first write,
+    /// which first removes what interrupted runs left there and logs how
+    /// much (at `-v`). At the first write, not in `prepare`: a backup whose
+    /// state proves the target exists skips `prepare`, and a run that
+    /// writes nothing (a dry run, an unchanged tree) changes nothing in
+    /// the store.
+    fn scratch(&self, root: &Root) -> StoreResult<Arc<Scratch>> {
+        let mut held = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(scratch) = held.as_ref() {
+            return Ok(scratch.clone());
         }
-        Ok(self.tmp_dir().join(format!("upload-{upload_id}")))
-    }
-
-    /// Writes `fill`'s output to a temp file, applies `meta`, and renames it to `key`.
-    fn write_atomically(
-        &self,
-        key: &str,
-        meta: &ObjectMeta,
-        fill: impl FnOnce(&mut File) -> io::Result<()>,
-    ) -> StoreResult<PutOutcome> {
-        let dest = self.object_path(key)?;
-        let what = |e: io::Error| io_error(e, &format!("writing '{}'", dest.display()));
-        fs::create_dir_all(self.tmp_dir()).map_err(what)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(what)?;
-        fill(tmp.as_file_mut()).map_err(what)?;
-        tmp.as_file_mut().sync_data().map_err(what)?;
-        apply_meta(tmp.path(), meta).map_err(what)?;
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(what)?;
+        let area = self.root.join(TMP);
+        let scratch = Arc::new(
+            Scratch::begin(root, DIR_MODE)
+                .map_err(|e| io_error(e, &format!("opening the temporary area '{}'", area.display())))?,
+        );
+        match scratch::sweep(root, SystemTime::now() - scratch::LEGACY_AGE) {
+            Ok(s) if s.entries > 0 => tracing::info!(
+                "removed {} temporary file(s), {} bytes, that interrupted runs left in '{}'",
+                s.entries,
+                s.bytes,
+                area.display()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "not removing what interrupted runs left in '{}': {e}",
+                area.display()
+            ),
         }
-        tmp.persist(&dest).map_err(|e| what(e.error))?;
-        etag_of(&dest).map_err(what)
+        *held = Some(scratch.clone());
+        Ok(scratch)
     }
 }
 
-fn apply_meta(path: &Path, meta: &ObjectMeta) -> io::Result<()> {
+/// Checks that a key names something beneath the root: relative, no empty,
+/// `.` or `..` component, no backslash or NUL. Returns it as a path.
+fn check_key(key: &str) -> StoreResult<&Path> {
+    if key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(StoreError::Fatal(format!("refusing unsafe key '{key}'")));
+    }
+    Ok(Path::new(key))
+}
+
+/// The directory name of an open multipart upload.
+fn upload_name(upload_id: &str) -> StoreResult<String> {
+    if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(StoreError::Fatal(format!("bad upload ID '{upload_id}'")));
+    }
+    Ok(format!("upload-{upload_id}"))
+}
+
+/// A confinement failure as a store error: a link on the way is a refusal
+/// that names it ([`StoreError::Fatal`]), a file on the way means the key
+/// holds no object ([`StoreError::NotFound`]).
+fn confine_error(e: ConfineError, what: &str) -> StoreError {
+    let text = format!("{what}: {e}");
+    match e {
+        ConfineError::Symlink { .. } | ConfineError::NotRelative { .. } => StoreError::Fatal(text),
+        ConfineError::NotDir { .. } => StoreError::NotFound(text),
+        ConfineError::Io { source, .. } => match source.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(text),
+            io::ErrorKind::PermissionDenied => StoreError::AccessDenied(text),
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                StoreError::Transient(text)
+            }
+            _ => StoreError::Fatal(text),
+        },
+    }
+}
+
+/// What the store reports of an entry's stat: size in bytes, mtime in
+/// nanoseconds since the epoch, permission bits.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    len: u64,
+    mtime_ns: i64,
+    mode: u32,
+}
+
+impl Stat {
+    fn of(md: &Metadata) -> Stat {
+        #[cfg(unix)]
+        let (mtime_ns, mode) = {
+            use cap_std::fs::MetadataExt;
+            (
+                md.mtime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(md.mtime_nsec()),
+                md.mode() & 0o7777,
+            )
+        };
+        #[cfg(not(unix))]
+        let (mtime_ns, mode) = {
+            let ns = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+            };
+            let mtime = md.modified().map(|t| ns(t.into_std())).unwrap_or(0);
+            (mtime, if md.permissions().readonly() { 0o444 } else { 0o644 })
+        };
+        Stat {
+            len: md.len(),
+            mtime_ns,
+            mode,
+        }
+    }
+
+    /// The ETag: size and mtime in hex, as web servers derive theirs.
+    fn etag(&self) -> String {
+        format!("{:x}-{:x}", self.len, i128::from(self.mtime_ns))
+    }
+
+    fn put_outcome(&self) -> PutOutcome {
+        PutOutcome {
+            etag: self.etag(),
+            version_id: None,
+        }
+    }
+}
+
+/// Applies an object's mode and mtime to an open file (`fchmod`, `futimens`).
+fn apply_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode & 0o7777))?;
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode & 0o7777))?;
     }
     let mtime = filetime::FileTime::from_unix_time(
         meta.mtime_ns.div_euclid(1_000_000_000),
         meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    filetime::set_file_mtime(path, mtime)
-}
-
-fn file_time(ns: i64) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
-}
-
-#[cfg(unix)]
-fn make_symlink(target: &std::ffi::OsStr, link: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-
-#[cfg(not(unix))]
-fn make_symlink(_target: &std::ffi::OsStr, _link: &Path) -> io::Result<()> {
-    Err(io::Error::other("symlinks are not supported on this platform"))
-}
-
-fn etag_of(path: &Path) -> io::Result<PutOutcome> {
-    let md = fs::symlink_metadata(path)?;
-    let mtime = filetime::FileTime::from_last_modification_time(&md);
-    let mtime_ns = mtime.unix_seconds() as i128 * 1_000_000_000 + mtime.nanoseconds() as i128;
-    Ok(PutOutcome {
-        etag: format!("{:x}-{:x}", md.len(), mtime_ns),
-        version_id: None,
-    })
+    filetime::set_file_handle_times(file, None, Some(mtime))
 }
 
 /// Copies a range of a file into `out`; with `range.md5`, fails with a
@@ -235,12 +348,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send +
         .map_err(|e| StoreError::Fatal(format!("file task failed: {e}")))?
 }
 
-/// Cheap to clone: the store is its root path and a shared limit.
+/// Cheap to clone: the store is its root path, a shared limit and the
+/// run's shared hold on the temporary area.
 impl Clone for LocalStore {
     fn clone(&self) -> Self {
         Self {
             root: self.root.clone(),
             bandwidth: self.bandwidth.clone(),
+            scratch: self.scratch.clone(),
         }
     }
 }
@@ -249,14 +364,14 @@ impl Clone for LocalStore {
 impl ObjectStore for LocalStore {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
         let root = self.root.clone();
-        blocking(move || match fs::metadata(&root) {
+        blocking(move || match std::fs::metadata(&root) {
             Ok(md) if md.is_dir() => Ok(Prepared::Existing),
             Ok(_) => Err(StoreError::Fatal(format!(
                 "store '{}' exists but is not a directory",
                 root.display()
             ))),
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                fs::create_dir_all(&root)
+                std::fs::create_dir_all(&root)
                     .map_err(|e| io_error(e, &format!("creating store directory '{}'", root.display())))?;
                 Ok(Prepared::Created)
             }
@@ -296,41 +411,46 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        let dest = self.object_path(key)?;
-        let tmp_dir = self.tmp_dir();
+        check_key(key)?;
         if let Some(limit) = &self.bandwidth {
             limit.take(target.len()).await;
         }
+        let (this, key) = (self.clone(), key.to_string());
         let (target, mtime_ns) = (crate::names::os_string(target.to_vec()), meta.mtime_ns);
-        blocking(move || {
-            let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", dest.display()));
-            fs::create_dir_all(&tmp_dir).map_err(what)?;
-            let tmp = tmp_dir.join(format!("link-{}", uuid::Uuid::new_v4().simple()));
-            make_symlink(&target, &tmp).map_err(what)?;
-            let placed = filetime::set_symlink_file_times(&tmp, file_time(mtime_ns), file_time(mtime_ns))
-                .and_then(|()| match dest.parent() {
-                    Some(parent) => fs::create_dir_all(parent),
-                    None => Ok(()),
-                })
-                .and_then(|()| fs::rename(&tmp, &dest));
-            if let Err(e) = placed {
-                let _ = fs::remove_file(&tmp);
-                return Err(what(e));
-            }
-            etag_of(&dest).map_err(what)
-        })
-        .await
+        blocking(move || this.write_symlink(&key, &target, mtime_ns)).await
     }
 
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
-        self.object_path(key)?;
+        check_key(key)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
-        let dir = self.upload_dir(&upload_id)?;
+        let name = upload_name(&upload_id)?;
         let meta_line = format!("{} {} {}", meta.mtime_ns, meta.mode, meta.blake3);
+        let this = self.clone();
         blocking(move || {
-            let what = |e| io_error(e, &format!("starting upload in '{}'", dir.display()));
-            fs::create_dir_all(&dir).map_err(what)?;
-            fs::write(dir.join("meta"), meta_line).map_err(what)?;
+            let what = |e| {
+                io_error(
+                    e,
+                    &format!(
+                        "starting upload '{upload_id}' in '{}'",
+                        this.root.join(TMP).display()
+                    ),
+                )
+            };
+            let root = this.open_root()?;
+            let tmp = this
+                .tmp_dir(&root, Create::Mode(DIR_MODE))?
+                .ok_or_else(|| StoreError::Fatal("the temporary area vanished".into()))?;
+            tmp.create_dir(&name).map_err(what)?;
+            let dir = tmp.open_dir_nofollow(&name).map_err(what)?;
+            dir.open_with(
+                "meta",
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .follow(FollowSymlinks::No),
+            )
+            .and_then(|mut f| f.write_all(meta_line.as_bytes()))
+            .map_err(what)?;
             Ok(upload_id)
         })
         .await
@@ -343,14 +463,26 @@ impl ObjectStore for LocalStore {
         number: i32,
         range: FileRange<'_>,
     ) -> StoreResult<String> {
-        self.object_path(key)?;
-        let dir = self.upload_dir(upload_id)?;
+        check_key(key)?;
+        upload_name(upload_id)?;
         let (path, offset, len, md5) = (range.path.to_path_buf(), range.offset, range.len, range.md5);
-        let (this, handle) = (self.clone(), self.pace_handle()?);
+        let (this, upload_id, handle) = (self.clone(), upload_id.to_string(), self.pace_handle()?);
         blocking(move || {
-            let part = dir.join(format!("part-{number:05}"));
-            let what = |e| io_error(e, &format!("writing part '{}'", part.display()));
-            let mut out = File::create(&part).map_err(what)?;
+            let root = this.open_root()?;
+            let dir = this.upload_dir(&root, &upload_id)?;
+            let part = format!("part-{number:05}");
+            let what = |e| io_error(e, &format!("writing part {number} of upload '{upload_id}'"));
+            let mut out = dir
+                .open_with(
+                    &part,
+                    OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .follow(FollowSymlinks::No),
+                )
+                .map_err(what)?
+                .into_std();
             this.copy_in(
                 &mut out,
                 FileRange {
@@ -374,12 +506,14 @@ impl ObjectStore for LocalStore {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> StoreResult<PutOutcome> {
-        let dir = self.upload_dir(upload_id)?;
-        let (this, key) = (self.clone(), key.to_string());
+        let name = upload_name(upload_id)?;
+        let (this, key, upload_id) = (self.clone(), key.to_string(), upload_id.to_string());
         let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
         blocking(move || {
-            let what = |e| io_error(e, &format!("completing upload in '{}'", dir.display()));
-            let meta_line = fs::read_to_string(dir.join("meta")).map_err(what)?;
+            let what = |e| io_error(e, &format!("completing upload '{upload_id}'"));
+            let root = this.open_root()?;
+            let dir = this.upload_dir(&root, &upload_id)?;
+            let meta_line = dir.read_to_string("meta").map_err(what)?;
             let mut fields = meta_line.split(' ');
             let meta = ObjectMeta {
                 mtime_ns: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0),
@@ -389,48 +523,80 @@ impl ObjectStore for LocalStore {
             };
             let outcome = this.write_atomically(&key, &meta, |out| {
                 for n in &numbers {
-                    let mut part = File::open(dir.join(format!("part-{n:05}")))?;
+                    let mut part = dir
+                        .open_with(
+                            format!("part-{n:05}"),
+                            OpenOptions::new().read(true).follow(FollowSymlinks::No),
+                        )?
+                        .into_std();
                     io::copy(&mut part, out)?;
                 }
                 Ok(())
             })?;
-            let _ = fs::remove_dir_all(&dir);
+            if let Some(tmp) = this.tmp_dir(&root, Create::No)? {
+                let _ = tmp.remove_dir_all(&name);
+            }
             Ok(outcome)
         })
         .await
     }
 
     async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
-        let tmp = self.tmp_dir();
+        let this = self.clone();
         blocking(move || {
-            let entries = match fs::read_dir(&tmp) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(io_error(e, &format!("listing '{}'", tmp.display()))),
+            let what = |e| io_error(e, &format!("listing '{}'", this.root.join(TMP).display()));
+            let root = match Root::open(&this.root) {
+                Ok(root) => root,
+                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(confine_error(e, "opening the store")),
             };
-            Ok(entries
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    let name = e.file_name().to_str()?.strip_prefix("upload-")?.to_string();
-                    let md = e.metadata().ok()?;
-                    Some(super::PendingUpload {
-                        key: String::new(),
-                        upload_id: name,
-                        initiated_secs: Some(crate::scan::mtime_ns(&md).div_euclid(1_000_000_000)),
-                    })
-                })
-                .collect())
+            let Some(tmp) = this.tmp_dir(&root, Create::No)? else {
+                return Ok(Vec::new());
+            };
+            let mut open = Vec::new();
+            for entry in tmp.entries().map_err(what)? {
+                let entry = entry.map_err(what)?;
+                let Some(upload_id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("upload-"))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                // Not followed: a link here is no upload.
+                let Some(md) = entry.metadata().ok().filter(|md| md.is_dir()) else {
+                    continue;
+                };
+                open.push(super::PendingUpload {
+                    key: String::new(),
+                    upload_id,
+                    initiated_secs: Some(Stat::of(&md).mtime_ns.div_euclid(1_000_000_000)),
+                });
+            }
+            Ok(open)
         })
         .await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
-        let dir = self.upload_dir(upload_id)?;
-        blocking(move || match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(io_error(e, &format!("aborting upload '{}'", dir.display())))
+        let name = upload_name(upload_id)?;
+        let this = self.clone();
+        blocking(move || {
+            let root = this.open_root()?;
+            let Some(tmp) = this.tmp_dir(&root, Create::No)? else {
+                return Ok(());
+            };
+            // cap-std's remove_dir_all removes links inside, never what they point to.
+            match tmp.remove_dir_all(&name) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(
+                    e,
+                    &format!("aborting upload '{}'", this.root.join(TMP).join(&name).display()),
+                )),
+                _ => Ok(()),
             }
-            _ => Ok(()),
         })
         .await
     }
@@ -442,63 +608,19 @@ impl ObjectStore for LocalStore {
         meta: &ObjectMeta,
         if_match: Option<&str>,
     ) -> StoreResult<PutOutcome> {
-        let src = self.object_path(src_key)?;
-        if let Some(expected) = if_match.filter(|e| !e.is_empty()) {
-            let src = src.clone();
-            let now = blocking(move || {
-                etag_of(&src).map_err(|e| io_error(e, &format!("checking '{}'", src.display())))
-            })
-            .await?;
-            if now.etag != expected {
-                return Err(StoreError::Changed(format!(
-                    "'{src_key}' no longer holds the content recorded for it"
-                )));
-            }
-        }
-        if src_key == dst_key {
-            // A metadata refresh: the file system can do it in place, without rewriting the bytes.
-            let meta = meta.clone();
-            return blocking(move || {
-                let what = |e| io_error(e, &format!("updating '{}'", src.display()));
-                if !src.is_file() {
-                    return Err(StoreError::NotFound(format!("'{}' is missing", src.display())));
-                }
-                apply_meta(&src, &meta).map_err(what)?;
-                etag_of(&src).map_err(what)
-            })
-            .await;
-        }
-        let (this, dst_key, meta) = (self.clone(), dst_key.to_string(), meta.clone());
-        blocking(move || {
-            this.write_atomically(&dst_key, &meta, |out| {
-                let mut input = File::open(&src)?;
-                io::copy(&mut input, out).map(|_| ())
-            })
-        })
-        .await
+        let (this, src_key, dst_key, meta) = (
+            self.clone(),
+            src_key.to_string(),
+            dst_key.to_string(),
+            meta.clone(),
+        );
+        let if_match = if_match.map(str::to_string);
+        blocking(move || this.copy_blocking(&src_key, &dst_key, &meta, if_match.as_deref())).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        let path = self.object_path(key)?;
-        let root = self.root.clone();
-        blocking(move || {
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_error(e, &format!("deleting '{}'", path.display())));
-                }
-                _ => {}
-            }
-            // Like a bucket, the store has no empty "folders": prune them up to the root.
-            let mut dir = path.parent();
-            while let Some(d) = dir {
-                if d == root || fs::remove_dir(d).is_err() {
-                    break;
-                }
-                dir = d.parent();
-            }
-            Ok(())
-        })
-        .await
+        let (this, key) = (self.clone(), key.to_string());
+        blocking(move || this.delete_blocking(&key)).await
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxStream<'a, StoreResult<ObjectInfo>> {
@@ -508,45 +630,15 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
-            let base = match prefix.rfind('/') {
-                Some(i) => root.join(&prefix[..i]),
-                None => root.clone(),
-            };
-            if !base.is_dir() {
-                return;
-            }
-            // Siblings sort as "name/" for directories, so the depth-first walk
-            // yields keys in byte order, as S3 lists them.
-            let walker = walkdir::WalkDir::new(&base).sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-            for item in walker {
-                let result = match item {
-                    Ok(e) if !e.file_type().is_file() && !e.file_type().is_symlink() => continue,
-                    Ok(e) => {
-                        let Some(key) = relative_key(&root, e.path()) else {
-                            continue;
-                        };
-                        if !key.starts_with(&prefix) || key.starts_with(".s3backup/tmp/") {
-                            continue;
-                        }
-                        e.metadata()
-                            .map_err(|err| StoreError::Fatal(format!("listing '{key}': {err}")))
-                            .and_then(|md| {
-                                let put = etag_of(e.path()).map_err(|err| io_error(err, &key))?;
-                                Ok(ObjectInfo {
-                                    key,
-                                    size: md.len(),
-                                    etag: put.etag,
-                                    last_modified_ns: Some(crate::scan::mtime_ns(&md)),
-                                    storage_class: None,
-                                })
-                            })
-                    }
-                    Err(err) => Err(StoreError::Fatal(format!("listing '{}': {err}", base.display()))),
-                };
-                if tx.blocking_send(result).is_err() {
+            let root = match Root::open(&root) {
+                Ok(root) => root,
+                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(confine_error(e, "listing")));
                     return;
                 }
-            }
+            };
+            walk::walk(&root, &prefix, |item| tx.blocking_send(item).is_ok());
         });
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
     }
@@ -557,11 +649,8 @@ impl ObjectStore for LocalStore {
                 "'{key}': a local directory store keeps no object versions"
             )));
         }
-        let path = self.object_path(key)?;
-        let md = tokio::fs::symlink_metadata(&path)
-            .await
-            .map_err(|e| io_error(e, &format!("checking '{}'", path.display())))?;
-        remote_of(key, &path, &md)
+        let (this, key) = (self.clone(), key.to_string());
+        blocking(move || this.head_blocking(&key)).await
     }
 
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)> {
@@ -570,32 +659,30 @@ impl ObjectStore for LocalStore {
                 "'{key}': a local directory store keeps no object versions"
             )));
         }
-        let path = self.object_path(key)?;
-        let what = |e| io_error(e, &format!("reading '{}'", path.display()));
-        let lmd = tokio::fs::symlink_metadata(&path).await.map_err(what)?;
-        if lmd.file_type().is_symlink() {
-            // Never followed: the body is the target itself.
-            let remote = remote_of(key, &path, &lmd)?;
-            let target = tokio::fs::read_link(&path).await.map_err(what)?;
-            let body = bytes::Bytes::from(target.into_os_string().into_encoded_bytes());
-            let chunks = futures::stream::once(async move { Ok(body) }).boxed();
-            return Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)));
-        }
-        let mut file = tokio::fs::File::open(&path).await.map_err(what)?;
-        let md = file.metadata().await.map_err(what)?;
-        let remote = remote_of(key, &path, &md)?;
+        let (this, owned_key) = (self.clone(), key.to_string());
+        let (remote, body) = blocking(move || this.open_blocking(&owned_key)).await?;
+        let file = match body {
+            Body::Link(target) => {
+                let body = bytes::Bytes::from(target);
+                let chunks = futures::stream::once(async move { Ok(body) }).boxed();
+                return Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)));
+            }
+            Body::File(file) => file,
+        };
+        let name = self.shown(key);
+        let what = |e| io_error(e, &format!("reading '{name}'"));
         if let Some(expected) = req.if_match.filter(|e| *e != remote.etag) {
             return Err(StoreError::Changed(format!(
                 "'{key}' has ETag {}, expected {expected}",
                 remote.etag
             )));
         }
-        let (start, len) = req.range.unwrap_or((0, md.len()));
+        let mut file = tokio::fs::File::from_std(file);
+        let (start, len) = req.range.unwrap_or((0, remote.size));
         {
             use tokio::io::AsyncSeekExt;
             file.seek(SeekFrom::Start(start)).await.map_err(what)?;
         }
-        let name = path.display().to_string();
         let chunks = futures::stream::unfold((file, len), move |(mut file, left)| {
             let name = name.clone();
             async move {
@@ -626,39 +713,22 @@ impl ObjectStore for LocalStore {
     }
 }
 
-fn remote_of(key: &str, path: &Path, md: &fs::Metadata) -> StoreResult<RemoteObject> {
-    let symlink = md.file_type().is_symlink();
+fn remote_of(key: &str, md: &Metadata) -> StoreResult<RemoteObject> {
+    let symlink = md.is_symlink();
     if !md.is_file() && !symlink {
         return Err(StoreError::NotFound(format!("'{key}' is not a file")));
     }
-    let etag = etag_of(path)
-        .map_err(|e| io_error(e, &format!("reading '{}'", path.display())))?
-        .etag;
-    let mtime = crate::scan::mtime_ns(md);
+    let stat = Stat::of(md);
     Ok(RemoteObject {
-        size: md.len(),
-        etag,
+        size: stat.len,
+        etag: stat.etag(),
         version_id: None,
-        last_modified_ns: Some(mtime),
-        mtime_ns: Some(mtime),
-        mode: (!symlink).then(|| crate::scan::mode(md)),
+        last_modified_ns: Some(stat.mtime_ns),
+        mtime_ns: Some(stat.mtime_ns),
+        mode: (!symlink).then_some(stat.mode),
         blake3: None,
         symlink,
     })
-}
-
-fn sort_key(entry: &walkdir::DirEntry) -> Vec<u8> {
-    let mut key = entry.file_name().as_encoded_bytes().to_vec();
-    if entry.file_type().is_dir() {
-        key.push(b'/');
-    }
-    key
-}
-
-fn relative_key(root: &Path, path: &Path) -> Option<String> {
-    let rel = path.strip_prefix(root).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    Some(parts?.join("/"))
 }
 
 #[cfg(test)]
@@ -667,13 +737,86 @@ mod tests {
 
     #[test]
     fn refuses_keys_that_escape_the_root() {
-        let store = LocalStore::new("/tmp/store");
-        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", ""] {
-            assert!(store.object_path(key).is_err(), "{key}");
+        for key in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a\\b",
+            "",
+            "a/./b",
+            "a\0b",
+        ] {
+            assert!(check_key(key).is_err(), "{key}");
         }
+        assert_eq!(check_key("a/b").ok(), Some(Path::new("a/b")));
+    }
+
+    /// The listing shows a link as the object it is, never what lies
+    /// beneath it, and passes over the temporary area.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_listing_never_descends_through_a_link() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("deep")).unwrap();
+        std::fs::write(outside.join("deep/secret"), b"s").unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join(".s3backup/tmp")).unwrap();
+        std::fs::write(root.join(".s3backup/tmp/run-x"), b"t").unwrap();
+        std::fs::write(root.join("d/e/f"), b"f").unwrap();
+        std::fs::write(root.join("d-"), b"g").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("top")).unwrap();
+        let store = LocalStore::new(&root);
+        let keys = |prefix: &'static str| {
+            let store = store.clone();
+            async move {
+                let listed: Vec<ObjectInfo> = store.list(prefix).try_collect().await.unwrap();
+                listed.into_iter().map(|o| o.key).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(keys("").await, ["d-", "d/e/f", "d/link", "top"]);
+        assert_eq!(keys("d/").await, ["d/e/f", "d/link"]);
+        assert!(keys("d/link/").await.is_empty());
+        assert!(keys("top/deep").await.is_empty());
+    }
+
+    /// A directory became a file: the write replaces an empty directory at
+    /// the key and refuses, naming it, one that still holds objects.
+    #[tokio::test]
+    async fn a_directory_at_the_key_is_replaced_when_empty_refused_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("store"));
+        store.prepare(true).await.unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"file now").unwrap();
+        let range = FileRange {
+            path: &file,
+            offset: 0,
+            len: 8,
+            md5: None,
+        };
+        let meta = ObjectMeta::default();
+        std::fs::create_dir_all(dir.path().join("store/empty")).unwrap();
+        std::fs::create_dir_all(dir.path().join("store/full/sub")).unwrap();
+        store.put_file("empty", range, &meta).await.unwrap();
         assert_eq!(
-            store.object_path("a/b").ok(),
-            Some(PathBuf::from("/tmp/store/a/b"))
+            std::fs::read(dir.path().join("store/empty")).unwrap(),
+            b"file now"
+        );
+        let err = store.put_file("full", range, &meta).await.unwrap_err();
+        assert!(err.to_string().contains("holding other objects"), "{err}");
+        assert!(dir.path().join("store/full/sub").is_dir());
+        let tmp = std::fs::read_dir(dir.path().join("store/.s3backup/tmp")).unwrap();
+        let names: Vec<_> = tmp
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.ends_with(".lock")),
+            "the failed write's temp file is gone: {names:?}"
         );
     }
 
@@ -683,6 +826,7 @@ mod tests {
     async fn refuses_bytes_that_are_not_the_bytes_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("store"));
+        store.prepare(true).await.unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"bytes as they are now").unwrap();
         let range = |md5| FileRange {

@@ -1032,13 +1032,22 @@ fn assert_no_state_complaint(r: &Run) {
 
 /// Linux inotify on a few directories (not recursive): the kill points of
 /// the local-store harness. Each directory has a label, reported per event.
-struct Inotify {
+/// `confine_store` uses it too, to stop or kill a run at a point it reached.
+pub(crate) struct Inotify {
     fd: OwnedFd,
     labels: std::cell::RefCell<BTreeMap<i32, &'static str>>,
 }
 
+/// One inotify event: the watched directory's label, the event mask
+/// (`libc::IN_*`) and the name of the entry it concerns.
+pub(crate) struct FsEvent {
+    pub label: &'static str,
+    pub mask: u32,
+    pub name: String,
+}
+
 impl Inotify {
-    fn new() -> Inotify {
+    pub(crate) fn new() -> Inotify {
         // SAFETY: a plain system call; the result is checked.
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
@@ -1050,7 +1059,7 @@ impl Inotify {
     }
 
     /// Watches `dir` (if it exists) for writes, creations, renames, deletions.
-    fn watch(&self, dir: &Path, label: &'static str) {
+    pub(crate) fn watch(&self, dir: &Path, label: &'static str) {
         if !dir.is_dir() {
             return;
         }
@@ -1075,6 +1084,27 @@ impl Inotify {
     /// Waits up to `timeout` for events (woken by the kernel), then returns
     /// a label per event, e.g. "state: state.db-wal".
     fn wait(&self, timeout: Duration) -> Vec<String> {
+        self.poll(timeout);
+        self.drain()
+    }
+
+    /// Waits (woken by the kernel, up to `timeout` in all) until an event
+    /// satisfies `pred`; true if one did. Events before it are dropped.
+    pub(crate) fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&FsEvent) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.events().iter().any(&mut pred) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.poll(left);
+        }
+    }
+
+    fn poll(&self, timeout: Duration) {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -1082,11 +1112,27 @@ impl Inotify {
         };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
-        self.drain()
+    }
+
+    /// The events queued so far, without waiting, as labels (state files
+    /// by name; not the names of objects and temp files).
+    fn drain(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .map(|e| {
+                let name = match e.label {
+                    "state" => e.name,
+                    "store tmp" => "temp file".into(),
+                    "manifests" => "manifest".into(),
+                    _ => "object or directory".into(),
+                };
+                format!("{}: {name}", e.label)
+            })
+            .collect()
     }
 
     /// The events queued so far, without waiting.
-    fn drain(&self) -> Vec<String> {
+    fn events(&self) -> Vec<FsEvent> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -1100,18 +1146,16 @@ impl Inotify {
             while i + 16 <= n as usize {
                 let field = |at: usize| u32::from_ne_bytes(buf[i + at..i + at + 4].try_into().unwrap());
                 let wd = field(0) as i32;
+                let mask = field(4);
                 let len = field(12) as usize;
                 let name = &buf[i + 16..i + 16 + len];
                 let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default());
                 let label = self.labels.borrow().get(&wd).copied().unwrap_or("?");
-                // Name state files; not the names of objects and temp files.
-                let name = match label {
-                    "state" => name,
-                    "store tmp" => "temp file".into(),
-                    "manifests" => "manifest".into(),
-                    _ => "object or directory".into(),
-                };
-                out.push(format!("{label}: {name}"));
+                out.push(FsEvent {
+                    label,
+                    mask,
+                    name: name.into_owned(),
+                });
                 i += 16 + len;
             }
         }

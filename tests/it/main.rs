@@ -16,6 +16,9 @@
 //! invocations and environments fail with one clear error line, and `crash`
 //! kills backups with SIGKILL at random points and checks that a re-run
 //! leaves the bucket, the state file and a restore intact.
+//! `confine_store` checks that the local store never writes, deletes or
+//! reads through a link inside it, and that the next backup removes what a
+//! killed one left in its temporary area (not what a running one writes).
 //! `faults` runs backups and restores through `proxy`, a fault-injecting
 //! HTTP proxy in front of the server, and checks retries, clean failures
 //! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
@@ -49,6 +52,7 @@ mod backup_local;
 mod bad_input;
 mod bandwidth;
 mod confine_restore;
+mod confine_store;
 mod crash;
 mod damaged;
 mod edge;

@@ -1,0 +1,326 @@
+//! The local store's operations on the file system, each run on a blocking
+//! thread by the `ObjectStore` methods in the parent module, which hold
+//! the async shims; see its module doc for the rules they keep (every path
+//! reached beneath the root's handle, never through a link).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
+use cap_std::fs::{Dir, Metadata, OpenOptions};
+
+use super::scratch::{Scratch, TMP};
+use super::{
+    DIR_MODE, LocalStore, Stat, apply_meta, check_key, confine_error, io_error, remote_of, upload_name,
+};
+use crate::confine::{ConfineError, Create, Parent, Root};
+use crate::store::{ObjectMeta, PutOutcome, RemoteObject, StoreError, StoreResult};
+
+impl LocalStore {
+    /// Writes `fill`'s output to a temporary file, applies `meta`, and
+    /// renames it to `key` (see the module doc for what is replaced).
+    pub(super) fn write_atomically(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> StoreResult<PutOutcome> {
+        let rel = check_key(key)?;
+        let what = |e: io::Error| io_error(e, &format!("writing '{}'", self.shown(key)));
+        let root = self.open_root()?;
+        let scratch = self.scratch(&root)?;
+        let (name, mut file) = scratch.create_file().map_err(what)?;
+        let filled = fill(&mut file)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| apply_meta(&file, meta))
+            .and_then(|()| Metadata::from_file(&file));
+        let placed = filled
+            .map_err(what)
+            .and_then(|md| self.place(&root, &scratch, &name, key, rel).map(|()| md));
+        match placed {
+            Ok(md) => Ok(Stat::of(&md).put_outcome()),
+            Err(e) => {
+                scratch.discard(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames the temporary entry `name` to `key`, beneath the root and
+    /// without following a link on the way.
+    fn place(&self, root: &Root, scratch: &Scratch, name: &str, key: &str, rel: &Path) -> StoreResult<()> {
+        let what = |e: io::Error| io_error(e, &format!("writing '{}'", self.shown(key)));
+        let parent = root
+            .parent_replacing(rel, DIR_MODE)
+            .map_err(|e| confine_error(e, "writing"))?;
+        if parent
+            .dir
+            .symlink_metadata(&parent.name)
+            .is_ok_and(|md| md.is_dir())
+        {
+            // A directory became a file: an empty directory goes; one that
+            // still holds objects is not emptied behind the engine's back.
+            match parent.dir.remove_dir(&parent.name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                    return Err(StoreError::Fatal(format!(
+                        "'{}' is a directory holding other objects in the store; not replaced by a file",
+                        self.shown(key)
+                    )));
+                }
+                Err(e) => return Err(what(e)),
+            }
+        }
+        scratch
+            .dir()
+            .rename(name, &parent.dir, &parent.name)
+            .map_err(what)
+    }
+
+    /// Stores a symlink whose target is `target` under `key` (blocking).
+    pub(super) fn write_symlink(&self, key: &str, target: &OsStr, mtime_ns: i64) -> StoreResult<PutOutcome> {
+        let rel = check_key(key)?;
+        let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", self.shown(key)));
+        let root = self.open_root()?;
+        let scratch = self.scratch(&root)?;
+        let name = scratch.fresh_name();
+        make_symlink(scratch.dir(), target, &name).map_err(what)?;
+        let time = || {
+            Some(SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(
+                system_time(mtime_ns),
+            )))
+        };
+        let placed = scratch
+            .dir()
+            .set_symlink_times(&name, time(), time())
+            .and_then(|()| scratch.dir().symlink_metadata(&name))
+            .map_err(what)
+            .and_then(|md| self.place(&root, &scratch, &name, key, rel).map(|()| md));
+        match placed {
+            Ok(md) => Ok(Stat::of(&md).put_outcome()),
+            Err(e) => {
+                scratch.discard(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// The directory holding `key`'s final name, for a read: `NotFound`
+    /// when a component is missing or not a directory, a refusal naming
+    /// the link when one is a symbolic link.
+    fn parent_of(&self, root: &Root, key: &str) -> StoreResult<Parent> {
+        root.parent(check_key(key)?, Create::No)
+            .map_err(|e| confine_error(e, &format!("reading '{key}'")))
+    }
+
+    /// The temporary area's handle, if it exists.
+    pub(super) fn tmp_dir(&self, root: &Root, create: Create) -> StoreResult<Option<Dir>> {
+        match root.open_dir(Path::new(TMP), create) {
+            Ok((dir, _)) => Ok(Some(dir)),
+            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(confine_error(e, "opening the temporary area")),
+        }
+    }
+
+    /// The open upload `upload_id`'s directory handle.
+    pub(super) fn upload_dir(&self, root: &Root, upload_id: &str) -> StoreResult<Dir> {
+        let name = upload_name(upload_id)?;
+        let gone = || {
+            StoreError::NotFound(format!(
+                "upload '{upload_id}' is not open in {}",
+                self.root.display()
+            ))
+        };
+        let tmp = self.tmp_dir(root, Create::No)?.ok_or_else(gone)?;
+        tmp.open_dir_nofollow(&name).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => gone(),
+            _ => io_error(e, &format!("opening upload '{upload_id}'")),
+        })
+    }
+
+    /// Copies `src_key` to `dst_key` (blocking); see [`ObjectStore::copy`].
+    pub(super) fn copy_blocking(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
+        check_key(dst_key)?;
+        let root = self.open_root()?;
+        // A source beneath a link, or a file where a directory should be,
+        // is no object of the store: reported missing, so the engine uploads instead.
+        let parent = root
+            .parent(check_key(src_key)?, Create::No)
+            .map_err(|e| match e {
+                ConfineError::Symlink { .. } | ConfineError::NotDir { .. } => {
+                    StoreError::NotFound(format!("copying '{src_key}': {e}"))
+                }
+                e => confine_error(e, &format!("copying '{src_key}'")),
+            })?;
+        let what = |e: io::Error| io_error(e, &format!("copying '{}'", self.shown(src_key)));
+        let lmd = parent.dir.symlink_metadata(&parent.name).map_err(what)?;
+        let changed = |stat: &Stat| match if_match.filter(|e| !e.is_empty()) {
+            Some(expected) if stat.etag() != expected => Err(StoreError::Changed(format!(
+                "'{src_key}' no longer holds the content recorded for it"
+            ))),
+            _ => Ok(()),
+        };
+        if lmd.is_symlink() {
+            changed(&Stat::of(&lmd))?;
+            if src_key == dst_key {
+                let time = || {
+                    Some(SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(
+                        system_time(meta.mtime_ns),
+                    )))
+                };
+                parent
+                    .dir
+                    .set_symlink_times(&parent.name, time(), time())
+                    .and_then(|()| parent.dir.symlink_metadata(&parent.name))
+                    .map(|md| Stat::of(&md).put_outcome())
+                    .map_err(what)
+            } else {
+                let target = parent.dir.read_link_contents(&parent.name).map_err(what)?;
+                self.write_symlink(dst_key, target.as_os_str(), meta.mtime_ns)
+            }
+        } else if lmd.is_file() {
+            let mut input = open_object(&parent).map_err(what)?;
+            let md = Metadata::from_file(&input).map_err(what)?;
+            if !md.is_file() {
+                return Err(StoreError::NotFound(format!(
+                    "'{}' is not a file",
+                    self.shown(src_key)
+                )));
+            }
+            changed(&Stat::of(&md))?;
+            if src_key == dst_key {
+                // A metadata refresh: done on the open file, without rewriting the bytes.
+                apply_meta(&input, meta)
+                    .and_then(|()| Metadata::from_file(&input))
+                    .map(|md| Stat::of(&md).put_outcome())
+                    .map_err(what)
+            } else {
+                self.write_atomically(dst_key, meta, |out| io::copy(&mut input, out).map(|_| ()))
+            }
+        } else {
+            Err(StoreError::NotFound(format!(
+                "'{}' is not a file",
+                self.shown(src_key)
+            )))
+        }
+    }
+
+    /// Deletes `key` and the directories it leaves empty (blocking).
+    pub(super) fn delete_blocking(&self, key: &str) -> StoreResult<()> {
+        let rel = check_key(key)?;
+        let root = match Root::open(&self.root) {
+            Ok(root) => root,
+            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(confine_error(e, "opening the store")),
+        };
+        let parent = match root.parent(rel, Create::No) {
+            Ok(parent) => parent,
+            // No object of the store can be beneath a link or a file, and
+            // nothing beyond one is deleted.
+            Err(ConfineError::Symlink { .. } | ConfineError::NotDir { .. }) => return Ok(()),
+            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(confine_error(e, "deleting")),
+        };
+        match parent.dir.remove_file_or_symlink(&parent.name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A directory is no object: nothing to delete.
+            Err(_)
+                if parent
+                    .dir
+                    .symlink_metadata(&parent.name)
+                    .is_ok_and(|md| md.is_dir()) => {}
+            Err(e) => return Err(io_error(e, &format!("deleting '{}'", self.shown(key)))),
+        }
+        // Like a bucket, the store has no empty "folders": prune them up to the root.
+        let mut dir = rel.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let Ok(p) = root.parent(d, Create::No) else { break };
+            if p.dir.remove_dir(&p.name).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    /// Describes `key` without reading it (blocking).
+    pub(super) fn head_blocking(&self, key: &str) -> StoreResult<RemoteObject> {
+        let root = self.open_root()?;
+        let parent = self.parent_of(&root, key)?;
+        let md = parent
+            .dir
+            .symlink_metadata(&parent.name)
+            .map_err(|e| io_error(e, &format!("checking '{}'", self.shown(key))))?;
+        remote_of(key, &md)
+    }
+
+    /// Opens `key` for reading (blocking): a symlink's target, or the open file.
+    pub(super) fn open_blocking(&self, key: &str) -> StoreResult<(RemoteObject, Body)> {
+        let what = |e: io::Error| io_error(e, &format!("reading '{}'", self.shown(key)));
+        let root = self.open_root()?;
+        let parent = self.parent_of(&root, key)?;
+        let lmd = parent.dir.symlink_metadata(&parent.name).map_err(what)?;
+        if lmd.is_symlink() {
+            // Never followed: the body is the target itself.
+            let target = parent.dir.read_link_contents(&parent.name).map_err(what)?;
+            return Ok((
+                remote_of(key, &lmd)?,
+                Body::Link(target.into_os_string().into_encoded_bytes()),
+            ));
+        }
+        if !lmd.is_file() {
+            return Err(StoreError::NotFound(format!("'{key}' is not a file")));
+        }
+        let file = open_object(&parent).map_err(what)?;
+        let md = Metadata::from_file(&file).map_err(what)?;
+        Ok((remote_of(key, &md)?, Body::File(file)))
+    }
+}
+
+/// An object's body as opened: a symlink's target or a regular file.
+pub(super) enum Body {
+    Link(Vec<u8>),
+    File(File),
+}
+
+/// Opens the entry at a parent's final name for reading, never through a
+/// link (`O_NOFOLLOW`). Callers check first that it is a regular file (so
+/// no FIFO is opened) and check the open file's type again.
+fn open_object(parent: &Parent) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).follow(FollowSymlinks::No);
+    Ok(parent.dir.open_with(&parent.name, &options)?.into_std())
+}
+
+/// `ns` nanoseconds since the epoch as a time (the epoch where out of range).
+fn system_time(ns: i64) -> SystemTime {
+    let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+    let t = if ns >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(unix)]
+fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
+    // `symlink_contents`: the target is stored as given, absolute or not; it is never resolved here.
+    dir.symlink_contents(target, name)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_dir: &Dir, _target: &OsStr, _name: &str) -> io::Result<()> {
+    Err(io::Error::other("symlinks are not supported on this platform"))
+}
