@@ -734,10 +734,9 @@ fn unreachable_endpoint_is_named() {
     bad(&r, 1, &[&endpoint]);
 }
 
-/// An HTTP server that answers every request the way S3 answers one for a
-/// bucket in another region: 301 with `x-amz-bucket-region`. Returns its
-/// endpoint and a guard that stops it.
-fn other_region_server(region: &'static str) -> (String, impl Drop) {
+/// A TCP server on 127.0.0.1 handing each connection to `on_conn` on its
+/// own thread until the returned guard is dropped. Returns its endpoint.
+fn tcp_server(mut on_conn: impl FnMut(std::net::TcpStream) + Send + 'static) -> (String, impl Drop) {
     struct Stop(Arc<AtomicBool>, String, Option<std::thread::JoinHandle<()>>);
     impl Drop for Stop {
         fn drop(&mut self) {
@@ -758,24 +757,34 @@ fn other_region_server(region: &'static str) -> (String, impl Drop) {
             if flag.load(Ordering::SeqCst) {
                 break;
             }
-            let Ok(mut conn) = conn else { continue };
-            // Read the request head (the SDK sends no body on HeadBucket).
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
+            if let Ok(conn) = conn {
+                on_conn(conn);
             }
-            let _ = write!(
-                conn,
-                "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
-            );
         }
     });
     (format!("http://{addr}"), Stop(stop, addr, Some(thread)))
+}
+
+/// An HTTP server that answers every request the way S3 answers one for a
+/// bucket in another region: 301 with `x-amz-bucket-region`. Returns its
+/// endpoint and a guard that stops it.
+fn other_region_server(region: &'static str) -> (String, impl Drop) {
+    tcp_server(move |mut conn| {
+        // Read the request head (the SDK sends no body on HeadBucket).
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = write!(
+            conn,
+            "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    })
 }
 
 #[test]
@@ -1016,30 +1025,8 @@ fn empty_set_and_profile_names() {
 /// A TCP listener on 127.0.0.1 that accepts every connection and never
 /// answers (nor closes one). Returns its endpoint and a guard that stops it.
 fn silent_server() -> (String, impl Drop) {
-    struct Stop(Arc<AtomicBool>, String, Option<std::thread::JoinHandle<()>>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-            let _ = std::net::TcpStream::connect(&self.1);
-            if let Some(t) = self.2.take() {
-                let _ = t.join();
-            }
-        }
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            if flag.load(Ordering::SeqCst) {
-                break;
-            }
-            held.extend(conn.ok());
-        }
-    });
-    (format!("http://{addr}"), Stop(stop, addr, Some(thread)))
+    let mut held = Vec::new();
+    tcp_server(move |conn| held.push(conn))
 }
 
 /// The first contact (the bucket check) with an endpoint that accepts

@@ -40,13 +40,9 @@ impl LocalStore {
         let placed = filled
             .map_err(what)
             .and_then(|md| self.place(&root, &scratch, &name, key, rel).map(|()| md));
-        match placed {
-            Ok(md) => Ok(Stat::of(&md).put_outcome()),
-            Err(e) => {
-                scratch.discard(&name);
-                Err(e)
-            }
-        }
+        placed
+            .map(|md| Stat::of(&md).put_outcome())
+            .inspect_err(|_| scratch.discard(&name))
     }
 
     /// Renames the temporary entry `name` to `key`, beneath the root and
@@ -100,13 +96,9 @@ impl LocalStore {
             .and_then(|()| scratch.dir().symlink_metadata(&name))
             .map_err(what)
             .and_then(|md| self.place(&root, &scratch, &name, key, rel).map(|()| md));
-        match placed {
-            Ok(md) => Ok(Stat::of(&md).put_outcome()),
-            Err(e) => {
-                scratch.discard(&name);
-                Err(e)
-            }
-        }
+        placed
+            .map(|md| Stat::of(&md).put_outcome())
+            .inspect_err(|_| scratch.discard(&name))
     }
 
     /// The directory holding `key`'s final name, for a read: `NotFound`
