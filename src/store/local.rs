@@ -167,16 +167,13 @@ impl LocalStore {
 }
 
 /// Checks that a key names something beneath the root: relative, no empty,
-/// `.` or `..` component, no backslash or NUL. Returns it as a path.
+/// `.` or `..` component, no NUL, no backslash on Windows. Returns it as
+/// a path.
 fn check_key(key: &str) -> StoreResult<&Path> {
-    if key.is_empty()
-        || key.starts_with('/')
-        || key.contains('\\')
-        || key.contains('\0')
-        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err(StoreError::Fatal(format!("refusing unsafe key '{key}'")));
-    }
+    // The same rules as a restore's: a backslash is a plain name byte on
+    // Unix (a file named `a\b` is backed up and restored as one) and a
+    // separator only on Windows.
+    crate::safe_path::validate(key).map_err(StoreError::Fatal)?;
     Ok(Path::new(key))
 }
 

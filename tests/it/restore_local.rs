@@ -445,3 +445,29 @@ fn snapshots_of_a_local_store() {
     let missing = env.root().join("no-store");
     env.snapshots(missing.to_str().unwrap(), &[]).expect_code(1);
 }
+
+/// A backslash is a plain name byte on Unix: a file named with one is
+/// backed up to a local store and restored from it, as on S3 (the store
+/// used to refuse such a key on every run, exit 3).
+#[test]
+fn a_name_with_a_backslash_round_trips_through_a_local_store() {
+    let env = TestEnv::new();
+    let (store, target) = store_of(&env);
+    env.write("back\\..\\slash", "one file");
+    env.write("d\\e/f", "under a directory with a backslash");
+    let s = env.backup_ok(&target, &[]);
+    assert_eq!((s.uploaded, s.failed), (2, 0), "{s:?}");
+    assert_eq!(std::fs::read(store.join("back\\..\\slash")).unwrap(), b"one file");
+    assert_eq!(env.backup_ok(&target, &[]).uploaded, 0);
+    for extra in [&[][..], &["--from-listing"][..]] {
+        let dest = env.root().join(format!("dest{}", extra.len()));
+        env.restore_ok(&target, &dest, extra);
+        // A listing holds no directory entries, so only files compare there.
+        let files = |root: &Path| {
+            let mut t = tree(root);
+            t.retain(|_, n| extra.is_empty() || n.kind != Kind::Dir);
+            t
+        };
+        assert_eq!(files(&dest), files(&env.src), "restore {extra:?}");
+    }
+}
