@@ -70,9 +70,10 @@ pub enum StateError {
     /// file), with the operating system's own reason. The state file
     /// itself is not at fault, so nothing is said about moving it aside.
     #[error(
-        "cannot use the state directory '{}' for '{}': {cause} (make it writable, or pass --state FILE elsewhere)",
+        "cannot use the state directory '{}' for '{}': {cause} ({}, or pass --state FILE elsewhere)",
         dir.display(),
-        file.display()
+        file.display(),
+        if cause.kind() == std::io::ErrorKind::StorageFull { "free some space" } else { "make it writable" }
     )]
     Directory {
         /// The directory.
@@ -202,14 +203,21 @@ impl StateDb {
             .and_then(|conn| Self::init(conn, path));
         match opened {
             Err(StateError::Sqlite { cause, .. }) if cannot_open(&cause) => {
-                // SQLite says only "unable to open database file": ask the
-                // operating system why, by creating a file where SQLite had to.
-                match tempfile::Builder::new()
+                // SQLite says only "unable to open database file" or "disk
+                // I/O error": ask the operating system why, by creating a
+                // file where SQLite had to and writing as much as its
+                // `-shm` file needs (a full disk lets an empty file be made).
+                let probe = tempfile::Builder::new()
                     .prefix(".s3backup-probe-")
                     .tempfile_in(&dir)
-                {
-                    Err(e) => Err(in_dir(std::io::Error::new(e.kind(), strip_probe_name(&e)))),
-                    Ok(_probe) => Err(StateError::Sqlite {
+                    .map_err(|e| std::io::Error::new(e.kind(), strip_probe_name(&e)))
+                    .and_then(|mut probe| {
+                        std::io::Write::write_all(probe.as_file_mut(), &[0; 32 * 1024])?;
+                        probe.as_file().sync_data()
+                    });
+                match probe {
+                    Err(e) => Err(in_dir(e)),
+                    Ok(()) => Err(StateError::Sqlite {
                         path: path.to_path_buf(),
                         cause,
                     }),
@@ -525,7 +533,9 @@ fn state_dir(path: &Path) -> PathBuf {
 /// Whether SQLite could not open or write the file for a reason of its
 /// directory or permissions rather than of its content: `SQLITE_CANTOPEN`
 /// (it cannot create the `-wal`/`-shm` files, or the file), `SQLITE_PERM`
-/// and `SQLITE_READONLY` (a file it had to open read-only).
+/// and `SQLITE_READONLY` (a file it had to open read-only), and
+/// `SQLITE_IOERR` (what opening an existing state on a full disk gives:
+/// the `-shm` file cannot grow).
 fn cannot_open(cause: &rusqlite::Error) -> bool {
     matches!(
         cause.sqlite_error_code(),
@@ -533,6 +543,7 @@ fn cannot_open(cause: &rusqlite::Error) -> bool {
             rusqlite::ErrorCode::CannotOpen
                 | rusqlite::ErrorCode::PermissionDenied
                 | rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::SystemIoFailure
         )
     )
 }

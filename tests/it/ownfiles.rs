@@ -267,3 +267,56 @@ fn a_read_only_state_directory_is_named_with_its_cause() {
     assert!(!line.contains("move it aside"), "{}", r.show());
     assert!(!store.join("b.txt").exists(), "nothing uploaded");
 }
+
+/// A full disk under an existing state file (SQLite says only "disk I/O
+/// error" when its `-shm` file cannot grow) is named as such: one line
+/// with the directory and "No space left on device", exit 1, advice to
+/// free space, none to move the state aside, nothing uploaded. Needs a
+/// small file system of its own: a 1 MiB tmpfs, which only root may mount;
+/// elsewhere the test says why it did not run.
+#[test]
+fn a_full_disk_under_an_existing_state_is_named_as_such() {
+    let mut env = TestEnv::new();
+    let mnt = env.root().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        other => {
+            println!("skipped: cannot mount a tmpfs here ({other:?})");
+            return;
+        }
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    env.state = mnt.join("state.db");
+    let store = env.root().join("store");
+    env.write("a.txt", "a");
+    env.backup_ok(s(&store), &[]);
+    env.write("b.txt", "b");
+    // Fill the file system: write until it refuses.
+    let mut fill = std::fs::File::create(mnt.join("fill")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut fill, &block).is_ok() {}
+    // SQLite checkpoints and removes -wal/-shm on a clean close: the next
+    // open must make them again, on a full disk.
+    let r = env.backup(s(&store), &[]);
+    r.expect_code(1);
+    let line = r.error_line();
+    assert!(
+        line.contains(&format!("'{}'", s(&mnt))) && line.contains("No space left on device"),
+        "{}",
+        r.show()
+    );
+    assert!(line.contains("free some space"), "{}", r.show());
+    assert!(!line.contains("move it aside"), "{}", r.show());
+    assert!(!store.join("b.txt").exists(), "nothing uploaded");
+}
