@@ -432,6 +432,13 @@ pub async fn compare_local(
         // No hash to compare: size and mtime, as rsync does.
         None => (file, mtime == Some(crate::scan::mtime_ns(&md))),
     };
+    // A hard link shares its mode and times with every other name of the
+    // file, maybe one outside DEST: setting them here would change that
+    // one too. Such a file is replaced (a new file renamed over this name)
+    // unless it already has what the restore would set.
+    if same && shares_changed_metadata(&md, mtime, mode) {
+        return Ok(Local::Differs);
+    }
     Ok(if same {
         Local::Same {
             mtime_ns: mtime,
@@ -441,6 +448,23 @@ pub async fn compare_local(
     } else {
         Local::Differs
     })
+}
+
+/// Whether `md` is a file with other names (link count above 1) whose
+/// mtime (ns) or mode (the low 12 bits) differs from what a restore sets.
+#[cfg(unix)]
+fn shares_changed_metadata(md: &std::fs::Metadata, mtime_ns: Option<i64>, mode: Option<u32>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() > 1
+        && (mtime_ns.is_some_and(|t| t != crate::scan::mtime_ns(md))
+            || mode.is_some_and(|m| m & 0o7777 != md.mode() & 0o7777))
+}
+
+/// Windows: a restore sets no mode there, and its times are set on the
+/// name's own handle; hard links are rare enough to treat as unlinked.
+#[cfg(not(unix))]
+fn shares_changed_metadata(_md: &std::fs::Metadata, _mtime_ns: Option<i64>, _mode: Option<u32>) -> bool {
+    false
 }
 
 /// Opens `name` for reading without following a link (nor blocking on a

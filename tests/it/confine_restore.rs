@@ -392,3 +392,49 @@ fn a_backup_leaves_restore_temporaries_out() {
     keys.sort();
     assert_eq!(keys, ["pre/a.txt", "pre/d/.s3backup-restorex"]);
 }
+
+/// A file in DEST that is a hard link to a file outside, with the same
+/// content as the backup's but another mode and mtime: the restore replaces
+/// DEST's name (a new file renamed over it) instead of setting the mode
+/// and mtime on the shared inode, so the outside name keeps its own. On a
+/// local store and on S3, from a snapshot and from a listing.
+#[test]
+fn a_hard_link_to_a_file_outside_keeps_the_outside_names_mode_and_mtime() {
+    let (_server, s3_env) = setup();
+    let local_env = TestEnv::new();
+    let local = local_store(&local_env);
+    for (env, target) in [(&s3_env, TARGET), (&local_env, local.as_str())] {
+        env.write_at("d/f", "same bytes", OLD);
+        env.set_mode("d/f", 0o644);
+        env.backup_ok(target, &[]);
+        for extra in [&[][..], &["--from-listing"][..]] {
+            let outside = env.root().join(format!("outside{}", extra.len()));
+            let dest = env.root().join(format!("dest{}", extra.len()));
+            std::fs::create_dir_all(&outside).unwrap();
+            std::fs::create_dir_all(dest.join("d")).unwrap();
+            let hf = outside.join("hf");
+            std::fs::write(&hf, "same bytes").unwrap();
+            std::fs::set_permissions(&hf, std::fs::Permissions::from_mode(0o600)).unwrap();
+            filetime::set_file_mtime(&hf, filetime::FileTime::from_unix_time(OUTSIDE_T.0, OUTSIDE_T.1))
+                .unwrap();
+            std::fs::hard_link(&hf, dest.join("d/f")).unwrap();
+
+            env.restore_ok(target, &dest, extra);
+            assert_eq!(mode_of(&hf), 0o600, "{target} {extra:?}: outside mode changed");
+            let t = filetime::FileTime::from_last_modification_time(&std::fs::metadata(&hf).unwrap());
+            assert_eq!(
+                t.unix_seconds(),
+                OUTSIDE_T.0,
+                "{target} {extra:?}: outside mtime changed"
+            );
+            assert_eq!(std::fs::read(&hf).unwrap(), b"same bytes");
+            // DEST's name is the backup's file, on its own now.
+            assert_eq!(std::fs::read(dest.join("d/f")).unwrap(), b"same bytes");
+            assert_eq!(mode_of(&dest.join("d/f")), 0o644, "{target} {extra:?}");
+            let t = filetime::FileTime::from_last_modification_time(
+                &std::fs::metadata(dest.join("d/f")).unwrap(),
+            );
+            assert_eq!(t.unix_seconds(), OLD.0, "{target} {extra:?}");
+        }
+    }
+}
