@@ -93,6 +93,10 @@ pub struct RestoreReport {
     /// Files and directories whose recorded setuid, setgid or sticky bits
     /// were not restored (no `--preserve-special-bits`).
     pub special_bits_dropped: u64,
+    /// Entries left out because they lie under the local store being
+    /// restored from, inside DEST (restoring them would overwrite the
+    /// store's own objects).
+    pub store_entries_skipped: u64,
 }
 
 /// Why a restore could not run at all.
@@ -353,9 +357,10 @@ pub async fn run_with_progress(
     }
     drop(results);
     report.excluded = report_excluded;
+    report.store_entries_skipped = store_met;
     if let (Some(store), 1..) = (&store_in_dest, store_met) {
-        tracing::info!(
-            "not restored: {store_met} entries under '{store}', where the local store being restored from lies"
+        tracing::warn!(
+            "notice: not restored: {store_met} entries under '{store}', where the local store being restored from lies in DEST"
         );
     }
     // The reader has ended (the channel closed); it says whether it read to the end.
