@@ -7,7 +7,7 @@
 //! or a bucket named after the typo.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The text shown whenever a target cannot be parsed.
@@ -58,13 +58,36 @@ impl Target {
     }
 
     /// A stable text used to identify the backup set in the state database:
-    /// local stores by absolute path, so `./b` and `/home/me/b` are one set.
+    /// local stores by their real path (symlinks resolved, see [`real_path`]),
+    /// so `./b`, `/home/me/b` and a link to it are one set, with one lock.
     pub fn canonical(&self) -> String {
         match self {
-            Target::Local { root } => std::path::absolute(root)
-                .map(|abs| Target::Local { root: abs }.to_string())
-                .unwrap_or_else(|_| self.to_string()),
+            Target::Local { root } => Target::Local {
+                root: real_path(root),
+            }
+            .to_string(),
             Target::S3 { .. } => self.to_string(),
+        }
+    }
+}
+
+/// The real path of `path`: its deepest existing ancestor with symlinks
+/// resolved (`realpath`), joined with the rest, which does not exist yet
+/// (a store a first backup will create). Falls back to the absolute path.
+fn real_path(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut existing = abs.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return abs,
         }
     }
 }

@@ -1096,3 +1096,17 @@ fn endpoint_that_stops_answering_on_a_repeated_backup() {
     );
     assert!(took < std::time::Duration::from_secs(15), "took {took:?}");
 }
+
+/// A local store reached by two spellings (a symlink to it, or to a
+/// directory above it) is one backup set with one lock: the second run is
+/// the same set's unchanged run, not a new set rebuilt from the store.
+#[test]
+fn a_local_store_through_a_symlink_is_the_same_set() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let alias = env.root().join("alias");
+    std::os::unix::fs::symlink(env.root(), &alias).unwrap();
+    let again = env.backup_ok(s(&alias.join("store")), &[]);
+    assert_eq!(again.uploaded, 0, "{again:?}");
+    assert_eq!(state_rows(&env.state).0, 1, "backup sets in the state");
+}
