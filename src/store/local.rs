@@ -734,15 +734,7 @@ mod tests {
 
     #[test]
     fn refuses_keys_that_escape_the_root() {
-        for key in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a//b",
-            "",
-            "a/./b",
-            "a\0b",
-        ] {
+        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/./b", "a\0b"] {
             assert!(check_key(key).is_err(), "{key}");
         }
         assert_eq!(check_key("a/b").ok(), Some(Path::new("a/b")));
