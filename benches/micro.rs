@@ -116,7 +116,7 @@ fn plan_100k(bencher: divan::Bencher, modified: usize) {
                 .iter()
                 .map(|(e, _)| (e.path.clone(), "new".to_string()))
                 .collect();
-            plan::decide(triage, &hashes, |_, _| Vec::new(), false)
+            plan::decide(triage, &hashes, |_, _| Vec::new(), |_| plan::PathNow::Gone, false)
         });
 }
 

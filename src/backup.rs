@@ -592,8 +592,7 @@ fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
 }
 
 /// A path the bucket holds this content under and that this run will not
-/// overwrite: gone locally (kept until deletions, which run last) or still
-/// exactly as its row describes.
+/// overwrite ([`plan::copy_source`]), each candidate's path statted now.
 fn copy_source(
     db: &Mutex<StateDb>,
     set_id: i64,
@@ -607,21 +606,13 @@ fn copy_source(
             tracing::warn!("looking up content for a server-side copy: {e}");
             Vec::new()
         });
-    rows.into_iter()
-        .find(|r| match std::fs::symlink_metadata(names::local(root, &r.path)) {
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            Ok(md) => {
-                md.is_file()
-                    && md.len() == r.size
-                    && scan::mtime_ns(&md) == r.mtime_ns
-                    && r.stamp == Some(scan::Stamp::of(&md))
-                    && !plan::mtime_is_racy(r)
-            }
-        })
-        .map(|r| plan::CopySource {
-            path: r.path,
-            etag: r.etag,
-        })
+    plan::copy_source(rows, |path| {
+        match std::fs::symlink_metadata(names::local(root, path)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::PathNow::Gone,
+            Err(_) => plan::PathNow::Other,
+            Ok(md) => plan::PathNow::of(&md),
+        }
+    })
 }
 
 /// What the execution side of a run carries between chunks.

@@ -31,7 +31,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::hash::{BodyDigests, Hashed};
-use crate::scan::{EntryKind, ScanEntry};
+use crate::scan::{EntryKind, ScanEntry, Stamp};
 use crate::state::FileRow;
 
 /// Result of comparing the scan with the state, before any reading.
@@ -431,6 +431,67 @@ pub struct CopySource {
     pub etag: String,
 }
 
+/// What a row's path holds now, as [`copy_source`] needs it: a backup
+/// stats the path ([`PathNow::of`]); a whole-tree plan knows it from the walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathNow {
+    /// Nothing: the object stays until deletions, which run last.
+    Gone,
+    /// A regular file of this size, mtime (ns) and change stamp.
+    File {
+        /// Bytes.
+        size: u64,
+        /// Modification time, ns since the epoch.
+        mtime_ns: i64,
+        /// Change time, inode and device.
+        stamp: Stamp,
+    },
+    /// Anything else: a directory, a link, a path that cannot be read.
+    Other,
+}
+
+impl PathNow {
+    /// What `md` (from `symlink_metadata`) says is at a path.
+    pub fn of(md: &std::fs::Metadata) -> Self {
+        if md.is_file() {
+            PathNow::File {
+                size: md.len(),
+                mtime_ns: crate::scan::mtime_ns(md),
+                stamp: Stamp::of(md),
+            }
+        } else {
+            PathNow::Other
+        }
+    }
+}
+
+/// The copy-source rule: of the rows claiming some content (in the order
+/// given), the first whose object this run will not overwrite, because its
+/// path is gone locally (deletions run last) or still exactly as the row
+/// describes (size, mtime, and change time, inode and device) and the row
+/// is not racy ([`mtime_is_racy`]). A row without a stamp (rebuilt from a
+/// manifest) is never a source: nothing vouches that its object still
+/// holds the bytes until the file is hashed again.
+pub fn copy_source(
+    rows: impl IntoIterator<Item = FileRow>,
+    mut now: impl FnMut(&str) -> PathNow,
+) -> Option<CopySource> {
+    rows.into_iter()
+        .find(|r| match now(&r.path) {
+            PathNow::Gone => true,
+            PathNow::File {
+                size,
+                mtime_ns,
+                stamp,
+            } => size == r.size && mtime_ns == r.mtime_ns && r.stamp == Some(stamp) && !mtime_is_racy(r),
+            PathNow::Other => false,
+        })
+        .map(|r| CopySource {
+            path: r.path,
+            etag: r.etag,
+        })
+}
+
 /// Decides for one hashed file: its own row has the bytes → touch (or just
 /// refresh the row: the bytes, mtime and mode are as recorded, only the
 /// stat's other fields or the check time moved), `copy_source(blake3,
@@ -484,18 +545,18 @@ pub fn decide_file(
 }
 
 /// Chooses an action for every hashed file at once (the plan a dry run
-/// of the whole tree would list; a backup makes the same choices chunk by
-/// chunk with [`triage_with`] and [`decide_file`]). `hashes` maps path →
-/// blake3; a file missing from it could not be read and is left out (the
-/// caller reports it). `holders(blake3, size)` names the paths whose rows
-/// claim that content; paths rewritten by this run are never copy sources.
+/// of the whole tree would list), with the functions a backup runs chunk by
+/// chunk: [`decide_file`] and the [`copy_source`] rule. `hashes` maps path
+/// → blake3; a file missing from it could not be read and is left out (the
+/// caller reports it). `holders(blake3, size)` gives the rows that claim
+/// that content, `now(path)` what the path holds now.
 pub fn decide(
     triage: Triage,
     hashes: &HashMap<String, String>,
-    mut holders: impl FnMut(&str, u64) -> Vec<String>,
+    mut holders: impl FnMut(&str, u64) -> Vec<FileRow>,
+    mut now: impl FnMut(&str) -> PathNow,
     delete: bool,
 ) -> Plan {
-    let rewritten: HashSet<String> = triage.to_hash.iter().map(|(e, _)| e.path.clone()).collect();
     let mut plan = Plan {
         unchanged: triage.unchanged,
         dirs: triage.dirs,
@@ -509,15 +570,7 @@ pub fn decide(
         let Some(blake3) = hashes.get(&entry.path) else {
             continue;
         };
-        let source = |hash: &str, size| {
-            holders(hash, size)
-                .into_iter()
-                .find(|p| !rewritten.contains(p))
-                .map(|path| CopySource {
-                    path,
-                    etag: String::new(),
-                })
-        };
+        let source = |hash: &str, size| copy_source(holders(hash, size), &mut now);
         let hashed = Hashed {
             blake3: blake3.clone(),
             bodies: BodyDigests::default(),
@@ -540,7 +593,6 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::Stamp;
 
     fn file(path: &str, size: u64, mtime_ns: i64) -> ScanEntry {
         ScanEntry {
@@ -601,17 +653,50 @@ mod tests {
     }
 
     /// Content lookup over the rows, as the state database answers it.
-    fn holders(rows: &[FileRow]) -> impl FnMut(&str, u64) -> Vec<String> + '_ {
+    fn holders(rows: &[FileRow]) -> impl FnMut(&str, u64) -> Vec<FileRow> + '_ {
         |hash, size| {
             rows.iter()
                 .filter(|r| r.blake3 == hash && r.size == size)
-                .map(|r| r.path.clone())
+                .cloned()
                 .collect()
         }
     }
 
+    /// What each path holds now, as the walk found it: a changed file as
+    /// its entry, a vanished one gone, an unchanged one as its row (the
+    /// triage found its stat equal to the row's).
     fn decide(t: Triage, hashes: &HashMap<String, String>, rows: &[FileRow], delete: bool) -> Plan {
-        super::decide(t, hashes, holders(rows), delete)
+        let changed: HashMap<String, PathNow> = t
+            .to_hash
+            .iter()
+            .map(|(e, _)| e)
+            .chain(t.mode_only.iter().map(|(e, _)| e))
+            .map(|e| {
+                let now = PathNow::File {
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    stamp: e.stamp,
+                };
+                (e.path.clone(), now)
+            })
+            .collect();
+        let gone: HashSet<String> = t.vanished.iter().map(|r| r.path.clone()).collect();
+        let now = |path: &str| match changed.get(path) {
+            Some(now) => *now,
+            None if gone.contains(path) => PathNow::Gone,
+            None => rows
+                .iter()
+                .find(|r| r.path == path)
+                .and_then(|r| {
+                    r.stamp.map(|stamp| PathNow::File {
+                        size: r.size,
+                        mtime_ns: r.mtime_ns,
+                        stamp,
+                    })
+                })
+                .unwrap_or(PathNow::Other),
+        };
+        super::decide(t, hashes, holders(rows), now, delete)
     }
 
     fn hashes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -768,6 +853,66 @@ mod tests {
         let t = triage(vec![file("new", 5, 10)], &st);
         let plan = decide(t, &hashes(&[("new", "h5")]), &st, true);
         assert_eq!(describe(&plan), ["copy old -> new", "delete old"]);
+    }
+
+    /// The rule a backup runs (`backup::copy_source` stats each candidate
+    /// and asks this): gone or exactly as recorded, not racy, with a stamp.
+    #[test]
+    fn a_copy_source_is_gone_or_exactly_as_its_row_says() {
+        let r = row("a", 5, 10, "h5");
+        let as_recorded = PathNow::File {
+            size: 5,
+            mtime_ns: 10,
+            stamp: stamp(10),
+        };
+        let pick = |row: &FileRow, now: PathNow| copy_source([row.clone()], |_| now).map(|c| c.path);
+        assert_eq!(pick(&r, PathNow::Gone), Some("a".into()));
+        assert_eq!(pick(&r, as_recorded), Some("a".into()));
+        let etag = copy_source([r.clone()], |_| PathNow::Gone).map(|c| c.etag);
+        assert_eq!(
+            etag.as_deref(),
+            Some("etag-a"),
+            "the row's ETag is the copy's condition"
+        );
+        for changed in [
+            PathNow::File {
+                size: 6,
+                mtime_ns: 10,
+                stamp: stamp(10),
+            },
+            PathNow::File {
+                size: 5,
+                mtime_ns: 11,
+                stamp: stamp(10),
+            },
+            // Rewritten with its mtime put back: the change time moved.
+            PathNow::File {
+                size: 5,
+                mtime_ns: 10,
+                stamp: stamp(12),
+            },
+            PathNow::Other,
+        ] {
+            assert_eq!(pick(&r, changed), None, "{changed:?}");
+        }
+        // A row rebuilt from a manifest has no stamp: not a source until hashed.
+        let rebuilt = FileRow {
+            stamp: None,
+            ..r.clone()
+        };
+        assert_eq!(pick(&rebuilt, as_recorded), None);
+        // A racy row (seen right after its mtime) vouches for nothing.
+        let racy = FileRow {
+            checked_ns: 10 + 1,
+            ..r.clone()
+        };
+        assert_eq!(pick(&racy, as_recorded), None);
+        // The first row that qualifies wins.
+        let other = row("b", 5, 10, "h5");
+        let first = copy_source([r.clone(), other], |p| {
+            if p == "a" { PathNow::Other } else { PathNow::Gone }
+        });
+        assert_eq!(first.map(|c| c.path).as_deref(), Some("b"));
     }
 
     #[test]
