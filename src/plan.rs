@@ -28,7 +28,7 @@
 //! stored symlink (or fail on the stored file), on S3 the old object would
 //! stay beside the new ones and a restore would conflict (issue 12).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::hash::{BodyDigests, Hashed};
 use crate::scan::{EntryKind, ScanEntry, Stamp};
@@ -680,7 +680,7 @@ mod tests {
                 (e.path.clone(), now)
             })
             .collect();
-        let gone: HashSet<String> = t.vanished.iter().map(|r| r.path.clone()).collect();
+        let gone: std::collections::HashSet<String> = t.vanished.iter().map(|r| r.path.clone()).collect();
         let now = |path: &str| match changed.get(path) {
             Some(now) => *now,
             None if gone.contains(path) => PathNow::Gone,
