@@ -37,10 +37,10 @@
 //! out (a snapshot taken before this rule may hold the nested copy, and
 //! writing it back would overwrite the store's objects with older ones).
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::names;
-use crate::target::Target;
+use crate::target::{Target, real_path};
 
 /// Device and inode of a file or directory.
 pub type FileId = (u64, u64);
@@ -197,43 +197,10 @@ pub enum OwnError {
     },
 }
 
-/// `path` made absolute with symlinks resolved as far as it exists (its
-/// longest existing ancestor canonicalised, the rest appended), so two
-/// spellings of one place compare equal even before it is created.
-pub fn resolve(path: &Path) -> PathBuf {
-    let Ok(abs) = std::path::absolute(path) else {
-        return path.to_path_buf();
-    };
-    let mut rest = Vec::new();
-    let mut base = abs.as_path();
-    loop {
-        if let Ok(c) = std::fs::canonicalize(base) {
-            let mut out = c;
-            for part in rest.iter().rev() {
-                match part {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::Normal(n) => out.push(n),
-                    _ => {}
-                }
-            }
-            return out;
-        }
-        match (base.parent(), base.components().next_back()) {
-            (Some(parent), Some(last)) => {
-                rest.push(last);
-                base = parent;
-            }
-            _ => return abs,
-        }
-    }
-}
-
 /// The local store's resolved root, for a local target.
 fn store_root(target: &Target) -> Option<PathBuf> {
     match target {
-        Target::Local { root } => Some(resolve(root)),
+        Target::Local { root } => Some(real_path(root)),
         Target::S3 { .. } => None,
     }
 }
@@ -241,7 +208,7 @@ fn store_root(target: &Target) -> Option<PathBuf> {
 /// Refuses a (canonical) SOURCE at or under the local store's root.
 pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
     match store_root(target) {
-        Some(store) if resolve(source).starts_with(&store) => Err(OwnError::SourceInStore {
+        Some(store) if real_path(source).starts_with(&store) => Err(OwnError::SourceInStore {
             source_dir: source.to_path_buf(),
             store,
         }),
@@ -256,7 +223,7 @@ pub fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnErr
     let Some(store) = store_root(target) else {
         return Ok(None);
     };
-    let dest = resolve(dest);
+    let dest = real_path(dest);
     if dest.starts_with(&store) {
         return Err(OwnError::DestInStore { dest, store });
     }

@@ -7,7 +7,7 @@
 //! or a bucket named after the typo.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 /// The text shown whenever a target cannot be parsed.
@@ -71,21 +71,33 @@ impl Target {
     }
 }
 
-/// The real path of `path`: its deepest existing ancestor with symlinks
-/// resolved (`realpath`), joined with the rest, which does not exist yet
-/// (a store a first backup will create). Falls back to the absolute path.
-fn real_path(path: &Path) -> PathBuf {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+/// `path` made absolute with symlinks resolved as far as it exists (its
+/// longest existing ancestor canonicalised, the rest appended), so two
+/// spellings of one place compare equal even before it is created.
+pub fn real_path(path: &Path) -> PathBuf {
+    let Ok(abs) = std::path::absolute(path) else {
+        return path.to_path_buf();
+    };
     let mut rest = Vec::new();
-    let mut existing = abs.as_path();
+    let mut base = abs.as_path();
     loop {
-        if let Ok(real) = std::fs::canonicalize(existing) {
-            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
+        if let Ok(c) = std::fs::canonicalize(base) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                match part {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::Normal(n) => out.push(n),
+                    _ => {}
+                }
+            }
+            return out;
         }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
+        match (base.parent(), base.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                base = parent;
             }
             _ => return abs,
         }

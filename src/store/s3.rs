@@ -482,6 +482,19 @@ impl S3Store {
         }
     }
 
+    /// The per-request configuration of a run's first request: `retry`,
+    /// the client's connect timeout and the [`FirstContact`] answer wait.
+    fn first_contact_config(&self, plan: &FirstContact, retry: RetryConfig) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default()
+            .retry_config(retry)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.timeouts.0)
+                    .read_timeout(plan.answer)
+                    .build(),
+            )
+    }
+
     /// HeadBucket within the [`FirstContact`] bounds: the SDK's own
     /// retries are off for it, and transient failures (no connection, no
     /// answer in time, 5xx, throttling) are tried again here, so that the
@@ -502,14 +515,7 @@ impl S3Store {
         let plan = FirstContact::new(self.timeouts);
         let started = tokio::time::Instant::now();
         let deadline = started + plan.total;
-        let config = aws_sdk_s3::config::Builder::default()
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(self.timeouts.0)
-                    .read_timeout(plan.answer)
-                    .build(),
-            );
+        let config = self.first_contact_config(&plan, RetryConfig::disabled());
         let mut attempt = 0;
         let note = |attempt: u32| {
             format!(
@@ -854,14 +860,8 @@ impl ObjectStore for S3Store {
     async fn list_after(&self, prefix: &str, start_after: &str, max: usize) -> StoreResult<Vec<ObjectInfo>> {
         let plan = FirstContact::new(self.timeouts);
         let what = format!("listing s3://{}/{prefix}", self.bucket);
-        let config = aws_sdk_s3::config::Builder::default()
-            .retry_config(RetryConfig::standard().with_max_attempts(plan.attempts))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(self.timeouts.0)
-                    .read_timeout(plan.answer)
-                    .build(),
-            );
+        let config =
+            self.first_contact_config(&plan, RetryConfig::standard().with_max_attempts(plan.attempts));
         let send = self
             .client
             .list_objects_v2()
