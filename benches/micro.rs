@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use divan::counter::{BytesCount, ItemsCount};
+use s3backup::fs::scan::{self, EntryKind, ScanEntry};
 use s3backup::manifest;
 use s3backup::plan;
-use s3backup::scan::{self, EntryKind, ScanEntry};
 use s3backup::state::{FileChange, FileRow, StateDb};
 
 fn main() {
@@ -72,7 +72,7 @@ fn hash_file(bencher: divan::Bencher, size: usize) {
     // As a backup reads files it sends in one request: blake3 and MD5.
     bencher
         .counter(BytesCount::new(size))
-        .bench(|| s3backup::hash::hash_file(&path, &seen, None).expect("hash"));
+        .bench(|| s3backup::fs::hash::hash_file(&path, &seen, None).expect("hash"));
 }
 
 /// Walking and stat-ing a tree of 10,000 files in 100 directories.

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{ColorChoice, CommandFactory, FromArgMatches};
-use s3backup::app::{self, Exit};
-use s3backup::cli::Cli;
+use s3backup::cli::args::Cli;
+use s3backup::cli::{self, Exit};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    let code = match app::run(cli) {
+    let code = match cli::run(cli) {
         Ok(exit) => exit,
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -30,8 +30,8 @@
 
 use std::collections::HashMap;
 
-use crate::hash::{BodyDigests, Hashed};
-use crate::scan::{EntryKind, ScanEntry, Stamp};
+use crate::fs::hash::{BodyDigests, Hashed};
+use crate::fs::scan::{EntryKind, ScanEntry, Stamp};
 use crate::state::FileRow;
 
 /// Result of comparing the scan with the state, before any reading.
@@ -456,7 +456,7 @@ impl PathNow {
         if md.is_file() {
             PathNow::File {
                 size: md.len(),
-                mtime_ns: crate::scan::mtime_ns(md),
+                mtime_ns: crate::fs::scan::mtime_ns(md),
                 stamp: Stamp::of(md),
             }
         } else {

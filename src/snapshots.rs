@@ -393,7 +393,7 @@ async fn fetch_bytes(
     key: &str,
     range: Option<(u64, u64)>,
 ) -> Result<Vec<u8>, StoreError> {
-    crate::transfer::retry_n(crate::transfer::DOWNLOAD_ATTEMPTS, key, || async move {
+    crate::store::retry::retry_n(crate::store::retry::DOWNLOAD_ATTEMPTS, key, || async move {
         let (_, chunks) = store
             .get(
                 key,
@@ -423,7 +423,7 @@ pub async fn open_manifest(
     // A body cut short is fetched again from the start (the SDK retries a
     // request only until its headers arrive).
     let local = |e: std::io::Error| crate::store::StoreError::Fatal(format!("temporary file: {e}"));
-    crate::transfer::retry_n(crate::transfer::DOWNLOAD_ATTEMPTS, &snapshot.key, || {
+    crate::store::retry::retry_n(crate::store::retry::DOWNLOAD_ATTEMPTS, &snapshot.key, || {
         let mut out = &file;
         async move {
             out.set_len(0).map_err(local)?;

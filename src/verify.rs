@@ -26,11 +26,11 @@ use serde::Serialize;
 
 use crate::manifest::{Entry, ReadError, Reader};
 use crate::snapshots::{self, SnapshotError};
+use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{
     self, GetRequest, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key,
 };
 use crate::target::Target;
-use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 
 /// What to verify.
 #[derive(Debug, Clone)]

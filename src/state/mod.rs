@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::scan::{EntryKind, Stamp};
+use crate::fs::scan::{EntryKind, Stamp};
 
 mod inspect;
 mod runs;
@@ -656,6 +656,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
     }
     tx.pragma_update(None, "user_version", known).map_err(err)?;
     tx.commit().map_err(err)
+}
+
+/// Seconds since the epoch (UTC), the unit of `uploaded_at` and of a run's times.
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //! write of `a/x` into a write wherever `a` points, nor a `--delete` into a
 //! delete there. Every operation starts from the root's handle and
 //! descends one component at a time without following links
-//! ([`crate::confine`]); the last step (open with `O_NOFOLLOW`, `renameat`,
+//! ([`crate::fs::confine`]); the last step (open with `O_NOFOLLOW`, `renameat`,
 //! `unlinkat`, `fchmod`/`futimens` on the open file, `utimensat` with
 //! `AT_SYMLINK_NOFOLLOW`) is relative to the parent's handle. So:
 //! - a write renames its temporary file into the parent directory, which
@@ -65,7 +65,7 @@ use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
     PutOutcome, RemoteObject, StoreError, StoreResult,
 };
-use crate::confine::{ConfineError, Create, Root};
+use crate::fs::confine::{ConfineError, Create, Root};
 
 /// Permission bits of the directories the store creates, before the umask
 /// (as `mkdir -p` creates them).
@@ -173,7 +173,7 @@ fn check_key(key: &str) -> StoreResult<&Path> {
     // The same rules as a restore's: a backslash is a plain name byte on
     // Unix (a file named `a\b` is backed up and restored as one) and a
     // separator only on Windows.
-    crate::safe_path::validate(key).map_err(StoreError::Fatal)?;
+    crate::fs::safe_path::validate(key).map_err(StoreError::Fatal)?;
     Ok(Path::new(key))
 }
 
@@ -413,7 +413,7 @@ impl ObjectStore for LocalStore {
             limit.take(target.len()).await;
         }
         let (this, key) = (self.clone(), key.to_string());
-        let (target, mtime_ns) = (crate::names::os_string(target.to_vec()), meta.mtime_ns);
+        let (target, mtime_ns) = (crate::fs::names::os_string(target.to_vec()), meta.mtime_ns);
         blocking(move || this.write_symlink(&key, &target, mtime_ns)).await
     }
 
@@ -826,7 +826,7 @@ mod tests {
             len: 21,
             md5: Some(md5),
         };
-        let hashed_before = crate::hash::md5_of(b"bytes as they were th");
+        let hashed_before = crate::fs::hash::md5_of(b"bytes as they were th");
         let meta = ObjectMeta::default();
         let err = store
             .put_file("k", range(hashed_before), &meta)
@@ -841,7 +841,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::BadDigest(_)), "{err}");
 
-        let now = crate::hash::md5_of(b"bytes as they are now");
+        let now = crate::fs::hash::md5_of(b"bytes as they are now");
         store.put_file("k", range(now), &meta).await.unwrap();
         assert_eq!(
             std::fs::read(dir.path().join("store/k")).unwrap(),

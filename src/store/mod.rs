@@ -16,6 +16,7 @@ use crate::target::Target;
 
 pub mod local;
 pub mod pace;
+pub mod retry;
 pub mod s3;
 
 pub use local::LocalStore;
@@ -171,7 +172,7 @@ pub struct FileRange<'a> {
     /// The MD5 these bytes had when they were hashed: the store refuses a
     /// body that differs ([`StoreError::BadDigest`]), so what it keeps is
     /// what was hashed. S3 gets it as `Content-MD5`.
-    pub md5: Option<crate::hash::Md5>,
+    pub md5: Option<crate::fs::hash::Md5>,
 }
 
 /// An object as a listing shows it.

@@ -27,7 +27,7 @@ use aws_smithy_types::body::SdkBody;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::hash::Md5;
+use crate::fs::hash::Md5;
 
 use super::pace::{self, Bandwidth, BandwidthLimit};
 use super::{
@@ -631,7 +631,7 @@ impl ObjectStore for S3Store {
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let body = aws_sdk_s3::primitives::ByteStream::from(target.to_vec());
-        let md5 = crate::hash::md5_of(target);
+        let md5 = crate::fs::hash::md5_of(target);
         self.put(
             key,
             target.len() as u64,
@@ -1054,7 +1054,7 @@ mod tests {
         let plan = FirstContact::new((secs(1), secs(1)));
         assert_eq!((plan.answer, plan.total, plan.attempts), (secs(1), secs(6), 3));
         // The longest timeouts allowed: one attempt still fits, nothing overflows.
-        let day = secs(crate::cli::MAX_TIMEOUT_SECS);
+        let day = secs(crate::cli::args::MAX_TIMEOUT_SECS);
         let plan = FirstContact::new((day, day));
         assert_eq!(plan.total, day + secs(15));
         assert_eq!(FirstContact::pause(2), Duration::from_millis(200));

@@ -25,7 +25,7 @@ fn command_paths() -> Vec<Vec<String>> {
         out.push(path);
     }
     let mut out = Vec::new();
-    walk(&s3backup::cli::Cli::command(), Vec::new(), &mut out);
+    walk(&s3backup::cli::args::Cli::command(), Vec::new(), &mut out);
     out
 }
 

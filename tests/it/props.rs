@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use proptest::prelude::*;
-use s3backup::names;
-use s3backup::safe_path;
+use s3backup::fs::names;
+use s3backup::fs::safe_path;
 use s3backup::store::join_key;
 use s3backup::target::Target;
 

@@ -16,7 +16,7 @@ use super::scratch::{Scratch, TMP};
 use super::{
     DIR_MODE, LocalStore, Stat, apply_meta, check_key, confine_error, io_error, remote_of, upload_name,
 };
-use crate::confine::{ConfineError, Create, Parent, Root};
+use crate::fs::confine::{ConfineError, Create, Parent, Root};
 use crate::store::{ObjectMeta, PutOutcome, RemoteObject, StoreError, StoreResult};
 
 impl LocalStore {

@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
 
-use crate::confine::{Create, Root};
+use crate::fs::confine::{Create, Root};
 
 /// The temporary area, relative to the store's root.
 pub(super) const TMP: &str = ".s3backup/tmp";

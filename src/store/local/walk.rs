@@ -19,7 +19,7 @@ use cap_std::fs::Dir;
 
 use super::scratch::TMP;
 use super::{Stat, confine_error};
-use crate::confine::{ConfineError, Create, Root};
+use crate::fs::confine::{ConfineError, Create, Root};
 use crate::store::{ObjectInfo, StoreError, StoreResult};
 
 /// One directory being walked: its handle, its key with a trailing `/`

@@ -9,7 +9,7 @@ use crate::target::Target;
 
 /// Shown under the top-level `--help` (and as sections of the man page):
 /// what a first-time user types, how to get more or less output, and what
-/// the exit codes mean. The codes are those of [`crate::app::Exit`].
+/// the exit codes mean. The codes are those of [`crate::cli::Exit`].
 const TOP_HELP: &str = "\
 Examples:
   s3backup backup ~/Documents s3://my-bucket/documents
@@ -260,10 +260,10 @@ pub struct S3WriteArgs {
 
 /// Checks that a filter pattern is valid gitignore syntax.
 pub fn parse_pattern(text: &str) -> Result<String, String> {
-    crate::filter::Filters::new(&[text.to_string()], &[], &[])
+    crate::fs::filter::Filters::new(&[text.to_string()], &[], &[])
         .map(|_| text.to_string())
         .map_err(|e| match e {
-            crate::filter::FilterError::Pattern { cause, .. } => {
+            crate::fs::filter::FilterError::Pattern { cause, .. } => {
                 format!("'{text}' is not a valid pattern: {cause}")
             }
             other => other.to_string(),

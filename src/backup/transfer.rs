@@ -9,24 +9,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use crate::hash::{self, BodyDigests};
-use crate::names;
+use crate::fs::hash::{self, BodyDigests};
+use crate::fs::names;
+use crate::fs::scan::{self, EntryKind, ScanEntry};
 use crate::plan::Action;
 use crate::progress::Progress;
-use crate::scan::{self, EntryKind, ScanEntry};
-use crate::state::{FileChange, FileRow, JournaledUpload, StateDb, StateResult};
+use crate::state::{FileChange, FileRow, JournaledUpload, StateDb, StateResult, now_secs};
+use crate::store::retry::retry;
 use crate::store::{
     CompletedPart, FileRange, MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_OBJECT, MIN_PART_SIZE, ObjectMeta,
     ObjectStore, PutOutcome, StoreError, join_key,
 };
-
-/// Attempts per file operation for transient errors (on top of the SDK's own retries).
-const ATTEMPTS: u32 = 2;
 
 /// The multipart-upload journal of one backup set, on its own connection
 /// to the state file (parts finish on many tasks at once).
@@ -146,11 +143,6 @@ pub struct Engine {
     maybe_lost_uploads: std::sync::Mutex<Vec<String>>,
 }
 
-/// Seconds since the epoch, for `uploaded_at`.
-pub fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
     FileRow {
         stamp: Some(entry.stamp),
@@ -203,41 +195,6 @@ pub struct Done {
     pub change: FileChange,
     /// Upload body bytes sent.
     pub bytes_sent: u64,
-}
-
-/// Attempts for a download: the SDK retries a request only until its
-/// headers arrive, so a body cut short is retried here alone.
-pub const DOWNLOAD_ATTEMPTS: u32 = 4;
-
-/// Retries `op` on transient errors with exponential backoff.
-pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    retry_n(ATTEMPTS, what, op).await
-}
-
-/// [`retry`] with a given number of attempts.
-pub async fn retry_n<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt < attempts => {
-                // Exponential backoff with full jitter, so many files failing
-                // together (throttling) do not retry in lockstep.
-                let delay = fastrand::u64(100..=(500u64 << attempt));
-                tracing::info!(attempt, delay_ms = delay, "{what}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Engine {

@@ -37,12 +37,12 @@ use futures::{StreamExt, TryStreamExt};
 use ignore::Match;
 use ignore::gitignore::Gitignore;
 
-use crate::filter::{self, Filters, IGNORE_FILE, Verdict};
-use crate::names;
-use crate::scan::{EntryKind, WalkOptions};
+use crate::fs::filter::{self, Filters, IGNORE_FILE, Verdict};
+use crate::fs::names;
+use crate::fs::scan::{EntryKind, WalkOptions};
 use crate::state::FileRow;
+use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{GetRequest, ObjectStore, StoreError, join_key};
-use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 
 /// Largest `.s3backupignore` read back from the store, in bytes: rules, not data.
 const MAX_IGNORE_FILE: u64 = 1024 * 1024;
@@ -318,7 +318,7 @@ async fn read_copy(store: &dyn ObjectStore, key: &str, row: &FileRow) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::{self, Walked};
+    use crate::fs::scan::{self, Walked};
 
     fn filters(exclude: &[&str], include: &[&str]) -> Filters {
         let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();

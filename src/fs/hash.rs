@@ -20,7 +20,7 @@ use std::path::Path;
 
 use md5::Digest;
 
-use crate::scan::{self, EntryKind, ScanEntry, Stamp};
+use crate::fs::scan::{self, EntryKind, ScanEntry, Stamp};
 
 /// An MD5 digest (16 bytes), as `Content-MD5` carries it (base64) and as a
 /// single-part ETag shows it (hex).

@@ -39,7 +39,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::names;
+use crate::fs::names;
 use crate::target::{Target, real_path};
 
 /// Device and inode of a file or directory.

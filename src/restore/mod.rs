@@ -4,16 +4,19 @@
 //!
 //! Entries stream in (manifest lines or listing pages, never all at once)
 //! and are handled `jobs` at a time. For each: the remote name is checked
-//! ([`crate::safe_path`]); a local file that already has the same content is
-//! left alone; otherwise the object is fetched ([`crate::download`]) into a
+//! ([`crate::fs::safe_path`]); a local file that already has the same content is
+//! left alone; otherwise the object is fetched ([`crate::restore::fetch`]) into a
 //! temporary file beside its final name, its blake3 checked when known, its
 //! mode and mtime set, and renamed into place. Directories get their modes
 //! and mtimes last, deepest first, since writing files changes them.
 //!
-//! Every step in DEST goes through [`crate::dest::Dest`]: no link inside
+//! Every step in DEST goes through [`crate::restore::dest::Dest`]: no link inside
 //! DEST is followed, for reading or writing; directories the restore makes
 //! stay owner-only until they get their recorded modes at the end; stale
 //! temporary files of an interrupted restore are removed.
+
+pub mod dest;
+pub mod fetch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,14 +26,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::backup::Failure;
-use crate::dest::{Dest, DirMeta, ModePolicy};
-use crate::download::{self, Fetch};
-use crate::safe_path;
-use crate::scan::EntryKind;
+use crate::fs::safe_path;
+use crate::fs::scan::EntryKind;
+use crate::report::Failure;
+use crate::restore::dest::{Dest, DirMeta, ModePolicy};
 use crate::snapshots::{self, SnapshotError};
 use crate::store::{self, ObjectStore, S3Settings, StoreError, join_key};
 use crate::target::Target;
+use fetch::Fetch;
 
 /// Everything a restore needs to know.
 #[derive(Debug, Clone)]
@@ -52,7 +55,7 @@ pub struct RestoreOptions {
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// `--exclude`/`--include`: which paths to bring back.
-    pub filters: crate::filter::Filters,
+    pub filters: crate::fs::filter::Filters,
     /// How to reach S3.
     pub s3: S3Settings,
 }
@@ -127,7 +130,7 @@ pub enum RestoreError {
     Dest(PathBuf, std::io::Error),
     /// DEST lies inside the local store restored from.
     #[error(transparent)]
-    Own(#[from] crate::own::OwnError),
+    Own(#[from] crate::fs::own::OwnError),
 }
 
 /// One thing to restore, from a manifest line or a listed object.
@@ -172,7 +175,7 @@ pub async fn run_with_progress(
         cause: source,
     };
     // A local store inside DEST is left out (see `own`); DEST inside it is refused.
-    let store_in_dest = crate::own::check_dest(&opts.dest, &opts.target)?;
+    let store_in_dest = crate::fs::own::check_dest(&opts.dest, &opts.target)?;
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {
         return Err(RestoreError::NoSuchTarget(match &opts.target {
@@ -223,7 +226,7 @@ pub async fn run_with_progress(
             .map_err(|e| RestoreError::Dest(opts.dest.clone(), e.into()))?,
     );
 
-    let fetcher = Arc::new(download::Fetcher::new(store.clone(), opts.jobs));
+    let fetcher = Arc::new(fetch::Fetcher::new(store.clone(), opts.jobs));
     let mut matched = vec![false; selectors.len()];
     let mut dirs: Vec<(String, DirMeta)> = Vec::new();
     // Every directory entry, selected or not: a directory a selected file
@@ -268,7 +271,7 @@ pub async fn run_with_progress(
             }
             if store_in_dest
                 .as_deref()
-                .is_some_and(|store| crate::own::is_under(&item.path, store))
+                .is_some_and(|store| crate::fs::own::is_under(&item.path, store))
             {
                 store_met += 1;
                 return futures::future::ready(None);
@@ -564,9 +567,9 @@ struct LinkToPlace {
 fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>) -> u64 {
     let mut placed = 0;
     for link in links {
-        let shown = crate::names::local(dest.path(), &link.path);
+        let shown = crate::fs::names::local(dest.path(), &link.path);
         let result = match dest.find_parent(&link.path) {
-            Ok(Some((dir, name))) => download::place_link(&dir, &name, &shown, &link.target, link.mtime_ns),
+            Ok(Some((dir, name))) => fetch::place_link(&dir, &name, &shown, &link.target, link.mtime_ns),
             Ok(None) => Err(std::io::Error::other("its directory vanished during the restore")),
             Err(e) => Err(e.into()),
         };
@@ -582,7 +585,7 @@ fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>
 }
 
 async fn restore_file(
-    fetcher: &download::Fetcher,
+    fetcher: &fetch::Fetcher,
     dest: &Dest,
     prefix: &str,
     item: Item,
@@ -598,7 +601,7 @@ async fn restore_file(
         return fail(&item.path, e);
     }
     let key = join_key(prefix, &item.path);
-    let shown = crate::names::local(dest.path(), &item.path);
+    let shown = crate::fs::names::local(dest.path(), &item.path);
     // Usually a cache lookup; the first file of a directory walks to it
     // (a few system calls, too brief to hand to another thread).
     let found = match dest.find_parent(&item.path) {
@@ -606,28 +609,28 @@ async fn restore_file(
         Err(e) => return fail(&item.path, e.to_string()),
     };
     if let Some((dir, name)) = &found {
-        match download::compare_local(fetcher, &key, dir, name, &shown, &item).await {
-            Ok(download::Local::Same {
+        match fetch::compare_local(fetcher, &key, dir, name, &shown, &item).await {
+            Ok(fetch::Local::Same {
                 mtime_ns, file: None, ..
             }) => {
-                return match download::set_link_time(dir, name, mtime_ns) {
+                return match fetch::set_link_time(dir, name, mtime_ns) {
                     Ok(()) => Outcome::Unchanged,
                     Err(e) => fail(&item.path, e.to_string()),
                 };
             }
-            Ok(download::Local::Same {
+            Ok(fetch::Local::Same {
                 mtime_ns,
                 mode,
                 file: Some(file),
             }) => {
                 let mode = mode.map(|m| dest.modes.apply(&item.path, m));
-                return match download::set_file_times_and_mode(&file, mtime_ns, mode) {
+                return match fetch::set_file_times_and_mode(&file, mtime_ns, mode) {
                     Ok(()) => Outcome::Unchanged,
                     Err(e) => fail(&item.path, e.to_string()),
                 };
             }
-            Ok(download::Local::Differs) if no_clobber => return Outcome::Kept(item.path),
-            Ok(download::Local::Differs | download::Local::Missing) => {}
+            Ok(fetch::Local::Differs) if no_clobber => return Outcome::Kept(item.path),
+            Ok(fetch::Local::Differs | fetch::Local::Missing) => {}
             Err(e) => return fail(&item.path, e),
         }
     }
@@ -647,8 +650,8 @@ async fn restore_file(
         modes: &dest.modes,
     };
     match fetcher.fetch(fetch).await {
-        Ok(download::Fetched::File(bytes)) => Outcome::Downloaded(bytes),
-        Ok(download::Fetched::Link { target, mtime_ns }) => Outcome::Link(LinkToPlace {
+        Ok(fetch::Fetched::File(bytes)) => Outcome::Downloaded(bytes),
+        Ok(fetch::Fetched::Link { target, mtime_ns }) => Outcome::Link(LinkToPlace {
             path: item.path,
             target,
             mtime_ns,

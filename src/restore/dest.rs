@@ -5,7 +5,7 @@
 //! user) must never carry a read, a write or a mode change outside DEST,
 //! not even the "already identical" check and the times and modes set on a
 //! file found unchanged. So every operation here starts from a handle of
-//! DEST ([`crate::confine::Root`]) and reaches the directory holding an
+//! DEST ([`crate::fs::confine::Root`]) and reaches the directory holding an
 //! entry one component at a time without following links; the entry itself
 //! is then opened, renamed or changed relative to that handle, with
 //! no-follow semantics, and its times and mode are set through the opened
@@ -43,8 +43,8 @@ use std::sync::{Arc, Mutex};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 
-use crate::backup::Failure;
-use crate::confine::{ConfineError, Create, Dir, Root};
+use crate::fs::confine::{ConfineError, Create, Dir, Root};
+use crate::report::Failure;
 
 /// Prefix of every temporary name a restore makes in DEST (files, and
 /// symlinks before they are renamed into place). Only names with it are
@@ -155,7 +155,7 @@ impl Dest {
     }
 
     /// The directory that holds `rel` (a checked text path, see
-    /// [`crate::safe_path::validate`]) and its final name, when every
+    /// [`crate::fs::safe_path::validate`]) and its final name, when every
     /// directory on the way exists as a real directory; `None` when one is
     /// missing. Nothing is created.
     ///
@@ -181,7 +181,7 @@ impl Dest {
 
     fn parent(&self, rel: &str, create: Create) -> Result<(Arc<Dir>, OsString), ConfineError> {
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let name = crate::names::decode(name).into_owned();
+        let name = crate::fs::names::decode(name).into_owned();
         let cached = self.handles.lock().ok().and_then(|h| h.get(parent).cloned());
         if let Some(dir) = cached {
             return Ok((dir, name));
@@ -194,7 +194,7 @@ impl Dest {
         } else {
             let (dir, created) = self
                 .root
-                .open_dir(Path::new(&crate::names::decode(parent)), create)?;
+                .open_dir(Path::new(&crate::fs::names::decode(parent)), create)?;
             if !created.is_empty()
                 && let Ok(mut all) = self.created.lock()
             {
@@ -248,12 +248,12 @@ impl Dest {
         }
         let mut todo: HashMap<String, DirMeta> = HashMap::new();
         for (path, meta) in selected {
-            let made = crate::safe_path::validate(&path)
+            let made = crate::fs::safe_path::validate(&path)
                 .map_err(io::Error::other)
                 .and_then(|()| {
                     self.root
                         .open_dir(
-                            Path::new(&crate::names::decode(&path)),
+                            Path::new(&crate::fs::names::decode(&path)),
                             Create::Mode(FILLING_MODE),
                         )
                         .map_err(io::Error::from)
@@ -290,7 +290,7 @@ impl Dest {
         let mut done = 0;
         for (path, meta) in todo {
             let mode = meta.mode.map(|m| self.modes.apply(&path, m));
-            let result = self.set_dir_meta(Path::new(&crate::names::decode(&path)), meta.mtime_ns, mode);
+            let result = self.set_dir_meta(Path::new(&crate::fs::names::decode(&path)), meta.mtime_ns, mode);
             match result {
                 Ok(()) => done += 1,
                 Err(e) => failures.push(Failure {
@@ -309,7 +309,7 @@ impl Dest {
     #[cfg(unix)]
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> io::Result<()> {
         let (dir, _) = self.root.open_dir(rel, Create::No)?;
-        crate::download::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
+        crate::restore::fetch::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
     }
 
     /// Sets a directory's mtime relative to DEST's handle (cap-std keeps
@@ -318,7 +318,7 @@ impl Dest {
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, _mode: Option<u32>) -> io::Result<()> {
         self.root.open_dir(rel, Create::No)?;
         if let Some(ns) = mtime_ns {
-            let t = cap_std::time::SystemTime::from_std(crate::download::system_time(ns));
+            let t = cap_std::time::SystemTime::from_std(crate::restore::fetch::system_time(ns));
             self.root
                 .dir()
                 .set_times(rel, None, Some(cap_fs_ext::SystemTimeSpec::Absolute(t)))?;
@@ -492,7 +492,7 @@ fn dir_file(dir: &Dir) -> io::Result<std::fs::File> {
 /// A relative path as its '/'-separated text form.
 fn text_of(rel: &Path) -> String {
     rel.components()
-        .map(|c| crate::names::encode(c.as_os_str()).into_owned())
+        .map(|c| crate::fs::names::encode(c.as_os_str()).into_owned())
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -548,7 +548,7 @@ mod tests {
         std::fs::create_dir(tmp.path().join("d")).unwrap();
         let root = Root::open(tmp.path()).unwrap();
         let (dir, _) = root.open_dir(Path::new("d"), Create::No).unwrap();
-        crate::download::set_file_times_and_mode(
+        crate::restore::fetch::set_file_times_and_mode(
             &dir_file(&dir).unwrap(),
             Some(1_000_000_000_000_000_000),
             Some(0o750),
@@ -556,7 +556,7 @@ mod tests {
         .unwrap();
         let md = std::fs::metadata(tmp.path().join("d")).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o750);
-        assert_eq!(crate::scan::mtime_ns(&md), 1_000_000_000_000_000_000);
+        assert_eq!(crate::fs::scan::mtime_ns(&md), 1_000_000_000_000_000_000);
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn ignore_file(dir: &Path, rel: &str) -> Option<Gitignore> {
 }
 
 /// The rules of an ignore file of directory `rel` given as `text` (the
-/// store's copy of one that is gone locally, see [`crate::spare`]), or
+/// store's copy of one that is gone locally, see [`crate::backup::spare`]), or
 /// `None` if it has none. Lines that are not valid patterns are skipped
 /// with a warning, as [`ignore_file`] does.
 pub fn ignore_rules(rel: &str, text: &str) -> Option<Gitignore> {

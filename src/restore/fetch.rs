@@ -5,7 +5,7 @@
 //!
 //! Every local step (the comparison with what DEST holds, the temporary
 //! file, the rename, the times and modes) works on a directory handle
-//! reached without following links ([`crate::dest`]) and on the entry's
+//! reached without following links ([`crate::restore::dest`]) and on the entry's
 //! own handle, never on a path that a symlink could redirect.
 //!
 //! Small objects come in one GET and are hashed as they stream in; large
@@ -24,11 +24,11 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
-use crate::confine::Dir;
-use crate::dest::{ModePolicy, TempFile};
+use crate::fs::confine::Dir;
 use crate::restore::Item;
+use crate::restore::dest::{ModePolicy, TempFile};
+use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
-use crate::transfer::{DOWNLOAD_ATTEMPTS, retry_n};
 
 /// Objects larger than this are fetched as parallel ranges.
 pub const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
@@ -222,7 +222,7 @@ impl Fetcher {
             ));
         }
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
-        if remote.symlink || item.kind == crate::scan::EntryKind::Symlink {
+        if remote.symlink || item.kind == crate::fs::scan::EntryKind::Symlink {
             if received > MAX_LINK_TARGET {
                 return Err(format!("symlink target of {received} bytes is too long"));
             }
@@ -239,7 +239,7 @@ impl Fetcher {
         // No fsync per file (as cp, tar and rclone): a crash leaves at worst a
         // temporary file, never a partial one under the final name, and a
         // re-run fetches whatever is missing or differs (and sweeps it, see
-        // `crate::dest`).
+        // `crate::restore::dest`).
         let place = || {
             set_file_times_and_mode(tmp.file(), mtime, Some(mode))?;
             tmp.place(f.name)
@@ -382,7 +382,7 @@ pub async fn compare_local(
             shown.display()
         ));
     }
-    if item.kind == crate::scan::EntryKind::Symlink {
+    if item.kind == crate::fs::scan::EntryKind::Symlink {
         let same = md.file_type().is_symlink()
             && item.blake3.as_ref().is_some_and(|expected| {
                 dir.read_link_contents(name).is_ok_and(|t| {
@@ -430,7 +430,7 @@ pub async fn compare_local(
             (file, actual == expected)
         }
         // No hash to compare: size and mtime, as rsync does.
-        None => (file, mtime == Some(crate::scan::mtime_ns(&md))),
+        None => (file, mtime == Some(crate::fs::scan::mtime_ns(&md))),
     };
     // A hard link shares its mode and times with every other name of the
     // file, maybe one outside DEST: setting them here would change that
@@ -456,7 +456,7 @@ pub async fn compare_local(
 fn shares_changed_metadata(md: &std::fs::Metadata, mtime_ns: Option<i64>, mode: Option<u32>) -> bool {
     use std::os::unix::fs::MetadataExt;
     md.nlink() > 1
-        && (mtime_ns.is_some_and(|t| t != crate::scan::mtime_ns(md))
+        && (mtime_ns.is_some_and(|t| t != crate::fs::scan::mtime_ns(md))
             || mode.is_some_and(|m| m & 0o7777 != md.mode() & 0o7777))
 }
 
@@ -525,8 +525,8 @@ pub fn place_link(
     {
         let mut attempts = 0;
         loop {
-            let tmp = crate::dest::temp_name("link-");
-            dir.symlink_contents(crate::names::os_string(target.to_vec()), &tmp)?;
+            let tmp = crate::restore::dest::temp_name("link-");
+            dir.symlink_contents(crate::fs::names::os_string(target.to_vec()), &tmp)?;
             let placed = set_link_time(dir, &tmp, mtime_ns).and_then(|()| dir.rename(&tmp, dir, name));
             match placed {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,

@@ -6,16 +6,16 @@
 //! `--follow-symlinks` they are followed instead, and a link back to a
 //! directory being walked is reported as a loop. Special files (FIFOs,
 //! sockets, devices) are reported as skipped. Names are carried in
-//! their text form ([`crate::names`]), so names that are not UTF-8 are
+//! their text form ([`crate::fs::names`]), so names that are not UTF-8 are
 //! backed up too. The top-level `.s3backup` entry is reserved for the tool.
 
 use std::path::{Path, PathBuf};
 
 use ignore::gitignore::Gitignore;
 
-use crate::filter::{self, Filters, Verdict};
-use crate::names;
-use crate::own::OwnFiles;
+use crate::fs::filter::{self, Filters, Verdict};
+use crate::fs::names;
+use crate::fs::own::OwnFiles;
 
 /// The name reserved at the top of a source and of a store.
 pub const RESERVED: &str = ".s3backup";
@@ -182,7 +182,7 @@ pub struct WalkOptions {
     /// Obey `.s3backupignore` files.
     pub ignore_files: bool,
     /// s3backup's own files and the local store, left out silently
-    /// ([`crate::own`]; `-v` says once which were met).
+    /// ([`crate::fs::own`]; `-v` says once which were met).
     pub own: OwnFiles,
 }
 
@@ -206,7 +206,7 @@ pub fn walk<F: FnMut(usize)>(
 }
 
 /// [`walk`] with options: following symlinks (loops are reported, not
-/// walked) and leaving out what the filters exclude (see [`crate::filter`];
+/// walked) and leaving out what the filters exclude (see [`crate::fs::filter`];
 /// an excluded directory is not even read, unless an `--include` might
 /// take something under it).
 ///
@@ -297,7 +297,7 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
         let entry = entry?;
         let name = entry.file_name();
         // A restore's temporary files (one killed mid-download leaves them) are not the user's data.
-        if (top && name == RESERVED) || crate::dest::is_temp_name(&name) {
+        if (top && name == RESERVED) || crate::restore::dest::is_temp_name(&name) {
             continue;
         }
         // `DirEntry::metadata` stats relative to the open directory and does not follow symlinks.

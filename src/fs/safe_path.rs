@@ -5,7 +5,7 @@
 //! absolute paths, `..` and `.` segments, empty segments and NUL are refused,
 //! and so are backslashes where they separate paths (Windows); on Unix a
 //! backslash is a plain name byte, and a file named with one is restored.
-//! What happens next, in DEST, is [`crate::dest`]'s: directories are
+//! What happens next, in DEST, is [`crate::restore::dest`]'s: directories are
 //! reached one component at a time from a handle, never through a link,
 //! and final files are renamed into place, which replaces a symlink at the
 //! final name instead of writing through it.

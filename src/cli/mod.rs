@@ -1,15 +1,21 @@
 //! The binary's edge: turns parsed arguments into engine options, runs the
 //! command, prints what the user sees, and says which exit code fits.
 
+/// The clap types: what the command line accepts, and nothing else.
+pub mod args;
+/// Completion scripts and man pages generated from [`args`].
+pub mod generate;
+pub mod inspect;
+pub mod sets;
+pub mod shell;
+
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::backup::{self, BackupOptions, BackupReport};
-use crate::cli::{BackupArgs, Cli, Command, ManArgs, RestoreArgs, S3Args};
-use crate::generate;
-use crate::inspect;
+use crate::cli::args::{BackupArgs, Cli, Command, ManArgs, RestoreArgs, S3Args};
 use crate::progress::{BarProgress, JsonProgress, LineProgress, NoProgress, Progress};
 use crate::restore::{self, RestoreOptions};
 use crate::state::StateDb;
@@ -67,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let (runtime, state_path) = setup()?;
             runtime.block_on(inspect::state(action, &state_path))
         }
-        Command::Shell => crate::shell::run(crate::shell::ShellContext {
+        Command::Shell => crate::cli::shell::run(crate::cli::shell::ShellContext {
             state: shell_state,
             quiet,
             verbose,
@@ -75,7 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sets { json } => {
             let (runtime, state_path) = setup()?;
             runtime.block_on(inspect::state(
-                crate::cli::StateAction::Sets { json },
+                crate::cli::args::StateAction::Sets { json },
                 &state_path,
             ))
         }
@@ -106,8 +112,8 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<Exit> {
 }
 
 /// The filters of a command line (reading any `--exclude-from` files).
-fn filters(args: &crate::cli::FilterArgs) -> anyhow::Result<crate::filter::Filters> {
-    Ok(crate::filter::Filters::new(
+fn filters(args: &crate::cli::args::FilterArgs) -> anyhow::Result<crate::fs::filter::Filters> {
+    Ok(crate::fs::filter::Filters::new(
         &args.exclude,
         &args.include,
         &args.exclude_from,
@@ -167,7 +173,7 @@ async fn backup(
     quiet: bool,
     verbose: u8,
 ) -> anyhow::Result<Exit> {
-    let args = crate::sets::resolve(args, &state_path)?;
+    let args = crate::cli::sets::resolve(args, &state_path)?;
     let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
     if args.write.sse_kms_key_id.is_some()
         && !args
@@ -188,7 +194,7 @@ async fn backup(
         state_path: state_path.clone(),
         delete: args.delete,
         dry_run: args.dry_run,
-        walk: crate::scan::WalkOptions {
+        walk: crate::fs::scan::WalkOptions {
             follow_symlinks: args.follow_symlinks,
             filters: filters(&args.filters)?,
             ignore_files: true,
@@ -214,7 +220,7 @@ async fn backup(
     let progress = progress_for(args.json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
     if let Some(saving) = saving {
-        crate::sets::save(&saving, &state_path, report.set_id)?;
+        crate::cli::sets::save(&saving, &state_path, report.set_id)?;
     }
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -1,7 +1,7 @@
 //! `s3backup shell`: the seed program's way of working, kept: commands
 //! typed at a prompt (`backup DIR bucket::prefix`, `restore bucket::prefix
 //! DIR`, `snapshots TARGET`, …, `help`, `exit`), each parsed exactly like
-//! the same words on the command line and run by [`crate::app::run`].
+//! the same words on the command line and run by [`crate::cli::run`].
 //!
 //! On a terminal the prompt has line editing and a history file (beside the
 //! state file); piped input is read line by line with no prompt, so a
@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::app::{self, Exit};
-use crate::cli::Cli;
+use crate::cli::args::Cli;
+use crate::cli::{self, Exit};
 
 /// The prompt.
 const PROMPT: &str = "s3backup> ";
@@ -118,7 +118,7 @@ fn run_line(ctx: &ShellContext, text: &str) -> Option<Exit> {
     match parse(ctx, text) {
         Line::Exit => None,
         Line::Nothing(code) => Some(code),
-        Line::Run(cli) => Some(match app::run(*cli) {
+        Line::Run(cli) => Some(match cli::run(*cli) {
             Ok(code) => code,
             Err(err) => {
                 eprintln!("error: {err:#}");

@@ -19,6 +19,10 @@
 //! reported; it never stops the others and never reaches the state file.
 //! State rows are written only after their upload succeeded, in batches.
 
+pub mod rebuild;
+pub mod spare;
+pub mod transfer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,19 +32,21 @@ use md5::Digest;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::hash;
+use crate::backup::transfer::{Did, Engine, Journal};
+use crate::fs::hash;
+use crate::fs::names;
+use crate::fs::scan::{self, EntryKind, ScanEntry};
 use crate::manifest;
-use crate::names;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
-use crate::rebuild::{self, RebuildError};
-use crate::scan::{self, EntryKind, ScanEntry};
+use crate::report::Failure;
 use crate::snapshots::SnapshotError;
-use crate::spare;
+use crate::state::now_secs;
 use crate::state::{FileChange, FileRow, RunCounts, RunStatus, StateDb};
+use crate::store::retry::retry;
 use crate::store::{self, FileRange, ObjectMeta, ObjectStore, Prepared, S3Settings, StoreError, join_key};
 use crate::target::Target;
-use crate::transfer::{Did, Engine, Journal, now_secs, retry};
+use rebuild::RebuildError;
 
 /// Everything a backup run needs to know, validated by the caller.
 #[derive(Debug, Clone)]
@@ -67,15 +73,6 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// How to reach S3, and the bandwidth limit (`s3.bandwidth`).
     pub s3: S3Settings,
-}
-
-/// A file that was not backed up, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    /// Relative path.
-    pub path: String,
-    /// What went wrong.
-    pub error: String,
 }
 
 /// What a run did, for the summary and `--json`.
@@ -133,7 +130,7 @@ pub enum BackupError {
     Rebuild(#[from] RebuildError),
     /// SOURCE lies inside the local store it would be backed up to.
     #[error(transparent)]
-    Own(#[from] crate::own::OwnError),
+    Own(#[from] crate::fs::own::OwnError),
 }
 
 /// How many state rows to commit per transaction.
@@ -149,7 +146,7 @@ const MAX_KEY_BYTES: usize = 1024;
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let source = absolute_source(&opts.source)?;
-    crate::own::check_source(&source, &opts.target)?;
+    crate::fs::own::check_source(&source, &opts.target)?;
     let target_text = opts.target.canonical();
     let store_err = |source| BackupError::Store {
         target: target_text.clone(),
@@ -307,7 +304,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         let (root, state_path, tick) = (source.clone(), state_path.clone(), progress.clone());
         let mut walk_options = opts.walk.clone();
         // The real state file (also in a dry run) and the one in use.
-        walk_options.own = crate::own::OwnFiles::find(
+        walk_options.own = crate::fs::own::OwnFiles::find(
             &[&opts.state_path, &state_path],
             match &opts.target {
                 Target::Local { root } => Some(root.as_path()),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{BackupArgs, FilterArgs, S3Args, S3WriteArgs};
+use crate::cli::args::{BackupArgs, FilterArgs, S3Args, S3WriteArgs};
 use crate::state::StateDb;
 use crate::target::Target;
 
@@ -179,9 +179,9 @@ fn or_saved<T>(now: Vec<T>, saved: Vec<T>) -> Vec<T> {
 /// The defaults clap gives a bare `backup SOURCE TARGET`.
 fn default_backup_args() -> BackupArgs {
     use clap::Parser;
-    match crate::cli::Cli::try_parse_from(["s3backup", "backup", "x", "/x"]) {
-        Ok(crate::cli::Cli {
-            command: crate::cli::Command::Backup(args),
+    match crate::cli::args::Cli::try_parse_from(["s3backup", "backup", "x", "/x"]) {
+        Ok(crate::cli::args::Cli {
+            command: crate::cli::args::Command::Backup(args),
             ..
         }) => args,
         // Cannot happen: the line above is a valid command line.

@@ -24,14 +24,14 @@ use std::path::Path;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::fs::safe_path;
+use crate::fs::scan::EntryKind;
 use crate::manifest::{Entry, ReadError};
-use crate::safe_path;
-use crate::scan::EntryKind;
 use crate::snapshots::{self, Damage, SnapshotError};
+use crate::state::now_secs;
 use crate::state::{FileChange, FileRow, StateDb, StateError};
 use crate::store::{ObjectStore, StoreError, join_key};
 use crate::target::Target;
-use crate::transfer::now_secs;
 
 /// What a rebuild found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -210,8 +210,8 @@ fn tally(report: &mut RebuildReport, source: &Path, row: &FileRow) {
         EntryKind::Dir => report.dirs += 1,
         EntryKind::File | EntryKind::Symlink => {
             report.files += 1;
-            match std::fs::symlink_metadata(crate::names::local(source, &row.path)) {
-                Ok(md) if md.len() == row.size && crate::scan::mtime_ns(&md) == row.mtime_ns => {
+            match std::fs::symlink_metadata(crate::fs::names::local(source, &row.path)) {
+                Ok(md) if md.len() == row.size && crate::fs::scan::mtime_ns(&md) == row.mtime_ns => {
                     report.matching += 1
                 }
                 Ok(_) => report.to_hash += 1,
@@ -254,7 +254,7 @@ fn row_from_entry(e: Entry) -> Option<FileRow> {
         version_id: e.version_id,
         uploaded_at: now_secs(),
         // The manifest vouches for the content: trusted by size and mtime like any row.
-        checked_ns: crate::scan::now_ns(),
+        checked_ns: crate::fs::scan::now_ns(),
         // A manifest knows no change times: each file is hashed once.
         stamp: None,
         path: e.path,

@@ -1,5 +1,5 @@
 //! Shell completion scripts and man pages, generated from the clap
-//! definitions in [`crate::cli`] so that they never drift from the options
+//! definitions in [`crate::cli::args`] so that they never drift from the options
 //! the binary really takes (`s3backup completions SHELL`, `s3backup man`).
 
 use std::io::Write;
@@ -11,7 +11,7 @@ use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, roman};
 
-use crate::cli::Cli;
+use crate::cli::args::Cli;
 
 /// The completion script of `shell` for `s3backup`, ready to be written out.
 pub fn completions(shell: Shell) -> Vec<u8> {

@@ -5,9 +5,9 @@
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::app::Exit;
-use crate::cli::{ForgetArgs, SnapshotsAction, SnapshotsArgs, StateAction, VerifyArgs};
-use crate::rebuild;
+use crate::backup::rebuild;
+use crate::cli::Exit;
+use crate::cli::args::{ForgetArgs, SnapshotsAction, SnapshotsArgs, StateAction, VerifyArgs};
 use crate::snapshots::{self, Damage, Health, Snapshot};
 use crate::state::StateDb;
 use crate::store;
@@ -29,7 +29,7 @@ fn bytes(n: u64) -> String {
 
 async fn open_existing_store(
     target: &Target,
-    s3: crate::cli::S3Args,
+    s3: crate::cli::args::S3Args,
 ) -> anyhow::Result<std::sync::Arc<dyn store::ObjectStore>> {
     let text = target.to_string();
     let store = store::open(target, &s3.into())
@@ -496,7 +496,7 @@ async fn state_rebuild(
     source: std::path::PathBuf,
     target: Target,
     json: bool,
-    s3: crate::cli::S3Args,
+    s3: crate::cli::args::S3Args,
     path: &std::path::Path,
 ) -> anyhow::Result<Exit> {
     let source = source

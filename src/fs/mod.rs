@@ -1,0 +1,12 @@
+//! The local file system side: walking SOURCE ([`scan`]), the filters
+//! ([`filter`]), names and their byte rules ([`names`], [`safe_path`]),
+//! content hashes ([`hash`]), reaching paths without following links
+//! ([`confine`]), and the tool's own files ([`own`]).
+
+pub mod confine;
+pub mod filter;
+pub mod hash;
+pub mod names;
+pub mod own;
+pub mod safe_path;
+pub mod scan;
