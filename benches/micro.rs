@@ -110,13 +110,24 @@ fn plan_100k(bencher: divan::Bencher, modified: usize) {
             (entries, state.clone())
         })
         .bench_values(|(entries, rows)| {
-            let triage = plan::triage(entries, rows, HashMap::new());
-            let hashes: HashMap<String, String> = triage
-                .to_hash
-                .iter()
-                .map(|(e, _)| (e.path.clone(), "new".to_string()))
-                .collect();
-            plan::decide(triage, &hashes, |_, _| Vec::new(), |_| plan::PathNow::Gone, false)
+            // As a backup runs it: the merge hands on files to hash, each
+            // is decided once hashed (here all new bytes, no copy source),
+            // and the rest is planned once the walk is over.
+            let mut to_hash = Vec::new();
+            let triage = plan::triage(entries, rows, HashMap::new(), false, |found| {
+                if let plan::Found::Changed(entry, old) = found {
+                    to_hash.push((entry, old));
+                }
+            });
+            let hashed = to_hash.into_iter().map(|(entry, old)| {
+                let hashed = s3backup::fs::hash::Hashed {
+                    blake3: "new".to_string(),
+                    bodies: Default::default(),
+                };
+                (entry, old, hashed)
+            });
+            let decided = plan::decide(hashed, |_, _| None);
+            (decided, triage.into_rest(false))
         });
 }
 

@@ -230,11 +230,19 @@ async fn backup(
     for f in &report.failures {
         eprintln!("error: {}: {}", f.path, f.error);
     }
+    if report.failed_dirs > 0 {
+        eprintln!(
+            "error: {} directory(ies) could not be read; what is under them was not backed up",
+            report.failed_dirs
+        );
+    }
     if report.counts.failed > 0 {
         eprintln!(
             "error: {} file(s) were not backed up; run the backup again to retry them",
             report.counts.failed
         );
+    }
+    if report.counts.failed + report.failed_dirs > 0 {
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
@@ -266,6 +274,12 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
         r.counts.failed,
         r.skipped
     );
+    if r.failed_dirs > 0 {
+        println!("  {} directories could not be read", r.failed_dirs);
+    }
+    if r.reserved > 0 {
+        println!("  skipped {} (a reserved name)", crate::fs::scan::RESERVED);
+    }
     if r.excluded > 0 {
         println!("  excluded {} by filters", r.excluded);
     }

@@ -125,6 +125,8 @@ pub struct ScanProblem {
     pub path: String,
     /// Why it is not backed up.
     pub reason: String,
+    /// Whether it is a directory (so summaries count files and directories apart).
+    pub is_dir: bool,
 }
 
 /// Everything a walk found.
@@ -403,6 +405,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                     return Some(Walked::Error(ScanProblem {
                         path: rel,
                         reason: e.to_string(),
+                        is_dir: child.is_dir,
                     }));
                 }
             };
@@ -416,6 +419,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 return Some(Walked::Skipped(ScanProblem {
                     path: rel,
                     reason: "special file (FIFO, socket or device) not backed up".into(),
+                    is_dir: false,
                 }));
             };
             if kind == EntryKind::Dir {
@@ -424,6 +428,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                     return Some(Walked::Error(ScanProblem {
                         path: rel,
                         reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
+                        is_dir: true,
                     }));
                 }
                 let dir = names::local(&self.root, &rel);
@@ -445,6 +450,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                         self.pending = Some(Walked::Error(ScanProblem {
                             path: rel.clone(),
                             reason: e.to_string(),
+                            is_dir: true,
                         }))
                     }
                 }

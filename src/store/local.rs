@@ -289,10 +289,7 @@ fn copy_range_with<R: Read>(
     };
     let copied = io::copy(&mut reader, out)?;
     if copied != range.len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{} shrank while being read", range.path.display()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, Shrank));
     }
     if let (Some(expected), Some(md5)) = (range.md5, reader.md5)
         && <[u8; 16]>::from(md5.finalize()) != expected
@@ -306,6 +303,11 @@ fn copy_range_with<R: Read>(
 #[derive(Debug, thiserror::Error)]
 #[error("the MD5 of the bytes read differs from the one hashed")]
 struct DigestMismatch;
+
+/// The file ended before the range to copy did.
+#[derive(Debug, thiserror::Error)]
+#[error("the file shrank while being read")]
+struct Shrank;
 
 /// A reader that hashes what passes through (when asked to).
 struct Md5Reader<R> {
@@ -327,6 +329,9 @@ fn io_error(e: io::Error, what: &str) -> StoreError {
     let text = format!("{what}: {e}");
     if e.get_ref().is_some_and(|inner| inner.is::<DigestMismatch>()) {
         return StoreError::BadDigest(what.to_string());
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<Shrank>()) {
+        return StoreError::Shrank(what.to_string());
     }
     match e.kind() {
         io::ErrorKind::NotFound => StoreError::NotFound(text),

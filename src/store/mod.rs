@@ -54,6 +54,11 @@ pub enum StoreError {
         "{0}: the bytes sent differ from the bytes hashed (the file changed after it was read, or the body was damaged on the way)"
     )]
     BadDigest(String),
+    /// The local file a request body is read from is shorter than the
+    /// range to send (`{0}` names it): it shrank after it was hashed.
+    /// Not retried; the next run reads the file again.
+    #[error("{0}: the file shrank while being read")]
+    Shrank(String),
     /// Retrying will not help.
     #[error("{0}")]
     Fatal(String),

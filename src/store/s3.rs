@@ -405,7 +405,15 @@ async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
         .buffer_size(pace::MAX_CHUNK)
         .build()
         .await
-        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))
+        .map_err(|e| {
+            // The SDK checks the range against the file's length (its error
+            // kinds are private): a file now shorter than the range shrank.
+            let what = format!("reading {}", range.path.display());
+            match std::fs::metadata(range.path) {
+                Ok(md) if md.len() < range.offset.saturating_add(range.len) => StoreError::Shrank(what),
+                _ => StoreError::Fatal(format!("{what}: {e}")),
+            }
+        })
 }
 
 /// Turns an SDK error into a [`StoreError`], keeping the server's code and message.

@@ -887,6 +887,42 @@ fn top_level_dot_s3backup_is_never_uploaded() {
 }
 
 #[test]
+fn a_top_level_dot_s3backup_is_counted_and_named_not_skipped_silently() {
+    let (_server, env) = setup();
+    env.write("a.txt", "a");
+    env.write(".s3backup/state.db", "not for the bucket");
+
+    let r = env.backup(TARGET, &["--json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON summary");
+    assert_eq!(v["reserved"], 1, "{}", r.show());
+    assert_eq!(
+        (v["uploaded"].as_u64(), v["skipped"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let reserved = env.src.join(".s3backup");
+    assert!(
+        r.stderr.contains("/.s3backup: not backed up") && r.stderr.contains("reserved"),
+        "a warning names the path: {}",
+        r.show()
+    );
+    let r = env.backup(TARGET, &[]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("skipped .s3backup (a reserved name)"),
+        "the summary names it: {}",
+        r.show()
+    );
+
+    // Without one, nothing is said.
+    std::fs::remove_dir_all(&reserved).unwrap();
+    let r = env.backup(TARGET, &["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON summary");
+    assert_eq!(v["reserved"], 0, "{}", r.show());
+    assert!(!r.stderr.contains("reserved"), "{}", r.show());
+}
+
+#[test]
 fn symlinks_are_kept_as_links_and_come_back_as_links() {
     let (server, env) = setup();
     env.write("a.txt", "a");

@@ -313,3 +313,82 @@ fn after_a_killed_run_the_uploads_it_began_but_never_journaled_are_aborted() {
     );
     assert!(tmp.join("upload-before").exists(), "not the killed run's: kept");
 }
+
+#[test]
+fn a_file_that_shrinks_while_being_uploaded_is_reported_as_shrunk() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("big.bin", noise(12 << 20, 5));
+    env.write("small.txt", "steady");
+
+    // The upload of big.bin begins (hashed at 12 MiB), and while the
+    // store's answer is held back the file is cut to 1 MiB: its parts are
+    // then read from a file shorter than the ranges to send.
+    server.hold_replies("pre/big.bin");
+    let mut cmd = env.backup_cmd(TARGET, &[&["--json", "--jobs", "1"][..], &MULTIPART[..]].concat());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let reached = server.wait_for_matching(1, WAIT, |r| {
+        r.key.as_deref() == Some("pre/big.bin") && r.status != 0
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(env.path("big.bin"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    server.release_replies();
+    let out = child.wait_with_output().unwrap();
+    assert!(reached, "the upload of big.bin never began: {:?}", server.ops());
+    let r = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.failures.len(), 1, "{}", r.show());
+    assert_eq!(s.failures[0].path, "big.bin");
+    assert!(
+        s.failures[0].error.contains("the file shrank while being read"),
+        "{s:?}"
+    );
+    assert_eq!(recorded(&env), ["small.txt"]);
+    assert!(server.object_bytes(BUCKET, "pre/big.bin").is_none());
+}
+
+#[test]
+fn an_unreadable_directory_is_counted_as_a_directory_not_as_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    let store = store.to_str().unwrap().to_owned();
+    env.write("ok.txt", "readable");
+    env.write("locked/inner.txt", "not seen");
+    std::fs::set_permissions(env.path("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        give_to_nobody(env.root());
+    }
+    let json = run(as_nobody_if_root(env.backup_cmd(&store, &["--json"]), env.root()));
+    let text = run(as_nobody_if_root(env.backup_cmd(&store, &[]), env.root()));
+    std::fs::set_permissions(env.path("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    json.expect_code(3);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("one JSON summary");
+    assert_eq!(v["failed"], 0, "no file failed: {}", json.show());
+    assert_eq!(v["failed_dirs"], 1, "{}", json.show());
+    assert_eq!(v["failures"][0]["path"], "locked");
+    text.expect_code(3);
+    assert!(
+        text.stdout.contains("failed 0,") && text.stdout.contains("1 directories could not be read"),
+        "{}",
+        text.show()
+    );
+    assert!(
+        text.stderr.contains("error: 1 directory(ies) could not be read")
+            && !text.stderr.contains("file(s) were not backed up"),
+        "{}",
+        text.show()
+    );
+}

@@ -8,13 +8,17 @@
 //! time moves on. The check time is the scan's stat, not the upload's end,
 //! so a long upload does not hide a write made just after the read.
 //!
-//! Pure functions, in two steps because hashing sits between them:
-//! [`triage`] sorts scanned entries by size and mtime (no reads) into
-//! unchanged ones and ones to hash; once those are hashed, [`decide`] picks
-//! for each: same content as its row → *touch* (metadata only), content the
-//! bucket already holds under another unchanged or vanished path → server-side
-//! *copy*, else *upload*. Paths in state but gone locally are *deleted* only
-//! when asked. Copy sources are never paths rewritten in the same run, so a
+//! Pure functions, and the ones the backup runs (`backup/`), chunk by
+//! chunk while the walk goes on; the unit tests below and the `plan_100k`
+//! bench run the same ones. Three steps, because hashing sits between the
+//! first two: [`triage`] merges the walk with the state by size, mtime and
+//! change stamp (no reads), handing on files to hash as it finds them;
+//! once a chunk of them is hashed, [`decide`] picks for each: same content
+//! as its row → *touch* (metadata only), content the bucket already holds
+//! under another unchanged or vanished path ([`copy_source`]) →
+//! server-side *copy*, else *upload*; when the walk is over,
+//! [`Triage::into_rest`] gives the directories' rows, mode-only touches
+//! and, when asked, the *deletions* of paths gone locally. Copy sources are never paths rewritten in the same run, so a
 //! copy can't pick up content that is being replaced under it; deletions run
 //! after everything else, so a rename's source outlives its copy.
 //!
@@ -28,7 +32,9 @@
 //! stored symlink (or fail on the stored file), on S3 the old object would
 //! stay beside the new ones and a restore would conflict (issue 12).
 
-use std::collections::HashMap;
+mod merge;
+
+pub use merge::triage;
 
 use crate::fs::hash::{BodyDigests, Hashed};
 use crate::fs::scan::{EntryKind, ScanEntry, Stamp};
@@ -41,15 +47,10 @@ pub struct Triage {
     pub unchanged: u64,
     /// Files whose size and mtime match but whose mode changed: refresh metadata only.
     pub mode_only: Vec<(ScanEntry, FileRow)>,
-    /// Files that are new or whose size or mtime changed (with their row, if any): hash them.
-    pub to_hash: Vec<(ScanEntry, Option<FileRow>)>,
     /// Directories that are new or changed (state only; no remote object).
     pub dirs: Vec<ScanEntry>,
     /// Rows whose path no longer exists locally.
     pub vanished: Vec<FileRow>,
-    /// Rows whose path changed type, to delete before anything is written
-    /// there (collected by [`triage`]; [`triage_with`] hands them on as found).
-    pub replaced: Vec<FileRow>,
 }
 
 impl Triage {
@@ -68,6 +69,39 @@ impl Triage {
             })
         });
     }
+
+    /// What is left once the walk is over and every file it handed on is
+    /// done: the directories whose rows change, a touch for each file whose
+    /// mode alone changed, and, with `delete`, a deletion for each vanished
+    /// row (in path order), to run after everything else.
+    pub fn into_rest(self, delete: bool) -> Rest {
+        let touches = self
+            .mode_only
+            .into_iter()
+            .map(|(entry, old)| Action::Touch { entry, old })
+            .collect();
+        let deletes = if delete {
+            self.vanished.into_iter().map(Action::Delete).collect()
+        } else {
+            Vec::new()
+        };
+        Rest {
+            dirs: self.dirs,
+            touches,
+            deletes,
+        }
+    }
+}
+
+/// The end of a backup's plan ([`Triage::into_rest`]).
+#[derive(Debug, Default)]
+pub struct Rest {
+    /// Directories whose rows change (no remote object).
+    pub dirs: Vec<ScanEntry>,
+    /// Metadata refreshes of files whose mode alone changed.
+    pub touches: Vec<Action>,
+    /// Deletions of objects whose path is gone locally (`--delete`).
+    pub deletes: Vec<Action>,
 }
 
 /// One remote operation.
@@ -128,24 +162,6 @@ impl Action {
             Action::Delete(row) => format!("delete {}", row.path),
         }
     }
-}
-
-/// Everything a backup will do.
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Deletions of objects whose path changed type, run before anything else.
-    pub replaces: Vec<Action>,
-    /// Uploads, copies and touches, in path order.
-    pub transfers: Vec<Action>,
-    /// Deletions, run after all transfers.
-    pub deletes: Vec<Action>,
-    /// Directories whose rows change.
-    pub dirs: Vec<ScanEntry>,
-    /// Files re-hashed because their rows were racy, found unchanged: only
-    /// the row is rewritten (so it stops being racy), nothing is sent.
-    pub refresh: Vec<FileRow>,
-    /// Files with nothing to do.
-    pub unchanged: u64,
 }
 
 /// How close (ns) to the moment a file was last seen its mtime may be
@@ -229,191 +245,9 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     a == b || is_under(a, b) || is_under(b, a)
 }
 
-/// Whether the merge key `key` sorts after `path/` and everything under it.
-fn past(key: &str, path: &str) -> bool {
-    key.as_bytes()
-        .iter()
-        .cmp(path.as_bytes().iter().chain(b"/"))
-        .is_gt()
-        && !is_under(key, path)
-}
-
-/// Sorts the scan against the state without reading any file, in one
-/// merged pass: `entries` yields entries in the walk's order (the byte
-/// order of their paths, a directory sorting as `path/`, just before what
-/// is under it), `file_rows` yields the set's file and symlink rows in
-/// byte order of their paths, and `dir_rows` holds its directory rows
-/// (few). What needs work while the walk goes on is handed to `found` as
-/// soon as it is known (files to hash, rows to replace), so a caller can
-/// stream it on; everything else that needs work is returned. With
-/// `rehash`, no stat is trusted: every file is hashed (`backup --rehash`,
-/// for file systems whose change times can't be trusted).
-///
-/// Type changes are found in the same pass, with a lookahead no longer
-/// than a path's depth: a file row `a` that has left its path stays
-/// undecided until the walk is past `a/` (an entry under it, the
-/// directory `a` included, makes it [`Found::Replaced`]; else it has
-/// vanished), and a file or symlink entry `a` is held back until the walk
-/// is past `a/`, so that the rows under the old directory `a/` reach
-/// `found` as replaced before the entry does. Both lists only ever hold
-/// prefixes of the current path.
-pub fn triage_with(
-    entries: impl IntoIterator<Item = ScanEntry>,
-    file_rows: impl IntoIterator<Item = FileRow>,
-    dir_rows: HashMap<String, FileRow>,
-    rehash: bool,
-    found: impl FnMut(Found),
-) -> Triage {
-    let mut merge = Merge {
-        rows: file_rows.into_iter().peekable(),
-        dir_rows,
-        undecided: Vec::new(),
-        held: Vec::new(),
-        triage: Triage::default(),
-        found,
-    };
-    for entry in entries {
-        if entry.kind == EntryKind::Dir {
-            merge.advance(Some(&format!("{}/", entry.path)));
-            match merge.dir_rows.remove(&entry.path) {
-                Some(r) if r.mode == entry.mode && r.mtime_ns == entry.mtime_ns => {}
-                _ => merge.triage.dirs.push(entry),
-            }
-            continue;
-        }
-        merge.advance(Some(&entry.path));
-        // A directory row here: the directory is now a file or a symlink.
-        let was_dir = merge.dir_rows.contains_key(&entry.path);
-        if was_dir {
-            merge.replace_dirs(&entry.path);
-        }
-        let path = entry.path.clone();
-        let changed = match merge.rows.next_if(|r| r.path == entry.path) {
-            Some(r) if !rehash && stat_matches(&entry, &r) => {
-                if r.mode == entry.mode || entry.kind == EntryKind::Symlink {
-                    merge.triage.unchanged += 1;
-                } else {
-                    merge.triage.mode_only.push((entry, r));
-                }
-                None
-            }
-            old => Some(Found::Changed(entry, old)),
-        };
-        merge.held.push(Held {
-            path,
-            changed,
-            replaced_under: was_dir,
-        });
-    }
-    merge.advance(None);
-    let Merge {
-        mut triage, dir_rows, ..
-    } = merge;
-    triage.vanished.extend(dir_rows.into_values());
-    triage.vanished.sort_by(|a, b| a.path.cmp(&b.path));
-    triage
-}
-
-/// A file or symlink entry waiting until the walk is past `path/`.
-struct Held {
-    path: String,
-    /// Its [`Found::Changed`], if it has one.
-    changed: Option<Found>,
-    /// Whether rows under `path/` were replaced (then directory rows there go too).
-    replaced_under: bool,
-}
-
-/// The state of [`triage_with`]'s merge.
-struct Merge<R: Iterator<Item = FileRow>, F: FnMut(Found)> {
-    rows: std::iter::Peekable<R>,
-    dir_rows: HashMap<String, FileRow>,
-    /// Rows gone from their path whose path the walk may yet show as a directory.
-    undecided: Vec<FileRow>,
-    /// Files and symlinks whose path may yet hold rows under it (a directory before).
-    held: Vec<Held>,
-    triage: Triage,
-    found: F,
-}
-
-impl<R: Iterator<Item = FileRow>, F: FnMut(Found)> Merge<R, F> {
-    /// Moves the merge up to the walk's next key (`None`: the walk is over).
-    fn advance(&mut self, key: Option<&str>) {
-        // Rows before the key have left their paths: under a held file or
-        // symlink they are replaced, otherwise undecided for now.
-        while let Some(r) = self.rows.next_if(|r| key.is_none_or(|k| r.path.as_str() < k)) {
-            match self.held.iter_mut().find(|h| is_under(&r.path, &h.path)) {
-                Some(h) => {
-                    h.replaced_under = true;
-                    (self.found)(Found::Replaced(r));
-                }
-                None => self.undecided.push(r),
-            }
-        }
-        let (found, vanished) = (&mut self.found, &mut self.triage.vanished);
-        self.undecided.retain(|r| match key {
-            Some(k) if is_under(k, &r.path) => {
-                found(Found::Replaced(r.clone()));
-                false
-            }
-            Some(k) if !past(k, &r.path) => true,
-            _ => {
-                vanished.push(r.clone());
-                false
-            }
-        });
-        let mut i = 0;
-        while i < self.held.len() {
-            if key.is_some_and(|k| !past(k, &self.held[i].path)) {
-                i += 1;
-                continue;
-            }
-            let h = self.held.remove(i);
-            if h.replaced_under {
-                self.replace_dirs(&h.path);
-            }
-            if let Some(c) = h.changed {
-                (self.found)(c);
-            }
-        }
-    }
-
-    /// Replaces the directory rows at and under `path` (now a file or symlink).
-    fn replace_dirs(&mut self, path: &str) {
-        let mut gone: Vec<String> = self
-            .dir_rows
-            .keys()
-            .filter(|p| p.as_str() == path || is_under(p, path))
-            .cloned()
-            .collect();
-        gone.sort();
-        for p in gone {
-            if let Some(row) = self.dir_rows.remove(&p) {
-                (self.found)(Found::Replaced(row));
-            }
-        }
-    }
-}
-
-/// [`triage_with`], collecting the files to hash into `to_hash` and the
-/// rows to replace into `replaced`.
-pub fn triage(
-    entries: impl IntoIterator<Item = ScanEntry>,
-    file_rows: impl IntoIterator<Item = FileRow>,
-    dir_rows: HashMap<String, FileRow>,
-) -> Triage {
-    let (mut to_hash, mut replaced) = (Vec::new(), Vec::new());
-    let mut triage = triage_with(entries, file_rows, dir_rows, false, |f| match f {
-        Found::Changed(e, old) => to_hash.push((e, old)),
-        Found::Replaced(row) => replaced.push(row),
-    });
-    triage.to_hash = to_hash;
-    triage.replaced = replaced;
-    triage
-}
-
 /// What to do with one hashed file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+enum Decision {
     /// Same bytes, mtime and mode as its row, which was only racy: write
     /// the row back with the new check time (so it stops being racy), send nothing.
     Refresh(FileRow),
@@ -496,7 +330,7 @@ pub fn copy_source(
 /// refresh the row: the bytes, mtime and mode are as recorded, only the
 /// stat's other fields or the check time moved), `copy_source(blake3,
 /// size)` names an object the bucket holds them under → copy, else upload.
-pub fn decide_file(
+fn decide_file(
     entry: ScanEntry,
     old: Option<FileRow>,
     hashed: Hashed,
@@ -544,54 +378,39 @@ pub fn decide_file(
     }
 }
 
-/// Chooses an action for every hashed file at once (the plan a dry run
-/// of the whole tree would list), with the functions a backup runs chunk by
-/// chunk: [`decide_file`] and the [`copy_source`] rule. `hashes` maps path
-/// → blake3; a file missing from it could not be read and is left out (the
-/// caller reports it). `holders(blake3, size)` gives the rows that claim
-/// that content, `now(path)` what the path holds now.
+/// What [`decide`] chose for a chunk of hashed files.
+#[derive(Debug, Default)]
+pub struct Decided {
+    /// Remote operations, in the order of the files.
+    pub actions: Vec<Action>,
+    /// Rows of files found unchanged after a re-hash (their rows were
+    /// racy): only the row is rewritten, with its new check time, so it
+    /// stops being racy; nothing is sent.
+    pub refresh: Vec<FileRow>,
+}
+
+/// Decides for each hashed file, as the backup does chunk by chunk while
+/// the walk goes on: `decide_file` with `copy_source(blake3, size)`
+/// naming an object the bucket holds those bytes under (the backup asks
+/// [`copy_source`] about the state's rows, each path statted now).
 pub fn decide(
-    triage: Triage,
-    hashes: &HashMap<String, String>,
-    mut holders: impl FnMut(&str, u64) -> Vec<FileRow>,
-    mut now: impl FnMut(&str) -> PathNow,
-    delete: bool,
-) -> Plan {
-    let mut plan = Plan {
-        unchanged: triage.unchanged,
-        dirs: triage.dirs,
-        replaces: triage.replaced.into_iter().map(Action::Delete).collect(),
-        ..Plan::default()
-    };
-    for (entry, old) in triage.mode_only {
-        plan.transfers.push(Action::Touch { entry, old });
-    }
-    for (entry, old) in triage.to_hash {
-        let Some(blake3) = hashes.get(&entry.path) else {
-            continue;
-        };
-        let source = |hash: &str, size| copy_source(holders(hash, size), &mut now);
-        let hashed = Hashed {
-            blake3: blake3.clone(),
-            bodies: BodyDigests::default(),
-        };
-        match decide_file(entry, old, hashed, source) {
-            Decision::Refresh(row) => {
-                plan.unchanged += 1;
-                plan.refresh.push(row);
-            }
-            Decision::Act(action) => plan.transfers.push(action),
+    hashed: impl IntoIterator<Item = (ScanEntry, Option<FileRow>, Hashed)>,
+    mut copy_source: impl FnMut(&str, u64) -> Option<CopySource>,
+) -> Decided {
+    let mut decided = Decided::default();
+    for (entry, old, hashed) in hashed {
+        match decide_file(entry, old, hashed, &mut copy_source) {
+            Decision::Refresh(row) => decided.refresh.push(row),
+            Decision::Act(action) => decided.actions.push(action),
         }
     }
-    plan.transfers.sort_by(|a, b| a.path().cmp(b.path()));
-    if delete {
-        plan.deletes = triage.vanished.into_iter().map(Action::Delete).collect();
-    }
-    plan
+    decided
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn file(path: &str, size: u64, mtime_ns: i64) -> ScanEntry {
@@ -645,11 +464,51 @@ mod tests {
         });
     }
 
+    /// What the merge found: the [`Triage`] it returns, and what it
+    /// handed on while it ran (files to hash, rows to replace), in order.
+    struct Triaged {
+        triage: Triage,
+        to_hash: Vec<(ScanEntry, Option<FileRow>)>,
+        replaced: Vec<FileRow>,
+    }
+
+    impl std::ops::Deref for Triaged {
+        type Target = Triage;
+        fn deref(&self) -> &Triage {
+            &self.triage
+        }
+    }
+
+    impl std::ops::DerefMut for Triaged {
+        fn deref_mut(&mut self) -> &mut Triage {
+            &mut self.triage
+        }
+    }
+
     /// Merges like a backup does: entries in walk order, rows sorted, no dir rows.
-    fn triage(entries: Vec<ScanEntry>, rows: &[FileRow]) -> Triage {
+    fn triage(entries: Vec<ScanEntry>, rows: &[FileRow]) -> Triaged {
         let mut entries = entries;
         walk_order(&mut entries);
-        super::triage(entries, rows.to_vec(), HashMap::new())
+        collect(entries, rows.to_vec(), HashMap::new(), false)
+    }
+
+    /// Runs [`super::triage`], collecting what it hands on.
+    fn collect(
+        entries: Vec<ScanEntry>,
+        file_rows: Vec<FileRow>,
+        dir_rows: HashMap<String, FileRow>,
+        rehash: bool,
+    ) -> Triaged {
+        let (mut to_hash, mut replaced) = (Vec::new(), Vec::new());
+        let triage = super::triage(entries, file_rows, dir_rows, rehash, |f| match f {
+            Found::Changed(e, old) => to_hash.push((e, old)),
+            Found::Replaced(row) => replaced.push(row),
+        });
+        Triaged {
+            triage,
+            to_hash,
+            replaced,
+        }
     }
 
     /// Content lookup over the rows, as the state database answers it.
@@ -662,10 +521,29 @@ mod tests {
         }
     }
 
-    /// What each path holds now, as the walk found it: a changed file as
-    /// its entry, a vanished one gone, an unchanged one as its row (the
-    /// triage found its stat equal to the row's).
-    fn decide(t: Triage, hashes: &HashMap<String, String>, rows: &[FileRow], delete: bool) -> Plan {
+    /// A whole backup's plan, put together from the functions the backup
+    /// runs, in the order it runs them (here all at once, there chunk by chunk).
+    #[derive(Debug, Default)]
+    struct Plan {
+        /// Deletions of objects whose path changed type, first.
+        replaces: Vec<Action>,
+        /// Uploads, copies and touches, in path order.
+        transfers: Vec<Action>,
+        /// Deletions, last.
+        deletes: Vec<Action>,
+        /// Rows refreshed without sending anything.
+        refresh: Vec<FileRow>,
+        /// Files with nothing to do.
+        unchanged: u64,
+    }
+
+    /// Plans as a backup does once the files are hashed (`hashes`: path →
+    /// blake3; a file missing from it could not be read and is left out),
+    /// with the copy-source rule asked about `rows`. What each path holds
+    /// now, as the walk found it: a changed file as its entry, a vanished
+    /// one gone, an unchanged one as its row (the triage found its stat
+    /// equal to the row's).
+    fn decide(t: Triaged, hashes: &HashMap<String, String>, rows: &[FileRow], delete: bool) -> Plan {
         let changed: HashMap<String, PathNow> = t
             .to_hash
             .iter()
@@ -681,7 +559,7 @@ mod tests {
             })
             .collect();
         let gone: std::collections::HashSet<String> = t.vanished.iter().map(|r| r.path.clone()).collect();
-        let now = |path: &str| match changed.get(path) {
+        let mut now = |path: &str| match changed.get(path) {
             Some(now) => *now,
             None if gone.contains(path) => PathNow::Gone,
             None => rows
@@ -696,7 +574,30 @@ mod tests {
                 })
                 .unwrap_or(PathNow::Other),
         };
-        super::decide(t, hashes, holders(rows), now, delete)
+        let mut holders = holders(rows);
+        let Triaged {
+            triage,
+            to_hash,
+            replaced,
+        } = t;
+        let hashed = to_hash.into_iter().filter_map(|(entry, old)| {
+            let blake3 = hashes.get(&entry.path)?.clone();
+            let bodies = BodyDigests::default();
+            Some((entry, old, Hashed { blake3, bodies }))
+        });
+        let decided = super::decide(hashed, |hash, size| copy_source(holders(hash, size), &mut now));
+        let unchanged = triage.unchanged + decided.refresh.len() as u64;
+        let rest = triage.into_rest(delete);
+        let mut transfers = rest.touches;
+        transfers.extend(decided.actions);
+        transfers.sort_by(|a, b| a.path().cmp(b.path()));
+        Plan {
+            replaces: replaced.into_iter().map(Action::Delete).collect(),
+            transfers,
+            deletes: rest.deletes,
+            refresh: decided.refresh,
+            unchanged,
+        }
     }
 
     fn hashes(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -808,7 +709,7 @@ mod tests {
 
         let st = state(&[row("a", 1, 10, "h1")]);
         let mut hashed = 0;
-        let t = super::triage_with(vec![file("a", 1, 10)], st, HashMap::new(), true, |_| hashed += 1);
+        let t = super::triage(vec![file("a", 1, 10)], st, HashMap::new(), true, |_| hashed += 1);
         assert_eq!((t.unchanged, hashed), (0, 1));
     }
 
@@ -855,7 +756,7 @@ mod tests {
         assert_eq!(describe(&plan), ["copy old -> new", "delete old"]);
     }
 
-    /// The rule a backup runs (`backup::copy_source` stats each candidate
+    /// The rule a backup runs (`backup/apply.rs` stats each candidate
     /// and asks this): gone or exactly as recorded, not racy, with a stamp.
     #[test]
     fn a_copy_source_is_gone_or_exactly_as_its_row_says() {
@@ -987,7 +888,7 @@ mod tests {
             state(rows).into_iter().partition(|r| r.kind == EntryKind::Dir);
         let dirs = dirs.into_iter().map(|r| (r.path.clone(), r)).collect();
         let mut seen = Vec::new();
-        let t = super::triage_with(entries, files, dirs, false, |f| {
+        let t = super::triage(entries, files, dirs, false, |f| {
             seen.push(match f {
                 Found::Changed(e, _) => format!("hash {}", e.path),
                 Found::Replaced(r) => format!("replace {}", r.path),
@@ -1110,7 +1011,7 @@ mod tests {
             seen_ns: 0,
             stamp: Stamp::default(),
         };
-        let t = super::triage(vec![dir.clone()], vec![], HashMap::new());
+        let t = collect(vec![dir.clone()], vec![], HashMap::new(), false);
         assert_eq!(t.dirs, [dir]);
         assert!(t.to_hash.is_empty());
     }

@@ -1,0 +1,495 @@
+//! Stage 4, applying the plan: the [`plan::Action`]s the stages produce,
+//! chunk by chunk, go to one executor that either carries them out
+//! ([`Mode::Run`]) or lists them ([`Mode::List`], `--dry-run`); the dry
+//! run's list is thus the plan the same code produced, and this file is
+//! the one place where the two differ.
+//!
+//! Carrying out: at most `jobs` actions at once (each request takes one of
+//! `jobs` permits, see `transfer`). A failure on one file is retried if
+//! transient, then recorded and reported; it never stops the others and
+//! never reaches the state file: state rows are written only after the
+//! store confirmed, in batches. Objects whose path changed type are
+//! deleted at the start of the chunk that brings them, before anything is
+//! written; if one cannot be, every later write that conflicts with its
+//! path fails for the run ([`Apply::admit`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::hash::HashedFile;
+use super::journal::Journal;
+use super::open::Opened;
+use super::transfer::{Did, Engine};
+use super::{BackupError, BackupOptions, BackupReport};
+use crate::fs::names;
+use crate::fs::scan::{EntryKind, ScanEntry};
+use crate::plan::{self, Action};
+use crate::progress::Progress;
+use crate::report::Failure;
+use crate::state::{FileChange, FileRow, StateDb, now_secs};
+use crate::store::Prepared;
+use crate::target::Target;
+
+/// How many state rows to commit per transaction.
+const STATE_BATCH: usize = 512;
+
+/// The longest object key S3 accepts, in bytes of UTF-8.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// What the executor does with actions.
+pub(super) enum Mode {
+    /// Carry them out and record what the store confirmed, for the run
+    /// recorded as `run_row` (its id `run_id` names the manifest).
+    Run {
+        /// The run's row in the state file.
+        run_row: i64,
+        /// The run's id.
+        run_id: String,
+    },
+    /// List them (`--dry-run`): nothing is sent, nothing is written.
+    List,
+}
+
+/// The executor, and what it carries between chunks.
+pub(super) struct Apply {
+    mode: Mode,
+    engine: Arc<Engine>,
+    db: Mutex<StateDb>,
+    set_id: i64,
+    source: PathBuf,
+    /// Whether the set had rows when the run began (else no copy sources).
+    has_rows: bool,
+    /// S3's key limit applies (the target's prefix), not a local store's.
+    s3_prefix: Option<String>,
+    report: BackupReport,
+    failures: Vec<Failure>,
+    /// Sources of copies that failed: not deleted by this run.
+    failed_sources: Vec<String>,
+    /// Paths whose old object could not be replaced (its delete failed):
+    /// nothing is written at, under or above them in this run.
+    blocked: Vec<String>,
+    pending_marked: bool,
+}
+
+/// What the executor leaves for the finish stage.
+pub(super) struct Applied {
+    /// The report so far (failures sorted, counted).
+    pub report: BackupReport,
+    /// The state connection.
+    pub db: StateDb,
+    /// The run carried out (`None` for a dry run).
+    pub run: Option<(i64, String)>,
+}
+
+impl Apply {
+    /// An executor for the run `opened`: one that carries actions out (the
+    /// run recorded in the state, unfinished uploads a killed run left
+    /// swept first), or with `--dry-run` one that lists them.
+    ///
+    /// # Errors
+    /// [`BackupError::State`] when the run cannot be recorded.
+    pub(super) async fn start(
+        opts: &BackupOptions,
+        opened: &Opened,
+        db: StateDb,
+        progress: Arc<dyn Progress>,
+        mut report: BackupReport,
+    ) -> Result<Apply, BackupError> {
+        let set_id = opened.set_id;
+        let mut engine = Engine::new(
+            opened.store.clone(),
+            opened.source.clone(),
+            opts.target.prefix().to_string(),
+            opts.jobs,
+            opts.multipart_threshold,
+            opts.part_size,
+            progress,
+        );
+        let mode = if opts.dry_run {
+            if opened.prepared == Prepared::Missing {
+                report.planned.push(format!("create {}", opened.store.describe()));
+            }
+            Mode::List
+        } else {
+            let run_id = uuid::Uuid::now_v7().simple().to_string();
+            let run_row = db.begin_run(set_id, &run_id, "backup")?;
+            // Its own connection: parts finish on many tasks at once.
+            let journal = Journal::new(StateDb::open(&opened.state_path)?, set_id);
+            let prefix = opts.target.prefix();
+            let upload_prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            let interrupted = db.interrupted_run_start(set_id, run_row)?;
+            journal
+                .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
+                .await;
+            engine = engine.with_journal(journal);
+            Mode::Run { run_row, run_id }
+        };
+        Ok(Apply {
+            mode,
+            engine: Arc::new(engine),
+            db: Mutex::new(db),
+            set_id,
+            source: opened.source.clone(),
+            has_rows: opened.has_rows,
+            s3_prefix: match &opts.target {
+                Target::S3 { prefix, .. } => Some(prefix.clone()),
+                Target::Local { .. } => None,
+            },
+            report,
+            failures: Vec::new(),
+            failed_sources: Vec::new(),
+            blocked: Vec::new(),
+            pending_marked: false,
+        })
+    }
+
+    /// The transfer engine (hashing asks it how files will be cut).
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The report's counters and fields, for the stages that fill them.
+    pub(super) fn report(&mut self) -> &mut BackupReport {
+        &mut self.report
+    }
+
+    /// Records a problem with one path (the run goes on; exit 3).
+    pub(super) fn fail(&mut self, path: String, error: String) {
+        self.failures.push(Failure { path, error });
+    }
+
+    /// Deletes the objects (and rows) of paths whose type changed, before
+    /// anything is written there: counted as deleted, logged with `-v`. A
+    /// path whose delete fails keeps its row and blocks every write that
+    /// conflicts with it for the rest of the run (reported, exit 3), so
+    /// nothing is written through or beside an old object still there.
+    pub(super) async fn replace(&mut self, rows: Vec<FileRow>) -> Result<(), BackupError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            tracing::info!(path = %row.path, kind = row.kind.name(), "replaced: type changed");
+        }
+        let before = self.failures.len();
+        let deletes = rows.into_iter().map(Action::Delete).collect();
+        self.run(deletes, " (replaced: type changed)").await?;
+        let failed: Vec<String> = self.failures[before..].iter().map(|f| f.path.clone()).collect();
+        self.blocked.extend(failed);
+        Ok(())
+    }
+
+    /// Keeps the files of a chunk that may be written: none that conflicts
+    /// with a failed replacement, none whose key would be over S3's limit
+    /// (each left out is reported as failed).
+    pub(super) fn admit(
+        &mut self,
+        mut files: Vec<(ScanEntry, Option<FileRow>)>,
+    ) -> Vec<(ScanEntry, Option<FileRow>)> {
+        files.retain(|(entry, _)| self.unblocked(&entry.path));
+        if let Some(prefix) = &self.s3_prefix {
+            let failures = &mut self.failures;
+            files.retain(|(entry, _)| {
+                let len = crate::store::join_key(prefix, &entry.path).len();
+                if len <= MAX_KEY_BYTES {
+                    return true;
+                }
+                failures.push(Failure {
+                    path: entry.path.clone(),
+                    error: format!("its key would be {len} bytes, over S3's limit of {MAX_KEY_BYTES}"),
+                });
+                false
+            });
+        }
+        files
+    }
+
+    /// Decides for a hashed chunk ([`plan::decide`], copy sources looked
+    /// up in the state and statted now) and applies what it decided; files
+    /// that could not be read are reported.
+    pub(super) async fn decide(&mut self, hashed: Vec<HashedFile>) -> Result<(), BackupError> {
+        let failures = &mut self.failures;
+        let readable = hashed
+            .into_iter()
+            .filter_map(|(entry, old, hashed)| match hashed {
+                Ok(h) => Some((entry, old, h)),
+                Err(e) => {
+                    failures.push(Failure {
+                        path: entry.path,
+                        error: format!("reading: {e}"),
+                    });
+                    None
+                }
+            });
+        let (db, set_id, root, has_rows) = (&self.db, self.set_id, &self.source, self.has_rows);
+        let decided = plan::decide(readable, |hash, size| {
+            has_rows
+                .then(|| copy_source(db, set_id, root, hash, size))
+                .flatten()
+        });
+        self.report.counts.unchanged += decided.refresh.len() as u64;
+        self.refresh(decided.refresh)?;
+        self.execute(decided.actions).await
+    }
+
+    /// Whether `path` may be written: no failed replacement conflicts with
+    /// it. If one does, the path is reported as failed.
+    pub(super) fn unblocked(&mut self, path: &str) -> bool {
+        let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) else {
+            return true;
+        };
+        self.failures.push(Failure {
+            path: path.to_string(),
+            error: format!("not backed up: '{p}' changed type and its old object could not be deleted"),
+        });
+        false
+    }
+
+    /// Whether a failed copy read from `path` (its object is then kept).
+    pub(super) fn copy_failed_from(&self, path: &str) -> bool {
+        self.failed_sources.iter().any(|p| p == path)
+    }
+
+    /// Writes back racy rows that proved unchanged, with their new check times.
+    fn refresh(&mut self, rows: Vec<FileRow>) -> Result<(), BackupError> {
+        if rows.is_empty() || matches!(self.mode, Mode::List) {
+            return Ok(());
+        }
+        let changes: Vec<FileChange> = rows.into_iter().map(FileChange::Upsert).collect();
+        lock(&self.db).apply(self.set_id, &changes)?;
+        Ok(())
+    }
+
+    /// Records the rows of new or changed directories (no remote object),
+    /// except at or under a path whose old object could not be replaced:
+    /// the row of that object stays.
+    pub(super) fn record_dirs(&mut self, dirs: Vec<ScanEntry>) -> Result<(), BackupError> {
+        let rows: Vec<FileChange> = dirs
+            .iter()
+            .filter(|d| {
+                !self
+                    .blocked
+                    .iter()
+                    .any(|p| d.path == *p || plan::is_under(&d.path, p))
+            })
+            .map(|d| FileChange::Upsert(dir_row(d)))
+            .collect();
+        if rows.is_empty() || matches!(self.mode, Mode::List) {
+            return Ok(());
+        }
+        self.mark_pending()?;
+        lock(&self.db).apply(self.set_id, &rows)?;
+        Ok(())
+    }
+
+    /// Carries out actions (or, in a dry run, lists them).
+    pub(super) async fn execute(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
+        self.run(actions, "").await
+    }
+
+    /// [`Self::execute`], with `note` after each listed line.
+    async fn run(&mut self, actions: Vec<Action>, note: &str) -> Result<(), BackupError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        match self.mode {
+            Mode::List => {
+                self.list(&actions, note);
+                Ok(())
+            }
+            Mode::Run { .. } => {
+                self.mark_pending()?;
+                self.carry_out(actions).await
+            }
+        }
+    }
+
+    /// Lists actions for `--dry-run`, counted as if they succeeded.
+    fn list(&mut self, actions: &[Action], note: &str) {
+        for action in actions {
+            self.report.planned.push(format!("{}{note}", action.describe()));
+            let c = &mut self.report.counts;
+            match action {
+                Action::Upload { entry, .. } => {
+                    c.uploaded += 1;
+                    c.bytes_sent += entry.size;
+                }
+                Action::Copy { .. } => c.copied += 1,
+                Action::Touch { .. } => c.touched += 1,
+                Action::Delete(row) if row.kind.has_content() => c.deleted += 1,
+                Action::Delete(_) => {}
+            }
+        }
+    }
+
+    /// Records, before the first remote change, that a manifest is owed.
+    fn mark_pending(&mut self) -> Result<(), BackupError> {
+        if !self.pending_marked && matches!(self.mode, Mode::Run { .. }) {
+            lock(&self.db).set_manifest_pending(self.set_id, true)?;
+            self.pending_marked = true;
+        }
+        Ok(())
+    }
+
+    /// Runs actions `jobs` at a time, counting results and committing state
+    /// rows in batches; remembers the sources of copies that failed.
+    async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
+        let engine = self.engine.clone();
+        let (db, set_id) = (&self.db, self.set_id);
+        let progress = engine.progress().clone();
+        let bytes: u64 = actions
+            .iter()
+            .map(|a| match a {
+                Action::Upload { entry, .. } => entry.size,
+                _ => 0,
+            })
+            .sum();
+        progress.queued(actions.len() as u64, bytes);
+        // Rows of objects about to be replaced or deleted leave the state first
+        // (see `StateDb::take_rows`); a failure puts its row back below.
+        let paths: Vec<&str> = actions.iter().map(Action::path).collect();
+        let taken = tokio::task::block_in_place(|| lock(db).take_rows(set_id, &paths))?;
+        let mut taken: HashMap<String, FileRow> = taken.into_iter().map(|r| (r.path.clone(), r)).collect();
+        let mut results = futures::stream::iter(actions)
+            .map(|action| {
+                let engine = engine.clone();
+                async move {
+                    let outcome = engine.execute(&action).await;
+                    (action, outcome)
+                }
+            })
+            .buffer_unordered(engine.jobs());
+        let mut batch = Vec::with_capacity(STATE_BATCH);
+        let mut last_flush = Instant::now();
+        while let Some((action, outcome)) = results.next().await {
+            match outcome {
+                Ok(done) => {
+                    progress.done(action.path(), done.did.label());
+                    let c = &mut self.report.counts;
+                    c.bytes_sent += done.bytes_sent;
+                    match done.did {
+                        Did::Uploaded => c.uploaded += 1,
+                        Did::Copied => c.copied += 1,
+                        Did::Touched => c.touched += 1,
+                        Did::Deleted => c.deleted += 1,
+                        Did::Forgotten => {}
+                    }
+                    batch.push(done.change);
+                }
+                Err(e) => {
+                    progress.done(action.path(), "failed");
+                    if let Action::Copy { from, .. } = &action {
+                        self.failed_sources.push(from.clone());
+                    }
+                    // A failed upload, copy or touch may still have replaced the
+                    // object (a PUT whose answer was lost, a body the store kept
+                    // before refusing it, a file that changed after its upload):
+                    // its old row is dropped, so nothing claims or copies from
+                    // content the object may no longer hold, and the next run
+                    // hashes the file afresh. A failed delete leaves the object
+                    // as it was, or gone: its row comes back so `--delete` tries
+                    // again, and a copy from a gone object falls back to an upload.
+                    if let (Action::Delete(_), Some(old)) = (&action, taken.remove(action.path())) {
+                        batch.push(FileChange::Upsert(old));
+                    }
+                    self.failures.push(Failure {
+                        path: action.path().to_string(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+            if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
+                tokio::task::block_in_place(|| lock(db).apply(set_id, &batch))?;
+                batch.clear();
+                last_flush = Instant::now();
+            }
+        }
+        drop(results);
+        lock(db).apply(set_id, &batch)?;
+        Ok(())
+    }
+
+    /// Ends the executor: uploads the store may have begun unanswered are
+    /// swept (a real run), failures are sorted and counted (directories
+    /// apart from files).
+    pub(super) async fn close(self) -> Applied {
+        let Apply {
+            mode,
+            engine,
+            db,
+            mut report,
+            mut failures,
+            ..
+        } = self;
+        let run = match mode {
+            Mode::Run { run_row, run_id } => {
+                engine.abort_lost_uploads().await;
+                Some((run_row, run_id))
+            }
+            Mode::List => None,
+        };
+        engine.progress().finish();
+        failures.sort_by(|a, b| a.path.cmp(&b.path));
+        report.counts.failed = failures.len() as u64 - report.failed_dirs;
+        report.failures = failures;
+        Applied {
+            report,
+            db: db.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            run,
+        }
+    }
+}
+
+/// The state connection, even if a task panicked while holding it (its
+/// writes are transactions, so the database itself is consistent).
+fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
+    db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A path the bucket holds this content under and that this run will not
+/// overwrite ([`plan::copy_source`]), each candidate's path statted now.
+fn copy_source(
+    db: &Mutex<StateDb>,
+    set_id: i64,
+    root: &Path,
+    blake3: &str,
+    size: u64,
+) -> Option<plan::CopySource> {
+    let rows = lock(db)
+        .rows_with_content(set_id, blake3, size)
+        .unwrap_or_else(|e| {
+            tracing::warn!("looking up content for a server-side copy: {e}");
+            Vec::new()
+        });
+    plan::copy_source(rows, |path| {
+        match std::fs::symlink_metadata(names::local(root, path)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::PathNow::Gone,
+            Err(_) => plan::PathNow::Other,
+            Ok(md) => plan::PathNow::of(&md),
+        }
+    })
+}
+
+/// The state row of a directory (no remote object).
+fn dir_row(entry: &ScanEntry) -> FileRow {
+    FileRow {
+        path: entry.path.clone(),
+        kind: EntryKind::Dir,
+        size: 0,
+        mtime_ns: entry.mtime_ns,
+        mode: entry.mode,
+        blake3: String::new(),
+        etag: String::new(),
+        version_id: None,
+        uploaded_at: now_secs(),
+        checked_ns: entry.seen_ns,
+        stamp: Some(entry.stamp),
+    }
+}

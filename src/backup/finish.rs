@@ -1,0 +1,262 @@
+//! Stage 5, finishing a run: once the walk is over and every file it
+//! handed on is done, the directories' rows, the mode-only touches and
+//! the deletions (last, after every copy that may read them); then the
+//! manifest of the new state and the run's record.
+
+use md5::Digest;
+
+use super::BackupError;
+use super::BackupOptions;
+use super::BackupReport;
+use super::apply::{Applied, Apply};
+use super::open::Opened;
+use super::spare;
+use super::triage::Walked;
+use crate::fs::scan::{self, EntryKind};
+use crate::manifest;
+use crate::state::{RunStatus, StateDb};
+use crate::store::retry::retry;
+use crate::store::{FileRange, ObjectMeta, ObjectStore, StoreError, join_key};
+use crate::target::Target;
+
+/// Why the manifest of a run could not be written (the files themselves are backed up).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest could not be written to its temporary file.
+    #[error("writing it to a temporary file: {0}")]
+    Write(std::io::Error),
+    /// The store did not take it.
+    #[error("uploading it: {0}")]
+    Upload(StoreError),
+}
+
+/// Applies what the walk left for the end: problems are reported, what
+/// could not be read or was filtered out is spared from `--delete`, then
+/// the directories' rows, the touches and the deletions.
+///
+/// # Errors
+/// State errors (recording rows), as the apply stage returns them.
+pub(super) async fn rest(
+    opts: &BackupOptions,
+    opened: &Opened,
+    walked: Walked,
+    apply: &mut Apply,
+) -> Result<(), BackupError> {
+    let Walked {
+        mut triage,
+        scanned,
+        skipped,
+        excluded,
+        errors,
+    } = walked;
+    for s in &skipped {
+        tracing::warn!(path = %s.path, "{}", s.reason);
+    }
+    let report = apply.report();
+    report.excluded = excluded.len() as u64;
+    report.counts.scanned = scanned;
+    report.counts.unchanged += triage.unchanged;
+    report.skipped = skipped.len() as u64;
+    report.failed_dirs = errors.iter().filter(|p| p.is_dir).count() as u64;
+    report.reserved = reserved_entry(&opened.source);
+    for p in &errors {
+        apply.fail(p.path.clone(), p.reason.clone());
+    }
+    triage.protect(&errors.into_iter().map(|p| p.path).collect::<Vec<_>>());
+    // What a filter leaves out is not deleted by `--delete` either (as in
+    // rclone and the AWS CLI): it stays in the bucket as it was, also once
+    // it is gone locally (the walk's filter, applied to the rows).
+    triage.protect(&excluded);
+    if opts.delete {
+        spare::spare_filtered(
+            &mut triage.vanished,
+            &opened.source,
+            &opts.walk,
+            &*opened.store,
+            opts.target.prefix(),
+            opts.jobs,
+        )
+        .await;
+    }
+    let rest = triage.into_rest(opts.delete);
+    apply.record_dirs(rest.dirs)?;
+    let touches = rest
+        .touches
+        .into_iter()
+        .filter(|a| apply.unblocked(a.path()))
+        .collect();
+    apply.execute(touches).await?;
+    // Deletions wait for every transfer: a rename's copy reads the object
+    // its delete removes. A path whose copy failed is not deleted either,
+    // so its content stays in the bucket until the next run uploads it.
+    let deletes = rest
+        .deletes
+        .into_iter()
+        .filter(|a| !apply.copy_failed_from(a.path()))
+        .collect();
+    apply.execute(deletes).await
+}
+
+/// Whether SOURCE has a top-level `.s3backup` entry, which the walk
+/// leaves out (the name is the tool's own in a store): warned about by
+/// path, and counted (0 or 1).
+fn reserved_entry(source: &std::path::Path) -> u64 {
+    let path = source.join(scan::RESERVED);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return 0;
+    }
+    tracing::warn!(
+        "{}: not backed up: the name '{}' at the top of a source is reserved for s3backup's own files",
+        path.display(),
+        scan::RESERVED
+    );
+    1
+}
+
+/// Writes the manifest of the set's new state (when the run changed
+/// anything) and records how the run ended. A dry run records nothing.
+///
+/// # Errors
+/// [`BackupError::Manifest`] when the manifest could not be written (the
+/// run is recorded as failed); state errors.
+pub(super) async fn record(
+    opts: &BackupOptions,
+    opened: &Opened,
+    applied: Applied,
+) -> Result<BackupReport, BackupError> {
+    let Applied { mut report, db, run } = applied;
+    let Some((run_row, run_id)) = run else {
+        return Ok(report);
+    };
+    let set_id = opened.set_id;
+    // A run that sent nothing and failed files leaves the snapshot to the
+    // next run: a "latest" that only adds directories would restore as if
+    // the failed files never existed.
+    let c = report.counts;
+    let sent_nothing = c.uploaded + c.copied + c.touched + c.deleted == 0;
+    let failed = c.failed + report.failed_dirs > 0;
+    let manifest_result = if db.manifest_pending(set_id)? && !(sent_nothing && failed) {
+        write_manifest(
+            &db,
+            set_id,
+            &*opened.store,
+            &opened.source_text,
+            &opts.target,
+            &run_id,
+        )
+        .await
+    } else {
+        Ok(None)
+    };
+    match manifest_result {
+        Ok(key) => {
+            if key.is_some() {
+                db.set_manifest_pending(set_id, false)?;
+            }
+            report.snapshot = key;
+            let status = if failed { RunStatus::Partial } else { RunStatus::Ok };
+            db.finish_run(run_row, status, &c, report.snapshot.as_deref(), None)?;
+            Ok(report)
+        }
+        Err(e) => {
+            db.finish_run(run_row, RunStatus::Failed, &c, None, Some(&e.to_string()))?;
+            Err(e)
+        }
+    }
+}
+
+/// Streams the set's state into a compressed temp file, then uploads it.
+async fn write_manifest(
+    db: &StateDb,
+    set_id: i64,
+    store: &dyn ObjectStore,
+    source: &str,
+    target: &Target,
+    run_id: &str,
+) -> Result<Option<String>, BackupError> {
+    let fail = |e| BackupError::Manifest(ManifestError::Write(e));
+    let created = chrono::Utc::now();
+    let (files, bytes) = db.totals(set_id)?;
+    let mut dirs = 0;
+    db.for_each_file(set_id, |r| {
+        dirs += u64::from(r.kind == EntryKind::Dir);
+        Ok(())
+    })?;
+    let header = manifest::Header {
+        format: manifest::FORMAT,
+        tool: format!("s3backup {}", env!("CARGO_PKG_VERSION")),
+        source: source.to_string(),
+        target: target.canonical(),
+        host: gethostname::gethostname().to_string_lossy().to_string(),
+        created: created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        run_id: run_id.to_string(),
+        files,
+        dirs,
+        bytes,
+    };
+    let tmp = tempfile::NamedTempFile::new().map_err(fail)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut md5 = md5::Md5::new();
+    {
+        let file = tmp.as_file().try_clone().map_err(fail)?;
+        let mut writer = manifest::Writer::new(
+            HashingWriter {
+                inner: file,
+                hasher: &mut hasher,
+                md5: &mut md5,
+            },
+            &header,
+        )
+        .map_err(fail)?;
+        db.for_each_file(set_id, |row| {
+            writer
+                .push(&manifest::Entry::from(&row))
+                .map_err(|source| crate::state::StateError::Io {
+                    path: tmp.path().to_path_buf(),
+                    cause: source,
+                })
+        })?;
+        writer.finish().map_err(fail)?;
+    }
+    let len = tmp.as_file().metadata().map_err(fail)?.len();
+    let key = join_key(
+        target.prefix(),
+        &format!("{}/{}", manifest::DIR, manifest::file_name(created, run_id)),
+    );
+    let meta = ObjectMeta {
+        mtime_ns: created.timestamp_nanos_opt().unwrap_or_default(),
+        mode: 0o644,
+        blake3: hasher.finalize().to_hex().to_string(),
+        symlink: false,
+    };
+    let range = FileRange {
+        path: tmp.path(),
+        offset: 0,
+        len,
+        md5: Some(md5.finalize().into()),
+    };
+    retry(&key, || store.put_file(&key, range, &meta))
+        .await
+        .map_err(|e| BackupError::Manifest(ManifestError::Upload(e)))?;
+    Ok(Some(key))
+}
+
+/// Hashes what passes through, so the manifest's blake3 and MD5 cost no second read.
+struct HashingWriter<'a, W> {
+    inner: W,
+    hasher: &'a mut blake3::Hasher,
+    md5: &'a mut md5::Md5,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.md5.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

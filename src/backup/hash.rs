@@ -1,0 +1,46 @@
+//! Stage 3, hashing a chunk: each file the walk handed on is read once,
+//! on blocking threads (one per core), for its blake3 and the MD5 of each
+//! request body the transfer will send it in, so a send costs no second
+//! read. Reading failures come back per file, for the apply stage to report.
+
+use std::path::Path;
+
+use futures::StreamExt;
+
+use super::transfer::Engine;
+use crate::fs::hash;
+use crate::fs::names;
+use crate::fs::scan::ScanEntry;
+use crate::state::FileRow;
+
+/// A file of a chunk with its row and what reading it gave.
+pub(super) type HashedFile = (ScanEntry, Option<FileRow>, std::io::Result<hash::Hashed>);
+
+/// Hashes a chunk of files on blocking threads, one per core, with the
+/// MD5 of each request body the engine will send them in, in the chunk's
+/// order; then tells progress how many files and bytes were hashed.
+pub(super) async fn hash_chunk(
+    source: &Path,
+    chunk: Vec<(ScanEntry, Option<FileRow>)>,
+    engine: &Engine,
+) -> Vec<HashedFile> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (files, bytes) = (chunk.len() as u64, chunk.iter().map(|(e, _)| e.size).sum());
+    let hashed = futures::stream::iter(chunk)
+        .map(|(entry, old)| {
+            let path = names::local(source, &entry.path);
+            let part_size = engine.part_size_of(entry.size);
+            async move {
+                let seen = entry.clone();
+                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                (entry, old, result)
+            }
+        })
+        .buffered(threads)
+        .collect()
+        .await;
+    engine.progress().hashed(files, bytes);
+    hashed
+}
