@@ -78,8 +78,13 @@ impl From<StoreError> for RebuildError {
 }
 
 /// Replaces the set's rows with the newest readable manifest under the
-/// target's prefix; `Ok(None)` when there is no manifest. Every manifest
-/// being damaged is [`SnapshotError::NoneReadable`].
+/// target's prefix; `Ok(None)` when there is no manifest.
+///
+/// # Errors
+/// [`RebuildError::Snapshot`] when the manifests cannot be listed or read
+/// (every manifest being damaged is [`SnapshotError::NoneReadable`]) or
+/// the store cannot confirm rows; [`RebuildError::State`] when the rows
+/// cannot be written.
 pub async fn from_latest_manifest(
     store: &dyn ObjectStore,
     target: &Target,
@@ -170,26 +175,7 @@ pub async fn from_latest_manifest(
         Ok(())
     })?;
     if !to_confirm.is_empty() {
-        let confirmed: Vec<(FileRow, bool)> = futures::stream::iter(to_confirm)
-            .map(|row| async move {
-                let key = join_key(prefix, &row.path);
-                let head = store.head(&key, None).await?;
-                let same = head.size == row.size && !row.etag.is_empty() && head.etag == row.etag;
-                Ok::<_, StoreError>((row, same))
-            })
-            .buffer_unordered(CONFIRMS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        let mut batch = Vec::new();
-        for (row, same) in confirmed {
-            if same {
-                tally(&mut report, source, &row);
-                batch.push(FileChange::Upsert(row));
-            } else {
-                report.stale += 1;
-            }
-        }
-        tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+        confirm(store, prefix, source, db, set_id, to_confirm, &mut report).await?;
     }
     if let Some(stopped) = &report.stopped {
         tracing::warn!(
@@ -198,6 +184,41 @@ pub async fn from_latest_manifest(
         );
     }
     Ok(Some(report))
+}
+
+/// Writes the rows whose object was listed with the right size but no
+/// ETag, once a HEAD confirms the object has the recorded size and ETag;
+/// the others are counted as stale.
+async fn confirm(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    source: &Path,
+    db: &mut StateDb,
+    set_id: i64,
+    to_confirm: Vec<FileRow>,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let confirmed: Vec<(FileRow, bool)> = futures::stream::iter(to_confirm)
+        .map(|row| async move {
+            let key = join_key(prefix, &row.path);
+            let head = store.head(&key, None).await?;
+            let same = head.size == row.size && !row.etag.is_empty() && head.etag == row.etag;
+            Ok::<_, StoreError>((row, same))
+        })
+        .buffer_unordered(CONFIRMS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut batch = Vec::new();
+    for (row, same) in confirmed {
+        if same {
+            tally(report, source, &row);
+            batch.push(FileChange::Upsert(row));
+        } else {
+            report.stale += 1;
+        }
+    }
+    tokio::task::block_in_place(|| db.apply(set_id, &batch))?;
+    Ok(())
 }
 
 /// HEAD requests in flight when confirming rows (see [`from_latest_manifest`]).
