@@ -11,7 +11,7 @@ use super::BackupReport;
 use super::apply::{Applied, Apply};
 use super::open::Opened;
 use super::spare;
-use super::triage::Walked;
+use super::triage::WalkOutcome;
 use crate::fs::scan::{self, EntryKind};
 use crate::manifest;
 use crate::state::{RunStatus, StateDb};
@@ -39,10 +39,10 @@ pub enum ManifestError {
 pub(super) async fn rest(
     opts: &BackupOptions,
     opened: &Opened,
-    walked: Walked,
+    walked: WalkOutcome,
     apply: &mut Apply,
 ) -> Result<(), BackupError> {
-    let Walked {
+    let WalkOutcome {
         mut triage,
         scanned,
         skipped,

@@ -29,7 +29,7 @@ pub(super) const CHUNK: usize = 2048;
 /// A walk under way.
 pub(super) struct Walk {
     rx: mpsc::Receiver<plan::Found>,
-    walker: JoinHandle<Result<Walked, BackupError>>,
+    walker: JoinHandle<Result<WalkOutcome, BackupError>>,
 }
 
 /// What the walk handed on since the last chunk, in walk order.
@@ -41,7 +41,7 @@ pub(super) struct Chunk {
 }
 
 /// What one streaming pass over the tree and the state found, beyond the chunks.
-pub(super) struct Walked {
+pub(super) struct WalkOutcome {
     /// The merge's result: unchanged count, mode-only changes, directories, vanished rows.
     pub triage: plan::Triage,
     /// Files (and symlinks) found.
@@ -109,7 +109,7 @@ impl Walk {
     /// # Errors
     /// [`BackupError::Walk`] if the walk's thread died; the source or state
     /// errors that stopped the walk.
-    pub(super) async fn finish(self) -> Result<Walked, BackupError> {
+    pub(super) async fn finish(self) -> Result<WalkOutcome, BackupError> {
         self.walker.await.map_err(BackupError::Walk)?
     }
 }
@@ -125,7 +125,7 @@ fn scan_and_triage(
     rehash: bool,
     tick: impl FnMut(usize),
     found: impl FnMut(plan::Found),
-) -> Result<Walked, BackupError> {
+) -> Result<WalkOutcome, BackupError> {
     let walk = scan::walk_with(root, walk_options, tick)?;
     let dir_rows = db.dir_rows(set_id)?;
     let (mut scanned, mut skipped, mut errors, mut excluded) = (0u64, Vec::new(), Vec::new(), Vec::new());
@@ -150,7 +150,7 @@ fn scan_and_triage(
     let triage = db.with_file_rows(set_id, |rows| {
         plan::triage(entries, rows, dir_rows, rehash, found)
     })?;
-    Ok(Walked {
+    Ok(WalkOutcome {
         triage,
         scanned,
         skipped,
