@@ -37,10 +37,11 @@ use crate::cli::args::{Cli, Command, StateAction};
 /// Runs a parsed command line and returns its exit code, having printed
 /// any error (see [`exit::report`]).
 pub fn main(cli: Cli) -> Exit {
-    let outcome = run(cli).and_then(|exit| {
-        // A closed pipe seen only at the last flush is no error either.
-        output::flush()?;
-        Ok(exit)
+    let outcome = run(cli).and_then(|exit| match output::flush() {
+        // A closed pipe seen only at the last flush is no error either,
+        // and does not change the outcome of a run.
+        Ok(()) | Err(output::OutputError::Closed) => Ok(exit),
+        Err(e) => Err(e.into()),
     });
     exit::report(outcome)
 }
