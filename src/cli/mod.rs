@@ -18,6 +18,7 @@ pub mod args;
 mod commands;
 pub mod exit;
 mod generate;
+mod help_text;
 mod options;
 mod output;
 mod progress;
@@ -82,9 +83,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             let (runtime, path) = setup()?;
             runtime.block_on(commands::backup::run(args, &path, quiet, verbose))
         }
-        Command::Restore(args) => setup()?
-            .0
-            .block_on(commands::restore::run(args, quiet, verbose)),
+        Command::Restore(args) => setup()?.0.block_on(commands::restore::run(args, quiet, verbose)),
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
         Command::Verify(args) => setup()?.0.block_on(commands::verify::run(args)),
         Command::State(action) => {

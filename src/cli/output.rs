@@ -100,11 +100,7 @@ pub(crate) fn ignore_closed(printed: anyhow::Result<()>) -> anyhow::Result<()> {
 
 /// The summary of a backup (and, for a dry run, its plan lines first);
 /// with `quiet` only the plan lines.
-pub(crate) fn backup_summary(
-    opts: &BackupOptions,
-    r: &BackupReport,
-    quiet: bool,
-) -> Result<(), OutputError> {
+pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool) -> Result<(), OutputError> {
     if r.dry_run {
         for line in &r.planned {
             outln!("{line}")?;

@@ -16,12 +16,7 @@ use crate::progress::{NoProgress, Progress, Totals};
 
 /// How a run shows progress: JSON events when asked, bars on a terminal,
 /// a periodic line with `-v` elsewhere, else nothing.
-pub(crate) fn progress_for(
-    json_progress: bool,
-    json: bool,
-    quiet: bool,
-    verbose: u8,
-) -> Arc<dyn Progress> {
+pub(crate) fn progress_for(json_progress: bool, json: bool, quiet: bool, verbose: u8) -> Arc<dyn Progress> {
     if json_progress {
         Arc::new(JsonProgress::new(Duration::from_secs(1)))
     } else if quiet || json {

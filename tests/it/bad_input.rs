@@ -1166,5 +1166,9 @@ fn forget_latest() {
     bad(&r, 2, &["'latest'", "never removes"]);
     let r = go(&env, ["snapshots", s(&store), "--json"]);
     r.expect_code(0);
-    assert!(r.stdout.contains("\"status\":\"ok\""), "the snapshot is still there\n{}", r.show());
+    assert!(
+        r.stdout.contains("\"status\":\"ok\""),
+        "the snapshot is still there\n{}",
+        r.show()
+    );
 }

@@ -119,7 +119,15 @@ fn connection_options_given_to_the_shell_apply_to_every_command() {
     );
     let r = shell_with(
         &env,
-        &["--endpoint-url", &endpoint, "--profile", "p", "--region", "eu-west-3", "--path-style"],
+        &[
+            "--endpoint-url",
+            &endpoint,
+            "--profile",
+            "p",
+            "--region",
+            "eu-west-3",
+            "--path-style",
+        ],
         &input,
     );
     r.expect_code(0);
@@ -146,7 +154,11 @@ fn a_command_in_the_shell_overrides_the_shells_connection_options() {
          snapshots bkt::pre --endpoint-url http://127.0.0.1:1 --profile p\n\
          snapshots bkt::pre --profile p --json\n"
     );
-    let r = shell_with(&env, &["--endpoint-url", &endpoint, "--profile", "nosuchprofile"], &input);
+    let r = shell_with(
+        &env,
+        &["--endpoint-url", &endpoint, "--profile", "nosuchprofile"],
+        &input,
+    );
     r.expect_code(0);
     let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 2, "{}", r.show());

@@ -22,10 +22,7 @@ use crate::target::Target;
 ///
 /// # Errors
 /// When the store cannot be reached, or does not exist.
-pub(crate) async fn open_existing_store(
-    target: &Target,
-    s3: S3Args,
-) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub(crate) async fn open_existing_store(target: &Target, s3: S3Args) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let text = target.to_string();
     let store = store::open(target, &s3.into())
         .await
