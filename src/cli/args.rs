@@ -12,8 +12,8 @@ use crate::cli::help_text::{
 };
 use crate::cli::values::{
     parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name, parse_part_size, parse_pattern,
-    parse_rate, parse_region, parse_set_id, parse_snapshot_id, parse_state_glob, parse_threshold,
-    parse_timeout,
+    parse_rate, parse_region, parse_restore_path, parse_set_id, parse_snapshot_id, parse_state_glob,
+    parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -114,6 +114,7 @@ pub struct RestoreArgs {
     #[arg(value_hint = ValueHint::DirPath)]
     pub dest: PathBuf,
     /// Only these files or directories (paths relative to the backup root).
+    #[arg(value_parser = parse_restore_path)]
     pub paths: Vec<String>,
     /// Snapshot to restore: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
     #[arg(long, value_name = "ID", conflicts_with = "from_listing", value_parser = parse_snapshot_id)]

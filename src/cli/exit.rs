@@ -7,6 +7,7 @@
 //! its text: a [`UsageError`] (or a named set asked for without both
 //! SOURCE and TARGET) is 2, a closed stdout ([`OutputError::Closed`]) is
 //! 0 and prints nothing, as ripgrep does for `rg … | head`, anything else 1.
+//! A command line clap refuses is 2 ([`of_clap`]; help and version are 0).
 
 use crate::cli::output::OutputError;
 use crate::cli::sets::SetError;
@@ -59,10 +60,16 @@ fn code_of(err: &anyhow::Error) -> Exit {
     }
 }
 
+/// The exit code of a command line clap refused: 0 for `--help` and
+/// `--version`, 2 (usage) for everything else.
+pub(crate) fn of_clap(e: &clap::Error) -> Exit {
+    if e.exit_code() == 0 { Exit::Ok } else { Exit::Usage }
+}
+
 /// The outcome of a command as an exit code: its own code when it ran, or
 /// the code of its error, printed on stderr with its context chain as one
 /// `error: …` line (nothing for a closed stdout).
-pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
+pub(crate) fn report(outcome: anyhow::Result<Exit>) -> Exit {
     match outcome {
         Ok(exit) => exit,
         Err(err) => {

@@ -150,9 +150,8 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
             Line::Run(Box::new(cli))
         }
         Err(e) => {
-            let code = e.exit_code();
             let _ = e.print();
-            Line::Nothing(if code == 0 { Exit::Ok } else { Exit::Usage })
+            Line::Nothing(exit::of_clap(&e))
         }
     }
 }

@@ -63,7 +63,7 @@ fn colour(stream: &impl IsTerminal) -> bool {
     !no_color() && stream.is_terminal()
 }
 
-/// Prints a command-line error and exits with clap's code (2 for usage
+/// Prints a command-line error and exits with its code (2 for usage
 /// errors). The problem goes on the first line, whole: clap puts some of
 /// it on the lines below (`the following required arguments were not
 /// provided:` and then the arguments), so that first paragraph is joined
@@ -74,7 +74,7 @@ fn colour(stream: &impl IsTerminal) -> bool {
 /// `CLICOLOR_FORCE` says; a closed pipe (`s3backup --help | head -1`) is
 /// not an error.
 fn usage_error(e: clap::Error) -> ! {
-    let code = e.exit_code();
+    let code = i32::from(crate::cli::exit::of_clap(&e).code());
     let styled = e.render();
     if matches!(
         e.kind(),

@@ -56,6 +56,15 @@ pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A PATH of `restore`: relative to the backup root, with no `..`, `.`
+/// or empty segment (a leading or trailing `/` is dropped, as the restore
+/// does). Such a path can never name a file of a backup, and the restore
+/// used to report it as "none of the requested paths exist" (exit 1).
+pub(crate) fn parse_restore_path(text: &str) -> Result<String, String> {
+    crate::fs::safe_path::validate(text.trim_matches('/'))?;
+    Ok(text.to_string())
+}
+
 /// Checks an `--endpoint-url` before any request: an http(s) URL with a
 /// host and, if given, a numeric port. The SDK would otherwise report a
 /// malformed one only as a failed connection.
@@ -303,6 +312,8 @@ mod tests {
         assert!(parse_size("-5").unwrap_err().contains("negative"));
         assert!(parse_size("--json").unwrap_err().contains("not a size"));
         assert!(parse_rate("0").unwrap_err().contains("0 bytes per second"));
+        assert!(parse_restore_path("a/../b").unwrap_err().contains("'..' segment"));
+        assert_eq!(parse_restore_path("/docs/").as_deref(), Ok("/docs/"));
         assert_eq!(parse_rate("1K"), Ok(1024));
         assert!(parse_threshold("0").is_err());
         assert!(parse_threshold("6GiB").is_err());

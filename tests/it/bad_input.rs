@@ -1172,3 +1172,15 @@ fn forget_latest() {
         r.show()
     );
 }
+
+#[test]
+fn restore_path_outside_the_backup() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest), "a.txt", "../etc"]);
+    bad(&r, 2, &["'../etc'", "[PATHS]", "'..' segment"]);
+    let r = go(&env, ["restore", s(&store), s(&dest), "docs//a.txt"]);
+    bad(&r, 2, &["'docs//a.txt'", "empty path segment"]);
+    assert!(!dest.exists(), "DEST created");
+}
