@@ -36,7 +36,7 @@ pub use exit::Exit;
 use crate::cli::args::{Cli, Command, StateAction};
 
 /// Runs a parsed command line and returns its exit code, having printed
-/// any error (see [`exit::report`]).
+/// any error (the codes are chosen in [`exit`]).
 pub fn main(cli: Cli) -> Exit {
     let outcome = run(cli).and_then(|exit| match output::flush() {
         // A closed pipe seen only at the last flush is no error either,

@@ -37,7 +37,9 @@ Commands (the same words and options as on the command line):
   state sets|files|runs|stats|show   inspect the state file
   help [COMMAND]                     this list, or a command's options
   exit                               leave (also quit, or end of input)
-TARGET is bucket::prefix, s3://bucket/prefix or a local directory.";
+TARGET is bucket::prefix, s3://bucket/prefix or a local directory.
+--endpoint-url, --profile, --region and --path-style given to 'shell' apply
+to every command; a command may give its own.";
 
 /// The global flags the shell was started with, given to every command.
 #[derive(Debug, Clone, Default)]
