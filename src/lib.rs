@@ -2,7 +2,7 @@
 //! S3-compatible store, or a local directory, decided locally from a SQLite
 //! state file and described in the bucket by per-run manifests.
 //!
-//! The binary (`main.rs`) is a thin shell over [`cli::run`]; the engines
+//! The binary (`main.rs`) is a thin shell over [`cli::main`]; the engines
 //! ([`backup`], [`restore`]) see plain option structs and a storage trait ([`store`]).
 #![warn(missing_docs)]
 

@@ -3,6 +3,12 @@
 //! DIR`, `snapshots TARGET`, …, `help`, `exit`), each parsed exactly like
 //! the same words on the command line and run by [`crate::cli::run`].
 //!
+//! Connection options given to the shell itself (`s3backup shell
+//! --endpoint-url URL --profile P --region R --path-style`) apply to every
+//! command typed in it that talks to a store, as `--state` does; a command
+//! that gives one of them itself uses its own. For `backup --set NAME`
+//! they count as given on that command line.
+//!
 //! On a terminal the prompt has line editing and a history file (beside the
 //! state file); piped input is read line by line with no prompt, so a
 //! script of commands can be fed to it. A failing command prints its error
@@ -13,8 +19,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::cli::args::Cli;
-use crate::cli::{self, Exit};
+use crate::cli::args::{Cli, Command, S3Args, ShellArgs, SnapshotsAction, StateAction};
+use crate::cli::output::outln;
+use crate::cli::{self, Exit, exit};
 
 /// The prompt.
 const PROMPT: &str = "s3backup> ";
@@ -30,17 +37,21 @@ Commands (the same words and options as on the command line):
   state sets|files|runs|stats|show   inspect the state file
   help [COMMAND]                     this list, or a command's options
   exit                               leave (also quit, or end of input)
-TARGET is bucket::prefix, s3://bucket/prefix or a local directory.";
+TARGET is bucket::prefix, s3://bucket/prefix or a local directory.
+--endpoint-url, --profile, --region and --path-style given to 'shell' apply
+to every command; a command may give its own.";
 
 /// The global flags the shell was started with, given to every command.
 #[derive(Debug, Clone, Default)]
-pub struct ShellContext {
+pub(crate) struct ShellContext {
     /// `--state FILE`.
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// `-q`.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// `-v` count.
-    pub verbose: u8,
+    pub(crate) verbose: u8,
+    /// `--endpoint-url`, `--profile`, `--region`, `--path-style`.
+    pub(crate) s3: ShellArgs,
 }
 
 impl ShellContext {
@@ -57,6 +68,37 @@ impl ShellContext {
             args.push(format!("-{}", "v".repeat(usize::from(self.verbose))));
         }
         args
+    }
+
+    /// Gives the shell's connection options to a command that talks to a
+    /// store, where the command line typed did not give its own.
+    fn fill(&self, cli: &mut Cli) {
+        let s3 = match &mut cli.command {
+            Command::Backup(a) => &mut a.s3,
+            Command::Restore(a) => &mut a.s3,
+            Command::Verify(a) => &mut a.s3,
+            Command::Snapshots(a) => match &mut a.action {
+                Some(SnapshotsAction::Forget(f)) => &mut f.s3,
+                None => &mut a.s3,
+            },
+            Command::State(StateAction::Rebuild { s3, .. }) => s3,
+            _ => return,
+        };
+        self.fill_s3(s3);
+    }
+
+    fn fill_s3(&self, s3: &mut S3Args) {
+        let given = &self.s3;
+        if s3.profile.is_none() {
+            s3.profile.clone_from(&given.profile);
+        }
+        if s3.region.is_none() {
+            s3.region.clone_from(&given.region);
+        }
+        if s3.endpoint_url.is_none() {
+            s3.endpoint_url.clone_from(&given.endpoint_url);
+        }
+        s3.path_style |= given.path_style;
     }
 }
 
@@ -86,7 +128,8 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
     match words.first().map(String::as_str) {
         Some("exit" | "quit") => return Line::Exit,
         Some("help" | "?") if words.len() == 1 => {
-            println!("{HELP}");
+            // A closed stdout is no reason to stop reading commands.
+            let _ = outln!("{HELP}");
             return Line::Nothing(Exit::Ok);
         }
         Some("shell") => {
@@ -104,11 +147,13 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
         args.extend(words);
     }
     match Cli::try_parse_from(&args) {
-        Ok(cli) => Line::Run(Box::new(cli)),
+        Ok(mut cli) => {
+            ctx.fill(&mut cli);
+            Line::Run(Box::new(cli))
+        }
         Err(e) => {
-            let code = e.exit_code();
             let _ = e.print();
-            Line::Nothing(if code == 0 { Exit::Ok } else { Exit::Usage })
+            Line::Nothing(exit::of_clap(&e))
         }
     }
 }
@@ -118,13 +163,7 @@ fn run_line(ctx: &ShellContext, text: &str) -> Option<Exit> {
     match parse(ctx, text) {
         Line::Exit => None,
         Line::Nothing(code) => Some(code),
-        Line::Run(cli) => Some(match cli::run(*cli) {
-            Ok(code) => code,
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                Exit::Error
-            }
-        }),
+        Line::Run(cli) => Some(exit::report(cli::run(*cli))),
     }
 }
 
@@ -135,7 +174,7 @@ fn history_path(ctx: &ShellContext) -> Option<PathBuf> {
 }
 
 /// Runs the shell until `exit` or the end of input.
-pub fn run(ctx: ShellContext) -> anyhow::Result<Exit> {
+pub(crate) fn run(ctx: ShellContext) -> anyhow::Result<Exit> {
     let mut last = Exit::Ok;
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         for line in std::io::stdin().lock().lines() {
@@ -152,7 +191,7 @@ pub fn run(ctx: ShellContext) -> anyhow::Result<Exit> {
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
-    println!(
+    let _ = outln!(
         "s3backup {} shell: 'help' lists the commands, 'exit' leaves.",
         env!("CARGO_PKG_VERSION")
     );

@@ -30,6 +30,9 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Most parts one multipart upload may have.
 pub const MAX_PARTS: u64 = 10_000;
+/// The longest connect and read timeout, in seconds: a day. Nothing useful
+/// waits longer, and sums of timeouts then cannot overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// What went wrong talking to a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]

@@ -1062,7 +1062,7 @@ mod tests {
         let plan = FirstContact::new((secs(1), secs(1)));
         assert_eq!((plan.answer, plan.total, plan.attempts), (secs(1), secs(6), 3));
         // The longest timeouts allowed: one attempt still fits, nothing overflows.
-        let day = secs(crate::cli::args::MAX_TIMEOUT_SECS);
+        let day = secs(crate::store::MAX_TIMEOUT_SECS);
         let plan = FirstContact::new((day, day));
         assert_eq!(plan.total, day + secs(15));
         assert_eq!(FirstContact::pause(2), Duration::from_millis(200));

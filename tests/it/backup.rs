@@ -1444,7 +1444,8 @@ fn storage_class_encryption_and_acl_go_with_every_file_write_but_manifests_stay_
 
     // --sse-kms-key-id without --sse aws:kms is refused before anything is sent.
     let r = env.backup(TARGET, &["--sse", "AES256", "--sse-kms-key-id", "k"]);
-    r.expect_code(1);
+    // A flag combination that cannot be run: a usage error.
+    r.expect_code(2);
     assert!(
         r.stderr.contains("--sse-kms-key-id needs --sse aws:kms"),
         "{}",
@@ -1467,7 +1468,7 @@ fn max_bandwidth_holds_uploads_to_the_rate() {
     assert!(took >= std::time::Duration::from_millis(750), "took {took:?}");
     assert_eq!(server.count("PutObject"), 6, "5 files and the manifest");
     let r = env.backup(TARGET, &["--max-bandwidth", "0"]);
-    r.expect_code(1);
+    r.expect_code(2);
     assert!(r.stderr.contains("--max-bandwidth"), "{}", r.show());
 }
 

@@ -1110,3 +1110,77 @@ fn a_local_store_through_a_symlink_is_the_same_set() {
     assert_eq!(again.uploaded, 0, "{again:?}");
     assert_eq!(state_rows(&env.state).0, 1, "backup sets in the state");
 }
+
+#[test]
+fn max_bandwidth_zero() {
+    let (env, store) = local_env();
+    let r = go(&env, ["backup", s(&env.src), s(&store), "--max-bandwidth", "0"]);
+    bad(&r, 2, &["'0'", "--max-bandwidth", "0 bytes per second"]);
+    let r = go(&env, ["restore", s(&store), "dest", "--max-bandwidth", "0K"]);
+    bad(&r, 2, &["'0K'", "--max-bandwidth", "0 bytes per second"]);
+    assert!(!store.exists(), "store created");
+    assert!(!env.state.exists(), "state created");
+}
+
+#[test]
+fn sse_kms_key_id_without_aws_kms() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let r = go(
+        &env,
+        [
+            "backup",
+            s(&env.src),
+            TARGET,
+            "--state",
+            s(&env.state),
+            "--endpoint-url",
+            "http://127.0.0.1:1",
+            "--sse",
+            "AES256",
+            "--sse-kms-key-id",
+            "alias/backup",
+        ],
+    );
+    bad(&r, 2, &["--sse-kms-key-id", "--sse aws:kms"]);
+    assert!(!env.state.exists(), "state created");
+}
+
+#[test]
+fn set_with_source_but_no_target() {
+    let (env, store) = local_env();
+    let r = go(
+        &env,
+        ["backup", s(&env.src), "--set", "docs", "--state", s(&env.state)],
+    );
+    bad(&r, 2, &["SOURCE and TARGET", "'docs'"]);
+    assert!(!store.exists(), "store created");
+    assert!(!env.state.exists(), "state created");
+}
+
+#[test]
+fn forget_latest() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let r = go(&env, ["snapshots", "forget", s(&store), "latest"]);
+    bad(&r, 2, &["'latest'", "never removes"]);
+    let r = go(&env, ["snapshots", s(&store), "--json"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("\"status\":\"ok\""),
+        "the snapshot is still there\n{}",
+        r.show()
+    );
+}
+
+#[test]
+fn restore_path_outside_the_backup() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest), "a.txt", "../etc"]);
+    bad(&r, 2, &["'../etc'", "[PATHS]", "'..' segment"]);
+    let r = go(&env, ["restore", s(&store), s(&dest), "docs//a.txt"]);
+    bad(&r, 2, &["'docs//a.txt'", "empty path segment"]);
+    assert!(!dest.exists(), "DEST created");
+}

@@ -115,11 +115,11 @@ fn max_bandwidth_of_zero_is_refused_by_backup_and_restore() {
     let (_server, env) = s3_setup();
     env.write("a.txt", "a");
     let r = env.backup(TARGET, &["--max-bandwidth", "0"]);
-    r.expect_code(1);
+    r.expect_code(2);
     assert!(r.stderr.contains("--max-bandwidth"), "{}", r.show());
     let dest = env.root().join("dest");
     let r = env.restore(TARGET, &dest, &["--max-bandwidth", "0"]);
-    r.expect_code(1);
+    r.expect_code(2);
     assert!(r.stderr.contains("--max-bandwidth"), "{}", r.show());
     assert!(!dest.exists(), "nothing written");
     let r = env.restore(TARGET, &dest, &["--max-bandwidth", "fast"]);

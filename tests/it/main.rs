@@ -30,6 +30,7 @@
 //! one) does not take the other snapshots down, in listings, `forget`,
 //! restores, `verify` and state rebuilds.
 //! `sets` checks named backup sets, `progress_out` the progress output,
+//! `closed_pipe` that every printing command ends quietly on a closed stdout,
 //! `shell` the interactive shell with piped input. `props` holds property tests (proptest) of the path/key mapping,
 //! `safe_path` and the target parser.
 //! `bandwidth` times `--max-bandwidth` runs (backup, restore, multipart,
@@ -51,6 +52,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod bandwidth;
+mod closed_pipe;
 mod confine_restore;
 mod confine_store;
 mod crash;

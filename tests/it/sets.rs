@@ -87,7 +87,8 @@ fn unknown_half_given_and_taken_names_are_clear_errors() {
         .arg(&env.state)
         .arg(&env.src);
     let r = run(cmd);
-    r.expect_code(1);
+    // A command line that cannot be run as given: a usage error.
+    r.expect_code(2);
     assert!(
         r.error_line().contains("give both SOURCE and TARGET"),
         "{}",

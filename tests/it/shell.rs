@@ -9,10 +9,16 @@ use crate::server::S3Server;
 
 /// Runs `s3backup --state STATE shell` with `input` on stdin.
 fn shell(env: &TestEnv, input: &str) -> Run {
+    shell_with(env, &[], input)
+}
+
+/// Runs `s3backup --state STATE shell OPTIONS` with `input` on stdin.
+fn shell_with(env: &TestEnv, options: &[&str], input: &str) -> Run {
     let mut cmd = env.cmd();
     cmd.arg("--state")
         .arg(&env.state)
         .arg("shell")
+        .args(options)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -82,4 +88,82 @@ fn the_shell_talks_to_s3_and_ends_with_the_last_commands_code() {
         "restore bkt::missing /tmp/x --endpoint-url http://127.0.0.1:1\n",
     );
     r.expect_code(1);
+}
+
+/// Writes a credentials file (where the test environment points
+/// `AWS_SHARED_CREDENTIALS_FILE`) with a profile `p` holding the server's keys.
+fn profile_p(env: &TestEnv) {
+    std::fs::write(
+        env.home.join("no-such-aws-credentials"),
+        format!(
+            "[p]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            S3Server::ACCESS_KEY,
+            S3Server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn connection_options_given_to_the_shell_apply_to_every_command() {
+    let server = S3Server::start();
+    server.create_bucket("bkt");
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("d/b.txt", "b");
+    profile_p(&env);
+    let endpoint = server.endpoint();
+    let (src, dest) = (env.src.display().to_string(), env.root().join("dest"));
+    let input = format!(
+        "backup '{src}' bkt::pre\nsnapshots bkt::pre --json\nverify bkt::pre\nrestore bkt::pre '{}'\n",
+        dest.display()
+    );
+    let r = shell_with(
+        &env,
+        &[
+            "--endpoint-url",
+            &endpoint,
+            "--profile",
+            "p",
+            "--region",
+            "eu-west-3",
+            "--path-style",
+        ],
+        &input,
+    );
+    r.expect_code(0);
+    assert!(r.stderr.is_empty(), "{}", r.show());
+    assert_eq!(server.object_bytes("bkt", "pre/a.txt").unwrap(), b"a");
+    assert!(r.stdout.contains("\"files\":2"), "{}", r.show());
+    assert_eq!(tree(&dest), tree(&env.src), "{}", r.show());
+}
+
+#[test]
+fn a_command_in_the_shell_overrides_the_shells_connection_options() {
+    let server = S3Server::start();
+    server.create_bucket("bkt");
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    profile_p(&env);
+    let endpoint = server.endpoint();
+    let src = env.src.display().to_string();
+    // The shell's profile does not exist: commands that take it fail
+    // (naming it), those that give their own work.
+    let input = format!(
+        "backup '{src}' bkt::pre\n\
+         backup '{src}' bkt::pre --profile p\n\
+         snapshots bkt::pre --endpoint-url http://127.0.0.1:1 --profile p\n\
+         snapshots bkt::pre --profile p --json\n"
+    );
+    let r = shell_with(
+        &env,
+        &["--endpoint-url", &endpoint, "--profile", "nosuchprofile"],
+        &input,
+    );
+    r.expect_code(0);
+    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 2, "{}", r.show());
+    assert!(errors[0].contains("'nosuchprofile'"), "{}", r.show());
+    assert!(errors[1].contains("127.0.0.1:1"), "{}", r.show());
+    assert_eq!(server.object_bytes("bkt", "pre/a.txt").unwrap(), b"a");
+    assert!(r.stdout.contains("\"files\":1"), "{}", r.show());
 }

@@ -1,0 +1,50 @@
+//! `s3backup restore`: build the options (DEST checked first), run the
+//! restore, print the summary (or JSON), the kept files and the failures.
+
+use crate::cli::Exit;
+use crate::cli::args::RestoreArgs;
+use crate::cli::options;
+use crate::cli::output::{self, print_json};
+use crate::cli::progress::progress_for;
+use crate::restore;
+
+/// Runs `s3backup restore`: 0 when every file was restored, 3 when some
+/// failed, 1 when the listing or manifest stopped part way.
+///
+/// # Errors
+/// A DEST that cannot be written, or a restore that could not start.
+pub(crate) async fn run(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<Exit> {
+    let json = args.json || args.json_progress;
+    let json_progress = args.json_progress;
+    let opts = options::restore(args)?;
+    let progress = progress_for(json_progress, json, quiet, verbose);
+    let r = restore::run_with_progress(&opts, progress).await?;
+    let printed = if json {
+        print_json(&r)
+    } else if !quiet {
+        output::restore_summary(&opts, &r).map_err(Into::into)
+    } else {
+        Ok(())
+    };
+    output::ignore_closed(printed)?;
+    for path in &r.kept_paths {
+        eprintln!("kept (differs from the backup): {path}");
+    }
+    for f in &r.failures {
+        if f.path.is_empty() {
+            eprintln!("error: {}", f.error);
+        } else {
+            eprintln!("error: {}: {}", f.path, f.error);
+        }
+    }
+    if let Some(stopped) = &r.stopped {
+        // Not "some files failed": how many entries were never read is unknown.
+        eprintln!("error: {stopped}");
+        return Ok(Exit::Error);
+    }
+    if r.failed > 0 {
+        eprintln!("error: {} file(s) were not restored", r.failed);
+        return Ok(Exit::Partial);
+    }
+    Ok(Exit::Ok)
+}

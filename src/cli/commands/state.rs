@@ -1,0 +1,168 @@
+//! `s3backup state …` (and `s3backup sets`): look inside the state file,
+//! or rebuild a set's records from the newest snapshot in the store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::backup::rebuild;
+use crate::cli::Exit;
+use crate::cli::args::{S3Args, StateAction};
+use crate::cli::commands::open_existing_store;
+use crate::cli::output::{self, OutputError, print_json};
+use crate::snapshots;
+use crate::state::StateDb;
+use crate::target::Target;
+
+/// Runs `s3backup state ACTION` on the state file at `path`.
+///
+/// # Errors
+/// No state file (except for `rebuild`, which creates it), a set or path
+/// that is not in it, or an unreadable state file.
+pub(crate) async fn run(action: StateAction, path: &Path) -> anyhow::Result<Exit> {
+    match action {
+        StateAction::Rebuild {
+            source,
+            target,
+            json,
+            s3,
+        } => return rebuild(source, target, json, s3, path).await,
+        StateAction::Sets { json } => sets(&open(path)?, json)?,
+        StateAction::Files { set, pattern, json } => {
+            files(&open(path)?, set, pattern.as_deref(), json)?;
+        }
+        StateAction::Show {
+            path: wanted,
+            set,
+            json,
+        } => show(&open(path)?, &wanted, set, json)?,
+        StateAction::Runs { set, limit, json } => {
+            let runs = open(path)?.runs(set, limit)?;
+            if json {
+                print_json(&runs)?;
+            } else {
+                output::runs_table(runs)?;
+            }
+        }
+        StateAction::Stats { json } => {
+            let s = open(path)?.stats()?;
+            if json {
+                print_json(&s)?;
+            } else {
+                output::stats(&s)?;
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Opens an existing state file (inspecting never creates one).
+fn open(path: &Path) -> anyhow::Result<StateDb> {
+    if !path.exists() {
+        bail!(
+            "no state file at '{}': nothing has been backed up with it yet (pass --state FILE to use another)",
+            path.display()
+        );
+    }
+    Ok(StateDb::open(path)?)
+}
+
+/// `state sets`: every set, with its totals and last run.
+fn sets(db: &StateDb, json: bool) -> anyhow::Result<()> {
+    let sets = db.sets()?;
+    if json {
+        print_json(&sets)
+    } else {
+        Ok(output::sets_table(sets)?)
+    }
+}
+
+/// `state files`: the files recorded (of one set, matching a glob), one a
+/// line. A closed stdout stops the printing; the rows left are skipped.
+fn files(db: &StateDb, set: Option<i64>, pattern: Option<&str>, json: bool) -> anyhow::Result<()> {
+    if let Some(id) = set
+        && !db.sets()?.iter().any(|s| s.id == id)
+    {
+        bail!("no backup set {id} in the state file (see 's3backup state sets')");
+    }
+    if !json {
+        output::files_heading()?;
+    }
+    let mut printed: Result<(), OutputError> = Ok(());
+    db.files_matching(set, pattern, |set_id, f| {
+        if printed.is_ok() {
+            printed = output::file_row(set_id, &f, json);
+        }
+        Ok(())
+    })?;
+    Ok(printed?)
+}
+
+/// `state show PATH`: the record of one path, in every set or one.
+fn show(db: &StateDb, wanted: &str, set: Option<i64>, json: bool) -> anyhow::Result<()> {
+    let sets: Vec<i64> = match set {
+        Some(id) => vec![id],
+        None => db.sets()?.into_iter().map(|s| s.id).collect(),
+    };
+    let mut found = Vec::new();
+    for id in sets {
+        if let Some(f) = db.file(id, wanted.trim_matches('/'))? {
+            found.push(serde_json::json!({
+                "set": id, "path": f.path, "type": f.kind.name(),
+                "size": f.size, "mtime_ns": f.mtime_ns, "mode": format!("{:o}", f.mode),
+                "blake3": f.blake3, "etag": f.etag, "version_id": f.version_id, "uploaded_at": f.uploaded_at,
+            }));
+        }
+    }
+    if found.is_empty() {
+        bail!("'{wanted}' is not in the state file");
+    }
+    if json {
+        print_json(&found)
+    } else {
+        Ok(output::records(&found)?)
+    }
+}
+
+/// `state rebuild SOURCE TARGET`: the set's records from the newest
+/// readable snapshot under TARGET.
+async fn rebuild(
+    source: PathBuf,
+    target: Target,
+    json: bool,
+    s3: S3Args,
+    path: &Path,
+) -> anyhow::Result<Exit> {
+    let source = source
+        .canonicalize()
+        .with_context(|| format!("source directory '{}'", source.display()))?;
+    let store = open_existing_store(&target, s3).await?;
+    let nothing = || {
+        anyhow::anyhow!(
+            "no snapshots under {target}: nothing to rebuild from (a backup will upload and record everything)"
+        )
+    };
+    if snapshots::list(&*store, target.prefix())
+        .await
+        .with_context(|| target.to_string())?
+        .is_empty()
+    {
+        return Err(nothing());
+    }
+    let mut db = StateDb::open(path)?;
+    let set_id = db.ensure_set(
+        &source.to_string_lossy(),
+        &crate::store::set_target(&target, &*store),
+    )?;
+    let _lock = db.lock_set(set_id)?;
+    let report = rebuild::from_latest_manifest(&*store, &target, &mut db, set_id, &source)
+        .await
+        .with_context(|| format!("rebuilding state for {} -> {target}", source.display()))?;
+    let r = report.ok_or_else(nothing)?;
+    if json {
+        print_json(&r)?;
+    } else {
+        output::rebuild_summary(set_id, &r)?;
+    }
+    Ok(Exit::Ok)
+}

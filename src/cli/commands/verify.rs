@@ -1,0 +1,63 @@
+//! `s3backup verify`: check a snapshot against the store and say, by the
+//! exit code, whether every file is intact.
+
+use crate::cli::Exit;
+use crate::cli::args::VerifyArgs;
+use crate::cli::options;
+use crate::cli::output::{self, print_json};
+use crate::snapshots;
+use crate::verify::{self, VerifyReport};
+
+/// Runs `s3backup verify` (see [`verify_exit`] for the codes).
+///
+/// # Errors
+/// A verification that could not be done (no snapshot, no bucket, …).
+pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
+    let json = args.json;
+    let opts = options::verify(args);
+    let r = verify::run(&opts).await?;
+    let printed = if json {
+        print_json(&r)
+    } else {
+        output::verify_summary(&r).map_err(Into::into)
+    };
+    output::ignore_closed(printed)?;
+    Ok(verify_exit(&r, &opts.target.to_string()))
+}
+
+/// The exit code of a verification, with its error line: damage (missing
+/// or mismatched files, unreadable manifest lines, damaged newer snapshots
+/// passed over) is 1 and takes precedence; files that could only not be
+/// read are 3 (partial: run it again), since nothing shows them damaged.
+fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
+    let damaged = r.missing + r.mismatched + r.damaged_lines;
+    if damaged > 0 {
+        eprintln!(
+            "error: {damaged} file(s) of snapshot {} are not intact in {target}",
+            r.snapshot,
+        );
+        if r.unreadable > 0 {
+            eprintln!(
+                "error: {} other file(s) could not be read; run verify again to check them",
+                r.unreadable
+            );
+        }
+        return Exit::Error;
+    }
+    if !r.passed_over.is_empty() {
+        eprintln!(
+            "error: {} in {target}: checked {}, the newest readable snapshot, instead",
+            snapshots::describe_damage(&r.passed_over),
+            r.snapshot
+        );
+        return Exit::Error;
+    }
+    if r.unreadable > 0 {
+        eprintln!(
+            "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
+            r.unreadable, r.snapshot,
+        );
+        return Exit::Partial;
+    }
+    Exit::Ok
+}

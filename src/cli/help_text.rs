@@ -1,0 +1,104 @@
+//! The texts shown under `--help` (and as sections of the man pages):
+//! examples of each command and what the exit codes mean. Kept apart from
+//! the clap types of [`crate::cli::args`] so that those read as a list of
+//! options.
+
+/// Shown under the top-level `--help` (and as sections of the man page):
+/// what a first-time user types, how to get more or less output, and what
+/// the exit codes mean. The codes are those of [`crate::cli::Exit`].
+pub(super) const TOP_HELP: &str = "\
+Examples:
+  s3backup backup ~/Documents s3://my-bucket/documents
+  s3backup restore s3://my-bucket/documents ~/Restored
+  s3backup snapshots s3://my-bucket/documents
+  s3backup completions bash > ~/.local/share/bash-completion/completions/s3backup
+
+Output:
+  -v logs what is being done (info), -vv adds debug detail; -q prints only errors, no summary.
+  RUST_LOG (e.g. RUST_LOG=s3backup=debug,aws=info) replaces the log filter of -v/-vv/-q.
+  Colours and progress bars appear only on a terminal; colours never with NO_COLOR set.
+
+Exit codes:
+  0  ok: everything was done
+  1  error: nothing, or not everything, could be done (bucket, credentials, source, state file;
+     verify found missing or damaged files)
+  2  usage error: the command line is wrong
+  3  partial: some files failed, the others were done; run the same command again to retry them
+     (verify: some files could not be read, none was found missing or damaged)";
+
+/// Shown under `s3backup backup --help`.
+pub(super) const BACKUP_EXAMPLES: &str = "\
+Examples:
+  s3backup backup ~/Documents mybucket::documents
+  s3backup backup ~/Documents s3://mybucket/documents --delete
+  s3backup backup ./photos /mnt/usb/backup          # a local directory store
+  s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
+
+Exit codes:
+  0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them)";
+
+/// Shown under `s3backup shell --help`.
+pub(super) const SHELL_EXAMPLES: &str = "\
+Examples:
+  s3backup shell
+    s3backup> backup ~/Documents mybucket::documents
+    s3backup> snapshots mybucket::documents
+    s3backup> restore mybucket::documents ~/Restored
+    s3backup> exit
+  printf 'backup ~/Documents mybucket::documents\\nexit\\n' | s3backup shell
+  s3backup shell --endpoint-url http://localhost:9000 --profile minio   # for every command";
+
+/// Shown under `s3backup sets --help`.
+pub(super) const SETS_EXAMPLES: &str = "\
+Examples:
+  s3backup backup ~/Documents s3://mybucket/documents --set docs --exclude '*.tmp'
+  s3backup backup --set docs
+  s3backup sets
+  s3backup sets --json";
+
+/// Shown under `s3backup snapshots --help`.
+pub(super) const SNAPSHOTS_EXAMPLES: &str = "\
+Examples:
+  s3backup snapshots s3://mybucket/documents
+  s3backup snapshots mybucket::documents --json
+  s3backup snapshots forget s3://mybucket/documents --keep-last 30 --dry-run";
+
+/// Shown under `s3backup verify --help`.
+pub(super) const VERIFY_EXAMPLES: &str = "\
+Examples:
+  s3backup verify s3://mybucket/documents
+  s3backup verify s3://mybucket/documents --deep
+  s3backup verify s3://mybucket/documents --snapshot 20261126T142230Z --json
+
+Exit codes:
+  0 every file intact, 1 missing or damaged files (or an error), 2 usage error,
+  3 some files could not be read (network, throttling, access) and none was found damaged: run it again";
+
+/// Shown under `s3backup state --help`.
+pub(super) const STATE_EXAMPLES: &str = "\
+Examples:
+  s3backup state sets
+  s3backup state files --set 1 'docs/*.pdf'
+  s3backup state runs --limit 5
+  s3backup state rebuild ~/Documents s3://mybucket/documents";
+
+/// Shown under `s3backup completions --help`: where each shell looks for them.
+pub(super) const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  s3backup completions bash > ~/.local/share/bash-completion/completions/s3backup
+  s3backup completions zsh > ~/.zfunc/_s3backup     # with fpath+=(~/.zfunc) before compinit
+  s3backup completions fish > ~/.config/fish/completions/s3backup.fish";
+
+/// Shown under `s3backup man --help`.
+pub(super) const MAN_EXAMPLES: &str = "\
+Examples:
+  s3backup man > s3backup.1 && man ./s3backup.1
+  s3backup man --all ~/.local/share/man/man1      # s3backup.1, s3backup-backup.1, ...";
+
+/// Shown under `s3backup restore --help`.
+pub(super) const RESTORE_EXAMPLES: &str = "\
+Examples:
+  s3backup restore mybucket::documents ~/Restored
+  s3backup restore s3://mybucket/documents ~/Restored --snapshot 20261126T142230Z
+  s3backup restore s3://mybucket/documents ~/Restored docs/report.pdf photos/
+  s3backup restore s3://other-tools-bucket/data ./data --from-listing";

@@ -1,0 +1,440 @@
+//! What the commands print on stdout: lines written through [`outln!`],
+//! which returns an error instead of panicking when stdout is gone (a
+//! closed pipe, `s3backup state files | head -1`, ends the command quietly
+//! with exit 0, see [`crate::cli::exit`]), JSON values, and the small
+//! formatting helpers the tables share.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::backup::rebuild::RebuildReport;
+use crate::backup::{BackupOptions, BackupReport};
+use crate::restore::{RestoreOptions, RestoreReport};
+use crate::snapshots::Damage;
+use crate::state::{FileRow, RunRow, SetSummary, Stats};
+use crate::target::Target;
+use crate::verify::VerifyReport;
+
+/// Stdout could not be written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutputError {
+    /// The reader went away (a closed pipe): not an error of the run.
+    #[error("stdout was closed")]
+    Closed,
+    /// Any other failure (a full disk under `> file`, …).
+    #[error("writing to stdout: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl From<std::io::Error> for OutputError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            OutputError::Closed
+        } else {
+            OutputError::Io(e)
+        }
+    }
+}
+
+/// Writes `args` to stdout (locked for this one write), reporting a
+/// closed pipe as [`OutputError::Closed`] rather than panicking as
+/// `print!` does.
+pub(crate) fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    Ok(())
+}
+
+/// Writes bytes to stdout and flushes them.
+pub(crate) fn write_bytes(bytes: &[u8]) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Flushes stdout (before the process ends, so that a closed pipe is
+/// seen here rather than ignored by the standard library at exit).
+pub(crate) fn flush() -> Result<(), OutputError> {
+    std::io::stdout().lock().flush()?;
+    Ok(())
+}
+
+/// `println!` that returns `Result<(), OutputError>` instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
+
+/// Prints `value` as one line of JSON.
+pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+/// A time in nanoseconds since the epoch, as RFC 3339 UTC to the second.
+pub(crate) fn human_time_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A byte count as people read it (`1.50 MiB`).
+pub(crate) fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// `Ok` for a closed stdout: for the commands whose exit code says how the
+/// run went (backup, restore, verify), a reader that stopped early ends the
+/// printing but not the reporting of failures on stderr or the exit code.
+pub(crate) fn ignore_closed(printed: anyhow::Result<()>) -> anyhow::Result<()> {
+    match printed {
+        Err(e) if matches!(e.downcast_ref::<OutputError>(), Some(OutputError::Closed)) => Ok(()),
+        other => other,
+    }
+}
+
+/// The summary of a backup (and, for a dry run, its plan lines first);
+/// with `quiet` only the plan lines.
+pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool) -> Result<(), OutputError> {
+    if r.dry_run {
+        for line in &r.planned {
+            outln!("{line}")?;
+        }
+    }
+    if quiet {
+        return Ok(());
+    }
+    let verb = if r.dry_run {
+        "dry run: would back up"
+    } else {
+        "backed up"
+    };
+    outln!("{verb} {} -> {}", opts.source.display(), opts.target)?;
+    outln!(
+        "  scanned {} files: uploaded {}, copied {}, touched {}, unchanged {}, deleted {}, failed {}, skipped {}",
+        r.counts.scanned,
+        r.counts.uploaded,
+        r.counts.copied,
+        r.counts.touched,
+        r.counts.unchanged,
+        r.counts.deleted,
+        r.counts.failed,
+        r.skipped
+    )?;
+    if r.failed_dirs > 0 {
+        outln!("  {} directories could not be read", r.failed_dirs)?;
+    }
+    if r.reserved > 0 {
+        outln!("  skipped {} (a reserved name)", crate::fs::scan::RESERVED)?;
+    }
+    if r.excluded > 0 {
+        outln!("  excluded {} by filters", r.excluded)?;
+    }
+    outln!(
+        "  sent {} in {:.2} s",
+        indicatif::HumanBytes(r.counts.bytes_sent),
+        r.elapsed_ms as f64 / 1000.0
+    )?;
+    if let Some(key) = &r.snapshot {
+        outln!("  snapshot {key}")?;
+    }
+    Ok(())
+}
+
+/// The summary of a restore.
+pub(crate) fn restore_summary(opts: &RestoreOptions, r: &RestoreReport) -> Result<(), OutputError> {
+    outln!(
+        "restored {} from {} -> {}",
+        opts.target,
+        r.source,
+        opts.dest.display()
+    )?;
+    outln!(
+        "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories",
+        r.files,
+        r.downloaded,
+        r.unchanged,
+        r.kept,
+        r.failed,
+        r.dirs
+    )?;
+    outln!(
+        "  received {} in {:.2} s",
+        indicatif::HumanBytes(r.bytes_received),
+        r.elapsed_ms as f64 / 1000.0
+    )
+}
+
+/// One snapshot as `snapshots --json` prints it. A damaged one has
+/// `status: "damaged"` and its `damage`; what only its header could say is
+/// `null`, and `created` comes from its ID.
+#[derive(Serialize)]
+pub(crate) struct SnapshotRow {
+    pub(crate) id: String,
+    pub(crate) created: String,
+    pub(crate) files: Option<u64>,
+    pub(crate) bytes: Option<u64>,
+    pub(crate) host: Option<String>,
+    pub(crate) source: Option<String>,
+    /// "ok" or "damaged".
+    pub(crate) status: &'static str,
+    /// Why a damaged snapshot cannot be read.
+    pub(crate) damage: Option<String>,
+}
+
+/// The table of `snapshots`.
+pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(), OutputError> {
+    if rows.is_empty() {
+        return outln!("no snapshots under {target}");
+    }
+    outln!(
+        "{:<50} {:<21} {:>9} {:>11}  source",
+        "ID",
+        "created",
+        "files",
+        "size"
+    )?;
+    for r in rows {
+        match (&r.damage, r.files, r.bytes) {
+            (None, Some(files), Some(size)) => outln!(
+                "{:<50} {:<21} {:>9} {:>11}  {}:{}",
+                r.id,
+                r.created,
+                files,
+                bytes(size),
+                r.host.as_deref().unwrap_or_default(),
+                r.source.as_deref().unwrap_or_default()
+            )?,
+            (damage, ..) => outln!(
+                "{:<50} {:<21} {:>9} {:>11}  damaged: {}",
+                r.id,
+                r.created,
+                "-",
+                "-",
+                damage.as_deref().unwrap_or_default()
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// What `snapshots forget` did (or, with `dry_run`, would do).
+pub(crate) fn forget_summary(
+    removed: &[String],
+    kept: usize,
+    left_damaged: &[Damage],
+    dry_run: bool,
+    target: &Target,
+) -> Result<(), OutputError> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for id in removed {
+        outln!("{verb} {id}")?;
+    }
+    for d in left_damaged {
+        outln!("left alone {} (damaged: {})", d.id, d.reason)?;
+    }
+    let line = format!("{verb} {} snapshot(s), kept {}", removed.len(), kept);
+    if left_damaged.is_empty() {
+        outln!("{line}")
+    } else {
+        outln!(
+            "{line}; {} damaged snapshot(s) left alone (name one to remove it: s3backup snapshots forget {target} ID)",
+            left_damaged.len()
+        )
+    }
+}
+
+/// The problems `verify` found, one a line, and its summary line.
+pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
+    for p in r.problems.iter().chain(&r.unreadable_files) {
+        if p.path.is_empty() {
+            outln!("{:<8} {}", p.kind, p.detail)?;
+        } else {
+            outln!("{:<8} {}: {}", p.kind, p.path, p.detail)?;
+        }
+    }
+    let how = if r.deep {
+        "present and content checked"
+    } else {
+        "present with size and ETag"
+    };
+    let damaged_lines = if r.damaged_lines > 0 {
+        format!(", {} manifest line(s) unreadable", r.damaged_lines)
+    } else {
+        String::new()
+    };
+    outln!(
+        "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable{damaged_lines}",
+        r.snapshot,
+        r.files,
+        r.ok,
+        r.missing,
+        r.mismatched,
+        r.unreadable
+    )
+}
+
+/// The table of `state sets` (and `sets`).
+pub(crate) fn sets_table(sets: Vec<SetSummary>) -> Result<(), OutputError> {
+    outln!(
+        "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  source -> target",
+        "ID",
+        "name",
+        "files",
+        "size",
+        "last run",
+        "status"
+    )?;
+    for s in sets {
+        outln!(
+            "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  {} -> {}",
+            s.id,
+            s.name.as_deref().unwrap_or("-"),
+            s.files,
+            bytes(s.bytes),
+            s.last_run.unwrap_or_else(|| "never".into()),
+            s.last_status.unwrap_or_default(),
+            s.source,
+            s.target
+        )?;
+    }
+    Ok(())
+}
+
+/// The heading of the `state files` table.
+pub(crate) fn files_heading() -> Result<(), OutputError> {
+    outln!(
+        "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  path",
+        "set",
+        "size",
+        "mtime",
+        "blake3",
+        "etag",
+        "uploaded"
+    )
+}
+
+/// One row of `state files`: a table line, or with `json` one JSON object.
+pub(crate) fn file_row(set_id: i64, f: &FileRow, json: bool) -> Result<(), OutputError> {
+    if json {
+        let line = serde_json::json!({
+            "set": set_id, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,
+            "mode": format!("{:o}", f.mode), "blake3": f.blake3, "etag": f.etag,
+            "version_id": f.version_id, "uploaded_at": f.uploaded_at,
+        });
+        return outln!("{line}");
+    }
+    outln!(
+        "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  {}",
+        set_id,
+        f.size,
+        human_time_ns(f.mtime_ns),
+        f.blake3.get(..12).unwrap_or(&f.blake3),
+        f.etag,
+        human_time_ns(f.uploaded_at.saturating_mul(1_000_000_000)),
+        f.path
+    )
+}
+
+/// `state show`: each record as `key: value` lines, a blank line after each.
+pub(crate) fn records(found: &[serde_json::Value]) -> Result<(), OutputError> {
+    for f in found {
+        if let Some(obj) = f.as_object() {
+            for (k, v) in obj {
+                outln!(
+                    "{k:>12}: {}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                )?;
+            }
+            outln!()?;
+        }
+    }
+    Ok(())
+}
+
+/// The table of `state runs`.
+pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
+    outln!(
+        "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  manifest",
+        "set",
+        "started",
+        "took",
+        "status",
+        "scanned",
+        "uploaded",
+        "copied",
+        "touched",
+        "unchanged",
+        "deleted",
+        "failed",
+        "sent"
+    )?;
+    for r in runs {
+        outln!(
+            "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  {}",
+            r.set_id,
+            r.started,
+            r.duration_ms
+                .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+            r.status,
+            r.counts.scanned,
+            r.counts.uploaded,
+            r.counts.copied,
+            r.counts.touched,
+            r.counts.unchanged,
+            r.counts.deleted,
+            r.counts.failed,
+            bytes(r.counts.bytes_sent),
+            r.manifest.or(r.error).unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// `state stats`.
+pub(crate) fn stats(s: &Stats) -> Result<(), OutputError> {
+    outln!(
+        "state file  {} ({}, schema {})",
+        s.path,
+        bytes(s.db_bytes),
+        s.schema_version
+    )?;
+    outln!("sets        {}", s.sets)?;
+    outln!("files       {} ({})", s.files, bytes(s.bytes))?;
+    outln!("directories {}", s.dirs)?;
+    outln!("runs        {}", s.runs)
+}
+
+/// What `state rebuild` found.
+pub(crate) fn rebuild_summary(set_id: i64, r: &RebuildReport) -> Result<(), OutputError> {
+    outln!(
+        "rebuilt set {set_id} from snapshot {}: {} files, {} directories",
+        r.snapshot,
+        r.files,
+        r.dirs
+    )?;
+    outln!(
+        "  {} match local files by size and mtime; {} differ and will be hashed by the next backup; {} are missing locally",
+        r.matching,
+        r.to_hash,
+        r.missing_locally
+    )?;
+    if r.refused > 0 {
+        outln!(
+            "  {} unsafe, unknown or unreadable manifest lines were skipped",
+            r.refused
+        )?;
+    }
+    if r.stale > 0 {
+        outln!(
+            "  {} files changed in the bucket after that snapshot: the next backup hashes and sends them",
+            r.stale
+        )?;
+    }
+    Ok(())
+}
