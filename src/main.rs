@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{ColorChoice, CommandFactory, FromArgMatches};
+use clap::{ColorChoice, CommandFactory};
 use s3backup::cli::args::Cli;
 use s3backup::cli::{self, Exit};
 use tracing_subscriber::EnvFilter;
@@ -54,7 +54,7 @@ fn parse() -> Cli {
     Cli::command()
         .color(choice)
         .try_get_matches()
-        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
+        .and_then(cli::matches::parse)
         .unwrap_or_else(|e| usage_error(e))
 }
 

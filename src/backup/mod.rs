@@ -57,6 +57,9 @@ pub struct BackupOptions {
     pub target: Target,
     /// State database file.
     pub state_path: PathBuf,
+    /// The source text that identifies the set in the state file (a named
+    /// set's, see `cli::sets`); `None`: the source's real path.
+    pub set_source: Option<String>,
     /// Remove remote files whose local file is gone.
     pub delete: bool,
     /// Plan and print, change nothing.
@@ -162,11 +165,12 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         tempfile::tempdir().map_err(|e| BackupError::Manifest(format!("scratch directory: {e}")))?;
     let scratch_path = scratch.path().join("state.db");
     let source_text = source.to_string_lossy().to_string();
+    let set_source = opts.set_source.clone().unwrap_or_else(|| source_text.clone());
     let mut state_path = opts.state_path.clone();
     if opts.dry_run {
         let known = state_path.exists() && {
             let db = StateDb::open(&state_path)?;
-            db.find_set(&source_text, &set_target)?
+            db.find_set(&set_source, &set_target)?
                 .map(|id| db.has_rows(id))
                 .transpose()?
                 .unwrap_or(false)
@@ -176,7 +180,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         }
     }
     let mut db = StateDb::open(&state_path)?;
-    let mut set_id = db.ensure_set(&source_text, &set_target)?;
+    let mut set_id = db.ensure_set(&set_source, &set_target)?;
     let _lock = if opts.dry_run {
         None
     } else {
@@ -200,7 +204,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
             // The real state stays as it is; the plan is made on a scratch one.
             state_path = scratch_path;
             db = StateDb::open(&state_path)?;
-            set_id = db.ensure_set(&source_text, &set_target)?;
+            set_id = db.ensure_set(&set_source, &set_target)?;
         } else {
             db.clear_files(set_id)?;
         }

@@ -219,19 +219,23 @@ pub struct RestoreArgs {
 }
 
 /// `--exclude`, `--include` and `--exclude-from`: which paths a backup
-/// takes or a restore brings back (gitignore syntax; `--include` wins over
-/// `--exclude`, both over `.s3backupignore` files).
+/// takes or a restore brings back (gitignore syntax; the last matching
+/// one, in command-line order, decides, as in the AWS CLI; all of them
+/// over `.s3backupignore` files; see [`crate::fs::filter`]).
 #[derive(Debug, Args, Clone, Default)]
 pub struct FilterArgs {
-    /// Leave out paths matching GLOB (gitignore syntax, matched against the path relative to the source: `*.tmp`, `/build`, `cache/`, `**/*.log`). Repeatable.
+    /// Leave out paths matching GLOB (gitignore syntax, matched against the path relative to the source: `*.tmp`, `/build`, `cache/`, `**/*.log`). Repeatable; the last --exclude/--include that matches a path decides.
     #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
     pub exclude: Vec<String>,
-    /// Take paths matching GLOB even if an --exclude or an ignore file leaves them out (`--exclude '*' --include '*.txt'`). Repeatable.
+    /// Take paths matching GLOB that an earlier --exclude or an ignore file leaves out (`--exclude '*' --include '*.txt'`; the other order keeps nothing). Repeatable.
     #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
     pub include: Vec<String>,
-    /// Read --exclude patterns from FILE, one per line ('#' comments). Repeatable.
-    #[arg(long, value_name = "FILE")]
+    /// Read --exclude patterns from FILE, one per line ('#' comments), as if typed here. Repeatable.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub exclude_from: Vec<PathBuf>,
+    /// The three above in command-line order (filled by `cli::matches::parse`).
+    #[arg(skip)]
+    pub rules: Vec<crate::fs::filter::Rule>,
 }
 
 /// Storage class, encryption and ACL of the objects a backup writes (S3
@@ -458,14 +462,20 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub set: Option<String>,
     /// Delete remote files whose local file was deleted (default: keep them).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_delete")]
     pub delete: bool,
+    /// Keep remote files whose local file was deleted (the default; turns off a --delete saved with --set).
+    #[arg(long, overrides_with = "delete")]
+    pub no_delete: bool,
     /// Print what would be done; change nothing locally or remotely.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Back up what symlinks point to instead of the links (loops are reported and skipped).
-    #[arg(short = 'L', long)]
+    #[arg(short = 'L', long, overrides_with = "no_follow_symlinks")]
     pub follow_symlinks: bool,
+    /// Back up symlinks as links (the default; turns off a --follow-symlinks saved with --set).
+    #[arg(long, overrides_with = "follow_symlinks")]
+    pub no_follow_symlinks: bool,
     /// Hash every file, even those whose size, mtime, change time and inode are as recorded (for file systems whose change times can't be trusted); only changed content is sent.
     #[arg(long)]
     pub rehash: bool,
@@ -496,6 +506,10 @@ pub struct BackupArgs {
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+    /// The options typed on this command line (filled by `cli::matches::parse`):
+    /// they win over a named set's saved ones.
+    #[arg(skip)]
+    pub given: crate::cli::matches::Given,
 }
 
 /// Connection settings for S3 targets; the rest comes from the standard AWS
@@ -512,8 +526,11 @@ pub struct S3Args {
     #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
     pub endpoint_url: Option<String>,
     /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_path_style")]
     pub path_style: bool,
+    /// Do not force path-style addressing (the default; turns off a --path-style saved with --set).
+    #[arg(long, overrides_with = "path_style")]
+    pub no_path_style: bool,
     /// Seconds to wait for a connection to the endpoint (1 to 86400).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub connect_timeout: u64,

@@ -6,6 +6,7 @@ pub mod args;
 /// Completion scripts and man pages generated from [`args`].
 pub mod generate;
 pub mod inspect;
+pub mod matches;
 pub mod sets;
 pub mod shell;
 
@@ -113,11 +114,7 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<Exit> {
 
 /// The filters of a command line (reading any `--exclude-from` files).
 fn filters(args: &crate::cli::args::FilterArgs) -> anyhow::Result<crate::fs::filter::Filters> {
-    Ok(crate::fs::filter::Filters::new(
-        &args.exclude,
-        &args.include,
-        &args.exclude_from,
-    )?)
+    Ok(crate::fs::filter::Filters::ordered(&matches::rules(args))?)
 }
 
 /// `--max-bandwidth` of a backup or restore, checked: 0 is refused (it
@@ -173,8 +170,12 @@ async fn backup(
     quiet: bool,
     verbose: u8,
 ) -> anyhow::Result<Exit> {
-    let args = crate::cli::sets::resolve(args, &state_path)?;
-    let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
+    let sets::Resolved {
+        args,
+        set_source,
+        save,
+    } = sets::resolve(args, &state_path)?;
+    let saving = (save && !args.dry_run).then(|| args.clone());
     if args.write.sse_kms_key_id.is_some()
         && !args
             .write
@@ -192,6 +193,7 @@ async fn backup(
         source,
         target,
         state_path: state_path.clone(),
+        set_source,
         delete: args.delete,
         dry_run: args.dry_run,
         walk: crate::fs::scan::WalkOptions {

@@ -11,7 +11,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use clap::Parser;
 
 use crate::cli::args::Cli;
 use crate::cli::{self, Exit};
@@ -103,7 +102,7 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
     } else {
         args.extend(words);
     }
-    match Cli::try_parse_from(&args) {
+    match crate::cli::matches::try_parse_from(&args) {
         Ok(cli) => Line::Run(Box::new(cli)),
         Err(e) => {
             let code = e.exit_code();

@@ -27,6 +27,17 @@ pub struct SetSummary {
     pub last_status: Option<String>,
 }
 
+/// A named set's row: what identifies it, and its saved options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSet {
+    /// The source text that identifies the set (with its target) in the state file.
+    pub source: String,
+    /// The target text that identifies it.
+    pub target: String,
+    /// The saved options, as JSON (written and read by the CLI's named sets).
+    pub options: String,
+}
+
 /// One run from the history.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
@@ -139,12 +150,20 @@ impl StateDb {
         Ok(())
     }
 
-    /// The saved options (JSON) of the set named `name`.
-    pub fn named_set(&self, name: &str) -> StateResult<Option<String>> {
+    /// The set named `name`, with its saved options.
+    pub fn named_set(&self, name: &str) -> StateResult<Option<NamedSet>> {
         self.conn
-            .query_row("SELECT options FROM backup_sets WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT source, target, options FROM backup_sets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(NamedSet {
+                        source: r.get(0)?,
+                        target: r.get(1)?,
+                        options: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    })
+                },
+            )
             .optional()
             .map_err(self.err())
     }

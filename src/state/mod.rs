@@ -25,7 +25,7 @@ mod inspect;
 mod runs;
 mod uploads;
 
-pub use inspect::{RunRow, SetSummary, Stats};
+pub use inspect::{NamedSet, RunRow, SetSummary, Stats};
 
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use uploads::JournaledUpload;
