@@ -322,7 +322,7 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
                 path.display()
             );
         }
-        Ok(StateDb::open(path)?)
+        Ok(StateDb::open_read_only(path)?)
     };
     match action {
         StateAction::Rebuild {
@@ -368,7 +368,12 @@ pub async fn state(action: StateAction, path: &std::path::Path) -> anyhow::Resul
                     "set", "size", "mtime", "blake3", "etag", "uploaded"
                 );
             }
-            db.files_matching(set, pattern.as_deref(), |set_id, f| {
+            let pattern = pattern
+                .as_deref()
+                .map(crate::fs::filter::PathPattern::new)
+                .transpose()?;
+            let wanted = |path: &str| pattern.as_ref().is_none_or(|p| p.matches(path));
+            db.files_matching(set, wanted, |set_id, f| {
                 if json {
                     let line = serde_json::json!({
                         "set": set_id, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns,

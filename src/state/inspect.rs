@@ -168,11 +168,13 @@ impl StateDb {
             .map_err(self.err())
     }
 
-    /// Streams file rows (not directories) of one set or all, whose path matches a glob.
+    /// Streams file rows (not directories) of one set or all, in set and
+    /// path order, whose path `wanted` accepts (the `state files PATTERN`
+    /// filter, in the filters' own syntax, decided by the caller).
     pub fn files_matching(
         &self,
         set_id: Option<i64>,
-        glob: Option<&str>,
+        wanted: impl Fn(&str) -> bool,
         mut f: impl FnMut(i64, FileRow) -> StateResult<()>,
     ) -> StateResult<()> {
         let mut st = self
@@ -180,18 +182,20 @@ impl StateDb {
             .prepare(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, set_id
                  FROM files
-                 WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
+                 WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1)
                  ORDER BY set_id, path",
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![set_id, glob], |r| {
+            .query_map(params![set_id], |r| {
                 Ok((r.get::<_, i64>(13)?, row_to_file(r)?))
             })
             .map_err(self.err())?;
         for row in rows {
             let (set, file) = row.map_err(self.err())?;
-            f(set, file)?;
+            if wanted(&file.path) {
+                f(set, file)?;
+            }
         }
         Ok(())
     }
