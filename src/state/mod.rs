@@ -285,7 +285,12 @@ impl StateDb {
             path: path.to_path_buf(),
             cause,
         };
-        let version = |conn: &Connection| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        // The schema is read too, so a damaged file is reported here, before
+        // a command prints anything, as a writer's open reports it.
+        let version = |conn: &Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        };
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let plain = Connection::open_with_flags(path, flags).and_then(|c| version(&c).map(|v| (c, v)));
         let (conn, found) = match plain {
