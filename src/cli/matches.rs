@@ -53,7 +53,9 @@ impl Given {
 /// # Errors
 /// clap's error if the matches do not fit the [`Cli`] types.
 pub fn parse(mut matches: ArgMatches) -> Result<Cli, clap::Error> {
-    let sub = matches.subcommand().map(|(_, m)| (Given::of(m), ordered_rules(m)));
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| (Given::of(m), ordered_rules(m)));
     let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
     if let Some((given, rules)) = sub {
         match &mut cli.command {

@@ -152,9 +152,7 @@ fn absolute(path: &Path) -> PathBuf {
 /// `target` with a local store's path made absolute.
 fn absolute_target(target: &Target) -> Target {
     match target {
-        Target::Local { root } => Target::Local {
-            root: absolute(root),
-        },
+        Target::Local { root } => Target::Local { root: absolute(root) },
         other => other.clone(),
     }
 }
@@ -277,9 +275,17 @@ impl SavedBackup {
                 ..FilterArgs::default()
             },
             write: S3WriteArgs {
-                storage_class: pick(typed("storage_class"), now.write.storage_class, self.storage_class),
+                storage_class: pick(
+                    typed("storage_class"),
+                    now.write.storage_class,
+                    self.storage_class,
+                ),
                 sse: pick(typed("sse"), now.write.sse, self.sse),
-                sse_kms_key_id: pick(typed("sse_kms_key_id"), now.write.sse_kms_key_id, self.sse_kms_key_id),
+                sse_kms_key_id: pick(
+                    typed("sse_kms_key_id"),
+                    now.write.sse_kms_key_id,
+                    self.sse_kms_key_id,
+                ),
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
@@ -298,7 +304,11 @@ impl SavedBackup {
                 endpoint_url: pick(typed("endpoint_url"), now.s3.endpoint_url, self.endpoint_url),
                 path_style: flag("path_style", "no_path_style", self.path_style),
                 no_path_style: false,
-                connect_timeout: pick(typed("connect_timeout"), now.s3.connect_timeout, self.connect_timeout),
+                connect_timeout: pick(
+                    typed("connect_timeout"),
+                    now.s3.connect_timeout,
+                    self.connect_timeout,
+                ),
                 read_timeout: pick(typed("read_timeout"), now.s3.read_timeout, self.read_timeout),
             },
             given: now.given,
@@ -346,10 +356,9 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError
                 None => source.to_string_lossy().into_owned(),
                 Some(row) => {
                     let saved = saved_of(&name, &row).unwrap_or_default();
-                    let same_source = saved.source == source
-                        || Path::new(&row.source) == crate::target::real_path(&source);
-                    let same_target =
-                        saved.target == target.to_string() || row.target == target.canonical();
+                    let same_source =
+                        saved.source == source || Path::new(&row.source) == crate::target::real_path(&source);
+                    let same_target = saved.target == target.to_string() || row.target == target.canonical();
                     if !(same_source && same_target) {
                         return Err(SetError::NameTaken {
                             name,

@@ -11,7 +11,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-
 use crate::cli::args::Cli;
 use crate::cli::{self, Exit};
 

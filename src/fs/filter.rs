@@ -354,7 +354,11 @@ mod tests {
         assert_eq!(fl.verdict("a.txt", false), Verdict::Excluded);
         assert_eq!(fl.verdict("d/a.txt", false), Verdict::Excluded);
         assert!(fl.has_includes());
-        let fl = ordered(&[("include", "keep/"), ("exclude", "*.log"), ("include", "keep/x.log")]);
+        let fl = ordered(&[
+            ("include", "keep/"),
+            ("exclude", "*.log"),
+            ("include", "keep/x.log"),
+        ]);
         assert_eq!(fl.verdict("keep/a.log", false), Verdict::Excluded);
         assert_eq!(fl.verdict("keep/x.log", false), Verdict::Included);
         assert_eq!(fl.verdict("keep/a.txt", false), Verdict::Included);

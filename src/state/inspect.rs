@@ -187,9 +187,7 @@ impl StateDb {
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![set_id], |r| {
-                Ok((r.get::<_, i64>(13)?, row_to_file(r)?))
-            })
+            .query_map(params![set_id], |r| Ok((r.get::<_, i64>(13)?, row_to_file(r)?)))
             .map_err(self.err())?;
         for row in rows {
             let (set, file) = row.map_err(self.err())?;

@@ -470,18 +470,36 @@ fn the_last_matching_filter_wins_in_either_order() {
         p.to_str().unwrap().to_owned()
     };
     let cases: Vec<(Vec<&str>, &[&str])> = vec![
-        (vec!["--exclude", "*", "--include", "*.txt"], &["a.txt", "d/c.txt", "keep/x.txt"]),
+        (
+            vec!["--exclude", "*", "--include", "*.txt"],
+            &["a.txt", "d/c.txt", "keep/x.txt"],
+        ),
         (vec!["--include", "*.txt", "--exclude", "*"], &[]),
-        (vec!["--include", "keep/", "--exclude", "*.txt"], &["b.bin", "d/e.bin"]),
-        (vec!["--exclude", "*.txt", "--include", "keep/"], &["b.bin", "d/e.bin", "keep/x.txt"]),
-        (vec!["--include", "keep/", "--exclude-from", "LIST"], &["b.bin", "d/e.bin"]),
-        (vec!["--exclude-from", "LIST", "--include", "keep/"], &["b.bin", "d/e.bin", "keep/x.txt"]),
+        (
+            vec!["--include", "keep/", "--exclude", "*.txt"],
+            &["b.bin", "d/e.bin"],
+        ),
+        (
+            vec!["--exclude", "*.txt", "--include", "keep/"],
+            &["b.bin", "d/e.bin", "keep/x.txt"],
+        ),
+        (
+            vec!["--include", "keep/", "--exclude-from", "LIST"],
+            &["b.bin", "d/e.bin"],
+        ),
+        (
+            vec!["--exclude-from", "LIST", "--include", "keep/"],
+            &["b.bin", "d/e.bin", "keep/x.txt"],
+        ),
     ];
     for (filters, expected) in cases {
         let env = TestEnv::new();
         tree_of(&env, &files);
         let list = list(&env);
-        let filters: Vec<&str> = filters.iter().map(|f| if *f == "LIST" { list.as_str() } else { f }).collect();
+        let filters: Vec<&str> = filters
+            .iter()
+            .map(|f| if *f == "LIST" { list.as_str() } else { f })
+            .collect();
         let store = env.root().join("store");
         let target = store.to_str().unwrap();
         env.backup_ok(target, &filters);
@@ -497,10 +515,7 @@ fn the_last_matching_filter_wins_in_either_order() {
         env.backup_ok(full.to_str().unwrap(), &[]);
         let dest = env.root().join("dest");
         env.restore_ok(full.to_str().unwrap(), &dest, &filters);
-        let restored: Vec<String> = files_of(&dest)
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let restored: Vec<String> = files_of(&dest).into_iter().map(|(p, _)| p).collect();
         assert_eq!(restored, expected, "restore with {filters:?}");
     }
 }
@@ -546,7 +561,12 @@ fn state_files_takes_the_filters_patterns() {
         r.expect_code(0);
         r.stdout
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     assert_eq!(listed("docs/"), ["docs/a.txt", "docs/sub/r.pdf"]);

@@ -173,7 +173,10 @@ fn an_option_typed_with_its_default_value_wins_over_the_saved_one() {
     server.create_bucket(BUCKET);
     let env = TestEnv::with_server(&server);
     env.write("a.txt", "a");
-    env.backup_ok(TARGET, &["--set", "docs", "--multipart-threshold", "5MiB", "--jobs", "4"]);
+    env.backup_ok(
+        TARGET,
+        &["--set", "docs", "--multipart-threshold", "5MiB", "--jobs", "4"],
+    );
     env.write("big.bin", noise(6 << 20, 7));
     let elsewhere = tempfile::tempdir().unwrap();
     let r = by_name(
@@ -238,7 +241,15 @@ fn a_set_saved_with_relative_paths_runs_from_another_directory() {
     let r = backup_in(
         &env,
         env.root(),
-        &["./src", "./store", "--set", "docs", "--exclude-from", "./list", "--json"],
+        &[
+            "./src",
+            "./store",
+            "--set",
+            "docs",
+            "--exclude-from",
+            "./list",
+            "--json",
+        ],
     );
     r.expect_code(0);
     let store = env.root().join("store");
@@ -270,7 +281,10 @@ fn a_set_saved_with_relative_paths_runs_from_another_directory() {
 fn a_named_set_follows_a_repointed_symlink() {
     let env = TestEnv::new();
     let root = env.root();
-    for (day, files) in [("day1", &["a.txt", "b.txt"][..]), ("day2", &["a.txt", "c.txt"][..])] {
+    for (day, files) in [
+        ("day1", &["a.txt", "b.txt"][..]),
+        ("day2", &["a.txt", "c.txt"][..]),
+    ] {
         std::fs::create_dir_all(root.join(day)).unwrap();
         for f in files {
             std::fs::write(root.join(day).join(f), format!("{f} content")).unwrap();
@@ -282,7 +296,14 @@ fn a_named_set_follows_a_repointed_symlink() {
     let r = backup_in(
         &env,
         root,
-        &[link.to_str().unwrap(), store.to_str().unwrap(), "--set", "dump", "--delete", "--json"],
+        &[
+            link.to_str().unwrap(),
+            store.to_str().unwrap(),
+            "--set",
+            "dump",
+            "--delete",
+            "--json",
+        ],
     );
     r.expect_code(0);
     assert_eq!(stored(&store), ["a.txt", "b.txt"]);
@@ -293,7 +314,12 @@ fn a_named_set_follows_a_repointed_symlink() {
     let r = by_name(&env, "dump", elsewhere.path(), &["--json"]);
     r.expect_code(0);
     let s = r.summary();
-    assert_eq!((s.uploaded, s.deleted), (1, 1), "c.txt up, b.txt gone: {}", r.show());
+    assert_eq!(
+        (s.uploaded, s.deleted),
+        (1, 1),
+        "c.txt up, b.txt gone: {}",
+        r.show()
+    );
     assert_eq!(stored(&store), ["a.txt", "c.txt"]);
     let sets = sets_json(&env);
     assert_eq!(sets.len(), 1, "still one set: {sets:?}");
