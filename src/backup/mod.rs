@@ -57,6 +57,9 @@ pub struct BackupOptions {
     pub target: Target,
     /// State database file.
     pub state_path: PathBuf,
+    /// The source text that identifies the set in the state file (a named
+    /// set's, see `cli::sets`); `None`: the source's real path.
+    pub set_source: Option<String>,
     /// Remove remote files whose local file is gone.
     pub delete: bool,
     /// Plan and print, change nothing.

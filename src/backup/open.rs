@@ -54,6 +54,7 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
     let set_target = store::set_target(&opts.target, &*store);
     let source_text = source.to_string_lossy().to_string();
+    let set_source = opts.set_source.clone().unwrap_or_else(|| source_text.clone());
     let scratch = if opts.dry_run {
         Some(tempfile::tempdir().map_err(BackupError::Scratch)?)
     } else {
@@ -62,12 +63,12 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     let scratch_path = scratch.as_ref().map(|d| d.path().join("state.db"));
     let mut state_path = opts.state_path.clone();
     if let Some(scratch_path) = &scratch_path
-        && !known_set(&state_path, &source_text, &set_target)?
+        && !known_set(&state_path, &set_source, &set_target)?
     {
         state_path = scratch_path.clone();
     }
     let mut db = StateDb::open(&state_path)?;
-    let mut set_id = db.ensure_set(&source_text, &set_target)?;
+    let mut set_id = db.ensure_set(&set_source, &set_target)?;
     let lock = if opts.dry_run {
         None
     } else {
@@ -92,7 +93,7 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
             Some(scratch_path) => {
                 state_path = scratch_path.clone();
                 db = StateDb::open(&state_path)?;
-                set_id = db.ensure_set(&source_text, &set_target)?;
+                set_id = db.ensure_set(&set_source, &set_target)?;
             }
             None => db.clear_files(set_id)?,
         }

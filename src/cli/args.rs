@@ -12,7 +12,7 @@ use crate::cli::help_text::{
 };
 use crate::cli::values::{
     parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name, parse_part_size, parse_pattern,
-    parse_rate, parse_region, parse_restore_path, parse_set_id, parse_snapshot_id, parse_state_glob,
+    parse_rate, parse_region, parse_restore_path, parse_set_id, parse_snapshot_id, parse_state_pattern,
     parse_threshold, parse_timeout,
 };
 use crate::target::Target;
@@ -149,19 +149,23 @@ pub struct RestoreArgs {
 }
 
 /// `--exclude`, `--include` and `--exclude-from`: which paths a backup
-/// takes or a restore brings back (gitignore syntax; `--include` wins over
-/// `--exclude`, both over `.s3backupignore` files).
+/// takes or a restore brings back (gitignore syntax; the last matching
+/// one, in command-line order, decides, as in the AWS CLI; all of them
+/// over `.s3backupignore` files; see [`crate::fs::filter`]).
 #[derive(Debug, Args, Clone, Default)]
 pub struct FilterArgs {
-    /// Leave out paths matching GLOB (gitignore syntax, matched against the path relative to the source: `*.tmp`, `/build`, `cache/`, `**/*.log`). Repeatable.
+    /// Leave out paths matching GLOB (gitignore syntax, matched against the path relative to the source: `*.tmp`, `/build`, `cache/`, `**/*.log`). Repeatable; the last --exclude/--include that matches a path decides.
     #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
     pub exclude: Vec<String>,
-    /// Take paths matching GLOB even if an --exclude or an ignore file leaves them out (`--exclude '*' --include '*.txt'`). Repeatable.
+    /// Take paths matching GLOB that an earlier --exclude or an ignore file leaves out (`--exclude '*' --include '*.txt'`; the other order keeps nothing). Repeatable.
     #[arg(long, value_name = "GLOB", value_parser = parse_pattern)]
     pub include: Vec<String>,
-    /// Read --exclude patterns from FILE, one per line ('#' comments). Repeatable.
-    #[arg(long, value_name = "FILE")]
+    /// Read --exclude patterns from FILE, one per line ('#' comments), as if typed here. Repeatable.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub exclude_from: Vec<PathBuf>,
+    /// The three above in command-line order (filled by `cli::matches::parse`).
+    #[arg(skip)]
+    pub rules: Vec<crate::fs::filter::Rule>,
 }
 
 /// Storage class, encryption and ACL of the objects a backup writes (S3
@@ -284,7 +288,7 @@ Examples:
         #[arg(long)]
         json: bool,
     },
-    /// Files recorded as backed up, optionally of one set and matching a glob (e.g. 'docs/*.pdf').
+    /// Files recorded as backed up, optionally of one set and matching a pattern (e.g. 'docs/*.pdf').
     #[command(after_help = "\
 Examples:
   s3backup state files
@@ -294,8 +298,8 @@ Examples:
         /// Only this set (an ID from 'state sets').
         #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
         set: Option<i64>,
-        /// Glob on the relative path ('*' also matches '/'; '[abc]' a class, '\[' is no escape: use '[[]').
-        #[arg(value_parser = parse_state_glob)]
+        /// Only paths matching PATTERN, in the syntax of --exclude (gitignore: 'docs/' everything under docs, '*.pdf' at any depth, '/a.txt' at the top only).
+        #[arg(value_parser = parse_state_pattern)]
         pattern: Option<String>,
         /// JSON lines on stdout, one object per file.
         #[arg(long)]
@@ -376,14 +380,20 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_name)]
     pub set: Option<String>,
     /// Delete remote files whose local file was deleted (default: keep them).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_delete")]
     pub delete: bool,
+    /// Keep remote files whose local file was deleted (the default; turns off a --delete saved with --set).
+    #[arg(long, overrides_with = "delete")]
+    pub no_delete: bool,
     /// Print what would be done; change nothing locally or remotely.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Back up what symlinks point to instead of the links (loops are reported and skipped).
-    #[arg(short = 'L', long)]
+    #[arg(short = 'L', long, overrides_with = "no_follow_symlinks")]
     pub follow_symlinks: bool,
+    /// Back up symlinks as links (the default; turns off a --follow-symlinks saved with --set).
+    #[arg(long, overrides_with = "follow_symlinks")]
+    pub no_follow_symlinks: bool,
     /// Hash every file, even those whose size, mtime, change time and inode are as recorded (for file systems whose change times can't be trusted); only changed content is sent.
     #[arg(long)]
     pub rehash: bool,
@@ -414,6 +424,10 @@ pub struct BackupArgs {
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+    /// The options typed on this command line (filled by `cli::matches::parse`):
+    /// they win over a named set's saved ones.
+    #[arg(skip)]
+    pub given: crate::cli::matches::Given,
 }
 
 /// Connection settings for S3 targets; the rest comes from the standard AWS
@@ -430,8 +444,11 @@ pub struct S3Args {
     #[arg(long, value_name = "URL", value_parser = parse_endpoint)]
     pub endpoint_url: Option<String>,
     /// Address buckets as ENDPOINT/bucket (automatic for IP and localhost endpoints).
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_path_style")]
     pub path_style: bool,
+    /// Do not force path-style addressing (the default; turns off a --path-style saved with --set).
+    #[arg(long, overrides_with = "path_style")]
+    pub no_path_style: bool,
     /// Seconds to wait for a connection to the endpoint (1 to 86400).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub connect_timeout: u64,

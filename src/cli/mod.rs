@@ -19,6 +19,7 @@ mod commands;
 pub mod exit;
 mod generate;
 mod help_text;
+pub(crate) mod matches;
 mod options;
 mod output;
 mod progress;

@@ -19,7 +19,7 @@ use crate::verify::VerifyOptions;
 
 /// The filters of a command line (reading any `--exclude-from` files).
 fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
-    Ok(Filters::new(&args.exclude, &args.include, &args.exclude_from)?)
+    Ok(Filters::ordered(&crate::cli::matches::rules(args))?)
 }
 
 /// `--max-bandwidth` of a backup or restore, shared by the run's `--jobs`
@@ -58,7 +58,11 @@ impl From<S3Args> for S3Settings {
 /// A [`UsageError`](crate::cli::exit::UsageError) for `--sse-kms-key-id`
 /// without `--sse aws:kms`, `--max-bandwidth 0` or a missing SOURCE or
 /// TARGET; an error reading an `--exclude-from` file.
-pub(crate) fn backup(args: BackupArgs, state_path: &Path) -> anyhow::Result<BackupOptions> {
+pub(crate) fn backup(
+    args: BackupArgs,
+    state_path: &Path,
+    set_source: Option<String>,
+) -> anyhow::Result<BackupOptions> {
     if args.write.sse_kms_key_id.is_some()
         && !args
             .write
@@ -76,6 +80,7 @@ pub(crate) fn backup(args: BackupArgs, state_path: &Path) -> anyhow::Result<Back
         source,
         target,
         state_path: state_path.to_path_buf(),
+        set_source,
         delete: args.delete,
         dry_run: args.dry_run,
         walk: WalkOptions {

@@ -2,27 +2,47 @@
 //! source, the target and the options in the state file, so a cron line
 //! (or a person) runs the same backup with `backup --set NAME`.
 //!
-//! Running by name takes the saved options; an option given on that
-//! command line and different from its default replaces the saved one for
-//! that run only (`--dry-run`, `--json` and the global flags always come
-//! from the command line). Saving again with SOURCE and TARGET replaces
-//! the saved options.
+//! Rules (README, "Named sets"):
+//! - Running by name takes the saved options; every option typed on that
+//!   command line wins for that run only, even one typed with its default
+//!   value (`--jobs 16` over a saved 4: told apart by clap's value source,
+//!   see [`crate::cli::matches`]). A saved flag is turned off with its
+//!   `--no-…` twin (`--no-delete`, `--no-follow-symlinks`,
+//!   `--no-path-style`). Any filter typed (`--exclude`, `--include`,
+//!   `--exclude-from`) replaces the saved filters as a whole, since their
+//!   order decides. `--dry-run`, `--rehash`, `--json`, `--json-progress`
+//!   and the global flags always come from the command line.
+//! - Every local path is saved absolute (SOURCE, a local-store TARGET,
+//!   `--exclude-from` files), made so against the directory the set was
+//!   saved from, so a run by name from anywhere (cron runs in `/`) reads
+//!   and writes the same places.
+//! - A named set follows SOURCE as typed: a set saved with a symlink
+//!   (`current -> day1`) backs up wherever the link points at each run
+//!   (`day2` after a dump job repoints it), as the same set, so change
+//!   detection and `--delete` work across the move. The state file knows
+//!   a named set by its name; a new named set is recorded under its
+//!   absolute SOURCE as typed, symlinks not resolved.
+//! - Saving again with SOURCE and TARGET replaces the saved options; a
+//!   name that another SOURCE or TARGET holds is refused before anything
+//!   is done.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cli::args::{BackupArgs, FilterArgs, S3Args, S3WriteArgs};
-use crate::state::StateDb;
+use crate::cli::matches;
+use crate::fs::filter::Rule;
+use crate::state::{NamedSet, StateDb};
 use crate::target::Target;
 
 /// What a named set remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SavedBackup {
-    /// Absolute source directory.
+    /// Absolute source directory, as typed (symlinks not resolved).
     pub source: PathBuf,
-    /// Target, as text.
+    /// Target, as text; a local store's path absolute.
     pub target: String,
     /// `--delete`.
     pub delete: bool,
@@ -36,11 +56,15 @@ pub struct SavedBackup {
     pub part_size: u64,
     /// `--max-bandwidth`.
     pub max_bandwidth: Option<u64>,
-    /// `--exclude`.
+    /// The filters in command-line order (`--exclude-from` files absolute).
+    /// Empty in sets saved before filters were ordered: those have only
+    /// the three lists below, read in the order in which `--include` wins.
+    pub filters: Vec<Rule>,
+    /// `--exclude` (also written, for an older s3backup reading the set).
     pub exclude: Vec<String>,
-    /// `--include`.
+    /// `--include` (also written, as `exclude`).
     pub include: Vec<String>,
-    /// `--exclude-from` (absolute).
+    /// `--exclude-from`, absolute (also written, as `exclude`).
     pub exclude_from: Vec<PathBuf>,
     /// `--storage-class`.
     pub storage_class: Option<String>,
@@ -78,27 +102,108 @@ pub enum SetError {
     /// The saved options do not parse (written by a newer s3backup?).
     #[error("the saved options of set '{0}' cannot be read ({1}); save them again with SOURCE and TARGET")]
     Corrupt(String, String),
+    /// A set saved by an older s3backup with a relative local store path,
+    /// relative to a directory no one knows any more.
+    #[error(
+        "the set '{name}' was saved with the relative store path '{target}' by an older s3backup: save it again with SOURCE and TARGET (it is saved absolute now)"
+    )]
+    RelativeTarget {
+        /// The set's name.
+        name: String,
+        /// The saved target.
+        target: String,
+    },
+    /// Saving a set under a name another source or target has.
+    #[error(
+        "the name '{name}' is already used by the set backing up {set_source} to {target}; pick another name"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// That set's source.
+        set_source: String,
+        /// That set's target.
+        target: String,
+    },
     /// The state file.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
 
+/// A `backup` command line with its named set filled in.
+#[derive(Debug)]
+pub struct Resolved {
+    /// What to run: SOURCE, TARGET and every option.
+    pub args: BackupArgs,
+    /// The source text that identifies the set in the state file, for a
+    /// named set (its row's, or SOURCE as typed made absolute for a new
+    /// one); `None` for an unnamed backup (its real path).
+    pub set_source: Option<String>,
+    /// Whether to save the options under the name after the run (SOURCE
+    /// and TARGET were typed with `--set`).
+    pub save: bool,
+}
+
+/// `path` made absolute against the current directory, symlinks not resolved.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `target` with a local store's path made absolute.
+fn absolute_target(target: &Target) -> Target {
+    match target {
+        Target::Local { root } => Target::Local { root: absolute(root) },
+        other => other.clone(),
+    }
+}
+
+/// `rules` with `--exclude-from` files made absolute.
+fn absolute_rules(rules: Vec<Rule>) -> Vec<Rule> {
+    rules
+        .into_iter()
+        .map(|r| match r {
+            Rule::ExcludeFrom(p) => Rule::ExcludeFrom(absolute(&p)),
+            other => other,
+        })
+        .collect()
+}
+
+/// `now` if the option was typed, else `saved`.
+fn pick<T>(typed: bool, now: T, saved: T) -> T {
+    if typed { now } else { saved }
+}
+
 impl SavedBackup {
-    /// The options of a command line that names SOURCE and TARGET.
+    /// The options of a command line that names SOURCE and TARGET, every
+    /// local path made absolute.
     pub fn from_args(args: &BackupArgs, source: &Path, target: &Target) -> Self {
-        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let filters = absolute_rules(matches::rules(&args.filters));
+        let list = |want: fn(&Rule) -> Option<String>| filters.iter().filter_map(want).collect();
         Self {
             source: absolute(source),
-            target: target.to_string(),
+            target: absolute_target(target).to_string(),
             delete: args.delete,
             follow_symlinks: args.follow_symlinks,
             jobs: args.jobs,
             multipart_threshold: args.multipart_threshold,
             part_size: args.part_size,
             max_bandwidth: args.max_bandwidth,
-            exclude: args.filters.exclude.clone(),
-            include: args.filters.include.clone(),
-            exclude_from: args.filters.exclude_from.iter().map(|p| absolute(p)).collect(),
+            exclude: list(|r| match r {
+                Rule::Exclude(p) => Some(p.clone()),
+                _ => None,
+            }),
+            include: list(|r| match r {
+                Rule::Include(p) => Some(p.clone()),
+                _ => None,
+            }),
+            exclude_from: filters
+                .iter()
+                .filter_map(|r| match r {
+                    Rule::ExcludeFrom(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect(),
+            filters,
             storage_class: args.write.storage_class.clone(),
             sse: args.write.sse.clone(),
             sse_kms_key_id: args.write.sse_kms_key_id.clone(),
@@ -112,102 +217,172 @@ impl SavedBackup {
         }
     }
 
-    /// The command line to run: these options, with any option `now` sets
-    /// to other than its default taking precedence.
+    /// The saved filters in the order they apply.
+    fn rules(&self) -> Vec<Rule> {
+        if !self.filters.is_empty() {
+            return self.filters.clone();
+        }
+        matches::rules(&FilterArgs {
+            exclude: self.exclude.clone(),
+            include: self.include.clone(),
+            exclude_from: self.exclude_from.clone(),
+            rules: Vec::new(),
+        })
+    }
+
+    /// The command line to run: these options, with every option typed on
+    /// `now` (see [`BackupArgs::given`]) taking precedence.
+    ///
+    /// # Errors
+    /// [`SetError::Corrupt`] if the saved target does not parse,
+    /// [`SetError::RelativeTarget`] if it is a relative local path.
     pub fn apply(self, now: BackupArgs) -> Result<BackupArgs, SetError> {
-        let defaults = default_backup_args();
         let name = now.set.clone().unwrap_or_default();
         let target: Target = self
             .target
             .parse()
             .map_err(|e: crate::target::TargetError| SetError::Corrupt(name.clone(), e.to_string()))?;
-        let pick = |now: u64, default: u64, saved: u64| if now != default { now } else { saved };
+        if let Target::Local { root } = &target
+            && root.is_relative()
+        {
+            return Err(SetError::RelativeTarget {
+                name,
+                target: self.target,
+            });
+        }
+        let g = &now.given;
+        let typed = |id: &str| g.has(id);
+        let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
+        let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
+        let rules = if filters_typed {
+            matches::rules(&now.filters)
+        } else {
+            self.rules()
+        };
         Ok(BackupArgs {
-            source: Some(self.source),
+            source: Some(self.source.clone()),
             target: Some(target),
-            set: now.set,
-            delete: now.delete || self.delete,
+            set: now.set.clone(),
+            delete: flag("delete", "no_delete", self.delete),
+            no_delete: false,
             dry_run: now.dry_run,
-            follow_symlinks: now.follow_symlinks || self.follow_symlinks,
+            follow_symlinks: flag("follow_symlinks", "no_follow_symlinks", self.follow_symlinks),
+            no_follow_symlinks: false,
             // A one-off check, never saved with the set.
             rehash: now.rehash,
             filters: FilterArgs {
-                exclude: or_saved(now.filters.exclude, self.exclude),
-                include: or_saved(now.filters.include, self.include),
-                exclude_from: or_saved(now.filters.exclude_from, self.exclude_from),
+                rules,
+                ..FilterArgs::default()
             },
             write: S3WriteArgs {
-                storage_class: now.write.storage_class.or(self.storage_class),
-                sse: now.write.sse.or(self.sse),
-                sse_kms_key_id: now.write.sse_kms_key_id.or(self.sse_kms_key_id),
-                acl: now.write.acl.or(self.acl),
+                storage_class: pick(
+                    typed("storage_class"),
+                    now.write.storage_class,
+                    self.storage_class,
+                ),
+                sse: pick(typed("sse"), now.write.sse, self.sse),
+                sse_kms_key_id: pick(
+                    typed("sse_kms_key_id"),
+                    now.write.sse_kms_key_id,
+                    self.sse_kms_key_id,
+                ),
+                acl: pick(typed("acl"), now.write.acl, self.acl),
             },
-            max_bandwidth: now.max_bandwidth.or(self.max_bandwidth),
+            max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             json: now.json,
             json_progress: now.json_progress,
-            jobs: if now.jobs != defaults.jobs {
-                now.jobs
-            } else {
-                self.jobs
-            },
+            jobs: pick(typed("jobs"), now.jobs, self.jobs),
             multipart_threshold: pick(
+                typed("multipart_threshold"),
                 now.multipart_threshold,
-                defaults.multipart_threshold,
                 self.multipart_threshold,
             ),
-            part_size: pick(now.part_size, defaults.part_size, self.part_size),
+            part_size: pick(typed("part_size"), now.part_size, self.part_size),
             s3: S3Args {
-                profile: now.s3.profile.or(self.profile),
-                region: now.s3.region.or(self.region),
-                endpoint_url: now.s3.endpoint_url.or(self.endpoint_url),
-                path_style: now.s3.path_style || self.path_style,
+                profile: pick(typed("profile"), now.s3.profile, self.profile),
+                region: pick(typed("region"), now.s3.region, self.region),
+                endpoint_url: pick(typed("endpoint_url"), now.s3.endpoint_url, self.endpoint_url),
+                path_style: flag("path_style", "no_path_style", self.path_style),
+                no_path_style: false,
                 connect_timeout: pick(
+                    typed("connect_timeout"),
                     now.s3.connect_timeout,
-                    defaults.s3.connect_timeout,
                     self.connect_timeout,
                 ),
-                read_timeout: pick(now.s3.read_timeout, defaults.s3.read_timeout, self.read_timeout),
+                read_timeout: pick(typed("read_timeout"), now.s3.read_timeout, self.read_timeout),
             },
+            given: now.given,
         })
     }
 }
 
-fn or_saved<T>(now: Vec<T>, saved: Vec<T>) -> Vec<T> {
-    if now.is_empty() { saved } else { now }
+/// The saved options of a named set's row.
+fn saved_of(name: &str, row: &NamedSet) -> Result<SavedBackup, SetError> {
+    serde_json::from_str(&row.options).map_err(|e| SetError::Corrupt(name.to_string(), e.to_string()))
 }
 
-/// The defaults clap gives a bare `backup SOURCE TARGET`.
-fn default_backup_args() -> BackupArgs {
-    use clap::Parser;
-    match crate::cli::args::Cli::try_parse_from(["s3backup", "backup", "x", "/x"]) {
-        Ok(crate::cli::args::Cli {
-            command: crate::cli::args::Command::Backup(args),
-            ..
-        }) => args,
-        // Cannot happen: the line above is a valid command line.
-        _ => unreachable!("a bare backup command line parses"),
+/// The set named `name` in the state file at `state_path`, if the file
+/// exists and has one.
+fn find(state_path: &Path, name: &str) -> Result<Option<NamedSet>, SetError> {
+    if !state_path.exists() {
+        return Ok(None);
     }
+    // A backup is about to open it as a writer anyway: this may migrate it.
+    Ok(StateDb::open(state_path)?.named_set(name)?)
 }
 
 /// Fills in a `backup --set NAME` command line from the saved set, or
-/// checks that a saving one has both SOURCE and TARGET.
-pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<BackupArgs, SetError> {
+/// checks that a saving one has both SOURCE and TARGET and that NAME is
+/// free or already this set's.
+///
+/// # Errors
+/// [`SetError::Unknown`] for a name no set has, [`SetError::Half`] for
+/// SOURCE without TARGET, [`SetError::NameTaken`] for a name another set
+/// has, [`SetError::Corrupt`] or [`SetError::RelativeTarget`] for saved
+/// options that cannot be used, [`SetError::State`] for the state file.
+pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError> {
     let Some(name) = args.set.clone() else {
-        return Ok(args);
+        return Ok(Resolved {
+            args,
+            set_source: None,
+            save: false,
+        });
     };
     match (&args.source, &args.target) {
-        (Some(_), Some(_)) => Ok(args),
+        (Some(source), Some(target)) => {
+            let source = absolute(source);
+            let target = absolute_target(target);
+            let set_source = match find(state_path, &name)? {
+                None => source.to_string_lossy().into_owned(),
+                Some(row) => {
+                    let saved = saved_of(&name, &row).unwrap_or_default();
+                    let same_source =
+                        saved.source == source || Path::new(&row.source) == crate::target::real_path(&source);
+                    let same_target = saved.target == target.to_string() || row.target == target.canonical();
+                    if !(same_source && same_target) {
+                        return Err(SetError::NameTaken {
+                            name,
+                            set_source: row.source,
+                            target: row.target,
+                        });
+                    }
+                    row.source
+                }
+            };
+            Ok(Resolved {
+                args,
+                set_source: Some(set_source),
+                save: true,
+            })
+        }
         (None, None) => {
-            if !state_path.exists() {
-                return Err(SetError::Unknown(name));
-            }
-            let db = StateDb::open(state_path)?;
-            let text = db
-                .named_set(&name)?
-                .ok_or_else(|| SetError::Unknown(name.clone()))?;
-            let saved: SavedBackup =
-                serde_json::from_str(&text).map_err(|e| SetError::Corrupt(name.clone(), e.to_string()))?;
-            saved.apply(args)
+            let row = find(state_path, &name)?.ok_or_else(|| SetError::Unknown(name.clone()))?;
+            let saved = saved_of(&name, &row)?;
+            Ok(Resolved {
+                args: saved.apply(args)?,
+                set_source: Some(row.source),
+                save: false,
+            })
         }
         _ => Err(SetError::Half(name)),
     }
@@ -215,6 +390,10 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<BackupArgs, SetErr
 
 /// Saves the options of a `backup SOURCE TARGET --set NAME` run under NAME,
 /// for the set `set_id` that run backed up.
+///
+/// # Errors
+/// [`SetError::State`] if the state file cannot be written (or another
+/// set took the name meanwhile).
 pub fn save(args: &BackupArgs, state_path: &Path, set_id: i64) -> Result<(), SetError> {
     let (Some(name), Some(source), Some(target)) = (&args.set, &args.source, &args.target) else {
         return Ok(());

@@ -17,8 +17,6 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use clap::Parser;
-
 use crate::cli::args::{Cli, Command, S3Args, ShellArgs, SnapshotsAction, StateAction};
 use crate::cli::output::outln;
 use crate::cli::{self, Exit, exit};
@@ -146,7 +144,7 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
     } else {
         args.extend(words);
     }
-    match Cli::try_parse_from(&args) {
+    match crate::cli::matches::try_parse_from(&args) {
         Ok(mut cli) => {
             ctx.fill(&mut cli);
             Line::Run(Box::new(cli))

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use clap::error::ErrorKind;
-use clap::{ColorChoice, CommandFactory, FromArgMatches};
+use clap::{ColorChoice, CommandFactory};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::args::Cli;
@@ -48,7 +48,7 @@ pub fn parse() -> Cli {
     Cli::command()
         .color(choice)
         .try_get_matches()
-        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
+        .and_then(crate::cli::matches::parse)
         .unwrap_or_else(|e| usage_error(e))
 }
 

@@ -216,40 +216,13 @@ pub(crate) fn parse_snapshot_id(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-/// The PATTERN of `state files`: an SQLite `GLOB` (`*`, `?`, `[...]`,
-/// `[^...]`; see <https://sqlite.org/lang_expr.html#like>). SQLite reads a
-/// `[` without its `]` as a class that never matches, so such a pattern
-/// would list nothing and say nothing; it is refused, as is an empty one.
-pub(crate) fn parse_state_glob(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        return Err("empty pattern: give a glob such as 'docs/*.pdf'".into());
+/// The PATTERN of `state files`: a pattern as `--exclude` takes (see
+/// [`parse_pattern`]), not empty (it would list nothing and say nothing).
+pub(crate) fn parse_state_pattern(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty pattern: give one such as 'docs/*.pdf' or '*.txt'".into());
     }
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] != '[' {
-            i += 1;
-            continue;
-        }
-        // A ']' right after '[' or '[^' is a member of the class, not its end.
-        let mut j = i + 1;
-        if chars.get(j) == Some(&'^') {
-            j += 1;
-        }
-        j += 1;
-        match chars
-            .get(j..)
-            .and_then(|rest| rest.iter().position(|&c| c == ']'))
-        {
-            Some(at) => i = j + at + 1,
-            None => {
-                return Err(format!(
-                    "'{text}' has a '[' that is never closed (a literal '[' is written '[[]')"
-                ));
-            }
-        }
-    }
-    Ok(text.to_string())
+    parse_pattern(text)
 }
 
 pub(crate) fn parse_part_size(text: &str) -> Result<u64, String> {
@@ -329,11 +302,12 @@ mod tests {
         assert!(parse_limit("0").is_err());
         assert!(parse_snapshot_id("").unwrap_err().contains("empty snapshot name"));
         assert!(parse_name(" ").is_err());
-        for ok in ["docs/*.pdf", "[]]x", "[^]]", "a[[]b", "[a-z]?"] {
-            assert_eq!(parse_state_glob(ok).as_deref(), Ok(ok));
+        for ok in ["docs/*.pdf", "docs/", "a[[]b", "[a-z]?"] {
+            assert_eq!(parse_pattern(ok).as_deref(), Ok(ok));
         }
-        for bad in ["", "a[", "[]", "[^]", "x[ab"] {
-            assert!(parse_state_glob(bad).is_err(), "{bad:?}");
+        for bad in ["a[", "x[ab"] {
+            assert!(parse_pattern(bad).is_err(), "{bad:?}");
         }
+        assert!(parse_state_pattern(" ").unwrap_err().contains("empty pattern"));
     }
 }

@@ -7,21 +7,32 @@
 //! `/` matches directories only, and `**` spans directories. Excluding a
 //! directory excludes everything under it.
 //!
-//! Precedence, first rule that applies:
-//! 1. `--include` re-includes what would otherwise be left out (as in the
-//!    AWS CLI: `--exclude '*' --include '*.txt'` keeps only text files);
-//! 2. `--exclude` and `--exclude-from` leave paths out;
-//! 3. `.s3backupignore` files (backups only), in any directory, with
-//!    gitignore's own rules: they apply to their directory and below, a
-//!    deeper file overrides a shallower one, later lines override earlier
-//!    ones and `!pattern` re-includes.
+//! Precedence, as in the AWS CLI: the command-line filters (`--exclude`,
+//! `--include`, and the lines of each `--exclude-from` file, expanded in
+//! place) are read in command-line order and **the last one that matches
+//! a path decides**: `--exclude '*' --include '*.txt'` keeps only text
+//! files, `--include '*.txt' --exclude '*'` keeps nothing. A filter
+//! matches a path when it matches the path or one of its parent
+//! directories. A pattern written `!PATTERN` matches as PATTERN does and
+//! says the opposite of its option. Only when no command-line filter
+//! matches do the `.s3backupignore` files (backups only) have a say, with
+//! gitignore's own rules: they apply to their directory and below, a
+//! deeper file overrides a shallower one, later lines override earlier
+//! ones and `!pattern` re-includes. Everything else is taken.
 //!
-//! Everything else is taken.
+//! A directory that a filter leaves out is still walked when any
+//! `--include` is given, since something under it may be taken; each path
+//! under it is then decided on its own, by the same rule.
+//!
+//! The same [`Filters::verdict`] decides for the walk (`fs::scan`), for
+//! what `--delete` spares (`backup::spare`) and for a restore, so the three
+//! cannot disagree.
 
 use std::path::{Path, PathBuf};
 
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use serde::{Deserialize, Serialize};
 
 /// The name of the per-directory ignore file.
 pub const IGNORE_FILE: &str = ".s3backupignore";
@@ -44,79 +55,163 @@ pub enum FilterError {
     File(PathBuf, std::io::Error),
 }
 
-/// The command line's filters.
+/// One command-line filter, as typed (saved with a named set in this shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// `--exclude PATTERN`.
+    Exclude(String),
+    /// `--include PATTERN`.
+    Include(String),
+    /// `--exclude-from FILE`: its lines are `--exclude` patterns, in place
+    /// (blank lines and `#` comments skipped).
+    ExcludeFrom(PathBuf),
+}
+
+/// The command line's filters, in their order.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    include: Option<Gitignore>,
-    exclude: Option<Gitignore>,
+    /// Runs of consecutive patterns of one kind, each one matcher (a long
+    /// `--exclude-from` file is one lookup, not one per line); command-line
+    /// order, so the last run that matches decides.
+    runs: Vec<(Kind, Gitignore)>,
+    has_includes: bool,
+}
+
+/// Whether a filter leaves paths out or takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exclude,
+    Include,
 }
 
 /// What the filters say about one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Re-included by `--include`: taken whatever else says.
+    /// The last matching filter takes it (an `--include`): taken whatever
+    /// ignore files say.
     Included,
-    /// Left out by `--exclude`/`--exclude-from`.
+    /// The last matching filter leaves it out (`--exclude`/`--exclude-from`).
     Excluded,
-    /// No command-line rule matches (ignore files may still have a say).
+    /// No command-line filter matches (ignore files may still have a say).
     NoRule,
 }
 
 impl Filters {
-    /// Builds the filters from `--exclude`, `--include` and the lines of
-    /// each `--exclude-from` file (blank lines and `#` comments skipped).
+    /// Filters that exclude `exclude`, then the lines of each
+    /// `exclude_from` file, then include `include`: the order the options
+    /// were read in before the last matching filter decided, so
+    /// `--include` wins over every exclusion. Used for checks of one
+    /// pattern and by tests; the command line uses [`Filters::ordered`].
+    ///
+    /// # Errors
+    /// [`FilterError`] as for [`Filters::ordered`].
     pub fn new(
         exclude: &[String],
         include: &[String],
         exclude_from: &[PathBuf],
     ) -> Result<Self, FilterError> {
-        let mut excludes: Vec<(&'static str, String)> =
-            exclude.iter().map(|p| ("--exclude", p.clone())).collect();
-        for file in exclude_from {
-            let text = std::fs::read_to_string(file).map_err(|e| FilterError::File(file.clone(), e))?;
-            excludes.extend(
-                text.lines()
-                    .map(str::trim_end)
-                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                    .map(|l| ("--exclude-from", l.to_string())),
-            );
+        let rules: Vec<Rule> = exclude
+            .iter()
+            .cloned()
+            .map(Rule::Exclude)
+            .chain(exclude_from.iter().cloned().map(Rule::ExcludeFrom))
+            .chain(include.iter().cloned().map(Rule::Include))
+            .collect();
+        Self::ordered(&rules)
+    }
+
+    /// The filters `rules`, in command-line order (the last matching one
+    /// decides), reading each `--exclude-from` file in place.
+    ///
+    /// # Errors
+    /// [`FilterError::File`] for an `--exclude-from` file that cannot be
+    /// read, [`FilterError::Pattern`] for a pattern that is not valid
+    /// gitignore syntax (or has an unclosed `[`), naming its option.
+    pub fn ordered(rules: &[Rule]) -> Result<Self, FilterError> {
+        let mut lines: Vec<(Kind, &'static str, String)> = Vec::new();
+        for rule in rules {
+            match rule {
+                Rule::Exclude(p) => lines.push((Kind::Exclude, "--exclude", p.clone())),
+                Rule::Include(p) => lines.push((Kind::Include, "--include", p.clone())),
+                Rule::ExcludeFrom(file) => {
+                    let text =
+                        std::fs::read_to_string(file).map_err(|e| FilterError::File(file.clone(), e))?;
+                    lines.extend(
+                        text.lines()
+                            .map(str::trim_end)
+                            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                            .map(|l| (Kind::Exclude, "--exclude-from", l.to_string())),
+                    );
+                }
+            }
         }
-        let includes: Vec<_> = include.iter().map(|p| ("--include", p.clone())).collect();
+        let mut runs = Vec::new();
+        for run in lines.chunk_by(|a, b| a.0 == b.0) {
+            let patterns: Vec<(&'static str, String)> =
+                run.iter().map(|(_, flag, p)| (*flag, p.clone())).collect();
+            runs.push((run[0].0, matcher(&patterns)?));
+        }
         Ok(Self {
-            include: matcher(&includes)?,
-            exclude: matcher(&excludes)?,
+            has_includes: runs.iter().any(|(k, _)| *k == Kind::Include),
+            runs,
         })
     }
 
     /// Whether any `--include` was given (then excluded directories are
     /// still walked, since something under them may be re-included).
     pub fn has_includes(&self) -> bool {
-        self.include.is_some()
+        self.has_includes
     }
 
     /// Whether there are no command-line filters at all.
     pub fn is_empty(&self) -> bool {
-        self.include.is_none() && self.exclude.is_none()
+        self.runs.is_empty()
     }
 
-    /// The command line's verdict on `rel` (a path or any of its parents).
+    /// The command line's verdict on `rel` (`/`-separated, relative to the
+    /// source): that of the last filter matching it or a parent directory.
     pub fn verdict(&self, rel: &str, is_dir: bool) -> Verdict {
-        let hit = |m: &Option<Gitignore>| {
-            m.as_ref()
-                .is_some_and(|m| m.matched_path_or_any_parents(rel, is_dir).is_ignore())
-        };
-        if hit(&self.include) {
-            Verdict::Included
-        } else if hit(&self.exclude) {
-            Verdict::Excluded
-        } else {
-            Verdict::NoRule
+        for (kind, m) in self.runs.iter().rev() {
+            let takes = match m.matched_path_or_any_parents(rel, is_dir) {
+                Match::None => continue,
+                Match::Ignore(_) => *kind == Kind::Include,
+                // `!PATTERN`: the opposite of its option.
+                Match::Whitelist(_) => *kind == Kind::Exclude,
+            };
+            return if takes {
+                Verdict::Included
+            } else {
+                Verdict::Excluded
+            };
         }
+        Verdict::NoRule
     }
 
     /// Whether a restore brings `rel` back.
     pub fn selects(&self, rel: &str, is_dir: bool) -> bool {
         self.verdict(rel, is_dir) != Verdict::Excluded
+    }
+}
+
+/// One pattern in the filters' syntax, to select recorded paths
+/// (`state files PATTERN`): a path matches when `--exclude PATTERN` would
+/// leave it out.
+#[derive(Debug, Clone)]
+pub struct PathPattern(Filters);
+
+impl PathPattern {
+    /// Parses `pattern` as one `--exclude` would be.
+    ///
+    /// # Errors
+    /// [`FilterError::Pattern`] if it is not valid gitignore syntax.
+    pub fn new(pattern: &str) -> Result<Self, FilterError> {
+        Filters::ordered(&[Rule::Exclude(pattern.to_string())]).map(Self)
+    }
+
+    /// Whether the file `rel` (relative, `/`-separated) matches.
+    pub fn matches(&self, rel: &str) -> bool {
+        self.0.verdict(rel, false) == Verdict::Excluded
     }
 }
 
@@ -126,10 +221,7 @@ impl Filters {
 /// with an unclosed `[` (`--exclude 'a['`) is refused: on a command line it
 /// is far more likely a mistake than a wish to match a `[`, which `\[`
 /// says plainly.
-fn matcher(patterns: &[(&'static str, String)]) -> Result<Option<Gitignore>, FilterError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
+fn matcher(patterns: &[(&'static str, String)]) -> Result<Gitignore, FilterError> {
     let mut b = GitignoreBuilder::new("");
     b.allow_unclosed_class(false);
     for (flag, p) in patterns {
@@ -139,7 +231,7 @@ fn matcher(patterns: &[(&'static str, String)]) -> Result<Option<Gitignore>, Fil
             cause: e.to_string(),
         })?;
     }
-    b.build().map(Some).map_err(|e| FilterError::Pattern {
+    b.build().map_err(|e| FilterError::Pattern {
         flag: patterns[0].0,
         pattern: patterns
             .iter()
@@ -238,6 +330,55 @@ mod tests {
         assert_eq!(fl.verdict("dir/a.bin", false), Verdict::Excluded);
         assert!(fl.has_includes() && !fl.is_empty());
         assert!(f(&[], &[]).is_empty());
+    }
+
+    fn ordered(rules: &[(&str, &str)]) -> Filters {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .map(|(flag, p)| match *flag {
+                "exclude" => Rule::Exclude(p.to_string()),
+                _ => Rule::Include(p.to_string()),
+            })
+            .collect();
+        Filters::ordered(&rules).unwrap()
+    }
+
+    /// The last matching filter decides, whichever the order (the AWS CLI's rule).
+    #[test]
+    fn the_last_matching_filter_wins_in_either_order() {
+        let fl = ordered(&[("exclude", "*"), ("include", "*.txt")]);
+        assert_eq!(fl.verdict("a.txt", false), Verdict::Included);
+        assert_eq!(fl.verdict("d/a.txt", false), Verdict::Included);
+        assert_eq!(fl.verdict("a.bin", false), Verdict::Excluded);
+        let fl = ordered(&[("include", "*.txt"), ("exclude", "*")]);
+        assert_eq!(fl.verdict("a.txt", false), Verdict::Excluded);
+        assert_eq!(fl.verdict("d/a.txt", false), Verdict::Excluded);
+        assert!(fl.has_includes());
+        let fl = ordered(&[
+            ("include", "keep/"),
+            ("exclude", "*.log"),
+            ("include", "keep/x.log"),
+        ]);
+        assert_eq!(fl.verdict("keep/a.log", false), Verdict::Excluded);
+        assert_eq!(fl.verdict("keep/x.log", false), Verdict::Included);
+        assert_eq!(fl.verdict("keep/a.txt", false), Verdict::Included);
+        assert_eq!(fl.verdict("other.txt", false), Verdict::NoRule);
+        // A negated pattern says the opposite of its option.
+        let fl = ordered(&[("exclude", "*.log"), ("exclude", "!keep.log")]);
+        assert_eq!(fl.verdict("keep.log", false), Verdict::Included);
+        assert_eq!(fl.verdict("a.log", false), Verdict::Excluded);
+    }
+
+    #[test]
+    fn a_path_pattern_matches_as_an_exclude_would() {
+        let p = PathPattern::new("docs/").unwrap();
+        assert!(p.matches("docs/a.pdf") && p.matches("docs/sub/b.txt"));
+        assert!(!p.matches("a/docs.txt"));
+        let p = PathPattern::new("*.pdf").unwrap();
+        assert!(p.matches("a.pdf") && p.matches("x/y/b.pdf") && !p.matches("a.pdfx"));
+        let p = PathPattern::new("/a.txt").unwrap();
+        assert!(p.matches("a.txt") && !p.matches("d/a.txt"));
+        assert!(PathPattern::new("a[").is_err());
     }
 
     #[test]

@@ -27,6 +27,17 @@ pub struct SetSummary {
     pub last_status: Option<String>,
 }
 
+/// A named set's row: what identifies it, and its saved options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSet {
+    /// The source text that identifies the set (with its target) in the state file.
+    pub source: String,
+    /// The target text that identifies it.
+    pub target: String,
+    /// The saved options, as JSON (written and read by the CLI's named sets).
+    pub options: String,
+}
+
 /// One run from the history.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRow {
@@ -139,21 +150,31 @@ impl StateDb {
         Ok(())
     }
 
-    /// The saved options (JSON) of the set named `name`.
-    pub fn named_set(&self, name: &str) -> StateResult<Option<String>> {
+    /// The set named `name`, with its saved options.
+    pub fn named_set(&self, name: &str) -> StateResult<Option<NamedSet>> {
         self.conn
-            .query_row("SELECT options FROM backup_sets WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT source, target, options FROM backup_sets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(NamedSet {
+                        source: r.get(0)?,
+                        target: r.get(1)?,
+                        options: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    })
+                },
+            )
             .optional()
             .map_err(self.err())
     }
 
-    /// Streams file rows (not directories) of one set or all, whose path matches a glob.
+    /// Streams file rows (not directories) of one set or all, in set and
+    /// path order, whose path `wanted` accepts (the `state files PATTERN`
+    /// filter, in the filters' own syntax, decided by the caller).
     pub fn files_matching(
         &self,
         set_id: Option<i64>,
-        glob: Option<&str>,
+        wanted: impl Fn(&str) -> bool,
         mut f: impl FnMut(i64, FileRow) -> StateResult<()>,
     ) -> StateResult<()> {
         let mut st = self
@@ -161,18 +182,18 @@ impl StateDb {
             .prepare(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, set_id
                  FROM files
-                 WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1) AND (?2 IS NULL OR path GLOB ?2)
+                 WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1)
                  ORDER BY set_id, path",
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![set_id, glob], |r| {
-                Ok((r.get::<_, i64>(13)?, row_to_file(r)?))
-            })
+            .query_map(params![set_id], |r| Ok((r.get::<_, i64>(13)?, row_to_file(r)?)))
             .map_err(self.err())?;
         for row in rows {
             let (set, file) = row.map_err(self.err())?;
-            f(set, file)?;
+            if wanted(&file.path) {
+                f(set, file)?;
+            }
         }
         Ok(())
     }

@@ -5,8 +5,18 @@
 //! `--state FILE`) holds every backup set. Following cargo's SQLite layer:
 //! the schema is an ordered list of `.sql` migrations embedded in the binary
 //! and tracked by `PRAGMA user_version`, applied in one exclusive
-//! transaction on open and never edited once shipped. A file written by a
-//! newer s3backup (a higher `user_version`) is refused rather than guessed at.
+//! transaction and never edited once shipped. A file written by a newer
+//! s3backup (a higher `user_version`) is refused rather than guessed at.
+//!
+//! Only writers migrate, and only when there is work (cargo's rule): a
+//! writer ([`StateDb::open`]: backup, `state rebuild`) reads the version
+//! first and takes the exclusive transaction only for a file that needs
+//! upgrading. Read-only commands (`state …`, `sets`) open with
+//! [`StateDb::open_read_only`], which never writes the file, takes no
+//! lock a backup would wait on, and works on a read-only copy (a 0444
+//! file in a 0555 directory, where SQLite cannot create its `-shm` file:
+//! then it is opened `immutable`). A file too old for them is refused
+//! with the command that upgrades it ([`StateError::TooOld`]).
 //!
 //! Concurrency: WAL mode lets readers (`state` commands) run beside a backup;
 //! a backup takes an exclusive lock file per set (`runs.rs`), so two runs
@@ -25,7 +35,7 @@ mod inspect;
 mod runs;
 mod uploads;
 
-pub use inspect::{RunRow, SetSummary, Stats};
+pub use inspect::{NamedSet, RunRow, SetSummary, Stats};
 
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use uploads::JournaledUpload;
@@ -57,6 +67,18 @@ pub enum StateError {
         "state file '{path}' has schema version {found}, newer than this s3backup understands ({known}): upgrade s3backup or use another --state file"
     )]
     TooNew {
+        /// The state file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// Written by an older s3backup, for a command that only reads.
+    #[error(
+        "state file '{path}' has schema version {found}, older than this s3backup's ({known}); commands that only read never upgrade it: run a backup with it once ('s3backup backup SOURCE TARGET', or 'backup --set NAME') or 's3backup state rebuild SOURCE TARGET', which upgrade it"
+    )]
+    TooOld {
         /// The state file.
         path: PathBuf,
         /// Its schema version.
@@ -246,6 +268,52 @@ impl StateDb {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Opens an existing state file for reading only: nothing is written
+    /// to it and no lock is taken that a running backup would wait on. A
+    /// file SQLite cannot open read-only in WAL mode (no `-shm` file, and
+    /// a directory this user cannot create one in: a read-only copy) is
+    /// opened `immutable`.
+    ///
+    /// # Errors
+    /// [`StateError::TooOld`] for a schema older than this build's (only
+    /// writers upgrade), [`StateError::TooNew`] for a newer one,
+    /// [`StateError::Sqlite`] if SQLite cannot read it.
+    pub fn open_read_only(path: &Path) -> StateResult<Self> {
+        let err = |cause| StateError::Sqlite {
+            path: path.to_path_buf(),
+            cause,
+        };
+        // The schema is read too, so a damaged file is reported here, before
+        // a command prints anything, as a writer's open reports it.
+        let version = |conn: &Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let plain = Connection::open_with_flags(path, flags).and_then(|c| version(&c).map(|v| (c, v)));
+        let (conn, found) = match plain {
+            Err(e) if cannot_open(&e) => {
+                let conn = Connection::open_with_flags(
+                    immutable_uri(path),
+                    flags | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+                )
+                .map_err(err)?;
+                let found = version(&conn).map_err(err)?;
+                (conn, found)
+            }
+            other => other.map_err(err)?,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(err)?;
+        let known = MIGRATIONS.len() as i64;
+        let (path, found) = (path.to_path_buf(), found);
+        match found.cmp(&known) {
+            std::cmp::Ordering::Less => Err(StateError::TooOld { path, found, known }),
+            std::cmp::Ordering::Greater => Err(StateError::TooNew { path, found, known }),
+            std::cmp::Ordering::Equal => Ok(Self { conn, path }),
+        }
     }
 
     fn init(mut conn: Connection, path: &Path) -> StateResult<Self> {
@@ -631,13 +699,35 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     })
 }
 
-/// Brings the schema to the newest version in one exclusive transaction.
+/// A `file:` URI opening `path` immutable (SQLite then takes no locks and
+/// needs no `-shm` file), with the characters URIs reserve escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii() && !b.is_ascii_control() && !matches!(b, b'%' | b'?' | b'#') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri + "?immutable=1"
+}
+
+/// Brings the schema to the newest version in one exclusive transaction,
+/// taken only when there is work: a file already up to date is not
+/// written (nor locked) on open.
 fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
     let err = |source| StateError::Sqlite {
         path: path.to_path_buf(),
         cause: source,
     };
     let known = MIGRATIONS.len() as i64;
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if current == known {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .map_err(err)?;

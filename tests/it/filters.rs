@@ -455,3 +455,124 @@ fn dry_run_delete_plans_no_deletion_of_a_filtered_out_path() {
         );
     }
 }
+
+/// The last matching filter decides, in command-line order, as in the AWS
+/// CLI: `--exclude '*' --include '*.txt'` keeps the text files,
+/// `--include '*.txt' --exclude '*'` keeps nothing, and an
+/// `--exclude-from` file counts where it is typed. Backup and restore
+/// take the same paths.
+#[test]
+fn the_last_matching_filter_wins_in_either_order() {
+    let files = ["a.txt", "b.bin", "d/c.txt", "d/e.bin", "keep/x.txt"];
+    let list = |env: &TestEnv| {
+        let p = env.root().join("list");
+        std::fs::write(&p, "*.txt\n").unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec!["--exclude", "*", "--include", "*.txt"],
+            &["a.txt", "d/c.txt", "keep/x.txt"],
+        ),
+        (vec!["--include", "*.txt", "--exclude", "*"], &[]),
+        (
+            vec!["--include", "keep/", "--exclude", "*.txt"],
+            &["b.bin", "d/e.bin"],
+        ),
+        (
+            vec!["--exclude", "*.txt", "--include", "keep/"],
+            &["b.bin", "d/e.bin", "keep/x.txt"],
+        ),
+        (
+            vec!["--include", "keep/", "--exclude-from", "LIST"],
+            &["b.bin", "d/e.bin"],
+        ),
+        (
+            vec!["--exclude-from", "LIST", "--include", "keep/"],
+            &["b.bin", "d/e.bin", "keep/x.txt"],
+        ),
+    ];
+    for (filters, expected) in cases {
+        let env = TestEnv::new();
+        tree_of(&env, &files);
+        let list = list(&env);
+        let filters: Vec<&str> = filters
+            .iter()
+            .map(|f| if *f == "LIST" { list.as_str() } else { f })
+            .collect();
+        let store = env.root().join("store");
+        let target = store.to_str().unwrap();
+        env.backup_ok(target, &filters);
+        let stored: Vec<String> = files_of(&store)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(".s3backup"))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(stored, expected, "backup with {filters:?}");
+
+        // A restore of a full backup with the same filters brings back the same.
+        let full = env.root().join("full");
+        env.backup_ok(full.to_str().unwrap(), &[]);
+        let dest = env.root().join("dest");
+        env.restore_ok(full.to_str().unwrap(), &dest, &filters);
+        let restored: Vec<String> = files_of(&dest).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(restored, expected, "restore with {filters:?}");
+    }
+}
+
+/// `--delete` spares what the last matching filter leaves out, whichever
+/// the order: with `--include '*.txt' --exclude '*'` every path is left
+/// out, so nothing gone locally is deleted.
+#[test]
+fn delete_spares_what_the_last_matching_filter_leaves_out() {
+    for (store, env) in Store::both() {
+        let deleted = delete_run(
+            &store,
+            &env,
+            &["a.txt", "a.bin", "d/b.txt", "keep.txt"],
+            &["a.txt", "a.bin", "d"],
+            &["--include", "*.txt", "--exclude", "*"],
+        );
+        assert_eq!(deleted, Vec::<String>::new(), "{}", store.name());
+        assert_eq!(
+            store.paths(),
+            ["a.bin", "a.txt", "d/b.txt", "keep.txt"],
+            "{}",
+            store.name()
+        );
+    }
+}
+
+/// `state files PATTERN` reads PATTERN as `--exclude` does (gitignore
+/// syntax): a directory takes everything under it, a name without `/`
+/// matches at any depth, a leading `/` anchors to the top.
+#[test]
+fn state_files_takes_the_filters_patterns() {
+    let env = TestEnv::new();
+    tree_of(&env, &["a.txt", "docs/a.txt", "docs/sub/r.pdf", "other/docs.txt"]);
+    let store = env.root().join("store");
+    env.backup_ok(store.to_str().unwrap(), &[]);
+    let listed = |pattern: &str| -> Vec<String> {
+        let mut cmd = env.cmd();
+        cmd.args(["state", "files", "--json", "--state"])
+            .arg(&env.state)
+            .arg(pattern);
+        let r = run(cmd);
+        r.expect_code(0);
+        r.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(listed("docs/"), ["docs/a.txt", "docs/sub/r.pdf"]);
+    assert_eq!(listed("docs"), ["docs/a.txt", "docs/sub/r.pdf"]);
+    assert_eq!(listed("/a.txt"), ["a.txt"]);
+    assert_eq!(listed("a.txt"), ["a.txt", "docs/a.txt"]);
+    assert_eq!(listed("*.pdf"), ["docs/sub/r.pdf"]);
+    assert_eq!(listed("**/sub/*.pdf"), ["docs/sub/r.pdf"]);
+}

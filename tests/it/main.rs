@@ -68,6 +68,7 @@ mod ownfiles;
 mod progress_out;
 mod props;
 mod rclone;
+mod readonly_state;
 mod restore;
 mod restore_local;
 mod security;

@@ -117,3 +117,218 @@ fn unknown_half_given_and_taken_names_are_clear_errors() {
     cmd.args(["backup", "--state"]).arg(&env.state);
     run(cmd).expect_code(2);
 }
+
+/// The local store's files (outside the tool's own area), sorted.
+fn stored(store: &std::path::Path) -> Vec<String> {
+    files_of(store)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !p.starts_with(".s3backup/"))
+        .collect()
+}
+
+/// `s3backup backup WORDS... --state STATE` run from `cwd`.
+fn backup_in(env: &TestEnv, cwd: &std::path::Path, words: &[&str]) -> Run {
+    let mut cmd = env.cmd();
+    cmd.current_dir(cwd)
+        .arg("backup")
+        .args(words)
+        .arg("--state")
+        .arg(&env.state);
+    run(cmd)
+}
+
+/// `sets --json`, parsed.
+fn sets_json(env: &TestEnv) -> Vec<serde_json::Value> {
+    let mut cmd = env.cmd();
+    cmd.args(["sets", "--json", "--state"]).arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The ETag the state file records for `path`.
+fn recorded_etag(env: &TestEnv, path: &str) -> Option<String> {
+    let mut cmd = env.cmd();
+    cmd.args(["state", "files", "--json", "--state"]).arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == path)
+        .map(|v| v["etag"].as_str().unwrap().to_owned())
+}
+
+/// An option typed when running by name wins even when it equals its
+/// default: a set saved with a 5 MiB multipart threshold, run with
+/// `--multipart-threshold 64MiB` (the default), sends a 6 MiB file whole
+/// (one PUT: an ETag without a part count), not in parts.
+#[test]
+fn an_option_typed_with_its_default_value_wins_over_the_saved_one() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    env.backup_ok(
+        TARGET,
+        &["--set", "docs", "--multipart-threshold", "5MiB", "--jobs", "4"],
+    );
+    env.write("big.bin", noise(6 << 20, 7));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = by_name(
+        &env,
+        "docs",
+        elsewhere.path(),
+        &["--json", "--multipart-threshold", "64MiB", "--jobs", "16"],
+    );
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1, "{}", r.show());
+    let etag = recorded_etag(&env, "big.bin").expect("big.bin stored");
+    assert!(
+        !etag.contains('-'),
+        "sent whole, as --multipart-threshold 64MiB says (ETag {etag})"
+    );
+    // Not typed: the saved 5 MiB threshold applies again.
+    env.write("big2.bin", noise(6 << 20, 8));
+    by_name(&env, "docs", elsewhere.path(), &["--json"]).expect_code(0);
+    let etag = recorded_etag(&env, "big2.bin").expect("big2.bin stored");
+    assert!(
+        etag.contains('-'),
+        "sent in parts by the saved threshold (ETag {etag})"
+    );
+}
+
+/// A saved `--delete` is turned off for one run with `--no-delete`, and
+/// every saved flag has a `--no-` twin in `backup --help`.
+#[test]
+fn saved_flags_are_turned_off_with_their_no_twins() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    env.write("a.txt", "a").write("b.txt", "b");
+    env.backup_ok(store.to_str().unwrap(), &["--set", "docs", "--delete"]);
+    env.remove("a.txt");
+    let r = by_name(&env, "docs", env.root(), &["--json", "--no-delete"]);
+    r.expect_code(0);
+    assert_eq!(r.summary().deleted, 0, "{}", r.show());
+    assert_eq!(stored(&store), ["a.txt", "b.txt"]);
+    // The later of the twins wins.
+    let r = by_name(&env, "docs", env.root(), &["--json", "--no-delete", "--delete"]);
+    r.expect_code(0);
+    assert_eq!(r.summary().deleted, 1, "{}", r.show());
+    assert_eq!(stored(&store), ["b.txt"]);
+
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "--help"]);
+    let r = run(cmd);
+    r.expect_code(0);
+    for flag in ["--no-delete", "--no-follow-symlinks", "--no-path-style"] {
+        assert!(r.stdout.contains(flag), "{flag} in --help\n{}", r.stdout);
+    }
+}
+
+/// A set saved with relative SOURCE, store and `--exclude-from` paths,
+/// run by name from another directory (as cron does), backs up the saved
+/// source into the saved store, and `sets` shows the path it uses.
+#[test]
+fn a_set_saved_with_relative_paths_runs_from_another_directory() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("skip.tmp", "t");
+    std::fs::write(env.root().join("list"), "*.tmp\n").unwrap();
+    let r = backup_in(
+        &env,
+        env.root(),
+        &[
+            "./src",
+            "./store",
+            "--set",
+            "docs",
+            "--exclude-from",
+            "./list",
+            "--json",
+        ],
+    );
+    r.expect_code(0);
+    let store = env.root().join("store");
+    assert_eq!(stored(&store), ["a.txt"]);
+
+    env.write("b.txt", "b");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = by_name(&env, "docs", elsewhere.path(), &["--json"]);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1, "{}", r.show());
+    assert_eq!(stored(&store), ["a.txt", "b.txt"], "into the saved store");
+    assert_eq!(
+        paths_under(elsewhere.path()),
+        Vec::<String>::new(),
+        "nothing written where the run started"
+    );
+    let sets = sets_json(&env);
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let real = std::fs::canonicalize(&store).unwrap();
+    assert_eq!(sets[0]["target"], format!("file://{}", real.display()));
+}
+
+/// A named set follows SOURCE as typed: saved with a symlink that a dump
+/// job then repoints (`current -> day1`, then `-> day2`), the next run by
+/// name backs up day2's content as the same set: unchanged content is not
+/// sent again, the saved `--delete` removes what day2 lacks, no new set
+/// appears, and the run after that finds nothing to do.
+#[test]
+fn a_named_set_follows_a_repointed_symlink() {
+    let env = TestEnv::new();
+    let root = env.root();
+    for (day, files) in [
+        ("day1", &["a.txt", "b.txt"][..]),
+        ("day2", &["a.txt", "c.txt"][..]),
+    ] {
+        std::fs::create_dir_all(root.join(day)).unwrap();
+        for f in files {
+            std::fs::write(root.join(day).join(f), format!("{f} content")).unwrap();
+        }
+    }
+    let link = root.join("current");
+    std::os::unix::fs::symlink("day1", &link).unwrap();
+    let store = root.join("store");
+    let r = backup_in(
+        &env,
+        root,
+        &[
+            link.to_str().unwrap(),
+            store.to_str().unwrap(),
+            "--set",
+            "dump",
+            "--delete",
+            "--json",
+        ],
+    );
+    r.expect_code(0);
+    assert_eq!(stored(&store), ["a.txt", "b.txt"]);
+
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("day2", &link).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = by_name(&env, "dump", elsewhere.path(), &["--json"]);
+    r.expect_code(0);
+    let s = r.summary();
+    assert_eq!(
+        (s.uploaded, s.deleted),
+        (1, 1),
+        "c.txt up, b.txt gone: {}",
+        r.show()
+    );
+    assert_eq!(stored(&store), ["a.txt", "c.txt"]);
+    let sets = sets_json(&env);
+    assert_eq!(sets.len(), 1, "still one set: {sets:?}");
+    assert_eq!(sets[0]["name"], "dump");
+
+    let r = by_name(&env, "dump", elsewhere.path(), &["--json"]);
+    r.expect_code(0);
+    let s = r.summary();
+    assert_eq!((s.uploaded, s.deleted, s.unchanged), (0, 0, 2), "{}", r.show());
+    assert_eq!(sets_json(&env).len(), 1);
+}

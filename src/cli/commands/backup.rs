@@ -23,11 +23,15 @@ pub(crate) async fn run(
     quiet: bool,
     verbose: u8,
 ) -> anyhow::Result<Exit> {
-    let args = sets::resolve(args, state_path)?;
-    let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
+    let sets::Resolved {
+        args,
+        set_source,
+        save,
+    } = sets::resolve(args, state_path)?;
+    let saving = (save && !args.dry_run).then(|| args.clone());
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
-    let opts = options::backup(args, state_path)?;
+    let opts = options::backup(args, state_path, set_source)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
     if let Some(saving) = saving {

@@ -64,7 +64,7 @@ fn open(path: &Path) -> anyhow::Result<StateDb> {
             path.display()
         );
     }
-    Ok(StateDb::open(path)?)
+    Ok(StateDb::open_read_only(path)?)
 }
 
 /// `state sets`: every set, with its totals and last run.
@@ -88,8 +88,10 @@ fn files(db: &StateDb, set: Option<i64>, pattern: Option<&str>, json: bool) -> a
     if !json {
         output::files_heading()?;
     }
+    let pattern = pattern.map(crate::fs::filter::PathPattern::new).transpose()?;
+    let wanted = |path: &str| pattern.as_ref().is_none_or(|p| p.matches(path));
     let mut printed: Result<(), OutputError> = Ok(());
-    db.files_matching(set, pattern, |set_id, f| {
+    db.files_matching(set, wanted, |set_id, f| {
         if printed.is_ok() {
             printed = output::file_row(set_id, &f, json);
         }

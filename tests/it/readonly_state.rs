@@ -1,0 +1,136 @@
+//! Read-only commands never write the state file (issue 13): `state …`
+//! and `sets` open it read-only, so they work on a read-only copy and
+//! beside a backup holding the write lock, and a file too old for them is
+//! left as it is, with the command that upgrades it named.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common::*;
+
+/// Every read-only inspection command line (after `--state FILE`).
+const READERS: &[&[&str]] = &[
+    &["sets"],
+    &["sets", "--json"],
+    &["state", "sets", "--json"],
+    &["state", "files"],
+    &["state", "files", "--json", "*.txt"],
+    &["state", "show", "a.txt"],
+    &["state", "runs", "--json"],
+    &["state", "stats", "--json"],
+];
+
+/// The names and bytes of every file in `dir`.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// A state file with one backed-up set (a.txt, docs/b.txt), closed.
+fn backed_up() -> TestEnv {
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("docs/b.txt", "b");
+    let store = env.root().join("store");
+    env.backup_ok(store.to_str().unwrap(), &["--set", "docs"]);
+    env
+}
+
+/// A copy of the state file, mode 0444, in a 0555 directory, read by a
+/// user who cannot write either (`nobody` when the tests run as root):
+/// every read-only command works and nothing is written there.
+#[test]
+fn read_only_commands_work_on_a_read_only_copy_and_write_nothing() {
+    let env = backed_up();
+    let copy_dir = env.root().join("copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    let copy = copy_dir.join("state.db");
+    std::fs::copy(&env.state, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Let `nobody` reach the copy (the test root is 0700).
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = contents(&copy_dir);
+    for args in READERS {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&copy).args(*args);
+        let r = run(as_nobody_if_root(cmd, env.root()));
+        r.expect_code(0);
+        assert!(!r.stdout.is_empty(), "{args:?} printed nothing\n{}", r.show());
+    }
+    assert_eq!(contents(&copy_dir), before, "the copy's directory is as it was");
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A backup holds the state's write lock for as long as a transaction
+/// lasts; a read-only command does not wait for it (it took an exclusive
+/// transaction to rewrite the schema version, and waited 30 s, then failed).
+#[test]
+fn read_only_commands_run_beside_a_writer_holding_the_lock() {
+    let env = backed_up();
+    let writer = rusqlite::Connection::open(&env.state).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for args in READERS {
+        let started = std::time::Instant::now();
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(*args);
+        run(cmd).expect_code(0);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{args:?} waited for the writer"
+        );
+    }
+    writer.execute_batch("ROLLBACK").unwrap();
+}
+
+/// A state file of schema version 1: read-only commands refuse it with one
+/// line naming the commands that upgrade it, and leave it as it is; a
+/// backup upgrades it, after which they read it.
+#[test]
+fn a_state_file_too_old_is_left_alone_and_the_upgrading_command_named() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    {
+        let db = rusqlite::Connection::open(&env.state).unwrap();
+        db.execute_batch(include_str!("../../migrations/0001_initial.sql"))
+            .unwrap();
+        db.execute_batch("PRAGMA user_version = 1").unwrap();
+    }
+    let before = std::fs::read(&env.state).unwrap();
+    for args in READERS {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(*args);
+        let r = run(cmd);
+        r.expect_code(1);
+        let e = r.error_line();
+        for part in ["schema version 1", "older", "s3backup backup", "state rebuild"] {
+            assert!(e.contains(part), "{args:?}: '{part}' in\n{}", r.show());
+        }
+    }
+    assert_eq!(std::fs::read(&env.state).unwrap(), before, "the file was written");
+    let version = |path: &Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&env.state), 1);
+
+    let store = env.root().join("store");
+    env.backup_ok(store.to_str().unwrap(), &[]);
+    assert!(version(&env.state) > 1, "a backup upgrades it");
+    let mut cmd = env.cmd();
+    cmd.arg("--state").arg(&env.state).args(["state", "files"]);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert!(r.stdout.contains("a.txt"), "{}", r.show());
+}
