@@ -310,9 +310,19 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
             opts.dest.display()
         );
         println!(
-            "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories",
-            r.files, r.downloaded, r.unchanged, r.kept, r.failed, r.dirs
+            "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories: restored {}, failed {}",
+            r.files,
+            r.downloaded,
+            r.unchanged,
+            r.kept,
+            r.failed,
+            r.dirs + r.dirs_failed,
+            r.dirs,
+            r.dirs_failed
         );
+        if r.excluded > 0 {
+            println!("  excluded {} by filters", r.excluded);
+        }
         println!(
             "  received {} in {:.2} s",
             indicatif::HumanBytes(r.bytes_received),
@@ -334,8 +344,19 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
         eprintln!("error: {stopped}");
         return Ok(Exit::Error);
     }
-    if r.failed > 0 {
-        eprintln!("error: {} file(s) were not restored", r.failed);
+    if !r.failures.is_empty() {
+        let parts = [
+            (r.failed, "file(s)"),
+            (r.dirs_failed, "director(ies)"),
+            (r.unreadable_entries, "unreadable entr(ies)"),
+            (r.paths_not_found, "requested path(s)"),
+        ];
+        let parts: Vec<String> = parts
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        eprintln!("error: {} were not restored", parts.join(", "));
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
