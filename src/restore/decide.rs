@@ -1,6 +1,6 @@
 //! Deciding, for one file, what the restore does before anything is
 //! fetched: compare what DEST holds under its name with what the backup
-//! recorded ([`compare_local`]), then choose ([`decide`]): leave it (only
+//! recorded (`compare_local`), then choose ([`decide`]): leave it (only
 //! its mtime and mode set), keep it (`--no-clobber`), or fetch it. The
 //! plan is a value ([`Action`]); [`crate::restore::place`] carries it out.
 //!

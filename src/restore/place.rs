@@ -1,6 +1,6 @@
 //! Carrying out each file's [`Action`] (set the metadata of a file found
 //! the same, keep one that differs, or fetch it into place), then, once
-//! every file is written, placing the symlinks ([`place_links`]); the
+//! every file is written, placing the symlinks (`place_links`); the
 //! directories get their modes and mtimes after that, deepest first
 //! ([`Dest::finish_dirs`]), since writing files and links changes them.
 
