@@ -449,3 +449,21 @@ async fn read_and_hash(fetcher: &Fetcher, entry: Entry, key: &str, version: Opti
     };
     (Check::Problem(problem), bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_kinds_keep_their_documented_names() {
+        for (kind, name) in [
+            (ProblemKind::Missing, "missing"),
+            (ProblemKind::Mismatch, "mismatch"),
+            (ProblemKind::Unreadable, "unreadable"),
+            (ProblemKind::DamagedLine, "damaged-line"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(format!("{kind:<13}|"), format!("{name:<13}|"));
+        }
+    }
+}

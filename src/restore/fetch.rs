@@ -489,3 +489,33 @@ impl std::io::Read for ReadAt<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_of_a_snapshots_object_are_final_and_say_so_in_one_line() {
+        let missing = FetchError::from_store(StoreError::NotFound("k".into()), true);
+        assert!(matches!(missing, FetchError::Missing(_)));
+        assert_eq!(missing.to_string(), "missing from the bucket: unrecoverable");
+        let changed = FetchError::from_store(StoreError::Changed("etag".into()), true);
+        assert!(matches!(changed, FetchError::Changed(_)));
+        // From a listing there is nothing else to fetch: the store's own words.
+        let listed = FetchError::from_store(StoreError::NotFound("k".into()), false);
+        assert!(matches!(listed, FetchError::Store(StoreError::NotFound(_))));
+        assert_eq!(listed.to_string(), "not found: k");
+        let hash = FetchError::Hash {
+            expected: "aa".into(),
+            actual: "bb".into(),
+            unrecoverable: true,
+        };
+        assert_eq!(
+            hash.to_string(),
+            "content does not match its blake3 (expected aa, got bb): the object was changed or corrupted; unrecoverable"
+        );
+        for e in [missing, changed, listed, hash] {
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+    }
+}

@@ -553,4 +553,16 @@ fn a_summary_where_directories_fail_counts_files_and_directories_apart() {
         "{}",
         r.show()
     );
+
+    // Leaving `d` out by a filter is a skip, and the summary names it.
+    let r = env.restore(&target, &dest, &["--exclude", "d"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains(
+            "1 files: downloaded 0, unchanged 1, kept 0, failed 0; 0 directories: restored 0, failed 0"
+        ),
+        "{}",
+        r.show()
+    );
+    assert!(r.stdout.contains("excluded 4 by filters"), "{}", r.show());
 }
