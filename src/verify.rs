@@ -10,8 +10,12 @@
 //! A verdict of damage needs proof: a file is *missing* when the store says
 //! it does not exist (404), *mismatched* when what it holds (listed size and
 //! ETag, a version's, or the bytes read whole) differs from the snapshot.
-//! A request that fails is retried as a restore retries it
-//! ([`DOWNLOAD_ATTEMPTS`], a body cut short fetched again from the start);
+//! `--deep` reads each object through the restore's own download
+//! ([`Fetcher::download`]: the same requests, size and blake3 checks, and
+//! retries, [`DOWNLOAD_ATTEMPTS`] in all, a body cut short fetched again
+//! from the start), hashing the bytes instead of writing them, so what
+//! verify calls intact is what a restore accepts. A request that fails is
+//! retried as a restore retries it;
 //! a file that still cannot be read is *unreadable* (network, throttling,
 //! access or storage-class errors, sorted by [`StoreError`] kind): it is
 //! counted and listed apart from the damaged ones, since nothing is known
@@ -24,12 +28,13 @@ use futures::stream::{BoxStream, Peekable};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::fs::scan::EntryKind;
 use crate::manifest::{Entry, ReadError, Reader};
+use crate::restore::fetch::{FetchError, Fetcher};
+use crate::restore::source::Item;
 use crate::snapshots::{self, SnapshotError};
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
-use crate::store::{
-    self, GetRequest, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key,
-};
+use crate::store::{self, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key};
 use crate::target::Target;
 
 /// What to verify.
@@ -52,10 +57,8 @@ pub struct VerifyOptions {
 pub struct Problem {
     /// Relative path.
     pub path: String,
-    /// "missing", "mismatch" or "damaged-line" (damage, in
-    /// [`VerifyReport::problems`]), or "unreadable" (in
-    /// [`VerifyReport::unreadable_files`]).
-    pub kind: &'static str,
+    /// What is wrong.
+    pub kind: ProblemKind,
     /// Details.
     pub detail: String,
 }
@@ -116,15 +119,39 @@ pub enum VerifyError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// [`Problem::kind`] of a file the store says does not exist.
-const MISSING: &str = "missing";
-/// [`Problem::kind`] of a file whose listed size, ETag or bytes differ.
-const MISMATCH: &str = "mismatch";
-/// [`Problem::kind`] of a file that could not be read after retries.
-const UNREADABLE: &str = "unreadable";
-/// [`Problem::kind`] of a manifest line that could not be read (damage of
-/// the snapshot: its path is empty, its detail names the line).
-const DAMAGED_LINE: &str = "damaged-line";
+/// What is wrong with a file, as `--json` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// The store says the file does not exist (404): damage.
+    Missing,
+    /// Its listed size, ETag or bytes differ from the snapshot's: damage.
+    Mismatch,
+    /// It could not be read after retries: nothing is known of its content
+    /// (in [`VerifyReport::unreadable_files`]).
+    Unreadable,
+    /// A manifest line that could not be read (damage of the snapshot: the
+    /// path is empty, the detail names the line).
+    DamagedLine,
+}
+
+impl ProblemKind {
+    /// The name `--json` and the text report use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Missing => "missing",
+            ProblemKind::Mismatch => "mismatch",
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::DamagedLine => "damaged-line",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 enum Check {
     Ok,
@@ -138,6 +165,12 @@ enum Check {
 type Listing<'a> = Peekable<BoxStream<'a, StoreResult<ObjectInfo>>>;
 
 /// Runs one verification.
+///
+/// # Errors
+/// [`VerifyError`]: the target cannot be reached or does not exist, holds
+/// no snapshots, the snapshot is unknown or its manifest unreadable or cut
+/// short, or the listing failed. Damaged or unreadable files are not
+/// errors: they are in the report.
 pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let target_text = opts.target.to_string();
@@ -176,9 +209,50 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         format!("{prefix}/")
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
-    let prefix = prefix.to_string();
-    let snapshot_id = snapshot.id.clone();
-    let checks = futures::stream::try_unfold((reader, listing), move |(mut reader, mut listing)| {
+    let checks = walk(reader, listing, prefix.to_string(), snapshot.id.clone());
+    let fetcher = &Fetcher::new(store.clone(), opts.jobs);
+    let store = &*store;
+    let deep = opts.deep;
+    let mut results = checks
+        .map_ok(|check| async move {
+            Ok::<_, Step>(match check {
+                Check::Read(entry, key) if deep => read_and_hash(fetcher, entry, &key, None).await,
+                Check::Read(..) => (Check::Ok, 0),
+                Check::Version(entry, key, version) => {
+                    if deep {
+                        read_and_hash(fetcher, entry, &key, Some(version)).await
+                    } else {
+                        (check_version(store, &entry, &key, &version).await, 0)
+                    }
+                }
+                other => (other, 0),
+            })
+        })
+        .try_buffer_unordered(opts.jobs.max(1))
+        .boxed();
+    while let Some(result) = results.next().await {
+        let (check, bytes) = result.map_err(|step| match step {
+            Step::Store(e) => store_err(e),
+            Step::Stopped(e) => VerifyError::Snapshot(e),
+        })?;
+        report.count(check, bytes);
+    }
+    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The manifest's file entries walked beside the listing: one [`Check`]
+/// each (or a damaged line's problem), in manifest order; ends early, with
+/// the reason, when the listing fails or the manifest breaks off.
+fn walk<'a>(
+    reader: Reader<std::fs::File>,
+    listing: Listing<'a>,
+    prefix: String,
+    snapshot_id: String,
+) -> impl futures::Stream<Item = Result<Check, Step>> + 'a {
+    futures::stream::try_unfold((reader, listing), move |(mut reader, mut listing)| {
         let prefix = prefix.clone();
         let snapshot_id = snapshot_id.clone();
         async move {
@@ -188,7 +262,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
                 Err(ReadError::Line { line, reason }) => {
                     let problem = Problem {
                         path: String::new(),
-                        kind: DAMAGED_LINE,
+                        kind: ProblemKind::DamagedLine,
                         detail: format!("snapshot {snapshot_id}: manifest line {line}: {reason}"),
                     };
                     return Ok(Some((Check::Problem(problem), (reader, listing))));
@@ -204,57 +278,31 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
             let check = compare(entry, key, &mut listing).await.map_err(Step::Store)?;
             Ok(Some((check, (reader, listing))))
         }
-    });
-    let store = &*store;
-    let deep = opts.deep;
-    let mut results = checks
-        .map_ok(|check| async move {
-            Ok::<_, Step>(match check {
-                Check::Read(entry, key) if deep => read_and_hash(store, &entry, &key, None).await,
-                Check::Read(..) => (Check::Ok, 0),
-                Check::Version(entry, key, version) => {
-                    if deep {
-                        read_and_hash(store, &entry, &key, Some(&version)).await
-                    } else {
-                        (check_version(store, &entry, &key, &version).await, 0)
-                    }
-                }
-                other => (other, 0),
-            })
-        })
-        .try_buffer_unordered(opts.jobs.max(1))
-        .boxed();
-    while let Some(result) = results.next().await {
-        let (check, bytes) = result.map_err(|step| match step {
-            Step::Store(e) => store_err(e),
-            Step::Stopped(e) => VerifyError::Snapshot(e),
-        })?;
-        report.bytes_checked += bytes;
-        match check {
-            Check::Problem(p) => {
-                match p.kind {
-                    MISSING => report.missing += 1,
-                    UNREADABLE => report.unreadable += 1,
-                    DAMAGED_LINE => report.damaged_lines += 1,
-                    _ => report.mismatched += 1,
-                }
-                report.files += u64::from(p.kind != DAMAGED_LINE);
-                if p.kind == UNREADABLE {
-                    report.unreadable_files.push(p);
-                } else {
-                    report.problems.push(p);
-                }
-            }
-            _ => {
-                report.files += 1;
-                report.ok += 1
-            }
+    })
+}
+
+impl VerifyReport {
+    /// Counts one file's verdict (and the bytes read for it).
+    fn count(&mut self, check: Check, bytes: u64) {
+        self.bytes_checked += bytes;
+        let Check::Problem(p) = check else {
+            self.files += 1;
+            self.ok += 1;
+            return;
+        };
+        match p.kind {
+            ProblemKind::Missing => self.missing += 1,
+            ProblemKind::Unreadable => self.unreadable += 1,
+            ProblemKind::DamagedLine => self.damaged_lines += 1,
+            ProblemKind::Mismatch => self.mismatched += 1,
+        }
+        self.files += u64::from(p.kind != ProblemKind::DamagedLine);
+        if p.kind == ProblemKind::Unreadable {
+            self.unreadable_files.push(p);
+        } else {
+            self.problems.push(p);
         }
     }
-    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
-    report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
 }
 
 /// Why the walk over the manifest and the listing ended early.
@@ -315,13 +363,13 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
     Ok(match found {
         None => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
-            None => problem(MISSING, format!("no object '{key}'")),
+            None => problem(ProblemKind::Missing, format!("no object '{key}'")),
         },
         Some(o) if o.size == entry.size && etags_agree(&o.etag, &entry.etag) => Check::Read(entry, key),
         Some(o) => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
             None => problem(
-                MISMATCH,
+                ProblemKind::Mismatch,
                 format!(
                     "object has size {} and ETag {}, snapshot recorded {} and {}",
                     o.size, o.etag, entry.size, entry.etag
@@ -349,65 +397,73 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
     match retry_n(DOWNLOAD_ATTEMPTS, key, || store.head(key, Some(version))).await {
         Ok(h) if h.size == entry.size && etags_agree(&h.etag, &entry.etag) => Check::Ok,
         Ok(h) => problem(
-            MISMATCH,
+            ProblemKind::Mismatch,
             format!("version {version} has size {} and ETag {}", h.size, h.etag),
         ),
-        Err(StoreError::NotFound(e)) => problem(MISSING, format!("version {version}: {e}")),
-        Err(e) => problem(UNREADABLE, format!("version {version}: cannot check: {e}")),
+        Err(StoreError::NotFound(e)) => problem(ProblemKind::Missing, format!("version {version}: {e}")),
+        Err(e) => problem(
+            ProblemKind::Unreadable,
+            format!("version {version}: cannot check: {e}"),
+        ),
     }
 }
 
-/// Downloads the object (or the recorded version) whole and compares its
-/// length and blake3 with the snapshot. Returns the verdict and the bytes
-/// hashed. A failed request or a body cut short is fetched again from the
-/// start, [`DOWNLOAD_ATTEMPTS`] times in all for transient errors; only a
-/// body read to its end can be a mismatch.
-async fn read_and_hash(
-    store: &dyn ObjectStore,
-    entry: &Entry,
-    key: &str,
-    version: Option<&str>,
-) -> (Check, u64) {
-    let problem = |kind, detail: String| {
-        Check::Problem(Problem {
-            path: entry.path.clone(),
-            kind,
-            detail,
-        })
-    };
-    let req = GetRequest {
+/// Downloads the object (or the recorded version) whole through the
+/// restore's download ([`Fetcher::download`], retries included) and checks
+/// its length and blake3 against the snapshot. Returns the verdict and the
+/// bytes hashed: a 404 is missing, bytes read to their end that differ are
+/// a mismatch, anything else (the store kept failing) unreadable.
+async fn read_and_hash(fetcher: &Fetcher, entry: Entry, key: &str, version: Option<String>) -> (Check, u64) {
+    let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
+    let size = entry.size;
+    let item = Item {
         version_id: version,
-        ..GetRequest::default()
+        ..Item::from_manifest(entry, kind)
     };
-    let read = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
-        let (remote, mut chunks) = store.get(key, req).await?;
-        let mut hasher = blake3::Hasher::new();
-        let mut bytes = 0u64;
-        while let Some(chunk) = chunks.try_next().await? {
-            bytes += chunk.len() as u64;
-            tokio::task::block_in_place(|| hasher.update(&chunk));
+    let (kind, detail, bytes) = match fetcher.download(key, &item, None).await {
+        Ok(got) => return (Check::Ok, got.received),
+        Err(FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e))) => {
+            (ProblemKind::Missing, e, 0)
         }
-        if bytes < remote.size {
-            // The store announced more than arrived: the connection, not the object.
-            return Err(StoreError::Transient(format!(
-                "downloading '{key}': the body ended after {bytes} of {} bytes",
-                remote.size
-            )));
-        }
-        Ok((hasher.finalize().to_hex().to_string(), bytes))
-    })
-    .await;
-    let (actual, bytes) = match read {
-        Ok(read) => read,
-        Err(StoreError::NotFound(e)) => return (problem(MISSING, e), 0),
-        Err(e) => return (problem(UNREADABLE, format!("cannot read: {e}")), 0),
+        Err(FetchError::Changed(e)) => (
+            ProblemKind::Mismatch,
+            format!("changed since the snapshot: {e}"),
+            0,
+        ),
+        Err(FetchError::Size { got, .. }) => (
+            ProblemKind::Mismatch,
+            format!("content has {got} bytes, snapshot recorded {size}"),
+            got,
+        ),
+        Err(FetchError::Hash { expected, actual, .. }) => (
+            ProblemKind::Mismatch,
+            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
+            size,
+        ),
+        Err(e) => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
     };
-    if bytes != entry.size || (!entry.blake3.is_empty() && actual != entry.blake3) {
-        let detail = format!(
-            "content has {bytes} bytes and blake3 {actual}, snapshot recorded {} and {}",
-            entry.size, entry.blake3
-        );
-        return (problem(MISMATCH, detail), bytes);
+    let problem = Problem {
+        path: item.path,
+        kind,
+        detail,
+    };
+    (Check::Problem(problem), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_kinds_keep_their_documented_names() {
+        for (kind, name) in [
+            (ProblemKind::Missing, "missing"),
+            (ProblemKind::Mismatch, "mismatch"),
+            (ProblemKind::Unreadable, "unreadable"),
+            (ProblemKind::DamagedLine, "damaged-line"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(format!("{kind:<13}|"), format!("{name:<13}|"));
+        }
     }
-    (Check::Ok, bytes)
 }

@@ -155,14 +155,19 @@ pub(crate) fn restore_summary(opts: &RestoreOptions, r: &RestoreReport) -> Resul
         opts.dest.display()
     )?;
     outln!(
-        "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories",
+        "  {} files: downloaded {}, unchanged {}, kept {}, failed {}; {} directories: restored {}, failed {}",
         r.files,
         r.downloaded,
         r.unchanged,
         r.kept,
         r.failed,
-        r.dirs
+        r.dirs + r.dirs_failed,
+        r.dirs,
+        r.dirs_failed
     )?;
+    if r.excluded > 0 {
+        outln!("  excluded {} by filters", r.excluded)?;
+    }
     outln!(
         "  received {} in {:.2} s",
         indicatif::HumanBytes(r.bytes_received),

@@ -45,6 +45,7 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 
 use crate::fs::confine::{ConfineError, Create, Dir, Root};
 use crate::report::Failure;
+use crate::restore::meta::{DirMeta, ModePolicy};
 
 /// Prefix of every temporary name a restore makes in DEST (files, and
 /// symlinks before they are renamed into place). Only names with it are
@@ -64,54 +65,6 @@ const CACHED_DIRS: usize = 256;
 /// another restore's sweep keeps removing them (it can only win the short
 /// window between creating a file and locking it).
 const TEMP_ATTEMPTS: usize = 4;
-
-/// A directory's recorded metadata from a snapshot's directory entry.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirMeta {
-    /// mtime, nanoseconds since the epoch.
-    pub mtime_ns: Option<i64>,
-    /// Permission bits (octal value, as recorded).
-    pub mode: Option<u32>,
-}
-
-/// Which mode bits a restore applies, and how many special bits it left out.
-#[derive(Debug, Default)]
-pub struct ModePolicy {
-    preserve_special: bool,
-    dropped: AtomicU64,
-    example: Mutex<Option<String>>,
-}
-
-impl ModePolicy {
-    /// A policy keeping setuid/setgid/sticky bits only when `preserve_special`.
-    pub fn new(preserve_special: bool) -> Self {
-        Self {
-            preserve_special,
-            ..Self::default()
-        }
-    }
-
-    /// The bits to set for `path` (its text form, for the notice): the
-    /// permission bits, plus the special ones (`0o7000`) when preserved.
-    /// Counts each entry whose special bits are dropped.
-    pub fn apply(&self, path: &str, mode: u32) -> u32 {
-        let mode = mode & 0o7777;
-        if self.preserve_special || mode & 0o7000 == 0 {
-            return mode;
-        }
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut example) = self.example.lock() {
-            example.get_or_insert_with(|| path.to_string());
-        }
-        mode & 0o777
-    }
-
-    /// How many entries had special bits dropped, and the first of them.
-    pub fn dropped(&self) -> (u64, Option<String>) {
-        let example = self.example.lock().ok().and_then(|e| e.clone());
-        (self.dropped.load(Ordering::Relaxed), example)
-    }
-}
 
 /// DEST, opened once; see the module doc.
 #[derive(Debug)]
@@ -309,7 +262,7 @@ impl Dest {
     #[cfg(unix)]
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> io::Result<()> {
         let (dir, _) = self.root.open_dir(rel, Create::No)?;
-        crate::restore::fetch::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
+        crate::restore::meta::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
     }
 
     /// Sets a directory's mtime relative to DEST's handle (cap-std keeps
@@ -318,7 +271,7 @@ impl Dest {
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, _mode: Option<u32>) -> io::Result<()> {
         self.root.open_dir(rel, Create::No)?;
         if let Some(ns) = mtime_ns {
-            let t = cap_std::time::SystemTime::from_std(crate::restore::fetch::system_time(ns));
+            let t = cap_std::time::SystemTime::from_std(crate::restore::meta::system_time(ns));
             self.root
                 .dir()
                 .set_times(rel, None, Some(cap_fs_ext::SystemTimeSpec::Absolute(t)))?;
@@ -438,7 +391,7 @@ fn sweep(dir: &Dir) -> u64 {
         };
         let gone = if kind.is_symlink() {
             // A link is made and renamed within microseconds; a placer that
-            // loses it here makes another (see `download::place_link`).
+            // loses it here makes another (see `crate::restore::place::place_link`).
             dir.remove_file_or_symlink(&name).map(|()| true)
         } else if kind.is_file() {
             remove_if_abandoned(dir, &name)
@@ -548,7 +501,7 @@ mod tests {
         std::fs::create_dir(tmp.path().join("d")).unwrap();
         let root = Root::open(tmp.path()).unwrap();
         let (dir, _) = root.open_dir(Path::new("d"), Create::No).unwrap();
-        crate::restore::fetch::set_file_times_and_mode(
+        crate::restore::meta::set_file_times_and_mode(
             &dir_file(&dir).unwrap(),
             Some(1_000_000_000_000_000_000),
             Some(0o750),
@@ -557,17 +510,5 @@ mod tests {
         let md = std::fs::metadata(tmp.path().join("d")).unwrap();
         assert_eq!(md.permissions().mode() & 0o7777, 0o750);
         assert_eq!(crate::fs::scan::mtime_ns(&md), 1_000_000_000_000_000_000);
-    }
-
-    #[test]
-    fn special_bits_are_dropped_and_counted_unless_preserved() {
-        let drop = ModePolicy::new(false);
-        assert_eq!(drop.apply("a", 0o4777), 0o777);
-        assert_eq!(drop.apply("b", 0o644), 0o644);
-        assert_eq!(drop.apply("c", 0o1777), 0o777);
-        assert_eq!(drop.dropped(), (2, Some("a".to_string())));
-        let keep = ModePolicy::new(true);
-        assert_eq!(keep.apply("a", 0o104777), 0o4777);
-        assert_eq!(keep.dropped().0, 0);
     }
 }

@@ -1,12 +1,18 @@
-//! Fetching one object into place, correctly: into a temporary file beside
-//! the final name, checked against its blake3, given its mode and mtime,
-//! then renamed, so a reader never sees a half-written file under the real
-//! name and a failed check leaves the old file untouched.
+//! Fetching one object, correctly: the download (one GET, or parallel
+//! byte ranges for a large object), retried from the start when a body is
+//! cut short, checked against its size and blake3; for a restore, into a
+//! temporary file beside the final name, given its mode and mtime, then
+//! renamed, so a reader never sees a half-written file under the real name
+//! and a failed check leaves the old file untouched.
 //!
-//! Every local step (the comparison with what DEST holds, the temporary
-//! file, the rename, the times and modes) works on a directory handle
-//! reached without following links ([`crate::restore::dest`]) and on the entry's
-//! own handle, never on a path that a symlink could redirect.
+//! `verify --deep` runs the same download ([`Fetcher::download`]) with no
+//! file: the bytes are hashed and dropped, so what verify calls intact is
+//! what a restore would accept.
+//!
+//! Every local step (the temporary file, the rename, the times and modes)
+//! works on a directory handle reached without following links
+//! ([`crate::restore::dest`]) and on the entry's own handle, never on a
+//! path that a symlink could redirect.
 //!
 //! Small objects come in one GET and are hashed as they stream in; large
 //! ones come as parallel byte ranges written at their offsets, then hashed.
@@ -16,29 +22,128 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use crate::fs::confine::Dir;
-use crate::restore::Item;
-use crate::restore::dest::{ModePolicy, TempFile};
+use crate::fs::scan::EntryKind;
+use crate::restore::dest::TempFile;
+use crate::restore::meta::{ModePolicy, set_file_times_and_mode};
+use crate::restore::source::Item;
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
 
 /// Objects larger than this are fetched as parallel ranges.
-pub const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
+const RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Size of each range.
-pub const RANGE_SIZE: u64 = 16 * 1024 * 1024;
+const RANGE_SIZE: u64 = 16 * 1024 * 1024;
 /// Objects up to this size are written, hashed and put in place on the
 /// async thread itself: that work takes microseconds, and handing it to
 /// another thread (`block_in_place`) costs a thread wake-up each time,
 /// which for a tree of small files was most of the restore's system time.
 const INLINE_MAX: u64 = 256 * 1024;
+
+/// The longest symlink target accepted from a store (Linux's PATH_MAX).
+const MAX_LINK_TARGET: u64 = 4096;
+
+/// Why one object could not be fetched or put in place. The Display is the
+/// one line the user sees after the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A snapshot's object was replaced since (no version recorded to ask for).
+    #[error("changed in the bucket since this snapshot and no version of it is recorded: unrecoverable")]
+    Changed(String),
+    /// A snapshot's object is gone (the store's detail inside).
+    #[error("missing from the bucket: unrecoverable")]
+    Missing(String),
+    /// The store failed, after retries.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The body read to its end has another length than recorded.
+    #[error("size mismatch: got {got} bytes, expected {expected}")]
+    Size {
+        /// Bytes received.
+        got: u64,
+        /// Bytes the manifest (or the store) announced.
+        expected: u64,
+    },
+    /// The bytes read whole do not hash to the recorded blake3.
+    #[error(
+        "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
+        if *unrecoverable { "; unrecoverable" } else { "" }
+    )]
+    Hash {
+        /// The recorded hash (hex).
+        expected: String,
+        /// The hash of the bytes received (hex).
+        actual: String,
+        /// No other version to fetch (a snapshot's object without a version).
+        unrecoverable: bool,
+    },
+    /// A range request answered with fewer bytes than asked.
+    #[error("range at {offset} returned {got} of {len} bytes")]
+    ShortRange {
+        /// First byte of the range.
+        offset: u64,
+        /// Bytes received.
+        got: u64,
+        /// Bytes asked for.
+        len: u64,
+    },
+    /// A symlink's content is longer than any link target can be.
+    #[error("symlink target of {0} bytes is too long")]
+    LinkTooLong(u64),
+    /// A directory stands where a file goes (never replaced).
+    #[error("'{}' is a directory; not replacing it with a file", .0.display())]
+    DirInTheWay(PathBuf),
+    /// A local step on a named path failed.
+    #[error("{what} '{}': {source}", path.display())]
+    Local {
+        /// The step: "checking", "reading", "writing", "creating a temporary file in".
+        what: &'static str,
+        /// The path under DEST.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A directory on the way in DEST is a link or a file, or cannot be reached.
+    #[error(transparent)]
+    Confine(#[from] crate::fs::confine::ConfineError),
+    /// Reading back the temporary file failed.
+    #[error("{what}: {source}")]
+    Download {
+        /// The step, e.g. "re-reading the download".
+        what: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    /// A store error as this item's failure: for an object a snapshot
+    /// recorded without a version, "changed" and "not found" are final.
+    fn from_store(e: StoreError, from_manifest: bool) -> Self {
+        match e {
+            StoreError::Changed(d) if from_manifest => FetchError::Changed(d),
+            StoreError::NotFound(d) if from_manifest => FetchError::Missing(d),
+            other => FetchError::Store(other),
+        }
+    }
+}
+
+/// What a download brought: the object as the store described it, and
+/// the bytes received (read whole, checked against size and blake3).
+#[derive(Debug)]
+pub struct Downloaded {
+    /// The object's metadata, from the first response.
+    pub remote: RemoteObject,
+    /// Bytes received.
+    pub received: u64,
+}
 
 /// Downloads objects with at most `jobs` requests in flight.
 pub struct Fetcher {
@@ -78,28 +183,6 @@ pub enum Fetched {
     },
 }
 
-/// The longest symlink target accepted from a store (Linux's PATH_MAX).
-const MAX_LINK_TARGET: u64 = 4096;
-
-/// How a local file compares with the remote one.
-#[derive(Debug)]
-pub enum Local {
-    /// Nothing there.
-    Missing,
-    /// Same content; only metadata may need setting.
-    Same {
-        /// mtime to set.
-        mtime_ns: Option<i64>,
-        /// mode to set (as recorded: special bits not yet filtered).
-        mode: Option<u32>,
-        /// The file, opened without following a link, to set them through
-        /// (`None` for a symlink, whose own time is set by name).
-        file: Option<File>,
-    },
-    /// Something else is there.
-    Differs,
-}
-
 impl Fetcher {
     /// A fetcher sharing one request limit across all downloads.
     pub fn new(store: Arc<dyn ObjectStore>, jobs: usize) -> Self {
@@ -109,6 +192,11 @@ impl Fetcher {
             requests: Semaphore::new(jobs),
             jobs,
         }
+    }
+
+    /// The store fetched from (for a HEAD, which takes no request slot).
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.store
     }
 
     async fn get(&self, key: &str, req: GetRequest<'_>) -> Result<(RemoteObject, ByteChunks), StoreError> {
@@ -121,114 +209,30 @@ impl Fetcher {
     }
 
     /// Fetches one object into place (or, for a symlink, its target).
-    pub async fn fetch(&self, f: Fetch<'_>) -> Result<Fetched, String> {
+    ///
+    /// # Errors
+    /// [`FetchError`]: the download failed or its bytes are not the
+    /// recorded ones (see [`Fetcher::download`]), or a local step failed;
+    /// the old file, if any, is left untouched.
+    pub async fn fetch(&self, f: Fetch<'_>) -> Result<Fetched, FetchError> {
         let item = f.item;
-        let unrecoverable = |e: StoreError| match e {
-            StoreError::Changed(_) if item.from_manifest => {
-                "changed in the bucket since this snapshot and no version of it is recorded: unrecoverable"
-                    .to_string()
-            }
-            StoreError::NotFound(_) if item.from_manifest => {
-                "missing from the bucket: unrecoverable".to_string()
-            }
-            other => other.to_string(),
-        };
-        let tmp = TempFile::create(f.dir).map_err(|e| {
-            let at = f.shown.parent().unwrap_or(f.shown);
-            format!("creating a temporary file in '{}': {e}", at.display())
+        let tmp = TempFile::create(f.dir).map_err(|source| FetchError::Local {
+            what: "creating a temporary file in",
+            path: f.shown.parent().unwrap_or(f.shown).to_path_buf(),
+            source,
         })?;
-        let pin_version = item.version_id.as_deref();
-        let first_len = if item.size > RANGE_THRESHOLD {
-            RANGE_SIZE
-        } else {
-            item.size
-        };
-        // The blake3 decides whether the bytes are the snapshot's; an ETag also
-        // changes on metadata-only updates, so it is a condition only when no hash is known.
-        let req = GetRequest {
-            version_id: pin_version,
-            if_match: if pin_version.is_none() && item.blake3.is_none() {
-                item.etag.as_deref()
-            } else {
-                None
-            },
-            range: (item.size > RANGE_THRESHOLD).then_some((0, first_len)),
-        };
         let file = tmp.file();
-        let inline = item.size <= INLINE_MAX;
-        // Only a retry empties the file: on ext4, truncating a file to zero
-        // makes its close start writeback (the replace-via-truncate guard),
-        // which for a tree of small files costs more than the downloads.
-        let written = &std::sync::atomic::AtomicBool::new(false);
-        // A body cut short is fetched again from the start: the SDK retries
-        // a request only until its headers arrive.
-        let (remote, mut hasher, mut received) = retry_n(DOWNLOAD_ATTEMPTS, f.key, || async move {
-            if written.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                file.set_len(0)
-                    .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
-            }
-            let (remote, chunks) = self.get(f.key, req).await?;
-            written.store(true, std::sync::atomic::Ordering::Relaxed);
-            if item.from_manifest && pin_version.is_none() && remote.size != item.size {
-                return Err(StoreError::Changed(format!(
-                    "object has {} bytes, the snapshot recorded {}",
-                    remote.size, item.size
-                )));
-            }
-            let mut hasher = blake3::Hasher::new();
-            let received = write_chunks(file, 0, chunks, Some(&mut hasher), inline).await?;
-            Ok((remote, hasher, received))
-        })
-        .await
-        .map_err(unrecoverable)?;
-        if remote.size > received {
-            // Large object: the rest in parallel ranges, pinned to what we started with.
-            let etag = remote.etag.clone();
-            let rest = fetch_ranges(self, f.key, &remote, &etag, received, file).await?;
-            received += rest;
-            let reread = file
-                .try_clone()
-                .map_err(|e| format!("re-reading the download: {e}"))?;
-            hasher = tokio::task::spawn_blocking(move || {
-                let mut h = blake3::Hasher::new();
-                h.update_reader(ReadAt::new(&reread))?;
-                Ok::<_, std::io::Error>(h)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("re-reading the download: {e}"))?;
-        }
-        if received != remote.size || (item.from_manifest && received != item.size) {
-            return Err(format!(
-                "size mismatch: got {received} bytes, expected {}",
-                if item.from_manifest {
-                    item.size
-                } else {
-                    remote.size
-                }
-            ));
-        }
-        let actual = hasher.finalize().to_hex().to_string();
-        if let Some(expected) = item.blake3.as_ref().or(remote.blake3.as_ref())
-            && *expected != actual
-        {
-            return Err(format!(
-                "content does not match its blake3 (expected {expected}, got {actual}): the object was changed or corrupted{}",
-                if item.from_manifest && item.version_id.is_none() {
-                    "; unrecoverable"
-                } else {
-                    ""
-                }
-            ));
-        }
+        let Downloaded { remote, received } = self.download(f.key, item, Some(file)).await?;
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
-        if remote.symlink || item.kind == crate::fs::scan::EntryKind::Symlink {
+        if remote.symlink || item.kind == EntryKind::Symlink {
             if received > MAX_LINK_TARGET {
-                return Err(format!("symlink target of {received} bytes is too long"));
+                return Err(FetchError::LinkTooLong(received));
             }
             let mut target = Vec::with_capacity(received as usize);
-            std::io::copy(&mut ReadAt::new(file), &mut target)
-                .map_err(|e| format!("reading the download: {e}"))?;
+            std::io::copy(&mut ReadAt::new(file), &mut target).map_err(|source| FetchError::Download {
+                what: "reading the download",
+                source,
+            })?;
             return Ok(Fetched::Link {
                 target,
                 mtime_ns: mtime,
@@ -244,29 +248,151 @@ impl Fetcher {
             set_file_times_and_mode(tmp.file(), mtime, Some(mode))?;
             tmp.place(f.name)
         };
-        if inline {
+        if item.size <= INLINE_MAX {
             place()
         } else {
             tokio::task::block_in_place(place)
         }
-        .map_err(|e| format!("writing '{}': {e}", f.shown.display()))?;
+        .map_err(|source| FetchError::Local {
+            what: "writing",
+            path: f.shown.to_path_buf(),
+            source,
+        })?;
         Ok(Fetched::File(received))
+    }
+
+    /// Downloads the object `key` that `item` describes, into `file` when
+    /// given (written at its offsets; a large object as parallel ranges),
+    /// else hashing the bytes and dropping them (one GET). A request that
+    /// fails, or a body cut short, is fetched again from the start,
+    /// [`DOWNLOAD_ATTEMPTS`] times in all for transient errors (with a
+    /// file, the rest of a short body is fetched as ranges instead). Only
+    /// a body read to its end is checked against the size and blake3.
+    ///
+    /// # Errors
+    /// [`FetchError::Missing`] / [`FetchError::Changed`] (a snapshot's
+    /// object gone or replaced), [`FetchError::Size`] /
+    /// [`FetchError::Hash`] (the bytes are not the recorded ones),
+    /// [`FetchError::Store`] (the store failed after retries), or the
+    /// file's own errors.
+    pub async fn download(
+        &self,
+        key: &str,
+        item: &Item,
+        file: Option<&File>,
+    ) -> Result<Downloaded, FetchError> {
+        let pin_version = item.version_id.as_deref();
+        let ranged = file.is_some() && item.size > RANGE_THRESHOLD;
+        // The blake3 decides whether the bytes are the snapshot's; an ETag also
+        // changes on metadata-only updates, so it is a condition only when no hash is known.
+        let req = GetRequest {
+            version_id: pin_version,
+            if_match: if pin_version.is_none() && item.blake3.is_none() {
+                item.etag.as_deref()
+            } else {
+                None
+            },
+            range: ranged.then_some((0, RANGE_SIZE)),
+        };
+        let inline = item.size <= INLINE_MAX;
+        // Only a retry empties the file: on ext4, truncating a file to zero
+        // makes its close start writeback (the replace-via-truncate guard),
+        // which for a tree of small files costs more than the downloads.
+        let written = &AtomicBool::new(false);
+        // A body cut short is fetched again from the start: the SDK retries
+        // a request only until its headers arrive.
+        let (remote, mut hasher, mut received) = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
+            if written.swap(false, Ordering::Relaxed)
+                && let Some(file) = file
+            {
+                file.set_len(0)
+                    .map_err(|e| StoreError::Fatal(format!("writing: {e}")))?;
+            }
+            let (remote, chunks) = self.get(key, req).await?;
+            written.store(true, Ordering::Relaxed);
+            if item.from_manifest && pin_version.is_none() && remote.size != item.size {
+                return Err(StoreError::Changed(format!(
+                    "object has {} bytes, the snapshot recorded {}",
+                    remote.size, item.size
+                )));
+            }
+            let mut hasher = blake3::Hasher::new();
+            let received = write_chunks(file, 0, chunks, Some(&mut hasher), inline).await?;
+            if file.is_none() && received < remote.size {
+                // The store announced more than arrived: the connection, not the object.
+                return Err(StoreError::Transient(format!(
+                    "downloading '{key}': the body ended after {received} of {} bytes",
+                    remote.size
+                )));
+            }
+            Ok((remote, hasher, received))
+        })
+        .await
+        .map_err(|e| FetchError::from_store(e, item.from_manifest))?;
+        if let Some(file) = file
+            && remote.size > received
+        {
+            // Large object: the rest in parallel ranges, pinned to what we started with.
+            received += fetch_ranges(self, key, &remote, received, file).await?;
+            hasher = hash_file(file).await?;
+        }
+        if received != remote.size || (item.from_manifest && received != item.size) {
+            let expected = if item.from_manifest {
+                item.size
+            } else {
+                remote.size
+            };
+            return Err(FetchError::Size {
+                got: received,
+                expected,
+            });
+        }
+        let actual = hasher.finalize().to_hex();
+        if let Some(expected) = item.blake3.as_ref().or(remote.blake3.as_ref())
+            && expected.as_str() != actual.as_str()
+        {
+            return Err(FetchError::Hash {
+                expected: expected.clone(),
+                actual: actual.to_string(),
+                unrecoverable: item.from_manifest && item.version_id.is_none(),
+            });
+        }
+        Ok(Downloaded { remote, received })
     }
 }
 
+/// The blake3 of a file written at its offsets, read back on a blocking thread.
+async fn hash_file(file: &File) -> Result<blake3::Hasher, FetchError> {
+    let reread = |source| FetchError::Download {
+        what: "re-reading the download",
+        source,
+    };
+    let file = file.try_clone().map_err(reread)?;
+    tokio::task::spawn_blocking(move || {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(ReadAt::new(&file))?;
+        Ok::<_, std::io::Error>(h)
+    })
+    .await
+    .map_err(|e| reread(std::io::Error::other(e)))?
+    .map_err(reread)
+}
+
+/// Fetches bytes `start..` of `remote` as parallel ranges into `file`,
+/// each pinned to the first response's version or ETag; returns the bytes written.
 async fn fetch_ranges(
     fetcher: &Fetcher,
     key: &str,
     remote: &RemoteObject,
-    etag: &str,
     start: u64,
     file: &File,
-) -> Result<u64, String> {
+) -> Result<u64, FetchError> {
     let ranges: Vec<(u64, u64)> = (start..remote.size)
         .step_by(RANGE_SIZE as usize)
         .map(|offset| (offset, RANGE_SIZE.min(remote.size - offset)))
         .collect();
     let version = remote.version_id.as_deref();
+    let etag = remote.etag.as_str();
     let written: Vec<u64> = futures::stream::iter(ranges)
         .map(|range| async move {
             let req = GetRequest {
@@ -276,12 +402,16 @@ async fn fetch_ranges(
             };
             let n = retry_n(DOWNLOAD_ATTEMPTS, key, || async move {
                 let (_, chunks) = fetcher.get(key, req).await?;
-                write_chunks(file, range.0, chunks, None, false).await
+                write_chunks(Some(file), range.0, chunks, None, false).await
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(FetchError::Store)?;
             if n != range.1 {
-                return Err(format!("range at {} returned {n} of {} bytes", range.0, range.1));
+                return Err(FetchError::ShortRange {
+                    offset: range.0,
+                    got: n,
+                    len: range.1,
+                });
             }
             Ok(n)
         })
@@ -291,10 +421,11 @@ async fn fetch_ranges(
     Ok(written.iter().sum())
 }
 
-/// Writes a body at `offset`, optionally hashing it; returns the bytes
-/// written. `inline` (small objects only) keeps the work on this thread.
+/// Writes a body at `offset` into `file` (when given), optionally hashing
+/// it; returns the bytes received. `inline` (small objects only) keeps the
+/// work on this thread.
 async fn write_chunks(
-    file: &File,
+    file: Option<&File>,
     mut offset: u64,
     mut chunks: ByteChunks,
     mut hasher: Option<&mut blake3::Hasher>,
@@ -306,7 +437,10 @@ async fn write_chunks(
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&chunk);
             }
-            write_all_at(file, &chunk, offset)
+            match file {
+                Some(file) => write_all_at(file, &chunk, offset),
+                None => Ok(()),
+            }
         };
         if inline {
             write()
@@ -334,13 +468,13 @@ fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
 
 /// Reads a file from its start with positioned reads, leaving any shared
 /// offset alone.
-struct ReadAt<'a> {
+pub(crate) struct ReadAt<'a> {
     file: &'a File,
     offset: u64,
 }
 
 impl<'a> ReadAt<'a> {
-    fn new(file: &'a File) -> Self {
+    pub(crate) fn new(file: &'a File) -> Self {
         Self { file, offset: 0 }
     }
 }
@@ -356,224 +490,32 @@ impl std::io::Read for ReadAt<'_> {
     }
 }
 
-/// Compares what DEST holds at `name` in `dir` (reached without following
-/// links; `shown` is its path, for messages) with the remote entry,
-/// without downloading it. The local file is opened without following a
-/// link, and its hash and metadata come from that handle.
-///
-/// # Errors
-/// A message naming the path: a directory is in the way, or it cannot be read.
-pub async fn compare_local(
-    fetcher: &Fetcher,
-    key: &str,
-    dir: &Dir,
-    name: &OsStr,
-    shown: &Path,
-    item: &Item,
-) -> Result<Local, String> {
-    let md = match dir.symlink_metadata(name) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Local::Missing),
-        Err(e) => return Err(format!("checking '{}': {e}", shown.display())),
-    };
-    if md.is_dir() {
-        return Err(format!(
-            "'{}' is a directory; not replacing it with a file",
-            shown.display()
-        ));
-    }
-    if item.kind == crate::fs::scan::EntryKind::Symlink {
-        let same = md.file_type().is_symlink()
-            && item.blake3.as_ref().is_some_and(|expected| {
-                dir.read_link_contents(name).is_ok_and(|t| {
-                    blake3::hash(t.as_os_str().as_encoded_bytes()).to_hex().as_str() == expected.as_str()
-                })
-            });
-        return Ok(if same {
-            Local::Same {
-                mtime_ns: item.mtime_ns,
-                mode: None,
-                file: None,
-            }
-        } else {
-            Local::Differs
-        });
-    }
-    if !md.is_file() || md.len() != item.size {
-        return Ok(Local::Differs);
-    }
-    let Some((file, md)) =
-        open_regular(dir, name).map_err(|e| format!("reading '{}': {e}", shown.display()))?
-    else {
-        return Ok(Local::Differs);
-    };
-    if md.len() != item.size {
-        return Ok(Local::Differs);
-    }
-    // What we know of the remote file: from the manifest, else from its metadata.
-    let (blake3, mtime, mode) = if item.from_manifest {
-        (item.blake3.clone(), item.mtime_ns, item.mode)
-    } else {
-        let head = fetcher.store.head(key, None).await.map_err(|e| e.to_string())?;
-        (head.blake3, head.mtime_ns.or(head.last_modified_ns), head.mode)
-    };
-    let (file, same) = match blake3 {
-        Some(expected) => {
-            let (file, actual) = tokio::task::spawn_blocking(move || {
-                let mut h = blake3::Hasher::new();
-                h.update_reader(ReadAt::new(&file))?;
-                Ok::<_, std::io::Error>((file, h.finalize().to_hex().to_string()))
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading '{}': {e}", shown.display()))?;
-            (file, actual == expected)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_of_a_snapshots_object_are_final_and_say_so_in_one_line() {
+        let missing = FetchError::from_store(StoreError::NotFound("k".into()), true);
+        assert!(matches!(missing, FetchError::Missing(_)));
+        assert_eq!(missing.to_string(), "missing from the bucket: unrecoverable");
+        let changed = FetchError::from_store(StoreError::Changed("etag".into()), true);
+        assert!(matches!(changed, FetchError::Changed(_)));
+        // From a listing there is nothing else to fetch: the store's own words.
+        let listed = FetchError::from_store(StoreError::NotFound("k".into()), false);
+        assert!(matches!(listed, FetchError::Store(StoreError::NotFound(_))));
+        assert_eq!(listed.to_string(), "not found: k");
+        let hash = FetchError::Hash {
+            expected: "aa".into(),
+            actual: "bb".into(),
+            unrecoverable: true,
+        };
+        assert_eq!(
+            hash.to_string(),
+            "content does not match its blake3 (expected aa, got bb): the object was changed or corrupted; unrecoverable"
+        );
+        for e in [missing, changed, listed, hash] {
+            assert!(!e.to_string().contains('\n'), "{e}");
         }
-        // No hash to compare: size and mtime, as rsync does.
-        None => (file, mtime == Some(crate::fs::scan::mtime_ns(&md))),
-    };
-    // A hard link shares its mode and times with every other name of the
-    // file, maybe one outside DEST: setting them here would change that
-    // one too. Such a file is replaced (a new file renamed over this name)
-    // unless it already has what the restore would set.
-    if same && shares_changed_metadata(&md, mtime, mode) {
-        return Ok(Local::Differs);
-    }
-    Ok(if same {
-        Local::Same {
-            mtime_ns: mtime,
-            mode,
-            file: Some(file),
-        }
-    } else {
-        Local::Differs
-    })
-}
-
-/// Whether `md` is a file with other names (link count above 1) whose
-/// mtime (ns) or mode (the low 12 bits) differs from what a restore sets.
-#[cfg(unix)]
-fn shares_changed_metadata(md: &std::fs::Metadata, mtime_ns: Option<i64>, mode: Option<u32>) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    md.nlink() > 1
-        && (mtime_ns.is_some_and(|t| t != crate::fs::scan::mtime_ns(md))
-            || mode.is_some_and(|m| m & 0o7777 != md.mode() & 0o7777))
-}
-
-/// Windows: a restore sets no mode there, and its times are set on the
-/// name's own handle; hard links are rare enough to treat as unlinked.
-#[cfg(not(unix))]
-fn shares_changed_metadata(_md: &std::fs::Metadata, _mtime_ns: Option<i64>, _mode: Option<u32>) -> bool {
-    false
-}
-
-/// Opens `name` for reading without following a link (nor blocking on a
-/// FIFO swapped in since it was checked); `None` when it is not a regular file.
-fn open_regular(dir: &Dir, name: &OsStr) -> std::io::Result<Option<(File, std::fs::Metadata)>> {
-    let mut opts = cap_std::fs::OpenOptions::new();
-    opts.read(true);
-    opts.follow(FollowSymlinks::No);
-    #[cfg(unix)]
-    {
-        use cap_std::fs::OpenOptionsExt;
-        opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
-    }
-    let file = match dir.open_with(name, &opts) {
-        Ok(f) => f.into_std(),
-        // A link swapped in since the check (ELOOP): not the file compared.
-        Err(_) if dir.symlink_metadata(name).is_ok_and(|md| !md.is_file()) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let md = file.metadata()?;
-    Ok(md.is_file().then_some((file, md)))
-}
-
-/// Sets the own mtime of the symlink `name` in `dir` (never its target's).
-///
-/// # Errors
-/// The system's.
-pub fn set_link_time(dir: &Dir, name: &OsStr, mtime_ns: Option<i64>) -> std::io::Result<()> {
-    if let Some(ns) = mtime_ns {
-        let t = cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(ns)));
-        dir.set_symlink_times(name, None, Some(t))?;
-    }
-    Ok(())
-}
-
-/// Puts a symlink at `name` in `dir` (reached without following links;
-/// `shown` is its path, for messages): made under a temporary name and
-/// renamed over whatever file or link is there; a directory in the way is
-/// refused, never replaced. When another restore's sweep removes the
-/// temporary link before the rename, another is made.
-///
-/// # Errors
-/// The system's, or a message for a directory in the way.
-pub fn place_link(
-    dir: &Dir,
-    name: &OsStr,
-    shown: &Path,
-    target: &[u8],
-    mtime_ns: Option<i64>,
-) -> std::io::Result<()> {
-    if dir.symlink_metadata(name).is_ok_and(|md| md.is_dir()) {
-        return Err(std::io::Error::other(format!(
-            "'{}' is a directory; not replacing it with a symlink",
-            shown.display()
-        )));
-    }
-    #[cfg(unix)]
-    {
-        let mut attempts = 0;
-        loop {
-            let tmp = crate::restore::dest::temp_name("link-");
-            dir.symlink_contents(crate::fs::names::os_string(target.to_vec()), &tmp)?;
-            let placed = set_link_time(dir, &tmp, mtime_ns).and_then(|()| dir.rename(&tmp, dir, name));
-            match placed {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
-                Err(e) => {
-                    let _ = dir.remove_file(&tmp);
-                    return Err(e);
-                }
-                Ok(()) => return Ok(()),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (target, mtime_ns);
-        Err(std::io::Error::other(
-            "symlinks are not supported on this platform",
-        ))
-    }
-}
-
-/// Sets permission bits (Unix; `mode & 0o7777`, already filtered by a
-/// [`ModePolicy`]) and the mtime (nanoseconds since the epoch) through an
-/// open handle of a file or directory: no path lookup a link could
-/// redirect, and no second open.
-///
-/// # Errors
-/// The system's.
-pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    if let Some(ns) = mtime_ns {
-        file.set_times(std::fs::FileTimes::new().set_modified(system_time(ns)))?;
-    }
-    Ok(())
-}
-
-/// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
-pub(crate) fn system_time(ns: i64) -> std::time::SystemTime {
-    let since = std::time::Duration::from_nanos(ns.unsigned_abs());
-    if ns >= 0 {
-        std::time::UNIX_EPOCH + since
-    } else {
-        std::time::UNIX_EPOCH - since
     }
 }

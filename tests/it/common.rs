@@ -600,6 +600,9 @@ pub struct RestoreSummary {
     pub kept: u64,
     pub dirs: u64,
     pub failed: u64,
+    pub dirs_failed: u64,
+    pub unreadable_entries: u64,
+    pub paths_not_found: u64,
     pub bytes_received: u64,
     #[allow(dead_code)]
     pub elapsed_ms: u64,

@@ -498,7 +498,7 @@ fn partial_restore_of_files_and_directories() {
     let r = env.restore(TARGET, &dest4, &["--json", "docs/report.pdf", "nope.txt"]);
     r.expect_code(3);
     let s = r.restore_summary();
-    assert_eq!((s.downloaded, s.failed), (1, 1), "{s:?}");
+    assert_eq!((s.downloaded, s.failed, s.paths_not_found), (1, 0, 1), "{s:?}");
     assert_eq!(s.failed_paths(), ["nope.txt"]);
     assert!(r.stderr.contains("nope.txt"), "{}", r.show());
     assert_eq!(

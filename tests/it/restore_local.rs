@@ -480,3 +480,89 @@ fn a_name_with_a_backslash_round_trips_through_a_local_store() {
         assert_eq!(files(&dest), files(&env.src), "restore {extra:?}");
     }
 }
+
+/// Issue 13: a restore summary counts files and directories apart, and
+/// its numbers add up. DEST holds a file where the snapshot has the
+/// directory `d`: both files under it and both directories fail; on main
+/// the directories were counted as failed files (`3 files: downloaded 1,
+/// failed 4`).
+#[test]
+fn a_summary_where_directories_fail_counts_files_and_directories_apart() {
+    let env = TestEnv::new();
+    let (_store, target) = store_of(&env);
+    env.write("top.txt", "top\n");
+    env.write("d/x.txt", "x\n");
+    env.write("d/sub/y.txt", "y\n");
+    env.backup_ok(&target, &[]);
+
+    let dest = env.root().join("restored");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("d"), "a file where the directory goes\n").unwrap();
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    assert_eq!(
+        (
+            n("files"),
+            n("downloaded"),
+            n("unchanged"),
+            n("kept"),
+            n("failed")
+        ),
+        (3, 1, 0, 0, 2),
+        "{v}"
+    );
+    assert_eq!(
+        n("files"),
+        n("downloaded") + n("unchanged") + n("kept") + n("failed"),
+        "{v}"
+    );
+    assert_eq!((n("dirs"), n("dirs_failed")), (0, 2), "{v}");
+    let s = r.restore_summary();
+    assert_eq!(s.failures.len() as u64, s.failed + s.dirs_failed, "{s:?}");
+    assert_eq!((n("unreadable_entries"), n("paths_not_found")), (0, 0), "{v}");
+    let mut failed: Vec<&str> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["d", "d/sub", "d/sub/y.txt", "d/x.txt"], "{v}");
+    assert_eq!(std::fs::read(dest.join("top.txt")).unwrap(), b"top\n");
+    assert_eq!(
+        std::fs::read(dest.join("d")).unwrap(),
+        b"a file where the directory goes\n",
+        "the file in the way is left alone"
+    );
+
+    // The text summary says the same, and the last line names both kinds.
+    let r = env.restore(&target, &dest, &[]);
+    r.expect_code(3);
+    assert!(
+        r.stdout.contains(
+            "3 files: downloaded 0, unchanged 1, kept 0, failed 2; 2 directories: restored 0, failed 2"
+        ),
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        r.stderr.lines().last(),
+        Some("error: 2 file(s), 2 director(ies) were not restored"),
+        "{}",
+        r.show()
+    );
+
+    // Leaving `d` out by a filter is a skip, and the summary names it.
+    let r = env.restore(&target, &dest, &["--exclude", "d"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains(
+            "1 files: downloaded 0, unchanged 1, kept 0, failed 0; 0 directories: restored 0, failed 0"
+        ),
+        "{}",
+        r.show()
+    );
+    assert!(r.stdout.contains("excluded 4 by filters"), "{}", r.show());
+}

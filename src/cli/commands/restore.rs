@@ -42,8 +42,19 @@ pub(crate) async fn run(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::
         eprintln!("error: {stopped}");
         return Ok(Exit::Error);
     }
-    if r.failed > 0 {
-        eprintln!("error: {} file(s) were not restored", r.failed);
+    if !r.failures.is_empty() {
+        let parts = [
+            (r.failed, "file(s)"),
+            (r.dirs_failed, "director(ies)"),
+            (r.unreadable_entries, "unreadable entr(ies)"),
+            (r.paths_not_found, "requested path(s)"),
+        ];
+        let parts: Vec<String> = parts
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        eprintln!("error: {} were not restored", parts.join(", "));
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)

@@ -1,0 +1,123 @@
+//! Modes and times, set through handles: which mode bits a restore applies
+//! ([`ModePolicy`]: setuid, setgid and sticky bits only with
+//! `--preserve-special-bits`, as `tar` strips them unless asked, counted so
+//! the restore can say how many were dropped), and the calls that set a
+//! mode or an mtime on an open file or directory, or on a symlink itself.
+//! The lowest layer of the restore: it knows nothing of DEST or the store.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_fs_ext::DirExt;
+
+use crate::fs::confine::Dir;
+
+/// A directory's recorded metadata from a snapshot's directory entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirMeta {
+    /// mtime, nanoseconds since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// Permission bits (octal value, as recorded).
+    pub mode: Option<u32>,
+}
+
+/// Which mode bits a restore applies, and how many special bits it left out.
+#[derive(Debug, Default)]
+pub struct ModePolicy {
+    preserve_special: bool,
+    dropped: AtomicU64,
+    example: Mutex<Option<String>>,
+}
+
+impl ModePolicy {
+    /// A policy keeping setuid/setgid/sticky bits only when `preserve_special`.
+    pub fn new(preserve_special: bool) -> Self {
+        Self {
+            preserve_special,
+            ..Self::default()
+        }
+    }
+
+    /// The bits to set for `path` (its text form, for the notice): the
+    /// permission bits, plus the special ones (`0o7000`) when preserved.
+    /// Counts each entry whose special bits are dropped.
+    pub fn apply(&self, path: &str, mode: u32) -> u32 {
+        let mode = mode & 0o7777;
+        if self.preserve_special || mode & 0o7000 == 0 {
+            return mode;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut example) = self.example.lock() {
+            example.get_or_insert_with(|| path.to_string());
+        }
+        mode & 0o777
+    }
+
+    /// How many entries had special bits dropped, and the first of them.
+    pub fn dropped(&self) -> (u64, Option<String>) {
+        let example = self.example.lock().ok().and_then(|e| e.clone());
+        (self.dropped.load(Ordering::Relaxed), example)
+    }
+}
+
+/// Sets the own mtime of the symlink `name` in `dir` (never its target's).
+///
+/// # Errors
+/// The system's.
+pub fn set_link_time(dir: &Dir, name: &OsStr, mtime_ns: Option<i64>) -> std::io::Result<()> {
+    if let Some(ns) = mtime_ns {
+        let t = cap_fs_ext::SystemTimeSpec::Absolute(cap_std::time::SystemTime::from_std(system_time(ns)));
+        dir.set_symlink_times(name, None, Some(t))?;
+    }
+    Ok(())
+}
+
+/// Sets permission bits (Unix; `mode & 0o7777`, already filtered by a
+/// [`ModePolicy`]) and the mtime (nanoseconds since the epoch) through an
+/// open handle of a file or directory: no path lookup a link could
+/// redirect, and no second open.
+///
+/// # Errors
+/// The system's.
+pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<u32>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    if let Some(ns) = mtime_ns {
+        file.set_times(std::fs::FileTimes::new().set_modified(system_time(ns)))?;
+    }
+    Ok(())
+}
+
+/// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
+pub(crate) fn system_time(ns: i64) -> std::time::SystemTime {
+    let since = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + since
+    } else {
+        std::time::UNIX_EPOCH - since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_bits_are_dropped_and_counted_unless_preserved() {
+        let drop = ModePolicy::new(false);
+        assert_eq!(drop.apply("a", 0o4777), 0o777);
+        assert_eq!(drop.apply("b", 0o644), 0o644);
+        assert_eq!(drop.apply("c", 0o1777), 0o777);
+        assert_eq!(drop.dropped(), (2, Some("a".to_string())));
+        let keep = ModePolicy::new(true);
+        assert_eq!(keep.apply("a", 0o104777), 0o4777);
+        assert_eq!(keep.dropped().0, 0);
+    }
+}
