@@ -33,6 +33,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::backup::transfer::{Did, Engine, Journal};
+use crate::cancel::{Cancel, Interrupted};
 use crate::fs::hash;
 use crate::fs::names;
 use crate::fs::scan::{self, EntryKind, ScanEntry};
@@ -73,6 +74,8 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// How to reach S3, and the bandwidth limit (`s3.bandwidth`).
     pub s3: S3Settings,
+    /// Stops the run early and cleanly (Ctrl-C): see [`crate::cancel`].
+    pub cancel: Cancel,
 }
 
 /// What a run did, for the summary and `--json`.
@@ -131,6 +134,11 @@ pub enum BackupError {
     /// SOURCE lies inside the local store it would be backed up to.
     #[error(transparent)]
     Own(#[from] crate::fs::own::OwnError),
+    /// The run was cancelled ([`BackupOptions::cancel`]): the transfers it
+    /// finished are recorded, the run is recorded as interrupted, and
+    /// unfinished multipart uploads stay journaled for the next run.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 /// How many state rows to commit per transaction.
@@ -153,7 +161,9 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         cause: source,
     };
 
-    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let store = store::open_cancellable(&opts.target, &opts.s3, &opts.cancel)
+        .await
+        .map_err(store_err)?;
     let set_target = store::set_target(&opts.target, &*store);
 
     // A dry run never writes the state file: it reads it, or works on a
@@ -292,6 +302,8 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         failed_sources: Vec::new(),
         blocked: Vec::new(),
         pending_marked: false,
+        run_row,
+        cancel: &opts.cancel,
     };
 
     // The walk (merged with a read-only snapshot of the state) runs on a
@@ -311,7 +323,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 Target::S3 { .. } => None,
             },
         );
-        let rehash = opts.rehash;
+        let (rehash, cancel) = (opts.rehash, opts.cancel.clone());
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
@@ -320,6 +332,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 &root,
                 &walk_options,
                 rehash,
+                &cancel,
                 |n| tick.scanned(n),
                 |found| {
                     // The receiver only goes away when the run is failing anyway.
@@ -333,6 +346,8 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         if rx.recv_many(&mut found, CHUNK).await == 0 {
             break;
         }
+        // Cancelled: no new file is started (returning drops `rx`, so the walk stops too).
+        run.check()?;
         let mut chunk = Vec::with_capacity(found.len());
         let mut replaced = Vec::new();
         for f in found {
@@ -358,7 +373,9 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         }
         let mut actions = Vec::new();
         let (hashed_files, hashed_bytes) = (chunk.len() as u64, chunk.iter().map(|(e, _)| e.size).sum());
-        let hashed_chunk = hash_chunk(&source, chunk, &engine).await;
+        let Ok(hashed_chunk) = opts.cancel.run(hash_chunk(&source, chunk, &engine)).await else {
+            return Err(run.interrupted());
+        };
         progress.hashed(hashed_files, hashed_bytes);
         for (entry, old, hashed) in hashed_chunk {
             let hashed = match hashed {
@@ -389,6 +406,8 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let outcome = walker
         .await
         .map_err(|e| BackupError::Manifest(format!("scan task failed: {e}")))??;
+    // A walk cut short by a cancel leaves rows unmatched: they must not be taken for deletions.
+    run.check()?;
     let ScanOutcome {
         mut triage,
         scanned,
@@ -625,9 +644,34 @@ struct RunState<'a> {
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
     pending_marked: bool,
+    /// The run's row in the state file (none in a dry run).
+    run_row: Option<i64>,
+    cancel: &'a Cancel,
 }
 
 impl RunState<'_> {
+    /// `Ok` until the run is cancelled; then see [`Self::interrupted`].
+    fn check(&mut self) -> Result<(), BackupError> {
+        match self.cancel.check() {
+            Ok(()) => Ok(()),
+            Err(Interrupted) => Err(self.interrupted()),
+        }
+    }
+
+    /// Records the run as interrupted, with what it did so far, and
+    /// returns the error that ends it. No manifest is written: the state
+    /// still owes one (`manifest_pending`), and the next run writes it.
+    fn interrupted(&mut self) -> BackupError {
+        if let Some(row) = self.run_row {
+            let mut counts = self.report.counts;
+            counts.failed = self.failures.len() as u64;
+            if let Err(e) = lock(self.db).finish_run(row, RunStatus::Interrupted, &counts, None, None) {
+                tracing::warn!("recording the run as interrupted: {e}");
+            }
+        }
+        BackupError::Interrupted(Interrupted)
+    }
+
     /// Records, before the first remote change, that a manifest is owed.
     fn mark_pending(&mut self) -> Result<(), BackupError> {
         if !self.pending_marked && !self.dry_run {
@@ -711,15 +755,19 @@ impl RunState<'_> {
             return Ok(());
         }
         self.mark_pending()?;
-        let failed = execute(
+        let failed = match execute(
             self.engine,
             actions,
-            self.db,
-            self.set_id,
+            (self.db, self.set_id),
             self.report,
             &mut self.failures,
+            self.cancel,
         )
-        .await?;
+        .await
+        {
+            Err(BackupError::Interrupted(_)) => return Err(self.interrupted()),
+            other => other?,
+        };
         self.failed_sources.extend(failed);
         Ok(())
     }
@@ -727,13 +775,20 @@ impl RunState<'_> {
 
 /// Runs actions `jobs` at a time, counting results and committing state
 /// rows in batches. Returns the sources of copies that failed.
+///
+/// Once `cancel` is cancelled no action starts, and those in flight are
+/// dropped: an action never started gets its taken row back (its object is
+/// as it was); one cut off is handled as a failed one (a delete's row comes
+/// back, another's stays out: its object may have been replaced), but not
+/// reported. The rows of finished actions are committed, then
+/// [`BackupError::Interrupted`] is returned.
 async fn execute(
     engine: &Arc<Engine>,
     actions: Vec<Action>,
-    db: &Mutex<StateDb>,
-    set_id: i64,
+    (db, set_id): (&Mutex<StateDb>, i64),
     report: &mut BackupReport,
     failures: &mut Vec<Failure>,
+    cancel: &Cancel,
 ) -> Result<Vec<String>, BackupError> {
     let mut failed_sources = Vec::new();
     let progress = engine.progress().clone();
@@ -753,16 +808,37 @@ async fn execute(
         taken.into_iter().map(|r| (r.path.clone(), r)).collect();
     let mut results = futures::stream::iter(actions)
         .map(|action| {
-            let engine = engine.clone();
+            let (engine, cancel) = (engine.clone(), cancel.clone());
             async move {
-                let outcome = engine.execute(&action).await;
-                (action, outcome)
+                if cancel.is_cancelled() {
+                    return (action, None);
+                }
+                let outcome = cancel.run(engine.execute(&action)).await;
+                (action, Some(outcome))
             }
         })
         .buffer_unordered(engine.jobs());
     let mut batch = Vec::with_capacity(STATE_BATCH);
     let mut last_flush = Instant::now();
+    let mut interrupted = false;
     while let Some((action, outcome)) = results.next().await {
+        let outcome = match outcome {
+            Some(Ok(outcome)) => outcome,
+            // Never started: the object is as it was, and so is its row.
+            None => {
+                interrupted = true;
+                batch.extend(taken.remove(action.path()).map(FileChange::Upsert));
+                continue;
+            }
+            // Cut off in flight: as a failure (below), without a report.
+            Some(Err(Interrupted)) => {
+                interrupted = true;
+                if let (Action::Delete(_), Some(old)) = (&action, taken.remove(action.path())) {
+                    batch.push(FileChange::Upsert(old));
+                }
+                continue;
+            }
+        };
         match outcome {
             Ok(done) => {
                 progress.done(action.path(), done.did.label());
@@ -806,6 +882,9 @@ async fn execute(
     }
     drop(results);
     lock(db).apply(set_id, &batch)?;
+    if interrupted {
+        return Err(BackupError::Interrupted(Interrupted));
+    }
     Ok(failed_sources)
 }
 
@@ -843,10 +922,12 @@ fn scan_and_triage(
     root: &Path,
     walk_options: &scan::WalkOptions,
     rehash: bool,
+    cancel: &Cancel,
     tick: impl FnMut(usize),
     found: impl FnMut(plan::Found),
 ) -> Result<ScanOutcome, BackupError> {
-    let walk = scan::walk_with(root, walk_options, tick)?;
+    // A cancelled run stops walking (what it found is then not used).
+    let walk = scan::walk_with(root, walk_options, tick)?.take_while(|_| !cancel.is_cancelled());
     let dir_rows = db.dir_rows(set_id)?;
     let (mut scanned, mut skipped, mut errors, mut excluded) = (0u64, Vec::new(), Vec::new(), Vec::new());
     let entries = walk.filter_map(|item| match item {

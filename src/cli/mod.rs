@@ -6,6 +6,7 @@ pub mod args;
 /// Completion scripts and man pages generated from [`args`].
 pub mod generate;
 pub mod inspect;
+pub mod interrupt;
 pub mod sets;
 pub mod shell;
 
@@ -32,6 +33,10 @@ pub enum Exit {
     Usage = 2,
     /// Some files failed; the rest were done.
     Partial = 3,
+    /// Stopped by Ctrl-C (SIGINT): 128 + 2.
+    Interrupted = 130,
+    /// Stopped by SIGTERM: 128 + 15.
+    Terminated = 143,
 }
 
 /// Runs a parsed command line. `completions` and `man` only print what
@@ -64,9 +69,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Man(args) => man(args, quiet),
         Command::Backup(args) => {
             let (runtime, state_path) = setup()?;
-            runtime.block_on(backup(args, state_path, quiet, verbose))
+            let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+            signals.outcome(runtime.block_on(backup(args, state_path, quiet, verbose, signals.cancel())))
         }
-        Command::Restore(args) => setup()?.0.block_on(restore(args, quiet, verbose)),
+        Command::Restore(args) => {
+            let runtime = setup()?.0;
+            let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+            signals.outcome(runtime.block_on(restore(args, quiet, verbose, signals.cancel())))
+        }
         Command::Snapshots(args) => setup()?.0.block_on(inspect::snapshots(args)),
         Command::Verify(args) => setup()?.0.block_on(inspect::verify(args)),
         Command::State(action) => {
@@ -172,6 +182,7 @@ async fn backup(
     state_path: std::path::PathBuf,
     quiet: bool,
     verbose: u8,
+    cancel: crate::cancel::Cancel,
 ) -> anyhow::Result<Exit> {
     let args = crate::cli::sets::resolve(args, &state_path)?;
     let saving = (args.set.is_some() && !args.dry_run).then(|| args.clone());
@@ -215,6 +226,7 @@ async fn backup(
             bandwidth,
             ..args.s3.into()
         },
+        cancel,
     };
     let json = args.json || args.json_progress;
     let progress = progress_for(args.json_progress, json, quiet, verbose);
@@ -279,7 +291,12 @@ fn print_report(opts: &BackupOptions, r: &BackupReport, quiet: bool) {
     }
 }
 
-async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<Exit> {
+async fn restore(
+    args: RestoreArgs,
+    quiet: bool,
+    verbose: u8,
+    cancel: crate::cancel::Cancel,
+) -> anyhow::Result<Exit> {
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
     check_dest(&args.dest)?;
     let opts = RestoreOptions {
@@ -296,6 +313,7 @@ async fn restore(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<
             bandwidth,
             ..args.s3.into()
         },
+        cancel,
     };
     let json = args.json || args.json_progress;
     let progress = progress_for(args.json_progress, json, quiet, verbose);

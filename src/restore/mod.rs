@@ -26,6 +26,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::cancel::{Cancel, Interrupted};
 use crate::fs::safe_path;
 use crate::fs::scan::EntryKind;
 use crate::report::Failure;
@@ -58,6 +59,8 @@ pub struct RestoreOptions {
     pub filters: crate::fs::filter::Filters,
     /// How to reach S3.
     pub s3: S3Settings,
+    /// Stops the restore early and cleanly (Ctrl-C): see [`crate::cancel`].
+    pub cancel: Cancel,
 }
 
 /// What a restore did.
@@ -131,6 +134,9 @@ pub enum RestoreError {
     /// DEST lies inside the local store restored from.
     #[error(transparent)]
     Own(#[from] crate::fs::own::OwnError),
+    /// The restore was cancelled ([`RestoreOptions::cancel`]) before it finished.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 /// One thing to restore, from a manifest line or a listed object.
@@ -176,7 +182,9 @@ pub async fn run_with_progress(
     };
     // A local store inside DEST is left out (see `own`); DEST inside it is refused.
     let store_in_dest = crate::fs::own::check_dest(&opts.dest, &opts.target)?;
-    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let store = store::open_cancellable(&opts.target, &opts.s3, &opts.cancel)
+        .await
+        .map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {
         return Err(RestoreError::NoSuchTarget(match &opts.target {
             Target::S3 { bucket, .. } => format!("bucket '{bucket}'"),
@@ -324,7 +332,17 @@ pub async fn run_with_progress(
         })
         .buffer_unordered(opts.jobs.max(1))
         .boxed();
-    while let Some(outcome) = results.next().await {
+    loop {
+        // Cancelled: no new file starts, and dropping `results` below drops
+        // the fetches in flight (their temporary files go with them).
+        let outcome = tokio::select! {
+            biased;
+            () = opts.cancel.cancelled() => break,
+            next = results.next() => match next {
+                Some(outcome) => outcome,
+                None => break,
+            },
+        };
         match outcome {
             Outcome::Dir(item) => dirs.push((
                 item.path,
@@ -359,6 +377,7 @@ pub async fn run_with_progress(
         }
     }
     drop(results);
+    opts.cancel.check()?;
     report.excluded = report_excluded;
     report.store_entries_skipped = store_met;
     if let (Some(store), 1..) = (&store_in_dest, store_met) {
