@@ -96,9 +96,7 @@ pub struct CancelReader<R> {
 impl<R: Read> Read for CancelReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         // Not `ErrorKind::Interrupted`: `io::copy` retries that kind.
-        self.cancel
-            .check()
-            .map_err(std::io::Error::other)?;
+        self.cancel.check().map_err(std::io::Error::other)?;
         self.inner.read(buf)
     }
 }

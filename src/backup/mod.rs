@@ -327,8 +327,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
         tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
-                &reader,
-                set_id,
+                (&reader, set_id),
                 &root,
                 &walk_options,
                 rehash,
@@ -917,8 +916,7 @@ struct ScanOutcome {
 /// either whole; files to hash and rows to replace go to `found` as they
 /// are found.
 fn scan_and_triage(
-    db: &StateDb,
-    set_id: i64,
+    (db, set_id): (&StateDb, i64),
     root: &Path,
     walk_options: &scan::WalkOptions,
     rehash: bool,

@@ -107,7 +107,10 @@ impl Interrupts {
 fn is_interrupted(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Interrupted>().is_some()
         || matches!(e.downcast_ref::<BackupError>(), Some(BackupError::Interrupted(_)))
-        || matches!(e.downcast_ref::<RestoreError>(), Some(RestoreError::Interrupted(_)))
+        || matches!(
+            e.downcast_ref::<RestoreError>(),
+            Some(RestoreError::Interrupted(_))
+        )
 }
 
 /// The registered signal streams.

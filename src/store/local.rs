@@ -117,7 +117,8 @@ impl LocalStore {
         let cancel = &self.cancel;
         match (&self.bandwidth, handle) {
             (Some(limit), Some(handle)) => copy_range_with(out, range, |file| {
-                cancel.reader(PacedReader::new(file, limit.clone(), handle.clone()).with_cancel(cancel.clone()))
+                cancel
+                    .reader(PacedReader::new(file, limit.clone(), handle.clone()).with_cancel(cancel.clone()))
             }),
             _ => copy_range_with(out, range, |file| cancel.reader(file)),
         }

@@ -92,7 +92,11 @@ fn last_run_status(env: &TestEnv) -> String {
 fn assert_rows_match(rows: &BTreeMap<String, String>, object: impl Fn(&str) -> Option<Vec<u8>>) {
     for (path, blake3) in rows {
         let bytes = object(path).unwrap_or_else(|| panic!("row {path} has no object"));
-        assert_eq!(&blake3_hex(&bytes), blake3, "row {path} does not describe its object");
+        assert_eq!(
+            &blake3_hex(&bytes),
+            blake3,
+            "row {path} does not describe its object"
+        );
     }
 }
 
@@ -117,14 +121,19 @@ fn a_backup_stopped_by_ctrl_c_exits_130_keeps_what_it_sent_and_the_next_run_send
     server.release_replies();
     r.expect_code(130);
     assert!(
-        r.stderr.lines().any(|l| l.starts_with("interrupted by Ctrl-C (SIGINT)")),
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("interrupted by Ctrl-C (SIGINT)")),
         "{}",
         r.show()
     );
     assert!(r.stdout.is_empty(), "no summary: {}", r.show());
 
     let rows = state_rows(&env);
-    assert!(!rows.contains_key("f5.txt"), "no row for the upload never confirmed: {rows:?}");
+    assert!(
+        !rows.contains_key("f5.txt"),
+        "no row for the upload never confirmed: {rows:?}"
+    );
     assert_rows_match(&rows, |p| server.object_bytes(BUCKET, &format!("pre/{p}")));
     assert_eq!(last_run_status(&env), "interrupted");
 
@@ -217,7 +226,12 @@ fn a_multipart_upload_stopped_by_ctrl_c_is_resumed_by_the_next_run() {
     server.clear_requests();
     let s = env.backup_ok(TARGET, &MULTIPART);
     assert_eq!((s.uploaded, s.failed), (1, 0), "{s:?}");
-    assert_eq!(server.count("CreateMultipartUpload"), 0, "resumed: {:?}", server.ops());
+    assert_eq!(
+        server.count("CreateMultipartUpload"),
+        0,
+        "resumed: {:?}",
+        server.ops()
+    );
     assert!(server.count("UploadPart") <= 3, "{:?}", server.ops());
     assert_eq!(server.count("CompleteMultipartUpload"), 1);
     assert_eq!(server.object_bytes(BUCKET, "pre/big.bin").unwrap(), big);
@@ -276,7 +290,11 @@ fn a_second_ctrl_c_exits_at_once() {
     server.clear_requests();
     let mut child = spawn(env.restore_cmd(TARGET, &env.root().join("dest"), &[]));
     let reading = server.wait_for_matching(1, WAIT, |r| {
-        r.op != "PutObject" && r.key.as_deref().is_some_and(|k| k.contains("/.s3backup/manifests/")) && r.status != 0
+        r.op != "PutObject"
+            && r.key
+                .as_deref()
+                .is_some_and(|k| k.contains("/.s3backup/manifests/"))
+            && r.status != 0
     });
     assert!(reading, "the manifest was never fetched: {:?}", server.ops());
     send(&child, libc::SIGINT);
