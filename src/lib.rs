@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+pub mod cancel;
 pub mod cli;
 pub mod fs;
 pub mod manifest;

@@ -25,12 +25,13 @@ use super::journal::Journal;
 use super::open::Opened;
 use super::transfer::{Did, Engine};
 use super::{BackupError, BackupOptions, BackupReport};
+use crate::cancel::{Cancel, Interrupted};
 use crate::fs::names;
 use crate::fs::scan::{EntryKind, ScanEntry};
 use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::report::Failure;
-use crate::state::{FileChange, FileRow, StateDb, now_secs};
+use crate::state::{FileChange, FileRow, RunStatus, StateDb, now_secs};
 use crate::store::Prepared;
 use crate::target::Target;
 
@@ -73,6 +74,8 @@ pub(super) struct Apply {
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
     pending_marked: bool,
+    /// Stops the run early (Ctrl-C): see [`crate::cancel`].
+    cancel: Cancel,
 }
 
 /// What the executor leaves for the finish stage.
@@ -148,6 +151,7 @@ impl Apply {
             failed_sources: Vec::new(),
             blocked: Vec::new(),
             pending_marked: false,
+            cancel: opts.cancel.clone(),
         })
     }
 
@@ -306,7 +310,10 @@ impl Apply {
             }
             Mode::Run { .. } => {
                 self.mark_pending()?;
-                self.carry_out(actions).await
+                match self.carry_out(actions).await {
+                    Err(BackupError::Interrupted(_)) => Err(self.interrupted()),
+                    other => other,
+                }
             }
         }
     }
@@ -329,6 +336,31 @@ impl Apply {
         }
     }
 
+    /// `Ok` until the run is cancelled; then see [`Self::interrupted`].
+    ///
+    /// # Errors
+    /// [`BackupError::Interrupted`] once the run is cancelled.
+    pub(super) fn check(&mut self) -> Result<(), BackupError> {
+        match self.cancel.check() {
+            Ok(()) => Ok(()),
+            Err(Interrupted) => Err(self.interrupted()),
+        }
+    }
+
+    /// Records the run as interrupted, with what it did so far, and
+    /// returns the error that ends it. No manifest is written: the state
+    /// still owes one (`manifest_pending`), and the next run writes it.
+    pub(super) fn interrupted(&mut self) -> BackupError {
+        if let Mode::Run { run_row, .. } = &self.mode {
+            let mut counts = self.report.counts;
+            counts.failed = self.failures.len() as u64;
+            if let Err(e) = lock(&self.db).finish_run(*run_row, RunStatus::Interrupted, &counts, None, None) {
+                tracing::warn!("recording the run as interrupted: {e}");
+            }
+        }
+        BackupError::Interrupted(Interrupted)
+    }
+
     /// Records, before the first remote change, that a manifest is owed.
     fn mark_pending(&mut self) -> Result<(), BackupError> {
         if !self.pending_marked && matches!(self.mode, Mode::Run { .. }) {
@@ -340,6 +372,13 @@ impl Apply {
 
     /// Runs actions `jobs` at a time, counting results and committing state
     /// rows in batches; remembers the sources of copies that failed.
+    ///
+    /// Once the run is cancelled no action starts, and those in flight are
+    /// dropped: an action never started gets its taken row back (its object
+    /// is as it was); one cut off is handled as a failed one (a delete's row
+    /// comes back, another's stays out: its object may have been replaced),
+    /// but not reported. The rows of finished actions are committed, then
+    /// [`BackupError::Interrupted`] is returned.
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
         let engine = self.engine.clone();
         let (db, set_id) = (&self.db, self.set_id);
@@ -359,16 +398,37 @@ impl Apply {
         let mut taken: HashMap<String, FileRow> = taken.into_iter().map(|r| (r.path.clone(), r)).collect();
         let mut results = futures::stream::iter(actions)
             .map(|action| {
-                let engine = engine.clone();
+                let (engine, cancel) = (engine.clone(), self.cancel.clone());
                 async move {
-                    let outcome = engine.execute(&action).await;
-                    (action, outcome)
+                    if cancel.is_cancelled() {
+                        return (action, None);
+                    }
+                    let outcome = cancel.run(engine.execute(&action)).await;
+                    (action, Some(outcome))
                 }
             })
             .buffer_unordered(engine.jobs());
         let mut batch = Vec::with_capacity(STATE_BATCH);
         let mut last_flush = Instant::now();
+        let mut interrupted = false;
         while let Some((action, outcome)) = results.next().await {
+            let outcome = match outcome {
+                Some(Ok(outcome)) => outcome,
+                // Never started: the object is as it was, and so is its row.
+                None => {
+                    interrupted = true;
+                    batch.extend(taken.remove(action.path()).map(FileChange::Upsert));
+                    continue;
+                }
+                // Cut off in flight: as a failure (below), without a report.
+                Some(Err(Interrupted)) => {
+                    interrupted = true;
+                    if let (Action::Delete(_), Some(old)) = (&action, taken.remove(action.path())) {
+                        batch.push(FileChange::Upsert(old));
+                    }
+                    continue;
+                }
+            };
             match outcome {
                 Ok(done) => {
                     progress.done(action.path(), done.did.label());
@@ -413,6 +473,9 @@ impl Apply {
         }
         drop(results);
         lock(db).apply(set_id, &batch)?;
+        if interrupted {
+            return Err(BackupError::Interrupted(Interrupted));
+        }
         Ok(())
     }
 

@@ -76,6 +76,8 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// How to reach S3, and the bandwidth limit (`s3.bandwidth`).
     pub s3: S3Settings,
+    /// Stops the run early and cleanly (Ctrl-C): see [`crate::cancel`].
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What a run did, for the summary and `--json`.
@@ -146,6 +148,11 @@ pub enum BackupError {
     /// SOURCE lies inside the local store it would be backed up to.
     #[error(transparent)]
     Own(#[from] crate::fs::own::OwnError),
+    /// The run was cancelled ([`BackupOptions::cancel`]): the transfers it
+    /// finished are recorded, the run is recorded as interrupted, and
+    /// unfinished multipart uploads stay journaled for the next run.
+    #[error(transparent)]
+    Interrupted(#[from] crate::cancel::Interrupted),
 }
 
 /// Runs one backup: the stages in order (see the module doc).
@@ -163,12 +170,22 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let mut apply = apply::Apply::start(opts, &opened, db, progress.clone(), report).await?;
     let mut walk = triage::Walk::start(opts, &opened, progress);
     while let Some(chunk) = walk.next_chunk().await {
+        // Cancelled: no new file is started (returning drops the walk's channel, so it stops too).
+        apply.check()?;
         apply.replace(chunk.replaced).await?;
         let files = apply.admit(chunk.changed);
-        let hashed = hash::hash_chunk(&opened.source, files, apply.engine()).await;
+        let Ok(hashed) = opts
+            .cancel
+            .run(hash::hash_chunk(&opened.source, files, apply.engine()))
+            .await
+        else {
+            return Err(apply.interrupted());
+        };
         apply.decide(hashed).await?;
     }
     let walked = walk.finish().await?;
+    // A walk cut short by a cancel leaves rows unmatched: they must not be taken for deletions.
+    apply.check()?;
     finish::rest(opts, &opened, walked, &mut apply).await?;
     let applied = apply.close().await;
     let mut report = finish::record(opts, &opened, applied).await?;

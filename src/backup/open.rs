@@ -51,7 +51,9 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
         target: opts.target.canonical(),
         cause,
     };
-    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let store = store::open_cancellable(&opts.target, &opts.s3, &opts.cancel)
+        .await
+        .map_err(store_err)?;
     let set_target = store::set_target(&opts.target, &*store);
     let source_text = source.to_string_lossy().to_string();
     let set_source = opts.set_source.clone().unwrap_or_else(|| source_text.clone());

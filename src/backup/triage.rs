@@ -68,15 +68,15 @@ impl Walk {
                 Target::S3 { .. } => None,
             },
         );
-        let rehash = opts.rehash;
+        let (rehash, cancel) = (opts.rehash, opts.cancel.clone());
         let walker = tokio::task::spawn_blocking(move || {
             let reader = StateDb::open_reader(&state_path)?;
             scan_and_triage(
-                &reader,
-                set_id,
+                (&reader, set_id),
                 &root,
                 &walk_options,
                 rehash,
+                &cancel,
                 |n| progress.scanned(n),
                 |found| {
                     // The receiver only goes away when the run is failing anyway.
@@ -118,15 +118,16 @@ impl Walk {
 /// either whole; files to hash and rows to replace go to `found` as they
 /// are found.
 fn scan_and_triage(
-    db: &StateDb,
-    set_id: i64,
+    (db, set_id): (&StateDb, i64),
     root: &Path,
     walk_options: &scan::WalkOptions,
     rehash: bool,
+    cancel: &crate::cancel::Cancel,
     tick: impl FnMut(usize),
     found: impl FnMut(plan::Found),
 ) -> Result<WalkOutcome, BackupError> {
-    let walk = scan::walk_with(root, walk_options, tick)?;
+    // A cancelled run stops walking (what it found is then not used).
+    let walk = scan::walk_with(root, walk_options, tick)?.take_while(|_| !cancel.is_cancelled());
     let dir_rows = db.dir_rows(set_id)?;
     let (mut scanned, mut skipped, mut errors, mut excluded) = (0u64, Vec::new(), Vec::new(), Vec::new());
     let entries = walk.filter_map(|item| match item {

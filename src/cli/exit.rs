@@ -23,6 +23,10 @@ pub enum Exit {
     Usage = 2,
     /// Some files failed; the rest were done.
     Partial = 3,
+    /// Stopped by Ctrl-C (SIGINT): 128 + 2.
+    Interrupted = 130,
+    /// Stopped by SIGTERM: 128 + 15.
+    Terminated = 143,
 }
 
 impl Exit {

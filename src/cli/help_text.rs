@@ -24,7 +24,9 @@ Exit codes:
      verify found missing or damaged files)
   2  usage error: the command line is wrong
   3  partial: some files failed, the others were done; run the same command again to retry them
-     (verify: some files could not be read, none was found missing or damaged)";
+     (verify: some files could not be read, none was found missing or damaged)
+  130, 143  backup or restore stopped by Ctrl-C (SIGINT), SIGTERM: what was done is kept;
+     run it again to finish (a second Ctrl-C stops at once)";
 
 /// Shown under `s3backup backup --help`.
 pub(super) const BACKUP_EXAMPLES: &str = "\
@@ -35,7 +37,8 @@ Examples:
   s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
 
 Exit codes:
-  0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them)";
+  0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them),
+  130/143 stopped by Ctrl-C/SIGTERM (what was sent is kept; run again to finish)";
 
 /// Shown under `s3backup shell --help`.
 pub(super) const SHELL_EXAMPLES: &str = "\

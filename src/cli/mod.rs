@@ -19,6 +19,7 @@ mod commands;
 pub mod exit;
 mod generate;
 mod help_text;
+mod interrupt;
 pub(crate) mod matches;
 mod options;
 mod output;
@@ -82,9 +83,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         }),
         Command::Backup(args) => {
             let (runtime, path) = setup()?;
-            runtime.block_on(commands::backup::run(args, &path, quiet, verbose))
+            let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+            let run = commands::backup::run(args, &path, quiet, verbose, signals.cancel());
+            signals.outcome(runtime.block_on(run))
         }
-        Command::Restore(args) => setup()?.0.block_on(commands::restore::run(args, quiet, verbose)),
+        Command::Restore(args) => {
+            let runtime = setup()?.0;
+            let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+            signals.outcome(runtime.block_on(commands::restore::run(args, quiet, verbose, signals.cancel())))
+        }
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
         Command::Verify(args) => setup()?.0.block_on(commands::verify::run(args)),
         Command::State(action) => {

@@ -62,6 +62,7 @@ pub(crate) fn backup(
     args: BackupArgs,
     state_path: &Path,
     set_source: Option<String>,
+    cancel: crate::cancel::Cancel,
 ) -> anyhow::Result<BackupOptions> {
     if args.write.sse_kms_key_id.is_some()
         && !args
@@ -104,6 +105,7 @@ pub(crate) fn backup(
             bandwidth,
             ..args.s3.into()
         },
+        cancel,
     })
 }
 
@@ -112,7 +114,7 @@ pub(crate) fn backup(
 /// # Errors
 /// A DEST that cannot be a directory or cannot be written to (see
 /// [`check_dest`]); an error reading an `--exclude-from` file.
-pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<RestoreOptions> {
+pub(crate) fn restore(args: RestoreArgs, cancel: crate::cancel::Cancel) -> anyhow::Result<RestoreOptions> {
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
     check_dest(&args.dest)?;
     Ok(RestoreOptions {
@@ -129,6 +131,7 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<RestoreOptions> {
             bandwidth,
             ..args.s3.into()
         },
+        cancel,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct RestoreOptions {
     pub filters: crate::fs::filter::Filters,
     /// How to reach S3.
     pub s3: S3Settings,
+    /// Stops the restore early and cleanly (Ctrl-C): see [`crate::cancel`].
+    pub cancel: crate::cancel::Cancel,
 }
 
 /// What a restore did. Files (and symlinks) and directories are counted
@@ -160,6 +162,9 @@ pub enum RestoreError {
     /// DEST lies inside the local store restored from.
     #[error(transparent)]
     Own(#[from] crate::fs::own::OwnError),
+    /// The restore was cancelled ([`RestoreOptions::cancel`]) before it finished.
+    #[error(transparent)]
+    Interrupted(#[from] crate::cancel::Interrupted),
 }
 
 /// Runs one restore, reporting entries seen, files queued and done, and
@@ -227,6 +232,7 @@ pub async fn run_with_progress(
         &mut report,
     )
     .await;
+    opts.cancel.check()?;
     report.excluded = select.excluded;
     report.store_entries_skipped = select.store_skipped;
     if let (Some(store), 1..) = (&store_in_dest, select.store_skipped) {
@@ -280,7 +286,9 @@ async fn open_store(opts: &RestoreOptions, target_text: &str) -> Result<Arc<dyn 
         target: target_text.to_string(),
         cause,
     };
-    let store = store::open(&opts.target, &opts.s3).await.map_err(store_err)?;
+    let store = store::open_cancellable(&opts.target, &opts.s3, &opts.cancel)
+        .await
+        .map_err(store_err)?;
     if !store.exists().await.map_err(store_err)? {
         return Err(RestoreError::NoSuchTarget(match &opts.target {
             Target::S3 { bucket, .. } => format!("bucket '{bucket}'"),
@@ -346,7 +354,17 @@ async fn restore_entries(
         .buffer_unordered(opts.jobs.max(1))
         .boxed();
     let mut deferred = Deferred::default();
-    while let Some(outcome) = results.next().await {
+    loop {
+        // Cancelled: no new file starts, and dropping `results` drops the
+        // fetches in flight (their temporary files go with them).
+        let outcome = tokio::select! {
+            biased;
+            () = opts.cancel.cancelled() => break,
+            next = results.next() => match next {
+                Some(outcome) => outcome,
+                None => break,
+            },
+        };
         report.count(outcome, &mut deferred);
     }
     deferred

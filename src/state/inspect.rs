@@ -23,7 +23,8 @@ pub struct SetSummary {
     pub bytes: u64,
     /// When the last run started (RFC 3339), if any.
     pub last_run: Option<String>,
-    /// How it ended: ok, partial, failed, running (or interrupted).
+    /// How it ended: ok, partial, failed, interrupted (Ctrl-C, SIGTERM), or
+    /// running (still, or killed).
     pub last_status: Option<String>,
 }
 

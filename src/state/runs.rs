@@ -46,6 +46,9 @@ pub enum RunStatus {
     Partial,
     /// Stopped by an error.
     Failed,
+    /// Stopped early by Ctrl-C or SIGTERM: what it did is recorded, the
+    /// rest is left to the next run (which treats it as a killed run).
+    Interrupted,
 }
 
 impl RunStatus {
@@ -54,6 +57,7 @@ impl RunStatus {
             RunStatus::Ok => "ok",
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -127,8 +131,9 @@ impl StateDb {
     }
 
     /// When the set's previous backup (before run row `current`) started,
-    /// if it never ended: it was killed, and may have left an upload begun
-    /// that its journal never recorded.
+    /// if it never ended (it was killed) or was interrupted: it may have
+    /// left an upload begun that its journal never recorded (its beginning
+    /// cut off before the answer came).
     pub fn interrupted_run_start(&self, set_id: i64, current: i64) -> StateResult<Option<i64>> {
         use rusqlite::OptionalExtension;
         let last: Option<(i64, String)> = self
@@ -142,7 +147,7 @@ impl StateDb {
             .optional()
             .map_err(self.err())?;
         Ok(last
-            .filter(|(_, status)| status == "running")
+            .filter(|(_, status)| status == "running" || status == "interrupted")
             .map(|(started, _)| started))
     }
 

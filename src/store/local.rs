@@ -77,6 +77,8 @@ pub struct LocalStore {
     bandwidth: Option<Arc<Bandwidth>>,
     /// This run's hold on the temporary area, taken at its first write.
     scratch: Arc<Mutex<Option<Arc<Scratch>>>>,
+    /// Stops the blocking copies of a run that is stopping (Ctrl-C).
+    cancel: crate::cancel::Cancel,
 }
 
 impl LocalStore {
@@ -86,7 +88,16 @@ impl LocalStore {
             root: root.into(),
             bandwidth: None,
             scratch: Arc::default(),
+            cancel: crate::cancel::Cancel::default(),
         }
+    }
+
+    /// Makes every copy into the store fail within one buffer once
+    /// `cancel` is cancelled, removing its temporary file as any failed
+    /// write does, so a stopping run leaves nothing in `ROOT/.s3backup/tmp`.
+    pub fn with_cancel(mut self, cancel: crate::cancel::Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Paces the bytes copied into and read out of the store (`--max-bandwidth`).
@@ -103,11 +114,13 @@ impl LocalStore {
         range: FileRange<'_>,
         handle: Option<&tokio::runtime::Handle>,
     ) -> io::Result<()> {
+        let cancel = &self.cancel;
         match (&self.bandwidth, handle) {
             (Some(limit), Some(handle)) => copy_range_with(out, range, |file| {
-                PacedReader::new(file, limit.clone(), handle.clone())
+                cancel
+                    .reader(PacedReader::new(file, limit.clone(), handle.clone()).with_cancel(cancel.clone()))
             }),
-            _ => copy_range(out, range),
+            _ => copy_range_with(out, range, |file| cancel.reader(file)),
         }
     }
 
@@ -268,14 +281,9 @@ fn apply_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
     filetime::set_file_handle_times(file, None, Some(mtime))
 }
 
-/// Copies a range of a file into `out`; with `range.md5`, fails with a
-/// [`DigestMismatch`] when the bytes copied are not the bytes hashed (as S3
-/// refuses a body whose `Content-MD5` differs).
-fn copy_range(out: &mut File, range: FileRange<'_>) -> io::Result<()> {
-    copy_range_with(out, range, |file| file)
-}
-
-/// Copies `range` into `out` through the reader `wrap` makes of the file.
+/// Copies `range` into `out` through the reader `wrap` makes of the file;
+/// with `range.md5`, fails with a [`DigestMismatch`] when the bytes copied
+/// are not the bytes hashed (as S3 refuses a body whose `Content-MD5` differs).
 fn copy_range_with<R: Read>(
     out: &mut File,
     range: FileRange<'_>,
@@ -358,6 +366,7 @@ impl Clone for LocalStore {
             root: self.root.clone(),
             bandwidth: self.bandwidth.clone(),
             scratch: self.scratch.clone(),
+            cancel: self.cancel.clone(),
         }
     }
 }

@@ -363,10 +363,26 @@ pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
 /// gets one token bucket that paces every byte it sends or receives for as
 /// long as it lives (one run).
 pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
+    open_cancellable(target, settings, &crate::cancel::Cancel::default()).await
+}
+
+/// [`open`], for a run that may be stopped early: the local store's
+/// blocking copies then stop with it (an S3 request is cut off by the
+/// engine dropping it).
+///
+/// # Errors
+/// As [`open`]: the S3 client cannot be set up.
+pub async fn open_cancellable(
+    target: &Target,
+    settings: &S3Settings,
+    cancel: &crate::cancel::Cancel,
+) -> StoreResult<Arc<dyn ObjectStore>> {
     Ok(match target {
         Target::S3 { bucket, .. } => Arc::new(S3Store::connect(bucket, settings).await?),
         Target::Local { root } => Arc::new(
-            LocalStore::new(root.clone()).with_bandwidth(settings.bandwidth.map(pace::Bandwidth::new)),
+            LocalStore::new(root.clone())
+                .with_bandwidth(settings.bandwidth.map(pace::Bandwidth::new))
+                .with_cancel(cancel.clone()),
         ),
     })
 }

@@ -242,12 +242,25 @@ pub struct PacedReader<R> {
     inner: R,
     limit: Arc<Bandwidth>,
     handle: tokio::runtime::Handle,
+    cancel: crate::cancel::Cancel,
 }
 
 impl<R> PacedReader<R> {
     /// Paces `inner` through `limit`, waiting on `handle`'s runtime.
     pub fn new(inner: R, limit: Arc<Bandwidth>, handle: tokio::runtime::Handle) -> Self {
-        Self { inner, limit, handle }
+        Self {
+            inner,
+            limit,
+            handle,
+            cancel: crate::cancel::Cancel::default(),
+        }
+    }
+
+    /// Stops waiting for tokens once `cancel` is cancelled (the run is
+    /// stopping: the caller's next read fails, see [`crate::cancel::Cancel::reader`]).
+    pub fn with_cancel(mut self, cancel: crate::cancel::Cancel) -> Self {
+        self.cancel = cancel;
+        self
     }
 }
 
@@ -256,7 +269,14 @@ impl<R: Read> Read for PacedReader<R> {
         let n = buf.len().min(self.limit.chunk);
         let got = self.inner.read(&mut buf[..n])?;
         if got > 0 {
-            self.handle.block_on(self.limit.take(got));
+            let (limit, cancel) = (&self.limit, &self.cancel);
+            self.handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => {}
+                    () = limit.take(got) => {}
+                }
+            });
         }
         Ok(got)
     }

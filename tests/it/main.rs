@@ -21,7 +21,8 @@
 //! killed one left in its temporary area (not what a running one writes).
 //! `faults` runs backups and restores through `proxy`, a fault-injecting
 //! HTTP proxy in front of the server, and checks retries, clean failures
-//! and timeouts. `filters` checks `--exclude`, `--include`, `--exclude-from`
+//! and timeouts. `signals` stops backups and restores with SIGINT and
+//! SIGTERM mid-run and checks that they stop cleanly (exit 130/143). `filters` checks `--exclude`, `--include`, `--exclude-from`
 //! and `.s3backupignore` on backup and restore.
 //! `integrity` checks that what a backup records is what the store holds
 //! (same-size rewrites with mtimes put back, bytes changed between hash and
@@ -75,5 +76,6 @@ mod security;
 mod server_selftest;
 mod sets;
 mod shell;
+mod signals;
 mod typechange;
 mod versioned;

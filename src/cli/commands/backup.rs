@@ -22,6 +22,7 @@ pub(crate) async fn run(
     state_path: &Path,
     quiet: bool,
     verbose: u8,
+    cancel: crate::cancel::Cancel,
 ) -> anyhow::Result<Exit> {
     let sets::Resolved {
         args,
@@ -31,7 +32,7 @@ pub(crate) async fn run(
     let saving = (save && !args.dry_run).then(|| args.clone());
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
-    let opts = options::backup(args, state_path, set_source)?;
+    let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
     if let Some(saving) = saving {

@@ -13,10 +13,15 @@ use crate::restore;
 ///
 /// # Errors
 /// A DEST that cannot be written, or a restore that could not start.
-pub(crate) async fn run(args: RestoreArgs, quiet: bool, verbose: u8) -> anyhow::Result<Exit> {
+pub(crate) async fn run(
+    args: RestoreArgs,
+    quiet: bool,
+    verbose: u8,
+    cancel: crate::cancel::Cancel,
+) -> anyhow::Result<Exit> {
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
-    let opts = options::restore(args)?;
+    let opts = options::restore(args, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let r = restore::run_with_progress(&opts, progress).await?;
     let printed = if json {

@@ -197,7 +197,9 @@ impl LocalStore {
                     .map(|md| Stat::of(&md).put_outcome())
                     .map_err(what)
             } else {
-                self.write_atomically(dst_key, meta, |out| io::copy(&mut input, out).map(|_| ()))
+                self.write_atomically(dst_key, meta, |out| {
+                    io::copy(&mut self.cancel.reader(&mut input), out).map(|_| ())
+                })
             }
         } else {
             Err(StoreError::NotFound(format!(
