@@ -83,12 +83,8 @@ pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::R
 }
 
 /// blake3 of everything `reader` yields and the MD5 of each `part_size`
-/// slice of it (one MD5 of the whole when `None`).
-pub fn hash_reader(reader: impl Read, part_size: Option<u64>) -> io::Result<Hashed> {
-    hash_reader_with(reader, part_size, READ_BUF)
-}
-
-/// [`hash_reader`] reading `buf_len` bytes at a time.
+/// slice of it (one MD5 of the whole when `None`), reading `buf_len` bytes
+/// at a time.
 fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usize) -> io::Result<Hashed> {
     let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
@@ -199,7 +195,7 @@ mod tests {
             data.len() as u64,
             1 << 40,
         ] {
-            let hashed = hash_reader(&data[..], Some(part)).unwrap();
+            let hashed = hash_reader_with(&data[..], Some(part), READ_BUF).unwrap();
             let expected: Vec<Md5> = data
                 .chunks(part.min(data.len() as u64) as usize)
                 .map(md5_of)
@@ -207,8 +203,17 @@ mod tests {
             assert_eq!(hashed.bodies.md5, expected, "part size {part}");
             assert_eq!(hashed.blake3, blake3::hash(&data).to_hex().to_string());
         }
-        assert_eq!(hash_reader(&data[..], None).unwrap().bodies.md5, [md5_of(&data)]);
-        assert_eq!(hash_reader(&b""[..], None).unwrap().bodies.md5, [md5_of(b"")]);
-        assert_eq!(hash_reader(&b""[..], Some(5)).unwrap().bodies.md5, [md5_of(b"")]);
+        assert_eq!(
+            hash_reader_with(&data[..], None, READ_BUF).unwrap().bodies.md5,
+            [md5_of(&data)]
+        );
+        assert_eq!(
+            hash_reader_with(&b""[..], None, READ_BUF).unwrap().bodies.md5,
+            [md5_of(b"")]
+        );
+        assert_eq!(
+            hash_reader_with(&b""[..], Some(5), READ_BUF).unwrap().bodies.md5,
+            [md5_of(b"")]
+        );
     }
 }
