@@ -598,7 +598,7 @@ async fn restore_file(
         })
     };
     if let Err(e) = safe_path::validate(&item.path) {
-        return fail(&item.path, e);
+        return fail(&item.path, e.to_string());
     }
     let key = join_key(prefix, &item.path);
     let shown = crate::fs::names::local(dest.path(), &item.path);

@@ -19,7 +19,7 @@ pub(super) fn check_key(key: &str) -> StoreResult<&Path> {
     // The same rules as a restore's: a backslash is a plain name byte on
     // Unix (a file named `a\b` is backed up and restored as one) and a
     // separator only on Windows.
-    crate::fs::safe_path::validate(key).map_err(StoreError::Fatal)?;
+    crate::fs::safe_path::validate(key).map_err(|e| StoreError::Fatal(e.to_string()))?;
     Ok(Path::new(key))
 }
 
