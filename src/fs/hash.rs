@@ -64,6 +64,10 @@ const READ_BUF: usize = 256 * 1024;
 /// Hashes `path` and checks it still matches what the scan saw. A
 /// symlink's content is its target, read without following it. `part_size`
 /// says how the file will be sent (see [`BodyDigests::part_size`]).
+///
+/// # Errors
+/// The I/O error of opening or reading the file (or reading the link), or
+/// the one of [`ensure_unchanged`] when the file changed since the scan.
 pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::Result<Hashed> {
     if seen.kind == EntryKind::Symlink {
         let target = link_target(path)?;
@@ -133,12 +137,19 @@ pub fn md5_of(data: &[u8]) -> Md5 {
 }
 
 /// The raw bytes a symlink points to.
+///
+/// # Errors
+/// The I/O error of `readlink` (not a link, gone, not permitted).
 pub fn link_target(path: &Path) -> io::Result<Vec<u8>> {
     Ok(std::fs::read_link(path)?.into_os_string().into_encoded_bytes())
 }
 
 /// Fails if the file's size, mtime, change time, inode or device differ
 /// from the scan's: then the bytes read or sent may not be the ones seen.
+///
+/// # Errors
+/// The I/O error of the `stat`, or an [`io::ErrorKind::Other`] error
+/// ("file changed while being backed up") when anything differs.
 pub fn ensure_unchanged(path: &Path, seen: &ScanEntry) -> io::Result<()> {
     let md = if seen.kind == EntryKind::Symlink {
         std::fs::symlink_metadata(path)?

@@ -206,6 +206,9 @@ fn store_root(target: &Target) -> Option<PathBuf> {
 }
 
 /// Refuses a (canonical) SOURCE at or under the local store's root.
+///
+/// # Errors
+/// [`OwnError::SourceInStore`] when SOURCE is the store's root or beneath it.
 pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
     match store_root(target) {
         Some(store) if real_path(source).starts_with(&store) => Err(OwnError::SourceInStore {
@@ -219,6 +222,9 @@ pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
 /// Refuses a restore DEST at or under the local store's root; otherwise
 /// returns where the store lies under DEST (its relative path in text
 /// form, `/`-separated), if it does: a restore leaves that subtree out.
+///
+/// # Errors
+/// [`OwnError::DestInStore`] when DEST is the store's root or beneath it.
 pub fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnError> {
     let Some(store) = store_root(target) else {
         return Ok(None);

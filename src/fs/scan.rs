@@ -198,6 +198,9 @@ impl Default for WalkOptions {
 }
 
 /// Walks `root` lazily (symlinks kept as links), calling `tick` every 1000 entries for progress.
+///
+/// # Errors
+/// As [`walk_with`].
 pub fn walk<F: FnMut(usize)>(
     root: &Path,
     tick: F,
@@ -216,6 +219,11 @@ pub fn walk<F: FnMut(usize)>(
 /// without holding either in memory. Each directory is read once and its
 /// entries are stat-ed relative to it (`fstatat` on the open directory, as
 /// `find` does), not by full path.
+///
+/// # Errors
+/// [`ScanError`] when `root` is missing, not a directory or unreadable;
+/// what cannot be read beneath it is reported in the walk
+/// ([`Walked`]), not as an error.
 pub fn walk_with<F: FnMut(usize)>(
     root: &Path,
     opts: &WalkOptions,
@@ -508,11 +516,17 @@ fn ignore_file_of(dir: &Path, rel: &str, children: &[Child]) -> Option<Gitignore
 }
 
 /// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
+///
+/// # Errors
+/// As [`walk_with`].
 pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     scan_with(root, &WalkOptions::default(), tick)
 }
 
 /// [`scan`], following symlinks when `follow`.
+///
+/// # Errors
+/// As [`walk_with`].
 pub fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     let mut scan = Scan::default();
     for item in walk_with(root, opts, tick)? {

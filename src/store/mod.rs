@@ -260,6 +260,18 @@ pub struct PendingUpload {
 }
 
 /// The operations the engines need from a storage backend.
+///
+/// # Errors
+/// Every fallible method returns a [`StoreError`] sorted by what the
+/// caller should do, the same way for every store: [`StoreError::NotFound`]
+/// for a missing bucket, object or upload, [`StoreError::AccessDenied`] for
+/// refused credentials or permissions, [`StoreError::Changed`] when an
+/// `if_match` condition fails, [`StoreError::BadDigest`] when the bytes
+/// received are not the bytes hashed, [`StoreError::Transient`] for what a
+/// retry may cure (throttling, a server error, no connection, a timeout),
+/// [`StoreError::Fatal`] for everything else. The S3 store sorts SDK errors
+/// in `s3/errors.rs`, the local store I/O errors in `local/errors.rs`, by
+/// their structure (status, code, variant, `io::ErrorKind`), never by text.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Checks the bucket exists and is usable; creates it when missing and `create` is set.
@@ -354,6 +366,10 @@ pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
 /// Opens the store a target names. With `settings.bandwidth`, the store
 /// gets one token bucket that paces every byte it sends or receives for as
 /// long as it lives (one run).
+///
+/// # Errors
+/// As [`S3Store::connect`] for an S3 target (no usable credentials); a
+/// local target opens without touching the disk.
 pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
     Ok(match target {
         Target::S3 { bucket, .. } => Arc::new(S3Store::connect(bucket, settings).await?),

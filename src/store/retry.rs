@@ -14,6 +14,10 @@ pub const ATTEMPTS: u32 = 2;
 pub const DOWNLOAD_ATTEMPTS: u32 = 4;
 
 /// Retries `op` on transient errors with exponential backoff.
+///
+/// # Errors
+/// The last error: a non-transient one at once, a transient one after
+/// [`ATTEMPTS`] attempts.
 pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -23,6 +27,9 @@ where
 }
 
 /// [`retry`] with a given number of attempts.
+///
+/// # Errors
+/// As [`retry`], after `attempts` attempts.
 pub async fn retry_n<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
