@@ -19,7 +19,7 @@ pub const FORMAT: u32 = 1;
 /// Where manifests live, relative to the target prefix.
 pub const DIR: &str = ".s3backup/manifests";
 /// Manifest file name suffix.
-pub const SUFFIX: &str = ".jsonl.zst";
+pub(crate) const SUFFIX: &str = ".jsonl.zst";
 
 /// The manifest's first line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +87,7 @@ impl From<&FileRow> for Entry {
 }
 
 /// Manifest file name for a run: sortable UTC time, then the run ID.
-pub fn file_name(created: chrono::DateTime<chrono::Utc>, run_id: &str) -> String {
+pub(crate) fn file_name(created: chrono::DateTime<chrono::Utc>, run_id: &str) -> String {
     format!("{}-{run_id}{SUFFIX}", created.format("%Y%m%dT%H%M%SZ"))
 }
 

@@ -133,7 +133,7 @@ pub struct Opened<'a> {
 }
 
 /// The manifest directory's key prefix for a target prefix.
-pub fn manifest_prefix(prefix: &str) -> String {
+pub(crate) fn manifest_prefix(prefix: &str) -> String {
     join_key(prefix, &format!("{}/", manifest::DIR))
 }
 
@@ -141,7 +141,7 @@ pub fn manifest_prefix(prefix: &str) -> String {
 ///
 /// # Errors
 /// The store's error from the listing.
-pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
+pub(crate) async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
     let dir = manifest_prefix(prefix);
     let mut snapshots: Vec<Snapshot> = store
         .list(&dir)
@@ -168,7 +168,11 @@ pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>
 /// # Errors
 /// [`SnapshotError::Unknown`] when no snapshot matches,
 /// [`SnapshotError::Ambiguous`] when a prefix matches several.
-pub fn resolve<'a>(snapshots: &'a [Snapshot], id: &str, target: &str) -> Result<&'a Snapshot, SnapshotError> {
+pub(crate) fn resolve<'a>(
+    snapshots: &'a [Snapshot],
+    id: &str,
+    target: &str,
+) -> Result<&'a Snapshot, SnapshotError> {
     let unknown = || SnapshotError::Unknown {
         id: id.to_string(),
         target: target.to_string(),
@@ -254,7 +258,10 @@ const CHECKS_IN_FLIGHT: usize = 8;
 ///
 /// # Errors
 /// The first store error, as [`check`].
-pub async fn check_all(store: &dyn ObjectStore, snapshots: &[Snapshot]) -> Result<Vec<Health>, StoreError> {
+pub(crate) async fn check_all(
+    store: &dyn ObjectStore,
+    snapshots: &[Snapshot],
+) -> Result<Vec<Health>, StoreError> {
     futures::stream::iter(snapshots)
         .map(|s| check(store, s))
         .buffered(CHECKS_IN_FLIGHT)
@@ -342,7 +349,7 @@ async fn open_checked(
 }
 
 /// "damaged snapshot A (why)" or "2 damaged snapshots: A (why), B (why)", for one-line messages.
-pub fn describe_damage(damaged: &[Damage]) -> String {
+pub(crate) fn describe_damage(damaged: &[Damage]) -> String {
     let each: Vec<String> = damaged
         .iter()
         .map(|d| format!("{} ({})", d.id, d.reason))
@@ -364,7 +371,10 @@ const HEAD_BYTES: u64 = 64 * 1024;
 /// # Errors
 /// [`SnapshotError::Store`] when the store fails;
 /// [`SnapshotError::Corrupt`] when the bytes hold no readable header.
-pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Header, SnapshotError> {
+pub(crate) async fn read_header(
+    store: &dyn ObjectStore,
+    snapshot: &Snapshot,
+) -> Result<Header, SnapshotError> {
     const HEAD_MAX: u64 = 2 * manifest::MAX_LINE as u64;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         key: snapshot.key.clone(),
@@ -436,7 +446,7 @@ async fn fetch_bytes(
 /// fetched again first); [`SnapshotError::Corrupt`] when the temporary
 /// file cannot be made or read; [`SnapshotError::Damaged`] when the
 /// manifest's header is unreadable or does not match its name.
-pub async fn open_manifest(
+pub(crate) async fn open_manifest(
     store: &dyn ObjectStore,
     snapshot: &Snapshot,
 ) -> Result<manifest::Reader<std::fs::File>, SnapshotError> {

@@ -172,7 +172,7 @@ impl Root {
     /// [`ConfineError::NotRelative`] for a path that could leave the root;
     /// [`ConfineError::Io`] when a component cannot be removed or created,
     /// or keeps changing under concurrent writers (after a few rounds).
-    pub fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
+    pub(crate) fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
         let names = plain_components(rel)?;
         let Some((last, dirs)) = names.split_last() else {
             return Err(ConfineError::NotRelative {

@@ -132,7 +132,7 @@ fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usiz
 }
 
 /// The MD5 of `data`.
-pub fn md5_of(data: &[u8]) -> Md5 {
+pub(crate) fn md5_of(data: &[u8]) -> Md5 {
     md5::Md5::digest(data).into()
 }
 
@@ -140,7 +140,7 @@ pub fn md5_of(data: &[u8]) -> Md5 {
 ///
 /// # Errors
 /// The I/O error of `readlink` (not a link, gone, not permitted).
-pub fn link_target(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn link_target(path: &Path) -> io::Result<Vec<u8>> {
     Ok(std::fs::read_link(path)?.into_os_string().into_encoded_bytes())
 }
 

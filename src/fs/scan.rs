@@ -18,7 +18,7 @@ use crate::fs::names;
 use crate::fs::own::OwnFiles;
 
 /// The name reserved at the top of a source and of a store.
-pub const RESERVED: &str = ".s3backup";
+pub(crate) const RESERVED: &str = ".s3backup";
 
 /// What kind of entry a scanned path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl EntryKind {
     }
 
     /// The kind a manifest or JSON name stands for.
-    pub fn from_name(name: &str) -> Option<EntryKind> {
+    pub(crate) fn from_name(name: &str) -> Option<EntryKind> {
         match name {
             "file" => Some(EntryKind::File),
             "dir" => Some(EntryKind::Dir),
@@ -52,7 +52,7 @@ impl EntryKind {
     }
 
     /// Whether it has bytes of its own (an object in the bucket).
-    pub fn has_content(self) -> bool {
+    pub(crate) fn has_content(self) -> bool {
         self != EntryKind::Dir
     }
 }
@@ -527,7 +527,7 @@ pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
 ///
 /// # Errors
 /// As [`walk_with`].
-pub fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+pub(crate) fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     let mut scan = Scan::default();
     for item in walk_with(root, opts, tick)? {
         match item {

@@ -23,13 +23,13 @@ pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store, WriteOptions};
 
 /// Largest single PutObject / CopyObject S3 accepts.
-pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 /// Smallest part S3 accepts (except the last one).
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub(crate) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Largest part S3 accepts.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Most parts one multipart upload may have.
-pub const MAX_PARTS: u64 = 10_000;
+pub(crate) const MAX_PARTS: u64 = 10_000;
 
 /// What went wrong talking to a store, sorted by what the caller should do.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ impl ObjectMeta {
     /// then `.` and the nanoseconds with trailing zeros dropped, or no
     /// point at all for whole seconds. −1.5 s is `-1.5`, −1 ns is
     /// `-0.000000001`, 1 s is `1`.
-    pub fn mtime_text(&self) -> String {
+    pub(crate) fn mtime_text(&self) -> String {
         let sign = if self.mtime_ns < 0 { "-" } else { "" };
         // unsigned_abs: i64::MIN has no positive i64 counterpart.
         let abs = self.mtime_ns.unsigned_abs();
@@ -114,7 +114,7 @@ impl ObjectMeta {
     /// 0.5 s, and digits past the ninth are ignored unread. `None` for
     /// anything else (empty, exponents, spaces, overflow): as with rclone,
     /// the object then has no usable `mtime`.
-    pub fn parse_mtime(text: &str) -> Option<i64> {
+    pub(crate) fn parse_mtime(text: &str) -> Option<i64> {
         const NINE: usize = 9;
         let bytes = text.as_bytes();
         let mut digits: Vec<u8> = Vec::with_capacity(bytes.len() + NINE);
@@ -137,7 +137,7 @@ impl ObjectMeta {
     }
 
     /// The `mode` metadata value (octal).
-    pub fn mode_text(&self) -> String {
+    pub(crate) fn mode_text(&self) -> String {
         format!("{:o}", self.mode)
     }
 }
@@ -213,7 +213,7 @@ pub struct RemoteObject {
 
 impl RemoteObject {
     /// Reads the tool's metadata keys from an object's user metadata.
-    pub fn apply_metadata<'a>(&mut self, mut get: impl FnMut(&str) -> Option<&'a str>) {
+    pub(crate) fn apply_metadata<'a>(&mut self, mut get: impl FnMut(&str) -> Option<&'a str>) {
         self.mtime_ns = get("mtime").and_then(ObjectMeta::parse_mtime);
         self.mode = get("mode").and_then(|m| u32::from_str_radix(m, 8).ok());
         self.blake3 = get("blake3")
@@ -356,7 +356,7 @@ pub trait ObjectStore: Send + Sync {
 /// one, so that a migration to another endpoint or an off-site copy under
 /// another profile is a set of its own, never taken for the one already
 /// backed up.
-pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
+pub(crate) fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
     match store.location() {
         Some(location) => format!("{} ({location})", target.canonical()),
         None => target.canonical(),

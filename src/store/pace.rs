@@ -96,7 +96,7 @@ impl Bandwidth {
     }
 
     /// Waits until `bytes` more may pass.
-    pub async fn take(&self, bytes: usize) {
+    pub(crate) async fn take(&self, bytes: usize) {
         self.limiter.clone().acquire_owned(bytes).await;
     }
 

@@ -92,7 +92,7 @@ impl LocalStore {
     }
 
     /// Paces the bytes copied into and read out of the store (`--max-bandwidth`).
-    pub fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> Self {
+    pub(crate) fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> Self {
         self.bandwidth = bandwidth.map(Arc::new);
         self
     }

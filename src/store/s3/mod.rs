@@ -56,7 +56,7 @@ mod list;
 mod multipart;
 
 /// Region used when neither the flags, the environment nor the config files name one.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// How to reach S3: what the user gave on the command line; the rest comes
 /// from the standard AWS environment and config files.
