@@ -40,6 +40,13 @@
 //!
 //! The root itself is opened by the path the user gave, following a link
 //! there (their choice, as with any command-line argument).
+//!
+//! # Layout
+//! This file holds the [`ObjectStore`] methods (async shims over blocking
+//! work); `ops` the single-object file-system operations, `multipart` the
+//! upload directories, `stat` what is read of a stored file and the copy
+//! that checks MD5s, `errors` the sorting of I/O and confinement errors,
+//! `scratch` the temporary area, `walk` the listing.
 
 mod errors;
 mod multipart;

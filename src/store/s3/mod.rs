@@ -1,9 +1,14 @@
 //! The S3 store: aws-sdk-s3 behind [`ObjectStore`].
 //!
-//! Everything SDK-specific lives here: building the client (credential
-//! chain, profile, region, endpoint, path-style, retries, timeouts) and
-//! turning SDK errors into [`StoreError`]. Current SDK releases add CRC
-//! checksum headers and trailers to every upload by default, which several
+//! Everything SDK-specific lives in this module and its children, one
+//! concern each: `client` builds the client (credential chain, profile,
+//! region, endpoint, path-style, retries, timeouts); `errors` sorts SDK
+//! errors into [`StoreError`] by their structure, in one function;
+//! `bucket` is the first contact (the bounded bucket check, creating a
+//! bucket, and the guidance when it fails); `list` and `multipart` are
+//! those operations; this file holds the settings, single-object reads and
+//! writes, copies and deletes. Current SDK releases add CRC checksum
+//! headers and trailers to every upload by default, which several
 //! S3-compatible servers reject; the client asks for checksums only where
 //! the S3 API requires them, which every server supports.
 
