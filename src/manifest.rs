@@ -19,7 +19,7 @@ pub const FORMAT: u32 = 1;
 /// Where manifests live, relative to the target prefix.
 pub const DIR: &str = ".s3backup/manifests";
 /// Manifest file name suffix.
-pub const SUFFIX: &str = ".jsonl.zst";
+pub(crate) const SUFFIX: &str = ".jsonl.zst";
 
 /// The manifest's first line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +87,7 @@ impl From<&FileRow> for Entry {
 }
 
 /// Manifest file name for a run: sortable UTC time, then the run ID.
-pub fn file_name(created: chrono::DateTime<chrono::Utc>, run_id: &str) -> String {
+pub(crate) fn file_name(created: chrono::DateTime<chrono::Utc>, run_id: &str) -> String {
     format!("{}-{run_id}{SUFFIX}", created.format("%Y%m%dT%H%M%SZ"))
 }
 
@@ -98,6 +98,9 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     /// Starts a manifest with its header line.
+    ///
+    /// # Errors
+    /// The I/O error of starting the zstd frame or writing to `out`.
     pub fn new(out: W, header: &Header) -> io::Result<Self> {
         let mut encoder = zstd::Encoder::new(BufWriter::new(out), 3)?;
         serde_json::to_writer(&mut encoder, header)?;
@@ -106,12 +109,18 @@ impl<W: Write> Writer<W> {
     }
 
     /// Appends one entry; callers feed them in path order.
+    ///
+    /// # Errors
+    /// The I/O error of writing to the output.
     pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
         serde_json::to_writer(&mut self.encoder, entry)?;
         self.encoder.write_all(b"\n")
     }
 
     /// Ends the zstd frame and flushes.
+    ///
+    /// # Errors
+    /// The I/O error of ending the frame or flushing the output.
     pub fn finish(self) -> io::Result<W> {
         let buf = self.encoder.finish()?;
         buf.into_inner().map_err(|e| e.into_error())
@@ -191,6 +200,10 @@ pub struct Reader<R: Read> {
 
 impl<R: Read> Reader<R> {
     /// Opens a manifest and parses its header; refuses formats newer than this build.
+    ///
+    /// # Errors
+    /// [`HeaderError`]: not zstd, empty, no header line, or a header this
+    /// build does not read (a newer format, a line too long).
     pub fn new(input: R) -> Result<Self, HeaderError> {
         let mut input = BufReader::new(zstd::Decoder::new(input).map_err(HeaderError::Unreadable)?);
         let first = match read_line(&mut input) {

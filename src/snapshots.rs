@@ -133,12 +133,15 @@ pub struct Opened<'a> {
 }
 
 /// The manifest directory's key prefix for a target prefix.
-pub fn manifest_prefix(prefix: &str) -> String {
+pub(crate) fn manifest_prefix(prefix: &str) -> String {
     join_key(prefix, &format!("{}/", manifest::DIR))
 }
 
 /// All snapshots under `prefix`, oldest first, readable or not.
-pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
+///
+/// # Errors
+/// The store's error from the listing.
+pub(crate) async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>, StoreError> {
     let dir = manifest_prefix(prefix);
     let mut snapshots: Vec<Snapshot> = store
         .list(&dir)
@@ -161,7 +164,15 @@ pub async fn list(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<Snapshot>
 /// Picks a snapshot by ID (a full ID, a run ID or a unique prefix) from
 /// the names alone; `latest` here is the newest name, readable or not
 /// ([`open`] is what commands use).
-pub fn resolve<'a>(snapshots: &'a [Snapshot], id: &str, target: &str) -> Result<&'a Snapshot, SnapshotError> {
+///
+/// # Errors
+/// [`SnapshotError::Unknown`] when no snapshot matches,
+/// [`SnapshotError::Ambiguous`] when a prefix matches several.
+pub(crate) fn resolve<'a>(
+    snapshots: &'a [Snapshot],
+    id: &str,
+    target: &str,
+) -> Result<&'a Snapshot, SnapshotError> {
     let unknown = || SnapshotError::Unknown {
         id: id.to_string(),
         target: target.to_string(),
@@ -226,6 +237,9 @@ pub fn to_forget<'a>(
 
 /// Reads a snapshot's header to tell whether it is readable. Only a store
 /// failure is an error: what the bytes hold is the answer.
+///
+/// # Errors
+/// The store's error from fetching the header (a missing object included).
 pub async fn check(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Health, StoreError> {
     match read_header(store, snapshot).await {
         Ok(header) => Ok(Health::Readable(header)),
@@ -241,7 +255,13 @@ pub async fn check(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Healt
 const CHECKS_IN_FLIGHT: usize = 8;
 
 /// [`check`] for every snapshot, a few at a time, in the order given.
-pub async fn check_all(store: &dyn ObjectStore, snapshots: &[Snapshot]) -> Result<Vec<Health>, StoreError> {
+///
+/// # Errors
+/// The first store error, as [`check`].
+pub(crate) async fn check_all(
+    store: &dyn ObjectStore,
+    snapshots: &[Snapshot],
+) -> Result<Vec<Health>, StoreError> {
     futures::stream::iter(snapshots)
         .map(|s| check(store, s))
         .buffered(CHECKS_IN_FLIGHT)
@@ -251,10 +271,13 @@ pub async fn check_all(store: &dyn ObjectStore, snapshots: &[Snapshot]) -> Resul
 
 /// Picks the snapshot `id` names and opens its manifest. `latest` is the
 /// newest readable one: damaged newer ones are passed over with one
-/// warning naming them (and listed in [`Opened::passed_over`]). Errors:
+/// warning naming them (and listed in [`Opened::passed_over`]).
+///
+/// # Errors
 /// [`SnapshotError::Unknown`]/[`SnapshotError::Ambiguous`] for an ID that
 /// names none or several, [`SnapshotError::Damaged`] for a damaged snapshot
-/// named by ID, [`SnapshotError::NoneReadable`] when every one is damaged.
+/// named by ID, [`SnapshotError::NoneReadable`] when every one is damaged,
+/// [`SnapshotError::Store`] when the store fails.
 pub async fn open<'a>(
     store: &dyn ObjectStore,
     snapshots: &'a [Snapshot],
@@ -326,7 +349,7 @@ async fn open_checked(
 }
 
 /// "damaged snapshot A (why)" or "2 damaged snapshots: A (why), B (why)", for one-line messages.
-pub fn describe_damage(damaged: &[Damage]) -> String {
+pub(crate) fn describe_damage(damaged: &[Damage]) -> String {
     let each: Vec<String> = damaged
         .iter()
         .map(|d| format!("{} ({})", d.id, d.reason))
@@ -344,7 +367,14 @@ const HEAD_BYTES: u64 = 64 * 1024;
 /// header runs past them) at most 2 MiB, room for the longest line a
 /// reader accepts ([`manifest::MAX_LINE`]) however it compressed, so a
 /// huge stray object is never fetched whole.
-pub async fn read_header(store: &dyn ObjectStore, snapshot: &Snapshot) -> Result<Header, SnapshotError> {
+///
+/// # Errors
+/// [`SnapshotError::Store`] when the store fails;
+/// [`SnapshotError::Corrupt`] when the bytes hold no readable header.
+pub(crate) async fn read_header(
+    store: &dyn ObjectStore,
+    snapshot: &Snapshot,
+) -> Result<Header, SnapshotError> {
     const HEAD_MAX: u64 = 2 * manifest::MAX_LINE as u64;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         key: snapshot.key.clone(),
@@ -410,7 +440,13 @@ async fn fetch_bytes(
 }
 
 /// Downloads a whole manifest to a temporary file and opens it for streaming.
-pub async fn open_manifest(
+///
+/// # Errors
+/// [`SnapshotError::Store`] when the download fails (a body cut short is
+/// fetched again first); [`SnapshotError::Corrupt`] when the temporary
+/// file cannot be made or read; [`SnapshotError::Damaged`] when the
+/// manifest's header is unreadable or does not match its name.
+pub(crate) async fn open_manifest(
     store: &dyn ObjectStore,
     snapshot: &Snapshot,
 ) -> Result<manifest::Reader<std::fs::File>, SnapshotError> {

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 /// The text shown whenever a target cannot be parsed.
-pub const VALID_FORMS: &str =
+pub(crate) const VALID_FORMS: &str =
     "valid forms: bucket::prefix, s3://bucket/prefix, file:///path, /path, ./path, ../path, ~/path";
 
 /// A parsed backup destination: an S3 bucket and key prefix, or a local directory.
@@ -60,7 +60,7 @@ impl Target {
     /// A stable text used to identify the backup set in the state database:
     /// local stores by their real path (symlinks resolved, see [`real_path`]),
     /// so `./b`, `/home/me/b` and a link to it are one set, with one lock.
-    pub fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         match self {
             Target::Local { root } => Target::Local {
                 root: real_path(root),
@@ -74,7 +74,7 @@ impl Target {
 /// `path` made absolute with symlinks resolved as far as it exists (its
 /// longest existing ancestor canonicalised, the rest appended), so two
 /// spellings of one place compare equal even before it is created.
-pub fn real_path(path: &Path) -> PathBuf {
+pub(crate) fn real_path(path: &Path) -> PathBuf {
     let Ok(abs) = std::path::absolute(path) else {
         return path.to_path_buf();
     };
@@ -187,7 +187,7 @@ fn local(path: &str) -> Result<Target, TargetError> {
 
 /// The directory under every target prefix that holds the tool's own
 /// objects (manifests, spare copies): no target may be it or lie under it.
-pub const OWN_AREA: &str = ".s3backup";
+pub(crate) const OWN_AREA: &str = ".s3backup";
 
 /// An S3 target from its bucket and the prefix as typed after the bucket's
 /// separator. One trailing `/` is dropped (the seed's own example is

@@ -61,7 +61,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
 /// does). Such a path can never name a file of a backup, and the restore
 /// used to report it as "none of the requested paths exist" (exit 1).
 pub(crate) fn parse_restore_path(text: &str) -> Result<String, String> {
-    crate::fs::safe_path::validate(text.trim_matches('/'))?;
+    crate::fs::safe_path::validate(text.trim_matches('/')).map_err(|e| e.to_string())?;
     Ok(text.to_string())
 }
 

@@ -89,8 +89,6 @@ pub struct Parent {
     pub dir: Dir,
     /// The final component, a single name (no separators).
     pub name: OsString,
-    /// Directories this call created, relative to the root, outermost first.
-    pub created: Vec<PathBuf>,
 }
 
 /// A directory opened once, beneath which every path is reached without
@@ -144,11 +142,10 @@ impl Root {
                 rel: rel.to_path_buf(),
             });
         };
-        let (dir, created) = self.descend(dirs, create)?;
+        let (dir, _) = self.descend(dirs, create)?;
         Ok(Parent {
             dir,
             name: last.to_os_string(),
-            created,
         })
     }
 
@@ -170,13 +167,12 @@ impl Root {
     /// directory. For a tree the caller owns outright (the local store: a
     /// stale entry left by a source whose link or file became a directory),
     /// not for one a user shares with s3backup (a restore's DEST).
-    /// Replaced components are listed in [`Parent::created`] with the new ones.
     ///
     /// # Errors
     /// [`ConfineError::NotRelative`] for a path that could leave the root;
     /// [`ConfineError::Io`] when a component cannot be removed or created,
     /// or keeps changing under concurrent writers (after a few rounds).
-    pub fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
+    pub(crate) fn parent_replacing(&self, rel: &Path, mode: u32) -> Result<Parent, ConfineError> {
         let names = plain_components(rel)?;
         let Some((last, dirs)) = names.split_last() else {
             return Err(ConfineError::NotRelative {
@@ -189,7 +185,6 @@ impl Root {
         };
         let mut dir = self.dir.try_clone().map_err(|e| io_at(Path::new(""), e))?;
         let mut at = PathBuf::new();
-        let mut created = Vec::new();
         for name in dirs {
             at.push(name);
             let mut rounds = 0;
@@ -220,7 +215,7 @@ impl Root {
                     }
                 }
                 match dir.create_dir_with(name, &dir_builder(mode)) {
-                    Ok(()) => created.push(at.clone()),
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_at(&at, e)),
                 }
@@ -229,7 +224,6 @@ impl Root {
         Ok(Parent {
             dir,
             name: last.to_os_string(),
-            created,
         })
     }
 
@@ -366,10 +360,6 @@ mod tests {
         let root = Root::open(&root_path).unwrap();
 
         let parent = root.parent_replacing(Path::new("a/link/new/f"), 0o700).unwrap();
-        assert_eq!(
-            parent.created,
-            vec![PathBuf::from("a/link"), PathBuf::from("a/link/new")]
-        );
         parent.dir.write(&parent.name, b"hi").unwrap();
         assert!(
             std::fs::symlink_metadata(root_path.join("a/link"))
@@ -383,11 +373,15 @@ mod tests {
             .collect();
         assert_eq!(left, ["kept"], "nothing changed where the link pointed");
 
-        let parent = root.parent_replacing(Path::new("file/g"), 0o700).unwrap();
-        assert_eq!(parent.created, vec![PathBuf::from("file")]);
+        root.parent_replacing(Path::new("file/g"), 0o700).unwrap();
+        assert!(
+            std::fs::symlink_metadata(root_path.join("file"))
+                .unwrap()
+                .is_dir()
+        );
         // Existing directories are kept as they are, and a final name is never touched.
-        let parent = root.parent_replacing(Path::new("a/link"), 0o700).unwrap();
-        assert!(parent.created.is_empty());
+        root.parent_replacing(Path::new("a/link"), 0o700).unwrap();
+        assert_eq!(std::fs::read(root_path.join("a/link/new/f")).unwrap(), b"hi");
         assert!(root.parent_replacing(Path::new("../x"), 0o700).is_err());
     }
 
@@ -448,8 +442,9 @@ mod tests {
         let err = root.parent(Path::new("a/b/c/f"), Create::No).unwrap_err();
         assert!(matches!(&err, ConfineError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
 
-        let parent = root.parent(Path::new("a/b/c/f"), Create::Mode(0o700)).unwrap();
-        assert_eq!(parent.created, vec![PathBuf::from("a/b"), PathBuf::from("a/b/c")]);
+        let (_, created) = root.open_dir(Path::new("a/b/c"), Create::Mode(0o700)).unwrap();
+        assert_eq!(created, vec![PathBuf::from("a/b"), PathBuf::from("a/b/c")]);
+        let parent = root.parent(Path::new("a/b/c/f"), Create::No).unwrap();
         for d in ["a/b", "a/b/c"] {
             let mode = std::fs::metadata(tmp.path().join(d))
                 .unwrap()

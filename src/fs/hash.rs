@@ -64,6 +64,10 @@ const READ_BUF: usize = 256 * 1024;
 /// Hashes `path` and checks it still matches what the scan saw. A
 /// symlink's content is its target, read without following it. `part_size`
 /// says how the file will be sent (see [`BodyDigests::part_size`]).
+///
+/// # Errors
+/// The I/O error of opening or reading the file (or reading the link), or
+/// the one of [`ensure_unchanged`] when the file changed since the scan.
 pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::Result<Hashed> {
     if seen.kind == EntryKind::Symlink {
         let target = link_target(path)?;
@@ -83,12 +87,8 @@ pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::R
 }
 
 /// blake3 of everything `reader` yields and the MD5 of each `part_size`
-/// slice of it (one MD5 of the whole when `None`).
-pub fn hash_reader(reader: impl Read, part_size: Option<u64>) -> io::Result<Hashed> {
-    hash_reader_with(reader, part_size, READ_BUF)
-}
-
-/// [`hash_reader`] reading `buf_len` bytes at a time.
+/// slice of it (one MD5 of the whole when `None`), reading `buf_len` bytes
+/// at a time.
 fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usize) -> io::Result<Hashed> {
     let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
@@ -132,17 +132,24 @@ fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usiz
 }
 
 /// The MD5 of `data`.
-pub fn md5_of(data: &[u8]) -> Md5 {
+pub(crate) fn md5_of(data: &[u8]) -> Md5 {
     md5::Md5::digest(data).into()
 }
 
 /// The raw bytes a symlink points to.
-pub fn link_target(path: &Path) -> io::Result<Vec<u8>> {
+///
+/// # Errors
+/// The I/O error of `readlink` (not a link, gone, not permitted).
+pub(crate) fn link_target(path: &Path) -> io::Result<Vec<u8>> {
     Ok(std::fs::read_link(path)?.into_os_string().into_encoded_bytes())
 }
 
 /// Fails if the file's size, mtime, change time, inode or device differ
 /// from the scan's: then the bytes read or sent may not be the ones seen.
+///
+/// # Errors
+/// The I/O error of the `stat`, or an [`io::ErrorKind::Other`] error
+/// ("file changed while being backed up") when anything differs.
 pub fn ensure_unchanged(path: &Path, seen: &ScanEntry) -> io::Result<()> {
     let md = if seen.kind == EntryKind::Symlink {
         std::fs::symlink_metadata(path)?
@@ -199,7 +206,7 @@ mod tests {
             data.len() as u64,
             1 << 40,
         ] {
-            let hashed = hash_reader(&data[..], Some(part)).unwrap();
+            let hashed = hash_reader_with(&data[..], Some(part), READ_BUF).unwrap();
             let expected: Vec<Md5> = data
                 .chunks(part.min(data.len() as u64) as usize)
                 .map(md5_of)
@@ -207,8 +214,17 @@ mod tests {
             assert_eq!(hashed.bodies.md5, expected, "part size {part}");
             assert_eq!(hashed.blake3, blake3::hash(&data).to_hex().to_string());
         }
-        assert_eq!(hash_reader(&data[..], None).unwrap().bodies.md5, [md5_of(&data)]);
-        assert_eq!(hash_reader(&b""[..], None).unwrap().bodies.md5, [md5_of(b"")]);
-        assert_eq!(hash_reader(&b""[..], Some(5)).unwrap().bodies.md5, [md5_of(b"")]);
+        assert_eq!(
+            hash_reader_with(&data[..], None, READ_BUF).unwrap().bodies.md5,
+            [md5_of(&data)]
+        );
+        assert_eq!(
+            hash_reader_with(&b""[..], None, READ_BUF).unwrap().bodies.md5,
+            [md5_of(b"")]
+        );
+        assert_eq!(
+            hash_reader_with(&b""[..], Some(5), READ_BUF).unwrap().bodies.md5,
+            [md5_of(b"")]
+        );
     }
 }

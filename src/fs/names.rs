@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 /// The quote character that introduces an escaped byte.
-pub const QUOTE: char = '\u{201B}';
+pub(crate) const QUOTE: char = '\u{201B}';
 
 /// The text form of a local name or relative path (see the module doc).
 pub fn encode(name: &OsStr) -> Cow<'_, str> {
@@ -95,14 +95,14 @@ fn escaped_byte(s: &str) -> Option<u8> {
 
 /// Raw bytes as an OS string (lossy where the platform's strings are not bytes).
 #[cfg(unix)]
-pub fn os_string(bytes: Vec<u8>) -> OsString {
+pub(crate) fn os_string(bytes: Vec<u8>) -> OsString {
     use std::os::unix::ffi::OsStringExt;
     OsString::from_vec(bytes)
 }
 
 /// Raw bytes as an OS string (lossy where the platform's strings are not bytes).
 #[cfg(not(unix))]
-pub fn os_string(bytes: Vec<u8>) -> OsString {
+pub(crate) fn os_string(bytes: Vec<u8>) -> OsString {
     OsString::from(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -65,7 +65,7 @@ pub struct OwnFiles {
 }
 
 /// The history file the shell keeps beside the state file (`shell.rs`).
-pub const SHELL_HISTORY: &str = "shell-history";
+pub(crate) const SHELL_HISTORY: &str = "shell-history";
 
 /// SQLite's companion files of a database `N`: `N-wal`, `N-shm` (WAL mode)
 /// and `N-journal` (a rollback journal, before WAL mode is set).
@@ -76,7 +76,7 @@ impl OwnFiles {
     /// their canonical paths) and the local store rooted at `store_root`.
     /// Paths that do not exist (yet) are passed over: what does not exist
     /// cannot be walked into.
-    pub fn find(state_paths: &[&Path], store_root: Option<&Path>) -> OwnFiles {
+    pub(crate) fn find(state_paths: &[&Path], store_root: Option<&Path>) -> OwnFiles {
         let mut own = OwnFiles::default();
         for path in state_paths {
             own.add_state(path, true);
@@ -127,7 +127,7 @@ impl OwnFiles {
 
     /// Whether the entry named `name` (text form) in the directory `parent`
     /// is one of s3backup's own files.
-    pub fn is_own_file(&self, parent: FileId, name: &str) -> bool {
+    pub(crate) fn is_own_file(&self, parent: FileId, name: &str) -> bool {
         self.dirs.iter().filter(|d| d.id == parent).any(|d| {
             d.exact.iter().any(|n| n == name)
                 || d.lock_of.iter().any(|state| {
@@ -140,7 +140,7 @@ impl OwnFiles {
     }
 
     /// Whether a directory with this identity is the local store's root.
-    pub fn is_store(&self, id: FileId) -> bool {
+    pub(crate) fn is_store(&self, id: FileId) -> bool {
         self.store == Some(id)
     }
 }
@@ -155,7 +155,7 @@ fn state_dir_id(path: &Path) -> Option<FileId> {
 }
 
 /// Device and inode from a stat (zeros where the platform has none).
-pub fn file_id(md: &std::fs::Metadata) -> FileId {
+pub(crate) fn file_id(md: &std::fs::Metadata) -> FileId {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -206,7 +206,10 @@ fn store_root(target: &Target) -> Option<PathBuf> {
 }
 
 /// Refuses a (canonical) SOURCE at or under the local store's root.
-pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
+///
+/// # Errors
+/// [`OwnError::SourceInStore`] when SOURCE is the store's root or beneath it.
+pub(crate) fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
     match store_root(target) {
         Some(store) if real_path(source).starts_with(&store) => Err(OwnError::SourceInStore {
             source_dir: source.to_path_buf(),
@@ -219,7 +222,10 @@ pub fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
 /// Refuses a restore DEST at or under the local store's root; otherwise
 /// returns where the store lies under DEST (its relative path in text
 /// form, `/`-separated), if it does: a restore leaves that subtree out.
-pub fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnError> {
+///
+/// # Errors
+/// [`OwnError::DestInStore`] when DEST is the store's root or beneath it.
+pub(crate) fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnError> {
     let Some(store) = store_root(target) else {
         return Ok(None);
     };
@@ -236,7 +242,7 @@ pub fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>, OwnErr
 }
 
 /// Whether the relative path `path` is `dir` or lies under it.
-pub fn is_under(path: &str, dir: &str) -> bool {
+pub(crate) fn is_under(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }

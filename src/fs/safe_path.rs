@@ -10,26 +10,77 @@
 //! and final files are renamed into place, which replaces a symlink at the
 //! final name instead of writing through it.
 
+/// Why a remote path was refused: each is a way a name could reach
+/// outside DEST or be read as something else than the one name it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsafe {
+    /// The path is empty.
+    Empty,
+    /// It starts with `/`.
+    Absolute,
+    /// It holds a NUL byte, which ends a name in every system call.
+    Nul,
+    /// It holds a backslash, a separator on Windows.
+    Backslash,
+    /// Two separators in a row, or one at either end.
+    EmptySegment,
+    /// A `..` segment, which climbs out of the directory.
+    DotDot,
+    /// A `.` segment, the same directory named twice.
+    Dot,
+}
+
+impl Unsafe {
+    /// The reason in a few words, for messages.
+    fn reason(self) -> &'static str {
+        match self {
+            Unsafe::Empty => "empty path",
+            Unsafe::Absolute => "absolute path",
+            Unsafe::Nul => "NUL in path",
+            Unsafe::Backslash => "backslash in path",
+            Unsafe::EmptySegment => "empty path segment",
+            Unsafe::DotDot => "'..' segment",
+            Unsafe::Dot => "'.' segment",
+        }
+    }
+}
+
+/// A remote path refused before anything is written for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing unsafe path '{}': {}", path.escape_debug(), why.reason())]
+pub struct UnsafePath {
+    /// The path as it came (a key from a listing or a manifest's path).
+    pub path: String,
+    /// What is wrong with it.
+    pub why: Unsafe,
+}
+
 /// Checks that a relative path from a remote source is safe to join to DEST.
-pub fn validate(rel: &str) -> Result<(), String> {
-    let reason = if rel.is_empty() {
-        "empty path"
+///
+/// # Errors
+/// [`UnsafePath`] naming the path and what is wrong with it.
+pub fn validate(rel: &str) -> Result<(), UnsafePath> {
+    let why = if rel.is_empty() {
+        Unsafe::Empty
     } else if rel.starts_with('/') {
-        "absolute path"
+        Unsafe::Absolute
     } else if rel.contains('\0') {
-        "NUL in path"
+        Unsafe::Nul
     } else if cfg!(windows) && rel.contains('\\') {
-        "backslash in path"
+        Unsafe::Backslash
     } else if rel.split('/').any(str::is_empty) {
-        "empty path segment"
+        Unsafe::EmptySegment
     } else if rel.split('/').any(|s| s == "..") {
-        "'..' segment"
+        Unsafe::DotDot
     } else if rel.split('/').any(|s| s == ".") {
-        "'.' segment"
+        Unsafe::Dot
     } else {
         return Ok(());
     };
-    Err(format!("refusing unsafe path '{}': {reason}", rel.escape_debug()))
+    Err(UnsafePath {
+        path: rel.to_string(),
+        why,
+    })
 }
 
 #[cfg(test)]
@@ -54,6 +105,11 @@ mod tests {
         for good in ["a", "a/b.txt", "..a", "a..b/c", ".hidden/x"] {
             assert!(validate(good).is_ok(), "{good:?}");
         }
+        assert_eq!(
+            validate("a/../b").unwrap_err().to_string(),
+            "refusing unsafe path 'a/../b': '..' segment"
+        );
+        assert_eq!(validate("a\0b").unwrap_err().why, Unsafe::Nul);
         // One name on Unix, a path on Windows.
         assert_eq!(validate("a\\..\\b").is_ok(), cfg!(unix));
     }

@@ -18,7 +18,7 @@ use crate::fs::names;
 use crate::fs::own::OwnFiles;
 
 /// The name reserved at the top of a source and of a store.
-pub const RESERVED: &str = ".s3backup";
+pub(crate) const RESERVED: &str = ".s3backup";
 
 /// What kind of entry a scanned path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl EntryKind {
     }
 
     /// The kind a manifest or JSON name stands for.
-    pub fn from_name(name: &str) -> Option<EntryKind> {
+    pub(crate) fn from_name(name: &str) -> Option<EntryKind> {
         match name {
             "file" => Some(EntryKind::File),
             "dir" => Some(EntryKind::Dir),
@@ -52,7 +52,7 @@ impl EntryKind {
     }
 
     /// Whether it has bytes of its own (an object in the bucket).
-    pub fn has_content(self) -> bool {
+    pub(crate) fn has_content(self) -> bool {
         self != EntryKind::Dir
     }
 }
@@ -200,6 +200,9 @@ impl Default for WalkOptions {
 }
 
 /// Walks `root` lazily (symlinks kept as links), calling `tick` every 1000 entries for progress.
+///
+/// # Errors
+/// As [`walk_with`].
 pub fn walk<F: FnMut(usize)>(
     root: &Path,
     tick: F,
@@ -218,6 +221,11 @@ pub fn walk<F: FnMut(usize)>(
 /// without holding either in memory. Each directory is read once and its
 /// entries are stat-ed relative to it (`fstatat` on the open directory, as
 /// `find` does), not by full path.
+///
+/// # Errors
+/// [`ScanError`] when `root` is missing, not a directory or unreadable;
+/// what cannot be read beneath it is reported in the walk
+/// ([`Walked`]), not as an error.
 pub fn walk_with<F: FnMut(usize)>(
     root: &Path,
     opts: &WalkOptions,
@@ -514,12 +522,18 @@ fn ignore_file_of(dir: &Path, rel: &str, children: &[Child]) -> Option<Gitignore
 }
 
 /// Walks `root` and collects everything (for tests and benchmarks; a backup streams [`walk`]).
+///
+/// # Errors
+/// As [`walk_with`].
 pub fn scan(root: &Path, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     scan_with(root, &WalkOptions::default(), tick)
 }
 
 /// [`scan`], following symlinks when `follow`.
-pub fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
+///
+/// # Errors
+/// As [`walk_with`].
+pub(crate) fn scan_with(root: &Path, opts: &WalkOptions, tick: impl FnMut(usize)) -> Result<Scan, ScanError> {
     let mut scan = Scan::default();
     for item in walk_with(root, opts, tick)? {
         match item {

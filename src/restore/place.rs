@@ -55,7 +55,7 @@ pub(crate) async fn restore_file(
     if let Err(e) = safe_path::validate(&item.path) {
         return Outcome::Failed(Failure {
             path: item.path,
-            error: e,
+            error: e.to_string(),
         });
     }
     let key = join_key(prefix, &item.path);

@@ -54,7 +54,7 @@ impl<'a> Select<'a> {
     ) -> Result<Self, String> {
         let selectors: Vec<String> = paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
         for s in &selectors {
-            safe_path::validate(s)?;
+            safe_path::validate(s).map_err(|e| e.to_string())?;
         }
         Ok(Self {
             matched: vec![false; selectors.len()],

@@ -23,13 +23,13 @@ pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store, WriteOptions};
 
 /// Largest single PutObject / CopyObject S3 accepts.
-pub const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const MAX_SINGLE_OBJECT: u64 = 5 * 1024 * 1024 * 1024;
 /// Smallest part S3 accepts (except the last one).
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+pub(crate) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Largest part S3 accepts.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// Most parts one multipart upload may have.
-pub const MAX_PARTS: u64 = 10_000;
+pub(crate) const MAX_PARTS: u64 = 10_000;
 /// The longest connect and read timeout, in seconds: a day. Nothing useful
 /// waits longer, and sums of timeouts then cannot overflow.
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
@@ -99,7 +99,7 @@ impl ObjectMeta {
     /// then `.` and the nanoseconds with trailing zeros dropped, or no
     /// point at all for whole seconds. −1.5 s is `-1.5`, −1 ns is
     /// `-0.000000001`, 1 s is `1`.
-    pub fn mtime_text(&self) -> String {
+    pub(crate) fn mtime_text(&self) -> String {
         let sign = if self.mtime_ns < 0 { "-" } else { "" };
         // unsigned_abs: i64::MIN has no positive i64 counterpart.
         let abs = self.mtime_ns.unsigned_abs();
@@ -122,7 +122,7 @@ impl ObjectMeta {
     /// 0.5 s, and digits past the ninth are ignored unread. `None` for
     /// anything else (empty, exponents, spaces, overflow): as with rclone,
     /// the object then has no usable `mtime`.
-    pub fn parse_mtime(text: &str) -> Option<i64> {
+    pub(crate) fn parse_mtime(text: &str) -> Option<i64> {
         const NINE: usize = 9;
         let bytes = text.as_bytes();
         let mut digits: Vec<u8> = Vec::with_capacity(bytes.len() + NINE);
@@ -145,7 +145,7 @@ impl ObjectMeta {
     }
 
     /// The `mode` metadata value (octal).
-    pub fn mode_text(&self) -> String {
+    pub(crate) fn mode_text(&self) -> String {
         format!("{:o}", self.mode)
     }
 }
@@ -221,7 +221,7 @@ pub struct RemoteObject {
 
 impl RemoteObject {
     /// Reads the tool's metadata keys from an object's user metadata.
-    pub fn apply_metadata<'a>(&mut self, mut get: impl FnMut(&str) -> Option<&'a str>) {
+    pub(crate) fn apply_metadata<'a>(&mut self, mut get: impl FnMut(&str) -> Option<&'a str>) {
         self.mtime_ns = get("mtime").and_then(ObjectMeta::parse_mtime);
         self.mode = get("mode").and_then(|m| u32::from_str_radix(m, 8).ok());
         self.blake3 = get("blake3")
@@ -268,6 +268,18 @@ pub struct PendingUpload {
 }
 
 /// The operations the engines need from a storage backend.
+///
+/// # Errors
+/// Every fallible method returns a [`StoreError`] sorted by what the
+/// caller should do, the same way for every store: [`StoreError::NotFound`]
+/// for a missing bucket, object or upload, [`StoreError::AccessDenied`] for
+/// refused credentials or permissions, [`StoreError::Changed`] when an
+/// `if_match` condition fails, [`StoreError::BadDigest`] when the bytes
+/// received are not the bytes hashed, [`StoreError::Transient`] for what a
+/// retry may cure (throttling, a server error, no connection, a timeout),
+/// [`StoreError::Fatal`] for everything else. The S3 store sorts SDK errors
+/// in `s3/errors.rs`, the local store I/O errors in `local/errors.rs`, by
+/// their structure (status, code, variant, `io::ErrorKind`), never by text.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Checks the bucket exists and is usable; creates it when missing and `create` is set.
@@ -352,7 +364,7 @@ pub trait ObjectStore: Send + Sync {
 /// one, so that a migration to another endpoint or an off-site copy under
 /// another profile is a set of its own, never taken for the one already
 /// backed up.
-pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
+pub(crate) fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
     match store.location() {
         Some(location) => format!("{} ({location})", target.canonical()),
         None => target.canonical(),
@@ -362,6 +374,10 @@ pub fn set_target(target: &Target, store: &dyn ObjectStore) -> String {
 /// Opens the store a target names. With `settings.bandwidth`, the store
 /// gets one token bucket that paces every byte it sends or receives for as
 /// long as it lives (one run).
+///
+/// # Errors
+/// As [`S3Store::connect`] for an S3 target (no usable credentials); a
+/// local target opens without touching the disk.
 pub async fn open(target: &Target, settings: &S3Settings) -> StoreResult<Arc<dyn ObjectStore>> {
     open_cancellable(target, settings, &crate::cancel::Cancel::default()).await
 }

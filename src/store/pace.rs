@@ -47,6 +47,7 @@ pub struct BandwidthLimit {
 /// The shared token bucket: one token per byte.
 pub struct Bandwidth {
     limiter: Arc<RateLimiter>,
+    /// The largest piece handed on at once, bytes.
     chunk: usize,
     limit: BandwidthLimit,
 }
@@ -94,13 +95,8 @@ impl Bandwidth {
         }
     }
 
-    /// The largest piece handed on at once, bytes.
-    pub fn chunk(&self) -> usize {
-        self.chunk
-    }
-
     /// Waits until `bytes` more may pass.
-    pub async fn take(&self, bytes: usize) {
+    pub(crate) async fn take(&self, bytes: usize) {
         self.limiter.clone().acquire_owned(bytes).await;
     }
 
@@ -121,7 +117,7 @@ impl Bandwidth {
 }
 
 /// An HTTP request body whose data frames are cut into pieces of at most
-/// [`Bandwidth::chunk`] bytes, each released only once the bucket has its
+/// `Bandwidth::chunk` bytes, each released only once the bucket has its
 /// tokens. Trailers and errors pass through unchanged.
 pub struct PacedBody<B> {
     inner: B,
@@ -199,7 +195,7 @@ where
     }
 }
 
-/// A download's chunks, cut into pieces of at most [`Bandwidth::chunk`]
+/// A download's chunks, cut into pieces of at most `Bandwidth::chunk`
 /// bytes, each handed on once the bucket has its tokens (the HTTP client
 /// then reads no further than its buffers allow, so the sender slows down
 /// too). Without a limit, `chunks` unchanged.
@@ -235,7 +231,7 @@ pub fn pace_chunks(limit: Option<&Arc<Bandwidth>>, chunks: ByteChunks) -> ByteCh
 }
 
 /// A reader for the local store's blocking copy loops: each read returns
-/// at most [`Bandwidth::chunk`] bytes, and only once the bucket has their
+/// at most `Bandwidth::chunk` bytes, and only once the bucket has their
 /// tokens. It waits by blocking its thread on the runtime (`handle`), so it
 /// must run on a blocking thread (`spawn_blocking`), never on an async one.
 pub struct PacedReader<R> {
@@ -295,10 +291,10 @@ mod tests {
 
     #[test]
     fn pieces_are_small_enough_for_the_rate_to_hold_within_a_request() {
-        assert_eq!(limit(1024 * 1024, 1).chunk(), MAX_CHUNK);
-        assert_eq!(limit(100 * 1024 * 1024, 1).chunk(), MAX_CHUNK);
-        assert_eq!(limit(160_000, 1).chunk(), 10_000);
-        assert_eq!(limit(1, 1).chunk(), 512);
+        assert_eq!(limit(1024 * 1024, 1).chunk, MAX_CHUNK);
+        assert_eq!(limit(100 * 1024 * 1024, 1).chunk, MAX_CHUNK);
+        assert_eq!(limit(160_000, 1).chunk, 10_000);
+        assert_eq!(limit(1, 1).chunk, 512);
     }
 
     #[test]
@@ -349,7 +345,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let pieces: Vec<Bytes> = pace_chunks(Some(&b), chunks).map(|r| r.unwrap()).collect().await;
         let took = start.elapsed();
-        assert!(pieces.iter().all(|p| p.len() <= b.chunk()));
+        assert!(pieces.iter().all(|p| p.len() <= b.chunk));
         assert_eq!(pieces.iter().map(Bytes::len).sum::<usize>(), 128_000);
         // 128,000 bytes at 65,536 B/s: 1.95 s.
         assert!(took >= Duration::from_millis(1940), "{took:?}");

@@ -7,14 +7,18 @@ use std::time::Duration;
 use super::StoreError;
 
 /// Attempts per file operation for transient errors (on top of the SDK's own retries).
-pub const ATTEMPTS: u32 = 2;
+pub(crate) const ATTEMPTS: u32 = 2;
 
 /// Attempts for a download: the SDK retries a request only until its
 /// headers arrive, so a body cut short is retried here alone.
 pub const DOWNLOAD_ATTEMPTS: u32 = 4;
 
 /// Retries `op` on transient errors with exponential backoff.
-pub async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
+///
+/// # Errors
+/// The last error: a non-transient one at once, a transient one after
+/// [`ATTEMPTS`] attempts.
+pub(crate) async fn retry<T, F, Fut>(what: &str, op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -23,7 +27,10 @@ where
 }
 
 /// [`retry`] with a given number of attempts.
-pub async fn retry_n<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T, StoreError>
+///
+/// # Errors
+/// As [`retry`], after `attempts` attempts.
+pub(crate) async fn retry_n<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,

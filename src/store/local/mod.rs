@@ -40,32 +40,41 @@
 //!
 //! The root itself is opened by the path the user gave, following a link
 //! there (their choice, as with any command-line argument).
+//!
+//! # Layout
+//! This file holds the [`ObjectStore`] methods (async shims over blocking
+//! work); `ops` the single-object file-system operations, `multipart` the
+//! upload directories, `stat` what is read of a stored file and the copy
+//! that checks MD5s, `errors` the sorting of I/O and confinement errors,
+//! `scratch` the temporary area, `walk` the listing.
 
+mod errors;
+mod multipart;
 mod ops;
 mod scratch;
+mod stat;
 mod walk;
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, SeekFrom};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Metadata, OpenOptions};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use md5::Digest;
 
+use self::errors::{check_key, confine_error, io_error, upload_name};
 use self::ops::Body;
 use self::scratch::{Scratch, TMP};
+use self::stat::{Stat, apply_meta, copy_range_with, remote_of};
 use super::pace::{self, Bandwidth, PacedReader};
 use super::{
-    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
-    PutOutcome, RemoteObject, StoreError, StoreResult,
+    ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, PendingUpload,
+    Prepared, PutOutcome, RemoteObject, StoreError, StoreResult,
 };
-use crate::fs::confine::{ConfineError, Create, Root};
+use crate::fs::confine::{ConfineError, Root};
 
 /// Permission bits of the directories the store creates, before the umask
 /// (as `mkdir -p` creates them).
@@ -101,7 +110,7 @@ impl LocalStore {
     }
 
     /// Paces the bytes copied into and read out of the store (`--max-bandwidth`).
-    pub fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> Self {
+    pub(crate) fn with_bandwidth(mut self, bandwidth: Option<Bandwidth>) -> Self {
         self.bandwidth = bandwidth.map(Arc::new);
         self
     }
@@ -176,178 +185,6 @@ impl LocalStore {
         }
         *held = Some(scratch.clone());
         Ok(scratch)
-    }
-}
-
-/// Checks that a key names something beneath the root: relative, no empty,
-/// `.` or `..` component, no NUL, no backslash on Windows. Returns it as
-/// a path.
-fn check_key(key: &str) -> StoreResult<&Path> {
-    // The same rules as a restore's: a backslash is a plain name byte on
-    // Unix (a file named `a\b` is backed up and restored as one) and a
-    // separator only on Windows.
-    crate::fs::safe_path::validate(key).map_err(StoreError::Fatal)?;
-    Ok(Path::new(key))
-}
-
-/// The directory name of an open multipart upload.
-fn upload_name(upload_id: &str) -> StoreResult<String> {
-    if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(StoreError::Fatal(format!("bad upload ID '{upload_id}'")));
-    }
-    Ok(format!("upload-{upload_id}"))
-}
-
-/// A confinement failure as a store error: a link on the way is a refusal
-/// that names it ([`StoreError::Fatal`]), a file on the way means the key
-/// holds no object ([`StoreError::NotFound`]).
-fn confine_error(e: ConfineError, what: &str) -> StoreError {
-    let text = format!("{what}: {e}");
-    match e {
-        ConfineError::Symlink { .. } | ConfineError::NotRelative { .. } => StoreError::Fatal(text),
-        ConfineError::NotDir { .. } => StoreError::NotFound(text),
-        ConfineError::Io { source, .. } => match source.kind() {
-            io::ErrorKind::NotFound => StoreError::NotFound(text),
-            io::ErrorKind::PermissionDenied => StoreError::AccessDenied(text),
-            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                StoreError::Transient(text)
-            }
-            _ => StoreError::Fatal(text),
-        },
-    }
-}
-
-/// What the store reports of an entry's stat: size in bytes, mtime in
-/// nanoseconds since the epoch, permission bits.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    len: u64,
-    mtime_ns: i64,
-    mode: u32,
-}
-
-impl Stat {
-    fn of(md: &Metadata) -> Stat {
-        #[cfg(unix)]
-        let (mtime_ns, mode) = {
-            use cap_std::fs::MetadataExt;
-            (
-                md.mtime()
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(md.mtime_nsec()),
-                md.mode() & 0o7777,
-            )
-        };
-        #[cfg(not(unix))]
-        let (mtime_ns, mode) = {
-            let ns = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
-                Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-                Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-            };
-            let mtime = md.modified().map(|t| ns(t.into_std())).unwrap_or(0);
-            (mtime, if md.permissions().readonly() { 0o444 } else { 0o644 })
-        };
-        Stat {
-            len: md.len(),
-            mtime_ns,
-            mode,
-        }
-    }
-
-    /// The ETag: size and mtime in hex, as web servers derive theirs.
-    fn etag(&self) -> String {
-        format!("{:x}-{:x}", self.len, i128::from(self.mtime_ns))
-    }
-
-    fn put_outcome(&self) -> PutOutcome {
-        PutOutcome {
-            etag: self.etag(),
-            version_id: None,
-        }
-    }
-}
-
-/// Applies an object's mode and mtime to an open file (`fchmod`, `futimens`).
-fn apply_meta(file: &File, meta: &ObjectMeta) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(meta.mode & 0o7777))?;
-    }
-    let mtime = filetime::FileTime::from_unix_time(
-        meta.mtime_ns.div_euclid(1_000_000_000),
-        meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    filetime::set_file_handle_times(file, None, Some(mtime))
-}
-
-/// Copies `range` into `out` through the reader `wrap` makes of the file;
-/// with `range.md5`, fails with a [`DigestMismatch`] when the bytes copied
-/// are not the bytes hashed (as S3 refuses a body whose `Content-MD5` differs).
-fn copy_range_with<R: Read>(
-    out: &mut File,
-    range: FileRange<'_>,
-    wrap: impl FnOnce(io::Take<File>) -> R,
-) -> io::Result<()> {
-    let mut file = File::open(range.path)?;
-    file.seek(SeekFrom::Start(range.offset))?;
-    let mut reader = Md5Reader {
-        inner: wrap(file.take(range.len)),
-        md5: range.md5.map(|_| md5::Md5::new()),
-    };
-    let copied = io::copy(&mut reader, out)?;
-    if copied != range.len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, Shrank));
-    }
-    if let (Some(expected), Some(md5)) = (range.md5, reader.md5)
-        && <[u8; 16]>::from(md5.finalize()) != expected
-    {
-        return Err(io::Error::other(DigestMismatch));
-    }
-    Ok(())
-}
-
-/// The bytes copied into the store are not the bytes hashed.
-#[derive(Debug, thiserror::Error)]
-#[error("the MD5 of the bytes read differs from the one hashed")]
-struct DigestMismatch;
-
-/// The file ended before the range to copy did.
-#[derive(Debug, thiserror::Error)]
-#[error("the file shrank while being read")]
-struct Shrank;
-
-/// A reader that hashes what passes through (when asked to).
-struct Md5Reader<R> {
-    inner: R,
-    md5: Option<md5::Md5>,
-}
-
-impl<R: Read> Read for Md5Reader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(md5) = &mut self.md5 {
-            md5.update(&buf[..n]);
-        }
-        Ok(n)
-    }
-}
-
-fn io_error(e: io::Error, what: &str) -> StoreError {
-    let text = format!("{what}: {e}");
-    if e.get_ref().is_some_and(|inner| inner.is::<DigestMismatch>()) {
-        return StoreError::BadDigest(what.to_string());
-    }
-    if e.get_ref().is_some_and(|inner| inner.is::<Shrank>()) {
-        return StoreError::Shrank(what.to_string());
-    }
-    match e.kind() {
-        io::ErrorKind::NotFound => StoreError::NotFound(text),
-        io::ErrorKind::PermissionDenied => StoreError::AccessDenied(text),
-        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            StoreError::Transient(text)
-        }
-        _ => StoreError::Fatal(text),
     }
 }
 
@@ -430,41 +267,8 @@ impl ObjectStore for LocalStore {
         let (target, mtime_ns) = (crate::fs::names::os_string(target.to_vec()), meta.mtime_ns);
         blocking(move || this.write_symlink(&key, &target, mtime_ns)).await
     }
-
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
-        check_key(key)?;
-        let upload_id = uuid::Uuid::new_v4().simple().to_string();
-        let name = upload_name(&upload_id)?;
-        let meta_line = format!("{} {} {}", meta.mtime_ns, meta.mode, meta.blake3);
-        let this = self.clone();
-        blocking(move || {
-            let what = |e| {
-                io_error(
-                    e,
-                    &format!(
-                        "starting upload '{upload_id}' in '{}'",
-                        this.root.join(TMP).display()
-                    ),
-                )
-            };
-            let root = this.open_root()?;
-            let tmp = this
-                .tmp_dir(&root, Create::Mode(DIR_MODE))?
-                .ok_or_else(|| StoreError::Fatal("the temporary area vanished".into()))?;
-            tmp.create_dir(&name).map_err(what)?;
-            let dir = tmp.open_dir_nofollow(&name).map_err(what)?;
-            dir.open_with(
-                "meta",
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .follow(FollowSymlinks::No),
-            )
-            .and_then(|mut f| f.write_all(meta_line.as_bytes()))
-            .map_err(what)?;
-            Ok(upload_id)
-        })
-        .await
+        self.create_multipart(key, meta).await
     }
 
     async fn upload_part(
@@ -474,41 +278,7 @@ impl ObjectStore for LocalStore {
         number: i32,
         range: FileRange<'_>,
     ) -> StoreResult<String> {
-        check_key(key)?;
-        upload_name(upload_id)?;
-        let (path, offset, len, md5) = (range.path.to_path_buf(), range.offset, range.len, range.md5);
-        let (this, upload_id, handle) = (self.clone(), upload_id.to_string(), self.pace_handle()?);
-        blocking(move || {
-            let root = this.open_root()?;
-            let dir = this.upload_dir(&root, &upload_id)?;
-            let part = format!("part-{number:05}");
-            let what = |e| io_error(e, &format!("writing part {number} of upload '{upload_id}'"));
-            let mut out = dir
-                .open_with(
-                    &part,
-                    OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .follow(FollowSymlinks::No),
-                )
-                .map_err(what)?
-                .into_std();
-            this.copy_in(
-                &mut out,
-                FileRange {
-                    path: &path,
-                    offset,
-                    len,
-                    md5,
-                },
-                handle.as_ref(),
-            )
-            .map_err(what)?;
-            out.flush().map_err(what)?;
-            Ok(format!("{number}-{len:x}"))
-        })
-        .await
+        self.upload_part(key, upload_id, number, range).await
     }
 
     async fn complete_multipart(
@@ -517,99 +287,15 @@ impl ObjectStore for LocalStore {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> StoreResult<PutOutcome> {
-        let name = upload_name(upload_id)?;
-        let (this, key, upload_id) = (self.clone(), key.to_string(), upload_id.to_string());
-        let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
-        blocking(move || {
-            let what = |e| io_error(e, &format!("completing upload '{upload_id}'"));
-            let root = this.open_root()?;
-            let dir = this.upload_dir(&root, &upload_id)?;
-            let meta_line = dir.read_to_string("meta").map_err(what)?;
-            let mut fields = meta_line.split(' ');
-            let meta = ObjectMeta {
-                mtime_ns: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0),
-                mode: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0o644),
-                blake3: fields.next().unwrap_or_default().to_string(),
-                symlink: false,
-            };
-            let outcome = this.write_atomically(&key, &meta, |out| {
-                for n in &numbers {
-                    let mut part = dir
-                        .open_with(
-                            format!("part-{n:05}"),
-                            OpenOptions::new().read(true).follow(FollowSymlinks::No),
-                        )?
-                        .into_std();
-                    io::copy(&mut part, out)?;
-                }
-                Ok(())
-            })?;
-            if let Some(tmp) = this.tmp_dir(&root, Create::No)? {
-                let _ = tmp.remove_dir_all(&name);
-            }
-            Ok(outcome)
-        })
-        .await
+        self.complete_multipart(key, upload_id, parts).await
     }
 
-    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<super::PendingUpload>> {
-        let this = self.clone();
-        blocking(move || {
-            let what = |e| io_error(e, &format!("listing '{}'", this.root.join(TMP).display()));
-            let root = match Root::open(&this.root) {
-                Ok(root) => root,
-                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(confine_error(e, "opening the store")),
-            };
-            let Some(tmp) = this.tmp_dir(&root, Create::No)? else {
-                return Ok(Vec::new());
-            };
-            let mut open = Vec::new();
-            for entry in tmp.entries().map_err(what)? {
-                let entry = entry.map_err(what)?;
-                let Some(upload_id) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("upload-"))
-                    .map(str::to_string)
-                else {
-                    continue;
-                };
-                // Not followed: a link here is no upload.
-                let Some(md) = entry.metadata().ok().filter(|md| md.is_dir()) else {
-                    continue;
-                };
-                open.push(super::PendingUpload {
-                    key: String::new(),
-                    upload_id,
-                    initiated_secs: Some(Stat::of(&md).mtime_ns.div_euclid(1_000_000_000)),
-                });
-            }
-            Ok(open)
-        })
-        .await
+    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        self.pending_uploads().await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
-        let name = upload_name(upload_id)?;
-        let this = self.clone();
-        blocking(move || {
-            let root = this.open_root()?;
-            let Some(tmp) = this.tmp_dir(&root, Create::No)? else {
-                return Ok(());
-            };
-            // cap-std's remove_dir_all removes links inside, never what they point to.
-            match tmp.remove_dir_all(&name) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(
-                    e,
-                    &format!("aborting upload '{}'", this.root.join(TMP).join(&name).display()),
-                )),
-                _ => Ok(()),
-            }
-        })
-        .await
+        self.abort_multipart(upload_id).await
     }
 
     async fn copy(
@@ -724,38 +410,9 @@ impl ObjectStore for LocalStore {
     }
 }
 
-fn remote_of(key: &str, md: &Metadata) -> StoreResult<RemoteObject> {
-    let symlink = md.is_symlink();
-    if !md.is_file() && !symlink {
-        return Err(StoreError::NotFound(format!("'{key}' is not a file")));
-    }
-    let stat = Stat::of(md);
-    Ok(RemoteObject {
-        size: stat.len,
-        etag: stat.etag(),
-        version_id: None,
-        last_modified_ns: Some(stat.mtime_ns),
-        mtime_ns: Some(stat.mtime_ns),
-        mode: (!symlink).then_some(stat.mode),
-        blake3: None,
-        symlink,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refuses_keys_that_escape_the_root() {
-        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/./b", "a\0b"] {
-            assert!(check_key(key).is_err(), "{key}");
-        }
-        assert_eq!(check_key("a/b").ok(), Some(Path::new("a/b")));
-        // A backslash separates paths on Windows only; on Unix it is a
-        // plain name byte, as in a restore (`safe_path::validate`).
-        assert_eq!(check_key("a\\b").is_err(), cfg!(windows));
-    }
 
     /// The listing shows a link as the object it is, never what lies
     /// beneath it, and passes over the temporary area.
