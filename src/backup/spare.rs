@@ -75,7 +75,7 @@ pub fn decide<T: Copy>(
         Verdict::NoRule => ignore_files
             .iter()
             .rev()
-            .find_map(|(g, tag)| match g.matched_path_or_any_parents(rel, is_dir) {
+            .find_map(|(g, tag)| match crate::fs::filter::matched_up(g, rel, is_dir) {
                 Match::Ignore(_) => Some((true, Some(*tag))),
                 Match::Whitelist(_) => Some((false, None)),
                 Match::None => None,

@@ -79,7 +79,7 @@ pub(crate) fn report(outcome: anyhow::Result<Exit>) -> Exit {
         Err(err) => {
             let code = code_of(&err);
             if code != Exit::Ok {
-                eprintln!("error: {err:#}");
+                crate::cli::output::errln!("error: {err:#}");
             }
             code
         }

@@ -64,13 +64,13 @@ impl Interrupts {
         runtime.spawn(async move {
             let signal = listener.next().await;
             let _ = first.set(signal);
-            eprintln!(
+            crate::cli::output::errln!(
                 "interrupted by {}: stopping cleanly (Ctrl-C again stops at once)",
                 signal.name()
             );
             token.cancel();
             listener.next().await;
-            eprintln!("interrupted again: stopping now");
+            crate::cli::output::errln!("interrupted again: stopping now");
             std::process::exit(signal.exit() as i32);
         });
         Ok(Self { cancel, received })
@@ -95,7 +95,7 @@ impl Interrupts {
             Ok(exit) => Ok(exit),
             Err(e) => {
                 if !is_interrupted(&e) {
-                    eprintln!("error: {e:#}");
+                    crate::cli::output::errln!("error: {e:#}");
                 }
                 Ok(signal.exit())
             }

@@ -72,6 +72,26 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// `eprintln!` that never panics: a message for stderr is dropped when
+/// stderr is gone (`2>&1 | head -1` after the reader left), so a closed
+/// stderr never ends a run half-way (exit 101) or changes its exit code.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use errln;
+
+/// `eprint!` that never panics (see [`errln`]).
+macro_rules! errprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+pub(crate) use errprint;
+
 /// Prints `value` as one line of JSON.
 pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string(value)?)?;

@@ -193,7 +193,7 @@ pub(crate) struct LineWriter;
 
 impl Writer for LineWriter {
     fn totals(&self, t: &Totals, started: Instant) {
-        eprintln!(
+        crate::cli::output::errln!(
             "progress: scanned {}, hashed {}, files {}/{}, {} of {} ({}/s), {:.0?}",
             t.scanned.load(Ordering::Relaxed),
             t.hashed.load(Ordering::Relaxed),

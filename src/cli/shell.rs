@@ -119,7 +119,7 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
     let words = match shell_words::split(text) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: cannot split the line into words: {e}");
+            crate::cli::output::errln!("error: cannot split the line into words: {e}");
             return Line::Nothing(Exit::Usage);
         }
     };
@@ -131,7 +131,7 @@ fn parse(ctx: &ShellContext, text: &str) -> Line {
             return Line::Nothing(Exit::Ok);
         }
         Some("shell") => {
-            eprintln!("error: already in the shell");
+            crate::cli::output::errln!("error: already in the shell");
             return Line::Nothing(Exit::Usage);
         }
         _ => {}

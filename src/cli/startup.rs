@@ -104,9 +104,9 @@ fn usage_error(e: clap::Error) -> ! {
     };
     let (problem, rest) = text.split_once("\n\n").unwrap_or((text.as_str(), ""));
     let problem: Vec<&str> = problem.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    eprintln!("{}", problem.join(" "));
+    crate::cli::output::errln!("{}", problem.join(" "));
     if !rest.is_empty() {
-        eprint!("\n{rest}");
+        crate::cli::output::errprint!("\n{rest}");
     }
     std::process::exit(code);
 }

@@ -47,11 +47,21 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-/// `--max-bandwidth`: a size per second, more than 0 (a limit of 0 bytes
-/// per second would never let a transfer finish).
+/// The lowest `--max-bandwidth`, in bytes per second.
+const MIN_RATE: u64 = 1024;
+
+/// `--max-bandwidth`: a size per second, at least [`MIN_RATE`] (a limit of
+/// 0 bytes per second would never let a transfer finish, and one under
+/// 1 KiB/s trips the SDK's stall check). No upper bound: any rate up to
+/// `u64::MAX` is paced without overflow (it then never waits).
 pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     match parse_size(text)? {
         0 => Err("a limit of 0 bytes per second would never finish: give more than 0 (e.g. 500K)".into()),
+        // The SDK ends a transfer that moves nothing for 5 s (its stalled
+        // stream protection); under 1 KiB/s the pieces come too far apart.
+        n if n < MIN_RATE => Err(format!(
+            "'{text}' is under 1K bytes per second, too slow for a request to keep going: give at least 1K"
+        )),
         n => Ok(n),
     }
 }

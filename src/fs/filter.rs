@@ -31,7 +31,7 @@
 use std::path::{Path, PathBuf};
 
 use ignore::Match;
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::gitignore::{Gitignore, GitignoreBuilder, Glob};
 use serde::{Deserialize, Serialize};
 
 /// The name of the per-directory ignore file.
@@ -173,7 +173,7 @@ impl Filters {
     /// source): that of the last filter matching it or a parent directory.
     pub fn verdict(&self, rel: &str, is_dir: bool) -> Verdict {
         for (kind, m) in self.runs.iter().rev() {
-            let takes = match m.matched_path_or_any_parents(rel, is_dir) {
+            let takes = match matched_up(m, rel, is_dir) {
                 Match::None => continue,
                 Match::Ignore(_) => *kind == Kind::Include,
                 // `!PATTERN`: the opposite of its option.
@@ -276,11 +276,40 @@ pub fn ignore_rules(rel: &str, text: &str) -> Option<Gitignore> {
         .filter(|g| !g.is_empty())
 }
 
+/// `g`'s verdict on `rel` (`/`-separated, relative to the source), or on
+/// the nearest parent directory it has a rule for, walking up no further
+/// than `g`'s own directory.
+///
+/// `Gitignore::matched_path_or_any_parents` also asks about the empty path
+/// above a name at `g`'s own level, where a directory-only pattern such as
+/// `*/` or `/*/` matches: it left out every top-level file for `--exclude
+/// '*/'` (and every file beside an ignore file holding `*/`). git's rule is
+/// that a pattern ending in `/` matches directories only (gitignore(5)).
+pub fn matched_up<'a>(g: &'a Gitignore, rel: &str, is_dir: bool) -> Match<&'a Glob> {
+    let own = g.matched(rel, is_dir);
+    if !own.is_none() {
+        return own;
+    }
+    let root_len = g.path().as_os_str().len();
+    let mut path = rel;
+    while let Some((parent, _)) = path.rsplit_once('/') {
+        if parent.len() <= root_len {
+            break;
+        }
+        let m = g.matched(parent, true);
+        if !m.is_none() {
+            return m;
+        }
+        path = parent;
+    }
+    Match::None
+}
+
 /// What the ignore files in force (deepest last) say about `rel`:
 /// `Some(true)` ignored, `Some(false)` re-included, `None` no rule.
 pub fn ignored_by(files: &[&Gitignore], rel: &str, is_dir: bool) -> Option<bool> {
     for g in files.iter().rev() {
-        match g.matched_path_or_any_parents(rel, is_dir) {
+        match matched_up(g, rel, is_dir) {
             Match::Ignore(_) => return Some(true),
             Match::Whitelist(_) => return Some(false),
             Match::None => {}
@@ -296,6 +325,20 @@ mod tests {
     fn f(exclude: &[&str], include: &[&str]) -> Filters {
         let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         Filters::new(&s(exclude), &s(include), &[]).unwrap()
+    }
+
+    #[test]
+    fn a_directory_only_pattern_matches_directories_only_at_every_level() {
+        for pattern in ["*/", "/*/"] {
+            let fl = f(&[pattern], &[]);
+            assert_eq!(fl.verdict("a.txt", false), Verdict::NoRule, "{pattern}");
+            assert_eq!(fl.verdict("docs", true), Verdict::Excluded, "{pattern}");
+            assert_eq!(fl.verdict("docs/d.txt", false), Verdict::Excluded, "{pattern}");
+        }
+        let nested = ignore_rules("n", "*/").unwrap();
+        assert!(matched_up(&nested, "n/y.txt", false).is_none());
+        assert!(matched_up(&nested, "n/e/z.txt", false).is_ignore());
+        assert!(matched_up(&nested, "n/e", true).is_ignore());
     }
 
     #[test]

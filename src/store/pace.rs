@@ -72,7 +72,7 @@ impl Bandwidth {
     pub fn new(limit: BandwidthLimit) -> Self {
         let rate = limit.bytes_per_sec.max(1);
         let interval_ms = 100_000u64.div_ceil(rate).clamp(100, 1000);
-        let refill = (rate * interval_ms + 500) / 1000;
+        let refill = rate.saturating_mul(interval_ms).saturating_add(500) / 1000;
         let refill = usize::try_from(refill.max(1)).unwrap_or(usize::MAX / 4);
         let limiter = RateLimiter::builder()
             .initial(0)

@@ -110,6 +110,36 @@ fn max_bandwidth_holds_for_parts_sent_in_parallel() {
     assert_eq!(server.object_bytes(BUCKET, "pre/big.bin").unwrap(), content);
 }
 
+/// The largest rate a size can spell is paced without overflow (it used
+/// to panic, exit 101), and one under 1 KiB/s, which the SDK's stall check
+/// would end after minutes, is refused at once.
+#[test]
+fn max_bandwidth_at_its_extremes_runs_or_is_refused_in_one_line() {
+    let (_server, env) = s3_setup();
+    env.write("a.txt", "a");
+    for huge in ["18446744073709551615", "200000T"] {
+        env.backup(TARGET, &["--max-bandwidth", huge]).expect_code(0);
+        let dest = env.root().join(format!("dest-{huge}"));
+        env.restore(TARGET, &dest, &["--max-bandwidth", huge])
+            .expect_code(0);
+    }
+    for tiny in ["1", "1023"] {
+        let r = env.backup(TARGET, &["--max-bandwidth", tiny]);
+        r.expect_code(2);
+        assert!(r.stderr.contains("at least 1K"), "{}", r.show());
+        assert_eq!(
+            r.stderr
+                .trim()
+                .lines()
+                .next()
+                .map(|l| l.contains("--max-bandwidth")),
+            Some(true),
+            "{}",
+            r.show()
+        );
+    }
+}
+
 #[test]
 fn max_bandwidth_of_zero_is_refused_by_backup_and_restore() {
     let (_server, env) = s3_setup();

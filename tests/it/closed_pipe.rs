@@ -185,3 +185,61 @@ fn a_verify_that_finds_damage_still_says_so_with_stdout_closed() {
     );
     assert!(!r.stderr.contains("panicked"), "{}", r.show());
 }
+
+/// Runs `cmd` with stderr a pipe whose reading end is already closed (as
+/// `s3backup … 2>&1 | head -1` leaves it once `head` has its line).
+fn closed_stderr(mut cmd: Command) -> Run {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(writer)
+        .output()
+        .expect("run s3backup");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+    }
+}
+
+/// A closed stderr is not a crash either: a usage error still exits 2, a
+/// failed run 1, a partial one 3, and a run with `-v` (log lines and
+/// progress on stderr) finishes its work and records itself as done. Each
+/// used to panic at its first message (exit 101), a backup leaving its
+/// run `running` and a restore stopping part-way.
+#[test]
+fn a_closed_stderr_changes_no_exit_code_and_stops_no_run() {
+    let env = TestEnv::new();
+    let run = |words: &str| {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(words.split_whitespace());
+        closed_stderr(cmd)
+    };
+    assert_eq!(run("--bogus").code, Some(2));
+    assert_eq!(run("backup /nonexistent/src /nonexistent/store").code, Some(1));
+    for i in 0..50 {
+        env.write(&format!("d{}/f{i}.txt", i % 5), format!("file {i}"));
+    }
+    let store = env.root().join("store").display().to_string();
+    let r = run(&format!("backup {} {store} -v", env.src.display()));
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let mut cmd = env.cmd();
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["state", "runs", "--json"]);
+    let runs = crate::common::run(cmd);
+    runs.expect_code(0);
+    assert!(!runs.stdout.contains("\"running\""), "{}", runs.show());
+    // A restore whose directory d0 is blocked by a file: errors on stderr, exit 3,
+    // and every other file restored.
+    let dest = env.root().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("d0"), "in the way").unwrap();
+    let r = run(&format!("restore {store} {} -v", dest.display()));
+    assert_eq!(r.code, Some(3), "{}", r.show());
+    for i in (0..50).filter(|i| i % 5 != 0) {
+        let path = dest.join(format!("d{}/f{i}.txt", i % 5));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("file {i}"));
+    }
+}

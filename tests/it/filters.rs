@@ -171,6 +171,52 @@ fn exclude_and_include_pick_what_a_backup_takes() {
     assert_eq!(v["excluded"], 4, "{v}");
 }
 
+/// A pattern ending in `/` matches directories only (gitignore(5)), also
+/// at the top: `--exclude '*/'` once left out every top-level file too,
+/// and a `*/` in an ignore file every file beside it; a restore with
+/// `--exclude '*/'` brought nothing back.
+#[test]
+fn a_directory_only_pattern_never_matches_a_file_at_its_own_level() {
+    let (server, env) = setup();
+    tree_of(
+        &env,
+        &[
+            "a.txt",
+            "b.log",
+            "docs/d.txt",
+            "cache/x/c.txt",
+            "n/y.txt",
+            "n/e/z.txt",
+        ],
+    );
+    env.write("n/.s3backupignore", "*/\n");
+    for pattern in ["*/", "/*/"] {
+        let r = env.backup(TARGET, &["--json", "--dry-run", "--exclude", pattern]);
+        r.expect_code(0);
+        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        assert_eq!(v["uploaded"], 2, "{pattern}: only a.txt and b.log go: {v}");
+    }
+    env.backup(TARGET, &[]).expect_code(0);
+    assert_eq!(
+        keys(&server),
+        [
+            "a.txt",
+            "b.log",
+            "cache/x/c.txt",
+            "docs/d.txt",
+            "n/.s3backupignore",
+            "n/y.txt"
+        ],
+        "the ignore file's `*/` leaves out n/e only"
+    );
+    let dest = env.root().join("restored");
+    env.restore(TARGET, &dest, &["--exclude", "*/"]).expect_code(0);
+    assert_eq!(
+        files_of(&dest).into_iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        ["a.txt", "b.log"]
+    );
+}
+
 /// The text summary says how much the filters left out, as `--json` does.
 #[test]
 fn the_text_summary_counts_what_filters_left_out() {

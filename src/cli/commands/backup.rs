@@ -45,16 +45,16 @@ pub(crate) async fn run(
     };
     output::ignore_closed(printed)?;
     for f in &report.failures {
-        eprintln!("error: {}: {}", f.path, f.error);
+        crate::cli::output::errln!("error: {}: {}", f.path, f.error);
     }
     if report.failed_dirs > 0 {
-        eprintln!(
+        crate::cli::output::errln!(
             "error: {} directory(ies) could not be read; what is under them was not backed up",
             report.failed_dirs
         );
     }
     if report.counts.failed > 0 {
-        eprintln!(
+        crate::cli::output::errln!(
             "error: {} file(s) were not backed up; run the backup again to retry them",
             report.counts.failed
         );

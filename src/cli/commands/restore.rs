@@ -33,18 +33,18 @@ pub(crate) async fn run(
     };
     output::ignore_closed(printed)?;
     for path in &r.kept_paths {
-        eprintln!("kept (differs from the backup): {path}");
+        crate::cli::output::errln!("kept (differs from the backup): {path}");
     }
     for f in &r.failures {
         if f.path.is_empty() {
-            eprintln!("error: {}", f.error);
+            crate::cli::output::errln!("error: {}", f.error);
         } else {
-            eprintln!("error: {}: {}", f.path, f.error);
+            crate::cli::output::errln!("error: {}: {}", f.path, f.error);
         }
     }
     if let Some(stopped) = &r.stopped {
         // Not "some files failed": how many entries were never read is unknown.
-        eprintln!("error: {stopped}");
+        crate::cli::output::errln!("error: {stopped}");
         return Ok(Exit::Error);
     }
     if !r.failures.is_empty() {
@@ -59,7 +59,7 @@ pub(crate) async fn run(
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} {what}"))
             .collect();
-        eprintln!("error: {} were not restored", parts.join(", "));
+        crate::cli::output::errln!("error: {} were not restored", parts.join(", "));
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)

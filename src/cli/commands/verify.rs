@@ -32,12 +32,12 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
 fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
     let damaged = r.missing + r.mismatched + r.damaged_lines;
     if damaged > 0 {
-        eprintln!(
+        crate::cli::output::errln!(
             "error: {damaged} file(s) of snapshot {} are not intact in {target}",
             r.snapshot,
         );
         if r.unreadable > 0 {
-            eprintln!(
+            crate::cli::output::errln!(
                 "error: {} other file(s) could not be read; run verify again to check them",
                 r.unreadable
             );
@@ -45,7 +45,7 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
         return Exit::Error;
     }
     if !r.passed_over.is_empty() {
-        eprintln!(
+        crate::cli::output::errln!(
             "error: {} in {target}: checked {}, the newest readable snapshot, instead",
             snapshots::describe_damage(&r.passed_over),
             r.snapshot
@@ -53,9 +53,10 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
         return Exit::Error;
     }
     if r.unreadable > 0 {
-        eprintln!(
+        crate::cli::output::errln!(
             "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
-            r.unreadable, r.snapshot,
+            r.unreadable,
+            r.snapshot,
         );
         return Exit::Partial;
     }
