@@ -5,7 +5,7 @@
 //! `--delete`. The walk does not meet a path that is gone, so its verdict
 //! cannot be collected on the way (issue 11, part 6: an excluded file that
 //! was also deleted locally had its object deleted). Instead every row
-//! gone locally is put through the walk's own decision ([`decide`], which
+//! gone locally is put through the walk's own decision (`decide`, which
 //! mirrors `scan::Walker::excluded`, checked against it by the tests
 //! below), component by component from the top, as the walk would meet it:
 //! the command-line filters (`--exclude`, `--exclude-from`, `--include`,

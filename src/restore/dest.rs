@@ -22,14 +22,15 @@
 //!
 //! Temporary files are `.s3backup-restore-<random>` beside their final
 //! name ([`TempFile`]; the naming rule is [`crate::fs::own::temp_name`],
-//! which a backup's walk also knows, to leave them out). A killed restore leaves them behind; the next
-//! restore removes those it finds in every directory it visits and says
-//! how many ([`Dest::stale_removed`]). Another restore may be writing into
-//! the same DEST at the same time, so a writer holds an exclusive advisory
-//! lock (`flock`) on its temporary file from creation to rename, and the
-//! sweep removes only files it can lock: the lock of a killed process is
-//! gone with it. (A per-DEST lock would serialise two restores of
-//! different subtrees, and would itself be a file left in DEST.)
+//! which a backup's walk also knows, to leave them out). A killed restore
+//! leaves them behind; the next restore removes those it finds in every
+//! directory it visits and says how many ([`Dest::stale_removed`]).
+//! Another restore may be writing into the same DEST at the same time, so
+//! a writer holds an exclusive advisory lock (`flock`) on its temporary
+//! file from creation to rename, and the sweep removes only files it can
+//! lock: the lock of a killed process is gone with it. (A per-DEST lock
+//! would serialise two restores of different subtrees, and would itself
+//! be a file left in DEST.)
 //!
 //! Mode bits from the store are applied through [`ModePolicy`]: setuid,
 //! setgid and sticky bits only with `--preserve-special-bits` (as `tar`

@@ -243,6 +243,7 @@ impl StateDb {
     }
 }
 
+/// The `kind` column's code for an entry kind.
 fn kind_code(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::File => "f",
@@ -251,6 +252,7 @@ fn kind_code(kind: EntryKind) -> &'static str {
     }
 }
 
+/// A `files` row, selected with the columns in the order of [`FileRow`].
 pub(super) fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let kind: String = r.get(1)?;
     Ok(FileRow {
