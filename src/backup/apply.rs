@@ -23,7 +23,7 @@ use futures::StreamExt;
 use super::hash::HashedFile;
 use super::journal::Journal;
 use super::open::Opened;
-use super::transfer::{Did, Engine};
+use super::transfer::{Did, Done, Engine, TransferError};
 use super::{BackupError, BackupOptions, BackupReport};
 use crate::cancel::{Cancel, Interrupted};
 use crate::fs::names;
@@ -380,25 +380,11 @@ impl Apply {
     /// but not reported. The rows of finished actions are committed, then
     /// [`BackupError::Interrupted`] is returned.
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
-        let engine = self.engine.clone();
-        let (db, set_id) = (&self.db, self.set_id);
-        let progress = engine.progress().clone();
-        let bytes: u64 = actions
-            .iter()
-            .map(|a| match a {
-                Action::Upload { entry, .. } => entry.size,
-                _ => 0,
-            })
-            .sum();
-        progress.queued(actions.len() as u64, bytes);
-        // Rows of objects about to be replaced or deleted leave the state first
-        // (see `StateDb::take_rows`); a failure puts its row back below.
-        let paths: Vec<&str> = actions.iter().map(Action::path).collect();
-        let taken = tokio::task::block_in_place(|| lock(db).take_rows(set_id, &paths))?;
-        let mut taken: HashMap<String, FileRow> = taken.into_iter().map(|r| (r.path.clone(), r)).collect();
+        let (engine, cancel) = (self.engine.clone(), self.cancel.clone());
+        let mut taken = self.queue(&actions)?;
         let mut results = futures::stream::iter(actions)
             .map(|action| {
-                let (engine, cancel) = (engine.clone(), self.cancel.clone());
+                let (engine, cancel) = (engine.clone(), cancel.clone());
                 async move {
                     if cancel.is_cancelled() {
                         return (action, None);
@@ -429,54 +415,89 @@ impl Apply {
                     continue;
                 }
             };
-            match outcome {
-                Ok(done) => {
-                    progress.done(action.path(), done.did.label());
-                    let c = &mut self.report.counts;
-                    c.bytes_sent += done.bytes_sent;
-                    match done.did {
-                        Did::Uploaded => c.uploaded += 1,
-                        Did::Copied => c.copied += 1,
-                        Did::Touched => c.touched += 1,
-                        Did::Deleted => c.deleted += 1,
-                        Did::Forgotten => {}
-                    }
-                    batch.push(done.change);
-                }
-                Err(e) => {
-                    progress.done(action.path(), "failed");
-                    if let Action::Copy { from, .. } = &action {
-                        self.failed_sources.push(from.clone());
-                    }
-                    // A failed upload, copy or touch may still have replaced the
-                    // object (a PUT whose answer was lost, a body the store kept
-                    // before refusing it, a file that changed after its upload):
-                    // its old row is dropped, so nothing claims or copies from
-                    // content the object may no longer hold, and the next run
-                    // hashes the file afresh. A failed delete leaves the object
-                    // as it was, or gone: its row comes back so `--delete` tries
-                    // again, and a copy from a gone object falls back to an upload.
-                    if let (Action::Delete(_), Some(old)) = (&action, taken.remove(action.path())) {
-                        batch.push(FileChange::Upsert(old));
-                    }
-                    self.failures.push(Failure {
-                        path: action.path().to_string(),
-                        error: e.to_string(),
-                    });
-                }
-            }
+            self.settle(&action, outcome, &mut taken, &mut batch);
             if batch.len() >= STATE_BATCH || last_flush.elapsed() > Duration::from_secs(2) {
-                tokio::task::block_in_place(|| lock(db).apply(set_id, &batch))?;
+                tokio::task::block_in_place(|| lock(&self.db).apply(self.set_id, &batch))?;
                 batch.clear();
                 last_flush = Instant::now();
             }
         }
         drop(results);
-        lock(db).apply(set_id, &batch)?;
+        lock(&self.db).apply(self.set_id, &batch)?;
         if interrupted {
             return Err(BackupError::Interrupted(Interrupted));
         }
         Ok(())
+    }
+
+    /// Queues `actions` on the progress display and takes their rows out
+    /// of the state (see [`StateDb::take_rows`]): rows of objects about to
+    /// be replaced or deleted leave the state first, and a failure puts its
+    /// row back ([`Apply::settle`]). Returns the taken rows by path.
+    ///
+    /// # Errors
+    /// [`BackupError::State`] when the rows cannot be taken.
+    fn queue(&self, actions: &[Action]) -> Result<HashMap<String, FileRow>, BackupError> {
+        let bytes: u64 = actions
+            .iter()
+            .map(|a| match a {
+                Action::Upload { entry, .. } => entry.size,
+                _ => 0,
+            })
+            .sum();
+        self.engine.progress().queued(actions.len() as u64, bytes);
+        let paths: Vec<&str> = actions.iter().map(Action::path).collect();
+        let taken = tokio::task::block_in_place(|| lock(&self.db).take_rows(self.set_id, &paths))?;
+        Ok(taken.into_iter().map(|r| (r.path.clone(), r)).collect())
+    }
+
+    /// Counts one finished action and adds the state change it leads to
+    /// to `batch`: its new row when it succeeded; when it failed, a report,
+    /// and the row `taken` from a failed delete back.
+    fn settle(
+        &mut self,
+        action: &Action,
+        outcome: Result<Done, TransferError>,
+        taken: &mut HashMap<String, FileRow>,
+        batch: &mut Vec<FileChange>,
+    ) {
+        let progress = self.engine.progress();
+        match outcome {
+            Ok(done) => {
+                progress.done(action.path(), done.did.label());
+                let c = &mut self.report.counts;
+                c.bytes_sent += done.bytes_sent;
+                match done.did {
+                    Did::Uploaded => c.uploaded += 1,
+                    Did::Copied => c.copied += 1,
+                    Did::Touched => c.touched += 1,
+                    Did::Deleted => c.deleted += 1,
+                    Did::Forgotten => {}
+                }
+                batch.push(done.change);
+            }
+            Err(e) => {
+                progress.done(action.path(), "failed");
+                if let Action::Copy { from, .. } = action {
+                    self.failed_sources.push(from.clone());
+                }
+                // A failed upload, copy or touch may still have replaced the
+                // object (a PUT whose answer was lost, a body the store kept
+                // before refusing it, a file that changed after its upload):
+                // its old row is dropped, so nothing claims or copies from
+                // content the object may no longer hold, and the next run
+                // hashes the file afresh. A failed delete leaves the object
+                // as it was, or gone: its row comes back so `--delete` tries
+                // again, and a copy from a gone object falls back to an upload.
+                if let (Action::Delete(_), Some(old)) = (action, taken.remove(action.path())) {
+                    batch.push(FileChange::Upsert(old));
+                }
+                self.failures.push(Failure {
+                    path: action.path().to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
     }
 
     /// Ends the executor: uploads the store may have begun unanswered are

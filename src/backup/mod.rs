@@ -107,9 +107,6 @@ pub struct BackupReport {
     /// The planned actions, one line each (dry run only).
     #[serde(skip)]
     pub planned: Vec<String>,
-    /// Whether the bucket or store directory was created.
-    #[serde(skip)]
-    pub created_target: bool,
     /// The set's id in the state file (of the scratch copy in a dry run).
     #[serde(skip)]
     pub set_id: i64,
@@ -207,7 +204,6 @@ impl BackupReport {
             snapshot: None,
             failures: Vec::new(),
             planned: Vec::new(),
-            created_target: opened.prepared == crate::store::Prepared::Created,
             set_id: opened.set_id,
         }
     }

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::fs::safe_path;
 use crate::fs::scan::EntryKind;
-use crate::manifest::{Entry, ReadError};
+use crate::manifest::{Entry, Header, ReadError};
 use crate::snapshots::{self, Damage, SnapshotError};
 use crate::state::now_secs;
 use crate::state::{FileChange, FileRow, StateDb, StateError};
@@ -99,17 +99,7 @@ pub async fn from_latest_manifest(
     }
     let opened = snapshots::open(store, &all, "latest", &target.to_string()).await?;
     let (latest, reader) = (opened.snapshot, opened.reader);
-    let ours = source.to_string_lossy();
-    if reader.header.source != ours {
-        // Two sources sharing one prefix overwrite and (with --delete) delete
-        // each other's files: say so where it begins.
-        tracing::warn!(
-            "snapshot {} was written by a backup of '{}' on {}, not of '{ours}': expected if this is that tree moved or on a new machine; if another source backs up to this prefix too, the two mix their files (and --delete removes the other's): give each source its own prefix",
-            latest.id,
-            reader.header.source,
-            reader.header.host
-        );
-    }
+    warn_if_other_source(&latest.id, &reader.header, source);
     let objects = if opened.passed_over.is_empty() {
         None
     } else {
@@ -149,19 +139,15 @@ pub async fn from_latest_manifest(
                 report.refused += 1;
                 continue;
             };
-            if row.kind != EntryKind::Dir
-                && let Some(objects) = &objects
-            {
-                match objects.get(&join_key(prefix, &row.path)) {
-                    Some((size, etag)) if *size == row.size && etag.is_empty() => {
-                        to_confirm.push(row);
-                        continue;
-                    }
-                    Some((size, etag)) if *size == row.size && !row.etag.is_empty() && *etag == row.etag => {}
-                    _ => {
-                        report.stale += 1;
-                        continue;
-                    }
+            match listed(objects.as_ref(), prefix, &row) {
+                Listed::Matches => {}
+                Listed::ToConfirm => {
+                    to_confirm.push(row);
+                    continue;
+                }
+                Listed::Stale => {
+                    report.stale += 1;
+                    continue;
                 }
             }
             tally(&mut report, source, &row);
@@ -184,6 +170,46 @@ pub async fn from_latest_manifest(
         );
     }
     Ok(Some(report))
+}
+
+/// Warns when the snapshot `id` was written by a backup of another
+/// source than `source`: two sources sharing one prefix overwrite and
+/// (with `--delete`) delete each other's files, so say so where it begins.
+fn warn_if_other_source(id: &str, header: &Header, source: &Path) {
+    let ours = source.to_string_lossy();
+    if header.source != ours {
+        tracing::warn!(
+            "snapshot {id} was written by a backup of '{}' on {}, not of '{ours}': expected if this is that tree moved or on a new machine; if another source backs up to this prefix too, the two mix their files (and --delete removes the other's): give each source its own prefix",
+            header.source,
+            header.host
+        );
+    }
+}
+
+/// What the store's listing says about a manifest row's object.
+enum Listed {
+    /// Listed with the row's size and ETag, or not checked: no listing was
+    /// needed (the newest snapshot was readable), or the row is a directory.
+    Matches,
+    /// Listed with the row's size but no ETag: asked about with a HEAD.
+    ToConfirm,
+    /// Missing, or with another size or ETag: the row is left out.
+    Stale,
+}
+
+/// Checks `row` against `objects` (key → size, ETag), the listing taken
+/// when newer snapshots were damaged (`None` otherwise).
+fn listed(objects: Option<&HashMap<String, (u64, String)>>, prefix: &str, row: &FileRow) -> Listed {
+    let Some(objects) = objects.filter(|_| row.kind != EntryKind::Dir) else {
+        return Listed::Matches;
+    };
+    match objects.get(&join_key(prefix, &row.path)) {
+        Some((size, etag)) if *size == row.size && etag.is_empty() => Listed::ToConfirm,
+        Some((size, etag)) if *size == row.size && !row.etag.is_empty() && *etag == row.etag => {
+            Listed::Matches
+        }
+        _ => Listed::Stale,
+    }
 }
 
 /// Writes the rows whose object was listed with the right size but no

@@ -5,7 +5,7 @@
 //! `--delete`. The walk does not meet a path that is gone, so its verdict
 //! cannot be collected on the way (issue 11, part 6: an excluded file that
 //! was also deleted locally had its object deleted). Instead every row
-//! gone locally is put through the walk's own decision ([`decide`], which
+//! gone locally is put through the walk's own decision (`decide`, which
 //! mirrors `scan::Walker::excluded`, checked against it by the tests
 //! below), component by component from the top, as the walk would meet it:
 //! the command-line filters (`--exclude`, `--exclude-from`, `--include`,
@@ -49,7 +49,7 @@ const MAX_IGNORE_FILE: u64 = 1024 * 1024;
 
 /// What the walk does with one path (the same three outcomes as the walk's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exclusion {
+enum Exclusion {
     /// Taken.
     No,
     /// Left out, with everything under it.
@@ -63,7 +63,7 @@ pub enum Exclusion {
 /// ancestors' (shallowest first, as `(matcher, tag)`): `--include` wins,
 /// then `--exclude`, then the deepest ignore file with a rule for it. Also
 /// returns the tag of the ignore file that left it out, if one did.
-pub fn decide<T: Copy>(
+fn decide<T: Copy>(
     filters: &Filters,
     ignore_files: &[(&Gitignore, T)],
     rel: &str,

@@ -187,73 +187,8 @@ impl Engine {
                 entry,
                 blake3,
                 bodies,
-            } => {
-                let meta = meta(entry, blake3);
-                let copied = if entry.size > MAX_SINGLE_OBJECT {
-                    None
-                } else {
-                    let (src, dst) = (self.key(from), self.key(&entry.path));
-                    let if_match = Some(from_etag.as_str());
-                    match retry(&dst, || {
-                        self.request(self.store.copy(&src, &dst, &meta, if_match))
-                    })
-                    .await
-                    {
-                        Ok(put) => Some(put),
-                        // The source vanished or changed behind our back: send the bytes instead.
-                        Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
-                            tracing::info!("{e}; uploading instead");
-                            None
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                match copied {
-                    Some(put) => {
-                        hash::ensure_unchanged(&names::local(&self.source, &entry.path), entry)
-                            .map_err(TransferError::Unsettled)?;
-                        Ok(Done {
-                            did: Did::Copied,
-                            change: FileChange::Upsert(file_row(entry, blake3, put)),
-                            bytes_sent: 0,
-                        })
-                    }
-                    None => self.upload(entry, blake3, bodies).await,
-                }
-            }
-            Action::Touch { entry, old } => {
-                let put = if entry.size > MAX_SINGLE_OBJECT {
-                    // CopyObject cannot refresh metadata on objects this large; the state still tracks the mtime.
-                    PutOutcome {
-                        etag: old.etag.clone(),
-                        version_id: old.version_id.clone(),
-                    }
-                } else {
-                    let key = self.key(&entry.path);
-                    let meta = meta(entry, &old.blake3);
-                    let if_match = Some(old.etag.as_str());
-                    match retry(&key, || {
-                        self.request(self.store.copy(&key, &key, &meta, if_match))
-                    })
-                    .await
-                    {
-                        Ok(put) => put,
-                        // The object went missing or was replaced behind the state's
-                        // back (a bucket emptied or recreated, another tool): send
-                        // the bytes again.
-                        Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
-                            tracing::warn!("{e}; uploading it again");
-                            return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                };
-                Ok(Done {
-                    did: Did::Touched,
-                    change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
-                    bytes_sent: 0,
-                })
-            }
+            } => self.copy(from, from_etag, entry, blake3, bodies).await,
+            Action::Touch { entry, old } => self.touch(entry, old).await,
             Action::Delete(row) => {
                 if row.kind.has_content() {
                     let key = self.key(&row.path);
@@ -270,6 +205,88 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Copies the object at `from` (if it still has `from_etag`) to
+    /// `entry`'s key, server-side; uploads the file instead when the source
+    /// is gone or changed, or too large for one copy request.
+    async fn copy(
+        &self,
+        from: &str,
+        from_etag: &str,
+        entry: &ScanEntry,
+        blake3: &str,
+        bodies: &BodyDigests,
+    ) -> Result<Done, TransferError> {
+        let meta = meta(entry, blake3);
+        let copied = if entry.size > MAX_SINGLE_OBJECT {
+            None
+        } else {
+            let (src, dst) = (self.key(from), self.key(&entry.path));
+            let if_match = Some(from_etag);
+            match retry(&dst, || {
+                self.request(self.store.copy(&src, &dst, &meta, if_match))
+            })
+            .await
+            {
+                Ok(put) => Some(put),
+                // The source vanished or changed behind our back: send the bytes instead.
+                Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
+                    tracing::info!("{e}; uploading instead");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match copied {
+            Some(put) => {
+                hash::ensure_unchanged(&names::local(&self.source, &entry.path), entry)
+                    .map_err(TransferError::Unsettled)?;
+                Ok(Done {
+                    did: Did::Copied,
+                    change: FileChange::Upsert(file_row(entry, blake3, put)),
+                    bytes_sent: 0,
+                })
+            }
+            None => self.upload(entry, blake3, bodies).await,
+        }
+    }
+
+    /// Refreshes the metadata (mtime, mode) of `entry`'s object, whose
+    /// content `old` records, by copying it onto itself; uploads it again
+    /// when the object is gone or replaced.
+    async fn touch(&self, entry: &ScanEntry, old: &FileRow) -> Result<Done, TransferError> {
+        let put = if entry.size > MAX_SINGLE_OBJECT {
+            // CopyObject cannot refresh metadata on objects this large; the state still tracks the mtime.
+            PutOutcome {
+                etag: old.etag.clone(),
+                version_id: old.version_id.clone(),
+            }
+        } else {
+            let key = self.key(&entry.path);
+            let meta = meta(entry, &old.blake3);
+            let if_match = Some(old.etag.as_str());
+            match retry(&key, || {
+                self.request(self.store.copy(&key, &key, &meta, if_match))
+            })
+            .await
+            {
+                Ok(put) => put,
+                // The object went missing or was replaced behind the state's
+                // back (a bucket emptied or recreated, another tool): send
+                // the bytes again.
+                Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
+                    tracing::warn!("{e}; uploading it again");
+                    return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(Done {
+            did: Did::Touched,
+            change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
+            bytes_sent: 0,
+        })
     }
 
     /// Runs one request under a concurrency permit.

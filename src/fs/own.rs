@@ -36,7 +36,14 @@
 //! A restore into a DEST that holds the store leaves the store's subtree
 //! out (a snapshot taken before this rule may hold the nested copy, and
 //! writing it back would overwrite the store's objects with older ones).
+//!
+//! A restore's temporary files (`.s3backup-restore-<random>`, see
+//! [`TEMP_PREFIX`]) are the tool's own too: a killed restore leaves them in
+//! DEST, a backup's walk leaves them out wherever they lie, and the next
+//! restore sweeps them. The naming rule lives here so the walk need not
+//! know the restore.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use crate::fs::names;
@@ -245,6 +252,22 @@ pub(crate) fn check_dest(dest: &Path, target: &Target) -> Result<Option<String>,
 pub(crate) fn is_under(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Prefix of every temporary name a restore makes in DEST (files, and
+/// symlinks before they are renamed into place). Only names with it are
+/// ever removed by the restore's sweep, and a backup's walk leaves them out.
+pub const TEMP_PREFIX: &str = ".s3backup-restore-";
+
+/// A fresh temporary name: the prefix, `kind`, and 128 random bits.
+pub fn temp_name(kind: &str) -> OsString {
+    OsString::from(format!("{TEMP_PREFIX}{kind}{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Whether `name` is one of a restore's temporary names ([`TEMP_PREFIX`]);
+/// a backup leaves such names out of its walk.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
 
 #[cfg(test)]

@@ -307,7 +307,7 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
         let entry = entry?;
         let name = entry.file_name();
         // A restore's temporary files (one killed mid-download leaves them) are not the user's data.
-        if (top && name == RESERVED) || crate::restore::dest::is_temp_name(&name) {
+        if (top && name == RESERVED) || crate::fs::own::is_temp_name(&name) {
             continue;
         }
         // `DirEntry::metadata` stats relative to the open directory and does not follow symlinks.
@@ -361,12 +361,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
         }
         loop {
             let Some(frame) = self.stack.last_mut() else {
-                if !self.own_met.is_empty() {
-                    tracing::info!(
-                        "not backed up: s3backup's own files (state, locks, history) or local store inside the source: {}",
-                        std::mem::take(&mut self.own_met).join(", ")
-                    );
-                }
+                self.say_own_met();
                 return None;
             };
             let Some(child) = frame.children.next() else {
@@ -375,111 +370,149 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 }
                 continue;
             };
+            let (parent_id, rel) = (frame.id, child_path(&frame.rel, &child.text));
             self.seen += 1;
             if self.seen.is_multiple_of(1000) {
                 (self.tick)(self.seen);
             }
-            let parent = &frame.rel;
-            let name = &child.text;
-            let rel = if parent.is_empty() {
-                name.clone()
-            } else {
-                format!("{parent}/{name}")
-            };
-            let is_store = || {
-                child.is_dir
-                    && child
-                        .stat
-                        .as_ref()
-                        .is_ok_and(|(_, md)| self.own.is_store(dir_id(md)))
-            };
-            if !self.own.is_empty() && (self.own.is_own_file(frame.id, name) || is_store()) {
+            if self.is_own(parent_id, &child) {
                 self.own_met.push(rel);
                 continue;
             }
-            let through = match self.excluded(&rel, child.is_dir) {
-                Exclusion::No => false,
-                Exclusion::WalkThrough => true,
-                Exclusion::Yes => {
-                    return Some(Walked::Excluded {
-                        path: rel,
-                        is_dir: child.is_dir,
-                    });
-                }
-            };
-            let (file_type, md) = match child.stat {
-                Ok(stat) => stat,
-                Err(e) => {
-                    return Some(Walked::Error(ScanProblem {
-                        path: rel,
-                        reason: e.to_string(),
-                        is_dir: child.is_dir,
-                    }));
-                }
-            };
-            let kind = if file_type.is_file() {
-                EntryKind::File
-            } else if child.is_dir {
-                EntryKind::Dir
-            } else if file_type.is_symlink() {
-                EntryKind::Symlink
-            } else {
-                return Some(Walked::Skipped(ScanProblem {
-                    path: rel,
-                    reason: "special file (FIFO, socket or device) not backed up".into(),
-                    is_dir: false,
-                }));
-            };
-            if kind == EntryKind::Dir {
-                let id = dir_id(&md);
-                if self.follow && self.stack.iter().any(|f| f.id == id) {
-                    return Some(Walked::Error(ScanProblem {
-                        path: rel,
-                        reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
-                        is_dir: true,
-                    }));
-                }
-                let dir = names::local(&self.root, &rel);
-                match read_children(&dir, false, self.follow) {
-                    Ok(children) => {
-                        let ignore = self
-                            .ignore_files
-                            .then(|| ignore_file_of(&dir, &rel, &children))
-                            .flatten();
-                        self.ignore_frames += usize::from(ignore.is_some());
-                        self.stack.push(Frame {
-                            rel: rel.clone(),
-                            id,
-                            ignore,
-                            children: children.into_iter(),
-                        })
-                    }
-                    Err(e) => {
-                        self.pending = Some(Walked::Error(ScanProblem {
-                            path: rel.clone(),
-                            reason: e.to_string(),
-                            is_dir: true,
-                        }))
-                    }
-                }
-                if through {
-                    // Left out itself; what is under it is decided one by one.
-                    if let Some(p) = self.pending.take() {
-                        return Some(p);
-                    }
-                    continue;
-                }
+            if let Some(walked) = self.visit(rel, child) {
+                return Some(walked);
             }
-            return Some(Walked::Entry(ScanEntry {
+        }
+    }
+}
+
+impl<F> Walker<F> {
+    /// Says (at `-v`) which of the tool's own files the walk left out.
+    fn say_own_met(&mut self) {
+        if !self.own_met.is_empty() {
+            tracing::info!(
+                "not backed up: s3backup's own files (state, locks, history) or local store inside the source: {}",
+                std::mem::take(&mut self.own_met).join(", ")
+            );
+        }
+    }
+
+    /// Whether `child` of the directory `parent_id` is one of the tool's
+    /// own files or the local store's root ([`OwnFiles`]).
+    fn is_own(&self, parent_id: (u64, u64), child: &Child) -> bool {
+        let is_store = || {
+            child.is_dir
+                && child
+                    .stat
+                    .as_ref()
+                    .is_ok_and(|(_, md)| self.own.is_store(dir_id(md)))
+        };
+        !self.own.is_empty() && (self.own.is_own_file(parent_id, &child.text) || is_store())
+    }
+
+    /// Decides one entry at `rel`: what the walk yields for it, or `None`
+    /// when it yields nothing (a directory left out whose contents an
+    /// `--include` may take), so the walk goes on with the next.
+    fn visit(&mut self, rel: String, child: Child) -> Option<Walked> {
+        let through = match self.excluded(&rel, child.is_dir) {
+            Exclusion::No => false,
+            Exclusion::WalkThrough => true,
+            Exclusion::Yes => {
+                return Some(Walked::Excluded {
+                    path: rel,
+                    is_dir: child.is_dir,
+                });
+            }
+        };
+        let (file_type, md) = match child.stat {
+            Ok(stat) => stat,
+            Err(e) => {
+                return Some(Walked::Error(ScanProblem {
+                    path: rel,
+                    reason: e.to_string(),
+                    is_dir: child.is_dir,
+                }));
+            }
+        };
+        let kind = if file_type.is_file() {
+            EntryKind::File
+        } else if child.is_dir {
+            EntryKind::Dir
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            return Some(Walked::Skipped(ScanProblem {
                 path: rel,
-                kind,
-                size: if kind.has_content() { md.len() } else { 0 },
-                mtime_ns: mtime_ns(&md),
-                mode: mode(&md),
-                seen_ns: now_ns(),
-                stamp: Stamp::of(&md),
+                reason: "special file (FIFO, socket or device) not backed up".into(),
+                is_dir: false,
+            }));
+        };
+        if kind == EntryKind::Dir {
+            if let Some(symlink_loop) = self.enter_dir(&rel, &md) {
+                return Some(symlink_loop);
+            }
+            if through {
+                // Left out itself; what is under it is decided one by one.
+                return self.pending.take();
+            }
+        }
+        Some(Walked::Entry(ScanEntry {
+            path: rel,
+            kind,
+            size: if kind.has_content() { md.len() } else { 0 },
+            mtime_ns: mtime_ns(&md),
+            mode: mode(&md),
+            seen_ns: now_ns(),
+            stamp: Stamp::of(&md),
+        }))
+    }
+
+    /// Pushes the directory at `rel` on the stack to be walked next, or
+    /// leaves its read error in `pending` (yielded after the directory
+    /// itself). Returns the error for a followed link back into a
+    /// directory being walked, which is not entered.
+    fn enter_dir(&mut self, rel: &str, md: &std::fs::Metadata) -> Option<Walked> {
+        let id = dir_id(md);
+        if self.follow && self.stack.iter().any(|f| f.id == id) {
+            return Some(Walked::Error(ScanProblem {
+                path: rel.to_string(),
+                reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
+                is_dir: true,
             }));
         }
+        let dir = names::local(&self.root, rel);
+        match read_children(&dir, false, self.follow) {
+            Ok(children) => {
+                let ignore = self
+                    .ignore_files
+                    .then(|| ignore_file_of(&dir, rel, &children))
+                    .flatten();
+                self.ignore_frames += usize::from(ignore.is_some());
+                self.stack.push(Frame {
+                    rel: rel.to_string(),
+                    id,
+                    ignore,
+                    children: children.into_iter(),
+                })
+            }
+            Err(e) => {
+                self.pending = Some(Walked::Error(ScanProblem {
+                    path: rel.to_string(),
+                    reason: e.to_string(),
+                    is_dir: true,
+                }))
+            }
+        }
+        None
+    }
+}
+
+/// The relative path of `name` in the directory at `parent` (`""` at the top).
+fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
     }
 }
 

@@ -21,14 +21,16 @@
 //! (`0777` less the umask) at the end, as `mkdir` would have made it.
 //!
 //! Temporary files are `.s3backup-restore-<random>` beside their final
-//! name ([`TempFile`]). A killed restore leaves them behind; the next
-//! restore removes those it finds in every directory it visits and says
-//! how many ([`Dest::stale_removed`]). Another restore may be writing into
-//! the same DEST at the same time, so a writer holds an exclusive advisory
-//! lock (`flock`) on its temporary file from creation to rename, and the
-//! sweep removes only files it can lock: the lock of a killed process is
-//! gone with it. (A per-DEST lock would serialise two restores of
-//! different subtrees, and would itself be a file left in DEST.)
+//! name ([`TempFile`]; the naming rule is [`crate::fs::own::temp_name`],
+//! which a backup's walk also knows, to leave them out). A killed restore
+//! leaves them behind; the next restore removes those it finds in every
+//! directory it visits and says how many ([`Dest::stale_removed`]).
+//! Another restore may be writing into the same DEST at the same time, so
+//! a writer holds an exclusive advisory lock (`flock`) on its temporary
+//! file from creation to rename, and the sweep removes only files it can
+//! lock: the lock of a killed process is gone with it. (A per-DEST lock
+//! would serialise two restores of different subtrees, and would itself
+//! be a file left in DEST.)
 //!
 //! Mode bits from the store are applied through [`ModePolicy`]: setuid,
 //! setgid and sticky bits only with `--preserve-special-bits` (as `tar`
@@ -44,13 +46,9 @@ use std::sync::{Arc, Mutex};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 
 use crate::fs::confine::{ConfineError, Create, Dir, Root};
+use crate::fs::own::{is_temp_name, temp_name};
 use crate::report::Failure;
 use crate::restore::meta::{DirMeta, ModePolicy};
-
-/// Prefix of every temporary name a restore makes in DEST (files, and
-/// symlinks before they are renamed into place). Only names with it are
-/// ever removed by the sweep.
-pub const TEMP_PREFIX: &str = ".s3backup-restore-";
 
 /// Mode of a directory while the restore fills it: no more open than
 /// any recorded mode will make it.
@@ -347,17 +345,6 @@ impl Drop for TempFile<'_> {
             let _ = self.dir.remove_file(&self.name);
         }
     }
-}
-
-/// A fresh temporary name: the prefix, `kind`, and 128 random bits.
-pub fn temp_name(kind: &str) -> OsString {
-    OsString::from(format!("{TEMP_PREFIX}{kind}{}", uuid::Uuid::new_v4().simple()))
-}
-
-/// Whether `name` is one of a restore's temporary names ([`TEMP_PREFIX`]);
-/// a backup leaves such names out of its walk.
-pub fn is_temp_name(name: &OsStr) -> bool {
-    name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
 }
 
 /// Whether the file still has a name (a sweep unlinks it before unlocking).

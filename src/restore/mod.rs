@@ -191,28 +191,12 @@ pub async fn run_with_progress(
         progress.clone(),
     )
     .map_err(RestoreError::NoMatch)?;
-    let prefix = opts.target.prefix();
-    let source = source::open(
-        &store,
-        prefix,
-        opts.from_listing,
-        opts.snapshot.as_deref(),
-        &target_text,
-    )
-    .await
-    .map_err(|e| match e {
-        SourceError::Store(cause) => RestoreError::Store {
-            target: target_text.clone(),
-            cause,
-        },
-        SourceError::Snapshot(e) => RestoreError::Snapshot(e),
-    })?;
     let Source {
         name,
         listing_notice,
         entries,
         end,
-    } = source;
+    } = open_source(opts, &store, &target_text).await?;
     if listing_notice {
         select.notice_listing(target_text.clone());
     }
@@ -241,26 +225,7 @@ pub async fn run_with_progress(
             select.store_skipped
         );
     }
-    // The source has ended (the channel closed); it says whether it read to the end.
-    let nothing_read = select.seen == 0 && report.failures.is_empty();
-    let nothing = match end.stopped(&report.source).await {
-        Some(stop) if nothing_read => Some(RestoreError::from(stop)),
-        Some(stop) => {
-            report.stopped = Some(format!(
-                "{stop}; the restore stopped there: entries after it were not restored"
-            ));
-            None
-        }
-        None => None,
-    };
-    let nothing = nothing.or_else(|| {
-        if nothing_read {
-            Some(RestoreError::Empty(target_text))
-        } else {
-            select.none_matched().map(RestoreError::NoMatch)
-        }
-    });
-    if let Some(err) = nothing {
+    if let Some(err) = nothing_restored(end, &select, &mut report, target_text).await {
         if created_dest {
             // Leave no trace of a restore that restored nothing.
             let _ = std::fs::remove_dir(dest.path());
@@ -278,6 +243,64 @@ pub async fn run_with_progress(
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress.finish();
     Ok(report)
+}
+
+/// Opens the snapshot (or the listing) to restore from.
+///
+/// # Errors
+/// [`RestoreError::Store`] when the store cannot be read,
+/// [`RestoreError::Snapshot`] when the snapshot is unknown or unreadable.
+async fn open_source(
+    opts: &RestoreOptions,
+    store: &Arc<dyn ObjectStore>,
+    target_text: &str,
+) -> Result<Source, RestoreError> {
+    source::open(
+        store,
+        opts.target.prefix(),
+        opts.from_listing,
+        opts.snapshot.as_deref(),
+        target_text,
+    )
+    .await
+    .map_err(|e| match e {
+        SourceError::Store(cause) => RestoreError::Store {
+            target: target_text.to_string(),
+            cause,
+        },
+        SourceError::Snapshot(e) => RestoreError::Snapshot(e),
+    })
+}
+
+/// Once the source has ended (its channel closed): the error for a
+/// restore that restored nothing (the source broke off before any entry,
+/// was empty, or none of the requested paths matched), or `None`. A
+/// manifest that broke off after some entries is noted in
+/// [`RestoreReport::stopped`] instead.
+async fn nothing_restored(
+    end: source::End,
+    select: &Select<'_>,
+    report: &mut RestoreReport,
+    target_text: String,
+) -> Option<RestoreError> {
+    let nothing_read = select.seen == 0 && report.failures.is_empty();
+    let nothing = match end.stopped(&report.source).await {
+        Some(stop) if nothing_read => Some(RestoreError::from(stop)),
+        Some(stop) => {
+            report.stopped = Some(format!(
+                "{stop}; the restore stopped there: entries after it were not restored"
+            ));
+            None
+        }
+        None => None,
+    };
+    nothing.or_else(|| {
+        if nothing_read {
+            Some(RestoreError::Empty(target_text))
+        } else {
+            select.none_matched().map(RestoreError::NoMatch)
+        }
+    })
 }
 
 /// Opens the store and checks that the bucket (or store directory) exists.

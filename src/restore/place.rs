@@ -188,7 +188,7 @@ pub fn place_link(
     {
         let mut attempts = 0;
         loop {
-            let tmp = crate::restore::dest::temp_name("link-");
+            let tmp = crate::fs::own::temp_name("link-");
             dir.symlink_contents(crate::fs::names::os_string(target.to_vec()), &tmp)?;
             let placed = set_link_time(dir, &tmp, mtime_ns).and_then(|()| dir.rename(&tmp, dir, name));
             match placed {

@@ -34,8 +34,6 @@ pub struct Item {
     pub etag: Option<String>,
     /// Version to fetch.
     pub version_id: Option<String>,
-    /// Last-Modified from a listing (the mtime fallback), nanoseconds.
-    pub last_modified_ns: Option<i64>,
     /// Whether this came from a manifest (so a changed object is unrecoverable).
     pub from_manifest: bool,
 }
@@ -51,7 +49,6 @@ impl Item {
             blake3: (!e.blake3.is_empty()).then_some(e.blake3),
             etag: (!e.etag.is_empty()).then_some(e.etag),
             version_id: e.version_id,
-            last_modified_ns: None,
             from_manifest: true,
             path: e.path,
         }
@@ -230,7 +227,6 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<B
                         blake3: None,
                         etag: None,
                         version_id: None,
-                        last_modified_ns: o.last_modified_ns,
                         from_manifest: false,
                     })
                 }

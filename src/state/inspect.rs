@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{FileRow, RunCounts, StateDb, StateError, StateResult, row_to_file};
+use super::{FileRow, RunCounts, StateDb, StateResult, row_to_file};
 
 /// One backup set with its totals and last run.
 #[derive(Debug, Clone, Serialize)]
@@ -26,17 +26,6 @@ pub struct SetSummary {
     /// How it ended: ok, partial, failed, interrupted (Ctrl-C, SIGTERM), or
     /// running (still, or killed).
     pub last_status: Option<String>,
-}
-
-/// A named set's row: what identifies it, and its saved options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedSet {
-    /// The source text that identifies the set (with its target) in the state file.
-    pub source: String,
-    /// The target text that identifies it.
-    pub target: String,
-    /// The saved options, as JSON (written and read by the CLI's named sets).
-    pub options: String,
 }
 
 /// One run from the history.
@@ -119,54 +108,6 @@ impl StateDb {
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
-    }
-
-    /// Gives set `set_id` the name `name` and remembers its options (JSON).
-    /// A name another set has is refused: sets are renamed deliberately.
-    pub fn name_set(&self, set_id: i64, name: &str, options: &str) -> StateResult<()> {
-        let owner: Option<(i64, String, String)> = self
-            .conn
-            .query_row(
-                "SELECT id, source, target FROM backup_sets WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(self.err())?;
-        if let Some((id, source, target)) = owner
-            && id != set_id
-        {
-            return Err(StateError::NameTaken {
-                name: name.to_string(),
-                set_source: source,
-                target,
-            });
-        }
-        self.conn
-            .execute(
-                "UPDATE backup_sets SET name = ?2, options = ?3 WHERE id = ?1",
-                rusqlite::params![set_id, name, options],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
-    /// The set named `name`, with its saved options.
-    pub fn named_set(&self, name: &str) -> StateResult<Option<NamedSet>> {
-        self.conn
-            .query_row(
-                "SELECT source, target, options FROM backup_sets WHERE name = ?1",
-                [name],
-                |r| {
-                    Ok(NamedSet {
-                        source: r.get(0)?,
-                        target: r.get(1)?,
-                        options: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    })
-                },
-            )
-            .optional()
-            .map_err(self.err())
     }
 
     /// Streams file rows (not directories) of one set or all, in set and

@@ -199,6 +199,17 @@ impl StateDb {
             .map_err(self.err())?;
         Ok(())
     }
+
+    /// Whether any backup of the set was ever begun with this state file.
+    pub fn has_runs(&self, set_id: i64) -> StateResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE set_id = ?1 AND kind = 'backup')",
+                [set_id],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
 }
 
 #[cfg(test)]

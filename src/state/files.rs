@@ -1,0 +1,286 @@
+//! The `files` table: one row per remote file, directory or symlink of a
+//! set, read in path (byte) order by the planner and written in batched
+//! transactions only after the store confirmed each change.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{StateDb, StateError, StateResult};
+use crate::fs::scan::{EntryKind, Stamp};
+
+/// What the state knows about one remote file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Local mtime when backed up, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// blake3 hex of the content ("" for directories).
+    pub blake3: String,
+    /// The object's ETag ("" for directories).
+    pub etag: String,
+    /// The object's version on a versioned bucket.
+    pub version_id: Option<String>,
+    /// When it was uploaded, unix seconds.
+    pub uploaded_at: i64,
+    /// When the local file was last seen with this content, ns since the epoch.
+    pub checked_ns: i64,
+    /// Change time, inode and device when it was last seen; `None` when not
+    /// known (a row rebuilt from a manifest, or older than schema version
+    /// 3), which makes the next backup hash the file.
+    pub stamp: Option<Stamp>,
+}
+
+/// One change to the `files` table.
+#[derive(Debug, Clone)]
+pub enum FileChange {
+    /// Insert or replace a row.
+    Upsert(FileRow),
+    /// Remove the row for this path.
+    Remove(String),
+}
+
+impl StateDb {
+    /// Streams a set's rows in path (byte) order, never holding them all.
+    pub fn for_each_file(
+        &self,
+        set_id: i64,
+        mut f: impl FnMut(FileRow) -> StateResult<()>,
+    ) -> StateResult<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                 FROM files WHERE set_id = ?1 ORDER BY path",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        for row in rows {
+            f(row.map_err(self.err())?)?;
+        }
+        Ok(())
+    }
+
+    /// Hands `f` the set's file rows (not directories) in path (byte) order,
+    /// streamed from the database, never all in memory.
+    pub fn with_file_rows<T>(
+        &self,
+        set_id: i64,
+        f: impl FnOnce(&mut dyn Iterator<Item = FileRow>) -> T,
+    ) -> StateResult<T> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                 FROM files WHERE set_id = ?1 AND kind <> 'd' ORDER BY path",
+            )
+            .map_err(self.err())?;
+        let mut rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        let mut failure = None;
+        let out = {
+            let mut iter = std::iter::from_fn(|| match rows.next()? {
+                Ok(row) => Some(row),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            });
+            f(&mut iter)
+        };
+        match failure {
+            Some(e) => Err(self.err()(e)),
+            None => Ok(out),
+        }
+    }
+
+    /// The set's directory rows, keyed by path.
+    pub fn dir_rows(&self, set_id: i64) -> StateResult<HashMap<String, FileRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                 FROM files WHERE set_id = ?1 AND kind = 'd'",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([set_id], row_to_file).map_err(self.err())?;
+        rows.map(|r| r.map(|row| (row.path.clone(), row)))
+            .collect::<Result<_, _>>()
+            .map_err(self.err())
+    }
+
+    /// Whether the set has any rows at all.
+    pub fn has_rows(&self, set_id: i64) -> StateResult<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE set_id = ?1)",
+                [set_id],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Rows that claim this content, in path order (for server-side copies).
+    /// Pinned to the hash index: without statistics SQLite would rather walk
+    /// the whole set in path order than sort a handful of matches.
+    pub fn rows_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<FileRow>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                 FROM files INDEXED BY files_by_hash
+                 WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
+                 ORDER BY path LIMIT 16",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![set_id, blake3, size as i64], row_to_file)
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Number of files (not directories) and their total size in a set.
+    pub fn totals(&self, set_id: i64) -> StateResult<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE set_id = ?1 AND kind <> 'd'",
+                [set_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(self.err())
+    }
+
+    /// Removes the rows of `paths` in one transaction and returns them.
+    ///
+    /// A backup calls this before it replaces or deletes those objects: a
+    /// run killed halfway then leaves no row claiming content the bucket
+    /// may no longer hold (which a later run could pick as a copy source),
+    /// only rows it can trust and paths it will look at afresh.
+    pub fn take_rows(&mut self, set_id: i64, paths: &[&str]) -> StateResult<Vec<FileRow>> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut taken = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                     FROM files WHERE set_id = ?1 AND path = ?2",
+                )
+                .map_err(err)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
+            for p in paths {
+                if let Some(row) = select
+                    .query_row(params![set_id, p], row_to_file)
+                    .optional()
+                    .map_err(err)?
+                {
+                    remove.execute(params![set_id, p]).map_err(err)?;
+                    taken.push(row);
+                }
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(taken)
+    }
+
+    /// Applies a batch of changes in one transaction.
+    pub fn apply(&mut self, set_id: i64, changes: &[FileChange]) -> StateResult<()> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO files
+                     (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns,
+                      ctime_ns, inode, device)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(err)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
+            for change in changes {
+                match change {
+                    FileChange::Upsert(r) => upsert.execute(params![
+                        set_id,
+                        r.path,
+                        kind_code(r.kind),
+                        r.size as i64,
+                        r.mtime_ns,
+                        r.mode,
+                        r.blake3,
+                        r.etag,
+                        r.version_id,
+                        r.uploaded_at,
+                        r.checked_ns,
+                        r.stamp.map(|s| s.ctime_ns),
+                        // Stored as SQLite's signed 64 bits, bit for bit.
+                        r.stamp.map(|s| s.inode as i64),
+                        r.stamp.map(|s| s.device as i64)
+                    ]),
+                    FileChange::Remove(p) => remove.execute(params![set_id, p]),
+                }
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+/// The `kind` column's code for an entry kind.
+fn kind_code(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File => "f",
+        EntryKind::Dir => "d",
+        EntryKind::Symlink => "l",
+    }
+}
+
+/// A `files` row, selected with the columns in the order of [`FileRow`].
+pub(super) fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let kind: String = r.get(1)?;
+    Ok(FileRow {
+        path: r.get(0)?,
+        kind: match kind.as_str() {
+            "d" => EntryKind::Dir,
+            "l" => EntryKind::Symlink,
+            _ => EntryKind::File,
+        },
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        mode: r.get(4)?,
+        blake3: r.get(5)?,
+        etag: r.get(6)?,
+        version_id: r.get(7)?,
+        uploaded_at: r.get(8)?,
+        checked_ns: r.get(9)?,
+        stamp: match (
+            r.get::<_, Option<i64>>(10)?,
+            r.get::<_, Option<i64>>(11)?,
+            r.get::<_, Option<i64>>(12)?,
+        ) {
+            (Some(ctime_ns), Some(inode), Some(device)) => Some(Stamp {
+                ctime_ns,
+                inode: inode as u64,
+                device: device as u64,
+            }),
+            _ => None,
+        },
+    })
+}
