@@ -5,6 +5,7 @@
 //! The binary (`main.rs`) is a thin shell over [`cli::main`]; the engines
 //! ([`backup`], [`restore`]) see plain option structs and a storage trait ([`store`]).
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 pub mod backup;
 pub mod cancel;

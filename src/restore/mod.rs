@@ -145,6 +145,10 @@ pub enum RestoreError {
     /// The paths asked for are in neither the snapshot nor the listing.
     #[error("none of the requested paths ({0}) exist in the backup")]
     NoMatch(String),
+    /// A requested path that can never name a file of a backup (absolute,
+    /// `..`, an empty segment); the command line refuses these first.
+    #[error("requested path: {0}")]
+    BadPath(#[from] crate::fs::safe_path::UnsafePath),
     /// The store failed.
     #[error("{target}: {cause}")]
     Store {
@@ -189,8 +193,7 @@ pub async fn run_with_progress(
         &opts.filters,
         store_in_dest.clone(),
         progress.clone(),
-    )
-    .map_err(RestoreError::NoMatch)?;
+    )?;
     let Source {
         name,
         listing_notice,

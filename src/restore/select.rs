@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::fs::filter::Filters;
-use crate::fs::safe_path;
+use crate::fs::safe_path::{self, UnsafePath};
 use crate::fs::scan::EntryKind;
 use crate::progress::Progress;
 use crate::report::Failure;
@@ -45,16 +45,16 @@ impl<'a> Select<'a> {
     /// `progress` is told of entries seen and files queued.
     ///
     /// # Errors
-    /// A requested path that is not a plain relative path, as the message to show.
+    /// [`UnsafePath`] for a requested path that is not a plain relative path.
     pub fn new(
         paths: &[String],
         filters: &'a Filters,
         store_in_dest: Option<String>,
         progress: Arc<dyn Progress>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UnsafePath> {
         let selectors: Vec<String> = paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
         for s in &selectors {
-            safe_path::validate(s).map_err(|e| e.to_string())?;
+            safe_path::validate(s)?;
         }
         Ok(Self {
             matched: vec![false; selectors.len()],

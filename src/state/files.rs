@@ -49,6 +49,9 @@ pub enum FileChange {
 
 impl StateDb {
     /// Streams a set's rows in path (byte) order, never holding them all.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn for_each_file(
         &self,
         set_id: i64,
@@ -70,6 +73,9 @@ impl StateDb {
 
     /// Hands `f` the set's file rows (not directories) in path (byte) order,
     /// streamed from the database, never all in memory.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn with_file_rows<T>(
         &self,
         set_id: i64,
@@ -101,6 +107,9 @@ impl StateDb {
     }
 
     /// The set's directory rows, keyed by path.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn dir_rows(&self, set_id: i64) -> StateResult<HashMap<String, FileRow>> {
         let mut st = self
             .conn
@@ -116,6 +125,9 @@ impl StateDb {
     }
 
     /// Whether the set has any rows at all.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn has_rows(&self, set_id: i64) -> StateResult<bool> {
         self.conn
             .query_row(
@@ -129,6 +141,9 @@ impl StateDb {
     /// Rows that claim this content, in path order (for server-side copies).
     /// Pinned to the hash index: without statistics SQLite would rather walk
     /// the whole set in path order than sort a handful of matches.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn rows_with_content(&self, set_id: i64, blake3: &str, size: u64) -> StateResult<Vec<FileRow>> {
         let mut st = self
             .conn
@@ -146,6 +161,9 @@ impl StateDb {
     }
 
     /// Number of files (not directories) and their total size in a set.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn totals(&self, set_id: i64) -> StateResult<(u64, u64)> {
         self.conn
             .query_row(
@@ -162,6 +180,9 @@ impl StateDb {
     /// run killed halfway then leaves no row claiming content the bucket
     /// may no longer hold (which a later run could pick as a copy source),
     /// only rows it can trust and paths it will look at afresh.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn take_rows(&mut self, set_id: i64, paths: &[&str]) -> StateResult<Vec<FileRow>> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
@@ -196,6 +217,9 @@ impl StateDb {
     }
 
     /// Applies a batch of changes in one transaction.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn apply(&mut self, set_id: i64, changes: &[FileChange]) -> StateResult<()> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {

@@ -81,6 +81,9 @@ fn rfc3339_ms(ms: i64) -> String {
 
 impl StateDb {
     /// Every set with its totals and last run.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn sets(&self) -> StateResult<Vec<SetSummary>> {
         let mut st = self
             .conn
@@ -113,6 +116,9 @@ impl StateDb {
     /// Streams file rows (not directories) of one set or all, in set and
     /// path order, whose path `wanted` accepts (the `state files PATTERN`
     /// filter, in the filters' own syntax, decided by the caller).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn files_matching(
         &self,
         set_id: Option<i64>,
@@ -141,6 +147,9 @@ impl StateDb {
     }
 
     /// The row for one path in one set.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn file(&self, set_id: i64, path: &str) -> StateResult<Option<FileRow>> {
         self.conn
             .query_row(
@@ -155,6 +164,9 @@ impl StateDb {
     }
 
     /// Run history, newest first.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn runs(&self, set_id: Option<i64>, limit: u32) -> StateResult<Vec<RunRow>> {
         let mut st = self
             .conn
@@ -195,6 +207,9 @@ impl StateDb {
     }
 
     /// Totals over the whole file.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn stats(&self) -> StateResult<Stats> {
         let count = |sql: &str| -> StateResult<u64> {
             self.conn
@@ -218,6 +233,9 @@ impl StateDb {
     }
 
     /// Replaces every row of a set (used by `state rebuild`).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn clear_files(&self, set_id: i64) -> StateResult<()> {
         self.conn
             .execute("DELETE FROM files WHERE set_id = ?1", [set_id])

@@ -33,6 +33,9 @@ impl StateDb {
     /// directory, is read-only for this user, or SQLite cannot create its
     /// `-wal`/`-shm` files there) is [`StateError::Directory`], naming the
     /// directory and the operating system's reason.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn open(path: &Path) -> StateResult<Self> {
         let dir = state_dir(path);
         let in_dir = |cause| StateError::Directory {
@@ -91,6 +94,9 @@ impl StateDb {
     /// A second, read-only connection to a state file another connection
     /// has opened (and migrated): a reader whose statements see a stable
     /// snapshot while the writer goes on (WAL mode).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn open_reader(path: &Path) -> StateResult<Self> {
         let err = |source| StateError::Sqlite {
             path: path.to_path_buf(),

@@ -71,6 +71,9 @@ pub struct RunLock {
 impl StateDb {
     /// Takes the exclusive lock for a set, failing at once if another run
     /// holds it: `<canonical state path>.set-<id>.lock`.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn lock_set(&self, set_id: i64) -> StateResult<RunLock> {
         let canonical = std::fs::canonicalize(&self.path).map_err(|source| StateError::Io {
             path: self.path.clone(),
@@ -97,6 +100,9 @@ impl StateDb {
 
     /// Whether remote changes exist that no uploaded manifest describes
     /// (a run crashed or failed between its uploads and its manifest).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn manifest_pending(&self, set_id: i64) -> StateResult<bool> {
         self.conn
             .query_row(
@@ -109,6 +115,9 @@ impl StateDb {
 
     /// Marks that remote changes are about to happen (true) or that a
     /// manifest now describes them (false).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn set_manifest_pending(&self, set_id: i64, pending: bool) -> StateResult<()> {
         self.conn
             .execute(
@@ -120,6 +129,9 @@ impl StateDb {
     }
 
     /// Records the start of a run, returning its row ID.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn begin_run(&self, set_id: i64, run_id: &str, kind: &str) -> StateResult<i64> {
         self.conn
             .execute(
@@ -134,6 +146,9 @@ impl StateDb {
     /// if it never ended (it was killed) or was interrupted: it may have
     /// left an upload begun that its journal never recorded (its beginning
     /// cut off before the answer came).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn interrupted_run_start(&self, set_id: i64, current: i64) -> StateResult<Option<i64>> {
         use rusqlite::OptionalExtension;
         let last: Option<(i64, String)> = self
@@ -153,6 +168,9 @@ impl StateDb {
 
     /// The key of the newest snapshot manifest a backup of the set wrote,
     /// if any: what the target must still hold for the state to describe it.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn latest_manifest(&self, set_id: i64) -> StateResult<Option<String>> {
         use rusqlite::OptionalExtension;
         self.conn
@@ -167,6 +185,9 @@ impl StateDb {
     }
 
     /// Records how a run ended.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn finish_run(
         &self,
         run: i64,
@@ -201,6 +222,9 @@ impl StateDb {
     }
 
     /// Whether any backup of the set was ever begun with this state file.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn has_runs(&self, set_id: i64) -> StateResult<bool> {
         self.conn
             .query_row(

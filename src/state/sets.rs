@@ -18,6 +18,9 @@ pub struct NamedSet {
 
 impl StateDb {
     /// The ID of the set for (source, target), if it was ever backed up.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn find_set(&self, source: &str, target: &str) -> StateResult<Option<i64>> {
         self.conn
             .prepare_cached("SELECT id FROM backup_sets WHERE source = ?1 AND target = ?2")
@@ -26,6 +29,9 @@ impl StateDb {
     }
 
     /// The ID of the set for (source, target), creating it if new.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn ensure_set(&self, source: &str, target: &str) -> StateResult<i64> {
         if let Some(id) = self.find_set(source, target)? {
             return Ok(id);
@@ -41,6 +47,9 @@ impl StateDb {
 
     /// Gives set `set_id` the name `name` and remembers its options (JSON).
     /// A name another set has is refused: sets are renamed deliberately.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn name_set(&self, set_id: i64, name: &str, options: &str) -> StateResult<()> {
         let owner: Option<(i64, String, String)> = self
             .conn
@@ -70,6 +79,9 @@ impl StateDb {
     }
 
     /// The set named `name`, with its saved options.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn named_set(&self, name: &str) -> StateResult<Option<NamedSet>> {
         self.conn
             .query_row(

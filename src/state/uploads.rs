@@ -32,6 +32,9 @@ pub struct JournaledUpload {
 
 impl StateDb {
     /// Records a multipart upload as begun (replacing any older entry for the key).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn begin_upload(&self, set_id: i64, u: &JournaledUpload) -> StateResult<()> {
         self.forget_upload(set_id, &u.key)?;
         self.conn
@@ -56,6 +59,9 @@ impl StateDb {
     }
 
     /// Records one acknowledged part.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn record_part(&self, set_id: i64, key: &str, number: i32, etag: &str) -> StateResult<()> {
         self.conn
             .prepare_cached(
@@ -67,6 +73,9 @@ impl StateDb {
     }
 
     /// The journaled upload for `key` and its acknowledged parts (by number).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn journaled_upload(&self, set_id: i64, key: &str) -> StateResult<Option<UploadWithParts>> {
         let upload = self
             .conn
@@ -96,6 +105,9 @@ impl StateDb {
     }
 
     /// Every journaled upload of a set.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn journaled_uploads(&self, set_id: i64) -> StateResult<Vec<JournaledUpload>> {
         let mut st = self
             .conn
@@ -113,6 +125,9 @@ impl StateDb {
     }
 
     /// Drops an upload from the journal (completed or aborted), parts included.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
     pub fn forget_upload(&self, set_id: i64, key: &str) -> StateResult<()> {
         self.conn
             .execute_batch("SAVEPOINT forget_upload")
