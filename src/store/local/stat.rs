@@ -5,6 +5,8 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+#[cfg(not(unix))]
+use std::time::SystemTime;
 
 use cap_std::fs::Metadata;
 use md5::Digest;
