@@ -4,8 +4,8 @@
 //! The engines check it at a few clear points, never in the middle of a
 //! state write: before each chunk of files a backup hashes and sends,
 //! before each transfer starts (a backup action, a restored file), and
-//! around each transfer in flight, which is dropped when the run is
-//! cancelled. What a dropped transfer leaves is what a failed one leaves:
+//! around each transfer in flight (the snapshot manifest's upload too),
+//! which is dropped when the run is cancelled. What a dropped transfer leaves is what a failed one leaves:
 //! no state row, a restore's temporary file removed (its `Drop`), a
 //! multipart upload still journaled for the next run to resume. The local
 //! store's blocking copies check it too ([`Cancel::reader`]), so none goes

@@ -12,6 +12,7 @@ use super::apply::{Applied, Apply};
 use super::open::Opened;
 use super::spare;
 use super::triage::WalkOutcome;
+use crate::cancel::{Cancel, Interrupted};
 use crate::fs::scan::{self, EntryKind};
 use crate::manifest;
 use crate::state::{RunStatus, StateDb};
@@ -118,7 +119,9 @@ fn reserved_entry(source: &std::path::Path) -> u64 {
 ///
 /// # Errors
 /// [`BackupError::Manifest`] when the manifest could not be written (the
-/// run is recorded as failed); state errors.
+/// run is recorded as failed); [`BackupError::Interrupted`] when the run
+/// was cancelled while it was being uploaded (recorded as interrupted:
+/// the manifest stays pending, for the next run to write); state errors.
 pub(super) async fn record(
     opts: &BackupOptions,
     opened: &Opened,
@@ -143,6 +146,7 @@ pub(super) async fn record(
             &opened.source_text,
             &opts.target,
             &run_id,
+            &opts.cancel,
         )
         .await
     } else {
@@ -158,6 +162,10 @@ pub(super) async fn record(
             db.finish_run(run_row, status, &c, report.snapshot.as_deref(), None)?;
             Ok(report)
         }
+        Err(e @ BackupError::Interrupted(_)) => {
+            db.finish_run(run_row, RunStatus::Interrupted, &c, None, None)?;
+            Err(e)
+        }
         Err(e) => {
             db.finish_run(run_row, RunStatus::Failed, &c, None, Some(&e.to_string()))?;
             Err(e)
@@ -165,7 +173,8 @@ pub(super) async fn record(
     }
 }
 
-/// Streams the set's state into a compressed temp file, then uploads it.
+/// Streams the set's state into a compressed temp file, then uploads it;
+/// the upload stops when `cancel` is cancelled ([`BackupError::Interrupted`]).
 async fn write_manifest(
     db: &StateDb,
     set_id: i64,
@@ -173,6 +182,7 @@ async fn write_manifest(
     source: &str,
     target: &Target,
     run_id: &str,
+    cancel: &Cancel,
 ) -> Result<Option<String>, BackupError> {
     let fail = |e| BackupError::Manifest(ManifestError::Write(e));
     let created = chrono::Utc::now();
@@ -235,10 +245,16 @@ async fn write_manifest(
         len,
         md5: Some(md5.finalize().into()),
     };
-    retry(&key, || store.put_file(&key, range, &meta))
-        .await
-        .map_err(|e| BackupError::Manifest(ManifestError::Upload(e)))?;
-    Ok(Some(key))
+    match cancel
+        .run(retry(&key, || store.put_file(&key, range, &meta)))
+        .await?
+    {
+        Ok(_) => Ok(Some(key)),
+        // The store saw the cancel first (a paced copy into a local
+        // store fails its next read): the run was interrupted, not failed.
+        Err(_) if cancel.is_cancelled() => Err(Interrupted.into()),
+        Err(e) => Err(BackupError::Manifest(ManifestError::Upload(e))),
+    }
 }
 
 /// Hashes what passes through, so the manifest's blake3 and MD5 cost no second read.

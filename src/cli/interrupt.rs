@@ -35,6 +35,14 @@ impl Signal {
         }
     }
 
+    /// How the signal is sent again, for the first signal's line.
+    fn again(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "Ctrl-C",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Signal::Interrupt => "Ctrl-C (SIGINT)",
@@ -65,8 +73,9 @@ impl Interrupts {
             let signal = listener.next().await;
             let _ = first.set(signal);
             crate::cli::output::errln!(
-                "interrupted by {}: stopping cleanly (Ctrl-C again stops at once)",
-                signal.name()
+                "interrupted by {}: stopping cleanly ({} again stops at once)",
+                signal.name(),
+                signal.again()
             );
             token.cancel();
             listener.next().await;

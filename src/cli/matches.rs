@@ -35,6 +35,12 @@ impl Given {
         self.0.contains(id)
     }
 
+    /// Counts the option with clap id `id` as typed: the shell's own
+    /// connection options count as typed on each command line in it.
+    pub(crate) fn mark(&mut self, id: &str) {
+        self.0.insert(id.to_string());
+    }
+
     /// The typed options among `matches`' arguments.
     fn of(matches: &ArgMatches) -> Self {
         Self(

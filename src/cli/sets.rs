@@ -125,6 +125,20 @@ pub enum SetError {
         /// That set's target.
         target: String,
     },
+    /// Saving SOURCE and TARGET under a new name while another name holds them.
+    #[error(
+        "{set_source} -> {target} is already saved as set '{saved}': use --set {saved} to run or save it ('{name}' is not given to a set that has a name)"
+    )]
+    AlreadySaved {
+        /// The name typed.
+        name: String,
+        /// The name the set has.
+        saved: String,
+        /// SOURCE as typed, absolute.
+        set_source: String,
+        /// TARGET as typed.
+        target: String,
+    },
     /// The state file.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
@@ -331,6 +345,38 @@ fn find(state_path: &Path, name: &str) -> Result<Option<NamedSet>, SetError> {
     Ok(StateDb::open(state_path)?.named_set(name)?)
 }
 
+/// Refuses to save SOURCE and TARGET under the new name `name` when
+/// another name holds them: the set's row is found by SOURCE and TARGET,
+/// so saving would rename it (and replace its options) under a cron line
+/// that runs it by its name.
+fn refuse_rename(state_path: &Path, name: &str, source: &Path, target: &Target) -> Result<(), SetError> {
+    if !state_path.exists() {
+        return Ok(());
+    }
+    let db = StateDb::open(state_path)?;
+    let (source_text, target_text) = (source.to_string_lossy(), target.to_string());
+    for set in db.sets()? {
+        let Some(saved_name) = set.name.filter(|n| n != name) else {
+            continue;
+        };
+        let saved = db
+            .named_set(&saved_name)?
+            .and_then(|row| saved_of(&saved_name, &row).ok())
+            .unwrap_or_default();
+        let same = (set.source == source_text && set.target == target.canonical())
+            || (saved.source == source && saved.target == target_text);
+        if same {
+            return Err(SetError::AlreadySaved {
+                name: name.to_string(),
+                saved: saved_name,
+                set_source: source_text.into_owned(),
+                target: target_text,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Fills in a `backup --set NAME` command line from the saved set, or
 /// checks that a saving one has both SOURCE and TARGET and that NAME is
 /// free or already this set's.
@@ -338,7 +384,8 @@ fn find(state_path: &Path, name: &str) -> Result<Option<NamedSet>, SetError> {
 /// # Errors
 /// [`SetError::Unknown`] for a name no set has, [`SetError::Half`] for
 /// SOURCE without TARGET, [`SetError::NameTaken`] for a name another set
-/// has, [`SetError::Corrupt`] or [`SetError::RelativeTarget`] for saved
+/// has, [`SetError::AlreadySaved`] for SOURCE and TARGET saved under
+/// another name, [`SetError::Corrupt`] or [`SetError::RelativeTarget`] for saved
 /// options that cannot be used, [`SetError::State`] for the state file.
 pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError> {
     let Some(name) = args.set.clone() else {
@@ -353,7 +400,10 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError
             let source = absolute(source);
             let target = absolute_target(target);
             let set_source = match find(state_path, &name)? {
-                None => source.to_string_lossy().into_owned(),
+                None => {
+                    refuse_rename(state_path, &name, &source, &target)?;
+                    source.to_string_lossy().into_owned()
+                }
                 Some(row) => {
                     let saved = saved_of(&name, &row).unwrap_or_default();
                     let same_source =

@@ -69,10 +69,17 @@ impl ShellContext {
     }
 
     /// Gives the shell's connection options to a command that talks to a
-    /// store, where the command line typed did not give its own.
+    /// store, where the command line typed did not give its own. For
+    /// `backup` they count as typed (see [`crate::cli::matches::Given`]),
+    /// so they win over a named set's saved ones as on the command line.
     fn fill(&self, cli: &mut Cli) {
         let s3 = match &mut cli.command {
-            Command::Backup(a) => &mut a.s3,
+            Command::Backup(a) => {
+                for id in self.fill_s3(&mut a.s3) {
+                    a.given.mark(id);
+                }
+                return;
+            }
             Command::Restore(a) => &mut a.s3,
             Command::Verify(a) => &mut a.s3,
             Command::Snapshots(a) => match &mut a.action {
@@ -85,18 +92,26 @@ impl ShellContext {
         self.fill_s3(s3);
     }
 
-    fn fill_s3(&self, s3: &mut S3Args) {
+    /// Fills in `s3` what the shell was given and the line was not; returns
+    /// the clap ids of the options it filled.
+    fn fill_s3(&self, s3: &mut S3Args) -> Vec<&'static str> {
         let given = &self.s3;
-        if s3.profile.is_none() {
-            s3.profile.clone_from(&given.profile);
+        let mut filled = Vec::new();
+        let mut fill = |id, slot: &mut Option<String>, value: &Option<String>| {
+            if slot.is_none() && value.is_some() {
+                slot.clone_from(value);
+                filled.push(id);
+            }
+        };
+        fill("profile", &mut s3.profile, &given.profile);
+        fill("region", &mut s3.region, &given.region);
+        fill("endpoint_url", &mut s3.endpoint_url, &given.endpoint_url);
+        // A line's own --no-path-style wins over the shell's --path-style.
+        if given.path_style && !s3.path_style && !s3.no_path_style {
+            s3.path_style = true;
+            filled.push("path_style");
         }
-        if s3.region.is_none() {
-            s3.region.clone_from(&given.region);
-        }
-        if s3.endpoint_url.is_none() {
-            s3.endpoint_url.clone_from(&given.endpoint_url);
-        }
-        s3.path_style |= given.path_style;
+        filled
     }
 }
 
@@ -216,4 +231,41 @@ pub(crate) fn run(ctx: ShellContext) -> anyhow::Result<Exit> {
         let _ = editor.save_history(h);
     }
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup_line(ctx: &ShellContext, line: &str) -> crate::cli::args::BackupArgs {
+        match parse(ctx, line) {
+            Line::Run(cli) => match cli.command {
+                Command::Backup(a) => a,
+                _ => unreachable!(),
+            },
+            _ => panic!("not a command: {line}"),
+        }
+    }
+
+    #[test]
+    fn the_shells_options_count_as_typed_unless_the_line_gives_its_own() {
+        let ctx = ShellContext {
+            s3: ShellArgs {
+                endpoint_url: Some("http://127.0.0.1:9".into()),
+                path_style: true,
+                ..ShellArgs::default()
+            },
+            ..ShellContext::default()
+        };
+        let a = backup_line(&ctx, "backup --set x");
+        assert_eq!(a.s3.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(a.given.has("endpoint_url") && a.given.has("path_style") && a.s3.path_style);
+        assert!(!a.given.has("region"));
+        let a = backup_line(
+            &ctx,
+            "backup --set x --endpoint-url http://127.0.0.1:8 --no-path-style",
+        );
+        assert_eq!(a.s3.endpoint_url.as_deref(), Some("http://127.0.0.1:8"));
+        assert!(!a.s3.path_style && !a.given.has("path_style"));
+    }
 }

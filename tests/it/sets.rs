@@ -332,3 +332,39 @@ fn a_named_set_follows_a_repointed_symlink() {
     assert_eq!((s.uploaded, s.deleted, s.unchanged), (0, 0, 2), "{}", r.show());
     assert_eq!(sets_json(&env).len(), 1);
 }
+
+/// Saving SOURCE and TARGET again under a new name would rename the set
+/// (and replace its options) behind a cron line that runs it by its old
+/// name: it is refused as a usage error, and the set keeps its name,
+/// its `--delete` and its filters.
+#[test]
+fn a_saved_set_is_not_renamed_by_saving_it_under_another_name() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("junk.tmp", "junk");
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap();
+    env.backup_ok(target, &["--set", "x", "--delete", "--exclude", "*.tmp"]);
+
+    let r = env.backup(target, &["--set", "y"]);
+    r.expect_code(2);
+    let line = r.error_line();
+    assert!(
+        line.contains("already saved as set 'x'") && line.contains("--set x"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
+    assert_eq!(stored(&store), ["a.txt"], "nothing was done");
+    let names: Vec<String> = sets_json(&env)
+        .iter()
+        .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(names, ["x"]);
+
+    // `x` still runs with its saved --delete and --exclude.
+    env.remove("a.txt");
+    env.write("b.txt", "b");
+    let r = by_name(&env, "x", env.root(), &["--json"]);
+    r.expect_code(0);
+    assert_eq!(stored(&store), ["b.txt"], "{}", r.show());
+}

@@ -167,3 +167,43 @@ fn a_command_in_the_shell_overrides_the_shells_connection_options() {
     assert_eq!(server.object_bytes("bkt", "pre/a.txt").unwrap(), b"a");
     assert!(r.stdout.contains("\"files\":1"), "{}", r.show());
 }
+
+/// The shell's connection options count as typed on each line, so they
+/// win over a named set's saved ones as they do on the command line:
+/// `backup --set NAME` in a shell started with another `--endpoint-url`
+/// backs up to that endpoint, not the saved one.
+#[test]
+fn the_shells_endpoint_wins_over_a_named_sets_saved_one() {
+    let saved = S3Server::start();
+    saved.create_bucket("bkt");
+    let other = S3Server::start();
+    other.create_bucket("bkt");
+    let env = TestEnv::with_server(&saved);
+    env.write("a.txt", "a");
+    env.backup_ok("bkt::pre", &["--set", "s3x"]);
+    env.write("b.txt", "b");
+
+    let r = shell_with(
+        &env,
+        &["--endpoint-url", &other.endpoint()],
+        "backup --set s3x --json\n",
+    );
+    r.expect_code(0);
+    assert_eq!(
+        other.object_bytes("bkt", "pre/b.txt").as_deref(),
+        Some(&b"b"[..]),
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        other.object_bytes("bkt", "pre/a.txt").as_deref(),
+        Some(&b"a"[..]),
+        "{}",
+        r.show()
+    );
+    assert!(
+        saved.object_bytes("bkt", "pre/b.txt").is_none(),
+        "the saved endpoint was used: {}",
+        r.show()
+    );
+}

@@ -260,7 +260,13 @@ fn a_restore_stopped_by_sigterm_exits_143_with_no_temporary_or_partial_file() {
     let r = finish(child);
     server.release_replies();
     r.expect_code(143);
-    assert!(r.stderr.contains("interrupted by SIGTERM"), "{}", r.show());
+    // Worded for the signal received: a service manager sends SIGTERM, not Ctrl-C.
+    assert_eq!(
+        r.stderr.trim_end(),
+        "interrupted by SIGTERM: stopping cleanly (SIGTERM again stops at once)",
+        "{}",
+        r.show()
+    );
 
     assert_eq!(temp_files(&dest), Vec::<String>::new());
     for (path, node) in tree(&dest) {
@@ -311,4 +317,44 @@ fn a_second_ctrl_c_exits_at_once() {
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert_eq!(r.code, Some(130), "{first}{rest}");
+}
+
+/// Ctrl-C while the snapshot manifest is being uploaded: the upload is
+/// dropped, the run is recorded as interrupted (not failed) with one line
+/// on stderr, and the next run writes the manifest.
+#[test]
+fn ctrl_c_while_the_manifest_is_uploaded_records_an_interrupted_run() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a\n");
+    server.hold_replies("/.s3backup/manifests/");
+    let child = spawn(env.backup_cmd(TARGET, &[]));
+    let uploading = server.wait_for_matching(1, WAIT, |r| {
+        r.op == "PutObject"
+            && r.key
+                .as_deref()
+                .is_some_and(|k| k.contains("/.s3backup/manifests/"))
+            && r.status != 0
+    });
+    assert!(uploading, "the manifest was never sent: {:?}", server.ops());
+    send(&child, libc::SIGINT);
+    // Ends while the manifest's reply is still held.
+    let r = finish(child);
+    server.release_replies();
+    r.expect_code(130);
+    assert_eq!(
+        r.stderr.lines().collect::<Vec<_>>(),
+        ["interrupted by Ctrl-C (SIGINT): stopping cleanly (Ctrl-C again stops at once)"],
+        "{}",
+        r.show()
+    );
+    assert_eq!(last_run_status(&env), "interrupted");
+    assert!(state_rows(&env).contains_key("a.txt"));
+
+    // The manifest is still pending: the next run writes one, sending no file.
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 0, "{s:?}");
+    assert!(s.snapshot.is_some(), "{s:?}");
+    assert_eq!(last_run_status(&env), "ok");
 }
