@@ -119,7 +119,9 @@ impl StateDb {
     /// to it and no lock is taken that a running backup would wait on. A
     /// file SQLite cannot open read-only in WAL mode (no `-shm` file, and
     /// a directory this user cannot create one in: a read-only copy) is
-    /// opened `immutable`.
+    /// opened `immutable`. A file with no table and version 0 (created by
+    /// a writer stopped before setting it up, or empty) holds nothing: it
+    /// is read as an empty state, and left as it is.
     ///
     /// # Errors
     /// [`StateError::TooOld`] for a schema older than this build's (only
@@ -133,8 +135,16 @@ impl StateDb {
         // The schema is read too, so a damaged file is reported here, before
         // a command prints anything, as a writer's open reports it.
         let version = |conn: &Connection| {
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
-            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            let objects = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+            let version = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
+            // No table and no version: a file a writer created and was
+            // stopped before setting up (killed, or an empty file). It holds
+            // nothing, which is what a read-only command shows.
+            Ok(if objects == 0 && version == 0 {
+                None
+            } else {
+                Some(version)
+            })
         };
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let plain = Connection::open_with_flags(path, flags).and_then(|c| version(&c).map(|v| (c, v)));
@@ -149,6 +159,14 @@ impl StateDb {
                 (conn, found)
             }
             other => other.map_err(err)?,
+        };
+        let Some(found) = found else {
+            let mut empty = Connection::open_in_memory().map_err(err)?;
+            migrate(&mut empty, path)?;
+            return Ok(Self {
+                conn: empty,
+                path: path.to_path_buf(),
+            });
         };
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;

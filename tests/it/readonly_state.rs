@@ -134,3 +134,45 @@ fn a_state_file_too_old_is_left_alone_and_the_upgrading_command_named() {
     r.expect_code(0);
     assert!(r.stdout.contains("a.txt"), "{}", r.show());
 }
+
+/// A state file a writer created and was killed before setting up (no
+/// table, version 0; the crash harness leaves one) or an empty file holds
+/// nothing: read-only commands show nothing and exit 0, and leave it as it
+/// is. They used to call it "older than this s3backup's" (exit 1).
+#[test]
+fn a_state_file_never_set_up_reads_as_empty_and_is_left_alone() {
+    let env = TestEnv::new();
+    for setup in ["empty file", "created, never set up"] {
+        let _ = std::fs::remove_file(&env.state);
+        if setup == "empty file" {
+            std::fs::write(&env.state, b"").unwrap();
+        } else {
+            rusqlite::Connection::open(&env.state)
+                .unwrap()
+                .execute_batch("PRAGMA journal_mode = WAL")
+                .unwrap();
+        }
+        let before = std::fs::read(&env.state).unwrap();
+        for args in READERS {
+            let mut cmd = env.cmd();
+            cmd.arg("--state").arg(&env.state).args(*args);
+            let r = run(cmd);
+            if args[..] == ["state", "show", "a.txt"] {
+                r.expect_code(1);
+                assert!(
+                    r.error_line().contains("'a.txt' is not in the state file"),
+                    "{}",
+                    r.show()
+                );
+            } else {
+                r.expect_code(0);
+                assert!(r.stderr.is_empty(), "{setup}, {args:?}: {}", r.show());
+            }
+        }
+        assert_eq!(
+            std::fs::read(&env.state).unwrap(),
+            before,
+            "{setup}: the file was written"
+        );
+    }
+}
