@@ -10,3 +10,4 @@ pub mod names;
 pub mod own;
 pub mod safe_path;
 pub mod scan;
+pub mod winname;
