@@ -3,6 +3,7 @@
 //! content hashes ([`hash`]), reaching paths without following links
 //! ([`confine`]), and the tool's own files ([`own`]).
 
+pub mod case;
 pub mod confine;
 pub mod filter;
 pub mod hash;
