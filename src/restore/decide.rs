@@ -2,7 +2,8 @@
 //! fetched: compare what DEST holds under its name with what the backup
 //! recorded (`compare_local`), then choose ([`decide`]): leave it (only
 //! its mtime and mode set), keep it (`--no-clobber`), or fetch it. The
-//! plan is a value ([`Action`]); [`crate::restore::place`] carries it out.
+//! plan is a value ([`Action`]); [`crate::restore::place`] carries it out,
+//! or, in a dry run, lists it (the one decision serves both).
 //!
 //! The local file is reached without following links (its directory through
 //! [`Dest`], the file itself opened no-follow), and its hash and metadata

@@ -26,6 +26,15 @@
 //! Files found the same whose metadata already matches change nothing and
 //! get no line (they count as `unchanged`). The lines are sorted by path,
 //! so a directory comes before what it would hold.
+//!
+//! Reading is the restore's own: the decision opens each local file of
+//! the backup's size read-only, without following a link, to hash it (as
+//! any reader, that may update its access time), and a dry run stats that
+//! same handle to see whether its mtime or mode would change, where a
+//! restore sets them through it. The stale-file sweep takes and drops the
+//! advisory lock of each temporary file it finds, as it would before
+//! removing it, so one a live restore is writing is not listed. The
+//! write probe of DEST becomes `access(2)`.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

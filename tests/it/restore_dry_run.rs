@@ -406,3 +406,32 @@ fn a_dry_run_of_an_older_snapshot_and_of_a_listing_lists_what_each_brings() {
     real_run_matches(&env, TARGET, &dest, &["--from-listing"], 0, &dry);
     assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"one");
 }
+
+/// A DEST the user may not write to fails a dry run as it fails the
+/// restore (exit 1, one line), though the dry run makes no probe file.
+/// Permission bits do not stop root, so as root the binary runs as `nobody`.
+#[test]
+fn a_dry_run_refuses_a_read_only_dest_as_the_restore_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_server, env) = setup();
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &[]);
+    let dest = env.root().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Let `nobody` reach DEST (the test root is 0700).
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let r = run(as_nobody_if_root(
+            env.restore_cmd(TARGET, &dest, extra),
+            env.root(),
+        ));
+        r.expect_code(1);
+        let e = r.error_line();
+        assert!(
+            e.contains("cannot write to DEST") && e.contains("Permission denied"),
+            "{extra:?}: {e}"
+        );
+    }
+    assert_eq!(paths_under(&dest), Vec::<String>::new(), "DEST was written");
+}
