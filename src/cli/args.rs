@@ -128,7 +128,7 @@ pub struct RestoreArgs {
     /// Also restore setuid, setgid and sticky bits recorded in the backup (dropped otherwise, as tar does).
     #[arg(long)]
     pub preserve_special_bits: bool,
-    /// Print what the restore would do; change nothing in DEST (the store is only listed and read for manifests).
+    /// Print what the restore would do; change nothing and download no file (only listings, manifests and object metadata are read).
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print the summary as one JSON object on stdout.
