@@ -128,6 +128,9 @@ pub struct RestoreArgs {
     /// Also restore setuid, setgid and sticky bits recorded in the backup (dropped otherwise, as tar does).
     #[arg(long)]
     pub preserve_special_bits: bool,
+    /// Print what the restore would do; change nothing and download no file (only listings, manifests and object metadata are read).
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -116,7 +116,7 @@ pub(crate) fn backup(
 /// [`check_dest`]); an error reading an `--exclude-from` file.
 pub(crate) fn restore(args: RestoreArgs, cancel: crate::cancel::Cancel) -> anyhow::Result<RestoreOptions> {
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
-    check_dest(&args.dest)?;
+    check_dest(&args.dest, args.dry_run)?;
     Ok(RestoreOptions {
         target: args.target,
         dest: args.dest,
@@ -132,6 +132,7 @@ pub(crate) fn restore(args: RestoreArgs, cancel: crate::cancel::Cancel) -> anyho
             ..args.s3.into()
         },
         cancel,
+        dry_run: args.dry_run,
     })
 }
 
@@ -150,8 +151,9 @@ pub(crate) fn verify(args: VerifyArgs) -> VerifyOptions {
 /// cannot be a directory (it is a file, or lies under one) or an existing
 /// DEST directory this process cannot create files in (permissions, a
 /// read-only mount); otherwise every file would fail on its own, each with
-/// the same error. The write probe is a temporary file, removed at once.
-fn check_dest(dest: &Path) -> anyhow::Result<()> {
+/// the same error. The write probe is a temporary file, removed at once;
+/// a dry run, which writes nothing, asks the system instead (`access`).
+fn check_dest(dest: &Path, dry_run: bool) -> anyhow::Result<()> {
     let shown = dest.display();
     if !dest.is_dir() {
         if dest.exists() {
@@ -171,6 +173,9 @@ fn check_dest(dest: &Path) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if dry_run {
+        return writable(dest).map_err(|e| anyhow::anyhow!("cannot write to DEST '{shown}': {e}"));
+    }
     match tempfile::Builder::new()
         .prefix(".s3backup-restore-")
         .tempfile_in(dest)
@@ -183,6 +188,23 @@ fn check_dest(dest: &Path) -> anyhow::Result<()> {
             anyhow::bail!("cannot write to DEST '{shown}': {cause}")
         }
     }
+}
+
+/// Whether this process may create entries in the directory `dir`,
+/// without creating one (for a dry run).
+#[cfg(unix)]
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Access, access};
+    access(dir, Access::WRITE_OK | Access::EXEC_OK).map_err(std::io::Error::from)
+}
+
+/// Elsewhere, a read-only directory is the one case to refuse.
+#[cfg(not(unix))]
+fn writable(dir: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(dir)?.permissions().readonly() {
+        return Err(std::io::ErrorKind::PermissionDenied.into());
+    }
+    Ok(())
 }
 
 /// The state file: `--state`, else the default one.

@@ -166,10 +166,26 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     Ok(())
 }
 
-/// The summary of a restore.
-pub(crate) fn restore_summary(opts: &RestoreOptions, r: &RestoreReport) -> Result<(), OutputError> {
+/// The summary of a restore (and, for a dry run, its plan lines first);
+/// with `quiet` only the plan lines.
+pub(crate) fn restore_summary(
+    opts: &RestoreOptions,
+    r: &RestoreReport,
+    quiet: bool,
+) -> Result<(), OutputError> {
+    for line in &r.planned {
+        outln!("{line}")?;
+    }
+    if quiet {
+        return Ok(());
+    }
+    let verb = if r.dry_run {
+        "dry run: would restore"
+    } else {
+        "restored"
+    };
     outln!(
-        "restored {} from {} -> {}",
+        "{verb} {} from {} -> {}",
         opts.target,
         r.source,
         opts.dest.display()

@@ -2,7 +2,8 @@
 //! fetched: compare what DEST holds under its name with what the backup
 //! recorded (`compare_local`), then choose ([`decide`]): leave it (only
 //! its mtime and mode set), keep it (`--no-clobber`), or fetch it. The
-//! plan is a value ([`Action`]); [`crate::restore::place`] carries it out.
+//! plan is a value ([`Action`]); [`crate::restore::place`] carries it out,
+//! or, in a dry run, lists it (the one decision serves both).
 //!
 //! The local file is reached without following links (its directory through
 //! [`Dest`], the file itself opened no-follow), and its hash and metadata
@@ -54,9 +55,14 @@ pub enum Action {
     },
     /// Other content is there and `--no-clobber` keeps it.
     Keep,
-    /// Fetch it; its directory and name when every directory on the way
-    /// exists (`None`: they are created first).
-    Fetch(Option<(Arc<Dir>, OsString)>),
+    /// Fetch it.
+    Fetch {
+        /// Its directory and name when every directory on the way exists
+        /// (`None`: they are created first).
+        at: Option<(Arc<Dir>, OsString)>,
+        /// Whether something that differs is there, to be replaced.
+        overwrite: bool,
+    },
 }
 
 /// Decides what to do with `item` (a checked path), stored under `key`
@@ -78,13 +84,19 @@ pub async fn decide(
     // (a few system calls, too brief to hand to another thread).
     let found = dest.find_parent(&item.path)?;
     let Some((dir, name)) = found else {
-        return Ok(Action::Fetch(None));
+        return Ok(Action::Fetch {
+            at: None,
+            overwrite: false,
+        });
     };
     Ok(
         match compare_local(fetcher, key, &dir, &name, shown, item).await? {
             same @ Local::Same { .. } => Action::Touch { dir, name, same },
             Local::Differs if no_clobber => Action::Keep,
-            Local::Differs | Local::Missing => Action::Fetch(Some((dir, name))),
+            found @ (Local::Differs | Local::Missing) => Action::Fetch {
+                overwrite: matches!(found, Local::Differs),
+                at: Some((dir, name)),
+            },
         },
     )
 }

@@ -35,6 +35,12 @@
 //! Mode bits from the store are applied through [`ModePolicy`]: setuid,
 //! setgid and sticky bits only with `--preserve-special-bits` (as `tar`
 //! strips them unless asked), and the restore says how many were dropped.
+//!
+//! For `--dry-run` DEST is opened for listing ([`Dest::open`] with a
+//! [`Planned`], or [`Dest::absent`] when DEST does not exist yet): it is
+//! read and walked exactly as for a restore, but where a restore would
+//! create a directory, remove a stale temporary file or set a directory's
+//! mode and mtime, a line is recorded instead (see [`crate::restore::dry`]).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -48,6 +54,7 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use crate::fs::confine::{ConfineError, Create, Dir, Root};
 use crate::fs::own::{is_temp_name, temp_name};
 use crate::report::Failure;
+use crate::restore::dry::Planned;
 use crate::restore::meta::{DirMeta, ModePolicy};
 
 /// Mode of a directory while the restore fills it: no more open than
@@ -67,37 +74,97 @@ const TEMP_ATTEMPTS: usize = 4;
 /// DEST, opened once; see the module doc.
 #[derive(Debug)]
 pub struct Dest {
-    root: Root,
+    /// `None` for a dry run's DEST that does not exist yet.
+    root: Option<Root>,
+    path: std::path::PathBuf,
     handles: Mutex<HashMap<String, Arc<Dir>>>,
     visited: Mutex<HashSet<String>>,
     created: Mutex<Vec<String>>,
     stale_removed: AtomicU64,
     /// The mode bits applied to restored entries.
     pub modes: ModePolicy,
+    /// A dry run's lines: when set, nothing in DEST is changed.
+    planned: Option<Planned>,
 }
 
 impl Dest {
     /// Opens DEST (an existing directory; a link there is followed: it is
-    /// what the user named) and sweeps stale temporary files from its top.
+    /// what the user named) and sweeps stale temporary files from its top;
+    /// with `planned` (a dry run) it is only read, and what would change
+    /// is recorded there.
     ///
     /// # Errors
     /// [`ConfineError::Io`] when it cannot be opened as a directory.
-    pub fn open(path: &Path, modes: ModePolicy) -> Result<Self, ConfineError> {
-        let dest = Self {
-            root: Root::open(path)?,
+    pub fn open(path: &Path, modes: ModePolicy, planned: Option<Planned>) -> Result<Self, ConfineError> {
+        let dest = Self::new(Some(Root::open(path)?), path, modes, planned);
+        if let Some(root) = &dest.root {
+            dest.first_visit("", root.dir());
+        }
+        Ok(dest)
+    }
+
+    /// A dry run's DEST that does not exist: every directory in it would
+    /// be created, and DEST itself first (a `create` line).
+    pub fn absent(path: &Path, modes: ModePolicy) -> Self {
+        let planned = Planned::default();
+        planned.line("", format!("create {}", path.display()));
+        Self::new(None, path, modes, Some(planned))
+    }
+
+    fn new(root: Option<Root>, path: &Path, modes: ModePolicy, planned: Option<Planned>) -> Self {
+        Self {
+            root,
+            path: path.to_path_buf(),
             handles: Mutex::default(),
             visited: Mutex::default(),
             created: Mutex::default(),
             stale_removed: AtomicU64::new(0),
             modes,
-        };
-        dest.first_visit("", dest.root.dir());
-        Ok(dest)
+            planned,
+        }
     }
 
     /// DEST's path, for messages.
     pub fn path(&self) -> &Path {
-        self.root.path()
+        &self.path
+    }
+
+    /// A dry run's lines (`None` in a restore, which changes DEST).
+    pub fn planned(&self) -> Option<&Planned> {
+        self.planned.as_ref()
+    }
+
+    /// In a dry run, records the directories a file at `rel` (a checked
+    /// path whose directory [`Dest::find_parent`] found missing) would
+    /// need created: the first missing one and every one below it.
+    pub fn plan_parent(&self, rel: &str) {
+        if let (Some(planned), Some((parent, _))) = (&self.planned, rel.rsplit_once('/')) {
+            self.plan_dirs(planned, parent);
+        }
+    }
+
+    /// Records `dir` and its missing ancestors as directories to create.
+    fn plan_dirs(&self, planned: &Planned, dir: &str) {
+        if planned.makes(dir) {
+            return;
+        }
+        let mut at = 0;
+        let mut missing = self.root.is_none();
+        for part in dir.split('/') {
+            at += part.len();
+            let here = &dir[..at];
+            at += 1;
+            missing = missing
+                || self.root.as_ref().is_some_and(|root| {
+                    matches!(
+                        root.open_dir(Path::new(&crate::fs::names::decode(here)), Create::No),
+                        Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+                    )
+                });
+            if missing {
+                planned.mkdir(here);
+            }
+        }
     }
 
     /// Stale temporary files removed so far (see the module doc).
@@ -114,6 +181,9 @@ impl Dest {
     /// [`ConfineError::Symlink`] / [`ConfineError::NotDir`] when a component
     /// is a link or a file, [`ConfineError::Io`] otherwise.
     pub fn find_parent(&self, rel: &str) -> Result<Option<(Arc<Dir>, OsString)>, ConfineError> {
+        if self.root.is_none() {
+            return Ok(None);
+        }
         match self.parent(rel, Create::No) {
             Ok(found) => Ok(Some(found)),
             Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -131,6 +201,7 @@ impl Dest {
     }
 
     fn parent(&self, rel: &str, create: Create) -> Result<(Arc<Dir>, OsString), ConfineError> {
+        let root = self.root()?;
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let name = crate::fs::names::decode(name).into_owned();
         let cached = self.handles.lock().ok().and_then(|h| h.get(parent).cloned());
@@ -138,14 +209,12 @@ impl Dest {
             return Ok((dir, name));
         }
         let dir = if parent.is_empty() {
-            self.root.dir().try_clone().map_err(|source| ConfineError::Io {
-                at: self.root.path().to_path_buf(),
+            root.dir().try_clone().map_err(|source| ConfineError::Io {
+                at: root.path().to_path_buf(),
                 source,
             })?
         } else {
-            let (dir, created) = self
-                .root
-                .open_dir(Path::new(&crate::fs::names::decode(parent)), create)?;
+            let (dir, created) = root.open_dir(Path::new(&crate::fs::names::decode(parent)), create)?;
             if !created.is_empty()
                 && let Ok(mut all) = self.created.lock()
             {
@@ -173,7 +242,7 @@ impl Dest {
             return;
         };
         if visited.insert(rel.to_string()) {
-            let removed = sweep(dir);
+            let removed = sweep(dir, rel, self.planned.as_ref());
             if removed > 0 {
                 tracing::debug!("removed {removed} stale temporary file(s) in '{rel}'");
                 self.stale_removed.fetch_add(removed, Ordering::Relaxed);
@@ -199,21 +268,11 @@ impl Dest {
         }
         let mut todo: HashMap<String, DirMeta> = HashMap::new();
         for (path, meta) in selected {
-            let made = crate::fs::safe_path::validate(&path)
+            match crate::fs::safe_path::validate(&path)
                 .map_err(io::Error::other)
-                .and_then(|()| {
-                    self.root
-                        .open_dir(
-                            Path::new(&crate::fs::names::decode(&path)),
-                            Create::Mode(FILLING_MODE),
-                        )
-                        .map_err(io::Error::from)
-                });
-            match made {
-                Ok((_, created)) => {
-                    if let Ok(mut all) = self.created.lock() {
-                        all.extend(created.iter().map(|p| text_of(p)));
-                    }
+                .and_then(|()| self.make_dir(&path))
+            {
+                Ok(()) => {
                     todo.insert(path, meta);
                 }
                 Err(e) => failures.push(Failure {
@@ -222,7 +281,10 @@ impl Dest {
                 }),
             }
         }
-        let created = self.created.lock().map(|c| c.clone()).unwrap_or_default();
+        let created = match &self.planned {
+            Some(planned) => planned.made_dirs(),
+            None => self.created.lock().map(|c| c.clone()).unwrap_or_default(),
+        };
         let default_mode = default_dir_mode();
         for path in created {
             let meta = recorded.get(&path).copied().unwrap_or(DirMeta {
@@ -241,7 +303,10 @@ impl Dest {
         let mut done = 0;
         for (path, meta) in todo {
             let mode = meta.mode.map(|m| self.modes.apply(&path, m));
-            let result = self.set_dir_meta(Path::new(&crate::fs::names::decode(&path)), meta.mtime_ns, mode);
+            let result = match &self.planned {
+                Some(planned) => self.plan_dir_meta(planned, &path, meta.mtime_ns, mode),
+                None => self.set_dir_meta(Path::new(&crate::fs::names::decode(&path)), meta.mtime_ns, mode),
+            };
             match result {
                 Ok(()) => done += 1,
                 Err(e) => failures.push(Failure {
@@ -255,11 +320,69 @@ impl Dest {
 }
 
 impl Dest {
+    /// DEST's handle; a dry run's absent DEST is a missing directory.
+    fn root(&self) -> Result<&Root, ConfineError> {
+        self.root.as_ref().ok_or_else(|| ConfineError::Io {
+            at: self.path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    /// Makes the directory `path` (a checked text path) and what is
+    /// missing on the way, owner-only, remembering those created; in a dry
+    /// run, records them instead.
+    fn make_dir(&self, path: &str) -> io::Result<()> {
+        let rel = crate::fs::names::decode(path);
+        let Some(planned) = &self.planned else {
+            let (_, created) = self
+                .root()?
+                .open_dir(Path::new(&rel), Create::Mode(FILLING_MODE))?;
+            if let Ok(mut all) = self.created.lock() {
+                all.extend(created.iter().map(|p| text_of(p)));
+            }
+            return Ok(());
+        };
+        let Some(root) = &self.root else {
+            self.plan_dirs(planned, path);
+            return Ok(());
+        };
+        match root.open_dir(Path::new(&rel), Create::No) {
+            Ok(_) => Ok(()),
+            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                self.plan_dirs(planned, path);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A dry run's [`Dest::set_dir_meta`]: a `touch` line for an existing
+    /// directory whose mode or mtime would change (one it would create has
+    /// its `mkdir` line).
+    fn plan_dir_meta(
+        &self,
+        planned: &Planned,
+        path: &str,
+        mtime_ns: Option<i64>,
+        mode: Option<u32>,
+    ) -> io::Result<()> {
+        if planned.makes(path) {
+            return Ok(());
+        }
+        let (dir, _) = self
+            .root()?
+            .open_dir(Path::new(&crate::fs::names::decode(path)), Create::No)?;
+        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode) {
+            planned.line(path, format!("touch {path}"));
+        }
+        Ok(())
+    }
+
     /// Sets a directory's mode and mtime through its own handle, reached
     /// without following links.
     #[cfg(unix)]
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, mode: Option<u32>) -> io::Result<()> {
-        let (dir, _) = self.root.open_dir(rel, Create::No)?;
+        let (dir, _) = self.root()?.open_dir(rel, Create::No)?;
         crate::restore::meta::set_file_times_and_mode(&dir_file(&dir)?, mtime_ns, mode)
     }
 
@@ -267,11 +390,11 @@ impl Dest {
     /// the path inside it); modes are Unix-only.
     #[cfg(not(unix))]
     fn set_dir_meta(&self, rel: &Path, mtime_ns: Option<i64>, _mode: Option<u32>) -> io::Result<()> {
-        self.root.open_dir(rel, Create::No)?;
+        let root = self.root()?;
+        root.open_dir(rel, Create::No)?;
         if let Some(ns) = mtime_ns {
             let t = cap_std::time::SystemTime::from_std(crate::restore::meta::system_time(ns));
-            self.root
-                .dir()
+            root.dir()
                 .set_times(rel, None, Some(cap_fs_ext::SystemTimeSpec::Absolute(t)))?;
         }
         Ok(())
@@ -361,9 +484,11 @@ fn still_linked(file: &std::fs::File) -> io::Result<bool> {
     }
 }
 
-/// Removes the abandoned temporary files and links in `dir`; returns how
-/// many. A file another process holds locked is being written: it stays.
-fn sweep(dir: &Dir) -> u64 {
+/// Removes the abandoned temporary files and links in `dir` (at `rel`
+/// in DEST); returns how many. A file another process holds locked is
+/// being written: it stays. In a dry run (`planned`), each one that would
+/// be removed is listed instead.
+fn sweep(dir: &Dir, rel: &str, planned: Option<&Planned>) -> u64 {
     let Ok(entries) = dir.entries() else {
         return 0;
     };
@@ -379,14 +504,28 @@ fn sweep(dir: &Dir) -> u64 {
         let gone = if kind.is_symlink() {
             // A link is made and renamed within microseconds; a placer that
             // loses it here makes another (see `crate::restore::place::place_link`).
-            dir.remove_file_or_symlink(&name).map(|()| true)
+            match planned {
+                Some(_) => Ok(true),
+                None => dir.remove_file_or_symlink(&name).map(|()| true),
+            }
         } else if kind.is_file() {
-            remove_if_abandoned(dir, &name)
+            remove_if_abandoned(dir, &name, planned.is_none())
         } else {
             continue;
         };
         match gone {
-            Ok(true) => removed += 1,
+            Ok(true) => {
+                removed += 1;
+                if let Some(planned) = planned {
+                    let name = crate::fs::names::encode(&name);
+                    let path = if rel.is_empty() {
+                        name.into_owned()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    planned.line(&path, format!("delete {path} (stale temporary file)"));
+                }
+            }
             Ok(false) => {}
             Err(e) => tracing::debug!("not removing '{}': {e}", Path::new(&name).display()),
         }
@@ -396,8 +535,9 @@ fn sweep(dir: &Dir) -> u64 {
 
 /// Removes the temporary file `name` unless its writer still holds its
 /// lock; the lock is held across the removal, so the writer, locking
-/// after it, sees the file unlinked and takes another name.
-fn remove_if_abandoned(dir: &Dir, name: &OsStr) -> io::Result<bool> {
+/// after it, sees the file unlinked and takes another name. Without
+/// `remove` (a dry run), only says whether it would be removed.
+fn remove_if_abandoned(dir: &Dir, name: &OsStr, remove: bool) -> io::Result<bool> {
     let mut opts = cap_std::fs::OpenOptions::new();
     opts.read(true);
     opts.follow(FollowSymlinks::No);
@@ -412,7 +552,9 @@ fn remove_if_abandoned(dir: &Dir, name: &OsStr) -> io::Result<bool> {
         Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
-    dir.remove_file(name)?;
+    if remove {
+        dir.remove_file(name)?;
+    }
     drop(file);
     Ok(true)
 }
@@ -427,6 +569,18 @@ fn dir_file(dir: &Dir) -> io::Result<std::fs::File> {
     opts.follow(FollowSymlinks::No);
     opts.custom_flags(rustix::fs::OFlags::DIRECTORY.bits() as i32);
     Ok(dir.open_with(".", &opts)?.into_std())
+}
+
+/// A directory's mtime (ns) and permission bits, read through its handle.
+#[cfg(unix)]
+fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
+    Ok(crate::restore::meta::now_of(&dir_file(dir)?.metadata()?))
+}
+
+/// A directory's mtime (ns), read through its handle; no modes here.
+#[cfg(not(unix))]
+fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
+    Ok((crate::restore::meta::cap_mtime_ns(&dir.dir_metadata()?)?, 0))
 }
 
 /// A relative path as its '/'-separated text form.
@@ -468,7 +622,12 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", p.join(".s3backup-restore-link-x")).unwrap();
         let dir = Dir::open_ambient_dir(p, cap_std::ambient_authority()).unwrap();
         let live = TempFile::create(&dir).unwrap();
-        assert_eq!(sweep(&dir), 2);
+        assert_eq!(
+            sweep(&dir, "", Some(&Planned::default())),
+            2,
+            "a dry run counts them"
+        );
+        assert_eq!(sweep(&dir, "", None), 2);
         let mut left: Vec<String> = std::fs::read_dir(p)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -95,6 +95,33 @@ pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<
     Ok(())
 }
 
+/// Whether setting `mtime_ns` and `mode` (filtered, as
+/// [`set_file_times_and_mode`] takes it) would change an entry that now
+/// has the mtime `now_ns` and the permission bits `now_mode` (a dry run
+/// lists only such changes). Modes count on Unix only, as they are set
+/// only there.
+pub fn differs((now_ns, now_mode): (i64, u32), mtime_ns: Option<i64>, mode: Option<u32>) -> bool {
+    let mode_differs = cfg!(unix) && mode.is_some_and(|m| m & 0o7777 != now_mode & 0o7777);
+    mode_differs || mtime_ns.is_some_and(|t| t != now_ns)
+}
+
+/// What [`differs`] compares of a stat result: its mtime (ns) and permission bits.
+pub fn now_of(md: &std::fs::Metadata) -> (i64, u32) {
+    (crate::fs::scan::mtime_ns(md), crate::fs::scan::mode(md))
+}
+
+/// The mtime (ns) of an entry stat'ed through a directory handle (a
+/// symlink's own, for [`differs`]).
+///
+/// # Errors
+/// The system's, when it has no mtime.
+pub fn cap_mtime_ns(md: &cap_std::fs::Metadata) -> std::io::Result<i64> {
+    let t = filetime::FileTime::from_system_time(md.modified()?.into_std());
+    Ok(t.unix_seconds()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(t.nanoseconds())))
+}
+
 /// Nanoseconds since the epoch (negative before it) as a `SystemTime`.
 pub(crate) fn system_time(ns: i64) -> std::time::SystemTime {
     let since = std::time::Duration::from_nanos(ns.unsigned_abs());
@@ -119,5 +146,14 @@ mod tests {
         let keep = ModePolicy::new(true);
         assert_eq!(keep.apply("a", 0o104777), 0o4777);
         assert_eq!(keep.dropped().0, 0);
+    }
+
+    #[test]
+    fn only_a_different_mtime_or_mode_is_a_change() {
+        let now = (1_000, 0o644);
+        assert!(!differs(now, Some(1_000), Some(0o100644)));
+        assert!(!differs(now, None, None));
+        assert!(differs(now, Some(1_001), Some(0o644)));
+        assert_eq!(differs(now, Some(1_000), Some(0o600)), cfg!(unix));
     }
 }

@@ -20,9 +20,13 @@
 //! owner-only until they get their recorded modes at the end; stale
 //! temporary files of an interrupted restore are removed. Modes and times
 //! are set through handles ([`meta`]).
+//!
+//! `--dry-run` runs the same stages on a DEST opened for listing: what a
+//! restore would change is listed where it would be changed ([`dry`]).
 
 pub mod decide;
 pub mod dest;
+pub mod dry;
 pub mod fetch;
 pub mod meta;
 pub mod place;
@@ -76,6 +80,9 @@ pub struct RestoreOptions {
     pub s3: S3Settings,
     /// Stops the restore early and cleanly (Ctrl-C): see [`crate::cancel`].
     pub cancel: crate::cancel::Cancel,
+    /// List what the restore would do ([`RestoreReport::planned`]) and
+    /// change nothing: see [`dry`].
+    pub dry_run: bool,
 }
 
 /// What a restore did. Files (and symlinks) and directories are counted
@@ -127,6 +134,12 @@ pub struct RestoreReport {
     /// Files and directories whose recorded setuid, setgid or sticky bits
     /// were not restored (no `--preserve-special-bits`).
     pub special_bits_dropped: u64,
+    /// Whether this was a dry run: the counts are what the restore would
+    /// do (files counted as downloaded at the size the source announced).
+    pub dry_run: bool,
+    /// A dry run's lines, sorted by path (see [`dry`]).
+    #[serde(skip)]
+    pub planned: Vec<String>,
     /// Entries left out because they lie under the local store being
     /// restored from, inside DEST (restoring them would overwrite the
     /// store's own objects).
@@ -205,6 +218,7 @@ pub async fn run_with_progress(
     }
     let mut report = RestoreReport {
         source: name,
+        dry_run: opts.dry_run,
         ..RestoreReport::default()
     };
     let (dest, created_dest) = open_dest(opts)?;
@@ -229,7 +243,7 @@ pub async fn run_with_progress(
         );
     }
     if let Some(err) = nothing_restored(end, &select, &mut report, target_text).await {
-        if created_dest {
+        if created_dest && !opts.dry_run {
             // Leave no trace of a restore that restored nothing.
             let _ = std::fs::remove_dir(dest.path());
         }
@@ -243,6 +257,9 @@ pub async fn run_with_progress(
         });
     }
     finish(&dest, dirs, &select.recorded, links, &mut report);
+    if let Some(planned) = dest.planned() {
+        report.planned = planned.take();
+    }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress.finish();
     Ok(report)
@@ -325,13 +342,23 @@ async fn open_store(opts: &RestoreOptions, target_text: &str) -> Result<Arc<dyn 
 }
 
 /// Creates DEST if missing and opens it; says whether it was created.
+/// A dry run opens DEST for listing, and one that is missing as
+/// [`Dest::absent`] (a dangling link there fails as the restore would).
 fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
     let created = !opts.dest.exists();
-    std::fs::create_dir_all(&opts.dest).map_err(dest_err)?;
+    let modes = ModePolicy::new(opts.preserve_special_bits);
+    if !opts.dry_run {
+        std::fs::create_dir_all(&opts.dest).map_err(dest_err)?;
+    } else if created {
+        if std::fs::symlink_metadata(&opts.dest).is_ok() {
+            return Err(dest_err(std::io::ErrorKind::AlreadyExists.into()));
+        }
+        return Ok((Dest::absent(&opts.dest, modes), true));
+    }
     let path = opts.dest.canonicalize().map_err(dest_err)?;
-    let dest =
-        Dest::open(&path, ModePolicy::new(opts.preserve_special_bits)).map_err(|e| dest_err(e.into()))?;
+    let planned = opts.dry_run.then(dry::Planned::default);
+    let dest = Dest::open(&path, modes, planned).map_err(|e| dest_err(e.into()))?;
     Ok((dest, created))
 }
 
@@ -354,7 +381,7 @@ async fn restore_entries(
     let items = futures::stream::unfold(entries, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .flat_map(futures::stream::iter)
         .boxed();
-    let (no_clobber, prefix) = (opts.no_clobber, opts.target.prefix());
+    let (no_clobber, prefix, dry_run) = (opts.no_clobber, opts.target.prefix(), opts.dry_run);
     let mut results = items
         .filter_map(|item| futures::future::ready(select.admit(item)))
         .map(|item| async move {
@@ -366,13 +393,16 @@ async fn restore_entries(
                     let outcome = place::restore_file(fetcher, dest, prefix, item, no_clobber).await;
                     let (what, bytes) = match &outcome {
                         Outcome::Downloaded(b) => ("downloaded", *b),
-                        Outcome::Link(l) => ("downloaded", l.target.len() as u64),
+                        Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
                         Outcome::Kept(_) => ("kept", 0),
                         Outcome::Failed(_) | Outcome::Dir(_) => ("failed", 0),
                     };
-                    progress.advance(bytes);
-                    progress.done(&path, what);
+                    // A dry run did none of it: no file event claims it did.
+                    if !dry_run {
+                        progress.advance(bytes);
+                        progress.done(&path, what);
+                    }
                     outcome
                 }
             }
@@ -391,6 +421,9 @@ async fn restore_entries(
                 None => break,
             },
         };
+        if let (Some(planned), Outcome::Failed(f)) = (dest.planned(), &outcome) {
+            dry::refuse(planned, std::slice::from_ref(f));
+        }
         report.count(outcome, &mut deferred);
     }
     deferred
@@ -409,7 +442,7 @@ impl RestoreReport {
             )),
             Outcome::Link(link) => {
                 self.files += 1;
-                self.bytes_received += link.target.len() as u64;
+                self.bytes_received += link.size;
                 links.push(link);
             }
             Outcome::Downloaded(bytes) => {
@@ -451,13 +484,21 @@ fn finish(
     let before = report.failures.len();
     report.downloaded += place::place_links(dest, links, &mut report.failures);
     report.failed += (report.failures.len() - before) as u64;
-    let before = report.failures.len();
+    let before_dirs = report.failures.len();
     report.dirs = dest.finish_dirs(dirs, recorded, &mut report.failures);
-    report.dirs_failed = (report.failures.len() - before) as u64;
+    report.dirs_failed = (report.failures.len() - before_dirs) as u64;
+    if let Some(planned) = dest.planned() {
+        dry::refuse(planned, &report.failures[before..]);
+    }
+    let (removed, not) = if report.dry_run {
+        ("would remove", "would not be restored")
+    } else {
+        ("removed", "were not restored")
+    };
     report.stale_temp_removed = dest.stale_removed();
     if report.stale_temp_removed > 0 {
         tracing::warn!(
-            "notice: removed {} temporary file(s) an interrupted restore had left in '{}'",
+            "notice: {removed} {} temporary file(s) an interrupted restore had left in '{}'",
             report.stale_temp_removed,
             dest.path().display()
         );
@@ -466,7 +507,7 @@ fn finish(
     report.special_bits_dropped = dropped;
     if let Some(example) = example {
         tracing::warn!(
-            "notice: setuid/setgid/sticky bits in the backup were not restored on {dropped} entr{} (e.g. '{example}'); \
+            "notice: setuid/setgid/sticky bits in the backup {not} on {dropped} entr{} (e.g. '{example}'); \
              pass --preserve-special-bits to restore them",
             if dropped == 1 { "y" } else { "ies" }
         );

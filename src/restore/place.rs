@@ -3,17 +3,27 @@
 //! every file is written, placing the symlinks (`place_links`); the
 //! directories get their modes and mtimes after that, deepest first
 //! ([`Dest::finish_dirs`]), since writing files and links changes them.
+//!
+//! In a dry run (a [`Dest`] opened for listing) the same decisions are
+//! listed instead of carried out, here where they would be carried out
+//! (see [`crate::restore::dry`]): a fetch becomes a `download` line and
+//! counts as if it succeeded, with the size the source announced; a file
+//! found the same gets a `touch` line if its mtime or mode would change;
+//! a symlink is still set aside, and checked at the end as it would be
+//! placed.
 
 use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::fs::confine::Dir;
 use crate::fs::safe_path;
+use crate::fs::scan::EntryKind;
 use crate::report::Failure;
 use crate::restore::decide::{Action, Local, decide};
 use crate::restore::dest::Dest;
+use crate::restore::dry::{Planned, download_line};
 use crate::restore::fetch::{Fetch, FetchError, Fetched, Fetcher};
-use crate::restore::meta::{set_file_times_and_mode, set_link_time};
+use crate::restore::meta::{cap_mtime_ns, differs, now_of, set_file_times_and_mode, set_link_time};
 use crate::restore::source::Item;
 use crate::store::join_key;
 
@@ -37,10 +47,14 @@ pub(crate) enum Outcome {
 pub(crate) struct LinkToPlace {
     /// Its path under DEST.
     pub path: String,
-    /// The raw target.
+    /// The raw target (empty in a dry run, which fetches no body).
     pub target: Vec<u8>,
+    /// The target's length in bytes (in a dry run, as the source announced it).
+    pub size: u64,
     /// mtime to give the link.
     pub mtime_ns: Option<i64>,
+    /// Whether it replaces a file or link that differs (for a dry run's line).
+    pub overwrite: bool,
 }
 
 /// Restores one file or symlink entry: checks its name, decides what to
@@ -64,25 +78,55 @@ pub(crate) async fn restore_file(
         Ok(action) => action,
         Err(e) => return failed(item.path, &e),
     };
-    let fetched = match action {
-        Action::Keep => return Outcome::Kept(item.path),
+    let (fetched, overwrite) = match action {
+        Action::Keep => {
+            if let Some(planned) = dest.planned() {
+                planned.line(&item.path, format!("keep {} (differs, --no-clobber)", item.path));
+            }
+            return Outcome::Kept(item.path);
+        }
         Action::Touch { dir, name, same } => {
             return match touch(dest, &dir, &name, &item.path, same) {
                 Ok(()) => Outcome::Unchanged,
                 Err(e) => failed(item.path, &e),
             };
         }
-        Action::Fetch(found) => fetch(fetcher, dest, &key, &shown, &item, found).await,
+        Action::Fetch { at, overwrite } => match dest.planned() {
+            Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), overwrite),
+            None => (fetch(fetcher, dest, &key, &shown, &item, at).await, overwrite),
+        },
     };
     match fetched {
         Ok(Fetched::File(bytes)) => Outcome::Downloaded(bytes),
         Ok(Fetched::Link { target, mtime_ns }) => Outcome::Link(LinkToPlace {
             path: item.path,
+            size: target.len() as u64,
             target,
             mtime_ns,
+            overwrite,
         }),
         Err(e) => failed(item.path, &e),
     }
+}
+
+/// A dry run's fetch: the directories it would create, and a `download`
+/// line (a symlink's comes when it would be placed, see [`place_links`]);
+/// counted as received whole.
+fn plan_fetch(dest: &Dest, planned: &Planned, item: Item, parent_missing: bool, overwrite: bool) -> Outcome {
+    if parent_missing {
+        dest.plan_parent(&item.path);
+    }
+    if item.kind == EntryKind::Symlink {
+        return Outcome::Link(LinkToPlace {
+            path: item.path,
+            target: Vec::new(),
+            size: item.size,
+            mtime_ns: item.mtime_ns,
+            overwrite,
+        });
+    }
+    planned.line(&item.path, download_line(&item.path, false, overwrite));
+    Outcome::Downloaded(item.size)
 }
 
 /// A failed file, with its error as the user sees it.
@@ -95,22 +139,33 @@ fn failed(path: String, error: &dyn std::fmt::Display) -> Outcome {
 
 /// Gives a file found the same its recorded mtime (and mode, special bits
 /// filtered), through the handle it was compared through; a symlink's own
-/// time by name.
+/// time by name. In a dry run, a `touch` line when that would change them.
 fn touch(dest: &Dest, dir: &Dir, name: &OsStr, path: &str, same: Local) -> std::io::Result<()> {
-    match same {
+    let planned = dest.planned();
+    let change = match same {
         Local::Same {
             mtime_ns, file: None, ..
-        } => set_link_time(dir, name, mtime_ns),
+        } => match planned {
+            None => return set_link_time(dir, name, mtime_ns),
+            Some(_) => differs((cap_mtime_ns(&dir.symlink_metadata(name)?)?, 0), mtime_ns, None),
+        },
         Local::Same {
             mtime_ns,
             mode,
             file: Some(file),
         } => {
             let mode = mode.map(|m| dest.modes.apply(path, m));
-            set_file_times_and_mode(&file, mtime_ns, mode)
+            match planned {
+                None => return set_file_times_and_mode(&file, mtime_ns, mode),
+                Some(_) => differs(now_of(&file.metadata()?), mtime_ns, mode),
+            }
         }
-        Local::Missing | Local::Differs => Ok(()),
+        Local::Missing | Local::Differs => false,
+    };
+    if let (Some(planned), true) = (planned, change) {
+        planned.line(path, format!("touch {path}"));
     }
+    Ok(())
 }
 
 /// Fetches `item` into place, creating the directories on the way when
@@ -147,10 +202,11 @@ pub(crate) fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut V
     let mut placed = 0;
     for link in links {
         let shown = crate::fs::names::local(dest.path(), &link.path);
-        let result = match dest.find_parent(&link.path) {
-            Ok(Some((dir, name))) => place_link(&dir, &name, &shown, &link.target, link.mtime_ns),
-            Ok(None) => Err(std::io::Error::other("its directory vanished during the restore")),
-            Err(e) => Err(e.into()),
+        let result = match (dest.find_parent(&link.path), dest.planned()) {
+            (Ok(found), Some(planned)) => plan_link(planned, found, &shown, &link),
+            (Ok(Some((dir, name))), None) => place_link(&dir, &name, &shown, &link.target, link.mtime_ns),
+            (Ok(None), None) => Err(std::io::Error::other("its directory vanished during the restore")),
+            (Err(e), _) => Err(e.into()),
         };
         match result {
             Ok(()) => placed += 1,
@@ -161,6 +217,30 @@ pub(crate) fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut V
         }
     }
     placed
+}
+
+/// A dry run's [`place_link`]: refused as it would be (a directory there,
+/// or one the restore would make there), else a `download` line.
+fn plan_link(
+    planned: &Planned,
+    found: Option<(std::sync::Arc<Dir>, std::ffi::OsString)>,
+    shown: &Path,
+    link: &LinkToPlace,
+) -> std::io::Result<()> {
+    let dir_there = found.is_some_and(|(dir, name)| dir.symlink_metadata(&name).is_ok_and(|md| md.is_dir()));
+    if dir_there || planned.makes(&link.path) {
+        return Err(dir_in_the_way(shown));
+    }
+    planned.line(&link.path, download_line(&link.path, true, link.overwrite));
+    Ok(())
+}
+
+/// The error of a symlink whose name is a directory.
+fn dir_in_the_way(shown: &Path) -> std::io::Error {
+    std::io::Error::other(format!(
+        "'{}' is a directory; not replacing it with a symlink",
+        shown.display()
+    ))
 }
 
 /// Puts a symlink at `name` in `dir` (reached without following links;
@@ -179,10 +259,7 @@ pub fn place_link(
     mtime_ns: Option<i64>,
 ) -> std::io::Result<()> {
     if dir.symlink_metadata(name).is_ok_and(|md| md.is_dir()) {
-        return Err(std::io::Error::other(format!(
-            "'{}' is a directory; not replacing it with a symlink",
-            shown.display()
-        )));
+        return Err(dir_in_the_way(shown));
     }
     #[cfg(unix)]
     {

@@ -4,7 +4,9 @@
 //! `server_selftest` checks the server itself, `backup` and `backup_local`
 //! check `s3backup backup` against S3 and against a local directory store,
 //! `restore` and `restore_local` check `s3backup restore` and `snapshots`
-//! the same two ways, and `versioned` checks restores of older snapshots on
+//! the same two ways (`restore_dry_run`: what `restore --dry-run` lists,
+//! that it changes nothing, and that the restore then does just that),
+//! and `versioned` checks restores of older snapshots on
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
 //! `security` checks file permissions, secrets in output and locking,
@@ -71,6 +73,7 @@ mod props;
 mod rclone;
 mod readonly_state;
 mod restore;
+mod restore_dry_run;
 mod restore_local;
 mod security;
 mod server_selftest;

@@ -1,5 +1,8 @@
 //! `s3backup restore`: build the options (DEST checked first), run the
 //! restore, print the summary (or JSON), the kept files and the failures.
+//! With `--dry-run` the plan's lines come first on stdout (not with
+//! `--json`, as for `backup`), and the exit code is the one the restore
+//! would have, as far as it can be known without downloading.
 
 use crate::cli::Exit;
 use crate::cli::args::RestoreArgs;
@@ -9,7 +12,8 @@ use crate::cli::progress::progress_for;
 use crate::restore;
 
 /// Runs `s3backup restore`: 0 when every file was restored, 3 when some
-/// failed, 1 when the listing or manifest stopped part way.
+/// failed (or, in a dry run, would), 1 when the listing or manifest
+/// stopped part way.
 ///
 /// # Errors
 /// A DEST that cannot be written, or a restore that could not start.
@@ -26,13 +30,12 @@ pub(crate) async fn run(
     let r = restore::run_with_progress(&opts, progress).await?;
     let printed = if json {
         print_json(&r)
-    } else if !quiet {
-        output::restore_summary(&opts, &r).map_err(Into::into)
     } else {
-        Ok(())
+        output::restore_summary(&opts, &r, quiet).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
-    for path in &r.kept_paths {
+    // A dry run lists them as `keep` lines (and in `kept_paths`).
+    for path in r.kept_paths.iter().filter(|_| !r.dry_run) {
         crate::cli::output::errln!("kept (differs from the backup): {path}");
     }
     for f in &r.failures {
@@ -59,7 +62,12 @@ pub(crate) async fn run(
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} {what}"))
             .collect();
-        crate::cli::output::errln!("error: {} were not restored", parts.join(", "));
+        let not = if r.dry_run {
+            "would not be restored"
+        } else {
+            "were not restored"
+        };
+        crate::cli::output::errln!("error: {} {not}", parts.join(", "));
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
