@@ -22,8 +22,9 @@ pub(crate) enum OutputError {
     /// The reader went away (a closed pipe): not an error of the run.
     #[error("stdout was closed")]
     Closed,
-    /// Any other failure (a full disk under `> file`, …).
-    #[error("writing to stdout: {0}")]
+    /// Any other failure (a full disk under `> file`, …). The cause is
+    /// its source, not part of this text: `{:#}` prints the chain once.
+    #[error("writing to stdout")]
     Io(#[source] std::io::Error),
 }
 
