@@ -1184,3 +1184,27 @@ fn restore_path_outside_the_backup() {
     bad(&r, 2, &["'docs//a.txt'", "empty path segment"]);
     assert!(!dest.exists(), "DEST created");
 }
+
+/// `--state DIR` (a directory) is named as typed, with the reason, in one
+/// line: no SQLite `file:…?immutable=1` URI (read-only commands open the
+/// file through one) or SQLite's generic text.
+#[test]
+fn a_state_path_that_is_a_directory_is_named_as_typed() {
+    let (env, store) = local_env();
+    let dir = env.root().join("statedir");
+    std::fs::create_dir(&dir).unwrap();
+    for args in [
+        vec!["sets"],
+        vec!["state", "files"],
+        vec!["state", "runs"],
+        vec!["backup", s(&env.src), s(&store)],
+    ] {
+        let r = go(&env, [&["--state", s(&dir)][..], &args].concat());
+        let line = bad(&r, 1, &[&format!("state file '{}'", dir.display()), "directory"]);
+        assert!(
+            !line.contains("file:/") && !line.contains("immutable"),
+            "{args:?}: {line}"
+        );
+    }
+    assert!(!store.exists(), "store created");
+}
