@@ -368,3 +368,55 @@ fn a_saved_set_is_not_renamed_by_saving_it_under_another_name() {
     r.expect_code(0);
     assert_eq!(stored(&store), ["b.txt"], "{}", r.show());
 }
+
+/// The column at which `line`'s text after `status` starts (the next value).
+fn after_status(line: &str, status: &str) -> usize {
+    let at = line.find(status).unwrap_or_else(|| panic!("no {status:?} in {line:?}"));
+    let rest = &line[at + status.len()..];
+    at + status.len() + (rest.len() - rest.trim_start().len())
+}
+
+/// `interrupted` (the longest status) and a long set name keep the
+/// columns of `sets` and `state runs` in line: each column is as wide as
+/// its longest value. They used to push the rest of their row to the right.
+#[test]
+fn long_statuses_and_names_keep_the_tables_in_line() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store").display().to_string();
+    env.backup_ok(&store, &["--set", "a-rather-long-name"]);
+    env.backup_ok(&format!("{store}2"), &[]);
+    env.write("c.txt", "c");
+    env.backup_ok(&store, &["--set", "a-rather-long-name"]);
+    // What a backup stopped by Ctrl-C records.
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    db.execute(
+        "UPDATE runs SET status = 'interrupted' WHERE rowid = (SELECT MAX(rowid) FROM runs)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let table = |words: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(words);
+        let r = run(cmd);
+        r.expect_code(0);
+        r.stdout.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let sets = table(&["sets"]);
+    assert_eq!(sets.len(), 3, "{sets:#?}");
+    let column = sets[0].find("source -> target").unwrap();
+    for line in &sets[1..] {
+        let src = line.find(&*env.src.display().to_string()).unwrap();
+        assert_eq!(src, column, "sets:\n{}", sets.join("\n"));
+    }
+    let runs = table(&["state", "runs"]);
+    assert_eq!(runs.len(), 4, "{runs:#?}");
+    let scanned = runs[0].find("scanned").unwrap() + "scanned".len();
+    for line in &runs[1..] {
+        let status = if line.contains("interrupted") { "interrupted" } else { "ok" };
+        let value = after_status(line, status);
+        let end = value + line[value..].find(' ').unwrap();
+        assert_eq!(end, scanned, "state runs:\n{}", runs.join("\n"));
+    }
+}
