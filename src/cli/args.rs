@@ -179,10 +179,13 @@ pub struct S3WriteArgs {
     ])]
     pub storage_class: Option<String>,
     /// Server-side encryption of new objects.
-    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"])]
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"], overrides_with = "no_sse")]
     pub sse: Option<String>,
-    /// KMS key (ID, ARN or alias) for --sse aws:kms (default: the account's S3 key).
-    #[arg(long, value_name = "KEY", requires = "sse")]
+    /// Send no --sse (the bucket's default encryption applies; turns off an --sse saved with --set, and its key).
+    #[arg(long, overrides_with = "sse")]
+    pub no_sse: bool,
+    /// KMS key (ID, ARN or alias) for --sse aws:kms, typed here or saved with --set (default: the account's S3 key).
+    #[arg(long, value_name = "KEY")]
     pub sse_kms_key_id: Option<String>,
     /// Canned ACL of new objects (default: none sent, so the bucket's owner settings apply).
     #[arg(long, value_name = "ACL", value_parser = [

@@ -8,7 +8,9 @@
 //!   value (`--jobs 16` over a saved 4: told apart by clap's value source,
 //!   see [`crate::cli::matches`]). A saved flag is turned off with its
 //!   `--no-…` twin (`--no-delete`, `--no-follow-symlinks`,
-//!   `--no-path-style`). Any filter typed (`--exclude`, `--include`,
+//!   `--no-path-style`, `--no-sse`, which drops the saved KMS key too; a
+//!   saved key goes with a saved `--sse aws:kms`, and a typed
+//!   `--sse-kms-key-id` with the saved `--sse`). Any filter typed (`--exclude`, `--include`,
 //!   `--exclude-from`) replaces the saved filters as a whole, since their
 //!   order decides. `--dry-run`, `--rehash`, `--json`, `--json-progress`
 //!   and the global flags always come from the command line.
@@ -267,6 +269,12 @@ impl SavedBackup {
         let g = &now.given;
         let typed = |id: &str| g.has(id);
         let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
+        // `--no-sse` turns a saved --sse off; a typed --sse replaces it.
+        let sse = if typed("no_sse") {
+            None
+        } else {
+            pick(typed("sse"), now.write.sse.clone(), self.sse.clone())
+        };
         let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
         let rules = if filters_typed {
             matches::rules(&now.filters)
@@ -294,12 +302,9 @@ impl SavedBackup {
                     now.write.storage_class,
                     self.storage_class,
                 ),
-                sse: pick(typed("sse"), now.write.sse, self.sse),
-                sse_kms_key_id: pick(
-                    typed("sse_kms_key_id"),
-                    now.write.sse_kms_key_id,
-                    self.sse_kms_key_id,
-                ),
+                sse: sse.clone(),
+                no_sse: false,
+                sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
@@ -327,6 +332,19 @@ impl SavedBackup {
             },
             given: now.given,
         })
+    }
+}
+
+/// The KMS key of a run by name: the one typed, else the saved one while
+/// the run's `--sse` (typed or saved) is a KMS one; a saved key goes with
+/// the saved `--sse aws:kms`, not with a typed `--sse AES256` or `--no-sse`.
+fn kms_key(given: &matches::Given, typed: Option<String>, saved: Option<String>, sse: Option<&str>) -> Option<String> {
+    if given.has("sse_kms_key_id") {
+        typed
+    } else if sse.is_some_and(|s| s.starts_with("aws:kms")) {
+        saved
+    } else {
+        None
     }
 }
 

@@ -420,3 +420,76 @@ fn long_statuses_and_names_keep_the_tables_in_line() {
         assert_eq!(end, scanned, "state runs:\n{}", runs.join("\n"));
     }
 }
+
+/// The encryption headers of the object writes (uploads, copies, the
+/// snapshot manifest) since the last `clear_requests`, one list per write.
+fn sse_headers(server: &S3Server) -> Vec<Vec<(String, String)>> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| ["PutObject", "CreateMultipartUpload", "CopyObject"].contains(&r.op.as_str()))
+        .map(|r| {
+            let mut h: Vec<_> = r
+                .write_headers
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("x-amz-server-side-encryption"))
+                .collect();
+            h.sort();
+            h
+        })
+        .collect()
+}
+
+/// A set saved with `--sse aws:kms` takes `--sse-kms-key-id K` by name
+/// (the saved `--sse` counts), `--no-sse` turns the saved `--sse` off, and
+/// `--sse-kms-key-id` with no `--sse aws:kms` anywhere is one error line,
+/// exit 2. By name, the key used to get clap's "required arguments" error.
+#[test]
+fn encryption_of_a_named_set_takes_a_key_and_turns_off() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &["--set", "enc", "--sse", "aws:kms"]);
+    let kms = |key: Option<&str>| {
+        let mut h = vec![("x-amz-server-side-encryption".to_string(), "aws:kms".to_string())];
+        if let Some(key) = key {
+            h.push((
+                "x-amz-server-side-encryption-aws-kms-key-id".to_string(),
+                key.to_string(),
+            ));
+        }
+        h
+    };
+
+    server.clear_requests();
+    env.write("b.txt", "b");
+    let r = by_name(&env, "enc", env.root(), &["--json", "--sse-kms-key-id", "alias/k"]);
+    r.expect_code(0);
+    assert_eq!(sse_headers(&server), vec![kms(Some("alias/k")); 2], "{}", r.show());
+
+    server.clear_requests();
+    env.write("c.txt", "c");
+    by_name(&env, "enc", env.root(), &["--json", "--no-sse"]).expect_code(0);
+    assert_eq!(sse_headers(&server), vec![Vec::new(); 2]);
+
+    // Saved, it stays: the next run by name encrypts again.
+    server.clear_requests();
+    env.write("d.txt", "d");
+    by_name(&env, "enc", env.root(), &["--json"]).expect_code(0);
+    assert_eq!(sse_headers(&server), vec![kms(None); 2]);
+
+    // No --sse aws:kms typed or saved: one line, exit 2, nothing sent.
+    server.clear_requests();
+    for extra in [&["--no-sse"][..], &["--sse", "AES256"]] {
+        let r = by_name(&env, "enc", env.root(), &[extra, &["--sse-kms-key-id", "k"]].concat());
+        r.expect_code(2);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
+        assert!(r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"), "{}", r.show());
+    }
+    let r = env.backup(TARGET, &["--sse-kms-key-id", "k"]);
+    r.expect_code(2);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
+    assert!(r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"), "{}", r.show());
+    assert!(sse_headers(&server).is_empty(), "{:?}", server.ops());
+}
