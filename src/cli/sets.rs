@@ -16,7 +16,7 @@
 //!   and the global flags always come from the command line.
 //! - Every local path is saved absolute (SOURCE, a local-store TARGET,
 //!   `--exclude-from` files), made so against the directory the set was
-//!   saved from, so a run by name from anywhere (cron runs in `/`) reads
+//!   saved from and normalised lexically (no `.`, no `..`; see [`absolute`]), so a run by name from anywhere (cron runs in `/`) reads
 //!   and writes the same places.
 //! - A named set follows SOURCE as typed: a set saved with a symlink
 //!   (`current -> day1`) backs up wherever the link points at each run
@@ -160,9 +160,42 @@ pub struct Resolved {
     pub save: bool,
 }
 
-/// `path` made absolute against the current directory, symlinks not resolved.
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+/// `path` made absolute against the current directory and normalised
+/// lexically: no `.` and no `..` (each takes the component before it
+/// away, as `cd ..` in a shell does), symlinks not resolved, so a saved
+/// set does not depend on the directory it was saved from
+/// (`../src` typed in `sub1/` is saved as `…/src`, not `…/sub1/../src`).
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in whole.components() {
+        match part {
+            Component::CurDir => {}
+            // `pop` stops at the root: `/..` is `/`.
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether a saved path (maybe saved by an older s3backup, which did not
+/// normalise it) names the same place as `path`, normalised.
+fn same_path(saved: &Path, path: &Path) -> bool {
+    saved == path || absolute(saved) == path
+}
+
+/// Whether a saved target (see [`same_path`]) is `target`, normalised.
+fn same_target(saved: &str, target: &Target) -> bool {
+    saved == target.to_string()
+        || saved
+            .parse::<Target>()
+            .is_ok_and(|t| absolute_target(&t).to_string() == target.to_string())
 }
 
 /// `target` with a local store's path made absolute.
@@ -382,7 +415,7 @@ fn refuse_rename(state_path: &Path, name: &str, source: &Path, target: &Target) 
             .and_then(|row| saved_of(&saved_name, &row).ok())
             .unwrap_or_default();
         let same = (set.source == source_text && set.target == target.canonical())
-            || (saved.source == source && saved.target == target_text);
+            || (same_path(&saved.source, source) && same_target(&saved.target, target));
         if same {
             return Err(SetError::AlreadySaved {
                 name: name.to_string(),
@@ -424,9 +457,9 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError
                 }
                 Some(row) => {
                     let saved = saved_of(&name, &row).unwrap_or_default();
-                    let same_source =
-                        saved.source == source || Path::new(&row.source) == crate::target::real_path(&source);
-                    let same_target = saved.target == target.to_string() || row.target == target.canonical();
+                    let same_source = same_path(&saved.source, &source)
+                        || Path::new(&row.source) == crate::target::real_path(&source);
+                    let same_target = same_target(&saved.target, &target) || row.target == target.canonical();
                     if !(same_source && same_target) {
                         return Err(SetError::NameTaken {
                             name,
@@ -471,4 +504,24 @@ pub fn save(args: &BackupArgs, state_path: &Path, set_id: i64) -> Result<(), Set
     let json = serde_json::to_string(&saved).map_err(|e| SetError::Corrupt(name.clone(), e.to_string()))?;
     db.name_set(set_id, name, &json)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_paths_are_absolute_without_dot_or_dot_dot() {
+        for (typed, want) in [
+            ("/a/sub1/../src", "/a/src"),
+            ("/a/./b/./c/..", "/a/b"),
+            ("/../..", "/"),
+            ("/a/b/../../..", "/"),
+        ] {
+            assert_eq!(absolute(Path::new(typed)), PathBuf::from(want), "{typed}");
+        }
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(absolute(Path::new("x/../y")), here.join("y"));
+    }
 }

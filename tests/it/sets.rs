@@ -493,3 +493,42 @@ fn encryption_of_a_named_set_takes_a_key_and_turns_off() {
     assert!(r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"), "{}", r.show());
     assert!(sse_headers(&server).is_empty(), "{:?}", server.ops());
 }
+
+/// Paths typed with `..` are saved normalised (no `.`, no `..`), so a set
+/// saved from `sub1/` as `backup ../src ../store --set x` still runs once
+/// `sub1` is gone; they used to be saved as `…/sub1/../src`.
+#[test]
+fn paths_typed_with_dot_dot_are_saved_without_it() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("skip.tmp", "t");
+    let sub = env.root().join("sub1");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(env.root().join("list"), "*.tmp\n").unwrap();
+    let r = backup_in(
+        &env,
+        &sub,
+        &["../src", "./../store", "--set", "x", "--exclude-from", "../list", "--json"],
+    );
+    r.expect_code(0);
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    let (source, options): (String, String) = db
+        .query_row(
+            "SELECT source, options FROM backup_sets WHERE name = 'x'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(db);
+    assert_eq!(source, env.src.display().to_string());
+    assert!(!options.contains("..") && !options.contains("/./"), "{options}");
+    std::fs::remove_dir(&sub).unwrap();
+    env.write("b.txt", "b");
+    let r = by_name(&env, "x", env.root(), &["--json"]);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1, "{}", r.show());
+    assert_eq!(stored(&env.root().join("store")), ["a.txt", "b.txt"]);
+    // Saved again from elsewhere with the same places typed another way: the same set.
+    let r = backup_in(&env, env.root(), &["src/../src", "./sub2/../store", "--set", "x", "--json"]);
+    r.expect_code(0);
+    assert_eq!(sets_json(&env).len(), 1);
+}
