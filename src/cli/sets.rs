@@ -98,6 +98,9 @@ pub enum SetError {
         "no backup set is named '{0}': name one with 's3backup backup SOURCE TARGET --set {0}' ('s3backup sets' lists them)"
     )]
     Unknown(String),
+    /// A new set named with digits only, which `state … --set` reads as an ID.
+    #[error("a set name of digits only ('{0}') would read as a set ID in 'state … --set': pick a name with a letter in it")]
+    DigitsName(String),
     /// SOURCE without TARGET (or the reverse) with --set.
     #[error("give both SOURCE and TARGET to save the set '{0}', or neither to run it")]
     Half(String),
@@ -433,7 +436,8 @@ fn refuse_rename(state_path: &Path, name: &str, source: &Path, target: &Target) 
 /// free or already this set's.
 ///
 /// # Errors
-/// [`SetError::Unknown`] for a name no set has, [`SetError::Half`] for
+/// [`SetError::Unknown`] for a name no set has, [`SetError::DigitsName`]
+/// for a new name of digits only, [`SetError::Half`] for
 /// SOURCE without TARGET, [`SetError::NameTaken`] for a name another set
 /// has, [`SetError::AlreadySaved`] for SOURCE and TARGET saved under
 /// another name, [`SetError::Corrupt`] or [`SetError::RelativeTarget`] for saved
@@ -452,6 +456,9 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError
             let target = absolute_target(target);
             let set_source = match find(state_path, &name)? {
                 None => {
+                    if name.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(SetError::DigitsName(name));
+                    }
                     refuse_rename(state_path, &name, &source, &target)?;
                     source.to_string_lossy().into_owned()
                 }

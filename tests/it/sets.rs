@@ -532,3 +532,68 @@ fn paths_typed_with_dot_dot_are_saved_without_it() {
     r.expect_code(0);
     assert_eq!(sets_json(&env).len(), 1);
 }
+
+/// `--set` of `state files/show/runs` takes a set's name or its ID, so a
+/// new set may not be named with digits only (it would read as an ID), nor
+/// with a control character (it would break the `sets` table); one error
+/// line, exit 2. A set an older s3backup named `2` is told apart from the
+/// set with ID 2 by a note saying which one is shown.
+#[test]
+fn set_names_are_not_ids_and_state_takes_either() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store").display().to_string();
+    let src = env.src.display().to_string();
+    for bad in ["2", "a\nb", "tab\there"] {
+        let r = backup_in(&env, env.root(), &[&src, &store, "--set", bad]);
+        r.expect_code(2);
+        assert_eq!(
+            r.stderr.lines().filter(|l| l.starts_with("error: ")).count(),
+            1,
+            "{}",
+            r.show()
+        );
+        assert!(!env.state.exists() || sets_json(&env).is_empty(), "{bad:?} saved");
+    }
+    assert!(backup_in(&env, env.root(), &[&src, &store, "--set", "2"]).error_line().contains("digits only"));
+    backup_in(&env, env.root(), &[&src, &store, "--set", "docs"]).expect_code(0);
+    backup_in(&env, env.root(), &[&src, &format!("{store}2")]).expect_code(0);
+    let state = |words: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).arg("state").args(words);
+        run(cmd)
+    };
+    let by_name = state(&["runs", "--set", "docs", "--json"]);
+    by_name.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&by_name.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["set_id"], 1, "{runs}");
+    let files = state(&["files", "--set", "docs", "--json"]);
+    files.expect_code(0);
+    assert_eq!(files.stdout.lines().count(), 1, "{}", files.show());
+    state(&["show", "a.txt", "--set", "docs"]).expect_code(0);
+    let r = state(&["runs", "--set", "nope"]);
+    r.expect_code(1);
+    assert!(r.error_line().contains("no backup set is named 'nope'"), "{}", r.show());
+
+    // A set named "2" by an older s3backup, beside the set with ID 2.
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    db.execute("UPDATE backup_sets SET name = '2' WHERE name = 'docs'", []).unwrap();
+    drop(db);
+    let r = state(&["runs", "--set", "2", "--json"]);
+    r.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(runs[0]["set_id"], 2, "the ID wins: {}", r.show());
+    assert!(
+        r.stderr.contains("--set 2 is read as the set ID 2") && r.stderr.contains("(--set 1)"),
+        "{}",
+        r.show()
+    );
+    // It still runs by its name.
+    by_name_run(&env, "2").expect_code(0);
+}
+
+/// `backup --set NAME` from the test's root.
+fn by_name_run(env: &TestEnv, name: &str) -> Run {
+    by_name(env, name, env.root(), &[])
+}
