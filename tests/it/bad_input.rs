@@ -877,11 +877,14 @@ fn include_with_an_unclosed_bracket_on_restore() {
     assert!(!env.root().join("dest").exists(), "DEST created");
 }
 
+/// A bad `--exclude-from` file is bad input, as the same pattern typed as
+/// `--exclude` is: exit 2 (it was 1), one line naming the file, the line
+/// and the pattern; for a backup and a restore alike.
 #[test]
 fn exclude_from_file_with_an_unclosed_bracket() {
     let (env, store) = local_env();
     let list = env.root().join("list");
-    std::fs::write(&list, "*.tmp\nb[\n").unwrap();
+    std::fs::write(&list, "# junk\n*.tmp\n\nb[\n").unwrap();
     let r = go(
         &env,
         [
@@ -894,9 +897,22 @@ fn exclude_from_file_with_an_unclosed_bracket() {
             s(&list),
         ],
     );
-    bad(&r, 1, &["--exclude-from pattern 'b['", "unclosed"]);
+    let needles = [
+        "invalid pattern 'b['",
+        "line 4 of --exclude-from file",
+        s(&list),
+        "unclosed",
+    ];
+    bad(&r, 2, &needles);
     assert!(!store.exists(), "store created");
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+    std::fs::write(&list, "").unwrap();
+    env.backup_ok(s(&store), &[]);
+    std::fs::write(&list, "# junk\n*.tmp\n\nb[\n").unwrap();
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest), "--exclude-from", s(&list)]);
+    bad(&r, 2, &needles);
+    assert!(!dest.exists(), "DEST created");
 }
 
 #[test]
