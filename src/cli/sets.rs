@@ -99,7 +99,9 @@ pub enum SetError {
     )]
     Unknown(String),
     /// A new set named with digits only, which `state … --set` reads as an ID.
-    #[error("a set name of digits only ('{0}') would read as a set ID in 'state … --set': pick a name with a letter in it")]
+    #[error(
+        "a set name of digits only ('{0}') would read as a set ID in 'state … --set': pick a name with a letter in it"
+    )]
     DigitsName(String),
     /// SOURCE without TARGET (or the reverse) with --set.
     #[error("give both SOURCE and TARGET to save the set '{0}', or neither to run it")]
@@ -374,7 +376,12 @@ impl SavedBackup {
 /// The KMS key of a run by name: the one typed, else the saved one while
 /// the run's `--sse` (typed or saved) is a KMS one; a saved key goes with
 /// the saved `--sse aws:kms`, not with a typed `--sse AES256` or `--no-sse`.
-fn kms_key(given: &matches::Given, typed: Option<String>, saved: Option<String>, sse: Option<&str>) -> Option<String> {
+fn kms_key(
+    given: &matches::Given,
+    typed: Option<String>,
+    saved: Option<String>,
+    sse: Option<&str>,
+) -> Option<String> {
     if given.has("sse_kms_key_id") {
         typed
     } else if sse.is_some_and(|s| s.starts_with("aws:kms")) {

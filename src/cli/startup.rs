@@ -42,7 +42,12 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         .with_ansi(colour(&std::io::stderr()))
         .without_time()
         .with_target(false);
-    if tracing_subscriber::registry().with(layer).with(fmt).try_init().is_ok() {
+    if tracing_subscriber::registry()
+        .with(layer)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
         let _ = FILTER.set(handle);
     }
 }

@@ -352,7 +352,9 @@ mod tests {
         assert!(parse_set_name("a\nb").is_err() && parse_set_name("\t").is_err());
         assert_eq!(parse_set_ref("12"), Ok(SetRef::Id(12)));
         assert_eq!(parse_set_ref("docs"), Ok(SetRef::Name("docs".into())));
-        assert!(parse_set_ref("-1").is_err() && parse_set_ref("0").is_err() && parse_set_ref("a\rb").is_err());
+        assert!(
+            parse_set_ref("-1").is_err() && parse_set_ref("0").is_err() && parse_set_ref("a\rb").is_err()
+        );
         for ok in ["docs/*.pdf", "docs/", "a[[]b", "[a-z]?"] {
             assert_eq!(parse_pattern(ok).as_deref(), Ok(ok));
         }

@@ -476,7 +476,10 @@ mod tests {
         std::fs::write(&list, "ok\nb[\n").unwrap();
         let err = Filters::new(&[], &[], std::slice::from_ref(&list)).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("pattern 'b[' on line 2 of --exclude-from file"), "{err}");
+        assert!(
+            text.contains("pattern 'b[' on line 2 of --exclude-from file"),
+            "{err}"
+        );
         assert!(text.contains(&list.display().to_string()), "{err}");
         let fl = f(&["\\[x"], &[]);
         assert_eq!(

@@ -371,7 +371,9 @@ fn a_saved_set_is_not_renamed_by_saving_it_under_another_name() {
 
 /// The column at which `line`'s text after `status` starts (the next value).
 fn after_status(line: &str, status: &str) -> usize {
-    let at = line.find(status).unwrap_or_else(|| panic!("no {status:?} in {line:?}"));
+    let at = line
+        .find(status)
+        .unwrap_or_else(|| panic!("no {status:?} in {line:?}"));
     let rest = &line[at + status.len()..];
     at + status.len() + (rest.len() - rest.trim_start().len())
 }
@@ -414,7 +416,11 @@ fn long_statuses_and_names_keep_the_tables_in_line() {
     assert_eq!(runs.len(), 4, "{runs:#?}");
     let scanned = runs[0].find("scanned").unwrap() + "scanned".len();
     for line in &runs[1..] {
-        let status = if line.contains("interrupted") { "interrupted" } else { "ok" };
+        let status = if line.contains("interrupted") {
+            "interrupted"
+        } else {
+            "ok"
+        };
         let value = after_status(line, status);
         let end = value + line[value..].find(' ').unwrap();
         assert_eq!(end, scanned, "state runs:\n{}", runs.join("\n"));
@@ -464,9 +470,19 @@ fn encryption_of_a_named_set_takes_a_key_and_turns_off() {
 
     server.clear_requests();
     env.write("b.txt", "b");
-    let r = by_name(&env, "enc", env.root(), &["--json", "--sse-kms-key-id", "alias/k"]);
+    let r = by_name(
+        &env,
+        "enc",
+        env.root(),
+        &["--json", "--sse-kms-key-id", "alias/k"],
+    );
     r.expect_code(0);
-    assert_eq!(sse_headers(&server), vec![kms(Some("alias/k")); 2], "{}", r.show());
+    assert_eq!(
+        sse_headers(&server),
+        vec![kms(Some("alias/k")); 2],
+        "{}",
+        r.show()
+    );
 
     server.clear_requests();
     env.write("c.txt", "c");
@@ -482,15 +498,28 @@ fn encryption_of_a_named_set_takes_a_key_and_turns_off() {
     // No --sse aws:kms typed or saved: one line, exit 2, nothing sent.
     server.clear_requests();
     for extra in [&["--no-sse"][..], &["--sse", "AES256"]] {
-        let r = by_name(&env, "enc", env.root(), &[extra, &["--sse-kms-key-id", "k"]].concat());
+        let r = by_name(
+            &env,
+            "enc",
+            env.root(),
+            &[extra, &["--sse-kms-key-id", "k"]].concat(),
+        );
         r.expect_code(2);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
-        assert!(r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"), "{}", r.show());
+        assert!(
+            r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"),
+            "{}",
+            r.show()
+        );
     }
     let r = env.backup(TARGET, &["--sse-kms-key-id", "k"]);
     r.expect_code(2);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
-    assert!(r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"), "{}", r.show());
+    assert!(
+        r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"),
+        "{}",
+        r.show()
+    );
     assert!(sse_headers(&server).is_empty(), "{:?}", server.ops());
 }
 
@@ -507,7 +536,15 @@ fn paths_typed_with_dot_dot_are_saved_without_it() {
     let r = backup_in(
         &env,
         &sub,
-        &["../src", "./../store", "--set", "x", "--exclude-from", "../list", "--json"],
+        &[
+            "../src",
+            "./../store",
+            "--set",
+            "x",
+            "--exclude-from",
+            "../list",
+            "--json",
+        ],
     );
     r.expect_code(0);
     let db = rusqlite::Connection::open(&env.state).unwrap();
@@ -528,7 +565,11 @@ fn paths_typed_with_dot_dot_are_saved_without_it() {
     assert_eq!(r.summary().uploaded, 1, "{}", r.show());
     assert_eq!(stored(&env.root().join("store")), ["a.txt", "b.txt"]);
     // Saved again from elsewhere with the same places typed another way: the same set.
-    let r = backup_in(&env, env.root(), &["src/../src", "./sub2/../store", "--set", "x", "--json"]);
+    let r = backup_in(
+        &env,
+        env.root(),
+        &["src/../src", "./sub2/../store", "--set", "x", "--json"],
+    );
     r.expect_code(0);
     assert_eq!(sets_json(&env).len(), 1);
 }
@@ -555,7 +596,11 @@ fn set_names_are_not_ids_and_state_takes_either() {
         );
         assert!(!env.state.exists() || sets_json(&env).is_empty(), "{bad:?} saved");
     }
-    assert!(backup_in(&env, env.root(), &[&src, &store, "--set", "2"]).error_line().contains("digits only"));
+    assert!(
+        backup_in(&env, env.root(), &[&src, &store, "--set", "2"])
+            .error_line()
+            .contains("digits only")
+    );
     backup_in(&env, env.root(), &[&src, &store, "--set", "docs"]).expect_code(0);
     backup_in(&env, env.root(), &[&src, &format!("{store}2")]).expect_code(0);
     let state = |words: &[&str]| {
@@ -574,11 +619,16 @@ fn set_names_are_not_ids_and_state_takes_either() {
     state(&["show", "a.txt", "--set", "docs"]).expect_code(0);
     let r = state(&["runs", "--set", "nope"]);
     r.expect_code(1);
-    assert!(r.error_line().contains("no backup set is named 'nope'"), "{}", r.show());
+    assert!(
+        r.error_line().contains("no backup set is named 'nope'"),
+        "{}",
+        r.show()
+    );
 
     // A set named "2" by an older s3backup, beside the set with ID 2.
     let db = rusqlite::Connection::open(&env.state).unwrap();
-    db.execute("UPDATE backup_sets SET name = '2' WHERE name = 'docs'", []).unwrap();
+    db.execute("UPDATE backup_sets SET name = '2' WHERE name = 'docs'", [])
+        .unwrap();
     drop(db);
     let r = state(&["runs", "--set", "2", "--json"]);
     r.expect_code(0);

@@ -395,7 +395,11 @@ fn one_ctrl_c_stops_a_run_waiting_on_a_silent_endpoint() {
         let r = finish(child);
         let took = sent.elapsed();
         r.expect_code(130);
-        assert!(took < Duration::from_secs(5), "took {took:?} to stop\n{}", r.show());
+        assert!(
+            took < Duration::from_secs(5),
+            "took {took:?} to stop\n{}",
+            r.show()
+        );
         assert!(!r.stderr.contains("timed out"), "{}", r.show());
         drop(held);
         while accepted.try_recv().is_ok() {}

@@ -88,7 +88,10 @@ fn set_id(db: &StateDb, set: Option<SetRef>) -> anyhow::Result<Option<i64>> {
     match set {
         SetRef::Id(id) => {
             let text = id.to_string();
-            if let Some(named) = sets.iter().find(|s| s.name.as_deref() == Some(&text) && s.id != id) {
+            if let Some(named) = sets
+                .iter()
+                .find(|s| s.name.as_deref() == Some(&text) && s.id != id)
+            {
                 crate::cli::output::errln!(
                     "note: --set {id} is read as the set ID {id}; the set named '{id}' has the ID {} (--set {})",
                     named.id,
