@@ -6,8 +6,7 @@
 //! [`report`] prints that error and picks its code by its type, never by
 //! its text: a [`UsageError`] (or a named set asked for without both
 //! SOURCE and TARGET, a saved set given a second name, a new set named
-//! with digits only, an invalid pattern in an `--exclude-from` file or a
-//! saved set) is 2, a closed stdout ([`OutputError::Closed`]) is
+//! with digits only, an invalid pattern in an `--exclude-from` file) is 2, a closed stdout ([`OutputError::Closed`]) is
 //! 0 and prints nothing, as ripgrep does for `rg … | head`, anything else 1.
 //! A command line clap refuses is 2 ([`of_clap`]; help and version are 0).
 
@@ -61,7 +60,7 @@ fn code_of(err: &anyhow::Error) -> Exit {
     } else if err.downcast_ref::<UsageError>().is_some()
         || matches!(
             err.downcast_ref::<FilterError>(),
-            Some(FilterError::Pattern { .. } | FilterError::ListPattern { .. })
+            Some(FilterError::ListPattern { .. })
         )
         || matches!(
             err.downcast_ref::<SetError>(),

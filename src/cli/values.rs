@@ -220,7 +220,7 @@ pub(crate) fn parse_name(text: &str) -> Result<String, String> {
 /// `state … --set`; an older set named so still runs by its name.
 pub(crate) fn parse_set_name(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
-        return Err("empty set name".into());
+        return Err("empty name".into());
     }
     if text.chars().any(char::is_control) {
         return Err(format!(

@@ -296,10 +296,20 @@ fn missing_dest_argument() {
 }
 
 #[test]
-fn state_set_not_a_number() {
-    let (env, _) = local_env();
-    let r = go(&env, ["state", "files", "--set", "first"]);
-    bad(&r, 2, &["'first'", "--set"]);
+fn state_set_name_that_no_set_has() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    // `--set` takes a name or an ID: a name no set has is an error of the run.
+    let r = go(
+        &env,
+        ["state", "files", "--state", s(&env.state), "--set", "first"],
+    );
+    bad(&r, 1, &["no backup set is named 'first'"]);
+    let r = go(
+        &env,
+        ["state", "files", "--state", s(&env.state), "--set", "a\tb"],
+    );
+    bad(&r, 2, &["--set", "control character"]);
 }
 
 #[test]
@@ -1201,9 +1211,10 @@ fn restore_path_outside_the_backup() {
     assert!(!dest.exists(), "DEST created");
 }
 
-/// `--state DIR` (a directory) is named as typed, with the reason, in one
-/// line: no SQLite `file:…?immutable=1` URI (read-only commands open the
-/// file through one) or SQLite's generic text.
+/// `--state DIR` (a directory), or a state file this user cannot read, is
+/// named as typed, with the reason, in one line: no SQLite
+/// `file:…?immutable=1` URI (read-only commands open the file through
+/// one) or SQLite's generic text.
 #[test]
 fn a_state_path_that_is_a_directory_is_named_as_typed() {
     let (env, store) = local_env();
@@ -1223,4 +1234,25 @@ fn a_state_path_that_is_a_directory_is_named_as_typed() {
         );
     }
     assert!(!store.exists(), "store created");
+    // A state file this user cannot read (run as nobody when root): the system's reason.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = open.path().join("state.db");
+    env.backup_ok(s(&store), &[]);
+    std::fs::copy(&env.state, &locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["--state", s(&locked), "sets"]);
+    let r = run(as_nobody_if_root(cmd, open.path()));
+    let line = bad(
+        &r,
+        1,
+        &[&format!("state file '{}'", locked.display()), "Permission denied"],
+    );
+    assert!(!line.contains("file:/") && !line.contains("immutable"), "{line}");
 }
