@@ -162,7 +162,9 @@ pub enum BackupError {
 /// Per-file problems are not errors: they are in the report's `failures`.
 pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    let (opened, db) = open::open(opts).await?;
+    // Opening (store, bucket check, manifest listing, a rebuild) races the
+    // cancel: one Ctrl-C stops a run waiting on a silent endpoint at once.
+    let (opened, db) = opts.cancel.run(open::open(opts)).await??;
     let report = BackupReport::new(opts.dry_run, &opened);
     let mut apply = apply::Apply::start(opts, &opened, db, progress.clone(), report).await?;
     let mut walk = triage::Walk::start(opts, &opened, progress);

@@ -11,9 +11,9 @@ use crate::cli::help_text::{
     SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name, parse_part_size, parse_pattern,
-    parse_rate, parse_region, parse_restore_path, parse_set_id, parse_snapshot_id, parse_state_pattern,
-    parse_threshold, parse_timeout,
+    SetRef, parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name, parse_part_size,
+    parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name, parse_set_ref,
+    parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -182,10 +182,13 @@ pub struct S3WriteArgs {
     ])]
     pub storage_class: Option<String>,
     /// Server-side encryption of new objects.
-    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"])]
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"], overrides_with = "no_sse")]
     pub sse: Option<String>,
-    /// KMS key (ID, ARN or alias) for --sse aws:kms (default: the account's S3 key).
-    #[arg(long, value_name = "KEY", requires = "sse")]
+    /// Send no --sse (the bucket's default encryption applies; turns off an --sse saved with --set, and its key).
+    #[arg(long, overrides_with = "sse")]
+    pub no_sse: bool,
+    /// KMS key (ID, ARN or alias) for --sse aws:kms, typed here or saved with --set (default: the account's S3 key).
+    #[arg(long, value_name = "KEY")]
     pub sse_kms_key_id: Option<String>,
     /// Canned ACL of new objects (default: none sent, so the bucket's owner settings apply).
     #[arg(long, value_name = "ACL", value_parser = [
@@ -298,9 +301,9 @@ Examples:
   s3backup state files --set 1 'docs/*.pdf'
   s3backup state files --set 2 --json")]
     Files {
-        /// Only this set (an ID from 'state sets').
-        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
-        set: Option<i64>,
+        /// Only this set: its ID or its name, from 'state sets'.
+        #[arg(long, value_name = "SET", value_parser = parse_set_ref, allow_negative_numbers = true)]
+        set: Option<SetRef>,
         /// Only paths matching PATTERN, in the syntax of --exclude (gitignore: 'docs/' everything under docs, '*.pdf' at any depth, '/a.txt' at the top only).
         #[arg(value_parser = parse_state_pattern)]
         pattern: Option<String>,
@@ -316,9 +319,9 @@ Examples:
     Show {
         /// Relative path, as backed up.
         path: String,
-        /// Only this set.
-        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
-        set: Option<i64>,
+        /// Only this set: its ID or its name.
+        #[arg(long, value_name = "SET", value_parser = parse_set_ref, allow_negative_numbers = true)]
+        set: Option<SetRef>,
         /// JSON array on stdout.
         #[arg(long)]
         json: bool,
@@ -328,11 +331,12 @@ Examples:
 Examples:
   s3backup state runs
   s3backup state runs --set 1 --limit 5
+  s3backup state runs --set docs
   s3backup state runs --json")]
     Runs {
-        /// Only this set.
-        #[arg(long, value_name = "ID", value_parser = parse_set_id, allow_negative_numbers = true)]
-        set: Option<i64>,
+        /// Only this set: its ID or its name.
+        #[arg(long, value_name = "SET", value_parser = parse_set_ref, allow_negative_numbers = true)]
+        set: Option<SetRef>,
         /// How many runs (1 or more).
         #[arg(long, default_value_t = 20, value_parser = parse_limit, allow_negative_numbers = true)]
         limit: u32,
@@ -379,8 +383,8 @@ pub struct BackupArgs {
     /// Where to: bucket::prefix, s3://bucket/prefix, or a local directory (file:///path, /path, ./path, ~/path).
     #[arg(required_unless_present = "set")]
     pub target: Option<Target>,
-    /// Name this set and remember its options (with SOURCE and TARGET), or run the set saved under NAME (without them).
-    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    /// Name this set and remember its options (with SOURCE and TARGET), or run the set saved under NAME (without them). Not all digits (those are set IDs), no control characters.
+    #[arg(long, value_name = "NAME", value_parser = parse_set_name)]
     pub set: Option<String>,
     /// Delete remote files whose local file was deleted (default: keep them).
     #[arg(long, overrides_with = "no_delete")]

@@ -5,12 +5,14 @@
 //! command returns `Ok(Exit)` for the outcomes it knows, or an error;
 //! [`report`] prints that error and picks its code by its type, never by
 //! its text: a [`UsageError`] (or a named set asked for without both
-//! SOURCE and TARGET, or a saved set given a second name) is 2, a closed stdout ([`OutputError::Closed`]) is
+//! SOURCE and TARGET, a saved set given a second name, a new set named
+//! with digits only, an invalid pattern in an `--exclude-from` file) is 2, a closed stdout ([`OutputError::Closed`]) is
 //! 0 and prints nothing, as ripgrep does for `rg … | head`, anything else 1.
 //! A command line clap refuses is 2 ([`of_clap`]; help and version are 0).
 
 use crate::cli::output::OutputError;
 use crate::cli::sets::SetError;
+use crate::fs::filter::FilterError;
 
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +59,12 @@ fn code_of(err: &anyhow::Error) -> Exit {
         Exit::Ok
     } else if err.downcast_ref::<UsageError>().is_some()
         || matches!(
+            err.downcast_ref::<FilterError>(),
+            Some(FilterError::ListPattern { .. })
+        )
+        || matches!(
             err.downcast_ref::<SetError>(),
-            Some(SetError::Half(_) | SetError::AlreadySaved { .. })
+            Some(SetError::Half(_) | SetError::AlreadySaved { .. } | SetError::DigitsName(_))
         )
     {
         Exit::Usage

@@ -8,7 +8,7 @@
 //! - `commands/`: one file per command (run the engine, print, pick the
 //!   exit code); `output.rs`: tables, summaries and JSON on stdout, where a
 //!   closed pipe ends the printing quietly; `progress.rs`: the progress
-//!   renderers;
+//!   renderers; `table.rs`: tables whose columns fit their values;
 //! - [`startup`]: parsing (clap's errors and help) and logging;
 //! - [`exit`]: the exit codes and the one place that maps errors to them;
 //! - `shell.rs`: the interactive shell; `sets.rs`: named sets;
@@ -27,6 +27,7 @@ mod progress;
 pub(crate) mod sets;
 mod shell;
 pub mod startup;
+mod table;
 mod values;
 
 use std::path::PathBuf;

@@ -71,7 +71,14 @@ pub(crate) fn backup(
             .as_deref()
             .is_some_and(|s| s.starts_with("aws:kms"))
     {
-        usage!("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)");
+        match args.write.sse.as_deref() {
+            Some(other) => usage!(
+                "--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse), not --sse {other} (typed, or saved with --set)"
+            ),
+            None => usage!(
+                "--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse), typed or saved with --set; none is given"
+            ),
+        }
     }
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
     let (Some(source), Some(target)) = (args.source, args.target) else {

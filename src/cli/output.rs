@@ -22,8 +22,9 @@ pub(crate) enum OutputError {
     /// The reader went away (a closed pipe): not an error of the run.
     #[error("stdout was closed")]
     Closed,
-    /// Any other failure (a full disk under `> file`, …).
-    #[error("writing to stdout: {0}")]
+    /// Any other failure (a full disk under `> file`, …). The cause is
+    /// its source, not part of this text: `{:#}` prints the chain once.
+    #[error("writing to stdout")]
     Io(#[source] std::io::Error),
 }
 
@@ -320,31 +321,31 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
     )
 }
 
-/// The table of `state sets` (and `sets`).
+/// The table of `state sets` (and `sets`), its columns as wide as their
+/// longest value (see [`crate::cli::table`]).
 pub(crate) fn sets_table(sets: Vec<SetSummary>) -> Result<(), OutputError> {
-    outln!(
-        "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  source -> target",
-        "ID",
-        "name",
-        "files",
-        "size",
-        "last run",
-        "status"
-    )?;
+    use crate::cli::table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("", "ID", Right),
+        ("  ", "name", Left),
+        (" ", "files", Right),
+        (" ", "size", Right),
+        ("  ", "last run", Left),
+        (" ", "status", Left),
+        ("  ", "source -> target", Left),
+    ]);
     for s in sets {
-        outln!(
-            "{:>4}  {:<12} {:>9} {:>11}  {:<20} {:<8}  {} -> {}",
-            s.id,
-            s.name.as_deref().unwrap_or("-"),
-            s.files,
+        t.row(vec![
+            s.id.to_string(),
+            s.name.unwrap_or_else(|| "-".into()),
+            s.files.to_string(),
             bytes(s.bytes),
             s.last_run.unwrap_or_else(|| "never".into()),
             s.last_status.unwrap_or_default(),
-            s.source,
-            s.target
-        )?;
+            format!("{} -> {}", s.source, s.target),
+        ]);
     }
-    Ok(())
+    t.print()
 }
 
 /// The heading of the `state files` table.
@@ -398,43 +399,45 @@ pub(crate) fn records(found: &[serde_json::Value]) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// The table of `state runs`.
+/// The table of `state runs`, its columns as wide as their longest value
+/// (see [`crate::cli::table`]).
 pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
-    outln!(
-        "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  manifest",
-        "set",
-        "started",
-        "took",
-        "status",
-        "scanned",
-        "uploaded",
-        "copied",
-        "touched",
-        "unchanged",
-        "deleted",
-        "failed",
-        "sent"
-    )?;
+    use crate::cli::table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("", "set", Right),
+        ("  ", "started", Left),
+        (" ", "took", Right),
+        ("  ", "status", Left),
+        (" ", "scanned", Right),
+        (" ", "uploaded", Right),
+        (" ", "copied", Right),
+        (" ", "touched", Right),
+        (" ", "unchanged", Right),
+        (" ", "deleted", Right),
+        (" ", "failed", Right),
+        (" ", "sent", Right),
+        ("  ", "manifest", Left),
+    ]);
     for r in runs {
-        outln!(
-            "{:>4}  {:<20} {:>9}  {:<8} {:>8} {:>8} {:>6} {:>7} {:>9} {:>7} {:>6} {:>11}  {}",
-            r.set_id,
-            r.started,
+        let c = &r.counts;
+        t.row(vec![
+            r.set_id.to_string(),
+            r.started.clone(),
             r.duration_ms
                 .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-            r.status,
-            r.counts.scanned,
-            r.counts.uploaded,
-            r.counts.copied,
-            r.counts.touched,
-            r.counts.unchanged,
-            r.counts.deleted,
-            r.counts.failed,
-            bytes(r.counts.bytes_sent),
-            r.manifest.or(r.error).unwrap_or_default()
-        )?;
+            r.status.clone(),
+            c.scanned.to_string(),
+            c.uploaded.to_string(),
+            c.copied.to_string(),
+            c.touched.to_string(),
+            c.unchanged.to_string(),
+            c.deleted.to_string(),
+            c.failed.to_string(),
+            bytes(c.bytes_sent),
+            r.manifest.or(r.error).unwrap_or_default(),
+        ]);
     }
-    Ok(())
+    t.print()
 }
 
 /// `state stats`.

@@ -8,13 +8,15 @@
 //!   value (`--jobs 16` over a saved 4: told apart by clap's value source,
 //!   see [`crate::cli::matches`]). A saved flag is turned off with its
 //!   `--no-…` twin (`--no-delete`, `--no-follow-symlinks`,
-//!   `--no-path-style`). Any filter typed (`--exclude`, `--include`,
+//!   `--no-path-style`, `--no-sse`, which drops the saved KMS key too; a
+//!   saved key goes with a saved `--sse aws:kms`, and a typed
+//!   `--sse-kms-key-id` with the saved `--sse`). Any filter typed (`--exclude`, `--include`,
 //!   `--exclude-from`) replaces the saved filters as a whole, since their
 //!   order decides. `--dry-run`, `--rehash`, `--json`, `--json-progress`
 //!   and the global flags always come from the command line.
 //! - Every local path is saved absolute (SOURCE, a local-store TARGET,
 //!   `--exclude-from` files), made so against the directory the set was
-//!   saved from, so a run by name from anywhere (cron runs in `/`) reads
+//!   saved from and normalised lexically (no `.`, no `..`; see [`absolute`]), so a run by name from anywhere (cron runs in `/`) reads
 //!   and writes the same places.
 //! - A named set follows SOURCE as typed: a set saved with a symlink
 //!   (`current -> day1`) backs up wherever the link points at each run
@@ -96,6 +98,11 @@ pub enum SetError {
         "no backup set is named '{0}': name one with 's3backup backup SOURCE TARGET --set {0}' ('s3backup sets' lists them)"
     )]
     Unknown(String),
+    /// A new set named with digits only, which `state … --set` reads as an ID.
+    #[error(
+        "a set name of digits only ('{0}') would read as a set ID in 'state … --set': pick a name with a letter in it"
+    )]
+    DigitsName(String),
     /// SOURCE without TARGET (or the reverse) with --set.
     #[error("give both SOURCE and TARGET to save the set '{0}', or neither to run it")]
     Half(String),
@@ -158,9 +165,42 @@ pub struct Resolved {
     pub save: bool,
 }
 
-/// `path` made absolute against the current directory, symlinks not resolved.
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+/// `path` made absolute against the current directory and normalised
+/// lexically: no `.` and no `..` (each takes the component before it
+/// away, as `cd ..` in a shell does), symlinks not resolved, so a saved
+/// set does not depend on the directory it was saved from
+/// (`../src` typed in `sub1/` is saved as `…/src`, not `…/sub1/../src`).
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in whole.components() {
+        match part {
+            Component::CurDir => {}
+            // `pop` stops at the root: `/..` is `/`.
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether a saved path (maybe saved by an older s3backup, which did not
+/// normalise it) names the same place as `path`, normalised.
+fn same_path(saved: &Path, path: &Path) -> bool {
+    saved == path || absolute(saved) == path
+}
+
+/// Whether a saved target (see [`same_path`]) is `target`, normalised.
+fn same_target(saved: &str, target: &Target) -> bool {
+    saved == target.to_string()
+        || saved
+            .parse::<Target>()
+            .is_ok_and(|t| absolute_target(&t).to_string() == target.to_string())
 }
 
 /// `target` with a local store's path made absolute.
@@ -267,6 +307,12 @@ impl SavedBackup {
         let g = &now.given;
         let typed = |id: &str| g.has(id);
         let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
+        // `--no-sse` turns a saved --sse off; a typed --sse replaces it.
+        let sse = if typed("no_sse") {
+            None
+        } else {
+            pick(typed("sse"), now.write.sse.clone(), self.sse.clone())
+        };
         let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
         let rules = if filters_typed {
             matches::rules(&now.filters)
@@ -294,12 +340,9 @@ impl SavedBackup {
                     now.write.storage_class,
                     self.storage_class,
                 ),
-                sse: pick(typed("sse"), now.write.sse, self.sse),
-                sse_kms_key_id: pick(
-                    typed("sse_kms_key_id"),
-                    now.write.sse_kms_key_id,
-                    self.sse_kms_key_id,
-                ),
+                sse: sse.clone(),
+                no_sse: false,
+                sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
@@ -327,6 +370,24 @@ impl SavedBackup {
             },
             given: now.given,
         })
+    }
+}
+
+/// The KMS key of a run by name: the one typed, else the saved one while
+/// the run's `--sse` (typed or saved) is a KMS one; a saved key goes with
+/// the saved `--sse aws:kms`, not with a typed `--sse AES256` or `--no-sse`.
+fn kms_key(
+    given: &matches::Given,
+    typed: Option<String>,
+    saved: Option<String>,
+    sse: Option<&str>,
+) -> Option<String> {
+    if given.has("sse_kms_key_id") {
+        typed
+    } else if sse.is_some_and(|s| s.starts_with("aws:kms")) {
+        saved
+    } else {
+        None
     }
 }
 
@@ -364,7 +425,7 @@ fn refuse_rename(state_path: &Path, name: &str, source: &Path, target: &Target) 
             .and_then(|row| saved_of(&saved_name, &row).ok())
             .unwrap_or_default();
         let same = (set.source == source_text && set.target == target.canonical())
-            || (saved.source == source && saved.target == target_text);
+            || (same_path(&saved.source, source) && same_target(&saved.target, target));
         if same {
             return Err(SetError::AlreadySaved {
                 name: name.to_string(),
@@ -382,7 +443,8 @@ fn refuse_rename(state_path: &Path, name: &str, source: &Path, target: &Target) 
 /// free or already this set's.
 ///
 /// # Errors
-/// [`SetError::Unknown`] for a name no set has, [`SetError::Half`] for
+/// [`SetError::Unknown`] for a name no set has, [`SetError::DigitsName`]
+/// for a new name of digits only, [`SetError::Half`] for
 /// SOURCE without TARGET, [`SetError::NameTaken`] for a name another set
 /// has, [`SetError::AlreadySaved`] for SOURCE and TARGET saved under
 /// another name, [`SetError::Corrupt`] or [`SetError::RelativeTarget`] for saved
@@ -401,14 +463,17 @@ pub fn resolve(args: BackupArgs, state_path: &Path) -> Result<Resolved, SetError
             let target = absolute_target(target);
             let set_source = match find(state_path, &name)? {
                 None => {
+                    if name.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(SetError::DigitsName(name));
+                    }
                     refuse_rename(state_path, &name, &source, &target)?;
                     source.to_string_lossy().into_owned()
                 }
                 Some(row) => {
                     let saved = saved_of(&name, &row).unwrap_or_default();
-                    let same_source =
-                        saved.source == source || Path::new(&row.source) == crate::target::real_path(&source);
-                    let same_target = saved.target == target.to_string() || row.target == target.canonical();
+                    let same_source = same_path(&saved.source, &source)
+                        || Path::new(&row.source) == crate::target::real_path(&source);
+                    let same_target = same_target(&saved.target, &target) || row.target == target.canonical();
                     if !(same_source && same_target) {
                         return Err(SetError::NameTaken {
                             name,
@@ -453,4 +518,24 @@ pub fn save(args: &BackupArgs, state_path: &Path, set_id: i64) -> Result<(), Set
     let json = serde_json::to_string(&saved).map_err(|e| SetError::Corrupt(name.clone(), e.to_string()))?;
     db.name_set(set_id, name, &json)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_paths_are_absolute_without_dot_or_dot_dot() {
+        for (typed, want) in [
+            ("/a/sub1/../src", "/a/src"),
+            ("/a/./b/./c/..", "/a/b"),
+            ("/../..", "/"),
+            ("/a/b/../../..", "/"),
+        ] {
+            assert_eq!(absolute(Path::new(typed)), PathBuf::from(want), "{typed}");
+        }
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(absolute(Path::new("x/../y")), here.join("y"));
+    }
 }

@@ -9,6 +9,10 @@
 //! that gives one of them itself uses its own. For `backup --set NAME`
 //! they count as given on that command line.
 //!
+//! `-v`, `-vv` or `-q` typed on a line sets the log level for that line
+//! (the shell's own `-v` counts too: `s3backup -v shell` and a line's `-v`
+//! make `-vv`); the shell's level comes back after it.
+//!
 //! On a terminal the prompt has line editing and a history file (beside the
 //! state file); piped input is read line by line with no prompt, so a
 //! script of commands can be fed to it. A failing command prints its error
@@ -176,7 +180,18 @@ fn run_line(ctx: &ShellContext, text: &str) -> Option<Exit> {
     match parse(ctx, text) {
         Line::Exit => None,
         Line::Nothing(code) => Some(code),
-        Line::Run(cli) => Some(exit::report(cli::run(*cli))),
+        Line::Run(cli) => {
+            // The line's own -v/-vv/-q (added to the shell's) hold for it only.
+            let own_level = (cli.quiet, cli.verbose) != (ctx.quiet, ctx.verbose);
+            if own_level {
+                crate::cli::startup::set_log_level(cli.quiet, cli.verbose);
+            }
+            let code = exit::report(cli::run(*cli));
+            if own_level {
+                crate::cli::startup::set_log_level(ctx.quiet, ctx.verbose);
+            }
+            Some(code)
+        }
     }
 }
 

@@ -6,13 +6,19 @@ use std::io::{IsTerminal, Write};
 
 use clap::error::ErrorKind;
 use clap::{ColorChoice, CommandFactory};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::cli::args::Cli;
 
-/// Sets up logging on stderr: `-q` errors only, none `warn`, `-v` info,
-/// `-vv` debug; `RUST_LOG` replaces the filter.
-pub fn init_logging(quiet: bool, verbose: u8) {
+/// The handle that changes the log filter after start-up: the shell's
+/// `-v` typed on one line raises the level for that line only.
+static FILTER: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> = std::sync::OnceLock::new();
+
+/// The filter for `-q`/`-v`: `-q` errors only, none `warn`, `-v` info,
+/// `-vv` debug; `RUST_LOG` replaces it.
+fn filter(quiet: bool, verbose: u8) -> EnvFilter {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -25,15 +31,33 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         (false, 1) => "warn",
         (false, _) => "info",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("s3backup={level},{others}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("s3backup={level},{others}")))
+}
+
+/// Sets up logging on stderr, at the level of [`filter`].
+pub fn init_logging(quiet: bool, verbose: u8) {
+    let (layer, handle) = reload::Layer::new(filter(quiet, verbose));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour(&std::io::stderr()))
         .without_time()
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if tracing_subscriber::registry()
+        .with(layer)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Sets the log level to that of `-q`/`-v` (see [`filter`]), for the
+/// shell's lines; nothing when logging was not set up here.
+pub(crate) fn set_log_level(quiet: bool, verbose: u8) {
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.reload(filter(quiet, verbose));
+    }
 }
 
 /// Parses the command line. clap is told never to colour when `NO_COLOR`

@@ -213,6 +213,43 @@ pub(crate) fn parse_name(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// A backup `--set NAME`: a name that prints on one line of the `sets`
+/// table (not blank, no control characters such as a newline or a tab).
+/// A name of digits only is refused where a new set is named (see
+/// [`crate::cli::sets::resolve`]), as it would read as a set ID in
+/// `state … --set`; an older set named so still runs by its name.
+pub(crate) fn parse_set_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty name".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "{text:?} has a control character (a newline, a tab, …): a set name must print on one line"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// The `--set` of `state files`, `state show` and `state runs`: a set ID
+/// (digits, as `state sets` lists them) or a set's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetRef {
+    /// A set ID.
+    Id(i64),
+    /// A set's name.
+    Name(String),
+}
+
+/// Parses a [`SetRef`]: digits are an ID (0 and negative numbers are
+/// refused as IDs), anything else a name.
+pub(crate) fn parse_set_ref(text: &str) -> Result<SetRef, String> {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if digits(text.trim()) || text.trim().strip_prefix('-').is_some_and(digits) {
+        return parse_set_id(text).map(SetRef::Id);
+    }
+    parse_set_name(text).map(SetRef::Name)
+}
+
 /// A snapshot ID as typed: not empty. An empty one is a prefix of every
 /// ID, so it would be reported as "ambiguous" (or, with one snapshot,
 /// quietly pick it).
@@ -312,6 +349,12 @@ mod tests {
         assert!(parse_limit("0").is_err());
         assert!(parse_snapshot_id("").unwrap_err().contains("empty snapshot name"));
         assert!(parse_name(" ").is_err());
+        assert!(parse_set_name("a\nb").is_err() && parse_set_name("\t").is_err());
+        assert_eq!(parse_set_ref("12"), Ok(SetRef::Id(12)));
+        assert_eq!(parse_set_ref("docs"), Ok(SetRef::Name("docs".into())));
+        assert!(
+            parse_set_ref("-1").is_err() && parse_set_ref("0").is_err() && parse_set_ref("a\rb").is_err()
+        );
         for ok in ["docs/*.pdf", "docs/", "a[[]b", "[a-z]?"] {
             assert_eq!(parse_pattern(ok).as_deref(), Ok(ok));
         }

@@ -50,6 +50,18 @@ pub enum FilterError {
         /// What is wrong with it.
         cause: String,
     },
+    /// A line of an `--exclude-from` file that is not a valid pattern.
+    #[error("invalid pattern '{pattern}' on line {line} of --exclude-from file '{}': {cause}", file.display())]
+    ListPattern {
+        /// The file, as given (a named set's: absolute).
+        file: PathBuf,
+        /// The line's number, from 1.
+        line: usize,
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        cause: String,
+    },
     /// An `--exclude-from` file that cannot be read.
     #[error("cannot read --exclude-from file '{0}': {1}")]
     File(PathBuf, std::io::Error),
@@ -129,27 +141,27 @@ impl Filters {
     /// read, [`FilterError::Pattern`] for a pattern that is not valid
     /// gitignore syntax (or has an unclosed `[`), naming its option.
     pub fn ordered(rules: &[Rule]) -> Result<Self, FilterError> {
-        let mut lines: Vec<(Kind, &'static str, String)> = Vec::new();
+        let mut lines: Vec<(Kind, Origin, String)> = Vec::new();
         for rule in rules {
             match rule {
-                Rule::Exclude(p) => lines.push((Kind::Exclude, "--exclude", p.clone())),
-                Rule::Include(p) => lines.push((Kind::Include, "--include", p.clone())),
+                Rule::Exclude(p) => lines.push((Kind::Exclude, Origin::Flag("--exclude"), p.clone())),
+                Rule::Include(p) => lines.push((Kind::Include, Origin::Flag("--include"), p.clone())),
                 Rule::ExcludeFrom(file) => {
                     let text =
                         std::fs::read_to_string(file).map_err(|e| FilterError::File(file.clone(), e))?;
                     lines.extend(
                         text.lines()
-                            .map(str::trim_end)
-                            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                            .map(|l| (Kind::Exclude, "--exclude-from", l.to_string())),
+                            .enumerate()
+                            .map(|(i, l)| (i + 1, l.trim_end()))
+                            .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+                            .map(|(n, l)| (Kind::Exclude, Origin::Line(file, n), l.to_string())),
                     );
                 }
             }
         }
         let mut runs = Vec::new();
         for run in lines.chunk_by(|a, b| a.0 == b.0) {
-            let patterns: Vec<(&'static str, String)> =
-                run.iter().map(|(_, flag, p)| (*flag, p.clone())).collect();
+            let patterns: Vec<(Origin, String)> = run.iter().map(|(_, o, p)| (*o, p.clone())).collect();
             runs.push((run[0].0, matcher(&patterns)?));
         }
         Ok(Self {
@@ -221,25 +233,41 @@ impl PathPattern {
 /// with an unclosed `[` (`--exclude 'a['`) is refused: on a command line it
 /// is far more likely a mistake than a wish to match a `[`, which `\[`
 /// says plainly.
-fn matcher(patterns: &[(&'static str, String)]) -> Result<Gitignore, FilterError> {
+fn matcher(patterns: &[(Origin, String)]) -> Result<Gitignore, FilterError> {
     let mut b = GitignoreBuilder::new("");
     b.allow_unclosed_class(false);
-    for (flag, p) in patterns {
-        b.add_line(None, p).map_err(|e| FilterError::Pattern {
-            flag,
-            pattern: p.clone(),
-            cause: e.to_string(),
-        })?;
+    for (origin, p) in patterns {
+        b.add_line(None, p)
+            .map_err(|e| origin.error(p.clone(), e.to_string()))?;
     }
-    b.build().map_err(|e| FilterError::Pattern {
-        flag: patterns[0].0,
-        pattern: patterns
-            .iter()
-            .map(|(_, p)| p.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-        cause: e.to_string(),
+    b.build().map_err(|e| {
+        let all = patterns.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>();
+        patterns[0].0.error(all.join(" "), e.to_string())
     })
+}
+
+/// Where a command-line pattern comes from, for its error.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// Typed as this option.
+    Flag(&'static str),
+    /// A line (numbered from 1) of an `--exclude-from` file.
+    Line(&'a Path, usize),
+}
+
+impl Origin<'_> {
+    /// The error for `pattern` from here.
+    fn error(self, pattern: String, cause: String) -> FilterError {
+        match self {
+            Origin::Flag(flag) => FilterError::Pattern { flag, pattern, cause },
+            Origin::Line(file, line) => FilterError::ListPattern {
+                file: file.to_path_buf(),
+                line,
+                pattern,
+                cause,
+            },
+        }
+    }
 }
 
 /// The `.s3backupignore` of the directory `rel` (text form, "" for the
@@ -447,7 +475,12 @@ mod tests {
         }
         std::fs::write(&list, "ok\nb[\n").unwrap();
         let err = Filters::new(&[], &[], std::slice::from_ref(&list)).unwrap_err();
-        assert!(err.to_string().contains("--exclude-from pattern 'b['"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("pattern 'b[' on line 2 of --exclude-from file"),
+            "{err}"
+        );
+        assert!(text.contains(&list.display().to_string()), "{err}");
         let fl = f(&["\\[x"], &[]);
         assert_eq!(
             fl.verdict("[x", false),

@@ -200,7 +200,8 @@ pub async fn run_with_progress(
     let target_text = opts.target.to_string();
     // A local store inside DEST is left out (see `own`); DEST inside it is refused.
     let store_in_dest = crate::fs::own::check_dest(&opts.dest, &opts.target)?;
-    let store = open_store(opts, &target_text).await?;
+    // Opening races the cancel: one Ctrl-C stops a wait on a silent endpoint.
+    let store = opts.cancel.run(open_store(opts, &target_text)).await??;
     let mut select = Select::new(
         &opts.paths,
         &opts.filters,
@@ -212,7 +213,7 @@ pub async fn run_with_progress(
         listing_notice,
         entries,
         end,
-    } = open_source(opts, &store, &target_text).await?;
+    } = opts.cancel.run(open_source(opts, &store, &target_text)).await??;
     if listing_notice {
         select.notice_listing(target_text.clone());
     }

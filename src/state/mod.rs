@@ -57,7 +57,7 @@ pub enum StateError {
     /// Only a damaged file (SQLite's `SQLITE_CORRUPT`, `SQLITE_NOTADB`)
     /// gets the advice to move it aside; a full disk says so, and other
     /// causes are shown as they are (see [`sqlite_advice`]).
-    #[error("state file '{}': {cause}{}", path.display(), sqlite_advice(cause, path))]
+    #[error("state file '{}': {}{}", path.display(), sqlite_cause(cause, path), sqlite_advice(cause, path))]
     Sqlite {
         /// The state file.
         path: PathBuf,
@@ -152,6 +152,23 @@ impl StateDb {
             path: self.path.clone(),
             cause: source,
         }
+    }
+}
+
+/// SQLite's error as shown: for a directory (which SQLite reports as an
+/// I/O error or as a file it cannot open) or a file it cannot open, the
+/// reason the system gives; rusqlite's text would end with the path or the
+/// `file:` URI it was opened by, which the user never typed.
+fn sqlite_cause(cause: &rusqlite::Error, path: &Path) -> String {
+    if path.is_dir() {
+        return "it is a directory (give --state the path of a file)".to_string();
+    }
+    if cause.sqlite_error_code() != Some(rusqlite::ErrorCode::CannotOpen) {
+        return cause.to_string();
+    }
+    match std::fs::File::open(path) {
+        Err(e) => format!("cannot open it: {e}"),
+        Ok(_) => "SQLite cannot open it".to_string(),
     }
 }
 

@@ -296,10 +296,20 @@ fn missing_dest_argument() {
 }
 
 #[test]
-fn state_set_not_a_number() {
-    let (env, _) = local_env();
-    let r = go(&env, ["state", "files", "--set", "first"]);
-    bad(&r, 2, &["'first'", "--set"]);
+fn state_set_name_that_no_set_has() {
+    let (env, store) = local_env();
+    env.backup_ok(s(&store), &[]);
+    // `--set` takes a name or an ID: a name no set has is an error of the run.
+    let r = go(
+        &env,
+        ["state", "files", "--state", s(&env.state), "--set", "first"],
+    );
+    bad(&r, 1, &["no backup set is named 'first'"]);
+    let r = go(
+        &env,
+        ["state", "files", "--state", s(&env.state), "--set", "a\tb"],
+    );
+    bad(&r, 2, &["--set", "control character"]);
 }
 
 #[test]
@@ -877,11 +887,14 @@ fn include_with_an_unclosed_bracket_on_restore() {
     assert!(!env.root().join("dest").exists(), "DEST created");
 }
 
+/// A bad `--exclude-from` file is bad input, as the same pattern typed as
+/// `--exclude` is: exit 2 (it was 1), one line naming the file, the line
+/// and the pattern; for a backup and a restore alike.
 #[test]
 fn exclude_from_file_with_an_unclosed_bracket() {
     let (env, store) = local_env();
     let list = env.root().join("list");
-    std::fs::write(&list, "*.tmp\nb[\n").unwrap();
+    std::fs::write(&list, "# junk\n*.tmp\n\nb[\n").unwrap();
     let r = go(
         &env,
         [
@@ -894,9 +907,22 @@ fn exclude_from_file_with_an_unclosed_bracket() {
             s(&list),
         ],
     );
-    bad(&r, 1, &["--exclude-from pattern 'b['", "unclosed"]);
+    let needles = [
+        "invalid pattern 'b['",
+        "line 4 of --exclude-from file",
+        s(&list),
+        "unclosed",
+    ];
+    bad(&r, 2, &needles);
     assert!(!store.exists(), "store created");
     assert_eq!(state_rows(&env.state).1, 0, "files recorded");
+    std::fs::write(&list, "").unwrap();
+    env.backup_ok(s(&store), &[]);
+    std::fs::write(&list, "# junk\n*.tmp\n\nb[\n").unwrap();
+    let dest = env.root().join("dest");
+    let r = go(&env, ["restore", s(&store), s(&dest), "--exclude-from", s(&list)]);
+    bad(&r, 2, &needles);
+    assert!(!dest.exists(), "DEST created");
 }
 
 #[test]
@@ -1183,4 +1209,50 @@ fn restore_path_outside_the_backup() {
     let r = go(&env, ["restore", s(&store), s(&dest), "docs//a.txt"]);
     bad(&r, 2, &["'docs//a.txt'", "empty path segment"]);
     assert!(!dest.exists(), "DEST created");
+}
+
+/// `--state DIR` (a directory), or a state file this user cannot read, is
+/// named as typed, with the reason, in one line: no SQLite
+/// `file:…?immutable=1` URI (read-only commands open the file through
+/// one) or SQLite's generic text.
+#[test]
+fn a_state_path_that_is_a_directory_is_named_as_typed() {
+    let (env, store) = local_env();
+    let dir = env.root().join("statedir");
+    std::fs::create_dir(&dir).unwrap();
+    for args in [
+        vec!["sets"],
+        vec!["state", "files"],
+        vec!["state", "runs"],
+        vec!["backup", s(&env.src), s(&store)],
+    ] {
+        let r = go(&env, [&["--state", s(&dir)][..], &args].concat());
+        let line = bad(&r, 1, &[&format!("state file '{}'", dir.display()), "directory"]);
+        assert!(
+            !line.contains("file:/") && !line.contains("immutable"),
+            "{args:?}: {line}"
+        );
+    }
+    assert!(!store.exists(), "store created");
+    // A state file this user cannot read (run as nobody when root): the system's reason.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let locked = open.path().join("state.db");
+    env.backup_ok(s(&store), &[]);
+    std::fs::copy(&env.state, &locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["--state", s(&locked), "sets"]);
+    let r = run(as_nobody_if_root(cmd, open.path()));
+    let line = bad(
+        &r,
+        1,
+        &[&format!("state file '{}'", locked.display()), "Permission denied"],
+    );
+    assert!(!line.contains("file:/") && !line.contains("immutable"), "{line}");
 }

@@ -243,3 +243,36 @@ fn a_closed_stderr_changes_no_exit_code_and_stops_no_run() {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("file {i}"));
     }
 }
+
+/// A full disk under `> file` is an error, not a closed pipe: exit 1 and
+/// one `error:` line that gives its reason once (it used to be printed
+/// twice: `writing to stdout: No space left … : No space left …`).
+#[test]
+fn a_full_stdout_is_one_error_line_and_exit_1() {
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("skipped: no /dev/full here");
+        return;
+    }
+    let env = TestEnv::new();
+    backed_up(&env);
+    for words in [&["sets"][..], &["state", "files"], &["state", "runs"]] {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(words);
+        let out = cmd
+            .stdout(std::fs::OpenOptions::new().write(true).open(full).unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let r = Run {
+            code: out.status.code(),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        r.expect_code(1);
+        assert_eq!(r.stderr.lines().count(), 1, "{words:?}\n{}", r.show());
+        let line = r.error_line();
+        assert!(line.starts_with("error: writing to stdout: "), "{}", r.show());
+        assert_eq!(line.matches("(os error 28)").count(), 1, "{}", r.show());
+    }
+}

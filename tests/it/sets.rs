@@ -368,3 +368,282 @@ fn a_saved_set_is_not_renamed_by_saving_it_under_another_name() {
     r.expect_code(0);
     assert_eq!(stored(&store), ["b.txt"], "{}", r.show());
 }
+
+/// The column at which `line`'s text after `status` starts (the next value).
+fn after_status(line: &str, status: &str) -> usize {
+    let at = line
+        .find(status)
+        .unwrap_or_else(|| panic!("no {status:?} in {line:?}"));
+    let rest = &line[at + status.len()..];
+    at + status.len() + (rest.len() - rest.trim_start().len())
+}
+
+/// `interrupted` (the longest status) and a long set name keep the
+/// columns of `sets` and `state runs` in line: each column is as wide as
+/// its longest value. They used to push the rest of their row to the right.
+#[test]
+fn long_statuses_and_names_keep_the_tables_in_line() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store").display().to_string();
+    env.backup_ok(&store, &["--set", "a-rather-long-name"]);
+    env.backup_ok(&format!("{store}2"), &[]);
+    env.write("c.txt", "c");
+    env.backup_ok(&store, &["--set", "a-rather-long-name"]);
+    // What a backup stopped by Ctrl-C records.
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    db.execute(
+        "UPDATE runs SET status = 'interrupted' WHERE rowid = (SELECT MAX(rowid) FROM runs)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let table = |words: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).args(words);
+        let r = run(cmd);
+        r.expect_code(0);
+        r.stdout.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let sets = table(&["sets"]);
+    assert_eq!(sets.len(), 3, "{sets:#?}");
+    let column = sets[0].find("source -> target").unwrap();
+    for line in &sets[1..] {
+        let src = line.find(&*env.src.display().to_string()).unwrap();
+        assert_eq!(src, column, "sets:\n{}", sets.join("\n"));
+    }
+    let runs = table(&["state", "runs"]);
+    assert_eq!(runs.len(), 4, "{runs:#?}");
+    let scanned = runs[0].find("scanned").unwrap() + "scanned".len();
+    for line in &runs[1..] {
+        let status = if line.contains("interrupted") {
+            "interrupted"
+        } else {
+            "ok"
+        };
+        let value = after_status(line, status);
+        let end = value + line[value..].find(' ').unwrap();
+        assert_eq!(end, scanned, "state runs:\n{}", runs.join("\n"));
+    }
+}
+
+/// The encryption headers of the object writes (uploads, copies, the
+/// snapshot manifest) since the last `clear_requests`, one list per write.
+fn sse_headers(server: &S3Server) -> Vec<Vec<(String, String)>> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| ["PutObject", "CreateMultipartUpload", "CopyObject"].contains(&r.op.as_str()))
+        .map(|r| {
+            let mut h: Vec<_> = r
+                .write_headers
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("x-amz-server-side-encryption"))
+                .collect();
+            h.sort();
+            h
+        })
+        .collect()
+}
+
+/// A set saved with `--sse aws:kms` takes `--sse-kms-key-id K` by name
+/// (the saved `--sse` counts), `--no-sse` turns the saved `--sse` off, and
+/// `--sse-kms-key-id` with no `--sse aws:kms` anywhere is one error line,
+/// exit 2. By name, the key used to get clap's "required arguments" error.
+#[test]
+fn encryption_of_a_named_set_takes_a_key_and_turns_off() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &["--set", "enc", "--sse", "aws:kms"]);
+    let kms = |key: Option<&str>| {
+        let mut h = vec![("x-amz-server-side-encryption".to_string(), "aws:kms".to_string())];
+        if let Some(key) = key {
+            h.push((
+                "x-amz-server-side-encryption-aws-kms-key-id".to_string(),
+                key.to_string(),
+            ));
+        }
+        h
+    };
+
+    server.clear_requests();
+    env.write("b.txt", "b");
+    let r = by_name(
+        &env,
+        "enc",
+        env.root(),
+        &["--json", "--sse-kms-key-id", "alias/k"],
+    );
+    r.expect_code(0);
+    assert_eq!(
+        sse_headers(&server),
+        vec![kms(Some("alias/k")); 2],
+        "{}",
+        r.show()
+    );
+
+    server.clear_requests();
+    env.write("c.txt", "c");
+    by_name(&env, "enc", env.root(), &["--json", "--no-sse"]).expect_code(0);
+    assert_eq!(sse_headers(&server), vec![Vec::new(); 2]);
+
+    // Saved, it stays: the next run by name encrypts again.
+    server.clear_requests();
+    env.write("d.txt", "d");
+    by_name(&env, "enc", env.root(), &["--json"]).expect_code(0);
+    assert_eq!(sse_headers(&server), vec![kms(None); 2]);
+
+    // No --sse aws:kms typed or saved: one line, exit 2, nothing sent.
+    server.clear_requests();
+    for extra in [&["--no-sse"][..], &["--sse", "AES256"]] {
+        let r = by_name(
+            &env,
+            "enc",
+            env.root(),
+            &[extra, &["--sse-kms-key-id", "k"]].concat(),
+        );
+        r.expect_code(2);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
+        assert!(
+            r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"),
+            "{}",
+            r.show()
+        );
+    }
+    let r = env.backup(TARGET, &["--sse-kms-key-id", "k"]);
+    r.expect_code(2);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.show());
+    assert!(
+        r.error_line().contains("--sse-kms-key-id needs --sse aws:kms"),
+        "{}",
+        r.show()
+    );
+    assert!(sse_headers(&server).is_empty(), "{:?}", server.ops());
+}
+
+/// Paths typed with `..` are saved normalised (no `.`, no `..`), so a set
+/// saved from `sub1/` as `backup ../src ../store --set x` still runs once
+/// `sub1` is gone; they used to be saved as `…/sub1/../src`.
+#[test]
+fn paths_typed_with_dot_dot_are_saved_without_it() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a").write("skip.tmp", "t");
+    let sub = env.root().join("sub1");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(env.root().join("list"), "*.tmp\n").unwrap();
+    let r = backup_in(
+        &env,
+        &sub,
+        &[
+            "../src",
+            "./../store",
+            "--set",
+            "x",
+            "--exclude-from",
+            "../list",
+            "--json",
+        ],
+    );
+    r.expect_code(0);
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    let (source, options): (String, String) = db
+        .query_row(
+            "SELECT source, options FROM backup_sets WHERE name = 'x'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    drop(db);
+    assert_eq!(source, env.src.display().to_string());
+    assert!(!options.contains("..") && !options.contains("/./"), "{options}");
+    std::fs::remove_dir(&sub).unwrap();
+    env.write("b.txt", "b");
+    let r = by_name(&env, "x", env.root(), &["--json"]);
+    r.expect_code(0);
+    assert_eq!(r.summary().uploaded, 1, "{}", r.show());
+    assert_eq!(stored(&env.root().join("store")), ["a.txt", "b.txt"]);
+    // Saved again from elsewhere with the same places typed another way: the same set.
+    let r = backup_in(
+        &env,
+        env.root(),
+        &["src/../src", "./sub2/../store", "--set", "x", "--json"],
+    );
+    r.expect_code(0);
+    assert_eq!(sets_json(&env).len(), 1);
+}
+
+/// `--set` of `state files/show/runs` takes a set's name or its ID, so a
+/// new set may not be named with digits only (it would read as an ID), nor
+/// with a control character (it would break the `sets` table); one error
+/// line, exit 2. A set an older s3backup named `2` is told apart from the
+/// set with ID 2 by a note saying which one is shown.
+#[test]
+fn set_names_are_not_ids_and_state_takes_either() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("store").display().to_string();
+    let src = env.src.display().to_string();
+    for bad in ["2", "a\nb", "tab\there"] {
+        let r = backup_in(&env, env.root(), &[&src, &store, "--set", bad]);
+        r.expect_code(2);
+        assert_eq!(
+            r.stderr.lines().filter(|l| l.starts_with("error: ")).count(),
+            1,
+            "{}",
+            r.show()
+        );
+        assert!(!env.state.exists() || sets_json(&env).is_empty(), "{bad:?} saved");
+    }
+    assert!(
+        backup_in(&env, env.root(), &[&src, &store, "--set", "2"])
+            .error_line()
+            .contains("digits only")
+    );
+    backup_in(&env, env.root(), &[&src, &store, "--set", "docs"]).expect_code(0);
+    backup_in(&env, env.root(), &[&src, &format!("{store}2")]).expect_code(0);
+    let state = |words: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.arg("--state").arg(&env.state).arg("state").args(words);
+        run(cmd)
+    };
+    let by_name = state(&["runs", "--set", "docs", "--json"]);
+    by_name.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&by_name.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["set_id"], 1, "{runs}");
+    let files = state(&["files", "--set", "docs", "--json"]);
+    files.expect_code(0);
+    assert_eq!(files.stdout.lines().count(), 1, "{}", files.show());
+    state(&["show", "a.txt", "--set", "docs"]).expect_code(0);
+    let r = state(&["runs", "--set", "nope"]);
+    r.expect_code(1);
+    assert!(
+        r.error_line().contains("no backup set is named 'nope'"),
+        "{}",
+        r.show()
+    );
+
+    // A set named "2" by an older s3backup, beside the set with ID 2.
+    let db = rusqlite::Connection::open(&env.state).unwrap();
+    db.execute("UPDATE backup_sets SET name = '2' WHERE name = 'docs'", [])
+        .unwrap();
+    drop(db);
+    let r = state(&["runs", "--set", "2", "--json"]);
+    r.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(runs[0]["set_id"], 2, "the ID wins: {}", r.show());
+    assert!(
+        r.stderr.contains("--set 2 is read as the set ID 2") && r.stderr.contains("(--set 1)"),
+        "{}",
+        r.show()
+    );
+    // It still runs by its name.
+    by_name_run(&env, "2").expect_code(0);
+}
+
+/// `backup --set NAME` from the test's root.
+fn by_name_run(env: &TestEnv, name: &str) -> Run {
+    by_name(env, name, env.root(), &[])
+}

@@ -207,3 +207,27 @@ fn the_shells_endpoint_wins_over_a_named_sets_saved_one() {
         r.show()
     );
 }
+
+/// `-vv` typed on a line raises the log level for that line only: the
+/// debug line of the S3 client's set-up shows for it, not for the next
+/// line nor for the one before. It used to be ignored.
+#[test]
+fn verbose_flags_on_a_line_hold_for_that_line() {
+    let server = S3Server::start();
+    server.create_bucket("bkt");
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let endpoint = server.endpoint();
+    let r = shell_with(
+        &env,
+        &["--endpoint-url", &endpoint],
+        "snapshots bkt::pre\nsnapshots bkt::pre -vv\nsnapshots bkt::pre\n",
+    );
+    r.expect_code(0);
+    assert_eq!(
+        r.stderr.matches("S3 client ready").count(),
+        1,
+        "once, for the -vv line\n{}",
+        r.show()
+    );
+}

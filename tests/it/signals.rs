@@ -358,3 +358,50 @@ fn ctrl_c_while_the_manifest_is_uploaded_records_an_interrupted_run() {
     assert!(s.snapshot.is_some(), "{s:?}");
     assert_eq!(last_run_status(&env), "ok");
 }
+
+/// One Ctrl-C stops a backup, and a restore, whose endpoint accepts the
+/// connection and never answers: exit 130 within a few seconds, while the
+/// first request (the bucket check) is still unanswered. Start-up (store,
+/// bucket check, manifest listing, a rebuild) used to run to its own
+/// timeouts first, 18 to 30 s. The signal is sent once the connection is
+/// accepted.
+#[test]
+fn one_ctrl_c_stops_a_run_waiting_on_a_silent_endpoint() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (conns, accepted) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Accepted and held open, never answered.
+        for conn in listener.incoming() {
+            if conns.send(conn).is_err() {
+                break;
+            }
+        }
+    });
+    let env = TestEnv::with_endpoint(&endpoint);
+    env.write("a.txt", "a");
+    let mut restore = env.cmd();
+    restore
+        .args(["restore", TARGET])
+        .arg(env.root().join("dest"))
+        .arg("--state")
+        .arg(&env.state)
+        .args(["--endpoint-url", &endpoint]);
+    for cmd in [env.backup_cmd(TARGET, &[]), restore] {
+        let child = spawn(cmd);
+        let held = accepted.recv_timeout(WAIT).expect("the run connects").unwrap();
+        let sent = std::time::Instant::now();
+        send(&child, libc::SIGINT);
+        let r = finish(child);
+        let took = sent.elapsed();
+        r.expect_code(130);
+        assert!(
+            took < Duration::from_secs(5),
+            "took {took:?} to stop\n{}",
+            r.show()
+        );
+        assert!(!r.stderr.contains("timed out"), "{}", r.show());
+        drop(held);
+        while accepted.try_recv().is_ok() {}
+    }
+}

@@ -10,6 +10,7 @@ use crate::cli::Exit;
 use crate::cli::args::{S3Args, StateAction};
 use crate::cli::commands::open_existing_store;
 use crate::cli::output::{self, OutputError, print_json};
+use crate::cli::values::SetRef;
 use crate::snapshots;
 use crate::state::StateDb;
 use crate::target::Target;
@@ -29,15 +30,23 @@ pub(crate) async fn run(action: StateAction, path: &Path) -> anyhow::Result<Exit
         } => return rebuild(source, target, json, s3, path).await,
         StateAction::Sets { json } => sets(&open(path)?, json)?,
         StateAction::Files { set, pattern, json } => {
-            files(&open(path)?, set, pattern.as_deref(), json)?;
+            let db = open(path)?;
+            let set = set_id(&db, set)?;
+            files(&db, set, pattern.as_deref(), json)?;
         }
         StateAction::Show {
             path: wanted,
             set,
             json,
-        } => show(&open(path)?, &wanted, set, json)?,
+        } => {
+            let db = open(path)?;
+            let set = set_id(&db, set)?;
+            show(&db, &wanted, set, json)?;
+        }
         StateAction::Runs { set, limit, json } => {
-            let runs = open(path)?.runs(set, limit)?;
+            let db = open(path)?;
+            let set = set_id(&db, set)?;
+            let runs = db.runs(set, limit)?;
             if json {
                 print_json(&runs)?;
             } else {
@@ -65,6 +74,37 @@ fn open(path: &Path) -> anyhow::Result<StateDb> {
         );
     }
     Ok(StateDb::open_read_only(path)?)
+}
+
+/// The set ID a `--set` names: an ID as it is, a name looked up. Digits
+/// are an ID; when a set (named by an older s3backup) has those digits
+/// as its name, a note on stderr says which set is shown and how to get
+/// the other.
+fn set_id(db: &StateDb, set: Option<SetRef>) -> anyhow::Result<Option<i64>> {
+    let Some(set) = set else {
+        return Ok(None);
+    };
+    let sets = db.sets()?;
+    match set {
+        SetRef::Id(id) => {
+            let text = id.to_string();
+            if let Some(named) = sets
+                .iter()
+                .find(|s| s.name.as_deref() == Some(&text) && s.id != id)
+            {
+                crate::cli::output::errln!(
+                    "note: --set {id} is read as the set ID {id}; the set named '{id}' has the ID {} (--set {})",
+                    named.id,
+                    named.id
+                );
+            }
+            Ok(Some(id))
+        }
+        SetRef::Name(name) => match sets.iter().find(|s| s.name.as_deref() == Some(&name)) {
+            Some(s) => Ok(Some(s.id)),
+            None => bail!("no backup set is named '{name}' (see 's3backup sets' for names and IDs)"),
+        },
+    }
 }
 
 /// `state sets`: every set, with its totals and last run.
