@@ -64,8 +64,15 @@ pub enum TransferError {
     #[error("symlink changed while being backed up; it will be retried next run")]
     LinkChanged,
     /// A blocking task (hashing) died.
+    /// (The message names the cause, so it is not also the source.)
     #[error("hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
+}
+
+impl From<tokio::task::JoinError> for TransferError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        TransferError::Task(e)
+    }
 }
 
 fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {

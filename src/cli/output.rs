@@ -24,7 +24,7 @@ pub(crate) enum OutputError {
     Closed,
     /// Any other failure (a full disk under `> file`, …).
     #[error("writing to stdout: {0}")]
-    Io(#[source] std::io::Error),
+    Io(std::io::Error),
 }
 
 impl From<std::io::Error> for OutputError {

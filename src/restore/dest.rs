@@ -116,7 +116,7 @@ impl Dest {
     pub fn find_parent(&self, rel: &str) -> Result<Option<(Arc<Dir>, OsString)>, ConfineError> {
         match self.parent(rel, Create::No) {
             Ok(found) => Ok(Some(found)),
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -140,7 +140,7 @@ impl Dest {
         let dir = if parent.is_empty() {
             self.root.dir().try_clone().map_err(|source| ConfineError::Io {
                 at: self.root.path().to_path_buf(),
-                source,
+                cause: source,
             })?
         } else {
             let (dir, created) = self

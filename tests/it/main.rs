@@ -59,6 +59,7 @@ mod confine_store;
 mod crash;
 mod damaged;
 mod edge;
+mod engine;
 mod edge_fs;
 mod faults;
 mod filters;

@@ -329,7 +329,7 @@ impl ObjectStore for LocalStore {
         tokio::task::spawn_blocking(move || {
             let root = match Root::open(&root) {
                 Ok(root) => root,
-                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return,
+                Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(confine_error(e, "listing")));
                     return;

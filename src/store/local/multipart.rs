@@ -150,7 +150,7 @@ impl LocalStore {
             let what = |e| io_error(e, &format!("listing '{}'", this.root.join(TMP).display()));
             let root = match Root::open(&this.root) {
                 Ok(root) => root,
-                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {
                     return Ok(Vec::new());
                 }
                 Err(e) => return Err(confine_error(e, "opening the store")),

@@ -1,0 +1,36 @@
+//! Backup-engine findings of issue 14: errors that print their cause
+//! once, copy sources among rows a run re-hashed, deletions that survive
+//! a kill, and what the summary counts.
+
+use crate::common::*;
+use crate::proxy::{Fault, FaultProxy};
+use crate::server::S3Server;
+
+const BUCKET: &str = "bkt";
+const TARGET: &str = "bkt::pre";
+
+/// A state that cannot be rebuilt (every listing of the snapshots fails)
+/// is one error line that names the store's answer once: the message of
+/// `BackupError::Rebuild` named its cause and the chain printed it again.
+#[test]
+fn a_failed_rebuild_names_its_cause_once() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(&server, 14);
+    let env = TestEnv::with_endpoint(&proxy.endpoint());
+    env.write("a.txt", "a");
+    env.backup_ok(TARGET, &[]);
+    std::fs::remove_file(&env.state).unwrap();
+
+    proxy.set_filter(|p| {
+        p.method == hyper::Method::GET && p.uri.query().is_some_and(|q| q.contains("list-type"))
+    });
+    proxy.set_faults(1.0, &[Fault::InternalError]);
+    let r = env.backup(TARGET, &["--connect-timeout", "2", "--read-timeout", "5"]);
+    r.expect_code(1);
+    let line = r.error_line();
+    assert!(line.contains("rebuilding state"), "{}", r.show());
+    let cause = line.rsplit(": ").next().unwrap_or_default();
+    assert!(!cause.is_empty(), "{}", r.show());
+    assert_eq!(line.matches(cause).count(), 1, "the cause is printed once: {line}");
+}
