@@ -70,6 +70,8 @@ pub(super) struct Apply {
     failures: Vec<Failure>,
     /// Sources of copies that failed: not deleted by this run.
     failed_sources: Vec<String>,
+    /// Content this run confirmed by hashing (copy sources the state's racy rows hide).
+    confirmed: plan::Confirmed,
     /// Paths whose old object could not be replaced (its delete failed):
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
@@ -149,6 +151,7 @@ impl Apply {
             report,
             failures: Vec::new(),
             failed_sources: Vec::new(),
+            confirmed: plan::Confirmed::default(),
             blocked: Vec::new(),
             pending_marked: false,
             cancel: opts.cancel.clone(),
@@ -233,7 +236,7 @@ impl Apply {
                 }
             });
         let (db, set_id, root, has_rows) = (&self.db, self.set_id, &self.source, self.has_rows);
-        let decided = plan::decide(readable, |hash, size| {
+        let decided = plan::decide(readable, &mut self.confirmed, |hash, size| {
             has_rows
                 .then(|| copy_source(db, set_id, root, hash, size))
                 .flatten()
