@@ -114,6 +114,7 @@ impl Apply {
             opts.part_size,
             progress,
         );
+        let mut blocked = Vec::new();
         let mode = if opts.dry_run {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
@@ -135,6 +136,9 @@ impl Apply {
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
             engine = engine.with_journal(journal);
+            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix).await;
+            report.counts.deleted += deleted;
+            blocked.extend(failed);
             Mode::Run { run_row, run_id }
         };
         Ok(Apply {
@@ -152,7 +156,7 @@ impl Apply {
             failures: Vec::new(),
             failed_sources: Vec::new(),
             confirmed: plan::Confirmed::default(),
-            blocked: Vec::new(),
+            blocked,
             pending_marked: false,
             cancel: opts.cancel.clone(),
         })
@@ -449,7 +453,10 @@ impl Apply {
             })
             .sum();
         self.engine.progress().queued(actions.len() as u64, bytes);
-        let paths: Vec<&str> = actions.iter().map(Action::path).collect();
+        let paths: Vec<(&str, bool)> = actions
+            .iter()
+            .map(|a| (a.path(), matches!(a, Action::Delete(_))))
+            .collect();
         let taken = tokio::task::block_in_place(|| lock(&self.db).take_rows(self.set_id, &paths))?;
         Ok(taken.into_iter().map(|r| (r.path.clone(), r)).collect())
     }

@@ -23,6 +23,7 @@
 //! the others.
 
 mod apply;
+mod deleting;
 mod finish;
 mod hash;
 mod journal;

@@ -59,3 +59,61 @@ fn a_duplicate_of_a_file_the_run_rehashed_is_copied() {
     assert_eq!(server.count_key("CopyObject", "pre/z.bin"), 1, "{:?}", server.ops());
     assert_eq!(server.object_bytes(BUCKET, "pre/z.bin").unwrap(), body);
 }
+
+/// Polls the proxy (every 10 ms, up to a minute) until `done` holds for its stats.
+fn wait_for_proxy(proxy: &FaultProxy, done: impl Fn(&crate::proxy::Stats) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if done(&proxy.stats()) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Issue 12's crash gap: a run takes the row of `t` (a file that is now a
+/// directory) out of the state and is killed while its DeleteObject is
+/// held by the proxy, before the store saw it. The object must not stay
+/// unclaimed: the next run deletes it, so the bucket holds exactly the new
+/// tree and a restore gives it; with and without `--delete`.
+#[test]
+fn a_run_killed_before_a_replaced_object_is_deleted_leaves_no_orphan() {
+    for extra in [&[][..], &["--delete"][..]] {
+        let server = S3Server::start();
+        server.create_bucket(BUCKET);
+        let proxy = FaultProxy::start(&server, 12);
+        let env = TestEnv::with_endpoint(&proxy.endpoint());
+        env.write("t", "a file that becomes a directory").write("keep", "k");
+        env.backup_ok(TARGET, extra);
+        env.remove("t").write("t/x", "now under a directory");
+
+        proxy.set_slow_delay(std::time::Duration::from_secs(600));
+        proxy.set_filter(|p| p.method == hyper::Method::DELETE);
+        proxy.set_faults(1.0, &[Fault::Slow]);
+        let mut child = env
+            .backup_cmd(TARGET, extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let held = wait_for_proxy(&proxy, |s| s.slow >= 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(held, "{extra:?}: the run never asked to delete t");
+        assert!(server.object_bytes(BUCKET, "pre/t").is_some(), "the delete was held");
+
+        proxy.clear_faults();
+        let s = env.backup_ok(TARGET, extra);
+        assert_eq!(s.failed, 0, "{extra:?}: {s:?}");
+        let keys: Vec<String> = server
+            .list_keys(BUCKET)
+            .into_iter()
+            .filter(|k| !k.starts_with("pre/.s3backup/"))
+            .collect();
+        assert_eq!(keys, ["pre/keep", "pre/t/x"], "{extra:?}: an orphan is left");
+        let dest = env.root().join("restored");
+        env.restore_ok(TARGET, &dest, &[]);
+        assert_eq!(tree(&dest), tree(&env.src), "{extra:?}");
+    }
+}
