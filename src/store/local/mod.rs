@@ -290,8 +290,8 @@ impl ObjectStore for LocalStore {
         self.complete_multipart(key, upload_id, parts).await
     }
 
-    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<PendingUpload>> {
-        self.pending_uploads().await
+    async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        self.pending_uploads(prefix).await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
