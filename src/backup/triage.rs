@@ -68,9 +68,14 @@ impl Walk {
                 Target::S3 { .. } => None,
             },
         );
-        let (rehash, cancel) = (opts.rehash, opts.cancel.clone());
+        let (rehash, cancel, dry_run) = (opts.rehash, opts.cancel.clone(), opts.dry_run);
         let walker = tokio::task::spawn_blocking(move || {
-            let reader = StateDb::open_reader(&state_path)?;
+            // A dry run may read a state file it cannot write (see `open`).
+            let reader = if dry_run {
+                StateDb::open_read_only(&state_path)?
+            } else {
+                StateDb::open_reader(&state_path)?
+            };
             scan_and_triage(
                 (&reader, set_id),
                 &root,

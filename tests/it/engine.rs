@@ -117,3 +117,70 @@ fn a_run_killed_before_a_replaced_object_is_deleted_leaves_no_orphan() {
         assert_eq!(tree(&dest), tree(&env.src), "{extra:?}");
     }
 }
+
+/// The names and bytes of every file in `dir`.
+fn contents(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// `backup --dry-run` never writes the state file (it opened it as a
+/// writer, which may migrate the schema): it plans from a 0444 copy in a
+/// 0555 directory, run by a user who can write neither (`nobody` when the
+/// tests run as root), and leaves it as it was; with no state file at
+/// all it plans on a scratch state and leaves none behind.
+#[test]
+fn a_dry_run_reads_a_read_only_state_and_writes_no_state() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a").write("docs/b.txt", "b");
+    env.backup_ok(TARGET, &[]);
+    env.write("new.txt", "new");
+
+    let copy_dir = env.root().join("copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    let copy = copy_dir.join("state.db");
+    std::fs::copy(&env.state, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = contents(&copy_dir);
+    let dry_run = |state: &std::path::Path| {
+        let mut cmd = env.cmd();
+        cmd.arg("backup")
+            .arg(&env.src)
+            .arg(TARGET)
+            .arg("--endpoint-url")
+            .arg(server.endpoint())
+            .arg("--state")
+            .arg(state)
+            .arg("--dry-run");
+        run(as_nobody_if_root(cmd, env.root()))
+    };
+    let r = dry_run(&copy);
+    r.expect_code(0);
+    assert_eq!(r.plan_lines(), ["upload new.txt"], "{}", r.show());
+    assert_eq!(contents(&copy_dir), before, "the copy's directory is as it was");
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let none_dir = env.root().join("none");
+    std::fs::create_dir(&none_dir).unwrap();
+    std::fs::set_permissions(&none_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = dry_run(&none_dir.join("state.db"));
+    r.expect_code(0);
+    // Planned on a scratch state rebuilt from the bucket's snapshot.
+    assert_eq!(r.plan_lines(), ["upload new.txt"], "{}", r.show());
+    assert!(contents(&none_dir).is_empty(), "no state file is left behind");
+}
