@@ -13,6 +13,8 @@
 //! written; if one cannot be, every later write that conflicts with its
 //! path fails for the run ([`Apply::admit`]).
 
+mod replace;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -75,6 +77,13 @@ pub(super) struct Apply {
     /// Paths whose old object could not be replaced (its delete failed):
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
+    /// Objects of paths that changed type that a filter leaves out: kept,
+    /// and nothing is written at, under or above them (see `replace`).
+    kept: Vec<String>,
+    /// The walk's filters, which the old entries of replaced paths obey too.
+    walk: crate::fs::scan::WalkOptions,
+    /// The target's prefix ("" for a local store).
+    prefix: String,
     pending_marked: bool,
     /// Stops the run early (Ctrl-C): see [`crate::cancel`].
     cancel: Cancel,
@@ -157,6 +166,9 @@ impl Apply {
             failed_sources: Vec::new(),
             confirmed: plan::Confirmed::default(),
             blocked,
+            kept: Vec::new(),
+            walk: opts.walk.clone(),
+            prefix: opts.target.prefix().to_string(),
             pending_marked: false,
             cancel: opts.cancel.clone(),
         })
@@ -175,26 +187,6 @@ impl Apply {
     /// Records a problem with one path (the run goes on; exit 3).
     pub(super) fn fail(&mut self, path: String, error: String) {
         self.failures.push(Failure { path, error });
-    }
-
-    /// Deletes the objects (and rows) of paths whose type changed, before
-    /// anything is written there: counted as deleted, logged with `-v`. A
-    /// path whose delete fails keeps its row and blocks every write that
-    /// conflicts with it for the rest of the run (reported, exit 3), so
-    /// nothing is written through or beside an old object still there.
-    pub(super) async fn replace(&mut self, rows: Vec<FileRow>) -> Result<(), BackupError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for row in &rows {
-            tracing::info!(path = %row.path, kind = row.kind.name(), "replaced: type changed");
-        }
-        let before = self.failures.len();
-        let deletes = rows.into_iter().map(Action::Delete).collect();
-        self.run(deletes, " (replaced: type changed)").await?;
-        let failed: Vec<String> = self.failures[before..].iter().map(|f| f.path.clone()).collect();
-        self.blocked.extend(failed);
-        Ok(())
     }
 
     /// Keeps the files of a chunk that may be written: none that conflicts
@@ -253,12 +245,18 @@ impl Apply {
     /// Whether `path` may be written: no failed replacement conflicts with
     /// it. If one does, the path is reported as failed.
     pub(super) fn unblocked(&mut self, path: &str) -> bool {
-        let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) else {
+        let error = if let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) {
+            format!("not backed up: '{p}' changed type and its old object could not be deleted")
+        } else if let Some(p) = self.kept.iter().find(|p| plan::overlaps(path, p)) {
+            format!(
+                "not backed up: the store keeps '{p}', which a filter leaves out, and one tree cannot hold both (exclude this path too, or stop excluding '{p}')"
+            )
+        } else {
             return true;
         };
         self.failures.push(Failure {
             path: path.to_string(),
-            error: format!("not backed up: '{p}' changed type and its old object could not be deleted"),
+            error,
         });
         false
     }
@@ -279,8 +277,8 @@ impl Apply {
     }
 
     /// Records the rows of new or changed directories (no remote object),
-    /// except at or under a path whose old object could not be replaced:
-    /// the row of that object stays.
+    /// except at or under a path whose old object could not be replaced or
+    /// is kept (left out by a filter): the row of that object stays.
     pub(super) fn record_dirs(&mut self, dirs: Vec<ScanEntry>) -> Result<(), BackupError> {
         let rows: Vec<FileChange> = dirs
             .iter()
@@ -288,6 +286,7 @@ impl Apply {
                 !self
                     .blocked
                     .iter()
+                    .chain(&self.kept)
                     .any(|p| d.path == *p || plan::is_under(&d.path, p))
             })
             .map(|d| FileChange::Upsert(dir_row(d)))
