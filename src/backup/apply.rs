@@ -87,6 +87,8 @@ pub(super) struct Apply {
     pending_marked: bool,
     /// Stops the run early (Ctrl-C): see [`crate::cancel`].
     cancel: Cancel,
+    /// Files and symlinks the walk has found so far (the walk counts them).
+    pub(super) scanned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the executor leaves for the finish stage.
@@ -171,6 +173,7 @@ impl Apply {
             prefix: opts.target.prefix().to_string(),
             pending_marked: false,
             cancel: opts.cancel.clone(),
+            scanned: Arc::default(),
         })
     }
 
@@ -360,6 +363,11 @@ impl Apply {
         if let Mode::Run { run_row, .. } = &self.mode {
             let mut counts = self.report.counts;
             counts.failed = self.failures.len() as u64;
+            // What the run got to: files the walk found so far, and bytes
+            // the store confirmed (parts of unfinished uploads included).
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            counts.scanned = counts.scanned.max(self.scanned.load(relaxed));
+            counts.bytes_sent = counts.bytes_sent.max(self.engine.sent.load(relaxed));
             if let Err(e) = lock(&self.db).finish_run(*run_row, RunStatus::Interrupted, &counts, None, None) {
                 tracing::warn!("recording the run as interrupted: {e}");
             }

@@ -168,7 +168,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let (opened, db) = open::open(opts).await?;
     let report = BackupReport::new(opts.dry_run, &opened);
     let mut apply = apply::Apply::start(opts, &opened, db, progress.clone(), report).await?;
-    let mut walk = triage::Walk::start(opts, &opened, progress);
+    let mut walk = triage::Walk::start(opts, &opened, progress, apply.scanned.clone());
     while let Some(chunk) = walk.next_chunk().await {
         // Cancelled: no new file is started (returning drops the walk's channel, so it stops too).
         apply.check()?;

@@ -42,6 +42,9 @@ pub struct Engine {
     /// Keys whose CreateMultipartUpload failed in a way the store may have
     /// acted on: [`Engine::abort_lost_uploads`] looks for what it began.
     pub(super) maybe_lost_uploads: std::sync::Mutex<Vec<String>>,
+    /// Bytes of files (whole objects and parts) the store confirmed in
+    /// this run, finished files or not: what an interrupted run records.
+    pub(super) sent: std::sync::atomic::AtomicU64,
 }
 
 /// Why one action failed (reported for its file; the run goes on).
@@ -152,6 +155,7 @@ impl Engine {
             progress,
             journal: None,
             maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -366,6 +370,7 @@ impl Engine {
             };
             let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
             self.progress.advance(entry.size);
+            self.sent.fetch_add(entry.size, std::sync::atomic::Ordering::Relaxed);
             put
         } else {
             let (put, sent) = self.multipart(&key, &path, entry, &meta, bodies).await?;

@@ -184,3 +184,44 @@ fn a_dry_run_reads_a_read_only_state_and_writes_no_state() {
     assert_eq!(r.plan_lines(), ["upload new.txt"], "{}", r.show());
     assert!(contents(&none_dir).is_empty(), "no state file is left behind");
 }
+
+/// A run stopped by Ctrl-C records what it got to in `state runs`: the
+/// files its walk found and the bytes the store confirmed (here the first
+/// part of a multipart upload whose second part the proxy holds), not
+/// `scanned 0` and `sent 0`.
+#[test]
+fn an_interrupted_run_records_what_it_scanned_and_sent() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(&server, 15);
+    let env = TestEnv::with_endpoint(&proxy.endpoint());
+    env.write("big.bin", noise(12 << 20, 15)).write("a.txt", "a").write("d/b.txt", "b");
+    proxy.set_slow_delay(std::time::Duration::from_secs(600));
+    proxy.set_filter(|p| p.uri.query().is_some_and(|q| q.contains("partNumber=2")));
+    proxy.set_faults(1.0, &[Fault::Slow]);
+    let args = ["--jobs", "1", "--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let mut child = env
+        .backup_cmd(TARGET, &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // With one job, part 2 is sent only once part 1 was answered.
+    let held = wait_for_proxy(&proxy, |s| s.slow >= 1);
+    // SAFETY: kill(2) on our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(held, "part 2 never came");
+    assert_eq!(status.code(), Some(130));
+
+    let mut cmd = env.cmd();
+    cmd.args(["state", "runs", "--json", "--limit", "1", "--state"])
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    let runs: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let last = &runs[0];
+    assert_eq!(last["status"], "interrupted", "{last}");
+    assert_eq!(last["scanned"], 3, "{last}");
+    assert!(last["bytes_sent"].as_u64().unwrap() >= 5 << 20, "{last}");
+}
