@@ -225,3 +225,30 @@ fn an_interrupted_run_records_what_it_scanned_and_sent() {
     assert_eq!(last["scanned"], 3, "{last}");
     assert!(last["bytes_sent"].as_u64().unwrap() >= 5 << 20, "{last}");
 }
+
+/// Paths a filter leaves out that are gone locally too are spared by
+/// `--delete` and, as README says, counted as `excluded` (and named with
+/// `-v`), as the paths the walk left out are: they were counted nowhere.
+#[test]
+fn excluded_paths_gone_locally_are_counted_as_excluded() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    env.write("a.txt", "a").write("b.tmp", "b").write("d/c.tmp", "c").write("keep.txt", "k");
+    env.write("here.tmp", "still here");
+    env.backup_ok(TARGET, &[]);
+    env.remove("a.txt").remove("b.tmp").remove("d/c.tmp");
+    let r = env.backup(TARGET, &["--json", "-v", "--delete", "--exclude", "*.tmp"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    // here.tmp (met by the walk), b.tmp and d/c.tmp (gone).
+    assert_eq!(v["excluded"], 3, "{}", r.show());
+    assert_eq!(v["deleted"], 1, "{}", r.show());
+    for gone in ["b.tmp", "d/c.tmp"] {
+        assert!(
+            r.stderr.lines().any(|l| l.contains("excluded") && l.contains(gone)),
+            "{gone} is named: {}",
+            r.show()
+        );
+    }
+}
