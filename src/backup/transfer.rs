@@ -370,7 +370,8 @@ impl Engine {
             };
             let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
             self.progress.advance(entry.size);
-            self.sent.fetch_add(entry.size, std::sync::atomic::Ordering::Relaxed);
+            self.sent
+                .fetch_add(entry.size, std::sync::atomic::Ordering::Relaxed);
             put
         } else {
             let (put, sent) = self.multipart(&key, &path, entry, &meta, bodies).await?;

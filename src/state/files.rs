@@ -311,7 +311,9 @@ impl StateDb {
             .prepare("SELECT path, kind FROM deleting WHERE set_id = ?1 ORDER BY path")
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([set_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? != "d")))
+            .query_map([set_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? != "d"))
+            })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }

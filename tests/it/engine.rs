@@ -32,7 +32,11 @@ fn a_failed_rebuild_names_its_cause_once() {
     assert!(line.contains("rebuilding state"), "{}", r.show());
     let cause = line.rsplit(": ").next().unwrap_or_default();
     assert!(!cause.is_empty(), "{}", r.show());
-    assert_eq!(line.matches(cause).count(), 1, "the cause is printed once: {line}");
+    assert_eq!(
+        line.matches(cause).count(),
+        1,
+        "the cause is printed once: {line}"
+    );
 }
 
 /// A file the run hashes again and finds unchanged (its row is racy: its
@@ -55,8 +59,18 @@ fn a_duplicate_of_a_file_the_run_rehashed_is_copied() {
     server.clear_requests();
     let s = env.backup_ok(TARGET, &[]);
     assert_eq!((s.uploaded, s.copied, s.unchanged), (0, 1, 1), "{s:?}");
-    assert_eq!(server.count_key("PutObject", "pre/z.bin"), 0, "{:?}", server.ops());
-    assert_eq!(server.count_key("CopyObject", "pre/z.bin"), 1, "{:?}", server.ops());
+    assert_eq!(
+        server.count_key("PutObject", "pre/z.bin"),
+        0,
+        "{:?}",
+        server.ops()
+    );
+    assert_eq!(
+        server.count_key("CopyObject", "pre/z.bin"),
+        1,
+        "{:?}",
+        server.ops()
+    );
     assert_eq!(server.object_bytes(BUCKET, "pre/z.bin").unwrap(), body);
 }
 
@@ -84,7 +98,8 @@ fn a_run_killed_before_a_replaced_object_is_deleted_leaves_no_orphan() {
         server.create_bucket(BUCKET);
         let proxy = FaultProxy::start(&server, 12);
         let env = TestEnv::with_endpoint(&proxy.endpoint());
-        env.write("t", "a file that becomes a directory").write("keep", "k");
+        env.write("t", "a file that becomes a directory")
+            .write("keep", "k");
         env.backup_ok(TARGET, extra);
         env.remove("t").write("t/x", "now under a directory");
 
@@ -101,7 +116,10 @@ fn a_run_killed_before_a_replaced_object_is_deleted_leaves_no_orphan() {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(held, "{extra:?}: the run never asked to delete t");
-        assert!(server.object_bytes(BUCKET, "pre/t").is_some(), "the delete was held");
+        assert!(
+            server.object_bytes(BUCKET, "pre/t").is_some(),
+            "the delete was held"
+        );
 
         proxy.clear_faults();
         let s = env.backup_ok(TARGET, extra);
@@ -195,11 +213,20 @@ fn an_interrupted_run_records_what_it_scanned_and_sent() {
     server.create_bucket(BUCKET);
     let proxy = FaultProxy::start(&server, 15);
     let env = TestEnv::with_endpoint(&proxy.endpoint());
-    env.write("big.bin", noise(12 << 20, 15)).write("a.txt", "a").write("d/b.txt", "b");
+    env.write("big.bin", noise(12 << 20, 15))
+        .write("a.txt", "a")
+        .write("d/b.txt", "b");
     proxy.set_slow_delay(std::time::Duration::from_secs(600));
     proxy.set_filter(|p| p.uri.query().is_some_and(|q| q.contains("partNumber=2")));
     proxy.set_faults(1.0, &[Fault::Slow]);
-    let args = ["--jobs", "1", "--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let args = [
+        "--jobs",
+        "1",
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ];
     let mut child = env
         .backup_cmd(TARGET, &args)
         .stdout(std::process::Stdio::null())
@@ -234,7 +261,10 @@ fn excluded_paths_gone_locally_are_counted_as_excluded() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     let env = TestEnv::with_server(&server);
-    env.write("a.txt", "a").write("b.tmp", "b").write("d/c.tmp", "c").write("keep.txt", "k");
+    env.write("a.txt", "a")
+        .write("b.tmp", "b")
+        .write("d/c.tmp", "c")
+        .write("keep.txt", "k");
     env.write("here.tmp", "still here");
     env.backup_ok(TARGET, &[]);
     env.remove("a.txt").remove("b.tmp").remove("d/c.tmp");
@@ -246,7 +276,9 @@ fn excluded_paths_gone_locally_are_counted_as_excluded() {
     assert_eq!(v["deleted"], 1, "{}", r.show());
     for gone in ["b.tmp", "d/c.tmp"] {
         assert!(
-            r.stderr.lines().any(|l| l.contains("excluded") && l.contains(gone)),
+            r.stderr
+                .lines()
+                .any(|l| l.contains("excluded") && l.contains(gone)),
             "{gone} is named: {}",
             r.show()
         );

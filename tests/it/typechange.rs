@@ -431,7 +431,9 @@ fn an_excluded_directory_that_changes_type_keeps_its_objects(kind: &str) {
             return;
         };
         let target = store.target();
-        env.write("top", "top").write("cache/a", "a").write("cache/sub/b", "b");
+        env.write("top", "top")
+            .write("cache/a", "a")
+            .write("cache/sub/b", "b");
         env.backup_ok(&target, extra);
         let stored = store.objects();
 
@@ -497,7 +499,11 @@ fn an_excluded_file_that_becomes_a_directory_keeps_its_object(kind: &str) {
         assert_eq!((s.deleted, s.uploaded), (0, 0), "{kind} {extra:?}: {}", r.show());
         let failed: Vec<&str> = s.failures.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(failed, ["x/a"], "{kind} {extra:?}: {}", r.show());
-        assert_eq!(store.objects(), stored, "{kind} {extra:?}: the excluded object stays");
+        assert_eq!(
+            store.objects(),
+            stored,
+            "{kind} {extra:?}: the excluded object stays"
+        );
     }
 }
 

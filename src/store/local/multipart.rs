@@ -233,7 +233,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn open_uploads_are_listed_by_key_and_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let store = super::LocalStore::new(&dir.path().join("store"));
+        let store = super::LocalStore::new(dir.path().join("store"));
         store.prepare(true).await.unwrap();
         let meta = ObjectMeta {
             mtime_ns: 1,
@@ -241,8 +241,12 @@ mod tests {
             blake3: "b".into(),
             symlink: false,
         };
-        let a = ObjectStore::create_multipart(&store, "one/big.bin", &meta).await.unwrap();
-        let b = ObjectStore::create_multipart(&store, "two/big.bin", &meta).await.unwrap();
+        let a = ObjectStore::create_multipart(&store, "one/big.bin", &meta)
+            .await
+            .unwrap();
+        let b = ObjectStore::create_multipart(&store, "two/big.bin", &meta)
+            .await
+            .unwrap();
         let listed = |prefix: &'static str| {
             let store = store.clone();
             async move {
@@ -257,7 +261,10 @@ mod tests {
             }
         };
         assert_eq!(listed("one/").await, [("one/big.bin".to_string(), a.clone())]);
-        assert_eq!(listed("two/big.bin").await, [("two/big.bin".to_string(), b.clone())]);
+        assert_eq!(
+            listed("two/big.bin").await,
+            [("two/big.bin".to_string(), b.clone())]
+        );
         assert_eq!(listed("").await.len(), 2);
         assert!(listed("three/").await.is_empty());
     }
