@@ -73,10 +73,17 @@ impl Apply {
             tracing::info!(path = %row.path, "kept: left out by a filter (its path changed type)");
             self.kept.push(row.path.clone());
         }
-        // A directory row goes only if no kept object is under it.
+        // A directory row (no object) goes, filtered or not, unless a kept
+        // object is under it.
         let keep_dir = |r: &FileRow| kept.iter().any(|k| plan::is_under(&k.path, &r.path));
         rows.iter()
-            .filter(|r| deletable_paths.contains(r.path.as_str()) && !keep_dir(r))
+            .filter(|r| {
+                if r.kind.has_content() {
+                    deletable_paths.contains(r.path.as_str())
+                } else {
+                    !keep_dir(r)
+                }
+            })
             .cloned()
             .collect()
     }
