@@ -1051,4 +1051,31 @@ mod tests {
         assert_eq!(t.dirs, [dir]);
         assert!(t.to_hash.is_empty());
     }
+
+    /// A file found unchanged by its hash (its row racy) is a copy source
+    /// for a duplicate later in the same chunk, before the state's lookup
+    /// (which finds nothing: the row is racy until the chunk is written).
+    #[test]
+    fn a_file_confirmed_by_its_hash_is_a_copy_source_in_its_own_chunk() {
+        let racy = FileRow {
+            checked_ns: 1_000,
+            ..row("a", 3, 1_000, "h1")
+        };
+        let hashed = |blake3: &str| Hashed {
+            blake3: blake3.into(),
+            bodies: BodyDigests::default(),
+        };
+        let chunk = vec![
+            (file("a", 3, 1_000), Some(racy), hashed("h1")),
+            (file("z", 3, 5_000), None, hashed("h1")),
+        ];
+        let mut confirmed = Confirmed::default();
+        let decided = super::decide(chunk, &mut confirmed, |_, _| None);
+        assert_eq!(decided.refresh.len(), 1);
+        assert_eq!(
+            decided.actions.iter().map(Action::describe).collect::<Vec<_>>(),
+            ["copy a -> z"]
+        );
+        assert_eq!(confirmed.get("h1", 3).map(|c| c.path), Some("a".to_string()));
+    }
 }
