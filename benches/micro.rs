@@ -126,7 +126,7 @@ fn plan_100k(bencher: divan::Bencher, modified: usize) {
                 };
                 (entry, old, hashed)
             });
-            let decided = plan::decide(hashed, |_, _| None);
+            let decided = plan::decide(hashed, &mut plan::Confirmed::default(), |_, _| None);
             (decided, triage.into_rest(false))
         });
 }

@@ -13,6 +13,8 @@
 //! written; if one cannot be, every later write that conflicts with its
 //! path fails for the run ([`Apply::admit`]).
 
+mod replace;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -70,12 +72,23 @@ pub(super) struct Apply {
     failures: Vec<Failure>,
     /// Sources of copies that failed: not deleted by this run.
     failed_sources: Vec<String>,
+    /// Content this run confirmed by hashing (copy sources the state's racy rows hide).
+    confirmed: plan::Confirmed,
     /// Paths whose old object could not be replaced (its delete failed):
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
+    /// Objects of paths that changed type that a filter leaves out: kept,
+    /// and nothing is written at, under or above them (see `replace`).
+    kept: Vec<String>,
+    /// The walk's filters, which the old entries of replaced paths obey too.
+    walk: crate::fs::scan::WalkOptions,
+    /// The target's prefix ("" for a local store).
+    prefix: String,
     pending_marked: bool,
     /// Stops the run early (Ctrl-C): see [`crate::cancel`].
     cancel: Cancel,
+    /// Files and symlinks the walk has found so far (the walk counts them).
+    pub(super) scanned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the executor leaves for the finish stage.
@@ -112,6 +125,7 @@ impl Apply {
             opts.part_size,
             progress,
         );
+        let mut blocked = Vec::new();
         let mode = if opts.dry_run {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
@@ -133,6 +147,9 @@ impl Apply {
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
             engine = engine.with_journal(journal);
+            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix).await;
+            report.counts.deleted += deleted;
+            blocked.extend(failed);
             Mode::Run { run_row, run_id }
         };
         Ok(Apply {
@@ -149,9 +166,14 @@ impl Apply {
             report,
             failures: Vec::new(),
             failed_sources: Vec::new(),
-            blocked: Vec::new(),
+            confirmed: plan::Confirmed::default(),
+            blocked,
+            kept: Vec::new(),
+            walk: opts.walk.clone(),
+            prefix: opts.target.prefix().to_string(),
             pending_marked: false,
             cancel: opts.cancel.clone(),
+            scanned: Arc::default(),
         })
     }
 
@@ -168,26 +190,6 @@ impl Apply {
     /// Records a problem with one path (the run goes on; exit 3).
     pub(super) fn fail(&mut self, path: String, error: String) {
         self.failures.push(Failure { path, error });
-    }
-
-    /// Deletes the objects (and rows) of paths whose type changed, before
-    /// anything is written there: counted as deleted, logged with `-v`. A
-    /// path whose delete fails keeps its row and blocks every write that
-    /// conflicts with it for the rest of the run (reported, exit 3), so
-    /// nothing is written through or beside an old object still there.
-    pub(super) async fn replace(&mut self, rows: Vec<FileRow>) -> Result<(), BackupError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for row in &rows {
-            tracing::info!(path = %row.path, kind = row.kind.name(), "replaced: type changed");
-        }
-        let before = self.failures.len();
-        let deletes = rows.into_iter().map(Action::Delete).collect();
-        self.run(deletes, " (replaced: type changed)").await?;
-        let failed: Vec<String> = self.failures[before..].iter().map(|f| f.path.clone()).collect();
-        self.blocked.extend(failed);
-        Ok(())
     }
 
     /// Keeps the files of a chunk that may be written: none that conflicts
@@ -233,7 +235,7 @@ impl Apply {
                 }
             });
         let (db, set_id, root, has_rows) = (&self.db, self.set_id, &self.source, self.has_rows);
-        let decided = plan::decide(readable, |hash, size| {
+        let decided = plan::decide(readable, &mut self.confirmed, |hash, size| {
             has_rows
                 .then(|| copy_source(db, set_id, root, hash, size))
                 .flatten()
@@ -246,12 +248,18 @@ impl Apply {
     /// Whether `path` may be written: no failed replacement conflicts with
     /// it. If one does, the path is reported as failed.
     pub(super) fn unblocked(&mut self, path: &str) -> bool {
-        let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) else {
+        let error = if let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) {
+            format!("not backed up: '{p}' changed type and its old object could not be deleted")
+        } else if let Some(p) = self.kept.iter().find(|p| plan::overlaps(path, p)) {
+            format!(
+                "not backed up: the store keeps '{p}', which a filter leaves out, and one tree cannot hold both (exclude this path too, or stop excluding '{p}')"
+            )
+        } else {
             return true;
         };
         self.failures.push(Failure {
             path: path.to_string(),
-            error: format!("not backed up: '{p}' changed type and its old object could not be deleted"),
+            error,
         });
         false
     }
@@ -272,8 +280,8 @@ impl Apply {
     }
 
     /// Records the rows of new or changed directories (no remote object),
-    /// except at or under a path whose old object could not be replaced:
-    /// the row of that object stays.
+    /// except at or under a path whose old object could not be replaced or
+    /// is kept (left out by a filter): the row of that object stays.
     pub(super) fn record_dirs(&mut self, dirs: Vec<ScanEntry>) -> Result<(), BackupError> {
         let rows: Vec<FileChange> = dirs
             .iter()
@@ -281,6 +289,7 @@ impl Apply {
                 !self
                     .blocked
                     .iter()
+                    .chain(&self.kept)
                     .any(|p| d.path == *p || plan::is_under(&d.path, p))
             })
             .map(|d| FileChange::Upsert(dir_row(d)))
@@ -354,6 +363,11 @@ impl Apply {
         if let Mode::Run { run_row, .. } = &self.mode {
             let mut counts = self.report.counts;
             counts.failed = self.failures.len() as u64;
+            // What the run got to: files the walk found so far, and bytes
+            // the store confirmed (parts of unfinished uploads included).
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            counts.scanned = counts.scanned.max(self.scanned.load(relaxed));
+            counts.bytes_sent = counts.bytes_sent.max(self.engine.sent.load(relaxed));
             if let Err(e) = lock(&self.db).finish_run(*run_row, RunStatus::Interrupted, &counts, None, None) {
                 tracing::warn!("recording the run as interrupted: {e}");
             }
@@ -446,7 +460,10 @@ impl Apply {
             })
             .sum();
         self.engine.progress().queued(actions.len() as u64, bytes);
-        let paths: Vec<&str> = actions.iter().map(Action::path).collect();
+        let paths: Vec<(&str, bool)> = actions
+            .iter()
+            .map(|a| (a.path(), matches!(a, Action::Delete(_))))
+            .collect();
         let taken = tokio::task::block_in_place(|| lock(&self.db).take_rows(self.set_id, &paths))?;
         Ok(taken.into_iter().map(|r| (r.path.clone(), r)).collect())
     }

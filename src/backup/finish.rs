@@ -69,7 +69,8 @@ pub(super) async fn rest(
     // it is gone locally (the walk's filter, applied to the rows).
     triage.protect(&excluded);
     if opts.delete {
-        spare::spare_filtered(
+        let gone: Vec<String> = triage.vanished.iter().map(|r| r.path.clone()).collect();
+        let spared = spare::spare_filtered(
             &mut triage.vanished,
             &opened.source,
             &opts.walk,
@@ -78,6 +79,16 @@ pub(super) async fn rest(
             opts.jobs,
         )
         .await;
+        // Left out by a filter and gone locally too: counted as excluded
+        // (and named with -v), as the paths the walk left out are.
+        if spared > 0 {
+            let deletable: std::collections::HashSet<&str> =
+                triage.vanished.iter().map(|r| r.path.as_str()).collect();
+            for path in gone.iter().filter(|p| !deletable.contains(p.as_str())) {
+                tracing::info!(path = %path, "excluded (gone locally): not deleted");
+            }
+            apply.report().excluded += spared as u64;
+        }
     }
     let rest = triage.into_rest(opts.delete);
     apply.record_dirs(rest.dirs)?;

@@ -23,6 +23,7 @@
 //! the others.
 
 mod apply;
+mod deleting;
 mod finish;
 mod hash;
 mod journal;
@@ -140,8 +141,10 @@ pub enum BackupError {
     Walk(tokio::task::JoinError),
     /// A set this state file never saw could not be rebuilt from the
     /// bucket's snapshots (a store or state error: damaged manifests are not).
+    /// The message names the cause, which is therefore not also the
+    /// error's source: a chain printed with `{:#}` names it once.
     #[error("rebuilding state from the newest readable snapshot: {0}")]
-    Rebuild(#[from] RebuildError),
+    Rebuild(RebuildError),
     /// SOURCE lies inside the local store it would be backed up to.
     #[error(transparent)]
     Own(#[from] crate::fs::own::OwnError),
@@ -167,7 +170,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let (opened, db) = opts.cancel.run(open::open(opts)).await??;
     let report = BackupReport::new(opts.dry_run, &opened);
     let mut apply = apply::Apply::start(opts, &opened, db, progress.clone(), report).await?;
-    let mut walk = triage::Walk::start(opts, &opened, progress);
+    let mut walk = triage::Walk::start(opts, &opened, progress, apply.scanned.clone());
     while let Some(chunk) = walk.next_chunk().await {
         // Cancelled: no new file is started (returning drops the walk's channel, so it stops too).
         apply.check()?;
@@ -190,6 +193,12 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let mut report = finish::record(opts, &opened, applied).await?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+impl From<RebuildError> for BackupError {
+    fn from(e: RebuildError) -> Self {
+        BackupError::Rebuild(e)
+    }
 }
 
 impl BackupReport {

@@ -209,6 +209,8 @@ impl Engine {
                     });
                 }
                 self.progress.advance(range.len);
+                self.sent
+                    .fetch_add(range.len, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, StoreError>(CompletedPart { number, etag })
             })
             .buffer_unordered(self.jobs)

@@ -17,7 +17,7 @@ use super::rebuild::{self, RebuildError};
 use crate::fs::scan;
 use crate::manifest;
 use crate::snapshots::SnapshotError;
-use crate::state::{RunLock, StateDb};
+use crate::state::{RunLock, StateDb, StateError};
 use crate::store::{self, ObjectStore, Prepared, StoreError};
 
 /// What the later stages need from an opened run.
@@ -63,13 +63,11 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
         None
     };
     let scratch_path = scratch.as_ref().map(|d| d.path().join("state.db"));
-    let mut state_path = opts.state_path.clone();
-    if let Some(scratch_path) = &scratch_path
-        && !known_set(&state_path, &set_source, &set_target)?
-    {
-        state_path = scratch_path.clone();
-    }
-    let mut db = StateDb::open(&state_path)?;
+    let (mut db, mut state_path) = match &scratch_path {
+        Some(scratch_path) => dry_run_state(&opts.state_path, scratch_path, &set_source, &set_target)?,
+        None => (StateDb::open(&opts.state_path)?, opts.state_path.clone()),
+    };
+    // Known to a dry run reading the real state: nothing is written.
     let mut set_id = db.ensure_set(&set_source, &set_target)?;
     let lock = if opts.dry_run {
         None
@@ -118,17 +116,37 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     Ok((opened, db))
 }
 
-/// Whether the state file at `path` (if there is one) has rows for the set.
-fn known_set(path: &Path, source: &str, set_target: &str) -> Result<bool, BackupError> {
-    if !path.exists() {
-        return Ok(false);
+/// A dry run's state, which it never writes: the state file at `path`
+/// opened read-only when it has rows for the set (so it works on a
+/// read-only copy, and never migrates the schema); a scratch copy at
+/// `scratch` migrated there when its schema is older than this build's;
+/// else an empty scratch state at `scratch` (no state file, or one that
+/// never backed the set up: everything is new). Returns the connection
+/// and the path it reads.
+fn dry_run_state(
+    path: &Path,
+    scratch: &Path,
+    source: &str,
+    set_target: &str,
+) -> Result<(StateDb, PathBuf), BackupError> {
+    if path.exists() {
+        let db = match StateDb::open_read_only(path) {
+            Err(StateError::TooOld { .. }) => {
+                std::fs::copy(path, scratch).map_err(BackupError::Scratch)?;
+                return Ok((StateDb::open(scratch)?, scratch.to_path_buf()));
+            }
+            other => other?,
+        };
+        let known = db
+            .find_set(source, set_target)?
+            .map(|id| db.has_rows(id))
+            .transpose()?
+            .unwrap_or(false);
+        if known {
+            return Ok((db, path.to_path_buf()));
+        }
     }
-    let db = StateDb::open(path)?;
-    Ok(db
-        .find_set(source, set_target)?
-        .map(|id| db.has_rows(id))
-        .transpose()?
-        .unwrap_or(false))
+    Ok((StateDb::open(scratch)?, scratch.to_path_buf()))
 }
 
 /// Rebuilds the set's rows from the target's newest readable snapshot

@@ -42,6 +42,9 @@ pub struct Engine {
     /// Keys whose CreateMultipartUpload failed in a way the store may have
     /// acted on: [`Engine::abort_lost_uploads`] looks for what it began.
     pub(super) maybe_lost_uploads: std::sync::Mutex<Vec<String>>,
+    /// Bytes of files (whole objects and parts) the store confirmed in
+    /// this run, finished files or not: what an interrupted run records.
+    pub(super) sent: std::sync::atomic::AtomicU64,
 }
 
 /// Why one action failed (reported for its file; the run goes on).
@@ -64,8 +67,15 @@ pub enum TransferError {
     #[error("symlink changed while being backed up; it will be retried next run")]
     LinkChanged,
     /// A blocking task (hashing) died.
+    /// (The message names the cause, so it is not also the source.)
     #[error("hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
+}
+
+impl From<tokio::task::JoinError> for TransferError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        TransferError::Task(e)
+    }
 }
 
 fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
@@ -145,6 +155,7 @@ impl Engine {
             progress,
             journal: None,
             maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
+            sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -359,6 +370,8 @@ impl Engine {
             };
             let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
             self.progress.advance(entry.size);
+            self.sent
+                .fetch_add(entry.size, std::sync::atomic::Ordering::Relaxed);
             put
         } else {
             let (put, sent) = self.multipart(&key, &path, entry, &meta, bodies).await?;

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,7 +57,14 @@ pub(super) struct WalkOutcome {
 
 impl Walk {
     /// Starts walking SOURCE on a blocking thread.
-    pub(super) fn start(opts: &BackupOptions, opened: &Opened, progress: Arc<dyn Progress>) -> Walk {
+    /// `scanned` counts the files and symlinks found as the walk goes on
+    /// (what an interrupted run records).
+    pub(super) fn start(
+        opts: &BackupOptions,
+        opened: &Opened,
+        progress: Arc<dyn Progress>,
+        scanned: Arc<AtomicU64>,
+    ) -> Walk {
         let (tx, rx) = mpsc::channel(CHUNK);
         let (root, state_path, set_id) = (opened.source.clone(), opened.state_path.clone(), opened.set_id);
         let mut walk_options = opts.walk.clone();
@@ -68,15 +76,20 @@ impl Walk {
                 Target::S3 { .. } => None,
             },
         );
-        let (rehash, cancel) = (opts.rehash, opts.cancel.clone());
+        let (rehash, cancel, dry_run) = (opts.rehash, opts.cancel.clone(), opts.dry_run);
         let walker = tokio::task::spawn_blocking(move || {
-            let reader = StateDb::open_reader(&state_path)?;
+            // A dry run may read a state file it cannot write (see `open`).
+            let reader = if dry_run {
+                StateDb::open_read_only(&state_path)?
+            } else {
+                StateDb::open_reader(&state_path)?
+            };
             scan_and_triage(
                 (&reader, set_id),
                 &root,
                 &walk_options,
                 rehash,
-                &cancel,
+                (&cancel, &scanned),
                 |n| progress.scanned(n),
                 |found| {
                     // The receiver only goes away when the run is failing anyway.
@@ -122,7 +135,7 @@ fn scan_and_triage(
     root: &Path,
     walk_options: &scan::WalkOptions,
     rehash: bool,
-    cancel: &crate::cancel::Cancel,
+    (cancel, found_so_far): (&crate::cancel::Cancel, &AtomicU64),
     tick: impl FnMut(usize),
     found: impl FnMut(plan::Found),
 ) -> Result<WalkOutcome, BackupError> {
@@ -136,7 +149,10 @@ fn scan_and_triage(
             None
         }
         scan::Walked::Entry(e) => {
-            scanned += u64::from(e.kind.has_content());
+            if e.kind.has_content() {
+                scanned += 1;
+                found_so_far.store(scanned, Ordering::Relaxed);
+            }
             Some(e)
         }
         scan::Walked::Skipped(p) => {

@@ -50,12 +50,13 @@ pub enum ConfineError {
         rel: PathBuf,
     },
     /// The operating system refused an operation on `at`.
-    #[error("{}: {source}", .at.display())]
+    #[error("{}: {cause}", .at.display())]
     Io {
         /// The entry, as root joined with the relative path up to it.
         at: PathBuf,
-        /// The error the system call returned.
-        source: io::Error,
+        /// The error the system call returned (named in the message, so
+        /// not also the error's source: a chain printed with `{:#}` names it once).
+        cause: io::Error,
     },
 }
 
@@ -64,7 +65,7 @@ impl From<ConfineError> for io::Error {
         let kind = match &e {
             ConfineError::Symlink { .. } | ConfineError::NotDir { .. } => io::ErrorKind::NotADirectory,
             ConfineError::NotRelative { .. } => io::ErrorKind::InvalidInput,
-            ConfineError::Io { source, .. } => source.kind(),
+            ConfineError::Io { cause, .. } => cause.kind(),
         };
         io::Error::new(kind, e)
     }
@@ -108,7 +109,7 @@ impl Root {
         let dir =
             Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(|source| ConfineError::Io {
                 at: path.to_path_buf(),
-                source,
+                cause: source,
             })?;
         Ok(Self {
             dir,
@@ -181,7 +182,7 @@ impl Root {
         };
         let io_at = |at: &Path, source| ConfineError::Io {
             at: self.path.join(at),
-            source,
+            cause: source,
         };
         let mut dir = self.dir.try_clone().map_err(|e| io_at(Path::new(""), e))?;
         let mut at = PathBuf::new();
@@ -230,7 +231,7 @@ impl Root {
     fn descend(&self, names: &[&OsStr], create: Create) -> Result<(Dir, Vec<PathBuf>), ConfineError> {
         let io_at = |at: &Path, source| ConfineError::Io {
             at: self.path.join(at),
-            source,
+            cause: source,
         };
         let mut dir = self.dir.try_clone().map_err(|e| io_at(Path::new(""), e))?;
         let mut rel = PathBuf::new();
@@ -268,7 +269,7 @@ impl Root {
                 root: self.path.clone(),
             },
             Ok(md) if !md.is_dir() => ConfineError::NotDir { at },
-            _ => ConfineError::Io { at, source },
+            _ => ConfineError::Io { at, cause: source },
         }
     }
 }
@@ -440,7 +441,7 @@ mod tests {
         std::fs::create_dir(tmp.path().join("a")).unwrap();
         let root = Root::open(tmp.path()).unwrap();
         let err = root.parent(Path::new("a/b/c/f"), Create::No).unwrap_err();
-        assert!(matches!(&err, ConfineError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(matches!(&err, ConfineError::Io { cause, .. } if cause.kind() == io::ErrorKind::NotFound));
 
         let (_, created) = root.open_dir(Path::new("a/b/c"), Create::Mode(0o700)).unwrap();
         assert_eq!(created, vec![PathBuf::from("a/b"), PathBuf::from("a/b/c")]);

@@ -389,18 +389,52 @@ pub struct Decided {
     pub refresh: Vec<FileRow>,
 }
 
+/// Content this run confirmed the bucket holds, by (blake3, size): the
+/// objects of files a run hashed again and found unchanged ([`decide`]'s
+/// refreshed rows). Their rows in the state may still be racy (written
+/// back with their chunk, or racy still: an mtime in the future), so the
+/// state's lookup passes them over; yet the run just read those bytes and
+/// leaves the objects as they are, so they are copy sources for the rest
+/// of the run. One entry per refreshed file (racy rows are few).
+#[derive(Debug, Default)]
+pub struct Confirmed(std::collections::HashMap<(String, u64), CopySource>);
+
+impl Confirmed {
+    /// A copy source for `blake3` and `size` this run confirmed, if any.
+    pub fn get(&self, blake3: &str, size: u64) -> Option<CopySource> {
+        self.0.get(&(blake3.to_string(), size)).cloned()
+    }
+
+    /// Remembers that `row`'s object holds its content (the first one wins).
+    fn add(&mut self, row: &FileRow) {
+        self.0
+            .entry((row.blake3.clone(), row.size))
+            .or_insert_with(|| CopySource {
+                path: row.path.clone(),
+                etag: row.etag.clone(),
+            });
+    }
+}
+
 /// Decides for each hashed file, as the backup does chunk by chunk while
-/// the walk goes on: `decide_file` with `copy_source(blake3, size)`
-/// naming an object the bucket holds those bytes under (the backup asks
+/// the walk goes on: `decide_file` with, as the copy source, content this
+/// run `confirmed` (files found unchanged by their hash, this chunk's
+/// included, see [`Confirmed`]), else `copy_source(blake3, size)` naming
+/// an object the bucket holds those bytes under (the backup asks
 /// [`copy_source`] about the state's rows, each path statted now).
 pub fn decide(
     hashed: impl IntoIterator<Item = (ScanEntry, Option<FileRow>, Hashed)>,
+    confirmed: &mut Confirmed,
     mut copy_source: impl FnMut(&str, u64) -> Option<CopySource>,
 ) -> Decided {
     let mut decided = Decided::default();
     for (entry, old, hashed) in hashed {
-        match decide_file(entry, old, hashed, &mut copy_source) {
-            Decision::Refresh(row) => decided.refresh.push(row),
+        let lookup = |hash: &str, size: u64| confirmed.get(hash, size).or_else(|| copy_source(hash, size));
+        match decide_file(entry, old, hashed, lookup) {
+            Decision::Refresh(row) => {
+                confirmed.add(&row);
+                decided.refresh.push(row);
+            }
             Decision::Act(action) => decided.actions.push(action),
         }
     }
@@ -585,7 +619,9 @@ mod tests {
             let bodies = BodyDigests::default();
             Some((entry, old, Hashed { blake3, bodies }))
         });
-        let decided = super::decide(hashed, |hash, size| copy_source(holders(hash, size), &mut now));
+        let decided = super::decide(hashed, &mut Confirmed::default(), |hash, size| {
+            copy_source(holders(hash, size), &mut now)
+        });
         let unchanged = triage.unchanged + decided.refresh.len() as u64;
         let rest = triage.into_rest(delete);
         let mut transfers = rest.touches;
@@ -1014,5 +1050,32 @@ mod tests {
         let t = collect(vec![dir.clone()], vec![], HashMap::new(), false);
         assert_eq!(t.dirs, [dir]);
         assert!(t.to_hash.is_empty());
+    }
+
+    /// A file found unchanged by its hash (its row racy) is a copy source
+    /// for a duplicate later in the same chunk, before the state's lookup
+    /// (which finds nothing: the row is racy until the chunk is written).
+    #[test]
+    fn a_file_confirmed_by_its_hash_is_a_copy_source_in_its_own_chunk() {
+        let racy = FileRow {
+            checked_ns: 1_000,
+            ..row("a", 3, 1_000, "h1")
+        };
+        let hashed = |blake3: &str| Hashed {
+            blake3: blake3.into(),
+            bodies: BodyDigests::default(),
+        };
+        let chunk = vec![
+            (file("a", 3, 1_000), Some(racy), hashed("h1")),
+            (file("z", 3, 5_000), None, hashed("h1")),
+        ];
+        let mut confirmed = Confirmed::default();
+        let decided = super::decide(chunk, &mut confirmed, |_, _| None);
+        assert_eq!(decided.refresh.len(), 1);
+        assert_eq!(
+            decided.actions.iter().map(Action::describe).collect::<Vec<_>>(),
+            ["copy a -> z"]
+        );
+        assert_eq!(confirmed.get("h1", 3).map(|c| c.path), Some("a".to_string()));
     }
 }

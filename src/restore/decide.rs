@@ -106,7 +106,7 @@ fn local(what: &'static str, shown: &Path, source: std::io::Error) -> FetchError
     FetchError::Local {
         what,
         path: shown.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

@@ -186,7 +186,7 @@ impl Dest {
         }
         match self.parent(rel, Create::No) {
             Ok(found) => Ok(Some(found)),
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -211,7 +211,7 @@ impl Dest {
         let dir = if parent.is_empty() {
             root.dir().try_clone().map_err(|source| ConfineError::Io {
                 at: root.path().to_path_buf(),
-                source,
+                cause: source,
             })?
         } else {
             let (dir, created) = root.open_dir(Path::new(&crate::fs::names::decode(parent)), create)?;

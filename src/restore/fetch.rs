@@ -101,25 +101,25 @@ pub enum FetchError {
     #[error("'{}' is a directory; not replacing it with a file", .0.display())]
     DirInTheWay(PathBuf),
     /// A local step on a named path failed.
-    #[error("{what} '{}': {source}", path.display())]
+    #[error("{what} '{}': {cause}", path.display())]
     Local {
         /// The step: "checking", "reading", "writing", "creating a temporary file in".
         what: &'static str,
         /// The path under DEST.
         path: PathBuf,
-        /// The system's error.
-        source: std::io::Error,
+        /// The system's error (named in the message, so not also the source).
+        cause: std::io::Error,
     },
     /// A directory on the way in DEST is a link or a file, or cannot be reached.
     #[error(transparent)]
     Confine(#[from] crate::fs::confine::ConfineError),
     /// Reading back the temporary file failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Download {
         /// The step, e.g. "re-reading the download".
         what: &'static str,
-        /// The system's error.
-        source: std::io::Error,
+        /// The system's error (named in the message, so not also the source).
+        cause: std::io::Error,
     },
 }
 
@@ -219,7 +219,7 @@ impl Fetcher {
         let tmp = TempFile::create(f.dir).map_err(|source| FetchError::Local {
             what: "creating a temporary file in",
             path: f.shown.parent().unwrap_or(f.shown).to_path_buf(),
-            source,
+            cause: source,
         })?;
         let file = tmp.file();
         let Downloaded { remote, received } = self.download(f.key, item, Some(file)).await?;
@@ -231,7 +231,7 @@ impl Fetcher {
             let mut target = Vec::with_capacity(received as usize);
             std::io::copy(&mut ReadAt::new(file), &mut target).map_err(|source| FetchError::Download {
                 what: "reading the download",
-                source,
+                cause: source,
             })?;
             return Ok(Fetched::Link {
                 target,
@@ -256,7 +256,7 @@ impl Fetcher {
         .map_err(|source| FetchError::Local {
             what: "writing",
             path: f.shown.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Ok(Fetched::File(received))
     }
@@ -365,7 +365,7 @@ impl Fetcher {
 async fn hash_file(file: &File) -> Result<blake3::Hasher, FetchError> {
     let reread = |source| FetchError::Download {
         what: "re-reading the download",
-        source,
+        cause: source,
     };
     let file = file.try_clone().map_err(reread)?;
     tokio::task::spawn_blocking(move || {

@@ -160,8 +160,9 @@ pub enum RestoreError {
     NoMatch(String),
     /// A requested path that can never name a file of a backup (absolute,
     /// `..`, an empty segment); the command line refuses these first.
+    /// (The message names the cause, so it is not also the source.)
     #[error("requested path: {0}")]
-    BadPath(#[from] crate::fs::safe_path::UnsafePath),
+    BadPath(crate::fs::safe_path::UnsafePath),
     /// The store failed.
     #[error("{target}: {cause}")]
     Store {
@@ -207,7 +208,8 @@ pub async fn run_with_progress(
         &opts.filters,
         store_in_dest.clone(),
         progress.clone(),
-    )?;
+    )
+    .map_err(RestoreError::BadPath)?;
     let Source {
         name,
         listing_notice,

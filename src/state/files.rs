@@ -174,16 +174,20 @@ impl StateDb {
             .map_err(self.err())
     }
 
-    /// Removes the rows of `paths` in one transaction and returns them.
+    /// Removes the rows of `paths` in one transaction and returns them;
+    /// the paths whose second field is true are to be deleted, and are
+    /// recorded in the `deleting` table in the same transaction.
     ///
     /// A backup calls this before it replaces or deletes those objects: a
     /// run killed halfway then leaves no row claiming content the bucket
     /// may no longer hold (which a later run could pick as a copy source),
-    /// only rows it can trust and paths it will look at afresh.
+    /// only rows it can trust and paths it will look at afresh; and no
+    /// object it was about to delete unclaimed: the next run finishes the
+    /// deletes [`StateDb::deletes_under_way`] lists.
     ///
     /// # Errors
     /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
-    pub fn take_rows(&mut self, set_id: i64, paths: &[&str]) -> StateResult<Vec<FileRow>> {
+    pub fn take_rows(&mut self, set_id: i64, paths: &[(&str, bool)]) -> StateResult<Vec<FileRow>> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
             path: path.clone(),
@@ -201,13 +205,21 @@ impl StateDb {
             let mut remove = tx
                 .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
                 .map_err(err)?;
-            for p in paths {
+            let mut deleting = tx
+                .prepare_cached("INSERT OR REPLACE INTO deleting (set_id, path, kind) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for &(p, delete) in paths {
                 if let Some(row) = select
                     .query_row(params![set_id, p], row_to_file)
                     .optional()
                     .map_err(err)?
                 {
                     remove.execute(params![set_id, p]).map_err(err)?;
+                    if delete {
+                        deleting
+                            .execute(params![set_id, p, kind_code(row.kind)])
+                            .map_err(err)?;
+                    }
                     taken.push(row);
                 }
             }
@@ -216,7 +228,10 @@ impl StateDb {
         Ok(taken)
     }
 
-    /// Applies a batch of changes in one transaction.
+    /// Applies a batch of changes in one transaction. A change to a path
+    /// ends any delete under way there (see [`StateDb::take_rows`]): the
+    /// store confirmed it (the row is removed) or refused it (the row comes
+    /// back), or the path was written anew.
     ///
     /// # Errors
     /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
@@ -239,7 +254,15 @@ impl StateDb {
             let mut remove = tx
                 .prepare_cached("DELETE FROM files WHERE set_id = ?1 AND path = ?2")
                 .map_err(err)?;
+            let mut done = tx
+                .prepare_cached("DELETE FROM deleting WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
             for change in changes {
+                let path = match change {
+                    FileChange::Upsert(r) => &r.path,
+                    FileChange::Remove(p) => p,
+                };
+                done.execute(params![set_id, path]).map_err(err)?;
                 match change {
                     FileChange::Upsert(r) => upsert.execute(params![
                         set_id,
@@ -264,6 +287,49 @@ impl StateDb {
             }
         }
         tx.commit().map_err(err)
+    }
+}
+
+impl StateDb {
+    /// The deletes a killed run left under way (see [`StateDb::take_rows`]):
+    /// each path, and whether it has an object (not a directory's row).
+    /// A path that has a row again (rebuilt from a snapshot, or written
+    /// since) is left out and forgotten: its object is that row's.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn deletes_under_way(&self, set_id: i64) -> StateResult<Vec<(String, bool)>> {
+        self.conn
+            .execute(
+                "DELETE FROM deleting WHERE set_id = ?1
+                 AND path IN (SELECT path FROM files WHERE set_id = ?1)",
+                [set_id],
+            )
+            .map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, kind FROM deleting WHERE set_id = ?1 ORDER BY path")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([set_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? != "d"))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Forgets a delete under way whose object the store confirmed gone.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn delete_done(&self, set_id: i64, path: &str) -> StateResult<()> {
+        self.conn
+            .execute(
+                "DELETE FROM deleting WHERE set_id = ?1 AND path = ?2",
+                params![set_id, path],
+            )
+            .map(drop)
+            .map_err(self.err())
     }
 }
 

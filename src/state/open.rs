@@ -14,6 +14,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_symlinks_and_upload_journal.sql"),
     include_str!("../../migrations/0003_change_time_and_inode.sql"),
+    include_str!("../../migrations/0004_deletes_under_way.sql"),
 ];
 
 impl StateDb {

@@ -62,6 +62,7 @@ mod crash;
 mod damaged;
 mod edge;
 mod edge_fs;
+mod engine;
 mod faults;
 mod filters;
 mod help;

@@ -412,3 +412,107 @@ fn a_file_that_cannot_be_replaced_blocks_the_directory_written_over_it_on_moto()
     assert_eq!(store.objects(), expected_objects(&env.src));
     assert_restores_exactly(&env, S3_TARGET, "after the delete went through");
 }
+
+/// A directory a filter leaves out that becomes a file or a symlink at the
+/// same path (issue 14): README promises a path a filter leaves out is
+/// never deleted, and a type change is no exception. The objects under
+/// the excluded `cache/` stay; the new `cache` conflicts with them (one
+/// tree cannot hold both), so it fails by name (exit 3) and nothing is
+/// deleted; once `cache` is excluded too, nothing happens at all. With
+/// and without `--delete`.
+fn an_excluded_directory_that_changes_type_keeps_its_objects(kind: &str) {
+    for (new_kind, extra) in [
+        ("file", &[][..]),
+        ("file", &["--delete"][..]),
+        ("symlink", &[][..]),
+        ("symlink", &["--delete"][..]),
+    ] {
+        let Some((store, env)) = Store::open(kind) else {
+            return;
+        };
+        let target = store.target();
+        env.write("top", "top")
+            .write("cache/a", "a")
+            .write("cache/sub/b", "b");
+        env.backup_ok(&target, extra);
+        let stored = store.objects();
+
+        remove_dir(&env, "cache");
+        match new_kind {
+            "file" => env.write("cache", "now a file"),
+            _ => env.symlink("top", "cache"),
+        };
+        let what = format!("{kind} {new_kind} {extra:?}");
+        let args = [&["--json", "--exclude", "cache/"][..], extra].concat();
+        let r = env.backup(&target, &args);
+        r.expect_code(3);
+        let s = r.summary();
+        assert_eq!((s.deleted, s.failed), (0, 1), "{what}: {}", r.show());
+        let failure = s
+            .failures
+            .iter()
+            .find(|f| f.path == "cache")
+            .unwrap_or_else(|| panic!("{what}: {}", r.show()));
+        assert!(
+            failure.error.contains("filter") && failure.error.contains("cache/"),
+            "{what}: {failure:?}"
+        );
+        assert_eq!(store.objects(), stored, "{what}: the excluded objects stay");
+
+        // The new entry left out too: nothing to do, nothing deleted.
+        let args = [&["--exclude", "cache/", "--exclude", "cache"][..], extra].concat();
+        let s = env.backup_ok(&target, &args);
+        assert_eq!((s.deleted, s.failed, s.uploaded), (0, 0, 0), "{what}: {s:?}");
+        assert_eq!(store.objects(), stored, "{what}");
+    }
+}
+
+#[test]
+fn an_excluded_directory_that_becomes_a_file_keeps_its_objects_on_the_local_store() {
+    an_excluded_directory_that_changes_type_keeps_its_objects("local");
+}
+
+#[test]
+fn an_excluded_directory_that_becomes_a_file_keeps_its_objects_on_s3() {
+    an_excluded_directory_that_changes_type_keeps_its_objects("s3");
+}
+
+/// The other way: a file a filter now leaves out (`--exclude x`) whose
+/// path became a directory whose contents an `--include` takes: the
+/// file's object stays, and each entry under `x/` fails by name.
+fn an_excluded_file_that_becomes_a_directory_keeps_its_object(kind: &str) {
+    for extra in [&[][..], &["--delete"][..]] {
+        let Some((store, env)) = Store::open(kind) else {
+            return;
+        };
+        let target = store.target();
+        env.write("top", "top").write("x", "a file");
+        env.backup_ok(&target, extra);
+        let stored = store.objects();
+
+        env.remove("x");
+        env.write("x/a", "under a directory now");
+        let args = [&["--json", "--exclude", "x", "--include", "x/a"][..], extra].concat();
+        let r = env.backup(&target, &args);
+        r.expect_code(3);
+        let s = r.summary();
+        assert_eq!((s.deleted, s.uploaded), (0, 0), "{kind} {extra:?}: {}", r.show());
+        let failed: Vec<&str> = s.failures.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(failed, ["x/a"], "{kind} {extra:?}: {}", r.show());
+        assert_eq!(
+            store.objects(),
+            stored,
+            "{kind} {extra:?}: the excluded object stays"
+        );
+    }
+}
+
+#[test]
+fn an_excluded_file_that_becomes_a_directory_keeps_its_object_on_the_local_store() {
+    an_excluded_file_that_becomes_a_directory_keeps_its_object("local");
+}
+
+#[test]
+fn an_excluded_file_that_becomes_a_directory_keeps_its_object_on_s3() {
+    an_excluded_file_that_becomes_a_directory_keeps_its_object("s3");
+}

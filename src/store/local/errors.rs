@@ -40,7 +40,7 @@ pub(super) fn confine_error(e: ConfineError, what: &str) -> StoreError {
     match e {
         ConfineError::Symlink { .. } | ConfineError::NotRelative { .. } => StoreError::Fatal(text),
         ConfineError::NotDir { .. } => StoreError::NotFound(text),
-        ConfineError::Io { source, .. } => by_kind(source.kind(), text),
+        ConfineError::Io { cause, .. } => by_kind(cause.kind(), text),
     }
 }
 

@@ -290,8 +290,8 @@ impl ObjectStore for LocalStore {
         self.complete_multipart(key, upload_id, parts).await
     }
 
-    async fn pending_uploads(&self, _prefix: &str) -> StoreResult<Vec<PendingUpload>> {
-        self.pending_uploads().await
+    async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        self.pending_uploads(prefix).await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
@@ -329,7 +329,7 @@ impl ObjectStore for LocalStore {
         tokio::task::spawn_blocking(move || {
             let root = match Root::open(&root) {
                 Ok(root) => root,
-                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return,
+                Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(confine_error(e, "listing")));
                     return;

@@ -1,7 +1,10 @@
 //! Multipart uploads in a directory: each open upload is a directory
-//! `upload-ID` in the temporary area holding a `meta` line and one file
-//! per part; completing one writes the parts, in order, to a temporary
-//! file renamed into place like any other write.
+//! `upload-ID` in the temporary area holding a `meta` file (a line of the
+//! object's metadata, then a line with its key) and one file per part;
+//! completing one writes the parts, in order, to a temporary file renamed
+//! into place like any other write. The key lets a listing keep to a
+//! prefix, as S3's does: sets with other prefixes in one store never see
+//! (nor abort) each other's uploads.
 
 use std::io::{self, Write};
 
@@ -24,7 +27,7 @@ impl LocalStore {
         check_key(key)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
         let name = upload_name(&upload_id)?;
-        let meta_line = format!("{} {} {}", meta.mtime_ns, meta.mode, meta.blake3);
+        let meta_line = format!("{} {} {}\n{key}", meta.mtime_ns, meta.mode, meta.blake3);
         let this = self.clone();
         blocking(move || {
             let what = |e| {
@@ -115,8 +118,8 @@ impl LocalStore {
             let what = |e| io_error(e, &format!("completing upload '{upload_id}'"));
             let root = this.open_root()?;
             let dir = this.upload_dir(&root, &upload_id)?;
-            let meta_line = dir.read_to_string("meta").map_err(what)?;
-            let mut fields = meta_line.split(' ');
+            let meta_text = dir.read_to_string("meta").map_err(what)?;
+            let mut fields = meta_text.lines().next().unwrap_or_default().split(' ');
             let meta = ObjectMeta {
                 mtime_ns: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0),
                 mode: fields.next().and_then(|f| f.parse().ok()).unwrap_or(0o644),
@@ -143,14 +146,17 @@ impl LocalStore {
         .await
     }
 
-    /// The uploads left open in the temporary area.
-    pub(super) async fn pending_uploads(&self) -> StoreResult<Vec<PendingUpload>> {
-        let this = self.clone();
+    /// The uploads left open in the temporary area for keys under `prefix`
+    /// (a string prefix, as S3's). An upload begun by a version that did
+    /// not record its key is listed, with an empty key, only for the empty
+    /// prefix (which takes every key).
+    pub(super) async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        let (this, prefix) = (self.clone(), prefix.to_string());
         blocking(move || {
             let what = |e| io_error(e, &format!("listing '{}'", this.root.join(TMP).display()));
             let root = match Root::open(&this.root) {
                 Ok(root) => root,
-                Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {
                     return Ok(Vec::new());
                 }
                 Err(e) => return Err(confine_error(e, "opening the store")),
@@ -173,8 +179,18 @@ impl LocalStore {
                 let Some(md) = entry.metadata().ok().filter(|md| md.is_dir()) else {
                     continue;
                 };
+                let key = tmp
+                    .open_dir_nofollow(entry.file_name())
+                    .and_then(|dir| dir.read_to_string("meta"))
+                    .ok()
+                    .and_then(|text| text.lines().nth(1).map(str::to_string));
+                let key = match key {
+                    Some(key) if key.starts_with(&prefix) => key,
+                    None if prefix.is_empty() => String::new(),
+                    _ => continue,
+                };
                 open.push(PendingUpload {
-                    key: String::new(),
+                    key,
                     upload_id,
                     initiated_secs: Some(Stat::of(&md).mtime_ns.div_euclid(1_000_000_000)),
                 });
@@ -203,5 +219,53 @@ impl LocalStore {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{ObjectMeta, ObjectStore};
+
+    /// An open upload is listed with its key, and only under a prefix of
+    /// that key (it was listed, keyless, under every prefix): so a run
+    /// finds the uploads of a key whose beginning it never heard about,
+    /// and never those of keys outside its prefix.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_uploads_are_listed_by_key_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::LocalStore::new(dir.path().join("store"));
+        store.prepare(true).await.unwrap();
+        let meta = ObjectMeta {
+            mtime_ns: 1,
+            mode: 0o644,
+            blake3: "b".into(),
+            symlink: false,
+        };
+        let a = ObjectStore::create_multipart(&store, "one/big.bin", &meta)
+            .await
+            .unwrap();
+        let b = ObjectStore::create_multipart(&store, "two/big.bin", &meta)
+            .await
+            .unwrap();
+        let listed = |prefix: &'static str| {
+            let store = store.clone();
+            async move {
+                let mut l: Vec<(String, String)> = ObjectStore::pending_uploads(&store, prefix)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| (p.key, p.upload_id))
+                    .collect();
+                l.sort();
+                l
+            }
+        };
+        assert_eq!(listed("one/").await, [("one/big.bin".to_string(), a.clone())]);
+        assert_eq!(
+            listed("two/big.bin").await,
+            [("two/big.bin".to_string(), b.clone())]
+        );
+        assert_eq!(listed("").await.len(), 2);
+        assert!(listed("three/").await.is_empty());
     }
 }

@@ -113,7 +113,7 @@ impl LocalStore {
     pub(super) fn tmp_dir(&self, root: &Root, create: Create) -> StoreResult<Option<Dir>> {
         match root.open_dir(Path::new(TMP), create) {
             Ok((dir, _)) => Ok(Some(dir)),
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(confine_error(e, "opening the temporary area")),
         }
     }
@@ -214,7 +214,7 @@ impl LocalStore {
         let rel = check_key(key)?;
         let root = match Root::open(&self.root) {
             Ok(root) => root,
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(confine_error(e, "opening the store")),
         };
         let parent = match root.parent(rel, Create::No) {
@@ -222,7 +222,7 @@ impl LocalStore {
             // No object of the store can be beneath a link or a file, and
             // nothing beyond one is deleted.
             Err(ConfineError::Symlink { .. } | ConfineError::NotDir { .. }) => return Ok(()),
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(confine_error(e, "deleting")),
         };
         match parent.dir.remove_file_or_symlink(&parent.name) {

@@ -45,7 +45,7 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
             return;
         }
         Err(ConfineError::NotDir { .. }) => return,
-        Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return,
+        Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
             emit(Err(confine_error(e, "listing")));
             return;
