@@ -17,7 +17,7 @@ use super::rebuild::{self, RebuildError};
 use crate::fs::scan;
 use crate::manifest;
 use crate::snapshots::SnapshotError;
-use crate::state::{RunLock, StateDb, StateError};
+use crate::state::{RunLock, StateDb};
 use crate::store::{self, ObjectStore, Prepared, StoreError};
 
 /// What the later stages need from an opened run.
@@ -130,13 +130,8 @@ fn dry_run_state(
     set_target: &str,
 ) -> Result<(StateDb, PathBuf), BackupError> {
     if path.exists() {
-        let db = match StateDb::open_read_only(path) {
-            Err(StateError::TooOld { .. }) => {
-                std::fs::copy(path, scratch).map_err(BackupError::Scratch)?;
-                return Ok((StateDb::open(scratch)?, scratch.to_path_buf()));
-            }
-            other => other?,
-        };
+        // An older schema is read from an upgraded scratch copy.
+        let db = StateDb::open_read_only(path)?;
         let known = db
             .find_set(source, set_target)?
             .map(|id| db.has_rows(id))

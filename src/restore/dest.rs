@@ -158,7 +158,7 @@ impl Dest {
                 || self.root.as_ref().is_some_and(|root| {
                     matches!(
                         root.open_dir(Path::new(&crate::fs::names::decode(here)), Create::No),
-                        Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound
+                        Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound
                     )
                 });
             if missing {
@@ -324,7 +324,7 @@ impl Dest {
     fn root(&self) -> Result<&Root, ConfineError> {
         self.root.as_ref().ok_or_else(|| ConfineError::Io {
             at: self.path.clone(),
-            source: io::ErrorKind::NotFound.into(),
+            cause: io::ErrorKind::NotFound.into(),
         })
     }
 
@@ -348,7 +348,7 @@ impl Dest {
         };
         match root.open_dir(Path::new(&rel), Create::No) {
             Ok(_) => Ok(()),
-            Err(ConfineError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {
                 self.plan_dirs(planned, path);
                 Ok(())
             }

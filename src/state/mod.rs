@@ -15,8 +15,9 @@
 //! [`StateDb::open_read_only`], which never writes the file, takes no
 //! lock a backup would wait on, and works on a read-only copy (a 0444
 //! file in a 0555 directory, where SQLite cannot create its `-shm` file:
-//! then it is opened `immutable`). A file too old for them is refused
-//! with the command that upgrades it ([`StateError::TooOld`]).
+//! then it is opened `immutable`). A file older than this build is read
+//! through an upgraded scratch copy, and stays as it is until a writer
+//! upgrades it.
 //!
 //! Concurrency: WAL mode lets readers (`state` commands) run beside a backup;
 //! a backup takes an exclusive lock file per set (`runs.rs`), so two runs
@@ -76,18 +77,6 @@ pub enum StateError {
         /// The newest this build knows.
         known: i64,
     },
-    /// Written by an older s3backup, for a command that only reads.
-    #[error(
-        "state file '{path}' has schema version {found}, older than this s3backup's ({known}); commands that only read never upgrade it: run a backup with it once ('s3backup backup SOURCE TARGET', or 'backup --set NAME') or 's3backup state rebuild SOURCE TARGET', which upgrade it"
-    )]
-    TooOld {
-        /// The state file.
-        path: PathBuf,
-        /// Its schema version.
-        found: i64,
-        /// The newest this build knows.
-        known: i64,
-    },
     /// The directory the state file lives in cannot hold it: it cannot be
     /// made, is not a directory, or does not let this user create files
     /// (SQLite must create the `-wal` and `-shm` files beside the state
@@ -139,6 +128,9 @@ pub type StateResult<T> = Result<T, StateError>;
 pub struct StateDb {
     conn: Connection,
     path: PathBuf,
+    /// For an older state file opened to read only: the directory of the
+    /// upgraded copy `conn` reads, removed when this is dropped.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl StateDb {

@@ -113,6 +113,7 @@ impl StateDb {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            _scratch: None,
         })
     }
 
@@ -124,9 +125,15 @@ impl StateDb {
     /// a writer stopped before setting it up, or empty) holds nothing: it
     /// is read as an empty state, and left as it is.
     ///
+    /// A file written by an older s3backup is not upgraded (only writers
+    /// do that): a copy of it, with its `-wal` (commits not yet folded
+    /// into the file), is upgraded in a scratch directory and read instead,
+    /// so `state`, `snapshots` and `verify` work right after an upgrade of
+    /// s3backup, before its first backup.
+    ///
     /// # Errors
-    /// [`StateError::TooOld`] for a schema older than this build's (only
-    /// writers upgrade), [`StateError::TooNew`] for a newer one,
+    /// [`StateError::TooNew`] for a schema newer than this build's,
+    /// [`StateError::Io`] if the scratch copy of an older one fails,
     /// [`StateError::Sqlite`] if SQLite cannot read it.
     pub fn open_read_only(path: &Path) -> StateResult<Self> {
         let err = |cause| StateError::Sqlite {
@@ -167,6 +174,7 @@ impl StateDb {
             return Ok(Self {
                 conn: empty,
                 path: path.to_path_buf(),
+                _scratch: None,
             });
         };
         conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -174,10 +182,36 @@ impl StateDb {
         let known = MIGRATIONS.len() as i64;
         let (path, found) = (path.to_path_buf(), found);
         match found.cmp(&known) {
-            std::cmp::Ordering::Less => Err(StateError::TooOld { path, found, known }),
+            std::cmp::Ordering::Less => Self::open_upgraded_copy(&path),
             std::cmp::Ordering::Greater => Err(StateError::TooNew { path, found, known }),
-            std::cmp::Ordering::Equal => Ok(Self { conn, path }),
+            std::cmp::Ordering::Equal => Ok(Self {
+                conn,
+                path,
+                _scratch: None,
+            }),
         }
+    }
+
+    /// An upgraded scratch copy of the older state file at `path` (see
+    /// [`StateDb::open_read_only`]); its messages still name `path`.
+    fn open_upgraded_copy(path: &Path) -> StateResult<Self> {
+        let io = |cause| StateError::Io {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let scratch = tempfile::tempdir().map_err(io)?;
+        let copy = scratch.path().join("state.db");
+        std::fs::copy(path, &copy).map_err(io)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        match std::fs::copy(&wal, scratch.path().join("state.db-wal")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut db = Self::open(&copy)?;
+        db.path = path.to_path_buf();
+        db._scratch = Some(scratch);
+        Ok(db)
     }
 
     fn init(mut conn: Connection, path: &Path) -> StateResult<Self> {
@@ -195,6 +229,7 @@ impl StateDb {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            _scratch: None,
         })
     }
 }
