@@ -87,7 +87,7 @@ impl OwnFiles {
         let mut own = OwnFiles::default();
         for path in state_paths {
             own.add_state(path, true);
-            if let Ok(canonical) = std::fs::canonicalize(path) {
+            if let Ok(canonical) = crate::fs::winpath::canonicalize(path) {
                 own.add_state(&canonical, false);
             }
         }

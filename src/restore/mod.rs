@@ -329,7 +329,7 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
     let created = !opts.dest.exists();
     std::fs::create_dir_all(&opts.dest).map_err(dest_err)?;
-    let path = opts.dest.canonicalize().map_err(dest_err)?;
+    let path = crate::fs::winpath::canonicalize(&opts.dest).map_err(dest_err)?;
     let dest =
         Dest::open(&path, ModePolicy::new(opts.preserve_special_bits)).map_err(|e| dest_err(e.into()))?;
     Ok((dest, created))
