@@ -136,7 +136,17 @@ pub fn plain(path: PathBuf) -> PathBuf {
 /// Those of `std::fs::canonicalize` (the path does not exist, a component
 /// cannot be read).
 pub fn canonicalize(path: &Path) -> std::io::Result<PathBuf> {
-    std::fs::canonicalize(path).map(plain)
+    match std::fs::canonicalize(path) {
+        Ok(real) => Ok(plain(real)),
+        // wine 8 answers the final-path query of a path longer than 260
+        // characters with ERROR_MORE_DATA (234), which std does not retry;
+        // the absolute path (links not resolved) still names the place.
+        Err(e) if cfg!(windows) && e.raw_os_error() == Some(234) => {
+            std::fs::metadata(path)?;
+            std::path::absolute(path).map(plain)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
