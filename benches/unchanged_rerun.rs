@@ -117,6 +117,7 @@ fn backup(work: &Path, state: &str, src: &Path, target: &str, extra: &[&str]) ->
 }
 
 /// Runs a command to completion; returns its wall time and peak RSS in MB.
+#[cfg(unix)]
 fn timed(cmd: &mut Command) -> (Duration, f64) {
     let start = Instant::now();
     #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives the rusage
@@ -132,6 +133,17 @@ fn timed(cmd: &mut Command) -> (Duration, f64) {
         "{cmd:?} failed"
     );
     (took, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// Runs a command to completion; returns its wall time and 0 for the peak
+/// RSS, which std cannot read for a child outside Unix (`wait4`).
+#[cfg(not(unix))]
+fn timed(cmd: &mut Command) -> (Duration, f64) {
+    let start = Instant::now();
+    let status = cmd.status().expect("spawn");
+    let took = start.elapsed();
+    assert!(status.success(), "{cmd:?} failed");
+    (took, 0.0)
 }
 
 fn report(what: &str, runs: &[(Duration, f64)]) {

@@ -10,9 +10,17 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
+use crate::fs::winpath::{WindowsForm, windows_form};
+
 /// The text shown whenever a target cannot be parsed.
+#[cfg(not(windows))]
 pub(crate) const VALID_FORMS: &str =
     "valid forms: bucket::prefix, s3://bucket/prefix, file:///path, /path, ./path, ../path, ~/path";
+
+/// The text shown whenever a target cannot be parsed (Windows adds its
+/// drive, network and verbatim paths).
+#[cfg(windows)]
+pub(crate) const VALID_FORMS: &str = r"valid forms: bucket::prefix, s3://bucket/prefix, file:///C:/path, C:\path, C:/path, \\server\share\path, \\?\C:\path, .\path, ..\path, ~\path";
 
 /// A parsed backup destination: an S3 bucket and key prefix, or a local directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +89,7 @@ pub(crate) fn real_path(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut base = abs.as_path();
     loop {
-        if let Ok(c) = std::fs::canonicalize(base) {
+        if let Ok(c) = crate::fs::winpath::canonicalize(base) {
             let mut out = c;
             for part in rest.iter().rev() {
                 match part {
@@ -139,15 +147,25 @@ impl FromStr for Target {
                     ),
                 ));
             }
+            // file:///C:/x names the drive path C:/x on Windows.
+            if cfg!(windows)
+                && let Some(drive) = rest.strip_prefix('/')
+                && windows_form(drive) == Some(WindowsForm::Drive)
+            {
+                return local(drive);
+            }
             return local(rest);
+        }
+        if let Some(form) = windows_form(text) {
+            return windows_path(text, form);
         }
         if is_explicit_path(text) {
             return local(text);
         }
-        if text == "~" || text.starts_with("~/") {
+        if text == "~" || text.starts_with("~/") || (cfg!(windows) && text.starts_with("~\\")) {
             let home = dirs::home_dir()
                 .ok_or_else(|| TargetError::new(text, "cannot find the home directory for '~'"))?;
-            let rest = text.trim_start_matches('~').trim_start_matches('/');
+            let rest = text.trim_start_matches('~').trim_start_matches(['/', '\\']);
             return Ok(Target::Local {
                 root: home.join(rest),
             });
@@ -177,6 +195,25 @@ impl FromStr for Target {
 /// Whether `text` is unmistakably a path: absolute, or starting with `.`/`..`.
 fn is_explicit_path(text: &str) -> bool {
     text.starts_with('/') || text.starts_with("./") || text.starts_with("../") || text == "." || text == ".."
+}
+
+/// A target spelled as a Windows path ([`windows_form`]): a local store on
+/// Windows; refused elsewhere, where `C:\x` would be a strange relative
+/// directory name that no one means, and refused everywhere when it does
+/// not name one fixed directory (`C:x`, a `\\.\` device).
+fn windows_path(text: &str, form: WindowsForm) -> Result<Target, TargetError> {
+    match form {
+        WindowsForm::DriveRelative => Err(TargetError::new(
+            text,
+            r"a drive letter without '\' is relative to that drive's current directory: write the full path, e.g. C:\backup",
+        )),
+        WindowsForm::Device => Err(TargetError::new(text, r"a device path (\\.\) is no directory")),
+        _ if cfg!(windows) => local(text),
+        _ => Err(TargetError::new(
+            text,
+            "a Windows path, and this is not Windows: give this system's path (e.g. /mnt/c/backup or ./backup)",
+        )),
+    }
 }
 
 fn local(path: &str) -> Result<Target, TargetError> {
@@ -392,6 +429,72 @@ mod tests {
         assert_eq!("bkt::/x".parse(), Ok(s3t("bkt", "x")));
         assert_eq!("bkt::/".parse(), Ok(s3t("bkt", "")));
         assert_eq!("s3://bkt/a.s3backup/x".parse(), Ok(s3t("bkt", "a.s3backup/x")));
+    }
+
+    const WINDOWS_PATHS: [&str; 7] = [
+        r"C:\Users\me\Reports",
+        r"E:\backup",
+        "E:/backup",
+        r"\\nas\docs\backup",
+        r"\\?\E:\backup",
+        r"\\?\UNC\nas\docs",
+        r".\backup",
+    ];
+
+    #[cfg(windows)]
+    #[test]
+    fn windows_paths_are_local_stores_on_windows() {
+        for t in WINDOWS_PATHS {
+            assert_eq!(
+                t.parse(),
+                Ok(Target::Local {
+                    root: PathBuf::from(t)
+                }),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            "file:///C:/x".parse(),
+            Ok(Target::Local {
+                root: PathBuf::from("C:/x")
+            })
+        );
+    }
+
+    #[cfg(not(windows))]
+    #[test]
+    fn windows_paths_are_refused_elsewhere_with_the_reason() {
+        for t in WINDOWS_PATHS {
+            let err = t.parse::<Target>().expect_err(t).to_string();
+            assert!(err.contains("a Windows path, and this is not Windows"), "{err}");
+        }
+        // A file URL keeps naming this system's absolute path.
+        assert_eq!(
+            "file:///C:/x".parse(),
+            Ok(Target::Local {
+                root: PathBuf::from("/C:/x")
+            })
+        );
+    }
+
+    #[test]
+    fn drive_relative_and_device_paths_are_refused_everywhere() {
+        for (t, why) in [
+            ("C:", "relative to that drive's current directory"),
+            ("D:backup", "relative to that drive's current directory"),
+            (r"\\.\PhysicalDrive0", "device path"),
+        ] {
+            let err = t.parse::<Target>().expect_err(t).to_string();
+            assert!(err.contains(why), "{t}: {err}");
+        }
+        // Two colons stay the bucket form (and its bucket rules).
+        assert!(
+            "C::x"
+                .parse::<Target>()
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid bucket name")
+        );
     }
 
     #[test]

@@ -266,7 +266,5 @@ fn absolute_source(source: &Path) -> Result<PathBuf, scan::ScanError> {
         }
         Err(e) => return Err(scan::ScanError::Unreadable(source.to_path_buf(), e)),
     }
-    source
-        .canonicalize()
-        .map_err(|e| scan::ScanError::Unreadable(source.to_path_buf(), e))
+    crate::fs::winpath::canonicalize(source).map_err(|e| scan::ScanError::Unreadable(source.to_path_buf(), e))
 }

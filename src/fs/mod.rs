@@ -1,7 +1,9 @@
 //! The local file system side: walking SOURCE ([`scan`]), the filters
 //! ([`filter`]), names and their byte rules ([`names`], [`safe_path`]),
 //! content hashes ([`hash`]), reaching paths without following links
-//! ([`confine`]), and the tool's own files ([`own`]).
+//! ([`confine`]), the tool's own files ([`own`]), Windows path spellings
+//! ([`winpath`]) and the names Windows cannot hold ([`winname`]), and
+//! destinations that fold letter case ([`case`]).
 
 pub mod case;
 pub mod confine;
@@ -12,3 +14,4 @@ pub mod own;
 pub mod safe_path;
 pub mod scan;
 pub mod winname;
+pub mod winpath;

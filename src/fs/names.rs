@@ -71,7 +71,19 @@ pub fn decode(text: &str) -> Cow<'_, OsStr> {
 }
 
 /// The path of `rel` (a text form) under `root`.
+///
+/// Joined one `/`-separated component at a time, so on Windows the path
+/// uses `\` throughout: a verbatim root (`\\?\E:\x`) takes no `/`.
 pub fn local(root: &Path, rel: &str) -> PathBuf {
+    if cfg!(windows) {
+        let mut path = root.to_path_buf();
+        path.extend(
+            rel.split('/')
+                .filter(|c| !c.is_empty())
+                .map(|c| decode(c).into_owned()),
+        );
+        return path;
+    }
     root.join(decode(rel))
 }
 

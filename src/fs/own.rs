@@ -87,11 +87,11 @@ impl OwnFiles {
         let mut own = OwnFiles::default();
         for path in state_paths {
             own.add_state(path, true);
-            if let Ok(canonical) = std::fs::canonicalize(path) {
+            if let Ok(canonical) = crate::fs::winpath::canonicalize(path) {
                 own.add_state(&canonical, false);
             }
         }
-        own.store = store_root.and_then(|root| std::fs::metadata(root).ok().map(|md| file_id(&md)));
+        own.store = store_root.and_then(|root| known_id(&std::fs::metadata(root).ok()?));
         own
     }
 
@@ -158,7 +158,16 @@ fn state_dir_id(path: &Path) -> Option<FileId> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::metadata(dir).ok().map(|md| file_id(&md))
+    known_id(&std::fs::metadata(dir).ok()?)
+}
+
+/// [`file_id`] where the platform gives one. Outside Unix every file reads
+/// as `(0, 0)` (std's Windows file index is not stable yet), and an
+/// identity that every directory shares must match none: kept, it made
+/// every subdirectory of SOURCE "the local store" on Windows, skipped
+/// without a word. There, only the path checks below apply.
+fn known_id(md: &std::fs::Metadata) -> Option<FileId> {
+    Some(file_id(md)).filter(|id| *id != (0, 0))
 }
 
 /// Device and inode from a stat (zeros where the platform has none).

@@ -359,7 +359,7 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
         }
         return Ok((Dest::absent(&opts.dest, modes), true));
     }
-    let path = opts.dest.canonicalize().map_err(dest_err)?;
+    let path = crate::fs::winpath::canonicalize(&opts.dest).map_err(dest_err)?;
     let planned = opts.dry_run.then(dry::Planned::default);
     let dest = Dest::open(&path, modes, planned).map_err(|e| dest_err(e.into()))?;
     Ok((dest, created))

@@ -151,6 +151,21 @@ fn target_with_a_single_colon() {
     bad(&r, 2, &["'bucket:prefix'", "bucket::prefix"]);
 }
 
+/// Issue 14: a Windows path is a local store on Windows only; here it is
+/// refused saying so, not taken for a directory named `C:\x`.
+#[test]
+fn target_that_is_a_windows_path() {
+    let (env, _) = local_env();
+    for t in [r"C:\Backup", "E:/backup", r"\\nas\share\b"] {
+        let r = go(&env, ["backup", s(&env.src), t]);
+        bad(
+            &r,
+            2,
+            &[&format!("'{t}'"), "a Windows path, and this is not Windows"],
+        );
+    }
+}
+
 #[test]
 fn target_with_an_unsupported_scheme() {
     let (env, _) = local_env();

@@ -47,6 +47,10 @@
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
 
+// The suite drives the binary with Unix signals, modes, fds and symlinks;
+// the Windows build has its own suite (tests/windows).
+#![cfg(unix)]
+
 mod common;
 mod proxy;
 mod server;

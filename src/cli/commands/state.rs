@@ -175,8 +175,7 @@ async fn rebuild(
     s3: S3Args,
     path: &Path,
 ) -> anyhow::Result<Exit> {
-    let source = source
-        .canonicalize()
+    let source = crate::fs::winpath::canonicalize(&source)
         .with_context(|| format!("source directory '{}'", source.display()))?;
     let store = open_existing_store(&target, s3).await?;
     let nothing = || {

@@ -1,0 +1,225 @@
+//! Windows path spellings: recognising them in typed text, and keeping the
+//! verbatim prefix `\\?\` out of the paths the tool stores and shows.
+//!
+//! Windows users type `C:\…`, `C:/…`, `\\server\share\…` and, for long
+//! paths, `\\?\C:\…`. [`windows_form`] tells such text apart wherever it is
+//! parsed, on every platform, so the target parser can accept it on Windows
+//! and refuse it on Unix with a reason (a `C:\x` there is no path the user
+//! meant) and its unit tests run on Linux too.
+//!
+//! `std::fs::canonicalize` on Windows answers in the verbatim form
+//! (`\\?\C:\x`, `\\?\UNC\server\share\x`). Kept, it would show up in every
+//! message and make `C:\x` and `\\?\C:\x` two backup sets; and a verbatim
+//! path takes no `/`, which the tool's keys use. So [`canonicalize`] strips
+//! the prefix again whenever the plain spelling names the same file: the
+//! standard library adds `\\?\` back by itself for a path longer than 260
+//! characters, so length is no reason to keep it. The prefix stays only on
+//! paths that need it (a `.` or `..` or `/` inside, a component ending in a
+//! dot or a space, a reserved device name such as `CON` or `aux.txt`).
+
+use std::path::{Path, PathBuf};
+
+/// How a text spells a Windows path, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowsForm {
+    /// `C:\…` or `C:/…`: a drive letter and an absolute path on it.
+    Drive,
+    /// `C:` or `C:x`: relative to the current directory of that drive.
+    DriveRelative,
+    /// `\\server\share\…`: a network (UNC) path.
+    Unc,
+    /// `\\?\…`: a verbatim path, passed to the file system as it is.
+    Verbatim,
+    /// `\\.\…`: a device path (`\\.\COM1`, `\\.\PhysicalDrive0`).
+    Device,
+    /// `.\…` or `..\…`: relative, written with a backslash.
+    Relative,
+}
+
+/// The Windows spelling of `text`, if it has one ([`WindowsForm`]).
+pub fn windows_form(text: &str) -> Option<WindowsForm> {
+    let b = text.as_bytes();
+    if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+        return Some(match b.get(2) {
+            Some(b'\\' | b'/') => WindowsForm::Drive,
+            // `C::x` is a bucket form (bucket names are lower case, but
+            // `C::x` should get the bucket error, not a path one).
+            Some(b':') => return None,
+            _ => WindowsForm::DriveRelative,
+        });
+    }
+    if text.starts_with(r"\\?\") {
+        return Some(WindowsForm::Verbatim);
+    }
+    if text.starts_with(r"\\.\") {
+        return Some(WindowsForm::Device);
+    }
+    if text.starts_with(r"\\") {
+        return Some(WindowsForm::Unc);
+    }
+    if text.starts_with(r".\") || text.starts_with(r"..\") {
+        return Some(WindowsForm::Relative);
+    }
+    None
+}
+
+/// The plain spelling of a verbatim path text (`\\?\C:\x` → `C:\x`,
+/// `\\?\UNC\srv\share\x` → `\\srv\share\x`), or None when `text` is not
+/// verbatim or its plain spelling would name another file (see the
+/// module doc).
+pub fn strip_verbatim(text: &str) -> Option<String> {
+    let rest = text.strip_prefix(r"\\?\")?;
+    let (plain, tail) = if let Some(unc) = rest.strip_prefix(r"UNC\") {
+        (format!(r"\\{unc}"), unc)
+    } else {
+        let b = rest.as_bytes();
+        if !(b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\') {
+            return None;
+        }
+        (rest.to_string(), &rest[3..])
+    };
+    if tail.contains('/') || !tail.split('\\').all(plain_component) {
+        return None;
+    }
+    Some(plain)
+}
+
+/// Whether a path component means the same with and without `\\?\`.
+fn plain_component(name: &str) -> bool {
+    if name.is_empty() {
+        // A trailing `\` (`C:\`), not `a\\b`.
+        return true;
+    }
+    if name == "." || name == ".." || name.ends_with('.') || name.ends_with(' ') {
+        return false;
+    }
+    !is_reserved_device(name)
+}
+
+/// Whether Windows takes `name` for a device (`CON`, `nul.txt`, `COM1`),
+/// whatever its case or extension.
+pub fn is_reserved_device(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or(name).trim_end_matches(' ');
+    let upper = stem.to_ascii_uppercase();
+    if matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) {
+        return true;
+    }
+    match upper.strip_prefix("COM").or_else(|| upper.strip_prefix("LPT")) {
+        Some(n) => matches!(
+            n,
+            "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³"
+        ),
+        None => false,
+    }
+}
+
+/// `path` without a verbatim prefix it does not need ([`strip_verbatim`]);
+/// unchanged on Unix.
+pub fn plain(path: PathBuf) -> PathBuf {
+    if cfg!(windows)
+        && let Some(text) = path.to_str()
+        && let Some(plain) = strip_verbatim(text)
+    {
+        return PathBuf::from(plain);
+    }
+    path
+}
+
+/// `std::fs::canonicalize` without a needless verbatim prefix on Windows
+/// ([`plain`]): the absolute path with links resolved, spelled as a user
+/// would type it.
+///
+/// # Errors
+/// Those of `std::fs::canonicalize` (the path does not exist, a component
+/// cannot be read).
+pub fn canonicalize(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Ok(real) => Ok(plain(real)),
+        // wine 8 answers the final-path query of a path longer than 260
+        // characters with ERROR_MORE_DATA (234), which std does not retry;
+        // the absolute path (links not resolved) still names the place.
+        Err(e) if cfg!(windows) && e.raw_os_error() == Some(234) => {
+            std::fs::metadata(path)?;
+            std::path::absolute(path).map(plain)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_windows_spellings() {
+        use WindowsForm::*;
+        for (text, form) in [
+            (r"C:\Users\me\Reports", Some(Drive)),
+            ("e:/backup", Some(Drive)),
+            (r"C:\", Some(Drive)),
+            ("C:", Some(DriveRelative)),
+            ("C:x", Some(DriveRelative)),
+            (r"\\nas\docs\x", Some(Unc)),
+            (r"\\?\E:\long", Some(Verbatim)),
+            (r"\\?\UNC\nas\docs", Some(Verbatim)),
+            (r"\\.\COM1", Some(Device)),
+            (r".\x", Some(Relative)),
+            (r"..\x", Some(Relative)),
+            ("C::x", None),
+            ("bucket::C:/x", None),
+            ("/tmp/x", None),
+            ("./x", None),
+            ("1:x", None),
+        ] {
+            assert_eq!(windows_form(text), form, "{text}");
+        }
+    }
+
+    #[test]
+    fn strips_verbatim_only_where_the_plain_path_is_the_same() {
+        for (text, plain) in [
+            (r"\\?\C:\Users\me", Some(r"C:\Users\me")),
+            (r"\\?\C:\", Some(r"C:\")),
+            (r"\\?\UNC\nas\docs\x", Some(r"\\nas\docs\x")),
+            (r"\\?\C:\a\..\b", None),
+            (r"\\?\C:\a\.\b", None),
+            (r"\\?\C:\a/b", None),
+            (r"\\?\C:\dot.", None),
+            (r"\\?\C:\space ", None),
+            (r"\\?\C:\x\con", None),
+            (r"\\?\C:\x\Aux.txt", None),
+            (r"\\?\C:\x\com1.log", None),
+            (r"\\?\C:\x\console", Some(r"C:\x\console")),
+            (r"\\?\C:\x\com10", Some(r"C:\x\com10")),
+            (r"\\?\Volume{0b1}\x", None),
+            (r"C:\x", None),
+            ("/tmp/x", None),
+        ] {
+            assert_eq!(strip_verbatim(text).as_deref(), plain, "{text}");
+        }
+        let long = format!(r"\\?\C:\{}", ["d"; 200].join(r"\"));
+        assert_eq!(strip_verbatim(&long).as_deref(), Some(&long[4..]));
+    }
+
+    #[test]
+    fn reserved_device_names() {
+        for name in [
+            "CON",
+            "con",
+            "nul.txt",
+            "aux.tar.gz",
+            "COM1",
+            "lpt9.x",
+            "PRN ",
+            "com¹",
+        ] {
+            assert!(is_reserved_device(name), "{name}");
+        }
+        for name in ["console", "com0", "com10", "lpt", "x.con", "auxiliary", ""] {
+            assert!(!is_reserved_device(name), "{name}");
+        }
+    }
+}
