@@ -204,6 +204,13 @@ pub(crate) fn restore_summary(
     if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
+    if r.case_clashes > 0 {
+        outln!(
+            "  {} entr{} not restored: DEST folds letter case and another key lands on the same name there",
+            r.case_clashes,
+            if r.case_clashes == 1 { "y" } else { "ies" }
+        )?;
+    }
     outln!(
         "  received {} in {:.2} s",
         indicatif::HumanBytes(r.bytes_received),

@@ -28,6 +28,7 @@ pub mod decide;
 pub mod dest;
 pub mod dry;
 pub mod fetch;
+pub mod fold;
 pub mod meta;
 pub mod place;
 pub mod select;
@@ -144,6 +145,10 @@ pub struct RestoreReport {
     /// restored from, inside DEST (restoring them would overwrite the
     /// store's own objects).
     pub store_entries_skipped: u64,
+    /// Files, links and directories not restored because DEST folds letter
+    /// case (or Unicode form) and an earlier key lands on the same name
+    /// there (see [`fold`]); each is also in `failed` or `dirs_failed`.
+    pub case_clashes: u64,
 }
 
 /// Why a restore could not run at all.
@@ -222,11 +227,12 @@ pub async fn run_with_progress(
         ..RestoreReport::default()
     };
     let (dest, created_dest) = open_dest(opts)?;
+    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
     let fetcher = Fetcher::new(store, opts.jobs);
     let (dirs, links) = restore_entries(
         opts,
         entries,
-        &mut select,
+        (&mut select, twins),
         &fetcher,
         &dest,
         &progress,
@@ -372,7 +378,7 @@ type Deferred = (Vec<(String, DirMeta)>, Vec<LinkToPlace>);
 async fn restore_entries(
     opts: &RestoreOptions,
     entries: tokio::sync::mpsc::Receiver<source::Batch>,
-    select: &mut Select<'_>,
+    (select, mut twins): (&mut Select<'_>, crate::fs::case::Twins),
     fetcher: &Fetcher,
     dest: &Dest,
     progress: &Arc<dyn Progress>,
@@ -383,10 +389,17 @@ async fn restore_entries(
         .boxed();
     let (no_clobber, prefix, dry_run) = (opts.no_clobber, opts.target.prefix(), opts.dry_run);
     let mut results = items
-        .filter_map(|item| futures::future::ready(select.admit(item)))
+        .filter_map(|item| {
+            let admitted = select.admit(item).map(|admitted| {
+                admitted
+                    .map_err(Outcome::Failed)
+                    .and_then(|item| fold::check(&mut twins, item))
+            });
+            futures::future::ready(admitted)
+        })
         .map(|item| async move {
             match item {
-                Err(f) => Outcome::Failed(f),
+                Err(outcome) => outcome,
                 Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
                 Ok(item) => {
                     let path = item.path.clone();
@@ -396,7 +409,7 @@ async fn restore_entries(
                         Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
                         Outcome::Kept(_) => ("kept", 0),
-                        Outcome::Failed(_) | Outcome::Dir(_) => ("failed", 0),
+                        Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash { .. } => ("failed", 0),
                     };
                     // A dry run did none of it: no file event claims it did.
                     if !dry_run {
@@ -421,7 +434,7 @@ async fn restore_entries(
                 None => break,
             },
         };
-        if let (Some(planned), Outcome::Failed(f)) = (dest.planned(), &outcome) {
+        if let (Some(planned), Outcome::Failed(f) | Outcome::Clash { failure: f, .. }) = (dest.planned(), &outcome) {
             dry::refuse(planned, std::slice::from_ref(f));
         }
         report.count(outcome, &mut deferred);
@@ -468,6 +481,16 @@ impl RestoreReport {
                 self.failed += 1;
                 self.failures.push(f);
             }
+            Outcome::Clash { failure, dir } => {
+                self.case_clashes += 1;
+                if dir {
+                    self.dirs_failed += 1;
+                } else {
+                    self.files += 1;
+                    self.failed += 1;
+                }
+                self.failures.push(failure);
+            }
         }
     }
 }
@@ -486,7 +509,7 @@ fn finish(
     report.failed += (report.failures.len() - before) as u64;
     let before_dirs = report.failures.len();
     report.dirs = dest.finish_dirs(dirs, recorded, &mut report.failures);
-    report.dirs_failed = (report.failures.len() - before_dirs) as u64;
+    report.dirs_failed += (report.failures.len() - before_dirs) as u64;
     if let Some(planned) = dest.planned() {
         dry::refuse(planned, &report.failures[before..]);
     }

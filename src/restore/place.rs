@@ -41,6 +41,14 @@ pub(crate) enum Outcome {
     Kept(String),
     /// A file (or, with an empty path, an entry that could not be read) that failed.
     Failed(Failure),
+    /// An entry refused before anything was written for it: on DEST, it
+    /// would land on an earlier key's file or directory (see [`super::fold`]).
+    Clash {
+        /// The key and why.
+        failure: Failure,
+        /// Whether it is a directory entry.
+        dir: bool,
+    },
 }
 
 /// A symlink fetched and checked, placed after every file is written.

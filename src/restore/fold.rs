@@ -1,0 +1,110 @@
+//! A restore onto a destination that folds names: keys that would land on
+//! one file there are refused by name instead of merged.
+//!
+//! DEST is probed once ([`crate::fs::case::probe`]: by writing a probe
+//! file, or, in a dry run, by reading only) and every selected entry goes
+//! through [`Twins::take`] before anything is written for it, in the
+//! order the source gives them (a manifest's, sorted by path, so the same
+//! key wins every time). A key that clashes with an earlier one is not
+//! restored: it is a failure naming the key and why (exit 3), counted in
+//! `case_clashes`. A second restore over the first reports the same
+//! clashes again (the key is still not restored), and finds the keys that
+//! won unchanged. On a DEST that compares names exactly, [`Twins`] takes
+//! every key at no cost.
+
+use std::path::Path;
+
+use crate::fs::case::{Clash, Folding, Twins};
+use crate::fs::scan::EntryKind;
+use crate::report::Failure;
+use crate::restore::place::Outcome;
+use crate::restore::source::Item;
+
+/// How DEST compares names, probed once; without `may_write` (a dry run)
+/// nothing is written there.
+///
+/// # Errors
+/// The I/O error of the probe (DEST cannot be written or read).
+pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
+    let folding = crate::fs::case::probe(dest, may_write)?;
+    if folding != Folding::Exact {
+        tracing::info!(
+            "'{}' folds {}: keys that differ only so are restored once",
+            dest.display(),
+            folding.describe()
+        );
+    }
+    Ok(Twins::new(folding))
+}
+
+/// Takes `item` into `twins`: the item back when it has a place of its
+/// own, or the [`Outcome::Clash`] that reports it instead.
+///
+/// # Errors
+/// The clash, as an outcome to count.
+pub(crate) fn check(twins: &mut Twins, item: Item) -> Result<Item, Outcome> {
+    let is_dir = item.kind == EntryKind::Dir;
+    match twins.take(&item.path, is_dir) {
+        Ok(()) => Ok(item),
+        Err(clash) => Err(Outcome::Clash {
+            failure: Failure {
+                error: reason(twins.folding(), &clash),
+                path: item.path,
+            },
+            dir: is_dir,
+        }),
+    }
+}
+
+/// The one-line reason for a clash on a destination folding as `folding`.
+fn reason(folding: Folding, clash: &Clash) -> String {
+    let differs = match folding {
+        Folding::CaseAndForm => "differs only in letter case or Unicode form",
+        Folding::Case | Folding::Exact => "differs only in letter case",
+    };
+    match clash {
+        Clash::Name => format!(
+            "{differs} from another key; DEST's file system (folds {}) would keep only one",
+            folding.describe()
+        ),
+        Clash::Directory(dir) => format!(
+            "its directory '{dir}' {differs} from another key's; DEST's file system (folds {}) \
+             would merge their entries into one directory",
+            folding.describe()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &str, kind: EntryKind) -> Item {
+        Item {
+            path: path.into(),
+            kind,
+            size: 0,
+            mtime_ns: None,
+            mode: None,
+            blake3: None,
+            etag: None,
+            version_id: None,
+            from_manifest: true,
+        }
+    }
+
+    #[test]
+    fn a_clash_names_the_key_and_says_why() {
+        let mut t = Twins::new(Folding::Case);
+        assert!(check(&mut t, item("Case.txt", EntryKind::File)).is_ok());
+        let Err(Outcome::Clash { failure, dir: false }) = check(&mut t, item("case.txt", EntryKind::File)) else {
+            panic!("no clash");
+        };
+        assert_eq!(failure.path, "case.txt");
+        assert!(failure.error.contains("folds letter case"), "{}", failure.error);
+        let Err(Outcome::Clash { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
+            panic!("no clash");
+        };
+        assert!(failure.error.contains("'CASE.TXT'"), "{}", failure.error);
+    }
+}

@@ -1,0 +1,145 @@
+//! Restores onto a destination that folds letter case (an exFAT image
+//! mounted through FUSE: `S3BACKUP_TEST_FOLDING_DIR`; CI mounts one, see
+//! `.ci/run`): keys that would land on one file there are refused by
+//! name (exit 3), never merged, and the same keys onto a case-sensitive
+//! directory are all restored.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+/// A case-folding directory, when the environment provides one (under
+/// CI it must).
+pub fn folding_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("S3BACKUP_TEST_FOLDING_DIR").map(PathBuf::from);
+    if dir.is_none() && std::env::var_os("CI").is_some() {
+        panic!("CI must set S3BACKUP_TEST_FOLDING_DIR to a case-insensitive directory");
+    }
+    dir
+}
+
+/// A local store in `env` holding a backup of `files` (path, content),
+/// written on a case-sensitive source; its target text.
+fn store_with(env: &TestEnv, files: &[(&str, &str)]) -> String {
+    for (path, content) in files {
+        env.write(path, content);
+    }
+    let target = env.root().join("store").to_str().unwrap().to_owned();
+    env.backup_ok(&target, &[]);
+    target
+}
+
+/// The JSON summary's `case_clashes`.
+fn clashes(run: &Run) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    v["case_clashes"].as_u64().unwrap_or_else(|| panic!("no case_clashes\n{}", run.show()))
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "upper"), ("case.txt", "lower"), ("other.txt", "o")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    assert_eq!(s.failed_paths(), ["case.txt"], "{}", r.show());
+    let why = &s.failure("case.txt").unwrap().error;
+    assert!(
+        why.contains("differs only in letter case") && why.contains("keep only one"),
+        "{why}"
+    );
+    assert_eq!((s.files, s.downloaded, s.failed), (3, 2, 1), "{}", r.show());
+    assert_eq!(clashes(&r), 1);
+    assert_eq!(names(&dest), ["Case.txt", "other.txt"]);
+    assert_eq!(std::fs::read_to_string(dest.join("Case.txt")).unwrap(), "upper", "merged");
+    assert!(r.stderr.contains("case.txt"), "{}", r.show());
+
+    // Again over it: the key that won is unchanged, the other refused again.
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    assert_eq!(s.failed_paths(), ["case.txt"], "{}", r.show());
+    assert_eq!((s.unchanged, s.downloaded), (2, 0), "{}", r.show());
+    assert_eq!(std::fs::read_to_string(dest.join("Case.txt")).unwrap(), "upper");
+
+    // The human summary counts them.
+    let r = env.restore(&target, &dest, &[]);
+    r.expect_code(3);
+    assert!(r.stdout.contains("1 entry not restored: DEST folds letter case"), "{}", r.show());
+}
+
+#[test]
+fn directories_spelled_two_ways_and_a_file_beside_a_directory_clash_by_name() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(
+        &env,
+        &[("Docs/a", "a"), ("docs/b", "b"), ("X/y", "y"), ("x", "file x")],
+    );
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    // Keys come sorted: `Docs` and `X` are spelled first and keep their places.
+    assert_eq!(s.failed_paths(), ["docs", "docs/b", "x"], "{}", r.show());
+    let why = &s.failure("docs/b").unwrap().error;
+    assert!(why.contains("'docs'") && why.contains("merge"), "{why}");
+    assert_eq!(s.dirs_failed, 1, "{}", r.show());
+    assert_eq!(clashes(&r), 3);
+    assert_eq!(names(&dest), ["Docs", "X"]);
+    assert_eq!(names(&dest.join("Docs")), ["a"], "merged into Docs");
+    assert_eq!(std::fs::read_to_string(dest.join("X/y")).unwrap(), "y");
+}
+
+#[test]
+fn a_dry_run_onto_a_folding_dest_lists_the_clashes_as_refused_and_writes_nothing() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "upper"), ("case.txt", "lower")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("Seed"), "s").unwrap();
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(3);
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("refuse case.txt: differs only in letter case")),
+        "{}",
+        r.show()
+    );
+    assert!(r.stdout.lines().any(|l| l == "download Case.txt"), "{}", r.show());
+    assert_eq!(names(&dest), ["Seed"]);
+}
+
+#[test]
+fn the_same_keys_onto_a_case_sensitive_dest_are_all_restored() {
+    let env = TestEnv::new();
+    let target = store_with(
+        &env,
+        &[("Case.txt", "upper"), ("case.txt", "lower"), ("Docs/a", "a"), ("docs/b", "b"), ("x", "x"), ("X/y", "y")],
+    );
+    let dest = env.root().join("dest");
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(0);
+    assert_eq!(clashes(&r), 0);
+    assert_eq!(
+        names(&dest),
+        ["Case.txt", "Docs", "X", "case.txt", "docs", "x"]
+    );
+    assert_eq!(std::fs::read_to_string(dest.join("case.txt")).unwrap(), "lower");
+}
