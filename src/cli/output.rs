@@ -211,6 +211,12 @@ pub(crate) fn restore_summary(
             if r.case_clashes == 1 { "y" } else { "ies" }
         )?;
     }
+    if r.names_mapped > 0 {
+        outln!(
+            "  {} name(s) DEST cannot hold written under stand-ins (README: Names Windows cannot hold)",
+            r.names_mapped
+        )?;
+    }
     outln!(
         "  received {} in {:.2} s",
         indicatif::HumanBytes(r.bytes_received),

@@ -11,6 +11,10 @@
 //! clashes again (the key is still not restored), and finds the keys that
 //! won unchanged. On a DEST that compares names exactly, [`Twins`] takes
 //! every key at no cost.
+//!
+//! The same pass counts the names a DEST that refuses the names Windows
+//! refuses gets under a stand-in ([`crate::fs::winname`]; the mapping
+//! itself is [`crate::restore::dest::Dest::local_rel`]).
 
 use std::path::Path;
 
@@ -35,6 +39,43 @@ pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
         );
     }
     Ok(Twins::new(folding))
+}
+
+/// Every selected entry passes here before anything is written for it.
+#[derive(Debug)]
+pub struct Guard {
+    /// The keys taken so far.
+    twins: Twins,
+    /// Whether DEST's names are mapped through [`crate::fs::winname`].
+    windows_names: bool,
+    /// Entries whose own name is written under a stand-in.
+    pub mapped: u64,
+}
+
+impl Guard {
+    /// A guard for a DEST that folds as `twins` says and, with
+    /// `windows_names`, holds names under their Windows stand-ins.
+    pub fn new(twins: Twins, windows_names: bool) -> Self {
+        Self {
+            twins,
+            windows_names,
+            mapped: 0,
+        }
+    }
+
+    /// Takes `item`: back when it has a place of its own (counting a
+    /// mapped name), or the [`Outcome::Clash`] that reports it instead.
+    ///
+    /// # Errors
+    /// The clash, as an outcome to count.
+    pub(crate) fn check(&mut self, item: Item) -> Result<Item, Outcome> {
+        let item = check(&mut self.twins, item)?;
+        let name = item.path.rsplit('/').next().unwrap_or_default();
+        if self.windows_names && crate::fs::winname::to_windows(name) != name {
+            self.mapped += 1;
+        }
+        Ok(item)
+    }
 }
 
 /// Takes `item` into `twins`: the item back when it has a place of its

@@ -149,6 +149,10 @@ pub struct RestoreReport {
     /// case (or Unicode form) and an earlier key lands on the same name
     /// there (see [`fold`]); each is also in `failed` or `dirs_failed`.
     pub case_clashes: u64,
+    /// Entries written under a stand-in name because DEST refuses the
+    /// names Windows refuses (see [`crate::fs::winname`]); `0` when DEST
+    /// holds every name as it is.
+    pub names_mapped: u64,
 }
 
 /// Why a restore could not run at all.
@@ -226,13 +230,13 @@ pub async fn run_with_progress(
         dry_run: opts.dry_run,
         ..RestoreReport::default()
     };
-    let (dest, created_dest) = open_dest(opts)?;
-    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(|e| RestoreError::Dest(opts.dest.clone(), e))?;
+    let (mut dest, created_dest) = open_dest(opts)?;
+    let guard = guard(opts, &mut dest)?;
     let fetcher = Fetcher::new(store, opts.jobs);
     let (dirs, links) = restore_entries(
         opts,
         entries,
-        (&mut select, twins),
+        (&mut select, guard),
         &fetcher,
         &dest,
         &progress,
@@ -368,6 +372,21 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
     Ok((dest, created))
 }
 
+/// Probes DEST once: how it compares names, and whether it refuses the
+/// names Windows refuses (then `dest` maps them). A dry run writes no probe.
+///
+/// # Errors
+/// [`RestoreError::Dest`] when a probe cannot be made or read.
+fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreError> {
+    let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
+    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    if windows {
+        dest.map_windows_names();
+    }
+    Ok(fold::Guard::new(twins, windows))
+}
+
 /// Directory entries selected (given their metadata at the end) and
 /// symlinks fetched (placed at the end).
 type Deferred = (Vec<(String, DirMeta)>, Vec<LinkToPlace>);
@@ -378,7 +397,7 @@ type Deferred = (Vec<(String, DirMeta)>, Vec<LinkToPlace>);
 async fn restore_entries(
     opts: &RestoreOptions,
     entries: tokio::sync::mpsc::Receiver<source::Batch>,
-    (select, mut twins): (&mut Select<'_>, crate::fs::case::Twins),
+    (select, mut guard): (&mut Select<'_>, fold::Guard),
     fetcher: &Fetcher,
     dest: &Dest,
     progress: &Arc<dyn Progress>,
@@ -393,7 +412,7 @@ async fn restore_entries(
             let admitted = select.admit(item).map(|admitted| {
                 admitted
                     .map_err(Outcome::Failed)
-                    .and_then(|item| fold::check(&mut twins, item))
+                    .and_then(|item| guard.check(item))
             });
             futures::future::ready(admitted)
         })
@@ -439,6 +458,8 @@ async fn restore_entries(
         }
         report.count(outcome, &mut deferred);
     }
+    drop(results);
+    report.names_mapped = guard.mapped;
     deferred
 }
 

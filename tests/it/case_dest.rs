@@ -143,3 +143,54 @@ fn the_same_keys_onto_a_case_sensitive_dest_are_all_restored() {
     );
     assert_eq!(std::fs::read_to_string(dest.join("case.txt")).unwrap(), "lower");
 }
+
+/// Keys Windows (and exFAT) cannot hold as names, and the stand-ins a
+/// restore writes them under there (rclone's encoding, README).
+const REFUSED: [(&str, &str); 5] = [
+    ("a:b.txt", "a\u{ff1a}b.txt"),
+    ("q?.txt", "q\u{ff1f}.txt"),
+    ("con.txt", "\u{ff43}on.txt"),
+    ("name.", "name\u{ff0e}"),
+    ("x ", "x\u{2420}"),
+];
+
+#[test]
+fn names_a_dest_refuses_are_restored_under_stand_ins_and_as_they_are_elsewhere() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let files: Vec<(&str, &str)> = REFUSED.iter().map(|(key, _)| (*key, *key)).collect();
+    let mut files = files;
+    files.push(("d:ir/in.txt", "inner"));
+    let target = store_with(&env, &files);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["names_mapped"], 6, "{}", r.show());
+    let mut expected: Vec<String> = REFUSED.iter().map(|(_, local)| local.to_string()).collect();
+    expected.push("d\u{ff1a}ir".into());
+    expected.sort();
+    assert_eq!(names(&dest), expected);
+    for (key, local) in REFUSED {
+        assert_eq!(std::fs::read_to_string(dest.join(local)).unwrap(), key);
+    }
+    assert_eq!(std::fs::read_to_string(dest.join("d\u{ff1a}ir/in.txt")).unwrap(), "inner");
+    // Again: every file is found under its stand-in, unchanged.
+    let s = env.restore_ok(&target, &dest, &[]);
+    assert_eq!((s.unchanged, s.downloaded), (6, 0), "{s:?}");
+    let r = env.restore(&target, &dest, &[]);
+    assert!(r.stdout.contains("6 name(s) DEST cannot hold written under stand-ins"), "{}", r.show());
+
+    // Onto a directory that holds every name: the originals.
+    let plain = env.root().join("plain");
+    let r = env.restore(&target, &plain, &["--json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["names_mapped"], 0, "{}", r.show());
+    for (key, _) in REFUSED {
+        assert_eq!(std::fs::read_to_string(plain.join(key)).unwrap(), key);
+    }
+    assert_eq!(std::fs::read_to_string(plain.join("d:ir/in.txt")).unwrap(), "inner");
+}
