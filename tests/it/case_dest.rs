@@ -194,3 +194,40 @@ fn names_a_dest_refuses_are_restored_under_stand_ins_and_as_they_are_elsewhere()
     }
     assert_eq!(std::fs::read_to_string(plain.join("d:ir/in.txt")).unwrap(), "inner");
 }
+
+#[test]
+fn a_backup_into_a_local_store_on_a_folding_disk_refuses_the_second_spelling() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    env.write("A.txt", "upper").write("a.txt", "lower").write("b.txt", "b");
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let store = dir.path().join("store");
+    let target = store.to_str().unwrap();
+    let r = env.backup(target, &["--json"]);
+    r.expect_code(3);
+    let s = r.summary();
+    // Uploads run side by side: the first spelling written keeps its place.
+    assert_eq!(s.failures.len(), 1, "{}", r.show());
+    let refused = s.failures[0].path.clone();
+    let kept = if refused == "a.txt" { "A.txt" } else { "a.txt" };
+    assert!(refused == "a.txt" || refused == "A.txt", "{}", r.show());
+    assert!(
+        s.failures[0].error.contains("differs only in letter case"),
+        "{}",
+        r.show()
+    );
+    assert_eq!((s.uploaded, s.failed), (2, 1), "{}", r.show());
+    let stored = if kept == "A.txt" { "upper" } else { "lower" };
+    assert_eq!(std::fs::read_to_string(store.join(kept)).unwrap(), stored);
+    assert_eq!(names(&store).iter().filter(|n| !n.starts_with('.')).count(), 2);
+
+    // No row was recorded for it: the next run tries it again and is refused again.
+    let r = env.backup(target, &["--json"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.failures.len(), 1, "{}", r.show());
+    assert_eq!(s.failures[0].path, refused);
+    assert!(s.failures[0].error.contains("already in the store"), "{}", r.show());
+    assert_eq!(s.unchanged, 2, "{}", r.show());
+    assert_eq!(std::fs::read_to_string(store.join(kept)).unwrap(), stored);
+}
