@@ -158,7 +158,11 @@ pub fn refused_by(dir: &Path, may_write: bool) -> io::Result<bool> {
         "{}-a:b",
         crate::fs::own::temp_name("probe").to_string_lossy()
     ));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
         Ok(file) => {
             drop(file);
             std::fs::remove_file(&probe)?;
@@ -176,7 +180,8 @@ const EILSEQ: i32 = if cfg!(target_os = "linux") { 84 } else { 92 };
 /// Whether creating a file failed because its name was refused
 /// (`EINVAL`, `ENOENT` or `EILSEQ`).
 fn refuses(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::NotFound) || e.raw_os_error() == Some(EILSEQ)
+    matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::NotFound)
+        || e.raw_os_error() == Some(EILSEQ)
 }
 
 /// Whether Windows takes `name` for a device (see the module doc).

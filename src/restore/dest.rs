@@ -140,24 +140,10 @@ impl Dest {
         self.windows_names
     }
 
-    /// The local form, relative to DEST, of `text` (a key's relative path):
-    /// decoded ([`crate::fs::names::decode`]) and, where DEST needs it,
-    /// each component mapped by [`crate::fs::winname::to_windows`].
+    /// The local form, relative to DEST, of `text` (a key's relative
+    /// path): see [`crate::restore::fold::local_rel`].
     pub fn local_rel<'a>(&self, text: &'a str) -> Cow<'a, OsStr> {
-        let decoded = crate::fs::names::decode(text);
-        if !self.windows_names {
-            return decoded;
-        }
-        let mapped = decoded
-            .to_str()
-            .and_then(|s| match crate::fs::winname::path_to_windows(s) {
-                Cow::Owned(m) => Some(m),
-                Cow::Borrowed(_) => None,
-            });
-        match mapped {
-            Some(m) => Cow::Owned(m.into()),
-            None => decoded,
-        }
+        crate::restore::fold::local_rel(self.windows_names, text)
     }
 
     /// The path of `text` (a key's relative path) in DEST, for messages.
@@ -165,19 +151,9 @@ impl Dest {
         self.path.join(self.local_rel(text))
     }
 
-    /// The key text of a local path relative to DEST: the inverse of
-    /// [`Dest::local_rel`].
+    /// The key text of a local path relative to DEST.
     fn key_text(&self, rel: &Path) -> String {
-        if !self.windows_names {
-            return text_of(rel);
-        }
-        rel.components()
-            .map(|c| match c.as_os_str().to_str() {
-                Some(s) => crate::fs::names::encode(OsStr::new(&*crate::fs::winname::from_windows(s))).into_owned(),
-                None => crate::fs::names::encode(c.as_os_str()).into_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+        crate::restore::fold::key_text(self.windows_names, rel)
     }
 
     /// DEST's path, for messages.
@@ -637,14 +613,6 @@ fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
 #[cfg(not(unix))]
 fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
     Ok((crate::restore::meta::cap_mtime_ns(&dir.dir_metadata()?)?, 0))
-}
-
-/// A relative path as its '/'-separated text form.
-fn text_of(rel: &Path) -> String {
-    rel.components()
-        .map(|c| crate::fs::names::encode(c.as_os_str()).into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// The mode `mkdir` gives a directory: `0777` less the umask. The umask can

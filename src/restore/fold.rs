@@ -16,12 +16,13 @@
 //! refuses gets under a stand-in ([`crate::fs::winname`]; the mapping
 //! itself is [`crate::restore::dest::Dest::local_rel`]).
 
+use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::fs::case::{Clash, Folding, Twins};
 use crate::fs::scan::EntryKind;
 use crate::report::Failure;
-use crate::restore::place::Outcome;
 use crate::restore::source::Item;
 
 /// How DEST compares names, probed once; without `may_write` (a dry run)
@@ -39,6 +40,15 @@ pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
         );
     }
     Ok(Twins::new(folding))
+}
+
+/// An entry refused because an earlier key lands on its name in DEST.
+#[derive(Debug)]
+pub struct Refused {
+    /// The key and why.
+    pub failure: Failure,
+    /// Whether it is a directory entry.
+    pub dir: bool,
 }
 
 /// Every selected entry passes here before anything is written for it.
@@ -64,11 +74,11 @@ impl Guard {
     }
 
     /// Takes `item`: back when it has a place of its own (counting a
-    /// mapped name), or the [`Outcome::Clash`] that reports it instead.
+    /// mapped name), or why it is refused.
     ///
     /// # Errors
-    /// The clash, as an outcome to count.
-    pub(crate) fn check(&mut self, item: Item) -> Result<Item, Outcome> {
+    /// The clash, to count and report.
+    pub fn check(&mut self, item: Item) -> Result<Item, Refused> {
         let item = check(&mut self.twins, item)?;
         let name = item.path.rsplit('/').next().unwrap_or_default();
         if self.windows_names && crate::fs::winname::to_windows(name) != name {
@@ -79,15 +89,15 @@ impl Guard {
 }
 
 /// Takes `item` into `twins`: the item back when it has a place of its
-/// own, or the [`Outcome::Clash`] that reports it instead.
+/// own, or why it is refused.
 ///
 /// # Errors
-/// The clash, as an outcome to count.
-pub(crate) fn check(twins: &mut Twins, item: Item) -> Result<Item, Outcome> {
+/// The clash, to count and report.
+pub fn check(twins: &mut Twins, item: Item) -> Result<Item, Refused> {
     let is_dir = item.kind == EntryKind::Dir;
     match twins.take(&item.path, is_dir) {
         Ok(()) => Ok(item),
-        Err(clash) => Err(Outcome::Clash {
+        Err(clash) => Err(Refused {
             failure: Failure {
                 error: reason(twins.folding(), &clash),
                 path: item.path,
@@ -116,6 +126,39 @@ fn reason(folding: Folding, clash: &Clash) -> String {
     }
 }
 
+/// The local form of `text` (a key's relative path) in DEST: decoded
+/// ([`crate::fs::names::decode`]) and, with `windows_names`, each
+/// component mapped by [`crate::fs::winname::to_windows`].
+pub fn local_rel(windows_names: bool, text: &str) -> Cow<'_, OsStr> {
+    let decoded = crate::fs::names::decode(text);
+    if !windows_names {
+        return decoded;
+    }
+    let mapped = decoded
+        .to_str()
+        .and_then(|s| match crate::fs::winname::path_to_windows(s) {
+            Cow::Owned(m) => Some(m),
+            Cow::Borrowed(_) => None,
+        });
+    match mapped {
+        Some(m) => Cow::Owned(m.into()),
+        None => decoded,
+    }
+}
+
+/// The key text of a local path relative to DEST: the inverse of [`local_rel`].
+pub fn key_text(windows_names: bool, rel: &Path) -> String {
+    rel.components()
+        .map(|c| match c.as_os_str().to_str() {
+            Some(s) if windows_names => {
+                crate::fs::names::encode(OsStr::new(&*crate::fs::winname::from_windows(s))).into_owned()
+            }
+            _ => crate::fs::names::encode(c.as_os_str()).into_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,12 +181,12 @@ mod tests {
     fn a_clash_names_the_key_and_says_why() {
         let mut t = Twins::new(Folding::Case);
         assert!(check(&mut t, item("Case.txt", EntryKind::File)).is_ok());
-        let Err(Outcome::Clash { failure, dir: false }) = check(&mut t, item("case.txt", EntryKind::File)) else {
+        let Err(Refused { failure, dir: false }) = check(&mut t, item("case.txt", EntryKind::File)) else {
             panic!("no clash");
         };
         assert_eq!(failure.path, "case.txt");
         assert!(failure.error.contains("folds letter case"), "{}", failure.error);
-        let Err(Outcome::Clash { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
+        let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
             panic!("no clash");
         };
         assert!(failure.error.contains("'CASE.TXT'"), "{}", failure.error);

@@ -409,11 +409,11 @@ async fn restore_entries(
     let (no_clobber, prefix, dry_run) = (opts.no_clobber, opts.target.prefix(), opts.dry_run);
     let mut results = items
         .filter_map(|item| {
-            let admitted = select.admit(item).map(|admitted| {
-                admitted
-                    .map_err(Outcome::Failed)
-                    .and_then(|item| guard.check(item))
-            });
+            let admitted = match select.admit(item) {
+                None => None,
+                Some(Err(failure)) => Some(Err(Outcome::Failed(failure))),
+                Some(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
+            };
             futures::future::ready(admitted)
         })
         .map(|item| async move {
@@ -428,7 +428,7 @@ async fn restore_entries(
                         Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
                         Outcome::Kept(_) => ("kept", 0),
-                        Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash { .. } => ("failed", 0),
+                        Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash(_) => ("failed", 0),
                     };
                     // A dry run did none of it: no file event claims it did.
                     if !dry_run {
@@ -453,7 +453,9 @@ async fn restore_entries(
                 None => break,
             },
         };
-        if let (Some(planned), Outcome::Failed(f) | Outcome::Clash { failure: f, .. }) = (dest.planned(), &outcome) {
+        if let (Some(planned), Outcome::Failed(f) | Outcome::Clash(fold::Refused { failure: f, .. })) =
+            (dest.planned(), &outcome)
+        {
             dry::refuse(planned, std::slice::from_ref(f));
         }
         report.count(outcome, &mut deferred);
@@ -502,7 +504,7 @@ impl RestoreReport {
                 self.failed += 1;
                 self.failures.push(f);
             }
-            Outcome::Clash { failure, dir } => {
+            Outcome::Clash(fold::Refused { failure, dir }) => {
                 self.case_clashes += 1;
                 if dir {
                     self.dirs_failed += 1;

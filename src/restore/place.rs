@@ -43,12 +43,7 @@ pub(crate) enum Outcome {
     Failed(Failure),
     /// An entry refused before anything was written for it: on DEST, it
     /// would land on an earlier key's file or directory (see [`super::fold`]).
-    Clash {
-        /// The key and why.
-        failure: Failure,
-        /// Whether it is a directory entry.
-        dir: bool,
-    },
+    Clash(super::fold::Refused),
 }
 
 /// A symlink fetched and checked, placed after every file is written.

@@ -32,7 +32,9 @@ fn store_with(env: &TestEnv, files: &[(&str, &str)]) -> String {
 /// The JSON summary's `case_clashes`.
 fn clashes(run: &Run) -> u64 {
     let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    v["case_clashes"].as_u64().unwrap_or_else(|| panic!("no case_clashes\n{}", run.show()))
+    v["case_clashes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no case_clashes\n{}", run.show()))
 }
 
 /// Names in `dir`, sorted.
@@ -49,7 +51,10 @@ fn names(dir: &Path) -> Vec<String> {
 fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
     let Some(root) = folding_dir() else { return };
     let env = TestEnv::new();
-    let target = store_with(&env, &[("Case.txt", "upper"), ("case.txt", "lower"), ("other.txt", "o")]);
+    let target = store_with(
+        &env,
+        &[("Case.txt", "upper"), ("case.txt", "lower"), ("other.txt", "o")],
+    );
     let dir = tempfile::tempdir_in(root).unwrap();
     let dest = dir.path().join("dest");
 
@@ -65,7 +70,11 @@ fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
     assert_eq!((s.files, s.downloaded, s.failed), (3, 2, 1), "{}", r.show());
     assert_eq!(clashes(&r), 1);
     assert_eq!(names(&dest), ["Case.txt", "other.txt"]);
-    assert_eq!(std::fs::read_to_string(dest.join("Case.txt")).unwrap(), "upper", "merged");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("Case.txt")).unwrap(),
+        "upper",
+        "merged"
+    );
     assert!(r.stderr.contains("case.txt"), "{}", r.show());
 
     // Again over it: the key that won is unchanged, the other refused again.
@@ -79,7 +88,11 @@ fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
     // The human summary counts them.
     let r = env.restore(&target, &dest, &[]);
     r.expect_code(3);
-    assert!(r.stdout.contains("1 entry not restored: DEST folds letter case"), "{}", r.show());
+    assert!(
+        r.stdout.contains("1 entry not restored: DEST folds letter case"),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
@@ -118,7 +131,9 @@ fn a_dry_run_onto_a_folding_dest_lists_the_clashes_as_refused_and_writes_nothing
     let r = env.restore(&target, &dest, &["--dry-run"]);
     r.expect_code(3);
     assert!(
-        r.stdout.lines().any(|l| l.starts_with("refuse case.txt: differs only in letter case")),
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("refuse case.txt: differs only in letter case")),
         "{}",
         r.show()
     );
@@ -131,16 +146,20 @@ fn the_same_keys_onto_a_case_sensitive_dest_are_all_restored() {
     let env = TestEnv::new();
     let target = store_with(
         &env,
-        &[("Case.txt", "upper"), ("case.txt", "lower"), ("Docs/a", "a"), ("docs/b", "b"), ("x", "x"), ("X/y", "y")],
+        &[
+            ("Case.txt", "upper"),
+            ("case.txt", "lower"),
+            ("Docs/a", "a"),
+            ("docs/b", "b"),
+            ("x", "x"),
+            ("X/y", "y"),
+        ],
     );
     let dest = env.root().join("dest");
     let r = env.restore(&target, &dest, &["--json"]);
     r.expect_code(0);
     assert_eq!(clashes(&r), 0);
-    assert_eq!(
-        names(&dest),
-        ["Case.txt", "Docs", "X", "case.txt", "docs", "x"]
-    );
+    assert_eq!(names(&dest), ["Case.txt", "Docs", "X", "case.txt", "docs", "x"]);
     assert_eq!(std::fs::read_to_string(dest.join("case.txt")).unwrap(), "lower");
 }
 
@@ -176,12 +195,20 @@ fn names_a_dest_refuses_are_restored_under_stand_ins_and_as_they_are_elsewhere()
     for (key, local) in REFUSED {
         assert_eq!(std::fs::read_to_string(dest.join(local)).unwrap(), key);
     }
-    assert_eq!(std::fs::read_to_string(dest.join("d\u{ff1a}ir/in.txt")).unwrap(), "inner");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("d\u{ff1a}ir/in.txt")).unwrap(),
+        "inner"
+    );
     // Again: every file is found under its stand-in, unchanged.
     let s = env.restore_ok(&target, &dest, &[]);
     assert_eq!((s.unchanged, s.downloaded), (6, 0), "{s:?}");
     let r = env.restore(&target, &dest, &[]);
-    assert!(r.stdout.contains("6 name(s) DEST cannot hold written under stand-ins"), "{}", r.show());
+    assert!(
+        r.stdout
+            .contains("6 name(s) DEST cannot hold written under stand-ins"),
+        "{}",
+        r.show()
+    );
 
     // Onto a directory that holds every name: the originals.
     let plain = env.root().join("plain");
@@ -192,14 +219,19 @@ fn names_a_dest_refuses_are_restored_under_stand_ins_and_as_they_are_elsewhere()
     for (key, _) in REFUSED {
         assert_eq!(std::fs::read_to_string(plain.join(key)).unwrap(), key);
     }
-    assert_eq!(std::fs::read_to_string(plain.join("d:ir/in.txt")).unwrap(), "inner");
+    assert_eq!(
+        std::fs::read_to_string(plain.join("d:ir/in.txt")).unwrap(),
+        "inner"
+    );
 }
 
 #[test]
 fn a_backup_into_a_local_store_on_a_folding_disk_refuses_the_second_spelling() {
     let Some(root) = folding_dir() else { return };
     let env = TestEnv::new();
-    env.write("A.txt", "upper").write("a.txt", "lower").write("b.txt", "b");
+    env.write("A.txt", "upper")
+        .write("a.txt", "lower")
+        .write("b.txt", "b");
     let dir = tempfile::tempdir_in(root).unwrap();
     let store = dir.path().join("store");
     let target = store.to_str().unwrap();
@@ -227,7 +259,11 @@ fn a_backup_into_a_local_store_on_a_folding_disk_refuses_the_second_spelling() {
     let s = r.summary();
     assert_eq!(s.failures.len(), 1, "{}", r.show());
     assert_eq!(s.failures[0].path, refused);
-    assert!(s.failures[0].error.contains("already in the store"), "{}", r.show());
+    assert!(
+        s.failures[0].error.contains("already in the store"),
+        "{}",
+        r.show()
+    );
     assert_eq!(s.unchanged, 2, "{}", r.show());
     assert_eq!(std::fs::read_to_string(store.join(kept)).unwrap(), stored);
 }
