@@ -205,6 +205,19 @@ pub(crate) fn restore_summary(
     if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
+    if r.case_clashes > 0 {
+        outln!(
+            "  {} entr{} not restored: DEST folds letter case and another key lands on the same name there",
+            r.case_clashes,
+            if r.case_clashes == 1 { "y" } else { "ies" }
+        )?;
+    }
+    if r.names_mapped > 0 {
+        outln!(
+            "  {} name(s) DEST cannot hold written under stand-ins (README: Names Windows cannot hold)",
+            r.names_mapped
+        )?;
+    }
     outln!(
         "  received {} in {:.2} s",
         indicatif::HumanBytes(r.bytes_received),

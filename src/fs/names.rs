@@ -8,6 +8,13 @@
 //! hex digits, as rclone does; a `‛` in a name is doubled so the mapping
 //! stays reversible. Names without either, nearly all of them, read in the
 //! bucket exactly as on disk.
+//!
+//! On Windows a name a backup finds on disk may be the stand-in a restore
+//! wrote for a key Windows cannot hold (`a：b.txt` for `a:b.txt`, see
+//! [`crate::fs::winname`]): [`key_of`] reads it back as the original key,
+//! and [`local`] maps a key to its stand-in again, so a round trip
+//! Linux → Windows → Linux stores the same keys. Elsewhere both are the
+//! plain mapping above.
 
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
@@ -70,21 +77,36 @@ pub fn decode(text: &str) -> Cow<'_, OsStr> {
     Cow::Owned(os_string(out))
 }
 
-/// The path of `rel` (a text form) under `root`.
-///
-/// Joined one `/`-separated component at a time, so on Windows the path
-/// uses `\` throughout: a verbatim root (`\\?\E:\x`) takes no `/`.
+/// The path of `rel` (a text form) under `root`; on Windows each
+/// component through [`crate::fs::winname::to_windows`] (see the module
+/// doc), joined one at a time so the path uses `\` throughout: a verbatim
+/// root (`\\?\E:\x`) takes no `/`.
 pub fn local(root: &Path, rel: &str) -> PathBuf {
     if cfg!(windows) {
         let mut path = root.to_path_buf();
-        path.extend(
-            rel.split('/')
-                .filter(|c| !c.is_empty())
-                .map(|c| decode(c).into_owned()),
-        );
+        for part in rel.split('/').filter(|c| !c.is_empty()) {
+            let decoded = decode(part);
+            match decoded.to_str() {
+                Some(text) => path.push(&*crate::fs::winname::to_windows(text)),
+                None => path.push(&*decoded),
+            }
+        }
         return path;
     }
     root.join(decode(rel))
+}
+
+/// The text form of one name a walk found (the key it stands for): as
+/// [`encode`], and on Windows read back from its stand-in
+/// ([`crate::fs::winname::from_windows`]; see the module doc).
+pub fn key_of(name: &OsStr) -> Cow<'_, str> {
+    if cfg!(windows)
+        && let Some(text) = name.to_str()
+        && let Cow::Owned(original) = crate::fs::winname::from_windows(text)
+    {
+        return Cow::Owned(encode(OsStr::new(&original)).into_owned());
+    }
+    encode(name)
 }
 
 /// Whether a text form could have come from [`encode`]: decoding and

@@ -320,7 +320,7 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
                 .map_err(|e| std::io::Error::new(e.kind(), format!("following symlink: {e}")));
         }
         let is_dir = stat.as_ref().is_ok_and(|(ft, _)| ft.is_dir());
-        let text = names::encode(&name).into_owned();
+        let text = names::key_of(&name).into_owned();
         let mut sort_key = text.as_bytes().to_vec();
         if is_dir {
             sort_key.push(b'/');

@@ -31,6 +31,8 @@
 //! A name works on one path component (no `/`).
 
 use std::borrow::Cow;
+use std::io;
+use std::path::Path;
 
 /// rclone's quote: the character after it is taken as it is.
 const QUOTE: char = '\u{201B}';
@@ -127,6 +129,59 @@ fn map_components<'a>(rel: &'a str, f: fn(&str) -> Cow<'_, str>) -> Cow<'a, str>
     }
     let parts: Vec<Cow<'_, str>> = rel.split('/').map(f).collect();
     Cow::Owned(parts.join("/"))
+}
+
+/// Whether the file system holding `dir` (or its nearest existing
+/// ancestor) refuses the names Windows refuses, so names are to be mapped
+/// by [`to_windows`] there: always on Windows; elsewhere when creating a
+/// probe file whose name holds a `:` fails with `EINVAL`, `EILSEQ` or
+/// `ENOENT` (exFAT, FAT and NTFS drivers on Linux). Without `may_write`
+/// (a dry run) nothing is created, and outside Windows the answer is `false`.
+///
+/// # Errors
+/// Any other I/O error of creating or removing the probe file.
+pub fn refused_by(dir: &Path, may_write: bool) -> io::Result<bool> {
+    if cfg!(windows) {
+        return Ok(true);
+    }
+    if !may_write {
+        return Ok(false);
+    }
+    let mut base = dir;
+    while !base.exists() {
+        match base.parent() {
+            Some(p) if !p.as_os_str().is_empty() => base = p,
+            _ => return Ok(false),
+        }
+    }
+    let probe = base.join(format!(
+        "{}-a:b",
+        crate::fs::own::temp_name("probe").to_string_lossy()
+    ));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            std::fs::remove_file(&probe)?;
+            Ok(false)
+        }
+        Err(e) if refuses(&e) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// `EILSEQ`, which `std::io::ErrorKind` does not name (Linux's number;
+/// the BSDs' and macOS's is 86/92, handled by the kinds below there).
+const EILSEQ: i32 = if cfg!(target_os = "linux") { 84 } else { 92 };
+
+/// Whether creating a file failed because its name was refused
+/// (`EINVAL`, `ENOENT` or `EILSEQ`).
+fn refuses(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::NotFound)
+        || e.raw_os_error() == Some(EILSEQ)
 }
 
 /// Whether Windows takes `name` for a device (see the module doc).

@@ -42,6 +42,7 @@
 //! create a directory, remove a stale temporary file or set a directory's
 //! mode and mtime, a line is recorded instead (see [`crate::restore::dry`]).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -85,6 +86,9 @@ pub struct Dest {
     pub modes: ModePolicy,
     /// A dry run's lines: when set, nothing in DEST is changed.
     planned: Option<Planned>,
+    /// Whether DEST refuses names Windows refuses: every name is then
+    /// written through [`crate::fs::winname::to_windows`].
+    windows_names: bool,
 }
 
 impl Dest {
@@ -121,7 +125,35 @@ impl Dest {
             stale_removed: AtomicU64::new(0),
             modes,
             planned,
+            windows_names: false,
         }
+    }
+
+    /// Writes every name through [`crate::fs::winname::to_windows`] from
+    /// now on (DEST refuses the names Windows refuses).
+    pub fn map_windows_names(&mut self) {
+        self.windows_names = true;
+    }
+
+    /// Whether names are mapped (see [`Dest::map_windows_names`]).
+    pub fn maps_windows_names(&self) -> bool {
+        self.windows_names
+    }
+
+    /// The local form, relative to DEST, of `text` (a key's relative
+    /// path): see [`crate::restore::fold::local_rel`].
+    pub fn local_rel<'a>(&self, text: &'a str) -> Cow<'a, OsStr> {
+        crate::restore::fold::local_rel(self.windows_names, text)
+    }
+
+    /// The path of `text` (a key's relative path) in DEST, for messages.
+    pub fn shown(&self, text: &str) -> std::path::PathBuf {
+        self.path.join(self.local_rel(text))
+    }
+
+    /// The key text of a local path relative to DEST.
+    fn key_text(&self, rel: &Path) -> String {
+        crate::restore::fold::key_text(self.windows_names, rel)
     }
 
     /// DEST's path, for messages.
@@ -157,7 +189,7 @@ impl Dest {
             missing = missing
                 || self.root.as_ref().is_some_and(|root| {
                     matches!(
-                        root.open_dir(Path::new(&crate::fs::names::decode(here)), Create::No),
+                        root.open_dir(Path::new(&self.local_rel(here)), Create::No),
                         Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound
                     )
                 });
@@ -203,7 +235,7 @@ impl Dest {
     fn parent(&self, rel: &str, create: Create) -> Result<(Arc<Dir>, OsString), ConfineError> {
         let root = self.root()?;
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let name = crate::fs::names::decode(name).into_owned();
+        let name = self.local_rel(name).into_owned();
         let cached = self.handles.lock().ok().and_then(|h| h.get(parent).cloned());
         if let Some(dir) = cached {
             return Ok((dir, name));
@@ -214,11 +246,11 @@ impl Dest {
                 cause: source,
             })?
         } else {
-            let (dir, created) = root.open_dir(Path::new(&crate::fs::names::decode(parent)), create)?;
+            let (dir, created) = root.open_dir(Path::new(&self.local_rel(parent)), create)?;
             if !created.is_empty()
                 && let Ok(mut all) = self.created.lock()
             {
-                all.extend(created.iter().map(|p| text_of(p)));
+                all.extend(created.iter().map(|p| self.key_text(p)));
             }
             dir
         };
@@ -305,7 +337,7 @@ impl Dest {
             let mode = meta.mode.map(|m| self.modes.apply(&path, m));
             let result = match &self.planned {
                 Some(planned) => self.plan_dir_meta(planned, &path, meta.mtime_ns, mode),
-                None => self.set_dir_meta(Path::new(&crate::fs::names::decode(&path)), meta.mtime_ns, mode),
+                None => self.set_dir_meta(Path::new(&self.local_rel(&path)), meta.mtime_ns, mode),
             };
             match result {
                 Ok(()) => done += 1,
@@ -332,13 +364,13 @@ impl Dest {
     /// missing on the way, owner-only, remembering those created; in a dry
     /// run, records them instead.
     fn make_dir(&self, path: &str) -> io::Result<()> {
-        let rel = crate::fs::names::decode(path);
+        let rel = self.local_rel(path);
         let Some(planned) = &self.planned else {
             let (_, created) = self
                 .root()?
                 .open_dir(Path::new(&rel), Create::Mode(FILLING_MODE))?;
             if let Ok(mut all) = self.created.lock() {
-                all.extend(created.iter().map(|p| text_of(p)));
+                all.extend(created.iter().map(|p| self.key_text(p)));
             }
             return Ok(());
         };
@@ -371,7 +403,7 @@ impl Dest {
         }
         let (dir, _) = self
             .root()?
-            .open_dir(Path::new(&crate::fs::names::decode(path)), Create::No)?;
+            .open_dir(Path::new(&self.local_rel(path)), Create::No)?;
         if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode) {
             planned.line(path, format!("touch {path}"));
         }
@@ -581,14 +613,6 @@ fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
 #[cfg(not(unix))]
 fn dir_now(dir: &Dir) -> io::Result<(i64, u32)> {
     Ok((crate::restore::meta::cap_mtime_ns(&dir.dir_metadata()?)?, 0))
-}
-
-/// A relative path as its '/'-separated text form.
-fn text_of(rel: &Path) -> String {
-    rel.components()
-        .map(|c| crate::fs::names::encode(c.as_os_str()).into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// The mode `mkdir` gives a directory: `0777` less the umask. The umask can

@@ -28,6 +28,7 @@ pub mod decide;
 pub mod dest;
 pub mod dry;
 pub mod fetch;
+pub mod fold;
 pub mod meta;
 pub mod place;
 pub mod select;
@@ -144,6 +145,14 @@ pub struct RestoreReport {
     /// restored from, inside DEST (restoring them would overwrite the
     /// store's own objects).
     pub store_entries_skipped: u64,
+    /// Files, links and directories not restored because DEST folds letter
+    /// case (or Unicode form) and an earlier key lands on the same name
+    /// there (see [`fold`]); each is also in `failed` or `dirs_failed`.
+    pub case_clashes: u64,
+    /// Entries written under a stand-in name because DEST refuses the
+    /// names Windows refuses (see [`crate::fs::winname`]); `0` when DEST
+    /// holds every name as it is.
+    pub names_mapped: u64,
 }
 
 /// Why a restore could not run at all.
@@ -224,12 +233,13 @@ pub async fn run_with_progress(
         dry_run: opts.dry_run,
         ..RestoreReport::default()
     };
-    let (dest, created_dest) = open_dest(opts)?;
+    let (mut dest, created_dest) = open_dest(opts)?;
+    let guard = guard(opts, &mut dest)?;
     let fetcher = Fetcher::new(store, opts.jobs);
     let (dirs, links) = restore_entries(
         opts,
         entries,
-        &mut select,
+        (&mut select, guard),
         &fetcher,
         &dest,
         &progress,
@@ -365,6 +375,21 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
     Ok((dest, created))
 }
 
+/// Probes DEST once: how it compares names, and whether it refuses the
+/// names Windows refuses (then `dest` maps them). A dry run writes no probe.
+///
+/// # Errors
+/// [`RestoreError::Dest`] when a probe cannot be made or read.
+fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreError> {
+    let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
+    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    if windows {
+        dest.map_windows_names();
+    }
+    Ok(fold::Guard::new(twins, windows))
+}
+
 /// Directory entries selected (given their metadata at the end) and
 /// symlinks fetched (placed at the end).
 type Deferred = (Vec<(String, DirMeta)>, Vec<LinkToPlace>);
@@ -375,7 +400,7 @@ type Deferred = (Vec<(String, DirMeta)>, Vec<LinkToPlace>);
 async fn restore_entries(
     opts: &RestoreOptions,
     entries: tokio::sync::mpsc::Receiver<source::Batch>,
-    select: &mut Select<'_>,
+    (select, mut guard): (&mut Select<'_>, fold::Guard),
     fetcher: &Fetcher,
     dest: &Dest,
     progress: &Arc<dyn Progress>,
@@ -386,10 +411,17 @@ async fn restore_entries(
         .boxed();
     let (no_clobber, prefix, dry_run) = (opts.no_clobber, opts.target.prefix(), opts.dry_run);
     let mut results = items
-        .filter_map(|item| futures::future::ready(select.admit(item)))
+        .filter_map(|item| {
+            let admitted = match select.admit(item) {
+                None => None,
+                Some(Err(failure)) => Some(Err(Outcome::Failed(failure))),
+                Some(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
+            };
+            futures::future::ready(admitted)
+        })
         .map(|item| async move {
             match item {
-                Err(f) => Outcome::Failed(f),
+                Err(outcome) => outcome,
                 Ok(item) if item.kind == EntryKind::Dir => Outcome::Dir(item),
                 Ok(item) => {
                     let path = item.path.clone();
@@ -399,7 +431,7 @@ async fn restore_entries(
                         Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
                         Outcome::Kept(_) => ("kept", 0),
-                        Outcome::Failed(_) | Outcome::Dir(_) => ("failed", 0),
+                        Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash(_) => ("failed", 0),
                     };
                     // A dry run did none of it: no file event claims it did.
                     if !dry_run {
@@ -424,11 +456,15 @@ async fn restore_entries(
                 None => break,
             },
         };
-        if let (Some(planned), Outcome::Failed(f)) = (dest.planned(), &outcome) {
+        if let (Some(planned), Outcome::Failed(f) | Outcome::Clash(fold::Refused { failure: f, .. })) =
+            (dest.planned(), &outcome)
+        {
             dry::refuse(planned, std::slice::from_ref(f));
         }
         report.count(outcome, &mut deferred);
     }
+    drop(results);
+    report.names_mapped = guard.mapped;
     deferred
 }
 
@@ -471,6 +507,16 @@ impl RestoreReport {
                 self.failed += 1;
                 self.failures.push(f);
             }
+            Outcome::Clash(fold::Refused { failure, dir }) => {
+                self.case_clashes += 1;
+                if dir {
+                    self.dirs_failed += 1;
+                } else {
+                    self.files += 1;
+                    self.failed += 1;
+                }
+                self.failures.push(failure);
+            }
         }
     }
 }
@@ -489,7 +535,7 @@ fn finish(
     report.failed += (report.failures.len() - before) as u64;
     let before_dirs = report.failures.len();
     report.dirs = dest.finish_dirs(dirs, recorded, &mut report.failures);
-    report.dirs_failed = (report.failures.len() - before_dirs) as u64;
+    report.dirs_failed += (report.failures.len() - before_dirs) as u64;
     if let Some(planned) = dest.planned() {
         dry::refuse(planned, &report.failures[before..]);
     }

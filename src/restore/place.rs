@@ -41,6 +41,9 @@ pub(crate) enum Outcome {
     Kept(String),
     /// A file (or, with an empty path, an entry that could not be read) that failed.
     Failed(Failure),
+    /// An entry refused before anything was written for it: on DEST, it
+    /// would land on an earlier key's file or directory (see [`super::fold`]).
+    Clash(super::fold::Refused),
 }
 
 /// A symlink fetched and checked, placed after every file is written.
@@ -73,7 +76,7 @@ pub(crate) async fn restore_file(
         });
     }
     let key = join_key(prefix, &item.path);
-    let shown = crate::fs::names::local(dest.path(), &item.path);
+    let shown = dest.shown(&item.path);
     let action = match decide(fetcher, dest, &key, &shown, &item, no_clobber).await {
         Ok(action) => action,
         Err(e) => return failed(item.path, &e),
@@ -201,7 +204,7 @@ async fn fetch(
 pub(crate) fn place_links(dest: &Dest, links: Vec<LinkToPlace>, failures: &mut Vec<Failure>) -> u64 {
     let mut placed = 0;
     for link in links {
-        let shown = crate::fs::names::local(dest.path(), &link.path);
+        let shown = dest.shown(&link.path);
         let result = match (dest.find_parent(&link.path), dest.planned()) {
             (Ok(found), Some(planned)) => plan_link(planned, found, &shown, &link),
             (Ok(Some((dir, name))), None) => place_link(&dir, &name, &shown, &link.target, link.mtime_ns),

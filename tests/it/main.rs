@@ -44,6 +44,7 @@
 //! reached through a symlink takes one lock, and state-directory errors.
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
+//! `case_dest` checks restores onto a case-folding DEST (an exFAT image).
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
 
@@ -59,6 +60,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod bandwidth;
+mod case_dest;
 mod closed_pipe;
 mod confine_restore;
 mod confine_store;

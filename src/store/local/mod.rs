@@ -49,6 +49,7 @@
 //! `scratch` the temporary area, `walk` the listing.
 
 mod errors;
+mod fold;
 mod multipart;
 mod ops;
 mod scratch;
@@ -88,6 +89,8 @@ pub struct LocalStore {
     scratch: Arc<Mutex<Option<Arc<Scratch>>>>,
     /// Stops the blocking copies of a run that is stopping (Ctrl-C).
     cancel: crate::cancel::Cancel,
+    /// Keys that would land on one file where the root folds case.
+    case: fold::CaseGuard,
 }
 
 impl LocalStore {
@@ -98,6 +101,7 @@ impl LocalStore {
             bandwidth: None,
             scratch: Arc::default(),
             cancel: crate::cancel::Cancel::default(),
+            case: fold::CaseGuard::default(),
         }
     }
 
@@ -204,6 +208,7 @@ impl Clone for LocalStore {
             bandwidth: self.bandwidth.clone(),
             scratch: self.scratch.clone(),
             cancel: self.cancel.clone(),
+            case: self.case.clone(),
         }
     }
 }

@@ -52,6 +52,7 @@ impl LocalStore {
         let parent = root
             .parent_replacing(rel, DIR_MODE)
             .map_err(|e| confine_error(e, "writing"))?;
+        self.case.check(&self.root, &parent, key)?;
         if parent
             .dir
             .symlink_metadata(&parent.name)

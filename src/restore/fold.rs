@@ -1,0 +1,194 @@
+//! A restore onto a destination that folds names: keys that would land on
+//! one file there are refused by name instead of merged.
+//!
+//! DEST is probed once ([`crate::fs::case::probe`]: by writing a probe
+//! file, or, in a dry run, by reading only) and every selected entry goes
+//! through [`Twins::take`] before anything is written for it, in the
+//! order the source gives them (a manifest's, sorted by path, so the same
+//! key wins every time). A key that clashes with an earlier one is not
+//! restored: it is a failure naming the key and why (exit 3), counted in
+//! `case_clashes`. A second restore over the first reports the same
+//! clashes again (the key is still not restored), and finds the keys that
+//! won unchanged. On a DEST that compares names exactly, [`Twins`] takes
+//! every key at no cost.
+//!
+//! The same pass counts the names a DEST that refuses the names Windows
+//! refuses gets under a stand-in ([`crate::fs::winname`]; the mapping
+//! itself is [`crate::restore::dest::Dest::local_rel`]).
+
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use crate::fs::case::{Clash, Folding, Twins};
+use crate::fs::scan::EntryKind;
+use crate::report::Failure;
+use crate::restore::source::Item;
+
+/// How DEST compares names, probed once; without `may_write` (a dry run)
+/// nothing is written there.
+///
+/// # Errors
+/// The I/O error of the probe (DEST cannot be written or read).
+pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
+    let folding = crate::fs::case::probe(dest, may_write)?;
+    if folding != Folding::Exact {
+        tracing::info!(
+            "'{}' folds {}: keys that differ only so are restored once",
+            dest.display(),
+            folding.describe()
+        );
+    }
+    Ok(Twins::new(folding))
+}
+
+/// An entry refused because an earlier key lands on its name in DEST.
+#[derive(Debug)]
+pub struct Refused {
+    /// The key and why.
+    pub failure: Failure,
+    /// Whether it is a directory entry.
+    pub dir: bool,
+}
+
+/// Every selected entry passes here before anything is written for it.
+#[derive(Debug)]
+pub struct Guard {
+    /// The keys taken so far.
+    twins: Twins,
+    /// Whether DEST's names are mapped through [`crate::fs::winname`].
+    windows_names: bool,
+    /// Entries whose own name is written under a stand-in.
+    pub mapped: u64,
+}
+
+impl Guard {
+    /// A guard for a DEST that folds as `twins` says and, with
+    /// `windows_names`, holds names under their Windows stand-ins.
+    pub fn new(twins: Twins, windows_names: bool) -> Self {
+        Self {
+            twins,
+            windows_names,
+            mapped: 0,
+        }
+    }
+
+    /// Takes `item`: back when it has a place of its own (counting a
+    /// mapped name), or why it is refused.
+    ///
+    /// # Errors
+    /// The clash, to count and report.
+    pub fn check(&mut self, item: Item) -> Result<Item, Refused> {
+        let item = check(&mut self.twins, item)?;
+        let name = item.path.rsplit('/').next().unwrap_or_default();
+        if self.windows_names && crate::fs::winname::to_windows(name) != name {
+            self.mapped += 1;
+        }
+        Ok(item)
+    }
+}
+
+/// Takes `item` into `twins`: the item back when it has a place of its
+/// own, or why it is refused.
+///
+/// # Errors
+/// The clash, to count and report.
+pub fn check(twins: &mut Twins, item: Item) -> Result<Item, Refused> {
+    let is_dir = item.kind == EntryKind::Dir;
+    match twins.take(&item.path, is_dir) {
+        Ok(()) => Ok(item),
+        Err(clash) => Err(Refused {
+            failure: Failure {
+                error: reason(twins.folding(), &clash),
+                path: item.path,
+            },
+            dir: is_dir,
+        }),
+    }
+}
+
+/// The one-line reason for a clash on a destination folding as `folding`.
+fn reason(folding: Folding, clash: &Clash) -> String {
+    let differs = match folding {
+        Folding::CaseAndForm => "differs only in letter case or Unicode form",
+        Folding::Case | Folding::Exact => "differs only in letter case",
+    };
+    match clash {
+        Clash::Name => format!(
+            "{differs} from another key; DEST's file system (folds {}) would keep only one",
+            folding.describe()
+        ),
+        Clash::Directory(dir) => format!(
+            "its directory '{dir}' {differs} from another key's; DEST's file system (folds {}) \
+             would merge their entries into one directory",
+            folding.describe()
+        ),
+    }
+}
+
+/// The local form of `text` (a key's relative path) in DEST: decoded
+/// ([`crate::fs::names::decode`]) and, with `windows_names`, each
+/// component mapped by [`crate::fs::winname::to_windows`].
+pub fn local_rel(windows_names: bool, text: &str) -> Cow<'_, OsStr> {
+    let decoded = crate::fs::names::decode(text);
+    if !windows_names {
+        return decoded;
+    }
+    let mapped = decoded
+        .to_str()
+        .and_then(|s| match crate::fs::winname::path_to_windows(s) {
+            Cow::Owned(m) => Some(m),
+            Cow::Borrowed(_) => None,
+        });
+    match mapped {
+        Some(m) => Cow::Owned(m.into()),
+        None => decoded,
+    }
+}
+
+/// The key text of a local path relative to DEST: the inverse of [`local_rel`].
+pub fn key_text(windows_names: bool, rel: &Path) -> String {
+    rel.components()
+        .map(|c| match c.as_os_str().to_str() {
+            Some(s) if windows_names => {
+                crate::fs::names::encode(OsStr::new(&*crate::fs::winname::from_windows(s))).into_owned()
+            }
+            _ => crate::fs::names::encode(c.as_os_str()).into_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &str, kind: EntryKind) -> Item {
+        Item {
+            path: path.into(),
+            kind,
+            size: 0,
+            mtime_ns: None,
+            mode: None,
+            blake3: None,
+            etag: None,
+            version_id: None,
+            from_manifest: true,
+        }
+    }
+
+    #[test]
+    fn a_clash_names_the_key_and_says_why() {
+        let mut t = Twins::new(Folding::Case);
+        assert!(check(&mut t, item("Case.txt", EntryKind::File)).is_ok());
+        let Err(Refused { failure, dir: false }) = check(&mut t, item("case.txt", EntryKind::File)) else {
+            panic!("no clash");
+        };
+        assert_eq!(failure.path, "case.txt");
+        assert!(failure.error.contains("folds letter case"), "{}", failure.error);
+        let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
+            panic!("no clash");
+        };
+        assert!(failure.error.contains("'CASE.TXT'"), "{}", failure.error);
+    }
+}
