@@ -75,7 +75,7 @@ cargo test --target "$WIN" --test windows
 # The library's unit tests of what is Windows-specific (the whole set
 # still assumes Unix in two places: symlinks in the scan test, `/` in a
 # --delete test).
-cargo test --target "$WIN" --lib -- target:: fs::winpath fs::names
+cargo test --target "$WIN" --lib -- target:: fs::winpath fs::names fs::winname
 /usr/lib/wine/wineserver -w
 
 echo "== windows: done in $((SECONDS - started)) s"
