@@ -404,7 +404,8 @@ impl Dest {
         let (dir, _) = self
             .root()?
             .open_dir(Path::new(&self.local_rel(path)), Create::No)?;
-        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode) {
+        // A directory's mode is set on Unix only (see `set_dir_meta`).
+        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode.filter(|_| cfg!(unix))) {
             planned.line(path, format!("touch {path}"));
         }
         Ok(())

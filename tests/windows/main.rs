@@ -22,6 +22,7 @@
 mod server;
 
 mod harness;
+mod meta;
 mod moto;
 mod names;
 mod paths;
