@@ -6,8 +6,8 @@
 //!
 //! wine starts a Linux executable handed to `CreateProcess` as it is
 //! (`Z:\bin\sh`); the shell writes its pid to `/tmp` and becomes moto
-//! (`S3BACKUP_MOTO_SERVER`, a Linux path, else
-//! `$HOME/.cache/s3backup-venv/bin/moto_server`); dropping [`Moto`] runs
+//! (`S3BACKUP_MOTO_SERVER`, a Linux path, which `.ci/windows.sh` sets
+//! as `.ci/run` does); dropping [`Moto`] runs
 //! `kill` on that pid. Readiness is a TCP
 //! connect retried until a deadline.
 
@@ -43,15 +43,13 @@ impl Drop for Moto {
 impl Moto {
     /// Starts moto on a free port of 127.0.0.1 and makes `bucket` there.
     pub fn start(bucket: &str) -> Moto {
+        // wine hides HOME from Windows programs: .ci/windows.sh sets this.
         let exe = std::env::var("S3BACKUP_MOTO_SERVER")
             .ok()
             .filter(|p| !p.is_empty())
-            .or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|h| format!("{h}/.cache/s3backup-venv/bin/moto_server"))
-            })
-            .expect("S3BACKUP_MOTO_SERVER or HOME");
+            .expect(
+                "S3BACKUP_MOTO_SERVER (the Linux path of moto_server) is not set: run through .ci/windows.sh",
+            );
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind 127.0.0.1:0")
             .local_addr()
@@ -107,6 +105,22 @@ exec "$0" -H 127.0.0.1 -p "$1" </dev/null >/dev/null 2>&1"#;
                     .bucket(bucket)
                     .key(key)
                     .body(body.to_vec().into())
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("PutObject {key}: {e:?}"));
+    }
+
+    /// A symlink object at `key` pointing at `target`, as a Linux backup
+    /// stores one (user metadata `type: symlink`, the target as its body).
+    pub fn put_link(&self, bucket: &str, key: &str, target: &str) {
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .metadata("type", "symlink")
+                    .body(target.as_bytes().to_vec().into())
                     .send(),
             )
             .unwrap_or_else(|e| panic!("PutObject {key}: {e:?}"));
