@@ -520,11 +520,10 @@ pub fn save(args: &BackupArgs, state_path: &Path, set_id: i64) -> Result<(), Set
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn saved_paths_are_absolute_without_dot_or_dot_dot() {
         for (typed, want) in [

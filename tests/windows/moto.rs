@@ -12,7 +12,7 @@
 //! connect retried until a deadline.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::server::S3Server;
@@ -22,6 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A running `moto_server`, stopped on drop.
 pub struct Moto {
+    /// The shell that became moto; kept, not waited for (see [`Drop`]).
+    _shell: Child,
     /// `Z:\tmp\s3backup-wine-moto-PORT.pid`: moto's Linux pid.
     pid_file: String,
     addr: SocketAddr,
@@ -58,7 +60,7 @@ impl Moto {
         let script = r#"[ -x "$0" ] || { echo "moto_server not found at $0 (set S3BACKUP_MOTO_SERVER)" >&2; exit 127; }
 echo $$ > "/tmp/s3backup-wine-moto-$1.pid"
 exec "$0" -H 127.0.0.1 -p "$1" </dev/null >/dev/null 2>&1"#;
-        Command::new(r"Z:\bin\sh")
+        let shell = Command::new(r"Z:\bin\sh")
             .args(["-c", script, &exe, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -80,6 +82,7 @@ exec "$0" -H 127.0.0.1 -p "$1" </dev/null >/dev/null 2>&1"#;
             .expect("a tokio runtime");
         let client = client(&format!("http://{addr}"));
         let moto = Moto {
+            _shell: shell,
             pid_file,
             addr,
             rt,
