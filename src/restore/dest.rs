@@ -484,11 +484,22 @@ impl<'a> TempFile<'a> {
     }
 
     /// Renames the file to `final_name` in the same directory, replacing a
-    /// file or symlink there (never following it).
+    /// file or symlink there (never following it). On Windows a read-only
+    /// file there loses the attribute first, as Windows refuses to replace
+    /// it otherwise (the new file has the attribute its mode gives).
     ///
     /// # Errors
     /// The system's (e.g. a directory is in the way).
     pub fn place(mut self, final_name: &OsStr) -> io::Result<()> {
+        #[cfg(windows)]
+        if let Ok(md) = self.dir.symlink_metadata(final_name)
+            && md.is_file()
+            && md.permissions().readonly()
+        {
+            let mut perms = md.permissions();
+            perms.set_readonly(false);
+            self.dir.set_permissions(final_name, perms)?;
+        }
         self.dir.rename(&self.name, self.dir, final_name)?;
         self.placed = true;
         Ok(())

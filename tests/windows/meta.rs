@@ -45,7 +45,8 @@ fn set_read_only(path: &Path, on: bool) {
 /// A file with the read-only attribute is recorded as mode `444` (the
 /// owner-write bit clear), one without as `644`, and a restore gives the
 /// attribute back to the first only; a second restore replaces a changed
-/// read-only file and leaves it read-only.
+/// read-only file and leaves it read-only; a file made read-only since is
+/// a `touch` in a dry run and made writable again by a restore.
 #[test]
 fn read_only_attribute_round_trips() {
     let server = S3Server::start();
@@ -96,6 +97,38 @@ fn read_only_attribute_round_trips() {
     assert!(
         read_only(&dest.join("locked.txt")),
         "locked.txt came back writable"
+    );
+
+    // Same bytes, but read-only now: a dry run lists it, a restore makes
+    // it writable again.
+    set_read_only(&dest.join("open.txt"), true);
+    let dry = run(
+        home.path(),
+        [
+            "--state",
+            state,
+            "restore",
+            "--dry-run",
+            "bucket::meta",
+            dest.to_str().unwrap(),
+            "--endpoint-url",
+            endpoint.as_str(),
+        ],
+    );
+    dry.expect(0);
+    assert!(
+        dry.stdout.lines().any(|l| l == "touch open.txt"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("locked.txt"), "{}", dry.stdout);
+    let third = restore();
+    third.expect(0);
+    assert_eq!(third.json()["downloaded"], 0, "{}", third.stdout);
+    assert!(!read_only(&dest.join("open.txt")), "open.txt stayed read-only");
+    assert!(
+        read_only(&dest.join("locked.txt")),
+        "locked.txt lost the attribute"
     );
     set_read_only(&dest.join("locked.txt"), false);
     set_read_only(&src.join("locked.txt"), false);
