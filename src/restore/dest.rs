@@ -404,7 +404,8 @@ impl Dest {
         let (dir, _) = self
             .root()?
             .open_dir(Path::new(&self.local_rel(path)), Create::No)?;
-        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode) {
+        // A directory's mode is set on Unix only (see `set_dir_meta`).
+        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode.filter(|_| cfg!(unix))) {
             planned.line(path, format!("touch {path}"));
         }
         Ok(())
@@ -483,11 +484,22 @@ impl<'a> TempFile<'a> {
     }
 
     /// Renames the file to `final_name` in the same directory, replacing a
-    /// file or symlink there (never following it).
+    /// file or symlink there (never following it). On Windows a read-only
+    /// file there loses the attribute first, as Windows refuses to replace
+    /// it otherwise (the new file has the attribute its mode gives).
     ///
     /// # Errors
     /// The system's (e.g. a directory is in the way).
     pub fn place(mut self, final_name: &OsStr) -> io::Result<()> {
+        #[cfg(windows)]
+        if let Ok(md) = self.dir.symlink_metadata(final_name)
+            && md.is_file()
+            && md.permissions().readonly()
+        {
+            let mut perms = md.permissions();
+            perms.set_readonly(false);
+            self.dir.set_permissions(final_name, perms)?;
+        }
         self.dir.rename(&self.name, self.dir, final_name)?;
         self.placed = true;
         Ok(())

@@ -77,7 +77,10 @@ pub fn set_link_time(dir: &Dir, name: &OsStr, mtime_ns: Option<i64>) -> std::io:
 /// Sets permission bits (Unix; `mode & 0o7777`, already filtered by a
 /// [`ModePolicy`]) and the mtime (nanoseconds since the epoch) through an
 /// open handle of a file or directory: no path lookup a link could
-/// redirect, and no second open.
+/// redirect, and no second open. On Windows a file (not a directory)
+/// gets the read-only attribute exactly when the owner-write bit
+/// (`0o200`) is clear, and loses it when that bit is set; the mtime is set
+/// first, as the attribute is.
 ///
 /// # Errors
 /// The system's.
@@ -87,21 +90,49 @@ pub fn set_file_times_and_mode(file: &File, mtime_ns: Option<i64>, mode: Option<
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
     }
-    #[cfg(not(unix))]
-    let _ = mode;
     if let Some(ns) = mtime_ns {
         file.set_times(std::fs::FileTimes::new().set_modified(system_time(ns)))?;
     }
+    #[cfg(windows)]
+    if let Some(mode) = mode {
+        set_read_only(file, mode)?;
+    }
+    #[cfg(not(any(unix, windows)))]
+    let _ = mode;
     Ok(())
+}
+
+/// Windows: gives the file behind `file` the read-only attribute when the
+/// owner-write bit of `mode` is clear, and takes it away when it is set
+/// (the attribute is what a backup on Windows records as `444` against
+/// `644`). Directories are left alone: on Windows their read-only
+/// attribute does not keep entries from being made in them, and under
+/// wine it would.
+#[cfg(windows)]
+fn set_read_only(file: &File, mode: u32) -> std::io::Result<()> {
+    let md = file.metadata()?;
+    let read_only = mode & 0o200 == 0;
+    if md.is_dir() || md.permissions().readonly() == read_only {
+        return Ok(());
+    }
+    let mut perms = md.permissions();
+    perms.set_readonly(read_only);
+    file.set_permissions(perms)
 }
 
 /// Whether setting `mtime_ns` and `mode` (filtered, as
 /// [`set_file_times_and_mode`] takes it) would change an entry that now
 /// has the mtime `now_ns` and the permission bits `now_mode` (a dry run
-/// lists only such changes). Modes count on Unix only, as they are set
-/// only there.
+/// lists only such changes). Modes count on Unix; on Windows only the
+/// owner-write bit does (the read-only attribute), elsewhere none.
 pub fn differs((now_ns, now_mode): (i64, u32), mtime_ns: Option<i64>, mode: Option<u32>) -> bool {
-    let mode_differs = cfg!(unix) && mode.is_some_and(|m| m & 0o7777 != now_mode & 0o7777);
+    let mode_differs = if cfg!(unix) {
+        mode.is_some_and(|m| m & 0o7777 != now_mode & 0o7777)
+    } else if cfg!(windows) {
+        mode.is_some_and(|m| m & 0o200 != now_mode & 0o200)
+    } else {
+        false
+    };
     mode_differs || mtime_ns.is_some_and(|t| t != now_ns)
 }
 
@@ -155,5 +186,7 @@ mod tests {
         assert!(!differs(now, None, None));
         assert!(differs(now, Some(1_001), Some(0o644)));
         assert_eq!(differs(now, Some(1_000), Some(0o600)), cfg!(unix));
+        // The owner-write bit is the read-only attribute on Windows.
+        assert_eq!(differs(now, Some(1_000), Some(0o444)), cfg!(any(unix, windows)));
     }
 }

@@ -11,7 +11,10 @@
 //! `harness` runs the binary and builds and compares trees; `paths` holds
 //! the cases: the seed's two command forms, drive, `/`-drive, UNC and
 //! verbatim store paths, paths longer than 260 characters, `/` in keys,
-//! no `\\?\` in messages, and the state file's default place.
+//! no `\\?\` in messages, and the state file's default place; `names`
+//! the keys Windows cannot hold as they are (forbidden names, case twins),
+//! put into moto (`moto`, run on the Linux side of wine) as a Linux
+//! backup would have stored them.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
@@ -19,4 +22,7 @@
 mod server;
 
 mod harness;
+mod meta;
+mod moto;
+mod names;
 mod paths;
