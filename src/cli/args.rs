@@ -27,7 +27,20 @@ pub struct Cli {
     /// Only errors; no summary.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// State database file [default: $XDG_STATE_HOME/s3backup/state.db].
+    // The default is `StateDb::default_path`: the platform's state directory,
+    // else its local data directory (the `dirs` crate's).
+    #[cfg_attr(
+        all(not(windows), not(target_os = "macos")),
+        doc = "State database file [default: $XDG_STATE_HOME/s3backup/state.db]."
+    )]
+    #[cfg_attr(
+        target_os = "macos",
+        doc = "State database file [default: ~/Library/Application Support/s3backup/state.db]."
+    )]
+    #[cfg_attr(
+        windows,
+        doc = "State database file [default: %LOCALAPPDATA%\\s3backup\\state.db]."
+    )]
     #[arg(long, global = true, value_name = "FILE", env = "S3BACKUP_STATE", value_hint = ValueHint::FilePath)]
     pub state: Option<PathBuf>,
     /// What to do.
