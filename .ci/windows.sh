@@ -75,10 +75,10 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
 # the in-process server cannot hold inside wine: `a:b.txt`, case twins.
 export S3BACKUP_MOTO_SERVER="${S3BACKUP_MOTO_SERVER:-$HOME/.cache/s3backup-venv/bin/moto_server}"
 cargo test --target "$WIN" --test windows
-# The library's unit tests of what is Windows-specific (the whole set
-# still assumes Unix in two places: symlinks in the scan test, `/` in a
-# --delete test).
-cargo test --target "$WIN" --lib -- target:: fs::winpath fs::names fs::winname
+# The library's unit tests of paths, names, the walk and the filters
+# (fs::own assumes Unix file identities, which Windows lacks here: the
+# state file and a store inside SOURCE are left out by path there).
+cargo test --target "$WIN" --lib -- target:: fs:: backup::spare --skip fs::own
 /usr/lib/wine/wineserver -w
 
 echo "== windows: done in $((SECONDS - started)) s"

@@ -382,7 +382,14 @@ mod tests {
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).unwrap() {
                 let p = e.unwrap().path();
-                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                // Keys use `/` on every platform (a Windows path's are `\`).
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .components()
+                    .map(|c| c.as_os_str().to_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 let is_dir = p.is_dir();
                 if is_dir {
                     stack.push(p);

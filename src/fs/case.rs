@@ -316,6 +316,7 @@ mod tests {
         assert_eq!(both.take(&nfd.to_uppercase(), false), Err(Clash::Name));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_case_sensitive_directory_probes_exact_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -340,6 +341,17 @@ mod tests {
         dir
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn a_windows_directory_folds_case() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(probe(dir.path(), true).unwrap(), Folding::Case);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        std::fs::write(dir.path().join("Name"), "").unwrap();
+        assert_eq!(probe(dir.path(), false).unwrap(), Folding::Case);
+    }
+
+    #[cfg(unix)]
     #[test]
     fn a_case_folding_directory_probes_as_such() {
         let Some(root) = folding_dir() else { return };
