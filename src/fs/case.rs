@@ -333,6 +333,7 @@ mod tests {
 
     /// A case-folding directory, when the environment provides one (CI
     /// mounts an exFAT image there; see .ci/run).
+    #[cfg(unix)]
     fn folding_dir() -> Option<std::path::PathBuf> {
         let dir = std::env::var_os("S3BACKUP_TEST_FOLDING_DIR").map(std::path::PathBuf::from);
         if dir.is_none() && std::env::var_os("CI").is_some() {
