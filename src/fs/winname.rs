@@ -56,14 +56,14 @@ pub fn to_windows(name: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(name.len() + 8);
     let mut start = 0;
-    if is_reserved(name) {
+    if reserved_as_stored(name) {
         // Reserved names start with an ASCII letter.
         out.push(twin(c[0]));
         start = 1;
-    } else if is_wide_letter(c[0]) && is_reserved(&fold_first(&c, 0)) {
+    } else if is_wide_letter(c[0]) && reserved_as_stored(&fold_first(&c, 0)) {
         out.extend([QUOTE, c[0]]);
         start = 1;
-    } else if c.len() > 1 && c[0] == QUOTE && is_wide_letter(c[1]) && is_reserved(&fold_first(&c, 1)) {
+    } else if c.len() > 1 && c[0] == QUOTE && is_wide_letter(c[1]) && reserved_as_stored(&fold_first(&c, 1)) {
         out.extend([QUOTE, QUOTE]);
         start = 1;
     }
@@ -96,17 +96,15 @@ pub fn from_windows(name: &str) -> Cow<'_, str> {
     }
     let c: Vec<char> = name.chars().collect();
     let quoted_first = c.len() > 1 && c[0] == QUOTE && is_wide_letter(c[1]);
+    // The escape is read back where the name as stored, its first letter
+    // folded, would be a device (the test `to_windows` made).
+    let stored_rest = |from: usize| -> String { c[from..].iter().collect() };
     if quoted_first {
-        let rest = decode_from(&c, 2);
-        if is_reserved(&format!("{}{rest}", fold(c[1]))) {
-            return Cow::Owned(format!("{}{rest}", c[1]));
+        if is_reserved(&format!("{}{}", fold(c[1]), stored_rest(2))) {
+            return Cow::Owned(format!("{}{}", c[1], decode_from(&c, 2)));
         }
-    } else if is_wide_letter(c[0]) {
-        let rest = decode_from(&c, 1);
-        let folded = format!("{}{rest}", fold(c[0]));
-        if is_reserved(&folded) {
-            return Cow::Owned(folded);
-        }
+    } else if is_wide_letter(c[0]) && is_reserved(&format!("{}{}", fold(c[0]), stored_rest(1))) {
+        return Cow::Owned(format!("{}{}", fold(c[0]), decode_from(&c, 1)));
     }
     Cow::Owned(decode_from(&c, 0))
 }
@@ -203,6 +201,18 @@ pub fn is_reserved(name: &str) -> bool {
     }
 }
 
+/// Whether `name`, stored with its trailing space or dot replaced (as
+/// [`to_windows`] does), is a device name: `con.` is (Windows drops the
+/// dot), `con．` is not, so `con.` becomes `con．` alone.
+fn reserved_as_stored(name: &str) -> bool {
+    let stored = match name.strip_suffix(' ').or_else(|| name.strip_suffix('.')) {
+        Some(head) if name.ends_with(' ') => format!("{head}{SYMBOL_SPACE}"),
+        Some(head) => format!("{head}{FULL_STOP}"),
+        None => return is_reserved(name),
+    };
+    is_reserved(&stored)
+}
+
 /// Whether a name needs any change (the fast path: almost every name does not).
 fn needs_encoding(name: &str, c: &[char]) -> bool {
     let Some(&last) = c.last() else {
@@ -211,8 +221,8 @@ fn needs_encoding(name: &str, c: &[char]) -> bool {
     c.iter()
         .any(|&ch| forbidden(ch) || stand_in(ch, false) || ch == QUOTE)
         || matches!(last, ' ' | '.' | SYMBOL_SPACE | FULL_STOP)
-        || is_reserved(name)
-        || (is_wide_letter(c[0]) && is_reserved(&fold_first(c, 0)))
+        || reserved_as_stored(name)
+        || (is_wide_letter(c[0]) && reserved_as_stored(&fold_first(c, 0)))
 }
 
 /// The ordinary part of decoding, from `start`: quotes, stand-ins anywhere
@@ -354,7 +364,9 @@ mod tests {
         pair("com³", "ｃom³");
         pair("nul .log", "ｎul .log");
         pair("CONOUT$", "ＣONOUT$");
-        pair("con.", "ｃon．");
+        // With its dot replaced, `con.` is no device name any more.
+        pair("con.", "con．");
+        pair("con．", "con‛．");
         assert!(!is_reserved("console"));
         assert!(!is_reserved("com10"));
     }
