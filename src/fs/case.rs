@@ -69,13 +69,9 @@ impl Folding {
 /// # Errors
 /// The I/O error of creating the probe file, or of reading `dir`.
 pub fn probe(dir: &Path, may_write: bool) -> io::Result<Folding> {
-    let mut base = dir;
-    while !base.exists() {
-        match base.parent() {
-            Some(p) if !p.as_os_str().is_empty() => base = p,
-            _ => return Ok(Folding::Exact),
-        }
-    }
+    let Some(base) = nearest_existing(dir) else {
+        return Ok(Folding::Exact);
+    };
     if may_write {
         probe_by_writing(base)
     } else {
@@ -126,8 +122,21 @@ fn probe_by_writing(base: &Path) -> io::Result<Folding> {
     })
 }
 
+/// `dir`, or its nearest ancestor that exists (where it would be made):
+/// the directory a probe of `dir` looks at; `None` when none exists.
+pub(crate) fn nearest_existing(dir: &Path) -> Option<&Path> {
+    let mut base = dir;
+    while !base.exists() {
+        match base.parent() {
+            Some(p) if !p.as_os_str().is_empty() => base = p,
+            _ => return None,
+        }
+    }
+    Some(base)
+}
+
 /// Creates `path`, failing if anything is there.
-fn create_new(path: &Path) -> io::Result<std::fs::File> {
+pub(crate) fn create_new(path: &Path) -> io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

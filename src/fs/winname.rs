@@ -145,22 +145,14 @@ pub fn refused_by(dir: &Path, may_write: bool) -> io::Result<bool> {
     if !may_write {
         return Ok(false);
     }
-    let mut base = dir;
-    while !base.exists() {
-        match base.parent() {
-            Some(p) if !p.as_os_str().is_empty() => base = p,
-            _ => return Ok(false),
-        }
-    }
+    let Some(base) = crate::fs::case::nearest_existing(dir) else {
+        return Ok(false);
+    };
     let probe = base.join(format!(
         "{}-a:b",
         crate::fs::own::temp_name("probe").to_string_lossy()
     ));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
+    match crate::fs::case::create_new(&probe) {
         Ok(file) => {
             drop(file);
             std::fs::remove_file(&probe)?;
