@@ -8,7 +8,9 @@
 //! `S3BACKUP_WIN_DRIVE` (e.g. `D:`) and `S3BACKUP_WIN_SHARE` (e.g.
 //! `\\nas\scratch`) name others; `S3BACKUP_IT_BIN` another binary to test.
 //!
-//! `harness` runs the binary and builds and compares trees; `paths` holds
+//! `drives` holds drive spellings of SOURCE and DEST (`C:rel` and a
+//! bare `E:` refused) and a whole drive (`F:`, `S3BACKUP_WIN_DRIVE2`)
+//! backed up into a store on itself; `harness` runs the binary and builds and compares trees; `paths` holds
 //! the cases: the seed's two command forms, drive, `/`-drive, UNC and
 //! verbatim store paths, paths longer than 260 characters, `/` in keys,
 //! no `\\?\` in messages, and the state file's default place; `names`
@@ -21,6 +23,7 @@
 #[allow(dead_code, unused_imports)]
 mod server;
 
+mod drives;
 mod harness;
 mod meta;
 mod moto;
