@@ -182,6 +182,32 @@ pub fn plain(path: PathBuf) -> PathBuf {
     path
 }
 
+/// Clears the read-only attribute of the file `name` in `dir` before it is
+/// removed or replaced, and says whether it was set. On Windows a
+/// read-only file can be neither deleted nor renamed over, and that
+/// attribute is what the owner-write bit maps to: a restore of a file
+/// with mode `0444`, or a store object a Unix backup wrote with that
+/// mode onto a shared disk, is read-only there. Elsewhere a file's own
+/// mode guards neither, and this does nothing. A link or a directory is
+/// left as it is.
+///
+/// # Errors
+/// The system's, when the attribute is set and cannot be cleared.
+pub fn clear_readonly(dir: &cap_std::fs::Dir, name: &Path) -> std::io::Result<bool> {
+    if !cfg!(windows) {
+        return Ok(false);
+    }
+    match dir.symlink_metadata(name) {
+        Ok(md) if md.is_file() && md.permissions().readonly() => {
+            let mut perms = md.permissions();
+            perms.set_readonly(false);
+            dir.set_permissions(name, perms)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// `std::fs::canonicalize` without a needless verbatim prefix on Windows
 /// ([`plain`]): the absolute path with links resolved, spelled as a user
 /// would type it.

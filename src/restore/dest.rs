@@ -597,6 +597,8 @@ fn remove_if_abandoned(dir: &Dir, name: &OsStr, remove: bool) -> io::Result<bool
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     if remove {
+        // A restore killed after marking its file read-only (mode 0444) leaves it so on Windows.
+        crate::fs::winpath::clear_readonly(dir, Path::new(name))?;
         dir.remove_file(name)?;
     }
     drop(file);

@@ -16,7 +16,8 @@
 //! no `\\?\` in messages, and the state file's default place; `names`
 //! the keys Windows cannot hold as they are (forbidden names, case twins),
 //! put into moto (`moto`, run on the Linux side of wine) as a Linux
-//! backup would have stored them.
+//! backup would have stored them; `readonly` read-only store objects
+//! deleted and replaced, and read-only temporary files swept from DEST.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
@@ -29,3 +30,4 @@ mod meta;
 mod moto;
 mod names;
 mod paths;
+mod readonly;
