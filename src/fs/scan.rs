@@ -291,6 +291,7 @@ struct Child {
 /// tree order; with `follow`, a symlink is stat-ed through to its target.
 fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Child>> {
     let mut children = Vec::new();
+    let windows_names = names::windows_named(dir);
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -308,7 +309,7 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
                 .map_err(|e| std::io::Error::new(e.kind(), format!("following symlink: {e}")));
         }
         let is_dir = stat.as_ref().is_ok_and(|(ft, _)| ft.is_dir());
-        let text = names::key_of(&name).into_owned();
+        let text = names::key_with(&name, windows_names).into_owned();
         let mut sort_key = text.as_bytes().to_vec();
         if is_dir {
             sort_key.push(b'/');
