@@ -257,7 +257,8 @@ fn source_longer_than_260_characters() {
 /// fails with ERROR_MORE_DATA (234) for any path past 260 characters,
 /// and every file fails with that. `.ci/windows/final_path.c`, a
 /// standalone program of a dozen calls, shows it is wine's: it answers
-/// up to 258 characters and fails from 295 on, where Windows answers.
+/// for directories of up to 259 characters and fails for those of 295
+/// and more, where Windows answers.
 /// `.ci/windows.sh` runs that program and, where it passes (Windows, a
 /// fixed wine), this test with `--ignored`.
 #[test]
