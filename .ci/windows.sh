@@ -9,7 +9,8 @@
 # program calls at start; .ci/windows/bcryptprimitives.c is a stub built
 # here and put into the prefix's system32.
 #
-# The suite sees two extra drives: E: (a fresh temporary directory) and the
+# The suite sees three extra places: drives E: and F: (fresh temporary
+# directories; F: for the one case that backs a whole drive up) and the
 # network share \\localhost\share (another one), which wine serves from
 # $WINEPREFIX/dosdevices/unc/localhost/share.
 set -euo pipefail
@@ -55,13 +56,14 @@ if [ ! -f "$stub" ] || [ .ci/windows/bcryptprimitives.c -nt "$stub" ]; then
 fi
 cp "$stub" "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
 
-# E: and \\localhost\share, fresh for each run, removed at the end.
+# E:, F: and \\localhost\share, fresh for each run, removed at the end.
 drives="$(mktemp -d "${TMPDIR:-/tmp}/s3backup-wine-drives.XXXXXX")"
-mkdir -p "$drives/e" "$drives/share" "$WINEPREFIX/dosdevices/unc/localhost"
+mkdir -p "$drives/e" "$drives/f" "$drives/share" "$WINEPREFIX/dosdevices/unc/localhost"
 ln -sfn "$drives/e" "$WINEPREFIX/dosdevices/e:"
+ln -sfn "$drives/f" "$WINEPREFIX/dosdevices/f:"
 ln -sfn "$drives/share" "$WINEPREFIX/dosdevices/unc/localhost/share"
 cleanup() {
-    rm -f "$WINEPREFIX/dosdevices/e:" "$WINEPREFIX/dosdevices/unc/localhost/share"
+    rm -f "$WINEPREFIX/dosdevices/e:" "$WINEPREFIX/dosdevices/f:" "$WINEPREFIX/dosdevices/unc/localhost/share"
     rm -rf "$drives"
 }
 trap cleanup EXIT
@@ -75,10 +77,25 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
 # the in-process server cannot hold inside wine: `a:b.txt`, case twins.
 export S3BACKUP_MOTO_SERVER="${S3BACKUP_MOTO_SERVER:-$HOME/.cache/s3backup-venv/bin/moto_server}"
 cargo test --target "$WIN" --test windows
-# The library's unit tests of paths, names, the walk and the filters
-# (fs::own assumes Unix file identities, which Windows lacks here: the
-# state file and a store inside SOURCE are left out by path there).
-cargo test --target "$WIN" --lib -- target:: fs:: backup::spare --skip fs::own
+# DEST and a store past 260 characters: wine 8's GetFinalPathNameByHandleW
+# fails there (ERROR_MORE_DATA), which .ci/windows/final_path.c shows on
+# its own; the case runs wherever that program passes.
+probe="$CARGO_TARGET_DIR/windows-stub/final_path.exe"
+if [ ! -f "$probe" ] || [ .ci/windows/final_path.c -nt "$probe" ]; then
+    x86_64-w64-mingw32-gcc -municode -O2 -o "$probe" .ci/windows/final_path.c
+fi
+mkdir -p "$drives/e/final-path"
+if "$WINE" "$probe" 'E:\final-path' >"$drives/final-path.log" 2>&1; then
+    cargo test --target "$WIN" --test windows -- --ignored dest_and_store_longer_than_260_characters
+else
+    echo "wine's GetFinalPathNameByHandleW fails past 260 characters (see .ci/windows/final_path.c):"
+    sed 's/^/    /' "$drives/final-path.log"
+fi
+rm -rf "$drives/e/final-path"
+# The library's unit tests of paths, names, the walk, the filters and
+# s3backup's own files (fs::own: file identities are volume serial + file
+# index there).
+cargo test --target "$WIN" --lib -- target:: fs:: backup::spare
 /usr/lib/wine/wineserver -w
 
 echo "== windows: done in $((SECONDS - started)) s"

@@ -47,6 +47,7 @@ pub(super) struct Opened {
 pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), BackupError> {
     let source = absolute_source(&opts.source)?;
     crate::fs::own::check_source(&source, &opts.target)?;
+    crate::fs::fstype::map_source_names(&source, !opts.dry_run);
     let store_err = |cause| BackupError::Store {
         target: opts.target.canonical(),
         cause,

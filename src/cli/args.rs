@@ -11,9 +11,9 @@ use crate::cli::help_text::{
     SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name, parse_part_size,
-    parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name, parse_set_ref,
-    parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
+    SetRef, parse_dir, parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name,
+    parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
+    parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -124,7 +124,7 @@ pub struct RestoreArgs {
     /// Where the backup is: bucket::prefix, s3://bucket/prefix, or a local directory store.
     pub target: Target,
     /// Directory to restore into (created if missing).
-    #[arg(value_hint = ValueHint::DirPath)]
+    #[arg(value_hint = ValueHint::DirPath, value_parser = parse_dir)]
     pub dest: PathBuf,
     /// Only these files or directories (paths relative to the backup root).
     #[arg(value_parser = parse_restore_path)]
@@ -374,7 +374,7 @@ Examples:
   s3backup state rebuild ~/Documents mybucket::documents --profile work --json")]
     Rebuild {
         /// The source directory of the set.
-        #[arg(value_hint = ValueHint::DirPath)]
+        #[arg(value_hint = ValueHint::DirPath, value_parser = parse_dir)]
         source: PathBuf,
         /// Where the backup is.
         target: Target,
@@ -391,7 +391,7 @@ Examples:
 #[derive(Debug, Args, Clone)]
 pub struct BackupArgs {
     /// Directory to back up (may be left out with --set NAME of a saved set).
-    #[arg(required_unless_present = "set", value_hint = ValueHint::DirPath)]
+    #[arg(required_unless_present = "set", value_hint = ValueHint::DirPath, value_parser = parse_dir)]
     pub source: Option<PathBuf>,
     /// Where to: bucket::prefix, s3://bucket/prefix, or a local directory (file:///path, /path, ./path, ~/path).
     #[arg(required_unless_present = "set")]

@@ -75,6 +75,16 @@ pub(crate) fn parse_restore_path(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// A SOURCE or DEST directory: any path but a Windows spelling that names
+/// no one directory here ([`crate::fs::winpath::check_dir_spelling`]), so
+/// `E:\x` on Linux or `C:rel` on Windows is a usage error, not a
+/// directory quietly so named (or one relative to a drive's hidden
+/// current directory).
+pub(crate) fn parse_dir(text: &str) -> Result<std::path::PathBuf, String> {
+    crate::fs::winpath::check_dir_spelling(text).map_err(|e| e.to_string())?;
+    Ok(std::path::PathBuf::from(text))
+}
+
 /// Checks an `--endpoint-url` before any request: an http(s) URL with a
 /// host and, if given, a numeric port. The SDK would otherwise report a
 /// malformed one only as a failed connection.

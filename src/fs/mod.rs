@@ -3,11 +3,13 @@
 //! content hashes ([`hash`]), reaching paths without following links
 //! ([`confine`]), the tool's own files ([`own`]), Windows path spellings
 //! ([`winpath`]) and the names Windows cannot hold ([`winname`]), and
-//! destinations that fold letter case ([`case`]).
+//! destinations that fold letter case ([`case`]), and sources on file
+//! systems that refuse Windows names ([`fstype`]).
 
 pub mod case;
 pub mod confine;
 pub mod filter;
+pub mod fstype;
 pub mod hash;
 pub mod names;
 pub mod own;

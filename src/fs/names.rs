@@ -14,11 +14,19 @@
 //! [`crate::fs::winname`]): [`key_of`] reads it back as the original key,
 //! and [`local`] maps a key to its stand-in again, so a round trip
 //! Linux → Windows → Linux stores the same keys. Elsewhere both are the
-//! plain mapping above.
+//! plain mapping above, except under a SOURCE whose file system refuses
+//! Windows names (exFAT, FAT: a restore wrote stand-ins there too, see
+//! [`crate::fs::fstype`]): a backup registers such a root once with
+//! [`map_windows_names_under`], and the walk and every later
+//! [`local`] under it map as on Windows. The roots are kept process-wide,
+//! beside the one function that applies them, rather than threaded
+//! through each stage of the backup that turns a key back into a path.
 
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The quote character that introduces an escaped byte.
 pub(crate) const QUOTE: char = '\u{201B}';
@@ -77,12 +85,43 @@ pub fn decode(text: &str) -> Cow<'_, OsStr> {
     Cow::Owned(os_string(out))
 }
 
-/// The path of `rel` (a text form) under `root`; on Windows each
-/// component through [`crate::fs::winname::to_windows`] (see the module
-/// doc), joined one at a time so the path uses `\` throughout: a verbatim
-/// root (`\\?\E:\x`) takes no `/`.
+/// Roots whose names map as on Windows (see the module doc).
+static WINDOWS_NAMED: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
+/// Whether [`WINDOWS_NAMED`] holds any root: the fast "no" of nearly every run.
+static ANY_WINDOWS_NAMED: AtomicBool = AtomicBool::new(false);
+
+/// Makes names under `root` (a SOURCE on a file system that refuses
+/// Windows names, as an absolute path) map as on Windows, for the rest of
+/// the process: [`key_with`] of its walk and [`local`] under it.
+pub fn map_windows_names_under(root: &Path) {
+    let mut roots = WINDOWS_NAMED
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !roots.iter().any(|r| r == root) {
+        roots.push(root.to_path_buf());
+    }
+    ANY_WINDOWS_NAMED.store(true, Ordering::Release);
+}
+
+/// Whether names at `path` map as on Windows: on Windows, and under a
+/// root given to [`map_windows_names_under`].
+pub fn windows_named(path: &Path) -> bool {
+    cfg!(windows)
+        || (ANY_WINDOWS_NAMED.load(Ordering::Acquire)
+            && WINDOWS_NAMED
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|r| path.starts_with(r)))
+}
+
+/// The path of `rel` (a text form) under `root`; where names map as on
+/// Windows ([`windows_named`]) each component through
+/// [`crate::fs::winname::to_windows`] (see the module doc), joined one at
+/// a time so the path uses `\` throughout on Windows: a verbatim root
+/// (`\\?\E:\x`) takes no `/`.
 pub fn local(root: &Path, rel: &str) -> PathBuf {
-    if cfg!(windows) {
+    if windows_named(root) {
         let mut path = root.to_path_buf();
         for part in rel.split('/').filter(|c| !c.is_empty()) {
             let decoded = decode(part);
@@ -100,7 +139,13 @@ pub fn local(root: &Path, rel: &str) -> PathBuf {
 /// [`encode`], and on Windows read back from its stand-in
 /// ([`crate::fs::winname::from_windows`]; see the module doc).
 pub fn key_of(name: &OsStr) -> Cow<'_, str> {
-    if cfg!(windows)
+    key_with(name, cfg!(windows))
+}
+
+/// [`key_of`] for a name in a directory whose names map as on Windows
+/// (`windows_names`, see [`windows_named`]) or not.
+pub fn key_with(name: &OsStr, windows_names: bool) -> Cow<'_, str> {
+    if windows_names
         && let Some(text) = name.to_str()
         && let Cow::Owned(original) = crate::fs::winname::from_windows(text)
     {

@@ -49,7 +49,8 @@ use std::path::{Path, PathBuf};
 use crate::fs::names;
 use crate::target::{Target, real_path};
 
-/// Device and inode of a file or directory.
+/// Identity of a file or directory: device and inode on Unix, volume
+/// serial number and file index on Windows ([`dir_identity`]).
 pub type FileId = (u64, u64);
 
 /// Names in one directory that are s3backup's own.
@@ -91,7 +92,7 @@ impl OwnFiles {
                 own.add_state(&canonical, false);
             }
         }
-        own.store = store_root.and_then(|root| known_id(&std::fs::metadata(root).ok()?));
+        own.store = store_root.and_then(id_of);
         own
     }
 
@@ -146,6 +147,12 @@ impl OwnFiles {
         })
     }
 
+    /// Whether a local store's root is to be left out (so a walk asks each
+    /// directory for its identity).
+    pub(crate) fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// Whether a directory with this identity is the local store's root.
     pub(crate) fn is_store(&self, id: FileId) -> bool {
         self.store == Some(id)
@@ -158,29 +165,41 @@ fn state_dir_id(path: &Path) -> Option<FileId> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    known_id(&std::fs::metadata(dir).ok()?)
+    id_of(dir)
 }
 
-/// [`file_id`] where the platform gives one. Outside Unix every file reads
-/// as `(0, 0)` (std's Windows file index is not stable yet), and an
-/// identity that every directory shares must match none: kept, it made
-/// every subdirectory of SOURCE "the local store" on Windows, skipped
-/// without a word. There, only the path checks below apply.
-fn known_id(md: &std::fs::Metadata) -> Option<FileId> {
-    Some(file_id(md)).filter(|id| *id != (0, 0))
+/// The identity of the file or directory at `path` (links followed), if
+/// it exists and the platform gives one: [`dir_identity`] with its stat.
+pub(crate) fn id_of(path: &Path) -> Option<FileId> {
+    dir_identity(path, &std::fs::metadata(path).ok()?)
 }
 
-/// Device and inode from a stat (zeros where the platform has none).
-pub(crate) fn file_id(md: &std::fs::Metadata) -> FileId {
+/// The identity of the file or directory at `path` whose stat (links
+/// followed) is `md`: device and inode on Unix, read from `md`; the volume
+/// serial number and the 64-bit file index on Windows, which std's
+/// metadata does not give yet, so the file is opened and asked
+/// (`GetFileInformationByHandle`, through `winapi-util`). None where it
+/// cannot be had: an identity that every file shares must match none
+/// (when Windows had `(0, 0)` for all, every subdirectory of SOURCE was
+/// "the local store", skipped without a word).
+pub(crate) fn dir_identity(path: &Path, md: &std::fs::Metadata) -> Option<FileId> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        (md.dev(), md.ino())
+        let _ = path;
+        Some((md.dev(), md.ino()))
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
         let _ = md;
-        (0, 0)
+        let handle = winapi_util::Handle::from_path_any(path).ok()?;
+        let info = winapi_util::file::information(&handle).ok()?;
+        Some((info.volume_serial_number(), info.file_index())).filter(|id| *id != (0, 0))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = (path, md);
+        None
     }
 }
 
@@ -289,7 +308,7 @@ mod tests {
         let state = dir.path().join("state.db");
         std::fs::write(&state, "").unwrap();
         let own = OwnFiles::find(&[&state], None);
-        let id = file_id(&std::fs::metadata(dir.path()).unwrap());
+        let id = id_of(dir.path()).unwrap();
         for name in [
             "state.db",
             "state.db-wal",
@@ -313,6 +332,23 @@ mod tests {
         assert!(!OwnFiles::default().is_own_file(id, "state.db"));
     }
 
+    #[test]
+    fn identities_tell_directories_apart_and_know_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let (top, a, b) = (
+            id_of(dir.path()).unwrap(),
+            id_of(&dir.path().join("a")).unwrap(),
+            id_of(&dir.path().join("a/b")).unwrap(),
+        );
+        assert!(top != a && a != b && top != b, "{top:?} {a:?} {b:?}");
+        assert_eq!(id_of(&dir.path().join("a/b/..")), Some(a));
+        assert_eq!(id_of(&dir.path().join("missing")), None);
+        // A store under a state directory is known by identity alone.
+        let own = OwnFiles::find(&[], Some(&dir.path().join("a")));
+        assert!(own.is_store(a) && !own.is_store(b) && !own.is_store(top));
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_symlinked_state_file_also_names_the_real_files() {
@@ -323,8 +359,8 @@ mod tests {
         let alias = dir.path().join("alias.db");
         std::os::unix::fs::symlink(&real, &alias).unwrap();
         let own = OwnFiles::find(&[&alias], None);
-        let real_dir = file_id(&std::fs::metadata(dir.path().join("real")).unwrap());
-        let alias_dir = file_id(&std::fs::metadata(dir.path()).unwrap());
+        let real_dir = id_of(&dir.path().join("real")).unwrap();
+        let alias_dir = id_of(dir.path()).unwrap();
         assert!(own.is_own_file(real_dir, "state.db-wal"));
         assert!(own.is_own_file(real_dir, "state.db.set-3.lock"));
         assert!(own.is_own_file(alias_dir, "alias.db"));

@@ -15,7 +15,7 @@ use ignore::gitignore::Gitignore;
 
 use crate::fs::filter::{self, Filters, Verdict};
 use crate::fs::names;
-use crate::fs::own::OwnFiles;
+use crate::fs::own::{FileId, OwnFiles, dir_identity};
 
 /// The name reserved at the top of a source and of a store.
 pub(crate) const RESERVED: &str = ".s3backup";
@@ -233,7 +233,7 @@ pub fn walk_with<F: FnMut(usize)>(
 ) -> Result<impl Iterator<Item = Walked> + use<F>, ScanError> {
     let follow = opts.follow_symlinks;
     let root_id = match std::fs::metadata(root) {
-        Ok(md) if md.is_dir() => dir_id(&md),
+        Ok(md) if md.is_dir() => dir_identity(root, &md),
         Ok(_) => return Err(ScanError::NotADirectory(root.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ScanError::Missing(root.to_path_buf()));
@@ -269,8 +269,10 @@ pub fn walk_with<F: FnMut(usize)>(
 /// One directory being walked: its relative path and its sorted entries.
 struct Frame {
     rel: String,
-    /// Device and inode, to notice a followed link back into the walk.
-    id: (u64, u64),
+    /// Its identity ([`dir_identity`]), to notice a followed link back
+    /// into the walk and to know the directories of s3backup's own files;
+    /// None where the platform gives none (which matches nothing).
+    id: Option<FileId>,
     /// The directory's `.s3backupignore`, if it has one.
     ignore: Option<Gitignore>,
     children: std::vec::IntoIter<Child>,
@@ -285,24 +287,11 @@ struct Child {
     stat: std::io::Result<(std::fs::FileType, std::fs::Metadata)>,
 }
 
-/// Device and inode of a directory (zeros where the platform has none).
-fn dir_id(md: &std::fs::Metadata) -> (u64, u64) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        (md.dev(), md.ino())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = md;
-        (0, 0)
-    }
-}
-
 /// Reads a directory's entries and stats each relative to it, sorted in
 /// tree order; with `follow`, a symlink is stat-ed through to its target.
 fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Child>> {
     let mut children = Vec::new();
+    let windows_names = names::windows_named(dir);
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -320,7 +309,7 @@ fn read_children(dir: &Path, top: bool, follow: bool) -> std::io::Result<Vec<Chi
                 .map_err(|e| std::io::Error::new(e.kind(), format!("following symlink: {e}")));
         }
         let is_dir = stat.as_ref().is_ok_and(|(ft, _)| ft.is_dir());
-        let text = names::key_of(&name).into_owned();
+        let text = names::key_with(&name, windows_names).into_owned();
         let mut sort_key = text.as_bytes().to_vec();
         if is_dir {
             sort_key.push(b'/');
@@ -375,7 +364,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
             if self.seen.is_multiple_of(1000) {
                 (self.tick)(self.seen);
             }
-            if self.is_own(parent_id, &child) {
+            if self.is_own(parent_id, &rel, &child) {
                 self.own_met.push(rel);
                 continue;
             }
@@ -399,15 +388,16 @@ impl<F> Walker<F> {
 
     /// Whether `child` of the directory `parent_id` is one of the tool's
     /// own files or the local store's root ([`OwnFiles`]).
-    fn is_own(&self, parent_id: (u64, u64), child: &Child) -> bool {
+    fn is_own(&self, parent_id: Option<FileId>, rel: &str, child: &Child) -> bool {
         let is_store = || {
-            child.is_dir
-                && child
-                    .stat
-                    .as_ref()
-                    .is_ok_and(|(_, md)| self.own.is_store(dir_id(md)))
+            self.own.has_store()
+                && child.is_dir
+                && child.stat.as_ref().is_ok_and(|(_, md)| {
+                    dir_identity(&names::local(&self.root, rel), md).is_some_and(|id| self.own.is_store(id))
+                })
         };
-        !self.own.is_empty() && (self.own.is_own_file(parent_id, &child.text) || is_store())
+        let is_own_file = || parent_id.is_some_and(|id| self.own.is_own_file(id, &child.text));
+        !self.own.is_empty() && (is_own_file() || is_store())
     }
 
     /// Decides one entry at `rel`: what the walk yields for it, or `None`
@@ -472,15 +462,15 @@ impl<F> Walker<F> {
     /// itself). Returns the error for a followed link back into a
     /// directory being walked, which is not entered.
     fn enter_dir(&mut self, rel: &str, md: &std::fs::Metadata) -> Option<Walked> {
-        let id = dir_id(md);
-        if self.follow && self.stack.iter().any(|f| f.id == id) {
+        let dir = names::local(&self.root, rel);
+        let id = dir_identity(&dir, md);
+        if self.follow && id.is_some() && self.stack.iter().any(|f| f.id == id) {
             return Some(Walked::Error(ScanProblem {
                 path: rel.to_string(),
                 reason: "symlink loop: leads back to a directory it is inside; not followed".into(),
                 is_dir: true,
             }));
         }
-        let dir = names::local(&self.root, rel);
         match read_children(&dir, false, self.follow) {
             Ok(children) => {
                 let ignore = self

@@ -63,6 +63,60 @@ pub fn windows_form(text: &str) -> Option<WindowsForm> {
     None
 }
 
+/// Why a typed SOURCE or DEST directory is refused: a spelling that names
+/// no single directory on this system.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirSpellingError {
+    /// A Windows spelling on a system that is not Windows, where `E:\x`
+    /// or `C:x` would quietly become a directory literally so named in the
+    /// current directory.
+    #[error(
+        "'{0}' is a Windows path, and this is not Windows: give this system's path (e.g. /mnt/e/x), or ./{0} for a directory with that name here"
+    )]
+    NotWindows(String),
+    /// `C:x` on Windows: relative to the current directory of drive `C:`,
+    /// which each process keeps apart and no one sees.
+    #[error(
+        "'{text}' is relative to the current directory of drive {drive}: write the full path, e.g. {drive}\\{rest}"
+    )]
+    DriveRelative {
+        /// The path as typed.
+        text: String,
+        /// `C:`.
+        drive: String,
+        /// What follows the drive (`rel` of `C:rel`).
+        rest: String,
+    },
+    /// `\\.\X`: a device, not a directory.
+    #[error("'{0}' is a device path (\\\\.\\), not a directory")]
+    Device(String),
+}
+
+/// Checks the text of a SOURCE or DEST directory for a Windows spelling it
+/// cannot mean here ([`DirSpellingError`]): every Windows form outside
+/// Windows (`E:\x`, `C:x`, `\\srv\share`, `.\x`), and on Windows a drive
+/// without its root (`C:rel`, a bare `E:`) and a device path.
+///
+/// # Errors
+/// [`DirSpellingError`] naming the text and how to write it.
+pub fn check_dir_spelling(text: &str) -> Result<(), DirSpellingError> {
+    let Some(form) = windows_form(text) else {
+        return Ok(());
+    };
+    if !cfg!(windows) {
+        return Err(DirSpellingError::NotWindows(text.to_string()));
+    }
+    match form {
+        WindowsForm::DriveRelative => Err(DirSpellingError::DriveRelative {
+            text: text.to_string(),
+            drive: text[..2].to_string(),
+            rest: text[2..].to_string(),
+        }),
+        WindowsForm::Device => Err(DirSpellingError::Device(text.to_string())),
+        _ => Ok(()),
+    }
+}
+
 /// The plain spelling of a verbatim path text (`\\?\C:\x` → `C:\x`,
 /// `\\?\UNC\srv\share\x` → `\\srv\share\x`), or None when `text` is not
 /// verbatim or its plain spelling would name another file (see the
@@ -126,6 +180,32 @@ pub fn plain(path: PathBuf) -> PathBuf {
         return PathBuf::from(plain);
     }
     path
+}
+
+/// Clears the read-only attribute of the file `name` in `dir` before it is
+/// removed or replaced, and says whether it was set. On Windows a
+/// read-only file can be neither deleted nor renamed over, and that
+/// attribute is what the owner-write bit maps to: a restore of a file
+/// with mode `0444`, or a store object a Unix backup wrote with that
+/// mode onto a shared disk, is read-only there. Elsewhere a file's own
+/// mode guards neither, and this does nothing. A link or a directory is
+/// left as it is.
+///
+/// # Errors
+/// The system's, when the attribute is set and cannot be cleared.
+pub fn clear_readonly(dir: &cap_std::fs::Dir, name: &Path) -> std::io::Result<bool> {
+    if !cfg!(windows) {
+        return Ok(false);
+    }
+    match dir.symlink_metadata(name) {
+        Ok(md) if md.is_file() && md.permissions().readonly() => {
+            let mut perms = md.permissions();
+            perms.set_readonly(false);
+            dir.set_permissions(name, perms)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// `std::fs::canonicalize` without a needless verbatim prefix on Windows
@@ -202,6 +282,31 @@ mod tests {
         }
         let long = format!(r"\\?\C:\{}", ["d"; 200].join(r"\"));
         assert_eq!(strip_verbatim(&long).as_deref(), Some(&long[4..]));
+    }
+
+    #[cfg(not(windows))]
+    #[test]
+    fn windows_directory_spellings_are_refused_elsewhere() {
+        for text in [r"E:\x", "E:/x", "C:x", "E:", r"\\nas\docs", r".\x", r"\\?\C:\x"] {
+            let err = check_dir_spelling(text).expect_err(text).to_string();
+            assert!(err.contains("a Windows path, and this is not Windows"), "{err}");
+        }
+        for text in ["./C:x", "/mnt/e/x", "x", "ab:c", "C::x"] {
+            assert_eq!(check_dir_spelling(text), Ok(()), "{text}");
+        }
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn drive_relative_and_device_directories_are_refused_on_windows() {
+        let err = check_dir_spelling("C:rel").unwrap_err().to_string();
+        assert!(err.contains(r"write the full path, e.g. C:\rel"), "{err}");
+        let err = check_dir_spelling("E:").unwrap_err().to_string();
+        assert!(err.contains(r"e.g. E:\"), "{err}");
+        assert!(check_dir_spelling(r"\\.\COM1").is_err());
+        for text in [r"C:\x", "C:/x", r"\\srv\share", r"\\?\C:\x", r".\x", "x"] {
+            assert_eq!(check_dir_spelling(text), Ok(()), "{text}");
+        }
     }
 
     #[test]

@@ -491,15 +491,7 @@ impl<'a> TempFile<'a> {
     /// # Errors
     /// The system's (e.g. a directory is in the way).
     pub fn place(mut self, final_name: &OsStr) -> io::Result<()> {
-        #[cfg(windows)]
-        if let Ok(md) = self.dir.symlink_metadata(final_name)
-            && md.is_file()
-            && md.permissions().readonly()
-        {
-            let mut perms = md.permissions();
-            perms.set_readonly(false);
-            self.dir.set_permissions(final_name, perms)?;
-        }
+        crate::fs::winpath::clear_readonly(self.dir, Path::new(final_name))?;
         self.dir.rename(&self.name, self.dir, final_name)?;
         self.placed = true;
         Ok(())
@@ -597,6 +589,8 @@ fn remove_if_abandoned(dir: &Dir, name: &OsStr, remove: bool) -> io::Result<bool
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     if remove {
+        // A restore killed after marking its file read-only (mode 0444) leaves it so on Windows.
+        crate::fs::winpath::clear_readonly(dir, Path::new(name))?;
         dir.remove_file(name)?;
     }
     drop(file);

@@ -166,6 +166,31 @@ fn target_that_is_a_windows_path() {
     }
 }
 
+/// Issue 14: a SOURCE or DEST spelled the Windows way (`E:\x`, `C:x`,
+/// `\\nas\x`) is refused here too, not made a directory literally so
+/// named in the current directory; `./C:x` still means that directory.
+#[test]
+fn source_or_dest_that_is_a_windows_path() {
+    let (env, store, _) = local_backed_up();
+    for dest in [r"E:\x", "C:x", "E:", r"\\nas\share\x"] {
+        let r = go(&env, ["restore", s(&store), dest]);
+        bad(
+            &r,
+            2,
+            &[&format!("'{dest}'"), "a Windows path, and this is not Windows"],
+        );
+        assert!(!env.root().join(dest).exists(), "{dest} was created");
+    }
+    let r = go(&env, ["backup", r"E:\src", s(&env.root().join("other"))]);
+    bad(&r, 2, &[r"'E:\src'", "a Windows path, and this is not Windows"]);
+    assert!(!env.root().join("other").exists(), "nothing written");
+    let r = go(&env, ["state", "rebuild", "C:src", s(&store)]);
+    bad(&r, 2, &["'C:src'", "a Windows path, and this is not Windows"]);
+    // The way to name a directory that is so spelled.
+    go(&env, ["restore", s(&store), "./C:x"]).expect_code(0);
+    assert!(env.root().join("C:x/a.txt").is_file());
+}
+
 #[test]
 fn target_with_an_unsupported_scheme() {
     let (env, _) = local_env();

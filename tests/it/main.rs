@@ -44,7 +44,8 @@
 //! reached through a symlink takes one lock, and state-directory errors.
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
-//! `case_dest` checks restores onto a case-folding DEST (an exFAT image).
+//! `case_dest` checks restores onto a case-folding DEST (an exFAT image),
+//! `exfat_source` backups of a tree restored onto one (its keys kept).
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
 
@@ -69,6 +70,7 @@ mod damaged;
 mod edge;
 mod edge_fs;
 mod engine;
+mod exfat_source;
 mod faults;
 mod filters;
 mod help;

@@ -8,21 +8,26 @@
 //! `S3BACKUP_WIN_DRIVE` (e.g. `D:`) and `S3BACKUP_WIN_SHARE` (e.g.
 //! `\\nas\scratch`) name others; `S3BACKUP_IT_BIN` another binary to test.
 //!
-//! `harness` runs the binary and builds and compares trees; `paths` holds
+//! `drives` holds drive spellings of SOURCE and DEST (`C:rel` and a
+//! bare `E:` refused) and a whole drive (`F:`, `S3BACKUP_WIN_DRIVE2`)
+//! backed up into a store on itself; `harness` runs the binary and builds and compares trees; `paths` holds
 //! the cases: the seed's two command forms, drive, `/`-drive, UNC and
 //! verbatim store paths, paths longer than 260 characters, `/` in keys,
 //! no `\\?\` in messages, and the state file's default place; `names`
 //! the keys Windows cannot hold as they are (forbidden names, case twins),
 //! put into moto (`moto`, run on the Linux side of wine) as a Linux
-//! backup would have stored them.
+//! backup would have stored them; `readonly` read-only store objects
+//! deleted and replaced, and read-only temporary files swept from DEST.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
 #[allow(dead_code, unused_imports)]
 mod server;
 
+mod drives;
 mod harness;
 mod meta;
 mod moto;
 mod names;
 mod paths;
+mod readonly;

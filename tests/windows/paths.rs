@@ -252,11 +252,17 @@ fn source_longer_than_260_characters() {
 ///
 /// Ignored under wine 8: there the final-path query of a handle
 /// (GetFinalPathNameByHandleW), which the confined opens of DEST and of
-/// the store make, answers ERROR_MORE_DATA (234) for such a path instead
-/// of the size it needs, and every file fails with that. Run it on
-/// Windows itself with `--ignored`.
+/// the store make (cap-std joins each relative name to the directory
+/// handle's final path, through winx, with a 32767-character buffer),
+/// fails with ERROR_MORE_DATA (234) for any path past 260 characters,
+/// and every file fails with that. `.ci/windows/final_path.c`, a
+/// standalone program of a dozen calls, shows it is wine's: it answers
+/// for directories of up to 259 characters and fails for those of 295
+/// and more, where Windows answers.
+/// `.ci/windows.sh` runs that program and, where it passes (Windows, a
+/// fixed wine), this test with `--ignored`.
 #[test]
-#[ignore = "wine 8 answers the final-path query of a long path with ERROR_MORE_DATA"]
+#[ignore = "wine 8 answers the final-path query of a long path with ERROR_MORE_DATA (.ci/windows/final_path.c)"]
 fn dest_and_store_longer_than_260_characters() {
     let server = S3Server::start();
     server.create_bucket("bucket");

@@ -177,6 +177,7 @@ async fn rebuild(
 ) -> anyhow::Result<Exit> {
     let source = crate::fs::winpath::canonicalize(&source)
         .with_context(|| format!("source directory '{}'", source.display()))?;
+    crate::fs::fstype::map_source_names(&source, true);
     let store = open_existing_store(&target, s3).await?;
     let nothing = || {
         anyhow::anyhow!(

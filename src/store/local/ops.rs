@@ -72,6 +72,7 @@ impl LocalStore {
                 Err(e) => return Err(what(e)),
             }
         }
+        crate::fs::winpath::clear_readonly(&parent.dir, Path::new(&parent.name)).map_err(what)?;
         scratch
             .dir()
             .rename(name, &parent.dir, &parent.name)
@@ -226,6 +227,8 @@ impl LocalStore {
             Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(confine_error(e, "deleting")),
         };
+        // A read-only object (from a Unix backup of a 0444 file) can only go on Windows once writable.
+        let _ = crate::fs::winpath::clear_readonly(&parent.dir, Path::new(&parent.name));
         match parent.dir.remove_file_or_symlink(&parent.name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
