@@ -14,7 +14,7 @@ use cap_std::fs::{Dir, Metadata, OpenOptions};
 
 use super::scratch::{Scratch, TMP};
 use super::{
-    DIR_MODE, LocalStore, Stat, apply_meta, check_key, confine_error, io_error, remote_of, upload_name,
+    DIR_MODE, LocalStore, Stat, apply_meta, check_key_text, confine_error, io_error, remote_of, upload_name,
 };
 use crate::fs::confine::{ConfineError, Create, Parent, Root};
 use crate::store::{ObjectMeta, PutOutcome, RemoteObject, StoreError, StoreResult};
@@ -28,10 +28,12 @@ impl LocalStore {
         meta: &ObjectMeta,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> StoreResult<PutOutcome> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let what = |e: io::Error| io_error(e, &format!("writing '{}'", self.shown(key)));
         let root = self.open_root()?;
         let scratch = self.scratch(&root)?;
+        let rel = self.write_path(&root, &scratch, key)?;
+        let rel = Path::new(&rel);
         let (name, mut file) = scratch.create_file().map_err(what)?;
         let filled = fill(&mut file)
             .and_then(|()| file.sync_data())
@@ -52,7 +54,6 @@ impl LocalStore {
         let parent = root
             .parent_replacing(rel, DIR_MODE)
             .map_err(|e| confine_error(e, "writing"))?;
-        self.case.check(&self.root, &parent, key)?;
         if parent
             .dir
             .symlink_metadata(&parent.name)
@@ -80,10 +81,12 @@ impl LocalStore {
 
     /// Stores a symlink whose target is `target` under `key` (blocking).
     pub(super) fn write_symlink(&self, key: &str, target: &OsStr, mtime_ns: i64) -> StoreResult<PutOutcome> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", self.shown(key)));
         let root = self.open_root()?;
         let scratch = self.scratch(&root)?;
+        let rel = self.write_path(&root, &scratch, key)?;
+        let rel = Path::new(&rel);
         let name = scratch.fresh_name();
         make_symlink(scratch.dir(), target, &name).map_err(what)?;
         let time = || {
@@ -106,7 +109,7 @@ impl LocalStore {
     /// when a component is missing or not a directory, a refusal naming
     /// the link when one is a symbolic link.
     fn parent_of(&self, root: &Root, key: &str) -> StoreResult<Parent> {
-        root.parent(check_key(key)?, Create::No)
+        root.parent(Path::new(&self.read_path(root, key)?), Create::No)
             .map_err(|e| confine_error(e, &format!("reading '{key}'")))
     }
 
@@ -143,12 +146,12 @@ impl LocalStore {
         meta: &ObjectMeta,
         if_match: Option<&str>,
     ) -> StoreResult<PutOutcome> {
-        check_key(dst_key)?;
+        check_key_text(dst_key)?;
         let root = self.open_root()?;
         // A source beneath a link, or a file where a directory should be,
         // is no object of the store: reported missing, so the engine uploads instead.
         let parent = root
-            .parent(check_key(src_key)?, Create::No)
+            .parent(Path::new(&self.read_path(&root, src_key)?), Create::No)
             .map_err(|e| match e {
                 ConfineError::Symlink { .. } | ConfineError::NotDir { .. } => {
                     StoreError::NotFound(format!("copying '{src_key}': {e}"))
@@ -212,12 +215,14 @@ impl LocalStore {
 
     /// Deletes `key` and the directories it leaves empty (blocking).
     pub(super) fn delete_blocking(&self, key: &str) -> StoreResult<()> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let root = match Root::open(&self.root) {
             Ok(root) => root,
             Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(confine_error(e, "opening the store")),
         };
+        let rel = self.read_path(&root, key)?;
+        let rel = Path::new(&rel);
         let parent = match root.parent(rel, Create::No) {
             Ok(parent) => parent,
             // No object of the store can be beneath a link or a file, and
