@@ -85,6 +85,7 @@ mod restore_local;
 mod security;
 mod server_selftest;
 mod sets;
+mod store_fold;
 mod shell;
 mod signals;
 mod typechange;
