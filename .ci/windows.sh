@@ -75,10 +75,10 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
 # the in-process server cannot hold inside wine: `a:b.txt`, case twins.
 export S3BACKUP_MOTO_SERVER="${S3BACKUP_MOTO_SERVER:-$HOME/.cache/s3backup-venv/bin/moto_server}"
 cargo test --target "$WIN" --test windows
-# The library's unit tests of paths, names, the walk and the filters
+# The library's unit tests of paths, names, the walk, the filters and the local store
 # (fs::own assumes Unix file identities, which Windows lacks here: the
 # state file and a store inside SOURCE are left out by path there).
-cargo test --target "$WIN" --lib -- target:: fs:: backup::spare --skip fs::own
+cargo test --target "$WIN" --lib -- target:: fs:: backup::spare store::local:: --skip fs::own
 /usr/lib/wine/wineserver -w
 
 echo "== windows: done in $((SECONDS - started)) s"

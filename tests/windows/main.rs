@@ -14,7 +14,8 @@
 //! no `\\?\` in messages, and the state file's default place; `names`
 //! the keys Windows cannot hold as they are (forbidden names, case twins),
 //! put into moto (`moto`, run on the Linux side of wine) as a Linux
-//! backup would have stored them.
+//! backup would have stored them; `store_names` the same keys held in a
+//! local store on `E:` under stand-ins.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
@@ -26,3 +27,4 @@ mod meta;
 mod moto;
 mod names;
 mod paths;
+mod store_names;

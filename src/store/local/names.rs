@@ -50,7 +50,7 @@ pub(super) enum Names {
 
 impl Names {
     /// The relative path (`/`-separated) that holds `key` on disk.
-    pub(super) fn to_disk(self, key: &str) -> Cow<'_, str> {
+    pub(super) fn disk_of(self, key: &str) -> Cow<'_, str> {
         match self {
             Names::Literal => Cow::Borrowed(key),
             Names::Windows => winname::path_to_windows(key),
@@ -58,7 +58,7 @@ impl Names {
     }
 
     /// The key component a name on disk stands for.
-    pub(super) fn from_disk(self, name: &str) -> Cow<'_, str> {
+    pub(super) fn key_of(self, name: &str) -> Cow<'_, str> {
         match self {
             Names::Literal => Cow::Borrowed(name),
             Names::Windows => winname::from_windows(name),
@@ -227,10 +227,10 @@ mod tests {
     #[test]
     fn keys_map_to_stand_ins_and_back_only_under_the_windows_encoding() {
         let key = "d:ir/a:b.txt";
-        assert_eq!(Names::Literal.to_disk(key), key);
-        assert_eq!(Names::Windows.to_disk(key), "d\u{ff1a}ir/a\u{ff1a}b.txt");
-        assert_eq!(Names::Windows.from_disk("con\u{ff0e}"), "con.");
-        assert_eq!(Names::Literal.from_disk("a\u{ff1a}b.txt"), "a\u{ff1a}b.txt");
+        assert_eq!(Names::Literal.disk_of(key), key);
+        assert_eq!(Names::Windows.disk_of(key), "d\u{ff1a}ir/a\u{ff1a}b.txt");
+        assert_eq!(Names::Windows.key_of("con\u{ff0e}"), "con.");
+        assert_eq!(Names::Literal.key_of("a\u{ff1a}b.txt"), "a\u{ff1a}b.txt");
     }
 
     #[test]

@@ -274,10 +274,12 @@ impl LocalStore {
         if lmd.is_symlink() {
             // Never followed: the body is the target itself.
             let target = parent.dir.read_link_contents(&parent.name).map_err(what)?;
-            return Ok((
-                remote_of(key, &lmd)?,
-                Body::Link(target.into_os_string().into_encoded_bytes()),
-            ));
+            let mut body = target.into_os_string().into_encoded_bytes();
+            if cfg!(windows) {
+                // Made with `\` for the `/` of the stored target (`make_symlink`).
+                body.iter_mut().filter(|b| **b == b'\\').for_each(|b| *b = b'/');
+            }
+            return Ok((remote_of(key, &lmd)?, Body::Link(body)));
         }
         if !lmd.is_file() {
             return Err(StoreError::NotFound(format!("'{key}' is not a file")));
@@ -320,7 +322,48 @@ fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
     dir.symlink_contents(target, name)
 }
 
-#[cfg(not(unix))]
+/// Windows' error code for a call the process lacks the privilege for
+/// (`ERROR_PRIVILEGE_NOT_HELD`): making a symlink without the "Create
+/// symbolic links" privilege.
+#[cfg(windows)]
+const ERROR_PRIVILEGE_NOT_HELD: i32 = 1314;
+
+/// A symlink on Windows: a file link whose target's `/` become `\` (the
+/// object's body, read back with the `\` turned back into `/`). Lacking the
+/// privilege, or a system that reports a link made that is not there
+/// (wine 8 does), is one line saying so, not an OS error code.
+#[cfg(windows)]
+fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
+    let Some(text) = target.to_str() else {
+        return Err(io::Error::other(
+            "its target is not UTF-8, which a Windows symlink cannot hold; not stored",
+        ));
+    };
+    let target = std::path::PathBuf::from(text.replace('/', "\\"));
+    match dir.symlink_file(&target, name) {
+        Err(e) if e.raw_os_error() == Some(ERROR_PRIVILEGE_NOT_HELD) => {
+            return Err(io::Error::other(
+                "a symlink is stored in a local store as a link, and making one on Windows needs the \
+                 \"Create symbolic links\" privilege (run as an administrator, or turn Developer Mode on); \
+                 not stored",
+            ));
+        }
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    if !dir
+        .symlink_metadata(name)
+        .is_ok_and(|md| md.file_type().is_symlink())
+    {
+        let _ = dir.remove_file(name);
+        return Err(io::Error::other(
+            "the system reported the symlink made, but there is none (wine does this); not stored",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
 fn make_symlink(_dir: &Dir, _target: &OsStr, _name: &str) -> io::Result<()> {
     Err(io::Error::other("symlinks are not supported on this platform"))
 }

@@ -53,7 +53,7 @@ pub(super) fn walk(
         Some(i) => &prefix[..=i],
         None => "",
     };
-    let base_disk = names.to_disk(base_key.trim_end_matches('/'));
+    let base_disk = names.disk_of(base_key.trim_end_matches('/'));
     let base = match root.open_dir(Path::new(&*base_disk), Create::No) {
         Ok((dir, _)) => dir,
         // Nothing under a missing directory, a file, or a link (not followed).
@@ -145,7 +145,7 @@ fn level(dir: Dir, key: String, names: Names) -> StoreResult<Level> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(fail(e)),
         };
-        let key_name = names.from_disk(&name).into_owned();
+        let key_name = names.key_of(&name).into_owned();
         entries.push(Entry {
             disk: name,
             name: key_name,
