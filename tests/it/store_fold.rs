@@ -190,9 +190,64 @@ fn a_store_on_a_disk_refusing_windows_names_holds_every_key_under_stand_ins() {
         assert_eq!(std::fs::read_to_string(dest.join(path)).unwrap(), content, "{path}");
     }
 
+    // The encoding belongs to the store: copied onto a disk that takes
+    // every name, it reads back the same keys.
+    let elsewhere = env.root().join("elsewhere");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&store)
+        .arg(&elsewhere)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let dest = env.root().join("dest-elsewhere");
+    env.restore_ok(elsewhere.to_str().unwrap(), &dest, &[]);
+    for (path, content) in files {
+        assert_eq!(std::fs::read_to_string(dest.join(path)).unwrap(), content, "{path}");
+    }
+
     // `--delete` finds the stored key of a removed file.
     env.remove("q?.txt");
     let s = env.backup_ok(&target, &["--delete"]);
     assert_eq!(s.deleted, 1);
     assert!(!names(&store).contains(&"q\u{ff1f}.txt".to_string()));
+}
+
+#[test]
+fn a_store_written_elsewhere_with_literal_stand_in_names_keeps_them_literal() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    // A store written on a case-sensitive disk, holding a name that is
+    // itself a stand-in (a Japanese user's `a：b.txt`), moved onto exFAT.
+    env.write("a\u{ff1a}b.txt", "full-width colon");
+    let written = env.root().join("written");
+    env.backup_ok(written.to_str().unwrap(), &[]);
+    let (_guard, store, target) = store_on(root);
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&written)
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    // It keeps literal names: taking the stand-ins on would read that name
+    // back as `a:b.txt`. A key the disk cannot name fails, and says why.
+    env.write("x:y.txt", "colon");
+    let r = env.backup(&target, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.summary().failed_paths(), ["x:y.txt"], "{}", r.show());
+    assert!(
+        r.stderr.contains("a\u{ff1a}b.txt") && r.stderr.contains("keeps literal names"),
+        "{}",
+        r.show()
+    );
+    assert!(!store.join(".s3backup/name-encoding").exists());
+    let dest = env.root().join("dest");
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a\u{ff1a}b.txt")).unwrap(),
+        "full-width colon"
+    );
+    assert!(!dest.join("a:b.txt").exists());
 }
