@@ -122,7 +122,10 @@ fn a_directory_where_the_store_holds_a_file_of_the_folded_name_never_replaces_it
 
     // A large file sent in parts is refused the same, before any part is joined.
     env.remove("F/g").write("F/big", noise(6 << 20, 7));
-    let r = env.backup(&target, &["--json", "--multipart-threshold", "5MiB", "--part-size", "5MiB"]);
+    let r = env.backup(
+        &target,
+        &["--json", "--multipart-threshold", "5MiB", "--part-size", "5MiB"],
+    );
     refused(&r, "F/big", &["'F'", "the file 'f'"]);
     assert_eq!(
         std::fs::read_to_string(store.join("f")).unwrap(),
@@ -187,7 +190,11 @@ fn a_store_on_a_disk_refusing_windows_names_holds_every_key_under_stand_ins() {
     let r = env.restore_ok(&target, &dest, &[]);
     assert_eq!(r.failed, 0);
     for (path, content) in files {
-        assert_eq!(std::fs::read_to_string(dest.join(path)).unwrap(), content, "{path}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join(path)).unwrap(),
+            content,
+            "{path}"
+        );
     }
 
     // The encoding belongs to the store: copied onto a disk that takes
@@ -203,7 +210,11 @@ fn a_store_on_a_disk_refusing_windows_names_holds_every_key_under_stand_ins() {
     let dest = env.root().join("dest-elsewhere");
     env.restore_ok(elsewhere.to_str().unwrap(), &dest, &[]);
     for (path, content) in files {
-        assert_eq!(std::fs::read_to_string(dest.join(path)).unwrap(), content, "{path}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join(path)).unwrap(),
+            content,
+            "{path}"
+        );
     }
 
     // `--delete` finds the stored key of a removed file.
@@ -250,4 +261,33 @@ fn a_store_written_elsewhere_with_literal_stand_in_names_keeps_them_literal() {
         "full-width colon"
     );
     assert!(!dest.join("a:b.txt").exists());
+}
+
+#[test]
+fn a_rename_that_changes_only_case_reaches_the_store_once_delete_removes_the_old_spelling() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("Report.txt", "numbers");
+    env.backup_ok(&target, &[]);
+
+    // The new spelling is refused while the old one is there; the refused
+    // copy does not keep its source from `--delete`, which removes it.
+    env.rename("Report.txt", "report.txt");
+    let r = env.backup(&target, &["--json", "--delete"]);
+    refused(&r, "report.txt", &["'Report.txt'", "already in the store"]);
+    assert_eq!(r.summary().deleted, 1, "{}", r.show());
+    assert!(names(&store).is_empty(), "{:?}", names(&store));
+
+    // The next run stores it under its new spelling.
+    let s = env.backup_ok(&target, &["--delete"]);
+    assert_eq!((s.uploaded, s.failed), (1, 0));
+    assert_eq!(names(&store), ["report.txt"]);
+    verify_ok(&env, &target);
+    let dest = env.root().join("dest");
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("report.txt")).unwrap(),
+        "numbers"
+    );
 }

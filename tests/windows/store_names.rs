@@ -56,7 +56,14 @@ fn forbidden_keys_are_held_in_a_local_store_under_stand_ins_and_restore() {
     let store_text = store.to_str().unwrap();
     let backup = run(
         home.path(),
-        ["--state", state, "backup", restored.to_str().unwrap(), store_text, "--json"],
+        [
+            "--state",
+            state,
+            "backup",
+            restored.to_str().unwrap(),
+            store_text,
+            "--json",
+        ],
     );
     backup.expect(0);
     assert_eq!(backup.json()["uploaded"], 6, "{}", backup.stderr);
@@ -79,7 +86,14 @@ fn forbidden_keys_are_held_in_a_local_store_under_stand_ins_and_restore() {
     // verify finds every object, a restore writes the tree again.
     let again = run(
         home.path(),
-        ["--state", state, "backup", restored.to_str().unwrap(), store_text, "--json"],
+        [
+            "--state",
+            state,
+            "backup",
+            restored.to_str().unwrap(),
+            store_text,
+            "--json",
+        ],
     );
     again.expect(0);
     assert_eq!(again.json()["unchanged"], 6, "{}", again.stderr);
@@ -90,7 +104,11 @@ fn forbidden_keys_are_held_in_a_local_store_under_stand_ins_and_restore() {
 
     // One key by name: `con.txt` is found in the store.
     let one = home.path().join("one");
-    run(home.path(), ["restore", store_text, one.to_str().unwrap(), "con.txt"]).expect(0);
+    run(
+        home.path(),
+        ["restore", store_text, one.to_str().unwrap(), "con.txt"],
+    )
+    .expect(0);
     let want: BTreeMap<String, Vec<u8>> = [("\u{FF43}on.txt".to_string(), b"console".to_vec())].into();
     assert_eq!(read_tree(&one), want);
 }

@@ -28,7 +28,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cap_fs_ext::DirExt;
+use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::Dir;
 
 use crate::fs::case::{Clash, Folding, Twins};
@@ -67,24 +67,9 @@ impl CaseGuard {
     /// place of its own in the store under `root`.
     ///
     /// # Errors
-    /// [`StoreError::Fatal`] naming the clash; an I/O error reading the store.
+    /// [`StoreError::NameClash`] naming the clash; an I/O error reading the store.
     pub(super) fn check(&self, root: &Root, rel: &str, key: &str) -> StoreResult<()> {
-        let taken = self.0.get_or_init(|| match crate::fs::case::probe(root.path(), true) {
-            Ok(Folding::Exact) => None,
-            Ok(folding) => Some(Mutex::new(Taken {
-                twins: Twins::new(folding),
-                paths: HashSet::new(),
-                dirs: HashSet::new(),
-            })),
-            Err(e) => {
-                tracing::warn!(
-                    "could not tell whether '{}' folds letter case ({e}); keys differing only in case are not checked",
-                    root.path().display()
-                );
-                None
-            }
-        });
-        let Some(taken) = taken else {
+        let Some(taken) = self.taken(root) else {
             return Ok(());
         };
         // Held across the lookups so two writers of one folded name are
@@ -101,13 +86,13 @@ impl CaseGuard {
         match taken.twins.take(rel, false) {
             Ok(()) => {}
             Err(Clash::Name) => {
-                return Err(StoreError::Fatal(format!(
+                return Err(StoreError::NameClash(format!(
                     "'{key}' differs only in letter case from another key; the store's file system (folds {folds}) would keep only one"
                 )));
             }
             Err(Clash::Directory(dir)) => {
                 let dir = key_prefix(key, dir.split('/').count());
-                return Err(StoreError::Fatal(format!(
+                return Err(StoreError::NameClash(format!(
                     "'{key}': its directory '{dir}' differs only in letter case from another key's; the store's \
                      file system (folds {folds}) would merge their entries into one directory"
                 )));
@@ -115,6 +100,43 @@ impl CaseGuard {
         }
         taken.paths.insert(rel.to_string());
         Ok(())
+    }
+
+    /// Whether every component of `rel` that the store holds is held under
+    /// exactly that spelling, so a delete of the key removes its own
+    /// object and never another spelling's (always, where the root
+    /// compares names exactly).
+    ///
+    /// # Errors
+    /// An I/O error reading the store.
+    pub(super) fn holds_exactly(&self, root: &Root, rel: &str) -> StoreResult<bool> {
+        let Some(taken) = self.taken(root) else {
+            return Ok(true);
+        };
+        let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
+        let folding = taken.twins.folding();
+        Ok(on_disk(root, rel, folding, &mut taken.dirs)?.is_none())
+    }
+
+    /// This run's record, the root probed at the first call (`None`: it
+    /// compares names exactly, or could not be probed).
+    fn taken(&self, root: &Root) -> Option<&Mutex<Taken>> {
+        let taken = self.0.get_or_init(|| match crate::fs::case::probe(root.path(), true) {
+            Ok(Folding::Exact) => None,
+            Ok(folding) => Some(Mutex::new(Taken {
+                twins: Twins::new(folding),
+                paths: HashSet::new(),
+                dirs: HashSet::new(),
+            })),
+            Err(e) => {
+                tracing::warn!(
+                    "could not tell whether '{}' folds letter case ({e}); keys differing only in case are not checked",
+                    root.path().display()
+                );
+                None
+            }
+        });
+        taken.as_ref()
     }
 }
 
@@ -150,13 +172,23 @@ fn refusal(key: &str, stored: &Stored, folds: &str) -> StoreError {
              (folds {folds}) would keep only one"
         ),
     };
-    StoreError::Fatal(text)
+    StoreError::NameClash(text)
 }
 
 /// Looks each component of `rel` up in the store, from the root down to the
 /// first that does not exist: the first held under another spelling, if any.
-fn on_disk(root: &Root, rel: &str, folding: Folding, dirs: &mut HashSet<String>) -> StoreResult<Option<Stored>> {
-    let fail = |e: io::Error| StoreError::Fatal(format!("checking '{}' for its spelling: {e}", root.path().display()));
+fn on_disk(
+    root: &Root,
+    rel: &str,
+    folding: Folding,
+    dirs: &mut HashSet<String>,
+) -> StoreResult<Option<Stored>> {
+    let fail = |e: io::Error| {
+        StoreError::Fatal(format!(
+            "checking '{}' for its spelling: {e}",
+            root.path().display()
+        ))
+    };
     let mut dir = root.dir().try_clone().map_err(fail)?;
     let parts: Vec<&str> = rel.split('/').collect();
     let mut path = String::new();
@@ -185,6 +217,9 @@ fn on_disk(root: &Root, rel: &str, folding: Folding, dirs: &mut HashSet<String>)
                 let parent = &path[..path.len() - part.len()];
                 format!("{parent}{s}")
             });
+            if spelling.is_none() && gone(&dir, part, &md) {
+                return Ok(None);
+            }
             return Ok(Some(Stored {
                 depth: i + 1,
                 spelling,
@@ -203,6 +238,23 @@ fn on_disk(root: &Root, rel: &str, folding: Folding, dirs: &mut HashSet<String>)
         };
     }
     Ok(None)
+}
+
+/// Whether a file that resolved, though no entry is listed under its
+/// name or any spelling of it, is in fact gone: opening it fails as
+/// missing. A FUSE mount keeps a removed file's other spellings resolving
+/// for up to its entry timeout (the exFAT driver CI mounts does, for about
+/// a second), while the file system itself answers that it is not there.
+/// (A removed directory's other spellings even open there; they are
+/// reported as held under another spelling until the timeout passes.)
+fn gone(dir: &Dir, name: &str, md: &cap_std::fs::Metadata) -> bool {
+    if !md.is_file() {
+        return false;
+    }
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true).follow(cap_fs_ext::FollowSymlinks::No);
+    dir.open_with(name, &options)
+        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
 /// Whether `dir` lists an entry spelled exactly `name`.

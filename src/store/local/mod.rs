@@ -539,7 +539,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("store"));
         store.prepare(true).await.unwrap();
-        match store.put_symlink("link", b"sub/target", &ObjectMeta::default()).await {
+        match store
+            .put_symlink("link", b"sub/target", &ObjectMeta::default())
+            .await
+        {
             Ok(_) => assert!(store.head("link", None).await.unwrap().symlink),
             Err(e) => {
                 let text = e.to_string();

@@ -111,7 +111,10 @@ impl NameGuard {
             let refused = winname::refused_by(root.path(), true).map_err(|e| {
                 io_error(
                     e,
-                    &format!("probing whether '{}' takes names Windows refuses", root.path().display()),
+                    &format!(
+                        "probing whether '{}' takes names Windows refuses",
+                        root.path().display()
+                    ),
                 )
             })?;
             if refused {

@@ -222,6 +222,10 @@ impl LocalStore {
             Err(e) => return Err(confine_error(e, "opening the store")),
         };
         let rel = self.read_path(&root, key)?;
+        // On a case-folding disk, another spelling's object is not this key's.
+        if !self.case.holds_exactly(&root, &rel)? {
+            return Ok(());
+        }
         let rel = Path::new(&rel);
         let parent = match root.parent(rel, Create::No) {
             Ok(parent) => parent,
