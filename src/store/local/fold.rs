@@ -44,9 +44,9 @@ pub(super) struct CaseGuard(Arc<OnceLock<Option<Mutex<Taken>>>>);
 #[derive(Debug)]
 struct Taken {
     twins: Twins,
-    /// The exact paths written in this run: writing one again (a retry, a
-    /// copy onto itself) is no clash.
-    paths: HashSet<String>,
+    /// Hashes of the exact paths written in this run (8 bytes each, as
+    /// [`Twins`] keeps its names): writing one again (a retry) is no clash.
+    paths: HashSet<u64>,
     /// Directory paths checked on disk and found under their own spelling.
     dirs: HashSet<String>,
 }
@@ -75,7 +75,7 @@ impl CaseGuard {
         // Held across the lookups so two writers of one folded name are
         // told apart in order, and the directory record stays whole.
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.paths.contains(rel) {
+        if taken.paths.contains(&hash(rel)) {
             return Ok(());
         }
         let folding = taken.twins.folding();
@@ -98,7 +98,7 @@ impl CaseGuard {
                 )));
             }
         }
-        taken.paths.insert(rel.to_string());
+        taken.paths.insert(hash(rel));
         Ok(())
     }
 
@@ -138,6 +138,14 @@ impl CaseGuard {
         });
         taken.as_ref()
     }
+}
+
+/// A 64-bit hash of a path.
+fn hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 /// The first `depth` components of `key`.
