@@ -92,10 +92,10 @@ else
     sed 's/^/    /' "$drives/final-path.log"
 fi
 rm -rf "$drives/e/final-path"
-# The library's unit tests of paths, names, the walk, the filters and
-# s3backup's own files (fs::own: file identities are volume serial + file
+# The library's unit tests of paths, names, the walk, the filters, the
+# local store and s3backup's own files (fs::own: file identities are volume serial + file
 # index there).
-cargo test --target "$WIN" --lib -- target:: fs:: backup::spare
+cargo test --target "$WIN" --lib -- target:: fs:: backup::spare store::local::
 /usr/lib/wine/wineserver -w
 
 echo "== windows: done in $((SECONDS - started)) s"

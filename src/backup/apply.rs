@@ -34,7 +34,7 @@ use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::report::Failure;
 use crate::state::{FileChange, FileRow, RunStatus, StateDb, now_secs};
-use crate::store::Prepared;
+use crate::store::{Prepared, StoreError};
 use crate::target::Target;
 
 /// How many state rows to commit per transaction.
@@ -495,7 +495,11 @@ impl Apply {
             }
             Err(e) => {
                 progress.done(action.path(), "failed");
-                if let Action::Copy { from, .. } = action {
+                // A copy refused for a name clash keeps nothing: its source may
+                // be the clash (`A.txt` renamed `a.txt` on a case-folding store).
+                if let Action::Copy { from, .. } = action
+                    && !matches!(e, TransferError::Store(StoreError::NameClash(_)))
+                {
                     self.failed_sources.push(from.clone());
                 }
                 // A failed upload, copy or touch may still have replaced the

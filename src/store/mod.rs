@@ -62,6 +62,13 @@ pub enum StoreError {
     /// Not retried; the next run reads the file again.
     #[error("{0}: the file shrank while being read")]
     Shrank(String),
+    /// The store's file system holds another spelling of a name on the
+    /// key's path (a local store on a disk that folds letter case): nothing
+    /// was written. Not retried. A copy refused so does not keep its source
+    /// from `--delete`: the clash may be with that very source (a rename
+    /// that changes only case), which must go before the new spelling fits.
+    #[error("{0}")]
+    NameClash(String),
     /// Retrying will not help.
     #[error("{0}")]
     Fatal(String),

@@ -89,5 +89,6 @@ mod server_selftest;
 mod sets;
 mod shell;
 mod signals;
+mod store_fold;
 mod typechange;
 mod versioned;

@@ -17,7 +17,8 @@
 //! the keys Windows cannot hold as they are (forbidden names, case twins),
 //! put into moto (`moto`, run on the Linux side of wine) as a Linux
 //! backup would have stored them; `readonly` read-only store objects
-//! deleted and replaced, and read-only temporary files swept from DEST.
+//! deleted and replaced, and read-only temporary files swept from DEST;
+//! `store_names` the same keys held in a local store on `E:` under stand-ins.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
@@ -31,3 +32,4 @@ mod moto;
 mod names;
 mod paths;
 mod readonly;
+mod store_names;

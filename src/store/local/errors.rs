@@ -23,6 +23,18 @@ pub(super) fn check_key(key: &str) -> StoreResult<&Path> {
     Ok(Path::new(key))
 }
 
+/// Checks that a key is well formed whatever the store's name encoding:
+/// as [`check_key`], except that a backslash, which the stand-ins hold
+/// on Windows (`＼`), is taken as a plain name byte; the path on disk is
+/// checked again by [`check_key`].
+pub(super) fn check_key_text(key: &str) -> StoreResult<()> {
+    if key.contains('\\') {
+        return crate::fs::safe_path::validate(&key.replace('\\', "_"))
+            .map_err(|e| StoreError::Fatal(format!("key '{key}': {e}")));
+    }
+    check_key(key).map(|_| ())
+}
+
 /// The directory name of an open multipart upload.
 pub(super) fn upload_name(upload_id: &str) -> StoreResult<String> {
     if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {

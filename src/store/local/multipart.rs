@@ -12,7 +12,7 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::OpenOptions;
 
 use super::scratch::TMP;
-use super::{DIR_MODE, LocalStore, Stat, blocking, check_key, confine_error, io_error, upload_name};
+use super::{DIR_MODE, LocalStore, Stat, blocking, check_key_text, confine_error, io_error, upload_name};
 use crate::fs::confine::{ConfineError, Create, Root};
 use crate::store::{
     CompletedPart, FileRange, ObjectMeta, PendingUpload, PutOutcome, StoreError, StoreResult,
@@ -24,7 +24,7 @@ use crate::store::{
 impl LocalStore {
     /// Opens an upload directory for `key`, returning its ID.
     pub(super) async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
-        check_key(key)?;
+        check_key_text(key)?;
         let upload_id = uuid::Uuid::new_v4().simple().to_string();
         let name = upload_name(&upload_id)?;
         let meta_line = format!("{} {} {}\n{key}", meta.mtime_ns, meta.mode, meta.blake3);
@@ -67,7 +67,7 @@ impl LocalStore {
         number: i32,
         range: FileRange<'_>,
     ) -> StoreResult<String> {
-        check_key(key)?;
+        check_key_text(key)?;
         upload_name(upload_id)?;
         let (path, offset, len, md5) = (range.path.to_path_buf(), range.offset, range.len, range.md5);
         let (this, upload_id, handle) = (self.clone(), upload_id.to_string(), self.pace_handle()?);

@@ -14,7 +14,7 @@ use cap_std::fs::{Dir, Metadata, OpenOptions};
 
 use super::scratch::{Scratch, TMP};
 use super::{
-    DIR_MODE, LocalStore, Stat, apply_meta, check_key, confine_error, io_error, remote_of, upload_name,
+    DIR_MODE, LocalStore, Stat, apply_meta, check_key_text, confine_error, io_error, remote_of, upload_name,
 };
 use crate::fs::confine::{ConfineError, Create, Parent, Root};
 use crate::store::{ObjectMeta, PutOutcome, RemoteObject, StoreError, StoreResult};
@@ -28,10 +28,12 @@ impl LocalStore {
         meta: &ObjectMeta,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> StoreResult<PutOutcome> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let what = |e: io::Error| io_error(e, &format!("writing '{}'", self.shown(key)));
         let root = self.open_root()?;
         let scratch = self.scratch(&root)?;
+        let rel = self.write_path(&root, &scratch, key)?;
+        let rel = Path::new(&rel);
         let (name, mut file) = scratch.create_file().map_err(what)?;
         let filled = fill(&mut file)
             .and_then(|()| file.sync_data())
@@ -52,7 +54,6 @@ impl LocalStore {
         let parent = root
             .parent_replacing(rel, DIR_MODE)
             .map_err(|e| confine_error(e, "writing"))?;
-        self.case.check(&self.root, &parent, key)?;
         if parent
             .dir
             .symlink_metadata(&parent.name)
@@ -81,10 +82,12 @@ impl LocalStore {
 
     /// Stores a symlink whose target is `target` under `key` (blocking).
     pub(super) fn write_symlink(&self, key: &str, target: &OsStr, mtime_ns: i64) -> StoreResult<PutOutcome> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let what = |e: io::Error| io_error(e, &format!("writing symlink '{}'", self.shown(key)));
         let root = self.open_root()?;
         let scratch = self.scratch(&root)?;
+        let rel = self.write_path(&root, &scratch, key)?;
+        let rel = Path::new(&rel);
         let name = scratch.fresh_name();
         make_symlink(scratch.dir(), target, &name).map_err(what)?;
         let time = || {
@@ -107,7 +110,7 @@ impl LocalStore {
     /// when a component is missing or not a directory, a refusal naming
     /// the link when one is a symbolic link.
     fn parent_of(&self, root: &Root, key: &str) -> StoreResult<Parent> {
-        root.parent(check_key(key)?, Create::No)
+        root.parent(Path::new(&self.read_path(root, key)?), Create::No)
             .map_err(|e| confine_error(e, &format!("reading '{key}'")))
     }
 
@@ -144,12 +147,12 @@ impl LocalStore {
         meta: &ObjectMeta,
         if_match: Option<&str>,
     ) -> StoreResult<PutOutcome> {
-        check_key(dst_key)?;
+        check_key_text(dst_key)?;
         let root = self.open_root()?;
         // A source beneath a link, or a file where a directory should be,
         // is no object of the store: reported missing, so the engine uploads instead.
         let parent = root
-            .parent(check_key(src_key)?, Create::No)
+            .parent(Path::new(&self.read_path(&root, src_key)?), Create::No)
             .map_err(|e| match e {
                 ConfineError::Symlink { .. } | ConfineError::NotDir { .. } => {
                     StoreError::NotFound(format!("copying '{src_key}': {e}"))
@@ -213,12 +216,18 @@ impl LocalStore {
 
     /// Deletes `key` and the directories it leaves empty (blocking).
     pub(super) fn delete_blocking(&self, key: &str) -> StoreResult<()> {
-        let rel = check_key(key)?;
+        check_key_text(key)?;
         let root = match Root::open(&self.root) {
             Ok(root) => root,
             Err(ConfineError::Io { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(confine_error(e, "opening the store")),
         };
+        let rel = self.read_path(&root, key)?;
+        // On a case-folding disk, another spelling's object is not this key's.
+        if !self.case.holds_exactly(&root, &rel)? {
+            return Ok(());
+        }
+        let rel = Path::new(&rel);
         let parent = match root.parent(rel, Create::No) {
             Ok(parent) => parent,
             // No object of the store can be beneath a link or a file, and
@@ -272,10 +281,12 @@ impl LocalStore {
         if lmd.is_symlink() {
             // Never followed: the body is the target itself.
             let target = parent.dir.read_link_contents(&parent.name).map_err(what)?;
-            return Ok((
-                remote_of(key, &lmd)?,
-                Body::Link(target.into_os_string().into_encoded_bytes()),
-            ));
+            let mut body = target.into_os_string().into_encoded_bytes();
+            if cfg!(windows) {
+                // Made with `\` for the `/` of the stored target (`make_symlink`).
+                body.iter_mut().filter(|b| **b == b'\\').for_each(|b| *b = b'/');
+            }
+            return Ok((remote_of(key, &lmd)?, Body::Link(body)));
         }
         if !lmd.is_file() {
             return Err(StoreError::NotFound(format!("'{key}' is not a file")));
@@ -318,7 +329,48 @@ fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
     dir.symlink_contents(target, name)
 }
 
-#[cfg(not(unix))]
+/// Windows' error code for a call the process lacks the privilege for
+/// (`ERROR_PRIVILEGE_NOT_HELD`): making a symlink without the "Create
+/// symbolic links" privilege.
+#[cfg(windows)]
+const ERROR_PRIVILEGE_NOT_HELD: i32 = 1314;
+
+/// A symlink on Windows: a file link whose target's `/` become `\` (the
+/// object's body, read back with the `\` turned back into `/`). Lacking the
+/// privilege, or a system that reports a link made that is not there
+/// (wine 8 does), is one line saying so, not an OS error code.
+#[cfg(windows)]
+fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
+    let Some(text) = target.to_str() else {
+        return Err(io::Error::other(
+            "its target is not UTF-8, which a Windows symlink cannot hold; not stored",
+        ));
+    };
+    let target = std::path::PathBuf::from(text.replace('/', "\\"));
+    match dir.symlink_file(&target, name) {
+        Err(e) if e.raw_os_error() == Some(ERROR_PRIVILEGE_NOT_HELD) => {
+            return Err(io::Error::other(
+                "a symlink is stored in a local store as a link, and making one on Windows needs the \
+                 \"Create symbolic links\" privilege (run as an administrator, or turn Developer Mode on); \
+                 not stored",
+            ));
+        }
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    if !dir
+        .symlink_metadata(name)
+        .is_ok_and(|md| md.file_type().is_symlink())
+    {
+        let _ = dir.remove_file(name);
+        return Err(io::Error::other(
+            "the system reported the symlink made, but there is none (wine does this); not stored",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
 fn make_symlink(_dir: &Dir, _target: &OsStr, _name: &str) -> io::Result<()> {
     Err(io::Error::other("symlinks are not supported on this platform"))
 }

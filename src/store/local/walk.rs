@@ -8,8 +8,10 @@
 //! swapped in while the walk runs. Siblings are sorted as their keys sort
 //! (a directory as `name/`), so the walk yields keys in byte order, as S3
 //! lists them; only one directory's names are held at a time per level.
-//! The temporary area and names that are not UTF-8 (which no key can name)
-//! are passed over.
+//! The temporary area, the name-encoding marker and names that are not
+//! UTF-8 (which no key can name) are passed over. Under the stand-ins
+//! ([`Names::Windows`]) each name is read back as the key component it
+//! stands for, and siblings sort by those.
 
 use std::io;
 use std::path::Path;
@@ -17,6 +19,7 @@ use std::path::Path;
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
 
+use super::names::{MARKER, Names};
 use super::scratch::TMP;
 use super::{Stat, confine_error};
 use crate::fs::confine::{ConfineError, Create, Root};
@@ -27,17 +30,31 @@ use crate::store::{ObjectInfo, StoreError, StoreResult};
 struct Level {
     dir: Dir,
     key: String,
-    entries: std::vec::IntoIter<(String, bool)>,
+    entries: std::vec::IntoIter<Entry>,
+}
+
+/// A directory entry: its name on disk, the key component it stands for,
+/// and whether it is a directory.
+struct Entry {
+    disk: String,
+    name: String,
+    is_dir: bool,
 }
 
 /// Walks the objects whose keys start with `prefix`, handing each to
 /// `emit` in key order; stops early when `emit` returns false.
-pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<ObjectInfo>) -> bool) {
+pub(super) fn walk(
+    root: &Root,
+    prefix: &str,
+    names: Names,
+    mut emit: impl FnMut(StoreResult<ObjectInfo>) -> bool,
+) {
     let base_key = match prefix.rfind('/') {
         Some(i) => &prefix[..=i],
         None => "",
     };
-    let base = match root.open_dir(Path::new(base_key.trim_end_matches('/')), Create::No) {
+    let base_disk = names.disk_of(base_key.trim_end_matches('/'));
+    let base = match root.open_dir(Path::new(&*base_disk), Create::No) {
         Ok((dir, _)) => dir,
         // Nothing under a missing directory, a file, or a link (not followed).
         Err(ConfineError::Symlink { at, .. }) => {
@@ -52,7 +69,7 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
         }
     };
     let mut stack = Vec::new();
-    match level(base, base_key.to_string()) {
+    match level(base, base_key.to_string(), names) {
         Ok(l) => stack.push(l),
         Err(e) => {
             emit(Err(e));
@@ -60,7 +77,7 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
         }
     }
     while let Some(top) = stack.last_mut() {
-        let Some((name, is_dir)) = top.entries.next() else {
+        let Some(Entry { disk, name, is_dir }) = top.entries.next() else {
             stack.pop();
             continue;
         };
@@ -71,10 +88,10 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
             if !wanted || key == TMP {
                 continue;
             }
-            let next = match top.dir.open_dir_nofollow(&name) {
-                Ok(dir) => level(dir, dir_key),
+            let next = match top.dir.open_dir_nofollow(&disk) {
+                Ok(dir) => level(dir, dir_key, names),
                 // Gone, or replaced by a link or a file since it was listed.
-                Err(_) if !is_dir_now(&top.dir, &name) => continue,
+                Err(_) if !is_dir_now(&top.dir, &disk) => continue,
                 Err(e) => Err(StoreError::Fatal(format!("listing '{key}': {e}"))),
             };
             match next {
@@ -87,10 +104,10 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
             }
             continue;
         }
-        if !key.starts_with(prefix) {
+        if !key.starts_with(prefix) || key == MARKER {
             continue;
         }
-        let item = match top.dir.symlink_metadata(&name) {
+        let item = match top.dir.symlink_metadata(&disk) {
             Ok(md) if md.is_file() || md.is_symlink() => {
                 let stat = Stat::of(&md);
                 Ok(ObjectInfo {
@@ -114,7 +131,7 @@ pub(super) fn walk(root: &Root, prefix: &str, mut emit: impl FnMut(StoreResult<O
 
 /// Reads one directory's entries (name, is a directory) in key order:
 /// types as the directory records them, links never followed.
-fn level(dir: Dir, key: String) -> StoreResult<Level> {
+fn level(dir: Dir, key: String, names: Names) -> StoreResult<Level> {
     let fail = |e: io::Error| StoreError::Fatal(format!("listing '{key}': {e}"));
     let mut entries = Vec::new();
     for entry in dir.entries().map_err(fail)? {
@@ -128,7 +145,12 @@ fn level(dir: Dir, key: String) -> StoreResult<Level> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(fail(e)),
         };
-        entries.push((name, is_dir));
+        let key_name = names.key_of(&name).into_owned();
+        entries.push(Entry {
+            disk: name,
+            name: key_name,
+            is_dir,
+        });
     }
     entries.sort_by_key(sort_key);
     Ok(Level {
@@ -140,9 +162,9 @@ fn level(dir: Dir, key: String) -> StoreResult<Level> {
 
 /// Siblings sort as "name/" for directories, so the depth-first walk
 /// yields keys in byte order.
-fn sort_key((name, is_dir): &(String, bool)) -> Vec<u8> {
-    let mut key = name.as_bytes().to_vec();
-    if *is_dir {
+fn sort_key(entry: &Entry) -> Vec<u8> {
+    let mut key = entry.name.as_bytes().to_vec();
+    if entry.is_dir {
         key.push(b'/');
     }
     key

@@ -1,0 +1,293 @@
+//! Backups into a local store on a disk that folds letter case and refuses
+//! the names Windows refuses (an exFAT image mounted through FUSE:
+//! `S3BACKUP_TEST_FOLDING_DIR`; CI mounts one, see `.ci/run`). A key whose
+//! path meets another spelling already in the store (a directory, or a
+//! file where it needs a directory) is refused by name, by every kind of
+//! write (upload, server-side copy, multipart), and nothing in the store
+//! is lost; keys the disk cannot name are held under the stand-ins a
+//! restore onto Windows uses and read back as they were.
+
+use std::path::{Path, PathBuf};
+
+use crate::case_dest::folding_dir;
+use crate::common::*;
+
+/// Names in `dir` that are not the tool's own (`.s3backup`), sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".s3backup")
+        .collect();
+    v.sort();
+    v
+}
+
+/// A fresh store directory on the folding disk (removed with the guard).
+fn store_on(root: PathBuf) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let store = dir.path().join("store");
+    let target = store.to_str().unwrap().to_owned();
+    (dir, store, target)
+}
+
+/// `verify` of the store's newest snapshot passes (every object it lists is there).
+fn verify_ok(env: &TestEnv, target: &str) {
+    let mut cmd = env.cmd();
+    cmd.args(["verify", target]);
+    run(cmd).expect_code(0);
+}
+
+/// The one failure of a run that must fail with exit 3, checked to name
+/// `path` and hold each of `words`.
+fn refused(r: &Run, path: &str, words: &[&str]) {
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.failed_paths(), [path], "{}", r.show());
+    let why = &s.failures[0].error;
+    for w in words {
+        assert!(why.contains(w), "{w:?} not in {why}");
+    }
+}
+
+impl Summary {
+    /// The paths that failed, sorted.
+    fn failed_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.failures.iter().map(|f| f.path.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn a_directory_spelled_otherwise_than_the_stores_is_refused_not_merged() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("dir/y", "y in dir");
+    env.backup_ok(&target, &[]);
+
+    // The source (case-sensitive) now also holds `Dir/x`: on the store it
+    // would go into `dir`, and a restore would bring it back as `dir/x`.
+    env.write("Dir/x", "x in Dir");
+    let r = env.backup(&target, &["--json"]);
+    refused(&r, "Dir/x", &["'Dir'", "'dir'", "already in the store", "merge"]);
+    assert_eq!(names(&store), ["dir"]);
+    assert_eq!(names(&store.join("dir")), ["y"], "merged");
+    verify_ok(&env, &target);
+
+    // No row was recorded: the next run refuses it again.
+    let r = env.backup(&target, &["--json"]);
+    refused(&r, "Dir/x", &["'dir'"]);
+}
+
+#[test]
+fn a_copy_into_a_directory_spelled_otherwise_is_refused_too() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("dir/y", "moved bytes");
+    env.backup_ok(&target, &[]);
+
+    // A rename whose old key the store holds is a server-side copy of it.
+    env.rename("dir/y", "Dir/moved");
+    std::fs::remove_dir(env.path("dir")).unwrap();
+    let plan = env.backup(&target, &["--dry-run"]);
+    assert_eq!(plan.plan_lines(), ["copy dir/y -> Dir/moved"], "{}", plan.show());
+    let r = env.backup(&target, &["--json"]);
+    refused(&r, "Dir/moved", &["'Dir'", "'dir'", "already in the store"]);
+    assert_eq!(names(&store.join("dir")), ["y"], "merged");
+    verify_ok(&env, &target);
+}
+
+#[test]
+fn a_directory_where_the_store_holds_a_file_of_the_folded_name_never_replaces_it() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("f", "an earlier run's file");
+    env.backup_ok(&target, &[]);
+
+    // `F/g` would put a directory `F` where the store holds `f`.
+    env.write("F/g", "g");
+    let r = env.backup(&target, &["--json"]);
+    refused(&r, "F/g", &["'F'", "the file 'f'", "already in the store"]);
+    assert_eq!(
+        std::fs::read_to_string(store.join("f")).unwrap(),
+        "an earlier run's file",
+        "the earlier file was replaced"
+    );
+    assert_eq!(names(&store), ["f"]);
+    verify_ok(&env, &target);
+
+    // A large file sent in parts is refused the same, before any part is joined.
+    env.remove("F/g").write("F/big", noise(6 << 20, 7));
+    let r = env.backup(
+        &target,
+        &["--json", "--multipart-threshold", "5MiB", "--part-size", "5MiB"],
+    );
+    refused(&r, "F/big", &["'F'", "the file 'f'"]);
+    assert_eq!(
+        std::fs::read_to_string(store.join("f")).unwrap(),
+        "an earlier run's file"
+    );
+    verify_ok(&env, &target);
+
+    // And the other way round: a file where the store holds a directory.
+    let env = TestEnv::new();
+    let (_guard2, store, target) = store_on(folding_dir().unwrap());
+    env.write("D/inner", "inner");
+    env.backup_ok(&target, &[]);
+    env.write("d", "a file d");
+    let r = env.backup(&target, &["--json"]);
+    refused(&r, "d", &["the directory 'D'", "already in the store"]);
+    assert_eq!(std::fs::read_to_string(store.join("D/inner")).unwrap(), "inner");
+}
+
+#[test]
+fn a_store_on_a_disk_refusing_windows_names_holds_every_key_under_stand_ins() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    let files = [
+        ("a:b.txt", "colon"),
+        ("q?.txt", "question"),
+        ("con.txt", "console"),
+        ("trailing.", "dot"),
+        ("trailing ", "space"),
+        ("d:ir/f", "in d:ir"),
+        ("plain.txt", "plain"),
+    ];
+    for (path, content) in files {
+        env.write(path, content);
+    }
+    let s = env.backup_ok(&target, &[]);
+    assert_eq!((s.uploaded, s.failed), (7, 0));
+    // On disk: the stand-ins, and the marker that says so.
+    assert_eq!(
+        names(&store),
+        [
+            "a\u{ff1a}b.txt",
+            "d\u{ff1a}ir",
+            "plain.txt",
+            "q\u{ff1f}.txt",
+            "trailing\u{2420}",
+            "trailing\u{ff0e}",
+            "\u{ff43}on.txt",
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(store.join(".s3backup/name-encoding")).unwrap(),
+        "windows-stand-ins 1\n"
+    );
+    verify_ok(&env, &target);
+
+    // Read back as the original keys: an unchanged re-run sends nothing,
+    // a restore onto a case-sensitive directory writes the original names.
+    let s = env.backup_ok(&target, &[]);
+    assert_eq!((s.unchanged, s.uploaded), (7, 0));
+    let dest = env.root().join("dest");
+    let r = env.restore_ok(&target, &dest, &[]);
+    assert_eq!(r.failed, 0);
+    for (path, content) in files {
+        assert_eq!(
+            std::fs::read_to_string(dest.join(path)).unwrap(),
+            content,
+            "{path}"
+        );
+    }
+
+    // The encoding belongs to the store: copied onto a disk that takes
+    // every name, it reads back the same keys.
+    let elsewhere = env.root().join("elsewhere");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&store)
+        .arg(&elsewhere)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let dest = env.root().join("dest-elsewhere");
+    env.restore_ok(elsewhere.to_str().unwrap(), &dest, &[]);
+    for (path, content) in files {
+        assert_eq!(
+            std::fs::read_to_string(dest.join(path)).unwrap(),
+            content,
+            "{path}"
+        );
+    }
+
+    // `--delete` finds the stored key of a removed file.
+    env.remove("q?.txt");
+    let s = env.backup_ok(&target, &["--delete"]);
+    assert_eq!(s.deleted, 1);
+    assert!(!names(&store).contains(&"q\u{ff1f}.txt".to_string()));
+}
+
+#[test]
+fn a_store_written_elsewhere_with_literal_stand_in_names_keeps_them_literal() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    // A store written on a case-sensitive disk, holding a name that is
+    // itself a stand-in (a Japanese user's `a：b.txt`), moved onto exFAT.
+    env.write("a\u{ff1a}b.txt", "full-width colon");
+    let written = env.root().join("written");
+    env.backup_ok(written.to_str().unwrap(), &[]);
+    let (_guard, store, target) = store_on(root);
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&written)
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    // It keeps literal names: taking the stand-ins on would read that name
+    // back as `a:b.txt`. A key the disk cannot name fails, and says why.
+    env.write("x:y.txt", "colon");
+    let r = env.backup(&target, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.summary().failed_paths(), ["x:y.txt"], "{}", r.show());
+    assert!(
+        r.stderr.contains("a\u{ff1a}b.txt") && r.stderr.contains("keeps literal names"),
+        "{}",
+        r.show()
+    );
+    assert!(!store.join(".s3backup/name-encoding").exists());
+    let dest = env.root().join("dest");
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a\u{ff1a}b.txt")).unwrap(),
+        "full-width colon"
+    );
+    assert!(!dest.join("a:b.txt").exists());
+}
+
+#[test]
+fn a_rename_that_changes_only_case_reaches_the_store_once_delete_removes_the_old_spelling() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("Report.txt", "numbers");
+    env.backup_ok(&target, &[]);
+
+    // The new spelling is refused while the old one is there; the refused
+    // copy does not keep its source from `--delete`, which removes it.
+    env.rename("Report.txt", "report.txt");
+    let r = env.backup(&target, &["--json", "--delete"]);
+    refused(&r, "report.txt", &["'Report.txt'", "already in the store"]);
+    assert_eq!(r.summary().deleted, 1, "{}", r.show());
+    assert!(names(&store).is_empty(), "{:?}", names(&store));
+
+    // The next run stores it under its new spelling.
+    let s = env.backup_ok(&target, &["--delete"]);
+    assert_eq!((s.uploaded, s.failed), (1, 0));
+    assert_eq!(names(&store), ["report.txt"]);
+    verify_ok(&env, &target);
+    let dest = env.root().join("dest");
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("report.txt")).unwrap(),
+        "numbers"
+    );
+}
