@@ -175,8 +175,15 @@ pub fn as_nobody_if_root(cmd: Command, reachable: &Path) -> Command {
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let bin = bin_dir.join("s3backup");
-    std::fs::copy(cmd.get_program(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A hard link where it can be: a copy is a file this process held open
+    // for writing, and a child another test thread forks in that moment
+    // keeps it open until it execs, so running the copy fails with
+    // ETXTBSY ("Text file busy"); `run` retries that case too.
+    let _ = std::fs::remove_file(&bin);
+    if std::fs::hard_link(cmd.get_program(), &bin).is_err() {
+        std::fs::copy(cmd.get_program(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let mut as_nobody = Command::new(bin);
     as_nobody.args(cmd.get_args());
     for (name, value) in cmd.get_envs() {
@@ -192,13 +199,27 @@ pub fn as_nobody_if_root(cmd: Command, reachable: &Path) -> Command {
     as_nobody
 }
 
+/// Spawns `cmd`, trying again while the binary is "Text file busy"
+/// (ETXTBSY: a copy of it just written, still open in a child another test
+/// thread forked before it execs; see [`as_nobody_if_root`]). That lasts
+/// only until the child execs, so a few tries a few milliseconds apart do.
+fn spawn_retrying_busy(cmd: &mut Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other.expect("spawn s3backup"),
+        }
+    }
+}
+
 /// Runs a command to completion with a time limit, capturing its output.
 pub fn run(mut cmd: Command) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn s3backup");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn_retrying_busy(&mut cmd);
     let pid = child.id();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
