@@ -20,17 +20,20 @@ use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::fs::case::{Clash, Folding, Twins};
+use crate::fs::case::{Clash, Folding, Judge, Twin, Twins};
 use crate::fs::scan::EntryKind;
 use crate::report::Failure;
 use crate::restore::source::Item;
 
 /// How DEST compares names, probed once; without `may_write` (a dry run)
-/// nothing is written there.
+/// nothing is written there, and two keys of one group of
+/// [`Folding::fold`] are taken for one name; with it, DEST is asked about
+/// each such pair ([`Judge::Dest`], its names mapped as `windows_names`
+/// says).
 ///
 /// # Errors
 /// The I/O error of the probe (DEST cannot be written or read).
-pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
+pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Result<Twins> {
     let folding = crate::fs::case::probe(dest, may_write)?;
     if folding != Folding::Exact {
         tracing::info!(
@@ -39,7 +42,14 @@ pub fn probe(dest: &Path, may_write: bool) -> std::io::Result<Twins> {
             folding.describe()
         );
     }
-    Ok(Twins::new(folding))
+    let judge = match crate::fs::case::nearest_existing(dest) {
+        Some(base) if may_write => Judge::Dest {
+            base: base.to_path_buf(),
+            windows_names,
+        },
+        _ => Judge::Superset,
+    };
+    Ok(Twins::asking(folding, judge))
 }
 
 /// An entry refused because an earlier key lands on its name in DEST.
@@ -95,11 +105,11 @@ impl Guard {
 /// The clash, to count and report.
 pub fn check(twins: &mut Twins, item: Item) -> Result<Item, Refused> {
     let is_dir = item.kind == EntryKind::Dir;
-    match twins.take(&item.path, is_dir) {
+    match twins.take_named(&item.path, is_dir) {
         Ok(()) => Ok(item),
-        Err(clash) => Err(Refused {
+        Err(twin) => Err(Refused {
             failure: Failure {
-                error: reason(twins.folding(), &clash),
+                error: reason(twins.folding(), &twin),
                 path: item.path,
             },
             dir: is_dir,
@@ -107,21 +117,19 @@ pub fn check(twins: &mut Twins, item: Item) -> Result<Item, Refused> {
     }
 }
 
-/// The one-line reason for a clash on a destination folding as `folding`.
-fn reason(folding: Folding, clash: &Clash) -> String {
-    let differs = match folding {
-        Folding::CaseAndForm => "differs only in letter case or Unicode form",
-        Folding::Case | Folding::Exact => "differs only in letter case",
-    };
-    match clash {
+/// The one-line reason for a clash on a destination folding as
+/// `folding`, naming the key that keeps its place.
+fn reason(folding: Folding, twin: &Twin) -> String {
+    let folds = folding.describe();
+    let winner = &twin.winner;
+    match &twin.clash {
         Clash::Name => format!(
-            "{differs} from another key; DEST's file system (folds {}) would keep only one",
-            folding.describe()
+            "the same name as '{winner}' on DEST (folds {folds}), which would keep only one; \
+             '{winner}' is restored, this key is not"
         ),
         Clash::Directory(dir) => format!(
-            "its directory '{dir}' {differs} from another key's; DEST's file system (folds {}) \
-             would merge their entries into one directory",
-            folding.describe()
+            "its directory '{dir}' is the same directory as '{winner}' on DEST (folds {folds}), \
+             which would merge their entries; '{winner}' is restored, this key is not"
         ),
     }
 }
@@ -186,9 +194,10 @@ mod tests {
         };
         assert_eq!(failure.path, "case.txt");
         assert!(failure.error.contains("folds letter case"), "{}", failure.error);
+        assert!(failure.error.contains("'Case.txt' is restored"), "{}", failure.error);
         let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
             panic!("no clash");
         };
-        assert!(failure.error.contains("'CASE.TXT'"), "{}", failure.error);
+        assert!(failure.error.contains("'CASE.TXT' is the same directory as 'Case.txt'"), "{}", failure.error);
     }
 }

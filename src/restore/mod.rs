@@ -382,8 +382,8 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
 /// [`RestoreError::Dest`] when a probe cannot be made or read.
 fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreError> {
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
-    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(dest_err)?;
     let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    let twins = fold::probe(dest.path(), !opts.dry_run, windows).map_err(dest_err)?;
     if windows {
         dest.map_windows_names();
     }

@@ -1,0 +1,73 @@
+//! Which keys a case-folding DEST takes for one name, by its own table
+//! (exFAT's upper-case table, not `to_lowercase`), what a restore does
+//! with a DEST file spelled otherwise than the backup's key, and what a
+//! dry run onto such a DEST lists. The exFAT image is
+//! `S3BACKUP_TEST_FOLDING_DIR` (CI mounts one, see `.ci/run`).
+
+use std::path::Path;
+
+use crate::case_dest::folding_dir;
+use crate::common::*;
+
+/// A local store in `env` holding a backup of `files` (path, content); its target text.
+fn store_with(env: &TestEnv, files: &[(&str, &str)]) -> String {
+    for (path, content) in files {
+        env.write(path, content);
+    }
+    let target = env.root().join("store").to_str().unwrap().to_owned();
+    env.backup_ok(&target, &[]);
+    target
+}
+
+/// Names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn exfat_decides_by_its_own_table_final_sigma_refused_and_title_case_dz_restored() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    // Final and medial sigma: one name on exFAT (upper case Σ), two to
+    // `to_lowercase`. Title-case ǅ and small ǆ: two names on exFAT, one to
+    // `to_lowercase`.
+    let target = store_with(
+        &env,
+        &[
+            ("\u{3c2}.txt", "final"),
+            ("\u{3c3}.txt", "medial"),
+            ("\u{1c5}.txt", "title"),
+            ("\u{1c6}.txt", "small"),
+        ],
+    );
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    // Keys come sorted: ς (U+03C2) before σ (U+03C3).
+    assert_eq!(s.failed_paths(), ["\u{3c3}.txt"], "{}", r.show());
+    let why = &s.failure("\u{3c3}.txt").unwrap().error;
+    assert!(
+        why.contains("the same name as '\u{3c2}.txt' on DEST") && why.contains("'\u{3c2}.txt' is restored"),
+        "{why}"
+    );
+    assert_eq!((s.files, s.downloaded, s.failed), (4, 3, 1), "{}", r.show());
+    assert_eq!(names(&dest), ["\u{1c5}.txt", "\u{1c6}.txt", "\u{3c2}.txt"]);
+    assert_eq!(std::fs::read_to_string(dest.join("\u{3c2}.txt")).unwrap(), "final");
+    assert_eq!(std::fs::read_to_string(dest.join("\u{1c5}.txt")).unwrap(), "title");
+    assert_eq!(std::fs::read_to_string(dest.join("\u{1c6}.txt")).unwrap(), "small");
+    assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
+
+    // Again: the same refusal, the rest unchanged.
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    assert_eq!(s.failed_paths(), ["\u{3c3}.txt"], "{}", r.show());
+    assert_eq!((s.unchanged, s.downloaded), (3, 0), "{}", r.show());
+}
