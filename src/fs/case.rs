@@ -73,9 +73,9 @@ impl Folding {
 
 /// How the file system holding `dir` (or, if `dir` does not exist yet, its
 /// nearest existing ancestor) compares names. With `may_write`, a probe
-/// file is created and removed there; without, an existing entry is
-/// looked up under its other spelling, and a directory with no entry that
-/// has one reads as [`Folding::Exact`].
+/// file is created and removed there; without, names are looked up under
+/// another spelling ([`probe_read_only`]), and a directory that cannot
+/// tell that way reads as [`Folding::Exact`].
 ///
 /// # Errors
 /// The I/O error of creating the probe file, or of reading `dir`.
@@ -86,7 +86,23 @@ pub fn probe(dir: &Path, may_write: bool) -> io::Result<Folding> {
     if may_write {
         probe_by_writing(base)
     } else {
-        probe_by_reading(base)
+        Ok(probe_by_reading(base)?.unwrap_or(Folding::Exact))
+    }
+}
+
+/// Without writing: how `dir` (or its nearest existing ancestor) compares
+/// names, or `None` when nothing there can tell. Names are looked up
+/// under another spelling: first its entries, then (empty, or not made
+/// yet) its own name in its parent, and the parent's in its own, while
+/// they are on the same device (a mount root's name is looked up by the
+/// file system it is mounted on).
+///
+/// # Errors
+/// The I/O error of reading it.
+pub fn probe_read_only(dir: &Path) -> io::Result<Option<Folding>> {
+    match nearest_existing(dir) {
+        Some(base) => probe_by_reading(base),
+        None => Ok(None),
     }
 }
 
@@ -154,29 +170,69 @@ pub(crate) fn create_new(path: &Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Looks up the first entry whose name has another spelling under that
-/// spelling: found, and not listed under it, means the name was folded.
-/// (Identity cannot tell: FUSE file systems number each lookup afresh.)
-fn probe_by_reading(base: &Path) -> io::Result<Folding> {
+/// Looks up the first entry of `base` whose name has another spelling
+/// under that spelling: found, and not listed under it, means the name
+/// was folded. (Identity cannot tell: FUSE file systems number each lookup
+/// afresh.) An empty directory has no entry to look up: then its own
+/// name, and its ancestors', on the same device (see [`probe_read_only`]).
+fn probe_by_reading(base: &Path) -> io::Result<Option<Folding>> {
     for entry in std::fs::read_dir(base)? {
         let Some(name) = entry?.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let other = swap_case(&name);
-        if other == name {
-            continue;
+        if let Some(folding) = folds(base, &name)? {
+            return Ok(Some(folding));
         }
-        if base.join(&other).symlink_metadata().is_err() {
-            return Ok(Folding::Exact);
-        }
-        for entry in std::fs::read_dir(base)? {
-            if entry?.file_name().to_str() == Some(other.as_str()) {
-                return Ok(Folding::Exact);
-            }
-        }
-        return Ok(Folding::Case);
     }
-    Ok(Folding::Exact)
+    let mut dir = base.to_path_buf();
+    while let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+        if parent.as_os_str().is_empty() || !same_device(parent, &dir) {
+            break;
+        }
+        if let Some(name) = name.to_str()
+            && let Some(folding) = folds(parent, name)?
+        {
+            return Ok(Some(folding));
+        }
+        dir = parent.to_path_buf();
+    }
+    Ok(None)
+}
+
+/// Whether `name`, an entry of `dir`, is found under another spelling
+/// there without being listed under it; `None` when it has no other.
+fn folds(dir: &Path, name: &str) -> io::Result<Option<Folding>> {
+    let other = swap_case(name);
+    if other == name {
+        return Ok(None);
+    }
+    if dir.join(&other).symlink_metadata().is_err() {
+        return Ok(Some(Folding::Exact));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        if entry?.file_name().to_str() == Some(other.as_str()) {
+            return Ok(Some(Folding::Exact));
+        }
+    }
+    Ok(Some(Folding::Case))
+}
+
+/// Whether `a` and `b` are on one device (where that cannot be told,
+/// outside Unix, they are not).
+fn same_device(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (a.metadata(), b.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
 }
 
 /// `name` with every letter's case swapped.
@@ -242,5 +298,23 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         std::fs::write(dir.path().join("Name"), "").unwrap();
         assert_eq!(probe(dir.path(), false).unwrap(), Folding::Case);
+        // Empty, or not made yet: its own name (and its parent's) tells.
+        let empty = tempfile::tempdir_in(dir.path()).unwrap();
+        assert_eq!(probe_read_only(empty.path()).unwrap(), Some(Folding::Case));
+        let new = empty.path().join("not/yet");
+        assert_eq!(probe_read_only(&new).unwrap(), Some(Folding::Case));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_empty_case_sensitive_directory_tells_by_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("Empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(probe_read_only(&empty).unwrap(), Some(Folding::Exact));
+        // A name with no other spelling: its parent's tells.
+        let digits = dir.path().join("1234");
+        std::fs::create_dir(&digits).unwrap();
+        assert_eq!(probe_read_only(&digits.join("new")).unwrap(), Some(Folding::Exact));
     }
 }

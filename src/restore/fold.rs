@@ -29,12 +29,22 @@ use crate::restore::source::Item;
 /// nothing is written there, and two keys of one group of
 /// [`Folding::fold`] are taken for one name; with it, DEST is asked about
 /// each such pair ([`Judge::Dest`], its names mapped as `windows_names`
-/// says).
+/// says). Also whether the answer is unsure: a dry run that found no name
+/// to look up takes DEST to fold letter case, and says "if".
 ///
 /// # Errors
 /// The I/O error of the probe (DEST cannot be written or read).
-pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Result<Twins> {
-    let folding = crate::fs::case::probe(dest, may_write)?;
+pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Result<(Twins, bool)> {
+    let (folding, unsure) = if may_write {
+        (crate::fs::case::probe(dest, true)?, false)
+    } else {
+        // Nothing on the way could tell: list the keys that would clash
+        // if DEST folds, rather than predict a silent merge.
+        match crate::fs::case::probe_read_only(dest)? {
+            Some(folding) => (folding, false),
+            None => (Folding::Case, true),
+        }
+    };
     if folding != Folding::Exact {
         tracing::info!(
             "'{}' folds {}: keys that differ only so are restored once",
@@ -49,7 +59,7 @@ pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Resu
         },
         _ => Judge::Superset,
     };
-    Ok(Twins::asking(folding, judge))
+    Ok((Twins::asking(folding, judge), unsure))
 }
 
 /// An entry refused because an earlier key lands on its name in DEST.
@@ -68,17 +78,21 @@ pub struct Guard {
     twins: Twins,
     /// Whether DEST's names are mapped through [`crate::fs::winname`].
     windows_names: bool,
+    /// Whether DEST was only taken to fold (a dry run that could not tell).
+    unsure: bool,
     /// Entries whose own name is written under a stand-in.
     pub mapped: u64,
 }
 
 impl Guard {
-    /// A guard for a DEST that folds as `twins` says and, with
-    /// `windows_names`, holds names under their Windows stand-ins.
-    pub fn new(twins: Twins, windows_names: bool) -> Self {
+    /// A guard for a DEST that folds as `twins` says (or, `unsure`, may
+    /// fold so) and, with `windows_names`, holds names under their
+    /// Windows stand-ins.
+    pub fn new((twins, unsure): (Twins, bool), windows_names: bool) -> Self {
         Self {
             twins,
             windows_names,
+            unsure,
             mapped: 0,
         }
     }
@@ -89,7 +103,15 @@ impl Guard {
     /// # Errors
     /// The clash, to count and report.
     pub fn check(&mut self, item: Item) -> Result<Item, Refused> {
-        let item = check(&mut self.twins, item)?;
+        let item = check(&mut self.twins, item).map_err(|mut refused| {
+            if self.unsure {
+                refused.failure.error = format!(
+                    "if DEST folds letter case (a dry run cannot tell without writing): {}",
+                    refused.failure.error
+                );
+            }
+            refused
+        })?;
         let name = item.path.rsplit('/').next().unwrap_or_default();
         if self.windows_names && crate::fs::winname::to_windows(name) != name {
             self.mapped += 1;

@@ -71,3 +71,47 @@ fn exfat_decides_by_its_own_table_final_sigma_refused_and_title_case_dz_restored
     assert_eq!(s.failed_paths(), ["\u{3c3}.txt"], "{}", r.show());
     assert_eq!((s.unchanged, s.downloaded), (3, 0), "{}", r.show());
 }
+
+#[test]
+fn a_dry_run_onto_a_new_empty_folding_dir_predicts_the_clash_the_restore_meets() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "upper"), ("case.txt", "lower")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    // An empty directory, and one not made yet: no entry to look up.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for dest in [empty.clone(), dir.path().join("new/dest")] {
+        let r = env.restore(&target, &dest, &["--dry-run"]);
+        r.expect_code(3);
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("refuse case.txt: the same name as 'Case.txt' on DEST")),
+            "{}",
+            r.show()
+        );
+        assert!(r.stdout.lines().any(|l| l == "download Case.txt"), "{}", r.show());
+        assert!(!r.stdout.contains("download case.txt"), "{}", r.show());
+    }
+    assert_eq!(names(dir.path()), ["empty"], "a dry run wrote");
+    assert!(names(&empty).is_empty());
+    // The restore does what the dry run said.
+    let r = env.restore(&target, &empty, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.restore_summary().failed_paths(), ["case.txt"], "{}", r.show());
+}
+
+#[test]
+fn a_dry_run_summary_says_what_it_would_download_not_what_it_received() {
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("a.txt", "12345"), ("b.txt", "678")]);
+    let dest = env.root().join("dest");
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("  would download 8 B in "), "{}", r.show());
+    assert!(!r.stdout.contains("received"), "{}", r.show());
+    let r = env.restore(&target, &dest, &[]);
+    r.expect_code(0);
+    assert!(r.stdout.contains("  received 8 B in "), "{}", r.show());
+}
