@@ -89,6 +89,10 @@ pub struct Dest {
     /// Whether DEST refuses names Windows refuses: every name is then
     /// written through [`crate::fs::winname::to_windows`].
     windows_names: bool,
+    /// How DEST compares names (a dry run names a file DEST spells otherwise).
+    folding: crate::fs::case::Folding,
+    /// What DEST keeps of modes and mtimes: only that is compared.
+    pub keeps: crate::restore::meta::Keeps,
 }
 
 impl Dest {
@@ -126,7 +130,23 @@ impl Dest {
             modes,
             planned,
             windows_names: false,
+            folding: crate::fs::case::Folding::Exact,
+            keeps: crate::restore::meta::Keeps::default(),
         }
+    }
+
+    /// Records how DEST compares names (probed once).
+    pub fn set_folding(&mut self, folding: crate::fs::case::Folding) {
+        self.folding = folding;
+    }
+
+    /// In a dry run onto a DEST that folds: the key text of the name
+    /// `dir` lists for `name` when it spells it otherwise (a file DEST
+    /// holds as `CASE.TXT` for the key `Case.txt`); `None` otherwise.
+    pub fn spelled_otherwise(&self, dir: &Dir, name: &OsStr) -> Option<String> {
+        self.planned.as_ref()?;
+        let found = crate::restore::fold::spelled_otherwise(dir, name, self.folding)?;
+        Some(self.key_text(Path::new(&found)))
     }
 
     /// Writes every name through [`crate::fs::winname::to_windows`] from
@@ -405,7 +425,7 @@ impl Dest {
             .root()?
             .open_dir(Path::new(&self.local_rel(path)), Create::No)?;
         // A directory's mode is set on Unix only (see `set_dir_meta`).
-        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode.filter(|_| cfg!(unix))) {
+        if self.keeps.differs(dir_now(&dir)?, mtime_ns, mode.filter(|_| cfg!(unix))) {
             planned.line(path, format!("touch {path}"));
         }
         Ok(())

@@ -156,6 +156,25 @@ fn reason(folding: Folding, twin: &Twin) -> String {
     }
 }
 
+/// The name `dir` lists for `name` when it lists it under another spelling
+/// only (a DEST that folds as `folding`; `None` on one that does not, or
+/// when `name` is listed as it is). Reads the whole directory: a dry run
+/// asks it only of files it would overwrite or keep.
+pub fn spelled_otherwise(dir: &crate::fs::confine::Dir, name: &OsStr, folding: Folding) -> Option<std::ffi::OsString> {
+    let want = folding.fold(name.to_str()?)?;
+    let mut other = None;
+    for entry in dir.entries().ok()? {
+        let found = entry.ok()?.file_name();
+        if found == name {
+            return None;
+        }
+        if other.is_none() && found.to_str().and_then(|f| folding.fold(f)).as_deref() == Some(want.as_str()) {
+            other = Some(found);
+        }
+    }
+    other
+}
+
 /// The local form of `text` (a key's relative path) in DEST: decoded
 /// ([`crate::fs::names::decode`]) and, with `windows_names`, each
 /// component mapped by [`crate::fs::winname::to_windows`].

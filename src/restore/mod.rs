@@ -384,6 +384,16 @@ fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreE
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
     let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
     let twins = fold::probe(dest.path(), !opts.dry_run, windows).map_err(dest_err)?;
+    dest.set_folding(twins.0.folding());
+    if let Some(base) = crate::fs::case::nearest_existing(dest.path()) {
+        // What DEST keeps of modes and mtimes: learned by writing, or, in a
+        // dry run onto a DEST that folds (exFAT, FAT), guessed from its entries.
+        dest.keeps = match (opts.dry_run, twins.0.folding()) {
+            (false, _) => meta::Keeps::learn(base),
+            (true, crate::fs::case::Folding::Exact) => meta::Keeps::default(),
+            (true, _) => meta::Keeps::guess(base),
+        };
+    }
     if windows {
         dest.map_windows_names();
     }

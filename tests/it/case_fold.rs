@@ -19,6 +19,15 @@ fn store_with(env: &TestEnv, files: &[(&str, &str)]) -> String {
     target
 }
 
+/// A restore dry run's lines (those before its summary).
+fn plan(r: &Run) -> Vec<String> {
+    r.stdout
+        .lines()
+        .take_while(|l| !l.starts_with("dry run: "))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -114,4 +123,46 @@ fn a_dry_run_summary_says_what_it_would_download_not_what_it_received() {
     let r = env.restore(&target, &dest, &[]);
     r.expect_code(0);
     assert!(r.stdout.contains("  received 8 B in "), "{}", r.show());
+}
+
+#[test]
+fn a_dest_file_spelled_otherwise_is_that_keys_copy_replaced_or_kept_and_a_dry_run_names_it() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "backup")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("CASE.TXT"), "dest's own").unwrap();
+
+    // --no-clobber keeps it, spelled as DEST spells it; the dry run says so.
+    let r = env.restore(&target, &dest, &["--dry-run", "--no-clobber"]);
+    r.expect_code(0);
+    assert_eq!(
+        plan(&r),
+        ["keep Case.txt (differs, --no-clobber; DEST spells it 'CASE.TXT')"],
+        "{}",
+        r.show()
+    );
+    let s = env.restore_ok(&target, &dest, &["--no-clobber"]);
+    assert_eq!((s.kept, s.downloaded), (1, 0), "{s:?}");
+    assert_eq!(names(&dest), ["CASE.TXT"]);
+    assert_eq!(std::fs::read_to_string(dest.join("CASE.TXT")).unwrap(), "dest's own");
+
+    // Without it: replaced by the backup's file, under the backup's spelling.
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(0);
+    assert_eq!(
+        plan(&r),
+        ["download Case.txt (overwrite 'CASE.TXT')"],
+        "{}",
+        r.show()
+    );
+    let s = env.restore_ok(&target, &dest, &[]);
+    assert_eq!((s.downloaded, s.kept), (1, 0), "{s:?}");
+    assert_eq!(names(&dest), ["Case.txt"]);
+    assert_eq!(std::fs::read_to_string(dest.join("Case.txt")).unwrap(), "backup");
+    // And then it is the same: nothing to do.
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    assert!(plan(&r).is_empty(), "{}", r.show());
 }
