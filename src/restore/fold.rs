@@ -62,6 +62,44 @@ pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Resu
     Ok((Twins::asking(folding, judge), unsure))
 }
 
+/// Without writing (a dry run): whether DEST is taken to refuse the names
+/// Windows refuses, as a restore would find by writing
+/// ([`crate::fs::winname::refused_by`]): a DEST that folds letter case and
+/// is exFAT or FAT by its file system's number (Linux's drivers), or that
+/// holds a stand-in name at its top (an earlier restore's, e.g. through
+/// exFAT's FUSE driver, which has no number of its own).
+pub fn guess_windows_names(dest: &Path, folding: Folding) -> bool {
+    if folding == Folding::Exact {
+        return false;
+    }
+    let Some(base) = crate::fs::case::nearest_existing(dest) else {
+        return false;
+    };
+    fat_family(base)
+        || std::fs::read_dir(base).is_ok_and(|entries| {
+            entries.flatten().take(1024).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| crate::fs::winname::from_windows(n) != n)
+            })
+        })
+}
+
+/// Linux: whether `dir` is on exFAT or FAT by its file system's number.
+#[cfg(target_os = "linux")]
+fn fat_family(dir: &Path) -> bool {
+    const EXFAT: u64 = 0x2011_BAB0;
+    const MSDOS: u64 = 0x4d44;
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    rustix::fs::statfs(dir).is_ok_and(|s| matches!(s.f_type as u64, EXFAT | MSDOS))
+}
+
+/// Elsewhere the number is not read.
+#[cfg(not(target_os = "linux"))]
+fn fat_family(_dir: &Path) -> bool {
+    false
+}
+
 /// An entry refused because an earlier key lands on its name in DEST.
 #[derive(Debug)]
 pub struct Refused {

@@ -382,8 +382,12 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
 /// [`RestoreError::Dest`] when a probe cannot be made or read.
 fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreError> {
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
-    let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    let mut windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
     let twins = fold::probe(dest.path(), !opts.dry_run, windows).map_err(dest_err)?;
+    if opts.dry_run && !windows {
+        // A dry run writes no probe: it finds the stand-ins a restore wrote.
+        windows = fold::guess_windows_names(dest.path(), twins.0.folding());
+    }
     dest.set_folding(twins.0.folding());
     if let Some(base) = crate::fs::case::nearest_existing(dest.path()) {
         // What DEST keeps of modes and mtimes: learned by writing, or, in a

@@ -166,3 +166,35 @@ fn a_dest_file_spelled_otherwise_is_that_keys_copy_replaced_or_kept_and_a_dry_ru
     let r = env.restore(&target, &dest, &["--dry-run"]);
     assert!(plan(&r).is_empty(), "{}", r.show());
 }
+
+#[test]
+fn after_a_restore_onto_exfat_a_dry_run_and_a_second_restore_find_nothing_to_do() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    env.write("a:b.txt", "mapped")
+        .write("d/inner.txt", "inner")
+        .write("private", "p")
+        .set_mode("private", 0o600)
+        .write_at("exact", "ns", (1_600_000_000, 123_456_789));
+    let target = env.root().join("store").to_str().unwrap().to_owned();
+    env.backup_ok(&target, &[]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    let s = env.restore_ok(&target, &dest, &[]);
+    assert_eq!(s.downloaded, 4, "{s:?}");
+    // exFAT keeps whole seconds (its FUSE driver) and no modes: the
+    // recorded mtime, to the second, is what is there.
+    assert_eq!(mtime_of(&dest.join("exact")).0, 1_600_000_000);
+
+    // Nothing to list: the stand-in is found, and what exFAT cannot hold
+    // (modes, nanoseconds) is not a change.
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(0);
+    assert!(plan(&r).is_empty(), "{}", r.show());
+    assert!(r.stdout.contains("downloaded 0, unchanged 4"), "{}", r.show());
+    // And the restore does nothing either.
+    let before = mtime_of(&dest.join("exact"));
+    let s = env.restore_ok(&target, &dest, &[]);
+    assert_eq!((s.unchanged, s.downloaded), (4, 0), "{s:?}");
+    assert_eq!(mtime_of(&dest.join("exact")), before);
+}
