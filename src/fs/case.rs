@@ -315,6 +315,9 @@ mod tests {
         // A name with no other spelling: its parent's tells.
         let digits = dir.path().join("1234");
         std::fs::create_dir(&digits).unwrap();
-        assert_eq!(probe_read_only(&digits.join("new")).unwrap(), Some(Folding::Exact));
+        assert_eq!(
+            probe_read_only(&digits.join("new")).unwrap(),
+            Some(Folding::Exact)
+        );
     }
 }

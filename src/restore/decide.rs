@@ -56,7 +56,7 @@ pub enum Action {
     /// Other content is there and `--no-clobber` keeps it.
     Keep {
         /// In a dry run, DEST's own spelling of it when it differs from
-        /// the key's ([`Dest::spelled_otherwise`]).
+        /// the key's ([`spelled_otherwise`]).
         spelled: Option<String>,
     },
     /// Fetch it.
@@ -67,7 +67,7 @@ pub enum Action {
         /// Whether something that differs is there, to be replaced.
         overwrite: bool,
         /// In a dry run, DEST's own spelling of what is replaced when it
-        /// differs from the key's ([`Dest::spelled_otherwise`]).
+        /// differs from the key's ([`spelled_otherwise`]).
         spelled: Option<String>,
     },
 }
@@ -101,11 +101,11 @@ pub async fn decide(
         match compare_local(fetcher, key, &dir, &name, shown, item).await? {
             same @ Local::Same { .. } => Action::Touch { dir, name, same },
             Local::Differs if no_clobber => Action::Keep {
-                spelled: dest.spelled_otherwise(&dir, &name),
+                spelled: spelled_otherwise(dest, &dir, &name),
             },
             Local::Differs => Action::Fetch {
                 overwrite: true,
-                spelled: dest.spelled_otherwise(&dir, &name),
+                spelled: spelled_otherwise(dest, &dir, &name),
                 at: Some((dir, name)),
             },
             Local::Missing => Action::Fetch {
@@ -115,6 +115,18 @@ pub async fn decide(
             },
         },
     )
+}
+
+/// In a dry run onto a DEST that folds: the key text of the name `dir`
+/// lists for `name` when it spells it otherwise (a file DEST holds as
+/// `CASE.TXT` for the key `Case.txt`); `None` otherwise.
+pub fn spelled_otherwise(dest: &Dest, dir: &Dir, name: &OsStr) -> Option<String> {
+    dest.planned()?;
+    let found = crate::restore::fold::spelled_otherwise(dir, name, dest.holds.folding)?;
+    Some(crate::restore::fold::key_text(
+        dest.maps_windows_names(),
+        Path::new(&found),
+    ))
 }
 
 /// A failed local step on `shown`.

@@ -100,6 +100,30 @@ fn fat_family(_dir: &Path) -> bool {
     false
 }
 
+/// How DEST holds names, modes and times, probed once before any entry
+/// and read by every stage that touches DEST.
+#[derive(Debug, Clone, Copy)]
+pub struct Holds {
+    /// Whether DEST refuses the names Windows refuses: every name is then
+    /// written through [`crate::fs::winname::to_windows`] ([`local_rel`]).
+    pub windows_names: bool,
+    /// How DEST compares names (a dry run names a file it spells otherwise).
+    pub folding: Folding,
+    /// What DEST keeps of modes and mtimes: only that is compared.
+    pub keeps: crate::restore::meta::Keeps,
+}
+
+impl Default for Holds {
+    /// Every name as it is, compared exactly; every mode and nanosecond kept.
+    fn default() -> Self {
+        Self {
+            windows_names: false,
+            folding: Folding::Exact,
+            keeps: crate::restore::meta::Keeps::default(),
+        }
+    }
+}
+
 /// An entry refused because an earlier key lands on its name in DEST.
 #[derive(Debug)]
 pub struct Refused {
@@ -198,7 +222,11 @@ fn reason(folding: Folding, twin: &Twin) -> String {
 /// only (a DEST that folds as `folding`; `None` on one that does not, or
 /// when `name` is listed as it is). Reads the whole directory: a dry run
 /// asks it only of files it would overwrite or keep.
-pub fn spelled_otherwise(dir: &crate::fs::confine::Dir, name: &OsStr, folding: Folding) -> Option<std::ffi::OsString> {
+pub fn spelled_otherwise(
+    dir: &crate::fs::confine::Dir,
+    name: &OsStr,
+    folding: Folding,
+) -> Option<std::ffi::OsString> {
     let want = folding.fold(name.to_str()?)?;
     let mut other = None;
     for entry in dir.entries().ok()? {
@@ -273,10 +301,20 @@ mod tests {
         };
         assert_eq!(failure.path, "case.txt");
         assert!(failure.error.contains("folds letter case"), "{}", failure.error);
-        assert!(failure.error.contains("'Case.txt' is restored"), "{}", failure.error);
+        assert!(
+            failure.error.contains("'Case.txt' is restored"),
+            "{}",
+            failure.error
+        );
         let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
             panic!("no clash");
         };
-        assert!(failure.error.contains("'CASE.TXT' is the same directory as 'Case.txt'"), "{}", failure.error);
+        assert!(
+            failure
+                .error
+                .contains("'CASE.TXT' is the same directory as 'Case.txt'"),
+            "{}",
+            failure.error
+        );
     }
 }

@@ -186,7 +186,10 @@ impl Keeps {
         if !cfg!(unix) {
             return Self::default();
         }
-        let path = dir.join(format!("{}-meta", crate::fs::own::temp_name("probe").to_string_lossy()));
+        let path = dir.join(format!(
+            "{}-meta",
+            crate::fs::own::temp_name("probe").to_string_lossy()
+        ));
         let Ok(file) = crate::fs::case::create_new(&path) else {
             return Self::default();
         };
@@ -204,7 +207,10 @@ impl Keeps {
             mtime_step_ns: if off == 0 {
                 1
             } else {
-                STEPS.into_iter().find(|s| off < s.unsigned_abs()).unwrap_or(2_000_000_000)
+                STEPS
+                    .into_iter()
+                    .find(|s| off < s.unsigned_abs())
+                    .unwrap_or(2_000_000_000)
             },
         }
     }
@@ -215,7 +221,10 @@ impl Keeps {
     /// and the coarsest step every mtime is a multiple of. Looks at up to
     /// 64 entries of `dir` and `dir` itself; an empty one tells nothing.
     pub fn guess(dir: &std::path::Path) -> Self {
-        let mut seen: Vec<(i64, u32)> = std::fs::symlink_metadata(dir).map(|md| now_of(&md)).into_iter().collect();
+        let mut seen: Vec<(i64, u32)> = std::fs::symlink_metadata(dir)
+            .map(|md| now_of(&md))
+            .into_iter()
+            .collect();
         if let Ok(entries) = std::fs::read_dir(dir) {
             seen.extend(
                 entries
@@ -304,7 +313,10 @@ mod tests {
         assert!(!exfat.differs(now, Some(5_123_456_789), Some(0o644)));
         assert!(exfat.differs(now, Some(6_000_000_000), Some(0o644)));
         assert!(Keeps::default().differs(now, Some(5_000_000_001), None));
-        assert_eq!(Keeps::default().differs(now, Some(5_000_000_000), Some(0o644)), cfg!(unix));
+        assert_eq!(
+            Keeps::default().differs(now, Some(5_000_000_000), Some(0o644)),
+            cfg!(unix)
+        );
     }
 
     #[cfg(unix)]

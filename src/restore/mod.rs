@@ -388,18 +388,16 @@ fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreE
         // A dry run writes no probe: it finds the stand-ins a restore wrote.
         windows = fold::guess_windows_names(dest.path(), twins.0.folding());
     }
-    dest.set_folding(twins.0.folding());
+    dest.holds.folding = twins.0.folding();
+    dest.holds.windows_names = windows;
     if let Some(base) = crate::fs::case::nearest_existing(dest.path()) {
         // What DEST keeps of modes and mtimes: learned by writing, or, in a
         // dry run onto a DEST that folds (exFAT, FAT), guessed from its entries.
-        dest.keeps = match (opts.dry_run, twins.0.folding()) {
+        dest.holds.keeps = match (opts.dry_run, twins.0.folding()) {
             (false, _) => meta::Keeps::learn(base),
             (true, crate::fs::case::Folding::Exact) => meta::Keeps::default(),
             (true, _) => meta::Keeps::guess(base),
         };
-    }
-    if windows {
-        dest.map_windows_names();
     }
     Ok(fold::Guard::new(twins, windows))
 }

@@ -84,8 +84,13 @@ pub(crate) async fn restore_file(
     let (fetched, overwrite) = match action {
         Action::Keep { spelled } => {
             if let Some(planned) = dest.planned() {
-                let note = spelled.map(|s| format!("; DEST spells it '{s}'")).unwrap_or_default();
-                planned.line(&item.path, format!("keep {} (differs, --no-clobber{note})", item.path));
+                let note = spelled
+                    .map(|s| format!("; DEST spells it '{s}'"))
+                    .unwrap_or_default();
+                planned.line(
+                    &item.path,
+                    format!("keep {} (differs, --no-clobber{note})", item.path),
+                );
             }
             return Outcome::Kept(item.path);
         }
@@ -95,7 +100,11 @@ pub(crate) async fn restore_file(
                 Err(e) => failed(item.path, &e),
             };
         }
-        Action::Fetch { at, overwrite, spelled } => match dest.planned() {
+        Action::Fetch {
+            at,
+            overwrite,
+            spelled,
+        } => match dest.planned() {
             Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), (overwrite, spelled)),
             None => (fetch(fetcher, dest, &key, &shown, &item, at).await, overwrite),
         },
@@ -172,7 +181,10 @@ fn touch(dest: &Dest, dir: &Dir, name: &OsStr, path: &str, same: Local) -> std::
             let mode = mode.map(|m| dest.modes.apply(path, m));
             // Only what DEST keeps is compared: a run after a restore onto
             // exFAT finds nothing to set.
-            let change = dest.keeps.differs(now_of(&file.metadata()?), mtime_ns, mode);
+            let change = dest
+                .holds
+                .keeps
+                .differs(now_of(&file.metadata()?), mtime_ns, mode);
             match planned {
                 None if change => return set_file_times_and_mode(&file, mtime_ns, mode),
                 None => return Ok(()),

@@ -68,9 +68,18 @@ fn exfat_decides_by_its_own_table_final_sigma_refused_and_title_case_dz_restored
     );
     assert_eq!((s.files, s.downloaded, s.failed), (4, 3, 1), "{}", r.show());
     assert_eq!(names(&dest), ["\u{1c5}.txt", "\u{1c6}.txt", "\u{3c2}.txt"]);
-    assert_eq!(std::fs::read_to_string(dest.join("\u{3c2}.txt")).unwrap(), "final");
-    assert_eq!(std::fs::read_to_string(dest.join("\u{1c5}.txt")).unwrap(), "title");
-    assert_eq!(std::fs::read_to_string(dest.join("\u{1c6}.txt")).unwrap(), "small");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("\u{3c2}.txt")).unwrap(),
+        "final"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("\u{1c5}.txt")).unwrap(),
+        "title"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("\u{1c6}.txt")).unwrap(),
+        "small"
+    );
     assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
 
     // Again: the same refusal, the rest unchanged.
@@ -147,7 +156,10 @@ fn a_dest_file_spelled_otherwise_is_that_keys_copy_replaced_or_kept_and_a_dry_ru
     let s = env.restore_ok(&target, &dest, &["--no-clobber"]);
     assert_eq!((s.kept, s.downloaded), (1, 0), "{s:?}");
     assert_eq!(names(&dest), ["CASE.TXT"]);
-    assert_eq!(std::fs::read_to_string(dest.join("CASE.TXT")).unwrap(), "dest's own");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("CASE.TXT")).unwrap(),
+        "dest's own"
+    );
 
     // Without it: replaced by the backup's file, under the backup's spelling.
     let r = env.restore(&target, &dest, &["--dry-run"]);
