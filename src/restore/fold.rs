@@ -5,12 +5,17 @@
 //! file, or, in a dry run, by reading only) and every selected entry goes
 //! through [`Twins::take`] before anything is written for it, in the
 //! order the source gives them (a manifest's, sorted by path, so the same
-//! key wins every time). A key that clashes with an earlier one is not
-//! restored: it is a failure naming the key and why (exit 3), counted in
-//! `case_clashes`. A second restore over the first reports the same
+//! key wins every time). Which keys are one name DEST decides itself
+//! where it may be written ([`crate::fs::twins`]); a dry run takes every
+//! two keys of one wide-fold group for one. A key that clashes with an
+//! earlier one is not restored: it is a failure naming the key, the key
+//! restored instead and why (exit 3), counted in `case_clashes`. A second restore over the first reports the same
 //! clashes again (the key is still not restored), and finds the keys that
 //! won unchanged. On a DEST that compares names exactly, [`Twins`] takes
 //! every key at no cost.
+//!
+//! [`Holds`] carries what the probes found (folding, Windows names, what
+//! DEST keeps of modes and times) to every stage that touches DEST.
 //!
 //! The same pass counts the names a DEST that refuses the names Windows
 //! refuses gets under a stand-in ([`crate::fs::winname`]; the mapping
@@ -42,7 +47,8 @@ pub fn probe(dest: &Path, may_write: bool, windows_names: bool) -> std::io::Resu
         // if DEST folds, rather than predict a silent merge.
         match crate::fs::case::probe_read_only(dest)? {
             Some(folding) => (folding, false),
-            None => (Folding::Case, true),
+            // Windows folds case (but for directories marked otherwise).
+            None => (Folding::Case, !cfg!(windows)),
         }
     };
     if folding != Folding::Exact {

@@ -218,7 +218,7 @@ impl Keeps {
     /// Without writing (a dry run): what entries already in DEST suggest,
     /// for a DEST that folds names (exFAT, FAT, NTFS; one that does not
     /// is taken to keep everything): no modes when every one reads `777`,
-    /// and the coarsest step every mtime is a multiple of. Looks at up to
+    /// and the coarsest step (at most a second) every mtime is a multiple of. Looks at up to
     /// 64 entries of `dir` and `dir` itself; an empty one tells nothing.
     pub fn guess(dir: &std::path::Path) -> Self {
         let mut seen: Vec<(i64, u32)> = std::fs::symlink_metadata(dir)
@@ -237,8 +237,11 @@ impl Keeps {
         if seen.len() < 2 {
             return Self::default();
         }
-        let step = STEPS
-            .into_iter()
+        // Never coarser than a second: two entries at even seconds by
+        // chance are common, and FAT's two seconds would hide a change.
+        let step = STEPS[..5]
+            .iter()
+            .copied()
             .rev()
             .find(|s| seen.iter().all(|(t, _)| t.rem_euclid(*s) == 0))
             .unwrap_or(1);
