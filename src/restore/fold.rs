@@ -9,10 +9,10 @@
 //! where it may be written ([`crate::fs::twins`]); a dry run takes every
 //! two keys of one wide-fold group for one. A key that clashes with an
 //! earlier one is not restored: it is a failure naming the key, the key
-//! restored instead and why (exit 3), counted in `case_clashes`. A second restore over the first reports the same
-//! clashes again (the key is still not restored), and finds the keys that
-//! won unchanged. On a DEST that compares names exactly, [`Twins`] takes
-//! every key at no cost.
+//! restored instead and why (exit 3), counted in `case_clashes`. A second
+//! restore over the first reports the same clashes again (the key is still
+//! not restored), and finds the keys that won unchanged. On a DEST that
+//! compares names exactly, [`Twins`] takes every key at no cost.
 //!
 //! [`Holds`] carries what the probes found (folding, Windows names, what
 //! DEST keeps of modes and times) to every stage that touches DEST.
