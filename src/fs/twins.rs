@@ -449,6 +449,7 @@ mod tests {
         ));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_destination_asked_keeps_apart_what_it_holds_apart() {
         // A case-sensitive directory, taken to fold: it holds both spellings.
@@ -463,6 +464,23 @@ mod tests {
         assert_eq!(t.take("Case.txt", false), Err(Clash::Name));
         assert_eq!(t.take("D/x", false), Ok(()));
         assert_eq!(t.take("d/x", false), Ok(()));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probes left");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_windows_destination_asked_takes_case_twins_for_one_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let judge = Judge::Dest {
+            base: dir.path().to_path_buf(),
+            windows_names: true,
+        };
+        let mut t = Twins::asking(Folding::Case, judge);
+        assert_eq!(t.take("Case.txt", false), Ok(()));
+        assert_eq!(t.take_named("case.txt", false).unwrap_err().winner, "Case.txt");
+        // A name Windows refuses is asked under its stand-in.
+        assert_eq!(t.take("A:b", false), Ok(()));
+        assert_eq!(t.take("a:B", false), Err(Clash::Name));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probes left");
     }
 
