@@ -299,6 +299,21 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_run_that_cannot_tell_refuses_twins_if_dest_folds() {
+        let mut g = Guard::new((Twins::new(Folding::Case), true), false);
+        assert!(g.check(item("Case.txt", EntryKind::File)).is_ok());
+        let Err(Refused { failure, .. }) = g.check(item("case.txt", EntryKind::File)) else {
+            panic!("no clash");
+        };
+        assert!(
+            failure.error.starts_with("if DEST folds letter case")
+                && failure.error.contains("'Case.txt' is restored"),
+            "{}",
+            failure.error
+        );
+    }
+
+    #[test]
     fn a_clash_names_the_key_and_says_why() {
         let mut t = Twins::new(Folding::Case);
         assert!(check(&mut t, item("Case.txt", EntryKind::File)).is_ok());
