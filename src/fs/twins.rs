@@ -15,9 +15,10 @@
 //!
 //! Memory: each key costs its folded path's hash, its exact path's hash
 //! and its last component's spelling as a bit mask over the folded
-//! component (which letters are upper case; about 40 bytes a key). Only a
-//! name the mask cannot spell (over 64 characters, or a letter that is
-//! neither the folded one nor its upper case) is kept as text. From the
+//! component (which letters are upper case): 24 bytes a key, and the
+//! hash table's slack. Only a name the mask cannot spell (over 62
+//! characters, or a letter that is neither the folded one nor its upper
+//! case, as `ς` over `σ`) is kept as text. From the
 //! mask and the later key's folded component the earlier spelling is
 //! rebuilt, so a refusal can name the key that won.
 
@@ -77,12 +78,20 @@ enum Spelling {
     Text(Box<str>),
 }
 
-/// A key taken: its exact path's hash, its last component, and its kind.
+/// The longest name (in characters) a [`Spelling::Mask`] spells; the two
+/// top bits of [`Member::bits`] are flags.
+const MASK_CHARS: usize = 62;
+/// [`Member::bits`]: the key is a directory.
+const DIR: u64 = 1 << 63;
+/// [`Member::bits`]: the spelling is in [`Twins::texts`].
+const TEXT: u64 = 1 << 62;
+
+/// A key taken: its exact path's hash, and its last component's spelling
+/// mask with the [`DIR`] and [`TEXT`] flags (16 bytes).
 #[derive(Debug)]
 struct Member {
     exact: u64,
-    spelling: Spelling,
-    dir: bool,
+    bits: u64,
 }
 
 /// What an earlier key at the same folded path is, for a new spelling.
@@ -104,6 +113,8 @@ pub struct Twins {
     first: HashMap<u64, Member>,
     /// Folded path hash → further keys the destination holds apart.
     more: HashMap<u64, Vec<Member>>,
+    /// Exact path hash → a last component no mask spells (rare).
+    texts: HashMap<u64, Box<str>>,
 }
 
 impl Twins {
@@ -120,6 +131,7 @@ impl Twins {
             judge,
             first: HashMap::new(),
             more: HashMap::new(),
+            texts: HashMap::new(),
         }
     }
 
@@ -199,7 +211,10 @@ impl Twins {
         let (parent, name) = split(path);
         let folded_name = split(&folded).1;
         for m in members {
-            let spelled = m.spelling.spell(folded_name);
+            let spelled = match self.texts.get(&m.exact) {
+                Some(text) if m.bits & TEXT != 0 => text.to_string(),
+                _ => Spelling::Mask(m.bits & (TEXT - 1)).spell(folded_name),
+            };
             let full = match parent {
                 Some(p) => format!("{p}/{spelled}"),
                 None => spelled.clone(),
@@ -210,7 +225,7 @@ impl Twins {
                 continue;
             }
             if full == path {
-                return Found::Same(m.dir);
+                return Found::Same(m.bits & DIR != 0);
             }
             if self.same_name(&spelled, name) {
                 return Found::Other(full);
@@ -222,10 +237,17 @@ impl Twins {
     /// Records `path` as taken.
     fn insert(&mut self, path: &str, dir: bool) {
         let folded = self.folding.fold(path).unwrap_or_default();
+        let exact = hash(path);
+        let bits = match Spelling::of(split(path).1, split(&folded).1) {
+            Spelling::Mask(mask) => mask,
+            Spelling::Text(text) => {
+                self.texts.insert(exact, text);
+                TEXT
+            }
+        };
         let member = Member {
-            exact: hash(path),
-            spelling: Spelling::of(split(path).1, split(&folded).1),
-            dir,
+            exact,
+            bits: bits | if dir { DIR } else { 0 },
         };
         match self.first.entry(hash(&folded)) {
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -280,10 +302,10 @@ impl Spelling {
     fn of(name: &str, folded: &str) -> Self {
         let mut mask = 0u64;
         let (mut n, mut f) = (name.chars(), folded.chars());
-        for i in 0..=64 {
+        for i in 0..=MASK_CHARS {
             match (n.next(), f.next()) {
                 (None, None) => return Spelling::Mask(mask),
-                (Some(c), Some(g)) if i < 64 => {
+                (Some(c), Some(g)) if i < MASK_CHARS => {
                     if c == g {
                         continue;
                     }
@@ -306,7 +328,7 @@ impl Spelling {
                 .chars()
                 .enumerate()
                 .map(|(i, c)| {
-                    if i < 64 && (m >> i) & 1 == 1 {
+                    if i < MASK_CHARS && (m >> i) & 1 == 1 {
                         upper(c).unwrap_or(c)
                     } else {
                         c
@@ -416,6 +438,21 @@ mod tests {
     }
 
     #[test]
+    fn long_and_unmaskable_names_are_spelled_back_too() {
+        let mut t = Twins::new(Folding::Case);
+        let long = format!("{}.txt", "Ab".repeat(40));
+        assert_eq!(t.take(&format!("D/{long}"), false), Ok(()));
+        let twin = t.take_named(&format!("d/{}", long.to_lowercase()), false);
+        assert_eq!(twin.unwrap_err().winner, "D");
+        let twin = t.take_named(&format!("D/{}", long.to_uppercase()), false);
+        assert_eq!(twin.unwrap_err().winner, format!("D/{long}"));
+        assert_eq!(t.take("\u{3c2}", true), Ok(()));
+        let twin = t.take_named("\u{3a3}/x", false).unwrap_err();
+        assert_eq!(twin.winner, "\u{3c2}", "a directory spelled as text");
+        assert_eq!(t.take("\u{3c2}/x", false), Ok(()));
+    }
+
+    #[test]
     fn letters_a_table_folds_unlike_to_lowercase_share_a_group() {
         // exFAT and NTFS take final and medial sigma for one name; without
         // asking, the group's verdict is a clash, never a merge.
@@ -437,6 +474,7 @@ mod tests {
             "ǅ",
             "ς",
             "Straße",
+            &"Ab".repeat(31),
             &"Ab".repeat(40),
             "İ",
         ] {
