@@ -10,23 +10,23 @@
 //! ([`probe`]), then checks every key against those written before it
 //! ([`Twins`]): the first keeps its place, each later one that would land
 //! on the same file, or in the same directory under another spelling, is
-//! reported by name instead of written.
+//! reported by name instead of written. Which keys are one name is
+//! decided in [`crate::fs::twins`]: by a fold wider than any file
+//! system's, and, where the destination may be written, by the
+//! destination itself.
 //!
 //! The probe creates a file with a fresh random name (a restore's temporary
 //! name, [`crate::fs::own::temp_name`], swept like the others if a kill
 //! leaves it) and looks for it under another spelling; where it may not
 //! write (a dry run), it looks an existing entry up under its other
-//! spelling. Folding is `char::to_lowercase` after NFC for both
-//! normalisation forms: close to, not exactly, each file system's own table
-//! (NTFS upper-cases by a per-volume table; a rare letter may differ).
+//! spelling.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::Path;
 
 use unicode_normalization::UnicodeNormalization;
+
+pub use crate::fs::twins::{Clash, Judge, Twin, Twins};
 
 /// How a destination compares names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +40,24 @@ pub enum Folding {
 }
 
 impl Folding {
-    /// The form two names share when this file system takes them for one
-    /// (`None` for [`Folding::Exact`]).
+    /// A form two names share whenever this file system takes them for
+    /// one (`None` for [`Folding::Exact`]): the lower case of the upper
+    /// case (after NFC for [`Folding::CaseAndForm`]). It is wider than any
+    /// file system's own table (exFAT's and NTFS's upper-case by a table,
+    /// APFS's fold): names it tells apart are two names everywhere, names
+    /// it puts together may still be two there (`ǅ` and `ǆ` on exFAT), which
+    /// only the file system can say ([`Judge::Dest`]).
     pub fn fold(self, name: &str) -> Option<String> {
+        let wide = |chars: &mut dyn Iterator<Item = char>| {
+            chars
+                .flat_map(char::to_uppercase)
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
         match self {
             Folding::Exact => None,
-            Folding::Case => Some(name.chars().flat_map(char::to_lowercase).collect()),
-            Folding::CaseAndForm => Some(name.nfc().flat_map(char::to_lowercase).collect()),
+            Folding::Case => Some(wide(&mut name.chars())),
+            Folding::CaseAndForm => Some(wide(&mut name.nfc())),
         }
     }
 
@@ -62,9 +73,9 @@ impl Folding {
 
 /// How the file system holding `dir` (or, if `dir` does not exist yet, its
 /// nearest existing ancestor) compares names. With `may_write`, a probe
-/// file is created and removed there; without, an existing entry is
-/// looked up under its other spelling, and a directory with no entry that
-/// has one reads as [`Folding::Exact`].
+/// file is created and removed there; without, names are looked up under
+/// another spelling ([`probe_read_only`]), and a directory that cannot
+/// tell that way reads as [`Folding::Exact`].
 ///
 /// # Errors
 /// The I/O error of creating the probe file, or of reading `dir`.
@@ -75,7 +86,23 @@ pub fn probe(dir: &Path, may_write: bool) -> io::Result<Folding> {
     if may_write {
         probe_by_writing(base)
     } else {
-        probe_by_reading(base)
+        Ok(probe_by_reading(base)?.unwrap_or(Folding::Exact))
+    }
+}
+
+/// Without writing: how `dir` (or its nearest existing ancestor) compares
+/// names, or `None` when nothing there can tell. Names are looked up
+/// under another spelling: first its entries, then (empty, or not made
+/// yet) its own name in its parent, and the parent's in its own, while
+/// they are on the same device (a mount root's name is looked up by the
+/// file system it is mounted on).
+///
+/// # Errors
+/// The I/O error of reading it.
+pub fn probe_read_only(dir: &Path) -> io::Result<Option<Folding>> {
+    match nearest_existing(dir) {
+        Some(base) => probe_by_reading(base),
+        None => Ok(None),
     }
 }
 
@@ -143,29 +170,69 @@ pub(crate) fn create_new(path: &Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Looks up the first entry whose name has another spelling under that
-/// spelling: found, and not listed under it, means the name was folded.
-/// (Identity cannot tell: FUSE file systems number each lookup afresh.)
-fn probe_by_reading(base: &Path) -> io::Result<Folding> {
+/// Looks up the first entry of `base` whose name has another spelling
+/// under that spelling: found, and not listed under it, means the name
+/// was folded. (Identity cannot tell: FUSE file systems number each lookup
+/// afresh.) An empty directory has no entry to look up: then its own
+/// name, and its ancestors', on the same device (see [`probe_read_only`]).
+fn probe_by_reading(base: &Path) -> io::Result<Option<Folding>> {
     for entry in std::fs::read_dir(base)? {
         let Some(name) = entry?.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let other = swap_case(&name);
-        if other == name {
-            continue;
+        if let Some(folding) = folds(base, &name)? {
+            return Ok(Some(folding));
         }
-        if base.join(&other).symlink_metadata().is_err() {
-            return Ok(Folding::Exact);
-        }
-        for entry in std::fs::read_dir(base)? {
-            if entry?.file_name().to_str() == Some(other.as_str()) {
-                return Ok(Folding::Exact);
-            }
-        }
-        return Ok(Folding::Case);
     }
-    Ok(Folding::Exact)
+    let mut dir = base.to_path_buf();
+    while let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+        if parent.as_os_str().is_empty() || !same_device(parent, &dir) {
+            break;
+        }
+        if let Some(name) = name.to_str()
+            && let Some(folding) = folds(parent, name)?
+        {
+            return Ok(Some(folding));
+        }
+        dir = parent.to_path_buf();
+    }
+    Ok(None)
+}
+
+/// Whether `name`, an entry of `dir`, is found under another spelling
+/// there without being listed under it; `None` when it has no other.
+fn folds(dir: &Path, name: &str) -> io::Result<Option<Folding>> {
+    let other = swap_case(name);
+    if other == name {
+        return Ok(None);
+    }
+    if dir.join(&other).symlink_metadata().is_err() {
+        return Ok(Some(Folding::Exact));
+    }
+    for entry in std::fs::read_dir(dir)? {
+        if entry?.file_name().to_str() == Some(other.as_str()) {
+            return Ok(Some(Folding::Exact));
+        }
+    }
+    Ok(Some(Folding::Case))
+}
+
+/// Whether `a` and `b` are on one device (where that cannot be told,
+/// outside Unix, they are not).
+fn same_device(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (a.metadata(), b.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
 }
 
 /// `name` with every letter's case swapped.
@@ -182,148 +249,9 @@ fn swap_case(name: &str) -> String {
         .collect()
 }
 
-/// Why a key cannot be written beside the ones before it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Clash {
-    /// An earlier key lands on the same file (or directory) name.
-    Name,
-    /// A directory on this key's path was spelled otherwise by an earlier
-    /// key: its entries would merge into that directory. Holds this key's
-    /// spelling of the directory.
-    Directory(String),
-}
-
-/// The keys written so far, by folded form (see the module doc). Holds
-/// 8 bytes per name and 16 per directory, never the names themselves.
-#[derive(Debug)]
-pub struct Twins {
-    folding: Folding,
-    /// Hashes of the folded paths of every file, link and directory taken.
-    names: HashSet<u64>,
-    /// Folded directory path hash → hash of its first exact spelling.
-    dirs: HashMap<u64, u64>,
-}
-
-impl Twins {
-    /// An empty record for a destination that folds as `folding`.
-    pub fn new(folding: Folding) -> Self {
-        Self {
-            folding,
-            names: HashSet::new(),
-            dirs: HashMap::new(),
-        }
-    }
-
-    /// How the destination folds names.
-    pub fn folding(&self) -> Folding {
-        self.folding
-    }
-
-    /// Takes the relative path `rel` (`/`-separated) of a file, link or
-    /// (`is_dir`) directory: `Ok` when it has a place of its own, or the
-    /// [`Clash`] that keeps it out (it is then not recorded).
-    ///
-    /// # Errors
-    /// The [`Clash`] with an earlier key.
-    pub fn take(&mut self, rel: &str, is_dir: bool) -> Result<(), Clash> {
-        let Some(folded) = self.folding.fold(rel) else {
-            return Ok(());
-        };
-        // Directories on the way: the first spelling of each wins, and a
-        // file already there under another spelling keeps its place.
-        let mut pending = Vec::new();
-        for (end, _) in rel.match_indices('/') {
-            let dir = &rel[..end];
-            let key = hash(&self.folding.fold(dir).unwrap_or_default());
-            let exact = hash(dir);
-            match self.dirs.get(&key) {
-                Some(first) if *first != exact => return Err(Clash::Directory(dir.to_string())),
-                Some(_) => {}
-                None if self.names.contains(&key) => return Err(Clash::Directory(dir.to_string())),
-                None => pending.push((key, exact)),
-            }
-        }
-        let key = hash(&folded);
-        if is_dir {
-            match self.dirs.get(&key) {
-                Some(first) if *first == hash(rel) => return Ok(()),
-                Some(_) => return Err(Clash::Name),
-                None => {}
-            }
-        }
-        if !self.names.insert(key) {
-            return Err(Clash::Name);
-        }
-        if is_dir {
-            self.dirs.insert(key, hash(rel));
-        }
-        for (k, e) in pending {
-            self.dirs.insert(k, e);
-            self.names.insert(k);
-        }
-        Ok(())
-    }
-}
-
-/// A 64-bit hash of a path (see [`Twins`]: a false match is about one in
-/// 10^8 for a million names).
-fn hash(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exact_destinations_take_every_key() {
-        let mut t = Twins::new(Folding::Exact);
-        assert_eq!(t.take("Case.txt", false), Ok(()));
-        assert_eq!(t.take("case.txt", false), Ok(()));
-    }
-
-    #[test]
-    fn keys_differing_only_in_case_clash_after_the_first() {
-        let mut t = Twins::new(Folding::Case);
-        assert_eq!(t.take("Case.txt", false), Ok(()));
-        assert_eq!(t.take("case.txt", false), Err(Clash::Name));
-        assert_eq!(t.take("CASE.TXT", false), Err(Clash::Name));
-        assert_eq!(t.take("other.txt", false), Ok(()));
-    }
-
-    #[test]
-    fn a_directory_spelled_two_ways_clashes_for_the_second_spelling() {
-        let mut t = Twins::new(Folding::Case);
-        assert_eq!(t.take("Docs", true), Ok(()));
-        assert_eq!(t.take("Docs/a.txt", false), Ok(()));
-        assert_eq!(t.take("docs/b.txt", false), Err(Clash::Directory("docs".into())));
-        assert_eq!(t.take("Docs/b.txt", false), Ok(()));
-        // The same directory entry again is no clash; another spelling is.
-        assert_eq!(t.take("Docs", true), Ok(()));
-        assert_eq!(t.take("DOCS", true), Err(Clash::Name));
-        // Directories seen only on a file's path count too.
-        assert_eq!(t.take("x/Y/z", false), Ok(()));
-        assert_eq!(t.take("X/y/w", false), Err(Clash::Directory("X".into())));
-        assert_eq!(t.take("x/y/w", false), Err(Clash::Directory("x/y".into())));
-        // A file and a directory with one folded name clash, either way round.
-        assert_eq!(t.take("x/y", false), Err(Clash::Name));
-        assert_eq!(t.take("File", false), Ok(()));
-        assert_eq!(t.take("file/inner", false), Err(Clash::Directory("file".into())));
-    }
-
-    #[test]
-    fn normalisation_forms_clash_only_where_the_form_is_folded() {
-        let nfc = "caf\u{e9}";
-        let nfd = "cafe\u{301}";
-        let mut case = Twins::new(Folding::Case);
-        assert_eq!(case.take(nfc, false), Ok(()));
-        assert_eq!(case.take(nfd, false), Ok(()));
-        let mut both = Twins::new(Folding::CaseAndForm);
-        assert_eq!(both.take(nfc, false), Ok(()));
-        assert_eq!(both.take(&nfd.to_uppercase(), false), Err(Clash::Name));
-    }
 
     #[cfg(target_os = "linux")]
     #[test]
@@ -370,5 +298,26 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         std::fs::write(dir.path().join("Name"), "").unwrap();
         assert_eq!(probe(dir.path(), false).unwrap(), Folding::Case);
+        // Empty, or not made yet: its own name (and its parent's) tells.
+        let empty = tempfile::tempdir_in(dir.path()).unwrap();
+        assert_eq!(probe_read_only(empty.path()).unwrap(), Some(Folding::Case));
+        let new = empty.path().join("not/yet");
+        assert_eq!(probe_read_only(&new).unwrap(), Some(Folding::Case));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_empty_case_sensitive_directory_tells_by_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("Empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert_eq!(probe_read_only(&empty).unwrap(), Some(Folding::Exact));
+        // A name with no other spelling: its parent's tells.
+        let digits = dir.path().join("1234");
+        std::fs::create_dir(&digits).unwrap();
+        assert_eq!(
+            probe_read_only(&digits.join("new")).unwrap(),
+            Some(Folding::Exact)
+        );
     }
 }

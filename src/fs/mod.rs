@@ -15,5 +15,6 @@ pub mod names;
 pub mod own;
 pub mod safe_path;
 pub mod scan;
+pub mod twins;
 pub mod winname;
 pub mod winpath;

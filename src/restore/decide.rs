@@ -54,7 +54,11 @@ pub enum Action {
         same: Local,
     },
     /// Other content is there and `--no-clobber` keeps it.
-    Keep,
+    Keep {
+        /// In a dry run, DEST's own spelling of it when it differs from
+        /// the key's ([`spelled_otherwise`]).
+        spelled: Option<String>,
+    },
     /// Fetch it.
     Fetch {
         /// Its directory and name when every directory on the way exists
@@ -62,6 +66,9 @@ pub enum Action {
         at: Option<(Arc<Dir>, OsString)>,
         /// Whether something that differs is there, to be replaced.
         overwrite: bool,
+        /// In a dry run, DEST's own spelling of what is replaced when it
+        /// differs from the key's ([`spelled_otherwise`]).
+        spelled: Option<String>,
     },
 }
 
@@ -87,18 +94,39 @@ pub async fn decide(
         return Ok(Action::Fetch {
             at: None,
             overwrite: false,
+            spelled: None,
         });
     };
     Ok(
         match compare_local(fetcher, key, &dir, &name, shown, item).await? {
             same @ Local::Same { .. } => Action::Touch { dir, name, same },
-            Local::Differs if no_clobber => Action::Keep,
-            found @ (Local::Differs | Local::Missing) => Action::Fetch {
-                overwrite: matches!(found, Local::Differs),
+            Local::Differs if no_clobber => Action::Keep {
+                spelled: spelled_otherwise(dest, &dir, &name),
+            },
+            Local::Differs => Action::Fetch {
+                overwrite: true,
+                spelled: spelled_otherwise(dest, &dir, &name),
+                at: Some((dir, name)),
+            },
+            Local::Missing => Action::Fetch {
+                overwrite: false,
+                spelled: None,
                 at: Some((dir, name)),
             },
         },
     )
+}
+
+/// In a dry run onto a DEST that folds: the key text of the name `dir`
+/// lists for `name` when it spells it otherwise (a file DEST holds as
+/// `CASE.TXT` for the key `Case.txt`); `None` otherwise.
+pub fn spelled_otherwise(dest: &Dest, dir: &Dir, name: &OsStr) -> Option<String> {
+    dest.planned()?;
+    let found = crate::restore::fold::spelled_otherwise(dir, name, dest.holds.folding)?;
+    Some(crate::restore::fold::key_text(
+        dest.maps_windows_names(),
+        Path::new(&found),
+    ))
 }
 
 /// A failed local step on `shown`.

@@ -86,9 +86,8 @@ pub struct Dest {
     pub modes: ModePolicy,
     /// A dry run's lines: when set, nothing in DEST is changed.
     planned: Option<Planned>,
-    /// Whether DEST refuses names Windows refuses: every name is then
-    /// written through [`crate::fs::winname::to_windows`].
-    windows_names: bool,
+    /// How DEST holds names, modes and times (probed once, before any entry).
+    pub holds: crate::restore::fold::Holds,
 }
 
 impl Dest {
@@ -125,25 +124,19 @@ impl Dest {
             stale_removed: AtomicU64::new(0),
             modes,
             planned,
-            windows_names: false,
+            holds: crate::restore::fold::Holds::default(),
         }
     }
 
-    /// Writes every name through [`crate::fs::winname::to_windows`] from
-    /// now on (DEST refuses the names Windows refuses).
-    pub fn map_windows_names(&mut self) {
-        self.windows_names = true;
-    }
-
-    /// Whether names are mapped (see [`Dest::map_windows_names`]).
+    /// Whether names are mapped (see [`crate::restore::fold::Holds`]).
     pub fn maps_windows_names(&self) -> bool {
-        self.windows_names
+        self.holds.windows_names
     }
 
     /// The local form, relative to DEST, of `text` (a key's relative
     /// path): see [`crate::restore::fold::local_rel`].
     pub fn local_rel<'a>(&self, text: &'a str) -> Cow<'a, OsStr> {
-        crate::restore::fold::local_rel(self.windows_names, text)
+        crate::restore::fold::local_rel(self.holds.windows_names, text)
     }
 
     /// The path of `text` (a key's relative path) in DEST, for messages.
@@ -153,7 +146,7 @@ impl Dest {
 
     /// The key text of a local path relative to DEST.
     fn key_text(&self, rel: &Path) -> String {
-        crate::restore::fold::key_text(self.windows_names, rel)
+        crate::restore::fold::key_text(self.holds.windows_names, rel)
     }
 
     /// DEST's path, for messages.
@@ -405,7 +398,8 @@ impl Dest {
             .root()?
             .open_dir(Path::new(&self.local_rel(path)), Create::No)?;
         // A directory's mode is set on Unix only (see `set_dir_meta`).
-        if crate::restore::meta::differs(dir_now(&dir)?, mtime_ns, mode.filter(|_| cfg!(unix))) {
+        let (now, mode) = (dir_now(&dir)?, mode.filter(|_| cfg!(unix)));
+        if self.holds.keeps.differs(now, mtime_ns, mode) {
             planned.line(path, format!("touch {path}"));
         }
         Ok(())

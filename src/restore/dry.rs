@@ -17,8 +17,12 @@
 //! - `mkdir P`: a directory the restore would create;
 //! - `download P`, `download P (overwrite)`, `download P (symlink)`: a
 //!   file or symlink fetched (replacing what differs there);
-//! - `touch P`: the same content is there, its mtime or mode would be set;
-//! - `keep P (differs, --no-clobber)`: left as it is, and reported;
+//!   `download P (overwrite 'Q')`: replacing a file a case-folding DEST
+//!   holds under the other spelling `Q` (the new file is spelled `P`);
+//! - `touch P`: the same content is there, its mtime or mode would be set
+//!   (only what DEST keeps of them is compared: [`crate::restore::meta::Keeps`]);
+//! - `keep P (differs, --no-clobber)`: left as it is, and reported (with
+//!   `; DEST spells it 'Q'` where it does);
 //! - `refuse P: WHY`: it would fail (an unsafe name, a link or a file
 //!   where a directory is needed, a directory where a file goes);
 //! - `delete P (stale temporary file)`: one an interrupted restore left.

@@ -382,10 +382,22 @@ fn open_dest(opts: &RestoreOptions) -> Result<(Dest, bool), RestoreError> {
 /// [`RestoreError::Dest`] when a probe cannot be made or read.
 fn guard(opts: &RestoreOptions, dest: &mut Dest) -> Result<fold::Guard, RestoreError> {
     let dest_err = |e| RestoreError::Dest(opts.dest.clone(), e);
-    let twins = fold::probe(dest.path(), !opts.dry_run).map_err(dest_err)?;
-    let windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
-    if windows {
-        dest.map_windows_names();
+    let mut windows = crate::fs::winname::refused_by(dest.path(), !opts.dry_run).map_err(dest_err)?;
+    let twins = fold::probe(dest.path(), !opts.dry_run, windows).map_err(dest_err)?;
+    if opts.dry_run && !windows {
+        // A dry run writes no probe: it finds the stand-ins a restore wrote.
+        windows = fold::guess_windows_names(dest.path(), twins.0.folding());
+    }
+    dest.holds.folding = twins.0.folding();
+    dest.holds.windows_names = windows;
+    if let Some(base) = crate::fs::case::nearest_existing(dest.path()) {
+        // What DEST keeps of modes and mtimes: learned by writing, or, in a
+        // dry run onto a DEST that folds (exFAT, FAT), guessed from its entries.
+        dest.holds.keeps = match (opts.dry_run, twins.0.folding()) {
+            (false, _) => meta::Keeps::learn(base),
+            (true, crate::fs::case::Folding::Exact) => meta::Keeps::default(),
+            (true, _) => meta::Keeps::guess(base),
+        };
     }
     Ok(fold::Guard::new(twins, windows))
 }

@@ -82,9 +82,15 @@ pub(crate) async fn restore_file(
         Err(e) => return failed(item.path, &e),
     };
     let (fetched, overwrite) = match action {
-        Action::Keep => {
+        Action::Keep { spelled } => {
             if let Some(planned) = dest.planned() {
-                planned.line(&item.path, format!("keep {} (differs, --no-clobber)", item.path));
+                let note = spelled
+                    .map(|s| format!("; DEST spells it '{s}'"))
+                    .unwrap_or_default();
+                planned.line(
+                    &item.path,
+                    format!("keep {} (differs, --no-clobber{note})", item.path),
+                );
             }
             return Outcome::Kept(item.path);
         }
@@ -94,8 +100,12 @@ pub(crate) async fn restore_file(
                 Err(e) => failed(item.path, &e),
             };
         }
-        Action::Fetch { at, overwrite } => match dest.planned() {
-            Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), overwrite),
+        Action::Fetch {
+            at,
+            overwrite,
+            spelled,
+        } => match dest.planned() {
+            Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), (overwrite, spelled)),
             None => (fetch(fetcher, dest, &key, &shown, &item, at).await, overwrite),
         },
     };
@@ -115,7 +125,13 @@ pub(crate) async fn restore_file(
 /// A dry run's fetch: the directories it would create, and a `download`
 /// line (a symlink's comes when it would be placed, see [`place_links`]);
 /// counted as received whole.
-fn plan_fetch(dest: &Dest, planned: &Planned, item: Item, parent_missing: bool, overwrite: bool) -> Outcome {
+fn plan_fetch(
+    dest: &Dest,
+    planned: &Planned,
+    item: Item,
+    parent_missing: bool,
+    (overwrite, spelled): (bool, Option<String>),
+) -> Outcome {
     if parent_missing {
         dest.plan_parent(&item.path);
     }
@@ -128,7 +144,12 @@ fn plan_fetch(dest: &Dest, planned: &Planned, item: Item, parent_missing: bool, 
             overwrite,
         });
     }
-    planned.line(&item.path, download_line(&item.path, false, overwrite));
+    let line = match spelled {
+        // DEST's copy of the key, spelled otherwise: replaced, and respelled.
+        Some(s) => format!("download {} (overwrite '{s}')", item.path),
+        None => download_line(&item.path, false, overwrite),
+    };
+    planned.line(&item.path, line);
     Outcome::Downloaded(item.size)
 }
 
@@ -158,9 +179,16 @@ fn touch(dest: &Dest, dir: &Dir, name: &OsStr, path: &str, same: Local) -> std::
             file: Some(file),
         } => {
             let mode = mode.map(|m| dest.modes.apply(path, m));
+            // Only what DEST keeps is compared: a run after a restore onto
+            // exFAT finds nothing to set.
+            let change = dest
+                .holds
+                .keeps
+                .differs(now_of(&file.metadata()?), mtime_ns, mode);
             match planned {
-                None => return set_file_times_and_mode(&file, mtime_ns, mode),
-                Some(_) => differs(now_of(&file.metadata()?), mtime_ns, mode),
+                None if change => return set_file_times_and_mode(&file, mtime_ns, mode),
+                None => return Ok(()),
+                Some(_) => change,
             }
         }
         Local::Missing | Local::Differs => false,

@@ -64,7 +64,9 @@ fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
     assert_eq!(s.failed_paths(), ["case.txt"], "{}", r.show());
     let why = &s.failure("case.txt").unwrap().error;
     assert!(
-        why.contains("differs only in letter case") && why.contains("keep only one"),
+        why.contains("the same name as 'Case.txt' on DEST (folds letter case)")
+            && why.contains("keep only one")
+            && why.contains("'Case.txt' is restored"),
         "{why}"
     );
     assert_eq!((s.files, s.downloaded, s.failed), (3, 2, 1), "{}", r.show());
@@ -111,7 +113,10 @@ fn directories_spelled_two_ways_and_a_file_beside_a_directory_clash_by_name() {
     // Keys come sorted: `Docs` and `X` are spelled first and keep their places.
     assert_eq!(s.failed_paths(), ["docs", "docs/b", "x"], "{}", r.show());
     let why = &s.failure("docs/b").unwrap().error;
-    assert!(why.contains("'docs'") && why.contains("merge"), "{why}");
+    assert!(
+        why.contains("'docs' is the same directory as 'Docs'") && why.contains("merge"),
+        "{why}"
+    );
     assert_eq!(s.dirs_failed, 1, "{}", r.show());
     assert_eq!(clashes(&r), 3);
     assert_eq!(names(&dest), ["Docs", "X"]);
@@ -133,7 +138,7 @@ fn a_dry_run_onto_a_folding_dest_lists_the_clashes_as_refused_and_writes_nothing
     assert!(
         r.stdout
             .lines()
-            .any(|l| l.starts_with("refuse case.txt: differs only in letter case")),
+            .any(|l| l.starts_with("refuse case.txt: the same name as 'Case.txt' on DEST")),
         "{}",
         r.show()
     );

@@ -45,7 +45,9 @@
 //! `help` checks shell completions, the man page, the examples in every
 //! `--help` and that piped output has no colours.
 //! `case_dest` checks restores onto a case-folding DEST (an exFAT image),
-//! `exfat_source` backups of a tree restored onto one (its keys kept).
+//! `exfat_source` backups of a tree restored onto one (its keys kept);
+//! `case_fold` which keys DEST's own table folds, a DEST file spelled
+//! otherwise, and dry runs onto such a DEST.
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
 
@@ -62,6 +64,7 @@ mod backup_local;
 mod bad_input;
 mod bandwidth;
 mod case_dest;
+mod case_fold;
 mod closed_pipe;
 mod confine_restore;
 mod confine_store;
