@@ -291,3 +291,36 @@ fn a_rename_that_changes_only_case_reaches_the_store_once_delete_removes_the_old
         "numbers"
     );
 }
+
+/// Two new keys a wide fold groups are asked of the disk's own table:
+/// exFAT takes `ς.txt` and `σ.txt` for one name (the second is refused
+/// naming it, the first keeps its bytes) and keeps `ǅ.txt` and `ǆ.txt`
+/// apart (both stored; `to_lowercase` alone would call them twins).
+#[test]
+fn two_new_keys_are_one_name_by_the_disks_own_table() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("\u{1c5}.txt", "title-case dz");
+    env.write("\u{1c6}.txt", "small dz");
+    env.write("\u{3c2}.txt", "final sigma");
+    env.write("\u{3c3}.txt", "sigma");
+    let r = env.backup(&target, &["--json"]);
+    // Keys go in byte order: `σ` (U+03C3) after `ς` (U+03C2).
+    refused(&r, "\u{3c3}.txt", &["'\u{3c3}.txt'", "would keep only one"]);
+    assert_eq!(
+        names(&store),
+        ["\u{1c5}.txt", "\u{1c6}.txt", "\u{3c2}.txt"],
+        "{}",
+        r.show()
+    );
+    assert_eq!(std::fs::read(store.join("\u{3c2}.txt")).unwrap(), b"final sigma");
+    assert_eq!(std::fs::read(store.join("\u{1c6}.txt")).unwrap(), b"small dz");
+    verify_ok(&env, &target);
+    // Nothing was left in the store's temporary area by the probes.
+    let tmp = store.join(".s3backup/tmp");
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| !n.contains("probe")), "{left:?}");
+}

@@ -15,7 +15,10 @@
 //!   the stored spelling to name it). A directory found spelled as the key
 //!   spells it is not looked at again in the run;
 //! - against this run's earlier keys ([`Twins`]: two new files `A.txt` and
-//!   `a.txt`, `Docs/a` and `docs/b`).
+//!   `a.txt`, `Docs/a` and `docs/b`); where a wide fold puts two together,
+//!   the disk's own table is asked by a pair of probe files in the
+//!   temporary area (exFAT takes `ς` and `σ` for one name, `ǅ` and `ǆ`
+//!   for two).
 //!
 //! A key that clashes is refused with a one-line reason naming it and the
 //! stored spelling: the backup reports it as a failed file (exit 3) and
@@ -31,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::Dir;
 
-use crate::fs::case::{Clash, Folding, Twins};
+use crate::fs::case::{Clash, Folding, Judge, Twins};
 use crate::fs::confine::Root;
 use crate::store::{StoreError, StoreResult};
 
@@ -121,10 +124,23 @@ impl CaseGuard {
     /// This run's record, the root probed at the first call (`None`: it
     /// compares names exactly, or could not be probed).
     fn taken(&self, root: &Root) -> Option<&Mutex<Taken>> {
-        let taken = self.0.get_or_init(|| match crate::fs::case::probe(root.path(), true) {
+        // Probes are made in the temporary area where it exists (a kill
+        // mid-probe then leaves no entry the listing would take for an
+        // object), else where it will be made; it is on the store's disk.
+        let area = root.path().join(super::scratch::TMP);
+        let taken = self.0.get_or_init(|| match crate::fs::case::probe(&area, true) {
             Ok(Folding::Exact) => None,
             Ok(folding) => Some(Mutex::new(Taken {
-                twins: Twins::new(folding),
+                // Two of this run's keys one wide fold groups are asked of
+                // the disk's own table (exFAT keeps `ǅ` and `ǆ` apart);
+                // `rel` is already the name on disk, stand-ins included.
+                twins: Twins::asking(
+                    folding,
+                    Judge::Dest {
+                        base: area.clone(),
+                        windows_names: false,
+                    },
+                ),
                 paths: HashSet::new(),
                 dirs: HashSet::new(),
             })),
