@@ -62,13 +62,17 @@ pub(crate) fn flush() -> Result<(), OutputError> {
     Ok(())
 }
 
-/// `println!` that returns `Result<(), OutputError>` instead of panicking.
+/// `println!` that returns `Result<(), OutputError>` instead of panicking;
+/// the line is shown through [`visible`].
 macro_rules! outln {
     () => {
         $crate::cli::output::write(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::cli::output::write(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::cli::output::write(format_args!(
+            "{}\n",
+            $crate::cli::output::visible(&format!($($arg)*))
+        ))
     };
 }
 pub(crate) use outln;
@@ -76,13 +80,46 @@ pub(crate) use outln;
 /// `eprintln!` that never panics: a message for stderr is dropped when
 /// stderr is gone (`2>&1 | head -1` after the reader left), so a closed
 /// stderr never ends a run half-way (exit 101) or changes its exit code.
+/// The line is shown through [`visible`].
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            $crate::cli::output::visible(&format!($($arg)*))
+        );
     }};
 }
 pub(crate) use errln;
+
+/// `line` with every control character but a tab written as an escape
+/// (`\n`, `\r`, `\x1b`, `\u{9b}`): a file name holding an escape
+/// sequence or a line break, printed in a plan line, a failure or a table,
+/// can neither drive the terminal nor pass for another line (as `ls`
+/// quotes such names). `--json` output is escaped by JSON itself.
+pub(crate) fn visible(line: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    let shown = |c: char| c == '\t' || !c.is_control();
+    if line.chars().all(shown) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            c if shown(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// `eprint!` that never panics (see [`errln`]).
 macro_rules! errprint {
@@ -496,4 +533,21 @@ pub(crate) fn rebuild_summary(set_id: i64, r: &RebuildReport) -> Result<(), Outp
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert!(matches!(
+            visible("plain\tname ünï"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            visible("a\u{1b}[31mred\nfake line\r\u{9b}"),
+            "a\\x1b[31mred\\nfake line\\r\\u{9b}"
+        );
+    }
 }

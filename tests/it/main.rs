@@ -8,6 +8,7 @@
 //! that it changes nothing, and that the restore then does just that),
 //! and `versioned` checks restores of older snapshots on
 //! a versioned bucket (moto's S3 server; skipped when it is not installed),
+//! `visible` that names holding control characters print escaped,
 //! `inspect` checks `state`, `snapshots forget`, `verify` and `state rebuild`,
 //! `security` checks file permissions, secrets in output and locking,
 //! `confine_restore` that a restore changes nothing outside DEST (no link
@@ -95,3 +96,4 @@ mod signals;
 mod store_fold;
 mod typechange;
 mod versioned;
+mod visible;

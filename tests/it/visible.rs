@@ -1,0 +1,46 @@
+//! File names holding control characters (an escape sequence, a line
+//! break) are printed escaped in human output, so a hostile name in a
+//! backed-up tree can neither drive the terminal nor pass for another line;
+//! `--json` keeps them exact.
+
+use crate::common::*;
+
+const EVIL: &str = "evil\u{1b}[31mred\nerror: fake line";
+
+#[test]
+fn names_with_control_characters_are_printed_escaped() {
+    let env = TestEnv::new();
+    env.write(EVIL, "x");
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap().to_owned();
+    let shown = "evil\\x1b[31mred\\nerror: fake line";
+
+    let r = env.backup(&target, &["--dry-run"]);
+    r.expect_code(0);
+    assert!(r.stdout.contains(&format!("upload {shown}")), "{}", r.stdout);
+    assert!(!r.stdout.contains('\u{1b}'), "{}", r.stdout);
+    assert!(
+        !r.stdout.lines().any(|l| l.starts_with("error: fake")),
+        "{}",
+        r.stdout
+    );
+
+    env.backup_ok(&target, &[]);
+    let mut cmd = env.cmd();
+    cmd.args(["state", "files", "--state"]).arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert!(r.stdout.contains(shown), "{}", r.stdout);
+    assert!(!r.stdout.contains('\u{1b}'), "{}", r.stdout);
+
+    // JSON keeps the name exact.
+    let mut cmd = env.cmd();
+    cmd.args(["state", "files", "--json", "--state"]).arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains(r#"evil\u001b[31mred\nerror: fake line"#),
+        "{}",
+        r.stdout
+    );
+}
