@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::harness::{read_tree, run, scratch};
 
@@ -20,27 +21,42 @@ fn linux_backup() -> PathBuf {
         .ok()
         .filter(|p| !p.is_empty())
         .expect("S3BACKUP_LINUX_BIN (the Linux path of the Linux s3backup) is not set: run through .ci/windows.sh");
-    let script = r#"set -e
-d=$(mktemp -d /tmp/s3backup-wine-linux-store.XXXXXX)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = format!("/tmp/s3backup-wine-linux-store-{}-{nanos}", std::process::id());
+    // wine starts a Linux program but can neither pipe its output nor wait
+    // for it: the script writes its output to `log` and, last, its exit
+    // status to `status`, which is polled for (as moto's port is).
+    let script = r#"d=$1
+mkdir "$d" || exit 1
+( set -e
 mkdir -p "$d/src/sub"
 printf alpha > "$d/src/a.txt"
 printf 'bravo, a little longer' > "$d/src/sub/b.txt"
 touch -d @1700000000.123456789 "$d/src/a.txt"
 touch -d @1700000123.987654321 "$d/src/sub/b.txt"
-HOME="$d" "$0" --state "$d/linux.db" backup "$d/src" "$d/store" >&2
-printf '%s' "$d""#;
-    let out = Command::new(r"Z:\bin\sh")
-        .args(["-c", script, &exe])
+HOME="$d" "$0" --state "$d/linux.db" backup "$d/src" "$d/store" ) >"$d/log" 2>&1
+echo $? > "$d/status.tmp" && mv "$d/status.tmp" "$d/status""#;
+    Command::new(r"Z:\bin\sh")
+        .args(["-c", script, &exe, &dir])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap_or_else(|e| panic!("run the Linux backup through Z:\\bin\\sh: {e}"));
-    let dir = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && dir.starts_with("/tmp/"),
-        "the Linux backup failed\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(format!("Z:{}", dir.replace('/', "\\")))
+    let windows = PathBuf::from(format!("Z:{}", dir.replace('/', "\\")));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(windows.join("status")) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the Linux backup did not end in 120 s ({dir})");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(windows.join("log")).unwrap_or_default();
+    assert_eq!(status.trim(), "0", "the Linux backup failed\n{log}");
+    windows
 }
 
 /// Removes the Linux side's directory when dropped.
