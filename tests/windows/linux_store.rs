@@ -51,7 +51,10 @@ echo $? > "$d/status.tmp" && mv "$d/status.tmp" "$d/status""#;
         if let Ok(text) = std::fs::read_to_string(windows.join("status")) {
             break text;
         }
-        assert!(Instant::now() < deadline, "the Linux backup did not end in 120 s ({dir})");
+        assert!(
+            Instant::now() < deadline,
+            "the Linux backup did not end in 120 s ({dir})"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let log = std::fs::read_to_string(windows.join("log")).unwrap_or_default();
@@ -83,12 +86,23 @@ fn a_store_a_linux_backup_wrote_verifies_backs_up_nothing_and_restores_on_window
             args.push("--deep");
         }
         let v = run(home.path(), &args).expect(0).json();
-        assert_eq!((v["ok"].as_u64(), v["mismatched"].as_u64()), (Some(2), Some(0)), "deep {deep}: {v}");
+        assert_eq!(
+            (v["ok"].as_u64(), v["mismatched"].as_u64()),
+            (Some(2), Some(0)),
+            "deep {deep}: {v}"
+        );
     }
 
     // A Windows backup of the same tree (a new state: rows rebuilt from the
     // Linux manifest) finds every object holding what was recorded.
-    let backup = ["--state", state, "backup", src.to_str().unwrap(), store_text, "--json"];
+    let backup = [
+        "--state",
+        state,
+        "backup",
+        src.to_str().unwrap(),
+        store_text,
+        "--json",
+    ];
     for which in ["first", "second"] {
         let r = run(home.path(), backup);
         r.expect(0);

@@ -28,8 +28,8 @@
 mod server;
 
 mod drives;
-mod linux_store;
 mod harness;
+mod linux_store;
 mod meta;
 mod moto;
 mod names;
