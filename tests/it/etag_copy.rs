@@ -3,7 +3,8 @@
 //! what its snapshots recorded: the copy's ETags carry mtimes cut to the
 //! disk's step, and the store compares them by its own rule
 //! (`ObjectStore::same_etag`). `verify` and `verify --deep` pass, a backup
-//! into the copy sends nothing, a restore from it gets every file.
+//! into the copy sends nothing, a restore from it gets every file. And
+//! `verify --deep` judges by the bytes' blake3, never by an ETag first.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,4 +104,30 @@ fn a_store_copied_onto_exfat_verifies_backs_up_nothing_and_restores() {
     for (path, content, _) in files() {
         assert_eq!(std::fs::read(dest.join(&path)).unwrap(), content, "{path}");
     }
+}
+
+/// `verify --deep` judges content by the bytes' blake3: a stored file whose
+/// mtime alone changed (its ETag then differs by more than any step) is a
+/// mismatch to the plain `verify`, which sees only the listing, and intact
+/// to `--deep`; a file whose bytes changed (same size) is a mismatch to both.
+#[test]
+fn verify_deep_judges_by_the_bytes_not_the_etag() {
+    let env = TestEnv::new();
+    env.write("same.txt", "same bytes");
+    env.write("changed.txt", "old bytes!");
+    let store = env.root().join("store");
+    env.backup_ok(store.to_str().unwrap(), &[]);
+    let later = filetime::FileTime::from_unix_time(1_700_100_000, 0);
+    filetime::set_file_mtime(store.join("same.txt"), later).unwrap();
+    std::fs::write(store.join("changed.txt"), "new bytes!").unwrap();
+    filetime::set_file_mtime(store.join("changed.txt"), later).unwrap();
+
+    let (code, v) = verify(&env, &store, &[]);
+    assert_eq!((code, &v["mismatched"]), (1, &Value::from(2)), "{v}");
+    let (code, v) = verify(&env, &store, &["--deep"]);
+    assert_eq!((code, &v["ok"], &v["mismatched"]), (1, &Value::from(1), &Value::from(1)), "{v}");
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["path"], "changed.txt", "{v}");
+    assert!(problems[0]["detail"].as_str().unwrap().contains("blake3"), "{v}");
 }
