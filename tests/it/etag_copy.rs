@@ -125,7 +125,11 @@ fn verify_deep_judges_by_the_bytes_not_the_etag() {
     let (code, v) = verify(&env, &store, &[]);
     assert_eq!((code, &v["mismatched"]), (1, &Value::from(2)), "{v}");
     let (code, v) = verify(&env, &store, &["--deep"]);
-    assert_eq!((code, &v["ok"], &v["mismatched"]), (1, &Value::from(1), &Value::from(1)), "{v}");
+    assert_eq!(
+        (code, &v["ok"], &v["mismatched"]),
+        (1, &Value::from(1), &Value::from(1)),
+        "{v}"
+    );
     let problems = v["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{v}");
     assert_eq!(problems[0]["path"], "changed.txt", "{v}");
