@@ -76,6 +76,9 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$WINE"
 # moto (a Linux program, started from the suite through wine) holds keys
 # the in-process server cannot hold inside wine: `a:b.txt`, case twins.
 export S3BACKUP_MOTO_SERVER="${S3BACKUP_MOTO_SERVER:-$HOME/.cache/s3backup-venv/bin/moto_server}"
+# linux_store: a store the Linux binary wrote (run through Z:\bin\sh).
+cargo build --bin s3backup
+export S3BACKUP_LINUX_BIN="$CARGO_TARGET_DIR/debug/s3backup"
 cargo test --target "$WIN" --test windows
 # DEST and a store past 260 characters: wine 8's GetFinalPathNameByHandleW
 # fails there (ERROR_MORE_DATA), which .ci/windows/final_path.c shows on

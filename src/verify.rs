@@ -209,10 +209,17 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
         format!("{prefix}/")
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
-    let checks = walk(reader, listing, prefix.to_string(), snapshot.id.clone());
+    let deep = opts.deep;
+    let checks = walk(
+        reader,
+        listing,
+        &*store,
+        deep,
+        prefix.to_string(),
+        snapshot.id.clone(),
+    );
     let fetcher = &Fetcher::new(store.clone(), opts.jobs);
     let store = &*store;
-    let deep = opts.deep;
     let mut results = checks
         .map_ok(|check| async move {
             Ok::<_, Step>(match check {
@@ -249,6 +256,8 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
 fn walk<'a>(
     reader: Reader<std::fs::File>,
     listing: Listing<'a>,
+    store: &'a dyn ObjectStore,
+    deep: bool,
     prefix: String,
     snapshot_id: String,
 ) -> impl futures::Stream<Item = Result<Check, Step>> + 'a {
@@ -275,7 +284,9 @@ fn walk<'a>(
                 }
             };
             let key = join_key(&prefix, &entry.path);
-            let check = compare(entry, key, &mut listing).await.map_err(Step::Store)?;
+            let check = compare(entry, key, &mut listing, store, deep)
+                .await
+                .map_err(Step::Store)?;
             Ok(Some((check, (reader, listing))))
         }
     })
@@ -332,7 +343,15 @@ fn next_file(reader: &mut Reader<std::fs::File>) -> Result<Option<Entry>, ReadEr
 }
 
 /// Advances the listing to `key` and compares what is there with the entry.
-async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreResult<Check> {
+/// With `deep`, an object of the recorded size whose ETag differs (and no
+/// recorded version to ask for) is read: its bytes' blake3 decides.
+async fn compare(
+    entry: Entry,
+    key: String,
+    listing: &mut Listing<'_>,
+    store: &dyn ObjectStore,
+    deep: bool,
+) -> StoreResult<Check> {
     loop {
         let ahead = match std::pin::Pin::new(&mut *listing).peek().await {
             Some(Ok(o)) => o.key < key,
@@ -365,9 +384,12 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
             Some(v) => Check::Version(entry, key, v),
             None => problem(ProblemKind::Missing, format!("no object '{key}'")),
         },
-        Some(o) if o.size == entry.size && etags_agree(&o.etag, &entry.etag) => Check::Read(entry, key),
+        Some(o) if o.size == entry.size && etags_agree(store, &o.etag, &entry.etag) => {
+            Check::Read(entry, key)
+        }
         Some(o) => match entry.version_id.clone() {
             Some(v) => Check::Version(entry, key, v),
+            None if deep && o.size == entry.size && !entry.blake3.is_empty() => Check::Read(entry, key),
             None => problem(
                 ProblemKind::Mismatch,
                 format!(
@@ -379,9 +401,12 @@ async fn compare(entry: Entry, key: String, listing: &mut Listing<'_>) -> StoreR
     })
 }
 
-/// Some S3-compatible servers list no ETags: an unknown one on either side proves nothing.
-fn etags_agree(listed: &str, recorded: &str) -> bool {
-    listed.is_empty() || recorded.is_empty() || listed == recorded
+/// Some S3-compatible servers list no ETags: an unknown one on either side
+/// proves nothing. Known ones are compared by the store's rule
+/// ([`ObjectStore::same_etag`]: a local store copied to a disk with
+/// coarser mtimes still holds what it recorded).
+fn etags_agree(store: &dyn ObjectStore, listed: &str, recorded: &str) -> bool {
+    listed.is_empty() || recorded.is_empty() || store.same_etag(listed, recorded)
 }
 
 /// Asks for the recorded version (retried as a download is): a 404 is
@@ -395,7 +420,7 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
         })
     };
     match retry_n(DOWNLOAD_ATTEMPTS, key, || store.head(key, Some(version))).await {
-        Ok(h) if h.size == entry.size && etags_agree(&h.etag, &entry.etag) => Check::Ok,
+        Ok(h) if h.size == entry.size && etags_agree(store, &h.etag, &entry.etag) => Check::Ok,
         Ok(h) => problem(
             ProblemKind::Mismatch,
             format!("version {version} has size {} and ETag {}", h.size, h.etag),

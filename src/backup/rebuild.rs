@@ -139,7 +139,7 @@ pub async fn from_latest_manifest(
                 report.refused += 1;
                 continue;
             };
-            match listed(objects.as_ref(), prefix, &row) {
+            match listed(store, objects.as_ref(), prefix, &row) {
                 Listed::Matches => {}
                 Listed::ToConfirm => {
                     to_confirm.push(row);
@@ -198,14 +198,22 @@ enum Listed {
 }
 
 /// Checks `row` against `objects` (key → size, ETag), the listing taken
-/// when newer snapshots were damaged (`None` otherwise).
-fn listed(objects: Option<&HashMap<String, (u64, String)>>, prefix: &str, row: &FileRow) -> Listed {
+/// when newer snapshots were damaged (`None` otherwise); ETags are compared
+/// by the store's rule ([`ObjectStore::same_etag`]).
+fn listed(
+    store: &dyn ObjectStore,
+    objects: Option<&HashMap<String, (u64, String)>>,
+    prefix: &str,
+    row: &FileRow,
+) -> Listed {
     let Some(objects) = objects.filter(|_| row.kind != EntryKind::Dir) else {
         return Listed::Matches;
     };
     match objects.get(&join_key(prefix, &row.path)) {
         Some((size, etag)) if *size == row.size && etag.is_empty() => Listed::ToConfirm,
-        Some((size, etag)) if *size == row.size && !row.etag.is_empty() && *etag == row.etag => {
+        Some((size, etag))
+            if *size == row.size && !row.etag.is_empty() && store.same_etag(etag, &row.etag) =>
+        {
             Listed::Matches
         }
         _ => Listed::Stale,
@@ -228,7 +236,8 @@ async fn confirm(
         .map(|row| async move {
             let key = join_key(prefix, &row.path);
             let head = store.head(&key, None).await?;
-            let same = head.size == row.size && !row.etag.is_empty() && head.etag == row.etag;
+            let same =
+                head.size == row.size && !row.etag.is_empty() && store.same_etag(&head.etag, &row.etag);
             Ok::<_, StoreError>((row, same))
         })
         .buffer_unordered(CONFIRMS_IN_FLIGHT)

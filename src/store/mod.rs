@@ -355,6 +355,15 @@ pub trait ObjectStore: Send + Sync {
     async fn exists(&self) -> StoreResult<bool> {
         Ok(self.prepare(false).await? != Prepared::Missing)
     }
+    /// Whether the ETag an object has now (`held`: listed, or read by a
+    /// HEAD or GET) names the content recorded with the ETag `recorded`.
+    /// S3's ETags (an MD5, `hex-N` after a multipart upload) are compared
+    /// exactly, the default; the local store's, made of size and mtime,
+    /// also agree when one mtime is the other cut to a coarser disk's step
+    /// (a store copied to exFAT, or read from Windows).
+    fn same_etag(&self, held: &str, recorded: &str) -> bool {
+        held == recorded
+    }
     /// A short human description ("s3://bucket", "/mnt/backup") for messages.
     fn describe(&self) -> String;
     /// What besides the target names where the data goes: for S3, the

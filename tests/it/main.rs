@@ -47,6 +47,8 @@
 //! `--help` and that piped output has no colours.
 //! `case_dest` checks restores onto a case-folding DEST (an exFAT image),
 //! `exfat_source` backups of a tree restored onto one (its keys kept);
+//! `etag_copy` a local store copied onto one (coarser mtimes): verified,
+//! backed up into and restored from as it was;
 //! `case_fold` which keys DEST's own table folds, a DEST file spelled
 //! otherwise, and dry runs onto such a DEST.
 //! `typechange` checks backups of paths whose type changed (symlink, file
@@ -74,6 +76,7 @@ mod damaged;
 mod edge;
 mod edge_fs;
 mod engine;
+mod etag_copy;
 mod exfat_source;
 mod faults;
 mod filters;

@@ -8,7 +8,9 @@
 //! so a crash never leaves a half-written file under a final name; what a
 //! killed run leaves in that area is removed by the next backup that
 //! writes, before its first write (module `scratch`). The ETag is derived
-//! from size and mtime, as web servers derive theirs from a stat. A symlink
+//! from size and mtime, as web servers derive theirs from a stat; two agree
+//! when one's mtime is the other's cut to a coarser disk's step (module
+//! `etag`: a store copied to exFAT or read from Windows). A symlink
 //! is stored as the symlink itself and read back without being followed:
 //! its body is its target. Under a bandwidth limit the bytes a write copies
 //! in and a read hands out are paced like an S3 body's (server-side copies
@@ -49,6 +51,7 @@
 //! `scratch` the temporary area, `walk` the listing.
 
 mod errors;
+mod etag;
 mod fold;
 mod multipart;
 mod names;
@@ -415,7 +418,7 @@ impl ObjectStore for LocalStore {
         };
         let name = self.shown(key);
         let what = |e| io_error(e, &format!("reading '{name}'"));
-        if let Some(expected) = req.if_match.filter(|e| *e != remote.etag) {
+        if let Some(expected) = req.if_match.filter(|e| !etag::agree(&remote.etag, e)) {
             return Err(StoreError::Changed(format!(
                 "'{key}' has ETag {}, expected {expected}",
                 remote.etag
@@ -450,6 +453,10 @@ impl ObjectStore for LocalStore {
         })
         .boxed();
         Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)))
+    }
+
+    fn same_etag(&self, held: &str, recorded: &str) -> bool {
+        etag::agree(held, recorded)
     }
 
     fn describe(&self) -> String {

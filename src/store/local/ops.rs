@@ -162,9 +162,9 @@ impl LocalStore {
         let what = |e: io::Error| io_error(e, &format!("copying '{}'", self.shown(src_key)));
         let lmd = parent.dir.symlink_metadata(&parent.name).map_err(what)?;
         let changed = |stat: &Stat| match if_match.filter(|e| !e.is_empty()) {
-            Some(expected) if stat.etag() != expected => Err(StoreError::Changed(format!(
-                "'{src_key}' no longer holds the content recorded for it"
-            ))),
+            Some(expected) if !super::etag::agree(&stat.etag(), expected) => Err(StoreError::Changed(
+                format!("'{src_key}' no longer holds the content recorded for it"),
+            )),
             _ => Ok(()),
         };
         if lmd.is_symlink() {
