@@ -500,7 +500,9 @@ impl Apply {
             Err(e) => {
                 progress.done(action.path(), "failed");
                 // A copy refused for a name clash keeps nothing: its source may
-                // be the clash (`A.txt` renamed `a.txt` on a case-folding store).
+                // be the clash (`A.txt` renamed `a.txt` on a case-folding store),
+                // which the store's delete then renames or keeps (module
+                // `store::local::fold`); the write is tried again after it.
                 let clash = matches!(e, TransferError::Store(StoreError::NameClash(_)));
                 if let Action::Copy { from, .. } = action
                     && !clash

@@ -400,7 +400,9 @@ fn two_new_keys_are_one_name_by_the_disks_own_table() {
     } else {
         ("\u{3c2}.txt", "\u{3c3}.txt", &b"sigma"[..])
     };
-    refused(&r, lost, &[&format!("'{lost}'"), "would keep only one"]);
+    // The refusal names the key that kept its place, as written in this run.
+    let (l, k) = (format!("'{lost}'"), format!("'{kept}'"));
+    refused(&r, lost, &[&l, &k, "written in this run", "would keep only one"]);
     assert_eq!(
         names(&store),
         ["\u{1c5}.txt", "\u{1c6}.txt", kept],

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::Dir;
 
-use crate::fs::case::{Clash, Folding, Judge, Twins};
+use crate::fs::case::{Clash, Folding, Judge, Twin, Twins};
 use crate::fs::confine::Root;
 use crate::store::{StoreError, StoreResult};
 
@@ -59,6 +59,9 @@ struct Taken {
     /// Copies refused because the store holds their source under the
     /// spelling their key clashes with: source path to key path, on disk.
     recasings: HashMap<String, String>,
+    /// Hashes of the paths written in this run and of the directories on
+    /// their way: a refusal naming one says so, not "already in the store".
+    written: HashSet<u64>,
 }
 
 /// What a delete of a key is to do on a store that folds case.
@@ -174,6 +177,7 @@ impl CaseGuard {
                 dirs: HashSet::new(),
                 refused: HashSet::new(),
                 recasings: HashMap::new(),
+                written: HashSet::new(),
             })),
             Err(e) => {
                 tracing::warn!(
@@ -195,22 +199,33 @@ fn judge(taken: &mut Taken, root: &Root, rel: &str, key: &str) -> StoreResult<()
     let folding = taken.twins.folding();
     let folds = folding.describe();
     if let Some(stored) = on_disk(root, rel, folding, &mut taken.dirs)? {
-        return Err(refusal(key, &stored, folds));
+        return Err(refusal(key, &stored, folds, &taken.written));
     }
-    match taken.twins.take(rel, false) {
+    match taken.twins.take_named(rel, false) {
         Ok(()) => {}
-        Err(Clash::Name) => {
+        Err(Twin {
+            clash: Clash::Name,
+            winner,
+        }) => {
             return Err(StoreError::NameClash(format!(
-                "'{key}' differs only in letter case from another key; the store's file system (folds {folds}) would keep only one"
+                "'{key}' differs only in letter case from '{winner}', written in this run; the store's file \
+                 system (folds {folds}) would keep only one"
             )));
         }
-        Err(Clash::Directory(dir)) => {
+        Err(Twin {
+            clash: Clash::Directory(dir),
+            winner,
+        }) => {
             let dir = key_prefix(key, dir.split('/').count());
             return Err(StoreError::NameClash(format!(
-                "'{key}': its directory '{dir}' differs only in letter case from another key's; the store's \
-                     file system (folds {folds}) would merge their entries into one directory"
+                "'{key}': its directory '{dir}' differs only in letter case from '{winner}', written in this \
+                 run; the store's file system (folds {folds}) would merge their entries into one directory"
             )));
         }
+    }
+    taken.written.insert(hash(rel));
+    for (end, _) in rel.match_indices('/') {
+        taken.written.insert(hash(&rel[..end]));
     }
     taken.paths.insert(hash(rel));
     Ok(())
@@ -319,18 +334,23 @@ fn key_prefix(key: &str, depth: usize) -> &str {
 }
 
 /// The one-line reason a key is refused for what the store holds.
-fn refusal(key: &str, stored: &Stored, folds: &str) -> StoreError {
+fn refusal(key: &str, stored: &Stored, folds: &str, written: &HashSet<u64>) -> StoreError {
     let ours = key_prefix(key, stored.depth);
+    // A spelling this run wrote is named as such, not as one it found.
+    let when = match &stored.spelling {
+        Some(s) if written.contains(&hash(s)) => "written in this run",
+        _ => "already in the store",
+    };
     let last = ours.len() == key.len();
     let kind = if stored.is_dir { "directory" } else { "file" };
     let text = match (&stored.spelling, last) {
         (Some(spelling), true) => format!(
-            "'{key}' differs only in letter case from the {kind} '{spelling}', already in the store; its \
+            "'{key}' differs only in letter case from the {kind} '{spelling}', {when}; the store's \
              file system (folds {folds}) would keep only one"
         ),
         (Some(spelling), false) => format!(
-            "'{key}': its directory '{ours}' differs only in letter case from the {kind} '{spelling}', already \
-             in the store; its file system (folds {folds}) would {}",
+            "'{key}': its directory '{ours}' differs only in letter case from the {kind} '{spelling}', {when}; \
+             the store's file system (folds {folds}) would {}",
             if stored.is_dir {
                 "merge their entries into one directory"
             } else {
