@@ -280,7 +280,10 @@ impl LocalStore {
                     .is_ok_and(|md| md.is_dir()) => {}
             Err(e) => return Err(io_error(e, &format!("deleting '{}'", self.shown(key)))),
         }
-        // Like a bucket, the store has no empty "folders": prune them up to the root.
+        // Like a bucket, the store has no empty "folders": prune them up to
+        // the root. The handle on the object's directory is closed first:
+        // Windows does not remove a directory that a handle holds open.
+        drop(parent);
         let mut dir = rel.parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
             let Ok(p) = root.parent(d, Create::No) else { break };
