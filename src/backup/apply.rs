@@ -72,6 +72,9 @@ pub(super) struct Apply {
     failures: Vec<Failure>,
     /// Sources of copies that failed: not deleted by this run.
     failed_sources: Vec<String>,
+    /// Writes a case-folding local store refused for a name clash, as
+    /// uploads: tried again after the deletes ([`Apply::retry_clashed`]).
+    clashed: Vec<Action>,
     /// Content this run confirmed by hashing (copy sources the state's racy rows hide).
     confirmed: plan::Confirmed,
     /// Paths whose old object could not be replaced (its delete failed):
@@ -166,6 +169,7 @@ impl Apply {
             report,
             failures: Vec::new(),
             failed_sources: Vec::new(),
+            clashed: Vec::new(),
             confirmed: plan::Confirmed::default(),
             blocked,
             kept: Vec::new(),
@@ -496,11 +500,17 @@ impl Apply {
             Err(e) => {
                 progress.done(action.path(), "failed");
                 // A copy refused for a name clash keeps nothing: its source may
-                // be the clash (`A.txt` renamed `a.txt` on a case-folding store).
+                // be the clash (`A.txt` renamed `a.txt` on a case-folding store),
+                // which the store's delete then renames or keeps (module
+                // `store::local::fold`); the write is tried again after it.
+                let clash = matches!(e, TransferError::Store(StoreError::NameClash(_)));
                 if let Action::Copy { from, .. } = action
-                    && !matches!(e, TransferError::Store(StoreError::NameClash(_)))
+                    && !clash
                 {
                     self.failed_sources.push(from.clone());
+                }
+                if let (true, Some(upload)) = (clash, as_upload(action)) {
+                    self.clashed.push(upload);
                 }
                 // A failed upload, copy or touch may still have replaced the
                 // object (a PUT whose answer was lost, a body the store kept
@@ -519,6 +529,26 @@ impl Apply {
                 });
             }
         }
+    }
+
+    /// Tries the writes refused for a name clash once more, as uploads,
+    /// after the run's deletes: a delete of the old spelling may have
+    /// renamed its entry to theirs (see `store::local::fold`), and the
+    /// snapshot then lists them. Their first failures are dropped; one
+    /// refused again is reported again.
+    ///
+    /// # Errors
+    /// As [`Self::execute`].
+    pub(super) async fn retry_clashed(&mut self) -> Result<(), BackupError> {
+        let again = std::mem::take(&mut self.clashed);
+        if again.is_empty() {
+            return Ok(());
+        }
+        let paths: std::collections::HashSet<&str> = again.iter().map(Action::path).collect();
+        self.failures.retain(|f| !paths.contains(f.path.as_str()));
+        self.execute(again).await?;
+        self.clashed.clear();
+        Ok(())
     }
 
     /// Ends the executor: uploads the store may have begun unanswered are
@@ -549,6 +579,24 @@ impl Apply {
             db: db.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()),
             run,
         }
+    }
+}
+
+/// A write as the upload of its file (`None` for a touch or a delete).
+fn as_upload(action: &Action) -> Option<Action> {
+    match action {
+        Action::Upload { .. } => Some(action.clone()),
+        Action::Copy {
+            entry,
+            blake3,
+            bodies,
+            ..
+        } => Some(Action::Upload {
+            entry: entry.clone(),
+            blake3: blake3.clone(),
+            bodies: bodies.clone(),
+        }),
+        Action::Touch { .. } | Action::Delete(_) => None,
     }
 }
 

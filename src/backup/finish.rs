@@ -106,7 +106,12 @@ pub(super) async fn rest(
         .into_iter()
         .filter(|a| !apply.copy_failed_from(a.path()))
         .collect();
-    apply.execute(deletes).await
+    apply.execute(deletes).await?;
+    // A delete may have renamed an old spelling's entry to a refused key's.
+    if opts.delete {
+        apply.retry_clashed().await?;
+    }
+    Ok(())
 }
 
 /// Whether SOURCE has a top-level `.s3backup` entry, which the walk

@@ -263,33 +263,118 @@ fn a_store_written_elsewhere_with_literal_stand_in_names_keeps_them_literal() {
     assert!(!dest.join("a:b.txt").exists());
 }
 
+/// Everything under `dir` that is not a directory (`/`-separated, sorted).
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir(dir, "");
+    v.sort();
+    v
+}
+
+fn walkdir(dir: &Path, at: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names(dir) {
+        let path = if at.is_empty() {
+            name.clone()
+        } else {
+            format!("{at}/{name}")
+        };
+        let p = dir.join(&name);
+        if p.is_dir() {
+            out.extend(walkdir(&p, &path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A file and a directory renamed in letter case only: without `--delete`
+/// the old spellings stay (the new ones refused); with it, the delete of
+/// each old key renames its entry to the new spelling in one rename
+/// (the directory at once, as every file in it moves), so at no point does
+/// the store hold neither spelling; the refused keys, tried again after
+/// the deletes, are then stored (exit 0).
 #[test]
-fn a_rename_that_changes_only_case_reaches_the_store_once_delete_removes_the_old_spelling() {
+fn a_rename_that_changes_only_case_renames_the_stored_entry_and_never_empties_the_store() {
     let Some(root) = folding_dir() else { return };
     let env = TestEnv::new();
     let (_guard, store, target) = store_on(root);
     env.write("Report.txt", "numbers");
+    env.write("dir/y", "y in dir");
+    env.write("dir/sub/z", "z in dir/sub");
     env.backup_ok(&target, &[]);
 
-    // The new spelling is refused while the old one is there; the refused
-    // copy does not keep its source from `--delete`, which removes it.
     env.rename("Report.txt", "report.txt");
-    let r = env.backup(&target, &["--json", "--delete"]);
-    refused(&r, "report.txt", &["'Report.txt'", "already in the store"]);
-    assert_eq!(r.summary().deleted, 1, "{}", r.show());
-    assert!(names(&store).is_empty(), "{:?}", names(&store));
-
-    // The next run stores it under its new spelling.
-    let s = env.backup_ok(&target, &["--delete"]);
-    assert_eq!((s.uploaded, s.failed), (1, 0));
-    assert_eq!(names(&store), ["report.txt"]);
+    env.rename("dir", "DIR");
+    let r = env.backup(&target, &["--json"]);
+    r.expect_code(3);
+    let failed = ["DIR/sub/z", "DIR/y", "report.txt"];
+    assert_eq!(r.summary().failed_paths(), failed, "{}", r.show());
+    assert_eq!(files_in(&store), ["Report.txt", "dir/sub/z", "dir/y"]);
     verify_ok(&env, &target);
+
+    // With --delete: the new spellings are refused as they are written,
+    // the deletes of the old keys rename the entries instead, and the
+    // refused keys, tried again, are stored and in the snapshot.
+    let s = env.backup_ok(&target, &["--delete"]);
+    assert_eq!((s.uploaded, s.failed), (3, 0), "{s:?}");
+    assert_eq!(files_in(&store), ["DIR/sub/z", "DIR/y", "report.txt"]);
+    verify_ok(&env, &target);
+
+    // The next run finds nothing to do.
+    let s = env.backup_ok(&target, &["--delete"]);
+    assert_eq!(
+        (s.unchanged, s.uploaded, s.deleted, s.failed),
+        (3, 0, 0, 0),
+        "{s:?}"
+    );
     let dest = env.root().join("dest");
     env.restore_ok(&target, &dest, &[]);
     assert_eq!(
         std::fs::read_to_string(dest.join("report.txt")).unwrap(),
         "numbers"
     );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("DIR/sub/z")).unwrap(),
+        "z in dir/sub"
+    );
+}
+
+/// A new spelling that is no copy of the old (the file changed as it was
+/// renamed), or a directory renamed while the old spelling still holds
+/// another file: `--delete` keeps the old object, reported as kept (its
+/// row stays, so `verify` passes), rather than leave neither spelling.
+#[test]
+fn a_delete_of_a_spelling_whose_new_one_was_refused_is_refused() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let (_guard, store, target) = store_on(root);
+    env.write("Notes.txt", "old words");
+    env.write("dir/y", "y in dir");
+    env.write("dir/w", "w stays");
+    env.backup_ok(&target, &[]);
+
+    env.remove("Notes.txt");
+    env.write("notes.txt", "new words");
+    // `dir/w` stays where it is; `y` moves to `DIR` (the source tells them apart).
+    env.rename("dir/y", "DIR/y");
+    let r = env.backup(&target, &["--json", "--delete"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(
+        s.failed_paths(),
+        ["DIR/y", "Notes.txt", "dir/y", "notes.txt"],
+        "{}",
+        r.show()
+    );
+    let kept = s.failures.iter().find(|f| f.path == "Notes.txt").unwrap();
+    assert!(kept.error.contains("is kept in the store"), "{}", kept.error);
+    assert_eq!(files_in(&store), ["Notes.txt", "dir/w", "dir/y"]);
+    assert_eq!(
+        std::fs::read_to_string(store.join("Notes.txt")).unwrap(),
+        "old words"
+    );
+    verify_ok(&env, &target);
 }
 
 /// Two new keys a wide fold groups are asked of the disk's own table:
@@ -315,7 +400,9 @@ fn two_new_keys_are_one_name_by_the_disks_own_table() {
     } else {
         ("\u{3c2}.txt", "\u{3c3}.txt", &b"sigma"[..])
     };
-    refused(&r, lost, &[&format!("'{lost}'"), "would keep only one"]);
+    // The refusal names the key that kept its place, as written in this run.
+    let (l, k) = (format!("'{lost}'"), format!("'{kept}'"));
+    refused(&r, lost, &[&l, &k, "written in this run", "would keep only one"]);
     assert_eq!(
         names(&store),
         ["\u{1c5}.txt", "\u{1c6}.txt", kept],

@@ -18,7 +18,8 @@
 //! put into moto (`moto`, run on the Linux side of wine) as a Linux
 //! backup would have stored them; `readonly` read-only store objects
 //! deleted and replaced, and read-only temporary files swept from DEST;
-//! `store_names` the same keys held in a local store on `E:` under stand-ins.
+//! `store_names` the same keys held in a local store on `E:` under stand-ins;
+//! `store_prune` the directories `--delete` empties there, removed;
 //! `linux_store` a local store a Linux backup wrote (nanosecond mtimes),
 //! verified, backed up into and restored from on Windows (100 ns times).
 #![cfg(windows)]
@@ -36,3 +37,4 @@ mod names;
 mod paths;
 mod readonly;
 mod store_names;
+mod store_prune;

@@ -26,7 +26,7 @@
 //! one probe per run and nothing else, so an unchanged re-run stays cheap.
 //! Paths here are as they are on disk (after [`super::names`]' stand-ins).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cap_fs_ext::{DirExt, OpenOptionsFollowExt};
 use cap_std::fs::Dir;
 
-use crate::fs::case::{Clash, Folding, Judge, Twins};
+use crate::fs::case::{Clash, Folding, Judge, Twin, Twins};
 use crate::fs::confine::Root;
 use crate::store::{StoreError, StoreResult};
 
@@ -52,6 +52,32 @@ struct Taken {
     paths: HashSet<u64>,
     /// Directory paths checked on disk and found under their own spelling.
     dirs: HashSet<String>,
+    /// Hashes of the folded paths of writes refused in this run: a delete
+    /// of any spelling of one is refused too, so the store never holds
+    /// neither spelling of a file the source still has.
+    refused: HashSet<u64>,
+    /// Copies refused because the store holds their source under the
+    /// spelling their key clashes with: source path to key path, on disk.
+    recasings: HashMap<String, String>,
+    /// Hashes of the paths written in this run and of the directories on
+    /// their way: a refusal naming one says so, not "already in the store".
+    written: HashSet<u64>,
+}
+
+/// What a delete of a key is to do on a store that folds case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Deleting {
+    /// Remove the key's object (and the directories it leaves empty).
+    Remove,
+    /// Nothing: the store holds the path under another spelling, which is
+    /// another key's object (or this key's, renamed by this run).
+    NotItsOwn,
+    /// Nothing more: its entry took the spelling of a copy this run
+    /// refused ([`CaseGuard::refused_copy`]), in one rename.
+    Renamed,
+    /// Refuse: another spelling of it was refused in this run, and the
+    /// store would hold neither.
+    Kept,
 }
 
 /// A component of a path held on disk under another spelling.
@@ -78,47 +104,53 @@ impl CaseGuard {
         // Held across the lookups so two writers of one folded name are
         // told apart in order, and the directory record stays whole.
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.paths.contains(&hash(rel)) {
-            return Ok(());
+        let judged = judge(&mut taken, root, rel, key);
+        if matches!(judged, Err(StoreError::NameClash(_))) {
+            let folded = folded(taken.twins.folding(), rel);
+            taken.refused.insert(folded);
         }
-        let folding = taken.twins.folding();
-        let folds = folding.describe();
-        if let Some(stored) = on_disk(root, rel, folding, &mut taken.dirs)? {
-            return Err(refusal(key, &stored, folds));
-        }
-        match taken.twins.take(rel, false) {
-            Ok(()) => {}
-            Err(Clash::Name) => {
-                return Err(StoreError::NameClash(format!(
-                    "'{key}' differs only in letter case from another key; the store's file system (folds {folds}) would keep only one"
-                )));
-            }
-            Err(Clash::Directory(dir)) => {
-                let dir = key_prefix(key, dir.split('/').count());
-                return Err(StoreError::NameClash(format!(
-                    "'{key}': its directory '{dir}' differs only in letter case from another key's; the store's \
-                     file system (folds {folds}) would merge their entries into one directory"
-                )));
-            }
-        }
-        taken.paths.insert(hash(rel));
-        Ok(())
+        judged
     }
 
-    /// Whether every component of `rel` that the store holds is held under
-    /// exactly that spelling, so a delete of the key removes its own
-    /// object and never another spelling's (always, where the root
-    /// compares names exactly).
+    /// Notes a copy of `from` to `to` (paths on disk) refused for a name
+    /// clash, when the entry the store holds under the clashing spelling
+    /// is `from`'s own: a delete of `from` in this run then renames that
+    /// entry instead ([`CaseGuard::recase`]).
     ///
     /// # Errors
     /// An I/O error reading the store.
-    pub(super) fn holds_exactly(&self, root: &Root, rel: &str) -> StoreResult<bool> {
+    pub(super) fn refused_copy(&self, root: &Root, from: &str, to: &str) -> StoreResult<()> {
         let Some(taken) = self.taken(root) else {
-            return Ok(true);
+            return Ok(());
+        };
+        let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
+        if recasing(&mut taken, root, from, to)?.is_some() {
+            taken.recasings.insert(from.to_owned(), to.to_owned());
+        }
+        Ok(())
+    }
+
+    /// What a delete of `rel` (a path on disk) is to do, decided under one
+    /// lock so that a concurrent rename ([`recase`]) is seen whole.
+    ///
+    /// # Errors
+    /// An I/O error reading the store or renaming an entry.
+    pub(super) fn before_delete(&self, root: &Root, rel: &str) -> StoreResult<Deleting> {
+        let Some(taken) = self.taken(root) else {
+            return Ok(Deleting::Remove);
         };
         let mut taken = taken.lock().unwrap_or_else(|p| p.into_inner());
         let folding = taken.twins.folding();
-        Ok(on_disk(root, rel, folding, &mut taken.dirs)?.is_none())
+        if on_disk(root, rel, folding, &mut taken.dirs)?.is_some() {
+            return Ok(Deleting::NotItsOwn);
+        }
+        if recase(&mut taken, root, rel)? {
+            return Ok(Deleting::Renamed);
+        }
+        if taken.refused.contains(&folded(folding, rel)) {
+            return Ok(Deleting::Kept);
+        }
+        Ok(Deleting::Remove)
     }
 
     /// This run's record, the root probed at the first call (`None`: it
@@ -143,6 +175,9 @@ impl CaseGuard {
                 ),
                 paths: HashSet::new(),
                 dirs: HashSet::new(),
+                refused: HashSet::new(),
+                recasings: HashMap::new(),
+                written: HashSet::new(),
             })),
             Err(e) => {
                 tracing::warn!(
@@ -156,12 +191,138 @@ impl CaseGuard {
     }
 }
 
+/// [`CaseGuard::check`] with the record locked.
+fn judge(taken: &mut Taken, root: &Root, rel: &str, key: &str) -> StoreResult<()> {
+    if taken.paths.contains(&hash(rel)) {
+        return Ok(());
+    }
+    let folding = taken.twins.folding();
+    let folds = folding.describe();
+    if let Some(stored) = on_disk(root, rel, folding, &mut taken.dirs)? {
+        return Err(refusal(key, &stored, folds, &taken.written));
+    }
+    match taken.twins.take_named(rel, false) {
+        Ok(()) => {}
+        Err(Twin {
+            clash: Clash::Name,
+            winner,
+        }) => {
+            return Err(StoreError::NameClash(format!(
+                "'{key}' differs only in letter case from '{winner}', written in this run; the store's file \
+                 system (folds {folds}) would keep only one"
+            )));
+        }
+        Err(Twin {
+            clash: Clash::Directory(dir),
+            winner,
+        }) => {
+            let dir = key_prefix(key, dir.split('/').count());
+            return Err(StoreError::NameClash(format!(
+                "'{key}': its directory '{dir}' differs only in letter case from '{winner}', written in this \
+                 run; the store's file system (folds {folds}) would merge their entries into one directory"
+            )));
+        }
+    }
+    taken.written.insert(hash(rel));
+    for (end, _) in rel.match_indices('/') {
+        taken.written.insert(hash(&rel[..end]));
+    }
+    taken.paths.insert(hash(rel));
+    Ok(())
+}
+
+/// Where this run refused a copy of `rel` to another spelling of it
+/// ([`CaseGuard::refused_copy`]) and `rel` is held under its own spelling, renames the stored entry where the
+/// two first differ to the copy's spelling, in one rename, so the store
+/// holds one spelling or the other at every moment: the file itself,
+/// or a directory when every file beneath it was refused a copy to the
+/// same place under the new spelling in this run (a directory also
+/// holding anything else keeps its spelling). Returns whether it did.
+///
+/// # Errors
+/// An I/O error reading the store or renaming the entry.
+fn recase(taken: &mut Taken, root: &Root, rel: &str) -> StoreResult<bool> {
+    let Some(to) = taken.recasings.get(rel).cloned() else {
+        return Ok(false);
+    };
+    let Some(depth) = recasing(taken, root, rel, &to)? else {
+        return Ok(false);
+    };
+    let (old, new) = (key_prefix(rel, depth), key_prefix(&to, depth));
+    let fail = |e: io::Error| StoreError::Fatal(format!("renaming '{old}' to '{new}' in the store: {e}"));
+    if old.len() < rel.len() {
+        let files = files_under(root, old).map_err(fail)?;
+        let all = files.iter().all(|f| {
+            let to = taken.recasings.get(&format!("{old}/{f}"));
+            to.is_some_and(|to| *to == format!("{new}/{f}"))
+        });
+        if !all {
+            return Ok(false);
+        }
+    }
+    let (parent, name) = match old.rsplit_once('/') {
+        Some((parent, name)) => (root.dir().open_dir_nofollow(parent).map_err(fail)?, name),
+        None => (root.dir().try_clone().map_err(fail)?, old),
+    };
+    let new_name = new.rsplit_once('/').map_or(new, |(_, n)| n);
+    parent.rename(name, &parent, new_name).map_err(fail)?;
+    // Directories found under their spelling may now be spelled otherwise.
+    taken.dirs.clear();
+    Ok(true)
+}
+
+/// How deep the entry is that a copy of `from` to `to` (paths on disk,
+/// one name by the fold) clashes with, if that entry is `from`'s own.
+fn recasing(taken: &mut Taken, root: &Root, from: &str, to: &str) -> StoreResult<Option<usize>> {
+    let folding = taken.twins.folding();
+    if from == to || folding.fold(from) != folding.fold(to) {
+        return Ok(None);
+    }
+    Ok(match on_disk(root, to, folding, &mut taken.dirs)? {
+        Some(Stored {
+            depth,
+            spelling: Some(s),
+            ..
+        }) if s == key_prefix(from, depth) => Some(depth),
+        _ => None,
+    })
+}
+
+/// The paths (beneath `dir`, `/`-separated) of everything but directories
+/// under the directory `dir` of the store.
+fn files_under(root: &Root, dir: &str) -> io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.dir().open_dir_nofollow(dir)?, String::new())];
+    while let Some((d, at)) = pending.pop() {
+        for entry in d.entries()? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}/{name}")
+            };
+            if entry.file_type()?.is_dir() {
+                pending.push((d.open_dir_nofollow(&name)?, path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// A 64-bit hash of a path.
 fn hash(path: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     path.hash(&mut h);
     h.finish()
+}
+
+/// A 64-bit hash of `path` under the wide fold.
+fn folded(folding: Folding, path: &str) -> u64 {
+    hash(&folding.fold(path).unwrap_or_else(|| path.to_owned()))
 }
 
 /// The first `depth` components of `key`.
@@ -173,18 +334,23 @@ fn key_prefix(key: &str, depth: usize) -> &str {
 }
 
 /// The one-line reason a key is refused for what the store holds.
-fn refusal(key: &str, stored: &Stored, folds: &str) -> StoreError {
+fn refusal(key: &str, stored: &Stored, folds: &str, written: &HashSet<u64>) -> StoreError {
     let ours = key_prefix(key, stored.depth);
+    // A spelling this run wrote is named as such, not as one it found.
+    let when = match &stored.spelling {
+        Some(s) if written.contains(&hash(s)) => "written in this run",
+        _ => "already in the store",
+    };
     let last = ours.len() == key.len();
     let kind = if stored.is_dir { "directory" } else { "file" };
     let text = match (&stored.spelling, last) {
         (Some(spelling), true) => format!(
-            "'{key}' differs only in letter case from the {kind} '{spelling}', already in the store; its \
+            "'{key}' differs only in letter case from the {kind} '{spelling}', {when}; the store's \
              file system (folds {folds}) would keep only one"
         ),
         (Some(spelling), false) => format!(
-            "'{key}': its directory '{ours}' differs only in letter case from the {kind} '{spelling}', already \
-             in the store; its file system (folds {folds}) would {}",
+            "'{key}': its directory '{ours}' differs only in letter case from the {kind} '{spelling}', {when}; \
+             the store's file system (folds {folds}) would {}",
             if stored.is_dir {
                 "merge their entries into one directory"
             } else {

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, SystemTimeSpec};
 use cap_std::fs::{Dir, Metadata, OpenOptions};
 
+use super::fold::Deleting;
 use super::scratch::{Scratch, TMP};
 use super::{
     DIR_MODE, LocalStore, Stat, apply_meta, check_key_text, confine_error, io_error, remote_of, upload_name,
@@ -140,7 +141,26 @@ impl LocalStore {
     }
 
     /// Copies `src_key` to `dst_key` (blocking); see [`ObjectStore::copy`].
+    /// One refused for a name clash with its own source is noted, for a
+    /// delete of the source to rename it (see [`super::fold`]).
     pub(super) fn copy_blocking(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
+        let copied = self.copy_unnoted(src_key, dst_key, meta, if_match);
+        if let Err(StoreError::NameClash(_)) = &copied {
+            let root = self.open_root()?;
+            let (from, to) = (self.read_path(&root, src_key)?, self.read_path(&root, dst_key)?);
+            self.case.refused_copy(&root, &from, &to)?;
+        }
+        copied
+    }
+
+    /// [`Self::copy_blocking`] without the note.
+    fn copy_unnoted(
         &self,
         src_key: &str,
         dst_key: &str,
@@ -224,8 +244,19 @@ impl LocalStore {
         };
         let rel = self.read_path(&root, key)?;
         // On a case-folding disk, another spelling's object is not this key's.
-        if !self.case.holds_exactly(&root, &rel)? {
-            return Ok(());
+        // On a case-folding disk, another spelling's object is not this
+        // key's; one whose new spelling was refused stays, so the store never
+        // holds neither spelling of the file (or takes that spelling, for a
+        // refused copy of it: see module `fold`).
+        match self.case.before_delete(&root, &rel)? {
+            Deleting::Remove => {}
+            Deleting::NotItsOwn | Deleting::Renamed => return Ok(()),
+            Deleting::Kept => {
+                return Err(StoreError::NameClash(format!(
+                    "'{key}' is kept in the store: a key that differs from it only in letter case could not \
+                     be written in this run, and the store's file system would keep only one of them"
+                )));
+            }
         }
         let rel = Path::new(&rel);
         let parent = match root.parent(rel, Create::No) {
@@ -249,7 +280,10 @@ impl LocalStore {
                     .is_ok_and(|md| md.is_dir()) => {}
             Err(e) => return Err(io_error(e, &format!("deleting '{}'", self.shown(key)))),
         }
-        // Like a bucket, the store has no empty "folders": prune them up to the root.
+        // Like a bucket, the store has no empty "folders": prune them up to
+        // the root. The handle on the object's directory is closed first:
+        // Windows does not remove a directory that a handle holds open.
+        drop(parent);
         let mut dir = rel.parent();
         while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
             let Ok(p) = root.parent(d, Create::No) else { break };
