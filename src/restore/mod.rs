@@ -5,7 +5,9 @@
 //! A restore is a pipeline of stages, one module each:
 //! 1. [`source`]: entries stream in (manifest lines or listing pages,
 //!    never all at once);
-//! 2. [`select`]: the requested paths and filters pick entries;
+//! 2. [`select`]: the requested paths and filters pick entries (every key
+//!    still goes through [`fold::Guard`], so the key that keeps a name on
+//!    a folding DEST is the same whatever is selected);
 //! 3. [`decide`]: for each file (`jobs` at a time), what DEST holds is
 //!    compared with the backup: leave it, keep it (`--no-clobber`) or fetch it;
 //! 4. [`fetch`]: the object is downloaded into a temporary file beside its
@@ -48,7 +50,7 @@ use crate::restore::dest::Dest;
 use crate::restore::fetch::Fetcher;
 use crate::restore::meta::{DirMeta, ModePolicy};
 use crate::restore::place::{LinkToPlace, Outcome};
-use crate::restore::select::Select;
+use crate::restore::select::{Admitted, Select};
 use crate::restore::source::{Source, SourceError};
 use crate::snapshots::SnapshotError;
 use crate::store::{self, ObjectStore, S3Settings, StoreError};
@@ -425,9 +427,13 @@ async fn restore_entries(
     let mut results = items
         .filter_map(|item| {
             let admitted = match select.admit(item) {
-                None => None,
-                Some(Err(failure)) => Some(Err(Outcome::Failed(failure))),
-                Some(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
+                Admitted::Out => None,
+                Admitted::Aside(item) => {
+                    guard.pass(&item);
+                    None
+                }
+                Admitted::In(Err(failure)) => Some(Err(Outcome::Failed(failure))),
+                Admitted::In(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
             };
             futures::future::ready(admitted)
         })

@@ -63,7 +63,7 @@ fn exfat_decides_by_its_own_table_final_sigma_refused_and_title_case_dz_restored
     assert_eq!(s.failed_paths(), ["\u{3c3}.txt"], "{}", r.show());
     let why = &s.failure("\u{3c3}.txt").unwrap().error;
     assert!(
-        why.contains("the same name as '\u{3c2}.txt' on DEST") && why.contains("'\u{3c2}.txt' is restored"),
+        why.contains("the same name as '\u{3c2}.txt' on DEST") && why.contains("'\u{3c2}.txt' wins"),
         "{why}"
     );
     assert_eq!((s.files, s.downloaded, s.failed), (4, 3, 1), "{}", r.show());
@@ -209,4 +209,48 @@ fn after_a_restore_onto_exfat_a_dry_run_and_a_second_restore_find_nothing_to_do(
     let s = env.restore_ok(&target, &dest, &[]);
     assert_eq!((s.unchanged, s.downloaded), (4, 0), "{s:?}");
     assert_eq!(mtime_of(&dest.join("exact")), before);
+}
+
+#[test]
+fn restoring_one_twin_by_path_or_filter_refuses_it_as_a_full_restore_does() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("BIG.BIN", "the upper one"), ("big.bin", "lower")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.restore_summary().failed_paths(), ["big.bin"], "{}", r.show());
+    let upper = || std::fs::read_to_string(dest.join("BIG.BIN")).unwrap();
+    assert_eq!(upper(), "the upper one");
+    for pick in [&["big.bin"][..], &["--include", "big.bin"][..]] {
+        // The dry run says what the restore then does: big.bin is refused,
+        // BIG.BIN (in the backup, not selected) keeps the name.
+        let mut args = vec!["--dry-run"];
+        args.extend_from_slice(pick);
+        let r = env.restore(&target, &dest, &args);
+        r.expect_code(3);
+        assert!(
+            plan(&r)
+                .iter()
+                .any(|l| l.starts_with("refuse big.bin: the same name as 'BIG.BIN' on DEST")),
+            "{}",
+            r.show()
+        );
+        assert!(!r.stdout.contains("download big.bin"), "{}", r.show());
+        let mut args = vec!["--json"];
+        args.extend_from_slice(pick);
+        let r = env.restore(&target, &dest, &args);
+        r.expect_code(3);
+        let s = r.restore_summary();
+        assert_eq!(s.failed_paths(), ["big.bin"], "{}", r.show());
+        assert!(
+            s.failure("big.bin").unwrap().error.contains("'BIG.BIN' wins"),
+            "{}",
+            r.show()
+        );
+        assert_eq!((s.downloaded, s.failed), (0, 1), "{}", r.show());
+        assert_eq!(names(&dest), ["BIG.BIN"]);
+        assert_eq!(upper(), "the upper one", "{pick:?} replaced BIG.BIN");
+    }
 }
