@@ -203,7 +203,7 @@ fn is_explicit_path(text: &str) -> bool {
 /// not name one fixed directory (`C:x`, a `\\.\` device).
 fn windows_path(text: &str, form: WindowsForm) -> Result<Target, TargetError> {
     match form {
-        WindowsForm::DriveRelative => Err(TargetError::new(
+        WindowsForm::DriveRelative if cfg!(windows) => Err(TargetError::new(
             text,
             r"a drive letter without '\' is relative to that drive's current directory: write the full path, e.g. C:\backup",
         )),

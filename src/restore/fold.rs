@@ -334,11 +334,7 @@ mod tests {
         };
         assert_eq!(failure.path, "case.txt");
         assert!(failure.error.contains("folds letter case"), "{}", failure.error);
-        assert!(
-            failure.error.contains("'Case.txt' wins"),
-            "{}",
-            failure.error
-        );
+        assert!(failure.error.contains("'Case.txt' wins"), "{}", failure.error);
         let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
             panic!("no clash");
         };

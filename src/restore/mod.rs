@@ -126,6 +126,10 @@ pub struct RestoreReport {
     pub elapsed_ms: u64,
     /// Files kept by `--no-clobber`.
     pub kept_paths: Vec<String>,
+    /// Of `kept_paths`, those DEST spells otherwise (a DEST that folds):
+    /// key → DEST's spelling, for the "kept" line.
+    #[serde(skip)]
+    pub kept_spelled: std::collections::BTreeMap<String, String>,
     /// Every failure: files, directories, unreadable entries, requested paths.
     pub failures: Vec<Failure>,
     /// Set when the snapshot's manifest broke off after its header: where
@@ -448,7 +452,7 @@ async fn restore_entries(
                         Outcome::Downloaded(b) => ("downloaded", *b),
                         Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
-                        Outcome::Kept(_) => ("kept", 0),
+                        Outcome::Kept(..) => ("kept", 0),
                         Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash(_) => ("failed", 0),
                     };
                     // A dry run did none of it: no file event claims it did.
@@ -511,9 +515,12 @@ impl RestoreReport {
                 self.files += 1;
                 self.unchanged += 1;
             }
-            Outcome::Kept(path) => {
+            Outcome::Kept(path, spelled) => {
                 self.files += 1;
                 self.kept += 1;
+                if let Some(spelled) = spelled {
+                    self.kept_spelled.insert(path.clone(), spelled);
+                }
                 self.kept_paths.push(path);
             }
             Outcome::Failed(f) if f.path.is_empty() => {

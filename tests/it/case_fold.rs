@@ -127,7 +127,12 @@ fn a_dry_run_summary_says_what_it_would_download_not_what_it_received() {
     let dest = env.root().join("dest");
     let r = env.restore(&target, &dest, &["--dry-run"]);
     r.expect_code(0);
-    assert!(r.stdout.contains("  would download 8 B in "), "{}", r.show());
+    // What it would download, with no time or rate for a download it did not make.
+    assert!(
+        r.stdout.lines().any(|l| l == "  would download 8 B"),
+        "{}",
+        r.show()
+    );
     assert!(!r.stdout.contains("received"), "{}", r.show());
     let r = env.restore(&target, &dest, &[]);
     r.expect_code(0);
@@ -253,4 +258,66 @@ fn restoring_one_twin_by_path_or_filter_refuses_it_as_a_full_restore_does() {
         assert_eq!(names(&dest), ["BIG.BIN"]);
         assert_eq!(upper(), "the upper one", "{pick:?} replaced BIG.BIN");
     }
+}
+
+#[test]
+fn no_clobber_onto_a_folding_dest_names_the_winner_and_dests_spelling_in_the_real_run_too() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "backup"), ("case.txt", "twin")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("CASE.TXT"), "dest's own").unwrap();
+    let r = env.restore(&target, &dest, &["--no-clobber"]);
+    r.expect_code(3);
+    // Case.txt was kept, not restored: the refusal says it wins.
+    let refusal = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: case.txt: "))
+        .unwrap_or_default();
+    assert!(
+        refusal.contains("'Case.txt' wins") && !refusal.contains("is restored"),
+        "{}",
+        r.show()
+    );
+    // The kept line names DEST's spelling, as the dry run's keep line does.
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l == "kept (differs from the backup): Case.txt; DEST spells it 'CASE.TXT'"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("CASE.TXT")).unwrap(),
+        "dest's own"
+    );
+}
+
+#[test]
+fn dry_run_lines_name_files_as_written_not_as_the_manifest_escapes_them() {
+    let env = TestEnv::new();
+    // `‛` is doubled in the manifest's key (`z‛‛w.txt`); the file is `z‛w.txt`.
+    let target = store_with(&env, &[("z\u{201B}w.txt", "quote"), ("d\u{201B}/f", "in d")]);
+    let dest = env.root().join("dest");
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(0);
+    assert_eq!(
+        plan(&r),
+        [
+            format!("create {}", dest.display()),
+            "mkdir d\u{201B}".to_string(),
+            "download d\u{201B}/f".to_string(),
+            "download z\u{201B}w.txt".to_string(),
+        ],
+        "{}",
+        r.show()
+    );
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("z\u{201B}w.txt")).unwrap(),
+        "quote"
+    );
 }
