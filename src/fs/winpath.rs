@@ -329,6 +329,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_drive_relative_message_names_the_drive_once() {
+        let err = DirSpellingError::DriveRelative {
+            text: "C:rel".into(),
+            drive: "C:".into(),
+            rest: "rel".into(),
+        }
+        .to_string();
+        assert!(!err.contains("C::"), "{err}");
+        assert!(
+            err.contains(r"drive C:; write the full path, e.g. C:\rel"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_urls_name_the_directory_a_targets_would() {
+        assert_eq!(from_file_url("/tmp/x"), None);
+        assert_eq!(from_file_url("file:///tmp/x"), Some(Ok("/tmp/x".into())));
+        assert_eq!(from_file_url("file://./x"), Some(Ok("./x".into())));
+        let drive = if cfg!(windows) { "C:/fu" } else { "/C:/fu" };
+        assert_eq!(from_file_url("file:///C:/fu"), Some(Ok(drive.into())));
+        for bad in ["file://", "file://host/x", "file://rel"] {
+            assert_eq!(
+                from_file_url(bad),
+                Some(Err(DirSpellingError::FileUrl(bad.into())))
+            );
+        }
+    }
+
     #[cfg(windows)]
     #[test]
     fn drive_relative_and_device_directories_are_refused_on_windows() {

@@ -86,7 +86,11 @@ fn source_and_dest_as_file_urls_name_their_drive_paths() {
     let url = |p: &std::path::Path| format!("file:///{}", p.to_str().unwrap().replace('\\', "/"));
     run(home.path(), ["--state", state, "backup", &url(&src), store_text]).expect(0);
     let dest = on_e.path().join("restored");
-    run(home.path(), ["--state", state, "restore", store_text, &url(&dest)]).expect(0);
+    run(
+        home.path(),
+        ["--state", state, "restore", store_text, &url(&dest)],
+    )
+    .expect(0);
     assert_eq!(read_tree(&dest), sample());
 }
 
