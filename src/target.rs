@@ -203,7 +203,7 @@ fn is_explicit_path(text: &str) -> bool {
 /// not name one fixed directory (`C:x`, a `\\.\` device).
 fn windows_path(text: &str, form: WindowsForm) -> Result<Target, TargetError> {
     match form {
-        WindowsForm::DriveRelative => Err(TargetError::new(
+        WindowsForm::DriveRelative if cfg!(windows) => Err(TargetError::new(
             text,
             r"a drive letter without '\' is relative to that drive's current directory: write the full path, e.g. C:\backup",
         )),
@@ -479,9 +479,16 @@ mod tests {
 
     #[test]
     fn drive_relative_and_device_paths_are_refused_everywhere() {
+        // Elsewhere `C:x` is first of all a Windows path: no advice to
+        // write `C:\backup`, which is refused there too.
+        let drive = if cfg!(windows) {
+            "relative to that drive's current directory"
+        } else {
+            "a Windows path, and this is not Windows"
+        };
         for (t, why) in [
-            ("C:", "relative to that drive's current directory"),
-            ("D:backup", "relative to that drive's current directory"),
+            ("C:", drive),
+            ("D:backup", drive),
             (r"\\.\PhysicalDrive0", "device path"),
         ] {
             let err = t.parse::<Target>().expect_err(t).to_string();

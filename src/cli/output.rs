@@ -255,10 +255,13 @@ pub(crate) fn restore_summary(
             r.names_mapped
         )?;
     }
-    // A dry run receives no bodies: it says what the restore would fetch.
-    let received = if r.dry_run { "would download" } else { "received" };
+    // A dry run receives no bodies: it says what the restore would fetch,
+    // with no time or rate (it downloaded nothing).
+    if r.dry_run {
+        return outln!("  would download {}", indicatif::HumanBytes(r.bytes_received));
+    }
     outln!(
-        "  {received} {} in {:.2} s",
+        "  received {} in {:.2} s",
         indicatif::HumanBytes(r.bytes_received),
         r.elapsed_ms as f64 / 1000.0
     )

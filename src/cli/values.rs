@@ -79,10 +79,16 @@ pub(crate) fn parse_restore_path(text: &str) -> Result<String, String> {
 /// no one directory here ([`crate::fs::winpath::check_dir_spelling`]), so
 /// `E:\x` on Linux or `C:rel` on Windows is a usage error, not a
 /// directory quietly so named (or one relative to a drive's hidden
-/// current directory).
+/// current directory). A `file://` URL names the directory a TARGET's
+/// would ([`crate::fs::winpath::from_file_url`]), never a directory
+/// literally named `file:`.
 pub(crate) fn parse_dir(text: &str) -> Result<std::path::PathBuf, String> {
-    crate::fs::winpath::check_dir_spelling(text).map_err(|e| e.to_string())?;
-    Ok(std::path::PathBuf::from(text))
+    let path = match crate::fs::winpath::from_file_url(text) {
+        Some(path) => path.map_err(|e| e.to_string())?,
+        None => text.to_string(),
+    };
+    crate::fs::winpath::check_dir_spelling(&path).map_err(|e| e.to_string())?;
+    Ok(std::path::PathBuf::from(path))
 }
 
 /// Checks an `--endpoint-url` before any request: an http(s) URL with a

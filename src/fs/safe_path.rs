@@ -5,6 +5,10 @@
 //! absolute paths, `..` and `.` segments, empty segments and NUL are refused,
 //! and so are backslashes where they separate paths (Windows); on Unix a
 //! backslash is a plain name byte, and a file named with one is restored.
+//! A restore that writes every name through the Windows stand-ins (always
+//! on Windows, see [`crate::fs::winname`]) checks with [`validate_mapped`]:
+//! there a backslash in a key is one more character of its name, written
+//! `＼`, so `..\..\x`, `C:\x` and `\\server\x` are each one name.
 //! What happens next, in DEST, is [`crate::restore::dest`]'s: directories are
 //! reached one component at a time from a handle, never through a link,
 //! and final files are renamed into place, which replaces a symlink at the
@@ -83,6 +87,23 @@ pub fn validate(rel: &str) -> Result<(), UnsafePath> {
     })
 }
 
+/// [`validate`] for a key whose every component is written through
+/// [`crate::fs::winname::to_windows`] when `mapped`: a backslash is then
+/// a name character (it becomes `＼`, never a separator), and the rest is
+/// checked as [`validate`] does.
+///
+/// # Errors
+/// [`UnsafePath`] naming the path (as it came) and what is wrong with it.
+pub fn validate_mapped(rel: &str, mapped: bool) -> Result<(), UnsafePath> {
+    if mapped && rel.contains('\\') {
+        return validate(&rel.replace('\\', "\u{FF3C}")).map_err(|e| UnsafePath {
+            path: rel.to_string(),
+            why: e.why,
+        });
+    }
+    validate(rel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +133,24 @@ mod tests {
         assert_eq!(validate("a\0b").unwrap_err().why, Unsafe::Nul);
         // One name on Unix, a path on Windows.
         assert_eq!(validate("a\\..\\b").is_ok(), cfg!(unix));
+    }
+
+    #[test]
+    fn a_backslash_is_a_name_character_where_names_are_mapped() {
+        for key in [
+            "back\\slash",
+            "..\\..\\x",
+            "C:\\x",
+            "\\\\server\\x",
+            "d\\/f",
+            "\\",
+        ] {
+            assert!(validate_mapped(key, true).is_ok(), "{key:?}");
+            assert_eq!(validate_mapped(key, false).is_ok(), cfg!(unix), "{key:?}");
+        }
+        for bad in ["../x\\y", "a\\b/..", "/a\\b", "a\\b//c", "a\\b\0"] {
+            let e = validate_mapped(bad, true).unwrap_err();
+            assert_eq!(e.path, bad);
+        }
     }
 }

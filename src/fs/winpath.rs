@@ -77,7 +77,7 @@ pub enum DirSpellingError {
     /// `C:x` on Windows: relative to the current directory of drive `C:`,
     /// which each process keeps apart and no one sees.
     #[error(
-        "'{text}' is relative to the current directory of drive {drive}: write the full path, e.g. {drive}\\{rest}"
+        "'{text}' is relative to the current directory of drive {drive}; write the full path, e.g. {drive}\\{rest}"
     )]
     DriveRelative {
         /// The path as typed.
@@ -87,6 +87,12 @@ pub enum DirSpellingError {
         /// What follows the drive (`rel` of `C:rel`).
         rest: String,
     },
+    /// `file://` followed by no absolute path (`file://host/x`,
+    /// `file://relative`): a URL naming a host, or none.
+    #[error(
+        "'{0}' is not a local directory: a file:// URL takes an absolute path, file:///path (or file://./path)"
+    )]
+    FileUrl(String),
     /// `\\.\X`: a device, not a directory.
     #[error("'{0}' is a device path (\\\\.\\), not a directory")]
     Device(String),
@@ -115,6 +121,33 @@ pub fn check_dir_spelling(text: &str) -> Result<(), DirSpellingError> {
         WindowsForm::Device => Err(DirSpellingError::Device(text.to_string())),
         _ => Ok(()),
     }
+}
+
+/// The directory a `file://` URL given as SOURCE or DEST names, read as
+/// a TARGET's is ([`crate::target::Target`]): `file:///abs/path`,
+/// `file://./rel` (and `file://../rel`), on Windows `file:///C:/x` for
+/// `C:/x`; the rest is taken as it is (no `%` decoding, as for TARGET).
+/// `None` when `text` is not a `file://` URL.
+///
+/// # Errors
+/// [`DirSpellingError::FileUrl`] for a URL naming a host or no path.
+pub fn from_file_url(text: &str) -> Option<Result<String, DirSpellingError>> {
+    let rest = text.strip_prefix("file://")?;
+    let explicit = rest.starts_with('/')
+        || rest.starts_with("./")
+        || rest.starts_with("../")
+        || rest == "."
+        || rest == "..";
+    if !explicit {
+        return Some(Err(DirSpellingError::FileUrl(text.to_string())));
+    }
+    if cfg!(windows)
+        && let Some(drive) = rest.strip_prefix('/')
+        && windows_form(drive) == Some(WindowsForm::Drive)
+    {
+        return Some(Ok(drive.to_string()));
+    }
+    Some(Ok(rest.to_string()))
 }
 
 /// The plain spelling of a verbatim path text (`\\?\C:\x` → `C:\x`,
@@ -293,6 +326,36 @@ mod tests {
         }
         for text in ["./C:x", "/mnt/e/x", "x", "ab:c", "C::x"] {
             assert_eq!(check_dir_spelling(text), Ok(()), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_drive_relative_message_names_the_drive_once() {
+        let err = DirSpellingError::DriveRelative {
+            text: "C:rel".into(),
+            drive: "C:".into(),
+            rest: "rel".into(),
+        }
+        .to_string();
+        assert!(!err.contains("C::"), "{err}");
+        assert!(
+            err.contains(r"drive C:; write the full path, e.g. C:\rel"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_urls_name_the_directory_a_targets_would() {
+        assert_eq!(from_file_url("/tmp/x"), None);
+        assert_eq!(from_file_url("file:///tmp/x"), Some(Ok("/tmp/x".into())));
+        assert_eq!(from_file_url("file://./x"), Some(Ok("./x".into())));
+        let drive = if cfg!(windows) { "C:/fu" } else { "/C:/fu" };
+        assert_eq!(from_file_url("file:///C:/fu"), Some(Ok(drive.into())));
+        for bad in ["file://", "file://host/x", "file://rel"] {
+            assert_eq!(
+                from_file_url(bad),
+                Some(Err(DirSpellingError::FileUrl(bad.into())))
+            );
         }
     }
 

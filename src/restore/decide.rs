@@ -55,8 +55,9 @@ pub enum Action {
     },
     /// Other content is there and `--no-clobber` keeps it.
     Keep {
-        /// In a dry run, DEST's own spelling of it when it differs from
-        /// the key's ([`spelled_otherwise`]).
+        /// DEST's own spelling of it when it differs from the key's
+        /// ([`spelled_otherwise`]; looked up in a restore too, for the
+        /// few files kept, so its "kept" line names it as the dry run does).
         spelled: Option<String>,
     },
     /// Fetch it.
@@ -101,7 +102,7 @@ pub async fn decide(
         match compare_local(fetcher, key, &dir, &name, shown, item).await? {
             same @ Local::Same { .. } => Action::Touch { dir, name, same },
             Local::Differs if no_clobber => Action::Keep {
-                spelled: spelled_otherwise(dest, &dir, &name),
+                spelled: spelled_as(dest, &dir, &name),
             },
             Local::Differs => Action::Fetch {
                 overwrite: true,
@@ -122,6 +123,11 @@ pub async fn decide(
 /// `CASE.TXT` for the key `Case.txt`); `None` otherwise.
 pub fn spelled_otherwise(dest: &Dest, dir: &Dir, name: &OsStr) -> Option<String> {
     dest.planned()?;
+    spelled_as(dest, dir, name)
+}
+
+/// [`spelled_otherwise`] in a restore too (for a file kept).
+fn spelled_as(dest: &Dest, dir: &Dir, name: &OsStr) -> Option<String> {
     let found = crate::restore::fold::spelled_otherwise(dir, name, dest.holds.folding)?;
     Some(crate::restore::fold::key_text(
         dest.maps_windows_names(),

@@ -293,7 +293,7 @@ impl Dest {
         }
         let mut todo: HashMap<String, DirMeta> = HashMap::new();
         for (path, meta) in selected {
-            match crate::fs::safe_path::validate(&path)
+            match crate::fs::safe_path::validate_mapped(&path, self.holds.windows_names)
                 .map_err(io::Error::other)
                 .and_then(|()| self.make_dir(&path))
             {
@@ -400,7 +400,7 @@ impl Dest {
         // A directory's mode is set on Unix only (see `set_dir_meta`).
         let (now, mode) = (dir_now(&dir)?, mode.filter(|_| cfg!(unix)));
         if self.holds.keeps.differs(now, mtime_ns, mode) {
-            planned.line(path, format!("touch {path}"));
+            planned.line(path, format!("touch {}", crate::restore::dry::name(path)));
         }
         Ok(())
     }

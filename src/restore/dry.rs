@@ -91,7 +91,7 @@ impl Planned {
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
         lines.extend(self.made_dirs().into_iter().map(|d| {
-            let line = format!("mkdir {d}");
+            let line = format!("mkdir {}", name(&d));
             (d, line)
         }));
         lines.sort_by(|a, b| a.0.cmp(&b.0));
@@ -99,11 +99,25 @@ impl Planned {
     }
 }
 
+/// A key's relative path as the name it is written under (the
+/// manifest's escapes undone: `z‛‛w.txt` is `z‛w.txt`), as a line
+/// shows it; a name that is not UTF-8 keeps its escaped form, the one
+/// text that says which bytes it holds.
+pub fn name(path: &str) -> std::borrow::Cow<'_, str> {
+    match crate::fs::names::decode(path) {
+        std::borrow::Cow::Owned(os) => match os.into_string() {
+            Ok(text) => std::borrow::Cow::Owned(text),
+            Err(_) => std::borrow::Cow::Borrowed(path),
+        },
+        std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Borrowed(path),
+    }
+}
+
 /// The `refuse` lines of entries that would fail (an entry of the source
 /// that could not be read, with no path, gets none: it is no decision).
 pub fn refuse(planned: &Planned, failures: &[crate::report::Failure]) {
     for f in failures.iter().filter(|f| !f.path.is_empty()) {
-        planned.line(&f.path, format!("refuse {}: {}", f.path, f.error));
+        planned.line(&f.path, format!("refuse {}: {}", name(&f.path), f.error));
     }
 }
 
@@ -115,7 +129,7 @@ pub fn download_line(path: &str, symlink: bool, overwrite: bool) -> String {
         (true, false) => " (symlink)",
         (true, true) => " (symlink, overwrite)",
     };
-    format!("download {path}{note}")
+    format!("download {}{note}", name(path))
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! one file there are refused by name instead of merged.
 //!
 //! DEST is probed once ([`crate::fs::case::probe`]: by writing a probe
-//! file, or, in a dry run, by reading only) and every selected entry goes
-//! through [`Twins::take`] before anything is written for it, in the
-//! order the source gives them (a manifest's, sorted by path, so the same
-//! key wins every time). Which keys are one name DEST decides itself
+//! file, or, in a dry run, by reading only) and every entry goes through
+//! [`Twins::take`] before anything is written for it, in the order the
+//! source gives them (a manifest's, sorted by path, so the same key wins
+//! every time). Entries not selected go through too ([`Guard::pass`]),
+//! acting on nothing: restoring `big.bin` alone is refused when `BIG.BIN`
+//! is in the backup, as in a full restore. Which keys are one name DEST decides itself
 //! where it may be written ([`crate::fs::twins`]); a dry run takes every
 //! two keys of one wide-fold group for one. A key that clashes with an
 //! earlier one is not restored: it is a failure naming the key, the key
@@ -188,6 +190,16 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Takes a key that is not selected into the record, as a full
+    /// restore would (acting on nothing): a selected twin after it is
+    /// refused just as in a full restore. A clash of its own is not
+    /// reported (the key is not restored either way).
+    pub fn pass(&mut self, item: &Item) {
+        let _ = self.twins.take_named(&item.path, item.kind == EntryKind::Dir);
+    }
+}
+
 /// Takes `item` into `twins`: the item back when it has a place of its
 /// own, or why it is refused.
 ///
@@ -215,11 +227,11 @@ fn reason(folding: Folding, twin: &Twin) -> String {
     match &twin.clash {
         Clash::Name => format!(
             "the same name as '{winner}' on DEST (folds {folds}), which would keep only one; \
-             '{winner}' is restored, this key is not"
+             '{winner}' wins, this key is not restored"
         ),
         Clash::Directory(dir) => format!(
             "its directory '{dir}' is the same directory as '{winner}' on DEST (folds {folds}), \
-             which would merge their entries; '{winner}' is restored, this key is not"
+             which would merge their entries; '{winner}' wins, this key is not restored"
         ),
     }
 }
@@ -307,7 +319,7 @@ mod tests {
         };
         assert!(
             failure.error.starts_with("if DEST folds letter case")
-                && failure.error.contains("'Case.txt' is restored"),
+                && failure.error.contains("'Case.txt' wins"),
             "{}",
             failure.error
         );
@@ -322,11 +334,7 @@ mod tests {
         };
         assert_eq!(failure.path, "case.txt");
         assert!(failure.error.contains("folds letter case"), "{}", failure.error);
-        assert!(
-            failure.error.contains("'Case.txt' is restored"),
-            "{}",
-            failure.error
-        );
+        assert!(failure.error.contains("'Case.txt' wins"), "{}", failure.error);
         let Err(Refused { failure, .. }) = check(&mut t, item("CASE.TXT/x", EntryKind::File)) else {
             panic!("no clash");
         };

@@ -5,7 +5,9 @@
 //! A restore is a pipeline of stages, one module each:
 //! 1. [`source`]: entries stream in (manifest lines or listing pages,
 //!    never all at once);
-//! 2. [`select`]: the requested paths and filters pick entries;
+//! 2. [`select`]: the requested paths and filters pick entries (every key
+//!    still goes through [`fold::Guard`], so the key that keeps a name on
+//!    a folding DEST is the same whatever is selected);
 //! 3. [`decide`]: for each file (`jobs` at a time), what DEST holds is
 //!    compared with the backup: leave it, keep it (`--no-clobber`) or fetch it;
 //! 4. [`fetch`]: the object is downloaded into a temporary file beside its
@@ -48,7 +50,7 @@ use crate::restore::dest::Dest;
 use crate::restore::fetch::Fetcher;
 use crate::restore::meta::{DirMeta, ModePolicy};
 use crate::restore::place::{LinkToPlace, Outcome};
-use crate::restore::select::Select;
+use crate::restore::select::{Admitted, Select};
 use crate::restore::source::{Source, SourceError};
 use crate::snapshots::SnapshotError;
 use crate::store::{self, ObjectStore, S3Settings, StoreError};
@@ -124,6 +126,10 @@ pub struct RestoreReport {
     pub elapsed_ms: u64,
     /// Files kept by `--no-clobber`.
     pub kept_paths: Vec<String>,
+    /// Of `kept_paths`, those DEST spells otherwise (a DEST that folds):
+    /// key → DEST's spelling, for the "kept" line.
+    #[serde(skip)]
+    pub kept_spelled: std::collections::BTreeMap<String, String>,
     /// Every failure: files, directories, unreadable entries, requested paths.
     pub failures: Vec<Failure>,
     /// Set when the snapshot's manifest broke off after its header: where
@@ -425,9 +431,13 @@ async fn restore_entries(
     let mut results = items
         .filter_map(|item| {
             let admitted = match select.admit(item) {
-                None => None,
-                Some(Err(failure)) => Some(Err(Outcome::Failed(failure))),
-                Some(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
+                Admitted::Out => None,
+                Admitted::Aside(item) => {
+                    guard.pass(&item);
+                    None
+                }
+                Admitted::In(Err(failure)) => Some(Err(Outcome::Failed(failure))),
+                Admitted::In(Ok(item)) => Some(guard.check(item).map_err(Outcome::Clash)),
             };
             futures::future::ready(admitted)
         })
@@ -442,7 +452,7 @@ async fn restore_entries(
                         Outcome::Downloaded(b) => ("downloaded", *b),
                         Outcome::Link(l) => ("downloaded", l.size),
                         Outcome::Unchanged => ("unchanged", 0),
-                        Outcome::Kept(_) => ("kept", 0),
+                        Outcome::Kept(..) => ("kept", 0),
                         Outcome::Failed(_) | Outcome::Dir(_) | Outcome::Clash(_) => ("failed", 0),
                     };
                     // A dry run did none of it: no file event claims it did.
@@ -505,9 +515,12 @@ impl RestoreReport {
                 self.files += 1;
                 self.unchanged += 1;
             }
-            Outcome::Kept(path) => {
+            Outcome::Kept(path, spelled) => {
                 self.files += 1;
                 self.kept += 1;
+                if let Some(spelled) = spelled {
+                    self.kept_spelled.insert(path.clone(), spelled);
+                }
                 self.kept_paths.push(path);
             }
             Outcome::Failed(f) if f.path.is_empty() => {

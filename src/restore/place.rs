@@ -21,7 +21,7 @@ use crate::fs::scan::EntryKind;
 use crate::report::Failure;
 use crate::restore::decide::{Action, Local, decide};
 use crate::restore::dest::Dest;
-use crate::restore::dry::{Planned, download_line};
+use crate::restore::dry::{self, Planned, download_line};
 use crate::restore::fetch::{Fetch, FetchError, Fetched, Fetcher};
 use crate::restore::meta::{cap_mtime_ns, differs, now_of, set_file_times_and_mode, set_link_time};
 use crate::restore::source::Item;
@@ -37,8 +37,9 @@ pub(crate) enum Outcome {
     Downloaded(u64),
     /// A file already there with the same content.
     Unchanged,
-    /// A file that differs, kept (`--no-clobber`); its path.
-    Kept(String),
+    /// A file that differs, kept (`--no-clobber`); its path, and DEST's
+    /// own spelling of it when that differs (a DEST that folds).
+    Kept(String, Option<String>),
     /// A file (or, with an empty path, an entry that could not be read) that failed.
     Failed(Failure),
     /// An entry refused before anything was written for it: on DEST, it
@@ -69,7 +70,7 @@ pub(crate) async fn restore_file(
     item: Item,
     no_clobber: bool,
 ) -> Outcome {
-    if let Err(e) = safe_path::validate(&item.path) {
+    if let Err(e) = safe_path::validate_mapped(&item.path, dest.maps_windows_names()) {
         return Outcome::Failed(Failure {
             path: item.path,
             error: e.to_string(),
@@ -85,14 +86,15 @@ pub(crate) async fn restore_file(
         Action::Keep { spelled } => {
             if let Some(planned) = dest.planned() {
                 let note = spelled
-                    .map(|s| format!("; DEST spells it '{s}'"))
+                    .as_ref()
+                    .map(|s| format!("; DEST spells it '{}'", dry::name(s)))
                     .unwrap_or_default();
                 planned.line(
                     &item.path,
-                    format!("keep {} (differs, --no-clobber{note})", item.path),
+                    format!("keep {} (differs, --no-clobber{note})", dry::name(&item.path)),
                 );
             }
-            return Outcome::Kept(item.path);
+            return Outcome::Kept(item.path, spelled.map(|s| dry::name(&s).into_owned()));
         }
         Action::Touch { dir, name, same } => {
             return match touch(dest, &dir, &name, &item.path, same) {
@@ -146,7 +148,11 @@ fn plan_fetch(
     }
     let line = match spelled {
         // DEST's copy of the key, spelled otherwise: replaced, and respelled.
-        Some(s) => format!("download {} (overwrite '{s}')", item.path),
+        Some(s) => format!(
+            "download {} (overwrite '{}')",
+            dry::name(&item.path),
+            dry::name(&s)
+        ),
         None => download_line(&item.path, false, overwrite),
     };
     planned.line(&item.path, line);
@@ -194,7 +200,7 @@ fn touch(dest: &Dest, dir: &Dir, name: &OsStr, path: &str, same: Local) -> std::
         Local::Missing | Local::Differs => false,
     };
     if let (Some(planned), true) = (planned, change) {
-        planned.line(path, format!("touch {path}"));
+        planned.line(path, format!("touch {}", dry::name(path)));
     }
     Ok(())
 }

@@ -16,6 +16,21 @@ use crate::report::Failure;
 use crate::restore::meta::DirMeta;
 use crate::restore::source::Item;
 
+/// What [`Select::admit`] makes of one entry from the source.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Never a key a restore takes (under the local store in DEST).
+    Out,
+    /// Not selected (requested paths, `--exclude`/`--include`), yet a key
+    /// of the backup: it goes through the twin check
+    /// ([`crate::restore::fold::Guard::pass`]) so that the key that keeps
+    /// a name on a folding DEST is the same whatever the selection.
+    Aside(Item),
+    /// Selected: restore it (or, for an entry that could not be read,
+    /// report it).
+    In(Result<Item, Failure>),
+}
+
 /// The selection, and what it has seen so far.
 pub struct Select<'a> {
     /// The requested paths, without leading or trailing `/`; all when empty.
@@ -76,13 +91,13 @@ impl<'a> Select<'a> {
         self.listing_notice = Some(target);
     }
 
-    /// Takes one entry from the source: `Some` to restore it (or, for an
-    /// entry that could not be read, to report it), `None` to leave it out.
-    pub fn admit(&mut self, item: Result<Item, String>) -> Option<Result<Item, Failure>> {
+    /// Takes one entry from the source: [`Admitted::In`] to restore it (or,
+    /// for an entry that could not be read, to report it), otherwise left out.
+    pub fn admit(&mut self, item: Result<Item, String>) -> Admitted {
         let item = match item {
             Ok(item) => item,
             Err(error) => {
-                return Some(Err(Failure {
+                return Admitted::In(Err(Failure {
                     path: String::new(),
                     error,
                 }));
@@ -114,11 +129,11 @@ impl<'a> Select<'a> {
             .is_some_and(|store| crate::fs::own::is_under(&item.path, store))
         {
             self.store_skipped += 1;
-            return None;
+            return Admitted::Out;
         }
         if !self.filters.selects(&item.path, item.kind == EntryKind::Dir) {
             self.excluded += 1;
-            return None;
+            return Admitted::Aside(item);
         }
         let mut hit = self.selectors.is_empty();
         for (s, matched) in self.selectors.iter().zip(self.matched.iter_mut()) {
@@ -135,7 +150,11 @@ impl<'a> Select<'a> {
         if hit && item.kind != EntryKind::Dir {
             self.progress.queued(1, item.size);
         }
-        hit.then_some(Ok(item))
+        if hit {
+            Admitted::In(Ok(item))
+        } else {
+            Admitted::Aside(item)
+        }
     }
 
     /// When paths were requested and none matched: them, joined for a message.

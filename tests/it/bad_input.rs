@@ -156,7 +156,8 @@ fn target_with_a_single_colon() {
 #[test]
 fn target_that_is_a_windows_path() {
     let (env, _) = local_env();
-    for t in [r"C:\Backup", "E:/backup", r"\\nas\share\b"] {
+    // `C:x` too: no advice to write `C:\backup`, which is refused here.
+    for t in [r"C:\Backup", "E:/backup", r"\\nas\share\b", "C:x"] {
         let r = go(&env, ["backup", s(&env.src), t]);
         bad(
             &r,
@@ -189,6 +190,31 @@ fn source_or_dest_that_is_a_windows_path() {
     // The way to name a directory that is so spelled.
     go(&env, ["restore", s(&store), "./C:x"]).expect_code(0);
     assert!(env.root().join("C:x/a.txt").is_file());
+}
+
+/// A `file://` URL as DEST or SOURCE names the directory it does as
+/// TARGET, never a directory `file:` in the current directory; one naming
+/// a host or no absolute path is a usage error.
+#[test]
+fn source_or_dest_given_as_a_file_url() {
+    let (env, store, _) = local_backed_up();
+    let dest = env.root().join("restored");
+    let url = format!("file://{}", s(&dest));
+    let r = go(&env, ["restore", s(&store), &url, "--dry-run"]);
+    r.expect_code(0);
+    assert!(!dest.exists(), "a dry run wrote");
+    go(&env, ["restore", s(&store), &url]).expect_code(0);
+    assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "a");
+    let src = format!("file://{}", s(&env.src));
+    let other = env.root().join("other");
+    let r = go(&env, ["backup", &src, s(&other)]);
+    r.expect_code(0);
+    assert!(other.join("a.txt").is_file(), "{}", r.show());
+    for bad_url in ["file://host/x", "file://rel", "file://"] {
+        let r = go(&env, ["restore", s(&store), bad_url]);
+        bad(&r, 2, &[&format!("'{bad_url}'"), "file:///path"]);
+    }
+    assert!(!env.root().join("file:").exists(), "a directory 'file:' was made");
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn keys_differing_only_in_case_are_refused_by_name_on_a_folding_dest() {
     assert!(
         why.contains("the same name as 'Case.txt' on DEST (folds letter case)")
             && why.contains("keep only one")
-            && why.contains("'Case.txt' is restored"),
+            && why.contains("'Case.txt' wins"),
         "{why}"
     );
     assert_eq!((s.files, s.downloaded, s.failed), (3, 2, 1), "{}", r.show());

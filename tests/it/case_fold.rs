@@ -63,7 +63,7 @@ fn exfat_decides_by_its_own_table_final_sigma_refused_and_title_case_dz_restored
     assert_eq!(s.failed_paths(), ["\u{3c3}.txt"], "{}", r.show());
     let why = &s.failure("\u{3c3}.txt").unwrap().error;
     assert!(
-        why.contains("the same name as '\u{3c2}.txt' on DEST") && why.contains("'\u{3c2}.txt' is restored"),
+        why.contains("the same name as '\u{3c2}.txt' on DEST") && why.contains("'\u{3c2}.txt' wins"),
         "{why}"
     );
     assert_eq!((s.files, s.downloaded, s.failed), (4, 3, 1), "{}", r.show());
@@ -127,7 +127,12 @@ fn a_dry_run_summary_says_what_it_would_download_not_what_it_received() {
     let dest = env.root().join("dest");
     let r = env.restore(&target, &dest, &["--dry-run"]);
     r.expect_code(0);
-    assert!(r.stdout.contains("  would download 8 B in "), "{}", r.show());
+    // What it would download, with no time or rate for a download it did not make.
+    assert!(
+        r.stdout.lines().any(|l| l == "  would download 8 B"),
+        "{}",
+        r.show()
+    );
     assert!(!r.stdout.contains("received"), "{}", r.show());
     let r = env.restore(&target, &dest, &[]);
     r.expect_code(0);
@@ -209,4 +214,110 @@ fn after_a_restore_onto_exfat_a_dry_run_and_a_second_restore_find_nothing_to_do(
     let s = env.restore_ok(&target, &dest, &[]);
     assert_eq!((s.unchanged, s.downloaded), (4, 0), "{s:?}");
     assert_eq!(mtime_of(&dest.join("exact")), before);
+}
+
+#[test]
+fn restoring_one_twin_by_path_or_filter_refuses_it_as_a_full_restore_does() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("BIG.BIN", "the upper one"), ("big.bin", "lower")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    let r = env.restore(&target, &dest, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.restore_summary().failed_paths(), ["big.bin"], "{}", r.show());
+    let upper = || std::fs::read_to_string(dest.join("BIG.BIN")).unwrap();
+    assert_eq!(upper(), "the upper one");
+    for pick in [&["big.bin"][..], &["--include", "big.bin"][..]] {
+        // The dry run says what the restore then does: big.bin is refused,
+        // BIG.BIN (in the backup, not selected) keeps the name.
+        let mut args = vec!["--dry-run"];
+        args.extend_from_slice(pick);
+        let r = env.restore(&target, &dest, &args);
+        r.expect_code(3);
+        assert!(
+            plan(&r)
+                .iter()
+                .any(|l| l.starts_with("refuse big.bin: the same name as 'BIG.BIN' on DEST")),
+            "{}",
+            r.show()
+        );
+        assert!(!r.stdout.contains("download big.bin"), "{}", r.show());
+        let mut args = vec!["--json"];
+        args.extend_from_slice(pick);
+        let r = env.restore(&target, &dest, &args);
+        r.expect_code(3);
+        let s = r.restore_summary();
+        assert_eq!(s.failed_paths(), ["big.bin"], "{}", r.show());
+        assert!(
+            s.failure("big.bin").unwrap().error.contains("'BIG.BIN' wins"),
+            "{}",
+            r.show()
+        );
+        assert_eq!((s.downloaded, s.failed), (0, 1), "{}", r.show());
+        assert_eq!(names(&dest), ["BIG.BIN"]);
+        assert_eq!(upper(), "the upper one", "{pick:?} replaced BIG.BIN");
+    }
+}
+
+#[test]
+fn no_clobber_onto_a_folding_dest_names_the_winner_and_dests_spelling_in_the_real_run_too() {
+    let Some(root) = folding_dir() else { return };
+    let env = TestEnv::new();
+    let target = store_with(&env, &[("Case.txt", "backup"), ("case.txt", "twin")]);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("CASE.TXT"), "dest's own").unwrap();
+    let r = env.restore(&target, &dest, &["--no-clobber"]);
+    r.expect_code(3);
+    // Case.txt was kept, not restored: the refusal says it wins.
+    let refusal = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: case.txt: "))
+        .unwrap_or_default();
+    assert!(
+        refusal.contains("'Case.txt' wins") && !refusal.contains("is restored"),
+        "{}",
+        r.show()
+    );
+    // The kept line names DEST's spelling, as the dry run's keep line does.
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l == "kept (differs from the backup): Case.txt; DEST spells it 'CASE.TXT'"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("CASE.TXT")).unwrap(),
+        "dest's own"
+    );
+}
+
+#[test]
+fn dry_run_lines_name_files_as_written_not_as_the_manifest_escapes_them() {
+    let env = TestEnv::new();
+    // `‛` is doubled in the manifest's key (`z‛‛w.txt`); the file is `z‛w.txt`.
+    let target = store_with(&env, &[("z\u{201B}w.txt", "quote"), ("d\u{201B}/f", "in d")]);
+    let dest = env.root().join("dest");
+    let r = env.restore(&target, &dest, &["--dry-run"]);
+    r.expect_code(0);
+    assert_eq!(
+        plan(&r),
+        [
+            format!("create {}", dest.display()),
+            "mkdir d\u{201B}".to_string(),
+            "download d\u{201B}/f".to_string(),
+            "download z\u{201B}w.txt".to_string(),
+        ],
+        "{}",
+        r.show()
+    );
+    env.restore_ok(&target, &dest, &[]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("z\u{201B}w.txt")).unwrap(),
+        "quote"
+    );
 }

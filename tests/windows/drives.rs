@@ -51,7 +51,10 @@ fn drive_relative_source_and_dest_are_refused_saying_how_to_write_them() {
         r.expect(2);
         let first = r.stderr.lines().next().unwrap_or_default();
         assert!(
-            first.starts_with("error: ") && first.contains(&format!("'{dest}'")) && first.contains(says),
+            first.starts_with("error: ")
+                && first.contains(&format!("'{dest}'"))
+                && first.contains(says)
+                && !first.contains(":: "),
             "{}",
             r.stderr
         );
@@ -65,6 +68,30 @@ fn drive_relative_source_and_dest_are_refused_saying_how_to_write_them() {
         restored.iter().all(|p| p.starts_with("store/")),
         "written outside the store: {restored:?}"
     );
+}
+
+/// SOURCE and DEST given as `file:///E:/x` URLs (README's Windows
+/// section) name the drive path `E:/x`, as a TARGET's does, never a
+/// directory `file:` in the current directory.
+#[test]
+fn source_and_dest_as_file_urls_name_their_drive_paths() {
+    let home = scratch(&std::env::temp_dir());
+    let src = home.path().join("src");
+    write_tree(&src, &sample());
+    let on_e = scratch(&drive());
+    let store = on_e.path().join("store");
+    let store_text = store.to_str().unwrap();
+    let state = home.path().join("state.db");
+    let state = state.to_str().unwrap();
+    let url = |p: &std::path::Path| format!("file:///{}", p.to_str().unwrap().replace('\\', "/"));
+    run(home.path(), ["--state", state, "backup", &url(&src), store_text]).expect(0);
+    let dest = on_e.path().join("restored");
+    run(
+        home.path(),
+        ["--state", state, "restore", store_text, &url(&dest)],
+    )
+    .expect(0);
+    assert_eq!(read_tree(&dest), sample());
 }
 
 /// `backup F:\ F:\st --state F:\state.db`: the store and the state file

@@ -130,3 +130,79 @@ fn case_twins_are_refused_by_name() {
         .collect();
     assert_eq!(read_tree(&dest), want);
 }
+
+/// A backslash in a key (legal in S3 and on Linux) is one more character
+/// of its name on Windows: restored under its stand-in `＼` (never a
+/// separator, so no key reaches outside DEST), and a backup of that tree
+/// stores the original keys again.
+#[test]
+fn backslashes_in_keys_are_name_characters_that_stay_inside_dest() {
+    let keys: [(&str, &str); 5] = [
+        ("back\\slash", "back\u{FF3C}slash"),
+        ("..\\..\\x", "..\u{FF3C}..\u{FF3C}x"),
+        ("C:\\x", "C\u{FF1A}\u{FF3C}x"),
+        ("\\\\server\\x", "\u{FF3C}\u{FF3C}server\u{FF3C}x"),
+        ("d\\ir/f", "d\u{FF3C}ir/f"),
+    ];
+    let moto = Moto::start("bucket");
+    for (key, _) in keys {
+        moto.put("bucket", &format!("bs/{key}"), key.as_bytes());
+    }
+    let home = scratch(&std::env::temp_dir());
+    let state = home.path().join("state.db");
+    let state = state.to_str().unwrap();
+    let endpoint = moto.endpoint();
+    let outer = home.path().join("outer");
+    let dest = outer.join("restored");
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "--state",
+            state,
+            "restore",
+            "bucket::bs",
+            dest.to_str().unwrap(),
+            "--endpoint-url",
+            &endpoint,
+        ];
+        args.extend_from_slice(extra);
+        run(home.path(), args)
+    };
+    let dry = restore(&["--dry-run"]);
+    dry.expect(0);
+    assert!(dry.stdout.contains("download back\\slash"), "{}", dry.stdout);
+    restore(&["--json"]).expect(0);
+    let want: BTreeMap<String, Vec<u8>> = keys
+        .iter()
+        .map(|(key, name)| (name.to_string(), key.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(read_tree(&dest), want);
+    // Nothing beside DEST, nothing at the top of the drive.
+    let beside: Vec<_> = std::fs::read_dir(&outer)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["restored"]);
+    assert!(!std::path::Path::new("C:\\x").exists());
+    run(
+        home.path(),
+        [
+            "--state",
+            state,
+            "backup",
+            dest.to_str().unwrap(),
+            "bucket::again",
+            "--endpoint-url",
+            &endpoint,
+            "--json",
+        ],
+    )
+    .expect(0);
+    let stored: Vec<String> = moto
+        .keys("bucket", "again/")
+        .into_iter()
+        .filter(|k| !k.starts_with("again/.s3backup/"))
+        .collect();
+    let mut originals: Vec<String> = keys.iter().map(|(k, _)| format!("again/{k}")).collect();
+    originals.sort();
+    assert_eq!(stored, originals);
+}

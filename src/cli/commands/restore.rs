@@ -36,7 +36,12 @@ pub(crate) async fn run(
     output::ignore_closed(printed)?;
     // A dry run lists them as `keep` lines (and in `kept_paths`).
     for path in r.kept_paths.iter().filter(|_| !r.dry_run) {
-        crate::cli::output::errln!("kept (differs from the backup): {path}");
+        match r.kept_spelled.get(path) {
+            Some(s) => {
+                crate::cli::output::errln!("kept (differs from the backup): {path}; DEST spells it '{s}'")
+            }
+            None => crate::cli::output::errln!("kept (differs from the backup): {path}"),
+        }
     }
     for f in &r.failures {
         if f.path.is_empty() {
