@@ -22,6 +22,35 @@ fn forbidden() -> Vec<(&'static str, &'static str, &'static [u8])> {
 /// Linux → Windows → Linux: keys holding names Windows forbids restore
 /// under rclone's stand-ins with their bytes (counted in `names_mapped`),
 /// and a backup of that tree stores the original keys again.
+/// Backs `dest` up from Windows to `bucket::again` and returns the keys
+/// stored there (the tool's own `.s3backup/` left out).
+fn back_up_again(
+    home: &tempfile::TempDir,
+    state: &str,
+    dest: &std::path::Path,
+    endpoint: &str,
+    moto: &Moto,
+) -> Vec<String> {
+    run(
+        home.path(),
+        [
+            "--state",
+            state,
+            "backup",
+            dest.to_str().unwrap(),
+            "bucket::again",
+            "--endpoint-url",
+            endpoint,
+            "--json",
+        ],
+    )
+    .expect(0);
+    moto.keys("bucket", "again/")
+        .into_iter()
+        .filter(|k| !k.starts_with("again/.s3backup/"))
+        .collect()
+}
+
 #[test]
 fn forbidden_names_round_trip_through_windows() {
     let moto = Moto::start("bucket");
@@ -57,25 +86,7 @@ fn forbidden_names_round_trip_through_windows() {
     assert_eq!(summary["names_mapped"], 5, "{summary}");
     assert_eq!(summary["downloaded"], 6, "{summary}");
 
-    run(
-        home.path(),
-        [
-            "--state",
-            state,
-            "backup",
-            dest.to_str().unwrap(),
-            "bucket::again",
-            "--endpoint-url",
-            &endpoint,
-            "--json",
-        ],
-    )
-    .expect(0);
-    let keys: Vec<String> = moto
-        .keys("bucket", "again/")
-        .into_iter()
-        .filter(|k| !k.starts_with("again/.s3backup/"))
-        .collect();
+    let keys = back_up_again(&home, state, &dest, &endpoint, &moto);
     let mut originals: Vec<String> = forbidden().iter().map(|(k, _, _)| format!("again/{k}")).collect();
     originals.sort();
     assert_eq!(keys, originals);
@@ -183,25 +194,7 @@ fn backslashes_in_keys_are_name_characters_that_stay_inside_dest() {
         .collect();
     assert_eq!(beside, ["restored"]);
     assert!(!std::path::Path::new("C:\\x").exists());
-    run(
-        home.path(),
-        [
-            "--state",
-            state,
-            "backup",
-            dest.to_str().unwrap(),
-            "bucket::again",
-            "--endpoint-url",
-            &endpoint,
-            "--json",
-        ],
-    )
-    .expect(0);
-    let stored: Vec<String> = moto
-        .keys("bucket", "again/")
-        .into_iter()
-        .filter(|k| !k.starts_with("again/.s3backup/"))
-        .collect();
+    let stored = back_up_again(&home, state, &dest, &endpoint, &moto);
     let mut originals: Vec<String> = keys.iter().map(|(k, _)| format!("again/{k}")).collect();
     originals.sort();
     assert_eq!(stored, originals);
