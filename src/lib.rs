@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cancel;
 pub mod cli;
 pub mod fs;
+pub mod history;
 pub mod manifest;
 pub mod plan;
 pub mod progress;

@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::FileRow;
 
-/// Version of the manifest format written by this build.
-pub const FORMAT: u32 = 1;
+/// Version of the manifest format written by this build. Format 2 (history)
+/// adds the header's `history` and `tags`: a format-2 snapshot's files may
+/// be held in the content area ([`crate::history`]) instead of at their
+/// keys, which a format-1 reader would call unrecoverable, so it refuses
+/// them as too new. Format-1 manifests still read (no history, no tags).
+pub const FORMAT: u32 = 2;
 /// Where manifests live, relative to the target prefix.
 pub const DIR: &str = ".s3backup/manifests";
 /// Manifest file name suffix.
@@ -44,6 +48,14 @@ pub struct Header {
     pub dirs: u64,
     /// Total bytes of all files.
     pub bytes: u64,
+    /// How the run kept the content it replaced or deleted (format 2);
+    /// `None` in a format-1 manifest, written before history existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistoryMode>,
+    /// Labels the user gave the run (`backup --tag`), for `snapshots
+    /// forget --keep-tag` and listings; empty when none (and in format 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// One file or directory of the snapshot.
@@ -368,6 +380,8 @@ mod tests {
             files: 2,
             dirs: 0,
             bytes: 3,
+            history: Some(crate::history::HistoryMode::Auto),
+            tags: vec!["nightly".into()],
         }
     }
 
@@ -404,10 +418,30 @@ mod tests {
         assert!(matches!(
             Reader::new(&bytes[..]),
             Err(HeaderError::TooNew {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ));
+    }
+
+    #[test]
+    fn a_format_1_manifest_still_reads() {
+        // As the first release wrote it: no `history`, no `tags`.
+        let old = concat!(
+            r#"{"format":1,"tool":"s3backup 0.1.0","source":"/src","target":"s3://b/p","#,
+            r#""host":"h","created":"2026-01-01T00:00:00Z","run_id":"r","files":1,"dirs":0,"bytes":3}"#,
+            "\n",
+            r#"{"path":"a","type":"file","size":3,"mtime_ns":1,"mode":"644","blake3":"ab","etag":"e"}"#,
+            "\n"
+        );
+        let bytes = zstd::encode_all(old.as_bytes(), 3).unwrap();
+        let reader = Reader::new(&bytes[..]).unwrap();
+        assert_eq!(reader.header.format, 1);
+        assert_eq!(reader.header.history, None);
+        assert!(reader.header.tags.is_empty());
+        let entries: Vec<Entry> = reader.map(Result::unwrap).collect();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].etag, "e");
     }
 
     /// A manifest of `header()` (which counts 2 files) and raw entry text.

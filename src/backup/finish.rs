@@ -12,13 +12,12 @@ use super::apply::{Applied, Apply};
 use super::open::Opened;
 use super::spare;
 use super::triage::WalkOutcome;
-use crate::cancel::{Cancel, Interrupted};
+use crate::cancel::Interrupted;
 use crate::fs::scan::{self, EntryKind};
 use crate::manifest;
 use crate::state::{RunStatus, StateDb};
 use crate::store::retry::retry;
 use crate::store::{FileRange, ObjectMeta, ObjectStore, StoreError, join_key};
-use crate::target::Target;
 
 /// Why the manifest of a run could not be written (the files themselves are backed up).
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +159,8 @@ pub(super) async fn record(
             set_id,
             &*opened.store,
             &opened.source_text,
-            &opts.target,
+            opts,
             &run_id,
-            &opts.cancel,
         )
         .await
     } else {
@@ -196,10 +194,10 @@ async fn write_manifest(
     set_id: i64,
     store: &dyn ObjectStore,
     source: &str,
-    target: &Target,
+    opts: &BackupOptions,
     run_id: &str,
-    cancel: &Cancel,
 ) -> Result<Option<String>, BackupError> {
+    let (target, cancel) = (&opts.target, &opts.cancel);
     let fail = |e| BackupError::Manifest(ManifestError::Write(e));
     let created = chrono::Utc::now();
     let (files, bytes) = db.totals(set_id)?;
@@ -219,6 +217,8 @@ async fn write_manifest(
         files,
         dirs,
         bytes,
+        history: Some(opts.history),
+        tags: Vec::new(),
     };
     let tmp = tempfile::NamedTempFile::new().map_err(fail)?;
     let mut hasher = blake3::Hasher::new();

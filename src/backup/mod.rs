@@ -69,6 +69,9 @@ pub struct BackupOptions {
     pub walk: scan::WalkOptions,
     /// Hash every file, trusting no stat (`--rehash`).
     pub rehash: bool,
+    /// How the content the run replaces or deletes is kept (`--history`,
+    /// see [`crate::history`]).
+    pub history: crate::history::HistoryMode,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// Files larger than this use multipart upload.

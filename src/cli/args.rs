@@ -11,7 +11,7 @@ use crate::cli::help_text::{
     SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_dir, parse_duration, parse_endpoint, parse_keep_last, parse_limit, parse_name,
+    SetRef, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last, parse_limit, parse_name,
     parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
     parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
@@ -417,6 +417,9 @@ pub struct BackupArgs {
     /// Hash every file, even those whose size, mtime, change time and inode are as recorded (for file systems whose change times can't be trusted); only changed content is sent.
     #[arg(long)]
     pub rehash: bool,
+    /// How to keep what a run replaces or deletes, so older snapshots stay restorable: auto (copy it into PREFIX/.s3backup/content unless the bucket keeps a version of it), both (copy it even then), versions (rely on the bucket's versions), off (a pure mirror: only the newest snapshot is sure to restore).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_history)]
+    pub history: crate::history::HistoryMode,
     /// Which paths to take.
     #[command(flatten)]
     pub filters: FilterArgs,

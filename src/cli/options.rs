@@ -99,6 +99,7 @@ pub(crate) fn backup(
             own: Default::default(),
         },
         rehash: args.rehash,
+        history: args.history,
         jobs: usize::from(args.jobs),
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,

@@ -58,6 +58,8 @@ pub struct SavedBackup {
     pub part_size: u64,
     /// `--max-bandwidth`.
     pub max_bandwidth: Option<u64>,
+    /// `--history` (`auto` in sets saved before it existed).
+    pub history: crate::history::HistoryMode,
     /// The filters in command-line order (`--exclude-from` files absolute).
     /// Empty in sets saved before filters were ordered: those have only
     /// the three lists below, read in the order in which `--include` wins.
@@ -242,6 +244,7 @@ impl SavedBackup {
             multipart_threshold: args.multipart_threshold,
             part_size: args.part_size,
             max_bandwidth: args.max_bandwidth,
+            history: args.history,
             exclude: list(|r| match r {
                 Rule::Exclude(p) => Some(p.clone()),
                 _ => None,
@@ -330,6 +333,7 @@ impl SavedBackup {
             no_follow_symlinks: false,
             // A one-off check, never saved with the set.
             rehash: now.rehash,
+            history: pick(typed("history"), now.history, self.history),
             filters: FilterArgs {
                 rules,
                 ..FilterArgs::default()
