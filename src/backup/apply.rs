@@ -24,6 +24,7 @@ use futures::StreamExt;
 
 use super::hash::HashedFile;
 use super::journal::Journal;
+use super::keep::LocalFiles;
 use super::open::Opened;
 use super::transfer::{Did, Done, Engine, TransferError};
 use super::{BackupError, BackupOptions, BackupReport};
@@ -127,13 +128,13 @@ impl Apply {
             opts.multipart_threshold,
             opts.part_size,
             progress,
-        )
-        .with_history(opts.history);
+        );
         let mut blocked = Vec::new();
         let mode = if opts.dry_run {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
             }
+            engine = engine.with_history(opts.history, None);
             Mode::List
         } else {
             let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -150,7 +151,8 @@ impl Apply {
             journal
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
-            engine = engine.with_journal(journal);
+            let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
+            engine = engine.with_journal(journal).with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
             let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
             report.counts.kept += kept;

@@ -22,22 +22,92 @@
 //! (a rename's new path), and otherwise the action fails with a message
 //! saying so.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use std::path::PathBuf;
 
 use super::transfer::{Engine, TransferError};
-use crate::fs::scan::EntryKind;
+use crate::fs::hash;
+use crate::fs::names;
+use crate::fs::scan::{EntryKind, ScanEntry};
 use crate::history::{self, HistoryMode};
+use crate::plan;
 use crate::state::{FileRow, Preserving, StateDb};
 use crate::store::retry::retry;
-use crate::store::{MAX_SINGLE_OBJECT, ObjectMeta, ObjectStore, StoreError, join_key};
+use crate::store::{FileRange, MAX_SINGLE_OBJECT, ObjectMeta, ObjectStore, StoreError, join_key};
 
-/// What the engine needs to keep content: the mode, and the content this
-/// run already copied (a blake3 each).
-#[derive(Debug, Default)]
+/// What the engine needs to keep content: the mode, the content this run
+/// already copied (a blake3 each), and where to look for a local file with
+/// some content when its object cannot be copied.
+#[derive(Default)]
 pub struct Keeper {
     mode: HistoryMode,
-    done: Mutex<HashSet<String>>,
+    /// One lock per content this run keeps, holding whether it is kept: a
+    /// second path with the same content waits for the first copy, and
+    /// copies itself only if that one did not.
+    done: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    local: Option<LocalFiles>,
+}
+
+/// The set's rows and SOURCE, to find a local file that still holds some
+/// content (its own state connection: the engine runs on many tasks).
+pub struct LocalFiles {
+    db: Mutex<StateDb>,
+    set_id: i64,
+    root: PathBuf,
+}
+
+impl LocalFiles {
+    /// Looks content up in set `set_id` of `db`, files under `root`.
+    pub fn new(db: StateDb, set_id: i64, root: PathBuf) -> Self {
+        LocalFiles {
+            db: Mutex::new(db),
+            set_id,
+            root,
+        }
+    }
+
+    /// A regular file under SOURCE that holds `blake3` (of `size` bytes) as
+    /// far as its row and its stat tell (unchanged since it was hashed, not
+    /// racy): its path, with the stat to check again after sending it.
+    fn find(&self, blake3: &str, size: u64) -> Option<(PathBuf, ScanEntry)> {
+        let rows = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .rows_with_content(self.set_id, blake3, size)
+            .ok()?;
+        rows.into_iter().find_map(|row| {
+            let path = names::local(&self.root, &row.path);
+            let md = std::fs::symlink_metadata(&path).ok()?;
+            let plan::PathNow::File {
+                size,
+                mtime_ns,
+                stamp,
+            } = plan::PathNow::of(&md)
+            else {
+                return None;
+            };
+            let same = row.kind == EntryKind::File
+                && size == row.size
+                && mtime_ns == row.mtime_ns
+                && row.stamp == Some(stamp)
+                && !plan::mtime_is_racy(&row);
+            same.then(|| {
+                let seen = ScanEntry {
+                    path: row.path.clone(),
+                    kind: EntryKind::File,
+                    size,
+                    mtime_ns,
+                    mode: row.mode,
+                    stamp,
+                    seen_ns: row.checked_ns,
+                };
+                (path, seen)
+            })
+        })
+    }
 }
 
 /// What keeping an object's content came to.
@@ -52,11 +122,13 @@ pub enum Kept {
 }
 
 impl Keeper {
-    /// A keeper for `mode`.
-    pub fn new(mode: HistoryMode) -> Self {
+    /// A keeper for `mode`; `local` finds local files for content whose
+    /// object is archived (none in a dry run).
+    pub fn new(mode: HistoryMode, local: Option<LocalFiles>) -> Self {
         Keeper {
             mode,
             done: Mutex::default(),
+            local,
         }
     }
 
@@ -65,18 +137,14 @@ impl Keeper {
         row.kind.has_content() && !row.blake3.is_empty() && self.mode.copies(row.version_id.is_some())
     }
 
-    fn copied_already(&self, blake3: &str) -> bool {
+    /// The lock of one content (see [`Keeper::done`]).
+    fn slot(&self, blake3: &str) -> Arc<tokio::sync::Mutex<bool>> {
         self.done
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(blake3)
-    }
-
-    fn note(&self, blake3: &str) {
-        self.done
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(blake3.to_string());
+            .entry(blake3.to_string())
+            .or_default()
+            .clone()
     }
 }
 
@@ -188,19 +256,65 @@ impl Engine {
     /// another reason than the object no longer holding that content: the
     /// caller must then leave the object alone.
     pub(super) async fn keep(&self, old: &FileRow) -> Result<Kept, TransferError> {
-        if !self.keeper.wants(old) || self.keeper.copied_already(&old.blake3) {
+        if !self.keeper.wants(old) {
+            return Ok(Kept::Nothing);
+        }
+        let slot = self.keeper.slot(&old.blake3);
+        let mut kept_already = slot.lock().await;
+        if *kept_already {
             return Ok(Kept::Nothing);
         }
         let content = Content::from(old);
-        match content.copy(&*self.store, &self.prefix, Some(&self.requests)).await {
+        let copied = match content.copy(&*self.store, &self.prefix, Some(&self.requests)).await {
+            Err(StoreError::Archived(e)) => self.send_local(&content).await.ok_or(StoreError::Archived(e)),
+            other => other,
+        };
+        match copied {
             Ok(kept) => {
-                self.keeper.note(&old.blake3);
+                *kept_already = kept == Kept::Copied;
                 Ok(kept)
             }
             Err(e) => Err(TransferError::Keep {
                 path: old.path.clone(),
                 cause: e,
             }),
+        }
+    }
+}
+
+impl Engine {
+    /// Sends the content from a local file that still holds it, for an
+    /// object that cannot be copied (archived): `None` when no file has it
+    /// or sending failed (logged).
+    async fn send_local(&self, content: &Content<'_>) -> Option<Kept> {
+        let local = self.keeper.local.as_ref()?;
+        let (path, seen) = local.find(content.blake3, content.size)?;
+        let (file, stat) = (path.clone(), seen.clone());
+        let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&file, &stat, None))
+            .await
+            .ok()?
+            .ok()?;
+        if hashed.blake3 != content.blake3 || content.size > MAX_SINGLE_OBJECT {
+            return None;
+        }
+        let key = history::content_key(&self.prefix, content.blake3);
+        let range = FileRange {
+            path: &path,
+            offset: 0,
+            len: content.size,
+            md5: hashed.bodies.part(1),
+        };
+        let meta = content.meta();
+        let sent = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await;
+        match sent.and_then(|_| hash::ensure_unchanged(&path, &seen).map_err(|e| StoreError::Fatal(e.to_string()))) {
+            Ok(()) => {
+                tracing::info!(path = %content.path, "archived: its content was kept from the local file {}", seen.path);
+                Some(Kept::Copied)
+            }
+            Err(e) => {
+                tracing::warn!(path = %content.path, "keeping its content from the local file {}: {e}", seen.path);
+                None
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ mod deleting;
 mod finish;
 mod hash;
 mod journal;
-mod keep;
+pub mod keep;
 mod multipart;
 mod open;
 pub mod rebuild;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::journal::Journal;
-use super::keep::{Keeper, Kept};
+use super::keep::{Keeper, Kept, LocalFiles};
 use super::multipart::part_size_for;
 use crate::fs::hash::{self, BodyDigests};
 use crate::fs::names;
@@ -176,9 +176,10 @@ impl Engine {
         }
     }
 
-    /// Keeps what the run replaces or deletes as `mode` says (history).
-    pub fn with_history(mut self, mode: crate::history::HistoryMode) -> Self {
-        self.keeper = Keeper::new(mode);
+    /// Keeps what the run replaces or deletes as `mode` says (history),
+    /// sending archived content from the local files `local` finds.
+    pub fn with_history(mut self, mode: crate::history::HistoryMode, local: Option<LocalFiles>) -> Self {
+        self.keeper = Keeper::new(mode, local);
         self
     }
 
