@@ -152,11 +152,14 @@ impl Apply {
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
             let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
-            engine = engine.with_journal(journal).with_history(opts.history, Some(local));
+            engine = engine
+                .with_journal(journal)
+                .with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
             let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
-            report.counts.kept += kept;
-            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
+            report.counts.history_kept += kept;
+            let (deleted, failed) =
+                super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
             blocked.extend(unkept);
             blocked.extend(failed);
@@ -338,11 +341,14 @@ impl Apply {
         }
     }
 
-    /// Lists actions for `--dry-run`, counted as if they succeeded.
+    /// Lists actions for `--dry-run`, counted as if they succeeded (the
+    /// old content each would keep in history too).
     fn list(&mut self, actions: &[Action], note: &str) {
         for action in actions {
             self.report.planned.push(format!("{}{note}", action.describe()));
+            let kept = self.would_keep(action);
             let c = &mut self.report.counts;
+            c.history_kept += u64::from(kept);
             match action {
                 Action::Upload { entry, .. } => {
                     c.uploaded += 1;
@@ -352,6 +358,26 @@ impl Apply {
                 Action::Touch { .. } => c.touched += 1,
                 Action::Delete(row) if row.kind.has_content() => c.deleted += 1,
                 Action::Delete(_) => {}
+            }
+        }
+    }
+
+    /// Whether `action` would copy the content its path's object holds
+    /// into history first (a dry run's count; see `super::keep`).
+    fn would_keep(&self, action: &Action) -> bool {
+        let (path, new) = match action {
+            Action::Delete(row) => return self.engine.keeps(row),
+            Action::Touch { .. } => return false,
+            Action::Upload { entry, blake3, .. } | Action::Copy { entry, blake3, .. } => {
+                (&entry.path, blake3)
+            }
+        };
+        match lock(&self.db).file(self.set_id, path) {
+            Ok(Some(old)) => old.blake3 != *new && self.engine.keeps(&old),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(path = %path, "looking up the row a dry run would replace: {e}");
+                false
             }
         }
     }
@@ -518,7 +544,7 @@ impl Apply {
         }
         match outcome {
             Ok(done) => {
-                self.report.counts.kept += u64::from(done.kept);
+                self.report.counts.history_kept += u64::from(done.kept);
                 progress.done(action.path(), done.did.label());
                 let c = &mut self.report.counts;
                 c.bytes_sent += done.bytes_sent;

@@ -41,9 +41,12 @@ fn content_keys(server: &S3Server) -> Vec<String> {
 
 /// Index of the first logged request for which `f` holds.
 fn first(log: &[Request], f: impl Fn(&Request) -> bool) -> usize {
-    log.iter()
-        .position(f)
-        .unwrap_or_else(|| panic!("no such request in {:#?}", log.iter().map(|r| (&r.op, &r.key)).collect::<Vec<_>>()))
+    log.iter().position(f).unwrap_or_else(|| {
+        panic!(
+            "no such request in {:#?}",
+            log.iter().map(|r| (&r.op, &r.key)).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn is(r: &Request, op: &str, key: &str) -> bool {
@@ -59,7 +62,11 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
         .write("d/e.txt", "same")
         .write("f.txt", "same");
     env.backup_ok(TARGET, &[]);
-    assert_eq!(content_keys(&server), Vec::<String>::new(), "a first backup replaces nothing");
+    assert_eq!(
+        content_keys(&server),
+        Vec::<String>::new(),
+        "a first backup replaces nothing"
+    );
     env.write("a.txt", "one, changed")
         .remove("b.txt")
         .rename("c.txt", "c2.txt")
@@ -68,7 +75,7 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
     // one, two, three (c.txt's object goes after its rename), same (once for two paths).
-    assert_eq!(s.kept, 4, "{s:?}");
+    assert_eq!(s.history_kept, 4, "{s:?}");
     let mut want: Vec<String> = ["one", "two", "three", "same"]
         .iter()
         .map(|c| content_key(c.as_bytes()))
@@ -91,21 +98,22 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
     // Nothing changed: nothing kept, and still one request.
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
-    assert_eq!((s.kept, s.uploaded, s.copied), (0, 0, 0));
+    assert_eq!((s.history_kept, s.uploaded, s.copied), (0, 0, 0));
     assert_eq!(server.requests().len(), 1, "{:?}", server.ops());
 }
 
 #[test]
 fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
     let (server, env) = setup();
-    env.write_at("a.txt", "one", (1_600_000_000, 0)).write("b.txt", "two");
+    env.write_at("a.txt", "one", (1_600_000_000, 0))
+        .write("b.txt", "two");
     env.backup_ok(TARGET, &[]);
     env.set_mtime("a.txt", (1_700_000_000, 0));
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.touched, s.kept), (1, 0));
+    assert_eq!((s.touched, s.history_kept), (1, 0));
     env.write("b.txt", "two, changed");
     let s = env.backup_ok(TARGET, &["--history", "off"]);
-    assert_eq!((s.uploaded, s.kept), (1, 0));
+    assert_eq!((s.uploaded, s.history_kept), (1, 0));
     assert_eq!(content_keys(&server), Vec::<String>::new());
     let manifest = server
         .list_keys(BUCKET)
@@ -118,7 +126,11 @@ fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
     assert_eq!(m.header["history"], "off");
     let r = env.backup(TARGET, &["--history", "sometimes"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("unknown history mode 'sometimes'"), "{}", r.show());
+    assert!(
+        r.stderr.contains("unknown history mode 'sometimes'"),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
@@ -133,11 +145,15 @@ fn a_failed_keep_leaves_the_object_and_the_next_run_keeps_it() {
     let s = r.summary();
     assert_eq!(s.failures.len(), 1, "{s:?}");
     assert_eq!(s.failures[0].path, "a.txt");
-    assert!(s.failures[0].error.contains("not replaced"), "{}", s.failures[0].error);
+    assert!(
+        s.failures[0].error.contains("not replaced"),
+        "{}",
+        s.failures[0].error
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     server.clear_rules();
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.uploaded, s.kept), (1, 1), "{s:?}");
+    assert_eq!((s.uploaded, s.history_kept), (1, 1), "{s:?}");
     assert_eq!(server.object_bytes(BUCKET, &content_key(b"one")).unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
 }
@@ -163,13 +179,17 @@ fn killed_before_its_copy_the_next_run_keeps_that_content_first() {
     let seen = server.wait_for_matching(1, Duration::from_secs(30), |r| is(r, "CopyObject", &key));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen, "the run never tried to keep a.txt's content: {:?}", server.ops());
+    assert!(
+        seen,
+        "the run never tried to keep a.txt's content: {:?}",
+        server.ops()
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, &key), None);
     server.clear_rules();
     server.clear_requests();
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(s.history_kept, 1, "{s:?}");
     assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
     let log = server.requests();
@@ -200,12 +220,18 @@ fn archived_objects_are_sent_from_local_files_or_left_alone_with_a_reason() {
     assert_eq!(s.failures.len(), 1, "{s:?}");
     assert_eq!(s.failures[0].path, "a.txt");
     let e = &s.failures[0].error;
-    assert!(e.contains("not replaced") && e.contains("archive storage class"), "{e}");
+    assert!(
+        e.contains("not replaced") && e.contains("archive storage class"),
+        "{e}"
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/c2.txt").unwrap(), b"three");
     assert_eq!(server.object_bytes(BUCKET, "p/c.txt"), None);
-    assert_eq!(server.object_bytes(BUCKET, &content_key(b"three")).unwrap(), b"three");
-    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(
+        server.object_bytes(BUCKET, &content_key(b"three")).unwrap(),
+        b"three"
+    );
+    assert_eq!(s.history_kept, 1, "{s:?}");
     assert_eq!(s.deleted, 1, "{s:?}");
     assert_eq!(s.uploaded, 2, "c2.txt and t.txt are sent: {s:?}");
 }
@@ -219,7 +245,7 @@ fn the_local_store_keeps_replaced_content_too() {
     env.backup_ok(target, &[]);
     env.write("a.txt", "one, changed").remove("b.txt");
     let s = env.backup_ok(target, &["--delete"]);
-    assert_eq!(s.kept, 2, "{s:?}");
+    assert_eq!(s.history_kept, 2, "{s:?}");
     for c in ["one", "two"] {
         let h = blake3_hex(c.as_bytes());
         let kept = store.join(".s3backup/content").join(&h[..2]).join(&h);
@@ -238,15 +264,47 @@ fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
     env.backup_ok("vhist::p", &[]);
     env.write("a.txt", "one, changed");
     let s = env.backup_ok("vhist::p", &[]);
-    assert_eq!(s.kept, 0, "the bucket keeps a version: {s:?}");
+    assert_eq!(s.history_kept, 0, "the bucket keeps a version: {s:?}");
     env.write("b.txt", "two, changed");
     let s = env.backup_ok("vhist::p", &["--history", "both"]);
-    assert_eq!(s.kept, 1, "{s:?}");
-    let keys: Vec<String> = block_on(client.list_objects_v2().bucket("vhist").prefix("p/.s3backup/content/").send())
-        .unwrap()
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
+    assert_eq!(s.history_kept, 1, "{s:?}");
+    let keys: Vec<String> = block_on(
+        client
+            .list_objects_v2()
+            .bucket("vhist")
+            .prefix("p/.s3backup/content/")
+            .send(),
+    )
+    .unwrap()
+    .contents()
+    .iter()
+    .filter_map(|o| o.key().map(str::to_owned))
+    .collect();
     assert_eq!(keys, [content_key(b"two")]);
+}
+
+#[test]
+fn a_dry_run_counts_what_it_would_keep_and_copies_nothing() {
+    let (server, env) = setup();
+    env.write("a.txt", "one")
+        .write("b.txt", "two")
+        .write("c.txt", "three");
+    env.backup_ok(TARGET, &[]);
+    env.write("a.txt", "one, changed").remove("b.txt");
+    env.set_mtime("c.txt", (1_700_000_000, 0));
+    let s = env.backup_ok(TARGET, &["--dry-run", "--delete"]);
+    assert_eq!(
+        (s.history_kept, s.uploaded, s.deleted, s.touched),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(content_keys(&server), Vec::<String>::new());
+    let r = env.backup(TARGET, &["--dry-run", "--delete"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("would keep 2 objects replaced or deleted for older snapshots"),
+        "{}",
+        r.show()
+    );
 }
