@@ -214,6 +214,19 @@ impl Content<'_> {
         }
     }
 
+    /// Whether the content area holds it already (the killed run copied it
+    /// before it died): a content object is never written twice, since a
+    /// second copy from an object the killed run may have been changing
+    /// could only be worse than the first.
+    async fn kept_already(&self, store: &dyn ObjectStore, prefix: &str) -> Result<bool, StoreError> {
+        let key = history::content_key(prefix, self.blake3);
+        match retry(&key, || store.head(&key, None)).await {
+            Ok(o) => Ok(o.size == self.size && o.blake3.as_deref() == Some(self.blake3)),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Copies it into the content area under `prefix`, each attempt
     /// holding one of `permits` (the engine's requests in flight) when given.
     async fn copy(
@@ -348,6 +361,20 @@ pub(super) async fn finish(
     let (mut copied, mut failed) = (0, Vec::new());
     for entry in &left {
         let content = Content::from(entry);
+        match content.kept_already(store, prefix).await {
+            Ok(true) => {
+                if let Err(e) = db.preserved(set_id, &entry.path) {
+                    tracing::warn!(path = %entry.path, "recording kept content: {e}");
+                }
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(path = %entry.path, "looking for the content a killed run was keeping: {e}");
+                failed.push(entry.path.clone());
+                continue;
+            }
+        }
         match content.copy(store, prefix, None).await {
             Ok(kept) => {
                 copied += u64::from(kept == Kept::Copied);

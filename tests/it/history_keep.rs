@@ -308,3 +308,23 @@ fn a_dry_run_counts_what_it_would_keep_and_copies_nothing() {
         r.show()
     );
 }
+
+#[test]
+fn content_a_copy_or_touch_wrote_is_kept_when_replaced() {
+    let (server, env) = setup();
+    env.write("a.txt", "alpha")
+        .write_at("t.txt", "tee", (1_600_000_000, 0));
+    env.backup_ok(TARGET, &[]);
+    env.write("b.txt", "alpha");
+    env.set_mtime("t.txt", (1_700_000_000, 0));
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.copied, s.touched), (1, 1), "{s:?}");
+    env.write("b.txt", "beta").write("t.txt", "tee, changed");
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.history_kept), (2, 2), "{s:?}");
+    assert_eq!(
+        server.object_bytes(BUCKET, &content_key(b"alpha")).unwrap(),
+        b"alpha"
+    );
+    assert_eq!(server.object_bytes(BUCKET, &content_key(b"tee")).unwrap(), b"tee");
+}
