@@ -389,3 +389,30 @@ fn a_local_object_rewritten_at_its_old_size_and_mtime_is_not_kept_as_the_old_con
     );
     assert_eq!(std::fs::read(&object).unwrap(), b"something else");
 }
+
+#[test]
+fn a_named_set_saves_its_history_mode() {
+    let (server, env) = setup();
+    env.write("a.txt", "one");
+    env.backup_ok(TARGET, &["--set", "h", "--history", "off"]);
+    env.write("a.txt", "one, changed");
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "--set", "h", "--json", "--state"])
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(r.summary().history_kept, 0, "{}", r.show());
+    assert_eq!(content_keys(&server), Vec::<String>::new());
+    env.write("a.txt", "one, changed again");
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "--set", "h", "--json", "--history", "auto", "--state"])
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(
+        r.summary().history_kept,
+        1,
+        "a typed --history wins: {}",
+        r.show()
+    );
+}
