@@ -15,6 +15,7 @@
 //!   `generate.rs`: completions and man pages.
 
 pub mod args;
+mod browse_output;
 mod commands;
 pub mod exit;
 mod generate;
