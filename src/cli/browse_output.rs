@@ -130,7 +130,8 @@ pub(crate) fn diff(a: &str, b: &str, diff: Diff, unreadable_lines: u64, json: bo
 
 /// `snapshots diff --json`: `{"a":…,"b":…,"totals":…,"unreadable_lines":…,"changes":[…]}` on one line.
 fn diff_json(a: &str, b: &str, diff: Diff, unreadable_lines: u64) -> anyhow::Result<()> {
-    let head = serde_json::json!({"a": a, "b": b, "totals": diff.totals, "unreadable_lines": unreadable_lines});
+    let head =
+        serde_json::json!({"a": a, "b": b, "totals": diff.totals, "unreadable_lines": unreadable_lines});
     let head = json_line(&head)?;
     let open = head.strip_suffix('}').unwrap_or(&head);
     write(format_args!("{open},\"changes\":["))?;
@@ -210,7 +211,11 @@ fn totals_text(t: &Totals) -> String {
         parts.push(format!("added {} ({})", entries(&t.added), bytes(t.added.bytes)));
     }
     if some(&t.removed) {
-        parts.push(format!("removed {} ({})", entries(&t.removed), bytes(t.removed.bytes)));
+        parts.push(format!(
+            "removed {} ({})",
+            entries(&t.removed),
+            bytes(t.removed.bytes)
+        ));
     }
     let m = &t.modified;
     if m.files > 0 {
@@ -222,7 +227,11 @@ fn totals_text(t: &Totals) -> String {
         ));
     }
     if some(&t.renamed) {
-        parts.push(format!("renamed {} ({})", entries(&t.renamed), bytes(t.renamed.bytes)));
+        parts.push(format!(
+            "renamed {} ({})",
+            entries(&t.renamed),
+            bytes(t.renamed.bytes)
+        ));
     }
     if some(&t.metadata) {
         parts.push(format!("metadata only {}", entries(&t.metadata)));
