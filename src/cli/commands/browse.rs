@@ -12,6 +12,7 @@
 //! ones, and exits 1 naming those it could not search whole.
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 
 use crate::browse::select::{Paths, Patterns};
 use crate::browse::{BrowseError, Entries, Node};
@@ -33,8 +34,11 @@ pub(crate) async fn diff(args: DiffArgs) -> anyhow::Result<Exit> {
     let list = snapshots::list(&*store, args.target.prefix())
         .await
         .with_context(|| target.clone())?;
-    let a = snapshots::open(&*store, &list, &args.a, &target).await?;
-    let b = snapshots::open(&*store, &list, &args.b, &target).await?;
+    let (a, b) = futures::future::try_join(
+        snapshots::open(&*store, &list, &args.a, &target),
+        snapshots::open(&*store, &list, &args.b, &target),
+    )
+    .await?;
     let (a_id, b_id) = (a.snapshot.id.clone(), b.snapshot.id.clone());
     let mut left = Entries::new(&a_id, a.reader);
     let mut right = Entries::new(&b_id, b.reader);
@@ -122,6 +126,10 @@ pub(crate) async fn find(args: FindArgs) -> anyhow::Result<Exit> {
     Ok(search.exit())
 }
 
+/// Manifests a `find` over every snapshot downloads ahead of the one it
+/// reads (each into a temporary file, not memory).
+const MANIFESTS_AHEAD: usize = 4;
+
 /// A `find` under way: what it matches, and what it found so far.
 struct Search {
     patterns: Patterns,
@@ -143,8 +151,14 @@ impl Search {
     /// off or lists paths out of order is skipped with a warning (what it
     /// matched before stays printed), and the search goes on.
     async fn all(&mut self, store: &dyn ObjectStore, list: &[Snapshot], target: &str) -> anyhow::Result<()> {
-        for snapshot in list.iter().rev() {
-            let failed = match snapshots::open(store, list, &snapshot.id, target).await {
+        let mut opened =
+            futures::stream::iter(list.iter().rev())
+                .map(|snapshot| async move {
+                    (snapshot, snapshots::open(store, list, &snapshot.id, target).await)
+                })
+                .buffered(MANIFESTS_AHEAD);
+        while let Some((snapshot, opened)) = opened.next().await {
+            let failed = match opened {
                 Ok(opened) => match self.one(&snapshot.id, opened.reader) {
                     Ok(()) => continue,
                     Err(e) => e.downcast::<BrowseError>()?.to_string(),
