@@ -71,8 +71,12 @@ pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<Exit> {
         }
     }
     let unmatched = paths.unmatched();
-    for path in &unmatched {
-        errln!("error: snapshot {id} holds no '{path}' (see 's3backup snapshots ls {target} {id}')");
+    if !unmatched.is_empty() {
+        let named: Vec<String> = unmatched.iter().map(|p| format!("'{p}'")).collect();
+        errln!(
+            "error: snapshot {id} holds no {} (see 's3backup snapshots ls {target} {id}')",
+            named.join(", ")
+        );
     }
     let exit = lines_exit(&[(&id, entries.bad_lines())], "the listing lacks them");
     Ok(if unmatched.is_empty() { exit } else { Exit::Error })
