@@ -323,7 +323,9 @@ fn base_name(path: &str) -> &str {
 /// the rule in the module doc; both lists are in path order. Returns the
 /// renames and what is left, removed or added, unsorted.
 fn pair(removed: Vec<Candidate>, added: Vec<Candidate>) -> Vec<Change> {
-    let mut groups: HashMap<(&str, &str), (Vec<usize>, Vec<usize>)> = HashMap::new();
+    // (type, blake3) -> (removed, added) candidates holding it, by index.
+    type Groups<'a> = HashMap<(&'a str, &'a str), (Vec<usize>, Vec<usize>)>;
+    let mut groups: Groups<'_> = HashMap::new();
     for (i, c) in removed.iter().enumerate() {
         groups
             .entry((&c.node.kind, &c.node.blake3))
