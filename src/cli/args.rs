@@ -58,7 +58,7 @@ pub enum Command {
     /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
-    /// List the snapshots (backup runs) stored under TARGET, or forget old ones.
+    /// List the snapshots (backup runs) stored under TARGET; forget old ones; diff, ls or find in them.
     #[command(after_help = SNAPSHOTS_EXAMPLES)]
     Snapshots(SnapshotsArgs),
     /// Check that the bucket holds every file of a snapshot (--deep: and its content).
@@ -216,7 +216,7 @@ pub struct S3WriteArgs {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SnapshotsArgs {
-    /// Remove old snapshots.
+    /// Forget old snapshots, or see the history (diff, ls, find).
     #[command(subcommand)]
     pub action: Option<SnapshotsAction>,
     /// Where the backup is.
