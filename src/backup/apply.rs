@@ -13,10 +13,14 @@
 //! written; if one cannot be, every later write that conflicts with its
 //! path fails for the run ([`Apply::admit`]).
 
+mod listing;
+mod rows;
+
+use rows::{copy_source, dir_row};
 mod replace;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,16 +28,16 @@ use futures::StreamExt;
 
 use super::hash::HashedFile;
 use super::journal::Journal;
+use super::keep::LocalFiles;
 use super::open::Opened;
 use super::transfer::{Did, Done, Engine, TransferError};
 use super::{BackupError, BackupOptions, BackupReport};
 use crate::cancel::{Cancel, Interrupted};
-use crate::fs::names;
-use crate::fs::scan::{EntryKind, ScanEntry};
+use crate::fs::scan::ScanEntry;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::report::Failure;
-use crate::state::{FileChange, FileRow, RunStatus, StateDb, now_secs};
+use crate::state::{FileChange, FileRow, RunStatus, StateDb, Taking};
 use crate::store::{Prepared, StoreError};
 use crate::target::Target;
 
@@ -133,6 +137,7 @@ impl Apply {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
             }
+            engine = engine.with_history(opts.history, None);
             Mode::List
         } else {
             let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -149,9 +154,17 @@ impl Apply {
             journal
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
-            engine = engine.with_journal(journal);
-            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix).await;
+            let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
+            engine = engine
+                .with_journal(journal)
+                .with_history(opts.history, Some(local));
+            // Content a killed run was replacing is kept first, then its deletes finished.
+            let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
+            report.counts.history_kept += kept;
+            let (deleted, failed) =
+                super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
+            blocked.extend(unkept);
             blocked.extend(failed);
             Mode::Run { run_row, run_id }
         };
@@ -331,24 +344,6 @@ impl Apply {
         }
     }
 
-    /// Lists actions for `--dry-run`, counted as if they succeeded.
-    fn list(&mut self, actions: &[Action], note: &str) {
-        for action in actions {
-            self.report.planned.push(format!("{}{note}", action.describe()));
-            let c = &mut self.report.counts;
-            match action {
-                Action::Upload { entry, .. } => {
-                    c.uploaded += 1;
-                    c.bytes_sent += entry.size;
-                }
-                Action::Copy { .. } => c.copied += 1,
-                Action::Touch { .. } => c.touched += 1,
-                Action::Delete(row) if row.kind.has_content() => c.deleted += 1,
-                Action::Delete(_) => {}
-            }
-        }
-    }
-
     /// `Ok` until the run is cancelled; then see [`Self::interrupted`].
     ///
     /// # Errors
@@ -400,14 +395,21 @@ impl Apply {
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
         let (engine, cancel) = (self.engine.clone(), self.cancel.clone());
         let mut taken = self.queue(&actions)?;
-        let mut results = futures::stream::iter(actions)
-            .map(|action| {
+        let with_old: Vec<(Action, Option<FileRow>)> = actions
+            .into_iter()
+            .map(|a| {
+                let old = taken.get(a.path()).cloned();
+                (a, old)
+            })
+            .collect();
+        let mut results = futures::stream::iter(with_old)
+            .map(|(action, old)| {
                 let (engine, cancel) = (engine.clone(), cancel.clone());
                 async move {
                     if cancel.is_cancelled() {
                         return (action, None);
                     }
-                    let outcome = cancel.run(engine.execute(&action)).await;
+                    let outcome = cancel.run(engine.execute(&action, old.as_ref())).await;
                     (action, Some(outcome))
                 }
             })
@@ -421,7 +423,10 @@ impl Apply {
                 // Never started: the object is as it was, and so is its row.
                 None => {
                     interrupted = true;
-                    batch.extend(taken.remove(action.path()).map(FileChange::Upsert));
+                    if let Some(row) = taken.remove(action.path()) {
+                        batch.push(FileChange::Kept(row.path.clone()));
+                        batch.push(FileChange::Upsert(row));
+                    }
                     continue;
                 }
                 // Cut off in flight: as a failure (below), without a report.
@@ -464,11 +469,21 @@ impl Apply {
             })
             .sum();
         self.engine.progress().queued(actions.len() as u64, bytes);
-        let paths: Vec<(&str, bool)> = actions
+        let paths: Vec<(&str, Taking)> = actions
             .iter()
-            .map(|a| (a.path(), matches!(a, Action::Delete(_))))
+            .map(|a| {
+                let taking = Taking {
+                    delete: matches!(a, Action::Delete(_)),
+                    // A touch keeps the content; nothing to copy.
+                    keep: !matches!(a, Action::Touch { .. }),
+                };
+                (a.path(), taking)
+            })
             .collect();
-        let taken = tokio::task::block_in_place(|| lock(&self.db).take_rows(self.set_id, &paths))?;
+        let engine = &self.engine;
+        let taken = tokio::task::block_in_place(|| {
+            lock(&self.db).take_rows(self.set_id, &paths, |row| engine.keeps(row))
+        })?;
         Ok(taken.into_iter().map(|r| (r.path.clone(), r)).collect())
     }
 
@@ -483,8 +498,15 @@ impl Apply {
         batch: &mut Vec<FileChange>,
     ) {
         let progress = self.engine.progress();
+        // The old content is safe unless keeping it is what failed: its
+        // `preserving` entry then stays, for the next run to copy first.
+        let unkept = matches!(outcome, Err(TransferError::Keep { .. }));
+        if !unkept && taken.contains_key(action.path()) && !matches!(action, Action::Touch { .. }) {
+            batch.push(FileChange::Kept(action.path().to_string()));
+        }
         match outcome {
             Ok(done) => {
+                self.report.counts.history_kept += u64::from(done.kept);
                 progress.done(action.path(), done.did.label());
                 let c = &mut self.report.counts;
                 c.bytes_sent += done.bytes_sent;
@@ -604,45 +626,4 @@ fn as_upload(action: &Action) -> Option<Action> {
 /// writes are transactions, so the database itself is consistent).
 fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
     db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A path the bucket holds this content under and that this run will not
-/// overwrite ([`plan::copy_source`]), each candidate's path statted now.
-fn copy_source(
-    db: &Mutex<StateDb>,
-    set_id: i64,
-    root: &Path,
-    blake3: &str,
-    size: u64,
-) -> Option<plan::CopySource> {
-    let rows = lock(db)
-        .rows_with_content(set_id, blake3, size)
-        .unwrap_or_else(|e| {
-            tracing::warn!("looking up content for a server-side copy: {e}");
-            Vec::new()
-        });
-    plan::copy_source(rows, |path| {
-        match std::fs::symlink_metadata(names::local(root, path)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::PathNow::Gone,
-            Err(_) => plan::PathNow::Other,
-            Ok(md) => plan::PathNow::of(&md),
-        }
-    })
-}
-
-/// The state row of a directory (no remote object).
-fn dir_row(entry: &ScanEntry) -> FileRow {
-    FileRow {
-        path: entry.path.clone(),
-        kind: EntryKind::Dir,
-        size: 0,
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-        blake3: String::new(),
-        etag: String::new(),
-        version_id: None,
-        uploaded_at: now_secs(),
-        checked_ns: entry.seen_ns,
-        stamp: Some(entry.stamp),
-    }
 }

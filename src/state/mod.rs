@@ -37,12 +37,14 @@ use rusqlite::Connection;
 mod files;
 mod inspect;
 mod open;
+mod preserving;
 mod runs;
 mod sets;
 mod uploads;
 
-pub use files::{FileChange, FileRow};
+pub use files::{FileChange, FileRow, Taking};
 pub use inspect::{RunRow, SetSummary, Stats};
+pub use preserving::Preserving;
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use sets::NamedSet;
 pub use uploads::JournaledUpload;
