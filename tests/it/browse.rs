@@ -555,3 +555,38 @@ fn names_print_escaped_in_text_and_exact_in_json() {
     let out = fx.ok("diff", &["latest", "latest", "--json"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["changes"], json!([]));
 }
+
+#[test]
+fn the_shells_connection_options_reach_diff_ls_and_find() {
+    let mut fx = Fx::new();
+    fx.env.write("a.txt", "alpha");
+    fx.backup();
+    let mut cmd = fx.env.cmd();
+    cmd.arg("--state").arg(&fx.env.state).arg("shell");
+    cmd.args(["--endpoint-url", &fx.server.endpoint()]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let input = format!(
+        "snapshots ls {TARGET} latest\nsnapshots find {TARGET} a.txt --json\nsnapshots diff {TARGET} latest latest\n"
+    );
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let id = &fx.ids[0];
+    assert!(
+        stdout.contains(&format!("file     644        5 B  {S0}  a.txt\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("{{\"snapshot\":\"{id}\",")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("diff {id} -> {id}\ntotal: no changes\n")),
+        "{stdout}"
+    );
+}
