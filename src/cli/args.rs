@@ -12,9 +12,9 @@ use crate::cli::help_text::{
     VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last, parse_limit,
-    parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
-    parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
+    SetRef, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history, parse_keep_last,
+    parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path,
+    parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -534,7 +534,7 @@ pub struct FindArgs {
     /// Where the backup is.
     pub target: Target,
     /// Patterns in the syntax of --exclude: without a '/' a name at any depth ('*.pdf'), with one the whole path ('docs/*.pdf'), ending in '/' directories only.
-    #[arg(value_name = "PATTERN", required = true, value_parser = parse_state_pattern)]
+    #[arg(value_name = "PATTERN", required = true, value_parser = parse_find_pattern)]
     pub patterns: Vec<String>,
     /// Search only this snapshot (an ID, a unique prefix of one, or 'latest').
     #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]

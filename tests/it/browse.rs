@@ -356,6 +356,8 @@ fn bad_ids_and_patterns_exit_as_documented() {
     for args in [
         &["find", "a["][..],
         &["find", ""],
+        &["find", "#draft"],
+        &["find", "!a.txt"],
         &["find"],
         &["ls", ""],
         &["ls", "latest", "../x"],
@@ -367,6 +369,13 @@ fn bad_ids_and_patterns_exit_as_documented() {
     }
     let r = fx.snapshots("find", &["ok", "a["]);
     assert!(r.stderr.contains("'a[' is not a valid pattern"), "{}", r.show());
+    let r = fx.snapshots("find", &["#draft"]);
+    assert!(
+        r.stderr
+            .contains("'#draft' is a comment in the syntax of --exclude and finds nothing: write '\\#draft'"),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
