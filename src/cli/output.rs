@@ -132,8 +132,34 @@ pub(crate) use errprint;
 
 /// Prints `value` as one line of JSON.
 pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string(value)?)?;
+    raw_line(&json_line(value)?)?;
     Ok(())
+}
+
+/// `value` as one line of JSON, with the C1 control characters (U+0080
+/// to U+009F, and DEL), which JSON leaves raw, escaped as `\u00XX`: the
+/// line parses to the same names, and none of them can drive a terminal.
+/// (The JSON text is ASCII outside its strings, so only names change.)
+pub(crate) fn json_line(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    use std::fmt::Write as _;
+    let text = serde_json::to_string(value)?;
+    if !text.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `text` and a line break as they are (JSON: already escaped).
+pub(crate) fn raw_line(text: &str) -> Result<(), OutputError> {
+    write(format_args!("{text}\n"))
 }
 
 /// A time in nanoseconds since the epoch, as RFC 3339 UTC to the second.
@@ -434,7 +460,8 @@ pub(crate) fn file_row(set_id: i64, f: &FileRow, json: bool) -> Result<(), Outpu
             "mode": format!("{:o}", f.mode), "blake3": f.blake3, "etag": f.etag,
             "version_id": f.version_id, "uploaded_at": f.uploaded_at,
         });
-        return outln!("{line}");
+        let text = json_line(&line).map_err(|e| OutputError::Io(std::io::Error::other(e)))?;
+        return raw_line(&text);
     }
     outln!(
         "{:>4}  {:>11}  {:<20}  {:<12}  {:<34}  {:<20}  {}",
@@ -551,6 +578,15 @@ pub(crate) fn rebuild_summary(set_id: i64, r: &RebuildReport) -> Result<(), Outp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_escape_c1_controls_and_stay_exact() {
+        let name = "a\u{9b}31m\u{1b}b\u{7f}";
+        let line = json_line(&serde_json::json!({ "path": name })).unwrap();
+        assert!(!line.chars().any(char::is_control), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["path"], name);
+    }
 
     #[test]
     fn control_characters_are_shown_escaped() {

@@ -44,3 +44,32 @@ fn names_with_control_characters_are_printed_escaped() {
         r.stdout
     );
 }
+
+/// A C1 control (U+009B is a one-character escape sequence introducer on
+/// some terminals) is raw in JSON text; `--json` output escapes it as
+/// `\u009b`, so every line parses back to the exact name.
+#[test]
+fn json_output_escapes_c1_controls_and_parses_back_to_the_name() {
+    let env = TestEnv::new();
+    let name = "c1\u{9b}31mx";
+    env.write(name, "x");
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap().to_owned();
+    let s = env.backup_ok(&target, &[]);
+    assert_eq!(s.uploaded, 1);
+    let mut cmd = env.cmd();
+    cmd.args(["state", "files", "--json", "--state"]).arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert!(!r.stdout.contains('\u{9b}'), "{}", r.stdout);
+    let paths: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("state files --json does not parse: {e}\n{l}"));
+            row["path"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(paths, [name]);
+}
