@@ -88,6 +88,7 @@ impl ShellContext {
             Command::Verify(a) => &mut a.s3,
             Command::Snapshots(a) => match &mut a.action {
                 Some(SnapshotsAction::Forget(f)) => &mut f.s3,
+                Some(SnapshotsAction::Prune(p)) => &mut p.s3,
                 None => &mut a.s3,
             },
             Command::State(StateAction::Rebuild { s3, .. }) => s3,
