@@ -66,14 +66,15 @@ impl Policy {
         *self == Policy::default()
     }
 
-    /// The rules in words, for summaries ("keep 7 daily, 4 weekly").
+    /// The rules in words, for summaries ("keep the last 2, 7 daily, 4 weekly").
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         for (count, what) in self.counts() {
-            match count {
-                Some(UNLIMITED) => parts.push(format!("all {what}")),
-                Some(n) => parts.push(format!("{n} {what}")),
-                None => {}
+            match (count, what) {
+                (Some(UNLIMITED), _) => parts.push(format!("all {what}")),
+                (Some(n), "last") => parts.push(format!("the last {n}")),
+                (Some(n), _) => parts.push(format!("{n} {what}")),
+                (None, _) => {}
             }
         }
         if let Some(secs) = self.within_secs {
@@ -510,6 +511,7 @@ mod tests {
     #[test]
     fn describe_names_each_rule() {
         let p = Policy {
+            last: Some(2),
             daily: Some(7),
             weekly: Some(UNLIMITED),
             within_secs: Some(86400),
@@ -518,7 +520,7 @@ mod tests {
         };
         assert_eq!(
             p.describe(),
-            "keep 7 daily, all weekly, all within 1day of the newest, all tagged a,b"
+            "keep the last 2, 7 daily, all weekly, all within 1day of the newest, all tagged a,b"
         );
     }
 }

@@ -9,9 +9,11 @@
 //! 2. the content area is listed once; an object is a *candidate* when its
 //!    key is a content key ([`crate::history::blake3_of_key`]; anything
 //!    else there is left alone), its hash is not in the set, and its
-//!    Last-Modified is older than the start of the command (content a
-//!    backup copies in while the prune runs is never deleted; an object
-//!    without a Last-Modified is kept too);
+//!    Last-Modified is older than the start of the command less
+//!    [`CLOCK_MARGIN_SECS`] (content a backup copies in while the prune
+//!    runs is never deleted, even with the store's clock behind this
+//!    machine's by as much as S3 itself allows, or a listing's time cut to
+//!    whole seconds; an object without a Last-Modified is kept too);
 //! 3. the manifests are listed again right before deleting: a snapshot
 //!    that appeared meanwhile (a backup from another machine) has its
 //!    references read and taken out of the candidates; one that cannot be
@@ -35,6 +37,12 @@ use super::RetentionError;
 use crate::history;
 use crate::snapshots::{self, Health, Snapshot};
 use crate::store::ObjectStore;
+
+/// How much older than the prune's start a content object must look to
+/// be deleted: 15 minutes, the clock skew S3 accepts in a signed request
+/// (a store whose clock is further off refuses them), so a copy made after
+/// the start never looks older than the cut-off.
+pub const CLOCK_MARGIN_SECS: i64 = 15 * 60;
 
 /// Manifests downloaded ahead while one is read.
 const MANIFESTS_AHEAD: usize = 4;
@@ -61,7 +69,8 @@ pub struct PruneReport {
     pub kept_objects: u64,
     /// Their bytes.
     pub kept_bytes: u64,
-    /// Of the kept ones, those kept only because they are newer than the prune's start.
+    /// Of the kept ones, those kept because they are younger than the
+    /// prune's start less [`CLOCK_MARGIN_SECS`] (referenced or not).
     pub kept_new: u64,
     /// Objects in the content area that are not content keys, left alone.
     pub other_objects: u64,
@@ -205,7 +214,11 @@ impl Run<'_> {
         report: &mut PruneReport,
     ) -> Result<Vec<(Hash, Pruned)>, RetentionError> {
         let area = history::content_prefix(self.prefix);
-        let start_ns = self.start.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let cutoff_ns = self
+            .start
+            .timestamp()
+            .saturating_sub(CLOCK_MARGIN_SECS)
+            .saturating_mul(1_000_000_000);
         let mut candidates = Vec::new();
         let mut listing = self.store.list(&area);
         while let Some(object) = listing.try_next().await? {
@@ -213,7 +226,7 @@ impl Run<'_> {
                 report.other_objects += 1;
                 continue;
             };
-            let new = object.last_modified_ns.is_none_or(|t| t >= start_ns);
+            let new = object.last_modified_ns.is_none_or(|t| t >= cutoff_ns);
             if new || referenced.contains(&hash) {
                 report.kept_objects += 1;
                 report.kept_bytes += object.size;

@@ -91,6 +91,7 @@ mod readonly_state;
 mod restore;
 mod restore_dry_run;
 mod restore_local;
+mod retention;
 mod security;
 mod server_selftest;
 mod sets;
