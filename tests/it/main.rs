@@ -60,6 +60,7 @@
 
 mod common;
 mod proxy;
+mod prune_crash;
 mod server;
 
 mod backup;
