@@ -65,7 +65,7 @@ struct Trial<'a> {
 impl Trial<'_> {
     /// Puts the fixture under `prefix`, every object an hour old.
     fn setup(&self, prefix: &str) {
-        let mut put = |key: String, body: &[u8]| {
+        let put = |key: String, body: &[u8]| {
             sdk_put(&self.client, BUCKET, &key, body);
             let path = self.server.object_path(BUCKET, &key);
             std::fs::File::options()

@@ -463,6 +463,7 @@ fn prune_counts_a_snapshot_written_while_it_runs() {
     // Hold the first read of the existing manifest: the prune has listed
     // the manifests once, and waits.
     server.hold_replies(&name);
+    server.clear_requests();
     let mut cmd = env.cmd();
     cmd.args(["snapshots", "prune"])
         .arg(place.target())
@@ -471,10 +472,8 @@ fn prune_counts_a_snapshot_written_while_it_runs() {
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     assert!(
-        server.wait_for_matching(1, Duration::from_secs(30), |r| r
-            .key
-            .as_deref()
-            .is_some_and(|k| k.contains(&name))),
+        server.wait_for_matching(1, Duration::from_secs(30), |r| r.op == "GetObject"
+            && r.key.as_deref().is_some_and(|k| k.contains(&name))),
         "the prune reads the manifest"
     );
     let newcomer = handmade(
