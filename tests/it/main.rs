@@ -82,6 +82,7 @@ mod exfat_source;
 mod faults;
 mod filters;
 mod help;
+mod history_keep;
 mod inspect;
 mod integrity;
 mod ownfiles;
