@@ -572,3 +572,94 @@ fn named_set_saves_keep_rules_and_applies_them_after_each_run() {
     assert!(r.stdout.contains("retention: keep the last 1"), "{}", r.show());
     assert!(r.stdout.contains("removed 2 snapshot(s), kept 1"), "{}", r.show());
 }
+
+/// The content keys (relative to the target) the manifests left in the
+/// store list, of those in `area`.
+fn needed(place: &Place, area: &[String]) -> Vec<String> {
+    let mut want = std::collections::BTreeSet::new();
+    for name in place.manifests() {
+        let bytes = std::fs::read(place.file(&format!(".s3backup/manifests/{name}"))).unwrap();
+        let text = String::from_utf8(zstd::decode_all(&bytes[..]).unwrap()).unwrap();
+        for line in text.lines().skip(1) {
+            let e: Value = serde_json::from_str(line).unwrap();
+            if let Some(h) = e["blake3"].as_str().filter(|h| !h.is_empty()) {
+                want.insert(format!(".s3backup/content/{}/{h}", &h[..2]));
+            }
+        }
+    }
+    area.iter().filter(|k| want.contains(*k)).cloned().collect()
+}
+
+/// Real backups with edits, a rename and a deletion between them keep the
+/// old content in the content area; forgetting with `--prune` then leaves
+/// exactly what the kept snapshots list, and the newest still restores.
+fn backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(env: &TestEnv, place: &Place) {
+    let target = place.target();
+    env.write("a.txt", "a first")
+        .write("b.txt", "b stays the same")
+        .write("c.txt", "c is deleted");
+    env.backup_ok(&target, &["--delete"]);
+    env.write("a.txt", "a second")
+        .rename("b.txt", "b-renamed.txt")
+        .remove("c.txt");
+    env.backup_ok(&target, &["--delete"]);
+    env.write("a.txt", "a third, the newest");
+    env.backup_ok(&target, &["--delete"]);
+    let area = place.content();
+    for kept in [&b"a first"[..], b"a second", b"c is deleted"] {
+        assert!(
+            area.contains(&content_rel(kept)),
+            "the backups kept {kept:?}: {area:?}"
+        );
+    }
+    // Copies made just now are younger than the prune's clock margin: age them.
+    for rel in &area {
+        age_file(&place.file(rel), HOUR);
+    }
+    let v = place.json(env, &["snapshots", "forget"], &["--keep-last", "2", "--prune"]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
+    let left = place.content();
+    assert_eq!(left, needed(place, &area), "{v}");
+    assert!(!left.contains(&content_rel(b"a first")) && !left.contains(&content_rel(b"c is deleted")));
+    assert!(
+        left.contains(&content_rel(b"a second")),
+        "the second snapshot still needs it"
+    );
+    assert_eq!(
+        v["prune"]["deleted_objects"],
+        (area.len() - left.len()) as u64,
+        "{v}"
+    );
+
+    let v = place.json(env, &["snapshots", "forget"], &["--keep-last", "1", "--prune"]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
+    let last = place.content();
+    assert_eq!(last, needed(place, &area));
+    assert!(!last.contains(&content_rel(b"a second")));
+    let dest = env.root().join("restored");
+    let mut cmd = env.cmd();
+    cmd.arg("restore").arg(&target).arg(&dest);
+    if let Place::S3(server, _) = place {
+        cmd.arg("--endpoint-url").arg(server.endpoint());
+    }
+    run(cmd).expect_code(0);
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"a third, the newest");
+    assert_eq!(
+        std::fs::read(dest.join("b-renamed.txt")).unwrap(),
+        b"b stays the same"
+    );
+    assert!(!dest.join("c.txt").exists());
+}
+
+#[test]
+fn backups_then_forget_prune_in_a_local_store_leave_exactly_what_kept_snapshots_need() {
+    let env = TestEnv::new();
+    backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(&env, &Place::local(&env));
+}
+
+#[test]
+fn backups_then_forget_prune_on_s3_leave_exactly_what_kept_snapshots_need() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(&env, &Place::s3(&server));
+}
