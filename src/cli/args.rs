@@ -325,6 +325,9 @@ pub struct ForgetArgs {
     /// Deletions in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
+    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: std::time::Duration,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
@@ -344,6 +347,9 @@ pub struct PruneArgs {
     /// Deletions in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
+    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: std::time::Duration,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,

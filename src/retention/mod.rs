@@ -23,7 +23,7 @@ use crate::snapshots::{self, Damage, Health, Snapshot, SnapshotError};
 use crate::store::{ObjectStore, StoreError};
 
 /// What `forget` does: the policy, the snapshots named, and whether to prune.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ForgetOptions {
     /// The keep rules (empty: forget only the snapshots named).
     pub policy: Policy,
@@ -35,8 +35,25 @@ pub struct ForgetOptions {
     pub dry_run: bool,
     /// Deletions in flight at once.
     pub jobs: usize,
+    /// Content stored less than this before the command started is kept
+    /// by a prune ([`prune::DEFAULT_MIN_AGE`] unless given).
+    pub min_age: std::time::Duration,
     /// The target as text, for messages.
     pub target: String,
+}
+
+impl Default for ForgetOptions {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            ids: Vec::new(),
+            prune: false,
+            dry_run: false,
+            jobs: 16,
+            min_age: prune::DEFAULT_MIN_AGE,
+            target: String::new(),
+        }
+    }
 }
 
 /// What `forget` did (or, in a dry run, would do).
@@ -166,6 +183,7 @@ pub async fn forget(
             dry_run: opts.dry_run,
             jobs: opts.jobs.max(1),
             start,
+            min_age: opts.min_age,
         };
         Some(run.prune(&kept, &ignore).await?)
     } else {

@@ -8,12 +8,14 @@
 //!    table's slack), never whole manifests or entry lists in memory;
 //! 2. the content area is listed once; an object is a *candidate* when its
 //!    key is a content key ([`crate::history::blake3_of_key`]; anything
-//!    else there is left alone), its hash is not in the set, and its
-//!    Last-Modified is older than the start of the command less
-//!    [`CLOCK_MARGIN_SECS`] (content a backup copies in while the prune
-//!    runs is never deleted, even with the store's clock behind this
-//!    machine's by as much as S3 itself allows, or a listing's time cut to
-//!    whole seconds; an object without a Last-Modified is kept too);
+//!    else there is left alone), its hash is not in the set, and it was
+//!    stored (its Last-Modified; a local store's file's change time) before
+//!    the start of the command less `--min-age` (default
+//!    [`DEFAULT_MIN_AGE`]): content a backup copies in while the prune runs
+//!    is never deleted, even with the store's clock behind this machine's
+//!    by as much as S3 itself allows. A time given in whole seconds (S3's
+//!    listings) may be up to a second later, and is judged so; an object
+//!    without a Last-Modified is kept;
 //! 3. the manifests are listed again right before deleting: a snapshot
 //!    that appeared meanwhile (a backup from another machine) has its
 //!    references read and taken out of the candidates; one that cannot be
@@ -39,10 +41,11 @@ use crate::snapshots::{self, Health, Snapshot};
 use crate::store::ObjectStore;
 
 /// How much older than the prune's start a content object must look to
-/// be deleted: 15 minutes, the clock skew S3 accepts in a signed request
-/// (a store whose clock is further off refuses them), so a copy made after
-/// the start never looks older than the cut-off.
-pub const CLOCK_MARGIN_SECS: i64 = 15 * 60;
+/// be deleted, unless `--min-age` says otherwise: 15 minutes, the clock
+/// skew S3 accepts in a signed request (a store whose clock is further off
+/// refuses them), so a copy made after the start never looks older than
+/// the cut-off.
+pub const DEFAULT_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Manifests downloaded ahead while one is read.
 const MANIFESTS_AHEAD: usize = 4;
@@ -70,7 +73,7 @@ pub struct PruneReport {
     /// Their bytes.
     pub kept_bytes: u64,
     /// Of the kept ones, those kept because they are younger than the
-    /// prune's start less [`CLOCK_MARGIN_SECS`] (referenced or not).
+    /// prune's start less `--min-age` (referenced or not).
     pub kept_new: u64,
     /// Objects in the content area that are not content keys, left alone.
     pub other_objects: u64,
@@ -91,8 +94,10 @@ pub(super) struct Run<'a> {
     pub(super) dry_run: bool,
     /// Deletions in flight at once.
     pub(super) jobs: usize,
-    /// When the command started: younger content objects are kept.
+    /// When the command started.
     pub(super) start: chrono::DateTime<chrono::Utc>,
+    /// Content stored later than `start` less this is kept.
+    pub(super) min_age: std::time::Duration,
 }
 
 /// A blake3 hash as 32 bytes (the set's entries).
@@ -108,6 +113,16 @@ fn hash_of(hex: &str) -> Option<Hash> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// The latest a stored time may be: a time in whole seconds (as S3's
+/// listings give it) may stand for any moment of that second.
+fn latest_time(ns: i64) -> i64 {
+    if ns.rem_euclid(1_000_000_000) == 0 {
+        ns.saturating_add(999_999_999)
+    } else {
+        ns
+    }
 }
 
 impl Run<'_> {
@@ -214,11 +229,9 @@ impl Run<'_> {
         report: &mut PruneReport,
     ) -> Result<Vec<(Hash, Pruned)>, RetentionError> {
         let area = history::content_prefix(self.prefix);
-        let cutoff_ns = self
-            .start
-            .timestamp()
-            .saturating_sub(CLOCK_MARGIN_SECS)
-            .saturating_mul(1_000_000_000);
+        let start_ns = self.start.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let age_ns = i64::try_from(self.min_age.as_nanos()).unwrap_or(i64::MAX);
+        let cutoff_ns = start_ns.saturating_sub(age_ns);
         let mut candidates = Vec::new();
         let mut listing = self.store.list(&area);
         while let Some(object) = listing.try_next().await? {
@@ -226,7 +239,9 @@ impl Run<'_> {
                 report.other_objects += 1;
                 continue;
             };
-            let new = object.last_modified_ns.is_none_or(|t| t >= cutoff_ns);
+            let new = object
+                .last_modified_ns
+                .is_none_or(|t| latest_time(t) >= cutoff_ns);
             if new || referenced.contains(&hash) {
                 report.kept_objects += 1;
                 report.kept_bytes += object.size;
@@ -269,5 +284,12 @@ mod tests {
         assert_eq!(hash_of(&hex.to_uppercase()), None);
         assert_eq!(hash_of(&hex[..62]), None);
         assert_eq!(hash_of(""), None);
+    }
+
+    #[test]
+    fn a_time_in_whole_seconds_may_be_any_moment_of_that_second() {
+        assert_eq!(latest_time(5_000_000_000), 5_999_999_999);
+        assert_eq!(latest_time(5_000_000_001), 5_000_000_001);
+        assert_eq!(latest_time(-1_000_000_000), -1);
     }
 }

@@ -92,11 +92,18 @@ impl Place<'_> {
     }
 
     /// Runs `s3backup ARGS… TARGET EXTRA…` (with the server's endpoint).
+    /// `snapshots forget` and `snapshots prune` get `--min-age 0s` unless
+    /// EXTRA gives one: what a test puts in the content area is as young
+    /// as the command (a local store's objects cannot be aged: their
+    /// stored time is the file's change time).
     fn run(&self, env: &TestEnv, args: &[&str], extra: &[&str]) -> Run {
         let mut cmd = env.cmd();
         cmd.args(args).arg(self.target()).arg("--state").arg(&env.state);
         if let Place::S3(server, _) = self {
             cmd.arg("--endpoint-url").arg(server.endpoint());
+        }
+        if args.first() == Some(&"snapshots") && !extra.contains(&"--min-age") {
+            cmd.args(["--min-age", "0s"]);
         }
         cmd.args(extra);
         run(cmd)
@@ -399,19 +406,83 @@ fn prune_on_s3_leaves_exactly_what_kept_snapshots_need() {
     assert_eq!(server.count("DeleteObject"), 2, "{:?}", server.ops());
 }
 
-/// Content younger than the prune's start (less the clock margin) stays,
-/// referenced or not: a backup may be copying it in.
+/// Content stored less than `--min-age` (default 15 minutes) before the
+/// prune's start stays, referenced or not: a backup may be copying it in.
 #[test]
-fn prune_never_deletes_content_newer_than_its_start() {
+fn prune_keeps_content_younger_than_its_min_age() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    let place = Place::s3(&server);
+    env.write("a.txt", "one");
+    env.backup_ok(&place.target(), &[]);
+    let fresh = content_rel(b"just copied in");
+    place.put(&fresh, b"just copied in", Duration::from_secs(60));
+    let old = content_rel(b"old orphan");
+    place.put(&old, b"old orphan", HOUR);
+    let v = place.json(&env, &["snapshots", "prune"], &["--min-age", "15m"]);
+    assert_eq!(v["deleted_objects"], 1, "{v}");
+    assert_eq!(v["kept_new"], 1, "{v}");
+    assert!(place.exists(&fresh));
+    assert!(!place.exists(&old));
+    let v = place.json(&env, &["snapshots", "prune"], &["--min-age", "30s"]);
+    assert_eq!(v["deleted_objects"], 1, "{v}");
+    assert!(!place.exists(&fresh));
+
+    // A local store judges by the file's change time: content put there
+    // just now stays under the default.
     let env = TestEnv::new();
     let place = Place::local(&env);
     env.write("a.txt", "one");
     env.backup_ok(&place.target(), &[]);
-    let fresh = content_rel(b"just copied in");
-    place.put(&fresh, b"just copied in", Duration::ZERO);
+    place.put(&fresh, b"just copied in", HOUR);
+    let v = place.json(&env, &["snapshots", "prune"], &["--min-age", "15m"]);
+    assert_eq!(
+        (v["deleted_objects"].as_u64(), v["kept_new"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+    let v = place.json(&env, &["snapshots", "prune"], &[]);
+    assert_eq!(v["deleted_objects"], 1, "with --min-age 0s: {v}");
+}
+
+/// Content copied in after the prune started is never deleted, even with
+/// `--min-age 0s` and no snapshot listing it yet.
+#[test]
+fn prune_never_deletes_content_stored_after_its_start() {
+    let server = S3Server::start();
+    let env = TestEnv::with_server(&server);
+    let place = Place::s3(&server);
+    let (name, bytes) = handmade("2020-01-01T00:00:00Z", 1, &[], &[]);
+    place.put(&format!(".s3backup/manifests/{name}"), &bytes, HOUR);
     let old = content_rel(b"old orphan");
     place.put(&old, b"old orphan", HOUR);
-    let v = place.json(&env, &["snapshots", "prune"], &[]);
+    server.hold_replies(&name);
+    server.clear_requests();
+    let mut cmd = env.cmd();
+    cmd.args(["snapshots", "prune"])
+        .arg(place.target())
+        .args(["--json", "--min-age", "0s", "--endpoint-url", &server.endpoint()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(
+        server.wait_for_matching(1, Duration::from_secs(30), |r| r.op == "GetObject"
+            && r.key.as_deref().is_some_and(|k| k.contains(&name))),
+        "the prune reads the manifest"
+    );
+    // A backup elsewhere copies content in while the prune runs.
+    let fresh = content_rel(b"copied in meanwhile");
+    place.put(&fresh, b"copied in meanwhile", Duration::ZERO);
+    age_file(&place.file(&fresh), Duration::ZERO);
+    server.release_replies();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["deleted_objects"], 1, "{v}");
     assert_eq!(v["kept_new"], 1, "{v}");
     assert!(place.exists(&fresh));
@@ -536,8 +607,17 @@ fn named_set_saves_keep_rules_and_applies_them_after_each_run() {
     env.write("a.txt", "v2");
     let v = set_run(&[]);
     assert_eq!(v["retention"]["removed"].as_array().unwrap().len(), 1, "{v}");
-    assert_eq!(v["retention"]["prune"]["deleted_objects"], 1, "{v}");
+    // The prune ran: what was stored in the last 15 minutes (the orphan,
+    // the copies this test's runs made) stays until a later one.
+    assert_eq!(v["retention"]["prune"]["deleted_objects"], 0, "{v}");
+    assert!(v["retention"]["prune"]["kept_new"].as_u64().unwrap() >= 2, "{v}");
     assert_eq!(place.manifests().len(), 2);
+    assert!(place.exists(&orphan));
+    let v = place.json(&env, &["snapshots", "prune"], &[]);
+    assert!(
+        v["deleted_objects"].as_u64().unwrap() >= 2,
+        "the orphan and v0's copy: {v}"
+    );
     assert!(!place.exists(&orphan));
     // --no-keep: this run only, nothing forgotten.
     env.write("a.txt", "v3");

@@ -135,6 +135,7 @@ async fn retain(
         prune,
         dry_run: false,
         jobs: opts.jobs,
+        min_age: crate::retention::prune::DEFAULT_MIN_AGE,
         target: text.clone(),
     };
     let forget = crate::retention::forget(&*store, opts.target.prefix(), &forget_opts)

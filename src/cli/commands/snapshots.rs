@@ -107,6 +107,7 @@ async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
         prune: args.keep.prune,
         dry_run: args.dry_run,
         jobs: usize::from(args.jobs),
+        min_age: args.min_age,
         target: target.to_string(),
     };
     let report = retention::forget(&*store, target.prefix(), &opts)
@@ -127,6 +128,7 @@ async fn prune(args: PruneArgs) -> anyhow::Result<Exit> {
     let opts = ForgetOptions {
         dry_run: args.dry_run,
         jobs: usize::from(args.jobs),
+        min_age: args.min_age,
         target: target.to_string(),
         ..ForgetOptions::default()
     };
