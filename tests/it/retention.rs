@@ -743,3 +743,49 @@ fn backups_then_forget_prune_on_s3_leave_exactly_what_kept_snapshots_need() {
     let env = TestEnv::with_server(&server);
     backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(&env, &Place::s3(&server));
 }
+
+/// Bad keep rules, tags and ages are refused with one line naming the
+/// flag (exit 2), before the store is touched.
+#[test]
+fn keep_rules_tags_and_ages_refuse_bad_values() {
+    let env = TestEnv::new();
+    let place = Place::local(&env);
+    let store = place.target();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["snapshots", "forget", &store, "--keep-daily", "-1"],
+            &["'-1' is negative", "--keep-daily"],
+        ),
+        (
+            &["snapshots", "forget", &store, "--keep-weekly", "lots"],
+            &["'lots'", "--keep-weekly"],
+        ),
+        (
+            &["snapshots", "forget", &store, "--keep-tag", "a,,b"],
+            &["empty tag", "--keep-tag"],
+        ),
+        (
+            &["snapshots", "forget", &store, "--prune"],
+            &["not provided", "--keep-daily"],
+        ),
+        (
+            &["snapshots", "prune", &store, "--min-age", "-5m"],
+            &["negative", "--min-age"],
+        ),
+        (&["snapshots", "prune"], &["not provided", "<TARGET>"]),
+        (&["backup", "src", &store, "--tag", "a,b"], &["comma", "--tag"]),
+    ];
+    for (args, needles) in cases {
+        let mut cmd = env.cmd();
+        cmd.args(*args);
+        let r = run(cmd);
+        r.expect_code(2);
+        assert!(r.stdout.is_empty(), "{}", r.show());
+        let first = r.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: "), "{}", r.show());
+        for n in *needles {
+            assert!(first.contains(n), "{args:?}: {n}\n{}", r.show());
+        }
+    }
+    assert!(place.manifests().is_empty() && place.content().is_empty());
+}
