@@ -1108,7 +1108,10 @@ class Bench:
         content = store / ".s3backup" / "content"
         before = sum(1 for p in content.rglob("*") if p.is_file())
         half = max(1, snaps // 2)
-        forget = [exe, "snapshots", "forget", str(store), "--keep-last", str(half), "--prune"]
+        # --min-age 0s: the copies were all made minutes ago, and the default
+        # (15m) would keep every one of them; the scenario measures deleting.
+        forget = [exe, "snapshots", "forget", str(store), "--keep-last", str(half), "--prune",
+                  "--min-age", "0s"]
 
         def pruned():
             after = sum(1 for p in content.rglob("*") if p.is_file())

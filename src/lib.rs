@@ -18,6 +18,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod snapshots;
 pub mod state;
 pub mod store;

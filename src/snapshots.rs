@@ -10,9 +10,9 @@
 //! one ranged GET, not the whole manifest), and *damaged* otherwise, with
 //! the reason. `latest` is the newest readable snapshot ([`open`] warns
 //! once, naming the damaged newer ones it passed over); a damaged snapshot
-//! asked for by ID is an error naming it. Retention ([`to_forget`]) counts
-//! readable snapshots only and never removes the newest of them; damaged
-//! ones are left alone unless named (as restic's `forget` leaves what its
+//! asked for by ID is an error naming it. Retention ([`crate::retention`])
+//! counts readable snapshots only and never removes the newest of them;
+//! damaged ones are left alone unless named (as restic's `forget` leaves what its
 //! policy cannot judge). Damage after the header is found by whoever reads
 //! on ([`crate::manifest::ReadError`]).
 
@@ -203,36 +203,6 @@ pub fn created(snapshot: &Snapshot) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
         .ok()
         .map(|t| t.and_utc())
-}
-
-/// Which snapshots `forget` removes, of `readable` (oldest first; the
-/// caller leaves damaged ones out, so they neither count as kept nor are
-/// removed): all but the newest `keep_last`, those younger than
-/// `keep_within`, and always the newest one.
-pub fn to_forget<'a>(
-    readable: &[&'a Snapshot],
-    keep_last: Option<usize>,
-    keep_within: Option<std::time::Duration>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Vec<&'a Snapshot> {
-    let n = readable.len();
-    let keep_last = keep_last.unwrap_or(0).max(1);
-    readable
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            let recent_enough = *i + keep_last >= n;
-            let young = keep_within.is_some_and(|within| {
-                created(s).is_some_and(|t| {
-                    now.signed_duration_since(t)
-                        .to_std()
-                        .is_ok_and(|age| age <= within)
-                })
-            });
-            !(recent_enough || young)
-        })
-        .map(|(_, s)| *s)
-        .collect()
 }
 
 /// Reads a snapshot's header to tell whether it is readable. Only a store
@@ -515,34 +485,5 @@ mod tests {
         let err = resolve(&s, "nope", "s3://b/p").unwrap_err().to_string();
         assert!(err.contains("s3backup snapshots s3://b/p"), "{err}");
         assert!(resolve(&[], "latest", "t").is_err());
-    }
-
-    #[test]
-    fn forget_keeps_the_newest_and_what_was_asked() {
-        use chrono::TimeZone;
-        let s = snaps(&[
-            "20260101T000000Z-a",
-            "20260201T000000Z-b",
-            "20260301T000000Z-c",
-            "20260310T000000Z-d",
-        ]);
-        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 11, 0, 0, 0).unwrap();
-        let s: Vec<&Snapshot> = s.iter().collect();
-        let ids = |v: Vec<&Snapshot>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            ids(to_forget(&s, Some(2), None, now)),
-            ["20260101T000000Z-a", "20260201T000000Z-b"]
-        );
-        // keep_last 0 still keeps the newest
-        assert_eq!(to_forget(&s, Some(0), None, now).len(), 3);
-        let within = std::time::Duration::from_secs(15 * 86400);
-        assert_eq!(
-            ids(to_forget(&s, Some(1), Some(within), now)),
-            ["20260101T000000Z-a", "20260201T000000Z-b"]
-        );
-        assert_eq!(
-            created(s[0]),
-            Some(chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
-        );
     }
 }

@@ -210,7 +210,7 @@ async fn write_manifest(
         dirs,
         bytes,
         history: Some(opts.history),
-        tags: Vec::new(),
+        tags: opts.tags.clone(),
     };
     let tmp = tempfile::NamedTempFile::new().map_err(fail)?;
     let mut hasher = blake3::Hasher::new();

@@ -73,6 +73,8 @@ pub struct BackupOptions {
     /// How the content the run replaces or deletes is kept (`--history`,
     /// see [`crate::history`]).
     pub history: crate::history::HistoryMode,
+    /// Labels for the snapshot (`--tag`), written to the manifest header.
+    pub tags: Vec<String>,
     /// Files and requests in flight at once.
     pub jobs: usize,
     /// Files larger than this use multipart upload.

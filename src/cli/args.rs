@@ -13,9 +13,9 @@ use crate::cli::help_text::{
 };
 use crate::cli::values::{
     SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history,
-    parse_keep_last, parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate, parse_region,
-    parse_restore_path, parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern,
-    parse_threshold, parse_timeout,
+    parse_keep_count, parse_keep_tag, parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate,
+    parse_region, parse_restore_path, parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern,
+    parse_tag, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -234,17 +234,12 @@ pub struct SnapshotsArgs {
 /// What to do with snapshots besides listing them.
 #[derive(Debug, Subcommand)]
 pub enum SnapshotsAction {
-    /// Delete old snapshot manifests (never the newest readable one; the files they name stay).
-    #[command(after_help = "\
-Damaged snapshots (listed as such by 's3backup snapshots') do not count as
-kept and are never removed by --keep-last/--keep-within: name one to remove it.
-
-Examples:
-  s3backup snapshots forget s3://mybucket/documents --keep-last 30
-  s3backup snapshots forget s3://mybucket/documents --keep-within 90d --dry-run
-  s3backup snapshots forget mybucket::documents --keep-last 10 --keep-within 1y --json
-  s3backup snapshots forget mybucket::documents 20260301T120000Z")]
+    /// Delete old snapshot manifests by policy or ID (never the newest readable one); --prune also frees the content only they kept.
+    #[command(after_help = FORGET_HELP)]
     Forget(ForgetArgs),
+    /// Delete the preserved content (.s3backup/content) that no snapshot references any more.
+    #[command(after_help = PRUNE_HELP)]
+    Prune(PruneArgs),
     /// What changed from snapshot A to snapshot B: added, removed, modified, renamed, metadata and type changes, with sizes.
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
@@ -256,27 +251,115 @@ Examples:
     Find(FindArgs),
 }
 
+/// `snapshots forget --help`'s closing text.
+const FORGET_HELP: &str = "\
+The --keep-* rules are restic's: snapshots are walked newest first, and each
+rule keeps the newest snapshot of each of the last N hours, days, ISO weeks,
+months or years that have one (local time; TZ is respected); one snapshot may
+count for several rules; while a rule has slots left, the oldest snapshot is
+kept too. --keep-within counts back from the newest snapshot, not from now.
+--keep-tag a,b keeps snapshots tagged both a and b (backup --tag). Damaged
+snapshots (listed as such by 's3backup snapshots') do not count as kept and
+are never removed by a rule: name one to remove it.
+
+Examples:
+  s3backup snapshots forget s3://mybucket/documents --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune
+  s3backup snapshots forget s3://mybucket/documents --keep-within 90d --dry-run
+  s3backup snapshots forget mybucket::documents --keep-last 10 --keep-tag release --json
+  s3backup snapshots forget mybucket::documents 20260301T120000Z";
+
+/// `snapshots prune --help`'s closing text.
+const PRUNE_HELP: &str = "\
+Lists the content area once, reads every snapshot's manifest, and deletes the
+preserved copies none of them references; copies newer than the prune's start
+are kept. 'snapshots forget --prune' does the same after forgetting.
+
+Examples:
+  s3backup snapshots prune s3://mybucket/documents --dry-run
+  s3backup snapshots prune mybucket::documents --json";
+
+/// The keep rules of `snapshots forget` (restic's), also taken by
+/// `backup`, which applies them after each successful run (saved with `--set`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the newest N snapshots ('unlimited' for all).
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N days that have one (local time).
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N", value_parser = parse_keep_count, allow_negative_numbers = true)]
+    pub keep_yearly: Option<usize>,
+    /// Keep snapshots taken within this long before the newest one (e.g. 30d, 12h, 1y).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub keep_within: Option<std::time::Duration>,
+    /// Keep snapshots carrying all these tags (comma-separated; repeatable: any list keeps).
+    #[arg(long, value_name = "TAG[,TAG]", value_parser = parse_keep_tag)]
+    pub keep_tag: Vec<String>,
+    /// Then delete the preserved content no kept snapshot references.
+    #[arg(long)]
+    pub prune: bool,
+}
+
 /// `s3backup snapshots forget`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args(["keep_last", "keep_within", "ids"])))]
+#[command(group(clap::ArgGroup::new("keep").required(true).multiple(true).args([
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+    "keep_within", "keep_tag", "ids",
+])))]
 pub struct ForgetArgs {
     /// Where the backup is.
     pub target: Target,
     /// Snapshots to remove by ID (or unique prefix), damaged or not; never the newest readable one.
     #[arg(value_name = "ID", value_parser = parse_snapshot_id)]
     pub ids: Vec<String>,
-    /// Keep the newest N snapshots.
-    #[arg(long, value_name = "N", value_parser = parse_keep_last, allow_negative_numbers = true)]
-    pub keep_last: Option<usize>,
-    /// Keep snapshots younger than this (e.g. 30d, 12h, 1y).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub keep_within: Option<std::time::Duration>,
-    /// Print what would be removed; remove nothing.
+    /// Which snapshots to keep.
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Print what would be removed (and, with --prune, deleted); remove nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Deletions in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    pub jobs: u16,
+    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: std::time::Duration,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup snapshots prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// Print what would be deleted and the bytes freed; delete nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Deletions in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    pub jobs: u16,
+    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: std::time::Duration,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
@@ -458,6 +541,15 @@ pub struct BackupArgs {
     /// Objects larger than this are copied server-side in parts of --part-size (renames, and keeping old content for older snapshots); S3 copies at most 5GiB in one request (5MiB to 5GiB).
     #[arg(long, default_value = "5GiB", value_parser = parse_copy_cutoff, value_name = "SIZE", allow_hyphen_values = true)]
     pub copy_cutoff: u64,
+    /// Label the snapshot (repeatable; saved with --set), for listings and `snapshots forget --keep-tag`.
+    #[arg(long = "tag", value_name = "TAG", value_parser = parse_tag)]
+    pub tags: Vec<String>,
+    /// After a successful run, forget (and with --prune, prune) by these rules; saved with --set.
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Run without the keep rules and --prune saved with the set.
+    #[arg(long)]
+    pub no_keep: bool,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,

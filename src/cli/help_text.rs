@@ -35,6 +35,7 @@ Examples:
   s3backup backup ~/Documents s3://mybucket/documents --delete
   s3backup backup ./photos /mnt/usb/backup          # a local directory store
   s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
+  s3backup backup ~/Documents mybucket::documents --set docs --tag nightly --keep-daily 7 --keep-weekly 4 --prune
 
 Exit codes:
   0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them),
@@ -65,6 +66,8 @@ Examples:
   s3backup snapshots s3://mybucket/documents
   s3backup snapshots mybucket::documents --json
   s3backup snapshots forget s3://mybucket/documents --keep-last 30 --dry-run
+  s3backup snapshots forget s3://mybucket/documents --keep-daily 7 --keep-monthly 12 --prune
+  s3backup snapshots prune s3://mybucket/documents --dry-run
   s3backup snapshots diff s3://mybucket/documents 20261126T142230Z latest
   s3backup snapshots ls s3://mybucket/documents latest docs/
   s3backup snapshots find s3://mybucket/documents '*.pdf'";

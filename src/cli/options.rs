@@ -100,6 +100,7 @@ pub(crate) fn backup(
         },
         rehash: args.rehash,
         history: args.history,
+        tags: args.tags,
         jobs: usize::from(args.jobs),
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,
@@ -225,5 +226,38 @@ pub(crate) fn state_path(state: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         Some(path) => Ok(path),
         None => crate::state::StateDb::default_path()
             .ok_or_else(|| anyhow::anyhow!("cannot find a state directory: pass --state FILE")),
+    }
+}
+
+/// The keep rules typed (or saved) as flags, as the policy the engine takes.
+pub(crate) fn policy(keep: &crate::cli::args::KeepArgs) -> crate::retention::Policy {
+    crate::retention::Policy {
+        last: keep.keep_last,
+        hourly: keep.keep_hourly,
+        daily: keep.keep_daily,
+        weekly: keep.keep_weekly,
+        monthly: keep.keep_monthly,
+        yearly: keep.keep_yearly,
+        within_secs: keep.keep_within.map(|d| d.as_secs()),
+        tags: keep
+            .keep_tag
+            .iter()
+            .map(|list| list.split(',').map(str::to_string).collect())
+            .collect(),
+    }
+}
+
+/// A saved policy (and `--prune`) as the flags that give it.
+pub(crate) fn keep_args(policy: &crate::retention::Policy, prune: bool) -> crate::cli::args::KeepArgs {
+    crate::cli::args::KeepArgs {
+        keep_last: policy.last,
+        keep_hourly: policy.hourly,
+        keep_daily: policy.daily,
+        keep_weekly: policy.weekly,
+        keep_monthly: policy.monthly,
+        keep_yearly: policy.yearly,
+        keep_within: policy.within_secs.map(std::time::Duration::from_secs),
+        keep_tag: policy.tags.iter().map(|list| list.join(",")).collect(),
+        prune,
     }
 }

@@ -314,6 +314,8 @@ pub(crate) struct SnapshotRow {
     pub(crate) bytes: Option<u64>,
     pub(crate) host: Option<String>,
     pub(crate) source: Option<String>,
+    /// The run's `--tag`s (none for a damaged one).
+    pub(crate) tags: Vec<String>,
     /// "ok" or "damaged".
     pub(crate) status: &'static str,
     /// Why a damaged snapshot cannot be read.
@@ -335,13 +337,18 @@ pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(
     for r in rows {
         match (&r.damage, r.files, r.bytes) {
             (None, Some(files), Some(size)) => outln!(
-                "{:<50} {:<21} {:>9} {:>11}  {}:{}",
+                "{:<50} {:<21} {:>9} {:>11}  {}:{}{}",
                 r.id,
                 r.created,
                 files,
                 bytes(size),
                 r.host.as_deref().unwrap_or_default(),
-                r.source.as_deref().unwrap_or_default()
+                r.source.as_deref().unwrap_or_default(),
+                if r.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", r.tags.join(", "))
+                }
             )?,
             (damage, ..) => outln!(
                 "{:<50} {:<21} {:>9} {:>11}  damaged: {}",

@@ -92,6 +92,12 @@ pub struct SavedBackup {
     pub connect_timeout: u64,
     /// `--read-timeout`.
     pub read_timeout: u64,
+    /// `--tag`: the labels each run's snapshot gets.
+    pub tags: Vec<String>,
+    /// The `--keep-*` rules applied after each successful run (empty: none).
+    pub keep: crate::retention::Policy,
+    /// `--prune` after each successful run.
+    pub prune: bool,
 }
 
 /// Why a named set cannot be used.
@@ -274,6 +280,13 @@ impl SavedBackup {
             path_style: args.s3.path_style,
             connect_timeout: args.s3.connect_timeout,
             read_timeout: args.s3.read_timeout,
+            tags: args.tags.clone(),
+            keep: if args.no_keep {
+                crate::retention::Policy::default()
+            } else {
+                crate::cli::options::policy(&args.keep)
+            },
+            prune: args.keep.prune && !args.no_keep,
         }
     }
 
@@ -320,6 +333,14 @@ impl SavedBackup {
             pick(typed("sse"), now.write.sse.clone(), self.sse.clone())
         };
         let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
+        // Any keep rule or --prune typed replaces the saved ones as a whole;
+        // --no-keep runs without them.
+        let keep_typed = KEEP_IDS.iter().any(|id| typed(id));
+        let keep = if keep_typed || typed("no_keep") {
+            now.keep.clone()
+        } else {
+            crate::cli::options::keep_args(&self.keep, self.prune)
+        };
         let rules = if filters_typed {
             matches::rules(&now.filters)
         } else {
@@ -380,10 +401,26 @@ impl SavedBackup {
                 ),
                 read_timeout: pick(typed("read_timeout"), now.s3.read_timeout, self.read_timeout),
             },
+            tags: pick(typed("tags"), now.tags, self.tags),
+            keep,
+            no_keep: now.no_keep,
             given: now.given,
         })
     }
 }
+
+/// The clap ids of the keep rules and `--prune` (see [`SavedBackup::apply`]).
+const KEEP_IDS: [&str; 9] = [
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_within",
+    "keep_tag",
+    "prune",
+];
 
 /// The KMS key of a run by name: the one typed, else the saved one while
 /// the run's `--sse` (typed or saved) is a KMS one; a saved key goes with

@@ -92,6 +92,7 @@ impl ShellContext {
                 Some(SnapshotsAction::Diff(d)) => &mut d.s3,
                 Some(SnapshotsAction::Ls(l)) => &mut l.s3,
                 Some(SnapshotsAction::Find(f)) => &mut f.s3,
+                Some(SnapshotsAction::Prune(p)) => &mut p.s3,
                 None => &mut a.s3,
             },
             Command::State(StateAction::Rebuild { s3, .. }) => s3,

@@ -193,6 +193,40 @@ pub(crate) fn parse_keep_last(text: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("'{text}' is too large"))
 }
 
+/// A `--keep-*` count: a whole number, or `unlimited`
+/// ([`crate::retention::policy::UNLIMITED`]).
+pub(crate) fn parse_keep_count(text: &str) -> Result<usize, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(crate::retention::policy::UNLIMITED);
+    }
+    parse_keep_last(text)
+}
+
+/// `backup --tag`: not empty, no comma (`--keep-tag a,b` means both), no
+/// control character, at most 128 bytes.
+pub(crate) fn parse_tag(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty tag".into());
+    }
+    if text.contains(',') {
+        return Err(format!(
+            "'{text}' has a comma: give each tag with its own --tag (--keep-tag a,b means tagged a and b)"
+        ));
+    }
+    if text.chars().any(char::is_control) || text.len() > 128 {
+        return Err(format!("{text:?} has a control character or is over 128 bytes"));
+    }
+    Ok(text.to_string())
+}
+
+/// `--keep-tag a,b`: one or more tags, each as [`parse_tag`] checks it.
+pub(crate) fn parse_keep_tag(text: &str) -> Result<String, String> {
+    for tag in text.split(',') {
+        parse_tag(tag)?;
+    }
+    Ok(text.to_string())
+}
+
 /// `forget --keep-within`: a duration as humantime reads it (`30d`, `12h`,
 /// `1y`); a negative one is named as such.
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

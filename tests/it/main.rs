@@ -62,6 +62,7 @@
 
 mod common;
 mod proxy;
+mod prune_crash;
 mod server;
 
 mod backup;
@@ -95,6 +96,7 @@ mod readonly_state;
 mod restore;
 mod restore_dry_run;
 mod restore_local;
+mod retention;
 mod security;
 mod server_selftest;
 mod sets;

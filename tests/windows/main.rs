@@ -20,6 +20,7 @@
 //! deleted and replaced, and read-only temporary files swept from DEST;
 //! `store_names` the same keys held in a local store on `E:` under stand-ins;
 //! `store_prune` the directories `--delete` empties there, removed;
+//! `retention` a prune there judging content by its stored time;
 //! `linux_store` a local store a Linux backup wrote (nanosecond mtimes),
 //! verified, backed up into and restored from on Windows (100 ns times).
 #![cfg(windows)]
@@ -36,5 +37,6 @@ mod moto;
 mod names;
 mod paths;
 mod readonly;
+mod retention;
 mod store_names;
 mod store_prune;

@@ -1,5 +1,7 @@
 //! `s3backup backup`: apply a named set, build the options, run the
-//! backup, save the set, print the summary (or JSON) and the failures.
+//! backup, save the set, apply the keep rules (typed, or saved with the
+//! set) after a run in which every file was backed up, print the summary
+//! (or JSON) and the failures.
 
 use std::path::Path;
 
@@ -7,7 +9,7 @@ use crate::backup;
 use crate::cli::Exit;
 use crate::cli::args::BackupArgs;
 use crate::cli::options;
-use crate::cli::output::{self, print_json};
+use crate::cli::output::{self, outln, print_json};
 use crate::cli::progress::progress_for;
 use crate::cli::sets;
 
@@ -30,6 +32,7 @@ pub(crate) async fn run(
         save,
     } = sets::resolve(args, state_path)?;
     let saving = (save && !args.dry_run).then(|| args.clone());
+    let keep = (!args.no_keep).then(|| (options::policy(&args.keep), args.keep.prune));
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
     let opts = options::backup(args, state_path, set_source, cancel)?;
@@ -38,12 +41,38 @@ pub(crate) async fn run(
     if let Some(saving) = saving {
         sets::save(&saving, state_path, report.set_id)?;
     }
+    let clean = report.counts.failed + report.failed_dirs == 0 && !report.dry_run;
+    let retained = match keep {
+        Some((policy, prune)) if clean && (prune || !policy.is_empty()) => {
+            Some(retain(&opts, policy, prune).await)
+        }
+        _ => None,
+    };
+    let (retention, retain_error) = match retained {
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let printed = if json {
-        print_json(&report)
+        print_json(&WithRetention {
+            report: &report,
+            retention: retention.as_ref(),
+        })
     } else {
-        output::backup_summary(&opts, &report, quiet).map_err(Into::into)
+        output::backup_summary(&opts, &report, quiet)
+            .and_then(|()| match &retention {
+                Some(r) if !quiet => {
+                    outln!("retention: {}", r.policy)?;
+                    super::snapshots::forget_text(&r.forget, &opts.target)
+                }
+                _ => Ok(()),
+            })
+            .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
+    if let Some(e) = retain_error {
+        return Err(e.context("the backup is done, but its keep rules could not be applied"));
+    }
     for f in &report.failures {
         crate::cli::output::errln!("error: {}: {}", f.path, f.error);
     }
@@ -63,4 +92,57 @@ pub(crate) async fn run(
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
+}
+
+/// What the keep rules did after the run, for the summary and `--json`.
+#[derive(serde::Serialize)]
+struct Retained {
+    /// The rules, in words ("keep 7 daily, 4 weekly").
+    policy: String,
+    /// What `forget` (and the prune) did.
+    #[serde(flatten)]
+    forget: crate::retention::ForgetReport,
+}
+
+/// The backup's JSON summary with the `retention` object added.
+#[derive(serde::Serialize)]
+struct WithRetention<'a> {
+    #[serde(flatten)]
+    report: &'a backup::BackupReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<&'a Retained>,
+}
+
+/// Forgets (and prunes) under the run's target by `policy`.
+async fn retain(
+    opts: &backup::BackupOptions,
+    policy: crate::retention::Policy,
+    prune: bool,
+) -> anyhow::Result<Retained> {
+    use anyhow::Context;
+    let text = opts.target.to_string();
+    let store = crate::store::open(&opts.target, &opts.s3)
+        .await
+        .with_context(|| text.clone())?;
+    let described = if policy.is_empty() {
+        "prune only".to_string()
+    } else {
+        policy.describe()
+    };
+    let forget_opts = crate::retention::ForgetOptions {
+        policy,
+        ids: Vec::new(),
+        prune,
+        dry_run: false,
+        jobs: opts.jobs,
+        min_age: crate::retention::prune::DEFAULT_MIN_AGE,
+        target: text.clone(),
+    };
+    let forget = crate::retention::forget(&*store, opts.target.prefix(), &forget_opts)
+        .await
+        .with_context(|| text.clone())?;
+    Ok(Retained {
+        policy: described,
+        forget,
+    })
 }

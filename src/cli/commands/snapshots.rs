@@ -1,14 +1,19 @@
 //! `s3backup snapshots`: list the snapshots under a target (damaged ones
-//! included, with their damage), or `snapshots forget` old ones.
+//! included, with their damage, and each one's tags), `snapshots forget`
+//! old ones (by restic's keep rules or by ID, then `--prune`), or
+//! `snapshots prune` the content no snapshot needs ([`crate::retention`]).
 
 use anyhow::{Context, bail};
 
 use crate::cli::Exit;
-use crate::cli::args::{ForgetArgs, SnapshotsAction, SnapshotsArgs};
+use crate::cli::args::{ForgetArgs, PruneArgs, SnapshotsAction, SnapshotsArgs};
 use crate::cli::commands::open_existing_store;
 use crate::cli::exit::usage;
-use crate::cli::output::{self, SnapshotRow, print_json};
+use crate::cli::options;
+use crate::cli::output::{self, OutputError, SnapshotRow, outln, print_json};
+use crate::retention::{self, ForgetOptions, ForgetReport, PruneReport};
 use crate::snapshots::{self, Damage, Health, Snapshot};
+use crate::target::Target;
 
 /// Runs `s3backup snapshots [forget]`.
 ///
@@ -20,6 +25,7 @@ pub(crate) async fn run(args: SnapshotsArgs) -> anyhow::Result<Exit> {
         Some(SnapshotsAction::Diff(a)) => return crate::cli::commands::browse::diff(a).await,
         Some(SnapshotsAction::Ls(a)) => return crate::cli::commands::browse::ls(a).await,
         Some(SnapshotsAction::Find(a)) => return crate::cli::commands::browse::find(a).await,
+        Some(SnapshotsAction::Prune(prune_args)) => return prune(prune_args).await,
         None => {}
     }
     let Some(target) = args.target else {
@@ -69,6 +75,7 @@ fn row(snap: &Snapshot, health: Health) -> SnapshotRow {
             bytes: Some(header.bytes),
             host: Some(header.host),
             source: Some(header.source),
+            tags: header.tags,
             status: "ok",
             damage: None,
         },
@@ -81,6 +88,7 @@ fn row(snap: &Snapshot, health: Health) -> SnapshotRow {
             bytes: None,
             host: None,
             source: None,
+            tags: Vec::new(),
             status: "damaged",
             damage: Some(reason),
         },
@@ -89,89 +97,91 @@ fn row(snap: &Snapshot, health: Health) -> SnapshotRow {
 
 /// `s3backup snapshots forget`: removes the snapshots that the keep rules
 /// leave out and those named, never the newest readable one; damaged ones
-/// only when named.
+/// only when named; with `--prune`, then the content only they kept.
 async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
     if args.ids.iter().any(|id| id == "latest") {
         usage!("snapshots forget never removes 'latest' (the newest readable snapshot)");
     }
     let target = &args.target;
     let store = open_existing_store(target, args.s3.clone()).await?;
-    let list = snapshots::list(&*store, target.prefix())
+    let opts = ForgetOptions {
+        policy: options::policy(&args.keep),
+        ids: args.ids.clone(),
+        prune: args.keep.prune,
+        dry_run: args.dry_run,
+        jobs: usize::from(args.jobs),
+        min_age: args.min_age,
+        target: target.to_string(),
+    };
+    let report = retention::forget(&*store, target.prefix(), &opts)
         .await
         .with_context(|| target.to_string())?;
-    let health = snapshots::check_all(&*store, &list)
-        .await
-        .with_context(|| target.to_string())?;
-    let mut readable = Vec::new();
-    let mut damaged = Vec::new();
-    for (snap, health) in list.iter().zip(health) {
-        match health {
-            Health::Readable(_) => readable.push(snap),
-            Health::Damaged(reason) => damaged.push((snap, reason)),
-        }
-    }
-    let doomed = doomed(&args, &list, &readable)?;
-    let mut removed = Vec::new();
-    for snap in &doomed {
-        if !args.dry_run {
-            store
-                .delete(&snap.key)
-                .await
-                .with_context(|| format!("removing snapshot {}", snap.id))?;
-        }
-        removed.push(snap.id.clone());
-    }
-    let left_damaged: Vec<Damage> = damaged
-        .into_iter()
-        .filter(|(s, _)| !doomed.iter().any(|d| d.key == s.key))
-        .map(|(s, reason)| Damage {
-            id: s.id.clone(),
-            reason,
-        })
-        .collect();
-    let kept = readable
-        .iter()
-        .filter(|s| !doomed.iter().any(|d| d.key == s.key))
-        .count();
     if args.json {
-        print_json(&serde_json::json!({
-            "dry_run": args.dry_run,
-            "removed": removed,
-            "kept": kept,
-            "damaged": left_damaged,
-        }))?;
+        print_json(&report)?;
     } else {
-        output::forget_summary(&removed, kept, &left_damaged, args.dry_run, target)?;
+        forget_text(&report, target)?;
     }
     Ok(Exit::Ok)
 }
 
-/// The snapshots `forget` removes, sorted by ID: those the keep rules
-/// leave out of `readable`, and those named by ID.
-fn doomed<'a>(
-    args: &ForgetArgs,
-    list: &'a [Snapshot],
-    readable: &[&'a Snapshot],
-) -> anyhow::Result<Vec<&'a Snapshot>> {
+/// `s3backup snapshots prune`: deletes the content no snapshot references.
+async fn prune(args: PruneArgs) -> anyhow::Result<Exit> {
     let target = &args.target;
-    let newest_readable = readable.last().map(|s| s.key.clone());
-    let mut doomed: Vec<&Snapshot> = if args.keep_last.is_some() || args.keep_within.is_some() {
-        snapshots::to_forget(readable, args.keep_last, args.keep_within, chrono::Utc::now())
-    } else {
-        Vec::new()
+    let store = open_existing_store(target, args.s3.clone()).await?;
+    let opts = ForgetOptions {
+        dry_run: args.dry_run,
+        jobs: usize::from(args.jobs),
+        min_age: args.min_age,
+        target: target.to_string(),
+        ..ForgetOptions::default()
     };
-    for id in &args.ids {
-        let named = snapshots::resolve(list, id, &target.to_string())?;
-        if newest_readable.as_ref() == Some(&named.key) {
-            bail!(
-                "snapshot {} is the newest readable snapshot ('latest'): snapshots forget never removes it",
-                named.id
-            );
-        }
-        if !doomed.iter().any(|s| s.key == named.key) {
-            doomed.push(named);
+    let report = retention::prune_only(&*store, target.prefix(), &opts)
+        .await
+        .with_context(|| target.to_string())?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        prune_text(&report)?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `forget` did, as text (and the prune's lines when it ran).
+pub(crate) fn forget_text(report: &ForgetReport, target: &Target) -> Result<(), OutputError> {
+    output::forget_summary(
+        &report.removed,
+        report.kept,
+        &report.damaged,
+        report.dry_run,
+        target,
+    )?;
+    match &report.prune {
+        Some(prune) => prune_text(prune),
+        None => Ok(()),
+    }
+}
+
+/// What a prune did, as text: in a dry run each object that would go,
+/// then one summary line.
+pub(crate) fn prune_text(r: &PruneReport) -> Result<(), OutputError> {
+    if r.dry_run {
+        for p in &r.deleted {
+            outln!("would delete {} ({})", p.key, output::bytes(p.bytes))?;
         }
     }
-    doomed.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(doomed)
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let mut line = format!(
+        "prune: {verb} {} content object(s), {} freed; kept {} ({})",
+        r.deleted_objects,
+        output::bytes(r.deleted_bytes),
+        r.kept_objects,
+        output::bytes(r.kept_bytes)
+    );
+    if r.kept_new > 0 {
+        line.push_str(&format!(", {} of them newer than the prune", r.kept_new));
+    }
+    if r.other_objects > 0 {
+        line.push_str(&format!("; {} other object(s) left alone", r.other_objects));
+    }
+    outln!("{line}")
 }

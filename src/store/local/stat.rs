@@ -51,6 +51,32 @@ impl Stat {
         }
     }
 
+    /// When the entry was last put in place, for a listing's
+    /// `last_modified_ns` (S3's Last-Modified: when the object was stored,
+    /// not the file's mtime, which the store sets to the source file's):
+    /// the inode's change time on Unix (a write, a rename, a new mtime all
+    /// set it), the later of creation and modification time elsewhere.
+    /// A prune keeps content this recent ([`crate::retention::prune`]).
+    pub(super) fn stored_ns(md: &Metadata) -> i64 {
+        #[cfg(unix)]
+        {
+            use cap_std::fs::MetadataExt;
+            md.ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.ctime_nsec())
+        }
+        #[cfg(not(unix))]
+        {
+            let ns = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+            };
+            let created = md.created().map(|t| ns(t.into_std())).unwrap_or(0);
+            let modified = md.modified().map(|t| ns(t.into_std())).unwrap_or(0);
+            created.max(modified)
+        }
+    }
+
     /// The ETag: size and mtime in hex, as web servers derive theirs.
     pub(super) fn etag(&self) -> String {
         format!("{:x}-{:x}", self.len, i128::from(self.mtime_ns))

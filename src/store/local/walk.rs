@@ -113,7 +113,7 @@ pub(super) fn walk(
                 Ok(ObjectInfo {
                     etag: stat.etag(),
                     size: stat.len,
-                    last_modified_ns: Some(stat.mtime_ns),
+                    last_modified_ns: Some(Stat::stored_ns(&md)),
                     key,
                     storage_class: None,
                 })
