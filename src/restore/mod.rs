@@ -31,6 +31,7 @@ pub mod dest;
 pub mod dry;
 pub mod fetch;
 pub mod fold;
+pub mod locate;
 pub mod meta;
 pub mod place;
 pub mod select;
