@@ -376,6 +376,27 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
     )
 }
 
+/// `verify --all`'s text: each snapshot as [`verify_summary`] prints it,
+/// a line per damaged snapshot, then the total.
+pub(crate) fn verify_all_summary(r: &crate::verify::all::AllReport) -> Result<(), OutputError> {
+    for one in &r.snapshots {
+        verify_summary(one)?;
+    }
+    for d in &r.damaged {
+        outln!("damaged  snapshot {}: {}", d.id, d.reason)?;
+    }
+    outln!(
+        "all {} snapshot(s): {} files, {} intact, {} missing, {} mismatched, {} unreadable, {} damaged snapshot(s)",
+        r.snapshots.len() + r.damaged.len(),
+        r.files,
+        r.ok,
+        r.missing,
+        r.mismatched,
+        r.unreadable,
+        r.damaged.len()
+    )
+}
+
 /// The table of `state sets` (and `sets`), its columns as wide as their
 /// longest value (see [`crate::cli::table`]).
 pub(crate) fn sets_table(sets: Vec<SetSummary>) -> Result<(), OutputError> {

@@ -62,11 +62,12 @@ pub enum FetchError {
     Missing(String),
     /// Neither the live key (or the recorded version) nor the content area
     /// holds a snapshot's content (see [`crate::restore::locate`]).
-    #[error("{live}, and the content area holds no copy of it ({content_key}): unrecoverable")]
+    #[error("{live}; the content area holds no copy of it ({content_key}): unrecoverable")]
     NotKept {
-        /// What the live key was found to be: "missing from the bucket",
-        /// "changed in the bucket since this snapshot".
-        live: &'static str,
+        /// What was found at the live key (or version): "missing from the
+        /// bucket", "changed in the bucket since this snapshot", a blake3
+        /// that differs, …
+        live: String,
         /// The content area's key for it.
         content_key: String,
     },

@@ -34,6 +34,8 @@ use crate::history::{self, HistoryMode};
 use crate::manifest::{Entry, Header, ReadError, Reader};
 use crate::restore::fetch::{Downloaded, FetchError, Fetcher};
 use crate::restore::source::Item;
+use crate::snapshots::{self, Snapshot, SnapshotError};
+use crate::store::ObjectStore;
 
 /// Where a file of a snapshot is looked for, in order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,15 +111,42 @@ impl Newest {
         self.ahead.as_ref().filter(|e| e.path == path)
     }
 
+    /// Whether it broke off, so that what it lists from there is unknown.
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
     /// Whether the newest snapshot lists `entry`'s path with the same type
     /// and content (so the live object holds it); `None` when that cannot
-    /// be told (no newest manifest left to read).
+    /// be told (the newest manifest broke off before it).
     pub fn holds(&mut self, entry: &Entry) -> Option<bool> {
         let same = self
             .entry_for(&entry.path)
             .is_some_and(|n| n.kind == entry.kind && n.blake3 == entry.blake3);
         (same || !self.broken).then_some(same)
     }
+}
+
+/// The manifest of the newest readable snapshot after the one named `id`
+/// (damaged ones passed over without a word: this is a hint only), or
+/// `None` when `id` is the newest readable one.
+///
+/// # Errors
+/// [`SnapshotError::Store`] when the store fails.
+pub async fn newest_after(
+    store: &dyn ObjectStore,
+    all: &[Snapshot],
+    id: &str,
+    target: &str,
+) -> Result<Option<Reader<std::fs::File>>, SnapshotError> {
+    for newer in all.iter().rev().take_while(|s| s.id != id) {
+        match snapshots::open(store, all, &newer.id, target).await {
+            Ok(opened) => return Ok(Some(opened.reader)),
+            Err(SnapshotError::Store(e)) => return Err(SnapshotError::Store(e)),
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Where to look for `entry` of a snapshot: `history` says whether the
@@ -151,11 +180,20 @@ fn not_there(e: &FetchError) -> bool {
 }
 
 /// What the live key (or version) was found to hold, for the message of
-/// a file found nowhere.
-fn live_state(e: &FetchError) -> &'static str {
+/// a file found nowhere (the error's own words, less "unrecoverable").
+fn live_state(e: FetchError) -> String {
     match e {
-        FetchError::Missing(_) | FetchError::Store(_) => "missing from the bucket",
-        _ => "changed in the bucket since this snapshot",
+        FetchError::Missing(_) | FetchError::Store(_) => "missing from the bucket".into(),
+        FetchError::Changed(_) => "changed in the bucket since this snapshot".into(),
+        FetchError::Hash {
+            expected, actual, ..
+        } => FetchError::Hash {
+            expected,
+            actual,
+            unrecoverable: false,
+        }
+        .to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -205,7 +243,7 @@ impl Fetcher {
         };
         match second {
             Err(e) if not_there(&e) => {
-                let live = if live_first { &first_err } else { &e };
+                let live = if live_first { first_err } else { e };
                 Err(FetchError::NotKept {
                     live: live_state(live),
                     content_key,

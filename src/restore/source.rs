@@ -130,7 +130,7 @@ pub async fn open(
     }
     let opened = snapshots::open(&**store, &all, id.unwrap_or("latest"), target).await?;
     let name = opened.snapshot.id.clone();
-    let newest = newest_after(&**store, &all, &name, target).await?;
+    let newest = locate::newest_after(&**store, &all, &name, target).await?;
     let history = locate::uses_content_area(&opened.reader.header, newest.as_ref().map(|r| &r.header));
     let newest = newest.filter(|_| history).map(Newest::new);
     Ok(Source {
@@ -159,28 +159,6 @@ impl End {
             cause,
         })
     }
-}
-
-/// The manifest of the newest readable snapshot after the one named `id`
-/// (damaged ones passed over without a word: this is a hint only), or
-/// `None` when `id` is the newest readable one.
-///
-/// # Errors
-/// [`SnapshotError::Store`] when the store fails.
-async fn newest_after(
-    store: &dyn ObjectStore,
-    all: &[snapshots::Snapshot],
-    id: &str,
-    target: &str,
-) -> Result<Option<Reader<std::fs::File>>, SnapshotError> {
-    for newer in all.iter().rev().take_while(|s| s.id != id) {
-        match snapshots::open(store, all, &newer.id, target).await {
-            Ok(opened) => return Ok(Some(opened.reader)),
-            Err(SnapshotError::Store(e)) => return Err(SnapshotError::Store(e)),
-            Err(_) => {}
-        }
-    }
-    Ok(None)
 }
 
 /// Feeds manifest entries into the channel from a blocking thread. A bad
