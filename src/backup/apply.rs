@@ -24,6 +24,7 @@ use futures::StreamExt;
 
 use super::hash::HashedFile;
 use super::journal::Journal;
+use super::keep::LocalFiles;
 use super::open::Opened;
 use super::transfer::{Did, Done, Engine, TransferError};
 use super::{BackupError, BackupOptions, BackupReport};
@@ -33,7 +34,7 @@ use crate::fs::scan::{EntryKind, ScanEntry};
 use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::report::Failure;
-use crate::state::{FileChange, FileRow, RunStatus, StateDb, now_secs};
+use crate::state::{FileChange, FileRow, RunStatus, StateDb, Taking, now_secs};
 use crate::store::{Prepared, StoreError};
 use crate::target::Target;
 
@@ -133,6 +134,7 @@ impl Apply {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
             }
+            engine = engine.with_history(opts.history, None);
             Mode::List
         } else {
             let run_id = uuid::Uuid::now_v7().simple().to_string();
@@ -149,9 +151,14 @@ impl Apply {
             journal
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
-            engine = engine.with_journal(journal);
-            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix).await;
+            let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
+            engine = engine.with_journal(journal).with_history(opts.history, Some(local));
+            // Content a killed run was replacing is kept first, then its deletes finished.
+            let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
+            report.counts.kept += kept;
+            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
+            blocked.extend(unkept);
             blocked.extend(failed);
             Mode::Run { run_row, run_id }
         };
@@ -400,14 +407,21 @@ impl Apply {
     async fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), BackupError> {
         let (engine, cancel) = (self.engine.clone(), self.cancel.clone());
         let mut taken = self.queue(&actions)?;
-        let mut results = futures::stream::iter(actions)
-            .map(|action| {
+        let with_old: Vec<(Action, Option<FileRow>)> = actions
+            .into_iter()
+            .map(|a| {
+                let old = taken.get(a.path()).cloned();
+                (a, old)
+            })
+            .collect();
+        let mut results = futures::stream::iter(with_old)
+            .map(|(action, old)| {
                 let (engine, cancel) = (engine.clone(), cancel.clone());
                 async move {
                     if cancel.is_cancelled() {
                         return (action, None);
                     }
-                    let outcome = cancel.run(engine.execute(&action)).await;
+                    let outcome = cancel.run(engine.execute(&action, old.as_ref())).await;
                     (action, Some(outcome))
                 }
             })
@@ -421,7 +435,10 @@ impl Apply {
                 // Never started: the object is as it was, and so is its row.
                 None => {
                     interrupted = true;
-                    batch.extend(taken.remove(action.path()).map(FileChange::Upsert));
+                    if let Some(row) = taken.remove(action.path()) {
+                        batch.push(FileChange::Kept(row.path.clone()));
+                        batch.push(FileChange::Upsert(row));
+                    }
                     continue;
                 }
                 // Cut off in flight: as a failure (below), without a report.
@@ -464,11 +481,21 @@ impl Apply {
             })
             .sum();
         self.engine.progress().queued(actions.len() as u64, bytes);
-        let paths: Vec<(&str, bool)> = actions
+        let paths: Vec<(&str, Taking)> = actions
             .iter()
-            .map(|a| (a.path(), matches!(a, Action::Delete(_))))
+            .map(|a| {
+                let taking = Taking {
+                    delete: matches!(a, Action::Delete(_)),
+                    // A touch keeps the content; nothing to copy.
+                    keep: !matches!(a, Action::Touch { .. }),
+                };
+                (a.path(), taking)
+            })
             .collect();
-        let taken = tokio::task::block_in_place(|| lock(&self.db).take_rows(self.set_id, &paths))?;
+        let engine = &self.engine;
+        let taken = tokio::task::block_in_place(|| {
+            lock(&self.db).take_rows(self.set_id, &paths, |row| engine.keeps(row))
+        })?;
         Ok(taken.into_iter().map(|r| (r.path.clone(), r)).collect())
     }
 
@@ -483,8 +510,15 @@ impl Apply {
         batch: &mut Vec<FileChange>,
     ) {
         let progress = self.engine.progress();
+        // The old content is safe unless keeping it is what failed: its
+        // `preserving` entry then stays, for the next run to copy first.
+        let unkept = matches!(outcome, Err(TransferError::Keep { .. }));
+        if !unkept && taken.contains_key(action.path()) && !matches!(action, Action::Touch { .. }) {
+            batch.push(FileChange::Kept(action.path().to_string()));
+        }
         match outcome {
             Ok(done) => {
+                self.report.counts.kept += u64::from(done.kept);
                 progress.done(action.path(), done.did.label());
                 let c = &mut self.report.counts;
                 c.bytes_sent += done.bytes_sent;

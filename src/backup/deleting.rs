@@ -13,12 +13,15 @@ use crate::store::{ObjectStore, join_key};
 /// Finishes the deletes under way for set `set_id` (objects under
 /// `prefix` in `store`). Returns how many objects were deleted and the
 /// paths whose delete failed: those stay recorded for the next run, and
-/// the caller writes nothing at or under them in this one.
+/// the caller writes nothing at or under them in this one. Paths in
+/// `unkept` (whose content could not be copied into history yet, see
+/// [`super::keep::finish`]) are not deleted, and are returned as failed.
 pub(super) async fn finish(
     db: &StateDb,
     set_id: i64,
     store: &dyn ObjectStore,
     prefix: &str,
+    unkept: &[String],
 ) -> (u64, Vec<String>) {
     let under_way = match db.deletes_under_way(set_id) {
         Ok(paths) => paths,
@@ -29,6 +32,10 @@ pub(super) async fn finish(
     };
     let (mut deleted, mut failed) = (0, Vec::new());
     for (path, has_object) in under_way {
+        if has_object && unkept.contains(&path) {
+            failed.push(path);
+            continue;
+        }
         if has_object {
             let key = join_key(prefix, &path);
             if let Err(e) = retry(&key, || store.delete(&key)).await {

@@ -27,6 +27,7 @@ mod deleting;
 mod finish;
 mod hash;
 mod journal;
+pub mod keep;
 mod multipart;
 mod open;
 pub mod rebuild;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::journal::Journal;
+use super::keep::{Keeper, Kept, LocalFiles};
 use super::multipart::part_size_for;
 use crate::fs::hash::{self, BodyDigests};
 use crate::fs::names;
@@ -32,8 +33,8 @@ use crate::store::{
 pub struct Engine {
     pub(super) store: Arc<dyn ObjectStore>,
     source: PathBuf,
-    prefix: String,
-    requests: Semaphore,
+    pub(super) prefix: String,
+    pub(super) requests: Semaphore,
     pub(super) jobs: usize,
     multipart_threshold: u64,
     pub(super) part_size: u64,
@@ -45,6 +46,8 @@ pub struct Engine {
     /// Bytes of files (whole objects and parts) the store confirmed in
     /// this run, finished files or not: what an interrupted run records.
     pub(super) sent: std::sync::atomic::AtomicU64,
+    /// Keeps the content the run replaces or deletes (history).
+    pub(super) keeper: Keeper,
 }
 
 /// Why one action failed (reported for its file; the run goes on).
@@ -66,6 +69,17 @@ pub enum TransferError {
     /// The symlink's target is no longer the one planned.
     #[error("symlink changed while being backed up; it will be retried next run")]
     LinkChanged,
+    /// The content the object held could not be copied into the content
+    /// area (history), so the object was left as it was.
+    #[error(
+        "not replaced: its previous content could not be kept for older snapshots ({cause}); it is tried again next run"
+    )]
+    Keep {
+        /// The path whose object held it.
+        path: String,
+        /// What the store said.
+        cause: StoreError,
+    },
     /// A blocking task (hashing) died.
     /// (The message names the cause, so it is not also the source.)
     #[error("hashing task failed: {0}")]
@@ -130,6 +144,8 @@ pub struct Done {
     pub change: FileChange,
     /// Upload body bytes sent.
     pub bytes_sent: u64,
+    /// Whether the content the object held before was copied into history.
+    pub kept: bool,
 }
 
 impl Engine {
@@ -156,7 +172,21 @@ impl Engine {
             journal: None,
             maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
             sent: std::sync::atomic::AtomicU64::new(0),
+            keeper: Keeper::default(),
         }
+    }
+
+    /// Keeps what the run replaces or deletes as `mode` says (history),
+    /// sending archived content from the local files `local` finds.
+    pub fn with_history(mut self, mode: crate::history::HistoryMode, local: Option<LocalFiles>) -> Self {
+        self.keeper = Keeper::new(mode, local);
+        self
+    }
+
+    /// Whether the content of `row` is copied into history before its
+    /// object is replaced or deleted.
+    pub fn keeps(&self, row: &FileRow) -> bool {
+        self.keeper.wants(row)
     }
 
     /// Journals multipart uploads so an interrupted one resumes next run.
@@ -179,13 +209,33 @@ impl Engine {
         join_key(&self.prefix, path)
     }
 
-    /// Carries out one action.
+    /// Carries out one action; `old` is the row the action's path had
+    /// (taken from the state before): its content is kept first when the
+    /// action replaces it (history, see [`super::keep`]).
     ///
     /// # Errors
     /// A [`TransferError`] when the store refused the action (after
-    /// retries) or the file changed, shrank or vanished on the way; nothing
-    /// is recorded for it.
-    pub async fn execute(&self, action: &Action) -> Result<Done, TransferError> {
+    /// retries), its old content could not be kept, or the file changed,
+    /// shrank or vanished on the way; nothing is recorded for it.
+    pub async fn execute(&self, action: &Action, old: Option<&FileRow>) -> Result<Done, TransferError> {
+        let replaced = match action {
+            Action::Upload { blake3, .. } | Action::Copy { blake3, .. } => {
+                old.filter(|o| o.blake3 != *blake3)
+            }
+            Action::Delete(row) => Some(row),
+            Action::Touch { .. } => None,
+        };
+        let kept = match replaced {
+            Some(row) => self.keep(row).await?,
+            None => Kept::Nothing,
+        };
+        let mut done = self.carry(action).await?;
+        done.kept = kept == Kept::Copied;
+        Ok(done)
+    }
+
+    /// [`Self::execute`] once the old content is safe.
+    async fn carry(&self, action: &Action) -> Result<Done, TransferError> {
         match action {
             Action::Upload {
                 entry,
@@ -213,6 +263,7 @@ impl Engine {
                     },
                     change: FileChange::Remove(row.path.clone()),
                     bytes_sent: 0,
+                    kept: false,
                 })
             }
         }
@@ -246,6 +297,11 @@ impl Engine {
                     tracing::info!("{e}; uploading instead");
                     None
                 }
+                // S3 copies nothing out of GLACIER or DEEP_ARCHIVE; the local file has the bytes.
+                Err(e @ StoreError::Archived(_)) => {
+                    tracing::info!("{e}; uploading the local file instead");
+                    None
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -257,6 +313,7 @@ impl Engine {
                     did: Did::Copied,
                     change: FileChange::Upsert(file_row(entry, blake3, put)),
                     bytes_sent: 0,
+                    kept: false,
                 })
             }
             None => self.upload(entry, blake3, bodies).await,
@@ -290,6 +347,13 @@ impl Engine {
                     tracing::warn!("{e}; uploading it again");
                     return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
                 }
+                // An archived object's metadata cannot be refreshed by a
+                // copy; the local file still has its content, so it is sent
+                // (otherwise every run would fail on it again).
+                Err(e @ StoreError::Archived(_)) => {
+                    tracing::info!("{e}; uploading the local file instead");
+                    return self.upload(entry, &old.blake3, &BodyDigests::default()).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -297,6 +361,7 @@ impl Engine {
             did: Did::Touched,
             change: FileChange::Upsert(file_row(entry, &old.blake3, put)),
             bytes_sent: 0,
+            kept: false,
         })
     }
 
@@ -384,6 +449,7 @@ impl Engine {
             did: Did::Uploaded,
             change: FileChange::Upsert(file_row(entry, blake3, put)),
             bytes_sent,
+            kept: false,
         })
     }
 }

@@ -193,6 +193,15 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
+    if r.counts.kept > 0 {
+        outln!(
+            "  kept {} replaced or deleted for older snapshots (in .s3backup/content)",
+            match r.counts.kept {
+                1 => "1 object".to_string(),
+                n => format!("{n} objects"),
+            }
+        )?;
+    }
     outln!(
         "  sent {} in {:.2} s",
         indicatif::HumanBytes(r.counts.bytes_sent),

@@ -45,6 +45,22 @@ pub enum FileChange {
     Upsert(FileRow),
     /// Remove the row for this path.
     Remove(String),
+    /// The content this path's object held before the run is safe (copied
+    /// into the content area, or needing no copy): its entry in the
+    /// `preserving` table goes (see [`StateDb::take_rows`]).
+    Kept(String),
+}
+
+/// How a backup is about to change the object of a path whose row it
+/// takes ([`StateDb::take_rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taking {
+    /// The object is to be deleted (recorded in `deleting`).
+    pub delete: bool,
+    /// Its content is to be copied into the content area first (recorded
+    /// in `preserving`, when the row has content): history, see
+    /// [`crate::history`].
+    pub keep: bool,
 }
 
 impl StateDb {
@@ -175,19 +191,27 @@ impl StateDb {
     }
 
     /// Removes the rows of `paths` in one transaction and returns them;
-    /// the paths whose second field is true are to be deleted, and are
-    /// recorded in the `deleting` table in the same transaction.
+    /// the paths [`Taking::delete`] names are recorded in the `deleting`
+    /// table, and those [`Taking::keep`] names (when the row has content
+    /// and `keep` says so for the row) in the `preserving` table, in the
+    /// same transaction.
     ///
     /// A backup calls this before it replaces or deletes those objects: a
     /// run killed halfway then leaves no row claiming content the bucket
     /// may no longer hold (which a later run could pick as a copy source),
     /// only rows it can trust and paths it will look at afresh; and no
     /// object it was about to delete unclaimed: the next run finishes the
-    /// deletes [`StateDb::deletes_under_way`] lists.
+    /// deletes [`StateDb::deletes_under_way`] lists, after copying into the
+    /// content area what [`StateDb::preserving`] lists.
     ///
     /// # Errors
     /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
-    pub fn take_rows(&mut self, set_id: i64, paths: &[(&str, bool)]) -> StateResult<Vec<FileRow>> {
+    pub fn take_rows(
+        &mut self,
+        set_id: i64,
+        paths: &[(&str, Taking)],
+        keep: impl Fn(&FileRow) -> bool,
+    ) -> StateResult<Vec<FileRow>> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
             path: path.clone(),
@@ -208,16 +232,36 @@ impl StateDb {
             let mut deleting = tx
                 .prepare_cached("INSERT OR REPLACE INTO deleting (set_id, path, kind) VALUES (?1, ?2, ?3)")
                 .map_err(err)?;
-            for &(p, delete) in paths {
+            let mut preserving = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO preserving (set_id, path, kind, size, mtime_ns, mode, blake3, etag)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err)?;
+            for &(p, taking) in paths {
                 if let Some(row) = select
                     .query_row(params![set_id, p], row_to_file)
                     .optional()
                     .map_err(err)?
                 {
                     remove.execute(params![set_id, p]).map_err(err)?;
-                    if delete {
+                    if taking.delete {
                         deleting
                             .execute(params![set_id, p, kind_code(row.kind)])
+                            .map_err(err)?;
+                    }
+                    if taking.keep && row.kind.has_content() && !row.blake3.is_empty() && keep(&row) {
+                        preserving
+                            .execute(params![
+                                set_id,
+                                p,
+                                kind_code(row.kind),
+                                row.size as i64,
+                                row.mtime_ns,
+                                row.mode,
+                                row.blake3,
+                                row.etag
+                            ])
                             .map_err(err)?;
                     }
                     taken.push(row);
@@ -257,10 +301,17 @@ impl StateDb {
             let mut done = tx
                 .prepare_cached("DELETE FROM deleting WHERE set_id = ?1 AND path = ?2")
                 .map_err(err)?;
+            let mut kept = tx
+                .prepare_cached("DELETE FROM preserving WHERE set_id = ?1 AND path = ?2")
+                .map_err(err)?;
             for change in changes {
                 let path = match change {
                     FileChange::Upsert(r) => &r.path,
                     FileChange::Remove(p) => p,
+                    FileChange::Kept(p) => {
+                        kept.execute(params![set_id, p]).map_err(err)?;
+                        continue;
+                    }
                 };
                 done.execute(params![set_id, path]).map_err(err)?;
                 match change {
@@ -282,6 +333,7 @@ impl StateDb {
                         r.stamp.map(|s| s.device as i64)
                     ]),
                     FileChange::Remove(p) => remove.execute(params![set_id, p]),
+                    FileChange::Kept(_) => continue,
                 }
                 .map_err(err)?;
             }

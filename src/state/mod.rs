@@ -37,11 +37,13 @@ use rusqlite::Connection;
 mod files;
 mod inspect;
 mod open;
+mod preserving;
 mod runs;
 mod sets;
 mod uploads;
 
-pub use files::{FileChange, FileRow};
+pub use files::{FileChange, FileRow, Taking};
+pub use preserving::Preserving;
 pub use inspect::{RunRow, SetSummary, Stats};
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use sets::NamedSet;

@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_symlinks_and_upload_journal.sql"),
     include_str!("../../migrations/0003_change_time_and_inode.sql"),
     include_str!("../../migrations/0004_deletes_under_way.sql"),
+    include_str!("../../migrations/0005_history.sql"),
 ];
 
 impl StateDb {

@@ -69,6 +69,12 @@ pub enum StoreError {
     /// that changes only case), which must go before the new spelling fits.
     #[error("{0}")]
     NameClash(String),
+    /// The object is in an archive storage class (S3 GLACIER or
+    /// DEEP_ARCHIVE, answered `InvalidObjectState`): it cannot be read or
+    /// copied until it is restored in S3. A copy falls back to sending a
+    /// local file with the same content, where there is one.
+    #[error("{0}: the object is in an archive storage class; request a restore of it in S3 first")]
+    Archived(String),
     /// Retrying will not help.
     #[error("{0}")]
     Fatal(String),

@@ -267,6 +267,9 @@ pub struct Summary {
     pub failed: u64,
     pub skipped: u64,
     pub bytes_sent: u64,
+    /// Objects copied into the content area (history) before being replaced or deleted.
+    #[serde(default)]
+    pub kept: u64,
     #[allow(dead_code)]
     pub elapsed_ms: u64,
     pub dry_run: bool,
@@ -530,7 +533,7 @@ impl Manifest {
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: serde_json::Value =
             serde_json::from_str(lines.next().expect("manifest has a header")).unwrap();
-        assert_eq!(header["format"], 1, "manifest header {header}");
+        assert_eq!(header["format"], 2, "manifest header {header}");
         let entries: Vec<serde_json::Value> = lines
             .map(|l| serde_json::from_str(l).expect("manifest line is JSON"))
             .collect();

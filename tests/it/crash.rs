@@ -405,6 +405,7 @@ impl<'a> Harness<'a> {
         // After the kill: what is on disk and in the bucket must be sound.
         self.check_state_db();
         self.check_manifests();
+        self.check_history();
         let rows = state_files(&self.env);
         self.check_verify_after_kill(&rows);
         self.check_rows_against_store(&rows, true);
@@ -424,6 +425,7 @@ impl<'a> Harness<'a> {
 
         self.check_state_db();
         self.check_manifests();
+        self.check_history();
         let rows = state_files(&self.env);
         self.check_rows_against_store(&rows, false);
 
@@ -834,6 +836,33 @@ impl<'a> Harness<'a> {
             assert!(raw.ends_with(b"\n"), "manifest {key} ends mid-line");
             let m = Manifest::decode(&bytes);
             assert_eq!(m.header["run_id"].as_str(), name.get(17..49), "run ID of {key}");
+        }
+    }
+
+    /// Every file of every snapshot ever written (none is forgotten here)
+    /// is still in the store: at its key with the snapshot's content, or
+    /// in the content area under its blake3 (history): a kill never loses
+    /// what a snapshot lists, whenever it strikes.
+    fn check_history(&self) {
+        let objects = self.objects();
+        let holds = |key: &str, blake3: &str| objects.get(key).is_some_and(|b| blake3_hex(b) == blake3);
+        for (key, bytes) in &objects {
+            if !key.starts_with(".s3backup/manifests/") {
+                continue;
+            }
+            let m = Manifest::decode(bytes);
+            for f in &m.files {
+                if f["type"] != "file" {
+                    continue;
+                }
+                let (path, blake3) = (f["path"].as_str().unwrap(), f["blake3"].as_str().unwrap());
+                let kept = format!(".s3backup/content/{}/{blake3}", &blake3[..2]);
+                assert!(
+                    holds(path, blake3) || holds(&kept, blake3),
+                    "seed {}: snapshot {key} lists {path} ({blake3}), which is neither at its key nor kept in history",
+                    self.seed
+                );
+            }
         }
     }
 

@@ -81,6 +81,7 @@ mod exfat_source;
 mod faults;
 mod filters;
 mod help;
+mod history_keep;
 mod history_restore;
 mod inspect;
 mod integrity;

@@ -353,7 +353,7 @@ fn manifest_of_a_newer_format_is_refused() {
     std::fs::create_dir_all(store.join(".s3backup/manifests")).unwrap();
     std::fs::write(store.join("a.txt"), "a").unwrap();
     let mut header = manifest_header(1, 1);
-    header["format"] = 2.into();
+    header["format"] = 3.into();
     std::fs::write(
         store.join(".s3backup/manifests/20200101T000000Z-0000000000000000000000000000beef.jsonl.zst"),
         encode_manifest(&header, &[]),

@@ -171,8 +171,20 @@ impl S3Access for Policy {
         {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }
-        if op == "GetObject"
-            && let Some(k) = &key
+        // S3 neither reads nor copies an archived object (CopyObject names
+        // its source in `x-amz-copy-source`: `bucket/key`, percent-encoded).
+        let copy_source = (op == "CopyObject")
+            .then(|| cx.headers().get("x-amz-copy-source"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let v = v.trim_start_matches('/');
+                let v = v.split_once("?versionId=").map_or(v, |(k, _)| k);
+                let decoded = percent_decode(v);
+                decoded.split_once('/').map(|(_, k)| k.to_owned()).unwrap_or_default()
+            });
+        let read = if op == "GetObject" { key.clone() } else { copy_source };
+        if let Some(k) = &read
             && self.shared.archived.lock().unwrap().contains(k)
         {
             return Err(s3_error!(
@@ -488,8 +500,9 @@ impl S3Server {
         self.shared.denied.lock().unwrap().insert(bucket.to_owned());
     }
 
-    /// GETs of `key` fail with 403 InvalidObjectState, as S3 answers for an
-    /// object in GLACIER or DEEP_ARCHIVE that has not been restored.
+    /// GETs of `key`, and copies from it, fail with 403 InvalidObjectState,
+    /// as S3 answers for an object in GLACIER or DEEP_ARCHIVE that has not
+    /// been restored.
     pub fn archive_key(&self, key: &str) {
         self.shared.archived.lock().unwrap().insert(key.to_owned());
     }
@@ -799,3 +812,4 @@ mod tests {
         assert_eq!(split_path("/"), (None, None));
     }
 }
+

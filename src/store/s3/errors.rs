@@ -122,9 +122,7 @@ where
         Class::AccessDenied | Class::BucketTaken => StoreError::AccessDenied(text),
         Class::Changed => StoreError::Changed(text),
         Class::BadDigest => StoreError::BadDigest(text),
-        Class::Archived => StoreError::Fatal(format!(
-            "{text}: the object is in an archive storage class; request a restore of it in S3 first"
-        )),
+        Class::Archived => StoreError::Archived(text),
         Class::Busy | Class::TimedOut | Class::BadResponse => StoreError::Transient(text),
         Class::Unreachable => StoreError::Transient(format!(
             "{what}: cannot reach the endpoint: {}",

@@ -1,0 +1,252 @@
+//! History on the backup's side (`src/backup/keep.rs`): before a run
+//! replaces or deletes an object, its content is copied server-side into
+//! `PREFIX/.s3backup/content/<2 hex>/<blake3>`, once per content, and only
+//! then is the object changed; a failed or killed copy leaves the object
+//! alone until a later run has kept it. Against the in-process S3 server
+//! (no versioning), moto with versioning, and the local store.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+use crate::server::{Request, S3Server};
+use crate::versioned::Moto;
+
+const BUCKET: &str = "hist";
+const TARGET: &str = "hist::p";
+
+fn setup() -> (S3Server, TestEnv) {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let env = TestEnv::with_server(&server);
+    (server, env)
+}
+
+/// The content area's key of `content` under prefix `p`.
+fn content_key(content: &[u8]) -> String {
+    let h = blake3_hex(content);
+    format!("p/.s3backup/content/{}/{h}", &h[..2])
+}
+
+/// Keys of the content area, sorted.
+fn content_keys(server: &S3Server) -> Vec<String> {
+    let mut keys: Vec<String> = server
+        .list_keys(BUCKET)
+        .into_iter()
+        .filter(|k| k.starts_with("p/.s3backup/content/"))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Index of the first logged request for which `f` holds.
+fn first(log: &[Request], f: impl Fn(&Request) -> bool) -> usize {
+    log.iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("no such request in {:#?}", log.iter().map(|r| (&r.op, &r.key)).collect::<Vec<_>>()))
+}
+
+fn is(r: &Request, op: &str, key: &str) -> bool {
+    r.op == op && r.key.as_deref() == Some(key)
+}
+
+#[test]
+fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
+    let (server, env) = setup();
+    env.write("a.txt", "one")
+        .write("b.txt", "two")
+        .write("c.txt", "three")
+        .write("d/e.txt", "same")
+        .write("f.txt", "same");
+    env.backup_ok(TARGET, &[]);
+    assert_eq!(content_keys(&server), Vec::<String>::new(), "a first backup replaces nothing");
+    env.write("a.txt", "one, changed")
+        .remove("b.txt")
+        .rename("c.txt", "c2.txt")
+        .write("d/e.txt", "e now")
+        .write("f.txt", "f now");
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    // one, two, three (c.txt's object goes after its rename), same (once for two paths).
+    assert_eq!(s.kept, 4, "{s:?}");
+    let mut want: Vec<String> = ["one", "two", "three", "same"]
+        .iter()
+        .map(|c| content_key(c.as_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(content_keys(&server), want);
+    for c in ["one", "two", "three", "same"] {
+        let key = content_key(c.as_bytes());
+        assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), c.as_bytes(), "{key}");
+        let md = server.object_metadata(BUCKET, &key).unwrap();
+        assert_eq!(md.get("blake3"), Some(&blake3_hex(c.as_bytes())), "{key}");
+    }
+    let log = server.requests();
+    let kept = |c: &str| first(&log, |r| is(r, "CopyObject", &content_key(c.as_bytes())));
+    assert!(kept("one") < first(&log, |r| is(r, "PutObject", "p/a.txt")));
+    assert!(kept("two") < first(&log, |r| is(r, "DeleteObject", "p/b.txt")));
+    assert!(kept("three") < first(&log, |r| is(r, "DeleteObject", "p/c.txt")));
+    let same = content_key(b"same");
+    assert_eq!(log.iter().filter(|r| is(r, "CopyObject", &same)).count(), 1);
+    // Nothing changed: nothing kept, and still one request.
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!((s.kept, s.uploaded, s.copied), (0, 0, 0));
+    assert_eq!(server.requests().len(), 1, "{:?}", server.ops());
+}
+
+#[test]
+fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
+    let (server, env) = setup();
+    env.write_at("a.txt", "one", (1_600_000_000, 0)).write("b.txt", "two");
+    env.backup_ok(TARGET, &[]);
+    env.set_mtime("a.txt", (1_700_000_000, 0));
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.touched, s.kept), (1, 0));
+    env.write("b.txt", "two, changed");
+    let s = env.backup_ok(TARGET, &["--history", "off"]);
+    assert_eq!((s.uploaded, s.kept), (1, 0));
+    assert_eq!(content_keys(&server), Vec::<String>::new());
+    let manifest = server
+        .list_keys(BUCKET)
+        .into_iter()
+        .filter(|k| k.contains("/manifests/"))
+        .max()
+        .unwrap();
+    let m = Manifest::decode(&server.object_bytes(BUCKET, &manifest).unwrap());
+    assert_eq!(m.header["format"], 2);
+    assert_eq!(m.header["history"], "off");
+    let r = env.backup(TARGET, &["--history", "sometimes"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("unknown history mode 'sometimes'"), "{}", r.show());
+}
+
+#[test]
+fn a_failed_keep_leaves_the_object_and_the_next_run_keeps_it() {
+    let (server, env) = setup();
+    env.write("a.txt", "one").write("b.txt", "two");
+    env.backup_ok(TARGET, &[]);
+    env.write("a.txt", "one, changed");
+    server.fail_key(".s3backup/content/", None, false);
+    let r = env.backup(TARGET, &["--json"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.failures.len(), 1, "{s:?}");
+    assert_eq!(s.failures[0].path, "a.txt");
+    assert!(s.failures[0].error.contains("not replaced"), "{}", s.failures[0].error);
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
+    server.clear_rules();
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.kept), (1, 1), "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, &content_key(b"one")).unwrap(), b"one");
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
+}
+
+/// Killed while its copy into history is being refused (503, retried):
+/// the row of the object it was replacing is already out of the state,
+/// yet the next run keeps that content before it uploads the new one.
+#[test]
+fn killed_before_its_copy_the_next_run_keeps_that_content_first() {
+    let (server, env) = setup();
+    env.write("a.txt", "one").write("b.txt", "two");
+    env.backup_ok(TARGET, &[]);
+    env.write("a.txt", "one, changed");
+    server.fail_key(".s3backup/content/", None, true);
+    server.clear_requests();
+    let mut child = env
+        .backup_cmd(TARGET, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let key = content_key(b"one");
+    let seen = server.wait_for_matching(1, Duration::from_secs(30), |r| is(r, "CopyObject", &key));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen, "the run never tried to keep a.txt's content: {:?}", server.ops());
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
+    assert_eq!(server.object_bytes(BUCKET, &key), None);
+    server.clear_rules();
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), b"one");
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
+    let log = server.requests();
+    assert!(first(&log, |r| is(r, "CopyObject", &key)) < first(&log, |r| is(r, "PutObject", "p/a.txt")));
+}
+
+/// S3 neither reads nor copies an object in GLACIER or DEEP_ARCHIVE.
+#[test]
+fn archived_objects_are_sent_from_local_files_or_left_alone_with_a_reason() {
+    let (server, env) = setup();
+    env.write("a.txt", "one")
+        .write("c.txt", "three")
+        .write_at("t.txt", "touched", (1_600_000_000, 0));
+    env.backup_ok(TARGET, &[]);
+    for k in ["p/a.txt", "p/c.txt", "p/t.txt"] {
+        server.archive_key(k);
+    }
+    // A rename: the copy falls back to an upload, and c.txt's content is
+    // kept from the local c2.txt before c.txt goes.
+    env.rename("c.txt", "c2.txt");
+    // A touch: its metadata refresh falls back to an upload.
+    env.set_mtime("t.txt", (1_700_000_000, 0));
+    // A change: the old content is only in the archived object.
+    env.write("a.txt", "one, changed");
+    let r = env.backup(TARGET, &["--json", "--delete"]);
+    r.expect_code(3);
+    let s = r.summary();
+    assert_eq!(s.failures.len(), 1, "{s:?}");
+    assert_eq!(s.failures[0].path, "a.txt");
+    let e = &s.failures[0].error;
+    assert!(e.contains("not replaced") && e.contains("archive storage class"), "{e}");
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
+    assert_eq!(server.object_bytes(BUCKET, "p/c2.txt").unwrap(), b"three");
+    assert_eq!(server.object_bytes(BUCKET, "p/c.txt"), None);
+    assert_eq!(server.object_bytes(BUCKET, &content_key(b"three")).unwrap(), b"three");
+    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(s.deleted, 1, "{s:?}");
+    assert_eq!(s.uploaded, 2, "c2.txt and t.txt are sent: {s:?}");
+}
+
+#[test]
+fn the_local_store_keeps_replaced_content_too() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap();
+    env.write("a.txt", "one").write("b.txt", "two");
+    env.backup_ok(target, &[]);
+    env.write("a.txt", "one, changed").remove("b.txt");
+    let s = env.backup_ok(target, &["--delete"]);
+    assert_eq!(s.kept, 2, "{s:?}");
+    for c in ["one", "two"] {
+        let h = blake3_hex(c.as_bytes());
+        let kept = store.join(".s3backup/content").join(&h[..2]).join(&h);
+        assert_eq!(std::fs::read(&kept).unwrap(), c.as_bytes(), "{}", kept.display());
+    }
+}
+
+#[test]
+fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
+    let Some(moto) = Moto::start("a_versioned_bucket_keeps_versions_and_copies_only_when_asked") else {
+        return;
+    };
+    let client = moto.bucket("vhist", true);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    env.write("a.txt", "one").write("b.txt", "two");
+    env.backup_ok("vhist::p", &[]);
+    env.write("a.txt", "one, changed");
+    let s = env.backup_ok("vhist::p", &[]);
+    assert_eq!(s.kept, 0, "the bucket keeps a version: {s:?}");
+    env.write("b.txt", "two, changed");
+    let s = env.backup_ok("vhist::p", &["--history", "both"]);
+    assert_eq!(s.kept, 1, "{s:?}");
+    let keys: Vec<String> = block_on(client.list_objects_v2().bucket("vhist").prefix("p/.s3backup/content/").send())
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect();
+    assert_eq!(keys, [content_key(b"two")]);
+}
