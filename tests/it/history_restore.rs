@@ -67,29 +67,13 @@ fn third_tree(env: &TestEnv) {
     env.write_at("c.txt", "new in the third", (T + 200, 3));
 }
 
-/// Stands in for the backup's own copies into the content area until it
-/// makes them: every file and symlink of the tree about to change.
-fn keep_by_hand(env: &TestEnv, put: &dyn Fn(&str, &[u8])) {
-    for (_, node) in tree(&env.src) {
-        let bytes = match node.kind {
-            Kind::File(b) => b,
-            Kind::Symlink(t) => t.into_os_string().into_encoded_bytes(),
-            Kind::Dir => continue,
-        };
-        put(&blake3_hex(&bytes), &bytes);
-    }
-}
-
 /// The three backups (`--delete`, plus `extra`), each snapshot with its tree.
-fn three_backups(env: &TestEnv, target: &str, extra: &[&str], put: Option<&dyn Fn(&str, &[u8])>) -> Vec<Taken> {
+fn three_backups(env: &TestEnv, target: &str, extra: &[&str]) -> Vec<Taken> {
     let mut args = vec!["--delete"];
     args.extend_from_slice(extra);
     let mut taken = Vec::new();
     let steps: [fn(&TestEnv); 3] = [first_tree, second_tree, third_tree];
     for step in steps {
-        if let Some(put) = put {
-            keep_by_hand(env, put);
-        }
         step(env);
         let s = env.backup_ok(target, &args);
         taken.push(Taken {
@@ -189,14 +173,10 @@ fn every_snapshot_restores_exactly_from_a_bucket_without_versioning() {
     server.create_bucket("hist");
     let env = TestEnv::with_server(&server);
     let target = "hist::pre";
-    let client = sdk_client(&server.endpoint());
-    let put = |hash: &str, bytes: &[u8]| {
-        let key = format!("pre/.s3backup/content/{}/{hash}", &hash[..2]);
-        sdk_put(&client, "hist", &key, bytes);
-    };
-    let taken = three_backups(&env, target, &[], Some(&put));
+    let taken = three_backups(&env, target, &[]);
     each_restores_exactly(&env, target, &taken);
     each_verifies(&env, target, &taken);
+    no_request_wasted(&server, &env, target, &taken);
     let hash = blake3_hex(b"deleted later");
     let key = format!("pre/.s3backup/content/{}/{hash}", &hash[..2]);
     std::fs::remove_file(server.object_path("hist", &key)).unwrap();
@@ -208,12 +188,7 @@ fn every_snapshot_restores_exactly_from_a_local_store() {
     let env = TestEnv::new();
     let store = env.root().join("store");
     let target = store.to_str().unwrap().to_owned();
-    let put = |hash: &str, bytes: &[u8]| {
-        let path = store.join(format!(".s3backup/content/{}/{hash}", &hash[..2]));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    };
-    let taken = three_backups(&env, &target, &[], Some(&put));
+    let taken = three_backups(&env, &target, &[]);
     each_restores_exactly(&env, &target, &taken);
     each_verifies(&env, &target, &taken);
     let hash = blake3_hex(b"deleted later");
@@ -229,7 +204,7 @@ fn every_snapshot_restores_exactly_from_a_versioned_bucket() {
     let client = moto.bucket("vhist", true);
     let env = TestEnv::with_endpoint(&moto.endpoint());
     let target = "vhist::pre";
-    let taken = three_backups(&env, target, &[], None);
+    let taken = three_backups(&env, target, &[]);
     each_restores_exactly(&env, target, &taken);
     each_verifies(&env, target, &taken);
     // Versions keep the history here: removing the one gone.txt had loses it.
@@ -247,4 +222,94 @@ fn every_snapshot_restores_exactly_from_a_versioned_bucket() {
         .expect("DeleteObject version");
     }
     a_lost_copy_is_named(&env, target, &taken);
+}
+
+/// The first snapshot's restore asks for each file once, where it is: the
+/// content area for what changed or went since, the live key for what did
+/// not (touched.txt only had its mtime refreshed). `verify --all` reads
+/// manifests, lists the prefix once per snapshot and the content area
+/// once, and asks nothing per file.
+fn no_request_wasted(server: &S3Server, env: &TestEnv, target: &str, taken: &[Taken]) {
+    server.clear_requests();
+    env.restore_ok(target, &env.root().join("counted"), &["--snapshot", &taken[0].id]);
+    let mut gets: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == "GetObject")
+        .filter_map(|r| r.key)
+        .filter(|k| !k.contains("/.s3backup/manifests/"))
+        .collect();
+    gets.sort();
+    let mut want: Vec<String> = [
+        "version one",
+        "bee",
+        "renamed later",
+        "deleted later",
+        "a file that becomes a directory",
+        "a file that becomes a symlink",
+    ]
+    .iter()
+    .map(|c| {
+        let hash = blake3_hex(c.as_bytes());
+        format!("pre/.s3backup/content/{}/{hash}", &hash[..2])
+    })
+    .chain(["pre/same.txt".to_owned(), "pre/touched.txt".to_owned()])
+    .collect();
+    want.sort();
+    assert_eq!(gets, want);
+
+    server.clear_requests();
+    env.verify(target, &["--all"]).expect_code(0);
+    let requests = server.requests();
+    let per_file: Vec<_> = requests
+        .iter()
+        .filter(|r| r.op == "HeadObject" || r.op == "GetObject")
+        .filter(|r| !r.key.as_deref().unwrap_or_default().contains("/.s3backup/manifests/"))
+        .collect();
+    assert!(per_file.is_empty(), "{per_file:?}");
+    let lists = |what: &str| {
+        requests
+            .iter()
+            .filter(|r| r.op == "ListObjectsV2" && r.query.contains(what))
+            .count()
+    };
+    assert_eq!(lists("prefix=pre%2F.s3backup%2Fcontent"), 1, "{requests:?}");
+}
+
+/// `--history off` is today's pure mirror: the latest snapshot restores,
+/// an older one's changed and deleted files are unrecoverable, said as
+/// before, and nothing is asked of the content area.
+#[test]
+fn history_off_restores_as_a_pure_mirror_did() {
+    let server = S3Server::start();
+    server.create_bucket("hist");
+    let env = TestEnv::with_server(&server);
+    let target = "hist::pre";
+    let taken = three_backups(&env, target, &["--history", "off"]);
+    let dest = env.root().join("latest");
+    env.restore_ok(target, &dest, &[]);
+    assert_eq!(tree(&dest), taken[2].tree);
+    server.clear_requests();
+    let dest = env.root().join("first");
+    let r = env.restore(target, &dest, &["--json", "--snapshot", &taken[0].id]);
+    r.expect_code(3);
+    let s = r.restore_summary();
+    assert_eq!(
+        s.failed_paths(),
+        ["a.txt", "b.txt", "gone.txt", "link", "old/name.txt", "shape"],
+        "{}",
+        r.show()
+    );
+    for f in &s.failures {
+        assert!(f.error.ends_with("unrecoverable"), "{f:?}");
+        assert!(!f.error.contains("content area"), "{f:?}");
+    }
+    let asked: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.key.as_deref().is_some_and(|k| k.contains("/.s3backup/content/")))
+        .collect();
+    assert!(asked.is_empty(), "{asked:?}");
+    env.verify(target, &["--snapshot", &taken[2].id]).expect_code(0);
+    env.verify(target, &["--snapshot", &taken[0].id]).expect_code(1);
 }
