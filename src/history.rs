@@ -76,7 +76,10 @@ impl HistoryMode {
 
 /// Whether `text` is a blake3 hash as the tool writes it: 64 lowercase hex digits.
 pub fn is_blake3_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The key prefix of the content area under a target prefix, with its
@@ -115,7 +118,10 @@ mod tests {
         assert_eq!(blake3_of_key(&area, &content_key("p/q", H)), Some(H));
         assert_eq!(blake3_of_key(&area, &format!("{area}00/{H}")), None);
         assert_eq!(blake3_of_key(&area, &format!("{area}af/{}", &H[..63])), None);
-        assert_eq!(blake3_of_key(&area, &format!("{area}af/{}", H.to_uppercase())), None);
+        assert_eq!(
+            blake3_of_key(&area, &format!("{area}af/{}", H.to_uppercase())),
+            None
+        );
         assert_eq!(blake3_of_key(&area, "p/q/other"), None);
     }
 

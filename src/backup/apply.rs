@@ -152,11 +152,14 @@ impl Apply {
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
             let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
-            engine = engine.with_journal(journal).with_history(opts.history, Some(local));
+            engine = engine
+                .with_journal(journal)
+                .with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
             let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
             report.counts.kept += kept;
-            let (deleted, failed) = super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
+            let (deleted, failed) =
+                super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
             blocked.extend(unkept);
             blocked.extend(failed);

@@ -154,15 +154,7 @@ pub(super) async fn record(
     let sent_nothing = c.uploaded + c.copied + c.touched + c.deleted == 0;
     let failed = c.failed + report.failed_dirs > 0;
     let manifest_result = if db.manifest_pending(set_id)? && !(sent_nothing && failed) {
-        write_manifest(
-            &db,
-            set_id,
-            &*opened.store,
-            &opened.source_text,
-            opts,
-            &run_id,
-        )
-        .await
+        write_manifest(&db, set_id, &*opened.store, &opened.source_text, opts, &run_id).await
     } else {
         Ok(None)
     };

@@ -229,7 +229,10 @@ impl Content<'_> {
                 self.path
             )));
         }
-        let (src, dst) = (join_key(prefix, self.path), history::content_key(prefix, self.blake3));
+        let (src, dst) = (
+            join_key(prefix, self.path),
+            history::content_key(prefix, self.blake3),
+        );
         let meta = self.meta();
         let copied = retry(&dst, || async {
             let _permit = match permits {
@@ -265,7 +268,10 @@ impl Engine {
             return Ok(Kept::Nothing);
         }
         let content = Content::from(old);
-        let copied = match content.copy(&*self.store, &self.prefix, Some(&self.requests)).await {
+        let copied = match content
+            .copy(&*self.store, &self.prefix, Some(&self.requests))
+            .await
+        {
             Err(StoreError::Archived(e)) => self.send_local(&content).await.ok_or(StoreError::Archived(e)),
             other => other,
         };
@@ -306,7 +312,9 @@ impl Engine {
         };
         let meta = content.meta();
         let sent = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await;
-        match sent.and_then(|_| hash::ensure_unchanged(&path, &seen).map_err(|e| StoreError::Fatal(e.to_string()))) {
+        match sent
+            .and_then(|_| hash::ensure_unchanged(&path, &seen).map_err(|e| StoreError::Fatal(e.to_string())))
+        {
             Ok(()) => {
                 tracing::info!(path = %content.path, "archived: its content was kept from the local file {}", seen.path);
                 Some(Kept::Copied)
@@ -324,7 +332,12 @@ impl Engine {
 /// many were copied, and the paths whose content could not be: nothing may
 /// be written or deleted at them in this run (their entries stay for the
 /// next one).
-pub(super) async fn finish(db: &StateDb, set_id: i64, store: &dyn ObjectStore, prefix: &str) -> (u64, Vec<String>) {
+pub(super) async fn finish(
+    db: &StateDb,
+    set_id: i64,
+    store: &dyn ObjectStore,
+    prefix: &str,
+) -> (u64, Vec<String>) {
     let left = match db.preserving(set_id) {
         Ok(left) => left,
         Err(e) => {

@@ -11,8 +11,8 @@ use crate::cli::help_text::{
     SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last, parse_limit, parse_name,
-    parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
+    SetRef, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last, parse_limit,
+    parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
     parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
 use crate::target::Target;

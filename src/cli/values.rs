@@ -384,8 +384,13 @@ mod tests {
 /// `--history MODE`: `auto`, `both`, `versions` or `off` (see [`crate::history::HistoryMode`]).
 pub(crate) fn parse_history(text: &str) -> Result<crate::history::HistoryMode, String> {
     use crate::history::HistoryMode;
-    [HistoryMode::Auto, HistoryMode::Both, HistoryMode::Versions, HistoryMode::Off]
-        .into_iter()
-        .find(|m| m.as_str() == text)
-        .ok_or_else(|| format!("unknown history mode '{text}': give auto, both, versions or off"))
+    [
+        HistoryMode::Auto,
+        HistoryMode::Both,
+        HistoryMode::Versions,
+        HistoryMode::Off,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| format!("unknown history mode '{text}': give auto, both, versions or off"))
 }

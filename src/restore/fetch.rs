@@ -62,12 +62,14 @@ pub enum FetchError {
     Missing(String),
     /// Neither the live key (or the recorded version) nor the content area
     /// holds a snapshot's content (see [`crate::restore::locate`]).
-    #[error("{live}; the content area holds no copy of it ({content_key}): unrecoverable")]
+    #[error(
+        "{}; the content area holds no copy of it ({content_key}): unrecoverable",
+        crate::restore::locate::live_state(live)
+    )]
     NotKept {
-        /// What was found at the live key (or version): "missing from the
-        /// bucket", "changed in the bucket since this snapshot", a blake3
-        /// that differs, …
-        live: String,
+        /// What the live key (or version) answered: missing, changed,
+        /// other bytes.
+        live: Box<FetchError>,
         /// The content area's key for it.
         content_key: String,
     },
@@ -235,9 +237,8 @@ impl Fetcher {
             cause: source,
         })?;
         let file = tmp.file();
-        let Downloaded { remote, received } = self
-            .download_located(f.prefix, f.key, item, Some(file))
-            .await?;
+        let Downloaded { remote, received } =
+            self.download_located(f.prefix, f.key, item, Some(file)).await?;
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
         // A manifest's type decides: a content object kept for a symlink
         // may hold the same bytes as a file of another snapshot.

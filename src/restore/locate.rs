@@ -181,15 +181,13 @@ fn not_there(e: &FetchError) -> bool {
 
 /// What the live key (or version) was found to hold, for the message of
 /// a file found nowhere (the error's own words, less "unrecoverable").
-fn live_state(e: FetchError) -> String {
+pub(crate) fn live_state(e: &FetchError) -> String {
     match e {
         FetchError::Missing(_) | FetchError::Store(_) => "missing from the bucket".into(),
         FetchError::Changed(_) => "changed in the bucket since this snapshot".into(),
-        FetchError::Hash {
-            expected, actual, ..
-        } => FetchError::Hash {
-            expected,
-            actual,
+        FetchError::Hash { expected, actual, .. } => FetchError::Hash {
+            expected: expected.clone(),
+            actual: actual.clone(),
             unrecoverable: false,
         }
         .to_string(),
@@ -245,7 +243,7 @@ impl Fetcher {
             Err(e) if not_there(&e) => {
                 let live = if live_first { first_err } else { e };
                 Err(FetchError::NotKept {
-                    live: live_state(live),
+                    live: Box::new(live),
                     content_key,
                 })
             }

@@ -108,7 +108,10 @@ pub(crate) async fn restore_file(
             spelled,
         } => match dest.planned() {
             Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), (overwrite, spelled)),
-            None => (fetch(fetcher, dest, (prefix, &key), &shown, &item, at).await, overwrite),
+            None => (
+                fetch(fetcher, dest, (prefix, &key), &shown, &item, at).await,
+                overwrite,
+            ),
         },
     };
     match fetched {

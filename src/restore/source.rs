@@ -134,7 +134,12 @@ pub async fn open(
     let history = locate::uses_content_area(&opened.reader.header, newest.as_ref().map(|r| &r.header));
     let newest = newest.filter(|_| history).map(Newest::new);
     Ok(Source {
-        end: End(Some(spawn_manifest(opened.reader, name.clone(), (history, newest), tx))),
+        end: End(Some(spawn_manifest(
+            opened.reader,
+            name.clone(),
+            (history, newest),
+            tx,
+        ))),
         name,
         listing_notice: false,
         entries,

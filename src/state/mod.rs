@@ -43,8 +43,8 @@ mod sets;
 mod uploads;
 
 pub use files::{FileChange, FileRow, Taking};
-pub use preserving::Preserving;
 pub use inspect::{RunRow, SetSummary, Stats};
+pub use preserving::Preserving;
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use sets::NamedSet;
 pub use uploads::JournaledUpload;

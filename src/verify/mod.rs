@@ -33,16 +33,16 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::fs::scan::EntryKind;
+use crate::history;
 use crate::manifest::{Entry, ReadError, Reader};
 use crate::restore::fetch::{FetchError, Fetcher};
-use crate::restore::source::Item;
-use crate::history;
 use crate::restore::locate::{self, Newest, Origin};
+use crate::restore::source::Item;
 use crate::snapshots::{self, Snapshot, SnapshotError};
-use crate::verify::kept::{ContentSet, Held, LazyContent};
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{self, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key};
 use crate::target::Target;
+use crate::verify::kept::{ContentSet, Held, LazyContent};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -192,7 +192,14 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     .await?;
     let content = LazyContent::new();
     let id = opened.snapshot.id.clone();
-    check_snapshot(opts, &store, &all, (id, opened.reader, opened.passed_over), &content).await
+    check_snapshot(
+        opts,
+        &store,
+        &all,
+        (id, opened.reader, opened.passed_over),
+        &content,
+    )
+    .await
 }
 
 /// Opens the store, checks that the target exists, and lists its snapshots.
@@ -209,7 +216,9 @@ async fn open_target(opts: &VerifyOptions) -> Result<(Arc<dyn ObjectStore>, Vec<
     if !store.exists().await.map_err(store_err)? {
         return Err(VerifyError::NoSuchTarget(target_text));
     }
-    let all = snapshots::list(&*store, opts.target.prefix()).await.map_err(store_err)?;
+    let all = snapshots::list(&*store, opts.target.prefix())
+        .await
+        .map_err(store_err)?;
     if all.is_empty() {
         return Err(VerifyError::NoSnapshots(target_text));
     }
@@ -475,7 +484,8 @@ async fn compare(
     if content.size_of(&entry.blake3) == Some(entry.size) {
         return Ok(Check::Read(entry, key, Origin::ContentFirst));
     }
-    if as_recorded || (ctx.deep && found.as_ref().is_some_and(|o| o.size == entry.size)) {
+    let live_expected = live_etag.is_some();
+    if as_recorded || (ctx.deep && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
         return Ok(Check::Read(entry, key, Origin::LiveFirst));
     }
     let content_key = history::content_key(&ctx.prefix, &entry.blake3);
@@ -529,6 +539,36 @@ fn etags_agree(store: &dyn ObjectStore, listed: &str, recorded: &str) -> bool {
     listed.is_empty() || recorded.is_empty() || store.same_etag(listed, recorded)
 }
 
+/// What a failed read says of a file of `size` bytes: its kind, the
+/// detail, the bytes hashed. A file the content area did not hold either
+/// is judged by what the live key answered (missing, or other bytes).
+fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
+    match e {
+        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
+        FetchError::NotKept { live, content_key } => {
+            let (kind, detail, bytes) = verdict(*live, size);
+            let detail = format!("{detail}; the content area holds no copy ({content_key})");
+            (kind, detail, bytes)
+        }
+        FetchError::Changed(e) => (
+            ProblemKind::Mismatch,
+            format!("changed since the snapshot: {e}"),
+            0,
+        ),
+        FetchError::Size { got, .. } => (
+            ProblemKind::Mismatch,
+            format!("content has {got} bytes, snapshot recorded {size}"),
+            got,
+        ),
+        FetchError::Hash { expected, actual, .. } => (
+            ProblemKind::Mismatch,
+            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
+            size,
+        ),
+        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
+    }
+}
+
 /// The item a restore would make of `entry` (the recorded `version` to read, if any).
 fn item_of(entry: Entry, version: Option<String>) -> Item {
     let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
@@ -568,29 +608,9 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
 /// bytes hashed: a 404 is missing, bytes read to their end that differ are
 /// a mismatch, anything else (the store kept failing) unreadable.
 async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64) {
-    let size = item.size;
     let (kind, detail, bytes) = match fetcher.download_located(prefix, key, &item, None).await {
         Ok(got) => return (Check::Ok, got.received),
-        Err(FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e))) => {
-            (ProblemKind::Missing, e, 0)
-        }
-        Err(e @ FetchError::NotKept { .. }) => (ProblemKind::Missing, e.to_string(), 0),
-        Err(FetchError::Changed(e)) => (
-            ProblemKind::Mismatch,
-            format!("changed since the snapshot: {e}"),
-            0,
-        ),
-        Err(FetchError::Size { got, .. }) => (
-            ProblemKind::Mismatch,
-            format!("content has {got} bytes, snapshot recorded {size}"),
-            got,
-        ),
-        Err(FetchError::Hash { expected, actual, .. }) => (
-            ProblemKind::Mismatch,
-            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
-            size,
-        ),
-        Err(e) => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
+        Err(e) => verdict(e, item.size),
     };
     let problem = Problem {
         path: item.path,

@@ -41,9 +41,12 @@ fn content_keys(server: &S3Server) -> Vec<String> {
 
 /// Index of the first logged request for which `f` holds.
 fn first(log: &[Request], f: impl Fn(&Request) -> bool) -> usize {
-    log.iter()
-        .position(f)
-        .unwrap_or_else(|| panic!("no such request in {:#?}", log.iter().map(|r| (&r.op, &r.key)).collect::<Vec<_>>()))
+    log.iter().position(f).unwrap_or_else(|| {
+        panic!(
+            "no such request in {:#?}",
+            log.iter().map(|r| (&r.op, &r.key)).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn is(r: &Request, op: &str, key: &str) -> bool {
@@ -59,7 +62,11 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
         .write("d/e.txt", "same")
         .write("f.txt", "same");
     env.backup_ok(TARGET, &[]);
-    assert_eq!(content_keys(&server), Vec::<String>::new(), "a first backup replaces nothing");
+    assert_eq!(
+        content_keys(&server),
+        Vec::<String>::new(),
+        "a first backup replaces nothing"
+    );
     env.write("a.txt", "one, changed")
         .remove("b.txt")
         .rename("c.txt", "c2.txt")
@@ -98,7 +105,8 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
 #[test]
 fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
     let (server, env) = setup();
-    env.write_at("a.txt", "one", (1_600_000_000, 0)).write("b.txt", "two");
+    env.write_at("a.txt", "one", (1_600_000_000, 0))
+        .write("b.txt", "two");
     env.backup_ok(TARGET, &[]);
     env.set_mtime("a.txt", (1_700_000_000, 0));
     let s = env.backup_ok(TARGET, &[]);
@@ -118,7 +126,11 @@ fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
     assert_eq!(m.header["history"], "off");
     let r = env.backup(TARGET, &["--history", "sometimes"]);
     r.expect_code(2);
-    assert!(r.stderr.contains("unknown history mode 'sometimes'"), "{}", r.show());
+    assert!(
+        r.stderr.contains("unknown history mode 'sometimes'"),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]
@@ -133,7 +145,11 @@ fn a_failed_keep_leaves_the_object_and_the_next_run_keeps_it() {
     let s = r.summary();
     assert_eq!(s.failures.len(), 1, "{s:?}");
     assert_eq!(s.failures[0].path, "a.txt");
-    assert!(s.failures[0].error.contains("not replaced"), "{}", s.failures[0].error);
+    assert!(
+        s.failures[0].error.contains("not replaced"),
+        "{}",
+        s.failures[0].error
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     server.clear_rules();
     let s = env.backup_ok(TARGET, &[]);
@@ -163,7 +179,11 @@ fn killed_before_its_copy_the_next_run_keeps_that_content_first() {
     let seen = server.wait_for_matching(1, Duration::from_secs(30), |r| is(r, "CopyObject", &key));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen, "the run never tried to keep a.txt's content: {:?}", server.ops());
+    assert!(
+        seen,
+        "the run never tried to keep a.txt's content: {:?}",
+        server.ops()
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, &key), None);
     server.clear_rules();
@@ -200,11 +220,17 @@ fn archived_objects_are_sent_from_local_files_or_left_alone_with_a_reason() {
     assert_eq!(s.failures.len(), 1, "{s:?}");
     assert_eq!(s.failures[0].path, "a.txt");
     let e = &s.failures[0].error;
-    assert!(e.contains("not replaced") && e.contains("archive storage class"), "{e}");
+    assert!(
+        e.contains("not replaced") && e.contains("archive storage class"),
+        "{e}"
+    );
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/c2.txt").unwrap(), b"three");
     assert_eq!(server.object_bytes(BUCKET, "p/c.txt"), None);
-    assert_eq!(server.object_bytes(BUCKET, &content_key(b"three")).unwrap(), b"three");
+    assert_eq!(
+        server.object_bytes(BUCKET, &content_key(b"three")).unwrap(),
+        b"three"
+    );
     assert_eq!(s.kept, 1, "{s:?}");
     assert_eq!(s.deleted, 1, "{s:?}");
     assert_eq!(s.uploaded, 2, "c2.txt and t.txt are sent: {s:?}");
@@ -242,11 +268,17 @@ fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
     env.write("b.txt", "two, changed");
     let s = env.backup_ok("vhist::p", &["--history", "both"]);
     assert_eq!(s.kept, 1, "{s:?}");
-    let keys: Vec<String> = block_on(client.list_objects_v2().bucket("vhist").prefix("p/.s3backup/content/").send())
-        .unwrap()
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
+    let keys: Vec<String> = block_on(
+        client
+            .list_objects_v2()
+            .bucket("vhist")
+            .prefix("p/.s3backup/content/")
+            .send(),
+    )
+    .unwrap()
+    .contents()
+    .iter()
+    .filter_map(|o| o.key().map(str::to_owned))
+    .collect();
     assert_eq!(keys, [content_key(b"two")]);
 }

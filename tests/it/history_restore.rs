@@ -38,7 +38,11 @@ fn first_tree(env: &TestEnv) {
     env.write_at("same.txt", "never changes", (T, 777));
     env.set_mode("same.txt", 0o640);
     env.write_at("touched.txt", "only its mtime changes", (T, 888));
-    std::fs::set_permissions(env.path("old"), std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(
+        env.path("old"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
 }
 
 /// Edits, a rename, a deletion, two type changes and a touch.
@@ -90,7 +94,12 @@ fn each_restores_exactly(env: &TestEnv, target: &str, taken: &[Taken]) {
         let dest = env.root().join(format!("restored-{i}"));
         let s = env.restore_ok(target, &dest, &["--snapshot", &t.id]);
         assert_eq!(s.failed, 0, "snapshot {i}: {s:?}");
-        assert_eq!(tree(&dest), t.tree, "snapshot {i} ({}) must come back exactly", t.id);
+        assert_eq!(
+            tree(&dest),
+            t.tree,
+            "snapshot {i} ({}) must come back exactly",
+            t.id
+        );
     }
 }
 
@@ -117,7 +126,12 @@ fn each_verifies(env: &TestEnv, target: &str, taken: &[Taken]) {
         .iter()
         .map(|t| t.tree.values().filter(|n| n.kind != Kind::Dir).count() as u64)
         .sum();
-    assert_eq!((v["files"].as_u64(), v["ok"].as_u64()), (Some(files), Some(files)), "{}", all.show());
+    assert_eq!(
+        (v["files"].as_u64(), v["ok"].as_u64()),
+        (Some(files), Some(files)),
+        "{}",
+        all.show()
+    );
 }
 
 /// With `gone.txt`'s kept content removed: verify of the first snapshot
@@ -208,8 +222,14 @@ fn every_snapshot_restores_exactly_from_a_versioned_bucket() {
     each_restores_exactly(&env, target, &taken);
     each_verifies(&env, target, &taken);
     // Versions keep the history here: removing the one gone.txt had loses it.
-    let versions = block_on(client.list_object_versions().bucket("vhist").prefix("pre/gone.txt").send())
-        .expect("ListObjectVersions");
+    let versions = block_on(
+        client
+            .list_object_versions()
+            .bucket("vhist")
+            .prefix("pre/gone.txt")
+            .send(),
+    )
+    .expect("ListObjectVersions");
     for v in versions.versions() {
         block_on(
             client
@@ -264,7 +284,12 @@ fn no_request_wasted(server: &S3Server, env: &TestEnv, target: &str, taken: &[Ta
     let per_file: Vec<_> = requests
         .iter()
         .filter(|r| r.op == "HeadObject" || r.op == "GetObject")
-        .filter(|r| !r.key.as_deref().unwrap_or_default().contains("/.s3backup/manifests/"))
+        .filter(|r| {
+            !r.key
+                .as_deref()
+                .unwrap_or_default()
+                .contains("/.s3backup/manifests/")
+        })
         .collect();
     assert!(per_file.is_empty(), "{per_file:?}");
     let lists = |what: &str| {
@@ -307,7 +332,11 @@ fn history_off_restores_as_a_pure_mirror_did() {
     let asked: Vec<_> = server
         .requests()
         .into_iter()
-        .filter(|r| r.key.as_deref().is_some_and(|k| k.contains("/.s3backup/content/")))
+        .filter(|r| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k.contains("/.s3backup/content/"))
+        })
         .collect();
     assert!(asked.is_empty(), "{asked:?}");
     env.verify(target, &["--snapshot", &taken[2].id]).expect_code(0);

@@ -181,9 +181,16 @@ impl S3Access for Policy {
                 let v = v.trim_start_matches('/');
                 let v = v.split_once("?versionId=").map_or(v, |(k, _)| k);
                 let decoded = percent_decode(v);
-                decoded.split_once('/').map(|(_, k)| k.to_owned()).unwrap_or_default()
+                decoded
+                    .split_once('/')
+                    .map(|(_, k)| k.to_owned())
+                    .unwrap_or_default()
             });
-        let read = if op == "GetObject" { key.clone() } else { copy_source };
+        let read = if op == "GetObject" {
+            key.clone()
+        } else {
+            copy_source
+        };
         if let Some(k) = &read
             && self.shared.archived.lock().unwrap().contains(k)
         {
@@ -812,4 +819,3 @@ mod tests {
         assert_eq!(split_path("/"), (None, None));
     }
 }
-
