@@ -7,6 +7,16 @@
 //! the snapshot is checked by asking for the recorded version. `--deep`
 //! downloads every file and checks its blake3.
 //!
+//! History (issue 15): a file not at its key as recorded may still be
+//! kept. The newest snapshot's manifest is read alongside
+//! ([`crate::restore::locate::Newest`]): where it lists the same content
+//! under the ETag the key now has, the key holds it (a re-dated file);
+//! otherwise the content area, listed once when first needed ([`kept`]),
+//! holds it at the recorded size or nobody does. `--deep` reads each file
+//! through the restore's [`Fetcher::download_located`], from where a
+//! restore would. [`all`] checks every snapshot. Snapshots of buckets
+//! without history (format 1, `--history off`) are judged as before.
+//!
 //! A verdict of damage needs proof: a file is *missing* when the store says
 //! it does not exist (404), *mismatched* when what it holds (listed size and
 //! ETag, a version's, or the bytes read whole) differs from the snapshot.
