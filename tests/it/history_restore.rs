@@ -342,3 +342,40 @@ fn history_off_restores_as_a_pure_mirror_did() {
     env.verify(target, &["--snapshot", &taken[2].id]).expect_code(0);
     env.verify(target, &["--snapshot", &taken[0].id]).expect_code(1);
 }
+
+/// `verify --all` as text: each snapshot's line, a damaged snapshot's line
+/// (and exit 1, the readable ones still checked), then the total; with
+/// `--snapshot` it is a usage error.
+#[test]
+fn verify_all_names_each_snapshot_and_a_damaged_one() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap().to_owned();
+    let taken = three_backups(&env, &target, &[]);
+    let r = env.verify(&target, &["--all"]);
+    r.expect_code(0);
+    for t in &taken {
+        let line = format!("snapshot {}: ", t.id);
+        assert!(r.stdout.lines().any(|l| l.starts_with(&line)), "{}", r.show());
+    }
+    let last = r.stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("all 3 snapshot(s): "), "{}", r.show());
+
+    let stray = "29990101T000000Z-00000000000000000000000000000bad";
+    std::fs::write(
+        store.join(format!(".s3backup/manifests/{stray}.jsonl.zst")),
+        "not zstd",
+    )
+    .unwrap();
+    let r = env.verify(&target, &["--all", "--json"]);
+    r.expect_code(1);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["snapshots"].as_array().map(Vec::len), Some(3), "{}", r.show());
+    assert_eq!(v["damaged"][0]["id"], stray, "{}", r.show());
+    assert_eq!(v["missing"], 0, "{}", r.show());
+    assert!(r.error_line().contains(stray), "{}", r.show());
+
+    let r = env.verify(&target, &["--all", "--snapshot", &taken[0].id]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("--snapshot"), "{}", r.show());
+}
