@@ -174,6 +174,8 @@ fn header() -> manifest::Header {
         files: ROWS as u64,
         dirs: 0,
         bytes: 0,
+        history: None,
+        tags: Vec::new(),
     }
 }
 

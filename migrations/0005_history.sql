@@ -20,4 +20,4 @@ CREATE TABLE preserving (
 ) WITHOUT ROWID;
 
 -- Objects copied into the content area by each run.
-ALTER TABLE runs ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN history_kept INTEGER NOT NULL DEFAULT 0;

@@ -13,10 +13,14 @@
 //! written; if one cannot be, every later write that conflicts with its
 //! path fails for the run ([`Apply::admit`]).
 
+mod listing;
+mod rows;
+
+use rows::{copy_source, dir_row};
 mod replace;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,12 +33,11 @@ use super::open::Opened;
 use super::transfer::{Did, Done, Engine, TransferError};
 use super::{BackupError, BackupOptions, BackupReport};
 use crate::cancel::{Cancel, Interrupted};
-use crate::fs::names;
-use crate::fs::scan::{EntryKind, ScanEntry};
+use crate::fs::scan::ScanEntry;
 use crate::plan::{self, Action};
 use crate::progress::Progress;
 use crate::report::Failure;
-use crate::state::{FileChange, FileRow, RunStatus, StateDb, Taking, now_secs};
+use crate::state::{FileChange, FileRow, RunStatus, StateDb, Taking};
 use crate::store::{Prepared, StoreError};
 use crate::target::Target;
 
@@ -157,7 +160,7 @@ impl Apply {
                 .with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
             let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
-            report.counts.kept += kept;
+            report.counts.history_kept += kept;
             let (deleted, failed) =
                 super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
@@ -341,24 +344,6 @@ impl Apply {
         }
     }
 
-    /// Lists actions for `--dry-run`, counted as if they succeeded.
-    fn list(&mut self, actions: &[Action], note: &str) {
-        for action in actions {
-            self.report.planned.push(format!("{}{note}", action.describe()));
-            let c = &mut self.report.counts;
-            match action {
-                Action::Upload { entry, .. } => {
-                    c.uploaded += 1;
-                    c.bytes_sent += entry.size;
-                }
-                Action::Copy { .. } => c.copied += 1,
-                Action::Touch { .. } => c.touched += 1,
-                Action::Delete(row) if row.kind.has_content() => c.deleted += 1,
-                Action::Delete(_) => {}
-            }
-        }
-    }
-
     /// `Ok` until the run is cancelled; then see [`Self::interrupted`].
     ///
     /// # Errors
@@ -521,7 +506,7 @@ impl Apply {
         }
         match outcome {
             Ok(done) => {
-                self.report.counts.kept += u64::from(done.kept);
+                self.report.counts.history_kept += u64::from(done.kept);
                 progress.done(action.path(), done.did.label());
                 let c = &mut self.report.counts;
                 c.bytes_sent += done.bytes_sent;
@@ -641,45 +626,4 @@ fn as_upload(action: &Action) -> Option<Action> {
 /// writes are transactions, so the database itself is consistent).
 fn lock(db: &Mutex<StateDb>) -> std::sync::MutexGuard<'_, StateDb> {
     db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A path the bucket holds this content under and that this run will not
-/// overwrite ([`plan::copy_source`]), each candidate's path statted now.
-fn copy_source(
-    db: &Mutex<StateDb>,
-    set_id: i64,
-    root: &Path,
-    blake3: &str,
-    size: u64,
-) -> Option<plan::CopySource> {
-    let rows = lock(db)
-        .rows_with_content(set_id, blake3, size)
-        .unwrap_or_else(|e| {
-            tracing::warn!("looking up content for a server-side copy: {e}");
-            Vec::new()
-        });
-    plan::copy_source(rows, |path| {
-        match std::fs::symlink_metadata(names::local(root, path)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan::PathNow::Gone,
-            Err(_) => plan::PathNow::Other,
-            Ok(md) => plan::PathNow::of(&md),
-        }
-    })
-}
-
-/// The state row of a directory (no remote object).
-fn dir_row(entry: &ScanEntry) -> FileRow {
-    FileRow {
-        path: entry.path.clone(),
-        kind: EntryKind::Dir,
-        size: 0,
-        mtime_ns: entry.mtime_ns,
-        mode: entry.mode,
-        blake3: String::new(),
-        etag: String::new(),
-        version_id: None,
-        uploaded_at: now_secs(),
-        checked_ns: entry.seen_ns,
-        stamp: Some(entry.stamp),
-    }
 }

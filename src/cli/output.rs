@@ -193,10 +193,11 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
-    if r.counts.kept > 0 {
+    if r.counts.history_kept > 0 {
         outln!(
-            "  kept {} replaced or deleted for older snapshots (in .s3backup/content)",
-            match r.counts.kept {
+            "  {} {} replaced or deleted for older snapshots (in .s3backup/content)",
+            if r.dry_run { "would keep" } else { "kept" },
+            match r.counts.history_kept {
                 1 => "1 object".to_string(),
                 n => format!("{n} objects"),
             }

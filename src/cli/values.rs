@@ -298,6 +298,20 @@ pub(crate) fn parse_part_size(text: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// `--history MODE`: `auto`, `both`, `versions` or `off` (see [`crate::history::HistoryMode`]).
+pub(crate) fn parse_history(text: &str) -> Result<crate::history::HistoryMode, String> {
+    use crate::history::HistoryMode;
+    [
+        HistoryMode::Auto,
+        HistoryMode::Both,
+        HistoryMode::Versions,
+        HistoryMode::Off,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == text)
+    .ok_or_else(|| format!("unknown history mode '{text}': give auto, both, versions or off"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,18 +393,4 @@ mod tests {
         }
         assert!(parse_state_pattern(" ").unwrap_err().contains("empty pattern"));
     }
-}
-
-/// `--history MODE`: `auto`, `both`, `versions` or `off` (see [`crate::history::HistoryMode`]).
-pub(crate) fn parse_history(text: &str) -> Result<crate::history::HistoryMode, String> {
-    use crate::history::HistoryMode;
-    [
-        HistoryMode::Auto,
-        HistoryMode::Both,
-        HistoryMode::Versions,
-        HistoryMode::Off,
-    ]
-    .into_iter()
-    .find(|m| m.as_str() == text)
-    .ok_or_else(|| format!("unknown history mode '{text}': give auto, both, versions or off"))
 }

@@ -172,7 +172,7 @@ impl StateDb {
             .conn
             .prepare(
                 "SELECT set_id, run_id, kind, started_at, finished_at, status, scanned, uploaded, copied,
-                        touched, unchanged, deleted, failed, bytes_sent, manifest_key, error, kept
+                        touched, unchanged, deleted, failed, bytes_sent, manifest_key, error, history_kept
                  FROM runs WHERE (?1 IS NULL OR set_id = ?1) ORDER BY id DESC LIMIT ?2",
             )
             .map_err(self.err())?;
@@ -197,7 +197,7 @@ impl StateDb {
                         deleted: n(11)?,
                         failed: n(12)?,
                         bytes_sent: n(13)?,
-                        kept: n(16)?,
+                        history_kept: n(16)?,
                     },
                     manifest: r.get(14)?,
                     error: r.get(15)?,

@@ -37,7 +37,7 @@ pub struct RunCounts {
     pub bytes_sent: u64,
     /// Objects copied into the content area before being replaced or
     /// deleted (history, see [`crate::history`]).
-    pub kept: u64,
+    pub history_kept: u64,
 }
 
 /// How a run ended.
@@ -203,7 +203,7 @@ impl StateDb {
             .execute(
                 "UPDATE runs SET finished_at = ?2, status = ?3, scanned = ?4, uploaded = ?5, copied = ?6,
                  touched = ?7, unchanged = ?8, deleted = ?9, failed = ?10, bytes_sent = ?11,
-                 manifest_key = ?12, error = ?13, kept = ?14 WHERE id = ?1",
+                 manifest_key = ?12, error = ?13, history_kept = ?14 WHERE id = ?1",
                 params![
                     run,
                     chrono::Utc::now().timestamp_millis(),
@@ -218,7 +218,7 @@ impl StateDb {
                     counts.bytes_sent as i64,
                     manifest_key,
                     error,
-                    counts.kept as i64
+                    counts.history_kept as i64
                 ],
             )
             .map_err(self.err())?;

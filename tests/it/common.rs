@@ -269,7 +269,7 @@ pub struct Summary {
     pub bytes_sent: u64,
     /// Objects copied into the content area (history) before being replaced or deleted.
     #[serde(default)]
-    pub kept: u64,
+    pub history_kept: u64,
     #[allow(dead_code)]
     pub elapsed_ms: u64,
     pub dry_run: bool,

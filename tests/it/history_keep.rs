@@ -75,7 +75,7 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
     // one, two, three (c.txt's object goes after its rename), same (once for two paths).
-    assert_eq!(s.kept, 4, "{s:?}");
+    assert_eq!(s.history_kept, 4, "{s:?}");
     let mut want: Vec<String> = ["one", "two", "three", "same"]
         .iter()
         .map(|c| content_key(c.as_bytes()))
@@ -98,7 +98,7 @@ fn a_run_keeps_what_it_replaces_or_deletes_before_changing_it() {
     // Nothing changed: nothing kept, and still one request.
     server.clear_requests();
     let s = env.backup_ok(TARGET, &["--delete"]);
-    assert_eq!((s.kept, s.uploaded, s.copied), (0, 0, 0));
+    assert_eq!((s.history_kept, s.uploaded, s.copied), (0, 0, 0));
     assert_eq!(server.requests().len(), 1, "{:?}", server.ops());
 }
 
@@ -110,10 +110,10 @@ fn a_touch_keeps_nothing_and_history_off_is_a_pure_mirror() {
     env.backup_ok(TARGET, &[]);
     env.set_mtime("a.txt", (1_700_000_000, 0));
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.touched, s.kept), (1, 0));
+    assert_eq!((s.touched, s.history_kept), (1, 0));
     env.write("b.txt", "two, changed");
     let s = env.backup_ok(TARGET, &["--history", "off"]);
-    assert_eq!((s.uploaded, s.kept), (1, 0));
+    assert_eq!((s.uploaded, s.history_kept), (1, 0));
     assert_eq!(content_keys(&server), Vec::<String>::new());
     let manifest = server
         .list_keys(BUCKET)
@@ -153,7 +153,7 @@ fn a_failed_keep_leaves_the_object_and_the_next_run_keeps_it() {
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one");
     server.clear_rules();
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!((s.uploaded, s.kept), (1, 1), "{s:?}");
+    assert_eq!((s.uploaded, s.history_kept), (1, 1), "{s:?}");
     assert_eq!(server.object_bytes(BUCKET, &content_key(b"one")).unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
 }
@@ -189,7 +189,7 @@ fn killed_before_its_copy_the_next_run_keeps_that_content_first() {
     server.clear_rules();
     server.clear_requests();
     let s = env.backup_ok(TARGET, &[]);
-    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(s.history_kept, 1, "{s:?}");
     assert_eq!(server.object_bytes(BUCKET, &key).unwrap(), b"one");
     assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
     let log = server.requests();
@@ -231,7 +231,7 @@ fn archived_objects_are_sent_from_local_files_or_left_alone_with_a_reason() {
         server.object_bytes(BUCKET, &content_key(b"three")).unwrap(),
         b"three"
     );
-    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(s.history_kept, 1, "{s:?}");
     assert_eq!(s.deleted, 1, "{s:?}");
     assert_eq!(s.uploaded, 2, "c2.txt and t.txt are sent: {s:?}");
 }
@@ -245,7 +245,7 @@ fn the_local_store_keeps_replaced_content_too() {
     env.backup_ok(target, &[]);
     env.write("a.txt", "one, changed").remove("b.txt");
     let s = env.backup_ok(target, &["--delete"]);
-    assert_eq!(s.kept, 2, "{s:?}");
+    assert_eq!(s.history_kept, 2, "{s:?}");
     for c in ["one", "two"] {
         let h = blake3_hex(c.as_bytes());
         let kept = store.join(".s3backup/content").join(&h[..2]).join(&h);
@@ -264,10 +264,10 @@ fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
     env.backup_ok("vhist::p", &[]);
     env.write("a.txt", "one, changed");
     let s = env.backup_ok("vhist::p", &[]);
-    assert_eq!(s.kept, 0, "the bucket keeps a version: {s:?}");
+    assert_eq!(s.history_kept, 0, "the bucket keeps a version: {s:?}");
     env.write("b.txt", "two, changed");
     let s = env.backup_ok("vhist::p", &["--history", "both"]);
-    assert_eq!(s.kept, 1, "{s:?}");
+    assert_eq!(s.history_kept, 1, "{s:?}");
     let keys: Vec<String> = block_on(
         client
             .list_objects_v2()
@@ -281,4 +281,30 @@ fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
     .filter_map(|o| o.key().map(str::to_owned))
     .collect();
     assert_eq!(keys, [content_key(b"two")]);
+}
+
+#[test]
+fn a_dry_run_counts_what_it_would_keep_and_copies_nothing() {
+    let (server, env) = setup();
+    env.write("a.txt", "one")
+        .write("b.txt", "two")
+        .write("c.txt", "three");
+    env.backup_ok(TARGET, &[]);
+    env.write("a.txt", "one, changed").remove("b.txt");
+    env.set_mtime("c.txt", (1_700_000_000, 0));
+    let s = env.backup_ok(TARGET, &["--dry-run", "--delete"]);
+    assert_eq!(
+        (s.history_kept, s.uploaded, s.deleted, s.touched),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(content_keys(&server), Vec::<String>::new());
+    let r = env.backup(TARGET, &["--dry-run", "--delete"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout
+            .contains("would keep 2 objects replaced or deleted for older snapshots"),
+        "{}",
+        r.show()
+    );
 }
