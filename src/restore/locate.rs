@@ -183,7 +183,9 @@ fn not_there(e: &FetchError) -> bool {
 /// a file found nowhere (the error's own words, less "unrecoverable").
 pub(crate) fn live_state(e: &FetchError) -> String {
     match e {
-        FetchError::Missing(_) | FetchError::Store(_) => "missing from the bucket".into(),
+        FetchError::Missing(_) | FetchError::Store(crate::store::StoreError::NotFound(_)) => {
+            "missing from the bucket".into()
+        }
         FetchError::Changed(_) => "changed in the bucket since this snapshot".into(),
         FetchError::Hash { expected, actual, .. } => FetchError::Hash {
             expected: expected.clone(),
@@ -282,9 +284,8 @@ mod tests {
         assert_eq!(origin(&versioned, true, None), Origin::LiveFirst);
     }
 
-    #[test]
-    fn history_is_in_use_when_either_header_keeps_it() {
-        let header = |history| Header {
+    fn header(history: Option<HistoryMode>, files: u64) -> Header {
+        Header {
             format: 2,
             tool: String::new(),
             source: String::new(),
@@ -292,15 +293,52 @@ mod tests {
             host: String::new(),
             created: String::new(),
             run_id: String::new(),
-            files: 0,
+            files,
             dirs: 0,
             bytes: 0,
             history,
             tags: Vec::new(),
-        };
-        let off = header(Some(HistoryMode::Off));
-        let old = header(None);
-        let auto = header(Some(HistoryMode::Auto));
+        }
+    }
+
+    /// A newest snapshot listing `entries` (in path order), opened for reading.
+    fn newest(entries: &[Entry]) -> Newest {
+        let mut file = tempfile::tempfile().unwrap();
+        let h = header(Some(HistoryMode::Auto), entries.len() as u64);
+        let mut w = crate::manifest::Writer::new(&mut file, &h).unwrap();
+        for e in entries {
+            w.push(e).unwrap();
+        }
+        w.finish().unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        Newest::new(Reader::new(file).unwrap())
+    }
+
+    #[test]
+    fn the_newest_snapshot_says_where_each_file_is_looked_for_first() {
+        let mut n = newest(&[
+            entry("a", "file", "h1"),
+            entry("b", "file", "h2"),
+            entry("c", "symlink", "h3"),
+            entry("e", "file", "h5"),
+        ]);
+        let mut at = |e: Entry| origin(&e, true, Some(&mut n));
+        // Same content: the key. Other content, another type, not listed,
+        // or past the newest's last entry: the content area.
+        assert_eq!(at(entry("a", "file", "h1")), Origin::LiveFirst);
+        assert_eq!(at(entry("b", "file", "old")), Origin::ContentFirst);
+        assert_eq!(at(entry("c", "file", "h3")), Origin::ContentFirst);
+        assert_eq!(at(entry("d", "file", "h4")), Origin::ContentFirst);
+        assert_eq!(at(entry("e", "file", "h5")), Origin::LiveFirst);
+        assert_eq!(at(entry("f", "file", "h6")), Origin::ContentFirst);
+    }
+
+    #[test]
+    fn history_is_in_use_when_either_header_keeps_it() {
+        let off = header(Some(HistoryMode::Off), 0);
+        let old = header(None, 0);
+        let auto = header(Some(HistoryMode::Auto), 0);
         assert!(!uses_content_area(&old, None));
         assert!(!uses_content_area(&off, Some(&old)));
         assert!(uses_content_area(&old, Some(&auto)));
