@@ -16,6 +16,9 @@ Scenarios (full sizes; --quick shrinks them):
   e  one 1 GiB file up, then down
   f  s3backup alone on 100,000- and 1,000,000-file trees of small/empty files
      (local directory store): first run and no-change run
+  g  s3backup alone, history: 100 backups of a 100,000-file tree with 1% rewritten
+     before each (local directory store); the 1% run timed with history on and
+     off, then `snapshots forget --keep-last 50 --prune` with its peak memory
 
 Usage:
   python3 benches/compare.py --quick                # smoke run, a few minutes
@@ -794,7 +797,7 @@ class Bench:
         bins: dict[str, Path] = {"bench-rusage": ensure_rusage_helper()}
         need_server = any(s in a.scenarios for s in "abcde")
         peers = [t for t in a.tools if t != "s3backup"] if need_server else []
-        if "s3backup" in a.tools or "f" in a.scenarios:
+        if "s3backup" in a.tools or "f" in a.scenarios or "g" in a.scenarios:
             built = Path(a.s3backup_bin).resolve() if a.s3backup_bin else build_s3backup()
             # Measure a private copy: a rebuild in the repository during the
             # run must not swap the binary between repetitions.
@@ -1064,6 +1067,58 @@ class Bench:
                          ["find", str(tree), "-printf", "%s %T@\\n"], clean_env())
             TRASH.discard(store)
 
+    # ---- scenario g: s3backup alone, history over many snapshots, then forget --prune ----
+
+    def history_scenario(self, rep: int) -> None:
+        """A tree copied from (f)'s generator, backed up G_SNAPSHOTS times to
+        a local directory store with 1 % of its files rewritten before each
+        run (so every run keeps 1 % of the set in the content area); the
+        1 %-changed run is timed with history on (`auto`) and off, on the
+        same tree, then `snapshots forget --keep-last HALF --prune` over all
+        the snapshots, with its peak memory."""
+        a = self.args
+        n, snaps = a.history_files, a.history_snapshots
+        log(f"rep {rep}: (g) s3backup history: {n:,} files, {snaps} snapshots, then forget --prune")
+        tree = self.scratch / f"g-tree-{n}"
+        TRASH.discard(tree)
+        shutil.copytree(flat_tree(self.data, n, SEED + 3), tree)
+        store = self.scratch / f"g-store-{n}"
+        TRASH.discard(store)
+        state = self.tools.state(f"history-{n}-r{rep}")
+        for p in Path(state).parent.glob(Path(state).name + "*"):
+            p.unlink()
+        exe, env = str(self.bins["s3backup"]), self.tools.env_s3backup
+
+        def backup(*extra):
+            return [exe, "backup", str(tree), str(store), "--jobs", str(a.concurrency),
+                    "--state", state, "--delete", *extra]
+
+        def matches_tree():
+            return self.compare_maps(walk(tree), walk(store, skip_top=(".s3backup",)), "the store"), []
+        self.measure("g-first", "s3backup", rep, backup(), env, matches_tree)
+        for i in range(1, snaps):
+            modify_tree(tree, 1000 * rep + i, 0.01, 0.0)
+            if i in (snaps - 2, snaps - 1):
+                # The last two changed runs are measured: history off, then on.
+                mode = "off" if i == snaps - 2 else "auto"
+                self.measure(f"g-1pct-history-{mode}", "s3backup", rep,
+                             backup("--history", mode), env, matches_tree)
+            else:
+                sh(backup(), env=env)
+        content = store / ".s3backup" / "content"
+        before = sum(1 for p in content.rglob("*") if p.is_file())
+        half = max(1, snaps // 2)
+        forget = [exe, "snapshots", "forget", str(store), "--keep-last", str(half), "--prune"]
+
+        def pruned():
+            after = sum(1 for p in content.rglob("*") if p.is_file())
+            manifests = len(list((store / ".s3backup" / "manifests").glob("*.jsonl.zst")))
+            probs = [] if manifests == half else [f"{manifests} snapshots left, not {half}"]
+            return probs, [f"content objects {before:,} -> {after:,}"]
+        self.measure(f"g-forget-prune-{snaps}", "s3backup", rep, forget, env, pruned)
+        TRASH.discard(tree)
+        TRASH.discard(store)
+
     # ---- main loop ----
 
     def run(self) -> None:
@@ -1093,6 +1148,8 @@ class Bench:
                 self.large_scenario(rep, *big)
             if trees:
                 self.many_scenario(rep, trees)
+            if "g" in sc:
+                self.history_scenario(rep)
         self.load_after = os.getloadavg()
         self.finished = dt.datetime.now(dt.timezone.utc)
 
@@ -1215,6 +1272,46 @@ class Bench:
             f"{self.load_after[2]:.2f} (the machine is shared; CPU seconds are less noisy than wall time)",
         ]
 
+    def history_table(self) -> list[str]:
+        """Scenario (g)'s table: the runs in order, the 1 % run with history
+        on against off, and forget --prune's time and peak memory."""
+        a = self.args
+        L = [f"### (g) History: {a.history_files:,} files, {a.history_snapshots} snapshots, "
+             "then forget --prune (local directory store)", "",
+             "Each run after the first rewrites 1% of the files (1-16 KiB), so each keeps 1% of "
+             "the set in the content area. The last two changed runs are timed with "
+             "`--history off` and with the default (`auto`); then `snapshots forget "
+             f"--keep-last {max(1, a.history_snapshots // 2)} --prune` over all of them.", "",
+             "| run | median s | min–max s | peak RSS MiB (max) | CPU s (median) | check |",
+             "|---|---|---|---|---|---|"]
+        rows = [("g-first", "first backup"), ("g-1pct-history-off", "1% changed, --history off"),
+                ("g-1pct-history-auto", "1% changed, history kept (auto)"),
+                (f"g-forget-prune-{a.history_snapshots}", "forget --prune")]
+        meds = {}
+        for scen, label in rows:
+            runs = next(iter(self.groups(scen).values()), [])
+            if not runs:
+                continue
+            m = self.med(runs)
+            meds[scen] = m
+            good = [r.wall for r in runs if r.ok] or [float("nan")]
+            bad = [r for r in runs if not r.ok]
+            notes = sorted({x for r in runs for x in r.notes})
+            chk = (f"ok ({len(runs)}/{len(runs)})" if not bad else
+                   f"**FAILED {len(bad)}/{len(runs)}**: " +
+                   "; ".join(sorted({p for r in bad for p in r.problems})))
+            if notes:
+                chk += "; " + "; ".join(notes)
+            med = f"{m:.3f}" if m is not None else "failed"
+            L.append(f"| {label} | {med} | {min(good):.2f}–{max(good):.2f} | "
+                     f"{max(r.maxrss_kib for r in runs) / 1024:.1f} | "
+                     f"{statistics.median(r.cpu for r in runs):.2f} | {chk} |")
+        on, off = meds.get("g-1pct-history-auto"), meds.get("g-1pct-history-off")
+        if on and off:
+            L += ["", f"History on / off for the 1% run: **{on / off:.2f}×** (the issue's bound: 1.5×)."]
+        L.append("")
+        return L
+
     def report(self) -> str:
         a = self.args
         cmdline = "python3 benches/compare.py " + shlex.join(sys.argv[1:])
@@ -1326,6 +1423,8 @@ class Bench:
                              if m is not None else
                              f"| {n:,} | {label} | failed | – | – | – | {chk} |")
             L.append("")
+        if "g" in a.scenarios:
+            L += self.history_table()
         tg = self.targets()
         if tg:
             L += ["### Targets (from the issue)", "", "| target | measured (medians) | verdict |",
@@ -1396,8 +1495,8 @@ def parse_args(argv=None):
                    help="smoke run: 2,000 small files, an 80 MiB large file, (f) at 2k and 20k, 1 rep "
                         "unless --reps is given")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
-    p.add_argument("--scenarios", default="a,b,c,d,e,f",
-                   help="comma-separated subset of a,b,c,d,e,f (default all)")
+    p.add_argument("--scenarios", default="a,b,c,d,e,f,g",
+                   help="comma-separated subset of a,b,c,d,e,f,g (default all)")
     p.add_argument("--tools", default=",".join(TOOL_ORDER),
                    help="comma-separated subset of s3backup,aws,rclone,s3sync")
     p.add_argument("--concurrency", type=int, default=16, help="requests/files in flight (16)")
@@ -1412,6 +1511,10 @@ def parse_args(argv=None):
     p.add_argument("--small-files", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--large-mib", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--many-files", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--history-files", type=int, default=None,
+                   help="files in (g)'s tree (default 100,000; 5,000 with --quick)")
+    p.add_argument("--history-snapshots", type=int, default=None,
+                   help="snapshots (g) makes before forget --prune (default 100; 10 with --quick)")
     p.add_argument("--keep", action="store_true", help="keep buckets and restored trees")
     p.add_argument("--append", action="store_true",
                    help="add this run's section after the results already in the output file "
@@ -1421,9 +1524,9 @@ def parse_args(argv=None):
                         "`quickack 1` on it and restores it at exit; see loopback_quickack)")
     a = p.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    bad = [s for s in a.scenarios if s not in "abcdef" or len(s) != 1]
+    bad = [s for s in a.scenarios if s not in "abcdefg" or len(s) != 1]
     if bad:
-        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d,e,f")
+        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d,e,f,g")
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     if any(t not in TOOL_ORDER for t in a.tools):
         p.error(f"--tools: choose from {','.join(TOOL_ORDER)}")
@@ -1438,6 +1541,8 @@ def parse_args(argv=None):
         a.many_files = [int(x) for x in a.many_files.split(",")]
     else:
         a.many_files = [2000, 20_000] if a.quick else [100_000, 1_000_000]
+    a.history_files = a.history_files or (5000 if a.quick else 100_000)
+    a.history_snapshots = max(4, a.history_snapshots or (10 if a.quick else 100))
     if a.output is None:
         a.output = str(Path(a.workdir).expanduser() / "BENCHMARKS-quick.md") if a.quick \
             else str(REPO / "BENCHMARKS.md")

@@ -131,7 +131,8 @@ impl Apply {
             opts.multipart_threshold,
             opts.part_size,
             progress,
-        );
+        )
+        .with_copy_cutoff(opts.copy_cutoff);
         let mut blocked = Vec::new();
         let mode = if opts.dry_run {
             if opened.prepared == Prepared::Missing {
@@ -159,7 +160,8 @@ impl Apply {
                 .with_journal(journal)
                 .with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
-            let (kept, unkept) = super::keep::finish(&db, set_id, &*opened.store, prefix).await;
+            let (kept, unkept) =
+                super::keep::finish(&db, set_id, &*opened.store, prefix, engine.copy_limits()).await;
             report.counts.history_kept += kept;
             let (deleted, failed) =
                 super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use std::path::PathBuf;
 
+use super::multipart::part_size_for;
 use super::transfer::{Engine, TransferError};
 use crate::fs::hash;
 use crate::fs::names;
@@ -214,21 +215,32 @@ impl Content<'_> {
         }
     }
 
+    /// Whether the content area holds it already (the killed run copied it
+    /// before it died): a content object is never written twice, since a
+    /// second copy from an object the killed run may have been changing
+    /// could only be worse than the first.
+    async fn kept_already(&self, store: &dyn ObjectStore, prefix: &str) -> Result<bool, StoreError> {
+        let key = history::content_key(prefix, self.blake3);
+        match retry(&key, || store.head(&key, None)).await {
+            // Content objects are only ever written by checked copies, so one
+            // of the right size is the content (the local store keeps no
+            // blake3 metadata; S3's must agree).
+            Ok(o) => Ok(o.size == self.size && o.blake3.as_deref().is_none_or(|b| b == self.blake3)),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Copies it into the content area under `prefix`, each attempt
-    /// holding one of `permits` (the engine's requests in flight) when given.
+    /// holding one of `permits` (the engine's requests in flight) when
+    /// given; an object over `limits.cutoff` bytes in parts.
     async fn copy(
         &self,
         store: &dyn ObjectStore,
         prefix: &str,
         permits: Option<&tokio::sync::Semaphore>,
+        limits: CopyLimits,
     ) -> Result<Kept, StoreError> {
-        if self.size > MAX_SINGLE_OBJECT {
-            // CopyObject takes at most 5 GiB; UploadPartCopy is not used yet.
-            return Err(StoreError::Fatal(format!(
-                "{}: objects over 5 GiB cannot be copied into history yet; back it up with --history off to replace it without keeping its old content",
-                self.path
-            )));
-        }
         let (src, dst) = (
             join_key(prefix, self.path),
             history::content_key(prefix, self.blake3),
@@ -243,11 +255,30 @@ impl Content<'_> {
                 ),
                 None => None,
             };
-            store.copy(&src, &dst, &meta, Some(self.etag)).await.map(drop)
+            let etag = Some(self.etag);
+            if self.size > limits.cutoff {
+                let part_size = part_size_for(self.size, limits.part_size);
+                store
+                    .copy_in_parts(&src, &dst, self.size, part_size, &meta, etag)
+                    .await
+                    .map(drop)
+            } else {
+                store.copy(&src, &dst, &meta, etag).await.map(drop)
+            }
         })
         .await;
         self.judge(copied)
     }
+}
+
+/// When a server-side copy goes in parts, and how large they are.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyLimits {
+    /// Objects larger than this (bytes) are copied in parts (at most 5 GiB:
+    /// S3's limit for one CopyObject).
+    pub cutoff: u64,
+    /// The part size asked for (bytes; raised past 10,000 parts).
+    pub part_size: u64,
 }
 
 impl Engine {
@@ -269,7 +300,12 @@ impl Engine {
         }
         let content = Content::from(old);
         let copied = match content
-            .copy(&*self.store, &self.prefix, Some(&self.requests))
+            .copy(
+                &*self.store,
+                &self.prefix,
+                Some(&self.requests),
+                self.copy_limits(),
+            )
             .await
         {
             Err(StoreError::Archived(e)) => self.send_local(&content).await.ok_or(StoreError::Archived(e)),
@@ -337,6 +373,7 @@ pub(super) async fn finish(
     set_id: i64,
     store: &dyn ObjectStore,
     prefix: &str,
+    limits: CopyLimits,
 ) -> (u64, Vec<String>) {
     let left = match db.preserving(set_id) {
         Ok(left) => left,
@@ -348,7 +385,21 @@ pub(super) async fn finish(
     let (mut copied, mut failed) = (0, Vec::new());
     for entry in &left {
         let content = Content::from(entry);
-        match content.copy(store, prefix, None).await {
+        match content.kept_already(store, prefix).await {
+            Ok(true) => {
+                if let Err(e) = db.preserved(set_id, &entry.path) {
+                    tracing::warn!(path = %entry.path, "recording kept content: {e}");
+                }
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(path = %entry.path, "looking for the content a killed run was keeping: {e}");
+                failed.push(entry.path.clone());
+                continue;
+            }
+        }
+        match content.copy(store, prefix, None, limits).await {
             Ok(kept) => {
                 copied += u64::from(kept == Kept::Copied);
                 if let Err(e) = db.preserved(set_id, &entry.path) {

@@ -79,6 +79,9 @@ pub struct BackupOptions {
     pub multipart_threshold: u64,
     /// Multipart part size (raised if a file would need more than 10,000 parts).
     pub part_size: u64,
+    /// Objects larger than this are copied server-side in parts of
+    /// `part_size` (renames, history); S3 copies at most 5 GiB at once.
+    pub copy_cutoff: u64,
     /// How to reach S3, and the bandwidth limit (`s3.bandwidth`).
     pub s3: S3Settings,
     /// Stops the run early and cleanly (Ctrl-C): see [`crate::cancel`].

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::journal::Journal;
-use super::keep::{Keeper, Kept, LocalFiles};
+use super::keep::{CopyLimits, Keeper, Kept, LocalFiles};
 use super::multipart::part_size_for;
 use crate::fs::hash::{self, BodyDigests};
 use crate::fs::names;
@@ -48,6 +48,8 @@ pub struct Engine {
     pub(super) sent: std::sync::atomic::AtomicU64,
     /// Keeps the content the run replaces or deletes (history).
     pub(super) keeper: Keeper,
+    /// Objects larger than this are copied server-side in parts.
+    copy_cutoff: u64,
 }
 
 /// Why one action failed (reported for its file; the run goes on).
@@ -173,6 +175,22 @@ impl Engine {
             maybe_lost_uploads: std::sync::Mutex::new(Vec::new()),
             sent: std::sync::atomic::AtomicU64::new(0),
             keeper: Keeper::default(),
+            copy_cutoff: MAX_SINGLE_OBJECT,
+        }
+    }
+
+    /// Copies objects larger than `cutoff` bytes server-side in parts
+    /// (clamped to 5 MiB–5 GiB: S3 copies at most 5 GiB in one request).
+    pub fn with_copy_cutoff(mut self, cutoff: u64) -> Self {
+        self.copy_cutoff = cutoff.clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT);
+        self
+    }
+
+    /// When copies go in parts, and how large the parts are.
+    pub(super) fn copy_limits(&self) -> CopyLimits {
+        CopyLimits {
+            cutoff: self.copy_cutoff,
+            part_size: self.part_size,
         }
     }
 
@@ -270,8 +288,8 @@ impl Engine {
     }
 
     /// Copies the object at `from` (if it still has `from_etag`) to
-    /// `entry`'s key, server-side; uploads the file instead when the source
-    /// is gone or changed, or too large for one copy request.
+    /// `entry`'s key, server-side (in parts above the copy cutoff); uploads
+    /// the file instead when the source is gone, changed or archived.
     async fn copy(
         &self,
         from: &str,
@@ -281,13 +299,22 @@ impl Engine {
         bodies: &BodyDigests,
     ) -> Result<Done, TransferError> {
         let meta = meta(entry, blake3);
-        let copied = if entry.size > MAX_SINGLE_OBJECT {
-            None
-        } else {
+        let copied = {
             let (src, dst) = (self.key(from), self.key(&entry.path));
             let if_match = Some(from_etag);
+            let size = entry.size;
+            let part_size = part_size_for(size, self.part_size);
             match retry(&dst, || {
-                self.request(self.store.copy(&src, &dst, &meta, if_match))
+                self.request(async {
+                    if size > self.copy_cutoff {
+                        (self
+                            .store
+                            .copy_in_parts(&src, &dst, size, part_size, &meta, if_match))
+                        .await
+                    } else {
+                        self.store.copy(&src, &dst, &meta, if_match).await
+                    }
+                })
             })
             .await
             {

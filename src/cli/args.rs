@@ -11,9 +11,9 @@ use crate::cli::help_text::{
     SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last, parse_limit,
-    parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
-    parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
+    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last,
+    parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path,
+    parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -447,6 +447,9 @@ pub struct BackupArgs {
     /// Size of each part of a multipart upload (5MiB to 5GiB; raised automatically past 10,000 parts).
     #[arg(long, default_value = "16MiB", value_parser = parse_part_size, value_name = "SIZE", allow_hyphen_values = true)]
     pub part_size: u64,
+    /// Objects larger than this are copied server-side in parts of --part-size (renames, and keeping old content for older snapshots); S3 copies at most 5GiB in one request (5MiB to 5GiB).
+    #[arg(long, default_value = "5GiB", value_parser = parse_copy_cutoff, value_name = "SIZE", allow_hyphen_values = true)]
+    pub copy_cutoff: u64,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,

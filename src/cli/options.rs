@@ -103,6 +103,7 @@ pub(crate) fn backup(
         jobs: usize::from(args.jobs),
         multipart_threshold: args.multipart_threshold,
         part_size: args.part_size,
+        copy_cutoff: args.copy_cutoff,
         s3: S3Settings {
             write: WriteOptions {
                 storage_class: args.write.storage_class,

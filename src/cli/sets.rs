@@ -56,6 +56,8 @@ pub struct SavedBackup {
     pub multipart_threshold: u64,
     /// `--part-size`.
     pub part_size: u64,
+    /// `--copy-cutoff` (0 in sets saved before it existed: the default).
+    pub copy_cutoff: u64,
     /// `--max-bandwidth`.
     pub max_bandwidth: Option<u64>,
     /// `--history` (`auto` in sets saved before it existed).
@@ -243,6 +245,7 @@ impl SavedBackup {
             jobs: args.jobs,
             multipart_threshold: args.multipart_threshold,
             part_size: args.part_size,
+            copy_cutoff: args.copy_cutoff,
             max_bandwidth: args.max_bandwidth,
             history: args.history,
             exclude: list(|r| match r {
@@ -359,6 +362,11 @@ impl SavedBackup {
                 self.multipart_threshold,
             ),
             part_size: pick(typed("part_size"), now.part_size, self.part_size),
+            copy_cutoff: if typed("copy_cutoff") || self.copy_cutoff == 0 {
+                now.copy_cutoff
+            } else {
+                self.copy_cutoff
+            },
             s3: S3Args {
                 profile: pick(typed("profile"), now.s3.profile, self.profile),
                 region: pick(typed("region"), now.s3.region, self.region),

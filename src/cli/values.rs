@@ -312,6 +312,17 @@ pub(crate) fn parse_history(text: &str) -> Result<crate::history::HistoryMode, S
     .ok_or_else(|| format!("unknown history mode '{text}': give auto, both, versions or off"))
 }
 
+/// `--copy-cutoff SIZE`: 5 MiB (S3's smallest part) to 5 GiB (the most one CopyObject takes).
+pub(crate) fn parse_copy_cutoff(text: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_SINGLE_OBJECT).contains(&n) {
+        return Err(format!(
+            "copy cutoff '{text}' is outside 5MiB to 5GiB (S3 copies at most 5GiB at once)"
+        ));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,6 +338,22 @@ pub trait ObjectStore: Send + Sync {
         meta: &ObjectMeta,
         if_match: Option<&str>,
     ) -> StoreResult<PutOutcome>;
+    /// [`ObjectStore::copy`] for an object of `size` bytes too large for
+    /// one copy request (S3: over 5 GiB), in parts of `part_size` bytes
+    /// (S3's UploadPartCopy), every part conditional on `if_match`. The
+    /// default, for stores without such a limit, is one [`ObjectStore::copy`].
+    async fn copy_in_parts(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        size: u64,
+        part_size: u64,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
+        let _ = (size, part_size);
+        self.copy(src_key, dst_key, meta, if_match).await
+    }
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Lists every object under `prefix` (a key prefix, not a directory), in key order, page by page.

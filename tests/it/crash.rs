@@ -416,6 +416,7 @@ impl<'a> Harness<'a> {
         let mut rerun_args = vec!["--json"];
         rerun_args.extend_from_slice(&args);
         let r = self.env.backup(&self.target, &rerun_args);
+
         r.expect_code(0);
         assert_no_state_complaint(&r);
         let summary = r.summary();
@@ -857,11 +858,24 @@ impl<'a> Harness<'a> {
                 }
                 let (path, blake3) = (f["path"].as_str().unwrap(), f["blake3"].as_str().unwrap());
                 let kept = format!(".s3backup/content/{}/{blake3}", &blake3[..2]);
-                assert!(
-                    holds(path, blake3) || holds(&kept, blake3),
-                    "seed {}: snapshot {key} lists {path} ({blake3}), which is neither at its key nor kept in history",
-                    self.seed
-                );
+                if !(holds(path, blake3) || holds(&kept, blake3)) {
+                    let listed: Vec<String> = objects
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(".s3backup/manifests/"))
+                        .map(|(k, b)| {
+                            let m = Manifest::decode(b);
+                            let e = m.files.iter().find(|f| f["path"] == path);
+                            format!("{k}: {:?}", e.map(|e| e["blake3"].clone()))
+                        })
+                        .collect();
+                    panic!(
+                        "seed {}: snapshot {key} lists {path} ({blake3}), which is neither at its key nor kept in history; \
+                         the key holds {:?}; snapshots: {listed:#?}; state row: {:?}",
+                        self.seed,
+                        objects.get(path).map(|b| blake3_hex(b)),
+                        state_row(&self.env, path)
+                    );
+                }
             }
         }
     }

@@ -308,3 +308,111 @@ fn a_dry_run_counts_what_it_would_keep_and_copies_nothing() {
         r.show()
     );
 }
+
+#[test]
+fn content_a_copy_or_touch_wrote_is_kept_when_replaced() {
+    let (server, env) = setup();
+    env.write("a.txt", "alpha")
+        .write_at("t.txt", "tee", (1_600_000_000, 0));
+    env.backup_ok(TARGET, &[]);
+    env.write("b.txt", "alpha");
+    env.set_mtime("t.txt", (1_700_000_000, 0));
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.copied, s.touched), (1, 1), "{s:?}");
+    env.write("b.txt", "beta").write("t.txt", "tee, changed");
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!((s.uploaded, s.history_kept), (2, 2), "{s:?}");
+    assert_eq!(
+        server.object_bytes(BUCKET, &content_key(b"alpha")).unwrap(),
+        b"alpha"
+    );
+    assert_eq!(server.object_bytes(BUCKET, &content_key(b"tee")).unwrap(), b"tee");
+}
+
+/// Objects over `--copy-cutoff` (S3 copies at most 5 GiB at once) are
+/// copied in parts: into history, and for a rename.
+#[test]
+fn large_objects_are_copied_in_parts() {
+    let (server, env) = setup();
+    let args = [
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+        "--copy-cutoff",
+        "5MiB",
+    ];
+    let (old, new) = (noise(6 * 1024 * 1024 + 11, 7), noise(6 * 1024 * 1024 + 12, 8));
+    let moved = noise(5 * 1024 * 1024 + 3, 9);
+    env.write("big.bin", &old).write("m/moved.bin", &moved);
+    env.backup_ok(TARGET, &args);
+    env.write("big.bin", &new).rename("m/moved.bin", "m/there.bin");
+    server.clear_requests();
+    let s = env.backup_ok(TARGET, &[&args[..], &["--delete"]].concat());
+    assert_eq!((s.uploaded, s.copied, s.history_kept), (1, 1, 2), "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, &content_key(&old)).unwrap(), old);
+    assert_eq!(server.object_bytes(BUCKET, &content_key(&moved)).unwrap(), moved);
+    assert_eq!(server.object_bytes(BUCKET, "p/m/there.bin").unwrap(), moved);
+    assert_eq!(server.object_bytes(BUCKET, "p/big.bin").unwrap(), new);
+    // Two parts for each of the three copies, and no single CopyObject.
+    assert_eq!(server.count("UploadPartCopy"), 6, "{:?}", server.ops());
+    assert_eq!(server.count("CopyObject"), 0, "{:?}", server.ops());
+    let r = env.backup(TARGET, &["--copy-cutoff", "4MiB"]);
+    r.expect_code(2);
+    assert!(r.stderr.contains("copy cutoff '4MiB'"), "{}", r.show());
+}
+
+/// A local store's ETag is made of size and mtime: an object rewritten
+/// behind the state's back at its old size and mtime passes `If-Match`,
+/// yet it no longer holds the content to keep, and must not be kept under
+/// that content's name (the crash harness found it after a kill).
+#[test]
+fn a_local_object_rewritten_at_its_old_size_and_mtime_is_not_kept_as_the_old_content() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap();
+    env.write_at("f.txt", "AAAA", (1_600_000_000, 0));
+    env.backup_ok(target, &[]);
+    let object = store.join("f.txt");
+    std::fs::write(&object, "BBBB").unwrap();
+    filetime::set_file_mtime(&object, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+    env.write("f.txt", "something else");
+    let s = env.backup_ok(target, &[]);
+    assert_eq!((s.uploaded, s.history_kept), (1, 0), "{s:?}");
+    let h = blake3_hex(b"AAAA");
+    let kept = store.join(".s3backup/content").join(&h[..2]).join(&h);
+    assert!(
+        !kept.exists(),
+        "{} holds {:?}",
+        kept.display(),
+        std::fs::read(&kept)
+    );
+    assert_eq!(std::fs::read(&object).unwrap(), b"something else");
+}
+
+#[test]
+fn a_named_set_saves_its_history_mode() {
+    let (server, env) = setup();
+    env.write("a.txt", "one");
+    env.backup_ok(TARGET, &["--set", "h", "--history", "off"]);
+    env.write("a.txt", "one, changed");
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "--set", "h", "--json", "--state"])
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(r.summary().history_kept, 0, "{}", r.show());
+    assert_eq!(content_keys(&server), Vec::<String>::new());
+    env.write("a.txt", "one, changed again");
+    let mut cmd = env.cmd();
+    cmd.args(["backup", "--set", "h", "--json", "--history", "auto", "--state"])
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    assert_eq!(
+        r.summary().history_kept,
+        1,
+        "a typed --history wins: {}",
+        r.show()
+    );
+}

@@ -222,9 +222,33 @@ impl LocalStore {
                     .map(|md| Stat::of(&md).put_outcome())
                     .map_err(what)
             } else {
-                self.write_atomically(dst_key, meta, |out| {
-                    io::copy(&mut self.cancel.reader(&mut input), out).map(|_| ())
-                })
+                // The ETag here is size and mtime, which a file rewritten at
+                // its old size and mtime keeps: the bytes copied are checked
+                // against the blake3 the caller expects, so a copy (a content
+                // object above all, named by its hash) never holds other bytes.
+                let mut hasher = blake3::Hasher::new();
+                let copied = self.write_atomically(dst_key, meta, |out| {
+                    let mut reader = HashingReader {
+                        inner: self.cancel.reader(&mut input),
+                        hasher: &mut hasher,
+                    };
+                    io::copy(&mut reader, out)?;
+                    if meta.blake3.is_empty() || reader.hasher.finalize().to_hex().as_str() == meta.blake3 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::other(ContentDiffers))
+                    }
+                });
+                match copied {
+                    Err(_)
+                        if !meta.blake3.is_empty() && hasher.finalize().to_hex().as_str() != meta.blake3 =>
+                    {
+                        Err(StoreError::Changed(format!(
+                            "'{src_key}' no longer holds the content recorded for it (its bytes hash otherwise)"
+                        )))
+                    }
+                    other => other,
+                }
             }
         } else {
             Err(StoreError::NotFound(format!(
@@ -407,4 +431,31 @@ fn make_symlink(dir: &Dir, target: &OsStr, name: &str) -> io::Result<()> {
 #[cfg(not(any(unix, windows)))]
 fn make_symlink(_dir: &Dir, _target: &OsStr, _name: &str) -> io::Result<()> {
     Err(io::Error::other("symlinks are not supported on this platform"))
+}
+
+/// The error a copy's closure stops with when the bytes hash otherwise
+/// than the caller expects (see `copy_unnoted`).
+#[derive(Debug)]
+struct ContentDiffers;
+
+impl std::fmt::Display for ContentDiffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bytes copied hash otherwise than recorded")
+    }
+}
+
+impl std::error::Error for ContentDiffers {}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<'a, R> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: io::Read> io::Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }

@@ -56,6 +56,7 @@ macro_rules! with_write_options {
 
 mod bucket;
 mod client;
+mod copy_parts;
 mod errors;
 mod list;
 mod multipart;
@@ -347,6 +348,19 @@ impl ObjectStore for S3Store {
             etag,
             version_id: out.version_id().map(str::to_string),
         })
+    }
+
+    async fn copy_in_parts(
+        &self,
+        src_key: &str,
+        dst_key: &str,
+        size: u64,
+        part_size: u64,
+        meta: &ObjectMeta,
+        if_match: Option<&str>,
+    ) -> StoreResult<PutOutcome> {
+        self.copy_by_parts(src_key, dst_key, size, part_size, meta, if_match)
+            .await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
