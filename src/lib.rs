@@ -8,6 +8,7 @@
 #![warn(clippy::missing_errors_doc)]
 
 pub mod backup;
+pub mod browse;
 pub mod cancel;
 pub mod cli;
 pub mod fs;

@@ -155,7 +155,7 @@ impl Apply {
             journal
                 .abort_abandoned(&*opened.store, &opened.source, &upload_prefix, interrupted)
                 .await;
-            let local = LocalFiles::new(StateDb::open(&opened.state_path)?, set_id, opened.source.clone());
+            let local = LocalFiles::new(opened.state_path.clone(), set_id, opened.source.clone());
             engine = engine
                 .with_journal(journal)
                 .with_history(opts.history, Some(local));

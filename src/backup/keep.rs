@@ -52,21 +52,37 @@ pub struct Keeper {
 }
 
 /// The set's rows and SOURCE, to find a local file that still holds some
-/// content (its own state connection: the engine runs on many tasks).
+/// content (its own state connection, opened the first time it is needed:
+/// archived objects are rare, and a run pays nothing for them otherwise).
 pub struct LocalFiles {
-    db: Mutex<StateDb>,
+    state: PathBuf,
+    db: std::sync::OnceLock<Option<Mutex<StateDb>>>,
     set_id: i64,
     root: PathBuf,
 }
 
 impl LocalFiles {
-    /// Looks content up in set `set_id` of `db`, files under `root`.
-    pub fn new(db: StateDb, set_id: i64, root: PathBuf) -> Self {
+    /// Looks content up in set `set_id` of the state file `state`, files under `root`.
+    pub fn new(state: PathBuf, set_id: i64, root: PathBuf) -> Self {
         LocalFiles {
-            db: Mutex::new(db),
+            state,
+            db: std::sync::OnceLock::new(),
             set_id,
             root,
         }
+    }
+
+    /// The state connection, opened now if not yet (`None` if it cannot be).
+    fn db(&self) -> Option<&Mutex<StateDb>> {
+        self.db
+            .get_or_init(|| match StateDb::open(&self.state) {
+                Ok(db) => Some(Mutex::new(db)),
+                Err(e) => {
+                    tracing::warn!("opening the state to look for local copies of archived content: {e}");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     /// A regular file under SOURCE that holds `blake3` (of `size` bytes) as
@@ -74,7 +90,7 @@ impl LocalFiles {
     /// racy): its path, with the stat to check again after sending it.
     fn find(&self, blake3: &str, size: u64) -> Option<(PathBuf, ScanEntry)> {
         let rows = self
-            .db
+            .db()?
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .rows_with_content(self.set_id, blake3, size)

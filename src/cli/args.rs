@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueHint};
 
 use crate::cli::help_text::{
-    BACKUP_EXAMPLES, COMPLETIONS_EXAMPLES, MAN_EXAMPLES, RESTORE_EXAMPLES, SETS_EXAMPLES, SHELL_EXAMPLES,
-    SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP, VERIFY_EXAMPLES,
+    BACKUP_EXAMPLES, COMPLETIONS_EXAMPLES, DIFF_EXAMPLES, FIND_EXAMPLES, LS_EXAMPLES, MAN_EXAMPLES,
+    RESTORE_EXAMPLES, SETS_EXAMPLES, SHELL_EXAMPLES, SNAPSHOTS_EXAMPLES, STATE_EXAMPLES, TOP_HELP,
+    VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_history, parse_keep_last,
-    parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path,
-    parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_threshold, parse_timeout,
+    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history,
+    parse_keep_last, parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate, parse_region,
+    parse_restore_path, parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern,
+    parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -57,7 +59,7 @@ pub enum Command {
     /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
-    /// List the snapshots (backup runs) stored under TARGET, or forget old ones.
+    /// List the snapshots (backup runs) stored under TARGET; forget old ones; diff, ls or find in them.
     #[command(after_help = SNAPSHOTS_EXAMPLES)]
     Snapshots(SnapshotsArgs),
     /// Check that the bucket holds every file of a snapshot (--deep: and its content).
@@ -215,7 +217,7 @@ pub struct S3WriteArgs {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SnapshotsArgs {
-    /// Remove old snapshots.
+    /// Forget old snapshots, or see the history (diff, ls, find).
     #[command(subcommand)]
     pub action: Option<SnapshotsAction>,
     /// Where the backup is.
@@ -243,6 +245,15 @@ Examples:
   s3backup snapshots forget mybucket::documents --keep-last 10 --keep-within 1y --json
   s3backup snapshots forget mybucket::documents 20260301T120000Z")]
     Forget(ForgetArgs),
+    /// What changed from snapshot A to snapshot B: added, removed, modified, renamed, metadata and type changes, with sizes.
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(DiffArgs),
+    /// The tree of a snapshot (type, mode, size, mtime, path), whole or under PATHs.
+    #[command(after_help = LS_EXAMPLES)]
+    Ls(LsArgs),
+    /// Which snapshots hold paths matching PATTERNs, and with what size and mtime, newest first.
+    #[command(after_help = FIND_EXAMPLES)]
+    Find(FindArgs),
 }
 
 /// `s3backup snapshots forget`.
@@ -484,6 +495,63 @@ pub struct S3Args {
     /// Seconds from the start of sending a request (an upload's body included) until the server's answer begins; then the attempt is abandoned and retried (1 to 86400). Paced uploads (--max-bandwidth) get the time their bytes need on top; the bucket check, the first request, waits at most 15 s, 30 s in all with its retries.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = parse_timeout, allow_negative_numbers = true)]
     pub read_timeout: u64,
+}
+
+/// `s3backup snapshots diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// The snapshot to compare from: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
+    #[arg(value_name = "A", value_parser = parse_snapshot_id)]
+    pub a: String,
+    /// The snapshot to compare to, named the same ways.
+    #[arg(value_name = "B", value_parser = parse_snapshot_id)]
+    pub b: String,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup snapshots ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// The snapshot: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
+    #[arg(value_name = "ID", value_parser = parse_snapshot_id)]
+    pub id: String,
+    /// Only these files or directories (a directory with everything under it), relative to the backup root.
+    #[arg(value_name = "PATH", value_parser = parse_restore_path)]
+    pub paths: Vec<String>,
+    /// JSON lines on stdout, one object per entry.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `s3backup snapshots find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Where the backup is.
+    pub target: Target,
+    /// Patterns in the syntax of --exclude: without a '/' a name at any depth ('*.pdf'), with one the whole path ('docs/*.pdf'), ending in '/' directories only.
+    #[arg(value_name = "PATTERN", required = true, value_parser = parse_find_pattern)]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot (an ID, a unique prefix of one, or 'latest').
+    #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]
+    pub snapshot: Option<String>,
+    /// JSON lines on stdout, one object per match.
+    #[arg(long)]
+    pub json: bool,
+    /// S3 connection settings.
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[cfg(test)]

@@ -64,7 +64,48 @@ pub(super) const SNAPSHOTS_EXAMPLES: &str = "\
 Examples:
   s3backup snapshots s3://mybucket/documents
   s3backup snapshots mybucket::documents --json
-  s3backup snapshots forget s3://mybucket/documents --keep-last 30 --dry-run";
+  s3backup snapshots forget s3://mybucket/documents --keep-last 30 --dry-run
+  s3backup snapshots diff s3://mybucket/documents 20261126T142230Z latest
+  s3backup snapshots ls s3://mybucket/documents latest docs/
+  s3backup snapshots find s3://mybucket/documents '*.pdf'";
+
+/// Shown under `s3backup snapshots diff --help`.
+pub(super) const DIFF_EXAMPLES: &str = "\
+Examples:
+  s3backup snapshots diff s3://mybucket/documents 20261126T142230Z latest
+  s3backup snapshots diff mybucket::documents 0190a1b2 0190c3d4 --json
+
+A path in both snapshots is modified (other content), metadata (same content,
+other mode or mtime) or type_changed (file, directory, symlink). A file removed
+whose content (blake3) one added holds is renamed (never an empty file); several
+with one content pair by file name first, then in path order.
+
+Exit codes:
+  0 ok, 1 error (a snapshot unknown, damaged or cut short; manifest lines that
+  could not be read, each named on stderr: the diff lacks them), 2 usage error";
+
+/// Shown under `s3backup snapshots ls --help`.
+pub(super) const LS_EXAMPLES: &str = "\
+Examples:
+  s3backup snapshots ls s3://mybucket/documents latest
+  s3backup snapshots ls s3://mybucket/documents 20261126T142230Z docs/ notes.txt
+  s3backup snapshots ls mybucket::documents latest --json
+
+Exit codes:
+  0 ok, 1 error (a snapshot unknown or damaged, a PATH it does not hold, manifest
+  lines that could not be read), 2 usage error";
+
+/// Shown under `s3backup snapshots find --help`.
+pub(super) const FIND_EXAMPLES: &str = "\
+Examples:
+  s3backup snapshots find s3://mybucket/documents '*.pdf'
+  s3backup snapshots find s3://mybucket/documents 'docs/report*.txt' notes.txt --json
+  s3backup snapshots find mybucket::documents '*.jpg' --snapshot latest
+
+Exit codes:
+  0 ok (also when nothing matches), 1 error (a damaged snapshot named by --snapshot;
+  without it, matches are still printed but some snapshot could not be searched
+  whole), 2 usage error (an invalid pattern)";
 
 /// Shown under `s3backup verify --help`.
 pub(super) const VERIFY_EXAMPLES: &str = "\

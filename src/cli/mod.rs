@@ -7,14 +7,17 @@
 //!   into the engines' option structs (as ripgrep's `HiArgs`);
 //! - `commands/`: one file per command (run the engine, print, pick the
 //!   exit code); `output.rs`: tables, summaries and JSON on stdout, where a
-//!   closed pipe ends the printing quietly; `progress.rs`: the progress
-//!   renderers; `table.rs`: tables whose columns fit their values;
+//!   closed pipe ends the printing quietly; `browse_output.rs`: the lines
+//!   and JSON of `snapshots diff`, `ls` and `find`, as they stream;
+//!   `progress.rs`: the progress renderers; `table.rs`: tables whose
+//!   columns fit their values;
 //! - [`startup`]: parsing (clap's errors and help) and logging;
 //! - [`exit`]: the exit codes and the one place that maps errors to them;
 //! - `shell.rs`: the interactive shell; `sets.rs`: named sets;
 //!   `generate.rs`: completions and man pages.
 
 pub mod args;
+mod browse_output;
 mod commands;
 pub mod exit;
 mod generate;

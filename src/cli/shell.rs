@@ -34,6 +34,7 @@ Commands (the same words and options as on the command line):
   backup SOURCE TARGET [OPTIONS]     back up a directory (or: backup --set NAME)
   restore TARGET DEST [OPTIONS]      restore a backup into DEST
   snapshots TARGET                   list the snapshots of a backup
+  snapshots diff|ls|find TARGET ...  compare, list or search snapshots
   verify TARGET [--deep]             check the bucket holds a snapshot
   sets                               the backup sets in the state file
   state sets|files|runs|stats|show   inspect the state file
@@ -88,6 +89,9 @@ impl ShellContext {
             Command::Verify(a) => &mut a.s3,
             Command::Snapshots(a) => match &mut a.action {
                 Some(SnapshotsAction::Forget(f)) => &mut f.s3,
+                Some(SnapshotsAction::Diff(d)) => &mut d.s3,
+                Some(SnapshotsAction::Ls(l)) => &mut l.s3,
+                Some(SnapshotsAction::Find(f)) => &mut f.s3,
                 None => &mut a.s3,
             },
             Command::State(StateAction::Rebuild { s3, .. }) => s3,

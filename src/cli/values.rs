@@ -288,6 +288,23 @@ pub(crate) fn parse_state_pattern(text: &str) -> Result<String, String> {
     parse_pattern(text)
 }
 
+/// A PATTERN of `snapshots find`: as [`parse_state_pattern`], but not one
+/// that would find nothing whatever the snapshots hold: in the syntax of
+/// `--exclude` a pattern starting with `#` is a comment and one starting
+/// with `!` re-includes, so neither matches a path.
+pub(crate) fn parse_find_pattern(text: &str) -> Result<String, String> {
+    let pattern = parse_state_pattern(text)?;
+    match pattern.chars().next() {
+        Some('#') => Err(format!(
+            "'{text}' is a comment in the syntax of --exclude and finds nothing: write '\\{text}' for a name starting with '#'"
+        )),
+        Some('!') => Err(format!(
+            "'{text}' is a negation in the syntax of --exclude and finds nothing: write '\\{text}' for a name starting with '!'"
+        )),
+        _ => Ok(pattern),
+    }
+}
+
 pub(crate) fn parse_part_size(text: &str) -> Result<u64, String> {
     let n = parse_size(text)?;
     if !(crate::store::MIN_PART_SIZE..=crate::store::MAX_PART_SIZE).contains(&n) {

@@ -225,6 +225,23 @@ impl PathPattern {
     pub fn matches(&self, rel: &str) -> bool {
         self.0.verdict(rel, false) == Verdict::Excluded
     }
+
+    /// Whether `rel` itself matches, not through a parent directory
+    /// (`snapshots find`, as restic's: `docs` names the directory, not
+    /// what is under it); `is_dir` for patterns ending in `/`.
+    pub fn matches_itself(&self, rel: &str, is_dir: bool) -> bool {
+        let verdict = self
+            .0
+            .runs
+            .iter()
+            .rev()
+            .find_map(|(_, m)| match m.matched(rel, is_dir) {
+                Match::None => None,
+                Match::Ignore(_) => Some(true),
+                Match::Whitelist(_) => Some(false),
+            });
+        verdict.unwrap_or(false)
+    }
 }
 
 /// One gitignore matcher over all `patterns` (each a line of gitignore
@@ -450,6 +467,19 @@ mod tests {
         let p = PathPattern::new("/a.txt").unwrap();
         assert!(p.matches("a.txt") && !p.matches("d/a.txt"));
         assert!(PathPattern::new("a[").is_err());
+    }
+
+    #[test]
+    fn a_path_pattern_can_match_a_path_itself() {
+        let p = PathPattern::new("docs").unwrap();
+        assert!(p.matches_itself("docs", true) && p.matches_itself("x/docs", false));
+        assert!(!p.matches_itself("docs/a.pdf", false), "not through its parent");
+        let p = PathPattern::new("docs/*.pdf").unwrap();
+        assert!(p.matches_itself("docs/a.pdf", false) && !p.matches_itself("x/docs/a.pdf", false));
+        let p = PathPattern::new("sub/").unwrap();
+        assert!(p.matches_itself("a/sub", true) && !p.matches_itself("a/sub", false));
+        let p = PathPattern::new("**/b?.txt").unwrap();
+        assert!(p.matches_itself("x/y/b1.txt", false) && p.matches_itself("b2.txt", false));
     }
 
     #[test]

@@ -53,6 +53,8 @@
 //! otherwise, and dry runs onto such a DEST.
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
+//! `browse` checks `snapshots diff`, `ls` and `find` over three backups
+//! with edits, a rename, deletions and type and mode changes between them.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -66,6 +68,7 @@ mod backup;
 mod backup_local;
 mod bad_input;
 mod bandwidth;
+mod browse;
 mod case_dest;
 mod case_fold;
 mod closed_pipe;

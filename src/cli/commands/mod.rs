@@ -3,6 +3,7 @@
 //! [`crate::cli::output`] and says which [`crate::cli::Exit`] fits.
 
 pub(crate) mod backup;
+pub(crate) mod browse;
 pub(crate) mod generate;
 pub(crate) mod restore;
 pub(crate) mod snapshots;

@@ -15,8 +15,12 @@ use crate::snapshots::{self, Damage, Health, Snapshot};
 /// # Errors
 /// A store that cannot be read, or does not exist.
 pub(crate) async fn run(args: SnapshotsArgs) -> anyhow::Result<Exit> {
-    if let Some(SnapshotsAction::Forget(forget_args)) = args.action {
-        return forget(forget_args).await;
+    match args.action {
+        Some(SnapshotsAction::Forget(forget_args)) => return forget(forget_args).await,
+        Some(SnapshotsAction::Diff(a)) => return crate::cli::commands::browse::diff(a).await,
+        Some(SnapshotsAction::Ls(a)) => return crate::cli::commands::browse::ls(a).await,
+        Some(SnapshotsAction::Find(a)) => return crate::cli::commands::browse::find(a).await,
+        None => {}
     }
     let Some(target) = args.target else {
         bail!("snapshots: a TARGET is required");
