@@ -373,6 +373,9 @@ pub struct VerifyArgs {
     /// Snapshot to check (default: latest).
     #[arg(long, value_name = "ID", value_parser = parse_snapshot_id)]
     pub snapshot: Option<String>,
+    /// Check every snapshot (oldest first), with a line for each and a total.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub all: bool,
     /// Also download every file and check its blake3.
     #[arg(long)]
     pub deep: bool,

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::browse::Node;
 use crate::browse::diff::{Change, ChangeKind, Count, Diff, Totals};
-use crate::cli::output::{OutputError, bytes, human_time_ns, json_line, outln, raw_line, write};
+use crate::cli::json::json_line;
+use crate::cli::output::{OutputError, bytes, human_time_ns, outln, raw_line, write};
 
 /// The columns every entry line shares: type, mode, size, mtime.
 fn columns(node: &Node) -> String {

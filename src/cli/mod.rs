@@ -23,6 +23,7 @@ pub mod exit;
 mod generate;
 mod help_text;
 mod interrupt;
+mod json;
 pub(crate) mod matches;
 mod options;
 mod output;

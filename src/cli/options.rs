@@ -151,6 +151,7 @@ pub(crate) fn verify(args: VerifyArgs) -> VerifyOptions {
     VerifyOptions {
         target: args.target,
         snapshot: args.snapshot,
+        all: args.all,
         deep: args.deep,
         jobs: usize::from(args.jobs),
         s3: args.s3.into(),

@@ -132,29 +132,8 @@ pub(crate) use errprint;
 
 /// Prints `value` as one line of JSON.
 pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    raw_line(&json_line(value)?)?;
+    raw_line(&super::json::json_line(value)?)?;
     Ok(())
-}
-
-/// `value` as one line of JSON, with the C1 control characters (U+0080
-/// to U+009F, and DEL), which JSON leaves raw, escaped as `\u00XX`: the
-/// line parses to the same names, and none of them can drive a terminal.
-/// (The JSON text is ASCII outside its strings, so only names change.)
-pub(crate) fn json_line(value: &impl Serialize) -> Result<String, serde_json::Error> {
-    use std::fmt::Write as _;
-    let text = serde_json::to_string(value)?;
-    if !text.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
-        return Ok(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if ('\u{7f}'..='\u{9f}').contains(&c) {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    Ok(out)
 }
 
 /// Writes `text` and a line break as they are (JSON: already escaped).
@@ -419,6 +398,27 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
     )
 }
 
+/// `verify --all`'s text: each snapshot as [`verify_summary`] prints it,
+/// a line per damaged snapshot, then the total.
+pub(crate) fn verify_all_summary(r: &crate::verify::all::AllReport) -> Result<(), OutputError> {
+    for one in &r.snapshots {
+        verify_summary(one)?;
+    }
+    for d in &r.damaged {
+        outln!("damaged  snapshot {}: {}", d.id, d.reason)?;
+    }
+    outln!(
+        "all {} snapshot(s): {} files, {} intact, {} missing, {} mismatched, {} unreadable, {} damaged snapshot(s)",
+        r.snapshots.len() + r.damaged.len(),
+        r.files,
+        r.ok,
+        r.missing,
+        r.mismatched,
+        r.unreadable,
+        r.damaged.len()
+    )
+}
+
 /// The table of `state sets` (and `sets`), its columns as wide as their
 /// longest value (see [`crate::cli::table`]).
 pub(crate) fn sets_table(sets: Vec<SetSummary>) -> Result<(), OutputError> {
@@ -467,7 +467,7 @@ pub(crate) fn file_row(set_id: i64, f: &FileRow, json: bool) -> Result<(), Outpu
             "mode": format!("{:o}", f.mode), "blake3": f.blake3, "etag": f.etag,
             "version_id": f.version_id, "uploaded_at": f.uploaded_at,
         });
-        let text = json_line(&line).map_err(|e| OutputError::Io(std::io::Error::other(e)))?;
+        let text = super::json::json_line(&line).map_err(|e| OutputError::Io(std::io::Error::other(e)))?;
         return raw_line(&text);
     }
     outln!(
@@ -585,15 +585,6 @@ pub(crate) fn rebuild_summary(set_id: i64, r: &RebuildReport) -> Result<(), Outp
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_lines_escape_c1_controls_and_stay_exact() {
-        let name = "a\u{9b}31m\u{1b}b\u{7f}";
-        let line = json_line(&serde_json::json!({ "path": name })).unwrap();
-        assert!(!line.chars().any(char::is_control), "{line}");
-        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(back["path"], name);
-    }
 
     #[test]
     fn control_characters_are_shown_escaped() {

@@ -60,6 +60,19 @@ pub enum FetchError {
     /// A snapshot's object is gone (the store's detail inside).
     #[error("missing from the bucket: unrecoverable")]
     Missing(String),
+    /// Neither the live key (or the recorded version) nor the content area
+    /// holds a snapshot's content (see [`crate::restore::locate`]).
+    #[error(
+        "{}; the content area holds no copy of it ({content_key}): unrecoverable",
+        crate::restore::locate::live_state(live)
+    )]
+    NotKept {
+        /// What the live key (or version) answered: missing, changed,
+        /// other bytes.
+        live: Box<FetchError>,
+        /// The content area's key for it.
+        content_key: String,
+    },
     /// The store failed, after retries.
     #[error(transparent)]
     Store(StoreError),
@@ -154,6 +167,8 @@ pub struct Fetcher {
 
 /// One object to fetch and where it goes.
 pub struct Fetch<'a> {
+    /// The target's prefix (for the content area's keys).
+    pub prefix: &'a str,
     /// The object's key.
     pub key: &'a str,
     /// What the manifest or listing says about it.
@@ -222,9 +237,12 @@ impl Fetcher {
             cause: source,
         })?;
         let file = tmp.file();
-        let Downloaded { remote, received } = self.download(f.key, item, Some(file)).await?;
+        let Downloaded { remote, received } =
+            self.download_located(f.prefix, f.key, item, Some(file)).await?;
         let mtime = item.mtime_ns.or(remote.mtime_ns).or(remote.last_modified_ns);
-        if remote.symlink || item.kind == EntryKind::Symlink {
+        // A manifest's type decides: a content object kept for a symlink
+        // may hold the same bytes as a file of another snapshot.
+        if item.kind == EntryKind::Symlink || (remote.symlink && !item.from_manifest) {
             if received > MAX_LINK_TARGET {
                 return Err(FetchError::LinkTooLong(received));
             }

@@ -307,6 +307,7 @@ mod tests {
             etag: None,
             version_id: None,
             from_manifest: true,
+            origin: Default::default(),
         }
     }
 

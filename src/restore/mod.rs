@@ -12,6 +12,8 @@
 //!    compared with the backup: leave it, keep it (`--no-clobber`) or fetch it;
 //! 4. [`fetch`]: the object is downloaded into a temporary file beside its
 //!    final name, its size and blake3 checked, a body cut short fetched again;
+//!    a snapshot's file from its key, its version or the content area, in
+//!    the order [`locate`] chose as the manifest was read;
 //! 5. [`place`]: the file gets its mode and mtime and is renamed into place;
 //!    symlinks are placed once every file is written, and directories get
 //!    their modes and mtimes last, deepest first ([`dest::Dest::finish_dirs`]),
@@ -31,6 +33,7 @@ pub mod dest;
 pub mod dry;
 pub mod fetch;
 pub mod fold;
+pub mod locate;
 pub mod meta;
 pub mod place;
 pub mod select;

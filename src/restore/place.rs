@@ -108,7 +108,10 @@ pub(crate) async fn restore_file(
             spelled,
         } => match dest.planned() {
             Some(planned) => return plan_fetch(dest, planned, item, at.is_none(), (overwrite, spelled)),
-            None => (fetch(fetcher, dest, &key, &shown, &item, at).await, overwrite),
+            None => (
+                fetch(fetcher, dest, (prefix, &key), &shown, &item, at).await,
+                overwrite,
+            ),
         },
     };
     match fetched {
@@ -210,7 +213,7 @@ fn touch(dest: &Dest, dir: &Dir, name: &OsStr, path: &str, same: Local) -> std::
 async fn fetch(
     fetcher: &Fetcher,
     dest: &Dest,
-    key: &str,
+    (prefix, key): (&str, &str),
     shown: &Path,
     item: &Item,
     found: Option<(std::sync::Arc<Dir>, std::ffi::OsString)>,
@@ -220,6 +223,7 @@ async fn fetch(
         None => dest.make_parent(&item.path)?,
     };
     let fetch = Fetch {
+        prefix,
         key,
         item,
         dir: &dir,

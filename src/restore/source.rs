@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::fs::scan::EntryKind;
-use crate::manifest::ReadError;
+use crate::manifest::{ReadError, Reader};
+use crate::restore::locate::{self, Newest};
 use crate::snapshots::{self, SnapshotError};
 use crate::store::{ObjectStore, StoreError};
 
@@ -36,6 +37,8 @@ pub struct Item {
     pub version_id: Option<String>,
     /// Whether this came from a manifest (so a changed object is unrecoverable).
     pub from_manifest: bool,
+    /// Where it is looked for: the live key, the content area, in which order.
+    pub origin: crate::restore::locate::Origin,
 }
 
 impl Item {
@@ -50,6 +53,7 @@ impl Item {
             etag: (!e.etag.is_empty()).then_some(e.etag),
             version_id: e.version_id,
             from_manifest: true,
+            origin: Default::default(),
             path: e.path,
         }
     }
@@ -126,8 +130,16 @@ pub async fn open(
     }
     let opened = snapshots::open(&**store, &all, id.unwrap_or("latest"), target).await?;
     let name = opened.snapshot.id.clone();
+    let newest = locate::newest_after(&**store, &all, &name, target).await?;
+    let history = locate::uses_content_area(&opened.reader.header, newest.as_ref().map(|r| &r.header));
+    let newest = newest.filter(|_| history).map(Newest::new);
     Ok(Source {
-        end: End(Some(spawn_manifest(opened.reader, name.clone(), tx))),
+        end: End(Some(spawn_manifest(
+            opened.reader,
+            name.clone(),
+            (history, newest),
+            tx,
+        ))),
         name,
         listing_notice: false,
         entries,
@@ -158,9 +170,13 @@ impl End {
 /// line is one failure and the read goes on; the thread's result is the
 /// [`ReadError::Stopped`](ReadError::Stopped) that ended
 /// the read early, if one did.
+/// Each entry gets its [`Origin`](locate::Origin) from `history` (whether
+/// the content area is in use) and the newest snapshot's manifest, read
+/// alongside ([`Newest`]).
 fn spawn_manifest(
-    reader: crate::manifest::Reader<std::fs::File>,
+    reader: Reader<std::fs::File>,
     snapshot: String,
+    (history, mut newest): (bool, Option<Newest>),
     tx: mpsc::Sender<Batch>,
 ) -> JoinHandle<Option<ReadError>> {
     tokio::task::spawn_blocking(move || {
@@ -180,7 +196,11 @@ fn spawn_manifest(
                     let Some(kind) = EntryKind::from_name(&e.kind) else {
                         return Err(format!("{}: unknown entry type '{}'", e.path, e.kind));
                     };
-                    Ok(Item::from_manifest(e, kind))
+                    let origin = locate::origin(&e, history, newest.as_mut());
+                    Ok(Item {
+                        origin,
+                        ..Item::from_manifest(e, kind)
+                    })
                 });
             batch.push(item);
             if batch.len() == MANIFEST_BATCH {
@@ -228,6 +248,7 @@ fn spawn_listing(store: Arc<dyn ObjectStore>, prefix: String, tx: mpsc::Sender<B
                         etag: None,
                         version_id: None,
                         from_manifest: false,
+                        origin: Default::default(),
                     })
                 }
             };

@@ -1136,11 +1136,12 @@ fn verify_on_a_local_store_catches_deleted_and_modified_files() {
 /// `--snapshot` picks the snapshot; an unknown one, an empty target and a
 /// missing target are clear errors.
 fn verify_picks_snapshots_and_explains_errors(fx: &Fx) {
+    // A pure mirror (`--history off`): what a run replaces or deletes is gone.
     let env = &fx.env;
     env.write("a.txt", "v1\n");
-    let first = id_of(&env.backup_ok(&fx.target, &[]).snapshot.unwrap());
+    let first = id_of(&env.backup_ok(&fx.target, &["--history", "off"]).snapshot.unwrap());
     env.write_at("a.txt", "version two\n", T1);
-    let second = id_of(&env.backup_ok(&fx.target, &[]).snapshot.unwrap());
+    let second = id_of(&env.backup_ok(&fx.target, &["--history", "off"]).snapshot.unwrap());
 
     let (code, v) = fx.verify(&[]);
     assert_eq!((code, v["snapshot"].as_str()), (0, Some(second.as_str())), "{v}");

@@ -86,6 +86,7 @@ mod faults;
 mod filters;
 mod help;
 mod history_keep;
+mod history_restore;
 mod inspect;
 mod integrity;
 mod ownfiles;

@@ -321,14 +321,15 @@ fn from_listing_restores_what_the_bucket_holds_now_with_object_metadata() {
 
 #[test]
 fn older_snapshot_whose_object_changed_is_reported_unrecoverable() {
+    // A pure mirror (`--history off`): what a run replaces or deletes is gone.
     let (server, env) = setup();
     env.write("same-size.txt", "one\n");
     env.write("grew.txt", "short");
     env.write("keep.txt", "kept as is");
-    let first = env.backup_ok(TARGET, &[]);
+    let first = env.backup_ok(TARGET, &["--history", "off"]);
     env.write_at("same-size.txt", "two\n", (1_700_000_100, 0));
     env.write_at("grew.txt", "much longer than before", (1_700_000_100, 0));
-    env.backup_ok(TARGET, &[]);
+    env.backup_ok(TARGET, &["--history", "off"]);
     let ids: Vec<String> = env.snapshot_list(TARGET).into_iter().map(|s| s.id).collect();
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], snapshot_id(first.snapshot.as_deref().unwrap()));
@@ -371,12 +372,13 @@ fn older_snapshot_whose_object_changed_is_reported_unrecoverable() {
 
 #[test]
 fn older_snapshot_whose_object_was_deleted_is_reported_unrecoverable() {
+    // A pure mirror (`--history off`): what a run replaces or deletes is gone.
     let (_server, env) = setup();
     env.write("a.txt", "a");
     env.write("dir/b.txt", "b");
-    env.backup_ok(TARGET, &[]);
+    env.backup_ok(TARGET, &["--history", "off"]);
     env.remove("dir/b.txt");
-    let s = env.backup_ok(TARGET, &["--delete"]);
+    let s = env.backup_ok(TARGET, &["--delete", "--history", "off"]);
     assert_eq!(s.deleted, 1);
     let rows = env.snapshot_list(TARGET);
     assert_eq!(rows.len(), 2);

@@ -105,15 +105,16 @@ fn a_plain_directory_without_manifest_is_restored_from_its_listing() {
 
 #[test]
 fn older_snapshot_whose_file_changed_is_reported_unrecoverable() {
+    // A pure mirror (`--history off`): what a run replaces or deletes is gone.
     let env = TestEnv::new();
     let (_store, target) = store_of(&env);
     env.write("same-size.txt", "one\n");
     env.write("grew.txt", "short");
     env.write("keep.txt", "kept");
-    env.backup_ok(&target, &[]);
+    env.backup_ok(&target, &["--history", "off"]);
     env.write_at("same-size.txt", "two\n", (1_700_000_100, 0));
     env.write_at("grew.txt", "much longer than before", (1_700_000_100, 0));
-    env.backup_ok(&target, &[]);
+    env.backup_ok(&target, &["--history", "off"]);
     let rows = env.snapshot_list(&target);
     assert_eq!(rows.len(), 2);
 

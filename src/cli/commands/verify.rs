@@ -1,12 +1,13 @@
-//! `s3backup verify`: check a snapshot against the store and say, by the
-//! exit code, whether every file is intact.
+//! `s3backup verify`: check a snapshot (or, with `--all`, every snapshot)
+//! against the store and say, by the exit code, whether every file is intact.
 
 use crate::cli::Exit;
 use crate::cli::args::VerifyArgs;
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
 use crate::snapshots;
-use crate::verify::{self, VerifyReport};
+use crate::verify::all::AllReport;
+use crate::verify::{self, VerifyOptions, VerifyReport};
 
 /// Runs `s3backup verify` (see [`verify_exit`] for the codes).
 ///
@@ -15,6 +16,9 @@ use crate::verify::{self, VerifyReport};
 pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let json = args.json;
     let opts = options::verify(args);
+    if opts.all {
+        return run_all(&opts, json).await;
+    }
     let r = verify::run(&opts).await?;
     let printed = if json {
         print_json(&r)
@@ -57,6 +61,55 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
             "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
             r.unreadable,
             r.snapshot,
+        );
+        return Exit::Partial;
+    }
+    Exit::Ok
+}
+
+/// `verify --all`: every snapshot's line, the damaged ones, the total;
+/// exit 1 when any file is damaged or any snapshot unreadable, 3 when
+/// files could only not be read, 0 otherwise.
+///
+/// # Errors
+/// A verification that could not be done (no snapshot, no bucket, …).
+async fn run_all(opts: &VerifyOptions, json: bool) -> anyhow::Result<Exit> {
+    let r = verify::all::run(opts).await?;
+    let printed = if json {
+        print_json(&r)
+    } else {
+        output::verify_all_summary(&r).map_err(Into::into)
+    };
+    output::ignore_closed(printed)?;
+    Ok(verify_all_exit(&r, &opts.target.to_string()))
+}
+
+/// The exit code of `verify --all`, with its error line (see [`run_all`]).
+fn verify_all_exit(r: &AllReport, target: &str) -> Exit {
+    let damaged_files = r.missing + r.mismatched + r.damaged_lines;
+    let bad: Vec<&str> = r
+        .snapshots
+        .iter()
+        .filter(|s| s.missing + s.mismatched + s.damaged_lines > 0)
+        .map(|s| s.snapshot.as_str())
+        .collect();
+    if damaged_files > 0 || !r.damaged.is_empty() {
+        if damaged_files > 0 {
+            crate::cli::output::errln!(
+                "error: {damaged_files} file(s) of {} snapshot(s) are not intact in {target}: {}",
+                bad.len(),
+                bad.join(", ")
+            );
+        }
+        if !r.damaged.is_empty() {
+            crate::cli::output::errln!("error: {} in {target}", snapshots::describe_damage(&r.damaged));
+        }
+        return Exit::Error;
+    }
+    if r.unreadable > 0 {
+        crate::cli::output::errln!(
+            "error: {} file(s) could not be read from {target} (none found damaged); run verify again to check them",
+            r.unreadable
         );
         return Exit::Partial;
     }

@@ -7,6 +7,16 @@
 //! the snapshot is checked by asking for the recorded version. `--deep`
 //! downloads every file and checks its blake3.
 //!
+//! History (issue 15): a file not at its key as recorded may still be
+//! kept. The newest snapshot's manifest is read alongside
+//! ([`crate::restore::locate::Newest`]): where it lists the same content
+//! under the ETag the key now has, the key holds it (a re-dated file);
+//! otherwise the content area, listed once when first needed ([`kept`]),
+//! holds it at the recorded size or nobody does. `--deep` reads each file
+//! through the restore's [`Fetcher::download_located`], from where a
+//! restore would. [`all`] checks every snapshot. Snapshots of buckets
+//! without history (format 1, `--history off`) are judged as before.
+//!
 //! A verdict of damage needs proof: a file is *missing* when the store says
 //! it does not exist (404), *mismatched* when what it holds (listed size and
 //! ETag, a version's, or the bytes read whole) differs from the snapshot.
@@ -22,6 +32,10 @@
 //! about its content. Issue 11, part 5: through injected faults, transport
 //! errors had been reported as mismatches.
 
+pub mod all;
+pub mod kept;
+
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{BoxStream, Peekable};
@@ -29,13 +43,16 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::fs::scan::EntryKind;
+use crate::history;
 use crate::manifest::{Entry, ReadError, Reader};
 use crate::restore::fetch::{FetchError, Fetcher};
+use crate::restore::locate::{self, Newest, Origin};
 use crate::restore::source::Item;
-use crate::snapshots::{self, SnapshotError};
+use crate::snapshots::{self, Snapshot, SnapshotError};
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{self, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key};
 use crate::target::Target;
+use crate::verify::kept::{ContentSet, Held, LazyContent};
 
 /// What to verify.
 #[derive(Debug, Clone)]
@@ -44,6 +61,8 @@ pub struct VerifyOptions {
     pub target: Target,
     /// Snapshot ID (`latest` when `None`).
     pub snapshot: Option<String>,
+    /// Check every snapshot ([`all::run`]) instead of one.
+    pub all: bool,
     /// Download every file and check its blake3.
     pub deep: bool,
     /// Requests in flight at once (deep mode).
@@ -157,7 +176,7 @@ enum Check {
     Ok,
     Problem(Problem),
     /// Present as recorded; `--deep` still has to read it.
-    Read(Entry, String),
+    Read(Entry, String, Origin),
     /// Current object differs; the recorded version must be checked.
     Version(Entry, String, String),
 }
@@ -172,7 +191,32 @@ type Listing<'a> = Peekable<BoxStream<'a, StoreResult<ObjectInfo>>>;
 /// short, or the listing failed. Damaged or unreadable files are not
 /// errors: they are in the report.
 pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
-    let started = Instant::now();
+    let (store, all) = open_target(opts).await?;
+    let target_text = opts.target.to_string();
+    let opened = snapshots::open(
+        &*store,
+        &all,
+        opts.snapshot.as_deref().unwrap_or("latest"),
+        &target_text,
+    )
+    .await?;
+    let content = LazyContent::new();
+    let id = opened.snapshot.id.clone();
+    check_snapshot(
+        opts,
+        &store,
+        &all,
+        (id, opened.reader, opened.passed_over),
+        &content,
+    )
+    .await
+}
+
+/// Opens the store, checks that the target exists, and lists its snapshots.
+///
+/// # Errors
+/// [`VerifyError`]: the target cannot be reached, does not exist, or holds no snapshots.
+async fn open_target(opts: &VerifyOptions) -> Result<(Arc<dyn ObjectStore>, Vec<Snapshot>), VerifyError> {
     let target_text = opts.target.to_string();
     let store_err = |source| VerifyError::Store {
         target: target_text.clone(),
@@ -182,27 +226,51 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     if !store.exists().await.map_err(store_err)? {
         return Err(VerifyError::NoSuchTarget(target_text));
     }
-    let prefix = opts.target.prefix();
-    let all = snapshots::list(&*store, prefix).await.map_err(store_err)?;
+    let all = snapshots::list(&*store, opts.target.prefix())
+        .await
+        .map_err(store_err)?;
     if all.is_empty() {
         return Err(VerifyError::NoSnapshots(target_text));
     }
-    let opened = snapshots::open(
-        &*store,
-        &all,
-        opts.snapshot.as_deref().unwrap_or("latest"),
-        &target_text,
-    )
-    .await?;
-    let snapshot = opened.snapshot;
-    let reader = opened.reader;
+    Ok((store, all))
+}
+
+/// Checks one opened snapshot (its ID, manifest and the damaged newer
+/// snapshots passed over to find it) against one listing of the prefix,
+/// the newest snapshot's manifest alongside and the content area when a
+/// file needs it (listed once into `content`, see [`kept`]).
+///
+/// # Errors
+/// As [`run`]: the listing failed or the manifest broke off.
+async fn check_snapshot(
+    opts: &VerifyOptions,
+    store: &Arc<dyn ObjectStore>,
+    all: &[Snapshot],
+    (id, reader, passed_over): (String, Reader<std::fs::File>, Vec<snapshots::Damage>),
+    content: &LazyContent,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let target_text = opts.target.to_string();
+    let store_err = |source| VerifyError::Store {
+        target: target_text.clone(),
+        cause: source,
+    };
+    let prefix = opts.target.prefix();
     let mut report = VerifyReport {
-        snapshot: snapshot.id.clone(),
+        snapshot: id.clone(),
         deep: opts.deep,
-        passed_over: opened.passed_over,
+        passed_over,
         ..VerifyReport::default()
     };
-
+    let newest = locate::newest_after(&**store, all, &id, &target_text).await?;
+    let history = locate::uses_content_area(&reader.header, newest.as_ref().map(|r| &r.header));
+    let ctx = Ctx {
+        store: &**store,
+        deep: opts.deep,
+        prefix: prefix.to_string(),
+        history,
+        content,
+    };
     let list_prefix = if prefix.is_empty() {
         String::new()
     } else {
@@ -210,24 +278,24 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
     let deep = opts.deep;
-    let checks = walk(
-        reader,
-        listing,
-        &*store,
-        deep,
-        prefix.to_string(),
-        snapshot.id.clone(),
-    );
+    let newest = newest.filter(|_| history).map(Newest::new);
+    let checks = walk((reader, listing, newest), &ctx, id);
     let fetcher = &Fetcher::new(store.clone(), opts.jobs);
-    let store = &*store;
+    let store = &**store;
     let mut results = checks
         .map_ok(|check| async move {
             Ok::<_, Step>(match check {
-                Check::Read(entry, key) if deep => read_and_hash(fetcher, entry, &key, None).await,
+                Check::Read(entry, key, origin) if deep => {
+                    let item = Item {
+                        origin,
+                        ..item_of(entry, None)
+                    };
+                    read_and_hash(fetcher, prefix, item, &key).await
+                }
                 Check::Read(..) => (Check::Ok, 0),
                 Check::Version(entry, key, version) => {
                     if deep {
-                        read_and_hash(fetcher, entry, &key, Some(version)).await
+                        read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
                     } else {
                         (check_version(store, &entry, &key, &version).await, 0)
                     }
@@ -250,19 +318,30 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     Ok(report)
 }
 
+/// What the walk needs besides the manifest, the listing and the newest manifest.
+struct Ctx<'a> {
+    store: &'a dyn ObjectStore,
+    deep: bool,
+    prefix: String,
+    /// Whether the content area is in use ([`locate::uses_content_area`]).
+    history: bool,
+    /// The content area, listed the first time a file needs it.
+    content: &'a LazyContent,
+}
+
+/// The walk's moving parts: the snapshot's manifest, the listing of the
+/// prefix, and the newest snapshot's manifest (`None`: this is the newest).
+type Cursors<'a> = (Reader<std::fs::File>, Listing<'a>, Option<Newest>);
+
 /// The manifest's file entries walked beside the listing: one [`Check`]
 /// each (or a damaged line's problem), in manifest order; ends early, with
 /// the reason, when the listing fails or the manifest breaks off.
 fn walk<'a>(
-    reader: Reader<std::fs::File>,
-    listing: Listing<'a>,
-    store: &'a dyn ObjectStore,
-    deep: bool,
-    prefix: String,
+    cursors: Cursors<'a>,
+    ctx: &'a Ctx<'a>,
     snapshot_id: String,
 ) -> impl futures::Stream<Item = Result<Check, Step>> + 'a {
-    futures::stream::try_unfold((reader, listing), move |(mut reader, mut listing)| {
-        let prefix = prefix.clone();
+    futures::stream::try_unfold(cursors, move |(mut reader, mut listing, mut newest)| {
         let snapshot_id = snapshot_id.clone();
         async move {
             let entry = match next_file(&mut reader) {
@@ -274,7 +353,7 @@ fn walk<'a>(
                         kind: ProblemKind::DamagedLine,
                         detail: format!("snapshot {snapshot_id}: manifest line {line}: {reason}"),
                     };
-                    return Ok(Some((Check::Problem(problem), (reader, listing))));
+                    return Ok(Some((Check::Problem(problem), (reader, listing, newest))));
                 }
                 Err(cause @ ReadError::Stopped { .. }) => {
                     return Err(Step::Stopped(SnapshotError::Stopped {
@@ -283,11 +362,12 @@ fn walk<'a>(
                     }));
                 }
             };
-            let key = join_key(&prefix, &entry.path);
-            let check = compare(entry, key, &mut listing, store, deep)
+            let key = join_key(&ctx.prefix, &entry.path);
+            let found = advance(&mut listing, &key).await.map_err(Step::Store)?;
+            let check = compare(entry, key, found, ctx, newest.as_mut())
                 .await
                 .map_err(Step::Store)?;
-            Ok(Some((check, (reader, listing))))
+            Ok(Some((check, (reader, listing, newest))))
         }
     })
 }
@@ -342,19 +422,14 @@ fn next_file(reader: &mut Reader<std::fs::File>) -> Result<Option<Entry>, ReadEr
     Ok(None)
 }
 
-/// Advances the listing to `key` and compares what is there with the entry.
-/// With `deep`, an object of the recorded size whose ETag differs (and no
-/// recorded version to ask for) is read: its bytes' blake3 decides.
-async fn compare(
-    entry: Entry,
-    key: String,
-    listing: &mut Listing<'_>,
-    store: &dyn ObjectStore,
-    deep: bool,
-) -> StoreResult<Check> {
+/// Advances the listing to `key`: the object listed under it, if any.
+///
+/// # Errors
+/// The listing's error.
+async fn advance(listing: &mut Listing<'_>, key: &str) -> StoreResult<Option<ObjectInfo>> {
     loop {
         let ahead = match std::pin::Pin::new(&mut *listing).peek().await {
-            Some(Ok(o)) => o.key < key,
+            Some(Ok(o)) => o.key.as_str() < key,
             Some(Err(_)) => {
                 return match listing.next().await {
                     Some(Err(e)) => Err(e),
@@ -368,10 +443,82 @@ async fn compare(
         }
         listing.next().await;
     }
-    let found = match std::pin::Pin::new(&mut *listing).peek().await {
+    Ok(match std::pin::Pin::new(&mut *listing).peek().await {
         Some(Ok(o)) if o.key == key => listing.next().await.and_then(Result::ok),
         _ => None,
+    })
+}
+
+/// Compares what the listing `found` under `key` with the entry: as
+/// recorded, it is read (`--deep`) or passes; a recorded version is asked
+/// for; otherwise, when the content area is in use, the live key passes
+/// if the newest snapshot holds the same content there under the listed
+/// ETag (a metadata-only refresh), and the content area's copy if it is
+/// listed with the recorded size ([`kept`]). With `deep`, an object of the
+/// recorded size found nowhere else is read: its bytes' blake3 decides.
+async fn compare(
+    entry: Entry,
+    key: String,
+    found: Option<ObjectInfo>,
+    ctx: &Ctx<'_>,
+    newest: Option<&mut Newest>,
+) -> StoreResult<Check> {
+    let store = ctx.store;
+    let as_recorded = found
+        .as_ref()
+        .is_some_and(|o| o.size == entry.size && etags_agree(store, &o.etag, &entry.etag));
+    let history = ctx.history && !entry.blake3.is_empty();
+    if !history || entry.version_id.is_some() {
+        return Ok(match entry.version_id.clone() {
+            _ if as_recorded => Check::Read(entry, key, Origin::LiveOnly),
+            Some(v) => Check::Version(entry, key, v),
+            None => live_verdict(entry, key, found, ctx.deep),
+        });
+    }
+    let held = kept::held(newest, &entry);
+    let live_etag = match &held {
+        Held::Live => Some(entry.etag.as_str()),
+        Held::LiveAs(etag) => Some(etag.as_str()),
+        Held::Kept => None,
     };
+    if let (Some(etag), Some(o)) = (live_etag, &found)
+        && o.size == entry.size
+        && etags_agree(store, &o.etag, etag)
+    {
+        return Ok(Check::Read(entry, key, Origin::LiveFirst));
+    }
+    let content = ctx
+        .content
+        .get_or_try_init(|| ContentSet::list(store, &ctx.prefix))
+        .await?;
+    if content.size_of(&entry.blake3) == Some(entry.size) {
+        return Ok(Check::Read(entry, key, Origin::ContentFirst));
+    }
+    let live_expected = live_etag.is_some();
+    if as_recorded || (ctx.deep && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
+        return Ok(Check::Read(entry, key, Origin::LiveFirst));
+    }
+    let content_key = history::content_key(&ctx.prefix, &entry.blake3);
+    Ok(match (held, found) {
+        (Held::Live | Held::LiveAs(_), Some(o)) => live_verdict(entry, key, Some(o), false),
+        (_, found) => {
+            let live = match found {
+                None => format!("no object '{key}'"),
+                Some(o) => format!("'{key}' holds other content ({} bytes)", o.size),
+            };
+            Check::Problem(Problem {
+                detail: format!("{live} and the content area holds no copy ('{content_key}')"),
+                path: entry.path,
+                kind: ProblemKind::Missing,
+            })
+        }
+    })
+}
+
+/// The verdict from the live key alone, as before history: missing when
+/// not listed, read (`deep`, same size, a blake3 to check) or mismatched
+/// when it differs.
+fn live_verdict(entry: Entry, key: String, found: Option<ObjectInfo>, deep: bool) -> Check {
     let problem = |kind, detail: String| {
         Check::Problem(Problem {
             path: entry.path.clone(),
@@ -379,26 +526,19 @@ async fn compare(
             detail,
         })
     };
-    Ok(match found {
-        None => match entry.version_id.clone() {
-            Some(v) => Check::Version(entry, key, v),
-            None => problem(ProblemKind::Missing, format!("no object '{key}'")),
-        },
-        Some(o) if o.size == entry.size && etags_agree(store, &o.etag, &entry.etag) => {
-            Check::Read(entry, key)
+    match found {
+        None => problem(ProblemKind::Missing, format!("no object '{key}'")),
+        Some(o) if deep && o.size == entry.size && !entry.blake3.is_empty() => {
+            Check::Read(entry, key, Origin::LiveOnly)
         }
-        Some(o) => match entry.version_id.clone() {
-            Some(v) => Check::Version(entry, key, v),
-            None if deep && o.size == entry.size && !entry.blake3.is_empty() => Check::Read(entry, key),
-            None => problem(
-                ProblemKind::Mismatch,
-                format!(
-                    "object has size {} and ETag {}, snapshot recorded {} and {}",
-                    o.size, o.etag, entry.size, entry.etag
-                ),
+        Some(o) => problem(
+            ProblemKind::Mismatch,
+            format!(
+                "object has size {} and ETag {}, snapshot recorded {} and {}",
+                o.size, o.etag, entry.size, entry.etag
             ),
-        },
-    })
+        ),
+    }
 }
 
 /// Some S3-compatible servers list no ETags: an unknown one on either side
@@ -407,6 +547,45 @@ async fn compare(
 /// coarser mtimes still holds what it recorded).
 fn etags_agree(store: &dyn ObjectStore, listed: &str, recorded: &str) -> bool {
     listed.is_empty() || recorded.is_empty() || store.same_etag(listed, recorded)
+}
+
+/// What a failed read says of a file of `size` bytes: its kind, the
+/// detail, the bytes hashed. A file the content area did not hold either
+/// is judged by what the live key answered (missing, or other bytes).
+fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
+    match e {
+        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
+        FetchError::NotKept { live, content_key } => {
+            let (kind, detail, bytes) = verdict(*live, size);
+            let detail = format!("{detail}; the content area holds no copy ({content_key})");
+            (kind, detail, bytes)
+        }
+        FetchError::Changed(e) => (
+            ProblemKind::Mismatch,
+            format!("changed since the snapshot: {e}"),
+            0,
+        ),
+        FetchError::Size { got, .. } => (
+            ProblemKind::Mismatch,
+            format!("content has {got} bytes, snapshot recorded {size}"),
+            got,
+        ),
+        FetchError::Hash { expected, actual, .. } => (
+            ProblemKind::Mismatch,
+            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
+            size,
+        ),
+        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
+    }
+}
+
+/// The item a restore would make of `entry` (the recorded `version` to read, if any).
+fn item_of(entry: Entry, version: Option<String>) -> Item {
+    let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
+    Item {
+        version_id: version,
+        ..Item::from_manifest(entry, kind)
+    }
 }
 
 /// Asks for the recorded version (retried as a download is): a 404 is
@@ -438,34 +617,10 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
 /// its length and blake3 against the snapshot. Returns the verdict and the
 /// bytes hashed: a 404 is missing, bytes read to their end that differ are
 /// a mismatch, anything else (the store kept failing) unreadable.
-async fn read_and_hash(fetcher: &Fetcher, entry: Entry, key: &str, version: Option<String>) -> (Check, u64) {
-    let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
-    let size = entry.size;
-    let item = Item {
-        version_id: version,
-        ..Item::from_manifest(entry, kind)
-    };
-    let (kind, detail, bytes) = match fetcher.download(key, &item, None).await {
+async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64) {
+    let (kind, detail, bytes) = match fetcher.download_located(prefix, key, &item, None).await {
         Ok(got) => return (Check::Ok, got.received),
-        Err(FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e))) => {
-            (ProblemKind::Missing, e, 0)
-        }
-        Err(FetchError::Changed(e)) => (
-            ProblemKind::Mismatch,
-            format!("changed since the snapshot: {e}"),
-            0,
-        ),
-        Err(FetchError::Size { got, .. }) => (
-            ProblemKind::Mismatch,
-            format!("content has {got} bytes, snapshot recorded {size}"),
-            got,
-        ),
-        Err(FetchError::Hash { expected, actual, .. }) => (
-            ProblemKind::Mismatch,
-            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
-            size,
-        ),
-        Err(e) => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
+        Err(e) => verdict(e, item.size),
     };
     let problem = Problem {
         path: item.path,
