@@ -226,27 +226,27 @@ impl LocalStore {
                 // its old size and mtime keeps: the bytes copied are checked
                 // against the blake3 the caller expects, so a copy (a content
                 // object above all, named by its hash) never holds other bytes.
-                let mut hasher = blake3::Hasher::new();
+                let differs = std::cell::Cell::new(false);
                 let copied = self.write_atomically(dst_key, meta, |out| {
+                    let mut hasher = blake3::Hasher::new();
                     let mut reader = HashingReader {
                         inner: self.cancel.reader(&mut input),
                         hasher: &mut hasher,
                     };
                     io::copy(&mut reader, out)?;
-                    if meta.blake3.is_empty() || reader.hasher.finalize().to_hex().as_str() == meta.blake3 {
+                    if meta.blake3.is_empty() || hasher.finalize().to_hex().as_str() == meta.blake3 {
                         Ok(())
                     } else {
+                        differs.set(true);
                         Err(io::Error::other(ContentDiffers))
                     }
                 });
                 match copied {
-                    Err(_)
-                        if !meta.blake3.is_empty() && hasher.finalize().to_hex().as_str() != meta.blake3 =>
-                    {
-                        Err(StoreError::Changed(format!(
-                            "'{src_key}' no longer holds the content recorded for it (its bytes hash otherwise)"
-                        )))
-                    }
+                    // Only the check above: a write refused before any byte
+                    // was read (a name clash) stays what it is.
+                    Err(_) if differs.get() => Err(StoreError::Changed(format!(
+                        "'{src_key}' no longer holds the content recorded for it (its bytes hash otherwise)"
+                    ))),
                     other => other,
                 }
             }
