@@ -331,10 +331,21 @@ impl<R: Read> Iterator for Reader<R> {
                 Ok(Line::Whole(text)) => {
                     self.line += 1;
                     self.entries += 1;
-                    return Some(serde_json::from_str(&text).map_err(|e| ReadError::Line {
-                        line: self.line,
-                        reason: e.to_string(),
-                    }));
+                    return Some(
+                        serde_json::from_str(&text)
+                            .map(|mut entry: Entry| {
+                                // A "null" version keeps nothing (`store::kept_version`);
+                                // older releases recorded it.
+                                if crate::store::kept_version(entry.version_id.as_deref()).is_none() {
+                                    entry.version_id = None;
+                                }
+                                entry
+                            })
+                            .map_err(|e| ReadError::Line {
+                                line: self.line,
+                                reason: e.to_string(),
+                            }),
+                    );
                 }
                 Ok(Line::Cut) => {
                     self.done = true;

@@ -84,6 +84,9 @@ pub(super) struct Apply {
     /// Paths whose old object could not be replaced (its delete failed):
     /// nothing is written at, under or above them in this run.
     blocked: Vec<String>,
+    /// Paths whose old content an earlier run could not keep (history), nor
+    /// this one: nothing is written there in this run.
+    unkept: Vec<String>,
     /// Objects of paths that changed type that a filter leaves out: kept,
     /// and nothing is written at, under or above them (see `replace`).
     kept: Vec<String>,
@@ -134,6 +137,7 @@ impl Apply {
         )
         .with_copy_cutoff(opts.copy_cutoff);
         let mut blocked = Vec::new();
+        let mut unkept_paths = Vec::new();
         let mode = if opts.dry_run {
             if opened.prepared == Prepared::Missing {
                 report.planned.push(format!("create {}", opened.store.describe()));
@@ -160,14 +164,21 @@ impl Apply {
                 .with_journal(journal)
                 .with_history(opts.history, Some(local));
             // Content a killed run was replacing is kept first, then its deletes finished.
-            let (kept, unkept) =
-                super::keep::finish(&db, set_id, &*opened.store, prefix, engine.copy_limits()).await;
+            let (kept, unkept) = super::keep::finish(
+                &db,
+                set_id,
+                &*opened.store,
+                prefix,
+                engine.copy_limits(),
+                opts.history,
+            )
+            .await;
             report.counts.history_kept += kept;
             let (deleted, failed) =
                 super::deleting::finish(&db, set_id, &*opened.store, prefix, &unkept).await;
             report.counts.deleted += deleted;
-            blocked.extend(unkept);
             blocked.extend(failed);
+            unkept_paths = unkept;
             Mode::Run { run_row, run_id }
         };
         Ok(Apply {
@@ -187,6 +198,7 @@ impl Apply {
             clashed: Vec::new(),
             confirmed: plan::Confirmed::default(),
             blocked,
+            unkept: unkept_paths,
             kept: Vec::new(),
             walk: opts.walk.clone(),
             prefix: opts.target.prefix().to_string(),
@@ -267,7 +279,11 @@ impl Apply {
     /// Whether `path` may be written: no failed replacement conflicts with
     /// it. If one does, the path is reported as failed.
     pub(super) fn unblocked(&mut self, path: &str) -> bool {
-        let error = if let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) {
+        let error = if self.unkept.iter().any(|p| p == path) {
+            "not replaced: its previous content could not be kept for older snapshots (see the warning); \
+             it is tried again next run, or back up with --history off to replace it without keeping it"
+                .to_string()
+        } else if let Some(p) = self.blocked.iter().find(|p| plan::overlaps(path, p)) {
             format!("not backed up: '{p}' changed type and its old object could not be deleted")
         } else if let Some(p) = self.kept.iter().find(|p| plan::overlaps(path, p)) {
             format!(

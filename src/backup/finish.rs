@@ -153,7 +153,10 @@ pub(super) async fn record(
     let c = report.counts;
     let sent_nothing = c.uploaded + c.copied + c.touched + c.deleted == 0;
     let failed = c.failed + report.failed_dirs > 0;
-    let manifest_result = if db.manifest_pending(set_id)? && !(sent_nothing && failed) {
+    // A tagged run is a snapshot the user asked for by name (`--keep-tag`
+    // keeps it), so it is written even when nothing changed.
+    let tagged = !opts.tags.is_empty() && !failed;
+    let manifest_result = if (db.manifest_pending(set_id)? || tagged) && !(sent_nothing && failed) {
         write_manifest(&db, set_id, &*opened.store, &opened.source_text, opts, &run_id).await
     } else {
         Ok(None)

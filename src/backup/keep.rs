@@ -49,6 +49,9 @@ pub struct Keeper {
     /// copies itself only if that one did not.
     done: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
     local: Option<LocalFiles>,
+    /// Whether `--history versions` was found replacing an object of which
+    /// the bucket keeps no version (said once a run).
+    warned_unversioned: std::sync::atomic::AtomicBool,
 }
 
 /// The set's rows and SOURCE, to find a local file that still holds some
@@ -146,12 +149,34 @@ impl Keeper {
             mode,
             done: Mutex::default(),
             local,
+            warned_unversioned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Whether the object of `row` is copied before it is replaced or deleted.
     pub fn wants(&self, row: &FileRow) -> bool {
-        row.kind.has_content() && !row.blake3.is_empty() && self.mode.copies(row.version_id.is_some())
+        // A "null" version (written while versioning was off; recorded by
+        // older releases) keeps nothing: the next write replaces it.
+        let versioned = crate::store::kept_version(row.version_id.as_deref()).is_some();
+        row.kind.has_content() && !row.blake3.is_empty() && self.mode.copies(versioned)
+    }
+
+    /// Says once a run that `--history versions` keeps nothing of `row`,
+    /// replaced or deleted, since the bucket keeps no version of it.
+    fn warn_unversioned(&self, row: &FileRow) {
+        let unversioned = crate::store::kept_version(row.version_id.as_deref()).is_none();
+        if self.mode == HistoryMode::Versions
+            && unversioned
+            && row.kind.has_content()
+            && !self
+                .warned_unversioned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                path = %row.path,
+                "--history versions: the bucket keeps no version of what this run replaces or deletes, so older snapshots lose it (turn versioning on, or use --history auto)"
+            );
+        }
     }
 
     /// The lock of one content (see [`Keeper::done`]).
@@ -307,6 +332,7 @@ impl Engine {
     /// caller must then leave the object alone.
     pub(super) async fn keep(&self, old: &FileRow) -> Result<Kept, TransferError> {
         if !self.keeper.wants(old) {
+            self.keeper.warn_unversioned(old);
             return Ok(Kept::Nothing);
         }
         let slot = self.keeper.slot(&old.blake3);
@@ -390,14 +416,26 @@ pub(super) async fn finish(
     store: &dyn ObjectStore,
     prefix: &str,
     limits: CopyLimits,
+    mode: HistoryMode,
 ) -> (u64, Vec<String>) {
     let left = match db.preserving(set_id) {
         Ok(left) => left,
         Err(e) => {
-            tracing::warn!("listing the content a killed run left to keep: {e}");
+            tracing::warn!("listing the content an earlier run left to keep: {e}");
             return (0, Vec::new());
         }
     };
+    if !mode.copies(false) {
+        // `--history off|versions`: the user asks for no copies, so what
+        // an earlier run could not keep is let go, not tried again.
+        for entry in &left {
+            tracing::info!(path = %entry.path, "not keeping the content an earlier run could not keep (--history {})", mode.as_str());
+            if let Err(e) = db.preserved(set_id, &entry.path) {
+                tracing::warn!(path = %entry.path, "recording it: {e}");
+            }
+        }
+        return (0, Vec::new());
+    }
     let (mut copied, mut failed) = (0, Vec::new());
     for entry in &left {
         let content = Content::from(entry);
@@ -410,7 +448,7 @@ pub(super) async fn finish(
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(path = %entry.path, "looking for the content a killed run was keeping: {e}");
+                tracing::warn!(path = %entry.path, "looking for the content an earlier run could not keep: {e}");
                 failed.push(entry.path.clone());
                 continue;
             }
@@ -423,7 +461,7 @@ pub(super) async fn finish(
                 }
             }
             Err(e) => {
-                tracing::warn!(path = %entry.path, "keeping the content a killed run was replacing: {e}");
+                tracing::warn!(path = %entry.path, "keeping the content an earlier run could not keep: {e}");
                 failed.push(entry.path.clone());
             }
         }

@@ -51,7 +51,7 @@ impl Item {
             mode: u32::from_str_radix(&e.mode, 8).ok(),
             blake3: (!e.blake3.is_empty()).then_some(e.blake3),
             etag: (!e.etag.is_empty()).then_some(e.etag),
-            version_id: e.version_id,
+            version_id: crate::store::kept_version(e.version_id.as_deref()).map(str::to_string),
             from_manifest: true,
             origin: Default::default(),
             path: e.path,

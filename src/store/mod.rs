@@ -441,6 +441,16 @@ pub async fn open_cancellable(
     })
 }
 
+/// A version ID that names a version the store keeps, or `None`. S3 gives
+/// the version ID `null` to objects written while versioning is off or
+/// suspended (moto returns it for multipart uploads on buckets that never
+/// had versioning); the next write of the key replaces that "null
+/// version", so it keeps nothing and must not stand for a version (S3 User
+/// Guide, "Working with objects in a versioning-suspended bucket").
+pub fn kept_version(version_id: Option<&str>) -> Option<&str> {
+    version_id.filter(|v| !v.is_empty() && *v != "null")
+}
+
 /// Joins a target prefix and a relative path into a key.
 pub fn join_key(prefix: &str, path: &str) -> String {
     if prefix.is_empty() {

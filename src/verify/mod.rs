@@ -468,6 +468,18 @@ async fn compare(
         .as_ref()
         .is_some_and(|o| o.size == entry.size && etags_agree(store, &o.etag, &entry.etag));
     let history = ctx.history && !entry.blake3.is_empty();
+    // A version recorded but no longer the key's: the content area may hold
+    // it too (`--history both`, or a version expired by a lifecycle rule),
+    // and a restore would take it from there.
+    if history && entry.version_id.is_some() && !as_recorded {
+        let content = ctx
+            .content
+            .get_or_try_init(|| ContentSet::list(store, &ctx.prefix))
+            .await?;
+        if content.size_of(&entry.blake3) == Some(entry.size) {
+            return Ok(Check::Read(entry, key, Origin::ContentFirst));
+        }
+    }
     if !history || entry.version_id.is_some() {
         return Ok(match entry.version_id.clone() {
             _ if as_recorded => Check::Read(entry, key, Origin::LiveOnly),

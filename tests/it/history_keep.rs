@@ -416,3 +416,145 @@ fn a_named_set_saves_its_history_mode() {
         r.show()
     );
 }
+
+/// moto answers a multipart upload on a bucket that never had versioning
+/// with the version ID `null` (S3 gives it to objects written while
+/// versioning is suspended): a "null version" is replaced by the next
+/// write, so it keeps nothing, and the old content must be copied.
+#[test]
+fn a_null_version_is_no_version_and_the_old_content_is_kept() {
+    let test = "a_null_version_is_no_version_and_the_old_content_is_kept";
+    let Some(moto) = Moto::start(test) else { return };
+    moto.bucket("nullv", false);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let args = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let (old, new) = (noise(6 * 1024 * 1024 + 5, 21), noise(6 * 1024 * 1024 + 6, 22));
+    env.write("big.bin", &old);
+    let first = env.backup_ok("nullv::p", &args).snapshot.unwrap();
+    env.write("big.bin", &new);
+    let s = env.backup_ok("nullv::p", &args);
+    assert_eq!((s.uploaded, s.history_kept), (1, 1), "{s:?}");
+    let dest = env.root().join("first");
+    env.restore_ok("nullv::p", &dest, &["--snapshot", &snapshot_id(&first)]);
+    assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), old);
+    let mut cmd = env.cmd();
+    cmd.args(["verify", "nullv::p", "--all", "--endpoint-url", &moto.endpoint()]);
+    run(cmd).expect_code(0);
+}
+
+/// S3 refuses to copy an object in GLACIER with `ObjectNotInActiveTierError`
+/// (moto too): a rename then sends the local file, and a changed file whose
+/// old content is only in the archived object is left alone, saying why.
+#[test]
+fn an_archived_source_on_moto_is_recognised() {
+    let Some(moto) = Moto::start("an_archived_source_on_moto_is_recognised") else {
+        return;
+    };
+    moto.bucket("glacier", false);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let args = ["--storage-class", "GLACIER"];
+    env.write("a.txt", "one").write("b.txt", "two");
+    env.backup_ok("glacier::p", &args);
+    env.write("a.txt", "one, changed").rename("b.txt", "b2.txt");
+    let r = env.backup("glacier::p", &[&args[..], &["--json", "--delete"]].concat());
+    r.expect_code(3);
+    let s = r.summary();
+    let failed: Vec<&str> = s.failures.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(failed, ["a.txt"], "{}", r.show());
+    assert!(
+        s.failures[0].error.contains("archive storage class"),
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        (s.uploaded, s.history_kept, s.deleted),
+        (1, 1, 1),
+        "b2.txt sent, b.txt kept from it: {s:?}"
+    );
+    // --history off lets the change through, as the README says.
+    let s = env.backup_ok("glacier::p", &[&args[..], &["--history", "off"]].concat());
+    assert_eq!(s.uploaded, 1, "{s:?}");
+}
+
+#[test]
+fn a_keep_that_keeps_failing_says_so_and_history_off_gets_past_it() {
+    let (server, env) = setup();
+    env.write("a.txt", "one");
+    env.backup_ok(TARGET, &[]);
+    env.write("a.txt", "one, changed");
+    server.fail_key(".s3backup/content/", None, false);
+    env.backup(TARGET, &[]).expect_code(3);
+    let r = env.backup(TARGET, &["--json"]);
+    r.expect_code(3);
+    let e = &r.summary().failures[0].error;
+    assert!(e.contains("not replaced") && e.contains("--history off"), "{e}");
+    assert!(!e.contains("changed type"), "{e}");
+    let s = env.backup_ok(TARGET, &["--history", "off"]);
+    assert_eq!((s.uploaded, s.history_kept), (1, 0), "{s:?}");
+    assert_eq!(server.object_bytes(BUCKET, "p/a.txt").unwrap(), b"one, changed");
+}
+
+#[test]
+fn a_tagged_run_is_a_snapshot_even_when_nothing_changed() {
+    let (_server, env) = setup();
+    env.write("a.txt", "one");
+    env.backup_ok(TARGET, &[]);
+    let s = env.backup_ok(TARGET, &["--tag", "release"]);
+    assert!(s.snapshot.is_some(), "{s:?}");
+    let r = env.snapshots(TARGET, &["--json"]);
+    r.expect_code(0);
+    let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let tags: Vec<&serde_json::Value> = list.as_array().unwrap().iter().map(|s| &s["tags"]).collect();
+    assert_eq!(
+        tags.last().unwrap().as_array().unwrap(),
+        &[serde_json::json!("release")],
+        "{list}"
+    );
+}
+
+/// A recorded version the bucket no longer keeps (expired, or removed), of
+/// content the content area holds too (`--history both`): verify passes,
+/// as the restore does.
+#[test]
+fn verify_looks_in_the_content_area_for_a_version_that_is_gone() {
+    let test = "verify_looks_in_the_content_area_for_a_version_that_is_gone";
+    let Some(moto) = Moto::start(test) else { return };
+    let client = moto.bucket("vgone", true);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    env.write("f", "one").write("g", "keep");
+    let first = env
+        .backup_ok("vgone::p", &["--history", "both"])
+        .snapshot
+        .unwrap();
+    env.write("f", "two");
+    let s = env.backup_ok("vgone::p", &["--history", "both"]);
+    assert_eq!(s.history_kept, 1, "{s:?}");
+    let versions = block_on(client.list_object_versions().bucket("vgone").prefix("p/f").send()).unwrap();
+    let old = versions
+        .versions()
+        .iter()
+        .find(|v| v.key() == Some("p/f") && v.is_latest() == Some(false))
+        .and_then(|v| v.version_id())
+        .unwrap()
+        .to_owned();
+    block_on(
+        client
+            .delete_object()
+            .bucket("vgone")
+            .key("p/f")
+            .version_id(old)
+            .send(),
+    )
+    .unwrap();
+    for deep in [false, true] {
+        let mut cmd = env.cmd();
+        cmd.args(["verify", "vgone::p", "--all", "--endpoint-url", &moto.endpoint()]);
+        if deep {
+            cmd.arg("--deep");
+        }
+        run(cmd).expect_code(0);
+    }
+    let dest = env.root().join("first");
+    env.restore_ok("vgone::p", &dest, &["--snapshot", &snapshot_id(&first)]);
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"one");
+}

@@ -89,7 +89,9 @@ where
                 (404, _) => Class::NotFound,
                 (_, "BadDigest") => Class::BadDigest,
                 (412, _) => Class::Changed,
-                (_, "InvalidObjectState") => Class::Archived,
+                // CopyObject answers an archived source with the second (S3 API
+                // reference, CopyObject "Errors"; moto sends it too).
+                (_, "InvalidObjectState" | "ObjectNotInActiveTierError") => Class::Archived,
                 (_, "BucketAlreadyOwnedByYou") => Class::BucketOwned,
                 (_, "BucketAlreadyExists") => Class::BucketTaken,
                 (401 | 403, _) => Class::AccessDenied,
@@ -207,6 +209,7 @@ mod tests {
             (412, "PreconditionFailed", Class::Changed),
             (400, "BadDigest", Class::BadDigest),
             (403, "InvalidObjectState", Class::Archived),
+            (403, "ObjectNotInActiveTierError", Class::Archived),
             (301, "PermanentRedirect", Class::WrongRegion),
             (301, "", Class::WrongRegion),
             (409, "BucketAlreadyOwnedByYou", Class::BucketOwned),

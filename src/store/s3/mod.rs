@@ -185,7 +185,7 @@ impl S3Store {
         self.check_etag(&etag, md5, &what)?;
         Ok(PutOutcome {
             etag,
-            version_id: out.version_id().map(str::to_string),
+            version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
         })
     }
 
@@ -346,7 +346,7 @@ impl ObjectStore for S3Store {
         }
         Ok(PutOutcome {
             etag,
-            version_id: out.version_id().map(str::to_string),
+            version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
         })
     }
 
@@ -405,7 +405,7 @@ impl ObjectStore for S3Store {
         let remote = remote_object(
             size,
             out.e_tag(),
-            out.version_id(),
+            crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
         );
@@ -438,7 +438,7 @@ impl ObjectStore for S3Store {
         Ok(remote_object(
             out.content_length().unwrap_or(0).max(0) as u64,
             out.e_tag(),
-            out.version_id(),
+            crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
         ))
