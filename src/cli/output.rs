@@ -209,7 +209,8 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
         )?;
     }
     outln!(
-        "  sent {} in {:.2} s",
+        "  {} {} in {:.2} s",
+        if r.dry_run { "would send" } else { "sent" },
         indicatif::HumanBytes(r.counts.bytes_sent),
         r.elapsed_ms as f64 / 1000.0
     )?;

@@ -63,7 +63,7 @@ pub enum FetchError {
     /// Neither the live key (or the recorded version) nor the content area
     /// holds a snapshot's content (see [`crate::restore::locate`]).
     #[error(
-        "{}; the content area holds no copy of it ({content_key}): unrecoverable",
+        "{}; the content area holds no intact copy of it ({content_key}): unrecoverable",
         crate::restore::locate::live_state(live)
     )]
     NotKept {
