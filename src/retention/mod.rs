@@ -94,7 +94,7 @@ pub enum RetentionError {
     },
     /// A prune with damaged snapshots kept: their references are unknown.
     #[error(
-        "cannot prune {target}: {what} is kept and what it references cannot be read; forget it by ID first (s3backup snapshots forget {target} ID)"
+        "cannot prune: {what} is kept and what it references cannot be read; forget it by ID first (s3backup snapshots forget {target} ID)"
     )]
     DamagedKept {
         /// The target text.
