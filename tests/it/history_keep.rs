@@ -558,3 +558,19 @@ fn verify_looks_in_the_content_area_for_a_version_that_is_gone() {
     env.restore_ok("vgone::p", &dest, &["--snapshot", &snapshot_id(&first)]);
     assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"one");
 }
+
+#[test]
+fn keep_rules_a_partial_run_skips_are_named() {
+    let (server, env) = setup();
+    env.write("a.txt", "one").write("bad.txt", "two");
+    env.backup_ok(TARGET, &[]);
+    env.write("bad.txt", "two, changed");
+    server.fail_key("p/bad.txt", None, false);
+    let r = env.backup(TARGET, &["--keep-last", "1", "--prune"]);
+    r.expect_code(3);
+    assert!(
+        r.stderr.contains("the keep rules were not applied"),
+        "{}",
+        r.show()
+    );
+}

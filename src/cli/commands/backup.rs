@@ -42,6 +42,11 @@ pub(crate) async fn run(
         sets::save(&saving, state_path, report.set_id)?;
     }
     let clean = report.counts.failed + report.failed_dirs == 0 && !report.dry_run;
+    let rules_waiting = !clean
+        && !report.dry_run
+        && keep
+            .as_ref()
+            .is_some_and(|(policy, prune)| *prune || !policy.is_empty());
     let retained = match keep {
         Some((policy, prune)) if clean && (prune || !policy.is_empty()) => {
             Some(retain(&opts, policy, prune).await)
@@ -86,6 +91,11 @@ pub(crate) async fn run(
         crate::cli::output::errln!(
             "error: {} file(s) were not backed up; run the backup again to retry them",
             report.counts.failed
+        );
+    }
+    if rules_waiting {
+        tracing::warn!(
+            "the keep rules were not applied: some files were not backed up (the next complete run applies them)"
         );
     }
     if report.counts.failed + report.failed_dirs > 0 {
