@@ -103,6 +103,20 @@ pub fn blake3_of_key<'a>(content_prefix: &str, key: &'a str) -> Option<&'a str> 
     (is_blake3_hex(hash) && hash.get(..2) == Some(fan)).then_some(hash)
 }
 
+/// Whether the content area under `prefix` holds anything: one listing
+/// request of at most one key. A snapshot whose header and the newest's
+/// name no copying mode may still have content there (a run between them
+/// kept it: `off`, then `auto`, then `off`), so readers look when it does.
+///
+/// # Errors
+/// The store's error from the listing.
+pub async fn area_in_use(
+    store: &dyn crate::store::ObjectStore,
+    prefix: &str,
+) -> Result<bool, crate::store::StoreError> {
+    Ok(!store.list_after(&content_prefix(prefix), "", 1).await?.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -245,11 +245,10 @@ impl Content<'_> {
     fn judge(&self, copied: Result<(), StoreError>) -> Result<Kept, StoreError> {
         match copied {
             Ok(()) => Ok(Kept::Copied),
+            // Changed or removed outside s3backup: older snapshots lose it,
+            // which the user should hear of (not only with -v).
             Err(StoreError::NotFound(e) | StoreError::Changed(e)) => {
-                tracing::info!(
-                    path = %self.path,
-                    "{e}: the object no longer holds the content the state recorded; nothing to keep"
-                );
+                tracing::warn!(path = %self.path, "{e}; nothing is left to keep for older snapshots");
                 Ok(Kept::Nothing)
             }
             Err(e) => Err(e),

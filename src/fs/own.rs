@@ -218,6 +218,16 @@ pub enum OwnError {
         /// The store's root, resolved.
         store: PathBuf,
     },
+    /// The local store lies in another store's own area (`.s3backup/`):
+    /// its files would land among that store's manifests and kept content.
+    #[error(
+        "the local store '{}' lies inside a store's own area ('.s3backup'), where s3backup keeps manifests and older content: choose a store outside it",
+        store.display()
+    )]
+    StoreInOwnArea {
+        /// The store's root, resolved.
+        store: PathBuf,
+    },
     /// DEST is the local store's root or lies under it.
     #[error(
         "DEST '{}' lies inside the local store '{}' being restored from: restored files would become objects of the store; choose a DEST outside it",
@@ -243,8 +253,16 @@ fn store_root(target: &Target) -> Option<PathBuf> {
 /// Refuses a (canonical) SOURCE at or under the local store's root.
 ///
 /// # Errors
-/// [`OwnError::SourceInStore`] when SOURCE is the store's root or beneath it.
+/// [`OwnError::SourceInStore`] when SOURCE is the store's root or beneath it;
+/// [`OwnError::StoreInOwnArea`] when the store lies in a `.s3backup` area.
 pub(crate) fn check_source(source: &Path, target: &Target) -> Result<(), OwnError> {
+    if let Some(store) = store_root(target)
+        && store
+            .components()
+            .any(|c| c.as_os_str() == crate::target::OWN_AREA)
+    {
+        return Err(OwnError::StoreInOwnArea { store });
+    }
     match store_root(target) {
         Some(store) if real_path(source).starts_with(&store) => Err(OwnError::SourceInStore {
             source_dir: source.to_path_buf(),

@@ -214,7 +214,7 @@ impl Fetcher {
         file: Option<&File>,
     ) -> Result<Downloaded, FetchError> {
         let Some(blake3) = item.blake3.as_deref().filter(|_| item.origin != Origin::LiveOnly) else {
-            return self.download(key, item, file).await;
+            return self.download_live(key, item, file).await;
         };
         let content_key = history::content_key(prefix, blake3);
         let content_item = Item {
@@ -224,7 +224,7 @@ impl Fetcher {
         };
         let live_first = item.origin == Origin::LiveFirst;
         let first = match live_first {
-            true => self.download(key, item, file).await,
+            true => self.download_live(key, item, file).await,
             false => self.download(&content_key, &content_item, file).await,
         };
         let first_err = match first {
@@ -239,7 +239,7 @@ impl Fetcher {
         }
         let second = match live_first {
             true => self.download(&content_key, &content_item, file).await,
-            false => self.download(key, item, file).await,
+            false => self.download_live(key, item, file).await,
         };
         match second {
             Err(e) if not_there(&e) => {
@@ -249,6 +249,45 @@ impl Fetcher {
                     content_key,
                 })
             }
+            done => done,
+        }
+    }
+}
+
+impl Fetcher {
+    /// Downloads `item` from its key: its recorded version, and when that
+    /// version is gone (expired by a lifecycle rule, removed), the key's
+    /// current object, which may hold the same content (a re-dated file,
+    /// one deleted and made again, content that came back): its blake3
+    /// decides, so nothing else is ever accepted.
+    ///
+    /// # Errors
+    /// As [`Fetcher::download`] for the version when the key's object does
+    /// not hold the content either.
+    async fn download_live(
+        &self,
+        key: &str,
+        item: &Item,
+        file: Option<&File>,
+    ) -> Result<Downloaded, FetchError> {
+        let versioned = self.download(key, item, file).await;
+        let err = match versioned {
+            Err(e) if item.version_id.is_some() && item.blake3.is_some() && not_there(&e) => e,
+            done => return done,
+        };
+        if let Some(file) = file {
+            file.set_len(0).map_err(|cause| FetchError::Download {
+                what: "emptying the download",
+                cause,
+            })?;
+        }
+        let current = Item {
+            version_id: None,
+            etag: None,
+            ..item.clone()
+        };
+        match self.download(key, &current, file).await {
+            Err(e) if not_there(&e) => Err(err),
             done => done,
         }
     }

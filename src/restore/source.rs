@@ -131,7 +131,8 @@ pub async fn open(
     let opened = snapshots::open(&**store, &all, id.unwrap_or("latest"), target).await?;
     let name = opened.snapshot.id.clone();
     let newest = locate::newest_after(&**store, &all, &name, target).await?;
-    let history = locate::uses_content_area(&opened.reader.header, newest.as_ref().map(|r| &r.header));
+    let history = locate::uses_content_area(&opened.reader.header, newest.as_ref().map(|r| &r.header))
+        || crate::history::area_in_use(&**store, prefix).await?;
     let newest = newest.filter(|_| history).map(Newest::new);
     Ok(Source {
         end: End(Some(spawn_manifest(

@@ -263,7 +263,13 @@ async fn check_snapshot(
         ..VerifyReport::default()
     };
     let newest = locate::newest_after(&**store, all, &id, &target_text).await?;
-    let history = locate::uses_content_area(&reader.header, newest.as_ref().map(|r| &r.header));
+    let history = locate::uses_content_area(&reader.header, newest.as_ref().map(|r| &r.header))
+        || crate::history::area_in_use(&**store, prefix)
+            .await
+            .map_err(|cause| VerifyError::Store {
+                target: target_text.clone(),
+                cause,
+            })?;
     let ctx = Ctx {
         store: &**store,
         deep: opts.deep,
@@ -519,7 +525,7 @@ async fn compare(
                 Some(o) => format!("'{key}' holds other content ({} bytes)", o.size),
             };
             Check::Problem(Problem {
-                detail: format!("{live} and the content area holds no copy ('{content_key}')"),
+                detail: format!("{live} and the content area holds no intact copy ('{content_key}')"),
                 path: entry.path,
                 kind: ProblemKind::Missing,
             })
@@ -569,7 +575,7 @@ fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
         FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
         FetchError::NotKept { live, content_key } => {
             let (kind, detail, bytes) = verdict(*live, size);
-            let detail = format!("{detail}; the content area holds no copy ({content_key})");
+            let detail = format!("{detail}; the content area holds no intact copy ({content_key})");
             (kind, detail, bytes)
         }
         FetchError::Changed(e) => (

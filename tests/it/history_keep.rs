@@ -574,3 +574,85 @@ fn keep_rules_a_partial_run_skips_are_named() {
         r.show()
     );
 }
+
+/// A snapshot whose header and the newest's say `--history off` may still
+/// have its content in the content area (a run between them kept it).
+#[test]
+fn a_history_off_snapshot_finds_content_a_later_run_kept() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap();
+    env.write("f", "v1");
+    let first = env.backup_ok(target, &["--history", "off"]).snapshot.unwrap();
+    env.write("f", "v2");
+    assert_eq!(env.backup_ok(target, &["--history", "auto"]).history_kept, 1);
+    env.write("g", "g");
+    env.backup_ok(target, &["--history", "off"]);
+    let dest = env.root().join("first");
+    env.restore_ok(target, &dest, &["--snapshot", &snapshot_id(&first)]);
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"v1");
+    let mut cmd = env.cmd();
+    cmd.args(["verify", target, "--all"]);
+    run(cmd).expect_code(0);
+}
+
+/// A recorded version that is gone, while the key's current object holds
+/// the same content (a re-dated file): the restore takes it from the key.
+#[test]
+fn a_gone_version_whose_key_holds_the_content_restores_from_the_key() {
+    let test = "a_gone_version_whose_key_holds_the_content_restores_from_the_key";
+    let Some(moto) = Moto::start(test) else { return };
+    let client = moto.bucket("vtouch", true);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    env.write("f", "hello").write("g", "other");
+    let first = env.backup_ok("vtouch::p", &[]).snapshot.unwrap();
+    env.set_mode("f", 0o600);
+    assert_eq!(env.backup_ok("vtouch::p", &[]).touched, 1);
+    let versions = block_on(
+        client
+            .list_object_versions()
+            .bucket("vtouch")
+            .prefix("p/f")
+            .send(),
+    )
+    .unwrap();
+    for v in versions.versions() {
+        if v.key() == Some("p/f") && v.is_latest() == Some(false) {
+            let id = v.version_id().unwrap().to_owned();
+            block_on(
+                client
+                    .delete_object()
+                    .bucket("vtouch")
+                    .key("p/f")
+                    .version_id(id)
+                    .send(),
+            )
+            .unwrap();
+        }
+    }
+    let dest = env.root().join("first");
+    env.restore_ok("vtouch::p", &dest, &["--snapshot", &snapshot_id(&first)]);
+    assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"hello");
+}
+
+/// A local store inside another store's `.s3backup/` would write among
+/// its manifests and kept content (as an S3 prefix there is refused).
+#[test]
+fn a_local_store_inside_a_stores_own_area_is_refused() {
+    let env = TestEnv::new();
+    let store = env.root().join("store");
+    env.write("a.txt", "one");
+    env.backup_ok(store.to_str().unwrap(), &[]);
+    let link = env.root().join("link");
+    std::os::unix::fs::symlink(store.join(".s3backup"), &link).unwrap();
+    for inner in [
+        store.join(".s3backup"),
+        store.join(".s3backup/content"),
+        link.join("x"),
+    ] {
+        let r = env.backup(inner.to_str().unwrap(), &[]);
+        r.expect_code(1);
+        assert!(r.error_line().contains("own area ('.s3backup')"), "{}", r.show());
+    }
+    assert!(!store.join(".s3backup/a.txt").exists());
+}
