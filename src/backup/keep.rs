@@ -404,6 +404,14 @@ impl Engine {
     }
 }
 
+/// Forgets `path`'s entry in the `preserving` table (its content is kept,
+/// or let go); a failure to is only logged: the next run looks again.
+fn settled(db: &StateDb, set_id: i64, path: &str) {
+    if let Err(e) = db.preserved(set_id, path) {
+        tracing::warn!(path = %path, "recording kept content: {e}");
+    }
+}
+
 /// Copies into the content area what killed runs of set `set_id` left in
 /// the `preserving` table, before this run changes anything. Returns how
 /// many were copied, and the paths whose content could not be: nothing may
@@ -429,9 +437,7 @@ pub(super) async fn finish(
         // an earlier run could not keep is let go, not tried again.
         for entry in &left {
             tracing::info!(path = %entry.path, "not keeping the content an earlier run could not keep (--history {})", mode.as_str());
-            if let Err(e) = db.preserved(set_id, &entry.path) {
-                tracing::warn!(path = %entry.path, "recording it: {e}");
-            }
+            settled(db, set_id, &entry.path);
         }
         return (0, Vec::new());
     }
@@ -440,9 +446,7 @@ pub(super) async fn finish(
         let content = Content::from(entry);
         match content.kept_already(store, prefix).await {
             Ok(true) => {
-                if let Err(e) = db.preserved(set_id, &entry.path) {
-                    tracing::warn!(path = %entry.path, "recording kept content: {e}");
-                }
+                settled(db, set_id, &entry.path);
                 continue;
             }
             Ok(false) => {}
@@ -455,9 +459,7 @@ pub(super) async fn finish(
         match content.copy(store, prefix, None, limits).await {
             Ok(kept) => {
                 copied += u64::from(kept == Kept::Copied);
-                if let Err(e) = db.preserved(set_id, &entry.path) {
-                    tracing::warn!(path = %entry.path, "recording kept content: {e}");
-                }
+                settled(db, set_id, &entry.path);
             }
             Err(e) => {
                 tracing::warn!(path = %entry.path, "keeping the content an earlier run could not keep: {e}");

@@ -332,15 +332,23 @@ pub struct ForgetArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Deletions in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
-    pub jobs: u16,
-    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub min_age: std::time::Duration,
+    /// How a prune deletes.
+    #[command(flatten)]
+    pub pruning: PruneSettings,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// What `snapshots prune` and `snapshots forget --prune` share.
+#[derive(Debug, Args, Clone)]
+pub struct PruneSettings {
+    /// Deletions in flight at once.
+    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    pub jobs: u16,
+    /// Keep content stored less than this before the prune starts (a backup may be copying it in; 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: std::time::Duration,
 }
 
 /// `s3backup snapshots prune`.
@@ -354,12 +362,9 @@ pub struct PruneArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Deletions in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
-    pub jobs: u16,
-    /// With --prune: keep content stored less than this before the start (a backup may be copying it in; 15m covers the clock skew S3 allows).
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub min_age: std::time::Duration,
+    /// How a prune deletes.
+    #[command(flatten)]
+    pub pruning: PruneSettings,
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,

@@ -179,6 +179,17 @@ fn not_there(e: &FetchError) -> bool {
     )
 }
 
+/// Empties the download's file (if any) before another place is tried.
+fn empty(file: Option<&File>) -> Result<(), FetchError> {
+    match file {
+        Some(file) => file.set_len(0).map_err(|cause| FetchError::Download {
+            what: "emptying the download",
+            cause,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// What the live key (or version) was found to hold, for the message of
 /// a file found nowhere (the error's own words, less "unrecoverable").
 pub(crate) fn live_state(e: &FetchError) -> String {
@@ -236,12 +247,7 @@ impl Fetcher {
             Err(e) if not_there(&e) => e,
             done => return done,
         };
-        if let Some(file) = file {
-            file.set_len(0).map_err(|cause| FetchError::Download {
-                what: "emptying the download",
-                cause,
-            })?;
-        }
+        empty(file)?;
         let second = match live_first {
             true => Box::pin(self.download(&content_key, &content_item(), file)).await,
             false => Box::pin(self.download_live(key, item, file)).await,
@@ -280,12 +286,7 @@ impl Fetcher {
             Err(e) if item.version_id.is_some() && item.blake3.is_some() && not_there(&e) => e,
             done => return done,
         };
-        if let Some(file) = file {
-            file.set_len(0).map_err(|cause| FetchError::Download {
-                what: "emptying the download",
-                cause,
-            })?;
-        }
+        empty(file)?;
         let current = Item {
             version_id: None,
             etag: None,

@@ -335,6 +335,19 @@ struct Ctx<'a> {
     content: &'a LazyContent,
 }
 
+impl Ctx<'_> {
+    /// The content area's (blake3, size) pairs, listed the first time a
+    /// file needs them and shared by every snapshot checked.
+    ///
+    /// # Errors
+    /// The store's error from the listing.
+    async fn content_set(&self) -> StoreResult<&ContentSet> {
+        self.content
+            .get_or_try_init(|| ContentSet::list(self.store, &self.prefix))
+            .await
+    }
+}
+
 /// The walk's moving parts: the snapshot's manifest, the listing of the
 /// prefix, and the newest snapshot's manifest (`None`: this is the newest).
 type Cursors<'a> = (Reader<std::fs::File>, Listing<'a>, Option<Newest>);
@@ -478,10 +491,7 @@ async fn compare(
     // it too (`--history both`, or a version expired by a lifecycle rule),
     // and a restore would take it from there.
     if history && entry.version_id.is_some() && !as_recorded {
-        let content = ctx
-            .content
-            .get_or_try_init(|| ContentSet::list(store, &ctx.prefix))
-            .await?;
+        let content = ctx.content_set().await?;
         if content.size_of(&entry.blake3) == Some(entry.size) {
             return Ok(Check::Read(entry, key, Origin::ContentFirst));
         }
@@ -505,10 +515,7 @@ async fn compare(
     {
         return Ok(Check::Read(entry, key, Origin::LiveFirst));
     }
-    let content = ctx
-        .content
-        .get_or_try_init(|| ContentSet::list(store, &ctx.prefix))
-        .await?;
+    let content = ctx.content_set().await?;
     if content.size_of(&entry.blake3) == Some(entry.size) {
         return Ok(Check::Read(entry, key, Origin::ContentFirst));
     }

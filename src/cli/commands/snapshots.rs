@@ -109,8 +109,8 @@ async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
         ids: args.ids.clone(),
         prune: args.keep.prune,
         dry_run: args.dry_run,
-        jobs: usize::from(args.jobs),
-        min_age: args.min_age,
+        jobs: usize::from(args.pruning.jobs),
+        min_age: args.pruning.min_age,
         target: target.to_string(),
     };
     let report = retention::forget(&*store, target.prefix(), &opts)
@@ -130,8 +130,8 @@ async fn prune(args: PruneArgs) -> anyhow::Result<Exit> {
     let store = open_existing_store(target, args.s3.clone()).await?;
     let opts = ForgetOptions {
         dry_run: args.dry_run,
-        jobs: usize::from(args.jobs),
-        min_age: args.min_age,
+        jobs: usize::from(args.pruning.jobs),
+        min_age: args.pruning.min_age,
         target: target.to_string(),
         ..ForgetOptions::default()
     };
