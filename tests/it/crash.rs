@@ -709,6 +709,10 @@ impl<'a> Harness<'a> {
         }
         let status = child.wait().unwrap();
         if let Store::S3(server) = &self.store {
+            assert!(
+                server.wait_settled(CHILD_TIMEOUT),
+                "point {point}: the server is still busy with the killed run's requests"
+            );
             let reqs = server.requests();
             let last = if by_replies {
                 reqs.iter().filter(|r| r.status != 0).take(point).last()

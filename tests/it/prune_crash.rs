@@ -148,6 +148,10 @@ impl Trial<'_> {
             let _ = child.kill();
         }
         let status = child.wait().unwrap();
+        assert!(
+            self.server.wait_settled(Duration::from_secs(30)),
+            "point {point}: the server is still busy with the killed prune's requests"
+        );
         use std::os::unix::process::ExitStatusExt;
         let killed = status.signal() == Some(libc::SIGKILL);
         if !killed {

@@ -85,6 +85,22 @@ pub struct Request {
     pub checksum_headers: Vec<String>,
     /// Storage class, server-side encryption and ACL headers, as sent.
     pub write_headers: Vec<(String, String)>,
+    /// Whether the server stopped working on the request without a reply
+    /// (the client hung up, e.g. because it was killed).
+    pub abandoned: bool,
+}
+
+/// Marks its request abandoned when dropped before the request got a
+/// status: hyper drops a request's future when the client goes away.
+struct Abandon {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.shared.update(self.id, |r| r.abandoned = r.status == 0);
+    }
 }
 
 #[derive(Debug)]
@@ -282,6 +298,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                         )
                     })
                     .collect(),
+                abandoned: false,
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
             let deleted = (entry.op == "DeleteObject")
@@ -291,6 +308,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
             let reply_key = entry.key.clone();
             this.shared.log.lock().unwrap().push((id, entry));
             this.shared.log_changed.notify_all();
+            let _abandon = Abandon {
+                shared: this.shared.clone(),
+                id,
+            };
 
             let (mut parts, body) = req.into_parts();
             let bytes = body
@@ -454,6 +475,16 @@ impl S3Server {
     pub fn wait_for_replies(&self, n: usize, timeout: Duration) -> bool {
         self.shared.wait_log(timeout, |log| {
             log.iter().filter(|(_, r)| r.status != 0).count() >= n
+        })
+    }
+
+    /// Waits until the server has finished with every request it received:
+    /// answered or abandoned (a killed client's). Call it after killing a
+    /// client and before reading the bucket's files, which an in-flight
+    /// request could otherwise still be changing; returns whether it did.
+    pub fn wait_settled(&self, timeout: Duration) -> bool {
+        self.shared.wait_log(timeout, |log| {
+            log.iter().all(|(_, r)| r.status != 0 || r.abandoned)
         })
     }
 
@@ -691,10 +722,21 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Collects the keys of the files under `dir`. An entry that vanishes
+/// while it is read (a delete the server is still finishing, or the empty
+/// folder it then removes) is simply not listed.
 fn walk(base: &Path, dir: &Path, keys: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if gone(&e) => return,
+        r => r.unwrap(),
+    };
+    for entry in entries {
         let entry = entry.unwrap();
-        let ft = entry.file_type().unwrap();
+        let ft = match entry.file_type() {
+            Err(e) if gone(&e) => continue,
+            r => r.unwrap(),
+        };
         let p = entry.path();
         if ft.is_dir() {
             walk(base, &p, keys);
