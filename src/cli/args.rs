@@ -55,7 +55,7 @@ pub struct Cli {
 pub enum Command {
     /// Back up SOURCE to TARGET, sending only what changed since the last run.
     #[command(after_help = BACKUP_EXAMPLES)]
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// Restore a backup (a snapshot, or a live listing of the bucket) into DEST.
     #[command(after_help = RESTORE_EXAMPLES)]
     Restore(RestoreArgs),
@@ -393,6 +393,9 @@ pub struct VerifyArgs {
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+    /// How the run reports itself when nobody watches.
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
 }
 
 /// `s3backup state`: look inside the state file.
@@ -561,10 +564,29 @@ pub struct BackupArgs {
     /// S3 connection settings.
     #[command(flatten)]
     pub s3: S3Args,
+    /// How the run reports itself when nobody watches; saved with --set.
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
     /// The options typed on this command line (filled by `cli::matches::parse`):
     /// they win over a named set's saved ones.
     #[arg(skip)]
     pub given: crate::cli::matches::Given,
+}
+
+/// How an unattended run (cron, a systemd timer) reports how it went: a
+/// metrics file for Prometheus and a command for each outcome (see
+/// `cli/monitor`). None of them acts on a dry run.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MonitorArgs {
+    /// At the end of the run, write its metrics to FILE in Prometheus text format, atomically (for node_exporter's textfile collector: FILE ending in .prom in its directory); an empty value drops a saved one.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
+    pub metrics_file: Option<PathBuf>,
+    /// After a run that ends with exit 0, run CMD with the shell (sh -c; cmd /C on Windows), the outcome in S3BACKUP_* environment variables; an empty value drops a saved one.
+    #[arg(long, value_name = "CMD")]
+    pub on_success: Option<String>,
+    /// After a run that ends with any other exit code (error, some files failed, interrupted), run CMD as --on-success does.
+    #[arg(long, value_name = "CMD")]
+    pub on_failure: Option<String>,
 }
 
 /// Connection settings for S3 targets; the rest comes from the standard AWS

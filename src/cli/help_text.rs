@@ -36,6 +36,7 @@ Examples:
   s3backup backup ./photos /mnt/usb/backup          # a local directory store
   s3backup backup ~/src s3://b/src --endpoint-url http://localhost:9000 --dry-run
   s3backup backup ~/Documents mybucket::documents --set docs --tag nightly --keep-daily 7 --keep-weekly 4 --prune
+  s3backup backup --set docs --metrics-file /var/lib/node_exporter/textfile/docs.prom --on-failure 'echo \"$S3BACKUP_ERROR\" | mail -s backup me'
 
 Exit codes:
   0 ok, 1 error, 2 usage error, 3 some files failed (the rest were done; run again to retry them),
@@ -116,6 +117,7 @@ Examples:
   s3backup verify s3://mybucket/documents
   s3backup verify s3://mybucket/documents --deep
   s3backup verify s3://mybucket/documents --snapshot 20261126T142230Z --json
+  s3backup verify s3://mybucket/documents --deep --metrics-file /var/lib/node_exporter/textfile/verify.prom
 
 Exit codes:
   0 every file intact, 1 missing or damaged files (or an error), 2 usage error,

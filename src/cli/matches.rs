@@ -135,7 +135,7 @@ mod tests {
     fn backup(words: &[&str]) -> crate::cli::args::BackupArgs {
         let all = [&["s3backup", "backup"][..], words].concat();
         match try_parse_from(all).unwrap().command {
-            Command::Backup(args) => args,
+            Command::Backup(args) => *args,
             _ => unreachable!(),
         }
     }

@@ -25,6 +25,7 @@ mod help_text;
 mod interrupt;
 mod json;
 pub(crate) mod matches;
+mod monitor;
 mod options;
 mod output;
 mod progress;
@@ -87,10 +88,14 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             s3: args,
         }),
         Command::Backup(args) => {
-            let (runtime, path) = setup()?;
-            let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
-            let run = commands::backup::run(args, &path, quiet, verbose, signals.cancel());
-            signals.outcome(runtime.block_on(run))
+            let mut watch = monitor::Watch::new("backup", &args.monitor);
+            let outcome = (|| {
+                let (runtime, path) = setup()?;
+                let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+                let run = commands::backup::run(*args, &path, quiet, verbose, signals.cancel(), &mut watch);
+                signals.outcome(runtime.block_on(run))
+            })();
+            watch.finish(outcome)
         }
         Command::Restore(args) => {
             let runtime = setup()?.0;
@@ -98,7 +103,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             signals.outcome(runtime.block_on(commands::restore::run(args, quiet, verbose, signals.cancel())))
         }
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
-        Command::Verify(args) => setup()?.0.block_on(commands::verify::run(args)),
+        Command::Verify(args) => {
+            let mut watch = monitor::Watch::new("verify", &args.monitor);
+            let outcome =
+                setup().and_then(|(runtime, _)| runtime.block_on(commands::verify::run(args, &mut watch)));
+            watch.finish(outcome)
+        }
         Command::State(action) => {
             let (runtime, path) = setup()?;
             runtime.block_on(commands::state::run(action, &path))

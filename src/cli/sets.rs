@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::{BackupArgs, FilterArgs, S3Args, S3WriteArgs};
+use crate::cli::args::{BackupArgs, FilterArgs, MonitorArgs, S3Args, S3WriteArgs};
 use crate::cli::matches;
 use crate::fs::filter::Rule;
 use crate::state::{NamedSet, StateDb};
@@ -98,6 +98,12 @@ pub struct SavedBackup {
     pub keep: crate::retention::Policy,
     /// `--prune` after each successful run.
     pub prune: bool,
+    /// `--metrics-file`, absolute.
+    pub metrics_file: Option<PathBuf>,
+    /// `--on-success`.
+    pub on_success: Option<String>,
+    /// `--on-failure`.
+    pub on_failure: Option<String>,
 }
 
 /// Why a named set cannot be used.
@@ -287,6 +293,14 @@ impl SavedBackup {
                 crate::cli::options::policy(&args.keep)
             },
             prune: args.keep.prune && !args.no_keep,
+            metrics_file: args
+                .monitor
+                .metrics_file
+                .as_deref()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(absolute),
+            on_success: args.monitor.on_success.clone().filter(|c| !c.is_empty()),
+            on_failure: args.monitor.on_failure.clone().filter(|c| !c.is_empty()),
         }
     }
 
@@ -404,6 +418,11 @@ impl SavedBackup {
             tags: pick(typed("tags"), now.tags, self.tags),
             keep,
             no_keep: now.no_keep,
+            monitor: MonitorArgs {
+                metrics_file: pick(typed("metrics_file"), now.monitor.metrics_file, self.metrics_file),
+                on_success: pick(typed("on_success"), now.monitor.on_success, self.on_success),
+                on_failure: pick(typed("on_failure"), now.monitor.on_failure, self.on_failure),
+            },
             given: now.given,
         })
     }

@@ -260,7 +260,7 @@ mod tests {
     fn backup_line(ctx: &ShellContext, line: &str) -> crate::cli::args::BackupArgs {
         match parse(ctx, line) {
             Line::Run(cli) => match cli.command {
-                Command::Backup(a) => a,
+                Command::Backup(a) => *a,
                 _ => unreachable!(),
             },
             _ => panic!("not a command: {line}"),

@@ -89,6 +89,7 @@ mod history_keep;
 mod history_restore;
 mod inspect;
 mod integrity;
+mod monitor;
 mod ownfiles;
 mod progress_out;
 mod props;

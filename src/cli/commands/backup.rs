@@ -8,6 +8,7 @@ use std::path::Path;
 use crate::backup;
 use crate::cli::Exit;
 use crate::cli::args::BackupArgs;
+use crate::cli::monitor::{Facts, Watch};
 use crate::cli::options;
 use crate::cli::output::{self, outln, print_json};
 use crate::cli::progress::progress_for;
@@ -25,12 +26,17 @@ pub(crate) async fn run(
     quiet: bool,
     verbose: u8,
     cancel: crate::cancel::Cancel,
+    watch: &mut Watch,
 ) -> anyhow::Result<Exit> {
     let sets::Resolved {
         args,
         set_source,
         save,
     } = sets::resolve(args, state_path)?;
+    watch.configure(&args.monitor, args.dry_run)?;
+    if let Some(target) = &args.target {
+        watch.identify(target.to_string(), args.source.clone(), args.set.clone());
+    }
     let saving = (save && !args.dry_run).then(|| args.clone());
     let keep = (!args.no_keep).then(|| (options::policy(&args.keep), args.keep.prune));
     let json = args.json || args.json_progress;
@@ -38,6 +44,7 @@ pub(crate) async fn run(
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
+    watch.record(facts(&report));
     if let Some(saving) = saving {
         sets::save(&saving, state_path, report.set_id)?;
     }
@@ -102,6 +109,27 @@ pub(crate) async fn run(
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
+}
+
+/// What a backup did, for the metrics file and the hooks.
+fn facts(report: &backup::BackupReport) -> Facts {
+    let c = &report.counts;
+    Facts {
+        snapshot: report.snapshot.clone(),
+        files: vec![
+            ("scanned", c.scanned),
+            ("uploaded", c.uploaded),
+            ("copied", c.copied),
+            ("touched", c.touched),
+            ("unchanged", c.unchanged),
+            ("deleted", c.deleted),
+            ("failed", c.failed),
+            ("excluded", report.excluded),
+            ("history_kept", c.history_kept),
+        ],
+        bytes: vec![("sent", c.bytes_sent)],
+        requests: Vec::new(),
+    }
 }
 
 /// What the keep rules did after the run, for the summary and `--json`.

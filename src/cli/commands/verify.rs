@@ -3,6 +3,7 @@
 
 use crate::cli::Exit;
 use crate::cli::args::VerifyArgs;
+use crate::cli::monitor::{Facts, Watch};
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
 use crate::snapshots;
@@ -13,13 +14,21 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
+pub(crate) async fn run(args: VerifyArgs, watch: &mut Watch) -> anyhow::Result<Exit> {
     let json = args.json;
+    watch.configure(&args.monitor, false)?;
+    watch.identify(args.target.to_string(), None, None);
     let opts = options::verify(args);
     if opts.all {
-        return run_all(&opts, json).await;
+        return run_all(&opts, json, watch).await;
     }
     let r = verify::run(&opts).await?;
+    watch.record(Facts {
+        snapshot: Some(r.snapshot.clone()),
+        files: checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable),
+        bytes: vec![("checked", r.bytes_checked)],
+        requests: Vec::new(),
+    });
     let printed = if json {
         print_json(&r)
     } else {
@@ -73,8 +82,14 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-async fn run_all(opts: &VerifyOptions, json: bool) -> anyhow::Result<Exit> {
+async fn run_all(opts: &VerifyOptions, json: bool, watch: &mut Watch) -> anyhow::Result<Exit> {
     let r = verify::all::run(opts).await?;
+    watch.record(Facts {
+        snapshot: None,
+        files: checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable),
+        bytes: vec![("checked", r.bytes_checked)],
+        requests: Vec::new(),
+    });
     let printed = if json {
         print_json(&r)
     } else {
@@ -114,4 +129,15 @@ fn verify_all_exit(r: &AllReport, target: &str) -> Exit {
         return Exit::Partial;
     }
     Exit::Ok
+}
+
+/// A verification's files by outcome, for the metrics file and the hooks.
+fn checked(files: u64, ok: u64, missing: u64, mismatched: u64, unreadable: u64) -> Vec<(&'static str, u64)> {
+    vec![
+        ("checked", files),
+        ("ok", ok),
+        ("missing", missing),
+        ("mismatched", mismatched),
+        ("unreadable", unreadable),
+    ]
 }
