@@ -55,6 +55,8 @@
 //! and directory swapped at one path) on the local store, S3 and moto.
 //! `browse` checks `snapshots diff`, `ls` and `find` over three backups
 //! with edits, a rename, deletions and type and mode changes between them.
+//! `monitor` checks `--metrics-file` and the `--on-success`/`--on-failure`
+//! hooks of backup and verify.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).

@@ -22,7 +22,8 @@
 //! `store_prune` the directories `--delete` empties there, removed;
 //! `retention` a prune there judging content by its stored time;
 //! `linux_store` a local store a Linux backup wrote (nanosecond mtimes),
-//! verified, backed up into and restored from on Windows (100 ns times).
+//! verified, backed up into and restored from on Windows (100 ns times);
+//! `monitor` a hook run through `cmd /C` and a metrics file replaced.
 #![cfg(windows)]
 
 #[path = "../it/server.rs"]
@@ -33,6 +34,7 @@ mod drives;
 mod harness;
 mod linux_store;
 mod meta;
+mod monitor;
 mod moto;
 mod names;
 mod paths;
