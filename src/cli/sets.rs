@@ -220,7 +220,7 @@ fn same_target(saved: &str, target: &Target) -> bool {
 }
 
 /// `target` with a local store's path made absolute.
-fn absolute_target(target: &Target) -> Target {
+pub(crate) fn absolute_target(target: &Target) -> Target {
     match target {
         Target::Local { root } => Target::Local { root: absolute(root) },
         other => other.clone(),

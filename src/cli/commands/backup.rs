@@ -35,7 +35,11 @@ pub(crate) async fn run(
     } = sets::resolve(args, state_path)?;
     watch.configure(&args.monitor, args.dry_run)?;
     if let Some(target) = &args.target {
-        watch.identify(target.to_string(), args.source.clone(), args.set.clone());
+        watch.identify(
+            sets::absolute_target(target).to_string(),
+            args.source.as_deref().map(sets::absolute),
+            args.set.clone(),
+        );
     }
     let saving = (save && !args.dry_run).then(|| args.clone());
     let keep = (!args.no_keep).then(|| (options::policy(&args.keep), args.keep.prune));

@@ -17,7 +17,11 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 pub(crate) async fn run(args: VerifyArgs, watch: &mut Watch) -> anyhow::Result<Exit> {
     let json = args.json;
     watch.configure(&args.monitor, false)?;
-    watch.identify(args.target.to_string(), None, None);
+    watch.identify(
+        crate::cli::sets::absolute_target(&args.target).to_string(),
+        None,
+        None,
+    );
     let opts = options::verify(args);
     if opts.all {
         return run_all(&opts, json, watch).await;
