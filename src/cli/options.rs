@@ -8,14 +8,25 @@
 use std::path::{Path, PathBuf};
 
 use crate::backup::BackupOptions;
-use crate::cli::args::{BackupArgs, FilterArgs, RestoreArgs, S3Args, VerifyArgs};
+use crate::cli::args::{BackupArgs, FilterArgs, LeaveOutArgs, RestoreArgs, S3Args, VerifyArgs};
 use crate::cli::exit::usage;
 use crate::fs::filter::Filters;
+use crate::fs::leave_out::LeaveOut;
 use crate::fs::scan::WalkOptions;
 use crate::restore::RestoreOptions;
 use crate::store::pace::BandwidthLimit;
 use crate::store::{S3Settings, WriteOptions};
 use crate::verify::VerifyOptions;
+
+/// What a command line leaves out besides the filters.
+pub(crate) fn leave_out(args: &LeaveOutArgs) -> LeaveOut {
+    LeaveOut {
+        exclude_caches: args.exclude_caches,
+        if_present: args.exclude_if_present.clone(),
+        one_file_system: args.one_file_system,
+        larger_than: args.exclude_larger_than,
+    }
+}
 
 /// The filters of a command line (reading any `--exclude-from` files).
 fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
@@ -95,6 +106,7 @@ pub(crate) fn backup(
             follow_symlinks: args.follow_symlinks,
             filters: filters(&args.filters)?,
             ignore_files: true,
+            leave_out: leave_out(&args.leave_out),
             // Filled in by the backup, which knows its state file and store.
             own: Default::default(),
         },

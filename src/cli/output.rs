@@ -195,7 +195,13 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     if r.reserved > 0 {
         outln!("  skipped {} (a reserved name)", crate::fs::scan::RESERVED)?;
     }
-    if r.excluded > 0 {
+    if r.excluded_by.beyond_filters() {
+        outln!(
+            "  excluded {}: {}",
+            r.excluded,
+            excluded_by(&r.excluded_by, r.excluded)
+        )?;
+    } else if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
     if r.counts.history_kept > 0 {
@@ -218,6 +224,28 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
         outln!("  snapshot {key}")?;
     }
     Ok(())
+}
+
+/// What left paths out, for the summary line: `2 by filters, 3 in cache
+/// directories, …`; what is left is rows gone locally that `--delete` spared.
+fn excluded_by(by: &crate::fs::leave_out::ExcludedBy, total: u64) -> String {
+    let walked = by.filters + by.caches + by.if_present + by.other_device + by.larger_than;
+    [
+        (by.filters, "by filters"),
+        (by.caches, "in cache directories (CACHEDIR.TAG)"),
+        (
+            by.if_present,
+            "in directories with an --exclude-if-present marker",
+        ),
+        (by.other_device, "mount point(s) not crossed (--one-file-system)"),
+        (by.larger_than, "larger than --exclude-larger-than"),
+        (total.saturating_sub(walked), "gone locally, kept in the store"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// The summary of a restore (and, for a dry run, its plan lines first);

@@ -11,6 +11,7 @@ pub mod confine;
 pub mod filter;
 pub mod fstype;
 pub mod hash;
+pub mod leave_out;
 pub mod names;
 pub mod own;
 pub mod safe_path;

@@ -81,6 +81,7 @@ mod edge;
 mod edge_fs;
 mod engine;
 mod etag_copy;
+mod exclude;
 mod exfat_source;
 mod faults;
 mod filters;
