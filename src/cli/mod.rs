@@ -98,7 +98,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             signals.outcome(runtime.block_on(commands::restore::run(args, quiet, verbose, signals.cancel())))
         }
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
-        Command::Verify(args) => setup()?.0.block_on(commands::verify::run(args)),
+        Command::Verify(args) => {
+            let (runtime, path) = setup()?;
+            runtime.block_on(commands::verify::run(args, &path))
+        }
         Command::State(action) => {
             let (runtime, path) = setup()?;
             runtime.block_on(commands::state::run(action, &path))

@@ -158,16 +158,26 @@ pub(crate) fn restore(args: RestoreArgs, cancel: crate::cancel::Cancel) -> anyho
     })
 }
 
-/// The options of a verification.
-pub(crate) fn verify(args: VerifyArgs) -> VerifyOptions {
-    VerifyOptions {
+/// The options of a verification; `state_path` remembers `--sample`'s checks.
+///
+/// # Errors
+/// A usage error for `--sample` without `--deep`.
+pub(crate) fn verify(args: VerifyArgs, state_path: &Path) -> anyhow::Result<VerifyOptions> {
+    if args.sample.is_some() && !args.deep {
+        usage!(
+            "--sample needs --deep: it chooses which files to download and check (without --deep no file is downloaded)"
+        );
+    }
+    Ok(VerifyOptions {
         target: args.target,
         snapshot: args.snapshot,
         all: args.all,
         deep: args.deep,
+        sample: args.sample,
+        state: Some(state_path.to_path_buf()),
         jobs: usize::from(args.jobs),
         s3: args.s3.into(),
-    }
+    })
 }
 
 /// Refuses, with one line and before anything is fetched, a DEST that

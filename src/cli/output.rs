@@ -406,7 +406,9 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
             outln!("{:<8} {}: {}", p.kind, p.path, p.detail)?;
         }
     }
-    let how = if r.deep {
+    let how = if r.sample.is_some() {
+        "present (the sample's content checked)"
+    } else if r.deep {
         "present and content checked"
     } else {
         "present with size and ETag"
@@ -424,7 +426,33 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
         r.missing,
         r.mismatched,
         r.unreadable
-    )
+    )?;
+    if let Some(sample) = &r.sample {
+        sample_summary(sample, r.bytes_checked)?;
+    }
+    Ok(())
+}
+
+/// `verify --deep --sample`'s lines: this run's slice and the cycle's progress.
+fn sample_summary(s: &crate::verify::sample::SampleReport, bytes: u64) -> Result<(), OutputError> {
+    outln!(
+        "  sample {}: checked {} of {} files this run ({} downloaded)",
+        s.fraction,
+        s.checked,
+        s.files,
+        indicatif::HumanBytes(bytes)
+    )?;
+    if s.remembered {
+        outln!(
+            "  cycle: {} of {} files checked intact as they are now, {} not yet; oldest check {}",
+            s.covered,
+            s.files,
+            s.never_checked,
+            s.oldest_check.as_deref().unwrap_or("none")
+        )
+    } else {
+        outln!("  no state file: the slice was chosen at random and is not remembered")
+    }
 }
 
 /// `verify --all`'s text: each snapshot as [`verify_summary`] prints it,

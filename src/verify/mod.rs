@@ -34,6 +34,7 @@
 
 pub mod all;
 pub mod kept;
+pub mod sample;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +66,10 @@ pub struct VerifyOptions {
     pub all: bool,
     /// Download every file and check its blake3.
     pub deep: bool,
+    /// With `deep`: download only this share of the files ([`sample`]).
+    pub sample: Option<sample::Fraction>,
+    /// The state file that remembers sampled checks (used only if it exists).
+    pub state: Option<std::path::PathBuf>,
     /// Requests in flight at once (deep mode).
     pub jobs: usize,
     /// How to reach S3.
@@ -108,6 +113,9 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Whether contents were checked.
     pub deep: bool,
+    /// `--sample`: the slice read this run and what the cycle covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<sample::SampleReport>,
     /// Wall time.
     pub elapsed_ms: u64,
     /// Every missing or mismatched file (damage), sorted by path.
@@ -136,6 +144,9 @@ pub enum VerifyError {
     /// The snapshot could not be found or read.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The state file that remembers sampled checks could not be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// What is wrong with a file, as `--json` spells it.
@@ -270,9 +281,15 @@ async fn check_snapshot(
                 target: target_text.clone(),
                 cause,
             })?;
+    let mut sampler = match &opts.sample {
+        Some(fraction) if opts.deep => Some(choose_sample(opts, store, all, &id, fraction.clone()).await?),
+        _ => None,
+    };
+    let chosen = sampler.as_ref().map(sample::Sampler::chosen);
     let ctx = Ctx {
         store: &**store,
         deep: opts.deep,
+        sample: chosen.as_ref(),
         prefix: prefix.to_string(),
         history,
         content,
@@ -283,40 +300,28 @@ async fn check_snapshot(
         format!("{prefix}/")
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
-    let deep = opts.deep;
     let newest = newest.filter(|_| history).map(Newest::new);
     let checks = walk((reader, listing, newest), &ctx, id);
     let fetcher = &Fetcher::new(store.clone(), opts.jobs);
-    let store = &**store;
+    let ctx = &ctx;
     let mut results = checks
-        .map_ok(|check| async move {
-            Ok::<_, Step>(match check {
-                Check::Read(entry, key, origin) if deep => {
-                    let item = Item {
-                        origin,
-                        ..item_of(entry, None)
-                    };
-                    read_and_hash(fetcher, prefix, item, &key).await
-                }
-                Check::Read(..) => (Check::Ok, 0),
-                Check::Version(entry, key, version) => {
-                    if deep {
-                        read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
-                    } else {
-                        (check_version(store, &entry, &key, &version).await, 0)
-                    }
-                }
-                other => (other, 0),
-            })
-        })
+        .map_ok(|check| settle(ctx, fetcher, check))
         .try_buffer_unordered(opts.jobs.max(1))
         .boxed();
     while let Some(result) = results.next().await {
-        let (check, bytes) = result.map_err(|step| match step {
+        let (sampled, check, bytes) = result.map_err(|step| match step {
             Step::Store(e) => store_err(e),
             Step::Stopped(e) => VerifyError::Snapshot(e),
         })?;
+        if let (Some(s), Some(path)) = (sampler.as_mut(), sampled) {
+            s.record(&path, matches!(check, Check::Ok), crate::fs::scan::now_ns());
+        }
         report.count(check, bytes);
+    }
+    drop(results);
+    if let Some(s) = sampler {
+        let target = opts.target.canonical();
+        report.sample = Some(s.finish(opts.state.as_deref(), &target)?);
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
     report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -324,10 +329,90 @@ async fn check_snapshot(
     Ok(report)
 }
 
+/// Finishes one file's check: reads and hashes it when `--deep` asks for
+/// it (every file, or the sample's), asks for a recorded version, passes
+/// what the listing found as recorded. Returns the file's path when it is
+/// in the sample (its verdict is remembered), the verdict, and the bytes read.
+async fn settle(ctx: &Ctx<'_>, fetcher: &Fetcher, check: Check) -> Result<(Option<String>, Check, u64), Step> {
+    let path = match &check {
+        Check::Read(e, ..) | Check::Version(e, ..) => Some(e.path.as_str()),
+        Check::Problem(p) => Some(p.path.as_str()),
+        Check::Ok => None,
+    };
+    let sampled = path
+        .filter(|p| ctx.sample.is_some_and(|s| s.contains(*p)))
+        .map(str::to_string);
+    let prefix = ctx.prefix.as_str();
+    let (check, bytes) = match check {
+        Check::Read(entry, key, origin) if ctx.deep_for(&entry.path) => {
+            let item = Item {
+                origin,
+                ..item_of(entry, None)
+            };
+            read_and_hash(fetcher, prefix, item, &key).await
+        }
+        Check::Read(..) => (Check::Ok, 0),
+        Check::Version(entry, key, version) => {
+            if ctx.deep_for(&entry.path) {
+                read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
+            } else {
+                (check_version(ctx.store, &entry, &key, &version).await, 0)
+            }
+        }
+        other => (other, 0),
+    };
+    Ok((sampled, check, bytes))
+}
+
+/// Opens the snapshot's manifest a second time to list its files, and
+/// chooses the slice `--sample` reads ([`sample`]) from the checks the
+/// state file remembers for this target.
+///
+/// # Errors
+/// The snapshot cannot be opened again; the state file cannot be read.
+async fn choose_sample(
+    opts: &VerifyOptions,
+    store: &Arc<dyn ObjectStore>,
+    all: &[Snapshot],
+    id: &str,
+    fraction: sample::Fraction,
+) -> Result<sample::Sampler, VerifyError> {
+    let opened = snapshots::open(&**store, all, id, &opts.target.to_string()).await?;
+    let prefix = opts.target.prefix();
+    let mut reader = opened.reader;
+    let mut candidates = Vec::new();
+    loop {
+        match next_file(&mut reader) {
+            Ok(Some(entry)) => candidates.push(sample::Candidate {
+                key: join_key(prefix, &entry.path),
+                content: if entry.blake3.is_empty() {
+                    entry.etag
+                } else {
+                    entry.blake3
+                },
+                path: entry.path,
+            }),
+            Ok(None) => break,
+            // The walk reports the damaged line; its file cannot be chosen.
+            Err(ReadError::Line { .. }) => {}
+            Err(cause @ ReadError::Stopped { .. }) => {
+                return Err(VerifyError::Snapshot(SnapshotError::Stopped {
+                    id: id.to_string(),
+                    cause,
+                }));
+            }
+        }
+    }
+    let history = sample::history(opts.state.as_deref(), &opts.target.canonical())?;
+    Ok(sample::Sampler::choose(fraction, candidates, history))
+}
+
 /// What the walk needs besides the manifest, the listing and the newest manifest.
 struct Ctx<'a> {
     store: &'a dyn ObjectStore,
     deep: bool,
+    /// `--sample`: the paths `deep` reads (None: every path).
+    sample: Option<&'a std::collections::HashSet<String>>,
     prefix: String,
     /// Whether the content area is in use ([`locate::uses_content_area`]).
     history: bool,
@@ -336,6 +421,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether `--deep` reads the file at `path` (sampled: only the chosen).
+    fn deep_for(&self, path: &str) -> bool {
+        self.deep && self.sample.is_none_or(|s| s.contains(path))
+    }
+
     /// The content area's (blake3, size) pairs, listed the first time a
     /// file needs them and shared by every snapshot checked.
     ///
@@ -500,7 +590,10 @@ async fn compare(
         return Ok(match entry.version_id.clone() {
             _ if as_recorded => Check::Read(entry, key, Origin::LiveOnly),
             Some(v) => Check::Version(entry, key, v),
-            None => live_verdict(entry, key, found, ctx.deep),
+            None => {
+                let deep = ctx.deep_for(&entry.path);
+                live_verdict(entry, key, found, deep)
+            }
         });
     }
     let held = kept::held(newest, &entry);
@@ -520,7 +613,7 @@ async fn compare(
         return Ok(Check::Read(entry, key, Origin::ContentFirst));
     }
     let live_expected = live_etag.is_some();
-    if as_recorded || (ctx.deep && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
+    if as_recorded || (ctx.deep_for(&entry.path) && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
         return Ok(Check::Read(entry, key, Origin::LiveFirst));
     }
     let content_key = history::content_key(&ctx.prefix, &entry.blake3);

@@ -13,9 +13,9 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
+pub(crate) async fn run(args: VerifyArgs, state_path: &std::path::Path) -> anyhow::Result<Exit> {
     let json = args.json;
-    let opts = options::verify(args);
+    let opts = options::verify(args, state_path)?;
     if opts.all {
         return run_all(&opts, json).await;
     }
