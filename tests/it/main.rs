@@ -106,5 +106,6 @@ mod shell;
 mod signals;
 mod store_fold;
 mod typechange;
+mod verify_sample;
 mod versioned;
 mod visible;
