@@ -55,6 +55,9 @@
 //! and directory swapped at one path) on the local store, S3 and moto.
 //! `browse` checks `snapshots diff`, `ls` and `find` over three backups
 //! with edits, a rename, deletions and type and mode changes between them.
+//! `exclude` checks `--exclude-caches`, `--exclude-if-present`,
+//! `--one-file-system` and `--exclude-larger-than`; `verify_sample`
+//! checks `verify --deep --sample` (the slice each run reads, remembered).
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
