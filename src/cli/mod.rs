@@ -33,6 +33,7 @@ mod shell;
 pub mod startup;
 mod table;
 mod values;
+mod verify_output;
 
 use std::path::PathBuf;
 

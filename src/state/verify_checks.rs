@@ -89,10 +89,15 @@ mod tests {
             checked_ns: at,
             ok,
         };
-        db.record_verify_checks("s3://b/p", &[check("p/a", "h1", 1, true), check("p/b", "h2", 2, false)])
+        db.record_verify_checks(
+            "s3://b/p",
+            &[check("p/a", "h1", 1, true), check("p/b", "h2", 2, false)],
+        )
+        .unwrap();
+        db.record_verify_checks("s3://b/p", &[check("p/a", "h3", 5, true)])
             .unwrap();
-        db.record_verify_checks("s3://b/p", &[check("p/a", "h3", 5, true)]).unwrap();
-        db.record_verify_checks("s3://b/q", &[check("q/a", "h1", 1, true)]).unwrap();
+        db.record_verify_checks("s3://b/q", &[check("q/a", "h1", 1, true)])
+            .unwrap();
         let got = db.verify_checks("s3://b/p").unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got["p/a"], check("p/a", "h3", 5, true));

@@ -34,6 +34,7 @@
 
 pub mod all;
 pub mod kept;
+mod read;
 pub mod sample;
 
 use std::sync::Arc;
@@ -43,14 +44,11 @@ use futures::stream::{BoxStream, Peekable};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::fs::scan::EntryKind;
 use crate::history;
 use crate::manifest::{Entry, ReadError, Reader};
-use crate::restore::fetch::{FetchError, Fetcher};
+use crate::restore::fetch::Fetcher;
 use crate::restore::locate::{self, Newest, Origin};
-use crate::restore::source::Item;
 use crate::snapshots::{self, Snapshot, SnapshotError};
-use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{self, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key};
 use crate::target::Target;
 use crate::verify::kept::{ContentSet, Held, LazyContent};
@@ -282,7 +280,9 @@ async fn check_snapshot(
                 cause,
             })?;
     let mut sampler = match &opts.sample {
-        Some(fraction) if opts.deep => Some(choose_sample(opts, store, all, &id, fraction.clone()).await?),
+        Some(fraction) if opts.deep => {
+            Some(sample::choose_for(opts, store, all, &id, fraction.clone()).await?)
+        }
         _ => None,
     };
     let chosen = sampler.as_ref().map(sample::Sampler::chosen);
@@ -305,7 +305,7 @@ async fn check_snapshot(
     let fetcher = &Fetcher::new(store.clone(), opts.jobs);
     let ctx = &ctx;
     let mut results = checks
-        .map_ok(|check| settle(ctx, fetcher, check))
+        .map_ok(|check| read::settle(ctx, fetcher, check))
         .try_buffer_unordered(opts.jobs.max(1))
         .boxed();
     while let Some(result) = results.next().await {
@@ -327,84 +327,6 @@ async fn check_snapshot(
     report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
-}
-
-/// Finishes one file's check: reads and hashes it when `--deep` asks for
-/// it (every file, or the sample's), asks for a recorded version, passes
-/// what the listing found as recorded. Returns the file's path when it is
-/// in the sample (its verdict is remembered), the verdict, and the bytes read.
-async fn settle(ctx: &Ctx<'_>, fetcher: &Fetcher, check: Check) -> Result<(Option<String>, Check, u64), Step> {
-    let path = match &check {
-        Check::Read(e, ..) | Check::Version(e, ..) => Some(e.path.as_str()),
-        Check::Problem(p) => Some(p.path.as_str()),
-        Check::Ok => None,
-    };
-    let sampled = path
-        .filter(|p| ctx.sample.is_some_and(|s| s.contains(*p)))
-        .map(str::to_string);
-    let prefix = ctx.prefix.as_str();
-    let (check, bytes) = match check {
-        Check::Read(entry, key, origin) if ctx.deep_for(&entry.path) => {
-            let item = Item {
-                origin,
-                ..item_of(entry, None)
-            };
-            read_and_hash(fetcher, prefix, item, &key).await
-        }
-        Check::Read(..) => (Check::Ok, 0),
-        Check::Version(entry, key, version) => {
-            if ctx.deep_for(&entry.path) {
-                read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
-            } else {
-                (check_version(ctx.store, &entry, &key, &version).await, 0)
-            }
-        }
-        other => (other, 0),
-    };
-    Ok((sampled, check, bytes))
-}
-
-/// Opens the snapshot's manifest a second time to list its files, and
-/// chooses the slice `--sample` reads ([`sample`]) from the checks the
-/// state file remembers for this target.
-///
-/// # Errors
-/// The snapshot cannot be opened again; the state file cannot be read.
-async fn choose_sample(
-    opts: &VerifyOptions,
-    store: &Arc<dyn ObjectStore>,
-    all: &[Snapshot],
-    id: &str,
-    fraction: sample::Fraction,
-) -> Result<sample::Sampler, VerifyError> {
-    let opened = snapshots::open(&**store, all, id, &opts.target.to_string()).await?;
-    let prefix = opts.target.prefix();
-    let mut reader = opened.reader;
-    let mut candidates = Vec::new();
-    loop {
-        match next_file(&mut reader) {
-            Ok(Some(entry)) => candidates.push(sample::Candidate {
-                key: join_key(prefix, &entry.path),
-                content: if entry.blake3.is_empty() {
-                    entry.etag
-                } else {
-                    entry.blake3
-                },
-                path: entry.path,
-            }),
-            Ok(None) => break,
-            // The walk reports the damaged line; its file cannot be chosen.
-            Err(ReadError::Line { .. }) => {}
-            Err(cause @ ReadError::Stopped { .. }) => {
-                return Err(VerifyError::Snapshot(SnapshotError::Stopped {
-                    id: id.to_string(),
-                    cause,
-                }));
-            }
-        }
-    }
-    let history = sample::history(opts.state.as_deref(), &opts.target.canonical())?;
-    Ok(sample::Sampler::choose(fraction, candidates, history))
 }
 
 /// What the walk needs besides the manifest, the listing and the newest manifest.
@@ -613,7 +535,11 @@ async fn compare(
         return Ok(Check::Read(entry, key, Origin::ContentFirst));
     }
     let live_expected = live_etag.is_some();
-    if as_recorded || (ctx.deep_for(&entry.path) && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
+    if as_recorded
+        || (ctx.deep_for(&entry.path)
+            && live_expected
+            && found.as_ref().is_some_and(|o| o.size == entry.size))
+    {
         return Ok(Check::Read(entry, key, Origin::LiveFirst));
     }
     let content_key = history::content_key(&ctx.prefix, &entry.blake3);
@@ -665,87 +591,6 @@ fn live_verdict(entry: Entry, key: String, found: Option<ObjectInfo>, deep: bool
 /// coarser mtimes still holds what it recorded).
 fn etags_agree(store: &dyn ObjectStore, listed: &str, recorded: &str) -> bool {
     listed.is_empty() || recorded.is_empty() || store.same_etag(listed, recorded)
-}
-
-/// What a failed read says of a file of `size` bytes: its kind, the
-/// detail, the bytes hashed. A file the content area did not hold either
-/// is judged by what the live key answered (missing, or other bytes).
-fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
-    match e {
-        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
-        FetchError::NotKept { live, content_key } => {
-            let (kind, detail, bytes) = verdict(*live, size);
-            let detail = format!("{detail}; the content area holds no intact copy ({content_key})");
-            (kind, detail, bytes)
-        }
-        FetchError::Changed(e) => (
-            ProblemKind::Mismatch,
-            format!("changed since the snapshot: {e}"),
-            0,
-        ),
-        FetchError::Size { got, .. } => (
-            ProblemKind::Mismatch,
-            format!("content has {got} bytes, snapshot recorded {size}"),
-            got,
-        ),
-        FetchError::Hash { expected, actual, .. } => (
-            ProblemKind::Mismatch,
-            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
-            size,
-        ),
-        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
-    }
-}
-
-/// The item a restore would make of `entry` (the recorded `version` to read, if any).
-fn item_of(entry: Entry, version: Option<String>) -> Item {
-    let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
-    Item {
-        version_id: version,
-        ..Item::from_manifest(entry, kind)
-    }
-}
-
-/// Asks for the recorded version (retried as a download is): a 404 is
-/// missing, other sizes or ETags a mismatch, any other failure unreadable.
-async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, version: &str) -> Check {
-    let problem = |kind, detail: String| {
-        Check::Problem(Problem {
-            path: entry.path.clone(),
-            kind,
-            detail,
-        })
-    };
-    match retry_n(DOWNLOAD_ATTEMPTS, key, || store.head(key, Some(version))).await {
-        Ok(h) if h.size == entry.size && etags_agree(store, &h.etag, &entry.etag) => Check::Ok,
-        Ok(h) => problem(
-            ProblemKind::Mismatch,
-            format!("version {version} has size {} and ETag {}", h.size, h.etag),
-        ),
-        Err(StoreError::NotFound(e)) => problem(ProblemKind::Missing, format!("version {version}: {e}")),
-        Err(e) => problem(
-            ProblemKind::Unreadable,
-            format!("version {version}: cannot check: {e}"),
-        ),
-    }
-}
-
-/// Downloads the object (or the recorded version) whole through the
-/// restore's download ([`Fetcher::download`], retries included) and checks
-/// its length and blake3 against the snapshot. Returns the verdict and the
-/// bytes hashed: a 404 is missing, bytes read to their end that differ are
-/// a mismatch, anything else (the store kept failing) unreadable.
-async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64) {
-    let (kind, detail, bytes) = match fetcher.download_located(prefix, key, &item, None).await {
-        Ok(got) => return (Check::Ok, got.received),
-        Err(e) => verdict(e, item.size),
-    };
-    let problem = Problem {
-        path: item.path,
-        kind,
-        detail,
-    };
-    (Check::Problem(problem), bytes)
 }
 
 #[cfg(test)]

@@ -20,7 +20,13 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::manifest::ReadError;
+use crate::snapshots::{self, Snapshot, SnapshotError};
 use crate::state::{StateDb, StateError, VerifyCheck};
+use crate::store::{ObjectStore, join_key};
+use crate::verify::{VerifyError, VerifyOptions, next_file};
 
 /// The share of a snapshot's files one run reads: `N%` (decimals allowed,
 /// above 0 up to 100) or `A/B` (0 < A ≤ B), held as a ratio so that 5 % of
@@ -37,7 +43,9 @@ impl FromStr for Fraction {
 
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("'{text}' is not a share of the files: give a percentage such as 5% or a fraction such as 1/20")
+            format!(
+                "'{text}' is not a share of the files: give a percentage such as 5% or a fraction such as 1/20"
+            )
         };
         let t = text.trim();
         let (num, den) = if let Some(pct) = t.strip_suffix('%') {
@@ -50,8 +58,16 @@ impl FromStr for Fraction {
                 return Err(bad());
             }
             let scale = 10u128.pow(frac.len() as u32);
-            let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-            let frac: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+            let whole: u128 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| bad())?
+            };
+            let frac: u128 = if frac.is_empty() {
+                0
+            } else {
+                frac.parse().map_err(|_| bad())?
+            };
             (whole * scale + frac, 100 * scale)
         } else if let Some((a, b)) = t.split_once('/') {
             let a: u128 = a.trim().parse().map_err(|_| bad())?;
@@ -61,7 +77,9 @@ impl FromStr for Fraction {
             return Err(bad());
         };
         if num == 0 || den == 0 || num > den {
-            return Err(format!("'{text}' must be above 0 and at most all of the files (100%, 1/1)"));
+            return Err(format!(
+                "'{text}' must be above 0 and at most all of the files (100%, 1/1)"
+            ));
         }
         Ok(Fraction {
             num,
@@ -208,7 +226,11 @@ impl Sampler {
         for c in self.done.drain(..) {
             history.insert(c.key.clone(), c);
         }
-        let good: Vec<i64> = self.candidates.iter().filter_map(|c| last_good(&history, c)).collect();
+        let good: Vec<i64> = self
+            .candidates
+            .iter()
+            .filter_map(|c| last_good(&history, c))
+            .collect();
         let files = self.candidates.len() as u64;
         Ok(SampleReport {
             fraction: self.fraction.text.clone(),
@@ -230,11 +252,57 @@ impl Sampler {
 ///
 /// # Errors
 /// [`StateError`] when the state file exists but cannot be read.
-pub fn history(state: Option<&Path>, target: &str) -> Result<Option<HashMap<String, VerifyCheck>>, StateError> {
+pub fn history(
+    state: Option<&Path>,
+    target: &str,
+) -> Result<Option<HashMap<String, VerifyCheck>>, StateError> {
     match state {
         Some(path) if path.is_file() => Ok(Some(StateDb::open(path)?.verify_checks(target)?)),
         _ => Ok(None),
     }
+}
+
+/// Opens the snapshot's manifest a second time to list its files, and
+/// chooses the slice `--sample` reads ([`sample`]) from the checks the
+/// state file remembers for this target.
+///
+/// # Errors
+/// The snapshot cannot be opened again; the state file cannot be read.
+pub(super) async fn choose_for(
+    opts: &VerifyOptions,
+    store: &Arc<dyn ObjectStore>,
+    all: &[Snapshot],
+    id: &str,
+    fraction: Fraction,
+) -> Result<Sampler, VerifyError> {
+    let opened = snapshots::open(&**store, all, id, &opts.target.to_string()).await?;
+    let prefix = opts.target.prefix();
+    let mut reader = opened.reader;
+    let mut candidates = Vec::new();
+    loop {
+        match next_file(&mut reader) {
+            Ok(Some(entry)) => candidates.push(Candidate {
+                key: join_key(prefix, &entry.path),
+                content: if entry.blake3.is_empty() {
+                    entry.etag
+                } else {
+                    entry.blake3
+                },
+                path: entry.path,
+            }),
+            Ok(None) => break,
+            // The walk reports the damaged line; its file cannot be chosen.
+            Err(ReadError::Line { .. }) => {}
+            Err(cause @ ReadError::Stopped { .. }) => {
+                return Err(VerifyError::Snapshot(SnapshotError::Stopped {
+                    id: id.to_string(),
+                    cause,
+                }));
+            }
+        }
+    }
+    let history = history(opts.state.as_deref(), &opts.target.canonical())?;
+    Ok(Sampler::choose(fraction, candidates, history))
 }
 
 #[cfg(test)]

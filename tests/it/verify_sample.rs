@@ -72,16 +72,27 @@ fn twenty_runs_of_a_twentieth_read_every_file_once_then_the_oldest_again() {
             first_run = got.clone();
         }
         let s = &v["sample"];
-        assert_eq!((s["files"].as_u64(), s["slice"].as_u64()), (Some(40), Some(2)), "{v}");
+        assert_eq!(
+            (s["files"].as_u64(), s["slice"].as_u64()),
+            (Some(40), Some(2)),
+            "{v}"
+        );
         assert_eq!(s["checked"], 2, "{v}");
         assert_eq!(s["covered"], 2 * run, "{v}");
         assert_eq!(s["never_checked"], 40 - 2 * run, "{v}");
         assert_eq!(s["remembered"], true);
-        assert!(s["oldest_check"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+        assert!(
+            s["oldest_check"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
         let bytes: u64 = got.iter().map(|f| 100 + f[1..].parse::<u64>().unwrap()).sum();
         assert_eq!(v["bytes_checked"], bytes, "{v}");
         // The other files still get the listing's checks.
-        assert_eq!((v["files"].as_u64(), v["ok"].as_u64()), (Some(40), Some(40)), "{v}");
+        assert_eq!(
+            (v["files"].as_u64(), v["ok"].as_u64()),
+            (Some(40), Some(40)),
+            "{v}"
+        );
         for f in got {
             *reads.entry(f).or_default() += 1;
         }
@@ -99,8 +110,16 @@ fn twenty_runs_of_a_twentieth_read_every_file_once_then_the_oldest_again() {
         .arg(&env.state);
     let r = run(cmd);
     r.expect_code(0);
-    assert!(r.stdout.contains("sample 1/20: checked 2 of 40 files this run"), "{}", r.show());
-    assert!(r.stdout.contains("cycle: 40 of 40 files checked intact"), "{}", r.show());
+    assert!(
+        r.stdout.contains("sample 1/20: checked 2 of 40 files this run"),
+        "{}",
+        r.show()
+    );
+    assert!(
+        r.stdout.contains("cycle: 40 of 40 files checked intact"),
+        "{}",
+        r.show()
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use crate::cli::Exit;
 use crate::cli::args::VerifyArgs;
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
+use crate::cli::verify_output;
 use crate::snapshots;
 use crate::verify::all::AllReport;
 use crate::verify::{self, VerifyOptions, VerifyReport};
@@ -23,7 +24,7 @@ pub(crate) async fn run(args: VerifyArgs, state_path: &std::path::Path) -> anyho
     let printed = if json {
         print_json(&r)
     } else {
-        output::verify_summary(&r).map_err(Into::into)
+        verify_output::verify_summary(&r).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_exit(&r, &opts.target.to_string()))
@@ -78,7 +79,7 @@ async fn run_all(opts: &VerifyOptions, json: bool) -> anyhow::Result<Exit> {
     let printed = if json {
         print_json(&r)
     } else {
-        output::verify_all_summary(&r).map_err(Into::into)
+        verify_output::verify_all_summary(&r).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_all_exit(&r, &opts.target.to_string()))
