@@ -47,6 +47,7 @@ pub(super) async fn rest(
         scanned,
         skipped,
         excluded,
+        excluded_by,
         errors,
     } = walked;
     for s in &skipped {
@@ -54,6 +55,7 @@ pub(super) async fn rest(
     }
     let report = apply.report();
     report.excluded = excluded.len() as u64;
+    report.excluded_by = excluded_by;
     report.counts.scanned = scanned;
     report.counts.unchanged += triage.unchanged;
     report.skipped = skipped.len() as u64;

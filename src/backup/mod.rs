@@ -106,6 +106,9 @@ pub struct BackupReport {
     pub reserved: u64,
     /// Files and directories left out by filters (a directory counts once).
     pub excluded: u64,
+    /// What the walk left out, by why (`excluded` also counts rows
+    /// `--delete` spared).
+    pub excluded_by: crate::fs::leave_out::ExcludedBy,
     /// Wall time of the run.
     pub elapsed_ms: u64,
     /// Whether this was a dry run.
@@ -219,6 +222,7 @@ impl BackupReport {
             failed_dirs: 0,
             reserved: 0,
             excluded: 0,
+            excluded_by: Default::default(),
             elapsed_ms: 0,
             dry_run,
             snapshot: None,

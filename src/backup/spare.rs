@@ -115,7 +115,7 @@ pub async fn spare_filtered(
     prefix: &str,
     jobs: usize,
 ) -> usize {
-    if vanished.is_empty() || (walk.filters.is_empty() && !walk.ignore_files) {
+    if vanished.is_empty() || (walk.filters.is_empty() && !walk.ignore_files && walk.leave_out.is_empty()) {
         return 0;
     }
     // Recorded ignore files that are gone locally: their rules, from the store.
@@ -150,7 +150,13 @@ pub async fn spare_filtered(
         .await;
     let rows = std::mem::take(vanished);
     let before = rows.len();
-    *vanished = tokio::task::block_in_place(|| keep_deletable(rows, root, walk, recorded));
+    *vanished = tokio::task::block_in_place(|| {
+        let rows = keep_deletable(rows, root, walk, recorded);
+        // What --exclude-caches and the like leave out is spared the same way.
+        walk.leave_out.deletable(rows, root, |r| {
+            (r.path.as_str(), r.kind == EntryKind::Dir, r.size)
+        })
+    });
     before - vanished.len()
 }
 

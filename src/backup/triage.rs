@@ -51,6 +51,8 @@ pub(super) struct WalkOutcome {
     pub skipped: Vec<scan::ScanProblem>,
     /// Paths left out by filters (a directory stands for its subtree).
     pub excluded: Vec<String>,
+    /// How many of them each reason left out.
+    pub excluded_by: crate::fs::leave_out::ExcludedBy,
     /// What could not be read.
     pub errors: Vec<scan::ScanProblem>,
 }
@@ -143,9 +145,11 @@ fn scan_and_triage(
     let walk = scan::walk_with(root, walk_options, tick)?.take_while(|_| !cancel.is_cancelled());
     let dir_rows = db.dir_rows(set_id)?;
     let (mut scanned, mut skipped, mut errors, mut excluded) = (0u64, Vec::new(), Vec::new(), Vec::new());
+    let mut excluded_by = crate::fs::leave_out::ExcludedBy::default();
     let entries = walk.filter_map(|item| match item {
-        scan::Walked::Excluded { path, .. } => {
+        scan::Walked::Excluded { path, reason, .. } => {
             excluded.push(path);
+            excluded_by.add(reason);
             None
         }
         scan::Walked::Entry(e) => {
@@ -173,5 +177,6 @@ fn scan_and_triage(
         skipped,
         errors,
         excluded,
+        excluded_by,
     })
 }

@@ -13,9 +13,9 @@ use crate::cli::help_text::{
 };
 use crate::cli::values::{
     SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history,
-    parse_keep_count, parse_keep_tag, parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate,
-    parse_region, parse_restore_path, parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern,
-    parse_tag, parse_threshold, parse_timeout,
+    parse_keep_count, parse_keep_tag, parse_limit, parse_marker_name, parse_name, parse_part_size,
+    parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name, parse_set_ref, parse_size,
+    parse_snapshot_id, parse_state_pattern, parse_tag, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 
@@ -184,6 +184,30 @@ pub struct FilterArgs {
     /// The three above in command-line order (filled by `cli::matches::parse`).
     #[arg(skip)]
     pub rules: Vec<crate::fs::filter::Rule>,
+}
+
+/// What a backup leaves out besides the filters (saved with --set; see
+/// [`crate::fs::leave_out`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct LeaveOutArgs {
+    /// Leave out the contents of every directory holding a valid CACHEDIR.TAG (a file starting 'Signature: 8a477f597d28d172789f06886806bc55', https://bford.info/cachedir/); the tag file itself is kept, so a restore shows what was left out.
+    #[arg(long, overrides_with = "no_exclude_caches")]
+    pub exclude_caches: bool,
+    /// Take cache directories (the default; turns off an --exclude-caches saved with --set).
+    #[arg(long, overrides_with = "exclude_caches")]
+    pub no_exclude_caches: bool,
+    /// Leave out the contents of every directory holding an entry called NAME (a plain name, no '/'); the NAME entry itself is kept. Repeatable.
+    #[arg(long, value_name = "NAME", value_parser = parse_marker_name)]
+    pub exclude_if_present: Vec<String>,
+    /// Do not descend into directories on another file system than SOURCE (mount points are kept, empty).
+    #[arg(short = 'x', long, overrides_with = "no_one_file_system")]
+    pub one_file_system: bool,
+    /// Cross into other file systems (the default; turns off a --one-file-system saved with --set).
+    #[arg(long, overrides_with = "one_file_system")]
+    pub no_one_file_system: bool,
+    /// Leave out files larger than SIZE (e.g. 100M, 2GiB, 2048: K, M, G, T are powers of 1024); a file of exactly SIZE is taken.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    pub exclude_larger_than: Option<u64>,
 }
 
 /// Storage class, encryption and ACL of the objects a backup writes (S3
@@ -384,6 +408,9 @@ pub struct VerifyArgs {
     /// Also download every file and check its blake3.
     #[arg(long)]
     pub deep: bool,
+    /// With --deep: download and check only SHARE of the files (5%, 1/20): those never checked first, then those checked longest ago, as remembered in the state file (at random, not remembered, without one), so runs in turn check every file; the rest get the listing's checks. Not with --all.
+    #[arg(long, value_name = "SHARE", conflicts_with = "all", value_parser = clap::value_parser!(crate::verify::sample::Fraction))]
+    pub sample: Option<crate::verify::sample::Fraction>,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -528,6 +555,9 @@ pub struct BackupArgs {
     /// Which paths to take.
     #[command(flatten)]
     pub filters: FilterArgs,
+    /// Caches, marked directories, other file systems and large files to leave out.
+    #[command(flatten)]
+    pub leave_out: LeaveOutArgs,
     /// How new objects are stored.
     #[command(flatten)]
     pub write: S3WriteArgs,

@@ -34,6 +34,7 @@ mod shell;
 pub mod startup;
 mod table;
 mod values;
+mod verify_output;
 
 use std::path::PathBuf;
 
@@ -105,8 +106,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
         Command::Verify(args) => {
             let mut watch = monitor::Watch::new("verify", &args.monitor);
-            let outcome =
-                setup().and_then(|(runtime, _)| runtime.block_on(commands::verify::run(args, &mut watch)));
+            let outcome = setup()
+                .and_then(|(runtime, path)| runtime.block_on(commands::verify::run(args, &path, &mut watch)));
             watch.finish(outcome)
         }
         Command::State(action) => {

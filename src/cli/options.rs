@@ -8,14 +8,25 @@
 use std::path::{Path, PathBuf};
 
 use crate::backup::BackupOptions;
-use crate::cli::args::{BackupArgs, FilterArgs, RestoreArgs, S3Args, VerifyArgs};
+use crate::cli::args::{BackupArgs, FilterArgs, LeaveOutArgs, RestoreArgs, S3Args, VerifyArgs};
 use crate::cli::exit::usage;
 use crate::fs::filter::Filters;
+use crate::fs::leave_out::LeaveOut;
 use crate::fs::scan::WalkOptions;
 use crate::restore::RestoreOptions;
 use crate::store::pace::BandwidthLimit;
 use crate::store::{S3Settings, WriteOptions};
 use crate::verify::VerifyOptions;
+
+/// What a command line leaves out besides the filters.
+pub(crate) fn leave_out(args: &LeaveOutArgs) -> LeaveOut {
+    LeaveOut {
+        exclude_caches: args.exclude_caches,
+        if_present: args.exclude_if_present.clone(),
+        one_file_system: args.one_file_system,
+        larger_than: args.exclude_larger_than,
+    }
+}
 
 /// The filters of a command line (reading any `--exclude-from` files).
 fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
@@ -95,6 +106,7 @@ pub(crate) fn backup(
             follow_symlinks: args.follow_symlinks,
             filters: filters(&args.filters)?,
             ignore_files: true,
+            leave_out: leave_out(&args.leave_out),
             // Filled in by the backup, which knows its state file and store.
             own: Default::default(),
         },
@@ -146,16 +158,26 @@ pub(crate) fn restore(args: RestoreArgs, cancel: crate::cancel::Cancel) -> anyho
     })
 }
 
-/// The options of a verification.
-pub(crate) fn verify(args: VerifyArgs) -> VerifyOptions {
-    VerifyOptions {
+/// The options of a verification; `state_path` remembers `--sample`'s checks.
+///
+/// # Errors
+/// A usage error for `--sample` without `--deep`.
+pub(crate) fn verify(args: VerifyArgs, state_path: &Path) -> anyhow::Result<VerifyOptions> {
+    if args.sample.is_some() && !args.deep {
+        usage!(
+            "--sample needs --deep: it chooses which files to download and check (without --deep no file is downloaded)"
+        );
+    }
+    Ok(VerifyOptions {
         target: args.target,
         snapshot: args.snapshot,
         all: args.all,
         deep: args.deep,
+        sample: args.sample,
+        state: Some(state_path.to_path_buf()),
         jobs: usize::from(args.jobs),
         s3: args.s3.into(),
-    }
+    })
 }
 
 /// Refuses, with one line and before anything is fetched, a DEST that

@@ -14,7 +14,6 @@ use crate::restore::{RestoreOptions, RestoreReport};
 use crate::snapshots::Damage;
 use crate::state::{FileRow, RunRow, SetSummary, Stats};
 use crate::target::Target;
-use crate::verify::VerifyReport;
 
 /// Stdout could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +194,13 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     if r.reserved > 0 {
         outln!("  skipped {} (a reserved name)", crate::fs::scan::RESERVED)?;
     }
-    if r.excluded > 0 {
+    if r.excluded_by.beyond_filters() {
+        outln!(
+            "  excluded {}: {}",
+            r.excluded,
+            excluded_by(&r.excluded_by, r.excluded)
+        )?;
+    } else if r.excluded > 0 {
         outln!("  excluded {} by filters", r.excluded)?;
     }
     if r.counts.history_kept > 0 {
@@ -218,6 +223,28 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
         outln!("  snapshot {key}")?;
     }
     Ok(())
+}
+
+/// What left paths out, for the summary line: `2 by filters, 3 in cache
+/// directories, …`; what is left is rows gone locally that `--delete` spared.
+fn excluded_by(by: &crate::fs::leave_out::ExcludedBy, total: u64) -> String {
+    let walked = by.filters + by.caches + by.if_present + by.other_device + by.larger_than;
+    [
+        (by.filters, "by filters"),
+        (by.caches, "in cache directories (CACHEDIR.TAG)"),
+        (
+            by.if_present,
+            "in directories with an --exclude-if-present marker",
+        ),
+        (by.other_device, "mount point(s) not crossed (--one-file-system)"),
+        (by.larger_than, "larger than --exclude-larger-than"),
+        (total.saturating_sub(walked), "gone locally, kept in the store"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// The summary of a restore (and, for a dry run, its plan lines first);
@@ -367,57 +394,6 @@ pub(crate) fn forget_summary(
             left_damaged.len()
         )
     }
-}
-
-/// The problems `verify` found, one a line, and its summary line.
-pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
-    for p in r.problems.iter().chain(&r.unreadable_files) {
-        if p.path.is_empty() {
-            outln!("{:<8} {}", p.kind, p.detail)?;
-        } else {
-            outln!("{:<8} {}: {}", p.kind, p.path, p.detail)?;
-        }
-    }
-    let how = if r.deep {
-        "present and content checked"
-    } else {
-        "present with size and ETag"
-    };
-    let damaged_lines = if r.damaged_lines > 0 {
-        format!(", {} manifest line(s) unreadable", r.damaged_lines)
-    } else {
-        String::new()
-    };
-    outln!(
-        "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable{damaged_lines}",
-        r.snapshot,
-        r.files,
-        r.ok,
-        r.missing,
-        r.mismatched,
-        r.unreadable
-    )
-}
-
-/// `verify --all`'s text: each snapshot as [`verify_summary`] prints it,
-/// a line per damaged snapshot, then the total.
-pub(crate) fn verify_all_summary(r: &crate::verify::all::AllReport) -> Result<(), OutputError> {
-    for one in &r.snapshots {
-        verify_summary(one)?;
-    }
-    for d in &r.damaged {
-        outln!("damaged  snapshot {}: {}", d.id, d.reason)?;
-    }
-    outln!(
-        "all {} snapshot(s): {} files, {} intact, {} missing, {} mismatched, {} unreadable, {} damaged snapshot(s)",
-        r.snapshots.len() + r.damaged.len(),
-        r.files,
-        r.ok,
-        r.missing,
-        r.mismatched,
-        r.unreadable,
-        r.damaged.len()
-    )
 }
 
 /// The table of `state sets` (and `sets`), its columns as wide as their

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::{BackupArgs, FilterArgs, MonitorArgs, S3Args, S3WriteArgs};
+use crate::cli::args::{BackupArgs, FilterArgs, LeaveOutArgs, MonitorArgs, S3Args, S3WriteArgs};
 use crate::cli::matches;
 use crate::fs::filter::Rule;
 use crate::state::{NamedSet, StateDb};
@@ -72,6 +72,9 @@ pub struct SavedBackup {
     pub include: Vec<String>,
     /// `--exclude-from`, absolute (also written, as `exclude`).
     pub exclude_from: Vec<PathBuf>,
+    /// `--exclude-caches`, `--exclude-if-present`, `--one-file-system`,
+    /// `--exclude-larger-than` (none in sets saved before they existed).
+    pub leave_out: crate::fs::leave_out::LeaveOut,
     /// `--storage-class`.
     pub storage_class: Option<String>,
     /// `--sse`.
@@ -276,6 +279,7 @@ impl SavedBackup {
                 })
                 .collect(),
             filters,
+            leave_out: crate::cli::options::leave_out(&args.leave_out),
             storage_class: args.write.storage_class.clone(),
             sse: args.write.sse.clone(),
             sse_kms_key_id: args.write.sse_kms_key_id.clone(),
@@ -376,6 +380,7 @@ impl SavedBackup {
                 rules,
                 ..FilterArgs::default()
             },
+            leave_out: leave_out_args(g, now.leave_out, self.leave_out),
             write: S3WriteArgs {
                 storage_class: pick(
                     typed("storage_class"),
@@ -440,6 +445,34 @@ const KEEP_IDS: [&str; 9] = [
     "keep_tag",
     "prune",
 ];
+
+/// The leave-out options of a run by name: each typed one wins over the
+/// saved one (`--exclude-if-present` typed replaces the saved list; a
+/// saved flag is turned off by its `--no-…` twin).
+fn leave_out_args(
+    given: &matches::Given,
+    now: LeaveOutArgs,
+    saved: crate::fs::leave_out::LeaveOut,
+) -> LeaveOutArgs {
+    let typed = |id: &str| given.has(id);
+    let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
+    LeaveOutArgs {
+        exclude_caches: flag("exclude_caches", "no_exclude_caches", saved.exclude_caches),
+        no_exclude_caches: false,
+        exclude_if_present: pick(
+            typed("exclude_if_present"),
+            now.exclude_if_present,
+            saved.if_present,
+        ),
+        one_file_system: flag("one_file_system", "no_one_file_system", saved.one_file_system),
+        no_one_file_system: false,
+        exclude_larger_than: pick(
+            typed("exclude_larger_than"),
+            now.exclude_larger_than,
+            saved.larger_than,
+        ),
+    }
+}
 
 /// The KMS key of a run by name: the one typed, else the saved one while
 /// the run's `--sse` (typed or saved) is a KMS one; a saved key goes with

@@ -263,6 +263,23 @@ pub(crate) fn parse_name(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// An `--exclude-if-present NAME`: one entry's name, matched in each
+/// directory, so not empty, not `.` or `..`, and without a `/` (or, as
+/// Windows reads it, a `\\`).
+pub(crate) fn parse_marker_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text == "." || text == ".." {
+        return Err(format!(
+            "'{text}' is not a file name: give a plain name such as .nobackup"
+        ));
+    }
+    if text.contains('/') || (cfg!(windows) && text.contains('\\')) {
+        return Err(format!(
+            "'{text}' has a '/': give a plain file name (matched in every directory), such as .nobackup"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// A backup `--set NAME`: a name that prints on one line of the `sets`
 /// table (not blank, no control characters such as a newline or a tab).
 /// A name of digits only is refused where a new set is named (see

@@ -1,5 +1,5 @@
 //! The local file system side: walking SOURCE ([`scan`]), the filters
-//! ([`filter`]), names and their byte rules ([`names`], [`safe_path`]),
+//! ([`filter`]) and what else a backup leaves out ([`leave_out`]), names and their byte rules ([`names`], [`safe_path`]),
 //! content hashes ([`hash`]), reaching paths without following links
 //! ([`confine`]), the tool's own files ([`own`]), Windows path spellings
 //! ([`winpath`]) and the names Windows cannot hold ([`winname`]), and
@@ -11,6 +11,7 @@ pub mod confine;
 pub mod filter;
 pub mod fstype;
 pub mod hash;
+pub mod leave_out;
 pub mod names;
 pub mod own;
 pub mod safe_path;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use ignore::gitignore::Gitignore;
 
 use crate::fs::filter::{self, Filters, Verdict};
+use crate::fs::leave_out::{LeaveOut, Reason};
 use crate::fs::names;
 use crate::fs::own::{FileId, OwnFiles, dir_identity};
 
@@ -165,12 +166,16 @@ pub enum Walked {
     Skipped(ScanProblem),
     /// Something that could not be read.
     Error(ScanProblem),
-    /// Left out by a filter (a directory: with everything under it).
+    /// Left out by a filter or a [`LeaveOut`] option (a directory: with
+    /// everything under it; a mount point, yielded after its entry: what
+    /// is under it).
     Excluded {
         /// Relative path.
         path: String,
         /// Whether it is a directory.
         is_dir: bool,
+        /// Why.
+        reason: Reason,
     },
 }
 
@@ -183,6 +188,8 @@ pub struct WalkOptions {
     pub filters: Filters,
     /// Obey `.s3backupignore` files.
     pub ignore_files: bool,
+    /// Caches, marked directories, other devices and large files to leave out.
+    pub leave_out: LeaveOut,
     /// s3backup's own files and the local store, left out silently
     /// ([`crate::fs::own`]; `-v` says once which were met).
     pub own: OwnFiles,
@@ -194,6 +201,7 @@ impl Default for WalkOptions {
             follow_symlinks: false,
             filters: Filters::default(),
             ignore_files: true,
+            leave_out: LeaveOut::default(),
             own: OwnFiles::default(),
         }
     }
@@ -246,11 +254,14 @@ pub fn walk_with<F: FnMut(usize)>(
         .ignore_files
         .then(|| ignore_file_of(root, "", &children))
         .flatten();
+    let marked = marked(&opts.leave_out, root, &children);
     Ok(Walker {
         root: root.to_path_buf(),
         follow,
         filters: opts.filters.clone(),
         ignore_files: opts.ignore_files,
+        leave_out: opts.leave_out.clone(),
+        root_device: root_id.map(|(device, _)| device),
         own: opts.own.clone(),
         own_met: Vec::new(),
         ignore_frames: usize::from(ignore.is_some()),
@@ -258,6 +269,7 @@ pub fn walk_with<F: FnMut(usize)>(
             rel: String::new(),
             id: root_id,
             ignore,
+            marked,
             children: children.into_iter(),
         }],
         pending: None,
@@ -275,6 +287,8 @@ struct Frame {
     id: Option<FileId>,
     /// The directory's `.s3backupignore`, if it has one.
     ignore: Option<Gitignore>,
+    /// Why its contents (but a tag or marker) are left out, if they are.
+    marked: Option<Reason>,
     children: std::vec::IntoIter<Child>,
 }
 
@@ -330,6 +344,9 @@ struct Walker<F> {
     follow: bool,
     filters: Filters,
     ignore_files: bool,
+    leave_out: LeaveOut,
+    /// SOURCE's root's device (`--one-file-system`), where the platform gives one.
+    root_device: Option<u64>,
     own: OwnFiles,
     /// The own files and store met so far (relative paths), said at the end.
     own_met: Vec<String>,
@@ -359,7 +376,7 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
                 }
                 continue;
             };
-            let (parent_id, rel) = (frame.id, child_path(&frame.rel, &child.text));
+            let (parent_id, marked, rel) = (frame.id, frame.marked, child_path(&frame.rel, &child.text));
             self.seen += 1;
             if self.seen.is_multiple_of(1000) {
                 (self.tick)(self.seen);
@@ -367,6 +384,13 @@ impl<F: FnMut(usize)> Iterator for Walker<F> {
             if self.is_own(parent_id, &rel, &child) {
                 self.own_met.push(rel);
                 continue;
+            }
+            if let Some(reason) = marked.filter(|_| !self.leave_out.is_marker_name(&child.text)) {
+                return Some(Walked::Excluded {
+                    path: rel,
+                    is_dir: child.is_dir,
+                    reason,
+                });
             }
             if let Some(walked) = self.visit(rel, child) {
                 return Some(walked);
@@ -411,6 +435,7 @@ impl<F> Walker<F> {
                 return Some(Walked::Excluded {
                     path: rel,
                     is_dir: child.is_dir,
+                    reason: Reason::Filter,
                 });
             }
         };
@@ -437,6 +462,13 @@ impl<F> Walker<F> {
                 is_dir: false,
             }));
         };
+        if kind == EntryKind::File && self.leave_out.too_large(md.len()) {
+            return Some(Walked::Excluded {
+                path: rel,
+                is_dir: false,
+                reason: Reason::TooLarge,
+            });
+        }
         if kind == EntryKind::Dir {
             if let Some(symlink_loop) = self.enter_dir(&rel, &md) {
                 return Some(symlink_loop);
@@ -471,6 +503,18 @@ impl<F> Walker<F> {
                 is_dir: true,
             }));
         }
+        if self.leave_out.one_file_system
+            && let (Some((device, _)), Some(root)) = (id, self.root_device)
+            && device != root
+        {
+            // A mount point: kept, empty; what is under it is left out unread.
+            self.pending = Some(Walked::Excluded {
+                path: rel.to_string(),
+                is_dir: true,
+                reason: Reason::OtherDevice,
+            });
+            return None;
+        }
         match read_children(&dir, false, self.follow) {
             Ok(children) => {
                 let ignore = self
@@ -478,10 +522,12 @@ impl<F> Walker<F> {
                     .then(|| ignore_file_of(&dir, rel, &children))
                     .flatten();
                 self.ignore_frames += usize::from(ignore.is_some());
+                let marked = marked(&self.leave_out, &dir, &children);
                 self.stack.push(Frame {
                     rel: rel.to_string(),
                     id,
                     ignore,
+                    marked,
                     children: children.into_iter(),
                 })
             }
@@ -533,6 +579,17 @@ impl<F> Walker<F> {
             (true, true) => Exclusion::WalkThrough,
         }
     }
+}
+
+/// Why the contents of the directory `dir` with `children` are left out
+/// ([`LeaveOut::marked`]), if they are.
+fn marked(leave_out: &LeaveOut, dir: &Path, children: &[Child]) -> Option<Reason> {
+    leave_out.marked(
+        dir,
+        children
+            .iter()
+            .map(|c| (c.text.as_str(), c.stat.as_ref().is_ok_and(|(ft, _)| ft.is_file()))),
+    )
 }
 
 /// The `.s3backupignore` among a directory's children, loaded.

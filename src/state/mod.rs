@@ -28,7 +28,8 @@
 //! By concern: `open.rs` (opening, migrations), `files.rs` (the `files`
 //! rows), `sets.rs` (the backup sets and their names), `runs.rs` (run
 //! history and the per-set lock), `uploads.rs` (the multipart journal),
-//! `inspect.rs` (read-only queries behind the `state` commands).
+//! `inspect.rs` (read-only queries behind the `state` commands),
+//! `verify_checks.rs` (what `verify --deep --sample` checked and when).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,7 @@ mod preserving;
 mod runs;
 mod sets;
 mod uploads;
+mod verify_checks;
 
 pub use files::{FileChange, FileRow, Taking};
 pub use inspect::{RunRow, SetSummary, Stats};
@@ -48,6 +50,7 @@ pub use preserving::Preserving;
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use sets::NamedSet;
 pub use uploads::JournaledUpload;
+pub use verify_checks::VerifyCheck;
 
 use files::row_to_file;
 use open::state_dir;

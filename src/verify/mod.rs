@@ -34,6 +34,8 @@
 
 pub mod all;
 pub mod kept;
+mod read;
+pub mod sample;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,14 +44,11 @@ use futures::stream::{BoxStream, Peekable};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::fs::scan::EntryKind;
 use crate::history;
 use crate::manifest::{Entry, ReadError, Reader};
-use crate::restore::fetch::{FetchError, Fetcher};
+use crate::restore::fetch::Fetcher;
 use crate::restore::locate::{self, Newest, Origin};
-use crate::restore::source::Item;
 use crate::snapshots::{self, Snapshot, SnapshotError};
-use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{self, ObjectInfo, ObjectStore, S3Settings, StoreError, StoreResult, join_key};
 use crate::target::Target;
 use crate::verify::kept::{ContentSet, Held, LazyContent};
@@ -65,6 +64,10 @@ pub struct VerifyOptions {
     pub all: bool,
     /// Download every file and check its blake3.
     pub deep: bool,
+    /// With `deep`: download only this share of the files ([`sample`]).
+    pub sample: Option<sample::Fraction>,
+    /// The state file that remembers sampled checks (used only if it exists).
+    pub state: Option<std::path::PathBuf>,
     /// Requests in flight at once (deep mode).
     pub jobs: usize,
     /// How to reach S3.
@@ -108,6 +111,9 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Whether contents were checked.
     pub deep: bool,
+    /// `--sample`: the slice read this run and what the cycle covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<sample::SampleReport>,
     /// Wall time.
     pub elapsed_ms: u64,
     /// Every missing or mismatched file (damage), sorted by path.
@@ -136,6 +142,9 @@ pub enum VerifyError {
     /// The snapshot could not be found or read.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The state file that remembers sampled checks could not be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// What is wrong with a file, as `--json` spells it.
@@ -270,9 +279,17 @@ async fn check_snapshot(
                 target: target_text.clone(),
                 cause,
             })?;
+    let mut sampler = match &opts.sample {
+        Some(fraction) if opts.deep => {
+            Some(sample::choose_for(opts, store, all, &id, fraction.clone()).await?)
+        }
+        _ => None,
+    };
+    let chosen = sampler.as_ref().map(sample::Sampler::chosen);
     let ctx = Ctx {
         store: &**store,
         deep: opts.deep,
+        sample: chosen.as_ref(),
         prefix: prefix.to_string(),
         history,
         content,
@@ -283,40 +300,28 @@ async fn check_snapshot(
         format!("{prefix}/")
     };
     let listing: Listing<'_> = store.list(&list_prefix).peekable();
-    let deep = opts.deep;
     let newest = newest.filter(|_| history).map(Newest::new);
     let checks = walk((reader, listing, newest), &ctx, id);
     let fetcher = &Fetcher::new(store.clone(), opts.jobs);
-    let store = &**store;
+    let ctx = &ctx;
     let mut results = checks
-        .map_ok(|check| async move {
-            Ok::<_, Step>(match check {
-                Check::Read(entry, key, origin) if deep => {
-                    let item = Item {
-                        origin,
-                        ..item_of(entry, None)
-                    };
-                    read_and_hash(fetcher, prefix, item, &key).await
-                }
-                Check::Read(..) => (Check::Ok, 0),
-                Check::Version(entry, key, version) => {
-                    if deep {
-                        read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
-                    } else {
-                        (check_version(store, &entry, &key, &version).await, 0)
-                    }
-                }
-                other => (other, 0),
-            })
-        })
+        .map_ok(|check| read::settle(ctx, fetcher, check))
         .try_buffer_unordered(opts.jobs.max(1))
         .boxed();
     while let Some(result) = results.next().await {
-        let (check, bytes) = result.map_err(|step| match step {
+        let (sampled, check, bytes) = result.map_err(|step| match step {
             Step::Store(e) => store_err(e),
             Step::Stopped(e) => VerifyError::Snapshot(e),
         })?;
+        if let (Some(s), Some(path)) = (sampler.as_mut(), sampled) {
+            s.record(&path, matches!(check, Check::Ok), crate::fs::scan::now_ns());
+        }
         report.count(check, bytes);
+    }
+    drop(results);
+    if let Some(s) = sampler {
+        let target = opts.target.canonical();
+        report.sample = Some(s.finish(opts.state.as_deref(), &target)?);
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
     report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -328,6 +333,8 @@ async fn check_snapshot(
 struct Ctx<'a> {
     store: &'a dyn ObjectStore,
     deep: bool,
+    /// `--sample`: the paths `deep` reads (None: every path).
+    sample: Option<&'a std::collections::HashSet<String>>,
     prefix: String,
     /// Whether the content area is in use ([`locate::uses_content_area`]).
     history: bool,
@@ -336,6 +343,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether `--deep` reads the file at `path` (sampled: only the chosen).
+    fn deep_for(&self, path: &str) -> bool {
+        self.deep && self.sample.is_none_or(|s| s.contains(path))
+    }
+
     /// The content area's (blake3, size) pairs, listed the first time a
     /// file needs them and shared by every snapshot checked.
     ///
@@ -500,7 +512,10 @@ async fn compare(
         return Ok(match entry.version_id.clone() {
             _ if as_recorded => Check::Read(entry, key, Origin::LiveOnly),
             Some(v) => Check::Version(entry, key, v),
-            None => live_verdict(entry, key, found, ctx.deep),
+            None => {
+                let deep = ctx.deep_for(&entry.path);
+                live_verdict(entry, key, found, deep)
+            }
         });
     }
     let held = kept::held(newest, &entry);
@@ -520,7 +535,11 @@ async fn compare(
         return Ok(Check::Read(entry, key, Origin::ContentFirst));
     }
     let live_expected = live_etag.is_some();
-    if as_recorded || (ctx.deep && live_expected && found.as_ref().is_some_and(|o| o.size == entry.size)) {
+    if as_recorded
+        || (ctx.deep_for(&entry.path)
+            && live_expected
+            && found.as_ref().is_some_and(|o| o.size == entry.size))
+    {
         return Ok(Check::Read(entry, key, Origin::LiveFirst));
     }
     let content_key = history::content_key(&ctx.prefix, &entry.blake3);
@@ -572,87 +591,6 @@ fn live_verdict(entry: Entry, key: String, found: Option<ObjectInfo>, deep: bool
 /// coarser mtimes still holds what it recorded).
 fn etags_agree(store: &dyn ObjectStore, listed: &str, recorded: &str) -> bool {
     listed.is_empty() || recorded.is_empty() || store.same_etag(listed, recorded)
-}
-
-/// What a failed read says of a file of `size` bytes: its kind, the
-/// detail, the bytes hashed. A file the content area did not hold either
-/// is judged by what the live key answered (missing, or other bytes).
-fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
-    match e {
-        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
-        FetchError::NotKept { live, content_key } => {
-            let (kind, detail, bytes) = verdict(*live, size);
-            let detail = format!("{detail}; the content area holds no intact copy ({content_key})");
-            (kind, detail, bytes)
-        }
-        FetchError::Changed(e) => (
-            ProblemKind::Mismatch,
-            format!("changed since the snapshot: {e}"),
-            0,
-        ),
-        FetchError::Size { got, .. } => (
-            ProblemKind::Mismatch,
-            format!("content has {got} bytes, snapshot recorded {size}"),
-            got,
-        ),
-        FetchError::Hash { expected, actual, .. } => (
-            ProblemKind::Mismatch,
-            format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
-            size,
-        ),
-        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
-    }
-}
-
-/// The item a restore would make of `entry` (the recorded `version` to read, if any).
-fn item_of(entry: Entry, version: Option<String>) -> Item {
-    let kind = EntryKind::from_name(&entry.kind).unwrap_or(EntryKind::File);
-    Item {
-        version_id: version,
-        ..Item::from_manifest(entry, kind)
-    }
-}
-
-/// Asks for the recorded version (retried as a download is): a 404 is
-/// missing, other sizes or ETags a mismatch, any other failure unreadable.
-async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, version: &str) -> Check {
-    let problem = |kind, detail: String| {
-        Check::Problem(Problem {
-            path: entry.path.clone(),
-            kind,
-            detail,
-        })
-    };
-    match retry_n(DOWNLOAD_ATTEMPTS, key, || store.head(key, Some(version))).await {
-        Ok(h) if h.size == entry.size && etags_agree(store, &h.etag, &entry.etag) => Check::Ok,
-        Ok(h) => problem(
-            ProblemKind::Mismatch,
-            format!("version {version} has size {} and ETag {}", h.size, h.etag),
-        ),
-        Err(StoreError::NotFound(e)) => problem(ProblemKind::Missing, format!("version {version}: {e}")),
-        Err(e) => problem(
-            ProblemKind::Unreadable,
-            format!("version {version}: cannot check: {e}"),
-        ),
-    }
-}
-
-/// Downloads the object (or the recorded version) whole through the
-/// restore's download ([`Fetcher::download`], retries included) and checks
-/// its length and blake3 against the snapshot. Returns the verdict and the
-/// bytes hashed: a 404 is missing, bytes read to their end that differ are
-/// a mismatch, anything else (the store kept failing) unreadable.
-async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64) {
-    let (kind, detail, bytes) = match fetcher.download_located(prefix, key, &item, None).await {
-        Ok(got) => return (Check::Ok, got.received),
-        Err(e) => verdict(e, item.size),
-    };
-    let problem = Problem {
-        path: item.path,
-        kind,
-        detail,
-    };
-    (Check::Problem(problem), bytes)
 }
 
 #[cfg(test)]

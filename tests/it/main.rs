@@ -57,6 +57,9 @@
 //! with edits, a rename, deletions and type and mode changes between them.
 //! `monitor` checks `--metrics-file` and the `--on-success`/`--on-failure`
 //! hooks of backup and verify.
+//! `exclude` checks `--exclude-caches`, `--exclude-if-present`,
+//! `--one-file-system` and `--exclude-larger-than`; `verify_sample`
+//! checks `verify --deep --sample` (the slice each run reads, remembered).
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -83,6 +86,7 @@ mod edge;
 mod edge_fs;
 mod engine;
 mod etag_copy;
+mod exclude;
 mod exfat_source;
 mod faults;
 mod filters;
@@ -108,5 +112,6 @@ mod shell;
 mod signals;
 mod store_fold;
 mod typechange;
+mod verify_sample;
 mod versioned;
 mod visible;

@@ -6,6 +6,7 @@ use crate::cli::args::VerifyArgs;
 use crate::cli::monitor::{Facts, Watch};
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
+use crate::cli::verify_output;
 use crate::snapshots;
 use crate::verify::all::AllReport;
 use crate::verify::{self, VerifyOptions, VerifyReport};
@@ -14,7 +15,11 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-pub(crate) async fn run(args: VerifyArgs, watch: &mut Watch) -> anyhow::Result<Exit> {
+pub(crate) async fn run(
+    args: VerifyArgs,
+    state_path: &std::path::Path,
+    watch: &mut Watch,
+) -> anyhow::Result<Exit> {
     let json = args.json;
     watch.configure(&args.monitor, false)?;
     watch.identify(
@@ -22,7 +27,7 @@ pub(crate) async fn run(args: VerifyArgs, watch: &mut Watch) -> anyhow::Result<E
         None,
         None,
     );
-    let opts = options::verify(args);
+    let opts = options::verify(args, state_path)?;
     if opts.all {
         return run_all(&opts, json, watch).await;
     }
@@ -36,7 +41,7 @@ pub(crate) async fn run(args: VerifyArgs, watch: &mut Watch) -> anyhow::Result<E
     let printed = if json {
         print_json(&r)
     } else {
-        output::verify_summary(&r).map_err(Into::into)
+        verify_output::verify_summary(&r).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_exit(&r, &opts.target.to_string()))
@@ -97,7 +102,7 @@ async fn run_all(opts: &VerifyOptions, json: bool, watch: &mut Watch) -> anyhow:
     let printed = if json {
         print_json(&r)
     } else {
-        output::verify_all_summary(&r).map_err(Into::into)
+        verify_output::verify_all_summary(&r).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_all_exit(&r, &opts.target.to_string()))
