@@ -363,6 +363,15 @@ fn verify_writes_metrics_and_calls_on_failure_for_a_damaged_object() {
     assert_eq!(sample(&s, "s3backup_last_run_files", "outcome=\"ok\""), 2.0);
     assert_eq!(sample(&s, "s3backup_last_run_success", "command=\"verify\""), 1.0);
     assert!(recorded(&out).is_none());
+    // A rolling check says how far its cycle got.
+    verify(&["--sample", "1/2", "--state", f.env.state.to_str().unwrap()]).expect_code(0);
+    let s = samples(&metrics);
+    assert_eq!(sample(&s, "s3backup_last_run_files", "outcome=\"sampled\""), 1.0);
+    assert_eq!(sample(&s, "s3backup_last_run_files", "outcome=\"covered\""), 1.0);
+    assert_eq!(
+        sample(&s, "s3backup_last_run_files", "outcome=\"never_checked\""),
+        1.0
+    );
     // Damage one object behind the tool's back.
     std::fs::write(f.server.object_path(BUCKET, "p/a.txt"), "alphx").unwrap();
     verify(&[]).expect_code(1);

@@ -32,9 +32,17 @@ pub(crate) async fn run(
         return run_all(&opts, json, watch).await;
     }
     let r = verify::run(&opts).await?;
+    let mut files = checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable);
+    if let Some(s) = &r.sample {
+        files.extend([
+            ("sampled", s.checked),
+            ("covered", s.covered),
+            ("never_checked", s.never_checked),
+        ]);
+    }
     watch.record(Facts {
         snapshot: Some(r.snapshot.clone()),
-        files: checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable),
+        files,
         bytes: vec![("checked", r.bytes_checked)],
         requests: Vec::new(),
     });
