@@ -161,6 +161,9 @@ pub(super) async fn record(
     } else {
         Ok(None)
     };
+    // Every request of the run is sent by now (the manifest's included).
+    report.requests = opened.store.requests();
+    db.record_requests(run_row, &report.requests)?;
     match manifest_result {
         Ok(key) => {
             if key.is_some() {

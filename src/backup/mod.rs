@@ -114,6 +114,13 @@ pub struct BackupReport {
     pub snapshot: Option<String>,
     /// The failed files.
     pub failures: Vec<Failure>,
+    /// The requests the run sent to the store, by kind, and their body
+    /// bytes (a dry run: its listing and checks only).
+    pub requests: crate::store::RequestCounts,
+    /// What a dry run predicts the real run would send (`None` for a real
+    /// run): uploads, parts, copies, deletes and the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<crate::store::RequestCounts>,
     /// The planned actions, one line each (dry run only).
     #[serde(skip)]
     pub planned: Vec<String>,
@@ -200,6 +207,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     finish::rest(opts, &opened, walked, &mut apply).await?;
     let applied = apply.close().await;
     let mut report = finish::record(opts, &opened, applied).await?;
+    report.requests = opened.store.requests();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -223,6 +231,8 @@ impl BackupReport {
             dry_run,
             snapshot: None,
             failures: Vec::new(),
+            requests: crate::store::RequestCounts::default(),
+            would_send: None,
             planned: Vec::new(),
             set_id: opened.set_id,
         }
