@@ -10,6 +10,7 @@
 pub mod backup;
 pub mod browse;
 pub mod cancel;
+pub mod cost;
 pub mod cli;
 pub mod fs;
 pub mod history;

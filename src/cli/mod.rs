@@ -28,6 +28,7 @@ pub(crate) mod matches;
 mod options;
 mod output;
 mod progress;
+mod requests;
 pub(crate) mod sets;
 mod shell;
 pub mod startup;

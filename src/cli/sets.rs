@@ -98,6 +98,8 @@ pub struct SavedBackup {
     pub keep: crate::retention::Policy,
     /// `--prune` after each successful run.
     pub prune: bool,
+    /// `--cost-per-1000`, as typed (checked when saved).
+    pub cost_per_1000: Option<String>,
 }
 
 /// Why a named set cannot be used.
@@ -253,6 +255,7 @@ impl SavedBackup {
             part_size: args.part_size,
             copy_cutoff: args.copy_cutoff,
             max_bandwidth: args.max_bandwidth,
+            cost_per_1000: args.cost_per_1000.as_ref().map(ToString::to_string),
             history: args.history,
             exclude: list(|r| match r {
                 Rule::Exclude(p) => Some(p.clone()),
@@ -374,6 +377,12 @@ impl SavedBackup {
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
+            // Checked when it was saved; a set edited by hand into nonsense prices nothing.
+            cost_per_1000: pick(
+                typed("cost_per_1000"),
+                now.cost_per_1000,
+                self.cost_per_1000.as_deref().and_then(|t| t.parse().ok()),
+            ),
             json: now.json,
             json_progress: now.json_progress,
             jobs: pick(typed("jobs"), now.jobs, self.jobs),

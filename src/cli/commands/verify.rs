@@ -5,6 +5,7 @@ use crate::cli::Exit;
 use crate::cli::args::VerifyArgs;
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
+use crate::cli::requests::{self, WithCost};
 use crate::snapshots;
 use crate::verify::all::AllReport;
 use crate::verify::{self, VerifyOptions, VerifyReport};
@@ -15,15 +16,19 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 /// A verification that could not be done (no snapshot, no bucket, …).
 pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<Exit> {
     let json = args.json;
+    let cost = args.cost_per_1000.clone();
     let opts = options::verify(args);
     if opts.all {
-        return run_all(&opts, json).await;
+        return run_all(&opts, json, cost.as_ref()).await;
     }
     let r = verify::run(&opts).await?;
+    let counted = r.requests.unwrap_or_default();
     let printed = if json {
-        print_json(&r)
+        print_json(&WithCost::new(&r, &counted, cost.as_ref()))
     } else {
-        output::verify_summary(&r).map_err(Into::into)
+        output::verify_summary(&r)
+            .and_then(|()| requests::print(&counted, cost.as_ref()))
+            .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_exit(&r, &opts.target.to_string()))
@@ -73,12 +78,14 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-async fn run_all(opts: &VerifyOptions, json: bool) -> anyhow::Result<Exit> {
+async fn run_all(opts: &VerifyOptions, json: bool, cost: Option<&crate::cost::CostSpec>) -> anyhow::Result<Exit> {
     let r = verify::all::run(opts).await?;
     let printed = if json {
-        print_json(&r)
+        print_json(&WithCost::new(&r, &r.requests, cost))
     } else {
-        output::verify_all_summary(&r).map_err(Into::into)
+        output::verify_all_summary(&r)
+            .and_then(|()| requests::print(&r.requests, cost))
+            .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_all_exit(&r, &opts.target.to_string()))
