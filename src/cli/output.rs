@@ -516,6 +516,7 @@ pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
         (" ", "deleted", Right),
         (" ", "failed", Right),
         (" ", "sent", Right),
+        (" ", "requests", Right),
         ("  ", "manifest", Left),
     ]);
     for r in runs {
@@ -534,6 +535,7 @@ pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
             c.deleted.to_string(),
             c.failed.to_string(),
             bytes(c.bytes_sent),
+            r.requests.total().to_string(),
             r.manifest.or(r.error).unwrap_or_default(),
         ]);
     }
