@@ -143,10 +143,17 @@ pub(super) async fn record(
     applied: Applied,
 ) -> Result<BackupReport, BackupError> {
     let Applied { mut report, db, run } = applied;
+    let set_id = opened.set_id;
     let Some((run_row, run_id)) = run else {
+        // A dry run: the real run would write a manifest after any change.
+        let pending = db.manifest_pending(set_id)? || !opts.tags.is_empty() || report.dirs_would_change;
+        if let Some(w) = report.would_send.as_mut()
+            && (pending || w.total() > 0)
+        {
+            w.put += 1;
+        }
         return Ok(report);
     };
-    let set_id = opened.set_id;
     // A run that sent nothing and failed files leaves the snapshot to the
     // next run: a "latest" that only adds directories would restore as if
     // the failed files never existed.

@@ -121,6 +121,10 @@ pub struct BackupReport {
     /// run): uploads, parts, copies, deletes and the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_send: Option<crate::store::RequestCounts>,
+    /// Whether a dry run found directories to record (the real run would
+    /// then write a manifest even with no file to send).
+    #[serde(skip)]
+    pub(crate) dirs_would_change: bool,
     /// The planned actions, one line each (dry run only).
     #[serde(skip)]
     pub planned: Vec<String>,
@@ -232,7 +236,8 @@ impl BackupReport {
             snapshot: None,
             failures: Vec::new(),
             requests: crate::store::RequestCounts::default(),
-            would_send: None,
+            would_send: dry_run.then(crate::store::RequestCounts::default),
+            dirs_would_change: false,
             planned: Vec::new(),
             set_id: opened.set_id,
         }

@@ -161,3 +161,42 @@ fn a_retried_request_is_counted_as_sent() {
     // Two files and the manifest: four PutObjects, one of them refused with 503.
     assert_eq!((puts, got["put"]), (4, 4), "{summary}");
 }
+
+/// The kinds a dry run predicts (`would_send`), from a `requests`-shaped map.
+fn writes(counts: &BTreeMap<String, u64>) -> Vec<(&'static str, u64)> {
+    ["put", "copy", "multipart_parts", "multipart_other", "delete"]
+        .into_iter()
+        .map(|k| (k, counts[k]))
+        .collect()
+}
+
+#[test]
+fn a_dry_run_predicts_the_writes_the_real_run_sends() {
+    let (server, env) = setup();
+    env.write("big.bin", noise(11 * MIB, 3)).write("keep.txt", "same");
+    env.write("old/moved.bin", noise(30_000, 4)).write("gone.txt", "going").write("edit.txt", "v1");
+    let mut args = vec!["--json", "--delete"];
+    args.extend_from_slice(SMALL_PARTS);
+    json_of(&env.backup(TARGET, &args));
+
+    // A new large file, a new small one, a rename, a deletion and an edit
+    // (whose old content is kept in history: a copy).
+    env.write("big2.bin", noise(16 * MIB, 5)).write("new.txt", "new");
+    env.rename("old/moved.bin", "new/moved.bin");
+    env.remove("gone.txt");
+    env.write("edit.txt", "version two");
+    let mut dry_args = args.clone();
+    dry_args.push("--dry-run");
+    server.clear_requests();
+    let dry = json_of(&env.backup(TARGET, &dry_args));
+    // The dry run's own requests (the listing) are counted too.
+    assert_counts_match(&server, &dry, "dry run");
+    let would = reported(&serde_json::json!({ "requests": dry["would_send"] }));
+
+    let real = json_of(&env.backup(TARGET, &args));
+    let sent = assert_counts_match(&server, &real, "real run");
+    assert_eq!(writes(&would), writes(&sent), "predicted vs sent\n{dry}\n{real}");
+    // 16 MiB in 5 MiB parts: 4 parts, plus create and complete.
+    assert_eq!((sent["multipart_parts"], sent["multipart_other"]), (4, 2), "{real}");
+    assert!(sent["copy"] >= 2 && sent["delete"] >= 2, "a rename, a kept edit, two deletes: {real}");
+}
