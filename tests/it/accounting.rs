@@ -79,7 +79,7 @@ fn json_of(r: &Run) -> Value {
     let start = r
         .stdout
         .lines()
-        .position(|l| l.starts_with('{'))
+        .position(|l| l.starts_with('{') || l.starts_with('['))
         .unwrap_or_else(|| panic!("no JSON\n{}", r.show()));
     let text: Vec<&str> = r.stdout.lines().skip(start).collect();
     serde_json::from_str(&text.join("\n")).unwrap_or_else(|e| panic!("bad JSON {e}\n{}", r.show()))
@@ -199,4 +199,139 @@ fn a_dry_run_predicts_the_writes_the_real_run_sends() {
     // 16 MiB in 5 MiB parts: 4 parts, plus create and complete.
     assert_eq!((sent["multipart_parts"], sent["multipart_other"]), (4, 2), "{real}");
     assert!(sent["copy"] >= 2 && sent["delete"] >= 2, "a rename, a kept edit, two deletes: {real}");
+}
+
+/// The cost `--cost-per-1000 SPEC` should give for `counts`, computed here
+/// from the server's own counts.
+fn expected_cost(c: &BTreeMap<String, u64>, per_1000: [f64; 8], egress_gb: f64) -> f64 {
+    let [list, head, get, put, copy, part, delete, other] = per_1000;
+    let requests = c["list"] as f64 * list
+        + c["head"] as f64 * head
+        + c["get"] as f64 * get
+        + (c["put"] + c["multipart_other"]) as f64 * put
+        + c["copy"] as f64 * copy
+        + c["multipart_parts"] as f64 * part
+        + c["delete"] as f64 * delete
+        + c["other"] as f64 * other;
+    requests / 1000.0 + c["bytes_received"] as f64 / (1024.0 * 1024.0 * 1024.0) * egress_gb
+}
+
+#[track_caller]
+fn assert_usd(got: &Value, want: f64) {
+    let got = got.as_f64().unwrap_or_else(|| panic!("cost_usd is {got}"));
+    assert!((got - want).abs() < 1e-9, "cost_usd {got}, expected {want}");
+}
+
+#[test]
+fn cost_per_1000_prices_the_counted_requests() {
+    let (server, env) = setup();
+    env.write("big.bin", noise(6 * MIB, 6)).write("a.txt", "a").write("b.txt", "b");
+    server.clear_requests();
+    let spec = "list=1,head=2,get=3,put=5,copy=7,part=11,delete=13,other=17";
+    let mut args = vec!["--json", "--cost-per-1000", spec];
+    args.extend_from_slice(SMALL_PARTS);
+    let backup = json_of(&env.backup(TARGET, &args));
+    let counts = assert_counts_match(&server, &backup, "backup");
+    let want = expected_cost(&counts, [1.0, 2.0, 3.0, 5.0, 7.0, 11.0, 13.0, 17.0], 0.0);
+    assert!(want > 0.0);
+    assert_usd(&backup["cost_usd"], want);
+
+    // The built-in table, with egress: a restore receives the bodies.
+    let dest = env.path("dest");
+    let restored = json_of(&env.restore(TARGET, &dest, &["--json", "--cost-per-1000", "s3-standard"]));
+    let counts = assert_counts_match(&server, &restored, "restore");
+    let s3 = [0.005, 0.0004, 0.0004, 0.005, 0.005, 0.005, 0.0, 0.0004];
+    assert_usd(&restored["cost_usd"], expected_cost(&counts, s3, 0.09));
+
+    // Starting from the table and changing one price; the text summary says it is an estimate.
+    let r = verify(&env, &["--deep", "--cost-per-1000", "s3-standard,get=1"]);
+    let v = json_of(&r);
+    let counts = assert_counts_match(&server, &v, "verify");
+    let mut changed = s3;
+    changed[2] = 1.0;
+    assert_usd(&v["cost_usd"], expected_cost(&counts, changed, 0.09));
+    let mut cmd = env.cmd();
+    // One GET (the manifest) at 1000 USD per 1000.
+    cmd.arg("--state").arg(&env.state).args(["verify", TARGET, "--cost-per-1000", "get=1000"]);
+    cmd.arg("--endpoint-url").arg(env.endpoint.as_deref().unwrap());
+    let text = run(cmd);
+    text.expect_code(0);
+    assert!(
+        text.stdout.contains("  requests: ") && text.stdout.contains("estimated cost: 1.000000 USD (an estimate"),
+        "{}",
+        text.show()
+    );
+}
+
+#[test]
+fn a_malformed_cost_spec_is_a_usage_error_naming_the_item() {
+    let (server, env) = setup();
+    env.write("a.txt", "a");
+    server.clear_requests();
+    for (spec, item) in [
+        ("put=0.005,gets=1", "'gets=1'"),
+        ("put=-1", "'put=-1'"),
+        ("put", "'put'"),
+        ("get=1,s3-standard", "'s3-standard'"),
+    ] {
+        let r = env.backup(TARGET, &["--cost-per-1000", spec]);
+        r.expect_code(2);
+        assert!(r.stderr.contains(item), "{spec}: {}", r.show());
+        let dest = env.path("dest");
+        let r = env.restore(TARGET, &dest, &["--cost-per-1000", spec]);
+        r.expect_code(2);
+        assert!(r.stderr.contains(item) && !dest.exists(), "{spec}: {}", r.show());
+    }
+    assert!(server.requests().is_empty(), "nothing sent: {:?}", server.ops());
+    assert!(!env.state.exists(), "no state written");
+}
+
+#[test]
+fn state_runs_keep_each_runs_requests_and_a_set_keeps_the_prices() {
+    let (server, env) = setup();
+    env.write("a.txt", "a").write("b.txt", "b");
+    server.clear_requests();
+    let set = ["--json", "--set", "nightly", "--cost-per-1000", "put=1000"];
+    let first = json_of(&env.backup(TARGET, &set));
+    let counts = assert_counts_match(&server, &first, "first");
+    assert_usd(&first["cost_usd"], expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0));
+    env.write("a.txt", "changed");
+    let mut cmd = env.cmd();
+    cmd.arg("--state").arg(&env.state).args(["backup", "--set", "nightly", "--json"]);
+    let second = json_of(&run(cmd));
+    let counts = assert_counts_match(&server, &second, "by name");
+    assert_usd(&second["cost_usd"], expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0));
+
+    let mut cmd = env.cmd();
+    cmd.arg("--state").arg(&env.state).args(["state", "runs", "--json"]);
+    let runs = json_of(&run(cmd));
+    let runs = runs.as_array().expect("runs array");
+    assert_eq!(runs.len(), 2);
+    // Newest first.
+    assert_eq!(runs[0]["requests"], second["requests"]);
+    assert_eq!(runs[1]["requests"], first["requests"]);
+    let mut cmd = env.cmd();
+    cmd.arg("--state").arg(&env.state).args(["state", "runs"]);
+    let table = run(cmd);
+    table.expect_code(0);
+    assert!(table.stdout.lines().next().unwrap_or("").contains("requests"), "{}", table.show());
+}
+
+#[test]
+fn a_local_store_counts_its_operations_as_requests() {
+    let env = TestEnv::new();
+    env.write("a.txt", "alpha").write("d/b.txt", "bravo!");
+    let store = env.path("store");
+    let target = store.to_str().unwrap();
+    let first = json_of(&env.backup(target, &["--json"]));
+    let got = reported(&first);
+    // Two files and the manifest; 11 bytes of files and the manifest's.
+    assert_eq!((got["put"], got["get"], got["delete"]), (3, 0, 0), "{first}");
+    assert!(got["bytes_sent"] > 11 && got["other"] == 1, "{first}");
+    let dest = env.path("dest");
+    let restored = json_of(&env.restore(target, &dest, &["--json"]));
+    let got = reported(&restored);
+    // The manifest and the two files, read whole.
+    assert_eq!(got["get"], 3, "{restored}");
+    assert!(got["bytes_received"] > 11 && got["put"] == 0, "{restored}");
 }
