@@ -93,23 +93,23 @@ impl Prices {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostSpec {
     text: String,
-    /// The prices SPEC gives.
-    pub prices: Prices,
+    /// The prices SPEC gives (boxed: the command line's types stay small).
+    pub prices: Box<Prices>,
 }
 
 /// What is wrong with a `--cost-per-1000` SPEC.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
     /// Nothing given.
-    #[error("give s3-standard or KIND=USD,... (kinds: list, head, get, put, copy, part, delete, other, egress-gb)")]
+    #[error(
+        "give s3-standard or KIND=USD,... (kinds: list, head, get, put, copy, part, delete, other, egress-gb)"
+    )]
     Empty,
     /// An item that is not `KIND=USD` (or `s3-standard` first).
     #[error("'{0}' is not KIND=USD (s3-standard may only come first)")]
     NotAPrice(String),
     /// An unknown kind.
-    #[error(
-        "'{0}': unknown kind (kinds: list, head, get, put, copy, part, delete, other, egress-gb)"
-    )]
+    #[error("'{0}': unknown kind (kinds: list, head, get, put, copy, part, delete, other, egress-gb)")]
     UnknownKind(String),
     /// A price that is not a finite number of at least 0.
     #[error("'{0}': the price must be a number of USD of at least 0 (e.g. put=0.005)")]
@@ -162,7 +162,7 @@ impl FromStr for CostSpec {
         }
         Ok(CostSpec {
             text: text.trim().to_string(),
-            prices,
+            prices: Box::new(prices),
         })
     }
 }
@@ -180,7 +180,10 @@ mod tests {
     #[test]
     fn specs_parse_and_bad_items_are_named() {
         let s: CostSpec = "s3-standard,get=0.001".parse().unwrap();
-        assert_eq!((s.prices.get, s.prices.put, s.prices.egress_gb), (0.001, 0.005, 0.09));
+        assert_eq!(
+            (s.prices.get, s.prices.put, s.prices.egress_gb),
+            (0.001, 0.005, 0.09)
+        );
         let s: CostSpec = "put=1, egress-gb=2".parse().unwrap();
         assert_eq!((s.prices.put, s.prices.get, s.prices.egress_gb), (1.0, 0.0, 2.0));
         assert_eq!("".parse::<CostSpec>(), Err(CostError::Empty));
@@ -188,9 +191,18 @@ mod tests {
             "put=1,gets=2".parse::<CostSpec>(),
             Err(CostError::UnknownKind("gets=2".into()))
         );
-        assert_eq!("put=-1".parse::<CostSpec>(), Err(CostError::BadPrice("put=-1".into())));
-        assert_eq!("put=x".parse::<CostSpec>(), Err(CostError::BadPrice("put=x".into())));
-        assert_eq!("put=1,put=2".parse::<CostSpec>(), Err(CostError::Twice("put=2".into())));
+        assert_eq!(
+            "put=-1".parse::<CostSpec>(),
+            Err(CostError::BadPrice("put=-1".into()))
+        );
+        assert_eq!(
+            "put=x".parse::<CostSpec>(),
+            Err(CostError::BadPrice("put=x".into()))
+        );
+        assert_eq!(
+            "put=1,put=2".parse::<CostSpec>(),
+            Err(CostError::Twice("put=2".into()))
+        );
         assert_eq!(
             "put=1,s3-standard".parse::<CostSpec>(),
             Err(CostError::NotAPrice("s3-standard".into()))

@@ -10,8 +10,8 @@
 pub mod backup;
 pub mod browse;
 pub mod cancel;
-pub mod cost;
 pub mod cli;
+pub mod cost;
 pub mod fs;
 pub mod history;
 pub mod manifest;

@@ -55,7 +55,10 @@ impl RequestKind {
             "PutObject" => Self::Put,
             "CopyObject" => Self::Copy,
             "UploadPart" | "UploadPartCopy" => Self::MultipartPart,
-            "CreateMultipartUpload" | "CompleteMultipartUpload" | "AbortMultipartUpload" | "ListParts"
+            "CreateMultipartUpload"
+            | "CompleteMultipartUpload"
+            | "AbortMultipartUpload"
+            | "ListParts"
             | "ListMultipartUploads" => Self::MultipartOther,
             "DeleteObject" | "DeleteObjects" => Self::Delete,
             _ => Self::Other,

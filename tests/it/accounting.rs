@@ -26,7 +26,10 @@ fn kind(op: &str) -> &'static str {
         "PutObject" => "put",
         "CopyObject" => "copy",
         "UploadPart" | "UploadPartCopy" => "multipart_parts",
-        "CreateMultipartUpload" | "CompleteMultipartUpload" | "AbortMultipartUpload" | "ListParts"
+        "CreateMultipartUpload"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "ListParts"
         | "ListMultipartUploads" => "multipart_other",
         "DeleteObject" | "DeleteObjects" => "delete",
         _ => "other",
@@ -52,7 +55,10 @@ fn server_counts(requests: &[Request]) -> BTreeMap<String, u64> {
         *counts.get_mut(kind(&r.op)).unwrap() += 1;
     }
     counts.insert("bytes_sent".into(), requests.iter().map(|r| r.bytes_in).sum());
-    counts.insert("bytes_received".into(), requests.iter().map(|r| r.bytes_out).sum());
+    counts.insert(
+        "bytes_received".into(),
+        requests.iter().map(|r| r.bytes_out).sum(),
+    );
     counts
 }
 
@@ -90,10 +96,18 @@ fn json_of(r: &Run) -> Value {
 #[track_caller]
 fn assert_counts_match(server: &S3Server, summary: &Value, what: &str) -> BTreeMap<String, u64> {
     let logged = server.requests();
-    assert!(logged.iter().all(|r| r.status != 0), "{what}: unanswered requests {logged:?}");
+    assert!(
+        logged.iter().all(|r| r.status != 0),
+        "{what}: unanswered requests {logged:?}"
+    );
     let seen = server_counts(&logged);
     let got = reported(summary);
-    assert_eq!(got, seen, "{what}: reported vs the server's log ({:?})", server.ops());
+    assert_eq!(
+        got,
+        seen,
+        "{what}: reported vs the server's log ({:?})",
+        server.ops()
+    );
     server.clear_requests();
     got
 }
@@ -110,8 +124,12 @@ const SMALL_PARTS: &[&str] = &["--multipart-threshold", "5MiB", "--part-size", "
 /// `verify TARGET --deep --json` with the environment's state and endpoint.
 fn verify(env: &TestEnv, extra: &[&str]) -> Run {
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["verify", TARGET, "--json"]);
-    cmd.arg("--endpoint-url").arg(env.endpoint.as_deref().unwrap()).args(extra);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["verify", TARGET, "--json"]);
+    cmd.arg("--endpoint-url")
+        .arg(env.endpoint.as_deref().unwrap())
+        .args(extra);
     run(cmd)
 }
 
@@ -119,7 +137,9 @@ fn verify(env: &TestEnv, extra: &[&str]) -> Run {
 fn counts_equal_the_servers_log_for_backups_a_restore_and_a_deep_verify() {
     let (server, env) = setup();
     env.write("big.bin", noise(12 * MIB, 1));
-    env.write("a.txt", "alpha").write("dir/b.txt", "bravo").write("dir/gone.txt", "going");
+    env.write("a.txt", "alpha")
+        .write("dir/b.txt", "bravo")
+        .write("dir/gone.txt", "going");
     env.write("old/name.bin", noise(40_000, 2));
     server.clear_requests();
 
@@ -127,7 +147,11 @@ fn counts_equal_the_servers_log_for_backups_a_restore_and_a_deep_verify() {
     args.extend_from_slice(SMALL_PARTS);
     let first = json_of(&env.backup(TARGET, &args));
     let got = assert_counts_match(&server, &first, "first backup");
-    assert_eq!((got["multipart_parts"], got["multipart_other"]), (3, 2), "{first}");
+    assert_eq!(
+        (got["multipart_parts"], got["multipart_other"]),
+        (3, 2),
+        "{first}"
+    );
     assert!(got["bytes_sent"] > 12 * MIB as u64, "{first}");
 
     // A changed re-run with a rename (a copy) and a deletion.
@@ -139,10 +163,19 @@ fn counts_equal_the_servers_log_for_backups_a_restore_and_a_deep_verify() {
     let got = assert_counts_match(&server, &second, "changed re-run");
     assert!(got["copy"] >= 1 && got["delete"] >= 1, "{second}");
 
+    // Unchanged: one request (the manifests' listing), counted as such.
+    let third = json_of(&env.backup(TARGET, &args));
+    let got = assert_counts_match(&server, &third, "unchanged re-run");
+    let total: u64 = KINDS.iter().map(|k| got[*k]).sum();
+    assert_eq!((got["list"], total), (1, 1), "{third}");
+
     let dest = env.path("restored");
     let restored = json_of(&env.restore(TARGET, &dest, &["--json"]));
     let got = assert_counts_match(&server, &restored, "restore");
-    assert!(got["get"] >= 4 && got["bytes_received"] > 12 * MIB as u64, "{restored}");
+    assert!(
+        got["get"] >= 4 && got["bytes_received"] > 12 * MIB as u64,
+        "{restored}"
+    );
 
     let verified = json_of(&verify(&env, &["--deep"]));
     let got = assert_counts_match(&server, &verified, "verify --deep");
@@ -174,7 +207,9 @@ fn writes(counts: &BTreeMap<String, u64>) -> Vec<(&'static str, u64)> {
 fn a_dry_run_predicts_the_writes_the_real_run_sends() {
     let (server, env) = setup();
     env.write("big.bin", noise(11 * MIB, 3)).write("keep.txt", "same");
-    env.write("old/moved.bin", noise(30_000, 4)).write("gone.txt", "going").write("edit.txt", "v1");
+    env.write("old/moved.bin", noise(30_000, 4))
+        .write("gone.txt", "going")
+        .write("edit.txt", "v1");
     let mut args = vec!["--json", "--delete"];
     args.extend_from_slice(SMALL_PARTS);
     json_of(&env.backup(TARGET, &args));
@@ -197,8 +232,15 @@ fn a_dry_run_predicts_the_writes_the_real_run_sends() {
     let sent = assert_counts_match(&server, &real, "real run");
     assert_eq!(writes(&would), writes(&sent), "predicted vs sent\n{dry}\n{real}");
     // 16 MiB in 5 MiB parts: 4 parts, plus create and complete.
-    assert_eq!((sent["multipart_parts"], sent["multipart_other"]), (4, 2), "{real}");
-    assert!(sent["copy"] >= 2 && sent["delete"] >= 2, "a rename, a kept edit, two deletes: {real}");
+    assert_eq!(
+        (sent["multipart_parts"], sent["multipart_other"]),
+        (4, 2),
+        "{real}"
+    );
+    assert!(
+        sent["copy"] >= 2 && sent["delete"] >= 2,
+        "a rename, a kept edit, two deletes: {real}"
+    );
 }
 
 /// The cost `--cost-per-1000 SPEC` should give for `counts`, computed here
@@ -225,7 +267,9 @@ fn assert_usd(got: &Value, want: f64) {
 #[test]
 fn cost_per_1000_prices_the_counted_requests() {
     let (server, env) = setup();
-    env.write("big.bin", noise(6 * MIB, 6)).write("a.txt", "a").write("b.txt", "b");
+    env.write("big.bin", noise(6 * MIB, 6))
+        .write("a.txt", "a")
+        .write("b.txt", "b");
     server.clear_requests();
     let spec = "list=1,head=2,get=3,put=5,copy=7,part=11,delete=13,other=17";
     let mut args = vec!["--json", "--cost-per-1000", spec];
@@ -252,12 +296,15 @@ fn cost_per_1000_prices_the_counted_requests() {
     assert_usd(&v["cost_usd"], expected_cost(&counts, changed, 0.09));
     let mut cmd = env.cmd();
     // One GET (the manifest) at 1000 USD per 1000.
-    cmd.arg("--state").arg(&env.state).args(["verify", TARGET, "--cost-per-1000", "get=1000"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["verify", TARGET, "--cost-per-1000", "get=1000"]);
     cmd.arg("--endpoint-url").arg(env.endpoint.as_deref().unwrap());
     let text = run(cmd);
     text.expect_code(0);
     assert!(
-        text.stdout.contains("  requests: ") && text.stdout.contains("estimated cost: 1.000000 USD (an estimate"),
+        text.stdout.contains("  requests: ")
+            && text.stdout.contains("estimated cost: 1.000000 USD (an estimate"),
         "{}",
         text.show()
     );
@@ -294,16 +341,26 @@ fn state_runs_keep_each_runs_requests_and_a_set_keeps_the_prices() {
     let set = ["--json", "--set", "nightly", "--cost-per-1000", "put=1000"];
     let first = json_of(&env.backup(TARGET, &set));
     let counts = assert_counts_match(&server, &first, "first");
-    assert_usd(&first["cost_usd"], expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0));
+    assert_usd(
+        &first["cost_usd"],
+        expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0),
+    );
     env.write("a.txt", "changed");
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["backup", "--set", "nightly", "--json"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["backup", "--set", "nightly", "--json"]);
     let second = json_of(&run(cmd));
     let counts = assert_counts_match(&server, &second, "by name");
-    assert_usd(&second["cost_usd"], expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0));
+    assert_usd(
+        &second["cost_usd"],
+        expected_cost(&counts, [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0], 0.0),
+    );
 
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["state", "runs", "--json"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["state", "runs", "--json"]);
     let runs = json_of(&run(cmd));
     let runs = runs.as_array().expect("runs array");
     assert_eq!(runs.len(), 2);
@@ -314,7 +371,11 @@ fn state_runs_keep_each_runs_requests_and_a_set_keeps_the_prices() {
     cmd.arg("--state").arg(&env.state).args(["state", "runs"]);
     let table = run(cmd);
     table.expect_code(0);
-    assert!(table.stdout.lines().next().unwrap_or("").contains("requests"), "{}", table.show());
+    assert!(
+        table.stdout.lines().next().unwrap_or("").contains("requests"),
+        "{}",
+        table.show()
+    );
 }
 
 #[test]

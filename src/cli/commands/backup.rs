@@ -73,7 +73,13 @@ pub(crate) async fn run(
         print_json(&with_cost)
     } else {
         output::backup_summary(&opts, &report, quiet)
-            .and_then(|()| if quiet { Ok(()) } else { summary_requests(&report, cost.as_ref()) })
+            .and_then(|()| {
+                if quiet {
+                    Ok(())
+                } else {
+                    summary_requests(&report, cost.as_ref())
+                }
+            })
             .and_then(|()| match &retention {
                 Some(r) if !quiet => {
                     outln!("retention: {}", r.policy)?;

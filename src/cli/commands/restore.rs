@@ -34,7 +34,13 @@ pub(crate) async fn run(
         print_json(&WithCost::new(&r, &r.requests, cost.as_ref()))
     } else {
         output::restore_summary(&opts, &r, quiet)
-            .and_then(|()| if quiet { Ok(()) } else { requests::print(&r.requests, cost.as_ref()) })
+            .and_then(|()| {
+                if quiet {
+                    Ok(())
+                } else {
+                    requests::print(&r.requests, cost.as_ref())
+                }
+            })
             .map_err(Into::into)
     };
     output::ignore_closed(printed)?;

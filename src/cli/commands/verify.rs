@@ -78,7 +78,11 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-async fn run_all(opts: &VerifyOptions, json: bool, cost: Option<&crate::cost::CostSpec>) -> anyhow::Result<Exit> {
+async fn run_all(
+    opts: &VerifyOptions,
+    json: bool,
+    cost: Option<&crate::cost::CostSpec>,
+) -> anyhow::Result<Exit> {
     let r = verify::all::run(opts).await?;
     let printed = if json {
         print_json(&WithCost::new(&r, &r.requests, cost))
