@@ -9,8 +9,9 @@ use crate::cli::output::{OutputError, outln};
 use crate::cost::CostSpec;
 use crate::store::RequestCounts;
 
-/// `requests: 14 (list 2, put 8, …); sent 12.0 MiB, received 3.4 KiB`:
-/// the kinds with any request, in a fixed order.
+/// `requests: 14 (list 2, put 8, …); 12.0 MiB out, 3.4 KiB in`: the
+/// kinds with any request, in a fixed order, and the body bytes (not
+/// "sent" and "received": the summaries' own lines say those of files).
 pub(crate) fn line(label: &str, r: &RequestCounts) -> String {
     let kinds: Vec<String> = r
         .kinds()
@@ -24,7 +25,7 @@ pub(crate) fn line(label: &str, r: &RequestCounts) -> String {
         format!(" ({})", kinds.join(", "))
     };
     format!(
-        "{label}: {}{by_kind}; sent {}, received {}",
+        "{label}: {}{by_kind}; {} out, {} in",
         r.total(),
         indicatif::HumanBytes(r.bytes_sent),
         indicatif::HumanBytes(r.bytes_received)

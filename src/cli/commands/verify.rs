@@ -87,9 +87,7 @@ async fn run_all(
     let printed = if json {
         print_json(&WithCost::new(&r, &r.requests, cost))
     } else {
-        output::verify_all_summary(&r)
-            .and_then(|()| requests::print(&r.requests, cost))
-            .map_err(Into::into)
+        output::verify_all_summary(&r, cost).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_all_exit(&r, &opts.target.to_string()))
