@@ -170,7 +170,7 @@ pub(super) async fn record(
     };
     // Every request of the run is sent by now (the manifest's included).
     report.requests = opened.store.requests();
-    db.record_requests(run_row, &report.requests)?;
+    let counted = (&c, &report.requests);
     match manifest_result {
         Ok(key) => {
             if key.is_some() {
@@ -178,15 +178,15 @@ pub(super) async fn record(
             }
             report.snapshot = key;
             let status = if failed { RunStatus::Partial } else { RunStatus::Ok };
-            db.finish_run(run_row, status, &c, report.snapshot.as_deref(), None)?;
+            db.finish_run_counted(run_row, status, counted, report.snapshot.as_deref(), None)?;
             Ok(report)
         }
         Err(e @ BackupError::Interrupted(_)) => {
-            db.finish_run(run_row, RunStatus::Interrupted, &c, None, None)?;
+            db.finish_run_counted(run_row, RunStatus::Interrupted, counted, None, None)?;
             Err(e)
         }
         Err(e) => {
-            db.finish_run(run_row, RunStatus::Failed, &c, None, Some(&e.to_string()))?;
+            db.finish_run_counted(run_row, RunStatus::Failed, counted, None, Some(&e.to_string()))?;
             Err(e)
         }
     }

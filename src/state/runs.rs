@@ -225,6 +225,25 @@ impl StateDb {
         Ok(())
     }
 
+    /// [`Self::finish_run`] and [`Self::record_requests`] in one
+    /// transaction: one commit at the end of a run, not two.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn finish_run_counted(
+        &self,
+        run: i64,
+        status: RunStatus,
+        (counts, requests): (&RunCounts, &crate::store::RequestCounts),
+        manifest_key: Option<&str>,
+        error: Option<&str>,
+    ) -> StateResult<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        self.finish_run(run, status, counts, manifest_key, error)?;
+        self.record_requests(run, requests)?;
+        tx.commit().map_err(self.err())
+    }
+
     /// Records the requests a run sent, by kind, and their body bytes
     /// (migration 0006's columns; `state runs` shows them).
     ///
