@@ -11,6 +11,7 @@ pub mod backup;
 pub mod browse;
 pub mod cancel;
 pub mod cli;
+pub mod cost;
 pub mod fs;
 pub mod history;
 pub mod manifest;

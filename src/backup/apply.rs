@@ -14,6 +14,7 @@
 //! path fails for the run ([`Apply::admit`]).
 
 mod listing;
+mod predict;
 mod rows;
 
 use rows::{copy_source, dir_row};
@@ -330,6 +331,7 @@ impl Apply {
             .map(|d| FileChange::Upsert(dir_row(d)))
             .collect();
         if rows.is_empty() || matches!(self.mode, Mode::List) {
+            self.report.dirs_would_change |= !rows.is_empty();
             return Ok(());
         }
         self.mark_pending()?;

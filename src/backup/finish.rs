@@ -145,10 +145,17 @@ pub(super) async fn record(
     applied: Applied,
 ) -> Result<BackupReport, BackupError> {
     let Applied { mut report, db, run } = applied;
+    let set_id = opened.set_id;
     let Some((run_row, run_id)) = run else {
+        // A dry run: the real run would write a manifest after any change.
+        let pending = db.manifest_pending(set_id)? || !opts.tags.is_empty() || report.dirs_would_change;
+        if let Some(w) = report.would_send.as_mut()
+            && (pending || w.total() > 0)
+        {
+            w.put += 1;
+        }
         return Ok(report);
     };
-    let set_id = opened.set_id;
     // A run that sent nothing and failed files leaves the snapshot to the
     // next run: a "latest" that only adds directories would restore as if
     // the failed files never existed.
@@ -163,6 +170,9 @@ pub(super) async fn record(
     } else {
         Ok(None)
     };
+    // Every request of the run is sent by now (the manifest's included).
+    report.requests = opened.store.requests();
+    let counted = (&c, &report.requests);
     match manifest_result {
         Ok(key) => {
             if key.is_some() {
@@ -170,15 +180,15 @@ pub(super) async fn record(
             }
             report.snapshot = key;
             let status = if failed { RunStatus::Partial } else { RunStatus::Ok };
-            db.finish_run(run_row, status, &c, report.snapshot.as_deref(), None)?;
+            db.finish_run_counted(run_row, status, counted, report.snapshot.as_deref(), None)?;
             Ok(report)
         }
         Err(e @ BackupError::Interrupted(_)) => {
-            db.finish_run(run_row, RunStatus::Interrupted, &c, None, None)?;
+            db.finish_run_counted(run_row, RunStatus::Interrupted, counted, None, None)?;
             Err(e)
         }
         Err(e) => {
-            db.finish_run(run_row, RunStatus::Failed, &c, None, Some(&e.to_string()))?;
+            db.finish_run_counted(run_row, RunStatus::Failed, counted, None, Some(&e.to_string()))?;
             Err(e)
         }
     }

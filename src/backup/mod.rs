@@ -117,6 +117,17 @@ pub struct BackupReport {
     pub snapshot: Option<String>,
     /// The failed files.
     pub failures: Vec<Failure>,
+    /// The requests the run sent to the store, by kind, and their body
+    /// bytes (a dry run: its listing and checks only).
+    pub requests: crate::store::RequestCounts,
+    /// What a dry run predicts the real run would send (`None` for a real
+    /// run): uploads, parts, copies, deletes and the manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<crate::store::RequestCounts>,
+    /// Whether a dry run found directories to record (the real run would
+    /// then write a manifest even with no file to send).
+    #[serde(skip)]
+    pub(crate) dirs_would_change: bool,
     /// The planned actions, one line each (dry run only).
     #[serde(skip)]
     pub planned: Vec<String>,
@@ -203,6 +214,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     finish::rest(opts, &opened, walked, &mut apply).await?;
     let applied = apply.close().await;
     let mut report = finish::record(opts, &opened, applied).await?;
+    report.requests = opened.store.requests();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -227,6 +239,9 @@ impl BackupReport {
             dry_run,
             snapshot: None,
             failures: Vec::new(),
+            requests: crate::store::RequestCounts::default(),
+            would_send: dry_run.then(crate::store::RequestCounts::default),
+            dirs_would_change: false,
             planned: Vec::new(),
             set_id: opened.set_id,
         }

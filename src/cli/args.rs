@@ -12,10 +12,11 @@ use crate::cli::help_text::{
     VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history,
-    parse_keep_count, parse_keep_tag, parse_limit, parse_marker_name, parse_name, parse_part_size,
-    parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name, parse_set_ref, parse_size,
-    parse_snapshot_id, parse_state_pattern, parse_tag, parse_threshold, parse_timeout,
+    SetRef, parse_copy_cutoff, parse_cost, parse_dir, parse_duration, parse_endpoint, parse_find_pattern,
+    parse_history, parse_keep_count, parse_keep_tag, parse_limit, parse_marker_name, parse_name,
+    parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
+    parse_set_ref, parse_size, parse_snapshot_id, parse_state_pattern, parse_tag, parse_threshold,
+    parse_timeout,
 };
 use crate::target::Target;
 
@@ -149,6 +150,9 @@ pub struct RestoreArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Estimate the run's cost from request prices: s3-standard (S3 Standard, us-east-1, USD; see README) or KIND=USD,... per 1000 requests (kinds: list, head, get, put, copy, part, delete, other; egress-gb per GB received), optionally after s3-standard.
+    #[arg(long = "cost-per-1000", value_name = "SPEC", value_parser = parse_cost)]
+    pub cost_per_1000: Option<crate::cost::CostSpec>,
     /// Also print progress events on stdout while running, one JSON object per line (implies --json).
     #[arg(long)]
     pub json_progress: bool,
@@ -414,6 +418,9 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Estimate the run's cost from request prices: s3-standard (S3 Standard, us-east-1, USD; see README) or KIND=USD,... per 1000 requests (kinds: list, head, get, put, copy, part, delete, other; egress-gb per GB received), optionally after s3-standard.
+    #[arg(long = "cost-per-1000", value_name = "SPEC", value_parser = parse_cost)]
+    pub cost_per_1000: Option<crate::cost::CostSpec>,
     /// Requests in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
@@ -567,6 +574,9 @@ pub struct BackupArgs {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Estimate the run's cost from request prices: s3-standard (S3 Standard, us-east-1, USD; see README) or KIND=USD,... per 1000 requests (kinds: list, head, get, put, copy, part, delete, other; egress-gb per GB received), optionally after s3-standard.
+    #[arg(long = "cost-per-1000", value_name = "SPEC", value_parser = parse_cost)]
+    pub cost_per_1000: Option<crate::cost::CostSpec>,
     /// Also print progress events on stdout while running, one JSON object per line (implies --json).
     #[arg(long)]
     pub json_progress: bool,

@@ -29,6 +29,7 @@ mod monitor;
 mod options;
 mod output;
 mod progress;
+mod requests;
 pub(crate) mod sets;
 mod shell;
 pub mod startup;

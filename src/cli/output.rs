@@ -492,6 +492,7 @@ pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
         (" ", "deleted", Right),
         (" ", "failed", Right),
         (" ", "sent", Right),
+        (" ", "requests", Right),
         ("  ", "manifest", Left),
     ]);
     for r in runs {
@@ -510,6 +511,7 @@ pub(crate) fn runs_table(runs: Vec<RunRow>) -> Result<(), OutputError> {
             c.deleted.to_string(),
             c.failed.to_string(),
             bytes(c.bytes_sent),
+            r.requests.total().to_string(),
             r.manifest.or(r.error).unwrap_or_default(),
         ]);
     }

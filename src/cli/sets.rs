@@ -107,6 +107,8 @@ pub struct SavedBackup {
     pub on_success: Option<String>,
     /// `--on-failure`.
     pub on_failure: Option<String>,
+    /// `--cost-per-1000`, as typed (checked when saved).
+    pub cost_per_1000: Option<String>,
 }
 
 /// Why a named set cannot be used.
@@ -262,6 +264,7 @@ impl SavedBackup {
             part_size: args.part_size,
             copy_cutoff: args.copy_cutoff,
             max_bandwidth: args.max_bandwidth,
+            cost_per_1000: args.cost_per_1000.as_ref().map(ToString::to_string),
             history: args.history,
             exclude: list(|r| match r {
                 Rule::Exclude(p) => Some(p.clone()),
@@ -393,6 +396,12 @@ impl SavedBackup {
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
+            // Checked when it was saved; a set edited by hand into nonsense prices nothing.
+            cost_per_1000: pick(
+                typed("cost_per_1000"),
+                now.cost_per_1000,
+                self.cost_per_1000.as_deref().and_then(|t| t.parse().ok()),
+            ),
             json: now.json,
             json_progress: now.json_progress,
             jobs: pick(typed("jobs"), now.jobs, self.jobs),

@@ -66,6 +66,11 @@ pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A `--cost-per-1000` SPEC ([`crate::cost`]); a bad item is named.
+pub(crate) fn parse_cost(text: &str) -> Result<crate::cost::CostSpec, String> {
+    text.parse().map_err(|e: crate::cost::CostError| e.to_string())
+}
+
 /// A PATH of `restore`: relative to the backup root, with no `..`, `.`
 /// or empty segment (a leading or trailing `/` is dropped, as the restore
 /// does). Such a path can never name a file of a backup, and the restore

@@ -65,13 +65,17 @@ fn sample_summary(s: &crate::verify::sample::SampleReport, bytes: u64) -> Result
 
 /// `verify --all`'s text: each snapshot as [`verify_summary`] prints it,
 /// a line per damaged snapshot, then the total.
-pub(crate) fn verify_all_summary(r: &crate::verify::all::AllReport) -> Result<(), OutputError> {
+pub(crate) fn verify_all_summary(
+    r: &crate::verify::all::AllReport,
+    cost: Option<&crate::cost::CostSpec>,
+) -> Result<(), OutputError> {
     for one in &r.snapshots {
         verify_summary(one)?;
     }
     for d in &r.damaged {
         outln!("damaged  snapshot {}: {}", d.id, d.reason)?;
     }
+    crate::cli::requests::print(&r.requests, cost)?;
     outln!(
         "all {} snapshot(s): {} files, {} intact, {} missing, {} mismatched, {} unreadable, {} damaged snapshot(s)",
         r.snapshots.len() + r.damaged.len(),

@@ -162,6 +162,9 @@ pub struct RestoreReport {
     /// names Windows refuses (see [`crate::fs::winname`]); `0` when DEST
     /// holds every name as it is.
     pub names_mapped: u64,
+    /// The requests the run sent, by kind, with their body bytes (a dry
+    /// run: the snapshot's reading and the listing only).
+    pub requests: crate::store::RequestCounts,
 }
 
 /// Why a restore could not run at all.
@@ -244,6 +247,7 @@ pub async fn run_with_progress(
     };
     let (mut dest, created_dest) = open_dest(opts)?;
     let guard = guard(opts, &mut dest)?;
+    let counted = store.clone();
     let fetcher = Fetcher::new(store, opts.jobs);
     let (dirs, links) = restore_entries(
         opts,
@@ -282,6 +286,7 @@ pub async fn run_with_progress(
     if let Some(planned) = dest.planned() {
         report.planned = planned.take();
     }
+    report.requests = counted.requests();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress.finish();
     Ok(report)

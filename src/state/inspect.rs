@@ -50,6 +50,9 @@ pub struct RunRow {
     pub manifest: Option<String>,
     /// Error that stopped the run, if any.
     pub error: Option<String>,
+    /// The requests the run sent, by kind, and their body bytes (zeros
+    /// for runs recorded before state version 6).
+    pub requests: crate::store::RequestCounts,
 }
 
 /// Totals over the whole state file.
@@ -172,7 +175,9 @@ impl StateDb {
             .conn
             .prepare(
                 "SELECT set_id, run_id, kind, started_at, finished_at, status, scanned, uploaded, copied,
-                        touched, unchanged, deleted, failed, bytes_sent, manifest_key, error, history_kept
+                        touched, unchanged, deleted, failed, bytes_sent, manifest_key, error, history_kept,
+                        req_list, req_head, req_get, req_put, req_copy, req_multipart_parts,
+                        req_multipart_other, req_delete, req_other, req_bytes_sent, req_bytes_received
                  FROM runs WHERE (?1 IS NULL OR set_id = ?1) ORDER BY id DESC LIMIT ?2",
             )
             .map_err(self.err())?;
@@ -201,6 +206,19 @@ impl StateDb {
                     },
                     manifest: r.get(14)?,
                     error: r.get(15)?,
+                    requests: crate::store::RequestCounts {
+                        list: n(17)?,
+                        head: n(18)?,
+                        get: n(19)?,
+                        put: n(20)?,
+                        copy: n(21)?,
+                        multipart_parts: n(22)?,
+                        multipart_other: n(23)?,
+                        delete: n(24)?,
+                        other: n(25)?,
+                        bytes_sent: n(26)?,
+                        bytes_received: n(27)?,
+                    },
                 })
             })
             .map_err(self.err())?;

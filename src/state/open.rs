@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_deletes_under_way.sql"),
     include_str!("../../migrations/0005_history.sql"),
     include_str!("../../migrations/0006_exclude.sql"),
+    include_str!("../../migrations/0007_account.sql"),
 ];
 
 impl StateDb {

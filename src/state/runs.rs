@@ -225,6 +225,56 @@ impl StateDb {
         Ok(())
     }
 
+    /// [`Self::finish_run`] and [`Self::record_requests`] in one
+    /// transaction: one commit at the end of a run, not two.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn finish_run_counted(
+        &self,
+        run: i64,
+        status: RunStatus,
+        (counts, requests): (&RunCounts, &crate::store::RequestCounts),
+        manifest_key: Option<&str>,
+        error: Option<&str>,
+    ) -> StateResult<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        self.finish_run(run, status, counts, manifest_key, error)?;
+        self.record_requests(run, requests)?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Records the requests a run sent, by kind, and their body bytes
+    /// (migration 0006's columns; `state runs` shows them).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn record_requests(&self, run: i64, r: &crate::store::RequestCounts) -> StateResult<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "UPDATE runs SET req_list = ?2, req_head = ?3, req_get = ?4, req_put = ?5, req_copy = ?6,
+                 req_multipart_parts = ?7, req_multipart_other = ?8, req_delete = ?9, req_other = ?10,
+                 req_bytes_sent = ?11, req_bytes_received = ?12 WHERE id = ?1",
+                params![
+                    run,
+                    n(r.list),
+                    n(r.head),
+                    n(r.get),
+                    n(r.put),
+                    n(r.copy),
+                    n(r.multipart_parts),
+                    n(r.multipart_other),
+                    n(r.delete),
+                    n(r.other),
+                    n(r.bytes_sent),
+                    n(r.bytes_received)
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Whether any backup of the set was ever begun with this state file.
     ///
     /// # Errors

@@ -14,11 +14,13 @@ use futures::StreamExt;
 
 use crate::target::Target;
 
+pub mod counts;
 pub mod local;
 pub mod pace;
 pub mod retry;
 pub mod s3;
 
+pub use counts::{RequestCounts, RequestKind};
 pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store, WriteOptions};
 
@@ -395,6 +397,9 @@ pub trait ObjectStore: Send + Sync {
     fn location(&self) -> Option<String> {
         None
     }
+    /// The requests sent so far by this store (one run), by kind, with the
+    /// body bytes each way ([`counts`]).
+    fn requests(&self) -> RequestCounts;
 }
 
 /// The text that identifies a backup set's target in the state file: the

@@ -38,6 +38,8 @@ pub struct AllReport {
     pub deep: bool,
     /// Wall time.
     pub elapsed_ms: u64,
+    /// The requests the run sent, by kind, with their body bytes.
+    pub requests: crate::store::RequestCounts,
 }
 
 impl AllReport {
@@ -90,6 +92,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<AllReport, VerifyError> {
             Err(e) => return Err(e),
         }
     }
+    report.requests = store.requests();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -120,6 +120,11 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Every unreadable file, sorted by path.
     pub unreadable_files: Vec<Problem>,
+    /// The requests the run sent, by kind, with their body bytes (the
+    /// run's total: absent from each snapshot of `verify --all`, whose
+    /// report has the total).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::store::RequestCounts>,
 }
 
 /// Why verify could not run.
@@ -211,14 +216,10 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     .await?;
     let content = LazyContent::new();
     let id = opened.snapshot.id.clone();
-    check_snapshot(
-        opts,
-        &store,
-        &all,
-        (id, opened.reader, opened.passed_over),
-        &content,
-    )
-    .await
+    let one = (id, opened.reader, opened.passed_over);
+    let mut report = check_snapshot(opts, &store, &all, one, &content).await?;
+    report.requests = Some(store.requests());
+    Ok(report)
 }
 
 /// Opens the store, checks that the target exists, and lists its snapshots.

@@ -53,6 +53,7 @@
 //! otherwise, and dry runs onto such a DEST.
 //! `typechange` checks backups of paths whose type changed (symlink, file
 //! and directory swapped at one path) on the local store, S3 and moto.
+//! `accounting` checks the request counts of runs against the server's log.
 //! `browse` checks `snapshots diff`, `ls` and `find` over three backups
 //! with edits, a rename, deletions and type and mode changes between them.
 //! `monitor` checks `--metrics-file` and the `--on-success`/`--on-failure`
@@ -70,6 +71,7 @@ mod proxy;
 mod prune_crash;
 mod server;
 
+mod accounting;
 mod backup;
 mod backup_local;
 mod bad_input;

@@ -88,6 +88,11 @@ pub struct Request {
     /// Whether the server stopped working on the request without a reply
     /// (the client hung up, e.g. because it was killed).
     pub abandoned: bool,
+    /// Bytes of the request body the server read.
+    pub bytes_in: u64,
+    /// Bytes of the reply's body, as its `Content-Length` announces it
+    /// (0 for a HEAD, whose header gives the object's size but no body).
+    pub bytes_out: u64,
 }
 
 /// Marks its request abandoned when dropped before the request got a
@@ -299,6 +304,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                     })
                     .collect(),
                 abandoned: false,
+                bytes_in: 0,
+                bytes_out: 0,
             };
             let list_bucket = entry.bucket.clone().filter(|_| entry.op == "ListObjectsV2");
             let deleted = (entry.op == "DeleteObject")
@@ -313,12 +320,14 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                 id,
             };
 
+            let head = req.method() == hyper::Method::HEAD;
             let (mut parts, body) = req.into_parts();
             let bytes = body
                 .collect()
                 .await
                 .map_err(|e| HttpError::new(Box::new(e)))?
                 .to_bytes();
+            let bytes_in = bytes.len() as u64;
             parts.extensions.insert(LogId(id));
             let req = hyper::Request::from_parts(parts, Body::from(bytes));
             let mut resp = this.inner.call(req).await?;
@@ -326,7 +335,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
             if let Some((bucket, key)) = deleted.filter(|_| status < 300) {
                 prune_empty_folders(&this.shared.root.join(bucket), &key);
             }
-            this.shared.update(id, |r| r.status = status);
+            let bytes_out = if head { 0 } else { reply_length(&resp) };
+            this.shared.update(id, |r| {
+                r.status = status;
+                r.bytes_in = bytes_in;
+                r.bytes_out = bytes_out;
+            });
             loop {
                 // Created before the check, so a release in between is not missed.
                 let released = this.shared.released.notified();
@@ -348,11 +362,23 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                 let extra = this.shared.listed.lock().unwrap().get(&bucket).cloned();
                 if let Some(extra) = extra {
                     resp = add_listed(resp, &list_query, &extra).await?;
+                    let bytes_out = reply_length(&resp);
+                    this.shared.update(id, |r| r.bytes_out = bytes_out);
                 }
             }
             Ok(resp)
         })
     }
+}
+
+/// The length of a reply's body: its `Content-Length`, else the body's exact size hint.
+fn reply_length(resp: &HttpResponse) -> u64 {
+    use hyper::body::Body as _;
+    resp.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .or_else(|| resp.body().size_hint().exact())
+        .unwrap_or(0)
 }
 
 /// An S3 server on 127.0.0.1 backed by a temporary directory; stops on drop.

@@ -12,6 +12,7 @@ impl Apply {
         for action in actions {
             self.report.planned.push(format!("{}{note}", action.describe()));
             let kept = self.would_keep(action);
+            self.predict(action, kept);
             let c = &mut self.report.counts;
             c.history_kept += u64::from(kept);
             match action {

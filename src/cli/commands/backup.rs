@@ -12,6 +12,7 @@ use crate::cli::monitor::{Facts, Watch};
 use crate::cli::options;
 use crate::cli::output::{self, outln, print_json};
 use crate::cli::progress::progress_for;
+use crate::cli::requests::{self, WithCost};
 use crate::cli::sets;
 
 /// Runs `s3backup backup`: 0 when every file was backed up, 3 when some
@@ -45,6 +46,7 @@ pub(crate) async fn run(
     let keep = (!args.no_keep).then(|| (options::policy(&args.keep), args.keep.prune));
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
+    let cost = args.cost_per_1000.clone();
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let report = backup::run(&opts, progress).await?;
@@ -70,12 +72,25 @@ pub(crate) async fn run(
         None => (None, None),
     };
     let printed = if json {
-        print_json(&WithRetention {
+        let with_retention = WithRetention {
             report: &report,
             retention: retention.as_ref(),
-        })
+        };
+        let mut with_cost = WithCost::new(&with_retention, &report.requests, cost.as_ref());
+        with_cost.would_cost_usd = cost
+            .as_ref()
+            .zip(report.would_send.as_ref())
+            .map(|(c, w)| c.prices.estimate(w));
+        print_json(&with_cost)
     } else {
         output::backup_summary(&opts, &report, quiet)
+            .and_then(|()| {
+                if quiet {
+                    Ok(())
+                } else {
+                    summary_requests(&report, cost.as_ref())
+                }
+            })
             .and_then(|()| match &retention {
                 Some(r) if !quiet => {
                     outln!("retention: {}", r.policy)?;
@@ -131,9 +146,25 @@ fn facts(report: &backup::BackupReport) -> Facts {
             ("excluded", report.excluded),
             ("history_kept", c.history_kept),
         ],
-        bytes: vec![("sent", c.bytes_sent)],
-        requests: Vec::new(),
+        ..Facts::with_requests(&report.requests, vec![("sent", c.bytes_sent)])
     }
+}
+
+/// The requests line(s) of the summary: what the run sent, and for a dry
+/// run what the real run would send.
+fn summary_requests(
+    report: &backup::BackupReport,
+    cost: Option<&crate::cost::CostSpec>,
+) -> Result<(), output::OutputError> {
+    requests::print(&report.requests, cost)?;
+    if let Some(would) = &report.would_send {
+        outln!("  {}", requests::line("the backup would send", would))?;
+        if let Some(spec) = cost {
+            let usd = requests::usd(spec.prices.estimate(would));
+            outln!("  its estimated cost: {usd} USD (an estimate, at --cost-per-1000 {spec})")?;
+        }
+    }
+    Ok(())
 }
 
 /// What the keep rules did after the run, for the summary and `--json`.

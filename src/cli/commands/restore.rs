@@ -9,6 +9,7 @@ use crate::cli::args::RestoreArgs;
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
 use crate::cli::progress::progress_for;
+use crate::cli::requests::{self, WithCost};
 use crate::restore;
 
 /// Runs `s3backup restore`: 0 when every file was restored, 3 when some
@@ -25,13 +26,22 @@ pub(crate) async fn run(
 ) -> anyhow::Result<Exit> {
     let json = args.json || args.json_progress;
     let json_progress = args.json_progress;
+    let cost = args.cost_per_1000.clone();
     let opts = options::restore(args, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let r = restore::run_with_progress(&opts, progress).await?;
     let printed = if json {
-        print_json(&r)
+        print_json(&WithCost::new(&r, &r.requests, cost.as_ref()))
     } else {
-        output::restore_summary(&opts, &r, quiet).map_err(Into::into)
+        output::restore_summary(&opts, &r, quiet)
+            .and_then(|()| {
+                if quiet {
+                    Ok(())
+                } else {
+                    requests::print(&r.requests, cost.as_ref())
+                }
+            })
+            .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     // A dry run lists them as `keep` lines (and in `kept_paths`).

@@ -6,6 +6,7 @@ use crate::cli::args::VerifyArgs;
 use crate::cli::monitor::{Facts, Watch};
 use crate::cli::options;
 use crate::cli::output::{self, print_json};
+use crate::cli::requests::{self, WithCost};
 use crate::cli::verify_output;
 use crate::snapshots;
 use crate::verify::all::AllReport;
@@ -21,6 +22,7 @@ pub(crate) async fn run(
     watch: &mut Watch,
 ) -> anyhow::Result<Exit> {
     let json = args.json;
+    let cost = args.cost_per_1000.clone();
     watch.configure(&args.monitor, false)?;
     watch.identify(
         crate::cli::sets::absolute_target(&args.target).to_string(),
@@ -29,9 +31,10 @@ pub(crate) async fn run(
     );
     let opts = options::verify(args, state_path)?;
     if opts.all {
-        return run_all(&opts, json, watch).await;
+        return run_all(&opts, json, cost.as_ref(), watch).await;
     }
     let r = verify::run(&opts).await?;
+    let counted = r.requests.unwrap_or_default();
     let mut files = checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable);
     if let Some(s) = &r.sample {
         files.extend([
@@ -43,13 +46,14 @@ pub(crate) async fn run(
     watch.record(Facts {
         snapshot: Some(r.snapshot.clone()),
         files,
-        bytes: vec![("checked", r.bytes_checked)],
-        requests: Vec::new(),
+        ..Facts::with_requests(&counted, vec![("checked", r.bytes_checked)])
     });
     let printed = if json {
-        print_json(&r)
+        print_json(&WithCost::new(&r, &counted, cost.as_ref()))
     } else {
-        verify_output::verify_summary(&r).map_err(Into::into)
+        verify_output::verify_summary(&r)
+            .and_then(|()| requests::print(&counted, cost.as_ref()))
+            .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_exit(&r, &opts.target.to_string()))
@@ -99,18 +103,22 @@ fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
 ///
 /// # Errors
 /// A verification that could not be done (no snapshot, no bucket, …).
-async fn run_all(opts: &VerifyOptions, json: bool, watch: &mut Watch) -> anyhow::Result<Exit> {
+async fn run_all(
+    opts: &VerifyOptions,
+    json: bool,
+    cost: Option<&crate::cost::CostSpec>,
+    watch: &mut Watch,
+) -> anyhow::Result<Exit> {
     let r = verify::all::run(opts).await?;
     watch.record(Facts {
         snapshot: None,
         files: checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable),
-        bytes: vec![("checked", r.bytes_checked)],
-        requests: Vec::new(),
+        ..Facts::with_requests(&r.requests, vec![("checked", r.bytes_checked)])
     });
     let printed = if json {
-        print_json(&r)
+        print_json(&WithCost::new(&r, &r.requests, cost))
     } else {
-        verify_output::verify_all_summary(&r).map_err(Into::into)
+        verify_output::verify_all_summary(&r, cost).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
     Ok(verify_all_exit(&r, &opts.target.to_string()))

@@ -35,6 +35,24 @@ pub(crate) struct Facts {
     pub requests: Vec<(&'static str, u64)>,
 }
 
+impl Facts {
+    /// Facts with the run's requests by kind and `bytes` followed by the
+    /// requests' body bytes (`network_out`, `network_in`); the snapshot
+    /// and files left empty for the caller to fill.
+    pub(crate) fn with_requests(
+        r: &crate::store::RequestCounts,
+        mut bytes: Vec<(&'static str, u64)>,
+    ) -> Self {
+        bytes.extend([("network_out", r.bytes_sent), ("network_in", r.bytes_received)]);
+        Facts {
+            snapshot: None,
+            files: Vec::new(),
+            bytes,
+            requests: r.kinds().to_vec(),
+        }
+    }
+}
+
 /// How a run ended, in the words the metrics and the hooks use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {

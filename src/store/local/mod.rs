@@ -49,6 +49,17 @@
 //! upload directories, `stat` what is read of a stored file and the copy
 //! that checks MD5s, `errors` the sorting of I/O and confinement errors,
 //! `scratch` the temporary area, `walk` the listing.
+//!
+//! # Requests
+//! The store counts its operations as the S3 store counts requests
+//! ([`super::counts`]), one per call of a trait method, by the kind of the
+//! S3 request it stands for: `prepare` (the bucket check) is "other", a
+//! listing is one "list" per started page of 1000 objects (as S3 pages
+//! them), a pending-uploads listing, a create, complete or abort of a
+//! multipart upload is "multipart other". Bytes sent are the bodies
+//! written (file ranges, symlink targets); bytes received the bodies read
+//! (`get`). Nothing the store does on its own (temporary files, renames,
+//! directory creation) is counted: none of it is a request a caller made.
 
 mod errors;
 mod etag;
@@ -74,6 +85,7 @@ use self::errors::{check_key, check_key_text, confine_error, io_error, upload_na
 use self::ops::Body;
 use self::scratch::{Scratch, TMP};
 use self::stat::{Stat, apply_meta, copy_range_with, remote_of};
+use super::counts::{RequestCounter, RequestCounts, RequestKind};
 use super::pace::{self, Bandwidth, PacedReader};
 use super::{
     ByteChunks, CompletedPart, FileRange, GetRequest, ObjectInfo, ObjectMeta, ObjectStore, PendingUpload,
@@ -84,6 +96,9 @@ use crate::fs::confine::{ConfineError, Root};
 /// Permission bits of the directories the store creates, before the umask
 /// (as `mkdir -p` creates them).
 const DIR_MODE: u32 = 0o777;
+
+/// Objects per counted list request: S3's page size.
+const LIST_PAGE: usize = 1000;
 
 /// A bucket-shaped directory tree.
 pub struct LocalStore {
@@ -97,6 +112,8 @@ pub struct LocalStore {
     case: fold::CaseGuard,
     /// How keys are spelled on disk (module `names`).
     names: names::NameGuard,
+    /// The operations of this run, by request kind (see "Requests" above).
+    counter: Arc<RequestCounter>,
 }
 
 impl LocalStore {
@@ -109,6 +126,7 @@ impl LocalStore {
             cancel: crate::cancel::Cancel::default(),
             case: fold::CaseGuard::default(),
             names: names::NameGuard::default(),
+            counter: Arc::default(),
         }
     }
 
@@ -247,6 +265,7 @@ impl Clone for LocalStore {
             cancel: self.cancel.clone(),
             case: self.case.clone(),
             names: self.names.clone(),
+            counter: self.counter.clone(),
         }
     }
 }
@@ -254,6 +273,7 @@ impl Clone for LocalStore {
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn prepare(&self, create: bool) -> StoreResult<Prepared> {
+        self.counter.request(RequestKind::Other, 0);
         let root = self.root.clone();
         blocking(move || match std::fs::metadata(&root) {
             Ok(md) if md.is_dir() => Ok(Prepared::Existing),
@@ -276,6 +296,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
+        self.counter.request(RequestKind::Put, range.len);
         let (this, key, meta, path) = (
             self.clone(),
             key.to_string(),
@@ -303,6 +324,7 @@ impl ObjectStore for LocalStore {
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         check_key_text(key)?;
+        self.counter.request(RequestKind::Put, target.len() as u64);
         if let Some(limit) = &self.bandwidth {
             limit.take(target.len()).await;
         }
@@ -311,6 +333,7 @@ impl ObjectStore for LocalStore {
         blocking(move || this.write_symlink(&key, &target, mtime_ns)).await
     }
     async fn create_multipart(&self, key: &str, meta: &ObjectMeta) -> StoreResult<String> {
+        self.counter.request(RequestKind::MultipartOther, 0);
         self.create_multipart(key, meta).await
     }
 
@@ -321,6 +344,7 @@ impl ObjectStore for LocalStore {
         number: i32,
         range: FileRange<'_>,
     ) -> StoreResult<String> {
+        self.counter.request(RequestKind::MultipartPart, range.len);
         self.upload_part(key, upload_id, number, range).await
     }
 
@@ -330,14 +354,17 @@ impl ObjectStore for LocalStore {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> StoreResult<PutOutcome> {
+        self.counter.request(RequestKind::MultipartOther, 0);
         self.complete_multipart(key, upload_id, parts).await
     }
 
     async fn pending_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        self.counter.request(RequestKind::MultipartOther, 0);
         self.pending_uploads(prefix).await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
+        self.counter.request(RequestKind::MultipartOther, 0);
         self.abort_multipart(upload_id).await
     }
 
@@ -348,6 +375,7 @@ impl ObjectStore for LocalStore {
         meta: &ObjectMeta,
         if_match: Option<&str>,
     ) -> StoreResult<PutOutcome> {
+        self.counter.request(RequestKind::Copy, 0);
         let (this, src_key, dst_key, meta) = (
             self.clone(),
             src_key.to_string(),
@@ -359,6 +387,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.counter.request(RequestKind::Delete, 0);
         let (this, key) = (self.clone(), key.to_string());
         blocking(move || this.delete_blocking(&key)).await
     }
@@ -387,10 +416,24 @@ impl ObjectStore for LocalStore {
             };
             walk::walk(&root, &prefix, names, |item| tx.blocking_send(item).is_ok());
         });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+        // One list request per page of [`LIST_PAGE`] objects, as S3 pages.
+        let counter = self.counter.clone();
+        counter.request(RequestKind::List, 0);
+        futures::stream::unfold((rx, 0usize), move |(mut rx, n)| {
+            let counter = counter.clone();
+            async move {
+                let item = rx.recv().await?;
+                if n > 0 && n % LIST_PAGE == 0 {
+                    counter.request(RequestKind::List, 0);
+                }
+                Some((item, (rx, n + 1)))
+            }
+        })
+        .boxed()
     }
 
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
+        self.counter.request(RequestKind::Head, 0);
         if version_id.is_some() {
             return Err(StoreError::Fatal(format!(
                 "'{key}': a local directory store keeps no object versions"
@@ -401,6 +444,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)> {
+        self.counter.request(RequestKind::Get, 0);
         if req.version_id.is_some() {
             return Err(StoreError::Fatal(format!(
                 "'{key}': a local directory store keeps no object versions"
@@ -411,6 +455,7 @@ impl ObjectStore for LocalStore {
         let file = match body {
             Body::Link(target) => {
                 let body = bytes::Bytes::from(target);
+                self.counter.received(body.len() as u64);
                 let chunks = futures::stream::once(async move { Ok(body) }).boxed();
                 return Ok((remote, pace::pace_chunks(self.bandwidth.as_ref(), chunks)));
             }
@@ -430,8 +475,9 @@ impl ObjectStore for LocalStore {
             use tokio::io::AsyncSeekExt;
             file.seek(SeekFrom::Start(start)).await.map_err(what)?;
         }
+        let counter = self.counter.clone();
         let chunks = futures::stream::unfold((file, len), move |(mut file, left)| {
-            let name = name.clone();
+            let (name, counter) = (name.clone(), counter.clone());
             async move {
                 use tokio::io::AsyncReadExt;
                 if left == 0 {
@@ -444,6 +490,7 @@ impl ObjectStore for LocalStore {
                         (file, 0),
                     )),
                     Ok(n) => {
+                        counter.received(n as u64);
                         buf.truncate(n);
                         Some((Ok(bytes::Bytes::from(buf)), (file, left - n as u64)))
                     }
@@ -461,6 +508,10 @@ impl ObjectStore for LocalStore {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn requests(&self) -> RequestCounts {
+        self.counter.snapshot()
     }
 }
 

@@ -15,6 +15,7 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use super::{DEFAULT_REGION, S3Settings, S3Store};
+use crate::store::counts::RequestCounter;
 use crate::store::pace::Bandwidth;
 use crate::store::{StoreError, StoreResult};
 
@@ -68,7 +69,9 @@ impl S3Store {
             or_default(settings.connect_timeout, 10),
             or_default(settings.read_timeout, 120),
         );
+        let counter = Arc::new(RequestCounter::default());
         let config = aws_sdk_s3::config::Builder::from(&sdk)
+            .interceptor(super::count::Counting(counter.clone()))
             .region(Region::new(region.clone()))
             .force_path_style(path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -94,6 +97,7 @@ impl S3Store {
             write: settings.write.clone(),
             bandwidth: settings.bandwidth.map(|l| Arc::new(Bandwidth::new(l))),
             timeouts,
+            counter,
         })
     }
 }

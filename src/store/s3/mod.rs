@@ -57,6 +57,7 @@ macro_rules! with_write_options {
 mod bucket;
 mod client;
 mod copy_parts;
+mod count;
 mod errors;
 mod list;
 mod multipart;
@@ -118,6 +119,8 @@ pub struct S3Store {
     bandwidth: Option<Arc<Bandwidth>>,
     /// The timeouts the client was built with, for the paced uploads' longer ones.
     timeouts: (Duration, Duration),
+    /// Every request the client sends, counted by its interceptor.
+    counter: Arc<super::counts::RequestCounter>,
 }
 
 impl S3Store {
@@ -446,6 +449,10 @@ impl ObjectStore for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
+    }
+
+    fn requests(&self) -> super::RequestCounts {
+        self.counter.snapshot()
     }
 
     fn location(&self) -> Option<String> {
