@@ -367,6 +367,7 @@ impl SavedBackup {
         } else {
             self.rules()
         };
+        let s3 = self.s3_args(g, now.s3.clone());
         Ok(BackupArgs {
             source: Some(self.source.clone()),
             target: Some(target),
@@ -416,19 +417,7 @@ impl SavedBackup {
             } else {
                 self.copy_cutoff
             },
-            s3: S3Args {
-                profile: pick(typed("profile"), now.s3.profile, self.profile),
-                region: pick(typed("region"), now.s3.region, self.region),
-                endpoint_url: pick(typed("endpoint_url"), now.s3.endpoint_url, self.endpoint_url),
-                path_style: flag("path_style", "no_path_style", self.path_style),
-                no_path_style: false,
-                connect_timeout: pick(
-                    typed("connect_timeout"),
-                    now.s3.connect_timeout,
-                    self.connect_timeout,
-                ),
-                read_timeout: pick(typed("read_timeout"), now.s3.read_timeout, self.read_timeout),
-            },
+            s3,
             tags: pick(typed("tags"), now.tags, self.tags),
             keep,
             no_keep: now.no_keep,
@@ -439,6 +428,24 @@ impl SavedBackup {
             },
             given: now.given,
         })
+    }
+
+    /// The connection settings of a run by name: each typed one wins.
+    fn s3_args(&self, g: &matches::Given, now: S3Args) -> S3Args {
+        let typed = |id: &str| g.has(id);
+        S3Args {
+            profile: pick(typed("profile"), now.profile, self.profile.clone()),
+            region: pick(typed("region"), now.region, self.region.clone()),
+            endpoint_url: pick(typed("endpoint_url"), now.endpoint_url, self.endpoint_url.clone()),
+            path_style: !typed("no_path_style") && (typed("path_style") || self.path_style),
+            no_path_style: false,
+            connect_timeout: pick(
+                typed("connect_timeout"),
+                now.connect_timeout,
+                self.connect_timeout,
+            ),
+            read_timeout: pick(typed("read_timeout"), now.read_timeout, self.read_timeout),
+        }
     }
 }
 
