@@ -53,6 +53,8 @@ pub(super) struct WalkOutcome {
     pub excluded: Vec<String>,
     /// What could not be read.
     pub errors: Vec<scan::ScanProblem>,
+    /// Set once `finish::settle_vanished` has run: the rows it spared.
+    pub spared: Option<u64>,
 }
 
 impl Walk {
@@ -173,5 +175,6 @@ fn scan_and_triage(
         skipped,
         errors,
         excluded,
+        spared: None,
     })
 }

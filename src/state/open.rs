@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_change_time_and_inode.sql"),
     include_str!("../../migrations/0004_deletes_under_way.sql"),
     include_str!("../../migrations/0005_history.sql"),
+    include_str!("../../migrations/0006_guard.sql"),
 ];
 
 impl StateDb {

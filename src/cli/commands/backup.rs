@@ -37,7 +37,17 @@ pub(crate) async fn run(
     let json_progress = args.json_progress;
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
-    let report = backup::run(&opts, progress).await?;
+    let report = match backup::run(&opts, progress).await {
+        Err(backup::BackupError::Refused { target, refusal }) if json => {
+            // The refusal on stdout too, for a script reading it (docs/json.md).
+            let message = refusal.headline(&target);
+            output::ignore_closed(print_json(&serde_json::json!({
+                "refused": Refused { target: &target, message, dry_run: opts.dry_run, refusal: &refusal },
+            })))?;
+            return Err(backup::BackupError::Refused { target, refusal }.into());
+        }
+        other => other?,
+    };
     if let Some(saving) = saving {
         sets::save(&saving, state_path, report.set_id)?;
     }
@@ -102,6 +112,21 @@ pub(crate) async fn run(
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
+}
+
+/// A run the delete guard or the change tripwire refused, for `--json`
+/// (docs/json.md, "Refused runs").
+#[derive(serde::Serialize)]
+struct Refused<'a> {
+    /// The target, as typed.
+    target: &'a str,
+    /// The `error:` line's text.
+    message: String,
+    /// Whether this was a dry run (the real run would be refused the same way).
+    dry_run: bool,
+    /// Why, what and how many (see [`crate::plan::guard::Refusal`]).
+    #[serde(flatten)]
+    refusal: &'a crate::plan::guard::Refusal,
 }
 
 /// What the keep rules did after the run, for the summary and `--json`.
