@@ -55,6 +55,8 @@
 //! and directory swapped at one path) on the local store, S3 and moto.
 //! `browse` checks `snapshots diff`, `ls` and `find` over three backups
 //! with edits, a rename, deletions and type and mode changes between them.
+//! `guard` checks the delete guard and the change tripwire (issue 16):
+//! refused runs change nothing; limits, allow flags, dry runs, `--json`.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -78,6 +80,7 @@ mod confine_store;
 mod crash;
 mod damaged;
 mod edge;
+mod guard;
 mod edge_fs;
 mod engine;
 mod etag_copy;
