@@ -33,6 +33,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::hash::{self, HashedFile};
 use super::open::Opened;
+use super::spare;
 use super::triage::{Chunk, Walk, WalkOutcome};
 use super::{BackupError, BackupOptions};
 use crate::fs::scan::ScanEntry;
@@ -90,7 +91,7 @@ pub(super) async fn gather(
     let was = db.source_device(opened.set_id)?;
     let mut walk = Walk::start(opts, opened, progress.clone(), scanned);
     let (mut held, mut overflow) = (Vec::new(), false);
-    let (mut n_held, mut candidates, mut type_changed) = (0, Vec::new(), Vec::new());
+    let (mut n_held, mut candidates, mut type_changed, mut replaced) = (0, Vec::new(), Vec::new(), Vec::new());
     while let Some(chunk) = walk.next_chunk().await {
         for (entry, old) in &chunk.changed {
             match old {
@@ -99,7 +100,7 @@ pub(super) async fn gather(
                 _ => {}
             }
         }
-        type_changed.extend(chunk.replaced.iter().filter(|r| r.kind.has_content()).map(|r| r.path.clone()));
+        replaced.extend(chunk.replaced.iter().filter(|r| r.kind.has_content()).cloned());
         n_held += chunk.changed.len();
         overflow |= n_held > HOLD;
         if overflow {
@@ -124,6 +125,16 @@ pub(super) async fn gather(
     } else {
         Vec::new()
     };
+    let may_trip = opts.guard.max_change.exceeded(
+        (candidates.len() + type_changed.len() + replaced.len()) as u64,
+        set_files,
+    );
+    if may_trip {
+        // Objects of type-changed paths a filter leaves out are kept, not replaced (`apply::replace`).
+        let store = &*opened.store;
+        spare::spare_filtered(&mut replaced, &opened.source, &opts.walk, store, opts.target.prefix(), opts.jobs).await;
+    }
+    type_changed.extend(replaced.into_iter().map(|r| r.path));
     let mut planned = Planned {
         set_files,
         found,
@@ -131,10 +142,6 @@ pub(super) async fn gather(
         deletes,
         replaces: type_changed.iter().map(String::as_str).collect(),
     };
-    let may_trip = opts
-        .guard
-        .max_change
-        .exceeded((candidates.len() + type_changed.len()) as u64, set_files);
     let changed_content;
     if may_trip {
         changed_content = if overflow {

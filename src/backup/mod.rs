@@ -167,27 +167,16 @@ pub enum BackupError {
     #[error(transparent)]
     Interrupted(#[from] crate::cancel::Interrupted),
     /// The delete guard or the change tripwire stopped the run before it
-    /// changed anything (see [`crate::plan::guard`]). The message's first
-    /// line names what would have gone and the flag that allows it; the
-    /// next lines, the directories most of it is in.
-    #[error("{}{}", refusal.headline(target), dir_lines(refusal))]
+    /// changed anything (see [`crate::plan::guard`]). The message names
+    /// what would have gone and the flag that allows it; the refusal's
+    /// `top_dirs`, the directories most of it is in.
+    #[error("{}", refusal.headline(target))]
     Refused {
-        /// The target, as the user would type it.
+        /// The target, as printed (`s3://bucket/prefix`, `file:///path`).
         target: String,
         /// What was refused.
         refusal: crate::plan::guard::Refusal,
     },
-}
-
-/// The lines under a refusal's message: the directories most of what
-/// would go is in.
-fn dir_lines(refusal: &crate::plan::guard::Refusal) -> String {
-    let mut lines = String::new();
-    for d in &refusal.top_dirs {
-        let dir = if d.dir == "." { "(top of SOURCE)" } else { &d.dir };
-        lines.push_str(&format!("\n  {:>8}  {dir}", d.files));
-    }
-    lines
 }
 
 /// Runs one backup: the stages in order (see the module doc).

@@ -38,13 +38,8 @@ pub(crate) async fn run(
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
     let report = match backup::run(&opts, progress).await {
-        Err(backup::BackupError::Refused { target, refusal }) if json => {
-            // The refusal on stdout too, for a script reading it (docs/json.md).
-            let message = refusal.headline(&target);
-            output::ignore_closed(print_json(&serde_json::json!({
-                "refused": Refused { target: &target, message, dry_run: opts.dry_run, refusal: &refusal },
-            })))?;
-            return Err(backup::BackupError::Refused { target, refusal }.into());
+        Err(backup::BackupError::Refused { target, refusal }) => {
+            return refused(&target, &refusal, json.then_some(opts.dry_run));
         }
         other => other?,
     };
@@ -112,6 +107,29 @@ pub(crate) async fn run(
         return Ok(Exit::Partial);
     }
     Ok(Exit::Ok)
+}
+
+/// Reports a run the delete guard or the change tripwire refused: with
+/// `--json` (`json_dry_run` is whether it was a dry run) the `refused`
+/// object on stdout; then the `error:` line on stderr, and under it the
+/// directories most of what would go is in, one a line. Exit 1.
+fn refused(
+    target: &str,
+    refusal: &crate::plan::guard::Refusal,
+    json_dry_run: Option<bool>,
+) -> anyhow::Result<Exit> {
+    let message = refusal.headline(target);
+    if let Some(dry_run) = json_dry_run {
+        output::ignore_closed(print_json(&serde_json::json!({
+            "refused": Refused { target, message: message.clone(), dry_run, refusal },
+        })))?;
+    }
+    crate::cli::output::errln!("error: {message}");
+    for d in &refusal.top_dirs {
+        let dir = if d.dir == "." { "(top of SOURCE)" } else { &d.dir };
+        crate::cli::output::errln!("  {:>8}  {dir}", d.files);
+    }
+    Ok(Exit::Error)
 }
 
 /// A run the delete guard or the change tripwire refused, for `--json`
