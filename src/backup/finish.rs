@@ -56,7 +56,8 @@ pub(super) async fn settle_vanished(opts: &BackupOptions, opened: &Opened, walke
     // Left out by a filter and gone locally too: counted as excluded
     // (and named with -v), as the paths the walk left out are.
     if spared > 0 {
-        let deletable: std::collections::HashSet<&str> = triage.vanished.iter().map(|r| r.path.as_str()).collect();
+        let deletable: std::collections::HashSet<&str> =
+            triage.vanished.iter().map(|r| r.path.as_str()).collect();
         for path in gone.iter().filter(|p| !deletable.contains(p.as_str())) {
             tracing::info!(path = %path, "excluded (gone locally): not deleted");
         }

@@ -91,7 +91,8 @@ pub(super) async fn gather(
     let was = db.source_device(opened.set_id)?;
     let mut walk = Walk::start(opts, opened, progress.clone(), scanned);
     let (mut held, mut overflow) = (Vec::new(), false);
-    let (mut n_held, mut candidates, mut type_changed, mut replaced) = (0, Vec::new(), Vec::new(), Vec::new());
+    let (mut n_held, mut candidates, mut type_changed, mut replaced) =
+        (0, Vec::new(), Vec::new(), Vec::new());
     while let Some(chunk) = walk.next_chunk().await {
         for (entry, old) in &chunk.changed {
             match old {
@@ -132,7 +133,15 @@ pub(super) async fn gather(
     if may_trip {
         // Objects of type-changed paths a filter leaves out are kept, not replaced (`apply::replace`).
         let store = &*opened.store;
-        spare::spare_filtered(&mut replaced, &opened.source, &opts.walk, store, opts.target.prefix(), opts.jobs).await;
+        spare::spare_filtered(
+            &mut replaced,
+            &opened.source,
+            &opts.walk,
+            store,
+            opts.target.prefix(),
+            opts.jobs,
+        )
+        .await;
     }
     type_changed.extend(replaced.into_iter().map(|r| r.path));
     let mut planned = Planned {
@@ -150,12 +159,17 @@ pub(super) async fn gather(
             held = hash_held(opts, opened, held, &progress).await?;
             changed_in(&held)
         };
-        planned.replaces.extend(changed_content.iter().map(String::as_str));
+        planned
+            .replaces
+            .extend(changed_content.iter().map(String::as_str));
     }
     let target = opts.target.canonical();
     opts.guard
         .judge(&planned)
-        .map_err(|refusal| BackupError::Refused { target, refusal })?;
+        .map_err(|refusal| BackupError::Refused {
+            target,
+            refusal: Box::new(refusal),
+        })?;
     if overflow {
         return Ok(Gathered::WalkAgain);
     }
@@ -201,7 +215,9 @@ fn changed_in(held: &[Held]) -> Vec<String> {
             old.as_ref().is_some_and(|row| {
                 row.kind == entry.kind
                     && row.kind.has_content()
-                    && hashed.as_ref().is_ok_and(|h| h.blake3 != row.blake3 || row.size != entry.size)
+                    && hashed
+                        .as_ref()
+                        .is_ok_and(|h| h.blake3 != row.blake3 || row.size != entry.size)
             })
         })
         .map(|(entry, _, _)| entry.path.clone())

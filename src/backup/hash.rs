@@ -10,9 +10,9 @@ use futures::StreamExt;
 use super::BackupOptions;
 use super::multipart::part_size_for;
 use crate::fs::hash;
-use crate::progress::Progress;
 use crate::fs::names;
 use crate::fs::scan::ScanEntry;
+use crate::progress::Progress;
 use crate::state::FileRow;
 
 /// A file of a chunk with its row and what reading it gave.

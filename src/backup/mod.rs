@@ -174,8 +174,8 @@ pub enum BackupError {
     Refused {
         /// The target, as printed (`s3://bucket/prefix`, `file:///path`).
         target: String,
-        /// What was refused.
-        refusal: crate::plan::guard::Refusal,
+        /// What was refused (boxed: it is large, and rare).
+        refusal: Box<crate::plan::guard::Refusal>,
     },
 }
 

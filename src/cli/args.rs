@@ -12,10 +12,10 @@ use crate::cli::help_text::{
     VERIFY_EXAMPLES,
 };
 use crate::cli::values::{
-    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern, parse_history,
-    parse_guard_limit, parse_keep_count, parse_keep_tag, parse_limit, parse_name, parse_part_size, parse_pattern, parse_rate,
-    parse_region, parse_restore_path, parse_set_name, parse_set_ref, parse_snapshot_id, parse_state_pattern,
-    parse_tag, parse_threshold, parse_timeout,
+    SetRef, parse_copy_cutoff, parse_dir, parse_duration, parse_endpoint, parse_find_pattern,
+    parse_guard_limit, parse_history, parse_keep_count, parse_keep_tag, parse_limit, parse_name,
+    parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
+    parse_set_ref, parse_snapshot_id, parse_state_pattern, parse_tag, parse_threshold, parse_timeout,
 };
 use crate::target::Target;
 

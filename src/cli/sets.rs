@@ -362,6 +362,8 @@ impl SavedBackup {
         } else {
             crate::cli::options::keep_args(&self.keep, self.prune)
         };
+        let limit =
+            |id: &str, now, saved: &Option<String>| saved_limit(&name, typed(id), now, saved.as_deref());
         let rules = if filters_typed {
             matches::rules(&now.filters)
         } else {
@@ -379,8 +381,8 @@ impl SavedBackup {
             // A one-off check, never saved with the set.
             rehash: now.rehash,
             history: pick(typed("history"), now.history, self.history),
-            max_delete: saved_limit(&name, typed("max_delete"), now.max_delete, self.max_delete.as_deref())?,
-            max_change: saved_limit(&name, typed("max_change"), now.max_change, self.max_change.as_deref())?,
+            max_delete: limit("max_delete", now.max_delete, &self.max_delete)?,
+            max_change: limit("max_change", now.max_change, &self.max_change)?,
             // One-off permissions, never saved: a saved one would turn the guard off for good.
             allow_empty_source: now.allow_empty_source,
             allow_device_change: now.allow_device_change,

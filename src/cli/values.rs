@@ -352,7 +352,8 @@ pub(crate) fn parse_part_size(text: &str) -> Result<u64, String> {
 /// `--max-delete` and `--max-change`: a count `N` or a share `P%` of the
 /// set (0 to 100, decimals allowed).
 pub(crate) fn parse_guard_limit(text: &str) -> Result<crate::plan::guard::Limit, String> {
-    text.parse().map_err(|e: crate::plan::guard::LimitError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::plan::guard::LimitError| e.to_string())
 }
 
 /// `--history MODE`: `auto`, `both`, `versions` or `off` (see [`crate::history::HistoryMode`]).

@@ -217,7 +217,9 @@ impl Guard {
         let n_rep = planned.replaces.len() as u64;
         if self.max_change.exceeded(n_rep, of) {
             return Err(Refusal {
-                reason: Reason::TooManyChanges { limit: self.max_change },
+                reason: Reason::TooManyChanges {
+                    limit: self.max_change,
+                },
                 action: "replace",
                 count: n_rep,
                 set_files: of,
@@ -292,7 +294,9 @@ mod tests {
         assert_eq!("10".parse(), Ok(Limit::Count(10)));
         assert_eq!("12.5%".parse(), Ok(Limit::Percent(12.5)));
         assert_eq!("100%".parse(), Ok(Limit::Percent(100.0)));
-        for bad in ["", "%", "-1", "101%", "1e2%", "nan%", "inf%", "5 %x", "1.5", "-5%"] {
+        for bad in [
+            "", "%", "-1", "101%", "1e2%", "nan%", "inf%", "5 %x", "1.5", "-5%",
+        ] {
             assert!(bad.parse::<Limit>().is_err(), "{bad}");
         }
         assert!(!Limit::HALF.exceeded(2, 4));
@@ -343,8 +347,17 @@ mod tests {
         let r = Guard::default().judge(&p).unwrap_err();
         assert_eq!((r.action, r.count, r.percent), ("replace", 13, 65.0));
         assert_eq!(r.top_dirs.len(), TOP_DIRS);
-        assert_eq!(r.top_dirs[0], DirCount { dir: "d0".into(), files: 2 });
+        assert_eq!(
+            r.top_dirs[0],
+            DirCount {
+                dir: "d0".into(),
+                files: 2
+            }
+        );
         assert_eq!(r.top_dirs[1].dir, ".");
-        assert!(r.headline("s3://b/p").contains("13 of the set's 20 objects (65%) in s3://b/p"));
+        assert!(
+            r.headline("s3://b/p")
+                .contains("13 of the set's 20 objects (65%) in s3://b/p")
+        );
     }
 }

@@ -106,9 +106,11 @@ impl StateDb {
     /// A [`StateError`](crate::state::StateError) when the state file cannot be read.
     pub fn source_device(&self, set_id: i64) -> StateResult<Option<String>> {
         self.conn
-            .query_row("SELECT source_device FROM backup_sets WHERE id = ?1", [set_id], |r| {
-                r.get::<_, Option<String>>(0)
-            })
+            .query_row(
+                "SELECT source_device FROM backup_sets WHERE id = ?1",
+                [set_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
             .optional()
             .map(Option::flatten)
             .map_err(self.err())

@@ -49,7 +49,11 @@ fn refused(server: &S3Server, env: &TestEnv, attempt: impl FnOnce() -> Run) -> R
         .collect();
     assert!(writes.is_empty(), "a refused run wrote {writes:?}\n{}", r.show());
     assert_eq!(server.list_keys(BUCKET), keys, "the bucket changed\n{}", r.show());
-    assert!(std::fs::read(&env.state).unwrap() == state, "the state file changed\n{}", r.show());
+    assert!(
+        std::fs::read(&env.state).unwrap() == state,
+        "the state file changed\n{}",
+        r.show()
+    );
     r
 }
 
@@ -72,12 +76,22 @@ fn an_emptied_source_with_delete_is_refused_whatever_the_limit() {
     std::fs::remove_dir_all(&env.src).unwrap();
     std::fs::create_dir(&env.src).unwrap();
 
-    let r = refused(&server, &env, || env.backup(TARGET, &["--delete", "--max-delete", "100%"]));
+    let r = refused(&server, &env, || {
+        env.backup(TARGET, &["--delete", "--max-delete", "100%"])
+    });
     let line = r.error_line();
-    for part in ["refusing to delete 3 of the set's 3 objects (100%)", "--allow-empty-source", "pre"] {
+    for part in [
+        "refusing to delete 3 of the set's 3 objects (100%)",
+        "--allow-empty-source",
+        "pre",
+    ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
-    assert!(r.stderr.contains("2  b\n"), "top directories listed\n{}", r.show());
+    assert!(
+        r.stderr.contains("2  b\n"),
+        "top directories listed\n{}",
+        r.show()
+    );
     // A dry run says the same, with the same code.
     let r = refused(&server, &env, || {
         env.backup(TARGET, &["--delete", "--dry-run", "--max-delete", "100%"])
@@ -86,10 +100,16 @@ fn an_emptied_source_with_delete_is_refused_whatever_the_limit() {
     // Without --delete nothing is deleted, so nothing is refused.
     assert_eq!(env.backup_ok(TARGET, &[]).deleted, 0);
 
-    let s = env.backup_ok(TARGET, &["--delete", "--allow-empty-source", "--max-delete", "100%"]);
+    let s = env.backup_ok(
+        TARGET,
+        &["--delete", "--allow-empty-source", "--max-delete", "100%"],
+    );
     assert_eq!(s.deleted, 3);
     assert!(
-        server.list_keys(BUCKET).iter().all(|k| k.starts_with("pre/.s3backup/")),
+        server
+            .list_keys(BUCKET)
+            .iter()
+            .all(|k| k.starts_with("pre/.s3backup/")),
         "{:?}",
         server.list_keys(BUCKET)
     );
@@ -112,10 +132,17 @@ fn deletes_over_max_delete_are_refused_by_share_and_by_count_and_exactly_at_it_p
         assert!(line.contains(part), "{part:?} in {line}");
     }
     assert!(r.stderr.contains("       6  d1\n"), "{}", r.show());
-    refused(&server, &env, || env.backup(TARGET, &["--delete", "--max-delete", "5"]));
-    refused(&server, &env, || env.backup(TARGET, &["--delete", "--max-delete", "59.9%"]));
+    refused(&server, &env, || {
+        env.backup(TARGET, &["--delete", "--max-delete", "5"])
+    });
+    refused(&server, &env, || {
+        env.backup(TARGET, &["--delete", "--max-delete", "59.9%"])
+    });
     // Exactly at a count passes.
-    assert_eq!(env.backup_ok(TARGET, &["--delete", "--max-delete", "6"]).deleted, 6);
+    assert_eq!(
+        env.backup_ok(TARGET, &["--delete", "--max-delete", "6"]).deleted,
+        6
+    );
 
     // Two of the four left is exactly the default 50%: it passes.
     env.remove("d2/f0").remove("d2/f1");
@@ -136,17 +163,26 @@ fn a_refusal_in_json_names_reason_counts_and_directories() {
             args.push("--dry-run");
         }
         let r = refused(&server, &env, || env.backup(TARGET, &args));
-        let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.show()));
+        let v: serde_json::Value =
+            serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", r.show()));
         let refusal = &v["refused"];
         assert_eq!(refusal["reason"], "too_many_deletes", "{v}");
         assert_eq!(refusal["limit"], "50%", "{v}");
         assert_eq!(refusal["action"], "delete", "{v}");
-        assert_eq!((refusal["count"].as_u64(), refusal["set_files"].as_u64()), (Some(6), Some(10)), "{v}");
+        assert_eq!(
+            (refusal["count"].as_u64(), refusal["set_files"].as_u64()),
+            (Some(6), Some(10)),
+            "{v}"
+        );
         assert_eq!(refusal["percent"], 60.0, "{v}");
         assert_eq!(refusal["allow_with"], "--max-delete 100%", "{v}");
         assert_eq!(refusal["dry_run"], dry, "{v}");
         assert_eq!(refusal["target"], "s3://bkt/pre", "{v}");
-        assert_eq!(refusal["top_dirs"], serde_json::json!([{"dir": "d1", "files": 6}]), "{v}");
+        assert_eq!(
+            refusal["top_dirs"],
+            serde_json::json!([{"dir": "d1", "files": 6}]),
+            "{v}"
+        );
         assert!(r.error_line().contains("refusing to delete 6"), "{}", r.show());
     }
 }
@@ -171,7 +207,11 @@ fn a_mass_rewrite_trips_max_change_and_a_mass_touch_does_not() {
     }
     let r = refused(&server, &env, || env.backup(TARGET, &[]));
     let line = r.error_line();
-    for part in ["refusing to replace 6 of the set's 10 objects (60%)", "--max-change 50%", "--max-change 100%"] {
+    for part in [
+        "refusing to replace 6 of the set's 10 objects (60%)",
+        "--max-change 50%",
+        "--max-change 100%",
+    ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
     assert!(r.stderr.contains("       6  d1\n"), "{}", r.show());
@@ -215,7 +255,12 @@ fn type_changes_count_as_replacements_and_exactly_half_passes() {
     env.remove("f0/inner");
     env.symlink("f2", "f0/inner");
     let r = refused(&server, &env, || env.backup(TARGET, &["--max-change", "40%"]));
-    assert!(r.error_line().contains("refusing to replace 3 of the set's 4 objects"), "{}", r.show());
+    assert!(
+        r.error_line()
+            .contains("refusing to replace 3 of the set's 4 objects"),
+        "{}",
+        r.show()
+    );
 }
 
 /// A directory on another device than the test's temporary directory:
@@ -230,7 +275,10 @@ fn other_device(than: &Path) -> Result<tempfile::TempDir, String> {
         if md.dev() == here {
             continue;
         }
-        if let Ok(dir) = tempfile::Builder::new().prefix("s3backup-guard-").tempdir_in(base) {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("s3backup-guard-")
+            .tempdir_in(base)
+        {
             return Ok(dir);
         }
     }
@@ -240,7 +288,9 @@ fn other_device(than: &Path) -> Result<tempfile::TempDir, String> {
 /// `backup --set NAME --state STATE EXTRA...` (a saved set, by name).
 fn by_name(env: &TestEnv, name: &str, extra: &[&str]) -> Run {
     let mut cmd = env.cmd();
-    cmd.args(["backup", "--set", name, "--state"]).arg(&env.state).args(extra);
+    cmd.args(["backup", "--set", name, "--state"])
+        .arg(&env.state)
+        .args(extra);
     run(cmd)
 }
 
@@ -279,7 +329,11 @@ fn delete_refuses_a_source_whose_root_moved_to_another_device() {
     std::os::unix::fs::symlink(other.path(), &link).unwrap();
     let r = refused(&server, &env, || by_name(&env, "m", &["--max-delete", "100%"]));
     let line = r.error_line();
-    for part in ["refusing to delete 1 of the set's 3 objects", "another device", "--allow-device-change"] {
+    for part in [
+        "refusing to delete 1 of the set's 3 objects",
+        "another device",
+        "--allow-device-change",
+    ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
     refused(&server, &env, || by_name(&env, "m", &["--dry-run"]));
@@ -309,7 +363,18 @@ fn guard_limits_are_saved_with_a_named_set() {
     for i in 0..10 {
         env.write(&format!("f{i}"), format!("{i}"));
     }
-    env.backup_ok(TARGET, &["--set", "g", "--delete", "--max-delete", "1", "--max-change", "10%"]);
+    env.backup_ok(
+        TARGET,
+        &[
+            "--set",
+            "g",
+            "--delete",
+            "--max-delete",
+            "1",
+            "--max-change",
+            "10%",
+        ],
+    );
     env.remove("f0").remove("f1");
     // The saved --max-delete 1 refuses two deletes.
     let r = refused(&server, &env, || by_name(&env, "g", &[]));
