@@ -4,7 +4,10 @@
 //!    the set, rebuild the set's state from a snapshot when it has none;
 //! 2. [`triage`]: walk the tree on a blocking thread, merged in path order
 //!    with the set's rows ([`crate::plan::triage`]), handing files to hash
-//!    and rows to replace on in chunks while the walk goes on;
+//!    and rows to replace on in chunks while the walk goes on; for a set
+//!    with rows, [`guard`] holds the chunks until the walk is over and
+//!    judges the whole run (the delete guard and the change tripwire)
+//!    before anything changes;
 //! 3. [`hash`]: read each file of a chunk once (blake3 and request MD5s);
 //! 4. [`apply`]: decide for the chunk ([`crate::plan::decide`]) and carry
 //!    the actions out, or, with `--dry-run`, list them: one executor, so a
@@ -14,7 +17,9 @@
 //!
 //! Memory stays bounded however large the tree or the first backup: the
 //! walk produces chunks of at most [`triage::CHUNK`] files, each hashed,
-//! decided and carried out while the walk goes on. Ordering guarantees:
+//! decided and carried out while the walk goes on (the guard holds at
+//! most a bounded number of them, then walks again: see [`guard`]).
+//! Ordering guarantees:
 //! objects whose path changed type are deleted at the start of the chunk
 //! that brings them, before anything is written; deletions run last, after
 //! every copy that may read them; state rows are written only after the
