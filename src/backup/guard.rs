@@ -96,7 +96,9 @@ pub(super) async fn gather(
     while let Some(chunk) = walk.next_chunk().await {
         for (entry, old) in &chunk.changed {
             match old {
-                Some(row) if row.kind != entry.kind => type_changed.push(entry.path.clone()),
+                Some(row) if row.kind != entry.kind && row.kind.has_content() => {
+                    type_changed.push(entry.path.clone())
+                }
                 Some(row) if row.kind.has_content() => candidates.push((entry.clone(), row.clone())),
                 _ => {}
             }
