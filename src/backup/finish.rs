@@ -184,7 +184,9 @@ pub(super) async fn record(
             let status = if failed { RunStatus::Partial } else { RunStatus::Ok };
             db.finish_run(run_row, status, &c, report.snapshot.as_deref(), None)?;
             // The device the delete guard compares the next run's with.
-            if let Some(device) = super::guard::device_of(opened) {
+            if let Some(device) = super::guard::device_of(opened)
+                && db.source_device(set_id)?.as_deref() != Some(device.as_str())
+            {
                 db.set_source_device(set_id, &device)?;
             }
             Ok(report)

@@ -87,8 +87,6 @@ pub(super) async fn gather(
     progress: Arc<dyn Progress>,
     scanned: Arc<AtomicU64>,
 ) -> Result<Gathered, BackupError> {
-    let (set_files, _) = db.totals(opened.set_id)?;
-    let was = db.source_device(opened.set_id)?;
     let mut walk = Walk::start(opts, opened, progress.clone(), scanned);
     let (mut held, mut overflow) = (Vec::new(), false);
     let (mut n_held, mut candidates, mut type_changed, mut replaced) =
@@ -128,10 +126,18 @@ pub(super) async fn gather(
     } else {
         Vec::new()
     };
-    let may_trip = opts.guard.max_change.exceeded(
-        (candidates.len() + type_changed.len() + replaced.len()) as u64,
-        set_files,
-    );
+    let touched = candidates.len() + type_changed.len() + replaced.len();
+    // Nothing to delete or replace (an unchanged run): nothing to judge, no more reads.
+    if deletes.is_empty() && touched == 0 {
+        return Ok(if overflow {
+            Gathered::WalkAgain
+        } else {
+            Gathered::All(held, walked)
+        });
+    }
+    let (set_files, _) = db.totals(opened.set_id)?;
+    let was = db.source_device(opened.set_id)?;
+    let may_trip = opts.guard.max_change.exceeded(touched as u64, set_files);
     if may_trip {
         // Objects of type-changed paths a filter leaves out are kept, not replaced (`apply::replace`).
         let store = &*opened.store;
