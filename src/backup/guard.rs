@@ -112,6 +112,18 @@ pub(super) async fn gather(
     }
     let mut walked = walk.finish().await?;
     opts.cancel.check()?;
+    // Every content row of the set went one way in the merge (unchanged,
+    // mode only, changed, type changed, gone): their sum is the set's size
+    // before the run, without a count over the state (3% of a 1%-changed run).
+    let t = &walked.triage;
+    let gone = t.vanished.iter().filter(|r| r.kind.has_content()).count();
+    let set_files = (t.unchanged as usize
+        + t.mode_only.len()
+        + candidates.len()
+        + type_changed.len()
+        + replaced.len()
+        + gone) as u64;
+    debug_assert_eq!(Some(set_files), db.totals(opened.set_id).ok().map(|(n, _)| n));
     let spared = super::finish::settle_vanished(opts, opened, &mut walked).await;
     walked.spared = Some(spared);
     let found = walked.scanned;
@@ -135,7 +147,6 @@ pub(super) async fn gather(
             Gathered::All(held, walked)
         });
     }
-    let (set_files, _) = db.totals(opened.set_id)?;
     let was = db.source_device(opened.set_id)?;
     let may_trip = opts.guard.max_change.exceeded(touched as u64, set_files);
     if may_trip {
