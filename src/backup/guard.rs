@@ -88,28 +88,13 @@ pub(super) async fn gather(
     scanned: Arc<AtomicU64>,
 ) -> Result<Gathered, BackupError> {
     let mut walk = Walk::start(opts, opened, progress.clone(), scanned);
-    let (mut held, mut overflow) = (Vec::new(), false);
-    let (mut n_held, mut candidates, mut type_changed, mut replaced) =
-        (0, Vec::new(), Vec::new(), Vec::new());
-    while let Some(chunk) = walk.next_chunk().await {
-        for (entry, old) in &chunk.changed {
-            match old {
-                Some(row) if row.kind != entry.kind && row.kind.has_content() => {
-                    type_changed.push(entry.path.clone())
-                }
-                Some(row) if row.kind.has_content() => candidates.push((entry.clone(), row.clone())),
-                _ => {}
-            }
-        }
-        replaced.extend(chunk.replaced.iter().filter(|r| r.kind.has_content()).cloned());
-        n_held += chunk.changed.len();
-        overflow |= n_held > HOLD;
-        if overflow {
-            held.clear();
-        } else {
-            held.push(Held::Raw(chunk));
-        }
-    }
+    let Found {
+        mut held,
+        overflow,
+        candidates,
+        mut type_changed,
+        mut replaced,
+    } = hold(&mut walk).await;
     let mut walked = walk.finish().await?;
     opts.cancel.check()?;
     // Every content row of the set went one way in the merge (unchanged,
@@ -193,6 +178,53 @@ pub(super) async fn gather(
         return Ok(Gathered::WalkAgain);
     }
     Ok(Gathered::All(held, walked))
+}
+
+/// What the walk handed on, as the guard keeps it.
+struct Found {
+    /// The chunks, in order (none once `overflow`).
+    held: Vec<Held>,
+    /// Whether there were too many changed files to hold ([`HOLD`]).
+    overflow: bool,
+    /// Files whose stat no longer vouches for their row (same kind), with it.
+    candidates: Vec<(ScanEntry, FileRow)>,
+    /// Paths of files and symlinks whose row had another kind with content.
+    type_changed: Vec<String>,
+    /// Rows with content whose path changed type (their objects are deleted first).
+    replaced: Vec<FileRow>,
+}
+
+/// Takes the walk's chunks until it is over (see [`Found`]).
+async fn hold(walk: &mut Walk) -> Found {
+    let mut found = Found {
+        held: Vec::new(),
+        overflow: false,
+        candidates: Vec::new(),
+        type_changed: Vec::new(),
+        replaced: Vec::new(),
+    };
+    let mut n_held = 0;
+    while let Some(chunk) = walk.next_chunk().await {
+        for (entry, old) in &chunk.changed {
+            match old {
+                Some(row) if row.kind != entry.kind && row.kind.has_content() => {
+                    found.type_changed.push(entry.path.clone())
+                }
+                Some(row) if row.kind.has_content() => found.candidates.push((entry.clone(), row.clone())),
+                _ => {}
+            }
+        }
+        let replaced = chunk.replaced.iter().filter(|r| r.kind.has_content()).cloned();
+        found.replaced.extend(replaced);
+        n_held += chunk.changed.len();
+        found.overflow |= n_held > HOLD;
+        if found.overflow {
+            found.held.clear();
+        } else {
+            found.held.push(Held::Raw(chunk));
+        }
+    }
+    found
 }
 
 /// Hashes every held chunk (their files are read once, here, for the
