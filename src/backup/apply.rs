@@ -227,14 +227,13 @@ impl Apply {
     /// Keeps the files of a chunk that may be written: none that conflicts
     /// with a failed replacement, none whose key would be over S3's limit
     /// (each left out is reported as failed).
-    pub(super) fn admit(
-        &mut self,
-        mut files: Vec<(ScanEntry, Option<FileRow>)>,
-    ) -> Vec<(ScanEntry, Option<FileRow>)> {
-        files.retain(|(entry, _)| self.unblocked(&entry.path));
+    /// `entry` gives each file's entry (files come read or not).
+    pub(super) fn admit<T>(&mut self, mut files: Vec<T>, entry: impl Fn(&T) -> &ScanEntry) -> Vec<T> {
+        files.retain(|f| self.unblocked(&entry(f).path));
         if let Some(prefix) = &self.s3_prefix {
             let failures = &mut self.failures;
-            files.retain(|(entry, _)| {
+            files.retain(|f| {
+                let entry = entry(f);
                 let len = crate::store::join_key(prefix, &entry.path).len();
                 if len <= MAX_KEY_BYTES {
                     return true;

@@ -30,31 +30,72 @@ pub enum ManifestError {
     Upload(StoreError),
 }
 
+/// Settles which vanished rows `--delete` may delete: none at or under
+/// what the walk could not read or left out, nor what the walk's filters
+/// leave out now (see `spare`). Returns how many rows the filters spared.
+pub(super) async fn settle_vanished(opts: &BackupOptions, opened: &Opened, walked: &mut WalkOutcome) -> u64 {
+    let triage = &mut walked.triage;
+    triage.protect(&walked.errors.iter().map(|p| p.path.clone()).collect::<Vec<_>>());
+    // What a filter leaves out is not deleted by `--delete` either (as in
+    // rclone and the AWS CLI): it stays in the bucket as it was, also once
+    // it is gone locally (the walk's filter, applied to the rows).
+    triage.protect(&walked.excluded);
+    if !opts.delete {
+        return 0;
+    }
+    let gone: Vec<String> = triage.vanished.iter().map(|r| r.path.clone()).collect();
+    let spared = spare::spare_filtered(
+        &mut triage.vanished,
+        &opened.source,
+        &opts.walk,
+        &*opened.store,
+        opts.target.prefix(),
+        opts.jobs,
+    )
+    .await;
+    // Left out by a filter and gone locally too: counted as excluded
+    // (and named with -v), as the paths the walk left out are.
+    if spared > 0 {
+        let deletable: std::collections::HashSet<&str> =
+            triage.vanished.iter().map(|r| r.path.as_str()).collect();
+        for path in gone.iter().filter(|p| !deletable.contains(p.as_str())) {
+            tracing::info!(path = %path, "excluded (gone locally): not deleted");
+        }
+    }
+    spared as u64
+}
+
 /// Applies what the walk left for the end: problems are reported, what
-/// could not be read or was filtered out is spared from `--delete`, then
-/// the directories' rows, the touches and the deletions.
+/// could not be read or was filtered out is spared from `--delete` (unless
+/// the guard did it already, see [`settle_vanished`]), then the
+/// directories' rows, the touches and the deletions.
 ///
 /// # Errors
 /// State errors (recording rows), as the apply stage returns them.
 pub(super) async fn rest(
     opts: &BackupOptions,
     opened: &Opened,
-    walked: WalkOutcome,
+    mut walked: WalkOutcome,
     apply: &mut Apply,
 ) -> Result<(), BackupError> {
+    let spared = match walked.spared {
+        Some(spared) => spared,
+        None => settle_vanished(opts, opened, &mut walked).await,
+    };
     let WalkOutcome {
-        mut triage,
+        triage,
         scanned,
         skipped,
         excluded,
         excluded_by,
         errors,
+        ..
     } = walked;
     for s in &skipped {
         tracing::warn!(path = %s.path, "{}", s.reason);
     }
     let report = apply.report();
-    report.excluded = excluded.len() as u64;
+    report.excluded = excluded.len() as u64 + spared;
     report.excluded_by = excluded_by;
     report.counts.scanned = scanned;
     report.counts.unchanged += triage.unchanged;
@@ -63,33 +104,6 @@ pub(super) async fn rest(
     report.reserved = reserved_entry(&opened.source);
     for p in &errors {
         apply.fail(p.path.clone(), p.reason.clone());
-    }
-    triage.protect(&errors.into_iter().map(|p| p.path).collect::<Vec<_>>());
-    // What a filter leaves out is not deleted by `--delete` either (as in
-    // rclone and the AWS CLI): it stays in the bucket as it was, also once
-    // it is gone locally (the walk's filter, applied to the rows).
-    triage.protect(&excluded);
-    if opts.delete {
-        let gone: Vec<String> = triage.vanished.iter().map(|r| r.path.clone()).collect();
-        let spared = spare::spare_filtered(
-            &mut triage.vanished,
-            &opened.source,
-            &opts.walk,
-            &*opened.store,
-            opts.target.prefix(),
-            opts.jobs,
-        )
-        .await;
-        // Left out by a filter and gone locally too: counted as excluded
-        // (and named with -v), as the paths the walk left out are.
-        if spared > 0 {
-            let deletable: std::collections::HashSet<&str> =
-                triage.vanished.iter().map(|r| r.path.as_str()).collect();
-            for path in gone.iter().filter(|p| !deletable.contains(p.as_str())) {
-                tracing::info!(path = %path, "excluded (gone locally): not deleted");
-            }
-            apply.report().excluded += spared as u64;
-        }
     }
     let rest = triage.into_rest(opts.delete);
     apply.record_dirs(rest.dirs)?;
@@ -181,6 +195,12 @@ pub(super) async fn record(
             report.snapshot = key;
             let status = if failed { RunStatus::Partial } else { RunStatus::Ok };
             db.finish_run_counted(run_row, status, counted, report.snapshot.as_deref(), None)?;
+            // The device the delete guard compares the next run's with.
+            if let Some(device) = super::guard::device_of(opened)
+                && db.source_device(set_id)?.as_deref() != Some(device.as_str())
+            {
+                db.set_source_device(set_id, &device)?;
+            }
             Ok(report)
         }
         Err(e @ BackupError::Interrupted(_)) => {

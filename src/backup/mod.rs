@@ -4,7 +4,10 @@
 //!    the set, rebuild the set's state from a snapshot when it has none;
 //! 2. [`triage`]: walk the tree on a blocking thread, merged in path order
 //!    with the set's rows ([`crate::plan::triage`]), handing files to hash
-//!    and rows to replace on in chunks while the walk goes on;
+//!    and rows to replace on in chunks while the walk goes on; for a set
+//!    with rows, [`guard`] holds the chunks until the walk is over and
+//!    judges the whole run (the delete guard and the change tripwire)
+//!    before anything changes;
 //! 3. [`hash`]: read each file of a chunk once (blake3 and request MD5s);
 //! 4. [`apply`]: decide for the chunk ([`crate::plan::decide`]) and carry
 //!    the actions out, or, with `--dry-run`, list them: one executor, so a
@@ -14,7 +17,9 @@
 //!
 //! Memory stays bounded however large the tree or the first backup: the
 //! walk produces chunks of at most [`triage::CHUNK`] files, each hashed,
-//! decided and carried out while the walk goes on. Ordering guarantees:
+//! decided and carried out while the walk goes on (the guard holds at
+//! most a bounded number of them, then walks again: see [`guard`]).
+//! Ordering guarantees:
 //! objects whose path changed type are deleted at the start of the chunk
 //! that brings them, before anything is written; deletions run last, after
 //! every copy that may read them; state rows are written only after the
@@ -25,6 +30,7 @@
 mod apply;
 mod deleting;
 mod finish;
+mod guard;
 mod hash;
 mod journal;
 pub mod keep;
@@ -88,6 +94,9 @@ pub struct BackupOptions {
     pub s3: S3Settings,
     /// Stops the run early and cleanly (Ctrl-C): see [`crate::cancel`].
     pub cancel: crate::cancel::Cancel,
+    /// What the run may delete and replace before it is refused (the
+    /// delete guard and the change tripwire, see [`crate::plan::guard`]).
+    pub guard: crate::plan::guard::Guard,
 }
 
 /// What a run did, for the summary and `--json`.
@@ -176,6 +185,17 @@ pub enum BackupError {
     /// unfinished multipart uploads stay journaled for the next run.
     #[error(transparent)]
     Interrupted(#[from] crate::cancel::Interrupted),
+    /// The delete guard or the change tripwire stopped the run before it
+    /// changed anything (see [`crate::plan::guard`]). The message names
+    /// what would have gone and the flag that allows it; the refusal's
+    /// `top_dirs`, the directories most of it is in.
+    #[error("{}", refusal.headline(target))]
+    Refused {
+        /// The target, as printed (`s3://bucket/prefix`, `file:///path`).
+        target: String,
+        /// What was refused (boxed: it is large, and rare).
+        refusal: Box<crate::plan::guard::Refusal>,
+    },
 }
 
 /// Runs one backup: the stages in order (see the module doc).
@@ -192,23 +212,26 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     // cancel: one Ctrl-C stops a run waiting on a silent endpoint at once.
     let (opened, db) = opts.cancel.run(open::open(opts)).await??;
     let report = BackupReport::new(opts.dry_run, &opened);
+    let scanned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Only a set with rows can lose objects: its walk is judged to the end
+    // before anything changes (see `guard`); a first backup streams.
+    let gathered = if opened.has_rows {
+        guard::gather(opts, &opened, &db, progress.clone(), scanned.clone()).await?
+    } else {
+        guard::Gathered::WalkAgain
+    };
     let mut apply = apply::Apply::start(opts, &opened, db, progress.clone(), report).await?;
-    let mut walk = triage::Walk::start(opts, &opened, progress, apply.scanned.clone());
-    while let Some(chunk) = walk.next_chunk().await {
-        // Cancelled: no new file is started (returning drops the walk's channel, so it stops too).
-        apply.check()?;
-        apply.replace(chunk.replaced).await?;
-        let files = apply.admit(chunk.changed);
-        let Ok(hashed) = opts
-            .cancel
-            .run(hash::hash_chunk(&opened.source, files, apply.engine()))
-            .await
-        else {
-            return Err(apply.interrupted());
-        };
-        apply.decide(hashed).await?;
-    }
-    let walked = walk.finish().await?;
+    apply.scanned = scanned;
+    let walked = match gathered {
+        guard::Gathered::All(held, walked) => {
+            for chunk in held {
+                apply.check()?;
+                apply_held(opts, &opened, &mut apply, chunk).await?;
+            }
+            walked
+        }
+        guard::Gathered::WalkAgain => stream(opts, &opened, &mut apply, progress).await?,
+    };
     // A walk cut short by a cancel leaves rows unmatched: they must not be taken for deletions.
     apply.check()?;
     finish::rest(opts, &opened, walked, &mut apply).await?;
@@ -217,6 +240,53 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     report.requests = opened.store.requests();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Walks SOURCE and carries out each chunk as the walk hands it on.
+async fn stream(
+    opts: &BackupOptions,
+    opened: &open::Opened,
+    apply: &mut apply::Apply,
+    progress: Arc<dyn Progress>,
+) -> Result<triage::WalkOutcome, BackupError> {
+    let mut walk = triage::Walk::start(opts, opened, progress, apply.scanned.clone());
+    while let Some(chunk) = walk.next_chunk().await {
+        // Cancelled: no new file is started (returning drops the walk's channel, so it stops too).
+        apply.check()?;
+        apply_held(opts, opened, apply, guard::Held::Raw(chunk)).await?;
+    }
+    walk.finish().await
+}
+
+/// Carries out one chunk of the walk: the objects of paths that changed
+/// type first, then its files, hashed (unless the guard did) and decided.
+async fn apply_held(
+    opts: &BackupOptions,
+    opened: &open::Opened,
+    apply: &mut apply::Apply,
+    chunk: guard::Held,
+) -> Result<(), BackupError> {
+    let hashed = match chunk {
+        guard::Held::Raw(chunk) => {
+            apply.replace(chunk.replaced).await?;
+            let files = apply.admit(chunk.changed, |(entry, _)| entry);
+            let engine = apply.engine();
+            let cut = |size| engine.part_size_of(size);
+            let Ok(hashed) = opts
+                .cancel
+                .run(hash::hash_chunk(&opened.source, files, cut, &**engine.progress()))
+                .await
+            else {
+                return Err(apply.interrupted());
+            };
+            hashed
+        }
+        guard::Held::Hashed { replaced, files } => {
+            apply.replace(replaced).await?;
+            apply.admit(files, |(entry, _, _)| entry)
+        }
+    };
+    apply.decide(hashed).await
 }
 
 impl From<RebuildError> for BackupError {

@@ -55,6 +55,8 @@ pub(super) struct WalkOutcome {
     pub excluded_by: crate::fs::leave_out::ExcludedBy,
     /// What could not be read.
     pub errors: Vec<scan::ScanProblem>,
+    /// Set once `finish::settle_vanished` has run: the rows it spared.
+    pub spared: Option<u64>,
 }
 
 impl Walk {
@@ -178,5 +180,6 @@ fn scan_and_triage(
         errors,
         excluded,
         excluded_by,
+        spared: None,
     })
 }

@@ -13,8 +13,8 @@ use crate::cli::help_text::{
 };
 use crate::cli::values::{
     SetRef, parse_copy_cutoff, parse_cost, parse_dir, parse_duration, parse_endpoint, parse_find_pattern,
-    parse_history, parse_keep_count, parse_keep_tag, parse_limit, parse_marker_name, parse_name,
-    parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
+    parse_guard_limit, parse_history, parse_keep_count, parse_keep_tag, parse_limit, parse_marker_name,
+    parse_name, parse_part_size, parse_pattern, parse_rate, parse_region, parse_restore_path, parse_set_name,
     parse_set_ref, parse_size, parse_snapshot_id, parse_state_pattern, parse_tag, parse_threshold,
     parse_timeout,
 };
@@ -544,6 +544,18 @@ pub struct BackupArgs {
     /// Keep remote files whose local file was deleted (the default; turns off a --delete saved with --set).
     #[arg(long, overrides_with = "delete")]
     pub no_delete: bool,
+    /// With --delete, refuse the run (before changing anything) when it would delete more than N objects or P% of the set's objects; saved with --set.
+    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = parse_guard_limit)]
+    pub max_delete: crate::plan::guard::Limit,
+    /// Refuse the run (before sending anything) when it would replace the content of more than N or P% of the set's files (a mass encryption, a bad rewrite); 100% accepts any; saved with --set.
+    #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = parse_guard_limit)]
+    pub max_change: crate::plan::guard::Limit,
+    /// Let --delete run when SOURCE holds no files (refused by default: an unmounted disk looks empty). For this run only.
+    #[arg(long)]
+    pub allow_empty_source: bool,
+    /// Let --delete run when SOURCE's root is on another device than at the set's last backup (refused by default: an unmounted disk leaves its mount point). For this run only.
+    #[arg(long)]
+    pub allow_device_change: bool,
     /// Print what would be done; change nothing locally or remotely.
     #[arg(short = 'n', long)]
     pub dry_run: bool,

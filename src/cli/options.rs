@@ -128,6 +128,12 @@ pub(crate) fn backup(
             ..args.s3.into()
         },
         cancel,
+        guard: crate::plan::guard::Guard {
+            max_delete: args.max_delete,
+            max_change: args.max_change,
+            allow_empty_source: args.allow_empty_source,
+            allow_device_change: args.allow_device_change,
+        },
     })
 }
 

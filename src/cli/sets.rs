@@ -62,6 +62,10 @@ pub struct SavedBackup {
     pub max_bandwidth: Option<u64>,
     /// `--history` (`auto` in sets saved before it existed).
     pub history: crate::history::HistoryMode,
+    /// `--max-delete`, as typed (`N` or `P%`; `None` in sets saved before it existed: the default).
+    pub max_delete: Option<String>,
+    /// `--max-change`, as `max_delete`.
+    pub max_change: Option<String>,
     /// The filters in command-line order (`--exclude-from` files absolute).
     /// Empty in sets saved before filters were ordered: those have only
     /// the three lists below, read in the order in which `--include` wins.
@@ -243,6 +247,21 @@ fn absolute_rules(rules: Vec<Rule>) -> Vec<Rule> {
         .collect()
 }
 
+/// A guard limit: `now` if typed or none was saved, else the saved text parsed.
+fn saved_limit(
+    name: &str,
+    typed: bool,
+    now: crate::plan::guard::Limit,
+    saved: Option<&str>,
+) -> Result<crate::plan::guard::Limit, SetError> {
+    match saved {
+        Some(text) if !typed => text
+            .parse()
+            .map_err(|e: crate::plan::guard::LimitError| SetError::Corrupt(name.to_string(), e.to_string())),
+        _ => Ok(now),
+    }
+}
+
 /// `now` if the option was typed, else `saved`.
 fn pick<T>(typed: bool, now: T, saved: T) -> T {
     if typed { now } else { saved }
@@ -266,6 +285,8 @@ impl SavedBackup {
             max_bandwidth: args.max_bandwidth,
             cost_per_1000: args.cost_per_1000.as_ref().map(ToString::to_string),
             history: args.history,
+            max_delete: Some(args.max_delete.to_string()),
+            max_change: Some(args.max_change.to_string()),
             exclude: list(|r| match r {
                 Rule::Exclude(p) => Some(p.clone()),
                 _ => None,
@@ -362,6 +383,8 @@ impl SavedBackup {
         } else {
             crate::cli::options::keep_args(&self.keep, self.prune)
         };
+        let limit =
+            |id: &str, now, saved: &Option<String>| saved_limit(&name, typed(id), now, saved.as_deref());
         let rules = if filters_typed {
             matches::rules(&now.filters)
         } else {
@@ -380,6 +403,11 @@ impl SavedBackup {
             // A one-off check, never saved with the set.
             rehash: now.rehash,
             history: pick(typed("history"), now.history, self.history),
+            max_delete: limit("max_delete", now.max_delete, &self.max_delete)?,
+            max_change: limit("max_change", now.max_change, &self.max_change)?,
+            // One-off permissions, never saved: a saved one would turn the guard off for good.
+            allow_empty_source: now.allow_empty_source,
+            allow_device_change: now.allow_device_change,
             filters: FilterArgs {
                 rules,
                 ..FilterArgs::default()

@@ -371,6 +371,13 @@ pub(crate) fn parse_part_size(text: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// `--max-delete` and `--max-change`: a count `N` or a share `P%` of the
+/// set (0 to 100, decimals allowed).
+pub(crate) fn parse_guard_limit(text: &str) -> Result<crate::plan::guard::Limit, String> {
+    text.parse()
+        .map_err(|e: crate::plan::guard::LimitError| e.to_string())
+}
+
 /// `--history MODE`: `auto`, `both`, `versions` or `off` (see [`crate::history::HistoryMode`]).
 pub(crate) fn parse_history(text: &str) -> Result<crate::history::HistoryMode, String> {
     use crate::history::HistoryMode;

@@ -32,6 +32,7 @@
 //! stored symlink (or fail on the stored file), on S3 the old object would
 //! stay beside the new ones and a restore would conflict (issue 12).
 
+pub mod guard;
 mod merge;
 
 pub use merge::triage;

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_history.sql"),
     include_str!("../../migrations/0006_exclude.sql"),
     include_str!("../../migrations/0007_account.sql"),
+    include_str!("../../migrations/0008_guard.sql"),
 ];
 
 impl StateDb {

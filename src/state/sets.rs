@@ -98,4 +98,35 @@ impl StateDb {
             .optional()
             .map_err(self.err())
     }
+
+    /// The device SOURCE's root was on at set `set_id`'s last successful
+    /// backup (see `fs::own::device_of`), if one was recorded.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read.
+    pub fn source_device(&self, set_id: i64) -> StateResult<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT source_device FROM backup_sets WHERE id = ?1",
+                [set_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(self.err())
+    }
+
+    /// Records the device SOURCE's root is on, after a successful backup of set `set_id`.
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be written.
+    pub fn set_source_device(&self, set_id: i64, device: &str) -> StateResult<()> {
+        self.conn
+            .execute(
+                "UPDATE backup_sets SET source_device = ?2 WHERE id = ?1",
+                params![set_id, device],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
 }

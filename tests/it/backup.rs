@@ -400,7 +400,8 @@ fn many_renames_with_delete_copy_before_deleting() {
     }
     server.clear_requests();
 
-    let s = env.backup_ok(TARGET, &["--delete", "--jobs", "32"]);
+    // Every object of the set is deleted (renamed): past the delete guard's default.
+    let s = env.backup_ok(TARGET, &["--delete", "--jobs", "32", "--max-delete", "100%"]);
     let all = n as u64;
     assert_eq!(
         s.counts(),
@@ -560,7 +561,8 @@ fn a_newer_snapshot_by_another_writer_is_not_trusted_as_unchanged() {
     laptop.write("a.txt", "laptop a");
     desktop.write("b.txt", "desktop b");
     laptop.backup_ok(TARGET, &[]);
-    let r = desktop.backup(TARGET, &["--json", "--delete"]);
+    // The desktop deletes the laptop's only file: past the delete guard's default.
+    let r = desktop.backup(TARGET, &["--json", "--delete", "--max-delete", "100%"]);
     r.expect_code(0);
     assert!(
         r.stderr.contains("not of"),

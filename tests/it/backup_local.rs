@@ -319,7 +319,11 @@ fn many_renames_with_delete_copy_before_deleting() {
     for i in 0..n {
         env.rename(&format!("old/f{i:02}.bin"), &format!("new/g{:02}.bin", n - 1 - i));
     }
-    let s = env.backup_ok(&target(&store), &["--delete", "--jobs", "32"]);
+    // Every object of the set is deleted (renamed): past the delete guard's default.
+    let s = env.backup_ok(
+        &target(&store),
+        &["--delete", "--jobs", "32", "--max-delete", "100%"],
+    );
     let all = n as u64;
     assert_eq!(
         s.counts(),

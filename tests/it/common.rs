@@ -323,6 +323,8 @@ pub struct TestEnv {
     pub home: PathBuf,
     /// `--endpoint-url` passed to backups, when talking to a test server.
     pub endpoint: Option<String>,
+    /// Backups get `--max-delete 100% --max-change 100%` ([`Self::past_the_guard`]).
+    pub past_guard: bool,
 }
 
 impl TestEnv {
@@ -338,6 +340,7 @@ impl TestEnv {
             src,
             home,
             endpoint: None,
+            past_guard: false,
             dir,
         }
     }
@@ -357,6 +360,15 @@ impl TestEnv {
             endpoint: Some(endpoint.to_owned()),
             ..TestEnv::new()
         }
+    }
+
+    /// This environment's backups ([`Self::backup_cmd`]) pass
+    /// `--max-delete 100% --max-change 100%`: for tests whose tiny sets
+    /// legitimately delete or replace most of their files in one run (the
+    /// delete guard and the change tripwire are tested in `guard`).
+    pub fn past_the_guard(mut self) -> TestEnv {
+        self.past_guard = true;
+        self
     }
 
     /// The temporary directory holding everything (also the binary's cwd).
@@ -435,6 +447,9 @@ impl TestEnv {
             .arg(&self.state);
         if let Some(e) = &self.endpoint {
             cmd.arg("--endpoint-url").arg(e);
+        }
+        if self.past_guard {
+            cmd.args(["--max-delete", "100%", "--max-change", "100%"]);
         }
         cmd.args(extra);
         cmd

@@ -144,7 +144,8 @@ fn killed_after_replacing_an_object_then_a_copy_from_its_stale_row_loses_data() 
     env.write_at("x.txt", b"second version, longer\n", (1_600_000_100, 1));
     server.hold_replies(&format!("{PREFIX}/x.txt"));
     server.clear_requests();
-    let mut child = spawn_quiet(env.backup_cmd(&target, &[]));
+    // The set's one file is replaced: past the change tripwire's default.
+    let mut child = spawn_quiet(env.backup_cmd(&target, &["--max-change", "100%"]));
     let replaced = server.wait_for_matching(1, CHILD_TIMEOUT, |r| {
         is_op_on(r, "PutObject", "x.txt") && r.status == 200
     });
@@ -162,7 +163,8 @@ fn killed_after_replacing_an_object_then_a_copy_from_its_stale_row_loses_data() 
     // What it costs: the old content comes back under a new name.
     env.remove("x.txt");
     env.write_at("y.txt", &old, (1_600_000_200, 1));
-    let s = env.backup_ok(&target, &["--delete"]);
+    // x.txt, the set's one file, is deleted: past the delete guard's default.
+    let s = env.backup_ok(&target, &["--delete", "--max-delete", "100%"]);
     let dest = env.root().join("restored");
     let r = env.restore(&target, &dest, &["--json"]);
     let restored = std::fs::read(dest.join("y.txt")).ok();

@@ -705,7 +705,11 @@ fn delete_spares_all_below_a_gone_ignore_file_whose_copy_cannot_be_read() {
     fx.proxy.set_faults(1.0, &Fault::FAILING);
     let r = fx
         .env
-        .backup(TARGET, &[&["--json", "--delete"][..], &TIMEOUTS[..]].concat());
+        // No file is left to back up: an empty source to the delete guard.
+        .backup(
+            TARGET,
+            &[&["--json", "--delete", "--allow-empty-source"][..], &TIMEOUTS[..]].concat(),
+        );
     r.expect_code(0);
     assert!(fx.proxy.stats().failures() > 0, "{:?}", fx.proxy.stats());
     assert_eq!(r.summary().deleted, 1, "{}", r.show());
@@ -728,9 +732,10 @@ fn delete_spares_all_below_a_gone_ignore_file_whose_copy_cannot_be_read() {
 
     // Once it can be read, what its rules leave out stays, the rest goes.
     fx.proxy.clear_faults();
-    let s = fx
-        .env
-        .backup_ok(TARGET, &[&["--delete"][..], &TIMEOUTS[..]].concat());
+    let s = fx.env.backup_ok(
+        TARGET,
+        &[&["--delete", "--allow-empty-source"][..], &TIMEOUTS[..]].concat(),
+    );
     assert_eq!(s.deleted, 1, "{s:?}");
     assert_eq!(keys(&fx), ["pre/proj/.s3backupignore", "pre/proj/x.o"]);
 }

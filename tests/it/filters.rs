@@ -287,7 +287,18 @@ fn delete_spares_what_a_filter_now_leaves_out() {
     tree_of(&env, &["a.txt", "b.tmp", "logs/x.log"]);
     env.backup_ok(TARGET, &[]);
     env.remove("a.txt");
-    let s = env.backup_ok(TARGET, &["--delete", "--exclude", "*.tmp", "--exclude", "logs/"]);
+    // The filters leave no file to back up: an empty source to the delete guard.
+    let s = env.backup_ok(
+        TARGET,
+        &[
+            "--delete",
+            "--allow-empty-source",
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            "logs/",
+        ],
+    );
     assert_eq!(s.deleted, 1, "only a.txt, deleted locally: {s:?}");
     assert_eq!(keys(&server), ["b.tmp", "logs/x.log"]);
 }

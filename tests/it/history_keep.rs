@@ -18,7 +18,8 @@ const TARGET: &str = "hist::p";
 fn setup() -> (S3Server, TestEnv) {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
-    let env = TestEnv::with_server(&server);
+    // Every test here replaces or deletes most of a tiny set on purpose.
+    let env = TestEnv::with_server(&server).past_the_guard();
     (server, env)
 }
 
@@ -238,7 +239,7 @@ fn archived_objects_are_sent_from_local_files_or_left_alone_with_a_reason() {
 
 #[test]
 fn the_local_store_keeps_replaced_content_too() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().past_the_guard(); // replaces most of a tiny set on purpose
     let store = env.root().join("store");
     let target = store.to_str().unwrap();
     env.write("a.txt", "one").write("b.txt", "two");
@@ -259,7 +260,7 @@ fn a_versioned_bucket_keeps_versions_and_copies_only_when_asked() {
         return;
     };
     let client = moto.bucket("vhist", true);
-    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard(); // as `setup`
     env.write("a.txt", "one").write("b.txt", "two");
     env.backup_ok("vhist::p", &[]);
     env.write("a.txt", "one, changed");
@@ -368,7 +369,7 @@ fn large_objects_are_copied_in_parts() {
 /// that content's name (the crash harness found it after a kill).
 #[test]
 fn a_local_object_rewritten_at_its_old_size_and_mtime_is_not_kept_as_the_old_content() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().past_the_guard(); // replaces most of a tiny set on purpose
     let store = env.root().join("store");
     let target = store.to_str().unwrap();
     env.write_at("f.txt", "AAAA", (1_600_000_000, 0));
@@ -426,7 +427,7 @@ fn a_null_version_is_no_version_and_the_old_content_is_kept() {
     let test = "a_null_version_is_no_version_and_the_old_content_is_kept";
     let Some(moto) = Moto::start(test) else { return };
     moto.bucket("nullv", false);
-    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard(); // as `setup`
     let args = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
     let (old, new) = (noise(6 * 1024 * 1024 + 5, 21), noise(6 * 1024 * 1024 + 6, 22));
     env.write("big.bin", &old);
@@ -451,7 +452,7 @@ fn an_archived_source_on_moto_is_recognised() {
         return;
     };
     moto.bucket("glacier", false);
-    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard(); // as `setup`
     let args = ["--storage-class", "GLACIER"];
     env.write("a.txt", "one").write("b.txt", "two");
     env.backup_ok("glacier::p", &args);
@@ -520,7 +521,7 @@ fn verify_looks_in_the_content_area_for_a_version_that_is_gone() {
     let test = "verify_looks_in_the_content_area_for_a_version_that_is_gone";
     let Some(moto) = Moto::start(test) else { return };
     let client = moto.bucket("vgone", true);
-    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard(); // as `setup`
     env.write("f", "one").write("g", "keep");
     let first = env
         .backup_ok("vgone::p", &["--history", "both"])
@@ -579,7 +580,7 @@ fn keep_rules_a_partial_run_skips_are_named() {
 /// have its content in the content area (a run between them kept it).
 #[test]
 fn a_history_off_snapshot_finds_content_a_later_run_kept() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().past_the_guard(); // replaces most of a tiny set on purpose
     let store = env.root().join("store");
     let target = store.to_str().unwrap();
     env.write("f", "v1");
@@ -603,7 +604,7 @@ fn a_gone_version_whose_key_holds_the_content_restores_from_the_key() {
     let test = "a_gone_version_whose_key_holds_the_content_restores_from_the_key";
     let Some(moto) = Moto::start(test) else { return };
     let client = moto.bucket("vtouch", true);
-    let env = TestEnv::with_endpoint(&moto.endpoint());
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard(); // as `setup`
     env.write("f", "hello").write("g", "other");
     let first = env.backup_ok("vtouch::p", &[]).snapshot.unwrap();
     env.set_mode("f", 0o600);
@@ -639,7 +640,7 @@ fn a_gone_version_whose_key_holds_the_content_restores_from_the_key() {
 /// its manifests and kept content (as an S3 prefix there is refused).
 #[test]
 fn a_local_store_inside_a_stores_own_area_is_refused() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().past_the_guard(); // replaces most of a tiny set on purpose
     let store = env.root().join("store");
     env.write("a.txt", "one");
     env.backup_ok(store.to_str().unwrap(), &[]);

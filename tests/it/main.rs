@@ -61,6 +61,8 @@
 //! `exclude` checks `--exclude-caches`, `--exclude-if-present`,
 //! `--one-file-system` and `--exclude-larger-than`; `verify_sample`
 //! checks `verify --deep --sample` (the slice each run reads, remembered).
+//! `guard` checks the delete guard and the change tripwire (issue 16):
+//! refused runs change nothing; limits, allow flags, dry runs, `--json`.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -92,6 +94,7 @@ mod exclude;
 mod exfat_source;
 mod faults;
 mod filters;
+mod guard;
 mod help;
 mod history_keep;
 mod history_restore;

@@ -259,6 +259,8 @@ fn keep_daily_buckets_by_local_time_and_keep_within_counts_from_the_newest() {
 #[test]
 fn backup_tags_are_listed_and_kept_by_keep_tag() {
     let env = TestEnv::new();
+    // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
+    let env = env.past_the_guard();
     let place = Place::local(&env);
     let target = place.target();
     env.write("a.txt", "one");
@@ -580,6 +582,8 @@ fn prune_counts_a_snapshot_written_while_it_runs() {
 #[test]
 fn named_set_saves_keep_rules_and_applies_them_after_each_run() {
     let env = TestEnv::new();
+    // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
+    let env = env.past_the_guard();
     let place = Place::local(&env);
     let target = place.target();
     env.write("a.txt", "v0");
@@ -733,14 +737,14 @@ fn backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(env: &TestEn
 
 #[test]
 fn backups_then_forget_prune_in_a_local_store_leave_exactly_what_kept_snapshots_need() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().past_the_guard(); // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
     backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(&env, &Place::local(&env));
 }
 
 #[test]
 fn backups_then_forget_prune_on_s3_leave_exactly_what_kept_snapshots_need() {
     let server = S3Server::start();
-    let env = TestEnv::with_server(&server);
+    let env = TestEnv::with_server(&server).past_the_guard(); // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
     backups_then_forget_prune_leave_exactly_what_kept_snapshots_need(&env, &Place::s3(&server));
 }
 

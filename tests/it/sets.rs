@@ -22,6 +22,8 @@ fn a_named_set_runs_by_name_with_its_saved_options_from_anywhere() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     let env = TestEnv::with_server(&server);
+    // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
+    let env = env.past_the_guard();
     env.write("a.txt", "a").write("junk.tmp", "junk");
     // The endpoint is an option like any other: saved with the set.
     env.backup_ok(TARGET, &["--set", "docs", "--exclude", "*.tmp", "--delete"]);
@@ -340,6 +342,8 @@ fn a_named_set_follows_a_repointed_symlink() {
 #[test]
 fn a_saved_set_is_not_renamed_by_saving_it_under_another_name() {
     let env = TestEnv::new();
+    // This test replaces or deletes most of a tiny set on purpose (the guard is tested in `guard`).
+    let env = env.past_the_guard();
     env.write("a.txt", "a").write("junk.tmp", "junk");
     let store = env.root().join("store");
     let target = store.to_str().unwrap();

@@ -27,7 +27,12 @@ fn prune_in_a_local_store_on_windows_keeps_fresh_copies_and_frees_the_rest() {
     std::fs::write(source.join("a.txt"), b"first").unwrap();
     run(home.path(), ["--state", state, "backup", src, st]).expect(0);
     std::fs::write(source.join("a.txt"), b"second").unwrap();
-    run(home.path(), ["--state", state, "backup", src, st]).expect(0);
+    // The set's one file is replaced: past the change tripwire's default (50%).
+    run(
+        home.path(),
+        ["--state", state, "backup", "--max-change", "100%", src, st],
+    )
+    .expect(0);
     let first = content_path(&store, b"first");
     assert!(first.is_file(), "the second run kept the first content");
     let orphan = content_path(&store, b"nobody lists this");

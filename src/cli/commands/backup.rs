@@ -49,7 +49,12 @@ pub(crate) async fn run(
     let cost = args.cost_per_1000.clone();
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
-    let report = backup::run(&opts, progress).await?;
+    let report = match backup::run(&opts, progress).await {
+        Err(backup::BackupError::Refused { target, refusal }) => {
+            return refused(&target, &refusal, json.then_some(opts.dry_run), watch);
+        }
+        other => other?,
+    };
     watch.record(facts(&report));
     if let Some(saving) = saving {
         sets::save(&saving, state_path, report.set_id)?;
@@ -108,16 +113,16 @@ pub(crate) async fn run(
         crate::cli::output::errln!("error: {}: {}", f.path, f.error);
     }
     if report.failed_dirs > 0 {
-        crate::cli::output::errln!(
-            "error: {} directory(ies) could not be read; what is under them was not backed up",
+        watch.say_error(format!(
+            "{} directory(ies) could not be read; what is under them was not backed up",
             report.failed_dirs
-        );
+        ));
     }
     if report.counts.failed > 0 {
-        crate::cli::output::errln!(
-            "error: {} file(s) were not backed up; run the backup again to retry them",
+        watch.say_error(format!(
+            "{} file(s) were not backed up; run the backup again to retry them",
             report.counts.failed
-        );
+        ));
     }
     if rules_waiting {
         tracing::warn!(
@@ -165,6 +170,45 @@ fn summary_requests(
         }
     }
     Ok(())
+}
+
+/// Reports a run the delete guard or the change tripwire refused: with
+/// `--json` (`json_dry_run` is whether it was a dry run) the `refused`
+/// object on stdout; then the `error:` line on stderr, and under it the
+/// directories most of what would go is in, one a line. Exit 1.
+fn refused(
+    target: &str,
+    refusal: &crate::plan::guard::Refusal,
+    json_dry_run: Option<bool>,
+    watch: &mut Watch,
+) -> anyhow::Result<Exit> {
+    let message = refusal.headline(target);
+    if let Some(dry_run) = json_dry_run {
+        output::ignore_closed(print_json(&serde_json::json!({
+            "refused": Refused { target, message: message.clone(), dry_run, refusal },
+        })))?;
+    }
+    watch.say_error(message.clone());
+    for d in &refusal.top_dirs {
+        let dir = if d.dir == "." { "(top of SOURCE)" } else { &d.dir };
+        crate::cli::output::errln!("  {:>8}  {dir}", d.files);
+    }
+    Ok(Exit::Error)
+}
+
+/// A run the delete guard or the change tripwire refused, for `--json`
+/// (docs/json.md, "Refused runs").
+#[derive(serde::Serialize)]
+struct Refused<'a> {
+    /// The target, as typed.
+    target: &'a str,
+    /// The `error:` line's text.
+    message: String,
+    /// Whether this was a dry run (the real run would be refused the same way).
+    dry_run: bool,
+    /// Why, what and how many (see [`crate::plan::guard::Refusal`]).
+    #[serde(flatten)]
+    refusal: &'a crate::plan::guard::Refusal,
 }
 
 /// What the keep rules did after the run, for the summary and `--json`.

@@ -56,42 +56,42 @@ pub(crate) async fn run(
             .map_err(Into::into)
     };
     output::ignore_closed(printed)?;
-    Ok(verify_exit(&r, &opts.target.to_string()))
+    Ok(verify_exit(&r, &opts.target.to_string(), watch))
 }
 
 /// The exit code of a verification, with its error line: damage (missing
 /// or mismatched files, unreadable manifest lines, damaged newer snapshots
 /// passed over) is 1 and takes precedence; files that could only not be
 /// read are 3 (partial: run it again), since nothing shows them damaged.
-fn verify_exit(r: &VerifyReport, target: &str) -> Exit {
+fn verify_exit(r: &VerifyReport, target: &str, watch: &mut Watch) -> Exit {
     let damaged = r.missing + r.mismatched + r.damaged_lines;
     if damaged > 0 {
-        crate::cli::output::errln!(
-            "error: {damaged} file(s) of snapshot {} are not intact in {target}",
+        watch.say_error(format!(
+            "{damaged} file(s) of snapshot {} are not intact in {target}",
             r.snapshot,
-        );
+        ));
         if r.unreadable > 0 {
-            crate::cli::output::errln!(
-                "error: {} other file(s) could not be read; run verify again to check them",
+            watch.say_error(format!(
+                "{} other file(s) could not be read; run verify again to check them",
                 r.unreadable
-            );
+            ));
         }
         return Exit::Error;
     }
     if !r.passed_over.is_empty() {
-        crate::cli::output::errln!(
-            "error: {} in {target}: checked {}, the newest readable snapshot, instead",
+        watch.say_error(format!(
+            "{} in {target}: checked {}, the newest readable snapshot, instead",
             snapshots::describe_damage(&r.passed_over),
             r.snapshot
-        );
+        ));
         return Exit::Error;
     }
     if r.unreadable > 0 {
-        crate::cli::output::errln!(
-            "error: {} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
+        watch.say_error(format!(
+            "{} file(s) of snapshot {} could not be read from {target} (none found damaged); run verify again to check them",
             r.unreadable,
             r.snapshot,
-        );
+        ));
         return Exit::Partial;
     }
     Exit::Ok
@@ -121,11 +121,11 @@ async fn run_all(
         verify_output::verify_all_summary(&r, cost).map_err(Into::into)
     };
     output::ignore_closed(printed)?;
-    Ok(verify_all_exit(&r, &opts.target.to_string()))
+    Ok(verify_all_exit(&r, &opts.target.to_string(), watch))
 }
 
 /// The exit code of `verify --all`, with its error line (see [`run_all`]).
-fn verify_all_exit(r: &AllReport, target: &str) -> Exit {
+fn verify_all_exit(r: &AllReport, target: &str, watch: &mut Watch) -> Exit {
     let damaged_files = r.missing + r.mismatched + r.damaged_lines;
     let bad: Vec<&str> = r
         .snapshots
@@ -135,22 +135,22 @@ fn verify_all_exit(r: &AllReport, target: &str) -> Exit {
         .collect();
     if damaged_files > 0 || !r.damaged.is_empty() {
         if damaged_files > 0 {
-            crate::cli::output::errln!(
-                "error: {damaged_files} file(s) of {} snapshot(s) are not intact in {target}: {}",
+            watch.say_error(format!(
+                "{damaged_files} file(s) of {} snapshot(s) are not intact in {target}: {}",
                 bad.len(),
                 bad.join(", ")
-            );
+            ));
         }
         if !r.damaged.is_empty() {
-            crate::cli::output::errln!("error: {} in {target}", snapshots::describe_damage(&r.damaged));
+            watch.say_error(format!("{} in {target}", snapshots::describe_damage(&r.damaged)));
         }
         return Exit::Error;
     }
     if r.unreadable > 0 {
-        crate::cli::output::errln!(
-            "error: {} file(s) could not be read from {target} (none found damaged); run verify again to check them",
+        watch.say_error(format!(
+            "{} file(s) could not be read from {target} (none found damaged); run verify again to check them",
             r.unreadable
-        );
+        ));
         return Exit::Partial;
     }
     Exit::Ok

@@ -126,6 +126,9 @@ pub(crate) struct Watch {
     source: Option<PathBuf>,
     dry_run: bool,
     facts: Option<Facts>,
+    /// The first error line the command printed itself (a run that ends
+    /// with an exit code rather than an error), for `S3BACKUP_ERROR`.
+    error: Option<String>,
 }
 
 impl Watch {
@@ -141,6 +144,7 @@ impl Watch {
             source: None,
             dry_run: false,
             facts: None,
+            error: None,
         }
     }
 
@@ -170,6 +174,13 @@ impl Watch {
         self.set = set;
     }
 
+    /// Prints `error: TEXT` on stderr, as the binary's edge prints errors,
+    /// and keeps the first such text for the hooks (`S3BACKUP_ERROR`).
+    pub(crate) fn say_error(&mut self, text: String) {
+        crate::cli::output::errln!("error: {text}");
+        self.error.get_or_insert(text);
+    }
+
     /// What the run did.
     pub(crate) fn record(&mut self, facts: Facts) {
         self.facts = Some(facts);
@@ -188,8 +199,8 @@ impl Watch {
         if self.settings.is_empty() || self.dry_run {
             return outcome;
         }
-        let (mut exit, error) = match outcome {
-            Ok(exit) => (exit, None),
+        let (mut exit, mut error) = match outcome {
+            Ok(exit) => (exit, self.error.clone()),
             Err(e) => {
                 let line = format!("{e:#}");
                 (crate::cli::exit::report(Err(e)), Some(line))
@@ -199,11 +210,13 @@ impl Watch {
         if let Some(file) = &self.settings.metrics_file {
             let written = metrics::write(file, &self.metrics(exit, ended));
             if let Err(e) = written {
-                crate::cli::output::errln!(
-                    "error: the {} is over, but its metrics file {} could not be written: {e}",
+                let text = format!(
+                    "the {} is over, but its metrics file {} could not be written: {e}",
                     self.command,
                     file.display()
                 );
+                crate::cli::output::errln!("error: {text}");
+                error.get_or_insert(text);
                 if exit == Exit::Ok {
                     exit = Exit::Error;
                 }
