@@ -61,7 +61,7 @@ pub(super) enum Held {
 /// What the guard leaves for the run once it let it go ahead.
 pub(super) enum Gathered {
     /// The whole walk: its chunks, in order, and what it found beyond them.
-    All(Vec<Held>, WalkOutcome),
+    All(Vec<Held>, Box<WalkOutcome>),
     /// Too much to hold: the run walks again.
     WalkAgain,
 }
@@ -129,7 +129,7 @@ pub(super) async fn gather(
         return Ok(if overflow {
             Gathered::WalkAgain
         } else {
-            Gathered::All(held, walked)
+            Gathered::All(held, Box::new(walked))
         });
     }
     let was = db.source_device(opened.set_id)?;
@@ -177,7 +177,7 @@ pub(super) async fn gather(
     if overflow {
         return Ok(Gathered::WalkAgain);
     }
-    Ok(Gathered::All(held, walked))
+    Ok(Gathered::All(held, Box::new(walked)))
 }
 
 /// What the walk handed on, as the guard keeps it.

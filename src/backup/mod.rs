@@ -228,7 +228,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
                 apply.check()?;
                 apply_held(opts, &opened, &mut apply, chunk).await?;
             }
-            walked
+            *walked
         }
         guard::Gathered::WalkAgain => stream(opts, &opened, &mut apply, progress).await?,
     };

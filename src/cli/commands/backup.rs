@@ -49,7 +49,11 @@ pub(crate) async fn run(
     let cost = args.cost_per_1000.clone();
     let opts = options::backup(args, state_path, set_source, cancel)?;
     let progress = progress_for(json_progress, json, quiet, verbose);
-    let report = match backup::run(&opts, progress).await {
+    let ran = backup::run(&opts, progress).await;
+    if let (Err(_), Some(saving)) = (&ran, &saving) {
+        not_saved(saving);
+    }
+    let report = match ran {
         Err(backup::BackupError::Refused { target, refusal }) => {
             return refused(&target, &refusal, json.then_some(opts.dry_run), watch);
         }
@@ -109,6 +113,12 @@ pub(crate) async fn run(
     if let Some(e) = retain_error {
         return Err(e.context("the backup is done, but its keep rules could not be applied"));
     }
+    Ok(ending(&report, rules_waiting, watch))
+}
+
+/// The failures of a finished run on stderr, and its exit code: 3 when
+/// some files or directories failed, else 0.
+fn ending(report: &backup::BackupReport, rules_waiting: bool, watch: &mut Watch) -> Exit {
     for f in &report.failures {
         crate::cli::output::errln!("error: {}: {}", f.path, f.error);
     }
@@ -130,9 +140,9 @@ pub(crate) async fn run(
         );
     }
     if report.counts.failed + report.failed_dirs > 0 {
-        return Ok(Exit::Partial);
+        return Exit::Partial;
     }
-    Ok(Exit::Ok)
+    Exit::Ok
 }
 
 /// What a backup did, for the metrics file and the hooks.
@@ -170,6 +180,15 @@ fn summary_requests(
         }
     }
     Ok(())
+}
+
+/// Says that a run meant to save a named set's options did not: they are
+/// saved with the set only by a run that finishes.
+fn not_saved(saving: &BackupArgs) {
+    let name = saving.set.as_deref().unwrap_or_default();
+    crate::cli::output::errln!(
+        "warning: the options of set '{name}' were not saved, since the backup did not finish; run the same command again to save them"
+    );
 }
 
 /// Reports a run the delete guard or the change tripwire refused: with

@@ -38,6 +38,10 @@ use crate::fs::filter::Rule;
 use crate::state::{NamedSet, StateDb};
 use crate::target::Target;
 
+mod paths;
+pub(crate) use paths::{absolute, absolute_target};
+use paths::{absolute_rules, same_path, same_target};
+
 /// What a named set remembers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -188,63 +192,6 @@ pub struct Resolved {
     /// Whether to save the options under the name after the run (SOURCE
     /// and TARGET were typed with `--set`).
     pub save: bool,
-}
-
-/// `path` made absolute against the current directory and normalised
-/// lexically: no `.` and no `..` (each takes the component before it
-/// away, as `cd ..` in a shell does), symlinks not resolved, so a saved
-/// set does not depend on the directory it was saved from
-/// (`../src` typed in `sub1/` is saved as `…/src`, not `…/sub1/../src`).
-pub(crate) fn absolute(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in whole.components() {
-        match part {
-            Component::CurDir => {}
-            // `pop` stops at the root: `/..` is `/`.
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// Whether a saved path (maybe saved by an older s3backup, which did not
-/// normalise it) names the same place as `path`, normalised.
-fn same_path(saved: &Path, path: &Path) -> bool {
-    saved == path || absolute(saved) == path
-}
-
-/// Whether a saved target (see [`same_path`]) is `target`, normalised.
-fn same_target(saved: &str, target: &Target) -> bool {
-    saved == target.to_string()
-        || saved
-            .parse::<Target>()
-            .is_ok_and(|t| absolute_target(&t).to_string() == target.to_string())
-}
-
-/// `target` with a local store's path made absolute.
-pub(crate) fn absolute_target(target: &Target) -> Target {
-    match target {
-        Target::Local { root } => Target::Local { root: absolute(root) },
-        other => other.clone(),
-    }
-}
-
-/// `rules` with `--exclude-from` files made absolute.
-fn absolute_rules(rules: Vec<Rule>) -> Vec<Rule> {
-    rules
-        .into_iter()
-        .map(|r| match r {
-            Rule::ExcludeFrom(p) => Rule::ExcludeFrom(absolute(&p)),
-            other => other,
-        })
-        .collect()
 }
 
 /// A guard limit: `now` if typed or none was saved, else the saved text parsed.
