@@ -90,14 +90,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             s3: args,
         }),
         Command::Backup(args) => {
-            let mut watch = monitor::Watch::new("backup", &args.monitor);
-            let outcome = (|| {
-                let (runtime, path) = setup()?;
-                let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
-                let run = commands::backup::run(*args, &path, quiet, verbose, signals.cancel(), &mut watch);
-                signals.outcome(runtime.block_on(run))
-            })();
-            watch.finish(outcome)
+            let watch = monitor::Watch::new("backup", &args.monitor);
+            watched(watch, state, |runtime, path, cancel, watch| {
+                runtime.block_on(commands::backup::run(*args, path, quiet, verbose, cancel, watch))
+            })
         }
         Command::Restore(args) => {
             let runtime = setup()?.0;
@@ -106,10 +102,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Snapshots(args) => setup()?.0.block_on(commands::snapshots::run(args)),
         Command::Verify(args) => {
-            let mut watch = monitor::Watch::new("verify", &args.monitor);
-            let outcome = setup()
-                .and_then(|(runtime, path)| runtime.block_on(commands::verify::run(args, &path, &mut watch)));
-            watch.finish(outcome)
+            let watch = monitor::Watch::new("verify", &args.monitor);
+            watched(watch, state, |runtime, path, cancel, watch| {
+                runtime.block_on(commands::verify::run(args, path, cancel, watch))
+            })
         }
         Command::State(action) => {
             let (runtime, path) = setup()?;
@@ -120,4 +116,34 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             runtime.block_on(commands::state::run(StateAction::Sets { json }, &path))
         }
     }
+}
+
+/// Runs a command whose end `watch` reports (backup, verify: see
+/// [`monitor`]): with Ctrl-C and SIGTERM caught for the whole of it, the
+/// metrics file and hook included. A signal during the hook stops the
+/// hook when none came before; after one that stopped the run, the next
+/// exits at once, as always.
+///
+/// # Errors
+/// Starting the runtime or the signal handlers; the command's own errors
+/// are printed and turned into its exit code by [`monitor::Watch::finish`].
+fn watched(
+    mut watch: monitor::Watch,
+    state: Option<PathBuf>,
+    run: impl FnOnce(
+        &tokio::runtime::Runtime,
+        &std::path::Path,
+        crate::cancel::Cancel,
+        &mut monitor::Watch,
+    ) -> anyhow::Result<Exit>,
+) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let signals = interrupt::Interrupts::listen(&runtime).context("catching Ctrl-C")?;
+    let outcome = options::state_path(state)
+        .and_then(|path| signals.outcome(run(&runtime, &path, signals.cancel(), &mut watch)));
+    let stop = Some(signals.cancel()).filter(|c| !c.is_cancelled());
+    runtime.block_on(watch.finish(outcome, stop))
 }

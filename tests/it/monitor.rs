@@ -245,6 +245,10 @@ fn on_failure_runs_for_an_error_and_for_failed_files_and_a_failing_hook_is_a_war
     assert_eq!(env["S3BACKUP_OUTCOME"], "partial");
     assert_eq!(env["S3BACKUP_FILES_FAILED"], "1");
     assert_eq!(env["S3BACKUP_FILES_UPLOADED"], "1");
+    assert_eq!(
+        env["S3BACKUP_ERROR"],
+        "1 file(s) were not backed up; run the backup again to retry them"
+    );
 
     // A hook that fails is named in a warning; the run's code stands.
     f.server.clear_rules();
@@ -409,4 +413,92 @@ fn an_interrupted_backup_runs_on_failure_with_the_signal_exit_code() {
     let env = recorded(&out).expect("--on-failure ran");
     assert_eq!(env["S3BACKUP_OUTCOME"], "interrupted");
     assert_eq!(env["S3BACKUP_EXIT_CODE"], "143");
+}
+
+/// SIGTERM to `child` (our own, not yet waited for).
+fn terminate(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+}
+
+#[test]
+fn a_signal_stops_a_hook_that_hangs_and_the_runs_code_stays() {
+    let f = Fixture::new();
+    let fifo = f.file("started");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let hook = format!("echo started > '{}'; exec sleep 600", fifo.display());
+    let mut cmd = f.env.backup_cmd(TARGET, &["--on-success", &hook]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Blocks until the hook opens the pipe: it is running.
+    let said = std::fs::read_to_string(&fifo).unwrap();
+    assert_eq!(said.trim(), "started");
+    terminate(&child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("s3backup did not stop the hook");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning: the --on-success command was stopped by a signal"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_interrupted_verify_runs_on_failure_and_writes_its_metrics() {
+    let f = Fixture::new();
+    f.env.backup_ok(TARGET, &[]);
+    let metrics = f.file("verify.prom");
+    let out = f.file("hook.env");
+    f.server.hold_replies("p/a.txt");
+    let mut cmd = f.env.cmd();
+    cmd.args(["verify", TARGET, "--deep", "--endpoint-url", &f.server.endpoint()])
+        .args([
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--on-failure",
+            &recorder(&out),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let held = f.server.wait_for_matching(1, Duration::from_secs(60), |r| {
+        r.op == "GetObject" && r.key.as_deref() == Some("p/a.txt") && r.status != 0
+    });
+    assert!(held, "{:?}", f.server.ops());
+    terminate(&child);
+    let status = child.wait().unwrap();
+    f.server.release_replies();
+    assert_eq!(status.code(), Some(143));
+    let env = recorded(&out).expect("--on-failure ran");
+    assert_eq!(env["S3BACKUP_OUTCOME"], "interrupted");
+    let s = samples(&metrics);
+    assert_eq!(
+        sample(&s, "s3backup_last_run_exit_code", "command=\"verify\""),
+        143.0
+    );
+}
+
+#[test]
+fn a_run_that_was_to_save_a_set_and_failed_says_the_options_were_not_saved() {
+    let f = Fixture::new();
+    f.server.deny_bucket(BUCKET);
+    let r = f.env.backup(TARGET, &["--set", "seven", "--on-failure", "true"]);
+    r.expect_code(1);
+    assert!(
+        r.stderr
+            .contains("warning: the options of set 'seven' were not saved, since the backup did not finish"),
+        "{}",
+        r.show()
+    );
 }

@@ -19,6 +19,7 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 pub(crate) async fn run(
     args: VerifyArgs,
     state_path: &std::path::Path,
+    cancel: crate::cancel::Cancel,
     watch: &mut Watch,
 ) -> anyhow::Result<Exit> {
     let json = args.json;
@@ -31,9 +32,10 @@ pub(crate) async fn run(
     );
     let opts = options::verify(args, state_path)?;
     if opts.all {
-        return run_all(&opts, json, cost.as_ref(), watch).await;
+        return run_all(&opts, json, cost.as_ref(), &cancel, watch).await;
     }
-    let r = verify::run(&opts).await?;
+    // Verify changes nothing in the store: a signal simply drops it.
+    let r = cancel.run(verify::run(&opts)).await??;
     let counted = r.requests.unwrap_or_default();
     let mut files = checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable);
     if let Some(s) = &r.sample {
@@ -107,9 +109,10 @@ async fn run_all(
     opts: &VerifyOptions,
     json: bool,
     cost: Option<&crate::cost::CostSpec>,
+    cancel: &crate::cancel::Cancel,
     watch: &mut Watch,
 ) -> anyhow::Result<Exit> {
-    let r = verify::all::run(opts).await?;
+    let r = cancel.run(verify::all::run(opts)).await??;
     watch.record(Facts {
         snapshot: None,
         files: checked(r.files, r.ok, r.missing, r.mismatched, r.unreadable),

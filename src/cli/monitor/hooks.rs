@@ -3,9 +3,12 @@
 //! typed), with the run's outcome in `S3BACKUP_*` environment variables on
 //! top of s3backup's own environment, stdin closed, and its output on
 //! s3backup's stderr, so that `--json` on stdout stays one JSON object.
-//! s3backup waits for it.
+//! s3backup waits for it; Ctrl-C or SIGTERM while it runs stops it (see
+//! `cli::watched`).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+use tokio::process::Command;
 
 /// Why a hook did not run cleanly (the words follow "the --on-… command").
 #[derive(Debug, thiserror::Error)]
@@ -16,15 +19,23 @@ pub(super) enum HookError {
     /// It ran and failed.
     #[error("failed ({0})")]
     Failed(std::process::ExitStatus),
+    /// A signal stopped it.
+    #[error("was stopped by a signal before it finished")]
+    Stopped,
 }
 
 /// Runs `cmd` with the shell and `env` added to the environment, and
-/// waits for it.
+/// waits for it, or until `stop` is cancelled (the shell is then killed).
 ///
 /// # Errors
 /// [`HookError::Spawn`] when the shell cannot be started,
-/// [`HookError::Failed`] when the command exits with anything but 0.
-pub(super) fn run(cmd: &str, env: &[(String, String)]) -> Result<(), HookError> {
+/// [`HookError::Failed`] when the command exits with anything but 0,
+/// [`HookError::Stopped`] when `stop` came first.
+pub(super) async fn run(
+    cmd: &str,
+    env: &[(String, String)],
+    stop: Option<&crate::cancel::Cancel>,
+) -> Result<(), HookError> {
     // What s3backup printed comes before what the hook prints.
     let _ = crate::cli::output::flush();
     let mut shell = shell(cmd);
@@ -32,10 +43,16 @@ pub(super) fn run(cmd: &str, env: &[(String, String)]) -> Result<(), HookError> 
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::io::stderr()))
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
     // Not the command line itself: it may hold a health-check token.
     tracing::debug!("running a hook with {} S3BACKUP_* variables", env.len());
-    let status = shell.status().map_err(HookError::Spawn)?;
+    let mut child = shell.spawn().map_err(HookError::Spawn)?;
+    let status = match stop {
+        Some(stop) => stop.run(child.wait()).await.map_err(|_| HookError::Stopped)?,
+        None => child.wait().await,
+    }
+    .map_err(HookError::Spawn)?;
     if status.success() {
         Ok(())
     } else {

@@ -49,6 +49,14 @@ pub(super) fn write(file: &Path, run: &Run) -> std::io::Result<()> {
         previous_success(file, &labels)
     };
     let text = render(run, last_success);
+    // A link (into a collector's directory, say) is written through.
+    let resolved;
+    let file = if file.is_symlink() {
+        resolved = std::fs::canonicalize(file)?;
+        resolved.as_path()
+    } else {
+        file
+    };
     let dir = match file.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -56,7 +64,13 @@ pub(super) fn write(file: &Path, run: &Run) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".s3backup-metrics-")
         .suffix(".tmp")
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot create a file in {}: {}", dir.display(), plain(&e)),
+            )
+        })?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
     #[cfg(unix)]
@@ -67,6 +81,14 @@ pub(super) fn write(file: &Path, run: &Run) -> std::io::Result<()> {
     }
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// An I/O error's own words, without the path tempfile adds to them.
+fn plain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
+    }
 }
 
 /// The file's text: `# HELP` and `# TYPE` lines, then the samples.

@@ -193,9 +193,16 @@ impl Watch {
     /// that fails is a warning and leaves the code alone (the run itself
     /// went as its code says).
     ///
+    /// A signal that cancels `stop` while the hook runs stops the hook
+    /// (a warning; the exit code stays).
+    ///
     /// # Errors
     /// `outcome`'s when there is nothing to do (no settings, a dry run).
-    pub(crate) fn finish(self, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+    pub(crate) async fn finish(
+        self,
+        outcome: anyhow::Result<Exit>,
+        stop: Option<crate::cancel::Cancel>,
+    ) -> anyhow::Result<Exit> {
         if self.settings.is_empty() || self.dry_run {
             return outcome;
         }
@@ -229,7 +236,7 @@ impl Watch {
         };
         if let Some((flag, cmd)) = hook {
             let env = self.environment(exit, error.as_deref());
-            if let Err(e) = hooks::run(cmd, &env) {
+            if let Err(e) = hooks::run(cmd, &env, stop.as_ref()).await {
                 crate::cli::output::errln!("warning: the {flag} command {e}");
             }
         }
@@ -314,6 +321,13 @@ fn check_metrics_file(file: &Path) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    if dir.exists() && !dir.is_dir() {
+        usage!(
+            "--metrics-file {}: {} is not a directory",
+            file.display(),
+            dir.display()
+        );
+    }
     if !dir.is_dir() {
         usage!(
             "--metrics-file {}: the directory {} does not exist",
