@@ -104,7 +104,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Verify(args) => {
             let watch = monitor::Watch::new("verify", &args.monitor);
             watched(watch, state, |runtime, path, cancel, watch| {
-                runtime.block_on(commands::verify::run(args, path, cancel, watch))
+                runtime.block_on(commands::verify::run(args, path, quiet, cancel, watch))
             })
         }
         Command::State(action) => {

@@ -194,7 +194,8 @@ pub(crate) fn backup_summary(opts: &BackupOptions, r: &BackupReport, quiet: bool
     if r.reserved > 0 {
         outln!("  skipped {} (a reserved name)", crate::fs::scan::RESERVED)?;
     }
-    if r.excluded_by.beyond_filters() {
+    // Beyond the filters' own count: other reasons, or rows `--delete` spared.
+    if r.excluded_by.beyond_filters() || r.excluded > r.excluded_by.filters {
         outln!(
             "  excluded {}: {}",
             r.excluded,

@@ -115,7 +115,15 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<String, String> {
         ));
     }
     let authority = text[scheme_len..].split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // A password there would be printed in errors and handed to hooks; S3
+    // authenticates with the AWS credentials, never with the URL's.
+    if authority.contains('@') {
+        return Err(format!(
+            "'{}' holds a user name or password; leave them out ({EXAMPLE}): requests are signed with the AWS credentials",
+            text.split_once('@').map_or(text, |(_, h)| h)
+        ));
+    }
+    let host_port = authority;
     let (host, port) = match host_port.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             Some((addr, rest)) => (addr, rest.strip_prefix(':')),
@@ -440,6 +448,14 @@ mod tests {
             "http://ho st",
         ] {
             assert!(parse_endpoint(bad).unwrap_err().contains(bad), "{bad}");
+        }
+        // A password in the URL is refused without being repeated.
+        for secret in ["http://user:SECRETPW@127.0.0.1:9000", "https://SECRETPW@host/"] {
+            let e = parse_endpoint(secret).unwrap_err();
+            assert!(
+                e.contains("user name or password") && !e.contains("SECRETPW"),
+                "{e}"
+            );
         }
         assert!(parse_region("us-east-1").is_ok());
         assert!(parse_region("garage").is_ok());

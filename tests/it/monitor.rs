@@ -362,7 +362,9 @@ fn verify_writes_metrics_and_calls_on_failure_for_a_damaged_object() {
             .args(extra);
         run(cmd)
     };
-    verify(&[]).expect_code(0);
+    let r = verify(&["--quiet"]);
+    r.expect_code(0);
+    assert_eq!(r.stdout, "", "--quiet prints no summary");
     let s = samples(&metrics);
     assert_eq!(sample(&s, "s3backup_last_run_files", "outcome=\"ok\""), 2.0);
     assert_eq!(sample(&s, "s3backup_last_run_success", "command=\"verify\""), 1.0);

@@ -19,6 +19,7 @@ use crate::verify::{self, VerifyOptions, VerifyReport};
 pub(crate) async fn run(
     args: VerifyArgs,
     state_path: &std::path::Path,
+    quiet: bool,
     cancel: crate::cancel::Cancel,
     watch: &mut Watch,
 ) -> anyhow::Result<Exit> {
@@ -32,7 +33,7 @@ pub(crate) async fn run(
     );
     let opts = options::verify(args, state_path)?;
     if opts.all {
-        return run_all(&opts, json, cost.as_ref(), &cancel, watch).await;
+        return run_all(&opts, json, quiet, cost.as_ref(), &cancel, watch).await;
     }
     // Verify changes nothing in the store: a signal simply drops it.
     let r = cancel.run(verify::run(&opts)).await??;
@@ -52,6 +53,9 @@ pub(crate) async fn run(
     });
     let printed = if json {
         print_json(&WithCost::new(&r, &counted, cost.as_ref()))
+    } else if quiet {
+        // --quiet: only the error lines (stderr) say anything.
+        Ok(())
     } else {
         verify_output::verify_summary(&r)
             .and_then(|()| requests::print(&counted, cost.as_ref()))
@@ -108,6 +112,7 @@ fn verify_exit(r: &VerifyReport, target: &str, watch: &mut Watch) -> Exit {
 async fn run_all(
     opts: &VerifyOptions,
     json: bool,
+    quiet: bool,
     cost: Option<&crate::cost::CostSpec>,
     cancel: &crate::cancel::Cancel,
     watch: &mut Watch,
@@ -120,6 +125,8 @@ async fn run_all(
     });
     let printed = if json {
         print_json(&WithCost::new(&r, &r.requests, cost))
+    } else if quiet {
+        Ok(())
     } else {
         verify_output::verify_all_summary(&r, cost).map_err(Into::into)
     };
