@@ -36,7 +36,7 @@ use super::open::Opened;
 use super::spare;
 use super::triage::{Chunk, Walk, WalkOutcome};
 use super::{BackupError, BackupOptions};
-use crate::fs::scan::ScanEntry;
+use crate::fs::scan::{EntryKind, ScanEntry};
 use crate::plan::guard::Planned;
 use crate::progress::Progress;
 use crate::state::{FileRow, StateDb};
@@ -112,12 +112,13 @@ pub(super) async fn gather(
     let spared = super::finish::settle_vanished(opts, opened, &mut walked).await;
     walked.spared = Some(spared);
     let found = walked.scanned;
+    let moved = moved_to(&held, overflow);
     let deletes: Vec<&str> = if opts.delete {
         walked
             .triage
             .vanished
             .iter()
-            .filter(|r| r.kind.has_content())
+            .filter(|r| r.kind.has_content() && !moved.contains(&(r.kind, r.size, r.mtime_ns)))
             .map(|r| r.path.as_str())
             .collect()
     } else {
@@ -178,6 +179,29 @@ pub(super) async fn gather(
         return Ok(Gathered::WalkAgain);
     }
     Ok(Gathered::All(held, Box::new(walked)))
+}
+
+/// The kind, size and mtime of every new path the held chunks hold: a
+/// row gone from the tree with the same three was moved or renamed (the
+/// run copies its object to the new key before deleting the old one), so
+/// its delete loses nothing and does not count against `--max-delete`: a
+/// renamed directory, or a case-only rename, is no disaster. Nothing is
+/// known once the walk overflowed (every delete then counts). A deleted
+/// file and an unrelated new one agreeing to the nanosecond on their
+/// mtime and to the byte on their size is not what the guard is for
+/// (ransomware's copies are new files with new times).
+fn moved_to(held: &[Held], overflow: bool) -> std::collections::HashSet<(EntryKind, u64, i64)> {
+    if overflow {
+        return Default::default();
+    }
+    held.iter()
+        .flat_map(|h| match h {
+            Held::Raw(chunk) => chunk.changed.as_slice(),
+            Held::Hashed { .. } => &[],
+        })
+        .filter(|(_, old)| old.is_none())
+        .map(|(e, _)| (e.kind, e.size, e.mtime_ns))
+        .collect()
 }
 
 /// What the walk handed on, as the guard keeps it.

@@ -22,7 +22,7 @@ use crate::fs::own::{FileId, OwnFiles, dir_identity};
 pub(crate) const RESERVED: &str = ".s3backup";
 
 /// What kind of entry a scanned path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     /// A regular file: its bytes are backed up.
     File,

@@ -388,3 +388,34 @@ fn guard_limits_are_saved_with_a_named_set() {
     r.expect_code(0);
     assert_eq!((r.summary().deleted, r.summary().uploaded), (2, 2));
 }
+
+#[test]
+fn a_renamed_tree_is_no_mass_delete_but_deleted_files_replaced_by_new_ones_are() {
+    let (server, env) = setup();
+    ten_files(&env);
+    // Every file moves (d1 -> e1, d2 -> e2): the run copies, then deletes
+    // the old keys; nothing is lost, so the guard lets it through.
+    env.rename("d1", "e1").rename("d2", "e2");
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!((s.copied, s.deleted, s.uploaded), (10, 10, 0));
+    let keys = server.list_keys(BUCKET);
+    assert!(keys.iter().all(|k| !k.starts_with("pre/d")), "{keys:?}");
+    // Every file gone, and as many new ones written (an encryption that
+    // renames what it rewrites): the deletes count.
+    std::fs::remove_dir_all(env.path("e1")).unwrap();
+    std::fs::remove_dir_all(env.path("e2")).unwrap();
+    for i in 0..10 {
+        env.write_at(
+            &format!("locked/f{i}.enc"),
+            format!("ciphertext {i}"),
+            (1_700_000_000 + i, 0),
+        );
+    }
+    let r = refused(&server, &env, || env.backup(TARGET, &["--delete"]));
+    assert!(
+        r.error_line()
+            .contains("refusing to delete 10 of the set's 10 objects"),
+        "{}",
+        r.show()
+    );
+}
