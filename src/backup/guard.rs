@@ -36,7 +36,7 @@ use super::open::Opened;
 use super::spare;
 use super::triage::{Chunk, Walk, WalkOutcome};
 use super::{BackupError, BackupOptions};
-use crate::fs::scan::{EntryKind, ScanEntry};
+use crate::fs::scan::ScanEntry;
 use crate::plan::guard::Planned;
 use crate::progress::Progress;
 use crate::state::{FileRow, StateDb};
@@ -112,14 +112,12 @@ pub(super) async fn gather(
     let spared = super::finish::settle_vanished(opts, opened, &mut walked).await;
     walked.spared = Some(spared);
     let found = walked.scanned;
-    let moved = moved_to(&held, overflow);
-    let deletes: Vec<&str> = if opts.delete {
+    let mut deletes: Vec<&FileRow> = if opts.delete {
         walked
             .triage
             .vanished
             .iter()
-            .filter(|r| r.kind.has_content() && !moved.contains(&(r.kind, r.size, r.mtime_ns)))
-            .map(|r| r.path.as_str())
+            .filter(|r| r.kind.has_content())
             .collect()
     } else {
         Vec::new()
@@ -149,11 +147,24 @@ pub(super) async fn gather(
         .await;
     }
     type_changed.extend(replaced.into_iter().map(|r| r.path));
+    // Too many deletes: a gone row whose content is at a new path was moved
+    // (renamed), and the run copies it before deleting: no loss, no count.
+    // Judged by content (the held files hashed once, for the run too), never
+    // by size and mtime, which a rewrite can keep.
+    let many_deletes = opts.guard.max_delete.exceeded(deletes.len() as u64, set_files);
+    let hashed = !overflow && (may_trip || many_deletes);
+    if hashed {
+        held = hash_held(opts, opened, held, &progress).await?;
+    }
+    if many_deletes && hashed {
+        let moved = new_content(&held);
+        deletes.retain(|r| !moved.contains(r.blake3.as_str()));
+    }
     let mut planned = Planned {
         set_files,
         found,
         device_changed: was.is_some_and(|w| device_of(opened).is_some_and(|now| now != w)),
-        deletes,
+        deletes: deletes.iter().map(|r| r.path.as_str()).collect(),
         replaces: type_changed.iter().map(String::as_str).collect(),
     };
     let changed_content;
@@ -161,7 +172,6 @@ pub(super) async fn gather(
         changed_content = if overflow {
             changed_by_content(opts, opened, candidates, &progress).await?
         } else {
-            held = hash_held(opts, opened, held, &progress).await?;
             changed_in(&held)
         };
         planned
@@ -181,26 +191,17 @@ pub(super) async fn gather(
     Ok(Gathered::All(held, Box::new(walked)))
 }
 
-/// The kind, size and mtime of every new path the held chunks hold: a
-/// row gone from the tree with the same three was moved or renamed (the
-/// run copies its object to the new key before deleting the old one), so
-/// its delete loses nothing and does not count against `--max-delete`: a
-/// renamed directory, or a case-only rename, is no disaster. Nothing is
-/// known once the walk overflowed (every delete then counts). A deleted
-/// file and an unrelated new one agreeing to the nanosecond on their
-/// mtime and to the byte on their size is not what the guard is for
-/// (ransomware's copies are new files with new times).
-fn moved_to(held: &[Held], overflow: bool) -> std::collections::HashSet<(EntryKind, u64, i64)> {
-    if overflow {
-        return Default::default();
-    }
+/// The blake3 of every new path's content in the hashed chunks (files
+/// the set did not hold at that path): a gone row with one of them was
+/// moved or renamed. A file that could not be read has none.
+fn new_content(held: &[Held]) -> std::collections::HashSet<&str> {
     held.iter()
         .flat_map(|h| match h {
-            Held::Raw(chunk) => chunk.changed.as_slice(),
-            Held::Hashed { .. } => &[],
+            Held::Hashed { files, .. } => files.as_slice(),
+            Held::Raw(_) => &[],
         })
-        .filter(|(_, old)| old.is_none())
-        .map(|(e, _)| (e.kind, e.size, e.mtime_ns))
+        .filter(|(_, old, _)| old.is_none())
+        .filter_map(|(_, _, hashed)| hashed.as_ref().ok().map(|h| h.blake3.as_str()))
         .collect()
 }
 

@@ -400,16 +400,24 @@ fn a_renamed_tree_is_no_mass_delete_but_deleted_files_replaced_by_new_ones_are()
     assert_eq!((s.copied, s.deleted, s.uploaded), (10, 10, 0));
     let keys = server.list_keys(BUCKET);
     assert!(keys.iter().all(|k| !k.starts_with("pre/d")), "{keys:?}");
-    // Every file gone, and as many new ones written (an encryption that
-    // renames what it rewrites): the deletes count.
-    std::fs::remove_dir_all(env.path("e1")).unwrap();
-    std::fs::remove_dir_all(env.path("e2")).unwrap();
-    for i in 0..10 {
-        env.write_at(
-            &format!("locked/f{i}.enc"),
-            format!("ciphertext {i}"),
-            (1_700_000_000 + i, 0),
-        );
+    // Every file encrypted under a new name, its size and mtime kept (as
+    // `touch -r` would): new content, so the deletes count.
+    let rot13 = |s: &str| -> Vec<u8> {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_lowercase() {
+                    (b - b'a' + 13) % 26 + b'a'
+                } else {
+                    b
+                }
+            })
+            .collect()
+    };
+    for (dir, word, n) in [("e1", "one", 6), ("e2", "two", 4)] {
+        for i in 0..n {
+            env.remove(&format!("{dir}/f{i}"));
+            env.write(&format!("{dir}/f{i}.locked"), rot13(&format!("{word} {i}")));
+        }
     }
     let r = refused(&server, &env, || env.backup(TARGET, &["--delete"]));
     assert!(
