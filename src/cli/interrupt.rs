@@ -80,6 +80,7 @@ impl Interrupts {
             token.cancel();
             listener.next().await;
             crate::cli::output::errln!("interrupted again: stopping now");
+            crate::cli::monitor::stop_hook();
             std::process::exit(signal.exit() as i32);
         });
         Ok(Self { cancel, received })

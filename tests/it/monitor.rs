@@ -153,9 +153,16 @@ fn metrics_file_holds_the_runs_numbers_and_keeps_the_last_success_through_a_fail
 fn a_metrics_file_that_cannot_be_written_is_refused_before_anything_is_sent() {
     let f = Fixture::new();
     let missing = f.file("no/such/dir/x.prom");
+    let under_a_file = f.env.path("a.txt/x.prom");
+    let fifo = f.file("fifo.prom");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for (bad, says) in [
         (missing.as_path(), "does not exist"),
         (f.env.root(), "is a directory"),
+        (under_a_file.as_path(), "is not a directory"),
+        (fifo.as_path(), "is not a regular file"),
     ] {
         f.server.clear_requests();
         let r = f.env.backup(TARGET, &["--metrics-file", bad.to_str().unwrap()]);
@@ -430,7 +437,13 @@ fn a_signal_stops_a_hook_that_hangs_and_the_runs_code_stays() {
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo(3) on a path we own.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let hook = format!("echo started > '{}'; exec sleep 600", fifo.display());
+    let pid_file = f.file("sleep.pid");
+    // The shell starts a child of its own: stopping the hook stops both.
+    let hook = format!(
+        "sleep 600 & echo $! > '{}'; echo started > '{}'; wait",
+        pid_file.display(),
+        fifo.display()
+    );
     let mut cmd = f.env.backup_cmd(TARGET, &["--on-success", &hook]);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -454,6 +467,22 @@ fn a_signal_stops_a_hook_that_hangs_and_the_runs_code_stays() {
         text.contains("warning: the --on-success command was stopped by a signal"),
         "{text}"
     );
+    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Gone, or a zombie waiting for init to reap it.
+    let dead = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    while !dead() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook's child {pid} outlived it"
+        );
+        std::thread::yield_now();
+    }
 }
 
 #[test]

@@ -4,9 +4,14 @@
 //! top of s3backup's own environment, stdin closed, and its output on
 //! s3backup's stderr, so that `--json` on stdout stays one JSON object.
 //! s3backup waits for it; Ctrl-C or SIGTERM while it runs stops it (see
-//! `cli::watched`).
+//! `cli::watched`). On Unix the hook runs in a process group of its own,
+//! and stopping it signals the whole group (the shell and what it
+//! started: a `sleep` or a `curl` left behind would outlive the job); a
+//! second signal, which exits s3backup at once, stops the group first
+//! ([`stop_running`]). On Windows the shell alone is stopped.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::process::Command;
 
@@ -22,6 +27,22 @@ pub(super) enum HookError {
     /// A signal stopped it.
     #[error("was stopped by a signal before it finished")]
     Stopped,
+}
+
+/// The process group of the hook running now (0 when none runs).
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+/// Signals the running hook's process group (if any) to stop: called on
+/// the way out of a second Ctrl-C or SIGTERM, and when the first stops a
+/// hook.
+pub(crate) fn stop_running() {
+    #[cfg(unix)]
+    {
+        let group = RUNNING.swap(0, Ordering::SeqCst);
+        if let Some(pid) = rustix::process::Pid::from_raw(group) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
+        }
+    }
 }
 
 /// Runs `cmd` with the shell and `env` added to the environment, and
@@ -47,12 +68,23 @@ pub(super) async fn run(
         .kill_on_drop(true);
     // Not the command line itself: it may hold a health-check token.
     tracing::debug!("running a hook with {} S3BACKUP_* variables", env.len());
+    #[cfg(unix)]
+    shell.process_group(0);
     let mut child = shell.spawn().map_err(HookError::Spawn)?;
-    let status = match stop {
-        Some(stop) => stop.run(child.wait()).await.map_err(|_| HookError::Stopped)?,
-        None => child.wait().await,
+    // The group's id is the shell's pid (process_group(0)).
+    let group = child.id().and_then(|id| i32::try_from(id).ok()).unwrap_or(0);
+    RUNNING.store(group, Ordering::SeqCst);
+    let waited = match stop {
+        Some(stop) => stop.run(child.wait()).await,
+        None => Ok(child.wait().await),
+    };
+    if waited.is_err() {
+        stop_running();
     }
-    .map_err(HookError::Spawn)?;
+    RUNNING.store(0, Ordering::SeqCst);
+    let status = waited
+        .map_err(|_| HookError::Stopped)?
+        .map_err(HookError::Spawn)?;
     if status.success() {
         Ok(())
     } else {
@@ -69,7 +101,6 @@ fn shell(cmd: &str) -> Command {
 
 #[cfg(windows)]
 fn shell(cmd: &str) -> Command {
-    use std::os::windows::process::CommandExt;
     let mut c = Command::new("cmd");
     c.arg("/C").raw_arg(cmd);
     c

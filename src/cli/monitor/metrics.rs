@@ -57,10 +57,22 @@ pub(super) fn write(file: &Path, run: &Run) -> std::io::Result<()> {
     } else {
         file
     };
+    if file.exists() && !file.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is no longer a regular file",
+        ));
+    }
     let dir = match file.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("its directory {} no longer exists", dir.display()),
+        ));
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(".s3backup-metrics-")
         .suffix(".tmp")

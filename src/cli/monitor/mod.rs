@@ -20,6 +20,12 @@ use crate::cli::Exit;
 use crate::cli::args::MonitorArgs;
 use crate::cli::exit::usage;
 
+/// Stops the hook that runs now, if any (see `hooks`): for the exit a
+/// second Ctrl-C or SIGTERM makes.
+pub(crate) fn stop_hook() {
+    hooks::stop_running();
+}
+
 /// What a finished run did, by name, for the metrics file and the hooks.
 /// Names are lowercase words (`uploaded`, `sent`, `put`): they become
 /// label values and, uppercased, environment variable names.
@@ -314,6 +320,14 @@ fn check_metrics_file(file: &Path) -> anyhow::Result<()> {
     if file.is_dir() {
         usage!(
             "--metrics-file {} is a directory; name a file in it (e.g. s3backup.prom)",
+            file.display()
+        );
+    }
+    // It is replaced by a rename: never a device, a pipe or a socket
+    // (`/dev/null` in a root crontab would be replaced for everyone).
+    if file.exists() && !file.is_file() {
+        usage!(
+            "--metrics-file {} is not a regular file; name a file (e.g. s3backup.prom)",
             file.display()
         );
     }
