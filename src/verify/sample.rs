@@ -52,9 +52,16 @@ impl FromStr for Fraction {
                 "'{text}' is not a share of the files: give a percentage such as 5% or a fraction such as 1/20"
             )
         };
-        let t = text.trim();
+        // Refused rather than trimmed, so that the share echoed back is the
+        // one typed and a stray space never reads as another share.
+        if text.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "'{text}' has a space in it: give the share without spaces, such as 5% or 1/20"
+            ));
+        }
+        let t = text;
         let (num, den) = if let Some(pct) = t.strip_suffix('%') {
-            let (whole, frac) = pct.trim().split_once('.').unwrap_or((pct.trim(), ""));
+            let (whole, frac) = pct.split_once('.').unwrap_or((pct, ""));
             if whole.is_empty() && frac.is_empty() || frac.len() > 9 {
                 return Err(bad());
             }
@@ -75,8 +82,8 @@ impl FromStr for Fraction {
             };
             (whole * scale + frac, 100 * scale)
         } else if let Some((a, b)) = t.split_once('/') {
-            let a: u128 = a.trim().parse().map_err(|_| bad())?;
-            let b: u128 = b.trim().parse().map_err(|_| bad())?;
+            let a: u128 = a.parse().map_err(|_| bad())?;
+            let b: u128 = b.parse().map_err(|_| bad())?;
             (a, b)
         } else {
             return Err(bad());
@@ -387,7 +394,10 @@ mod tests {
         assert_eq!(f("0.5%").slice(1000), 5);
         assert_eq!(f("100%").slice(7), 7);
         assert_eq!(f("1/3").slice(0), 0);
-        for bad in ["0%", "0/5", "101%", "3/2", "5", "x%", "1/0", "%", "-5%", "1.2.3%"] {
+        for bad in [
+            "0%", "0/5", "101%", "3/2", "5", "x%", "1/0", "%", "-5%", "1.2.3%", "1 /20", " 5%", "5 %",
+            "1/20 ",
+        ] {
             assert!(bad.parse::<Fraction>().is_err(), "{bad}");
         }
     }

@@ -372,3 +372,23 @@ fn a_local_object_rewritten_with_new_times_is_reported_mismatched_and_not_covere
         "{v}"
     );
 }
+
+#[test]
+fn a_share_with_spaces_is_refused_not_echoed() {
+    let (_server, env) = setup(2);
+    for bad in ["1 /20", " 5%", "5 %", "1/ 20"] {
+        let mut cmd = env.cmd();
+        cmd.args(["verify", TARGET, "--deep", "--sample", bad, "--endpoint-url"])
+            .arg(env.endpoint.as_deref().unwrap())
+            .arg("--state")
+            .arg(&env.state);
+        let r = run(cmd);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains(&format!("'{bad}' has a space in it")),
+            "{bad}: {}",
+            r.show()
+        );
+        assert!(r.stdout.is_empty(), "{bad}: {}", r.show());
+    }
+}
