@@ -435,4 +435,40 @@ mod tests {
         // f04 never checked, f02 changed since, then f01 (checked at 10).
         assert_eq!(chosen, ["f01", "f02", "f04"]);
     }
+
+    #[test]
+    fn an_unreadable_attempt_goes_after_the_never_checked() {
+        let files = candidates(4);
+        let check = |i: usize, at, result| {
+            let c = &files[i];
+            let check = VerifyCheck {
+                key: c.key.clone(),
+                content: c.content.clone(),
+                checked_ns: at,
+                result,
+            };
+            (c.key.clone(), check)
+        };
+        // f00 unreadable at 5, f01 damaged at 1, f02 intact at 10, f03 never.
+        let history: HashMap<_, _> = [
+            check(0, 5, CheckResult::Unreadable),
+            check(1, 1, CheckResult::Damaged),
+            check(2, 10, CheckResult::Intact),
+        ]
+        .into_iter()
+        .collect();
+        let pick = |share| {
+            let s = Sampler::choose(f(share), files.clone(), Some(history.clone()), "t".into());
+            let mut chosen: Vec<String> = s.chosen().into_iter().collect();
+            chosen.sort();
+            (chosen, s)
+        };
+        // The damaged and the never checked first, then the oldest attempt.
+        assert_eq!(pick("2/4").0, ["f01", "f03"]);
+        let (chosen, s) = pick("3/4");
+        assert_eq!(chosen, ["f00", "f01", "f03"]);
+        let report = s.finish(None).unwrap();
+        // Only the intact check covers a file.
+        assert_eq!((report.covered, report.never_checked), (1, 3));
+    }
 }
