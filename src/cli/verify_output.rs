@@ -43,8 +43,13 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
 
 /// `verify --deep --sample`'s lines: this run's slice and the cycle's progress.
 fn sample_summary(s: &crate::verify::sample::SampleReport, bytes: u64) -> Result<(), OutputError> {
+    let unreadable = if s.unreadable > 0 {
+        format!(", {} of the slice could not be read", s.unreadable)
+    } else {
+        String::new()
+    };
     outln!(
-        "  sample {}: checked {} of {} files this run ({} downloaded)",
+        "  sample {}: checked {} of {} files this run ({} downloaded){unreadable}",
         s.fraction,
         s.checked,
         s.files,

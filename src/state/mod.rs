@@ -50,7 +50,7 @@ pub use preserving::Preserving;
 pub use runs::{RunCounts, RunLock, RunStatus};
 pub use sets::NamedSet;
 pub use uploads::JournaledUpload;
-pub use verify_checks::VerifyCheck;
+pub use verify_checks::{CheckResult, VerifyCheck};
 
 use files::row_to_file;
 use open::state_dir;

@@ -310,24 +310,40 @@ async fn check_snapshot(
         .try_buffer_unordered(opts.jobs.max(1))
         .boxed();
     while let Some(result) = results.next().await {
-        let (sampled, check, bytes) = result.map_err(|step| match step {
+        let (sampled, check, bytes, hashed) = result.map_err(|step| match step {
             Step::Store(e) => store_err(e),
             Step::Stopped(e) => VerifyError::Snapshot(e),
         })?;
-        if let (Some(s), Some(path)) = (sampler.as_mut(), sampled) {
-            s.record(&path, matches!(check, Check::Ok), crate::fs::scan::now_ns());
+        if let Some(s) = sampler.as_mut() {
+            sample_note(s, sampled.as_deref(), &check, hashed);
         }
         report.count(check, bytes);
     }
     drop(results);
     if let Some(s) = sampler {
-        let target = opts.target.canonical();
-        report.sample = Some(s.finish(opts.state.as_deref(), &target)?);
+        report.sample = Some(s.finish(opts.state.as_deref())?);
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
     report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Tells the sampler one file's verdict: `sampled` is its path when it is
+/// in the slice (`hashed`: its bytes were read whole and hashed); any file
+/// found missing, mismatched or unreadable is not covered this run.
+fn sample_note(s: &mut sample::Sampler, sampled: Option<&str>, check: &Check, hashed: bool) {
+    let outcome = match check {
+        Check::Problem(p) if p.kind == ProblemKind::DamagedLine => return,
+        Check::Problem(p) if p.kind == ProblemKind::Unreadable => sample::Outcome::Unreadable,
+        Check::Problem(_) => sample::Outcome::Damaged,
+        _ => sample::Outcome::Intact,
+    };
+    match (sampled, check) {
+        (Some(path), _) => s.record(path, outcome, hashed, crate::fs::scan::now_ns()),
+        (None, Check::Problem(p)) => s.note(&p.path, false),
+        (None, _) => {}
+    }
 }
 
 /// What the walk needs besides the manifest, the listing and the newest manifest.

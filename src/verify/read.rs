@@ -14,12 +14,13 @@ use crate::store::{ObjectStore, StoreError};
 /// Finishes one file's check: reads and hashes it when `--deep` asks for
 /// it (every file, or the sample's), asks for a recorded version, passes
 /// what the listing found as recorded. Returns the file's path when it is
-/// in the sample (its verdict is remembered), the verdict, and the bytes read.
+/// in the sample (its verdict is remembered), the verdict, the bytes read,
+/// and whether the file was downloaded whole and hashed.
 pub(super) async fn settle(
     ctx: &Ctx<'_>,
     fetcher: &Fetcher,
     check: Check,
-) -> Result<(Option<String>, Check, u64), Step> {
+) -> Result<(Option<String>, Check, u64, bool), Step> {
     let path = match &check {
         Check::Read(e, ..) | Check::Version(e, ..) => Some(e.path.as_str()),
         Check::Problem(p) => Some(p.path.as_str()),
@@ -29,7 +30,7 @@ pub(super) async fn settle(
         .filter(|p| ctx.sample.is_some_and(|s| s.contains(*p)))
         .map(str::to_string);
     let prefix = ctx.prefix.as_str();
-    let (check, bytes) = match check {
+    let (check, bytes, hashed) = match check {
         Check::Read(entry, key, origin) if ctx.deep_for(&entry.path) => {
             let item = Item {
                 origin,
@@ -37,46 +38,52 @@ pub(super) async fn settle(
             };
             read_and_hash(fetcher, prefix, item, &key).await
         }
-        Check::Read(..) => (Check::Ok, 0),
+        Check::Read(..) => (Check::Ok, 0, false),
         Check::Version(entry, key, version) => {
             if ctx.deep_for(&entry.path) {
                 read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
             } else {
-                (check_version(ctx.store, &entry, &key, &version).await, 0)
+                (check_version(ctx.store, &entry, &key, &version).await, 0, false)
             }
         }
-        other => (other, 0),
+        other => (other, 0, false),
     };
-    Ok((sampled, check, bytes))
+    Ok((sampled, check, bytes, hashed))
 }
 
 /// What a failed read says of a file of `size` bytes: its kind, the
-/// detail, the bytes hashed. A file the content area did not hold either
-/// is judged by what the live key answered (missing, or other bytes).
-fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64) {
+/// detail, the bytes hashed, and whether they were read to their end and
+/// hashed. A file the content area did not hold either is judged by what
+/// the live key answered (missing, or other bytes).
+fn verdict(e: FetchError, size: u64) -> (ProblemKind, String, u64, bool) {
     match e {
-        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => (ProblemKind::Missing, e, 0),
+        FetchError::Missing(e) | FetchError::Store(StoreError::NotFound(e)) => {
+            (ProblemKind::Missing, e, 0, false)
+        }
         FetchError::NotKept { live, content_key } => {
-            let (kind, detail, bytes) = verdict(*live, size);
+            let (kind, detail, bytes, hashed) = verdict(*live, size);
             let detail = format!("{detail}; the content area holds no intact copy ({content_key})");
-            (kind, detail, bytes)
+            (kind, detail, bytes, hashed)
         }
         FetchError::Changed(e) => (
             ProblemKind::Mismatch,
             format!("changed since the snapshot: {e}"),
             0,
+            false,
         ),
         FetchError::Size { got, .. } => (
             ProblemKind::Mismatch,
             format!("content has {got} bytes, snapshot recorded {size}"),
             got,
+            true,
         ),
         FetchError::Hash { expected, actual, .. } => (
             ProblemKind::Mismatch,
             format!("content has {size} bytes and blake3 {actual}, expected {expected}"),
             size,
+            true,
         ),
-        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0),
+        e => (ProblemKind::Unreadable, format!("cannot read: {e}"), 0, false),
     }
 }
 
@@ -115,12 +122,13 @@ async fn check_version(store: &dyn ObjectStore, entry: &Entry, key: &str, versio
 
 /// Downloads the object (or the recorded version) whole through the
 /// restore's download ([`Fetcher::download`], retries included) and checks
-/// its length and blake3 against the snapshot. Returns the verdict and the
-/// bytes hashed: a 404 is missing, bytes read to their end that differ are
-/// a mismatch, anything else (the store kept failing) unreadable.
-async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64) {
-    let (kind, detail, bytes) = match fetcher.download_located(prefix, key, &item, None).await {
-        Ok(got) => return (Check::Ok, got.received),
+/// its length and blake3 against the snapshot. Returns the verdict, the
+/// bytes hashed, and whether the bytes were read to their end and hashed:
+/// a 404 is missing, bytes read to their end that differ are a mismatch,
+/// anything else (the store kept failing) unreadable.
+async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -> (Check, u64, bool) {
+    let (kind, detail, bytes, hashed) = match fetcher.download_located(prefix, key, &item, None).await {
+        Ok(got) => return (Check::Ok, got.received, true),
         Err(e) => verdict(e, item.size),
     };
     let problem = Problem {
@@ -128,5 +136,5 @@ async fn read_and_hash(fetcher: &Fetcher, prefix: &str, item: Item, key: &str) -
         kind,
         detail,
     };
-    (Check::Problem(problem), bytes)
+    (Check::Problem(problem), bytes, hashed)
 }

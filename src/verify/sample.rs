@@ -6,11 +6,16 @@
 //!
 //! The slice is `ceil(fraction × files)` files (at least 1). With a state
 //! file, the files never checked come first (in manifest order), then
-//! those checked longest ago; the state's `verify_checks` table remembers
-//! each check (by target and object key, with the content checked: a key
-//! whose content changed since, or whose check failed, counts as never
-//! checked). So 20 runs of `1/20` check each file of an unchanging
-//! snapshot once. Without a state file (none at `--state` or the default
+//! those attempted longest ago; the state's `verify_checks` table remembers
+//! each attempt (by target, endpoint included, and object key, with the
+//! content checked and the result: a key whose content changed since, or
+//! whose check found damage, counts as never checked). A file the store
+//! would not give (archived, access denied) is remembered as an attempt
+//! that covers nothing, so it goes to the back of the queue instead of
+//! being taken first every run. So 20 runs of `1/20` check each file of an
+//! unchanging snapshot once. A file this run finds missing, mismatched or
+//! unreadable (by the listing or the download) is not covered, whatever
+//! the record says. Without a state file (none at `--state` or the default
 //! place; verify does not create one) the slice is chosen at random and
 //! is not remembered; the summary says so.
 
@@ -24,7 +29,7 @@ use std::sync::Arc;
 
 use crate::manifest::ReadError;
 use crate::snapshots::{self, Snapshot, SnapshotError};
-use crate::state::{StateDb, StateError, VerifyCheck};
+use crate::state::{CheckResult, StateDb, StateError, VerifyCheck};
 use crate::store::{ObjectStore, join_key};
 use crate::verify::{VerifyError, VerifyOptions, next_file};
 
@@ -47,9 +52,16 @@ impl FromStr for Fraction {
                 "'{text}' is not a share of the files: give a percentage such as 5% or a fraction such as 1/20"
             )
         };
-        let t = text.trim();
+        // Refused rather than trimmed, so that the share echoed back is the
+        // one typed and a stray space never reads as another share.
+        if text.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "'{text}' has a space in it: give the share without spaces, such as 5% or 1/20"
+            ));
+        }
+        let t = text;
         let (num, den) = if let Some(pct) = t.strip_suffix('%') {
-            let (whole, frac) = pct.trim().split_once('.').unwrap_or((pct.trim(), ""));
+            let (whole, frac) = pct.split_once('.').unwrap_or((pct, ""));
             if whole.is_empty() && frac.is_empty() || frac.len() > 9 {
                 return Err(bad());
             }
@@ -70,8 +82,8 @@ impl FromStr for Fraction {
             };
             (whole * scale + frac, 100 * scale)
         } else if let Some((a, b)) = t.split_once('/') {
-            let a: u128 = a.trim().parse().map_err(|_| bad())?;
-            let b: u128 = b.trim().parse().map_err(|_| bad())?;
+            let a: u128 = a.parse().map_err(|_| bad())?;
+            let b: u128 = b.parse().map_err(|_| bad())?;
             (a, b)
         } else {
             return Err(bad());
@@ -121,14 +133,20 @@ pub struct SampleReport {
     pub files: u64,
     /// The slice: files chosen to read this run.
     pub slice: u64,
-    /// Files downloaded and checked this run (the slice, unless the run
-    /// stopped early); the bytes are the report's `bytes_checked`.
+    /// Files of the slice downloaded whole and hashed this run (not those
+    /// the store would not give, nor those the listing found missing); the
+    /// bytes are the report's `bytes_checked`.
     pub checked: u64,
+    /// Files of the slice that could not be read (also in the report's
+    /// `unreadable`): attempted, not covered, taken again after the others.
+    pub unreadable: u64,
     /// Files of the snapshot whose present content passed a check on
-    /// record (this run's included): the cycle's progress, `files` when a
-    /// whole cycle is done. This run's alone without a state file.
+    /// record (this run's included) and that this run did not find
+    /// missing, mismatched or unreadable: the cycle's progress, `files`
+    /// when a whole cycle is done. This run's alone without a state file.
     pub covered: u64,
-    /// Files whose present content has no passing check on record.
+    /// Files not covered: no passing check on record of their present
+    /// content, or found damaged or unreadable this run.
     pub never_checked: u64,
     /// The oldest of the covered files' checks (RFC 3339, UTC), if any.
     pub oldest_check: Option<String>,
@@ -146,31 +164,59 @@ pub struct Sampler {
     chosen: HashMap<String, usize>,
     /// The last checks on record, by key (None: no state file).
     history: Option<HashMap<String, VerifyCheck>>,
+    /// The target as the state keys it, endpoint included.
+    target: String,
     /// This run's checks.
     done: Vec<VerifyCheck>,
+    /// Files of the slice downloaded whole and hashed.
+    hashed: u64,
+    /// Paths this run found missing, mismatched or unreadable.
+    bad: HashSet<String>,
+}
+
+/// What this run found of one file of the slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Held the recorded content.
+    Intact,
+    /// Missing or other content.
+    Damaged,
+    /// The store would not give it.
+    Unreadable,
 }
 
 /// The last passing check of `c`'s present content, if any, ns since the epoch.
 fn last_good(history: &HashMap<String, VerifyCheck>, c: &Candidate) -> Option<i64> {
     history
         .get(&c.key)
-        .filter(|h| h.ok && h.content == c.content)
+        .filter(|h| h.result == CheckResult::Intact && h.content == c.content)
+        .map(|h| h.checked_ns)
+}
+
+/// When `c`'s present content was last attempted, intact or unreadable
+/// (None: never, or the last check found damage: read again first).
+fn last_attempt(history: &HashMap<String, VerifyCheck>, c: &Candidate) -> Option<i64> {
+    history
+        .get(&c.key)
+        .filter(|h| h.result != CheckResult::Damaged && h.content == c.content)
         .map(|h| h.checked_ns)
 }
 
 impl Sampler {
     /// Chooses the slice of `candidates` (see the module doc) from the
-    /// checks on record in `history` (None: none, choose at random).
+    /// checks on record in `history` for `target` (as the state keys it,
+    /// endpoint included; None: none, choose at random).
     pub fn choose(
         fraction: Fraction,
         candidates: Vec<Candidate>,
         history: Option<HashMap<String, VerifyCheck>>,
+        target: String,
     ) -> Sampler {
         let slice = fraction.slice(candidates.len() as u64) as usize;
         let mut order: Vec<usize> = (0..candidates.len()).collect();
         match &history {
-            // Never checked (None) sorts first, then the oldest; ties in manifest order.
-            Some(h) => order.sort_by_key(|&i| (last_good(h, &candidates[i]), i)),
+            // Never checked (None) sorts first, then the oldest attempt; ties in manifest order.
+            Some(h) => order.sort_by_key(|&i| (last_attempt(h, &candidates[i]), i)),
             None => fastrand::shuffle(&mut order),
         }
         let chosen = order
@@ -183,7 +229,10 @@ impl Sampler {
             candidates,
             chosen,
             history,
+            target,
             done: Vec::new(),
+            hashed: 0,
+            bad: HashSet::new(),
         }
     }
 
@@ -197,31 +246,51 @@ impl Sampler {
         self.chosen.contains_key(path)
     }
 
-    /// Notes the check of the chosen `path` at `now_ns`: `ok` when it held
-    /// the recorded content.
-    pub fn record(&mut self, path: &str, ok: bool, now_ns: i64) {
+    /// Notes this run's verdict on any file: one found missing, mismatched
+    /// or unreadable (`intact` false) is not covered, whatever the record
+    /// says.
+    pub fn note(&mut self, path: &str, intact: bool) {
+        if !intact {
+            self.bad.insert(path.to_string());
+        }
+    }
+
+    /// Notes the check of the chosen `path` at `now_ns`: what it found, and
+    /// whether its bytes were downloaded whole and hashed.
+    pub fn record(&mut self, path: &str, outcome: Outcome, hashed: bool, now_ns: i64) {
+        self.note(path, outcome == Outcome::Intact);
         if let Some(&i) = self.chosen.get(path) {
             let c = &self.candidates[i];
+            self.hashed += u64::from(hashed);
             self.done.push(VerifyCheck {
                 key: c.key.clone(),
                 content: c.content.clone(),
                 checked_ns: now_ns,
-                ok,
+                result: match outcome {
+                    Outcome::Intact => CheckResult::Intact,
+                    Outcome::Damaged => CheckResult::Damaged,
+                    Outcome::Unreadable => CheckResult::Unreadable,
+                },
             });
         }
     }
 
     /// Writes this run's checks to the state file at `state` (when there
-    /// was one to read) under `target`, and says what the cycle covers.
+    /// was one to read) under the sampler's target, and says what the
+    /// cycle covers.
     ///
     /// # Errors
     /// [`StateError`] when the state file cannot be written.
-    pub fn finish(mut self, state: Option<&Path>, target: &str) -> Result<SampleReport, StateError> {
+    pub fn finish(mut self, state: Option<&Path>) -> Result<SampleReport, StateError> {
         let remembered = self.history.is_some();
         if let (Some(path), true) = (state, remembered && !self.done.is_empty()) {
-            StateDb::open(path)?.record_verify_checks(target, &self.done)?;
+            StateDb::open(path)?.record_verify_checks(&self.target, &self.done)?;
         }
-        let checked = self.done.len() as u64;
+        let unreadable = self
+            .done
+            .iter()
+            .filter(|c| c.result == CheckResult::Unreadable)
+            .count() as u64;
         let mut history = self.history.take().unwrap_or_default();
         for c in self.done.drain(..) {
             history.insert(c.key.clone(), c);
@@ -229,6 +298,7 @@ impl Sampler {
         let good: Vec<i64> = self
             .candidates
             .iter()
+            .filter(|c| !self.bad.contains(&c.path))
             .filter_map(|c| last_good(&history, c))
             .collect();
         let files = self.candidates.len() as u64;
@@ -236,7 +306,8 @@ impl Sampler {
             fraction: self.fraction.text.clone(),
             files,
             slice: self.fraction.slice(files),
-            checked,
+            checked: self.hashed,
+            unreadable,
             covered: good.len() as u64,
             never_checked: files - good.len() as u64,
             oldest_check: good.iter().min().map(|&ns| {
@@ -301,8 +372,9 @@ pub(super) async fn choose_for(
             }
         }
     }
-    let history = history(opts.state.as_deref(), &opts.target.canonical())?;
-    Ok(Sampler::choose(fraction, candidates, history))
+    let target = crate::store::set_target(&opts.target, &**store);
+    let history = history(opts.state.as_deref(), &target)?;
+    Ok(Sampler::choose(fraction, candidates, history, target))
 }
 
 #[cfg(test)]
@@ -322,7 +394,10 @@ mod tests {
         assert_eq!(f("0.5%").slice(1000), 5);
         assert_eq!(f("100%").slice(7), 7);
         assert_eq!(f("1/3").slice(0), 0);
-        for bad in ["0%", "0/5", "101%", "3/2", "5", "x%", "1/0", "%", "-5%", "1.2.3%"] {
+        for bad in [
+            "0%", "0/5", "101%", "3/2", "5", "x%", "1/0", "%", "-5%", "1.2.3%", "1 /20", " 5%", "5 %",
+            "1/20 ",
+        ] {
             assert!(bad.parse::<Fraction>().is_err(), "{bad}");
         }
     }
@@ -348,16 +423,52 @@ mod tests {
                     key: c.key.clone(),
                     content: c.content.clone(),
                     checked_ns: at,
-                    ok: true,
+                    result: CheckResult::Intact,
                 },
             );
         }
         let mut files = candidates(5);
         files[2].content = "changed".into();
-        let s = Sampler::choose(f("3/5"), files, Some(history));
+        let s = Sampler::choose(f("3/5"), files, Some(history), "s3://b/p".into());
         let mut chosen: Vec<String> = s.chosen().into_iter().collect();
         chosen.sort();
         // f04 never checked, f02 changed since, then f01 (checked at 10).
         assert_eq!(chosen, ["f01", "f02", "f04"]);
+    }
+
+    #[test]
+    fn an_unreadable_attempt_goes_after_the_never_checked() {
+        let files = candidates(4);
+        let check = |i: usize, at, result| {
+            let c = &files[i];
+            let check = VerifyCheck {
+                key: c.key.clone(),
+                content: c.content.clone(),
+                checked_ns: at,
+                result,
+            };
+            (c.key.clone(), check)
+        };
+        // f00 unreadable at 5, f01 damaged at 1, f02 intact at 10, f03 never.
+        let history: HashMap<_, _> = [
+            check(0, 5, CheckResult::Unreadable),
+            check(1, 1, CheckResult::Damaged),
+            check(2, 10, CheckResult::Intact),
+        ]
+        .into_iter()
+        .collect();
+        let pick = |share| {
+            let s = Sampler::choose(f(share), files.clone(), Some(history.clone()), "t".into());
+            let mut chosen: Vec<String> = s.chosen().into_iter().collect();
+            chosen.sort();
+            (chosen, s)
+        };
+        // The damaged and the never checked first, then the oldest attempt.
+        assert_eq!(pick("2/4").0, ["f01", "f03"]);
+        let (chosen, s) = pick("3/4");
+        assert_eq!(chosen, ["f00", "f01", "f03"]);
+        let report = s.finish(None).unwrap();
+        // Only the intact check covers a file.
+        assert_eq!((report.covered, report.never_checked), (1, 3));
     }
 }

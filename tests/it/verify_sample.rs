@@ -218,3 +218,183 @@ fn sample_needs_deep_and_one_snapshot_and_a_share() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["sample"]["checked"], 2, "{v}");
 }
+
+/// `sampled`'s GetObject log with each key once (a failing read may be retried).
+fn once(mut got: Vec<String>) -> Vec<String> {
+    got.dedup();
+    got
+}
+
+#[test]
+fn a_file_that_cannot_be_read_goes_to_the_back_of_the_queue_and_is_not_counted_checked() {
+    let (server, env) = setup(8);
+    // As S3 answers for a GLACIER object: listed, never read.
+    server.archive_key("pre/f00");
+    let (v, got) = sampled(&server, &env, "1/4", 3);
+    assert_eq!(once(got), ["f00", "f01"], "{v}");
+    let s = &v["sample"];
+    assert_eq!(
+        (s["checked"].as_u64(), s["unreadable"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(
+        (s["covered"].as_u64(), s["never_checked"].as_u64()),
+        (Some(1), Some(7)),
+        "{v}"
+    );
+    assert_eq!(v["unreadable"], 1, "{v}");
+    assert_eq!(v["bytes_checked"], 101, "{v}");
+    // It is not taken first again: the files never checked are.
+    for (run, want) in [(2, ["f02", "f03"]), (3, ["f04", "f05"]), (4, ["f06", "f07"])] {
+        let (v, got) = sampled(&server, &env, "1/4", 0);
+        assert_eq!(got, want, "run {run}: {v}");
+        assert_eq!(v["sample"]["covered"], 2 * run - 1, "{v}");
+    }
+    // Then the oldest attempts, the unreadable one among them; still not covered.
+    let (v, got) = sampled(&server, &env, "1/4", 3);
+    assert_eq!(once(got), ["f00", "f01"], "{v}");
+    assert_eq!(
+        (
+            v["sample"]["covered"].as_u64(),
+            v["sample"]["never_checked"].as_u64()
+        ),
+        (Some(7), Some(1)),
+        "{v}"
+    );
+    // The text says what was read and what could not be.
+    let mut cmd = env.cmd();
+    cmd.args(["verify", TARGET, "--deep", "--sample", "100%", "--endpoint-url"])
+        .arg(env.endpoint.as_deref().unwrap())
+        .arg("--state")
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(3);
+    assert!(
+        r.stdout.contains(
+            "sample 100%: checked 7 of 8 files this run (728 B downloaded), 1 of the slice could not be read"
+        ),
+        "{}",
+        r.show()
+    );
+    assert!(
+        r.stdout.contains("cycle: 7 of 8 files checked intact"),
+        "{}",
+        r.show()
+    );
+}
+
+#[test]
+fn checks_on_one_endpoint_do_not_count_for_the_same_bucket_on_another() {
+    let (a, mut env) = setup(4);
+    let (v, got) = sampled(&a, &env, "1/4", 0);
+    assert_eq!(
+        (got.as_slice(), &v["sample"]["covered"]),
+        (&["f00".to_string()][..], &Value::from(1))
+    );
+    // The same bucket and prefix on another server, backed up with the same state file.
+    let b = S3Server::start();
+    b.create_bucket(BUCKET);
+    env.endpoint = Some(b.endpoint());
+    env.backup_ok(TARGET, &[]);
+    let (v, got) = sampled(&b, &env, "1/4", 0);
+    assert_eq!(got, ["f00"], "{v}");
+    assert_eq!(
+        (
+            v["sample"]["covered"].as_u64(),
+            v["sample"]["never_checked"].as_u64()
+        ),
+        (Some(1), Some(3)),
+        "{v}"
+    );
+    // Server A's record is its own.
+    env.endpoint = Some(a.endpoint());
+    let (v, got) = sampled(&a, &env, "1/4", 0);
+    assert_eq!(got, ["f01"], "{v}");
+    assert_eq!(v["sample"]["covered"], 2, "{v}");
+}
+
+#[test]
+fn a_file_this_run_finds_missing_is_not_covered_whatever_the_record_says() {
+    let (server, env) = setup(4);
+    // One file a run, so f03 is the one checked last.
+    for run in 1..=4 {
+        let (v, _) = sampled(&server, &env, "1/4", 0);
+        assert_eq!(v["sample"]["covered"], run, "{v}");
+    }
+    std::fs::remove_file(server.object_path(BUCKET, "pre/f03")).unwrap();
+    let (v, got) = sampled(&server, &env, "1/4", 1);
+    assert_eq!(got, ["f00"], "{v}");
+    assert_eq!(v["missing"], 1, "{v}");
+    let s = &v["sample"];
+    assert_eq!(
+        (s["covered"].as_u64(), s["never_checked"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_local_object_rewritten_with_new_times_is_reported_mismatched_and_not_covered() {
+    let env = TestEnv::new();
+    for i in 0..4 {
+        env.write(&format!("f{i:02}"), noise(100 + i, i as u64));
+    }
+    let store = env.root().join("store");
+    let target = store.to_str().unwrap().to_string();
+    env.backup_ok(&target, &[]);
+    let verify = |share: &str, code: i32| {
+        let mut cmd = env.cmd();
+        cmd.args([
+            "verify", &target, "--deep", "--sample", share, "--json", "--state",
+        ])
+        .arg(&env.state);
+        let r = run(cmd);
+        r.expect_code(code);
+        serde_json::from_str::<Value>(&r.stdout).unwrap_or_else(|e| panic!("{e}\n{}", r.show()))
+    };
+    // One file a run, so f03 is the one checked last (not read next).
+    for run in 1..=4 {
+        assert_eq!(verify("1/4", 0)["sample"]["covered"], run);
+    }
+    // Same bytes, written again an hour later: the listing's ETag differs.
+    let object = store.join("f03");
+    let bytes = std::fs::read(&object).unwrap();
+    std::fs::write(&object, &bytes).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&object)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let v = verify("1/4", 1);
+    assert_eq!(v["mismatched"], 1, "{v}");
+    assert_eq!(v["problems"][0]["path"], "f03", "{v}");
+    let s = &v["sample"];
+    assert_eq!(
+        (s["covered"].as_u64(), s["never_checked"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_share_with_spaces_is_refused_not_echoed() {
+    let (_server, env) = setup(2);
+    for bad in ["1 /20", " 5%", "5 %", "1/ 20"] {
+        let mut cmd = env.cmd();
+        cmd.args(["verify", TARGET, "--deep", "--sample", bad, "--endpoint-url"])
+            .arg(env.endpoint.as_deref().unwrap())
+            .arg("--state")
+            .arg(&env.state);
+        let r = run(cmd);
+        r.expect_code(2);
+        assert!(
+            r.stderr.contains(&format!("'{bad}' has a space in it")),
+            "{bad}: {}",
+            r.show()
+        );
+        assert!(r.stdout.is_empty(), "{bad}: {}", r.show());
+    }
+}
