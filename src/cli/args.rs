@@ -544,10 +544,10 @@ pub struct BackupArgs {
     /// Keep remote files whose local file was deleted (the default; turns off a --delete saved with --set).
     #[arg(long, overrides_with = "delete")]
     pub no_delete: bool,
-    /// With --delete, refuse the run (before changing anything) when it would delete more than N objects or P% of the set's objects; saved with --set.
+    /// With --delete, refuse the run (before changing anything) when it would delete more than N objects or P% of the set's objects (a share never refuses 5 or fewer); saved with --set.
     #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = parse_guard_limit)]
     pub max_delete: crate::plan::guard::Limit,
-    /// Refuse the run (before sending anything) when it would replace the content of more than N or P% of the set's files (a mass encryption, a bad rewrite); 100% accepts any; saved with --set.
+    /// Refuse the run (before sending anything) when it would replace the content of more than N or P% of the set's files (a mass encryption, a bad rewrite; a share never refuses 5 or fewer); 100% accepts any; saved with --set.
     #[arg(long, value_name = "N|P%", default_value = "50%", value_parser = parse_guard_limit)]
     pub max_change: crate::plan::guard::Limit,
     /// Let --delete run when SOURCE holds no files (refused by default: an unmounted disk looks empty). For this run only.

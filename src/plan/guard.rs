@@ -33,12 +33,20 @@ impl Limit {
     /// The default of both `--max-delete` and `--max-change`: half the set.
     pub const HALF: Limit = Limit::Percent(50.0);
 
-    /// Whether `n` of a set of `of` objects is more than this limit allows.
+    /// A share never refuses this many objects or fewer: in a set of one
+    /// file (a password database backed up nightly) every edit is 100 %,
+    /// and a guard that trips on every run gets turned off for good. A
+    /// count limit has no floor (`--max-delete 0` refuses any delete), and
+    /// an empty source is refused whatever the number.
+    pub const SHARE_FLOOR: u64 = 5;
+
+    /// Whether `n` of a set of `of` objects is more than this limit allows
+    /// (a share: also more than [`Self::SHARE_FLOOR`]).
     pub fn exceeded(self, n: u64, of: u64) -> bool {
         match self {
             Limit::Count(c) => n > c,
             // n / of > p / 100, without the division (of may be 0).
-            Limit::Percent(p) => (n as f64) * 100.0 > p * of as f64,
+            Limit::Percent(p) => n > Self::SHARE_FLOOR && (n as f64) * 100.0 > p * of as f64,
         }
     }
 }
@@ -299,12 +307,16 @@ mod tests {
         ] {
             assert!(bad.parse::<Limit>().is_err(), "{bad}");
         }
-        assert!(!Limit::HALF.exceeded(2, 4));
-        assert!(Limit::HALF.exceeded(3, 4));
+        assert!(!Limit::HALF.exceeded(6, 12));
+        assert!(Limit::HALF.exceeded(7, 12));
+        // A share never refuses SHARE_FLOOR objects or fewer; a count does.
+        assert!(!Limit::HALF.exceeded(5, 5));
+        assert!(!Limit::Percent(0.0).exceeded(5, 1000));
+        assert!(Limit::Percent(0.0).exceeded(6, 1000));
         assert!(!Limit::Count(3).exceeded(3, 4));
         assert!(Limit::Count(3).exceeded(4, 4));
-        assert!(!Limit::Percent(100.0).exceeded(4, 4));
-        assert!(Limit::Percent(0.0).exceeded(1, 1000));
+        assert!(Limit::Count(0).exceeded(1, 1000));
+        assert!(!Limit::Percent(100.0).exceeded(40, 40));
     }
 
     #[test]

@@ -239,28 +239,50 @@ fn a_mass_rewrite_trips_max_change_and_a_mass_touch_does_not() {
 #[test]
 fn type_changes_count_as_replacements_and_exactly_half_passes() {
     let (server, env) = setup();
-    for i in 0..4 {
+    for i in 0..20 {
         env.write(&format!("f{i}"), format!("file {i}"));
     }
     env.backup_ok(TARGET, &[]);
-    // Two of four become directories: exactly 50%, passes.
-    for i in 0..2 {
+    // Ten of twenty become directories: exactly 50%, passes.
+    for i in 0..10 {
         env.remove(&format!("f{i}"));
         env.write(&format!("f{i}/inner"), "x");
     }
     env.backup_ok(TARGET, &[]);
-    // Three of six rows' content replaced (two rewrites, one file now a link), over 40%.
-    env.write("f2", "changed two");
-    env.write("f3", "changed three");
+    // Seven of twenty objects' content replaced (six rewrites, one file
+    // now a link): over 30%.
+    for i in 10..16 {
+        env.write(&format!("f{i}"), format!("changed {i}"));
+    }
     env.remove("f0/inner");
-    env.symlink("f2", "f0/inner");
-    let r = refused(&server, &env, || env.backup(TARGET, &["--max-change", "40%"]));
+    env.symlink("f12", "f0/inner");
+    let r = refused(&server, &env, || env.backup(TARGET, &["--max-change", "30%"]));
     assert!(
         r.error_line()
-            .contains("refusing to replace 3 of the set's 4 objects"),
+            .contains("refusing to replace 7 of the set's 20 objects"),
         "{}",
         r.show()
     );
+}
+
+#[test]
+fn a_share_never_refuses_a_handful_of_files() {
+    let (_server, env) = setup();
+    env.write("passwords.kdbx", "v1");
+    env.backup_ok(TARGET, &["--delete"]);
+    // The one file of the set edited every night: 100%, but one file.
+    env.write("passwords.kdbx", "v2, longer");
+    env.backup_ok(TARGET, &["--delete"]);
+    for i in 0..4 {
+        env.write(&format!("f{i}"), format!("{i}"));
+    }
+    env.backup_ok(TARGET, &["--delete"]);
+    // Four of five deleted: 80%, but no more than five objects.
+    for i in 0..4 {
+        env.remove(&format!("f{i}"));
+    }
+    let s = env.backup_ok(TARGET, &["--delete"]);
+    assert_eq!(s.deleted, 4);
 }
 
 /// A directory on another device than the test's temporary directory:
@@ -360,7 +382,7 @@ fn delete_refuses_a_source_whose_root_moved_to_another_device() {
 #[test]
 fn guard_limits_are_saved_with_a_named_set() {
     let (server, env) = setup();
-    for i in 0..10 {
+    for i in 0..30 {
         env.write(&format!("f{i}"), format!("{i}"));
     }
     env.backup_ok(
@@ -379,14 +401,16 @@ fn guard_limits_are_saved_with_a_named_set() {
     // The saved --max-delete 1 refuses two deletes.
     let r = refused(&server, &env, || by_name(&env, "g", &[]));
     assert!(r.error_line().contains("--max-delete 1;"), "{}", r.show());
-    // The saved --max-change 10% refuses two rewrites of ten.
-    env.write("f2", "two!").write("f3", "three!");
+    // The saved --max-change 10% refuses six rewrites of thirty.
+    for i in 2..8 {
+        env.write(&format!("f{i}"), format!("changed {i}"));
+    }
     let r = refused(&server, &env, || by_name(&env, "g", &["--no-delete"]));
     assert!(r.error_line().contains("--max-change 10%"), "{}", r.show());
     // Typed limits win for one run.
-    let r = by_name(&env, "g", &["--max-delete", "2", "--max-change", "2", "--json"]);
+    let r = by_name(&env, "g", &["--max-delete", "2", "--max-change", "6", "--json"]);
     r.expect_code(0);
-    assert_eq!((r.summary().deleted, r.summary().uploaded), (2, 2));
+    assert_eq!((r.summary().deleted, r.summary().uploaded), (2, 6));
 }
 
 #[test]

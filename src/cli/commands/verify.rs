@@ -44,6 +44,7 @@ pub(crate) async fn run(
             ("sampled", s.checked),
             ("covered", s.covered),
             ("never_checked", s.never_checked),
+            ("sample_unreadable", s.unreadable),
         ]);
     }
     watch.record(Facts {
