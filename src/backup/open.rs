@@ -81,9 +81,23 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     } else {
         None
     };
-    let (prepared, stale) = check_target(&*store, opts.target.prefix(), latest, !opts.dry_run)
-        .await
-        .map_err(store_err)?;
+    // A local store's directory gone from under a set that wrote there is
+    // a disk that is not mounted, not a store to start afresh: not created.
+    let keep_missing = matches!(opts.target, crate::target::Target::Local { .. }) && latest.is_some();
+    let latest_key = latest.clone().unwrap_or_default();
+    let (prepared, stale) = check_target(
+        &*store,
+        opts.target.prefix(),
+        latest,
+        !opts.dry_run && !keep_missing,
+    )
+    .await
+    .map_err(store_err)?;
+    if keep_missing && prepared == Prepared::Missing {
+        return Err(store_err(StoreError::Fatal(format!(
+            "the store directory is gone, though this set's latest snapshot {latest_key} was written there: if its disk is not mounted, mount it; to back up into it anew, create the directory"
+        ))));
+    }
     if let Some(missing) = &stale {
         tracing::warn!(
             "{}: this set's latest snapshot {missing} is missing or no longer the newest (another store or account, an emptied bucket, or another writer): the state is rebuilt from what the target holds",

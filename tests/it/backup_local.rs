@@ -430,6 +430,33 @@ fn missing_store_directory_is_created() {
     assert_stored(&store, "a.txt", b"a", T0);
 }
 
+/// A store directory gone from under a set that wrote there (a disk not
+/// mounted) is not created again for a full backup into the mount point:
+/// exit 1 naming it, nothing written; created by hand, it is backed up into.
+#[test]
+fn a_store_directory_gone_from_under_a_set_is_not_created_again() {
+    let env = TestEnv::new();
+    env.write("a.txt", "a");
+    let store = env.root().join("usb/backup");
+    let t = target(&store);
+    env.backup_ok(&t, &[]);
+    std::fs::remove_dir_all(env.root().join("usb")).unwrap();
+    for extra in [&[][..], &["--dry-run"]] {
+        let r = env.backup(&t, extra);
+        r.expect_code(1);
+        let err = r.error_line();
+        assert!(
+            err.contains("the store directory is gone") && err.contains("mount it"),
+            "{err}"
+        );
+        assert!(!env.root().join("usb").exists(), "{}", r.show());
+    }
+    std::fs::create_dir_all(&store).unwrap();
+    let s = env.backup_ok(&t, &[]);
+    assert_eq!(s.uploaded, 1);
+    assert_stored(&store, "a.txt", b"a", T0);
+}
+
 #[test]
 fn store_that_is_a_file_is_an_error_naming_it() {
     let env = TestEnv::new();
