@@ -231,6 +231,13 @@ fn a_dry_run_predicts_the_writes_the_real_run_sends() {
     let real = json_of(&env.backup(TARGET, &args));
     let sent = assert_counts_match(&server, &real, "real run");
     assert_eq!(writes(&would), writes(&sent), "predicted vs sent\n{dry}\n{real}");
+    // The bytes: the files' (the parts' too), short of the real run's by
+    // no more than the small bodies (manifest, multipart XML) not predicted.
+    let (predicted, actual) = (would["bytes_sent"], sent["bytes_sent"]);
+    assert!(
+        predicted >= (16 * MIB) as u64 && predicted <= actual && actual - predicted < 64 * 1024,
+        "predicted {predicted} B, sent {actual} B\n{dry}\n{real}"
+    );
     // 16 MiB in 5 MiB parts: 4 parts, plus create and complete.
     assert_eq!(
         (sent["multipart_parts"], sent["multipart_other"]),

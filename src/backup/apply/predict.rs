@@ -28,7 +28,11 @@ impl Apply {
         }
         match action {
             Action::Upload { entry, .. } => match multipart.filter(|_| entry.kind != EntryKind::Symlink) {
-                Some(part_size) => parts(w, entry.size, part_size),
+                Some(part_size) => {
+                    parts(w, entry.size, part_size);
+                    // The parts carry the file (the XML of create and complete is not counted).
+                    w.bytes_sent += entry.size;
+                }
                 None => {
                     w.put += 1;
                     w.bytes_sent += entry.size;
