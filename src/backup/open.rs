@@ -83,21 +83,16 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     };
     // A local store's directory gone from under a set that wrote there is
     // a disk that is not mounted, not a store to start afresh: not created.
-    let keep_missing = matches!(opts.target, crate::target::Target::Local { .. }) && latest.is_some();
-    let latest_key = latest.clone().unwrap_or_default();
-    let (prepared, stale) = check_target(
-        &*store,
-        opts.target.prefix(),
-        latest,
-        !opts.dry_run && !keep_missing,
-    )
-    .await
-    .map_err(store_err)?;
-    if keep_missing && prepared == Prepared::Missing {
+    if let (crate::target::Target::Local { root }, Some(key)) = (&opts.target, &latest)
+        && !lexical(root).exists()
+    {
         return Err(store_err(StoreError::Fatal(format!(
-            "the store directory is gone, though this set's latest snapshot {latest_key} was written there: if its disk is not mounted, mount it; to back up into it anew, create the directory"
+            "the store directory is gone, though this set's latest snapshot {key} was written there: if its disk is not mounted, mount it; to back up into it anew, create the directory"
         ))));
     }
+    let (prepared, stale) = check_target(&*store, opts.target.prefix(), latest, !opts.dry_run)
+        .await
+        .map_err(store_err)?;
     if let Some(missing) = &stale {
         tracing::warn!(
             "{}: this set's latest snapshot {missing} is missing or no longer the newest (another store or account, an emptied bucket, or another writer): the state is rebuilt from what the target holds",
@@ -269,6 +264,27 @@ fn just_before(key: &str) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// `path` absolute and without `.` or `..` (folded lexically, as a
+/// named set saves it), so `./gone/../store` names `store` even when
+/// `gone` does not exist.
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in whole.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The source as an absolute path, so a set is the same set from any working directory.
