@@ -84,7 +84,7 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     // A local store's directory gone from under a set that wrote there is
     // a disk that is not mounted, not a store to start afresh: not created.
     if let (crate::target::Target::Local { root }, Some(key)) = (&opts.target, &latest)
-        && !lexical(root).exists()
+        && !crate::fs::safe_path::lexical_absolute(root).exists()
     {
         return Err(store_err(StoreError::Fatal(format!(
             "the store directory is gone, though this set's latest snapshot {key} was written there: if its disk is not mounted, mount it; to back up into it anew, create the directory"
@@ -264,27 +264,6 @@ fn just_before(key: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// `path` absolute and without `.` or `..` (folded lexically, as a
-/// named set saves it), so `./gone/../store` names `store` even when
-/// `gone` does not exist.
-fn lexical(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in whole.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The source as an absolute path, so a set is the same set from any working directory.

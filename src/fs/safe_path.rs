@@ -104,6 +104,29 @@ pub fn validate_mapped(rel: &str, mapped: bool) -> Result<(), UnsafePath> {
     validate(rel)
 }
 
+/// `path` made absolute against the current directory and normalised
+/// lexically: no `.` and no `..` (each takes the component before it
+/// away, as `cd ..` in a shell does; `/..` is `/`), symlinks not
+/// resolved. Named sets save paths so, and a backup asks whether a local
+/// store is gone by it (`./gone/../store` names `store`).
+pub fn lexical_absolute(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for part in whole.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

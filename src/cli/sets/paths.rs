@@ -14,22 +14,7 @@ use crate::target::Target;
 /// set does not depend on the directory it was saved from
 /// (`../src` typed in `sub1/` is saved as `…/src`, not `…/sub1/../src`).
 pub(crate) fn absolute(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let whole = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for part in whole.components() {
-        match part {
-            Component::CurDir => {}
-            // `pop` stops at the root: `/..` is `/`.
-            Component::ParentDir => {
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
-                    out.pop();
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    crate::fs::safe_path::lexical_absolute(path)
 }
 
 /// Whether a saved path (maybe saved by an older s3backup, which did not
