@@ -63,12 +63,15 @@
 //! checks `verify --deep --sample` (the slice each run reads, remembered).
 //! `guard` checks the delete guard and the change tripwire (issue 16):
 //! refused runs change nothing; limits, allow flags, dry runs, `--json`.
+//! `garage_cluster` runs backups, restores and deep verifies against a
+//! three-node Garage cluster (`garage`, its harness), nodes killed mid-run.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
 #![cfg(unix)]
 
 mod common;
+mod garage;
 mod proxy;
 mod prune_crash;
 mod server;
@@ -94,6 +97,7 @@ mod exclude;
 mod exfat_source;
 mod faults;
 mod filters;
+mod garage_cluster;
 mod guard;
 mod help;
 mod history_keep;

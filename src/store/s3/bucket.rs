@@ -130,6 +130,7 @@ impl S3Store {
                     error_chain(&e)
                 )))
             }
+            Class::Refused if is_bare_bad_request(&e) => Err(self.explain_bad_request(e, &what).await),
             class if class.is_transient() => match convert(e, &what) {
                 StoreError::Transient(text) => Err(StoreError::Transient(format!(
                     "{text}: from {}{tried}",
@@ -139,6 +140,60 @@ impl S3Store {
             },
             _ => Err(convert(e, &what)),
         }
+    }
+
+    /// Says why HeadBucket answered 400. A HEAD answer has no body, so no
+    /// error code; the usual cause is a region the server does not answer
+    /// to (Garage and MinIO check the region of the signature, and name
+    /// theirs only in an error body). S3 names the bucket's region in the
+    /// `x-amz-bucket-region` header; otherwise one GetBucketLocation, not
+    /// retried, gets an answer with a body: `AuthorizationHeaderMalformed`
+    /// with a `<Region>` element (as S3 and Garage send it) names the
+    /// region to pass. Anything else is reported as that answer says.
+    async fn explain_bad_request(
+        &self,
+        head: SdkError<HeadBucketError, HttpResponse>,
+        what: &str,
+    ) -> StoreError {
+        let named = head
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string);
+        let region = match named {
+            Some(region) => Some(region),
+            None => self.region_from_location().await,
+        };
+        match region {
+            Some(region) if region != self.region => StoreError::Fatal(format!(
+                "bucket '{}' is in region '{region}', not '{}': pass --region {region}",
+                self.bucket, self.region
+            )),
+            _ => convert(head, what),
+        }
+    }
+
+    /// The region named by a GetBucketLocation refused for its signature's
+    /// region (`AuthorizationHeaderMalformed` with a `<Region>` element);
+    /// `None` for any other answer. One attempt, first-contact bounds.
+    async fn region_from_location(&self) -> Option<String> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        let plan = FirstContact::new(self.timeouts);
+        let e = self
+            .client
+            .get_bucket_location()
+            .bucket(&self.bucket)
+            .customize()
+            .config_override(self.first_contact_config(&plan, RetryConfig::disabled()))
+            .send()
+            .await
+            .err()?;
+        let service = e.as_service_error()?;
+        if service.code() != Some("AuthorizationHeaderMalformed") {
+            return None;
+        }
+        e.raw_response()
+            .and_then(|r| r.body().bytes())
+            .and_then(region_element)
     }
 
     /// Creates the bucket in the client's region; one already ours is fine.
@@ -242,9 +297,51 @@ impl S3Store {
     }
 }
 
+/// Whether HeadBucket's error is a 400 without an error code (a HEAD
+/// answer carries no body to hold one).
+fn is_bare_bad_request(e: &SdkError<HeadBucketError, HttpResponse>) -> bool {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    e.raw_response().is_some_and(|r| r.status().as_u16() == 400) && e.code().is_none()
+}
+
+/// The text of the `<Region>` element of an S3 error body, if it holds a
+/// region name (lowercase letters, digits and dashes, as S3's regions and
+/// Garage's default `garage` are).
+fn region_element(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Region>")? + "<Region>".len();
+    let len = text[start..].find("</Region>")?;
+    let region = &text[start..start + len];
+    let plain = !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    plain.then(|| region.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_region_is_read_from_an_error_body() {
+        let garage = br#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>AuthorizationHeaderMalformed</Code><Message>unexpected scope</Message><Resource>/backups</Resource><Region>garage</Region></Error>"#;
+        assert_eq!(region_element(garage).as_deref(), Some("garage"));
+        assert_eq!(
+            region_element(b"<Error><Region>eu-west-1</Region></Error>").as_deref(),
+            Some("eu-west-1")
+        );
+        for bad in [
+            &b"<Error><Region></Region></Error>"[..],
+            b"<Error><Region>a b</Region></Error>",
+            b"<Error><Region>x",
+            b"<Error></Error>",
+            b"\xff<Region>x</Region>",
+        ] {
+            assert_eq!(region_element(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_first_contact_is_bounded() {

@@ -98,6 +98,7 @@ impl S3Store {
             bandwidth: settings.bandwidth.map(|l| Arc::new(Bandwidth::new(l))),
             timeouts,
             counter,
+            versioning: tokio::sync::OnceCell::new(),
         })
     }
 }

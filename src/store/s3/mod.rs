@@ -121,6 +121,9 @@ pub struct S3Store {
     timeouts: (Duration, Duration),
     /// Every request the client sends, counted by its interceptor.
     counter: Arc<super::counts::RequestCounter>,
+    /// Whether the bucket keeps the versions its writes name, asked once
+    /// per run, at the first write that names one ([`S3Store::kept`]).
+    versioning: tokio::sync::OnceCell<bool>,
 }
 
 impl S3Store {
@@ -188,8 +191,46 @@ impl S3Store {
         self.check_etag(&etag, md5, &what)?;
         Ok(PutOutcome {
             etag,
-            version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
+            version_id: self.kept(out.version_id()).await,
         })
+    }
+
+    /// The version ID a write answered with, when it names a version the
+    /// bucket keeps. S3 sends one only from a bucket with versioning on,
+    /// but not every store follows that: Garage answers every PutObject
+    /// with an `x-amz-version-id` (its internal version) while it has no
+    /// bucket versioning at all, and the next write of the key drops the
+    /// old content. A version taken for kept there would stand in for the
+    /// history copy older snapshots need. So the first write that names a
+    /// version asks the bucket once (GetBucketVersioning): an ID counts
+    /// only where versioning is `Enabled` or `Suspended` (it was on once;
+    /// writes made while suspended get the `null` version, which
+    /// [`crate::store::kept_version`] drops). A refused or failed question
+    /// counts as no versioning: older content is then copied, never lost.
+    async fn kept(&self, version_id: Option<&str>) -> Option<String> {
+        let id = crate::store::kept_version(version_id)?;
+        let keeps = *self
+            .versioning
+            .get_or_init(|| async {
+                match self
+                    .client
+                    .get_bucket_versioning()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out.status().is_some(),
+                    Err(e) => {
+                        tracing::debug!(
+                            "bucket versioning unknown ({}); version IDs are not relied on",
+                            errors::error_chain(&e)
+                        );
+                        false
+                    }
+                }
+            })
+            .await;
+        keeps.then(|| id.to_string())
     }
 
     /// Whether `etag` is the MD5 of the object's content: 32 hex digits (a
@@ -349,7 +390,7 @@ impl ObjectStore for S3Store {
         }
         Ok(PutOutcome {
             etag,
-            version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
+            version_id: self.kept(out.version_id()).await,
         })
     }
 

@@ -129,7 +129,7 @@ impl S3Store {
             .map_err(|e| convert(e, &format!("completing multipart upload of '{key}'")))?;
         Ok(PutOutcome {
             etag: clean_etag(out.e_tag()),
-            version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
+            version_id: self.kept(out.version_id()).await,
         })
     }
 
