@@ -239,6 +239,12 @@ pub struct S3WriteArgs {
         "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
     ])]
     pub acl: Option<String>,
+    /// An additional checksum every upload sends, computed in the read that hashes the file: the store refuses a body that differs and keeps the value for `verify --checksums` (S3 targets; `none` sends none).
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["crc64nvme", "crc32c", "sha256", "none"], overrides_with = "no_checksum_algorithm")]
+    pub checksum_algorithm: Option<String>,
+    /// Send no additional checksum (turns off a --checksum-algorithm saved with --set).
+    #[arg(long, overrides_with = "checksum_algorithm")]
+    pub no_checksum_algorithm: bool,
 }
 
 /// `s3backup snapshots`: list them, or `snapshots forget` old ones.

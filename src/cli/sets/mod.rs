@@ -91,6 +91,8 @@ pub struct SavedBackup {
     pub sse_kms_key_id: Option<String>,
     /// `--acl`.
     pub acl: Option<String>,
+    /// `--checksum-algorithm` (`None`: none; `--no-checksum-algorithm` drops it).
+    pub checksum_algorithm: Option<String>,
     /// `--profile`.
     pub profile: Option<String>,
     /// `--region`.
@@ -255,6 +257,11 @@ impl SavedBackup {
             sse: args.write.sse.clone(),
             sse_kms_key_id: args.write.sse_kms_key_id.clone(),
             acl: args.write.acl.clone(),
+            checksum_algorithm: args
+                .write
+                .checksum_algorithm
+                .clone()
+                .filter(|a| a != "none" && !args.write.no_checksum_algorithm),
             profile: args.s3.profile.clone(),
             region: args.s3.region.clone(),
             endpoint_url: args.s3.endpoint_url.clone(),
@@ -370,6 +377,16 @@ impl SavedBackup {
                 no_sse: false,
                 sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
                 acl: pick(typed("acl"), now.write.acl, self.acl),
+                checksum_algorithm: if typed("no_checksum_algorithm") {
+                    None
+                } else {
+                    pick(
+                        typed("checksum_algorithm"),
+                        now.write.checksum_algorithm,
+                        self.checksum_algorithm,
+                    )
+                },
+                no_checksum_algorithm: false,
             },
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             // Checked when it was saved; a set edited by hand into nonsense prices nothing.

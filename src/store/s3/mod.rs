@@ -24,6 +24,7 @@ use aws_smithy_types::body::SdkBody;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::fs::checksum::Sum;
 use crate::fs::hash::Md5;
 
 use super::pace::{self, Bandwidth, BandwidthLimit};
@@ -54,6 +55,8 @@ macro_rules! with_write_options {
     }};
 }
 
+#[macro_use]
+mod sums;
 mod bucket;
 mod client;
 mod copy_parts;
@@ -102,6 +105,10 @@ pub struct WriteOptions {
     pub sse_kms_key_id: Option<String>,
     /// `x-amz-acl` (a canned ACL such as `bucket-owner-full-control`).
     pub acl: Option<String>,
+    /// `--checksum-algorithm`: the additional checksum every upload sends
+    /// (computed by the caller, [`FileRange::sum`]) and multipart uploads
+    /// and copies name.
+    pub checksum: Option<crate::fs::checksum::Algorithm>,
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -160,19 +167,20 @@ impl S3Store {
     }
 
     /// One PutObject of `len` bytes with the write options and `meta`;
-    /// with `md5`, sent as `Content-MD5` and checked against the ETag.
+    /// with `md5`, sent as `Content-MD5` and checked against the ETag; with
+    /// `sum`, sent as its `x-amz-checksum-*` header.
     async fn put(
         &self,
         key: &str,
         len: u64,
         body: aws_sdk_s3::primitives::ByteStream,
-        md5: Option<Md5>,
+        (md5, sum): (Option<Md5>, Option<Sum>),
         meta: &ObjectMeta,
         what: &str,
     ) -> StoreResult<PutOutcome> {
         let what = format!("{what} '{key}'");
         let req = self.client.put_object().bucket(&self.bucket).key(key);
-        let req = with_write_options!(req, &self.write, key)
+        let req = with_sum!(with_write_options!(req, &self.write, key), sum)
             .content_length(len as i64)
             .set_content_md5(md5.map(aws_smithy_types::base64::encode))
             .set_metadata(Some(metadata(meta)))
@@ -189,7 +197,28 @@ impl S3Store {
         Ok(PutOutcome {
             etag,
             version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
+            checksum: stored_sum!(out, sum.map(|s| s.algorithm)),
         })
+    }
+
+    /// The additional checksum of a body the caller sent without one (a
+    /// manifest, a symlink's target): computed here, from the same bytes,
+    /// when the run asks for one.
+    async fn sum_of(&self, range: FileRange<'_>) -> StoreResult<Option<Sum>> {
+        let Some(algorithm) = self.write.checksum.filter(|_| range.sum.is_none()) else {
+            return Ok(range.sum);
+        };
+        let (path, offset, len) = (range.path.to_path_buf(), range.offset, range.len);
+        let summed = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(std::io::SeekFrom::Start(offset))?;
+            crate::fs::checksum::sum_reader(algorithm, file.take(len))
+        })
+        .await
+        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?
+        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?;
+        Ok(Some(summed))
     }
 
     /// Whether `etag` is the MD5 of the object's content: 32 hex digits (a
@@ -265,18 +294,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        self.put(key, range.len, body(range).await?, range.md5, meta, "uploading")
+        let sum = self.sum_of(range).await?;
+        let body = body(range).await?;
+        self.put(key, range.len, body, (range.md5, sum), meta, "uploading")
             .await
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let body = aws_sdk_s3::primitives::ByteStream::from(target.to_vec());
         let md5 = crate::fs::hash::md5_of(target);
+        let sum = self.write.checksum.map(|a| Sum::of(a, target));
         self.put(
             key,
             target.len() as u64,
             body,
-            Some(md5),
+            (Some(md5), sum),
             meta,
             "uploading symlink",
         )
@@ -306,8 +338,9 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        whole: Option<Sum>,
     ) -> StoreResult<PutOutcome> {
-        self.complete_multipart(key, upload_id, parts).await
+        self.complete_multipart(key, upload_id, parts, whole).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
@@ -332,6 +365,8 @@ impl ObjectStore for S3Store {
             .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))
+            // The copy gets the run's checksum, computed by the store.
+            .set_checksum_algorithm(self.write.checksum.map(sums::sdk_algorithm))
             .send()
             .await
             .map_err(|e| convert(e, &what))?;
@@ -347,9 +382,13 @@ impl ObjectStore for S3Store {
                 "{what}: the source no longer holds the content recorded for it (ETag {etag}, recorded {expected})"
             )));
         }
+        let checksum = out
+            .copy_object_result()
+            .and_then(|r| stored_sum!(r, self.write.checksum));
         Ok(PutOutcome {
             etag,
             version_id: crate::store::kept_version(out.version_id()).map(str::to_string),
+            checksum,
         })
     }
 
@@ -445,6 +484,29 @@ impl ObjectStore for S3Store {
             out.last_modified(),
             out.metadata(),
         ))
+    }
+
+    async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_string))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("checking '{key}'")))?;
+        Ok(RemoteObject {
+            checksum: sums::any_stored(&out),
+            ..remote_object(
+                out.content_length().unwrap_or(0).max(0) as u64,
+                out.e_tag(),
+                crate::store::kept_version(out.version_id()),
+                out.last_modified(),
+                out.metadata(),
+            )
+        })
     }
 
     fn describe(&self) -> String {
