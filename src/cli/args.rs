@@ -418,6 +418,9 @@ pub struct VerifyArgs {
     /// Also download every file and check its blake3.
     #[arg(long)]
     pub deep: bool,
+    /// Compare each file's checksum as the store keeps it (a HEAD, no download) with the one recorded by backup --checksum-algorithm (S3 targets).
+    #[arg(long, conflicts_with = "deep")]
+    pub checksums: bool,
     /// With --deep: download and check only SHARE of the files (5%, 1/20): those never checked first, then those checked longest ago, as remembered in the state file (at random, not remembered, without one), so runs in turn check every file; the rest get the listing's checks. Not with --all.
     #[arg(long, value_name = "SHARE", conflicts_with = "all", value_parser = clap::value_parser!(crate::verify::sample::Fraction))]
     pub sample: Option<crate::verify::sample::Fraction>,

@@ -182,11 +182,17 @@ pub(crate) fn verify(args: VerifyArgs, state_path: &Path) -> anyhow::Result<Veri
             "--sample needs --deep: it chooses which files to download and check (without --deep no file is downloaded)"
         );
     }
+    if args.checksums && !matches!(args.target, crate::target::Target::S3 { .. }) {
+        usage!(
+            "--checksums needs an S3 target: a local store keeps no checksums (--deep reads and checks every file)"
+        );
+    }
     Ok(VerifyOptions {
         target: args.target,
         snapshot: args.snapshot,
         all: args.all,
         deep: args.deep,
+        checksums: args.checksums,
         sample: args.sample,
         state: Some(state_path.to_path_buf()),
         jobs: usize::from(args.jobs),
