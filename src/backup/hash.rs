@@ -45,9 +45,10 @@ pub(super) async fn hash_chunk(
             let part_size = cut(entry.size);
             async move {
                 let seen = entry.clone();
-                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                let result =
+                    tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 (entry, old, result)
             }
         })

@@ -449,9 +449,10 @@ impl Engine {
             bodies
         } else {
             let (path, seen, algorithm) = (path.clone(), entry.clone(), self.checksum);
-            let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
-                .await?
-                .map_err(TransferError::Read)?;
+            let hashed =
+                tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
+                    .await?
+                    .map_err(TransferError::Read)?;
             if hashed.blake3 != blake3 {
                 return Err(TransferError::Changed);
             }

@@ -103,7 +103,10 @@ pub(crate) fn verify_all_summary(
         r.damaged.len()
     )?;
     if r.snapshots.iter().any(|s| s.checksums) {
-        outln!("  {} file(s) not checked: no checksum recorded, or none kept by the store", r.not_checked)?;
+        outln!(
+            "  {} file(s) not checked: no checksum recorded, or none kept by the store",
+            r.not_checked
+        )?;
     }
     Ok(())
 }

@@ -49,7 +49,9 @@ impl Algorithm {
 
     /// The algorithm named `name` (any letter case), if it is one.
     pub fn parse(name: &str) -> Option<Algorithm> {
-        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
     /// Whether a multipart object gets a full-object checksum (the value a
@@ -223,7 +225,9 @@ impl StoredChecksum {
 
     /// Whether it is a composite checksum (of parts' checksums).
     pub fn composite(&self) -> bool {
-        self.value.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u32>().is_ok())
+        self.value
+            .rsplit_once('-')
+            .is_some_and(|(_, n)| n.parse::<u32>().is_ok())
     }
 }
 

@@ -256,15 +256,24 @@ mod tests {
             assert_eq!(sums.full_object(), Some(Sum::of(Algorithm::Crc32c, &data)));
         }
         assert_eq!(
-            hash_reader_with(&data[..], None, None, READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&data[..], None, None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(&data)]
         );
         assert_eq!(
-            hash_reader_with(&b""[..], None, None, READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&b""[..], None, None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(b"")]
         );
         assert_eq!(
-            hash_reader_with(&b""[..], Some(5), None, READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&b""[..], Some(5), None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(b"")]
         );
     }

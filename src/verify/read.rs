@@ -48,7 +48,11 @@ pub(super) async fn settle(
                 read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
             } else if ctx.checksums {
                 let origin = Origin::LiveOnly;
-                (super::sums::check(ctx, entry, &key, origin, Some(&version)).await, 0, false)
+                (
+                    super::sums::check(ctx, entry, &key, origin, Some(&version)).await,
+                    0,
+                    false,
+                )
             } else {
                 (check_version(ctx.store, &entry, &key, &version).await, 0, false)
             }

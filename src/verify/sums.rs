@@ -72,7 +72,10 @@ pub(super) async fn check(
 /// Compares a recorded checksum with the one the store keeps.
 fn compare(recorded: &StoredChecksum, held: Option<&StoredChecksum>) -> Result<(), (ProblemKind, String)> {
     match held {
-        None => Err((ProblemKind::NotChecked, "the store keeps no checksum for it".into())),
+        None => Err((
+            ProblemKind::NotChecked,
+            "the store keeps no checksum for it".into(),
+        )),
         Some(h) if h.algorithm != recorded.algorithm => Err((
             ProblemKind::NotChecked,
             format!(
@@ -83,7 +86,10 @@ fn compare(recorded: &StoredChecksum, held: Option<&StoredChecksum>) -> Result<(
         Some(h) if h.value == recorded.value => Ok(()),
         Some(h) => Err((
             ProblemKind::Mismatch,
-            format!("the store's checksum is {h}, the snapshot recorded {}", recorded.value),
+            format!(
+                "the store's checksum is {h}, the snapshot recorded {}",
+                recorded.value
+            ),
         )),
     }
 }
@@ -104,9 +110,15 @@ mod tests {
     fn only_the_same_algorithm_is_compared() {
         let rec = sum(Algorithm::Crc64nvme, "AAA=");
         assert!(compare(&rec, Some(&rec)).is_ok());
-        let kind = |h| compare(&rec, h).unwrap_err().0;
-        assert_eq!(kind(Some(&sum(Algorithm::Crc64nvme, "BBB="))), ProblemKind::Mismatch);
-        assert_eq!(kind(Some(&sum(Algorithm::Crc32c, "AAA="))), ProblemKind::NotChecked);
+        let kind = |h: Option<StoredChecksum>| compare(&rec, h.as_ref()).unwrap_err().0;
+        assert_eq!(
+            kind(Some(sum(Algorithm::Crc64nvme, "BBB="))),
+            ProblemKind::Mismatch
+        );
+        assert_eq!(
+            kind(Some(sum(Algorithm::Crc32c, "AAA="))),
+            ProblemKind::NotChecked
+        );
         assert_eq!(kind(None), ProblemKind::NotChecked);
     }
 }

@@ -66,7 +66,9 @@ fn entries(server: &S3Server, snapshot: &str) -> std::collections::HashMap<Strin
 /// `verify TARGET --json EXTRA…` with the environment's state and endpoint.
 fn verify(env: &TestEnv, extra: &[&str]) -> Run {
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["verify", TARGET, "--json"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["verify", TARGET, "--json"]);
     if let Some(e) = &env.endpoint {
         cmd.arg("--endpoint-url").arg(e);
     }
@@ -140,7 +142,10 @@ fn a_body_damaged_on_the_way_is_refused_and_sent_again() {
     proxy.clear_faults();
     let s = env.backup_ok(TARGET, &["--checksum-algorithm", "crc64nvme"]);
     assert_eq!(s.uploaded, 1, "{s:?}");
-    assert_eq!(server.stored_checksums(BUCKET, "pre/a.txt")["crc64nvme"], "OOJZ0D8xKts=");
+    assert_eq!(
+        server.stored_checksums(BUCKET, "pre/a.txt")["crc64nvme"],
+        "OOJZ0D8xKts="
+    );
 }
 
 /// Multipart: CRC64NVME as a full-object checksum (the upload names it,
@@ -149,12 +154,19 @@ fn a_body_damaged_on_the_way_is_refused_and_sent_again() {
 /// nothing is recorded that the store did not name.
 #[test]
 fn multipart_uploads_send_full_object_and_composite_checksums() {
-    for (algorithm, kind) in [("crc64nvme", "FULL_OBJECT"), ("sha256", "COMPOSITE"), ("crc32c", "FULL_OBJECT")] {
+    for (algorithm, kind) in [
+        ("crc64nvme", "FULL_OBJECT"),
+        ("sha256", "COMPOSITE"),
+        ("crc32c", "FULL_OBJECT"),
+    ] {
         let (server, env) = setup();
         let big = noise(11 << 20, 5);
         env.write("big.bin", &big);
         let a = Algorithm::parse(algorithm).unwrap();
-        let s = env.backup_ok(TARGET, &[&MULTIPART[..], &["--checksum-algorithm", algorithm]].concat());
+        let s = env.backup_ok(
+            TARGET,
+            &[&MULTIPART[..], &["--checksum-algorithm", algorithm]].concat(),
+        );
         let name = format!("x-amz-checksum-{algorithm}");
         let create = &requests(&server, "CreateMultipartUpload", "pre/big.bin")[0];
         assert_eq!(
@@ -166,7 +178,11 @@ fn multipart_uploads_send_full_object_and_composite_checksums() {
         let mut parts: Vec<(String, String)> = requests(&server, "UploadPart", "pre/big.bin")
             .iter()
             .map(|r| {
-                let n = r.query.split('&').find_map(|q| q.strip_prefix("partNumber=")).unwrap();
+                let n = r
+                    .query
+                    .split('&')
+                    .find_map(|q| q.strip_prefix("partNumber="))
+                    .unwrap();
                 (n.to_owned(), header(r, &name).expect("part checksum").to_owned())
             })
             .collect();
@@ -178,7 +194,11 @@ fn multipart_uploads_send_full_object_and_composite_checksums() {
             .collect();
         assert_eq!(parts, expected);
         let complete = &requests(&server, "CompleteMultipartUpload", "pre/big.bin")[0];
-        assert_eq!(header(complete, "x-amz-checksum-type"), Some(kind), "{complete:?}");
+        assert_eq!(
+            header(complete, "x-amz-checksum-type"),
+            Some(kind),
+            "{complete:?}"
+        );
         let whole = (kind == "FULL_OBJECT").then(|| Sum::of(a, &big).base64());
         assert_eq!(header(complete, &name).map(str::to_owned), whole, "{complete:?}");
         assert_eq!(server.object_bytes(BUCKET, "pre/big.bin").unwrap(), big);
@@ -227,7 +247,10 @@ fn a_resumed_upload_keeps_its_checksum_and_another_algorithm_starts_over() {
     env.write("big.bin", &other);
     killed_during_second_part(&server, &env, &crc);
     server.clear_requests();
-    env.backup_ok(TARGET, &[&MULTIPART[..], &["--checksum-algorithm", "sha256"]].concat());
+    env.backup_ok(
+        TARGET,
+        &[&MULTIPART[..], &["--checksum-algorithm", "sha256"]].concat(),
+    );
     assert_eq!(server.count("AbortMultipartUpload"), 1, "{:?}", server.ops());
     assert_eq!(server.count("CreateMultipartUpload"), 1, "{:?}", server.ops());
     let create = &requests(&server, "CreateMultipartUpload", "pre/big.bin")[0];
@@ -250,13 +273,21 @@ fn a_copy_records_only_a_checksum_the_store_names() {
     let s = env.backup_ok(TARGET, &crc);
     assert_eq!(s.copied, 1, "{s:?}");
     let copy = &requests(&server, "CopyObject", "pre/b.txt")[0];
-    assert_eq!(header(copy, "x-amz-checksum-algorithm"), Some("CRC64NVME"), "{copy:?}");
+    assert_eq!(
+        header(copy, "x-amz-checksum-algorithm"),
+        Some("CRC64NVME"),
+        "{copy:?}"
+    );
     let e = entries(&server, &s.snapshot.unwrap());
     assert!(e["b.txt"].get("checksum").is_none(), "{}", e["b.txt"]);
     let r = verify(&env, &["--checksums"]);
     r.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!((v["ok"].as_u64(), v["not_checked"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (v["ok"].as_u64(), v["not_checked"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["not_checked_files"][0]["kind"], "not-checked", "{v}");
 }
 
@@ -284,7 +315,12 @@ fn verify_checksums_finds_changed_bytes_without_a_download() {
     r.expect_code(1);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(
-        (v["files"].as_u64(), v["ok"].as_u64(), v["mismatched"].as_u64(), v["not_checked"].as_u64()),
+        (
+            v["files"].as_u64(),
+            v["ok"].as_u64(),
+            v["mismatched"].as_u64(),
+            v["not_checked"].as_u64()
+        ),
         (Some(3), Some(1), Some(1), Some(1)),
         "{v}"
     );
@@ -300,7 +336,9 @@ fn verify_checksums_finds_changed_bytes_without_a_download() {
     assert_eq!(server.count("HeadObject"), 2, "{:?}", server.ops());
 
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["verify", TARGET, "--checksums"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["verify", TARGET, "--checksums"]);
     cmd.arg("--endpoint-url").arg(env.endpoint.as_deref().unwrap());
     let text = run(cmd);
     text.expect_code(1);
@@ -318,10 +356,16 @@ fn verify_checksums_is_refused_where_it_cannot_work() {
     let store = store.to_str().unwrap();
     env.backup_ok(store, &["--checksum-algorithm", "crc64nvme"]);
     let mut cmd = env.cmd();
-    cmd.arg("--state").arg(&env.state).args(["verify", store, "--checksums"]);
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["verify", store, "--checksums"]);
     let r = run(cmd);
     r.expect_code(2);
-    assert!(r.stderr.contains("--checksums needs an S3 target"), "{}", r.show());
+    assert!(
+        r.stderr.contains("--checksums needs an S3 target"),
+        "{}",
+        r.show()
+    );
     let mut cmd = env.cmd();
     cmd.args(["verify", "bkt::p", "--checksums", "--deep"]);
     run(cmd).expect_code(2);
@@ -336,7 +380,9 @@ fn the_algorithm_is_saved_with_a_set_and_dropped() {
     env.backup_ok(TARGET, &["--set", "n", "--checksum-algorithm", "sha256"]);
     let by_name = |extra: &[&str]| {
         let mut cmd = env.cmd();
-        cmd.arg("--state").arg(&env.state).args(["backup", "--set", "n", "--json"]);
+        cmd.arg("--state")
+            .arg(&env.state)
+            .args(["backup", "--set", "n", "--json"]);
         cmd.arg("--endpoint-url").arg(env.endpoint.as_deref().unwrap());
         cmd.args(extra);
         run(cmd).expect_code(0);

@@ -294,7 +294,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                     .headers()
                     .iter()
                     .filter(|(name, _)| {
-                        name.as_str().starts_with("x-amz-checksum-") || name.as_str() == "x-amz-sdk-checksum-algorithm"
+                        name.as_str().starts_with("x-amz-checksum-")
+                            || name.as_str() == "x-amz-sdk-checksum-algorithm"
                     })
                     .map(|(name, value)| {
                         (

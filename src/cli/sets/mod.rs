@@ -322,12 +322,6 @@ impl SavedBackup {
         let g = &now.given;
         let typed = |id: &str| g.has(id);
         let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
-        // `--no-sse` turns a saved --sse off; a typed --sse replaces it.
-        let sse = if typed("no_sse") {
-            None
-        } else {
-            pick(typed("sse"), now.write.sse.clone(), self.sse.clone())
-        };
         let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
         // Any keep rule or --prune typed replaces the saved ones as a whole;
         // --no-keep runs without them.
@@ -345,6 +339,7 @@ impl SavedBackup {
             self.rules()
         };
         let s3 = self.s3_args(g, now.s3.clone());
+        let write = self.write_args(g, now.write.clone());
         Ok(BackupArgs {
             source: Some(self.source.clone()),
             target: Some(target),
@@ -367,27 +362,7 @@ impl SavedBackup {
                 ..FilterArgs::default()
             },
             leave_out: leave_out_args(g, now.leave_out, self.leave_out),
-            write: S3WriteArgs {
-                storage_class: pick(
-                    typed("storage_class"),
-                    now.write.storage_class,
-                    self.storage_class,
-                ),
-                sse: sse.clone(),
-                no_sse: false,
-                sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
-                acl: pick(typed("acl"), now.write.acl, self.acl),
-                checksum_algorithm: if typed("no_checksum_algorithm") {
-                    None
-                } else {
-                    pick(
-                        typed("checksum_algorithm"),
-                        now.write.checksum_algorithm,
-                        self.checksum_algorithm,
-                    )
-                },
-                no_checksum_algorithm: false,
-            },
+            write,
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             // Checked when it was saved; a set edited by hand into nonsense prices nothing.
             cost_per_1000: pick(
@@ -420,6 +395,39 @@ impl SavedBackup {
             },
             given: now.given,
         })
+    }
+
+    /// The storage class, encryption, ACL and checksum of a run by name:
+    /// each typed one wins; `--no-sse` turns a saved --sse off (a typed
+    /// --sse replaces it), `--no-checksum-algorithm` a saved algorithm.
+    fn write_args(&self, g: &matches::Given, now: S3WriteArgs) -> S3WriteArgs {
+        let typed = |id: &str| g.has(id);
+        let sse = if typed("no_sse") {
+            None
+        } else {
+            pick(typed("sse"), now.sse.clone(), self.sse.clone())
+        };
+        S3WriteArgs {
+            storage_class: pick(
+                typed("storage_class"),
+                now.storage_class,
+                self.storage_class.clone(),
+            ),
+            sse_kms_key_id: kms_key(g, now.sse_kms_key_id, self.sse_kms_key_id.clone(), sse.as_deref()),
+            sse,
+            no_sse: false,
+            acl: pick(typed("acl"), now.acl, self.acl.clone()),
+            checksum_algorithm: if typed("no_checksum_algorithm") {
+                None
+            } else {
+                pick(
+                    typed("checksum_algorithm"),
+                    now.checksum_algorithm,
+                    self.checksum_algorithm.clone(),
+                )
+            },
+            no_checksum_algorithm: false,
+        }
     }
 
     /// The connection settings of a run by name: each typed one wins.

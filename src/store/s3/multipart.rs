@@ -7,8 +7,8 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_s3::types::CompletedMultipartUpload;
 
 use super::errors::convert;
-use crate::fs::checksum::{Algorithm, Sum};
 use super::{S3Store, body, clean_etag, metadata};
+use crate::fs::checksum::{Algorithm, Sum};
 use crate::store::{
     CompletedPart, FileRange, ObjectMeta, PendingUpload, PutOutcome, StoreError, StoreResult,
 };

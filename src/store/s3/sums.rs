@@ -75,6 +75,8 @@ pub(crate) fn stored(algorithm: Algorithm, value: Option<&str>) -> Option<Stored
 
 /// The first checksum of an algorithm the tool knows that a HEAD answer
 /// names (an object has at most one additional checksum).
-pub(crate) fn any_stored(out: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Option<StoredChecksum> {
+pub(crate) fn any_stored(
+    out: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+) -> Option<StoredChecksum> {
     Algorithm::ALL.into_iter().find_map(|a| stored_sum!(out, Some(a)))
 }
