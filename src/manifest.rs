@@ -84,8 +84,13 @@ pub struct Entry {
     /// The additional checksum the store said the object has
     /// (`backup --checksum-algorithm`), for `verify --checksums`; absent
     /// when none was asked for or the store named none (and in manifests
-    /// written before it existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// written before it existed). One this build cannot read is dropped,
+    /// not a damaged line.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::fs::checksum::lenient"
+    )]
     pub checksum: Option<crate::fs::checksum::StoredChecksum>,
 }
 

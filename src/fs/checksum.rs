@@ -231,6 +231,17 @@ impl StoredChecksum {
     }
 }
 
+/// Reads an optional [`StoredChecksum`] leniently: one this build cannot
+/// read (an algorithm added later, another shape) is `None`, so a newer
+/// writer's manifest line is still read, just without its checksum.
+///
+/// # Errors
+/// Only the deserializer's own errors (input that is not JSON).
+pub fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StoredChecksum>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+}
+
 impl std::fmt::Display for StoredChecksum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.algorithm, self.value)
@@ -282,5 +293,17 @@ mod tests {
         assert_eq!(StoredChecksum::from_text("md5:x"), None);
         assert_eq!(StoredChecksum::from_text("crc32c:"), None);
         assert_eq!(Algorithm::parse("CRC64NVME"), Some(Algorithm::Crc64nvme));
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(default, deserialize_with = "lenient")]
+            checksum: Option<StoredChecksum>,
+        }
+        let read = |t: &str| serde_json::from_str::<Line>(t).unwrap().checksum;
+        assert_eq!(read(r#"{"checksum":{"algorithm":"xxhash3","value":"x"}}"#), None);
+        assert_eq!(read(r#"{}"#), None);
+        assert_eq!(
+            read(r#"{"checksum":{"algorithm":"crc32c","value":"crUfeA=="}}"#),
+            StoredChecksum::from_text("crc32c:crUfeA==")
+        );
     }
 }

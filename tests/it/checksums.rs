@@ -396,3 +396,38 @@ fn the_algorithm_is_saved_with_a_set_and_dropped() {
     let put = &requests(&server, "PutObject", "pre/c.txt")[0];
     assert!(put.checksum_values.is_empty(), "{put:?}");
 }
+
+/// On moto, which returns a kept checksum only to a HEAD in checksum mode
+/// (s3s-fs returns it always): the value sent is kept and `verify
+/// --checksums` asks for it that way, so every file compares as intact.
+#[test]
+fn moto_keeps_the_checksum_sent_and_verify_asks_for_it_in_checksum_mode() {
+    let Some(moto) =
+        crate::versioned::Moto::start("moto_keeps_the_checksum_sent_and_verify_asks_for_it_in_checksum_mode")
+    else {
+        return;
+    };
+    let client = moto.bucket(BUCKET, false);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    env.write("a.txt", "Hello world");
+    env.write("b.txt", "Hello there");
+    env.backup_ok(TARGET, &["--checksum-algorithm", "crc64nvme"]);
+    let head = block_on(
+        client
+            .head_object()
+            .bucket(BUCKET)
+            .key("pre/a.txt")
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send(),
+    )
+    .expect("HeadObject");
+    assert_eq!(head.checksum_crc64_nvme(), Some("OOJZ0D8xKts="));
+    let r = verify(&env, &["--checksums"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].as_u64(), v["not_checked"].as_u64()),
+        (Some(2), Some(0)),
+        "{v}"
+    );
+}

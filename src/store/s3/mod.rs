@@ -201,26 +201,6 @@ impl S3Store {
         })
     }
 
-    /// The additional checksum of a body the caller sent without one (a
-    /// manifest, a symlink's target): computed here, from the same bytes,
-    /// when the run asks for one.
-    async fn sum_of(&self, range: FileRange<'_>) -> StoreResult<Option<Sum>> {
-        let Some(algorithm) = self.write.checksum.filter(|_| range.sum.is_none()) else {
-            return Ok(range.sum);
-        };
-        let (path, offset, len) = (range.path.to_path_buf(), range.offset, range.len);
-        let summed = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
-            let mut file = std::fs::File::open(&path)?;
-            file.seek(std::io::SeekFrom::Start(offset))?;
-            crate::fs::checksum::sum_reader(algorithm, file.take(len))
-        })
-        .await
-        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?
-        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?;
-        Ok(Some(summed))
-    }
-
     /// Whether `etag` is the MD5 of the object's content: 32 hex digits (a
     /// multipart ETag has a `-N` suffix) on an object this store writes
     /// without SSE-KMS, whose ETags are not MD5s (S3's ETag documentation).
@@ -487,26 +467,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version_id.map(str::to_string))
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| convert(e, &format!("checking '{key}'")))?;
-        Ok(RemoteObject {
-            checksum: sums::any_stored(&out),
-            ..remote_object(
-                out.content_length().unwrap_or(0).max(0) as u64,
-                out.e_tag(),
-                crate::store::kept_version(out.version_id()),
-                out.last_modified(),
-                out.metadata(),
-            )
-        })
+        self.head_with_checksum(key, version_id).await
     }
 
     fn describe(&self) -> String {

@@ -1,13 +1,18 @@
 //! The additional checksums (`--checksum-algorithm`) on S3 requests: the
 //! precomputed value sent as an `x-amz-checksum-*` header (never the SDK's
 //! aws-chunked trailers, see the module above), the algorithm a multipart
-//! upload or a copy names, and the checksum an answer says the object has.
-//! Macros, because each SDK request and answer is its own type with the
-//! same method names.
+//! upload or a copy names, the checksum an answer says the object has, a
+//! body's checksum computed here when the caller sent none (a manifest, a
+//! symlink's target), and the HEAD in checksum mode `verify --checksums`
+//! asks. Macros, because each SDK request and answer is its own type with
+//! the same method names.
 
 use aws_sdk_s3::types::{ChecksumAlgorithm as SdkAlgorithm, ChecksumType};
 
-use crate::fs::checksum::{Algorithm, StoredChecksum};
+use super::errors::convert;
+use super::{S3Store, remote_object};
+use crate::fs::checksum::{Algorithm, StoredChecksum, Sum};
+use crate::store::{FileRange, RemoteObject, StoreError, StoreResult, kept_version};
 
 /// Sends a precomputed [`crate::fs::checksum::Sum`] (an `Option`) with a
 /// PutObject or UploadPart: `x-amz-sdk-checksum-algorithm` and the
@@ -42,6 +47,57 @@ macro_rules! stored_sum {
             $crate::store::s3::sums::stored(a, value)
         })
     }};
+}
+
+impl S3Store {
+    /// The additional checksum of a body the caller sent without one (a
+    /// manifest, a symlink's target): computed here, from the same bytes,
+    /// when the run asks for one.
+    pub(super) async fn sum_of(&self, range: FileRange<'_>) -> StoreResult<Option<Sum>> {
+        let Some(algorithm) = self.write.checksum.filter(|_| range.sum.is_none()) else {
+            return Ok(range.sum);
+        };
+        let (path, offset, len) = (range.path.to_path_buf(), range.offset, range.len);
+        let summed = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(std::io::SeekFrom::Start(offset))?;
+            crate::fs::checksum::sum_reader(algorithm, file.take(len))
+        })
+        .await
+        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?
+        .map_err(|e| StoreError::Fatal(format!("reading {}: {e}", range.path.display())))?;
+        Ok(Some(summed))
+    }
+
+    /// [`crate::store::ObjectStore::head_checksum`]: a HEAD with
+    /// `x-amz-checksum-mode: ENABLED`, which S3 needs to name the checksum.
+    pub(super) async fn head_with_checksum(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> StoreResult<RemoteObject> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_string))
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| convert(e, &format!("checking '{key}'")))?;
+        Ok(RemoteObject {
+            checksum: any_stored(&out),
+            ..remote_object(
+                out.content_length().unwrap_or(0).max(0) as u64,
+                out.e_tag(),
+                kept_version(out.version_id()),
+                out.last_modified(),
+                out.metadata(),
+            )
+        })
+    }
 }
 
 /// The SDK's name for an algorithm.
