@@ -81,6 +81,17 @@ pub struct Entry {
     /// The object's version on a versioned bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
+    /// The additional checksum the store said the object has
+    /// (`backup --checksum-algorithm`), for `verify --checksums`; absent
+    /// when none was asked for or the store named none (and in manifests
+    /// written before it existed). One this build cannot read is dropped,
+    /// not a damaged line.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::fs::checksum::lenient"
+    )]
+    pub checksum: Option<crate::fs::checksum::StoredChecksum>,
 }
 
 impl From<&FileRow> for Entry {
@@ -94,6 +105,7 @@ impl From<&FileRow> for Entry {
             blake3: row.blake3.clone(),
             etag: row.etag.clone(),
             version_id: row.version_id.clone(),
+            checksum: row.checksum.clone(),
         }
     }
 }
@@ -408,6 +420,10 @@ mod tests {
                 blake3: "ab".repeat(32),
                 etag: "e".into(),
                 version_id: (i == 1).then(|| "v1".to_string()),
+                checksum: (i == 2).then(|| crate::fs::checksum::StoredChecksum {
+                    algorithm: crate::fs::checksum::Algorithm::Sha256,
+                    value: "q1w2=-2".into(),
+                }),
             })
             .collect();
         let mut w = Writer::new(Vec::new(), &header()).unwrap();

@@ -136,7 +136,8 @@ impl Apply {
             opts.part_size,
             progress,
         )
-        .with_copy_cutoff(opts.copy_cutoff);
+        .with_copy_cutoff(opts.copy_cutoff)
+        .with_checksum(opts.s3.write.checksum);
         let mut blocked = Vec::new();
         let mut unkept_paths = Vec::new();
         let mode = if opts.dry_run {

@@ -287,6 +287,8 @@ async fn write_manifest(
         offset: 0,
         len,
         md5: Some(md5.finalize().into()),
+        // The S3 store computes the run's checksum of it, if any.
+        sum: None,
     };
     match cancel
         .run(retry(&key, || store.put_file(&key, range, &meta)))

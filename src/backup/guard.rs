@@ -269,7 +269,13 @@ async fn hash_held(
         let cut = |size| hash::part_size(opts, size);
         let files = opts
             .cancel
-            .run(hash::hash_chunk(&opened.source, chunk.changed, cut, &**progress))
+            .run(hash::hash_chunk(
+                &opened.source,
+                chunk.changed,
+                cut,
+                opts.s3.write.checksum,
+                &**progress,
+            ))
             .await?;
         hashed.push(Held::Hashed {
             replaced: chunk.replaced,
@@ -317,7 +323,13 @@ async fn changed_by_content(
         let cut = |size| hash::part_size(opts, size);
         let hashed = opts
             .cancel
-            .run(hash::hash_chunk(&opened.source, files, cut, &**progress))
+            .run(hash::hash_chunk(
+                &opened.source,
+                files,
+                cut,
+                opts.s3.write.checksum,
+                &**progress,
+            ))
             .await?;
         changed.extend(changed_in(&[Held::Hashed {
             replaced: Vec::new(),

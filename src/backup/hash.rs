@@ -9,6 +9,7 @@ use futures::StreamExt;
 
 use super::BackupOptions;
 use super::multipart::part_size_for;
+use crate::fs::checksum::Algorithm;
 use crate::fs::hash;
 use crate::fs::names;
 use crate::fs::scan::ScanEntry;
@@ -26,12 +27,14 @@ pub(super) fn part_size(opts: &BackupOptions, size: u64) -> Option<u64> {
 
 /// Hashes a chunk of files on blocking threads, one per core, with the
 /// MD5 of each request body they will be sent in (`cut` gives a file's
-/// part size from its size, see [`part_size`]), in the chunk's order; then
+/// part size from its size, see [`part_size`]) and `algorithm`'s checksum of
+/// each (`--checksum-algorithm`), in the chunk's order; then
 /// tells `progress` how many files and bytes were hashed.
 pub(super) async fn hash_chunk(
     source: &Path,
     chunk: Vec<(ScanEntry, Option<FileRow>)>,
     cut: impl Fn(u64) -> Option<u64>,
+    algorithm: Option<Algorithm>,
     progress: &dyn Progress,
 ) -> Vec<HashedFile> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -42,9 +45,10 @@ pub(super) async fn hash_chunk(
             let part_size = cut(entry.size);
             async move {
                 let seen = entry.clone();
-                let result = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                let result =
+                    tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 (entry, old, result)
             }
         })

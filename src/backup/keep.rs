@@ -372,8 +372,8 @@ impl Engine {
     async fn send_local(&self, content: &Content<'_>) -> Option<Kept> {
         let local = self.keeper.local.as_ref()?;
         let (path, seen) = local.find(content.blake3, content.size)?;
-        let (file, stat) = (path.clone(), seen.clone());
-        let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&file, &stat, None))
+        let (file, stat, algorithm) = (path.clone(), seen.clone(), self.checksum);
+        let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&file, &stat, None, algorithm))
             .await
             .ok()?
             .ok()?;
@@ -386,6 +386,7 @@ impl Engine {
             offset: 0,
             len: content.size,
             md5: hashed.bodies.part(1),
+            sum: hashed.bodies.sum(1),
         };
         let meta = content.meta();
         let sent = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await;

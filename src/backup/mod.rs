@@ -274,7 +274,13 @@ async fn apply_held(
             let cut = |size| engine.part_size_of(size);
             let Ok(hashed) = opts
                 .cancel
-                .run(hash::hash_chunk(&opened.source, files, cut, &**engine.progress()))
+                .run(hash::hash_chunk(
+                    &opened.source,
+                    files,
+                    cut,
+                    opts.s3.write.checksum,
+                    &**engine.progress(),
+                ))
                 .await
             else {
                 return Err(apply.interrupted());

@@ -98,12 +98,19 @@ impl Engine {
                 && upload.size == size
                 && upload.mtime_ns == entry.mtime_ns
                 && upload.blake3 == meta.blake3
-                && upload.part_size == part_size;
+                && upload.part_size == part_size
+                && upload.checksum == self.checksum;
             if resumable {
                 tracing::info!(key, parts = parts.len(), "resuming an interrupted upload");
+                // The same bytes cut the same way: each part's checksum is
+                // the one this run's read computed.
                 let done = parts
                     .into_iter()
-                    .map(|(number, etag)| CompletedPart { number, etag })
+                    .map(|(number, etag)| CompletedPart {
+                        number,
+                        etag,
+                        checksum: bodies.sum(number).map(|s| s.base64()),
+                    })
                     .collect();
                 match self.send_parts(&body, &upload.upload_id, done).await {
                     // The store no longer knows the upload (aborted, expired, or
@@ -155,6 +162,7 @@ impl Engine {
                     mtime_ns: entry.mtime_ns,
                     blake3: meta.blake3.clone(),
                     part_size,
+                    checksum: self.checksum,
                 };
                 j.with("recording an upload", |db, set| db.begin_upload(set, &begun));
             }
@@ -198,6 +206,7 @@ impl Engine {
                     offset,
                     len: part_size.min(size - offset),
                     md5: bodies.part(number),
+                    sum: bodies.sum(number),
                 };
                 let etag = retry(key, || {
                     self.request(self.store.upload_part(key, upload_id, number, range))
@@ -211,7 +220,11 @@ impl Engine {
                 self.progress.advance(range.len);
                 self.sent
                     .fetch_add(range.len, std::sync::atomic::Ordering::Relaxed);
-                Ok::<_, StoreError>(CompletedPart { number, etag })
+                Ok::<_, StoreError>(CompletedPart {
+                    number,
+                    etag,
+                    checksum: range.sum.map(|s| s.base64()),
+                })
             })
             .buffer_unordered(self.jobs)
             .collect::<Vec<_>>()
@@ -223,8 +236,9 @@ impl Engine {
             }
         }
         done.sort_by_key(|p| p.number);
+        let whole = bodies.sums.as_ref().and_then(|s| s.full_object());
         match retry(key, || {
-            self.request(self.store.complete_multipart(key, upload_id, &done))
+            self.request(self.store.complete_multipart(key, upload_id, &done, whole))
         })
         .await
         {

@@ -313,6 +313,7 @@ fn row_from_entry(e: Entry) -> Option<FileRow> {
         checked_ns: crate::fs::scan::now_ns(),
         // A manifest knows no change times: each file is hashed once.
         stamp: None,
+        checksum: e.checksum,
         path: e.path,
     })
 }

@@ -344,6 +344,7 @@ mod tests {
             uploaded_at: 0,
             checked_ns: 0,
             stamp: None,
+            checksum: None,
         }
     }
 

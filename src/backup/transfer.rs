@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use super::journal::Journal;
 use super::keep::{CopyLimits, Keeper, Kept, LocalFiles};
 use super::multipart::part_size_for;
+use crate::fs::checksum::Algorithm;
 use crate::fs::hash::{self, BodyDigests};
 use crate::fs::names;
 use crate::fs::scan::{EntryKind, ScanEntry};
@@ -50,6 +51,8 @@ pub struct Engine {
     pub(super) keeper: Keeper,
     /// Objects larger than this are copied server-side in parts.
     copy_cutoff: u64,
+    /// `--checksum-algorithm`: the additional checksum of every body sent.
+    pub(super) checksum: Option<Algorithm>,
 }
 
 /// Why one action failed (reported for its file; the run goes on).
@@ -105,6 +108,7 @@ fn file_row(entry: &ScanEntry, blake3: &str, put: PutOutcome) -> FileRow {
         blake3: blake3.to_string(),
         etag: put.etag,
         version_id: put.version_id,
+        checksum: put.checksum,
         uploaded_at: now_secs(),
         checked_ns: entry.seen_ns,
     }
@@ -176,7 +180,16 @@ impl Engine {
             sent: std::sync::atomic::AtomicU64::new(0),
             keeper: Keeper::default(),
             copy_cutoff: MAX_SINGLE_OBJECT,
+            checksum: None,
         }
+    }
+
+    /// Sends `algorithm`'s checksum with every body (`--checksum-algorithm`):
+    /// a file hashed without it (a copy that fell back to an upload) is
+    /// read again for it.
+    pub fn with_checksum(mut self, algorithm: Option<Algorithm>) -> Self {
+        self.checksum = algorithm;
+        self
     }
 
     /// Copies objects larger than `cutoff` bytes server-side in parts
@@ -356,6 +369,7 @@ impl Engine {
             PutOutcome {
                 etag: old.etag.clone(),
                 version_id: old.version_id.clone(),
+                checksum: old.checksum.clone(),
             }
         } else {
             let key = self.key(&entry.path);
@@ -428,15 +442,17 @@ impl Engine {
         let meta = meta(entry, blake3);
         let part_size = self.part_size_of(entry.size);
         let rehashed;
+        let summed = |b: &BodyDigests| b.sums.as_ref().and_then(|s| s.parts.first()).map(|s| s.algorithm);
         let bodies = if entry.kind == EntryKind::Symlink
-            || (!bodies.md5.is_empty() && bodies.part_size == part_size)
+            || (!bodies.md5.is_empty() && bodies.part_size == part_size && summed(bodies) == self.checksum)
         {
             bodies
         } else {
-            let (path, seen) = (path.clone(), entry.clone());
-            let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size))
-                .await?
-                .map_err(TransferError::Read)?;
+            let (path, seen, algorithm) = (path.clone(), entry.clone(), self.checksum);
+            let hashed =
+                tokio::task::spawn_blocking(move || hash::hash_file(&path, &seen, part_size, algorithm))
+                    .await?
+                    .map_err(TransferError::Read)?;
             if hashed.blake3 != blake3 {
                 return Err(TransferError::Changed);
             }
@@ -459,6 +475,7 @@ impl Engine {
                 offset: 0,
                 len: entry.size,
                 md5: bodies.part(1),
+                sum: bodies.sum(1),
             };
             let put = retry(&key, || self.request(self.store.put_file(&key, range, &meta))).await?;
             self.progress.advance(entry.size);

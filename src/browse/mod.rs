@@ -182,6 +182,7 @@ pub(crate) mod tests {
             },
             etag: String::new(),
             version_id: None,
+            checksum: None,
         }
     }
 

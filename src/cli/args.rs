@@ -239,6 +239,12 @@ pub struct S3WriteArgs {
         "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control",
     ])]
     pub acl: Option<String>,
+    /// An additional checksum every upload sends, computed in the read that hashes the file: the store refuses a body that differs and keeps the value for `verify --checksums` (S3 targets; `none` sends none).
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["crc64nvme", "crc32c", "sha256", "none"], overrides_with = "no_checksum_algorithm")]
+    pub checksum_algorithm: Option<String>,
+    /// Send no additional checksum (turns off a --checksum-algorithm saved with --set).
+    #[arg(long, overrides_with = "checksum_algorithm")]
+    pub no_checksum_algorithm: bool,
 }
 
 /// `s3backup snapshots`: list them, or `snapshots forget` old ones.
@@ -412,6 +418,9 @@ pub struct VerifyArgs {
     /// Also download every file and check its blake3.
     #[arg(long)]
     pub deep: bool,
+    /// Compare each file's checksum as the store keeps it (a HEAD, no download) with the one recorded by backup --checksum-algorithm (S3 targets).
+    #[arg(long, conflicts_with = "deep")]
+    pub checksums: bool,
     /// With --deep: download and check only SHARE of the files (5%, 1/20): those never checked first, then those checked longest ago, as remembered in the state file (at random, not remembered, without one), so runs in turn check every file; the rest get the listing's checks. Not with --all.
     #[arg(long, value_name = "SHARE", conflicts_with = "all", value_parser = clap::value_parser!(crate::verify::sample::Fraction))]
     pub sample: Option<crate::verify::sample::Fraction>,

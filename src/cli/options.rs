@@ -95,6 +95,13 @@ pub(crate) fn backup(
     let (Some(source), Some(target)) = (args.source, args.target) else {
         usage!("give SOURCE and TARGET, or --set NAME of a saved set");
     };
+    // A local store keeps no checksums: nothing to send it.
+    let checksum = args
+        .write
+        .checksum_algorithm
+        .as_deref()
+        .filter(|_| !args.write.no_checksum_algorithm && matches!(target, crate::target::Target::S3 { .. }))
+        .and_then(crate::fs::checksum::Algorithm::parse);
     Ok(BackupOptions {
         source,
         target,
@@ -123,6 +130,7 @@ pub(crate) fn backup(
                 sse: args.write.sse,
                 sse_kms_key_id: args.write.sse_kms_key_id,
                 acl: args.write.acl,
+                checksum,
             },
             bandwidth,
             ..args.s3.into()
@@ -174,11 +182,17 @@ pub(crate) fn verify(args: VerifyArgs, state_path: &Path) -> anyhow::Result<Veri
             "--sample needs --deep: it chooses which files to download and check (without --deep no file is downloaded)"
         );
     }
+    if args.checksums && !matches!(args.target, crate::target::Target::S3 { .. }) {
+        usage!(
+            "--checksums needs an S3 target: a local store keeps no checksums (--deep reads and checks every file)"
+        );
+    }
     Ok(VerifyOptions {
         target: args.target,
         snapshot: args.snapshot,
         all: args.all,
         deep: args.deep,
+        checksums: args.checksums,
         sample: args.sample,
         state: Some(state_path.to_path_buf()),
         jobs: usize::from(args.jobs),

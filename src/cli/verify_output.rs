@@ -18,6 +18,8 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
         "present (the sample's content checked)"
     } else if r.deep {
         "present and content checked"
+    } else if r.checksums {
+        "present with the checksum recorded"
     } else {
         "present with size and ETag"
     };
@@ -26,8 +28,17 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
     } else {
         String::new()
     };
+    // Not checked is neither intact nor damaged: said apart, with why.
+    let not_checked = if r.checksums {
+        format!(
+            ", {} not checked (no checksum recorded, or none kept by the store)",
+            r.not_checked
+        )
+    } else {
+        String::new()
+    };
     outln!(
-        "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable{damaged_lines}",
+        "snapshot {}: {} files, {} {how}, {} missing, {} mismatched, {} unreadable{damaged_lines}{not_checked}",
         r.snapshot,
         r.files,
         r.ok,
@@ -90,5 +101,12 @@ pub(crate) fn verify_all_summary(
         r.mismatched,
         r.unreadable,
         r.damaged.len()
-    )
+    )?;
+    if r.snapshots.iter().any(|s| s.checksums) {
+        outln!(
+            "  {} file(s) not checked: no checksum recorded, or none kept by the store",
+            r.not_checked
+        )?;
+    }
+    Ok(())
 }

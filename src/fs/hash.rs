@@ -20,6 +20,7 @@ use std::path::Path;
 
 use md5::Digest;
 
+use crate::fs::checksum::{Algorithm, BodySums, Sum, Summer};
 use crate::fs::scan::{self, EntryKind, ScanEntry, Stamp};
 
 /// An MD5 digest (16 bytes), as `Content-MD5` carries it (base64) and as a
@@ -36,6 +37,9 @@ pub struct BodyDigests {
     /// One digest per body, in order (one for an empty file). Empty when
     /// not computed: the upload then hashes the file again itself.
     pub md5: Vec<Md5>,
+    /// The additional checksum of each body (and of the whole file), with
+    /// `--checksum-algorithm`; `None` without one.
+    pub sums: Option<BodySums>,
 }
 
 impl BodyDigests {
@@ -44,6 +48,15 @@ impl BodyDigests {
         usize::try_from(number - 1)
             .ok()
             .and_then(|i| self.md5.get(i))
+            .copied()
+    }
+
+    /// The additional checksum of part `number` (1-based; 1 for a single request), if computed.
+    pub fn sum(&self, number: i32) -> Option<Sum> {
+        let sums = self.sums.as_ref()?;
+        usize::try_from(number - 1)
+            .ok()
+            .and_then(|i| sums.parts.get(i))
             .copied()
     }
 }
@@ -63,12 +76,18 @@ const READ_BUF: usize = 256 * 1024;
 
 /// Hashes `path` and checks it still matches what the scan saw. A
 /// symlink's content is its target, read without following it. `part_size`
-/// says how the file will be sent (see [`BodyDigests::part_size`]).
+/// says how the file will be sent (see [`BodyDigests::part_size`]);
+/// `algorithm`, the additional checksum computed for each body, if any.
 ///
 /// # Errors
 /// The I/O error of opening or reading the file (or reading the link), or
 /// the one of [`ensure_unchanged`] when the file changed since the scan.
-pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::Result<Hashed> {
+pub fn hash_file(
+    path: &Path,
+    seen: &ScanEntry,
+    part_size: Option<u64>,
+    algorithm: Option<Algorithm>,
+) -> io::Result<Hashed> {
     if seen.kind == EntryKind::Symlink {
         let target = link_target(path)?;
         ensure_unchanged(path, seen)?;
@@ -81,17 +100,23 @@ pub fn hash_file(path: &Path, seen: &ScanEntry, part_size: Option<u64>) -> io::R
     // A small file's whole content and the end-of-file in two reads, without
     // zeroing a large buffer for each of thousands of small files.
     let buf_len = usize::try_from(seen.size.saturating_add(1)).map_or(READ_BUF, |n| n.clamp(4096, READ_BUF));
-    let hashed = hash_reader_with(file, part_size.filter(|&n| n > 0), buf_len)?;
+    let hashed = hash_reader_with(file, part_size.filter(|&n| n > 0), algorithm, buf_len)?;
     ensure_unchanged(path, seen)?;
     Ok(hashed)
 }
 
 /// blake3 of everything `reader` yields and the MD5 of each `part_size`
-/// slice of it (one MD5 of the whole when `None`), reading `buf_len` bytes
-/// at a time.
-fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usize) -> io::Result<Hashed> {
+/// slice of it (one MD5 of the whole when `None`), and with `algorithm`
+/// the same slices' additional checksums, reading `buf_len` bytes at a time.
+fn hash_reader_with(
+    mut reader: impl Read,
+    part_size: Option<u64>,
+    algorithm: Option<Algorithm>,
+    buf_len: usize,
+) -> io::Result<Hashed> {
     let mut hasher = blake3::Hasher::new();
     let mut md5 = md5::Md5::new();
+    let mut summer = algorithm.map(|a| Summer::new(a, part_size.is_some()));
     let mut digests = Vec::new();
     let mut left_in_part = part_size.unwrap_or(u64::MAX);
     let mut buf = vec![0u8; buf_len.max(1)];
@@ -109,10 +134,16 @@ fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usiz
                 .len()
                 .min(usize::try_from(left_in_part).unwrap_or(usize::MAX));
             md5.update(&data[..take]);
+            if let Some(s) = summer.as_mut() {
+                s.update(&data[..take]);
+            }
             data = &data[take..];
             left_in_part -= take as u64;
             if left_in_part == 0 {
                 digests.push(md5.finalize_reset().into());
+                if let Some(s) = summer.as_mut() {
+                    s.end_part();
+                }
                 left_in_part = part_size.unwrap_or(u64::MAX);
             }
         }
@@ -121,12 +152,16 @@ fn hash_reader_with(mut reader: impl Read, part_size: Option<u64>, buf_len: usiz
     // boundary; an empty file is one empty body.
     if digests.is_empty() || left_in_part != part_size.unwrap_or(u64::MAX) {
         digests.push(md5.finalize().into());
+        if let Some(s) = summer.as_mut() {
+            s.end_part();
+        }
     }
     Ok(Hashed {
         blake3: hasher.finalize().to_hex().to_string(),
         bodies: BodyDigests {
             part_size,
             md5: digests,
+            sums: summer.map(Summer::finish),
         },
     })
 }
@@ -183,17 +218,17 @@ mod tests {
             seen_ns: 0,
             stamp: Stamp::of(&md),
         };
-        let hashed = hash_file(&path, &seen, None).unwrap();
+        let hashed = hash_file(&path, &seen, None, None).unwrap();
         assert_eq!(hashed.blake3, blake3::hash(b"hello").to_hex().to_string());
         assert_eq!(hashed.bodies.md5, [md5_of(b"hello")]);
         seen.stamp.inode += 1;
         assert!(
-            hash_file(&path, &seen, None).is_err(),
+            hash_file(&path, &seen, None, None).is_err(),
             "another inode is another file"
         );
         seen.stamp.inode -= 1;
         seen.size = 4;
-        assert!(hash_file(&path, &seen, None).is_err());
+        assert!(hash_file(&path, &seen, None, None).is_err());
     }
 
     #[test]
@@ -206,24 +241,39 @@ mod tests {
             data.len() as u64,
             1 << 40,
         ] {
-            let hashed = hash_reader_with(&data[..], Some(part), READ_BUF).unwrap();
+            let hashed = hash_reader_with(&data[..], Some(part), None, READ_BUF).unwrap();
             let expected: Vec<Md5> = data
                 .chunks(part.min(data.len() as u64) as usize)
                 .map(md5_of)
                 .collect();
             assert_eq!(hashed.bodies.md5, expected, "part size {part}");
             assert_eq!(hashed.blake3, blake3::hash(&data).to_hex().to_string());
+            let summed = hash_reader_with(&data[..], Some(part), Some(Algorithm::Crc32c), READ_BUF).unwrap();
+            let sums = summed.bodies.sums.expect("sums");
+            let chunks = data.chunks(part.min(data.len() as u64) as usize);
+            let expected: Vec<Sum> = chunks.map(|c| Sum::of(Algorithm::Crc32c, c)).collect();
+            assert_eq!(sums.parts, expected, "part size {part}");
+            assert_eq!(sums.full_object(), Some(Sum::of(Algorithm::Crc32c, &data)));
         }
         assert_eq!(
-            hash_reader_with(&data[..], None, READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&data[..], None, None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(&data)]
         );
         assert_eq!(
-            hash_reader_with(&b""[..], None, READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&b""[..], None, None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(b"")]
         );
         assert_eq!(
-            hash_reader_with(&b""[..], Some(5), READ_BUF).unwrap().bodies.md5,
+            hash_reader_with(&b""[..], Some(5), None, READ_BUF)
+                .unwrap()
+                .bodies
+                .md5,
             [md5_of(b"")]
         );
     }

@@ -1,12 +1,13 @@
 //! The local file system side: walking SOURCE ([`scan`]), the filters
 //! ([`filter`]) and what else a backup leaves out ([`leave_out`]), names and their byte rules ([`names`], [`safe_path`]),
-//! content hashes ([`hash`]), reaching paths without following links
+//! content hashes ([`hash`]) and the checksums S3 keeps ([`checksum`]), reaching paths without following links
 //! ([`confine`]), the tool's own files ([`own`]), Windows path spellings
 //! ([`winpath`]) and the names Windows cannot hold ([`winname`]), and
 //! destinations that fold letter case ([`case`]), and sources on file
 //! systems that refuse Windows names ([`fstype`]).
 
 pub mod case;
+pub mod checksum;
 pub mod confine;
 pub mod filter;
 pub mod fstype;

@@ -482,6 +482,7 @@ mod tests {
             uploaded_at: 2_000_000_000,
             checked_ns: 2_000_000_000_000_000_000,
             stamp: Some(stamp(mtime_ns)),
+            checksum: None,
         }
     }
 

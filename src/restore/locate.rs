@@ -313,6 +313,7 @@ mod tests {
             blake3: blake3.into(),
             etag: String::new(),
             version_id: None,
+            checksum: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct FileRow {
     /// known (a row rebuilt from a manifest, or older than schema version
     /// 3), which makes the next backup hash the file.
     pub stamp: Option<Stamp>,
+    /// The additional checksum the store said the object has
+    /// (`--checksum-algorithm`); `None` when none was asked for or named.
+    pub checksum: Option<crate::fs::checksum::StoredChecksum>,
 }
 
 /// One change to the `files` table.
@@ -76,7 +79,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum
                  FROM files WHERE set_id = ?1 ORDER BY path",
             )
             .map_err(self.err())?;
@@ -100,7 +103,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum
                  FROM files WHERE set_id = ?1 AND kind <> 'd' ORDER BY path",
             )
             .map_err(self.err())?;
@@ -130,7 +133,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum
                  FROM files WHERE set_id = ?1 AND kind = 'd'",
             )
             .map_err(self.err())?;
@@ -164,7 +167,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum
                  FROM files INDEXED BY files_by_hash
                  WHERE set_id = ?1 AND blake3 = ?2 AND size = ?3 AND kind = 'f'
                  ORDER BY path LIMIT 16",
@@ -222,7 +225,7 @@ impl StateDb {
         {
             let mut select = tx
                 .prepare_cached(
-                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device
+                    "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum
                      FROM files WHERE set_id = ?1 AND path = ?2",
                 )
                 .map_err(err)?;
@@ -291,8 +294,8 @@ impl StateDb {
                 .prepare_cached(
                     "INSERT OR REPLACE INTO files
                      (set_id, path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns,
-                      ctime_ns, inode, device)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                      ctime_ns, inode, device, checksum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(err)?;
             let mut remove = tx
@@ -330,7 +333,8 @@ impl StateDb {
                         r.stamp.map(|s| s.ctime_ns),
                         // Stored as SQLite's signed 64 bits, bit for bit.
                         r.stamp.map(|s| s.inode as i64),
-                        r.stamp.map(|s| s.device as i64)
+                        r.stamp.map(|s| s.device as i64),
+                        r.checksum.as_ref().map(|c| c.to_text())
                     ]),
                     FileChange::Remove(p) => remove.execute(params![set_id, p]),
                     FileChange::Kept(_) => continue,
@@ -428,5 +432,8 @@ pub(super) fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
             }),
             _ => None,
         },
+        checksum: r
+            .get::<_, Option<String>>(13)?
+            .and_then(|c| crate::fs::checksum::StoredChecksum::from_text(&c)),
     })
 }

@@ -131,14 +131,14 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, set_id
+                "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns, ctime_ns, inode, device, checksum, set_id
                  FROM files
                  WHERE kind <> 'd' AND (?1 IS NULL OR set_id = ?1)
                  ORDER BY set_id, path",
             )
             .map_err(self.err())?;
         let rows = st
-            .query_map(params![set_id], |r| Ok((r.get::<_, i64>(13)?, row_to_file(r)?)))
+            .query_map(params![set_id], |r| Ok((r.get::<_, i64>(14)?, row_to_file(r)?)))
             .map_err(self.err())?;
         for row in rows {
             let (set, file) = row.map_err(self.err())?;
@@ -157,7 +157,7 @@ impl StateDb {
         self.conn
             .query_row(
                 "SELECT path, kind, size, mtime_ns, mode, blake3, etag, version_id, uploaded_at, checked_ns,
-                        ctime_ns, inode, device
+                        ctime_ns, inode, device, checksum
                  FROM files WHERE set_id = ?1 AND path = ?2",
                 params![set_id, path],
                 row_to_file,

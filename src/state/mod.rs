@@ -220,6 +220,7 @@ mod tests {
                 inode: u64::MAX - 1,
                 device: 1 << 63,
             }),
+            checksum: None,
         }
     }
 

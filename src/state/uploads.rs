@@ -28,6 +28,9 @@ pub struct JournaledUpload {
     pub blake3: String,
     /// Part size used: a resume must cut the file the same way.
     pub part_size: u64,
+    /// The additional checksum the upload was begun with: a resume must
+    /// send the same one.
+    pub checksum: Option<crate::fs::checksum::Algorithm>,
 }
 
 impl StateDb {
@@ -40,8 +43,8 @@ impl StateDb {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO uploads
-                 (set_id, key, upload_id, path, size, mtime_ns, blake3, part_size, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (set_id, key, upload_id, path, size, mtime_ns, blake3, part_size, started_at, checksum_algorithm)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     set_id,
                     u.key,
@@ -51,7 +54,8 @@ impl StateDb {
                     u.mtime_ns,
                     u.blake3,
                     u.part_size as i64,
-                    chrono::Utc::now().timestamp()
+                    chrono::Utc::now().timestamp(),
+                    u.checksum.map(|a| a.name())
                 ],
             )
             .map_err(self.err())?;
@@ -80,7 +84,7 @@ impl StateDb {
         let upload = self
             .conn
             .query_row(
-                "SELECT key, upload_id, path, size, mtime_ns, blake3, part_size
+                "SELECT key, upload_id, path, size, mtime_ns, blake3, part_size, checksum_algorithm
                  FROM uploads WHERE set_id = ?1 AND key = ?2",
                 params![set_id, key],
                 row_to_upload,
@@ -112,7 +116,7 @@ impl StateDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT key, upload_id, path, size, mtime_ns, blake3, part_size
+                "SELECT key, upload_id, path, size, mtime_ns, blake3, part_size, checksum_algorithm
                  FROM uploads WHERE set_id = ?1 ORDER BY key",
             )
             .map_err(self.err())?;
@@ -157,6 +161,9 @@ fn row_to_upload(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournaledUpload> {
         mtime_ns: r.get(4)?,
         blake3: r.get(5)?,
         part_size: r.get::<_, i64>(6)? as u64,
+        checksum: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|a| crate::fs::checksum::Algorithm::parse(&a)),
     })
 }
 
@@ -177,6 +184,7 @@ mod tests {
             mtime_ns: 7,
             blake3: "h".into(),
             part_size: 10,
+            checksum: None,
         };
         db.begin_upload(set, &u).unwrap();
         db.record_part(set, "p/big", 2, "e2").unwrap();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 
+use crate::fs::checksum::{StoredChecksum, Sum};
 use crate::target::Target;
 
 pub mod counts;
@@ -172,6 +173,9 @@ pub struct PutOutcome {
     pub etag: String,
     /// Version ID on a versioned bucket.
     pub version_id: Option<String>,
+    /// The additional checksum the store says the object now has
+    /// (`--checksum-algorithm`); `None` when it named none.
+    pub checksum: Option<StoredChecksum>,
 }
 
 /// One finished part of a multipart upload.
@@ -181,6 +185,8 @@ pub struct CompletedPart {
     pub number: i32,
     /// The part's entity tag.
     pub etag: String,
+    /// The part's additional checksum (base64), for an upload begun with one.
+    pub checksum: Option<String>,
 }
 
 /// A byte range of a local file, the body of one upload request.
@@ -196,6 +202,10 @@ pub struct FileRange<'a> {
     /// body that differs ([`StoreError::BadDigest`]), so what it keeps is
     /// what was hashed. S3 gets it as `Content-MD5`.
     pub md5: Option<crate::fs::hash::Md5>,
+    /// The additional checksum of these bytes (`--checksum-algorithm`),
+    /// sent as its `x-amz-checksum-*` header: the store refuses a body
+    /// that differs and keeps the value.
+    pub sum: Option<Sum>,
 }
 
 /// An object as a listing shows it.
@@ -232,6 +242,9 @@ pub struct RemoteObject {
     pub blake3: Option<String>,
     /// A symlink (metadata `type: symlink`): the body is its target.
     pub symlink: bool,
+    /// The additional checksum the store keeps for it, when asked for
+    /// ([`ObjectStore::head_checksum`]) and it has one.
+    pub checksum: Option<StoredChecksum>,
 }
 
 impl RemoteObject {
@@ -313,12 +326,14 @@ pub trait ObjectStore: Send + Sync {
         number: i32,
         body: FileRange<'_>,
     ) -> StoreResult<String>;
-    /// Assembles the parts into the object.
+    /// Assembles the parts into the object; `whole` is the full-object
+    /// checksum of an upload begun with one.
     async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        whole: Option<Sum>,
     ) -> StoreResult<PutOutcome>;
     /// Abandons a multipart upload and frees its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
@@ -375,6 +390,12 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)>;
     /// Describes an object without reading it (size, ETag, metadata).
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject>;
+    /// [`ObjectStore::head`], also asking for the additional checksum the
+    /// store keeps ([`RemoteObject::checksum`]; S3: `x-amz-checksum-mode:
+    /// ENABLED`). The default, for stores that keep none, is a plain head.
+    async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
+        self.head(key, version_id).await
+    }
     /// Checks that the bucket exists without creating it (restores, listings).
     async fn exists(&self) -> StoreResult<bool> {
         Ok(self.prepare(false).await? != Prepared::Missing)

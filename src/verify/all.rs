@@ -30,6 +30,8 @@ pub struct AllReport {
     pub mismatched: u64,
     /// Of them, could not be read or checked after retries.
     pub unreadable: u64,
+    /// Files whose checksum could not be compared (`--checksums`).
+    pub not_checked: u64,
     /// Manifest lines that could not be read.
     pub damaged_lines: u64,
     /// Bytes downloaded and hashed (`--deep`).
@@ -49,6 +51,7 @@ impl AllReport {
         self.missing += r.missing;
         self.mismatched += r.mismatched;
         self.unreadable += r.unreadable;
+        self.not_checked += r.not_checked;
         self.damaged_lines += r.damaged_lines;
         self.bytes_checked += r.bytes_checked;
         self.snapshots.push(r);

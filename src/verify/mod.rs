@@ -31,11 +31,18 @@
 //! counted and listed apart from the damaged ones, since nothing is known
 //! about its content. Issue 11, part 5: through injected faults, transport
 //! errors had been reported as mismatches.
+//!
+//! `--checksums` ([`sums`]): a file present as recorded is also asked for
+//! the checksum the store keeps (a HEAD with checksum mode, no body) and
+//! compared with the one `backup --checksum-algorithm` recorded: integrity
+//! at rest without paying for a download. A file with nothing to compare
+//! is *not checked*, counted apart, never as intact.
 
 pub mod all;
 pub mod kept;
 mod read;
 pub mod sample;
+mod sums;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +71,9 @@ pub struct VerifyOptions {
     pub all: bool,
     /// Download every file and check its blake3.
     pub deep: bool,
+    /// Compare each file's checksum as the store keeps it (a HEAD with
+    /// checksum mode, no body) with the recorded one ([`sums`]).
+    pub checksums: bool,
     /// With `deep`: download only this share of the files ([`sample`]).
     pub sample: Option<sample::Fraction>,
     /// The state file that remembers sampled checks (used only if it exists).
@@ -107,10 +117,16 @@ pub struct VerifyReport {
     /// Damaged snapshots newer than the one checked, passed over to find
     /// `latest` (newest first); verify fails when there are any.
     pub passed_over: Vec<snapshots::Damage>,
+    /// Files whose checksum could not be compared (`--checksums`): none
+    /// recorded, none kept by the store, or another algorithm's. Never
+    /// counted in `ok`, nor as damage.
+    pub not_checked: u64,
     /// Bytes downloaded and hashed (`--deep`).
     pub bytes_checked: u64,
     /// Whether contents were checked.
     pub deep: bool,
+    /// Whether the store's checksums were compared (`--checksums`).
+    pub checksums: bool,
     /// `--sample`: the slice read this run and what the cycle covers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<sample::SampleReport>,
@@ -120,6 +136,9 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Every unreadable file, sorted by path.
     pub unreadable_files: Vec<Problem>,
+    /// Every file whose checksum could not be compared, sorted by path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_checked_files: Vec<Problem>,
     /// The requests the run sent, by kind, with their body bytes (the
     /// run's total: absent from each snapshot of `verify --all`, whose
     /// report has the total).
@@ -166,6 +185,9 @@ pub enum ProblemKind {
     /// A manifest line that could not be read (damage of the snapshot: the
     /// path is empty, the detail names the line).
     DamagedLine,
+    /// `--checksums`: present as the listing says, but no checksum to
+    /// compare (in [`VerifyReport::not_checked_files`]); not damage.
+    NotChecked,
 }
 
 impl ProblemKind {
@@ -176,6 +198,7 @@ impl ProblemKind {
             ProblemKind::Mismatch => "mismatch",
             ProblemKind::Unreadable => "unreadable",
             ProblemKind::DamagedLine => "damaged-line",
+            ProblemKind::NotChecked => "not-checked",
         }
     }
 }
@@ -269,6 +292,7 @@ async fn check_snapshot(
     let mut report = VerifyReport {
         snapshot: id.clone(),
         deep: opts.deep,
+        checksums: opts.checksums,
         passed_over,
         ..VerifyReport::default()
     };
@@ -290,6 +314,7 @@ async fn check_snapshot(
     let ctx = Ctx {
         store: &**store,
         deep: opts.deep,
+        checksums: opts.checksums,
         sample: chosen.as_ref(),
         prefix: prefix.to_string(),
         history,
@@ -325,6 +350,7 @@ async fn check_snapshot(
     }
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
     report.unreadable_files.sort_by(|a, b| a.path.cmp(&b.path));
+    report.not_checked_files.sort_by(|a, b| a.path.cmp(&b.path));
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -334,7 +360,7 @@ async fn check_snapshot(
 /// found missing, mismatched or unreadable is not covered this run.
 fn sample_note(s: &mut sample::Sampler, sampled: Option<&str>, check: &Check, hashed: bool) {
     let outcome = match check {
-        Check::Problem(p) if p.kind == ProblemKind::DamagedLine => return,
+        Check::Problem(p) if matches!(p.kind, ProblemKind::DamagedLine | ProblemKind::NotChecked) => return,
         Check::Problem(p) if p.kind == ProblemKind::Unreadable => sample::Outcome::Unreadable,
         Check::Problem(_) => sample::Outcome::Damaged,
         _ => sample::Outcome::Intact,
@@ -350,6 +376,8 @@ fn sample_note(s: &mut sample::Sampler, sampled: Option<&str>, check: &Check, ha
 struct Ctx<'a> {
     store: &'a dyn ObjectStore,
     deep: bool,
+    /// `--checksums`: the store's checksum of each file is compared ([`sums`]).
+    checksums: bool,
     /// `--sample`: the paths `deep` reads (None: every path).
     sample: Option<&'a std::collections::HashSet<String>>,
     prefix: String,
@@ -434,12 +462,13 @@ impl VerifyReport {
             ProblemKind::Unreadable => self.unreadable += 1,
             ProblemKind::DamagedLine => self.damaged_lines += 1,
             ProblemKind::Mismatch => self.mismatched += 1,
+            ProblemKind::NotChecked => self.not_checked += 1,
         }
         self.files += u64::from(p.kind != ProblemKind::DamagedLine);
-        if p.kind == ProblemKind::Unreadable {
-            self.unreadable_files.push(p);
-        } else {
-            self.problems.push(p);
+        match p.kind {
+            ProblemKind::Unreadable => self.unreadable_files.push(p),
+            ProblemKind::NotChecked => self.not_checked_files.push(p),
+            _ => self.problems.push(p),
         }
     }
 }
@@ -621,6 +650,7 @@ mod tests {
             (ProblemKind::Mismatch, "mismatch"),
             (ProblemKind::Unreadable, "unreadable"),
             (ProblemKind::DamagedLine, "damaged-line"),
+            (ProblemKind::NotChecked, "not-checked"),
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), name);
             assert_eq!(format!("{kind:<13}|"), format!("{name:<13}|"));

@@ -7,6 +7,7 @@ use super::{Check, Ctx, Problem, ProblemKind, Step, etags_agree};
 use crate::fs::scan::EntryKind;
 use crate::manifest::Entry;
 use crate::restore::fetch::{FetchError, Fetcher};
+use crate::restore::locate::Origin;
 use crate::restore::source::Item;
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{ObjectStore, StoreError};
@@ -38,10 +39,20 @@ pub(super) async fn settle(
             };
             read_and_hash(fetcher, prefix, item, &key).await
         }
+        Check::Read(entry, key, origin) if ctx.checksums => {
+            (super::sums::check(ctx, entry, &key, origin, None).await, 0, false)
+        }
         Check::Read(..) => (Check::Ok, 0, false),
         Check::Version(entry, key, version) => {
             if ctx.deep_for(&entry.path) {
                 read_and_hash(fetcher, prefix, item_of(entry, Some(version)), &key).await
+            } else if ctx.checksums {
+                let origin = Origin::LiveOnly;
+                (
+                    super::sums::check(ctx, entry, &key, origin, Some(&version)).await,
+                    0,
+                    false,
+                )
             } else {
                 (check_version(ctx.store, &entry, &key, &version).await, 0, false)
             }

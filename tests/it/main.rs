@@ -84,6 +84,7 @@ mod bandwidth;
 mod browse;
 mod case_dest;
 mod case_fold;
+mod checksums;
 mod closed_pipe;
 mod confine_restore;
 mod confine_store;

@@ -83,6 +83,9 @@ pub struct Request {
     /// reject (`x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`,
     /// `x-amz-trailer`, `Content-Encoding: aws-chunked`).
     pub checksum_headers: Vec<String>,
+    /// The values of the `x-amz-checksum-*` and
+    /// `x-amz-sdk-checksum-algorithm` headers, as sent.
+    pub checksum_values: Vec<(String, String)>,
     /// Storage class, server-side encryption and ACL headers, as sent.
     pub write_headers: Vec<(String, String)>,
     /// Whether the server stopped working on the request without a reply
@@ -286,6 +289,20 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Logged {
                             || (n == "content-encoding" && value.as_bytes().starts_with(b"aws-chunked"))
                     })
                     .map(|(name, _)| name.as_str().to_owned())
+                    .collect(),
+                checksum_values: req
+                    .headers()
+                    .iter()
+                    .filter(|(name, _)| {
+                        name.as_str().starts_with("x-amz-checksum-")
+                            || name.as_str() == "x-amz-sdk-checksum-algorithm"
+                    })
+                    .map(|(name, value)| {
+                        (
+                            name.as_str().to_owned(),
+                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
                 write_headers: req
                     .headers()
@@ -659,6 +676,45 @@ impl S3Server {
             }
         }
         Some(out)
+    }
+
+    /// The sidecar where s3s-fs keeps an object's ETag and checksums.
+    fn internal_info_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            base64_url_nopad(bucket.as_bytes()),
+            base64_url_nopad(key.as_bytes())
+        ))
+    }
+
+    /// The checksums s3s-fs keeps for an object (`"crc64nvme"` → base64),
+    /// as it checked them on PutObject and returns them on HEAD. Read from
+    /// its sidecar, so no request is logged.
+    pub fn stored_checksums(&self, bucket: &str, key: &str) -> HashMap<String, String> {
+        let Ok(text) = std::fs::read(self.internal_info_path(bucket, key)) else {
+            return HashMap::new();
+        };
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("internal sidecar is JSON");
+        let mut out = HashMap::new();
+        if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                if let Some(name) = k.strip_prefix("checksum_") {
+                    out.insert(name.to_owned(), v.as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces an object's bytes and the checksum s3s-fs keeps for it,
+    /// behind the store's API (the ETag it keeps stays): what a store that
+    /// recomputes checksums at rest shows after the stored bytes changed.
+    pub fn change_stored_bytes(&self, bucket: &str, key: &str, bytes: &[u8], checksum: (&str, &str)) {
+        std::fs::write(self.object_path(bucket, key), bytes).unwrap();
+        let path = self.internal_info_path(bucket, key);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v[format!("checksum_{}", checksum.0)] = serde_json::Value::String(checksum.1.to_owned());
+        std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
 
     /// All object keys in a bucket, sorted (empty if there is no bucket).

@@ -49,5 +49,6 @@ pub(super) fn dir_row(entry: &ScanEntry) -> FileRow {
         uploaded_at: now_secs(),
         checked_ns: entry.seen_ns,
         stamp: Some(entry.stamp),
+        checksum: None,
     }
 }

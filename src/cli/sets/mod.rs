@@ -91,6 +91,8 @@ pub struct SavedBackup {
     pub sse_kms_key_id: Option<String>,
     /// `--acl`.
     pub acl: Option<String>,
+    /// `--checksum-algorithm` (`None`: none; `--no-checksum-algorithm` drops it).
+    pub checksum_algorithm: Option<String>,
     /// `--profile`.
     pub profile: Option<String>,
     /// `--region`.
@@ -255,6 +257,11 @@ impl SavedBackup {
             sse: args.write.sse.clone(),
             sse_kms_key_id: args.write.sse_kms_key_id.clone(),
             acl: args.write.acl.clone(),
+            checksum_algorithm: args
+                .write
+                .checksum_algorithm
+                .clone()
+                .filter(|a| a != "none" && !args.write.no_checksum_algorithm),
             profile: args.s3.profile.clone(),
             region: args.s3.region.clone(),
             endpoint_url: args.s3.endpoint_url.clone(),
@@ -315,12 +322,6 @@ impl SavedBackup {
         let g = &now.given;
         let typed = |id: &str| g.has(id);
         let flag = |on: &str, off: &str, saved: bool| !typed(off) && (typed(on) || saved);
-        // `--no-sse` turns a saved --sse off; a typed --sse replaces it.
-        let sse = if typed("no_sse") {
-            None
-        } else {
-            pick(typed("sse"), now.write.sse.clone(), self.sse.clone())
-        };
         let filters_typed = typed("exclude") || typed("include") || typed("exclude_from");
         // Any keep rule or --prune typed replaces the saved ones as a whole;
         // --no-keep runs without them.
@@ -338,6 +339,7 @@ impl SavedBackup {
             self.rules()
         };
         let s3 = self.s3_args(g, now.s3.clone());
+        let write = self.write_args(g, now.write.clone());
         Ok(BackupArgs {
             source: Some(self.source.clone()),
             target: Some(target),
@@ -360,17 +362,7 @@ impl SavedBackup {
                 ..FilterArgs::default()
             },
             leave_out: leave_out_args(g, now.leave_out, self.leave_out),
-            write: S3WriteArgs {
-                storage_class: pick(
-                    typed("storage_class"),
-                    now.write.storage_class,
-                    self.storage_class,
-                ),
-                sse: sse.clone(),
-                no_sse: false,
-                sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
-                acl: pick(typed("acl"), now.write.acl, self.acl),
-            },
+            write,
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             // Checked when it was saved; a set edited by hand into nonsense prices nothing.
             cost_per_1000: pick(
@@ -403,6 +395,39 @@ impl SavedBackup {
             },
             given: now.given,
         })
+    }
+
+    /// The storage class, encryption, ACL and checksum of a run by name:
+    /// each typed one wins; `--no-sse` turns a saved --sse off (a typed
+    /// --sse replaces it), `--no-checksum-algorithm` a saved algorithm.
+    fn write_args(&self, g: &matches::Given, now: S3WriteArgs) -> S3WriteArgs {
+        let typed = |id: &str| g.has(id);
+        let sse = if typed("no_sse") {
+            None
+        } else {
+            pick(typed("sse"), now.sse.clone(), self.sse.clone())
+        };
+        S3WriteArgs {
+            storage_class: pick(
+                typed("storage_class"),
+                now.storage_class,
+                self.storage_class.clone(),
+            ),
+            sse_kms_key_id: kms_key(g, now.sse_kms_key_id, self.sse_kms_key_id.clone(), sse.as_deref()),
+            sse,
+            no_sse: false,
+            acl: pick(typed("acl"), now.acl, self.acl.clone()),
+            checksum_algorithm: if typed("no_checksum_algorithm") {
+                None
+            } else {
+                pick(
+                    typed("checksum_algorithm"),
+                    now.checksum_algorithm,
+                    self.checksum_algorithm.clone(),
+                )
+            },
+            no_checksum_algorithm: false,
+        }
     }
 
     /// The connection settings of a run by name: each typed one wins.

@@ -314,6 +314,7 @@ impl ObjectStore for LocalStore {
                         offset,
                         len,
                         md5,
+                        sum: None,
                     },
                     handle.as_ref(),
                 )
@@ -353,6 +354,7 @@ impl ObjectStore for LocalStore {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        _whole: Option<crate::fs::checksum::Sum>,
     ) -> StoreResult<PutOutcome> {
         self.counter.request(RequestKind::MultipartOther, 0);
         self.complete_multipart(key, upload_id, parts).await
@@ -565,6 +567,7 @@ mod tests {
             offset: 0,
             len: 8,
             md5: None,
+            sum: None,
         };
         let meta = ObjectMeta::default();
         std::fs::create_dir_all(dir.path().join("store/empty")).unwrap();
@@ -636,6 +639,7 @@ mod tests {
             offset: 0,
             len: 21,
             md5: Some(md5),
+            sum: None,
         };
         let hashed_before = crate::fs::hash::md5_of(b"bytes as they were th");
         let meta = ObjectMeta::default();

@@ -94,6 +94,7 @@ impl LocalStore {
                     offset,
                     len,
                     md5,
+                    sum: None,
                 },
                 handle.as_ref(),
             )

@@ -86,6 +86,7 @@ impl Stat {
         PutOutcome {
             etag: self.etag(),
             version_id: None,
+            checksum: None,
         }
     }
 }
@@ -163,5 +164,6 @@ pub(super) fn remote_of(key: &str, md: &Metadata) -> StoreResult<RemoteObject> {
         mode: (!symlink).then_some(stat.mode),
         blake3: None,
         symlink,
+        checksum: None,
     })
 }

@@ -28,7 +28,7 @@ impl S3Store {
             .copy_parts(src_key, dst_key, &upload_id, size, part_size, if_match)
             .await
         {
-            Ok(parts) => match self.complete_multipart(dst_key, &upload_id, &parts).await {
+            Ok(parts) => match self.complete_multipart(dst_key, &upload_id, &parts, None).await {
                 Ok(put) => Ok(put),
                 Err(e) => {
                     self.abandon(dst_key, &upload_id).await;
@@ -84,9 +84,15 @@ impl S3Store {
                 req
             };
             let out = req.send().await.map_err(|e| convert(e, &what))?;
+            // With `--checksum-algorithm` the upload names it and the store
+            // computes each part's, which the completion must list.
+            let result = out.copy_part_result();
             parts.push(CompletedPart {
                 number,
-                etag: clean_etag(out.copy_part_result().and_then(|r| r.e_tag())),
+                etag: clean_etag(result.and_then(|r| r.e_tag())),
+                checksum: result
+                    .and_then(|r| stored_sum!(r, self.write.checksum))
+                    .map(|c| c.value),
             });
             offset = end;
             number += 1;

@@ -24,6 +24,7 @@ use aws_smithy_types::body::SdkBody;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::fs::checksum::Sum;
 use crate::fs::hash::Md5;
 
 use super::pace::{self, Bandwidth, BandwidthLimit};
@@ -54,6 +55,8 @@ macro_rules! with_write_options {
     }};
 }
 
+#[macro_use]
+mod sums;
 mod bucket;
 mod client;
 mod copy_parts;
@@ -102,6 +105,10 @@ pub struct WriteOptions {
     pub sse_kms_key_id: Option<String>,
     /// `x-amz-acl` (a canned ACL such as `bucket-owner-full-control`).
     pub acl: Option<String>,
+    /// `--checksum-algorithm`: the additional checksum every upload sends
+    /// (computed by the caller, [`FileRange::sum`]) and multipart uploads
+    /// and copies name.
+    pub checksum: Option<crate::fs::checksum::Algorithm>,
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -163,19 +170,20 @@ impl S3Store {
     }
 
     /// One PutObject of `len` bytes with the write options and `meta`;
-    /// with `md5`, sent as `Content-MD5` and checked against the ETag.
+    /// with `md5`, sent as `Content-MD5` and checked against the ETag; with
+    /// `sum`, sent as its `x-amz-checksum-*` header.
     async fn put(
         &self,
         key: &str,
         len: u64,
         body: aws_sdk_s3::primitives::ByteStream,
-        md5: Option<Md5>,
+        (md5, sum): (Option<Md5>, Option<Sum>),
         meta: &ObjectMeta,
         what: &str,
     ) -> StoreResult<PutOutcome> {
         let what = format!("{what} '{key}'");
         let req = self.client.put_object().bucket(&self.bucket).key(key);
-        let req = with_write_options!(req, &self.write, key)
+        let req = with_sum!(with_write_options!(req, &self.write, key), sum)
             .content_length(len as i64)
             .set_content_md5(md5.map(aws_smithy_types::base64::encode))
             .set_metadata(Some(metadata(meta)))
@@ -192,6 +200,7 @@ impl S3Store {
         Ok(PutOutcome {
             etag,
             version_id: self.kept(out.version_id()).await,
+            checksum: stored_sum!(out, sum.map(|s| s.algorithm)),
         })
     }
 
@@ -306,18 +315,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
-        self.put(key, range.len, body(range).await?, range.md5, meta, "uploading")
+        let sum = self.sum_of(range).await?;
+        let body = body(range).await?;
+        self.put(key, range.len, body, (range.md5, sum), meta, "uploading")
             .await
     }
 
     async fn put_symlink(&self, key: &str, target: &[u8], meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let body = aws_sdk_s3::primitives::ByteStream::from(target.to_vec());
         let md5 = crate::fs::hash::md5_of(target);
+        let sum = self.write.checksum.map(|a| Sum::of(a, target));
         self.put(
             key,
             target.len() as u64,
             body,
-            Some(md5),
+            (Some(md5), sum),
             meta,
             "uploading symlink",
         )
@@ -347,8 +359,9 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        whole: Option<Sum>,
     ) -> StoreResult<PutOutcome> {
-        self.complete_multipart(key, upload_id, parts).await
+        self.complete_multipart(key, upload_id, parts, whole).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
@@ -373,6 +386,8 @@ impl ObjectStore for S3Store {
             .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))
+            // The copy gets the run's checksum, computed by the store.
+            .set_checksum_algorithm(self.write.checksum.map(sums::sdk_algorithm))
             .send()
             .await
             .map_err(|e| convert(e, &what))?;
@@ -388,9 +403,13 @@ impl ObjectStore for S3Store {
                 "{what}: the source no longer holds the content recorded for it (ETag {etag}, recorded {expected})"
             )));
         }
+        let checksum = out
+            .copy_object_result()
+            .and_then(|r| stored_sum!(r, self.write.checksum));
         Ok(PutOutcome {
             etag,
             version_id: self.kept(out.version_id()).await,
+            checksum,
         })
     }
 
@@ -486,6 +505,10 @@ impl ObjectStore for S3Store {
             out.last_modified(),
             out.metadata(),
         ))
+    }
+
+    async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
+        self.head_with_checksum(key, version_id).await
     }
 
     fn describe(&self) -> String {

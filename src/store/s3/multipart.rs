@@ -8,6 +8,7 @@ use aws_sdk_s3::types::CompletedMultipartUpload;
 
 use super::errors::convert;
 use super::{S3Store, body, clean_etag, metadata};
+use crate::fs::checksum::{Algorithm, Sum};
 use crate::store::{
     CompletedPart, FileRange, ObjectMeta, PendingUpload, PutOutcome, StoreError, StoreResult,
 };
@@ -61,6 +62,8 @@ impl S3Store {
         // second upload and the first is never heard of. The caller retries
         // and knows to look for such uploads once its transfers are done.
         let out = with_write_options!(req, &self.write, key)
+            .set_checksum_algorithm(self.write.checksum.map(super::sums::sdk_algorithm))
+            .set_checksum_type(self.write.checksum.map(super::sums::checksum_type))
             .set_metadata(Some(metadata(meta)))
             .customize()
             .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
@@ -89,8 +92,8 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(range.len as i64)
-            .set_content_md5(range.md5.map(aws_smithy_types::base64::encode))
-            .body(self.paced(body(range).await?));
+            .set_content_md5(range.md5.map(aws_smithy_types::base64::encode));
+        let req = with_sum!(req, range.sum).body(self.paced(body(range).await?));
         let out = match self.upload_config(range.len) {
             Some(config) => req.customize().config_override(config).send().await,
             None => req.send().await,
@@ -107,29 +110,45 @@ impl S3Store {
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
+        whole: Option<Sum>,
     ) -> StoreResult<PutOutcome> {
+        let algorithm = self.write.checksum;
         let parts = parts
             .iter()
             .map(|p| {
+                let sum = |a: Algorithm| p.checksum.clone().filter(|_| algorithm == Some(a));
                 aws_sdk_s3::types::CompletedPart::builder()
                     .part_number(p.number)
                     .e_tag(&p.etag)
+                    .set_checksum_crc64_nvme(sum(Algorithm::Crc64nvme))
+                    .set_checksum_crc32_c(sum(Algorithm::Crc32c))
+                    .set_checksum_sha256(sum(Algorithm::Sha256))
                     .build()
             })
             .collect();
-        let out = self
+        let req = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .set_checksum_type(algorithm.map(super::sums::checksum_type));
+        // The full-object checksum of the whole file, where the algorithm
+        // has one: the store checks the parts add up to it.
+        let whole = whole.filter(|w| Some(w.algorithm) == algorithm);
+        let value = |a: Algorithm| whole.filter(|w| w.algorithm == a).map(|w| w.base64());
+        let out = req
+            .set_checksum_crc64_nvme(value(Algorithm::Crc64nvme))
+            .set_checksum_crc32_c(value(Algorithm::Crc32c))
+            .set_checksum_sha256(value(Algorithm::Sha256))
             .send()
             .await
             .map_err(|e| convert(e, &format!("completing multipart upload of '{key}'")))?;
         Ok(PutOutcome {
             etag: clean_etag(out.e_tag()),
             version_id: self.kept(out.version_id()).await,
+            checksum: stored_sum!(out, algorithm),
         })
     }
 
