@@ -214,6 +214,33 @@ pub(super) async fn record(
     }
 }
 
+/// The lock the run's writes got: `--lock-days`'s, else the bucket's
+/// default retention counted from the run's start (the time in its
+/// UUIDv7 ID), which every version the run wrote holds at least until.
+/// Asked of the store once, and only by a run that writes a manifest;
+/// `None` when the store has no Object Lock or cannot say.
+async fn run_lock(store: &dyn ObjectStore, opts: &BackupOptions, run_id: &str) -> Option<crate::lock::Retention> {
+    if let Some(lock) = opts.s3.write.lock {
+        return Some(lock);
+    }
+    let (mode, days) = match store.object_lock().await {
+        Ok(bucket) => bucket?.default?,
+        Err(e) => {
+            tracing::debug!("reading the bucket's Object Lock: {e}");
+            return None;
+        }
+    };
+    let started = uuid::Uuid::try_parse(run_id)
+        .ok()
+        .and_then(|id| id.get_timestamp())
+        .and_then(|t| {
+            let (secs, nanos) = t.to_unix();
+            chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+        })
+        .unwrap_or_else(chrono::Utc::now);
+    Some(crate::lock::Retention::days_after(mode, started, days))
+}
+
 /// Streams the set's state into a compressed temp file, then uploads it;
 /// the upload stops when `cancel` is cancelled ([`BackupError::Interrupted`]).
 async fn write_manifest(
@@ -246,6 +273,7 @@ async fn write_manifest(
         bytes,
         history: Some(opts.history),
         tags: opts.tags.clone(),
+        lock: run_lock(store, opts, run_id).await,
     };
     let tmp = tempfile::NamedTempFile::new().map_err(fail)?;
     let mut hasher = blake3::Hasher::new();

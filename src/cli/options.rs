@@ -92,6 +92,7 @@ pub(crate) fn backup(
         }
     }
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
+    let lock = crate::cli::lock::retention(&args.lock, args.target.as_ref())?;
     let (Some(source), Some(target)) = (args.source, args.target) else {
         usage!("give SOURCE and TARGET, or --set NAME of a saved set");
     };
@@ -123,6 +124,7 @@ pub(crate) fn backup(
                 sse: args.write.sse,
                 sse_kms_key_id: args.write.sse_kms_key_id,
                 acl: args.write.acl,
+                lock,
             },
             bandwidth,
             ..args.s3.into()

@@ -343,6 +343,7 @@ mod tests {
             bytes: 0,
             history,
             tags: Vec::new(),
+            lock: None,
         }
     }
 

@@ -232,6 +232,8 @@ pub struct RemoteObject {
     pub blake3: Option<String>,
     /// A symlink (metadata `type: symlink`): the body is its target.
     pub symlink: bool,
+    /// The version's Object Lock retention, where the store reports one.
+    pub lock: Option<crate::lock::Retention>,
 }
 
 impl RemoteObject {
@@ -375,6 +377,12 @@ pub trait ObjectStore: Send + Sync {
     async fn get(&self, key: &str, req: GetRequest<'_>) -> StoreResult<(RemoteObject, ByteChunks)>;
     /// Describes an object without reading it (size, ETag, metadata).
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject>;
+    /// The bucket's Object Lock: `None` where it has none (not enabled,
+    /// or a store without Object Lock, the default). S3 asks once a run
+    /// and remembers the answer.
+    async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
+        Ok(None)
+    }
     /// Checks that the bucket exists without creating it (restores, listings).
     async fn exists(&self) -> StoreResult<bool> {
         Ok(self.prepare(false).await? != Prepared::Missing)

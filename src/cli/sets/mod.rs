@@ -91,6 +91,9 @@ pub struct SavedBackup {
     pub sse_kms_key_id: Option<String>,
     /// `--acl`.
     pub acl: Option<String>,
+    /// `--lock-days`, `--lock-mode` (none in sets saved before they existed).
+    #[serde(flatten)]
+    pub lock: crate::cli::lock::SavedLock,
     /// `--profile`.
     pub profile: Option<String>,
     /// `--region`.
@@ -255,6 +258,7 @@ impl SavedBackup {
             sse: args.write.sse.clone(),
             sse_kms_key_id: args.write.sse_kms_key_id.clone(),
             acl: args.write.acl.clone(),
+            lock: crate::cli::lock::SavedLock::from_args(&args.lock),
             profile: args.s3.profile.clone(),
             region: args.s3.region.clone(),
             endpoint_url: args.s3.endpoint_url.clone(),
@@ -371,6 +375,7 @@ impl SavedBackup {
                 sse_kms_key_id: kms_key(g, now.write.sse_kms_key_id, self.sse_kms_key_id, sse.as_deref()),
                 acl: pick(typed("acl"), now.write.acl, self.acl),
             },
+            lock: self.lock.apply(typed, now.lock),
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             // Checked when it was saved; a set edited by hand into nonsense prices nothing.
             cost_per_1000: pick(

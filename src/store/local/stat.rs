@@ -163,5 +163,6 @@ pub(super) fn remote_of(key: &str, md: &Metadata) -> StoreResult<RemoteObject> {
         mode: (!symlink).then_some(stat.mode),
         blake3: None,
         symlink,
+        lock: None,
     })
 }

@@ -98,6 +98,8 @@ impl S3Store {
             bandwidth: settings.bandwidth.map(|l| Arc::new(Bandwidth::new(l))),
             timeouts,
             counter,
+            lock_seen: Default::default(),
+            copy_md5: Default::default(),
         })
     }
 }

@@ -51,6 +51,8 @@ macro_rules! with_write_options {
         )
         .set_ssekms_key_id(w.sse_kms_key_id.clone())
         .set_acl(w.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
+        .set_object_lock_mode($crate::store::s3::lock::mode(w.lock.as_ref()))
+        .set_object_lock_retain_until_date($crate::store::s3::lock::until(w.lock.as_ref()))
     }};
 }
 
@@ -60,6 +62,7 @@ mod copy_parts;
 mod count;
 mod errors;
 mod list;
+mod lock;
 mod multipart;
 
 /// Region used when neither the flags, the environment nor the config files name one.
@@ -102,6 +105,9 @@ pub struct WriteOptions {
     pub sse_kms_key_id: Option<String>,
     /// `x-amz-acl` (a canned ACL such as `bucket-owner-full-control`).
     pub acl: Option<String>,
+    /// `--lock-days`: the Object Lock retention of every object version
+    /// written, manifests included (see [`crate::lock`]).
+    pub lock: Option<crate::lock::Retention>,
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -121,6 +127,10 @@ pub struct S3Store {
     timeouts: (Duration, Duration),
     /// Every request the client sends, counted by its interceptor.
     counter: Arc<super::counts::RequestCounter>,
+    /// The bucket's Object Lock, once asked (see `lock`).
+    lock_seen: tokio::sync::OnceCell<Option<crate::lock::BucketLock>>,
+    /// Whether copies carry `Content-MD5`, once decided (see `lock`).
+    copy_md5: tokio::sync::OnceCell<bool>,
 }
 
 impl S3Store {
@@ -326,15 +336,18 @@ impl ObjectStore for S3Store {
         // A copy (also a metadata refresh in place) would otherwise fall back
         // to the bucket's defaults: the write options go with it.
         let req = self.client.copy_object().bucket(&self.bucket).key(dst_key);
-        let out = with_write_options!(req, &self.write, dst_key)
+        let req = with_write_options!(req, &self.write, dst_key)
             .copy_source(source)
             // S3 answers 412 (Changed) when the source's ETag differs.
             .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(metadata(meta)))
-            .send()
-            .await
-            .map_err(|e| convert(e, &what))?;
+            .set_metadata(Some(metadata(meta)));
+        let out = if self.copies_need_md5().await {
+            req.customize().mutate_request(lock::empty_body_md5).send().await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.copy_object_result().and_then(|r| r.e_tag()));
         // A server that ignores the condition is caught where both ETags are
         // MD5s (single-part objects without SSE-KMS): a copy's is its source's.
@@ -405,13 +418,14 @@ impl ObjectStore for S3Store {
             .and_then(|r| r.rsplit('/').next())
             .and_then(|total| total.parse().ok())
             .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
-        let remote = remote_object(
+        let mut remote = remote_object(
             size,
             out.e_tag(),
             crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
         );
+        remote.lock = lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date());
         let what = format!("downloading '{key}'");
         let chunks = futures::stream::unfold(Some(out.body), move |body| {
             let what = what.clone();
@@ -438,13 +452,19 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| convert(e, &format!("checking '{key}'")))?;
-        Ok(remote_object(
+        let mut remote = remote_object(
             out.content_length().unwrap_or(0).max(0) as u64,
             out.e_tag(),
             crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
-        ))
+        );
+        remote.lock = lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date());
+        Ok(remote)
+    }
+
+    async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
+        self.bucket_lock().await
     }
 
     fn describe(&self) -> String {
