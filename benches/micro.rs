@@ -176,6 +176,7 @@ fn header() -> manifest::Header {
         bytes: 0,
         history: None,
         tags: Vec::new(),
+        lock: None,
     }
 }
 

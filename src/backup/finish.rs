@@ -219,7 +219,11 @@ pub(super) async fn record(
 /// UUIDv7 ID), which every version the run wrote holds at least until.
 /// Asked of the store once, and only by a run that writes a manifest;
 /// `None` when the store has no Object Lock or cannot say.
-async fn run_lock(store: &dyn ObjectStore, opts: &BackupOptions, run_id: &str) -> Option<crate::lock::Retention> {
+async fn run_lock(
+    store: &dyn ObjectStore,
+    opts: &BackupOptions,
+    run_id: &str,
+) -> Option<crate::lock::Retention> {
     if let Some(lock) = opts.s3.write.lock {
         return Some(lock);
     }

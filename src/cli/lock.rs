@@ -96,8 +96,16 @@ impl SavedLock {
             return LockArgs::default();
         }
         LockArgs {
-            lock_days: if typed("lock_days") { now.lock_days } else { self.lock_days },
-            lock_mode: if typed("lock_mode") { now.lock_mode } else { self.lock_mode },
+            lock_days: if typed("lock_days") {
+                now.lock_days
+            } else {
+                self.lock_days
+            },
+            lock_mode: if typed("lock_mode") {
+                now.lock_mode
+            } else {
+                self.lock_mode
+            },
             no_lock: false,
         }
     }
@@ -125,13 +133,19 @@ mod tests {
             lock_mode: Some(LockMode::Compliance),
         };
         let kept = saved.apply(|_| false, LockArgs::default());
-        assert_eq!((kept.lock_days, kept.lock_mode), (Some(30), Some(LockMode::Compliance)));
+        assert_eq!(
+            (kept.lock_days, kept.lock_mode),
+            (Some(30), Some(LockMode::Compliance))
+        );
         let typed = LockArgs {
             lock_days: Some(7),
             ..LockArgs::default()
         };
         let now = saved.apply(|id| id == "lock_days", typed);
-        assert_eq!((now.lock_days, now.lock_mode), (Some(7), Some(LockMode::Compliance)));
+        assert_eq!(
+            (now.lock_days, now.lock_mode),
+            (Some(7), Some(LockMode::Compliance))
+        );
         let dropped = saved.apply(|id| id == "no_lock", LockArgs::default());
         assert_eq!((dropped.lock_days, dropped.lock_mode), (None, None));
     }

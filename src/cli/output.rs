@@ -359,7 +359,9 @@ pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(
                 } else {
                     format!("  [{}]", r.tags.join(", "))
                 },
-                r.lock.map(|l| format!("  (locked: {})", l.describe())).unwrap_or_default()
+                r.lock
+                    .map(|l| format!("  (locked: {})", l.describe()))
+                    .unwrap_or_default()
             )?,
             (damage, ..) => outln!(
                 "{:<50} {:<21} {:>9} {:>11}  damaged: {}",

@@ -157,7 +157,15 @@ pub async fn forget(
             Health::Damaged(reason) => damaged.push((snap, reason)),
         }
     }
-    let (doomed, locked) = unlocked(store, opts, start, &list, &readable, doomed(opts, &list, &readable)?).await?;
+    let (doomed, locked) = unlocked(
+        store,
+        opts,
+        start,
+        &list,
+        &readable,
+        doomed(opts, &list, &readable)?,
+    )
+    .await?;
     let gone: HashSet<&str> = doomed.iter().map(|s| s.key.as_str()).collect();
     let left_damaged: Vec<Damage> = damaged
         .into_iter()
@@ -254,7 +262,10 @@ async fn unlocked<'a>(
     let mut probe = locked::LockProbe::new(store, start);
     let (mut free, mut held) = (Vec::new(), Vec::new());
     for snap in doomed {
-        let recorded = readable.iter().find(|(s, _)| s.key == snap.key).and_then(|(_, h)| h.lock);
+        let recorded = readable
+            .iter()
+            .find(|(s, _)| s.key == snap.key)
+            .and_then(|(_, h)| h.lock);
         let Some(lock) = probe.snapshot(snap, recorded).await? else {
             free.push(snap);
             continue;

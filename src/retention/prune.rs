@@ -267,7 +267,11 @@ impl Run<'_> {
 
     /// The candidates not under Object Lock; the locked ones are counted
     /// as kept into `report` (see [`super::locked`]).
-    async fn unlocked(&self, doomed: Vec<Pruned>, report: &mut PruneReport) -> Result<Vec<Pruned>, RetentionError> {
+    async fn unlocked(
+        &self,
+        doomed: Vec<Pruned>,
+        report: &mut PruneReport,
+    ) -> Result<Vec<Pruned>, RetentionError> {
         let mut probe = super::locked::LockProbe::new(self.store, self.start);
         let mut free = Vec::with_capacity(doomed.len());
         for p in doomed {

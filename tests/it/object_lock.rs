@@ -56,7 +56,9 @@ fn lock_bucket(moto: &Moto, bucket: &str, default_days: Option<i32>) -> aws_sdk_
 fn lock_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (String, i64) {
     let out = block_on(c.head_object().bucket(bucket).key(key).send()).expect("HeadObject");
     (
-        out.object_lock_mode().map(|m| m.as_str().to_owned()).unwrap_or_default(),
+        out.object_lock_mode()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
         out.object_lock_retain_until_date().map_or(0, |d| d.secs()),
     )
 }
@@ -64,7 +66,10 @@ fn lock_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (String, i64) {
 /// Every key under `prefix`, as listed.
 fn keys(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     let out = block_on(c.list_objects_v2().bucket(bucket).prefix(prefix).send()).expect("ListObjectsV2");
-    out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
 }
 
 /// `snapshots --json` as values.
@@ -107,7 +112,10 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     let r = env.backup("plain::pre", &["--lock-days", "1"]);
     r.expect_code(1);
     assert!(r.error_line().contains("Object Lock"), "{}", r.show());
-    assert!(keys(&c, "plain", "").is_empty(), "nothing written to the plain bucket");
+    assert!(
+        keys(&c, "plain", "").is_empty(),
+        "nothing written to the plain bucket"
+    );
 
     let target = "locked::pre";
     let t0 = now_secs();
@@ -116,12 +124,18 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     for key in ["pre/a.txt", "pre/dir/b.txt", "pre/link"] {
         let (mode, until) = lock_of(&c, "locked", key);
         assert_eq!(mode, "GOVERNANCE", "{key}");
-        assert!((t0 + 86_400 - 5..=now_secs() + 86_400).contains(&until), "{key}: {until}");
+        assert!(
+            (t0 + 86_400 - 5..=now_secs() + 86_400).contains(&until),
+            "{key}: {until}"
+        );
     }
     // A rename (CopyObject) and a touched file (a metadata copy onto itself), in compliance mode.
     env.rename("dir/b.txt", "dir/c.txt");
     env.set_mtime("a.txt", (1_700_000_000, 0));
-    let s = env.backup_ok(target, &["--lock-days", "2", "--lock-mode", "compliance", "--delete"]);
+    let s = env.backup_ok(
+        target,
+        &["--lock-days", "2", "--lock-mode", "compliance", "--delete"],
+    );
     assert!(s.copied >= 1, "{s:?}");
     let second = tree(&env.src);
     for key in ["pre/a.txt", "pre/dir/c.txt"] {
@@ -134,8 +148,15 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     let manifests = keys(&c, "locked", "pre/.s3backup/manifests/");
     assert_eq!(lock_of(&c, "locked", &manifests[1]).0, "COMPLIANCE");
     let listing = env.snapshots(target, &[]);
-    assert!(listing.stdout.contains("(locked: governance until "), "{}", listing.show());
-    let ids: Vec<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        listing.stdout.contains("(locked: governance until "),
+        "{}",
+        listing.show()
+    );
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
 
     // The same credentials, later: the tree emptied and backed up with --delete ...
     for p in ["a.txt", "dir/c.txt", "link"] {
@@ -143,11 +164,21 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     }
     env.backup_ok(target, &["--delete", "--allow-empty-source"]);
     // ... every snapshot but the newest forgotten and pruned: the locked ones are kept, with their dates ...
-    let r = forget(&env, &endpoint, target, &["--keep-last", "1", "--prune", "--json"]);
+    let r = forget(
+        &env,
+        &endpoint,
+        target,
+        &["--keep-last", "1", "--prune", "--json"],
+    );
     r.expect_code(0);
     let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(v["removed"], serde_json::json!([]), "{v}");
-    let locked: Vec<&str> = v["locked"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    let locked: Vec<&str> = v["locked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
     assert_eq!(locked, [ids[0].as_str(), ids[1].as_str()], "{v}");
     assert_eq!(v["locked"][1]["mode"], "compliance", "{v}");
     assert!(v["locked"][0]["until"].as_str().unwrap().ends_with('Z'), "{v}");
@@ -157,10 +188,21 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     // ... one named by ID is refused, nothing removed ...
     let r = forget(&env, &endpoint, target, &[&ids[0]]);
     r.expect_code(1);
-    assert!(r.error_line().contains("locked (governance until "), "{}", r.show());
+    assert!(
+        r.error_line().contains("locked (governance until "),
+        "{}",
+        r.show()
+    );
     // ... and every version of the files deleted one by one: refused by the lock.
     let versions = block_on(c.list_object_versions().bucket("locked").prefix("pre/").send()).unwrap();
-    let locked_keys = ["pre/a.txt", "pre/dir/b.txt", "pre/dir/c.txt", "pre/link", &manifests[0], &manifests[1]];
+    let locked_keys = [
+        "pre/a.txt",
+        "pre/dir/b.txt",
+        "pre/dir/c.txt",
+        "pre/link",
+        &manifests[0],
+        &manifests[1],
+    ];
     let mut refused = 0;
     for v in versions.versions() {
         let (key, id) = (v.key().unwrap(), v.version_id().unwrap());
@@ -171,7 +213,10 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
         assert!(deleted.is_err(), "deleting {key} version {id} was allowed");
         refused += 1;
     }
-    assert_eq!(refused, 7, "two versions of a.txt, one of each other file, two manifests");
+    assert_eq!(
+        refused, 7,
+        "two versions of a.txt, one of each other file, two manifests"
+    );
 
     for (id, expected) in [(&ids[0], &first), (&ids[1], &second)] {
         let dest = env.root().join(format!("restored-{id}"));
@@ -203,7 +248,10 @@ fn a_bucket_default_retention_is_honoured_and_recorded() {
     for row in snapshot_rows(&env, target) {
         assert_eq!(row["lock"]["mode"], "governance", "{row}");
         let until = chrono::DateTime::parse_from_rfc3339(row["lock"]["until"].as_str().unwrap()).unwrap();
-        assert!((t0 + 86_400 - 5..=now_secs() + 86_400).contains(&until.timestamp()), "{row}");
+        assert!(
+            (t0 + 86_400 - 5..=now_secs() + 86_400).contains(&until.timestamp()),
+            "{row}"
+        );
     }
     let dest = env.root().join("back");
     env.restore_ok(target, &dest, &[]);
@@ -220,7 +268,10 @@ fn lock_options_refuse_bad_input_and_write_nothing() {
         (vec!["--lock-days", "0"], "0 days"),
         (vec!["--lock-days", "36501"], "from 1 to 36500"),
         (vec!["--lock-days", "-3"], "from 1 to 36500"),
-        (vec!["--lock-days", "1", "--lock-mode", "forever"], "governance or compliance"),
+        (
+            vec!["--lock-days", "1", "--lock-mode", "forever"],
+            "governance or compliance",
+        ),
         (vec!["--lock-mode", "compliance"], "needs --lock-days"),
         (vec!["--lock-days", "1"], "local directory"),
     ] {
@@ -239,5 +290,10 @@ fn lock_options_refuse_bad_input_and_write_nothing() {
     r.expect_code(1);
     assert!(r.error_line().contains("Object Lock"), "{}", r.show());
     assert!(server.object_bytes("nolock", "p/a.txt").is_none());
-    assert!(std::fs::read_dir(server.object_path("nolock", "")).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(server.object_path("nolock", ""))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -88,7 +88,10 @@ impl S3Store {
 
     /// One GetObjectLockConfiguration.
     async fn read_bucket_lock(&self) -> StoreResult<Option<BucketLock>> {
-        let what = format!("reading the Object Lock configuration of bucket '{}'", self.bucket);
+        let what = format!(
+            "reading the Object Lock configuration of bucket '{}'",
+            self.bucket
+        );
         let out = match self
             .client
             .get_object_lock_configuration()
