@@ -49,7 +49,7 @@ impl<'a> LockProbe<'a> {
     }
 
     /// Whether the bucket has Object Lock; a store that cannot say has none.
-    async fn enabled(&mut self) -> bool {
+    pub(super) async fn enabled(&mut self) -> bool {
         if self.enabled.is_none() {
             let lock = self.store.object_lock().await;
             if let Err(e) = &lock {
@@ -86,6 +86,15 @@ impl<'a> LockProbe<'a> {
         if !self.enabled().await {
             return Ok(None);
         }
+        self.head(key).await
+    }
+
+    /// The lock still holding on the object at `key`, by a HEAD whatever
+    /// [`Self::enabled`] says.
+    ///
+    /// # Errors
+    /// The HEAD's error (a missing object is not locked).
+    pub(super) async fn head(&self, key: &str) -> Result<Option<Retention>, StoreError> {
         match self.store.head(key, None).await {
             Ok(remote) => Ok(remote.lock.filter(|l| l.holds_at(self.now))),
             Err(StoreError::NotFound(_)) => Ok(None),

@@ -266,16 +266,26 @@ impl Run<'_> {
     }
 
     /// The candidates not under Object Lock; the locked ones are counted
-    /// as kept into `report` (see [`super::locked`]).
+    /// as kept into `report` (see [`super::locked`]). One HEAD each, `jobs`
+    /// at a time, on a bucket with Object Lock only.
     async fn unlocked(
         &self,
         doomed: Vec<Pruned>,
         report: &mut PruneReport,
     ) -> Result<Vec<Pruned>, RetentionError> {
         let mut probe = super::locked::LockProbe::new(self.store, self.start);
-        let mut free = Vec::with_capacity(doomed.len());
-        for p in doomed {
-            match probe.object(&p.key).await? {
+        if doomed.is_empty() || !probe.enabled().await {
+            return Ok(doomed);
+        }
+        let probe = &probe;
+        let judged: Vec<(Pruned, Option<crate::lock::Retention>)> = futures::stream::iter(doomed)
+            .map(|p| async move { probe.head(&p.key).await.map(|lock| (p, lock)) })
+            .buffered(self.jobs)
+            .try_collect()
+            .await?;
+        let mut free = Vec::with_capacity(judged.len());
+        for (p, lock) in judged {
+            match lock {
                 Some(lock) => {
                     report.kept_objects += 1;
                     report.kept_bytes += p.bytes;

@@ -117,6 +117,14 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
         "nothing written to the plain bucket"
     );
 
+    // Content kept in the content area by a locked run (pruned at the end,
+    // when it is more than a second old) is not deleted while locked.
+    let hist = "locked::hist";
+    env.backup_ok(hist, &[]);
+    env.write_at("a.txt", "alpha, edited", (1_600_000_100, 0));
+    env.backup_ok(hist, &["--lock-days", "1", "--history", "both"]);
+    env.write_at("a.txt", "alpha", (1_600_000_000, 0));
+
     let target = "locked::pre";
     let t0 = now_secs();
     env.backup_ok(target, &["--lock-days", "1"]);
@@ -223,6 +231,30 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
         env.restore_ok(target, &dest, &["--snapshot", id]);
         assert_eq!(&tree(&dest), expected, "snapshot {id}");
     }
+
+    let r = forget(
+        &env,
+        &endpoint,
+        hist,
+        &["--keep-last", "1", "--prune", "--min-age", "0s", "--json"],
+    );
+    r.expect_code(0);
+    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(
+        v["removed"].as_array().unwrap().len(),
+        1,
+        "the unlocked snapshot goes: {v}"
+    );
+    assert_eq!(v["prune"]["deleted_objects"], 0, "{v}");
+    assert_eq!(v["prune"]["locked"].as_array().unwrap().len(), 1, "{v}");
+    assert!(
+        v["prune"]["locked"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("hist/.s3backup/content/"),
+        "{v}"
+    );
+    assert_eq!(keys(&c, "locked", "hist/.s3backup/content/").len(), 1);
 }
 
 #[test]
