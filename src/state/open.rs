@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_exclude.sql"),
     include_str!("../../migrations/0007_account.sql"),
     include_str!("../../migrations/0008_guard.sql"),
+    include_str!("../../migrations/0009_lock.sql"),
 ];
 
 impl StateDb {

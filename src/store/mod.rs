@@ -383,6 +383,20 @@ pub trait ObjectStore: Send + Sync {
     async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
         Ok(None)
     }
+    /// Extends the Object Lock retention of version `version_id` of `key`
+    /// to `lock` (S3's PutObjectRetention). The default, for stores
+    /// without Object Lock, refuses.
+    async fn put_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: &crate::lock::Retention,
+    ) -> StoreResult<()> {
+        let _ = (version_id, lock);
+        Err(StoreError::Fatal(format!(
+            "'{key}': this store has no Object Lock"
+        )))
+    }
     /// Checks that the bucket exists without creating it (restores, listings).
     async fn exists(&self) -> StoreResult<bool> {
         Ok(self.prepare(false).await? != Prepared::Missing)

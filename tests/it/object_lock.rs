@@ -142,17 +142,27 @@ fn locked_snapshots_survive_what_the_same_credentials_can_do() {
     env.set_mtime("a.txt", (1_700_000_000, 0));
     let s = env.backup_ok(
         target,
-        &["--lock-days", "2", "--lock-mode", "compliance", "--delete"],
+        &["--lock-days", "3", "--lock-mode", "compliance", "--delete"],
     );
     assert!(s.copied >= 1, "{s:?}");
     let second = tree(&env.src);
-    for key in ["pre/a.txt", "pre/dir/c.txt"] {
-        assert_eq!(lock_of(&c, "locked", key).0, "COMPLIANCE", "{key}");
+    let t1 = now_secs();
+    // Written by this run, and the symlink the first run wrote, whose lock
+    // (1 day) ended before half of this run's (1.5 days): extended.
+    for key in ["pre/a.txt", "pre/dir/c.txt", "pre/link"] {
+        let (mode, until) = lock_of(&c, "locked", key);
+        assert_eq!(mode, "COMPLIANCE", "{key}");
+        assert!(until >= t1 - 60 + 3 * 86_400, "{key}: {until}");
     }
     let rows = snapshot_rows(&env, target);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["lock"]["mode"], "governance", "{rows:?}");
     assert_eq!(rows[1]["lock"]["mode"], "compliance", "{rows:?}");
+    let until = chrono::DateTime::parse_from_rfc3339(rows[1]["lock"]["until"].as_str().unwrap()).unwrap();
+    assert!(
+        until.timestamp() >= t1 - 60 + 2 * 86_400,
+        "the snapshot's lock is its versions' earliest: {rows:?}"
+    );
     let manifests = keys(&c, "locked", "pre/.s3backup/manifests/");
     assert_eq!(lock_of(&c, "locked", &manifests[1]).0, "COMPLIANCE");
     let listing = env.snapshots(target, &[]);

@@ -51,6 +51,16 @@ pub(super) fn empty_body_md5(req: &mut aws_smithy_runtime_api::client::orchestra
     }
 }
 
+/// Adds the `Content-MD5` of a request's (in-memory) body.
+fn body_md5(req: &mut aws_smithy_runtime_api::client::orchestrator::HttpRequest) {
+    use md5::Digest;
+    if let Some(bytes) = req.body().bytes() {
+        let md5: crate::fs::hash::Md5 = md5::Md5::digest(bytes).into();
+        req.headers_mut()
+            .insert("content-md5", aws_smithy_types::base64::encode(md5));
+    }
+}
+
 impl S3Store {
     /// The bucket's Object Lock, asked once and remembered (an error is
     /// not remembered: the next call asks again).
@@ -84,6 +94,41 @@ impl S3Store {
                         .is_some_and(|b| b.default.is_some())
             })
             .await
+    }
+
+    /// Extends the retention of one version (PutObjectRetention), with
+    /// the `Content-MD5` of its body, which S3 requires.
+    ///
+    /// # Errors
+    /// As [`convert`] sorts the SDK's: a lock that may not be shortened or
+    /// weakened (compliance to governance) is refused by the store.
+    pub(super) async fn extend_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: &Retention,
+    ) -> StoreResult<()> {
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::from(lock.mode.s3_name()))
+            .set_retain_until_date(until(Some(lock)))
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(key)
+            .version_id(version_id)
+            .retention(retention)
+            .customize()
+            .mutate_request(body_md5)
+            .send()
+            .await
+            .map_err(|e| {
+                convert(
+                    e,
+                    &format!("extending the Object Lock of '{key}' (version {version_id})"),
+                )
+            })?;
+        Ok(())
     }
 
     /// One GetObjectLockConfiguration.

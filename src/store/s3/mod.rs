@@ -467,6 +467,15 @@ impl ObjectStore for S3Store {
         self.bucket_lock().await
     }
 
+    async fn put_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: &crate::lock::Retention,
+    ) -> StoreResult<()> {
+        self.extend_retention(key, version_id, lock).await
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}", self.bucket)
     }
