@@ -360,7 +360,14 @@ pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(
                     format!("  [{}]", r.tags.join(", "))
                 },
                 r.lock
-                    .map(|l| format!("  (locked: {})", l.describe()))
+                    .map(|l| {
+                        let held = if l.holds_at(chrono::Utc::now()) {
+                            "locked"
+                        } else {
+                            "lock ended"
+                        };
+                        format!("  ({held}: {})", l.describe())
+                    })
                     .unwrap_or_default()
             )?,
             (damage, ..) => outln!(
