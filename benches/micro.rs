@@ -177,6 +177,7 @@ fn header() -> manifest::Header {
         bytes: 0,
         history: None,
         tags: Vec::new(),
+        lock: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cost;
 pub mod fs;
 pub mod history;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod progress;

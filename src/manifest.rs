@@ -56,6 +56,13 @@ pub struct Header {
     /// forget --keep-tag` and listings; empty when none (and in format 1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The Object Lock retention the run's writes got (`--lock-days`, or
+    /// the bucket's default counted from the run's start): none of the
+    /// object versions it wrote, this manifest included, can be deleted
+    /// before `until`. Absent when none is known (and in older manifests);
+    /// an older reader ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::lock::Retention>,
 }
 
 /// One file or directory of the snapshot.
@@ -405,6 +412,7 @@ mod tests {
             bytes: 3,
             history: Some(crate::history::HistoryMode::Auto),
             tags: vec!["nightly".into()],
+            lock: None,
         }
     }
 

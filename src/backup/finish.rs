@@ -214,6 +214,41 @@ pub(super) async fn record(
     }
 }
 
+/// The snapshot's lock. With `--lock-days`: the run's, down to the
+/// earliest lock of the versions it names, after extending those that
+/// end too early ([`super::relock`]). Else the bucket's default retention
+/// counted from the run's start (the time in its UUIDv7 ID), which every
+/// version the run wrote holds at least until: asked of the store once,
+/// and only by a run that writes a manifest; `None` when the store has no
+/// Object Lock or cannot say.
+async fn run_lock(
+    db: &StateDb,
+    set_id: i64,
+    store: &dyn ObjectStore,
+    opts: &BackupOptions,
+    run_id: &str,
+) -> Option<crate::lock::Retention> {
+    let started = uuid::Uuid::try_parse(run_id)
+        .ok()
+        .and_then(|id| id.get_timestamp())
+        .and_then(|t| {
+            let (secs, nanos) = t.to_unix();
+            chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+        })
+        .unwrap_or_else(chrono::Utc::now);
+    if let Some(lock) = opts.s3.write.lock {
+        return super::relock::relock(db, set_id, store, opts, lock, started).await;
+    }
+    let (mode, days) = match store.object_lock().await {
+        Ok(bucket) => bucket?.default?,
+        Err(e) => {
+            tracing::debug!("reading the bucket's Object Lock: {e}");
+            return None;
+        }
+    };
+    Some(crate::lock::Retention::days_after(mode, started, days))
+}
+
 /// Streams the set's state into a compressed temp file, then uploads it;
 /// the upload stops when `cancel` is cancelled ([`BackupError::Interrupted`]).
 async fn write_manifest(
@@ -246,6 +281,7 @@ async fn write_manifest(
         bytes,
         history: Some(opts.history),
         tags: opts.tags.clone(),
+        lock: run_lock(db, set_id, store, opts, run_id).await,
     };
     let tmp = tempfile::NamedTempFile::new().map_err(fail)?;
     let mut hasher = blake3::Hasher::new();

@@ -37,6 +37,7 @@ pub mod keep;
 mod multipart;
 mod open;
 pub mod rebuild;
+mod relock;
 pub mod spare;
 pub mod transfer;
 mod triage;

@@ -55,6 +55,9 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
     let store = store::open_cancellable(&opts.target, &opts.s3, &opts.cancel)
         .await
         .map_err(store_err)?;
+    if let Some(lock) = &opts.s3.write.lock {
+        check_lock(&*store, lock).await.map_err(store_err)?;
+    }
     let set_target = store::set_target(&opts.target, &*store);
     let source_text = source.to_string_lossy().to_string();
     let set_source = opts.set_source.clone().unwrap_or_else(|| source_text.clone());
@@ -124,6 +127,19 @@ pub(super) async fn open(opts: &BackupOptions) -> Result<(Opened, StateDb), Back
         _scratch: scratch,
     };
     Ok((opened, db))
+}
+
+/// `--lock-days` needs a bucket with Object Lock enabled: asked before
+/// anything is written (a missing bucket is not created for it).
+async fn check_lock(store: &dyn ObjectStore, lock: &crate::lock::Retention) -> Result<(), StoreError> {
+    match store.object_lock().await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fatal(format!(
+            "--lock-days ({}) needs a bucket with Object Lock enabled, and {} has it off (README, \"Immutable backups\", says how to turn it on)",
+            lock.describe(),
+            store.describe()
+        ))),
+    }
 }
 
 /// A dry run's state, which it never writes: the state file at `path`

@@ -201,6 +201,7 @@ pub(crate) mod tests {
             bytes: 0,
             history: None,
             tags: Vec::new(),
+            lock: None,
         };
         let mut w = Writer::new(Vec::new(), &header).unwrap();
         for e in entries {

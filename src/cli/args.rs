@@ -589,6 +589,9 @@ pub struct BackupArgs {
     /// How new objects are stored.
     #[command(flatten)]
     pub write: S3WriteArgs,
+    /// Object Lock of the objects written.
+    #[command(flatten)]
+    pub lock: crate::cli::lock::LockArgs,
     /// Limit the bytes sent and received to RATE per second (e.g. 2MiB, 500K), paced as they go, shared by all transfers.
     #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
     pub max_bandwidth: Option<u64>,

@@ -24,6 +24,7 @@ mod generate;
 mod help_text;
 mod interrupt;
 mod json;
+mod lock;
 pub(crate) mod matches;
 mod monitor;
 mod options;

@@ -92,6 +92,7 @@ pub(crate) fn backup(
         }
     }
     let bandwidth = bandwidth(args.max_bandwidth, args.jobs)?;
+    let lock = crate::cli::lock::retention(&args.lock, args.target.as_ref())?;
     let (Some(source), Some(target)) = (args.source, args.target) else {
         usage!("give SOURCE and TARGET, or --set NAME of a saved set");
     };
@@ -131,6 +132,7 @@ pub(crate) fn backup(
                 sse_kms_key_id: args.write.sse_kms_key_id,
                 acl: args.write.acl,
                 checksum,
+                lock,
             },
             bandwidth,
             ..args.s3.into()

@@ -328,6 +328,8 @@ pub(crate) struct SnapshotRow {
     pub(crate) status: &'static str,
     /// Why a damaged snapshot cannot be read.
     pub(crate) damage: Option<String>,
+    /// The Object Lock its run's writes got (`null` when none is known).
+    pub(crate) lock: Option<crate::lock::Retention>,
 }
 
 /// The table of `snapshots`.
@@ -345,7 +347,7 @@ pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(
     for r in rows {
         match (&r.damage, r.files, r.bytes) {
             (None, Some(files), Some(size)) => outln!(
-                "{:<50} {:<21} {:>9} {:>11}  {}:{}{}",
+                "{:<50} {:<21} {:>9} {:>11}  {}:{}{}{}",
                 r.id,
                 r.created,
                 files,
@@ -356,7 +358,17 @@ pub(crate) fn snapshots_table(rows: &[SnapshotRow], target: &Target) -> Result<(
                     String::new()
                 } else {
                     format!("  [{}]", r.tags.join(", "))
-                }
+                },
+                r.lock
+                    .map(|l| {
+                        let held = if l.holds_at(chrono::Utc::now()) {
+                            "locked"
+                        } else {
+                            "lock ended"
+                        };
+                        format!("  ({held}: {})", l.describe())
+                    })
+                    .unwrap_or_default()
             )?,
             (damage, ..) => outln!(
                 "{:<50} {:<21} {:>9} {:>11}  damaged: {}",

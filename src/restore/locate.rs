@@ -344,6 +344,7 @@ mod tests {
             bytes: 0,
             history,
             tags: Vec::new(),
+            lock: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! one only when named. A prune refuses to run while a damaged snapshot is
 //! kept, since what it references cannot be read (forget it by ID first).
 
+pub mod locked;
 pub mod policy;
 pub mod prune;
 
@@ -16,6 +17,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+pub use locked::Locked;
 pub use policy::Policy;
 pub use prune::PruneReport;
 
@@ -67,6 +69,9 @@ pub struct ForgetReport {
     pub kept: usize,
     /// The damaged snapshots left alone.
     pub damaged: Vec<Damage>,
+    /// The snapshots the rules would remove but whose manifests are still
+    /// under Object Lock: kept, each with its lock (see [`locked`]).
+    pub locked: Vec<Locked>,
     /// What the prune did, when one was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneReport>,
@@ -112,6 +117,17 @@ pub enum RetentionError {
         /// Why.
         reason: String,
     },
+    /// A snapshot named by ID is still under Object Lock.
+    #[error(
+        "snapshot {id} is locked ({}) by S3 Object Lock: it cannot be forgotten before then; nothing was removed",
+        lock.describe()
+    )]
+    Locked {
+        /// The snapshot.
+        id: String,
+        /// Its lock.
+        lock: crate::lock::Retention,
+    },
     /// A local failure (a worker thread).
     #[error("{0}")]
     Local(String),
@@ -141,7 +157,15 @@ pub async fn forget(
             Health::Damaged(reason) => damaged.push((snap, reason)),
         }
     }
-    let doomed = doomed(opts, &list, &readable)?;
+    let (doomed, locked) = unlocked(
+        store,
+        opts,
+        start,
+        &list,
+        &readable,
+        doomed(opts, &list, &readable)?,
+    )
+    .await?;
     let gone: HashSet<&str> = doomed.iter().map(|s| s.key.as_str()).collect();
     let left_damaged: Vec<Damage> = damaged
         .into_iter()
@@ -194,6 +218,7 @@ pub async fn forget(
         removed,
         kept: kept.len(),
         damaged: left_damaged,
+        locked,
         prune,
     })
 }
@@ -218,6 +243,47 @@ pub async fn prune_only(
     report
         .prune
         .ok_or_else(|| RetentionError::Local("the prune did not run".into()))
+}
+
+/// Splits `doomed` into the snapshots that may go and those still under
+/// Object Lock (kept: see [`locked`]).
+///
+/// # Errors
+/// [`RetentionError::Locked`] when one named by ID is locked (checked
+/// before anything is removed); a HEAD's error.
+async fn unlocked<'a>(
+    store: &dyn ObjectStore,
+    opts: &ForgetOptions,
+    start: chrono::DateTime<chrono::Utc>,
+    list: &[Snapshot],
+    readable: &[(&Snapshot, crate::manifest::Header)],
+    doomed: Vec<&'a Snapshot>,
+) -> Result<(Vec<&'a Snapshot>, Vec<Locked>), RetentionError> {
+    let mut probe = locked::LockProbe::new(store, start);
+    let (mut free, mut held) = (Vec::new(), Vec::new());
+    for snap in doomed {
+        let recorded = readable
+            .iter()
+            .find(|(s, _)| s.key == snap.key)
+            .and_then(|(_, h)| h.lock);
+        let Some(lock) = probe.snapshot(snap, recorded).await? else {
+            free.push(snap);
+            continue;
+        };
+        for id in &opts.ids {
+            if snapshots::resolve(list, id, &opts.target)?.key == snap.key {
+                return Err(RetentionError::Locked {
+                    id: snap.id.clone(),
+                    lock,
+                });
+            }
+        }
+        held.push(Locked {
+            id: snap.id.clone(),
+            lock,
+        });
+    }
+    Ok((free, held))
 }
 
 /// When a readable snapshot was taken: its header's `created`, else its ID's time.

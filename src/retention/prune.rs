@@ -82,6 +82,10 @@ pub struct PruneReport {
     pub snapshots_read: usize,
     /// The objects deleted (would be, in a dry run), in key order.
     pub deleted: Vec<Pruned>,
+    /// Unreferenced objects kept because they are still under Object Lock
+    /// (counted in `kept_objects` too), each with its lock: they go on the
+    /// first prune after it.
+    pub locked: Vec<super::Locked>,
 }
 
 /// One prune's settings.
@@ -173,7 +177,9 @@ impl Run<'_> {
             candidates = still;
         }
         drop(referenced);
-        let doomed: Vec<Pruned> = candidates.into_iter().map(|(_, p)| p).collect();
+        let doomed = self
+            .unlocked(candidates.into_iter().map(|(_, p)| p).collect(), &mut report)
+            .await?;
         if !self.dry_run {
             self.delete_all(&doomed).await?;
         }
@@ -257,6 +263,38 @@ impl Run<'_> {
             }
         }
         Ok(candidates)
+    }
+
+    /// The candidates not under Object Lock; the locked ones are counted
+    /// as kept into `report` (see [`super::locked`]). One HEAD each, `jobs`
+    /// at a time, on a bucket with Object Lock only.
+    async fn unlocked(
+        &self,
+        doomed: Vec<Pruned>,
+        report: &mut PruneReport,
+    ) -> Result<Vec<Pruned>, RetentionError> {
+        let mut probe = super::locked::LockProbe::new(self.store, self.start);
+        if doomed.is_empty() || !probe.enabled().await {
+            return Ok(doomed);
+        }
+        let probe = &probe;
+        let judged: Vec<(Pruned, Option<crate::lock::Retention>)> = futures::stream::iter(doomed)
+            .map(|p| async move { probe.head(&p.key).await.map(|lock| (p, lock)) })
+            .buffered(self.jobs)
+            .try_collect()
+            .await?;
+        let mut free = Vec::with_capacity(judged.len());
+        for (p, lock) in judged {
+            match lock {
+                Some(lock) => {
+                    report.kept_objects += 1;
+                    report.kept_bytes += p.bytes;
+                    report.locked.push(super::Locked { id: p.key, lock });
+                }
+                None => free.push(p),
+            }
+        }
+        Ok(free)
     }
 
     /// Deletes `doomed`, `jobs` at a time; the first failure stops it

@@ -37,6 +37,7 @@ use rusqlite::Connection;
 
 mod files;
 mod inspect;
+mod locks;
 mod open;
 mod preserving;
 mod runs;

@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_account.sql"),
     include_str!("../../migrations/0008_guard.sql"),
     include_str!("../../migrations/0009_sum.sql"),
+    include_str!("../../migrations/0010_lock.sql"),
 ];
 
 impl StateDb {

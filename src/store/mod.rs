@@ -245,6 +245,8 @@ pub struct RemoteObject {
     /// The additional checksum the store keeps for it, when asked for
     /// ([`ObjectStore::head_checksum`]) and it has one.
     pub checksum: Option<StoredChecksum>,
+    /// The version's Object Lock retention, where the store reports one.
+    pub lock: Option<crate::lock::Retention>,
 }
 
 impl RemoteObject {
@@ -395,6 +397,26 @@ pub trait ObjectStore: Send + Sync {
     /// ENABLED`). The default, for stores that keep none, is a plain head.
     async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
         self.head(key, version_id).await
+    }
+    /// The bucket's Object Lock: `None` where it has none (not enabled,
+    /// or a store without Object Lock, the default). S3 asks once a run
+    /// and remembers the answer.
+    async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
+        Ok(None)
+    }
+    /// Extends the Object Lock retention of version `version_id` of `key`
+    /// to `lock` (S3's PutObjectRetention). The default, for stores
+    /// without Object Lock, refuses.
+    async fn put_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: &crate::lock::Retention,
+    ) -> StoreResult<()> {
+        let _ = (version_id, lock);
+        Err(StoreError::Fatal(format!(
+            "'{key}': this store has no Object Lock"
+        )))
     }
     /// Checks that the bucket exists without creating it (restores, listings).
     async fn exists(&self) -> StoreResult<bool> {

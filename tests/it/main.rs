@@ -106,6 +106,7 @@ mod history_restore;
 mod inspect;
 mod integrity;
 mod monitor;
+mod object_lock;
 mod ownfiles;
 mod progress_out;
 mod props;

@@ -78,6 +78,7 @@ fn row(snap: &Snapshot, health: Health) -> SnapshotRow {
             tags: header.tags,
             status: "ok",
             damage: None,
+            lock: header.lock,
         },
         Health::Damaged(reason) => SnapshotRow {
             id: snap.id.clone(),
@@ -91,6 +92,7 @@ fn row(snap: &Snapshot, health: Health) -> SnapshotRow {
             tags: Vec::new(),
             status: "damaged",
             damage: Some(reason),
+            lock: None,
         },
     }
 }
@@ -155,8 +157,25 @@ pub(crate) fn forget_text(report: &ForgetReport, target: &Target) -> Result<(), 
         report.dry_run,
         target,
     )?;
+    locked_text(&report.locked, "snapshot")?;
     match &report.prune {
         Some(prune) => prune_text(prune),
+        None => Ok(()),
+    }
+}
+
+/// The snapshots or content objects kept because Object Lock still
+/// holds them, one line each, then how many and until when.
+fn locked_text(locked: &[retention::Locked], what: &str) -> Result<(), OutputError> {
+    for l in locked {
+        outln!("kept {}: locked ({})", l.id, l.lock.describe())?;
+    }
+    match locked.iter().map(|l| l.lock.until).max() {
+        Some(last) => outln!(
+            "kept {} locked {what}(s) (S3 Object Lock) until {}: they go on the first forget or prune after their date",
+            locked.len(),
+            last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
         None => Ok(()),
     }
 }
@@ -164,6 +183,7 @@ pub(crate) fn forget_text(report: &ForgetReport, target: &Target) -> Result<(), 
 /// What a prune did, as text: in a dry run each object that would go,
 /// then one summary line.
 pub(crate) fn prune_text(r: &PruneReport) -> Result<(), OutputError> {
+    locked_text(&r.locked, "content object")?;
     if r.dry_run {
         for p in &r.deleted {
             outln!("would delete {} ({})", p.key, output::bytes(p.bytes))?;

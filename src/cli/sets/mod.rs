@@ -93,6 +93,9 @@ pub struct SavedBackup {
     pub acl: Option<String>,
     /// `--checksum-algorithm` (`None`: none; `--no-checksum-algorithm` drops it).
     pub checksum_algorithm: Option<String>,
+    /// `--lock-days`, `--lock-mode` (none in sets saved before they existed).
+    #[serde(flatten)]
+    pub lock: crate::cli::lock::SavedLock,
     /// `--profile`.
     pub profile: Option<String>,
     /// `--region`.
@@ -262,6 +265,7 @@ impl SavedBackup {
                 .checksum_algorithm
                 .clone()
                 .filter(|a| a != "none" && !args.write.no_checksum_algorithm),
+            lock: crate::cli::lock::SavedLock::from_args(&args.lock),
             profile: args.s3.profile.clone(),
             region: args.s3.region.clone(),
             endpoint_url: args.s3.endpoint_url.clone(),
@@ -363,6 +367,7 @@ impl SavedBackup {
             },
             leave_out: leave_out_args(g, now.leave_out, self.leave_out),
             write,
+            lock: self.lock.apply(typed, now.lock),
             max_bandwidth: pick(typed("max_bandwidth"), now.max_bandwidth, self.max_bandwidth),
             // Checked when it was saved; a set edited by hand into nonsense prices nothing.
             cost_per_1000: pick(

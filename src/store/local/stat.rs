@@ -165,5 +165,6 @@ pub(super) fn remote_of(key: &str, md: &Metadata) -> StoreResult<RemoteObject> {
         blake3: None,
         symlink,
         checksum: None,
+        lock: None,
     })
 }

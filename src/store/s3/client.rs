@@ -99,6 +99,8 @@ impl S3Store {
             timeouts,
             counter,
             versioning: tokio::sync::OnceCell::new(),
+            lock_seen: Default::default(),
+            copy_md5: Default::default(),
         })
     }
 }

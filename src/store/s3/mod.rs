@@ -52,6 +52,8 @@ macro_rules! with_write_options {
         )
         .set_ssekms_key_id(w.sse_kms_key_id.clone())
         .set_acl(w.acl.as_deref().map(aws_sdk_s3::types::ObjectCannedAcl::from))
+        .set_object_lock_mode($crate::store::s3::lock::mode(w.lock.as_ref()))
+        .set_object_lock_retain_until_date($crate::store::s3::lock::until(w.lock.as_ref()))
     }};
 }
 
@@ -63,6 +65,7 @@ mod copy_parts;
 mod count;
 mod errors;
 mod list;
+mod lock;
 mod multipart;
 
 /// Region used when neither the flags, the environment nor the config files name one.
@@ -109,6 +112,9 @@ pub struct WriteOptions {
     /// (computed by the caller, [`FileRange::sum`]) and multipart uploads
     /// and copies name.
     pub checksum: Option<crate::fs::checksum::Algorithm>,
+    /// `--lock-days`: the Object Lock retention of every object version
+    /// written, manifests included (see [`crate::lock`]).
+    pub lock: Option<crate::lock::Retention>,
 }
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -131,6 +137,10 @@ pub struct S3Store {
     /// Whether the bucket keeps the versions its writes name, asked once
     /// per run, at the first write that names one ([`S3Store::kept`]).
     versioning: tokio::sync::OnceCell<bool>,
+    /// The bucket's Object Lock, once asked (see `lock`).
+    lock_seen: tokio::sync::OnceCell<Option<crate::lock::BucketLock>>,
+    /// Whether copies carry `Content-MD5`, once decided (see `lock`).
+    copy_md5: tokio::sync::OnceCell<bool>,
 }
 
 impl S3Store {
@@ -380,17 +390,20 @@ impl ObjectStore for S3Store {
         // A copy (also a metadata refresh in place) would otherwise fall back
         // to the bucket's defaults: the write options go with it.
         let req = self.client.copy_object().bucket(&self.bucket).key(dst_key);
-        let out = with_write_options!(req, &self.write, dst_key)
+        let req = with_write_options!(req, &self.write, dst_key)
             .copy_source(source)
             // S3 answers 412 (Changed) when the source's ETag differs.
             .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))
             // The copy gets the run's checksum, computed by the store.
-            .set_checksum_algorithm(self.write.checksum.map(sums::sdk_algorithm))
-            .send()
-            .await
-            .map_err(|e| convert(e, &what))?;
+            .set_checksum_algorithm(self.write.checksum.map(sums::sdk_algorithm));
+        let out = if self.copies_need_md5().await {
+            req.customize().mutate_request(lock::empty_body_md5).send().await
+        } else {
+            req.send().await
+        }
+        .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.copy_object_result().and_then(|r| r.e_tag()));
         // A server that ignores the condition is caught where both ETags are
         // MD5s (single-part objects without SSE-KMS): a copy's is its source's.
@@ -465,13 +478,14 @@ impl ObjectStore for S3Store {
             .and_then(|r| r.rsplit('/').next())
             .and_then(|total| total.parse().ok())
             .unwrap_or(out.content_length().unwrap_or(0).max(0) as u64);
-        let remote = remote_object(
+        let mut remote = remote_object(
             size,
             out.e_tag(),
             crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
         );
+        remote.lock = lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date());
         let what = format!("downloading '{key}'");
         let chunks = futures::stream::unfold(Some(out.body), move |body| {
             let what = what.clone();
@@ -498,13 +512,28 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| convert(e, &format!("checking '{key}'")))?;
-        Ok(remote_object(
+        let mut remote = remote_object(
             out.content_length().unwrap_or(0).max(0) as u64,
             out.e_tag(),
             crate::store::kept_version(out.version_id()),
             out.last_modified(),
             out.metadata(),
-        ))
+        );
+        remote.lock = lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date());
+        Ok(remote)
+    }
+
+    async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
+        self.bucket_lock().await
+    }
+
+    async fn put_retention(
+        &self,
+        key: &str,
+        version_id: &str,
+        lock: &crate::lock::Retention,
+    ) -> StoreResult<()> {
+        self.extend_retention(key, version_id, lock).await
     }
 
     async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {

@@ -1,0 +1,83 @@
+//! Keeping a locked snapshot whole: a run with `--lock-days` writes its
+//! new versions locked until its date, but its snapshot also names the
+//! versions earlier runs wrote, locked only as long as those runs said.
+//! Before the manifest is written, each version the snapshot names whose
+//! known lock ends before half of this run's period (run start + N/2 days)
+//! gets this run's date (PutObjectRetention, `jobs` at a time); the state
+//! remembers each version's lock (`locks`, see [`crate::state`]), so a
+//! version is extended about once per N/2 days, not on every run. The
+//! snapshot's recorded lock is then the earliest lock among its versions
+//! and its manifest: at least the run's start plus N/2 days.
+//!
+//! A version whose lock cannot be extended (a compliance lock a
+//! governance run may not weaken, a version gone) is reported; the
+//! snapshot then records no lock (not all of it is known to be locked),
+//! and `snapshots` shows none.
+
+use futures::StreamExt;
+
+use super::BackupOptions;
+use crate::lock::Retention;
+use crate::state::StateDb;
+use crate::store::retry::retry;
+use crate::store::{ObjectStore, join_key};
+
+/// Extends the locks that end too early and returns the snapshot's lock:
+/// `lock`'s mode, until the earliest lock of the versions it names (and
+/// never later than `lock`); `None` when one of them has no known lock.
+pub(super) async fn relock(
+    db: &StateDb,
+    set_id: i64,
+    store: &dyn ObjectStore,
+    opts: &BackupOptions,
+    lock: Retention,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Option<Retention> {
+    let (start, until) = (started.timestamp(), lock.until.timestamp());
+    let warn =
+        |e: &dyn std::fmt::Display| tracing::warn!("recording the Object Lock of the run's versions: {e}");
+    if let Err(e) = db.lock_written(set_id, start, until) {
+        warn(&e);
+        return None;
+    }
+    let ending = match db.locks_ending_before(set_id, start + (until - start) / 2) {
+        Ok(ending) => ending,
+        Err(e) => {
+            warn(&e);
+            return None;
+        }
+    };
+    let prefix = opts.target.prefix();
+    let lock = &lock;
+    let mut extended = futures::stream::iter(ending)
+        .map(|(path, version)| async move {
+            let key = join_key(prefix, &path);
+            let done = retry(&key, || store.put_retention(&key, &version, lock)).await;
+            (path, version, done)
+        })
+        .buffer_unordered(opts.jobs.max(1));
+    let mut failed = 0u64;
+    while let Some((path, version, done)) = extended.next().await {
+        match done {
+            Ok(()) => {
+                if let Err(e) = db.lock_extended(set_id, &path, &version, until) {
+                    warn(&e);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(path = %path, "extending its Object Lock to {}: {e}", lock.describe());
+            }
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(
+            "{failed} version(s) the snapshot names could not be locked until its date: the snapshot records no lock"
+        );
+    }
+    let floor = db.lock_floor(set_id).inspect_err(|e| warn(e)).ok()??;
+    Some(Retention {
+        mode: lock.mode,
+        until: chrono::DateTime::from_timestamp(floor.min(until), 0)?,
+    })
+}
