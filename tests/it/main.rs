@@ -63,6 +63,10 @@
 //! checks `verify --deep --sample` (the slice each run reads, remembered).
 //! `guard` checks the delete guard and the change tripwire (issue 16):
 //! refused runs change nothing; limits, allow flags, dry runs, `--json`.
+//! `store_rules` checks rules that differ between stores (issue 17): ETags
+//! that are not MD5s, stores that ignore conditions, listings without
+//! ETags, keys a store refuses and `Retry-After`, through the proxy's
+//! rewrites (`rewrite`) or on moto.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -71,6 +75,7 @@
 mod common;
 mod proxy;
 mod prune_crash;
+mod rewrite;
 mod server;
 
 mod accounting;
@@ -116,6 +121,7 @@ mod sets;
 mod shell;
 mod signals;
 mod store_fold;
+mod store_rules;
 mod typechange;
 mod verify_sample;
 mod versioned;

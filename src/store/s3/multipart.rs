@@ -97,7 +97,11 @@ impl S3Store {
         }
         .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.e_tag());
-        self.check_etag(&etag, range.md5, &what)?;
+        let stored = super::etags::Stored {
+            sse: out.server_side_encryption(),
+            customer_key: out.sse_customer_algorithm(),
+        };
+        self.check_etag(&etag, range.md5, stored, &what)?;
         Ok(etag)
     }
 
