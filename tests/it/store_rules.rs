@@ -289,3 +289,151 @@ fn a_slow_down_with_retry_after_as_a_date_is_waited_for() {
         due.duration_since(retry_at).unwrap_or_default()
     );
 }
+
+/// Paths the state file records (`state files --json`).
+#[track_caller]
+fn state_paths(env: &TestEnv) -> Vec<String> {
+    let mut cmd = env.cmd();
+    cmd.arg("--state")
+        .arg(&env.state)
+        .args(["state", "files", "--json"]);
+    let r = run(cmd);
+    r.expect_code(0);
+    r.stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// moto refuses a key holding a newline (its router answers 404 Not Found
+/// to the PUT; S3 takes such keys). A backup with such a file backs up
+/// everything else, names that one file with the store's reason (a refused
+/// key, not a missing object: 404 without `NoSuchBucket`), exits 3,
+/// and records neither a state row nor a manifest entry for it, so the
+/// next run tries it again (and fails the same way); the snapshot
+/// restores and verifies without it.
+#[test]
+fn a_key_the_store_refuses_fails_that_file_alone_on_moto() {
+    let Some(moto) = crate::versioned::Moto::start("a_key_the_store_refuses_fails_that_file_alone_on_moto")
+    else {
+        return;
+    };
+    let c = moto.bucket(BUCKET, false);
+    let env = TestEnv::with_endpoint(&moto.endpoint());
+    env.write("ok.txt", b"fine")
+        .write("dir/also.txt", b"fine too")
+        .write("bad\nname.txt", b"refused");
+    for run_no in 1..=2 {
+        let r = env.backup(TARGET, &["--json"]);
+        r.expect_code(3);
+        let s = r.summary();
+        assert_eq!((s.failed, s.failures.len()), (1, 1), "run {run_no}: {s:?}");
+        assert_eq!(s.failures[0].path, "bad\nname.txt", "{s:?}");
+        assert!(
+            s.failures[0]
+                .error
+                .contains("'pre/bad\nname.txt': the store refused this key (HTTP 404)"),
+            "the key and the store's answer are named: {s:?}"
+        );
+        assert_eq!(s.uploaded, if run_no == 1 { 2 } else { 0 }, "run {run_no}: {s:?}");
+        assert!(
+            r.stderr.contains("bad\\nname.txt"),
+            "stderr names it, escaped:\n{}",
+            r.show()
+        );
+        let mut paths = state_paths(&env);
+        paths.sort();
+        assert_eq!(paths, ["dir/also.txt", "ok.txt"], "run {run_no}");
+        if run_no == 1 {
+            let id = snapshot_id(s.snapshot.as_deref().expect("a snapshot of what was backed up"));
+            let listed = crate::versioned::manifest(&c, BUCKET, "pre", &id).paths();
+            assert_eq!(listed, ["dir/also.txt", "ok.txt"]);
+        }
+    }
+    let mut verify = env.cmd();
+    verify
+        .args(["verify", TARGET, "--deep", "--endpoint-url"])
+        .arg(moto.endpoint());
+    run(verify).expect_code(0);
+    let dest = env.root().join("dest");
+    let r = env.restore_ok(TARGET, &dest, &[]);
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(paths_under(&dest), ["dir", "dir/also.txt", "ok.txt"]);
+}
+
+/// A store whose listings hold no ETags (moto behind the proxy, which
+/// strips `<ETag>` from ListObjectsV2 answers; s3s-fs lists none itself):
+/// a run from a lost state sends nothing again; a plain verify asks each
+/// object's ETag, so an object replaced behind the tool's back with bytes
+/// of the same size is a mismatch, not intact; a restore writes only the
+/// snapshot's bytes; a run from a lost state whose newest manifest is
+/// damaged (so rows are checked against the listing) confirms each row by
+/// a HEAD and sends the replaced file again.
+#[test]
+fn a_store_listing_no_etags_still_rebuilds_verifies_and_restores_on_moto() {
+    let Some(moto) = crate::versioned::Moto::start(
+        "a_store_listing_no_etags_still_rebuilds_verifies_and_restores_on_moto",
+    ) else {
+        return;
+    };
+    let c = moto.bucket(BUCKET, false);
+    let proxy = FaultProxy::start_to(&moto.endpoint(), 3);
+    proxy.set_rewrite(Rewrite {
+        strip_list_etags: true,
+        ..Rewrite::default()
+    });
+    let env = TestEnv::with_endpoint(&proxy.endpoint());
+    env.write("a.txt", b"alpha")
+        .write("b.txt", b"bravo")
+        .write("big.bin", noise(6 * MIB, 9));
+    env.backup_ok(TARGET, &MULTIPART);
+    std::fs::remove_file(&env.state).unwrap();
+    let s = env.backup_ok(TARGET, &MULTIPART);
+    assert_eq!((s.unchanged, s.uploaded), (3, 0), "rows from the manifest: {s:?}");
+
+    let verify = |extra: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(["verify", TARGET, "--json", "--endpoint-url"])
+            .arg(proxy.endpoint())
+            .args(extra);
+        run(cmd)
+    };
+    verify(&[]).expect_code(0);
+    sdk_put(&c, BUCKET, "pre/b.txt", b"BRAVO");
+    let r = verify(&[]);
+    r.expect_code(1);
+    assert!(
+        r.stdout.contains("\"path\":\"b.txt\",\"kind\":\"mismatch\""),
+        "{}",
+        r.show()
+    );
+    let dest = env.root().join("dest");
+    let r = env.restore(TARGET, &dest, &["--json"]);
+    r.expect_code(3);
+    assert_eq!(r.restore_summary().failed_paths(), ["b.txt"], "{}", r.show());
+    assert!(!dest.join("b.txt").exists());
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha");
+
+    // A damaged newer manifest: the rebuild checks its rows against a
+    // listing, here without ETags, so each is confirmed by a HEAD.
+    sdk_put(
+        &c,
+        BUCKET,
+        "pre/.s3backup/manifests/29991231T235959Z-00000000000000000000000000000000.jsonl.zst",
+        b"not zstd",
+    );
+    std::fs::remove_file(&env.state).unwrap();
+    let s = env.backup_ok(TARGET, &MULTIPART);
+    assert_eq!(
+        (s.unchanged, s.uploaded),
+        (2, 1),
+        "the replaced object is sent again: {s:?}"
+    );
+    let r = verify(&[]);
+    assert!(r.stdout.contains("\"mismatched\":0"), "{}", r.show());
+}

@@ -250,7 +250,7 @@ fn printed_port(line: &str) -> Option<u16> {
 }
 
 /// The snapshot's manifest, fetched with the SDK.
-fn manifest(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, id: &str) -> Manifest {
+pub(crate) fn manifest(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, id: &str) -> Manifest {
     let key = format!("{prefix}/.s3backup/manifests/{id}.jsonl.zst");
     let bytes = block_on(async {
         let out = c

@@ -187,7 +187,7 @@ impl S3Store {
             Some(config) => req.customize().config_override(config).send().await,
             None => req.send().await,
         }
-        .map_err(|e| convert(e, &what))?;
+        .map_err(|e| errors::convert_write(e, &what))?;
         let etag = clean_etag(out.e_tag());
         let stored = etags::Stored {
             sse: out.server_side_encryption(),

@@ -66,7 +66,7 @@ impl S3Store {
             .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await
-            .map_err(|e| convert(e, &format!("starting multipart upload of '{key}'")))?;
+            .map_err(|e| super::errors::convert_write(e, &format!("starting multipart upload of '{key}'")))?;
         out.upload_id()
             .map(str::to_string)
             .ok_or_else(|| StoreError::Fatal(format!("server gave no upload ID for '{key}'")))
