@@ -249,6 +249,36 @@ fn printed_port(line: &str) -> Option<u16> {
     digits.parse().ok().filter(|&p| p != 0)
 }
 
+#[test]
+fn the_port_moto_prints_is_read() {
+    let line = "\u{1b}[31m * Running on http://127.0.0.1:37667\u{1b}[0m";
+    assert_eq!(printed_port(line), Some(37667));
+    assert_eq!(printed_port(" * Running on http://127.0.0.1:0"), None);
+    assert_eq!(printed_port("Press CTRL+C to quit"), None);
+}
+
+/// Tests start moto servers at the same moment: each must be its own. (The
+/// harness used to pick a port by binding port 0 and releasing it before
+/// moto started, so two tests could pick the same port and one of them
+/// talked to the other's moto: a CreateBucket failed with
+/// BucketAlreadyExists.) Four started at once listen on four ports and each
+/// creates a bucket of the same name.
+#[test]
+fn motos_started_at_once_are_each_their_own() {
+    let test = "motos_started_at_once_are_each_their_own";
+    let motos: Vec<Moto> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..4).map(|_| s.spawn(|| Moto::start(test))).collect();
+        started.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<u16> = motos.iter().map(|m| m.addr.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), motos.len(), "{ports:?}");
+    for moto in &motos {
+        moto.bucket("same-name", false);
+    }
+}
+
 /// The snapshot's manifest, fetched with the SDK.
 pub(crate) fn manifest(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, id: &str) -> Manifest {
     let key = format!("{prefix}/.s3backup/manifests/{id}.jsonl.zst");

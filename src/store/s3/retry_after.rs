@@ -74,7 +74,38 @@ fn delay_asked(value: &str, now: SystemTime) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use aws_smithy_runtime_api::client::interceptors::context::Input;
+    use aws_smithy_runtime_api::http::Response;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::retry::ErrorKind;
+
     use super::*;
+
+    /// The verdict for an answer with `Retry-After: value`, after `previous`.
+    fn verdict(value: &str, previous: &RetryAction) -> RetryAction {
+        let mut answer = Response::new(503.try_into().unwrap(), SdkBody::empty());
+        answer.headers_mut().insert("retry-after", value.to_owned());
+        let mut ctx = InterceptorContext::new(Input::doesnt_matter());
+        ctx.set_response(answer);
+        RetryAfter.classify_retry_v2(&ctx, previous)
+    }
+
+    #[test]
+    fn the_delay_asked_refines_a_retry_capped_and_never_starts_one() {
+        let throttled = RetryAction::retryable_error(ErrorKind::ThrottlingError);
+        let after = |d| RetryAction::retryable_error_with_explicit_delay(ErrorKind::ThrottlingError, d);
+        assert_eq!(verdict("2", &throttled), after(Duration::from_secs(2)));
+        assert_eq!(verdict("3600", &throttled), after(MAX_RETRY_AFTER), "capped");
+        // A longer wait another classifier asked for (x-amz-retry-after) stands.
+        assert_eq!(
+            verdict("1", &after(Duration::from_secs(5))),
+            after(Duration::from_secs(5))
+        );
+        assert_eq!(verdict("soon", &throttled), RetryAction::NoActionIndicated);
+        for not_retried in [RetryAction::NoActionIndicated, RetryAction::RetryForbidden] {
+            assert_eq!(verdict("2", &not_retried), RetryAction::NoActionIndicated);
+        }
+    }
 
     #[test]
     fn both_forms_are_read() {
