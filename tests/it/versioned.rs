@@ -114,10 +114,10 @@ impl Moto {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut log: Vec<String> = Vec::new();
         loop {
-            if moto.addr.port() == 0 {
-                if let Some(port) = log.iter().find_map(|l| printed_port(l)) {
-                    moto.addr.set_port(port);
-                }
+            if moto.addr.port() == 0
+                && let Some(port) = log.iter().find_map(|l| printed_port(l))
+            {
+                moto.addr.set_port(port);
             }
             if moto.addr.port() != 0 && TcpStream::connect_timeout(&moto.addr, Duration::from_secs(1)).is_ok()
             {
