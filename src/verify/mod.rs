@@ -3,8 +3,7 @@
 //! The manifest (sorted by path) and a listing of the prefix (sorted by key,
 //! which is the same order) are walked side by side, so every file is
 //! checked for presence, size and ETag with one listing and no request per
-//! file (on a store whose listings hold no ETags, a HEAD per file of the
-//! recorded size asks for it). On a versioned bucket, a file whose current object differs from
+//! file. On a versioned bucket, a file whose current object differs from
 //! the snapshot is checked by asking for the recorded version. `--deep`
 //! downloads every file and checks its blake3.
 //!
@@ -413,7 +412,6 @@ fn walk<'a>(
             };
             let key = join_key(&ctx.prefix, &entry.path);
             let found = advance(&mut listing, &key).await.map_err(Step::Store)?;
-            let found = with_etag(found, &entry, ctx, &key).await;
             let check = compare(entry, key, found, ctx, newest.as_mut())
                 .await
                 .map_err(Step::Store)?;
@@ -497,24 +495,6 @@ async fn advance(listing: &mut Listing<'_>, key: &str) -> StoreResult<Option<Obj
         Some(Ok(o)) if o.key == key => listing.next().await.and_then(Result::ok),
         _ => None,
     })
-}
-
-/// A listing without ETags (some S3-compatible servers; s3s-fs) shows only
-/// a size, and a replaced object of the same size would pass: an object
-/// listed so at the recorded size is asked for its ETag (one HEAD), unless
-/// its bytes are read anyway (`--deep`). Gone since the listing, it is
-/// missing; a HEAD that fails otherwise leaves the ETag unknown, as listed.
-async fn with_etag(found: Option<ObjectInfo>, entry: &Entry, ctx: &Ctx<'_>, key: &str) -> Option<ObjectInfo> {
-    let mut o = found?;
-    if !o.etag.is_empty() || o.size != entry.size || entry.etag.is_empty() || ctx.deep_for(&entry.path) {
-        return Some(o);
-    }
-    match ctx.store.head(key, None).await {
-        Ok(head) => o.etag = head.etag,
-        Err(StoreError::NotFound(_)) => return None,
-        Err(e) => tracing::info!("{key}: listed without an ETag, and asking for it failed: {e}"),
-    }
-    Some(o)
 }
 
 /// Compares what the listing `found` under `key` with the entry: as

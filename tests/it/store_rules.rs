@@ -368,12 +368,13 @@ fn a_key_the_store_refuses_fails_that_file_alone_on_moto() {
 
 /// A store whose listings hold no ETags (moto behind the proxy, which
 /// strips `<ETag>` from ListObjectsV2 answers; s3s-fs lists none itself):
-/// a run from a lost state sends nothing again; a plain verify asks each
-/// object's ETag, so an object replaced behind the tool's back with bytes
-/// of the same size is a mismatch, not intact; a restore writes only the
-/// snapshot's bytes; a run from a lost state whose newest manifest is
-/// damaged (so rows are checked against the listing) confirms each row by
-/// a HEAD and sends the replaced file again.
+/// a run from a lost state sends nothing again; `verify --deep` finds an
+/// object replaced behind the tool's back with bytes of the same size (a
+/// plain verify, one listing and no request per file, sees presence and
+/// size only on such a store: documented in the README); a restore writes
+/// only the snapshot's bytes; a run from a lost state whose newest
+/// manifest is damaged (so rows are checked against the listing) confirms
+/// each row by a HEAD and sends the replaced file again.
 #[test]
 fn a_store_listing_no_etags_still_rebuilds_verifies_and_restores_on_moto() {
     let Some(moto) = crate::versioned::Moto::start(
@@ -405,7 +406,7 @@ fn a_store_listing_no_etags_still_rebuilds_verifies_and_restores_on_moto() {
     };
     verify(&[]).expect_code(0);
     sdk_put(&c, BUCKET, "pre/b.txt", b"BRAVO");
-    let r = verify(&[]);
+    let r = verify(&["--deep"]);
     r.expect_code(1);
     assert!(
         r.stdout.contains("\"path\":\"b.txt\",\"kind\":\"mismatch\""),
@@ -436,4 +437,70 @@ fn a_store_listing_no_etags_still_rebuilds_verifies_and_restores_on_moto() {
     );
     let r = verify(&[]);
     assert!(r.stdout.contains("\"mismatched\":0"), "{}", r.show());
+}
+
+/// moto itself ignores `x-amz-copy-source-if-match` (a copy from a source
+/// whose ETag differs succeeds). Renames whose sources were replaced
+/// behind the tool's back: a single-part file, a multipart one copied by
+/// one CopyObject and one copied in parts (UploadPartCopy, `--copy-cutoff
+/// 5MiB`) each end up holding their own bytes, and verify --deep agrees.
+#[test]
+fn a_rename_copy_never_takes_a_replaced_source_on_moto() {
+    let Some(moto) = crate::versioned::Moto::start("a_rename_copy_never_takes_a_replaced_source_on_moto")
+    else {
+        return;
+    };
+    let c = moto.bucket(BUCKET, false);
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard();
+    let files = [
+        (
+            "small.txt",
+            b"the small file's own bytes".to_vec(),
+            b"other bytes, same length!!".to_vec(),
+        ),
+        ("big.bin", noise(11 * MIB, 21), noise(11 * MIB, 22)),
+    ];
+    for (name, own, _) in &files {
+        env.write(name, own);
+    }
+    env.backup_ok(TARGET, &MULTIPART);
+    for cutoff in ["5GiB", "5MiB"] {
+        for (name, _, other) in &files {
+            sdk_put(&c, BUCKET, &format!("pre/{name}"), other);
+            env.rename(name, &format!("{cutoff}-{name}"));
+        }
+        let s = env.backup_ok(
+            TARGET,
+            &[&MULTIPART_DELETE[..], &["--copy-cutoff", cutoff]].concat(),
+        );
+        assert_eq!(
+            (s.copied, s.failed),
+            (0, 0),
+            "{cutoff}: no copy of replaced bytes: {s:?}"
+        );
+        for (name, own, _) in &files {
+            let key = format!("pre/{cutoff}-{name}");
+            let held = block_on(async {
+                let out = c
+                    .get_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("GetObject");
+                out.body.collect().await.expect("body").into_bytes()
+            });
+            assert!(held.as_ref() == own.as_slice(), "{key} holds other bytes");
+        }
+        // The next round renames these again.
+        for (name, _, _) in &files {
+            env.rename(&format!("{cutoff}-{name}"), name);
+        }
+        env.backup_ok(TARGET, &MULTIPART_DELETE);
+    }
+    let mut verify = env.cmd();
+    verify
+        .args(["verify", TARGET, "--deep", "--endpoint-url"])
+        .arg(moto.endpoint());
+    run(verify).expect_code(0);
 }
