@@ -7,9 +7,9 @@
 //! `bucket` is the first contact (the bounded bucket check, creating a
 //! bucket, and the guidance when it fails); `list` and `multipart` are
 //! those operations; `etags` what an ETag proves (judged by what each
-//! answer says) and the checks after copies; `retry_after` the
-//! `Retry-After` header honoured; this file holds the settings, single-object reads and
-//! writes, copies and deletes. Current SDK releases add CRC checksum
+//! answer says) and the checks around copies; `retry_after` the
+//! `Retry-After` header honoured; this file holds the settings,
+//! single-object reads and writes, copies and deletes. Current SDK releases add CRC checksum
 //! headers and trailers to every upload by default, which several
 //! S3-compatible servers reject; the client asks for checksums only where
 //! the S3 API requires them, which every server supports.
