@@ -65,6 +65,10 @@
 //! refused runs change nothing; limits, allow flags, dry runs, `--json`.
 //! `garage_cluster` runs backups, restores and deep verifies against a
 //! three-node Garage cluster (`garage`, its harness), nodes killed mid-run.
+//! `store_rules` checks rules that differ between stores (issue 17): ETags
+//! that are not MD5s, stores that ignore conditions, listings without
+//! ETags, keys a store refuses and `Retry-After`, through the proxy's
+//! rewrites (`rewrite`) or on moto.
 
 // The suite drives the binary with Unix signals, modes, fds and symlinks;
 // the Windows build has its own suite (tests/windows).
@@ -74,6 +78,7 @@ mod common;
 mod garage;
 mod proxy;
 mod prune_crash;
+mod rewrite;
 mod server;
 
 mod accounting;
@@ -122,6 +127,7 @@ mod sets;
 mod shell;
 mod signals;
 mod store_fold;
+mod store_rules;
 mod typechange;
 mod verify_sample;
 mod versioned;

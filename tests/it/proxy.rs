@@ -28,6 +28,13 @@
 //! (e.g. 100 % after a successful backup), and [`FaultProxy::set_filter`]
 //! limits faults to some requests (e.g. only object downloads). Counters
 //! ([`FaultProxy::stats`]) let a test assert that faults really happened.
+//!
+//! Besides faults, the proxy can change every request and answer that
+//! passes through it to stand in for a store with other rules
+//! ([`FaultProxy::set_rewrite`], see [`crate::rewrite`]), answer the next
+//! matching request with 503 SlowDown and a `Retry-After` header
+//! ([`FaultProxy::slow_down_once`]), and it notes when each request
+//! arrived ([`FaultProxy::arrivals`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,7 +42,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -45,6 +52,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::rewrite::{self, Rewrite, Tokens};
 use crate::server::S3Server;
 
 /// Errors inside the proxy (they only ever close a connection).
@@ -128,6 +136,9 @@ struct Config {
     slow_delay: Duration,
     filter: Option<Filter>,
     rng: fastrand::Rng,
+    rewrite: Rewrite,
+    /// The next request this matches is answered 503 SlowDown with this `Retry-After`.
+    slow_down_once: Option<(Filter, String)>,
 }
 
 /// State shared by the proxy's tasks and the test.
@@ -144,6 +155,10 @@ struct Shared {
     corrupted: AtomicU64,
     /// "KIND METHOD /path?query" of every fault injected, for messages.
     log: Mutex<Vec<String>>,
+    /// When each request arrived (its whole body read): "METHOD /path?query".
+    arrivals: Mutex<Vec<(Instant, SystemTime, String)>>,
+    /// The ETag tokens of [`Rewrite::kms_etags`].
+    tokens: Tokens,
 }
 
 impl Shared {
@@ -197,6 +212,8 @@ impl FaultProxy {
                 slow_delay: Duration::from_millis(200),
                 filter: None,
                 rng: fastrand::Rng::with_seed(seed),
+                rewrite: Rewrite::default(),
+                slow_down_once: None,
             }),
             requests: AtomicU64::new(0),
             internal_errors: AtomicU64::new(0),
@@ -207,6 +224,8 @@ impl FaultProxy {
             slow: AtomicU64::new(0),
             corrupted: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
+            tokens: Tokens::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).unwrap();
@@ -284,6 +303,23 @@ impl FaultProxy {
         self.shared.config.lock().unwrap().filter = Some(Arc::new(filter));
     }
 
+    /// From now on, every request and answer is changed by `rewrite`.
+    pub fn set_rewrite(&self, rewrite: Rewrite) {
+        self.shared.config.lock().unwrap().rewrite = rewrite;
+    }
+
+    /// The next request for which `filter` is true gets 503 SlowDown with
+    /// `Retry-After: retry_after` (seconds or an HTTP date) instead of
+    /// reaching the server; later ones go through.
+    pub fn slow_down_once(&self, retry_after: &str, filter: impl Fn(&Parts) -> bool + Send + Sync + 'static) {
+        self.shared.config.lock().unwrap().slow_down_once = Some((Arc::new(filter), retry_after.to_owned()));
+    }
+
+    /// When each request arrived, in order: (time, wall-clock time, "METHOD /path?query").
+    pub fn arrivals(&self) -> Vec<(Instant, SystemTime, String)> {
+        self.shared.arrivals.lock().unwrap().clone()
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         let s = &self.shared;
@@ -343,11 +379,46 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, BoxError> {
     let (mut parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    shared.arrivals.lock().unwrap().push((
+        Instant::now(),
+        SystemTime::now(),
+        format!("{} {}", parts.method, parts.uri),
+    ));
+    let (rewrite, once) = {
+        let mut c = shared.config.lock().unwrap();
+        let once = match &c.slow_down_once {
+            Some((filter, _)) if filter(&parts) => c.slow_down_once.take().map(|(_, after)| after),
+            _ => None,
+        };
+        (c.rewrite.clone(), once)
+    };
+    if let Some(after) = once {
+        shared.note(&shared.slow_downs, "503", &parts);
+        let mut resp = s3_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        );
+        resp.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, after.parse().unwrap());
+        return Ok(resp);
+    }
     let (fault, slow_delay) = shared.decide(&parts);
     // The proxy answers 100-continue itself; the server gets the whole body at once.
     parts.headers.remove(hyper::header::EXPECT);
+    let body = rewrite::request(&rewrite, &shared.tokens, &mut parts, body);
     match fault {
-        None => forward(&shared, parts, body).await,
+        None if rewrite.is_off() => forward(&shared, parts, body).await,
+        None => {
+            let req = parts.clone();
+            let (mut head, body) = forward(&shared, parts, body).await?.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let body = rewrite::response(&rewrite, &shared.tokens, &req, &mut head, body);
+            Ok(Response::from_parts(
+                head,
+                Full::new(body).map_err(|e: Infallible| match e {}).boxed(),
+            ))
+        }
         Some(Fault::InternalError) => {
             shared.note(&shared.internal_errors, "500", &parts);
             Ok(s3_error(

@@ -9,13 +9,18 @@
 //! tests print "skipped: moto_server not found" and pass, except when
 //! `CI=true`, where they fail: CI must run them.
 //!
-//! Each test starts its own `moto_server` on a free port of 127.0.0.1
-//! (found by binding port 0) and stops it when done. Readiness is a TCP
-//! connect retried until a deadline, waiting between tries on the server's
+//! Each test starts its own `moto_server` on 127.0.0.1 with port 0, so the
+//! server binds a free port itself and holds it from that moment; the port
+//! is read from the line werkzeug prints ("Running on http://127.0.0.1:PORT").
+//! (Picking a port by binding 0 and releasing it before moto started let
+//! two tests starting at once get the same port: one test then talked to
+//! the other's moto and its CreateBucket failed with BucketAlreadyExists.)
+//! It is stopped when done. Readiness is the port printed, then a TCP
+//! connect, retried until a deadline, waiting between tries on the server's
 //! own log output (or at most 50 ms), never a fixed sleep.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -78,12 +83,8 @@ impl Moto {
             );
             return None;
         };
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-            l.local_addr().unwrap().port()
-        };
         let mut child = Command::new(&exe)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .env_remove("AWS_ENDPOINT_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -106,12 +107,20 @@ impl Moto {
             });
         }
         drop(tx);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut moto = Moto { child, addr };
+        let mut moto = Moto {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut log = Vec::new();
+        let mut log: Vec<String> = Vec::new();
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            if moto.addr.port() == 0
+                && let Some(port) = log.iter().find_map(|l| printed_port(l))
+            {
+                moto.addr.set_port(port);
+            }
+            if moto.addr.port() != 0 && TcpStream::connect_timeout(&moto.addr, Duration::from_secs(1)).is_ok()
+            {
                 break;
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
@@ -123,7 +132,8 @@ impl Moto {
             }
             assert!(
                 Instant::now() < deadline,
-                "moto_server not listening on {addr} after {START_TIMEOUT:?}:\n{}",
+                "moto_server not listening (port {}) after {START_TIMEOUT:?}:\n{}",
+                moto.addr.port(),
                 log.join("\n")
             );
             if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
@@ -231,8 +241,46 @@ impl Moto {
     }
 }
 
+/// The port in werkzeug's start-up line (`* Running on http://127.0.0.1:PORT`,
+/// perhaps with terminal colours around it), if `line` is that line.
+fn printed_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("Running on http://127.0.0.1:")? + "Running on http://127.0.0.1:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&p| p != 0)
+}
+
+#[test]
+fn the_port_moto_prints_is_read() {
+    let line = "\u{1b}[31m * Running on http://127.0.0.1:37667\u{1b}[0m";
+    assert_eq!(printed_port(line), Some(37667));
+    assert_eq!(printed_port(" * Running on http://127.0.0.1:0"), None);
+    assert_eq!(printed_port("Press CTRL+C to quit"), None);
+}
+
+/// Tests start moto servers at the same moment: each must be its own. (The
+/// harness used to pick a port by binding port 0 and releasing it before
+/// moto started, so two tests could pick the same port and one of them
+/// talked to the other's moto: a CreateBucket failed with
+/// BucketAlreadyExists.) Four started at once listen on four ports and each
+/// creates a bucket of the same name.
+#[test]
+fn motos_started_at_once_are_each_their_own() {
+    let test = "motos_started_at_once_are_each_their_own";
+    let motos: Vec<Moto> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..4).map(|_| s.spawn(|| Moto::start(test))).collect();
+        started.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<u16> = motos.iter().map(|m| m.addr.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), motos.len(), "{ports:?}");
+    for moto in &motos {
+        moto.bucket("same-name", false);
+    }
+}
+
 /// The snapshot's manifest, fetched with the SDK.
-fn manifest(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, id: &str) -> Manifest {
+pub(crate) fn manifest(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, id: &str) -> Manifest {
     let key = format!("{prefix}/.s3backup/manifests/{id}.jsonl.zst");
     let bytes = block_on(async {
         let out = c

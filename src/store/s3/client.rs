@@ -77,6 +77,7 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(RetryConfig::standard().with_max_attempts(4))
+            .retry_classifier(super::retry_after::RetryAfter)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(timeouts.0)

@@ -4,7 +4,10 @@
 //! replaced halfway fails the copy instead of mixing two versions. The
 //! rule is S3's ("Copy an object using the multipart upload API", S3 User
 //! Guide); rclone does the same above its `--s3-copy-cutoff`. A failed
-//! copy aborts its upload, so no parts are left billed.
+//! copy aborts its upload, so no parts are left billed. A store that
+//! ignores the condition is caught once the copy is done: the source must
+//! still have the recorded ETag (`etags`), else the copy is
+//! [`crate::store::StoreError::Changed`].
 
 use super::errors::convert;
 use super::{S3Store, clean_etag, encode_copy_source};
@@ -29,7 +32,15 @@ impl S3Store {
             .await
         {
             Ok(parts) => match self.complete_multipart(dst_key, &upload_id, &parts, None).await {
-                Ok(put) => Ok(put),
+                Ok(put) => match if_match.filter(|e| !e.is_empty()) {
+                    Some(expected) => {
+                        let what = format!("copying '{src_key}' to '{dst_key}'");
+                        self.check_after_copy(src_key, dst_key, expected, None, &what)
+                            .await?;
+                        Ok(put)
+                    }
+                    None => Ok(put),
+                },
                 Err(e) => {
                     self.abandon(dst_key, &upload_id).await;
                     Err(e)

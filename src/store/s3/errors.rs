@@ -136,6 +136,29 @@ where
     }
 }
 
+/// [`convert`] for the write of a new object (PutObject,
+/// CreateMultipartUpload) in a bucket known to exist: S3 answers such a
+/// write 404 only with `NoSuchBucket`; a 404 without that code is the store
+/// having no place for the key (moto's router answers so to a key holding
+/// a newline), which is said as such, not as a missing object. Not
+/// retried: the next run tries the file again.
+pub(super) fn convert_write<E, R>(err: SdkError<E, R>, what: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus + 'static,
+{
+    if let SdkError::ServiceError(service) = &err
+        && service.raw().status_code() == 404
+        && service.err().code() != Some("NoSuchBucket")
+    {
+        return StoreError::Fatal(format!(
+            "{what}: the store refused this key ({}); S3 takes it, some S3-compatible stores do not",
+            detail(&err)
+        ));
+    }
+    convert(err, what)
+}
+
 /// What the error says, for people: a service error's code, message and
 /// HTTP status ("NoSuchKey: The specified key does not exist. (HTTP
 /// 404)"), any other error's chain of causes.
@@ -279,6 +302,23 @@ mod tests {
         assert!(matches!(
             convert(service(404, "NoSuchKey", ""), what),
             StoreError::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn a_404_to_a_write_is_a_refused_key_unless_the_bucket_is_gone() {
+        let refused = convert_write(service(404, "", ""), "uploading 'a\nb'").to_string();
+        assert_eq!(
+            refused,
+            "uploading 'a\nb': the store refused this key (HTTP 404); S3 takes it, some S3-compatible stores do not"
+        );
+        assert!(matches!(
+            convert_write(service(404, "NoSuchBucket", ""), "uploading 'a'"),
+            StoreError::NotFound(_)
+        ));
+        assert!(matches!(
+            convert_write(service(503, "SlowDown", ""), "uploading 'a'"),
+            StoreError::Transient(_)
         ));
     }
 

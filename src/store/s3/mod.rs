@@ -6,8 +6,10 @@
 //! errors into [`StoreError`] by their structure, in one function;
 //! `bucket` is the first contact (the bounded bucket check, creating a
 //! bucket, and the guidance when it fails); `list` and `multipart` are
-//! those operations; this file holds the settings, single-object reads and
-//! writes, copies and deletes. Current SDK releases add CRC checksum
+//! those operations; `etags` what an ETag proves (judged by what each
+//! answer says) and the checks around copies; `retry_after` the
+//! `Retry-After` header honoured; this file holds the settings,
+//! single-object reads and writes, copies and deletes. Current SDK releases add CRC checksum
 //! headers and trailers to every upload by default, which several
 //! S3-compatible servers reject; the client asks for checksums only where
 //! the S3 API requires them, which every server supports.
@@ -64,9 +66,11 @@ mod client;
 mod copy_parts;
 mod count;
 mod errors;
+mod etags;
 mod list;
 mod lock;
 mod multipart;
+mod retry_after;
 
 /// Region used when neither the flags, the environment nor the config files name one.
 pub(crate) const DEFAULT_REGION: &str = "us-east-1";
@@ -204,9 +208,13 @@ impl S3Store {
             Some(config) => req.customize().config_override(config).send().await,
             None => req.send().await,
         }
-        .map_err(|e| convert(e, &what))?;
+        .map_err(|e| errors::convert_write(e, &what))?;
         let etag = clean_etag(out.e_tag());
-        self.check_etag(&etag, md5, &what)?;
+        let stored = etags::Stored {
+            sse: out.server_side_encryption(),
+            customer_key: out.sse_customer_algorithm(),
+        };
+        self.check_etag(&etag, md5, stored, &what)?;
         Ok(PutOutcome {
             etag,
             version_id: self.kept(out.version_id()).await,
@@ -250,34 +258,6 @@ impl S3Store {
             })
             .await;
         keeps.then(|| id.to_string())
-    }
-
-    /// Whether `etag` is the MD5 of the object's content: 32 hex digits (a
-    /// multipart ETag has a `-N` suffix) on an object this store writes
-    /// without SSE-KMS, whose ETags are not MD5s (S3's ETag documentation).
-    fn etag_is_content_md5(&self, etag: &str) -> bool {
-        let kms = self
-            .write
-            .sse
-            .as_deref()
-            .is_some_and(|s| s.starts_with("aws:kms"));
-        !kms && etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
-    }
-
-    /// Compares the ETag of a single-part object or of a part with the MD5
-    /// of the body sent, where the ETag is an MD5: S3 documents it as one
-    /// for objects stored in plain or with SSE-S3, not with SSE-KMS or
-    /// SSE-C, and an S3-compatible server that ignores `Content-MD5` is
-    /// still caught this way. Anything else is not compared.
-    fn check_etag(&self, etag: &str, md5: Option<Md5>, what: &str) -> StoreResult<()> {
-        let Some(md5) = md5 else { return Ok(()) };
-        if !self.etag_is_content_md5(etag) || etag.eq_ignore_ascii_case(&hex::encode(md5)) {
-            return Ok(());
-        }
-        Err(StoreError::BadDigest(format!(
-            "{what}: the store's ETag {etag} is not the MD5 of the body ({})",
-            hex::encode(md5)
-        )))
     }
 }
 
@@ -389,11 +369,17 @@ impl ObjectStore for S3Store {
         let what = format!("copying '{src_key}' to '{dst_key}'");
         // A copy (also a metadata refresh in place) would otherwise fall back
         // to the bucket's defaults: the write options go with it.
+        let if_match = if_match.filter(|e| !e.is_empty());
+        if let Some(expected) = if_match
+            && src_key == dst_key
+        {
+            self.check_before_self_copy(src_key, expected, &what).await?;
+        }
         let req = self.client.copy_object().bucket(&self.bucket).key(dst_key);
         let req = with_write_options!(req, &self.write, dst_key)
             .copy_source(source)
             // S3 answers 412 (Changed) when the source's ETag differs.
-            .set_copy_source_if_match(if_match.filter(|e| !e.is_empty()).map(|e| format!("\"{e}\"")))
+            .set_copy_source_if_match(if_match.map(|e| format!("\"{e}\"")))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata(meta)))
             // The copy gets the run's checksum, computed by the store.
@@ -405,16 +391,14 @@ impl ObjectStore for S3Store {
         }
         .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.copy_object_result().and_then(|r| r.e_tag()));
-        // A server that ignores the condition is caught where both ETags are
-        // MD5s (single-part objects without SSE-KMS): a copy's is its source's.
-        if let Some(expected) = if_match
-            && self.etag_is_content_md5(expected)
-            && self.etag_is_content_md5(&etag)
-            && !expected.eq_ignore_ascii_case(&etag)
-        {
-            return Err(StoreError::Changed(format!(
-                "{what}: the source no longer holds the content recorded for it (ETag {etag}, recorded {expected})"
-            )));
+        // A server that ignores the condition is caught here (`etags`).
+        if let Some(expected) = if_match {
+            let stored = etags::Stored {
+                sse: out.server_side_encryption(),
+                customer_key: out.sse_customer_algorithm(),
+            };
+            self.check_after_copy(src_key, dst_key, expected, Some((&etag, stored)), &what)
+                .await?;
         }
         let checksum = out
             .copy_object_result()

@@ -69,7 +69,7 @@ impl S3Store {
             .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await
-            .map_err(|e| convert(e, &format!("starting multipart upload of '{key}'")))?;
+            .map_err(|e| super::errors::convert_write(e, &format!("starting multipart upload of '{key}'")))?;
         out.upload_id()
             .map(str::to_string)
             .ok_or_else(|| StoreError::Fatal(format!("server gave no upload ID for '{key}'")))
@@ -100,7 +100,11 @@ impl S3Store {
         }
         .map_err(|e| convert(e, &what))?;
         let etag = clean_etag(out.e_tag());
-        self.check_etag(&etag, range.md5, &what)?;
+        let stored = super::etags::Stored {
+            sse: out.server_side_encryption(),
+            customer_key: out.sse_customer_algorithm(),
+        };
+        self.check_etag(&etag, range.md5, stored, &what)?;
         Ok(etag)
     }
 
