@@ -344,3 +344,39 @@ fn a_wrong_region_is_named_with_the_region_to_pass() {
     }
     assert!(g.keys(0, BUCKET).is_empty(), "a refused run wrote to the bucket");
 }
+
+#[test]
+fn garage_keeps_and_answers_checksums_and_object_lock_is_refused_there() {
+    let Some(g) = Garage::start("garage_cluster::checksums_and_lock") else { return };
+    let env = env_on(&g, 0);
+    env.write("small.txt", "checked at rest\n")
+        .write("big.iso", noise(11 * 1024 * 1024, 5));
+    env.backup_ok(TARGET, &opts(&["--checksum-algorithm", "crc64nvme"]));
+
+    // One HEAD per file in checksum mode, no body: Garage keeps the value.
+    let mut cmd = env.cmd();
+    cmd.args(["verify", TARGET, "--checksums", "--json", "--region", REGION])
+        .arg("--endpoint-url")
+        .arg(env.endpoint.as_deref().unwrap())
+        .arg("--state")
+        .arg(&env.state);
+    let r = run(cmd);
+    r.expect_code(0);
+    let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!((v["mismatched"].as_u64(), v["missing"].as_u64()), (Some(0), Some(0)), "{}", r.show());
+    assert!(
+        v["ok"].as_u64().unwrap() >= 1 && v["requests"]["get"].as_u64() == Some(1),
+        "checked by checksum, only the manifest read: {}",
+        r.show()
+    );
+
+    // Garage has no Object Lock (GetObjectLockConfiguration: 501) and
+    // takes the lock headers of a PutObject without keeping them: a run
+    // asking for a lock there is refused before it writes anything.
+    let before = g.keys(0, BUCKET);
+    env.write("new.txt", "would be unlocked\n");
+    let r = env.backup(TARGET, &opts(&["--lock-days", "7"]));
+    r.expect_code(1);
+    assert!(r.error_line().contains("Object Lock"), "{}", r.show());
+    assert_eq!(g.keys(0, BUCKET), before, "a refused run wrote to the bucket");
+}
