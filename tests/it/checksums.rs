@@ -194,9 +194,10 @@ fn multipart_uploads_send_full_object_and_composite_checksums() {
             .collect();
         assert_eq!(parts, expected);
         let complete = &requests(&server, "CompleteMultipartUpload", "pre/big.bin")[0];
+        // The type rides with a whole-object value only (Garage refuses it alone).
         assert_eq!(
             header(complete, "x-amz-checksum-type"),
-            Some(kind),
+            (kind == "FULL_OBJECT").then_some(kind),
             "{complete:?}"
         );
         let whole = (kind == "FULL_OBJECT").then(|| Sum::of(a, &big).base64());

@@ -347,7 +347,9 @@ fn a_wrong_region_is_named_with_the_region_to_pass() {
 
 #[test]
 fn garage_keeps_and_answers_checksums_and_object_lock_is_refused_there() {
-    let Some(g) = Garage::start("garage_cluster::checksums_and_lock") else { return };
+    let Some(g) = Garage::start("garage_cluster::checksums_and_lock") else {
+        return;
+    };
     let env = env_on(&g, 0);
     env.write("small.txt", "checked at rest\n")
         .write("big.iso", noise(11 * 1024 * 1024, 5));
@@ -363,12 +365,37 @@ fn garage_keeps_and_answers_checksums_and_object_lock_is_refused_there() {
     let r = run(cmd);
     r.expect_code(0);
     let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
-    assert_eq!((v["mismatched"].as_u64(), v["missing"].as_u64()), (Some(0), Some(0)), "{}", r.show());
+    assert_eq!(
+        (v["mismatched"].as_u64(), v["missing"].as_u64()),
+        (Some(0), Some(0)),
+        "{}",
+        r.show()
+    );
     assert!(
         v["ok"].as_u64().unwrap() >= 1 && v["requests"]["get"].as_u64() == Some(1),
         "checked by checksum, only the manifest read: {}",
         r.show()
     );
+
+    // A rename of a file copied in parts, and SHA-256 (composite) in parts:
+    // Garage refused their completion while it named a checksum type
+    // without a value, on every run.
+    env.rename("big.iso", "moved.iso");
+    let moved = env.backup_ok(
+        TARGET,
+        &opts(&[
+            "--checksum-algorithm",
+            "crc64nvme",
+            "--copy-cutoff",
+            PART,
+            "--delete",
+        ]),
+    );
+    assert_eq!((moved.copied, moved.failed), (1, 0), "{moved:?}");
+    let sha = TestEnv::with_endpoint(&g.endpoint(1)).past_the_guard();
+    sha.write("big.iso", noise(11 * 1024 * 1024, 6));
+    let s = sha.backup_ok("backups::sha", &opts(&["--checksum-algorithm", "sha256"]));
+    assert_eq!((s.uploaded, s.failed), (1, 0), "{s:?}");
 
     // Garage has no Object Lock (GetObjectLockConfiguration: 501) and
     // takes the lock headers of a PutObject without keeping them: a run

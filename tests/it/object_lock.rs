@@ -339,3 +339,36 @@ fn lock_options_refuse_bad_input_and_write_nothing() {
             .is_none()
     );
 }
+
+/// moto takes the lock headers of CreateMultipartUpload and applies
+/// nothing: a file sent in parts was left unlocked while `snapshots`
+/// called its snapshot locked (a tester deleted it with the backup's own
+/// credentials). The version a multipart upload makes gets its retention
+/// set after completion, whatever the store did with the headers.
+#[test]
+fn a_file_sent_in_parts_is_locked_where_the_store_ignores_the_lock_on_create() {
+    let Some(moto) = Moto::start("a_file_sent_in_parts_is_locked") else {
+        return;
+    };
+    let c = lock_bucket(&moto, "parts", None);
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard();
+    env.write("big.bin", crate::common::noise(6 * 1024 * 1024, 9));
+    let t0 = now_secs();
+    env.backup_ok(
+        "parts::mp",
+        &[
+            "--lock-days",
+            "1",
+            "--multipart-threshold",
+            "5MiB",
+            "--part-size",
+            "5MiB",
+        ],
+    );
+    let (mode, until) = lock_of(&c, "parts", "mp/big.bin");
+    assert_eq!(mode, "GOVERNANCE");
+    assert!(
+        (t0 + 86_400 - 5..=now_secs() + 86_400).contains(&until),
+        "{until}"
+    );
+}

@@ -136,11 +136,14 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .set_checksum_type(algorithm.map(super::sums::checksum_type));
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
         // The full-object checksum of the whole file, where the algorithm
-        // has one: the store checks the parts add up to it.
+        // has one: the store checks the parts add up to it. The type rides
+        // only with that value: S3 takes it from CreateMultipartUpload (on
+        // completion it is a check), and Garage refuses a type named
+        // without a value (a composite SHA-256, a copy in parts).
         let whole = whole.filter(|w| Some(w.algorithm) == algorithm);
+        let req = req.set_checksum_type(whole.map(|w| super::sums::checksum_type(w.algorithm)));
         let value = |a: Algorithm| whole.filter(|w| w.algorithm == a).map(|w| w.base64());
         let out = req
             .set_checksum_crc64_nvme(value(Algorithm::Crc64nvme))
@@ -149,11 +152,18 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| convert(e, &format!("completing multipart upload of '{key}'")))?;
-        Ok(PutOutcome {
+        let put = PutOutcome {
             etag: clean_etag(out.e_tag()),
             version_id: self.kept(out.version_id()).await,
             checksum: stored_sum!(out, algorithm),
-        })
+        };
+        // The lock named on CreateMultipartUpload is not applied by every
+        // store (moto ignores it): set it on the version made, so that no
+        // snapshot is reported locked while one of its objects is not.
+        if let (Some(lock), Some(version)) = (&self.write.lock, &put.version_id) {
+            self.extend_retention(key, version, lock).await?;
+        }
+        Ok(put)
     }
 
     /// Abandons an upload and frees its parts.
