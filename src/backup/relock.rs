@@ -17,14 +17,16 @@
 use futures::StreamExt;
 
 use super::BackupOptions;
-use crate::lock::Retention;
+use crate::lock::{LockMode, Retention};
 use crate::state::StateDb;
 use crate::store::retry::retry;
 use crate::store::{ObjectStore, join_key};
 
-/// Extends the locks that end too early and returns the snapshot's lock:
-/// `lock`'s mode, until the earliest lock of the versions it names (and
-/// never later than `lock`); `None` when one of them has no known lock.
+/// Extends the locks that end too early (each in the stronger of its own
+/// mode and `lock`'s) and returns the snapshot's lock: compliance only
+/// when `lock` and every version it names are compliance, else governance,
+/// until the earliest lock of those versions (and never later than
+/// `lock`); `None` when one of them has no known lock.
 pub(super) async fn relock(
     db: &StateDb,
     set_id: i64,
@@ -36,7 +38,7 @@ pub(super) async fn relock(
     let (start, until) = (started.timestamp(), lock.until.timestamp());
     let warn =
         |e: &dyn std::fmt::Display| tracing::warn!("recording the Object Lock of the run's versions: {e}");
-    if let Err(e) = db.lock_written(set_id, start, until) {
+    if let Err(e) = db.lock_written(set_id, start, until, lock.mode.s3_name()) {
         warn(&e);
         return None;
     }
@@ -50,17 +52,29 @@ pub(super) async fn relock(
     let prefix = opts.target.prefix();
     let lock = &lock;
     let mut extended = futures::stream::iter(ending)
-        .map(|(path, version)| async move {
+        .map(|(path, version, mode)| async move {
             let key = join_key(prefix, &path);
-            let done = retry(&key, || store.put_retention(&key, &version, lock)).await;
-            (path, version, done)
+            // The stronger of the version's own mode and the run's: a
+            // compliance lock extended in governance mode would be weakened
+            // where a store allows that (moto does; S3 refuses it).
+            let recorded = mode.as_deref().and_then(LockMode::from_s3);
+            let own = Retention {
+                mode: if recorded == Some(LockMode::Compliance) {
+                    LockMode::Compliance
+                } else {
+                    lock.mode
+                },
+                ..*lock
+            };
+            let done = retry(&key, || store.put_retention(&key, &version, &own)).await;
+            (path, version, own.mode, done)
         })
         .buffer_unordered(opts.jobs.max(1));
     let mut failed = 0u64;
-    while let Some((path, version, done)) = extended.next().await {
+    while let Some((path, version, mode, done)) = extended.next().await {
         match done {
             Ok(()) => {
-                if let Err(e) = db.lock_extended(set_id, &path, &version, until) {
+                if let Err(e) = db.lock_extended(set_id, &path, &version, until, mode.s3_name()) {
                     warn(&e);
                 }
             }
@@ -75,9 +89,15 @@ pub(super) async fn relock(
             "{failed} version(s) the snapshot names could not be locked until its date: the snapshot records no lock"
         );
     }
-    let floor = db.lock_floor(set_id).inspect_err(|e| warn(e)).ok()??;
+    let (floor, all_compliance) = db.lock_floor(set_id).inspect_err(|e| warn(e)).ok()??;
+    // The weakest mode among the versions (and the manifest, in the run's mode).
+    let mode = if all_compliance && lock.mode == LockMode::Compliance {
+        LockMode::Compliance
+    } else {
+        LockMode::Governance
+    };
     Some(Retention {
-        mode: lock.mode,
+        mode,
         until: chrono::DateTime::from_timestamp(floor.min(until), 0)?,
     })
 }

@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_guard.sql"),
     include_str!("../../migrations/0009_sum.sql"),
     include_str!("../../migrations/0010_lock.sql"),
+    include_str!("../../migrations/0011_lock_mode.sql"),
 ];
 
 impl StateDb {

@@ -571,7 +571,7 @@ fn state_commands_describe_the_backups(fx: &Fx) {
     let stats = fx.state_json(&["stats"]);
     assert_eq!(stats["path"], env.state.display().to_string());
     assert!(stats["db_bytes"].as_u64().is_some_and(|b| b > 0), "{stats}");
-    assert_eq!(stats["schema_version"], 10);
+    assert_eq!(stats["schema_version"], 11);
     assert_eq!(stats["sets"], 1);
     assert_eq!(stats["files"], 6);
     assert_eq!(stats["dirs"], 1, "docs: {stats}");

@@ -372,3 +372,41 @@ fn a_file_sent_in_parts_is_locked_where_the_store_ignores_the_lock_on_create() {
         "{until}"
     );
 }
+
+/// A governance run extends an older compliance lock in compliance mode
+/// (extending it as governance weakened it on moto, and S3 refuses it);
+/// a snapshot naming governance versions is shown as governance, not as
+/// the mode of the run that wrote it (a tester found both).
+#[test]
+fn extended_locks_keep_their_mode_and_a_snapshot_shows_its_weakest() {
+    let Some(moto) = Moto::start("extended_locks_keep_their_mode") else {
+        return;
+    };
+    let c = lock_bucket(&moto, "modes", None);
+    let env = TestEnv::with_endpoint(&moto.endpoint()).past_the_guard();
+    env.write_at("a.txt", "alpha", (1_600_000_000, 0));
+    env.write_at("b.txt", "bravo", (1_600_000_000, 0));
+    env.backup_ok("modes::c", &["--lock-days", "1", "--lock-mode", "compliance"]);
+    env.write_at("a.txt", "alpha, edited", (1_600_000_100, 0));
+    // Four days in governance: b.txt's lock (1 day) ends before half of it.
+    let t1 = now_secs();
+    env.backup_ok("modes::c", &["--lock-days", "4"]);
+    let (mode, until) = lock_of(&c, "modes", "c/b.txt");
+    assert_eq!(mode, "COMPLIANCE", "an extension weakened b.txt's lock");
+    assert!(until >= t1 - 60 + 4 * 86_400, "{until}");
+    assert_eq!(lock_of(&c, "modes", "c/a.txt").0, "GOVERNANCE");
+    let rows = snapshot_rows(&env, "modes::c");
+    assert_eq!(rows[0]["lock"]["mode"], "compliance", "{rows:?}");
+    assert_eq!(rows[1]["lock"]["mode"], "governance", "{rows:?}");
+
+    // Governance for two days, then compliance for three: the first run's
+    // versions are not extended (their lock reaches half of the second's),
+    // so the snapshot naming them is governance.
+    env.write_at("b.txt", "bravo, edited", (1_600_000_200, 0));
+    env.backup_ok("modes::g", &["--lock-days", "2"]);
+    env.write_at("a.txt", "alpha, again", (1_600_000_300, 0));
+    env.backup_ok("modes::g", &["--lock-days", "3", "--lock-mode", "compliance"]);
+    assert_eq!(lock_of(&c, "modes", "g/b.txt").0, "GOVERNANCE");
+    let rows = snapshot_rows(&env, "modes::g");
+    assert_eq!(rows[1]["lock"]["mode"], "governance", "{rows:?}");
+}
