@@ -852,12 +852,17 @@ pub fn manifest_header(files: u64, bytes: u64) -> serde_json::Value {
 /// A plain aws-sdk-s3 client for `endpoint` (path-style, the test keys,
 /// checksums only where required), for putting objects the way other tools do.
 pub fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
+    sdk_client_in(endpoint, "us-east-1")
+}
+
+/// [`sdk_client`] signing for `region` (Garage checks it).
+pub fn sdk_client_in(endpoint: &str, region: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{
         BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     };
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
         .force_path_style(true)
         .credentials_provider(Credentials::new(

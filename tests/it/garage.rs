@@ -382,25 +382,7 @@ root_domain = ".s3.garage.localhost"
     /// A plain aws-sdk-s3 client for node `i` (the test key, region
     /// [`REGION`], path-style, checksums only where required).
     pub(crate) fn client(&self, i: usize) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{
-            BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-        };
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(self.endpoint(i))
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                S3Server::ACCESS_KEY,
-                S3Server::SECRET_KEY,
-                None,
-                None,
-                "test",
-            ))
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        crate::common::sdk_client_in(&self.endpoint(i), REGION)
     }
 
     /// Every key in `bucket`, through node `i`.

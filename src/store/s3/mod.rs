@@ -487,24 +487,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version_id.map(str::to_string))
-            .send()
-            .await
-            .map_err(|e| convert(e, &format!("checking '{key}'")))?;
-        let mut remote = remote_object(
-            out.content_length().unwrap_or(0).max(0) as u64,
-            out.e_tag(),
-            crate::store::kept_version(out.version_id()),
-            out.last_modified(),
-            out.metadata(),
-        );
-        remote.lock = lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date());
-        Ok(remote)
+        self.head_object(key, version_id, false).await
     }
 
     async fn object_lock(&self) -> StoreResult<Option<crate::lock::BucketLock>> {
@@ -521,7 +504,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head_checksum(&self, key: &str, version_id: Option<&str>) -> StoreResult<RemoteObject> {
-        self.head_with_checksum(key, version_id).await
+        self.head_object(key, version_id, true).await
     }
 
     fn describe(&self) -> String {

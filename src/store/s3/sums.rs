@@ -70,12 +70,16 @@ impl S3Store {
         Ok(Some(summed))
     }
 
-    /// [`crate::store::ObjectStore::head_checksum`]: a HEAD with
-    /// `x-amz-checksum-mode: ENABLED`, which S3 needs to name the checksum.
-    pub(super) async fn head_with_checksum(
+    /// One HeadObject, for [`crate::store::ObjectStore::head`] and, with
+    /// `with_checksum`, [`crate::store::ObjectStore::head_checksum`]
+    /// (`x-amz-checksum-mode: ENABLED`, which S3 needs to name the
+    /// checksum): size, ETag, version, metadata, the version's Object Lock
+    /// and, when asked for, the stored checksum.
+    pub(super) async fn head_object(
         &self,
         key: &str,
         version_id: Option<&str>,
+        with_checksum: bool,
     ) -> StoreResult<RemoteObject> {
         let out = self
             .client
@@ -83,12 +87,13 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .set_version_id(version_id.map(str::to_string))
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .set_checksum_mode(with_checksum.then_some(aws_sdk_s3::types::ChecksumMode::Enabled))
             .send()
             .await
             .map_err(|e| convert(e, &format!("checking '{key}'")))?;
         Ok(RemoteObject {
-            checksum: any_stored(&out),
+            checksum: if with_checksum { any_stored(&out) } else { None },
+            lock: super::lock::retention(out.object_lock_mode(), out.object_lock_retain_until_date()),
             ..remote_object(
                 out.content_length().unwrap_or(0).max(0) as u64,
                 out.e_tag(),
