@@ -23,6 +23,13 @@ pub(crate) fn verify_summary(r: &VerifyReport) -> Result<(), OutputError> {
     } else {
         "present with size and ETag"
     };
+    // Kept copies are listed under their blake3, not their ETag: say that
+    // only their size was seen, so "ETag" is not claimed for them.
+    let how = if r.ok_by_size > 0 && !r.deep && !r.checksums {
+        format!("{how} ({} of them kept copies, checked by size)", r.ok_by_size)
+    } else {
+        how.to_string()
+    };
     let damaged_lines = if r.damaged_lines > 0 {
         format!(", {} manifest line(s) unreadable", r.damaged_lines)
     } else {

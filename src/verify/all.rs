@@ -32,6 +32,8 @@ pub struct AllReport {
     pub unreadable: u64,
     /// Files whose checksum could not be compared (`--checksums`).
     pub not_checked: u64,
+    /// Of `ok`, kept copies checked by size alone.
+    pub ok_by_size: u64,
     /// Manifest lines that could not be read.
     pub damaged_lines: u64,
     /// Bytes downloaded and hashed (`--deep`).
@@ -52,6 +54,7 @@ impl AllReport {
         self.mismatched += r.mismatched;
         self.unreadable += r.unreadable;
         self.not_checked += r.not_checked;
+        self.ok_by_size += r.ok_by_size;
         self.damaged_lines += r.damaged_lines;
         self.bytes_checked += r.bytes_checked;
         self.snapshots.push(r);

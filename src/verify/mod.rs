@@ -121,6 +121,9 @@ pub struct VerifyReport {
     /// recorded, none kept by the store, or another algorithm's. Never
     /// counted in `ok`, nor as damage.
     pub not_checked: u64,
+    /// Of `ok`, the files found only as kept copies in the content area
+    /// and checked by size alone (no `--deep`, no `--checksums`).
+    pub ok_by_size: u64,
     /// Bytes downloaded and hashed (`--deep`).
     pub bytes_checked: u64,
     /// Whether contents were checked.
@@ -211,6 +214,11 @@ impl std::fmt::Display for ProblemKind {
 
 enum Check {
     Ok,
+    /// A kept copy in the content area, listed at the recorded size: its
+    /// key names its blake3, but a listing shows no more than its size
+    /// (a copy's ETag need not be the original's), so without `--deep`
+    /// this is all that was checked.
+    OkBySize,
     Problem(Problem),
     /// Present as recorded; `--deep` still has to read it.
     Read(Entry, String, Origin),
@@ -455,6 +463,7 @@ impl VerifyReport {
         let Check::Problem(p) = check else {
             self.files += 1;
             self.ok += 1;
+            self.ok_by_size += u64::from(matches!(check, Check::OkBySize));
             return;
         };
         match p.kind {

@@ -25,7 +25,7 @@ pub(super) async fn settle(
     let path = match &check {
         Check::Read(e, ..) | Check::Version(e, ..) => Some(e.path.as_str()),
         Check::Problem(p) => Some(p.path.as_str()),
-        Check::Ok => None,
+        Check::Ok | Check::OkBySize => None,
     };
     let sampled = path
         .filter(|p| ctx.sample.is_some_and(|s| s.contains(*p)))
@@ -42,6 +42,7 @@ pub(super) async fn settle(
         Check::Read(entry, key, origin) if ctx.checksums => {
             (super::sums::check(ctx, entry, &key, origin, None).await, 0, false)
         }
+        Check::Read(_, _, Origin::ContentFirst) => (Check::OkBySize, 0, false),
         Check::Read(..) => (Check::Ok, 0, false),
         Check::Version(entry, key, version) => {
             if ctx.deep_for(&entry.path) {
