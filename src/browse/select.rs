@@ -2,40 +2,40 @@
 //! decided one entry at a time as the manifest streams by.
 
 use crate::fs::filter::{FilterError, PathPattern};
+use crate::fs::selector::PathSelector;
 use crate::manifest::Entry;
 
 /// The PATHs of `snapshots ls`: a path names that entry and, for a
-/// directory, everything under it; none names the whole snapshot. Each
+/// directory, everything under it (with a trailing `/`, a directory only:
+/// [`PathSelector`]); none names the whole snapshot. Each
 /// remembers whether it named anything, so one that names nothing is
 /// reported once the manifest is read.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    wanted: Vec<String>,
+    wanted: Vec<PathSelector>,
     matched: Vec<bool>,
 }
 
 impl Paths {
     /// The paths as typed (`/`-separated, relative to the backup root; a
-    /// leading or trailing `/` is dropped).
+    /// leading `/` is dropped, a trailing one means a directory only).
     pub fn new(paths: &[String]) -> Self {
-        let wanted: Vec<String> = paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
+        let wanted: Vec<PathSelector> = paths.iter().map(|p| PathSelector::new(p)).collect();
         Self {
             matched: vec![false; wanted.len()],
             wanted,
         }
     }
 
-    /// Whether the entry at `path` is shown (and marks the PATHs naming it).
-    pub fn wants(&mut self, path: &str) -> bool {
+    /// Whether the entry at `path` (a directory when `is_dir`) is shown
+    /// (and marks the PATHs naming it).
+    pub fn wants(&mut self, path: &str, is_dir: bool) -> bool {
         if self.wanted.is_empty() {
             return true;
         }
         let mut any = false;
         for (w, matched) in self.wanted.iter().zip(&mut self.matched) {
-            let under = path
-                .strip_prefix(w.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-            if under {
+            if w.names(path, is_dir) {
                 *matched = true;
                 any = true;
             }
@@ -43,13 +43,14 @@ impl Paths {
         any
     }
 
-    /// The PATHs (as trimmed) that named no entry so far.
-    pub fn unmatched(&self) -> Vec<&str> {
+    /// The PATHs (as trimmed; `d/` for a directory only) that named no
+    /// entry so far.
+    pub fn unmatched(&self) -> Vec<String> {
         self.wanted
             .iter()
             .zip(&self.matched)
             .filter(|(_, m)| !**m)
-            .map(|(w, _)| w.as_str())
+            .map(|(w, _)| w.typed())
             .collect()
     }
 }
@@ -89,12 +90,16 @@ mod tests {
 
     #[test]
     fn a_path_names_itself_and_what_is_under_it() {
-        let mut p = Paths::new(&["docs/".into(), "a.txt".into(), "nothing".into()]);
-        assert!(p.wants("docs") && p.wants("docs/x/y") && p.wants("a.txt"));
-        assert!(!p.wants("docs2") && !p.wants("a.txt.bak") && !p.wants("b"));
-        assert_eq!(p.unmatched(), ["nothing"]);
+        let mut p = Paths::new(&["docs/".into(), "a.txt".into(), "nothing".into(), "a.txt/".into()]);
+        assert!(p.wants("docs", true) && p.wants("docs/x/y", false) && p.wants("a.txt", false));
+        assert!(!p.wants("docs2", true) && !p.wants("a.txt.bak", false) && !p.wants("b", false));
+        assert_eq!(
+            p.unmatched(),
+            ["nothing", "a.txt/"],
+            "a file is not named by 'a.txt/'"
+        );
         let mut all = Paths::new(&[]);
-        assert!(all.wants("anything") && all.unmatched().is_empty());
+        assert!(all.wants("anything", false) && all.unmatched().is_empty());
     }
 
     #[test]

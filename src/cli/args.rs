@@ -129,7 +129,7 @@ pub struct RestoreArgs {
     /// Directory to restore into (created if missing).
     #[arg(value_hint = ValueHint::DirPath, value_parser = parse_dir)]
     pub dest: PathBuf,
-    /// Only these files or directories (paths relative to the backup root).
+    /// Only these files or directories (paths relative to the backup root; `d/` with a trailing slash names a directory only).
     #[arg(value_parser = parse_restore_path)]
     pub paths: Vec<String>,
     /// Snapshot to restore: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
@@ -707,7 +707,7 @@ pub struct LsArgs {
     /// The snapshot: an ID from 's3backup snapshots', a unique prefix of one, or 'latest'.
     #[arg(value_name = "ID", value_parser = parse_snapshot_id)]
     pub id: String,
-    /// Only these files or directories (a directory with everything under it), relative to the backup root.
+    /// Only these files or directories (a directory with everything under it; `d/` names a directory only), relative to the backup root.
     #[arg(value_name = "PATH", value_parser = parse_restore_path)]
     pub paths: Vec<String>,
     /// JSON lines on stdout, one object per entry.

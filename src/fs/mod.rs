@@ -17,6 +17,7 @@ pub mod names;
 pub mod own;
 pub mod safe_path;
 pub mod scan;
+pub mod selector;
 pub mod twins;
 pub mod winname;
 pub mod winpath;

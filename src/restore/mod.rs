@@ -278,7 +278,7 @@ pub async fn run_with_progress(
     for s in select.unmatched() {
         report.paths_not_found += 1;
         report.failures.push(Failure {
-            path: s.clone(),
+            path: s,
             error: "not found in the backup".into(),
         });
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::fs::filter::Filters;
 use crate::fs::safe_path::{self, UnsafePath};
 use crate::fs::scan::EntryKind;
+use crate::fs::selector::PathSelector;
 use crate::progress::Progress;
 use crate::report::Failure;
 use crate::restore::meta::DirMeta;
@@ -33,8 +34,8 @@ pub enum Admitted {
 
 /// The selection, and what it has seen so far.
 pub struct Select<'a> {
-    /// The requested paths, without leading or trailing `/`; all when empty.
-    selectors: Vec<String>,
+    /// The requested paths (a trailing `/`: a directory only); all when empty.
+    selectors: Vec<PathSelector>,
     /// Which of them matched an entry.
     matched: Vec<bool>,
     filters: &'a Filters,
@@ -67,9 +68,9 @@ impl<'a> Select<'a> {
         store_in_dest: Option<String>,
         progress: Arc<dyn Progress>,
     ) -> Result<Self, UnsafePath> {
-        let selectors: Vec<String> = paths.iter().map(|p| p.trim_matches('/').to_string()).collect();
+        let selectors: Vec<PathSelector> = paths.iter().map(|p| PathSelector::new(p)).collect();
         for s in &selectors {
-            safe_path::validate(s)?;
+            safe_path::validate(&s.path)?;
         }
         Ok(Self {
             matched: vec![false; selectors.len()],
@@ -137,12 +138,7 @@ impl<'a> Select<'a> {
         }
         let mut hit = self.selectors.is_empty();
         for (s, matched) in self.selectors.iter().zip(self.matched.iter_mut()) {
-            if item.path == *s
-                || item
-                    .path
-                    .strip_prefix(s.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-            {
+            if s.names(&item.path, item.kind == EntryKind::Dir) {
                 *matched = true;
                 hit = true;
             }
@@ -159,15 +155,18 @@ impl<'a> Select<'a> {
 
     /// When paths were requested and none matched: them, joined for a message.
     pub fn none_matched(&self) -> Option<String> {
-        (!self.selectors.is_empty() && !self.matched.contains(&true)).then(|| self.selectors.join(", "))
+        (!self.selectors.is_empty() && !self.matched.contains(&true)).then(|| {
+            let typed: Vec<String> = self.selectors.iter().map(PathSelector::typed).collect();
+            typed.join(", ")
+        })
     }
 
     /// The requested paths that matched nothing.
-    pub fn unmatched(&self) -> impl Iterator<Item = &String> {
+    pub fn unmatched(&self) -> impl Iterator<Item = String> {
         self.selectors
             .iter()
             .zip(&self.matched)
             .filter(|(_, m)| !**m)
-            .map(|(s, _)| s)
+            .map(|(s, _)| s.typed())
     }
 }

@@ -256,7 +256,10 @@ fn ls_lists_a_snapshot_whole_or_under_paths() {
 fn ls_of_a_path_the_snapshot_lacks_is_an_error_naming_it() {
     let fx = three_backups();
     let c = &fx.ids[2];
-    let r = fx.snapshots("ls", &["latest", "docs/extra.pdf", "gone.txt", "doc"]);
+    let r = fx.snapshots(
+        "ls",
+        &["latest", "docs/extra.pdf", "gone.txt", "doc", "docs/extra.pdf/"],
+    );
     r.expect_code(1);
     assert_eq!(
         r.stdout,
@@ -266,7 +269,9 @@ fn ls_of_a_path_the_snapshot_lacks_is_an_error_naming_it() {
     );
     assert_eq!(
         r.stderr,
-        format!("error: snapshot {c} holds no 'gone.txt', 'doc' (see 's3backup snapshots ls {SHOWN} {c}')\n"),
+        format!(
+            "error: snapshot {c} holds no 'gone.txt', 'doc', 'docs/extra.pdf/' (see 's3backup snapshots ls {SHOWN} {c}')\n"
+        ),
         "{}",
         r.show()
     );

@@ -207,6 +207,24 @@ fn partial_restore_and_no_match() {
     r.expect_code(3);
     assert_eq!(r.restore_summary().failed_paths(), ["nope"]);
     assert_eq!(paths_under(&some), ["music", "music/x.mp3"]);
+
+    // A trailing `/` names a directory only: the file music/x.mp3 is not
+    // `music/x.mp3/`, and the directory docs is `docs/`.
+    let slash = env.root().join("slash");
+    let r = env.restore(&target, &slash, &["--json", "docs/", "music/x.mp3/"]);
+    r.expect_code(3);
+    assert_eq!(
+        r.restore_summary().failed_paths(),
+        ["music/x.mp3/"],
+        "{}",
+        r.show()
+    );
+    assert_eq!(
+        paths_under(&slash),
+        ["docs", "docs/other.txt", "docs/report.pdf"],
+        "{}",
+        r.show()
+    );
 }
 
 #[test]

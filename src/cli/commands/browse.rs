@@ -66,7 +66,7 @@ pub(crate) async fn ls(args: LsArgs) -> anyhow::Result<Exit> {
     let mut paths = Paths::new(&args.paths);
     for entry in entries.by_ref() {
         let entry = entry?;
-        if paths.wants(&entry.path) {
+        if paths.wants(&entry.path, entry.kind == "dir") {
             out::ls_line(&entry.path, &Node::from(&entry), args.json)?;
         }
     }
