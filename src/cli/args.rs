@@ -380,9 +380,9 @@ pub struct PruneSettings {
     /// Deletions in flight at once.
     #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
-    /// Keep content stored less than this before the prune starts (a backup may be copying it in; 15m covers the clock skew S3 allows).
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub min_age: std::time::Duration,
+    /// Keep content stored less than this before the prune starts (default 15m: a backup may be copying it in, and 15m covers the clock skew S3 allows).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub min_age: Option<std::time::Duration>,
 }
 
 /// `s3backup snapshots prune`.

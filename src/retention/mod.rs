@@ -109,7 +109,7 @@ pub enum RetentionError {
     },
     /// A kept manifest's entries could not be read to the end.
     #[error(
-        "cannot prune: snapshot {id} cannot be read to the end ({reason}); nothing was deleted from the content area"
+        "cannot prune: snapshot {id} cannot be read to the end ({reason}); nothing was deleted from the content area (what it references is unknown: forget it by ID first, or keep it and prune nothing)"
     )]
     Unreadable {
         /// The snapshot.

@@ -520,6 +520,43 @@ fn prune_refuses_while_a_damaged_snapshot_is_kept() {
     assert!(!place.exists(&orphan));
 }
 
+/// A kept snapshot with one line that cannot be read: what it references
+/// is unknown, so a prune deletes nothing and says the way out (forget it
+/// by ID); once forgotten, the prune goes ahead.
+#[test]
+fn prune_refuses_over_one_unreadable_line_and_names_the_way_out() {
+    let env = TestEnv::new();
+    let place = Place::local(&env);
+    env.write("a.txt", "one");
+    env.backup_ok(&place.target(), &[]);
+    let orphan = content_rel(b"orphan");
+    place.put(&orphan, b"orphan", HOUR);
+    let (name, _) = handmade("2020-01-01T00:00:00Z", 7, &[], &[]);
+    let mut header = manifest_header(1, 1);
+    header["format"] = json!(2);
+    header["created"] = json!("2020-01-01T00:00:00Z");
+    header["run_id"] = json!(format!("{:032x}", 7));
+    let text = format!("{header}\n{{\"path\": broken\n");
+    place.put(
+        &format!(".s3backup/manifests/{name}"),
+        &zstd::encode_all(text.as_bytes(), 3).unwrap(),
+        HOUR,
+    );
+    let r = place.run(&env, &["snapshots", "prune"], &[]);
+    r.expect_code(1);
+    let line = r.error_line();
+    assert!(
+        line.contains("cannot prune") && line.contains("forget it by ID"),
+        "{}",
+        r.show()
+    );
+    assert!(place.exists(&orphan), "nothing deleted");
+    let id = name.trim_end_matches(".jsonl.zst");
+    let v = place.json(&env, &["snapshots", "forget"], &[id, "--prune"]);
+    assert_eq!(v["prune"]["deleted_objects"], 1, "{v}");
+    assert!(!place.exists(&orphan));
+}
+
 /// A snapshot written while the prune runs (another machine's backup)
 /// keeps what it references: the manifests are listed again before deleting.
 #[test]
@@ -777,6 +814,18 @@ fn keep_rules_tags_and_ages_refuse_bad_values() {
             &["negative", "--min-age"],
         ),
         (&["snapshots", "prune"], &["not provided", "<TARGET>"]),
+        (
+            &[
+                "snapshots",
+                "forget",
+                &store,
+                "--keep-last",
+                "1",
+                "--min-age",
+                "1h",
+            ],
+            &["--min-age", "needs --prune"],
+        ),
         (&["backup", "src", &store, "--tag", "a,b"], &["comma", "--tag"]),
     ];
     for (args, needles) in cases {

@@ -104,6 +104,9 @@ async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
     if args.ids.iter().any(|id| id == "latest") {
         usage!("snapshots forget never removes 'latest' (the newest readable snapshot)");
     }
+    if args.pruning.min_age.is_some() && !args.keep.prune {
+        usage!("--min-age says which content a prune keeps: it needs --prune");
+    }
     let target = &args.target;
     let store = open_existing_store(target, args.s3.clone()).await?;
     let opts = ForgetOptions {
@@ -112,7 +115,10 @@ async fn forget(args: ForgetArgs) -> anyhow::Result<Exit> {
         prune: args.keep.prune,
         dry_run: args.dry_run,
         jobs: usize::from(args.pruning.jobs),
-        min_age: args.pruning.min_age,
+        min_age: args
+            .pruning
+            .min_age
+            .unwrap_or(crate::retention::prune::DEFAULT_MIN_AGE),
         target: target.to_string(),
     };
     let report = retention::forget(&*store, target.prefix(), &opts)
@@ -133,7 +139,10 @@ async fn prune(args: PruneArgs) -> anyhow::Result<Exit> {
     let opts = ForgetOptions {
         dry_run: args.dry_run,
         jobs: usize::from(args.pruning.jobs),
-        min_age: args.pruning.min_age,
+        min_age: args
+            .pruning
+            .min_age
+            .unwrap_or(crate::retention::prune::DEFAULT_MIN_AGE),
         target: target.to_string(),
         ..ForgetOptions::default()
     };
