@@ -15,7 +15,12 @@ Scenarios (full sizes; --quick shrinks them):
   d  restore of (a) into an empty directory
   e  one 1 GiB file up, then down
   f  s3backup alone on 100,000- and 1,000,000-file trees of small/empty files
-     (local directory store): first run and no-change run
+     (local directory store): first run and no-change run; `--many-files 10000000`
+     for ten million. Trees over 1,000,000 names are made of HARD LINKS (1,000 names
+     a directory, each a link to one of 256 pool files beside the tree, 10% of them
+     10-500 bytes, the rest empty), so the tree costs ~10,000 inodes instead of 10M;
+     the store still holds one file per name (check `df -i` first: 10M inodes, and
+     ~4 GB for the 1M non-empty objects at one 4 KiB block each)
   g  s3backup alone, history: 100 backups of a 100,000-file tree with 1% rewritten
      before each (local directory store); the 1% run timed with history on and
      off, then `snapshots forget --keep-last 50 --prune` with its peak memory
@@ -506,6 +511,16 @@ def gen_small_tree(root: Path, n: int, seed: int) -> None:
         write_file(str(root / d / name), head + rng.randbytes(size - len(head)))
 
 
+LINKED_ABOVE = 1_000_000   # (f) trees with more names than this are hard links
+POOL_FILES = 256           # distinct inodes the names of a linked tree point at
+POOL_NONEMPTY = 26         # of which this many have content (10-500 bytes)
+
+
+def flat_dir(i: int) -> str:
+    """The directory of (f)'s name i: 1,000 names a directory, two levels."""
+    return f"{i // 100_000:02d}/{(i // 1000) % 100:02d}"
+
+
 def gen_flat_tree(root: Path, n: int, seed: int) -> None:
     """Scenario f: n small or empty files, 1,000 a directory, two levels deep."""
     if root.exists():
@@ -514,7 +529,7 @@ def gen_flat_tree(root: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     made = set()
     for i in range(n):
-        d = f"{i // 100_000:02d}/{(i // 1000) % 100:02d}"
+        d = flat_dir(i)
         if d not in made:
             os.makedirs(root / d, exist_ok=True)
             made.add(d)
@@ -526,16 +541,63 @@ def gen_flat_tree(root: Path, n: int, seed: int) -> None:
         write_file(str(root / d / f"f{i:07d}"), data)
 
 
+def gen_linked_tree(root: Path, pool: Path, n: int, seed: int) -> None:
+    """Scenario f above LINKED_ABOVE: n names, each a hard link to one of POOL_FILES
+    files in `pool` (outside the tree), so n names cost n/1,000 directory inodes.
+
+    Each name is backed up as its own file (s3backup keeps no link identity: a name
+    is a path with its content), so the run does the work of n files; the store holds
+    one object per name. Names pick a pool file at random: ~39,000 links each, under
+    ext4's 65,000."""
+    for p in (root, pool):
+        if p.exists():
+            shutil.rmtree(p)
+    log(f"generating the {n:,}-name hard-linked tree for (f) in {root}")
+    rng = random.Random(seed)
+    pool.mkdir(parents=True)
+    sources = []
+    for k in range(POOL_FILES):
+        data = b""
+        if k < POOL_NONEMPTY:
+            head = f"{seed} pool {k}\n".encode()
+            data = head + rng.randbytes(rng.randint(0, 480))
+        write_file(str(pool / f"p{k:03d}"), data)
+        sources.append(str(pool / f"p{k:03d}"))
+    for i in range(n):
+        if i % 1000 == 0:
+            os.makedirs(root / flat_dir(i))
+            base = str(root / flat_dir(i))
+        os.link(sources[rng.randrange(POOL_FILES)], f"{base}/f{i:08d}")
+
+
+def linked_want(root: Path, n: int, seed: int) -> dict[str, tuple[int, int]]:
+    """What walk() would say of a tree gen_linked_tree made, from its pool's 256 stats
+    and the generator's draws replayed (10M stat calls would take minutes)."""
+    pool = root.parent / f"{root.name}.pool"
+    rng = random.Random(seed)
+    for k in range(POOL_NONEMPTY):
+        rng.randbytes(rng.randint(0, 480))
+    stats = []
+    for k in range(POOL_FILES):
+        st = os.stat(pool / f"p{k:03d}")
+        stats.append((st.st_size, st.st_mtime_ns))
+    return {f"{flat_dir(i)}/f{i:08d}": stats[rng.randrange(POOL_FILES)] for i in range(n)}
+
+
 def flat_tree(base: Path, n: int, seed: int) -> Path:
     """The (f) tree of n files, generated once and reused (it is never modified)."""
     root = base / f"f-{n}"
     stamp = base / f"f-{n}.complete"
-    want = json.dumps({"n": n, "seed": seed, "v": 1})
+    linked = n > LINKED_ABOVE
+    want = json.dumps({"n": n, "seed": seed, "v": 2 if linked else 1})
     if root.exists() and stamp.exists() and stamp.read_text() == want:
         return root
     if stamp.exists():
         stamp.unlink()
-    gen_flat_tree(root, n, seed)
+    if linked:
+        gen_linked_tree(root, base / f"f-{n}.pool", n, seed)
+    else:
+        gen_flat_tree(root, n, seed)
     stamp.write_text(want)
     return root
 
@@ -1046,26 +1108,51 @@ class Bench:
             state = self.tools.state(f"many-{n}-r{rep}")
             for p in Path(state).parent.glob(Path(state).name + "*"):
                 p.unlink()
-            want = walk(tree)
+            want = linked_want(tree, n, SEED + 2) if n > LINKED_ABOVE else walk(tree)
             cmd = [str(self.bins["s3backup"]), "backup", str(tree), str(store),
-                   "--jobs", str(self.args.concurrency), "--state", state]
+                   "--jobs", str(self.args.concurrency), "--state", state, "--json"]
             env = self.tools.env_s3backup
 
-            def check(store=store, want=want):
-                return self.compare_maps(want, walk(store, skip_top=(".s3backup",)),
-                                         "the store"), []
+            seen: dict = {}
+
+            def check(store=store, want=want, seen=seen):
+                seen.update(walk(store, skip_top=(".s3backup",)))
+                return (self.compare_maps(want, seen, "the store"),
+                        self.many_notes(f"f-{n}-first", rep, state, store, n))
             self.measure(f"f-{n}-first", "s3backup", rep, cmd, env, check)
-            before = walk(store, skip_top=(".s3backup",))
+            # The store as the first run left it (walked once: 10M names take minutes).
+            before = seen if seen else walk(store, skip_top=(".s3backup",))
 
             def check2(store=store, want=want, before=before):
                 got = walk(store, skip_top=(".s3backup",))
                 probs = self.compare_maps(want, got, "the store")
                 resent = sum(1 for k, v in got.items() if before.get(k) != v)
-                return probs, ([f"re-wrote {resent} files"] if resent else [])
+                return probs, (([f"re-wrote {resent} files"] if resent else []) +
+                               self.many_notes(f"f-{n}-nochange", rep, state, store, n))
             self.measure(f"f-{n}-nochange", "s3backup", rep, cmd, env, check2)
             self.measure(f"f-{n}-find", "find", rep,
                          ["find", str(tree), "-printf", "%s %T@\\n"], clean_env())
             TRASH.discard(store)
+
+    def many_notes(self, scenario: str, rep: int, state: str, store: Path, n: int) -> list[str]:
+        """(f)'s figures beyond time and memory: requests (from the `--json` summary),
+        the state file and its WAL, and the manifests in the store, in bytes."""
+        notes = []
+        logp = self.logs / f"{scenario}-s3backup-r{rep}.log"
+        for line in reversed(logp.read_text(errors="replace").splitlines()):
+            if line.startswith("{") and '"requests"' in line:
+                req = json.loads(line).get("requests", {})
+                total = sum(v for k, v in req.items() if isinstance(v, int) and "bytes" not in k)
+                notes.append(f"requests {total}")
+                break
+        for suffix, what in (("", "state"), ("-wal", "WAL")):
+            f = Path(state + suffix)
+            size = f.stat().st_size if f.exists() else 0
+            notes.append(f"{what} {size:,} B" + (f" ({size / n:.0f} B a file)" if not suffix else ""))
+        mans = store / ".s3backup" / "manifests"
+        if mans.is_dir():
+            notes.append(f"manifests {sum(f.stat().st_size for f in mans.rglob('*') if f.is_file()):,} B")
+        return notes
 
     # ---- scenario g: s3backup alone, history over many snapshots, then forget --prune ----
 
@@ -1399,8 +1486,11 @@ class Bench:
                 L += [f"### {title}", ""] + t + [""]
         if "f" in a.scenarios:
             L += ["### (f) s3backup alone on many small/empty files (local directory store)", "",
-                  "30% empty files, the rest 10–500 bytes, 1,000 per directory. First run into an "
-                  "empty store with a new state file, then a run with nothing changed.", "",
+                  "30% empty files, the rest 10–500 bytes, 1,000 per directory (above "
+                  f"{LINKED_ABOVE:,} files: hard links to {POOL_FILES} files, 10% of them 10–500 "
+                  "bytes, the rest empty). First run into an empty store with a new state file, "
+                  "then a run with nothing changed (`--json`: requests, state file and WAL size "
+                  "after the run, manifest size in the check column).", "",
                   "| files | run | median s | min–max s | peak RSS MiB (max) | CPU s (median) | check |",
                   "|---|---|---|---|---|---|---|"]
             for n in a.many_files:

@@ -13,7 +13,7 @@ use super::open::Opened;
 use super::spare;
 use super::triage::WalkOutcome;
 use crate::cancel::Interrupted;
-use crate::fs::scan::{self, EntryKind};
+use crate::fs::scan;
 use crate::manifest;
 use crate::state::{RunStatus, StateDb};
 use crate::store::retry::retry;
@@ -262,12 +262,7 @@ async fn write_manifest(
     let (target, cancel) = (&opts.target, &opts.cancel);
     let fail = |e| BackupError::Manifest(ManifestError::Write(e));
     let created = chrono::Utc::now();
-    let (files, bytes) = db.totals(set_id)?;
-    let mut dirs = 0;
-    db.for_each_file(set_id, |r| {
-        dirs += u64::from(r.kind == EntryKind::Dir);
-        Ok(())
-    })?;
+    let (files, bytes, dirs) = db.totals_and_dirs(set_id)?;
     let header = manifest::Header {
         format: manifest::FORMAT,
         tool: format!("s3backup {}", env!("CARGO_PKG_VERSION")),

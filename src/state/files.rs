@@ -193,6 +193,32 @@ impl StateDb {
             .map_err(self.err())
     }
 
+    /// Number of files (not directories), their total size, and number of
+    /// directories in a set, from one pass over its rows without decoding
+    /// them (what a manifest's header counts: at ten million rows, counting
+    /// directories by streaming every row cost a full read of the set).
+    ///
+    /// # Errors
+    /// A [`StateError`](crate::state::StateError) when the state file cannot be read or written.
+    pub fn totals_and_dirs(&self, set_id: i64) -> StateResult<(u64, u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(kind <> 'd'), 0),
+                        COALESCE(SUM(CASE WHEN kind <> 'd' THEN size ELSE 0 END), 0),
+                        COALESCE(SUM(kind = 'd'), 0)
+                 FROM files WHERE set_id = ?1",
+                [set_id],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
+            .map_err(self.err())
+    }
+
     /// Removes the rows of `paths` in one transaction and returns them;
     /// the paths [`Taking::delete`] names are recorded in the `deleting`
     /// table, and those [`Taking::keep`] names (when the row has content

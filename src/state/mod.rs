@@ -278,6 +278,15 @@ mod tests {
         .unwrap();
         assert_eq!(seen, ["a.txt", "a/b"]);
         assert_eq!(db.totals(set).unwrap(), (2, 6));
+        assert_eq!(db.totals_and_dirs(set + 1).unwrap(), (0, 0, 0));
+        let dir = FileRow {
+            kind: EntryKind::Dir,
+            size: 0,
+            ..row("a", "")
+        };
+        db.apply(set, &[FileChange::Upsert(dir)]).unwrap();
+        assert_eq!(db.totals_and_dirs(set).unwrap(), (2, 6, 1));
+        db.apply(set, &[FileChange::Remove("a".into())]).unwrap();
         assert_eq!(db.file(set, "a/b").unwrap(), Some(row("a/b", "h")));
         let streamed = db
             .with_file_rows(set, |rows| rows.map(|r| r.path).collect::<Vec<_>>())
