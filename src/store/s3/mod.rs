@@ -279,7 +279,22 @@ fn clean_etag(etag: Option<&str>) -> String {
     etag.unwrap_or_default().trim_matches('"').to_string()
 }
 
-async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
+/// Bodies up to this many bytes are read into memory when the request is
+/// built (see [`body`]).
+const SMALL_BODY: u64 = 256 * 1024;
+
+/// The body of `range`: a small one (at most [`SMALL_BODY`] bytes, and
+/// `whole` set: no bandwidth limit cuts it into paced pieces) read into
+/// memory at once, on the calling thread, as the restore writes small
+/// files (a page-cache read of a few KiB costs less than handing it to a
+/// blocking thread, and the SDK's file body does that for the open and
+/// for every read); a larger one streamed from the file. Either can be
+/// sent again on a retry, and either holds the bytes read when it is
+/// sent, which `Content-MD5` checks against the hashing's.
+async fn body(range: FileRange<'_>, whole: bool) -> StoreResult<ByteStream> {
+    if whole && range.len <= SMALL_BODY {
+        return read_small(range).map(ByteStream::from);
+    }
     ByteStream::read_from()
         .path(range.path)
         .offset(range.offset)
@@ -287,15 +302,37 @@ async fn body(range: FileRange<'_>) -> StoreResult<ByteStream> {
         .buffer_size(pace::MAX_CHUNK)
         .build()
         .await
-        .map_err(|e| {
-            // The SDK checks the range against the file's length (its error
-            // kinds are private): a file now shorter than the range shrank.
-            let what = format!("reading {}", range.path.display());
-            match std::fs::metadata(range.path) {
-                Ok(md) if md.len() < range.offset.saturating_add(range.len) => StoreError::Shrank(what),
-                _ => StoreError::Fatal(format!("{what}: {e}")),
-            }
-        })
+        .map_err(|e| read_error(range, e))
+}
+
+/// The bytes of a small `range`, read in one go.
+fn read_small(range: FileRange<'_>) -> StoreResult<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut file = std::fs::File::open(range.path)?;
+        if range.offset > 0 {
+            file.seek(std::io::SeekFrom::Start(range.offset))?;
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(range.len).unwrap_or(0));
+        file.take(range.len).read_to_end(&mut buf)?;
+        Ok(buf)
+    };
+    let buf = read().map_err(|e| read_error(range, e))?;
+    if (buf.len() as u64) < range.len {
+        return Err(StoreError::Shrank(format!("reading {}", range.path.display())));
+    }
+    Ok(buf)
+}
+
+/// What a failed read of `range` means: a file now shorter than the range
+/// shrank (the SDK checks the range against the file's length, and its
+/// error kinds are private); anything else ends the file's upload.
+fn read_error(range: FileRange<'_>, e: impl std::fmt::Display) -> StoreError {
+    let what = format!("reading {}", range.path.display());
+    match std::fs::metadata(range.path) {
+        Ok(md) if md.len() < range.offset.saturating_add(range.len) => StoreError::Shrank(what),
+        _ => StoreError::Fatal(format!("{what}: {e}")),
+    }
 }
 
 #[async_trait]
@@ -306,7 +343,7 @@ impl ObjectStore for S3Store {
 
     async fn put_file(&self, key: &str, range: FileRange<'_>, meta: &ObjectMeta) -> StoreResult<PutOutcome> {
         let sum = self.sum_of(range).await?;
-        let body = body(range).await?;
+        let body = body(range, self.bandwidth.is_none()).await?;
         self.put(key, range.len, body, (range.md5, sum), meta, "uploading")
             .await
     }

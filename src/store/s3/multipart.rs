@@ -93,7 +93,7 @@ impl S3Store {
             .part_number(number)
             .content_length(range.len as i64)
             .set_content_md5(range.md5.map(aws_smithy_types::base64::encode));
-        let req = with_sum!(req, range.sum).body(self.paced(body(range).await?));
+        let req = with_sum!(req, range.sum).body(self.paced(body(range, self.bandwidth.is_none()).await?));
         let out = match self.upload_config(range.len) {
             Some(config) => req.customize().config_override(config).send().await,
             None => req.send().await,
