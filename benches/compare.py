@@ -954,7 +954,8 @@ class Bench:
                 a.tools = [t for t in a.tools if t != "s5cmd"]
         if "l" in a.scenarios:
             bins["latency-proxy"] = self.scratch / "latency-proxy"
-            shutil.copy2(build_latency_proxy(), bins["latency-proxy"])
+            built_proxy = Path(a.proxy_bin).resolve() if a.proxy_bin else build_latency_proxy()
+            shutil.copy2(built_proxy, bins["latency-proxy"])
         # The two cargo installs are slow: the server first (needed by all).
         if need_server:
             bins["s3s-fs"] = ensure_cargo_tool(
@@ -1876,6 +1877,9 @@ def parse_args(argv=None):
                    help="Markdown file for the results (default BENCHMARKS.md at the repo root; "
                         "WORKDIR/BENCHMARKS-quick.md with --quick)")
     p.add_argument("--s3backup-bin", default=None, help="use this binary instead of building")
+    p.add_argument("--proxy-bin", default=None,
+                   help="(l): use this latency-proxy binary instead of building it (it must be "
+                        "a release build: the proxy's ceiling table shows what it can carry)")
     p.add_argument("--small-files", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--large-mib", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--many-files", default=None, help=argparse.SUPPRESS)
