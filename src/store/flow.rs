@@ -333,13 +333,20 @@ impl Flow {
         let mut control = self.lock();
         let old = control.level();
         let mut changed = None;
-        if throttles > self.seen.swap(throttles, Ordering::Relaxed) {
+        let throttled = throttles > self.seen.swap(throttles, Ordering::Relaxed);
+        if throttled {
             changed = control.throttled(now);
         }
         changed = control.completed(now).or(changed);
         if let Some(new) = changed {
+            let highest = self.signals.level_max.load(Ordering::Relaxed);
             self.resize(old, new);
-            tracing::debug!(what = self.what, from = old, to = new, throttles, "request limit");
+            // `-v` tells of a new high and of backing off; `-vv` of every probe.
+            if throttled || new > highest {
+                tracing::info!(what = self.what, from = old, to = new, throttles, "requests in flight");
+            } else {
+                tracing::debug!(what = self.what, from = old, to = new, throttles, "requests in flight");
+            }
         }
     }
 
