@@ -102,6 +102,7 @@ mod etag_copy;
 mod exclude;
 mod exfat_source;
 mod faults;
+mod flow;
 mod filters;
 mod garage_cluster;
 mod guard;
