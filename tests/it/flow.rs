@@ -108,12 +108,12 @@ fn slow_down_answers_bring_the_level_down_and_the_run_completes() {
         let stored = server.object_bytes(BUCKET, &format!("pre/{rel}"));
         assert!(stored.as_deref() == Some(&content[..]), "{rel} is not stored whole");
     }
-    let c = concurrency(&run);
-    assert!(c["throttled"].as_u64().unwrap() > 0, "{c}");
-    assert!(c["final_level"].as_u64().unwrap() < 16, "{c}");
     // At the proxy: the later half of the run never had more than 8 in
     // flight (a fixed 16 keeps about 16 there).
     let seen = proxy.in_flight();
     let later = seen[seen.len() / 2..].iter().copied().max().unwrap_or(0);
     assert!(later <= 8, "{later} requests in flight late in a throttled run\n{}", run.show());
+    let c = concurrency(&run);
+    assert!(c["throttled"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["final_level"].as_u64().unwrap() < 16, "{c}");
 }
