@@ -33,8 +33,8 @@ use crate::fs::scan::EntryKind;
 use crate::restore::dest::TempFile;
 use crate::restore::meta::{ModePolicy, set_file_times_and_mode};
 use crate::restore::source::Item;
-use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::flow::Flow;
+use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
 
 /// Objects larger than this are fetched as parallel ranges.

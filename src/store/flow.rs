@@ -39,8 +39,8 @@
 //! most about ceiling × (one HTTP connection's buffers + one chunk, under
 //! 200 KiB): under 50 MiB at the largest ceiling, 256.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -168,7 +168,10 @@ impl Control {
         }
         let old = self.level;
         self.level = (old / 2).max(1);
-        self.phase = Phase::Hold { windows: 0, rate: None };
+        self.phase = Phase::Hold {
+            windows: 0,
+            rate: None,
+        };
         self.new_window(now);
         self.cut = true;
         (self.level != old).then_some(self.level)
@@ -206,20 +209,31 @@ impl Control {
                 Some((level, was)) if rate < was * SLOW_START_GAIN => {
                     // Doubling did not pay: back to where it was as good.
                     self.level = level;
-                    self.phase = Phase::Hold { windows: 0, rate: None };
+                    self.phase = Phase::Hold {
+                        windows: 0,
+                        rate: None,
+                    };
                 }
                 _ if self.level >= self.ceiling => {
-                    self.phase = Phase::Hold { windows: 0, rate: Some(rate) };
+                    self.phase = Phase::Hold {
+                        windows: 0,
+                        rate: Some(rate),
+                    };
                 }
                 _ => {
-                    self.phase = Phase::SlowStart { before: Some((self.level, rate)) };
+                    self.phase = Phase::SlowStart {
+                        before: Some((self.level, rate)),
+                    };
                     self.level = (self.level * 2).min(self.ceiling);
                 }
             },
             Phase::Hold { windows, rate: was } => {
                 let rate = was.map_or(rate, |w| w.max(rate));
                 if windows + 1 < HOLD_WINDOWS || self.level >= self.ceiling {
-                    self.phase = Phase::Hold { windows: windows + 1, rate: Some(rate) };
+                    self.phase = Phase::Hold {
+                        windows: windows + 1,
+                        rate: Some(rate),
+                    };
                 } else {
                     self.probe(rate);
                 }
@@ -230,7 +244,10 @@ impl Control {
                     self.probe(rate);
                 } else {
                     self.level -= step;
-                    self.phase = Phase::Hold { windows: 0, rate: Some(was) };
+                    self.phase = Phase::Hold {
+                        windows: 0,
+                        rate: Some(was),
+                    };
                 }
             }
         }
@@ -240,7 +257,10 @@ impl Control {
     fn probe(&mut self, rate: f64) {
         let step = (self.level / 4).max(1).min(self.ceiling - self.level);
         if step == 0 {
-            self.phase = Phase::Hold { windows: 0, rate: Some(rate) };
+            self.phase = Phase::Hold {
+                windows: 0,
+                rate: Some(rate),
+            };
             return;
         }
         self.level += step;
@@ -322,7 +342,9 @@ impl Flow {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
         // A panic elsewhere cannot leave the counters unusable.
-        self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One request ended: tells the control, then resizes the semaphore.
@@ -343,9 +365,21 @@ impl Flow {
             self.resize(old, new);
             // `-v` tells of a new high and of backing off; `-vv` of every probe.
             if throttled || new > highest {
-                tracing::info!(what = self.what, from = old, to = new, throttles, "requests in flight");
+                tracing::info!(
+                    what = self.what,
+                    from = old,
+                    to = new,
+                    throttles,
+                    "requests in flight"
+                );
             } else {
-                tracing::debug!(what = self.what, from = old, to = new, throttles, "requests in flight");
+                tracing::debug!(
+                    what = self.what,
+                    from = old,
+                    to = new,
+                    throttles,
+                    "requests in flight"
+                );
             }
         }
     }
@@ -520,6 +554,9 @@ mod tests {
         assert_eq!(flow.level(), 8);
         assert_eq!(flow.permits.available_permits(), 8);
         let f = signals.figures();
-        assert_eq!((f.max_in_flight, f.final_level, f.max_level, f.throttled), (16, 8, 16, 1));
+        assert_eq!(
+            (f.max_in_flight, f.final_level, f.max_level, f.throttled),
+            (16, 8, 16, 1)
+        );
     }
 }

@@ -66,7 +66,11 @@ fn a_far_store_gets_more_than_16_requests_in_flight_and_jobs_bounds_them() {
     run.expect_code(0);
     assert_eq!(run.summary().uploaded, 400);
     let most = proxy.in_flight().into_iter().max().unwrap_or(0);
-    assert!(most > 16, "a default backup had at most {most} requests in flight\n{}", run.show());
+    assert!(
+        most > 16,
+        "a default backup had at most {most} requests in flight\n{}",
+        run.show()
+    );
     let c = concurrency(&run);
     assert!(c["max_level"].as_u64().unwrap() > 16, "{c}");
     assert!(c["max_in_flight"].as_u64().unwrap() > 16, "{c}");
@@ -78,7 +82,11 @@ fn a_far_store_gets_more_than_16_requests_in_flight_and_jobs_bounds_them() {
     assert_eq!(run.restore_summary().downloaded, 400);
     assert_restored(&dest, &files);
     let most = proxy.in_flight()[before..].iter().copied().max().unwrap_or(0);
-    assert!(most > 16, "a default restore had at most {most} requests in flight\n{}", run.show());
+    assert!(
+        most > 16,
+        "a default restore had at most {most} requests in flight\n{}",
+        run.show()
+    );
 
     // --jobs is the ceiling.
     for i in 0..100 {
@@ -106,13 +114,20 @@ fn slow_down_answers_bring_the_level_down_and_the_run_completes() {
     assert!(proxy.stats().slow_downs > 0);
     for (rel, content) in &files {
         let stored = server.object_bytes(BUCKET, &format!("pre/{rel}"));
-        assert!(stored.as_deref() == Some(&content[..]), "{rel} is not stored whole");
+        assert!(
+            stored.as_deref() == Some(&content[..]),
+            "{rel} is not stored whole"
+        );
     }
     // At the proxy: the later half of the run never had more than 8 in
     // flight (a fixed 16 keeps about 16 there).
     let seen = proxy.in_flight();
     let later = seen[seen.len() / 2..].iter().copied().max().unwrap_or(0);
-    assert!(later <= 8, "{later} requests in flight late in a throttled run\n{}", run.show());
+    assert!(
+        later <= 8,
+        "{later} requests in flight late in a throttled run\n{}",
+        run.show()
+    );
     let c = concurrency(&run);
     assert!(c["throttled"].as_u64().unwrap() > 0, "{c}");
     assert!(c["final_level"].as_u64().unwrap() < 16, "{c}");
