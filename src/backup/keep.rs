@@ -278,7 +278,7 @@ impl Content<'_> {
         &self,
         store: &dyn ObjectStore,
         prefix: &str,
-        permits: Option<&tokio::sync::Semaphore>,
+        permits: Option<&crate::store::flow::Flow>,
         limits: CopyLimits,
     ) -> Result<Kept, StoreError> {
         let (src, dst) = (
@@ -288,11 +288,7 @@ impl Content<'_> {
         let meta = self.meta();
         let copied = retry(&dst, || async {
             let _permit = match permits {
-                Some(p) => Some(
-                    p.acquire()
-                        .await
-                        .map_err(|_| StoreError::Fatal("transfer queue closed".into()))?,
-                ),
+                Some(p) => Some(p.acquire().await?),
                 None => None,
             };
             let etag = Some(self.etag);

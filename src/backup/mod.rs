@@ -130,6 +130,10 @@ pub struct BackupReport {
     /// The requests the run sent to the store, by kind, and their body
     /// bytes (a dry run: its listing and checks only).
     pub requests: crate::store::RequestCounts,
+    /// How many requests were in flight: the most at once, the adaptive
+    /// limit's highest and last level, throttling answers seen
+    /// ([`crate::store::flow`]).
+    pub concurrency: crate::store::flow::Concurrency,
     /// What a dry run predicts the real run would send (`None` for a real
     /// run): uploads, parts, copies, deletes and the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -239,6 +243,7 @@ pub async fn run(opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<Ba
     let applied = apply.close().await;
     let mut report = finish::record(opts, &opened, applied).await?;
     report.requests = opened.store.requests();
+    report.concurrency = opened.store.signals().figures();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -317,6 +322,7 @@ impl BackupReport {
             snapshot: None,
             failures: Vec::new(),
             requests: crate::store::RequestCounts::default(),
+            concurrency: Default::default(),
             would_send: dry_run.then(crate::store::RequestCounts::default),
             dirs_would_change: false,
             planned: Vec::new(),

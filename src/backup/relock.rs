@@ -3,7 +3,8 @@
 //! versions earlier runs wrote, locked only as long as those runs said.
 //! Before the manifest is written, each version the snapshot names whose
 //! known lock ends before half of this run's period (run start + N/2 days)
-//! gets this run's date (PutObjectRetention, `jobs` at a time); the state
+//! gets this run's date (PutObjectRetention, at most `jobs` at a time
+//! under an adaptive limit, [`crate::store::flow`]); the state
 //! remembers each version's lock (`locks`, see [`crate::state`]), so a
 //! version is extended about once per N/2 days, not on every run. The
 //! snapshot's recorded lock is then the earliest lock among its versions
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use super::BackupOptions;
 use crate::lock::{LockMode, Retention};
 use crate::state::StateDb;
+use crate::store::flow::Flow;
 use crate::store::retry::retry;
 use crate::store::{ObjectStore, join_key};
 
@@ -51,6 +53,7 @@ pub(super) async fn relock(
     };
     let prefix = opts.target.prefix();
     let lock = &lock;
+    let flow = &Flow::new(opts.jobs, store.signals(), "lock extensions");
     let mut extended = futures::stream::iter(ending)
         .map(|(path, version, mode)| async move {
             let key = join_key(prefix, &path);
@@ -66,7 +69,11 @@ pub(super) async fn relock(
                 },
                 ..*lock
             };
-            let done = retry(&key, || store.put_retention(&key, &version, &own)).await;
+            let done = retry(&key, || async {
+                let _permit = flow.acquire().await?;
+                store.put_retention(&key, &version, &own).await
+            })
+            .await;
             (path, version, own.mode, done)
         })
         .buffer_unordered(opts.jobs.max(1));

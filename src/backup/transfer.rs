@@ -2,17 +2,16 @@
 //! multipart with parts in parallel), server-side copies, metadata
 //! refreshes and deletions, each retried on transient errors.
 //!
-//! Concurrency: the caller runs up to `jobs` actions at once, and every
-//! request (parts included) takes a permit from one semaphore of `jobs`
-//! permits, held only for that request, so a large multipart upload can
+//! Concurrency: the caller runs up to `jobs` (the ceiling) actions at once,
+//! and every request (parts included) takes a permit from one adaptive
+//! limit ([`crate::store::flow`]: at most `jobs`, finding its own level
+//! below that), held only for that request, so a large multipart upload can
 //! neither starve the others nor deadlock waiting for its own parts.
 //! Multipart uploads are in [`super::multipart`], their journal in
 //! [`super::journal`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 
 use super::journal::Journal;
 use super::keep::{CopyLimits, Keeper, Kept, LocalFiles};
@@ -27,7 +26,7 @@ use crate::state::{FileChange, FileRow, now_secs};
 use crate::store::retry::retry;
 use crate::store::{
     FileRange, MAX_PART_SIZE, MAX_SINGLE_OBJECT, MIN_PART_SIZE, ObjectMeta, ObjectStore, PutOutcome,
-    StoreError, join_key,
+    StoreError, flow::Flow, join_key,
 };
 
 /// Shared by every transfer task of a run.
@@ -35,7 +34,8 @@ pub struct Engine {
     pub(super) store: Arc<dyn ObjectStore>,
     source: PathBuf,
     pub(super) prefix: String,
-    pub(super) requests: Semaphore,
+    /// The run's requests in flight (the adaptive limit, at most `jobs`).
+    pub(super) requests: Flow,
     pub(super) jobs: usize,
     multipart_threshold: u64,
     pub(super) part_size: u64,
@@ -167,10 +167,9 @@ impl Engine {
     ) -> Self {
         let jobs = jobs.max(1);
         Self {
-            store,
             source,
             prefix,
-            requests: Semaphore::new(jobs),
+            requests: Flow::new(jobs, store.signals(), "uploads"),
             jobs,
             multipart_threshold: multipart_threshold.clamp(MIN_PART_SIZE, MAX_SINGLE_OBJECT),
             part_size: part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
@@ -181,6 +180,7 @@ impl Engine {
             keeper: Keeper::default(),
             copy_cutoff: MAX_SINGLE_OBJECT,
             checksum: None,
+            store,
         }
     }
 
@@ -411,11 +411,7 @@ impl Engine {
         &self,
         fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let _permit = self
-            .requests
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Fatal("transfer queue closed".into()))?;
+        let _permit = self.requests.acquire().await?;
         fut.await
     }
 

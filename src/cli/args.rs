@@ -20,6 +20,10 @@ use crate::cli::values::{
 };
 use crate::target::Target;
 
+/// `--jobs`' default: the ceiling of the adaptive request limit
+/// ([`crate::store::flow::DEFAULT_CEILING`]; 256 fits a `u16`).
+const JOBS: u16 = crate::store::flow::DEFAULT_CEILING as u16;
+
 /// Incremental backups of a directory to Amazon S3, any S3-compatible store, or a local directory.
 #[derive(Debug, Parser)]
 #[command(name = "s3backup", version, after_help = TOP_HELP)]
@@ -156,8 +160,8 @@ pub struct RestoreArgs {
     /// Also print progress events on stdout while running, one JSON object per line (implies --json).
     #[arg(long)]
     pub json_progress: bool,
-    /// Files and requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    /// Most files and requests in flight at once: the requests in flight find their own level up to this (from 16, growing while throughput grows, halving on 503 SlowDown, 429 or timeouts).
+    #[arg(short, long, default_value_t = JOBS, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// Limit the bytes received to RATE per second (e.g. 2MiB, 500K), paced as they come, shared by all downloads.
     #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
@@ -377,8 +381,8 @@ pub struct ForgetArgs {
 /// What `snapshots prune` and `snapshots forget --prune` share.
 #[derive(Debug, Args, Clone)]
 pub struct PruneSettings {
-    /// Deletions in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    /// Most deletions in flight at once: they find their own level up to this (from 16, growing while throughput grows, halving on 503 SlowDown, 429 or timeouts).
+    #[arg(short, long, default_value_t = JOBS, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// Keep content stored less than this before the prune starts (default 15m: a backup may be copying it in, and 15m covers the clock skew S3 allows).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -430,8 +434,8 @@ pub struct VerifyArgs {
     /// Estimate the run's cost from request prices: s3-standard (S3 Standard, us-east-1, USD; see README) or KIND=USD,... per 1000 requests (kinds: list, head, get, put, copy, part, delete, other; egress-gb per GB received), optionally after s3-standard.
     #[arg(long = "cost-per-1000", value_name = "SPEC", value_parser = parse_cost)]
     pub cost_per_1000: Option<crate::cost::CostSpec>,
-    /// Requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    /// Most requests in flight at once: they find their own level up to this (from 16, growing while throughput grows, halving on 503 SlowDown, 429 or timeouts).
+    #[arg(short, long, default_value_t = JOBS, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// S3 connection settings.
     #[command(flatten)]
@@ -604,8 +608,8 @@ pub struct BackupArgs {
     /// Also print progress events on stdout while running, one JSON object per line (implies --json).
     #[arg(long)]
     pub json_progress: bool,
-    /// Files and requests in flight at once.
-    #[arg(short, long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
+    /// Most files and requests in flight at once: the requests in flight find their own level up to this (from 16, growing while throughput grows, halving on 503 SlowDown, 429 or timeouts).
+    #[arg(short, long, default_value_t = JOBS, value_parser = clap::value_parser!(u16).range(1..=256), allow_negative_numbers = true)]
     pub jobs: u16,
     /// Files larger than this are sent in parts (e.g. 64MiB; 5MiB to 5GiB).
     #[arg(long, default_value = "64MiB", value_parser = parse_threshold, value_name = "SIZE", allow_hyphen_values = true)]

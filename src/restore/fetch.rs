@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::Semaphore;
 
 use crate::fs::confine::Dir;
 use crate::fs::scan::EntryKind;
 use crate::restore::dest::TempFile;
 use crate::restore::meta::{ModePolicy, set_file_times_and_mode};
 use crate::restore::source::Item;
+use crate::store::flow::Flow;
 use crate::store::retry::{DOWNLOAD_ATTEMPTS, retry_n};
 use crate::store::{ByteChunks, GetRequest, ObjectStore, RemoteObject, StoreError};
 
@@ -158,10 +158,11 @@ pub struct Downloaded {
     pub received: u64,
 }
 
-/// Downloads objects with at most `jobs` requests in flight.
+/// Downloads objects with at most `jobs` requests in flight (an adaptive
+/// limit under that ceiling, see [`crate::store::flow`]).
 pub struct Fetcher {
     store: Arc<dyn ObjectStore>,
-    requests: Semaphore,
+    requests: Flow,
     jobs: usize,
 }
 
@@ -203,8 +204,8 @@ impl Fetcher {
     pub fn new(store: Arc<dyn ObjectStore>, jobs: usize) -> Self {
         let jobs = jobs.max(1);
         Self {
+            requests: Flow::new(jobs, store.signals(), "downloads"),
             store,
-            requests: Semaphore::new(jobs),
             jobs,
         }
     }
@@ -215,11 +216,7 @@ impl Fetcher {
     }
 
     async fn get(&self, key: &str, req: GetRequest<'_>) -> Result<(RemoteObject, ByteChunks), StoreError> {
-        let _permit = self
-            .requests
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Fatal("download queue closed".into()))?;
+        let _permit = self.requests.acquire().await?;
         self.store.get(key, req).await
     }
 

@@ -165,6 +165,10 @@ pub struct RestoreReport {
     /// The requests the run sent, by kind, with their body bytes (a dry
     /// run: the snapshot's reading and the listing only).
     pub requests: crate::store::RequestCounts,
+    /// How many requests were in flight: the most at once, the adaptive
+    /// limit's highest and last level, throttling answers seen
+    /// ([`crate::store::flow`]).
+    pub concurrency: crate::store::flow::Concurrency,
 }
 
 /// Why a restore could not run at all.
@@ -287,6 +291,7 @@ pub async fn run_with_progress(
         report.planned = planned.take();
     }
     report.requests = counted.requests();
+    report.concurrency = counted.signals().figures();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     progress.finish();
     Ok(report)

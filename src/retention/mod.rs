@@ -51,7 +51,7 @@ impl Default for ForgetOptions {
             ids: Vec::new(),
             prune: false,
             dry_run: false,
-            jobs: 16,
+            jobs: crate::store::flow::DEFAULT_CEILING,
             min_age: prune::DEFAULT_MIN_AGE,
             target: String::new(),
         }

@@ -20,7 +20,8 @@
 //!    that appeared meanwhile (a backup from another machine) has its
 //!    references read and taken out of the candidates; one that cannot be
 //!    read stops the prune with nothing deleted;
-//! 4. the candidates are deleted, `jobs` at a time.
+//! 4. the candidates are deleted, at most `jobs` at a time (an adaptive
+//!    limit under that ceiling, [`crate::store::flow`]).
 //!
 //! Crash safety: only objects no manifest present at step 3 references
 //! are deleted, and forgotten manifests are deleted before the prune
@@ -39,6 +40,7 @@ use super::RetentionError;
 use crate::history;
 use crate::snapshots::{self, Health, Snapshot};
 use crate::store::ObjectStore;
+use crate::store::flow::Flow;
 
 /// How much older than the prune's start a content object must look to
 /// be deleted, unless `--min-age` says otherwise: 15 minutes, the clock
@@ -278,8 +280,12 @@ impl Run<'_> {
             return Ok(doomed);
         }
         let probe = &probe;
+        let flow = &Flow::new(self.jobs, self.store.signals(), "lock checks");
         let judged: Vec<(Pruned, Option<crate::lock::Retention>)> = futures::stream::iter(doomed)
-            .map(|p| async move { probe.head(&p.key).await.map(|lock| (p, lock)) })
+            .map(|p| async move {
+                let _permit = flow.acquire().await?;
+                probe.head(&p.key).await.map(|lock| (p, lock))
+            })
             .buffered(self.jobs)
             .try_collect()
             .await?;
@@ -300,8 +306,12 @@ impl Run<'_> {
     /// Deletes `doomed`, `jobs` at a time; the first failure stops it
     /// (what is left goes on the next prune).
     async fn delete_all(&self, doomed: &[Pruned]) -> Result<(), RetentionError> {
+        let flow = &Flow::new(self.jobs, self.store.signals(), "deletions");
         futures::stream::iter(doomed)
-            .map(|p| self.store.delete(&p.key))
+            .map(|p| async move {
+                let _permit = flow.acquire().await?;
+                self.store.delete(&p.key).await
+            })
             .buffer_unordered(self.jobs)
             .try_collect::<()>()
             .await

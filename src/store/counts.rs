@@ -161,6 +161,8 @@ pub struct RequestCounter {
     kinds: [AtomicU64; 9],
     sent: AtomicU64,
     received: AtomicU64,
+    /// Throttling seen and the request limits' figures ([`super::flow`]).
+    pub(crate) flow: std::sync::Arc<super::flow::Signals>,
 }
 
 impl RequestCounter {

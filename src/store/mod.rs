@@ -16,6 +16,7 @@ use crate::fs::checksum::{StoredChecksum, Sum};
 use crate::target::Target;
 
 pub mod counts;
+pub mod flow;
 pub mod local;
 pub mod pace;
 pub mod retry;
@@ -443,6 +444,10 @@ pub trait ObjectStore: Send + Sync {
     /// The requests sent so far by this store (one run), by kind, with the
     /// body bytes each way ([`counts`]).
     fn requests(&self) -> RequestCounts;
+
+    /// The store's throttling signals and request-limit figures, shared
+    /// by every [`flow::Flow`] of the run.
+    fn signals(&self) -> Arc<flow::Signals>;
 }
 
 /// The text that identifies a backup set's target in the state file: the

@@ -147,6 +147,11 @@ pub struct VerifyReport {
     /// report has the total).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::store::RequestCounts>,
+    /// How many requests were in flight: the most at once, the adaptive
+    /// limit's highest and last level, throttling answers seen
+    /// ([`crate::store::flow`]; absent like `requests`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::store::flow::Concurrency>,
 }
 
 /// Why verify could not run.
@@ -250,6 +255,7 @@ pub async fn run(opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
     let one = (id, opened.reader, opened.passed_over);
     let mut report = check_snapshot(opts, &store, &all, one, &content).await?;
     report.requests = Some(store.requests());
+    report.concurrency = Some(store.signals().figures());
     Ok(report)
 }
 

@@ -103,6 +103,7 @@ mod exclude;
 mod exfat_source;
 mod faults;
 mod filters;
+mod flow;
 mod garage_cluster;
 mod guard;
 mod help;

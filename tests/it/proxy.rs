@@ -34,7 +34,10 @@
 //! ([`FaultProxy::set_rewrite`], see [`crate::rewrite`]), answer the next
 //! matching request with 503 SlowDown and a `Retry-After` header
 //! ([`FaultProxy::slow_down_once`]), and it notes when each request
-//! arrived ([`FaultProxy::arrivals`]).
+//! arrived ([`FaultProxy::arrivals`]). It can hold every request for a
+//! fixed time before answering it, as a store that far away would
+//! ([`FaultProxy::set_delay`]), and it counts the requests it holds at once
+//! ([`FaultProxy::in_flight`]: now, the most, and at each arrival).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -139,6 +142,8 @@ struct Config {
     rewrite: Rewrite,
     /// The next request this matches is answered 503 SlowDown with this `Retry-After`.
     slow_down_once: Option<(Filter, String)>,
+    /// How long every request is held before it is answered or forwarded.
+    delay: Duration,
 }
 
 /// State shared by the proxy's tasks and the test.
@@ -159,6 +164,27 @@ struct Shared {
     arrivals: Mutex<Vec<(Instant, SystemTime, String)>>,
     /// The ETag tokens of [`Rewrite::kms_etags`].
     tokens: Tokens,
+    /// Requests being handled now.
+    in_flight: AtomicU64,
+    /// Requests in flight as each request arrived (itself included), in order.
+    in_flight_seen: Mutex<Vec<u64>>,
+}
+
+/// Counts one request in flight at the proxy while it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let n = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.in_flight_seen.lock().unwrap().push(n);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -214,6 +240,7 @@ impl FaultProxy {
                 rng: fastrand::Rng::with_seed(seed),
                 rewrite: Rewrite::default(),
                 slow_down_once: None,
+                delay: Duration::ZERO,
             }),
             requests: AtomicU64::new(0),
             internal_errors: AtomicU64::new(0),
@@ -226,6 +253,8 @@ impl FaultProxy {
             log: Mutex::new(Vec::new()),
             arrivals: Mutex::new(Vec::new()),
             tokens: Tokens::default(),
+            in_flight: AtomicU64::new(0),
+            in_flight_seen: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).unwrap();
@@ -315,6 +344,18 @@ impl FaultProxy {
         self.shared.config.lock().unwrap().slow_down_once = Some((Arc::new(filter), retry_after.to_owned()));
     }
 
+    /// Holds every request `delay` before answering or forwarding it (a
+    /// store that far away; zero, the default, for none).
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.config.lock().unwrap().delay = delay;
+    }
+
+    /// Requests in flight at the proxy as each one arrived (itself
+    /// included), in order of arrival; their maximum is the most at once.
+    pub fn in_flight(&self) -> Vec<u64> {
+        self.shared.in_flight_seen.lock().unwrap().clone()
+    }
+
     /// When each request arrived, in order: (time, wall-clock time, "METHOD /path?query").
     pub fn arrivals(&self) -> Vec<(Instant, SystemTime, String)> {
         self.shared.arrivals.lock().unwrap().clone()
@@ -378,12 +419,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let (mut parts, body) = req.into_parts();
+    let _counted = InFlight::new(&shared);
     let body = body.collect().await?.to_bytes();
     shared.arrivals.lock().unwrap().push((
         Instant::now(),
         SystemTime::now(),
         format!("{} {}", parts.method, parts.uri),
     ));
+    let delay = shared.config.lock().unwrap().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let (rewrite, once) = {
         let mut c = shared.config.lock().unwrap();
         let once = match &c.slow_down_once {

@@ -515,6 +515,10 @@ impl ObjectStore for LocalStore {
     fn requests(&self) -> RequestCounts {
         self.counter.snapshot()
     }
+
+    fn signals(&self) -> Arc<super::flow::Signals> {
+        self.counter.flow.clone()
+    }
 }
 
 #[cfg(test)]

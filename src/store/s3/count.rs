@@ -1,12 +1,15 @@
 //! The SDK interceptor that counts every request the S3 client sends
 //! ([`crate::store::counts`]): it sits in the SDK's attempt loop, so each
 //! attempt (the SDK's own retries included) is seen once, just before it
-//! goes out, and each response once, as it arrives.
+//! goes out, and each response once, as it arrives. After each attempt it
+//! also tells the request limits ([`crate::store::flow`]) of throttling:
+//! a 503 (SlowDown or not) or 429 answer, or a timeout.
 
 use std::sync::Arc;
 
 use aws_sdk_s3::config::interceptors::{
     BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -61,6 +64,24 @@ impl Intercept for Counting {
             let response = context.response();
             self.0
                 .received(length(response.headers(), response.body().content_length()));
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let status = context.response().map(|r| r.status().as_u16());
+        let timed_out = context.output_or_error().is_some_and(|r| {
+            r.err().is_some_and(|e| {
+                e.is_timeout_error() || e.as_connector_error().is_some_and(|c| c.is_timeout())
+            })
+        });
+        if matches!(status, Some(503 | 429)) || timed_out {
+            self.0.flow.throttled();
         }
         Ok(())
     }

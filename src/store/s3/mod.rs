@@ -552,6 +552,10 @@ impl ObjectStore for S3Store {
         self.counter.snapshot()
     }
 
+    fn signals(&self) -> Arc<super::flow::Signals> {
+        self.counter.flow.clone()
+    }
+
     fn location(&self) -> Option<String> {
         let parts: Vec<String> = [
             self.endpoint
