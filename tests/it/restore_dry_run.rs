@@ -87,8 +87,10 @@ fn counts_of(r: &Run) -> serde_json::Value {
     let o = v.as_object_mut().unwrap();
     o.remove("elapsed_ms");
     o.remove("dry_run");
-    // A dry run sends its own requests (no downloads): not the run's.
+    // A dry run sends its own requests (no downloads): not the run's, nor
+    // is the level its requests in flight reached.
     o.remove("requests");
+    o.remove("concurrency");
     for key in ["failures", "kept_paths"] {
         if let Some(serde_json::Value::Array(a)) = o.get_mut(key) {
             a.sort_by_key(|x| x.to_string());

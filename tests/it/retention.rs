@@ -92,8 +92,8 @@ impl Place<'_> {
     }
 
     /// Runs `s3backup ARGS… TARGET EXTRA…` (with the server's endpoint).
-    /// `snapshots forget` and `snapshots prune` get `--min-age 0s` unless
-    /// EXTRA gives one: what a test puts in the content area is as young
+    /// `snapshots prune` and `snapshots forget --prune` get `--min-age 0s`
+    /// unless EXTRA gives one: what a test puts in the content area is as young
     /// as the command (a local store's objects cannot be aged: their
     /// stored time is the file's change time).
     fn run(&self, env: &TestEnv, args: &[&str], extra: &[&str]) -> Run {
@@ -102,7 +102,8 @@ impl Place<'_> {
         if let Place::S3(server, _) = self {
             cmd.arg("--endpoint-url").arg(server.endpoint());
         }
-        if args.first() == Some(&"snapshots") && !extra.contains(&"--min-age") {
+        let prunes = args.get(1) == Some(&"prune") || extra.contains(&"--prune");
+        if args.first() == Some(&"snapshots") && prunes && !extra.contains(&"--min-age") {
             cmd.args(["--min-age", "0s"]);
         }
         cmd.args(extra);

@@ -280,8 +280,9 @@ fn clean_etag(etag: Option<&str>) -> String {
 }
 
 /// Bodies up to this many bytes are read into memory when the request is
-/// built (see [`body`]).
-const SMALL_BODY: u64 = 256 * 1024;
+/// built (see [`body`]): the same as one streamed chunk, so a request in
+/// flight holds no more than it did (see [`crate::store::flow`]'s bound).
+const SMALL_BODY: u64 = pace::MAX_CHUNK as u64;
 
 /// The body of `range`: a small one (at most [`SMALL_BODY`] bytes, and
 /// `whole` set: no bandwidth limit cuts it into paced pieces) read into
