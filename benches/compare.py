@@ -460,6 +460,20 @@ def loopback_quickack(enable: bool) -> str:
             "restored at exit")
 
 
+def stop_process(proc: subprocess.Popen, log_file) -> None:
+    """Stops a server the harness started (SIGTERM, then SIGKILL after 10 s)
+    and closes its log."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if not log_file.closed:
+        log_file.close()
+
+
 class Server:
     def __init__(self, binary: Path, root: Path, logs: Path):
         self.binary = binary
@@ -497,14 +511,7 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log_file.close()
+        stop_process(self.proc, self.log_file)
 
     def create_bucket(self, bucket: str) -> None:
         # s3s-fs's CreateBucket is exactly a mkdir; doing it here keeps bucket
@@ -555,15 +562,7 @@ class Served:
             return float("nan")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.log_file.closed:
-            self.log_file.close()
+        stop_process(self.proc, self.log_file)
 
 
 # --------------------------------------------------------------------------

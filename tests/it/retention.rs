@@ -141,13 +141,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// A hand-made format-2 manifest taken at `created` (RFC 3339, UTC, whole
 /// seconds) with `tags`, one file entry per hash: its file name and bytes.
 fn handmade(created: &str, n: u32, tags: &[&str], hashes: &[String]) -> (String, Vec<u8>) {
-    let run_id = format!("{n:032x}");
-    let mut header = manifest_header(hashes.len() as u64, hashes.len() as u64);
-    header["format"] = json!(2);
-    header["created"] = json!(created);
-    header["run_id"] = json!(run_id);
-    header["history"] = json!("auto");
-    header["tags"] = json!(tags);
+    let header = handmade_header(created, n, tags, hashes.len() as u64);
     let entries: Vec<Value> = hashes
         .iter()
         .enumerate()
@@ -156,11 +150,33 @@ fn handmade(created: &str, n: u32, tags: &[&str], hashes: &[String]) -> (String,
                    "mode": "644", "blake3": h, "etag": "e"})
         })
         .collect();
-    let stamp = created.replace(['-', ':'], "");
-    (
-        format!("{stamp}-{run_id}.jsonl.zst"),
-        encode_manifest(&header, &entries),
-    )
+    (handmade_name(created, n), encode_manifest(&header, &entries))
+}
+
+/// The header [`handmade`] gives a manifest of `files` one-byte files.
+fn handmade_header(created: &str, n: u32, tags: &[&str], files: u64) -> Value {
+    let mut header = manifest_header(files, files);
+    header["format"] = json!(2);
+    header["created"] = json!(created);
+    header["run_id"] = json!(format!("{n:032x}"));
+    header["history"] = json!("auto");
+    header["tags"] = json!(tags);
+    header
+}
+
+/// The object name of [`handmade`]'s manifest.
+fn handmade_name(created: &str, n: u32) -> String {
+    format!("{}-{n:032x}.jsonl.zst", created.replace(['-', ':'], ""))
+}
+
+/// A local store with one backup of `a.txt`, and a content object no
+/// snapshot references, stored an hour ago: its key.
+fn one_backup_and_an_orphan(env: &TestEnv, place: &Place) -> String {
+    env.write("a.txt", "one");
+    env.backup_ok(&place.target(), &[]);
+    let orphan = content_rel(b"orphan");
+    place.put(&orphan, b"orphan", HOUR);
+    orphan
 }
 
 /// Stores hand-made manifests taken at `times`, without tags or entries.
@@ -498,10 +514,7 @@ fn prune_never_deletes_content_stored_after_its_start() {
 fn prune_refuses_while_a_damaged_snapshot_is_kept() {
     let env = TestEnv::new();
     let place = Place::local(&env);
-    env.write("a.txt", "one");
-    env.backup_ok(&place.target(), &[]);
-    let orphan = content_rel(b"orphan");
-    place.put(&orphan, b"orphan", HOUR);
+    let orphan = one_backup_and_an_orphan(&env, &place);
     let bad = ".s3backup/manifests/20200101T000000Z-00000000000000000000000000000bad.jsonl.zst";
     place.put(bad, b"not zstd", HOUR);
     let r = place.run(&env, &["snapshots", "prune"], &[]);
@@ -528,15 +541,9 @@ fn prune_refuses_while_a_damaged_snapshot_is_kept() {
 fn prune_refuses_over_one_unreadable_line_and_names_the_way_out() {
     let env = TestEnv::new();
     let place = Place::local(&env);
-    env.write("a.txt", "one");
-    env.backup_ok(&place.target(), &[]);
-    let orphan = content_rel(b"orphan");
-    place.put(&orphan, b"orphan", HOUR);
-    let (name, _) = handmade("2020-01-01T00:00:00Z", 7, &[], &[]);
-    let mut header = manifest_header(1, 1);
-    header["format"] = json!(2);
-    header["created"] = json!("2020-01-01T00:00:00Z");
-    header["run_id"] = json!(format!("{:032x}", 7));
+    let orphan = one_backup_and_an_orphan(&env, &place);
+    let name = handmade_name("2020-01-01T00:00:00Z", 7);
+    let header = handmade_header("2020-01-01T00:00:00Z", 7, &[], 1);
     let text = format!("{header}\n{{\"path\": broken\n");
     place.put(
         &format!(".s3backup/manifests/{name}"),
