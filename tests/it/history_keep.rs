@@ -180,6 +180,12 @@ fn killed_before_its_copy_the_next_run_keeps_that_content_first() {
     let seen = server.wait_for_matching(1, Duration::from_secs(30), |r| is(r, "CopyObject", &key));
     child.kill().unwrap();
     child.wait().unwrap();
+    // A retry the killed run had in flight is settled under the 503 rule,
+    // not after it is cleared (it would keep the content for the next run).
+    assert!(
+        server.wait_settled(Duration::from_secs(30)),
+        "the killed run's requests never settled"
+    );
     assert!(
         seen,
         "the run never tried to keep a.txt's content: {:?}",
