@@ -348,6 +348,52 @@ fn a_body_damaged_on_the_way_is_refused_and_never_recorded() {
     assert_rows_match_objects(&server, &env);
 }
 
+/// Small bodies go out with their Content-MD5 and as UNSIGNED-PAYLOAD, as
+/// streamed ones always did: the store checks the bytes against the MD5 of
+/// the hashing read (the test above), so a SHA-256 of each body for the
+/// signature would only hash every small file a second time.
+#[test]
+fn small_bodies_carry_their_md5_and_are_not_hashed_again_for_the_signature() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let proxy = FaultProxy::start(&server, 13);
+    let env = TestEnv::with_endpoint(&proxy.endpoint());
+    env.write("a.txt", "a small file").write("d/b.txt", "another one");
+    env.symlink("a.txt", "link");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    proxy.set_filter(move |parts| {
+        if parts.method == hyper::Method::PUT && !parts.uri.path().contains(".s3backup") {
+            let header = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .map(|v| v.to_str().unwrap_or("?").to_owned())
+            };
+            record.lock().unwrap().push((
+                parts.uri.path().to_owned(),
+                header("x-amz-content-sha256"),
+                header("content-md5"),
+            ));
+        }
+        false
+    });
+
+    let s = env.backup_ok(TARGET, &[]);
+    assert_eq!(s.uploaded, 3, "{s:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (path, sha256, md5) in &seen {
+        assert_eq!(sha256.as_deref(), Some("UNSIGNED-PAYLOAD"), "{path}: {seen:?}");
+        assert!(md5.is_some(), "{path} without Content-MD5: {seen:?}");
+    }
+    assert_eq!(
+        server.object_bytes(BUCKET, "pre/d/b.txt").unwrap(),
+        b"another one"
+    );
+    assert_rows_match_objects(&server, &env);
+}
+
 /// A re-run with another `--part-size` can't resume the journaled upload:
 /// it is aborted before a new one begins, never left behind.
 #[test]
