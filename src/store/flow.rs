@@ -34,9 +34,8 @@
 //! Memory does not grow with the level: a request holds no body in memory
 //! beyond a chunk. Uploads stream from the file (the SDK reads a few KiB at
 //! a time; a body of at most one chunk, 64 KiB, and a symlink's target are
-//! read whole), downloads are
-//! written chunk by chunk as frames arrive (`restore::fetch`), multipart
-//! parts stream their range of the file. So a run's request buffers are at
+//! read whole), downloads are written chunk by chunk as frames arrive
+//! (`restore::fetch`), multipart parts stream their range of the file. So a run's request buffers are at
 //! most about ceiling × (one HTTP connection's buffers + one chunk, under
 //! 200 KiB): under 50 MiB at the largest ceiling, 256.
 
